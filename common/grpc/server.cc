@@ -1,0 +1,182 @@
+#include "common/grpc/server.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/security/server_credentials.h"
+
+namespace a2sf {
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot open file '", path, "'"));
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat("error reading file '", path, "'"));
+  return contents.str();
+}
+
+namespace {
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TcpCredentials(const ServerOptions& options) {
+  const ServerTlsOptions& tls = options.tls;
+  const bool has_tls = !tls.cert_chain_path.empty() || !tls.private_key_path.empty();
+  if (options.plaintext && has_tls) {
+    return absl::InvalidArgumentError("plaintext and TLS certificate options are mutually exclusive");
+  }
+  if (options.plaintext) return grpc::InsecureServerCredentials();
+  if (tls.cert_chain_path.empty() || tls.private_key_path.empty()) {
+    return absl::InvalidArgumentError(
+        "TLS needs both a certificate chain and a private key (or choose plaintext explicitly)");
+  }
+  absl::StatusOr<std::string> cert = ReadFileToString(tls.cert_chain_path);
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadFileToString(tls.private_key_path);
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions ssl_options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  ssl_options.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!tls.client_ca_path.empty()) {
+    absl::StatusOr<std::string> ca = ReadFileToString(tls.client_ca_path);
+    if (!ca.ok()) return ca.status();
+    ssl_options.pem_root_certs = *ca;
+    ssl_options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl_options);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(
+    const ServerOptions& options, const std::vector<grpc::Service*>& services) {
+  if (options.listen_addresses.empty()) {
+    return absl::InvalidArgumentError("no listen address given");
+  }
+  bool has_tcp_listener = false;
+  for (const std::string& address : options.listen_addresses) {
+    if (!absl::StartsWith(address, "unix:")) has_tcp_listener = true;
+  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tcp_credentials =
+      grpc::InsecureServerCredentials();
+  if (has_tcp_listener) {
+    tcp_credentials = TcpCredentials(options);
+    if (!tcp_credentials.ok()) return tcp_credentials.status();
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  std::unique_ptr<RunningServer> running(new RunningServer());
+  running->options_ = options;
+  running->bound_ports_.assign(options.listen_addresses.size(), 0);
+
+  grpc::ServerBuilder builder;
+  for (size_t i = 0; i < options.listen_addresses.size(); ++i) {
+    const std::string& address = options.listen_addresses[i];
+    if (absl::StartsWith(address, "unix:")) {
+      // sockaddr_un holds 108 bytes including the terminator; gRPC only logs the failure.
+      if (address.size() - 5 > 107) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("Unix socket path longer than 107 characters: ", address));
+      }
+      builder.AddListeningPort(address, grpc::InsecureServerCredentials());
+    } else {
+      builder.AddListeningPort(address, *tcp_credentials, &running->bound_ports_[i]);
+    }
+  }
+  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  builder.SetMaxSendMessageSize(options.max_send_message_bytes);
+  if (options.max_concurrent_streams_per_connection > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                               options.max_concurrent_streams_per_connection);
+  }
+  for (grpc::Service* service : services) builder.RegisterService(service);
+
+  running->server_ = builder.BuildAndStart();
+  if (running->server_ == nullptr) {
+    std::string addresses;
+    for (const std::string& a : options.listen_addresses) absl::StrAppend(&addresses, " ", a);
+    return absl::UnavailableError(absl::StrCat("could not start ", options.name, " on", addresses,
+                                               " (address in use or not bindable?)"));
+  }
+  for (size_t i = 0; i < options.listen_addresses.size(); ++i) {
+    const std::string& address = options.listen_addresses[i];
+    if (!absl::StartsWith(address, "unix:") && running->bound_ports_[i] == 0) {
+      running->server_->Shutdown();
+      return absl::UnavailableError(absl::StrCat("could not bind ", address));
+    }
+    A2SF_LOG(INFO) << options.name << " listening on " << running->dial_address(i)
+                   << (absl::StartsWith(address, "unix:") ? " (Unix socket)"
+                       : options.plaintext                ? " (PLAINTEXT: no TLS)"
+                       : options.tls.client_ca_path.empty() ? " (TLS)"
+                                                            : " (mutual TLS)");
+  }
+  running->SetServing(true);
+  return running;
+}
+
+RunningServer::~RunningServer() {
+  if (server_ != nullptr && !shut_down_) Shutdown(absl::ZeroDuration());
+}
+
+std::string RunningServer::dial_address(size_t index) const {
+  const std::string& address = options_.listen_addresses[index];
+  if (absl::StartsWith(address, "unix:")) return address;
+  std::string host = address.substr(0, address.rfind(':'));
+  if (host.empty() || host == "0.0.0.0" || host == "[::]") host = "127.0.0.1";
+  return absl::StrCat(host, ":", bound_ports_[index]);
+}
+
+void RunningServer::SetServing(bool serving) {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health != nullptr) health->SetServingStatus(serving);
+}
+
+void RunningServer::Shutdown(absl::Duration grace) {
+  if (shut_down_) return;
+  shut_down_ = true;
+  SetServing(false);
+  server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
+}
+
+void RunningServer::Wait() { server_->Wait(); }
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target,
+                                                           const ChannelOptions& options) {
+  if (target.empty()) return absl::InvalidArgumentError("empty server address");
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  args.SetMaxSendMessageSize(64 << 20);
+  if (!options.load_balancing_policy.empty()) args.SetLoadBalancingPolicyName(options.load_balancing_policy);
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  if (options.plaintext || absl::StartsWith(target, "unix:")) {
+    credentials = grpc::InsecureChannelCredentials();
+  } else {
+    grpc::SslCredentialsOptions ssl;
+    if (!options.ca_cert_path.empty()) {
+      absl::StatusOr<std::string> ca = ReadFileToString(options.ca_cert_path);
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+    }
+    if (!options.client_cert_chain_path.empty() || !options.client_private_key_path.empty()) {
+      absl::StatusOr<std::string> cert = ReadFileToString(options.client_cert_chain_path);
+      if (!cert.ok()) return cert.status();
+      absl::StatusOr<std::string> key = ReadFileToString(options.client_private_key_path);
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
+    if (!options.tls_server_name_override.empty()) {
+      args.SetSslTargetNameOverride(options.tls_server_name_override);
+    }
+    credentials = grpc::SslCredentials(ssl);
+  }
+  return grpc::CreateCustomChannel(target, credentials, args);
+}
+
+}  // namespace a2sf

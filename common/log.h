@@ -1,0 +1,42 @@
+// A minimal thread-safe logger: `A2SF_LOG(INFO) << "text";` writes one line to stderr with a UTC
+// timestamp, the level and the source location. Debian's Abseil 20220623 has no absl/log, and the
+// services only need plain lines that container runtimes collect from stderr.
+#ifndef A2SF_COMMON_LOG_H_
+#define A2SF_COMMON_LOG_H_
+
+#include <sstream>
+
+namespace a2sf {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
+
+// Messages below this level are dropped. Default kInfo; A2SF_LOG_LEVEL=debug|info|warning|error.
+LogLevel MinLogLevel();
+void SetMinLogLevel(LogLevel level);
+
+class LogMessage {
+ public:
+  LogMessage(LogLevel level, const char* file, int line);
+  ~LogMessage();  // writes the line
+  LogMessage(const LogMessage&) = delete;
+  LogMessage& operator=(const LogMessage&) = delete;
+  std::ostream& stream() { return stream_; }
+
+ private:
+  LogLevel level_;
+  std::ostringstream stream_;
+};
+
+}  // namespace a2sf
+
+#define A2SF_LOG_LEVEL_DEBUG ::a2sf::LogLevel::kDebug
+#define A2SF_LOG_LEVEL_INFO ::a2sf::LogLevel::kInfo
+#define A2SF_LOG_LEVEL_WARNING ::a2sf::LogLevel::kWarning
+#define A2SF_LOG_LEVEL_ERROR ::a2sf::LogLevel::kError
+
+#define A2SF_LOG(severity)                                          \
+  if (A2SF_LOG_LEVEL_##severity < ::a2sf::MinLogLevel()) {          \
+  } else                                                            \
+    ::a2sf::LogMessage(A2SF_LOG_LEVEL_##severity, __FILE__, __LINE__).stream()
+
+#endif  // A2SF_COMMON_LOG_H_
