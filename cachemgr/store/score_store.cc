@@ -1,0 +1,46 @@
+#include "cachemgr/store/score_store.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace a2sf::cachemgr {
+
+size_t ScoreDTypeBytes(ScoreDType dtype) { return dtype == ScoreDType::kFp32 ? 4 : 2; }
+
+const char* ScoreDTypeName(ScoreDType dtype) {
+  switch (dtype) {
+    case ScoreDType::kFp32:
+      return "fp32";
+    case ScoreDType::kFp16:
+      return "fp16";
+    case ScoreDType::kBf16:
+      return "bf16";
+  }
+  return "?";
+}
+
+absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry, uint32_t entries,
+                                 uint32_t newest_position, bool has_entries) {
+  if (step.rule == nullptr) return absl::InvalidArgumentError("token step without an eviction rule");
+  const uint64_t expected = uint64_t{geometry.heads()} * (uint64_t{entries} + 1);
+  if (step.scores.num_values != expected) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "scores: expected ", geometry.num_layers, " layers x ", geometry.num_kv_heads, " KV heads x ",
+        entries + 1, " entries (", entries, " cached + the new one) = ", expected, " values, got ",
+        step.scores.num_values));
+  }
+  if (step.scores.data == nullptr && expected > 0) {
+    return absl::InvalidArgumentError("scores: no data");
+  }
+  if (step.position > kMaxPosition) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("position: ", step.position, " exceeds the largest supported position ", kMaxPosition));
+  }
+  if (has_entries && step.position <= newest_position) {
+    return absl::InvalidArgumentError(absl::StrCat("position: ", step.position,
+                                                   " is not after the newest cached position ",
+                                                   newest_position));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace a2sf::cachemgr

@@ -1,0 +1,126 @@
+// ScoreStore: the accumulators (A) and entry positions of every session's KV cache, per layer and per
+// KV head, and the batched "update scores, pick victims, evict" step that an EvictionRule defines.
+//
+// Layout and slots. Each (layer, KV head) of a session holds the same number of entries, in slots
+// 0..n-1. A token step appends one entry (at slot n) to every head; when a head then holds more than
+// the rule's budget, exactly enough entries are evicted to return to the budget. Victims are removed
+// in descending slot order, each by moving the entry in the current last slot into the freed slot
+// (swap-remove). Workers apply the same moves to their KV caches, so slots agree on both sides.
+//
+// Atomicity. A step whose input is invalid (wrong entry count, NaN/Inf/negative scores) returns an
+// error and leaves the session exactly as it was: scores are accumulated into a second buffer that only
+// replaces the current one once every head of the step has been checked.
+//
+// Thread-safety. CreateSession/DestroySession are internally synchronised. Steps of distinct sessions
+// may run concurrently (ProcessTokenSteps itself spreads a batch over threads); the caller must not
+// process the same session from two threads at once, nor destroy a session while it is being stepped
+// (SessionManager guarantees both).
+#ifndef A2SF_CACHEMGR_STORE_SCORE_STORE_H_
+#define A2SF_CACHEMGR_STORE_SCORE_STORE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "cachemgr/policy/eviction_rule.h"
+
+namespace a2sf::cachemgr {
+
+enum class ScoreDType { kFp32, kFp16, kBf16 };
+
+size_t ScoreDTypeBytes(ScoreDType dtype);
+const char* ScoreDTypeName(ScoreDType dtype);
+
+// Packed little-endian score values, not owned.
+struct ScoreView {
+  ScoreDType dtype = ScoreDType::kFp32;
+  const void* data = nullptr;
+  size_t num_values = 0;
+};
+
+// Largest token position a store accepts (positions are kept as 32-bit values).
+inline constexpr uint32_t kMaxPosition = 0x7ffffffe;
+
+// What a step evicted. Layout [layer][kv_head][evictions_per_head]; each head's slots descending.
+struct StoreDecision {
+  uint32_t evictions_per_head = 0;
+  std::vector<uint32_t> evicted_slots;
+  std::vector<uint32_t> evicted_positions;
+  uint32_t entries_after = 0;
+};
+
+struct SessionGeometry {
+  uint32_t num_layers = 0;
+  uint32_t num_kv_heads = 0;
+  uint32_t heads() const { return num_layers * num_kv_heads; }
+};
+
+using SessionHandle = uint64_t;
+
+struct TokenStep {
+  SessionHandle session = 0;
+  const EvictionRule* rule = nullptr;
+  // Position of the appended entry; larger than every position the session holds.
+  uint32_t position = 0;
+  // [num_layers][num_kv_heads][entries + 1]: the step's s_g for the current entries and the new one.
+  ScoreView scores;
+};
+
+struct BulkPrefill {
+  SessionHandle session = 0;
+  const EvictionRule* rule = nullptr;
+  uint32_t first_position = 0;
+  uint32_t prompt_length = 0;
+  // [num_layers][num_kv_heads][prompt_length][prompt_length], row q = query q; the upper triangle
+  // (k > q) is ignored.
+  ScoreView scores;
+};
+
+struct HeadSnapshot {
+  std::vector<uint32_t> positions;  // by slot
+  std::vector<float> scores;        // by slot
+};
+
+class ScoreStore {
+ public:
+  virtual ~ScoreStore() = default;
+
+  // "cpu" or "cuda".
+  virtual std::string backend() const = 0;
+
+  // Reserves room for `expected_entries` per head (typically budget + 1); more is allocated on demand.
+  // INVALID_ARGUMENT for an empty geometry.
+  virtual absl::StatusOr<SessionHandle> CreateSession(SessionGeometry geometry,
+                                                      uint32_t expected_entries) = 0;
+  // NOT_FOUND for an unknown handle.
+  virtual absl::Status DestroySession(SessionHandle session) = 0;
+
+  virtual absl::StatusOr<uint32_t> EntriesPerHead(SessionHandle session) const = 0;
+
+  // Runs one token step for each element of `steps` (distinct sessions), possibly in parallel.
+  // statuses[i] and decisions[i] receive step i's outcome; a failed step changed nothing.
+  virtual void ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::Span<absl::Status> statuses,
+                                 absl::Span<StoreDecision> decisions) = 0;
+
+  // Appends a whole prompt to an empty session and keeps the `budget` best entries by
+  // A_k = sum_{q >= k} alpha^(P-1-q) s[q][k] (or by position for position-keyed rules).
+  virtual absl::StatusOr<StoreDecision> ProcessBulkPrefill(const BulkPrefill& prefill) = 0;
+
+  virtual absl::StatusOr<HeadSnapshot> ReadHead(SessionHandle session, uint32_t layer,
+                                                uint32_t kv_head) const = 0;
+
+  // Bytes of accumulators and positions held for all sessions.
+  virtual size_t BytesHeld() const = 0;
+};
+
+// Checks that a token step's payload has [heads][entries + 1] values and that the position is valid.
+absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry, uint32_t entries,
+                                 uint32_t newest_position, bool has_entries);
+
+}  // namespace a2sf::cachemgr
+
+#endif  // A2SF_CACHEMGR_STORE_SCORE_STORE_H_
