@@ -1,0 +1,298 @@
+#include "cachemgr/session/session_manager.h"
+
+#include <atomic>
+#include <cmath>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+
+namespace a2sf::cachemgr {
+
+absl::StatusOr<uint32_t> ResolveBudget(const BudgetSpec& budget) {
+  if (budget.tokens.has_value() == budget.ratio.has_value()) {
+    return absl::InvalidArgumentError("budget: give exactly one of budget.tokens and budget.ratio");
+  }
+  if (budget.tokens) {
+    if (*budget.tokens == 0) return absl::InvalidArgumentError("budget.tokens: must be >= 1, got 0");
+    return *budget.tokens;
+  }
+  const double ratio = *budget.ratio;
+  if (!(ratio > 0.0 && ratio <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrCat("budget.ratio: must be in (0, 1], got ", ratio));
+  }
+  if (budget.reference_length == 0) {
+    return absl::InvalidArgumentError("budget.reference_length: required (>= 1) with budget.ratio");
+  }
+  const double tokens = std::floor(ratio * budget.reference_length);
+  return static_cast<uint32_t>(std::max(1.0, tokens));
+}
+
+struct SessionManager::Session {
+  std::string id;
+  SessionConfig config;
+  SessionHandle handle = 0;
+  uint32_t budget_tokens = 0;
+
+  absl::Mutex mutex;  // serialises steps and swaps of this session
+  std::shared_ptr<const Policy> policy ABSL_GUARDED_BY(mutex);
+  EvictionRule rule ABSL_GUARDED_BY(mutex);
+  uint64_t steps ABSL_GUARDED_BY(mutex) = 0;
+  uint64_t evictions ABSL_GUARDED_BY(mutex) = 0;
+  uint32_t entries ABSL_GUARDED_BY(mutex) = 0;
+  bool closed ABSL_GUARDED_BY(mutex) = false;
+  std::atomic<int64_t> last_active_ns{0};
+
+  void Touch() { last_active_ns.store(absl::GetCurrentTimeNanos()); }
+};
+
+SessionManager::SessionManager(std::unique_ptr<ScoreStore> store, const PolicyRegistry* registry,
+                               SessionManagerOptions options)
+    : store_(std::move(store)), registry_(registry), options_(std::move(options)) {
+  default_policy_ = options_.default_policy;
+}
+
+SessionManager::~SessionManager() = default;
+
+namespace {
+
+std::string NewSessionId() {
+  static absl::BitGen* const gen = new absl::BitGen();
+  static absl::Mutex gen_mutex;
+  absl::MutexLock lock(&gen_mutex);
+  return absl::StrFormat("s-%016x%016x", absl::Uniform<uint64_t>(*gen), absl::Uniform<uint64_t>(*gen));
+}
+
+absl::Status NotFound(const std::string& id) {
+  return absl::NotFoundError(absl::StrCat("session_id: no session '", id, "' (closed, expired or never opened)"));
+}
+
+}  // namespace
+
+absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
+  const SessionGeometry& g = config.geometry;
+  if (g.num_layers == 0 || g.num_layers > 1024) {
+    return absl::InvalidArgumentError(absl::StrCat("shape.num_layers: must be in [1, 1024], got ", g.num_layers));
+  }
+  if (g.num_kv_heads == 0 || g.num_kv_heads > 1024) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shape.num_kv_heads: must be in [1, 1024], got ", g.num_kv_heads));
+  }
+  if (config.query_heads_per_kv_head == 0) {
+    return absl::InvalidArgumentError("shape.query_heads_per_kv_head: must be >= 1");
+  }
+  absl::StatusOr<uint32_t> budget = ResolveBudget(config.budget);
+  if (!budget.ok()) return budget.status();
+  if (config.max_context != 0 && *budget > config.max_context) {
+    return absl::InvalidArgumentError(absl::StrCat("budget: ", *budget, " tokens exceed the model's context of ",
+                                                   config.max_context));
+  }
+  const PolicySpec spec = config.policy.value_or(default_policy());
+  absl::StatusOr<std::shared_ptr<const Policy>> policy = registry_->Create(spec);
+  if (!policy.ok()) return policy.status();
+  absl::StatusOr<EvictionRule> rule = (*policy)->RuleFor(g.num_layers, *budget);
+  if (!rule.ok()) return rule.status();
+
+  {
+    absl::MutexLock lock(&mutex_);
+    if (sessions_.size() >= options_.max_sessions) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "session capacity of ", options_.max_sessions, " reached; close sessions or raise --max_sessions"));
+    }
+  }
+  // Evicting policies never hold more than budget + 1 entries; Full grows on demand.
+  const uint32_t expected = rule->evicts() ? *budget + 1 : std::min<uint32_t>(*budget + 1, 4096);
+  absl::StatusOr<SessionHandle> handle = store_->CreateSession(g, expected);
+  if (!handle.ok()) return handle.status();
+
+  auto session = std::make_shared<Session>();
+  session->id = NewSessionId();
+  session->config = config;
+  session->config.policy = (*policy)->spec();
+  session->handle = *handle;
+  session->budget_tokens = *budget;
+  {
+    absl::MutexLock lock(&session->mutex);
+    session->policy = *policy;
+    session->rule = *rule;
+  }
+  session->Touch();
+  SessionInfo info;
+  {
+    absl::MutexLock lock(&mutex_);
+    if (sessions_.size() >= options_.max_sessions) {
+      store_->DestroySession(*handle).IgnoreError();
+      return absl::ResourceExhaustedError(absl::StrCat("session capacity of ", options_.max_sessions, " reached"));
+    }
+    sessions_[session->id] = session;
+  }
+  absl::MutexLock lock(&session->mutex);
+  return InfoLocked(*session);
+}
+
+std::shared_ptr<SessionManager::Session> SessionManager::Find(const std::string& id) const {
+  absl::MutexLock lock(&mutex_);
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : it->second;
+}
+
+SessionInfo SessionManager::InfoLocked(const Session& session) const
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  SessionInfo info;
+  info.id = session.id;
+  info.config = session.config;
+  info.policy = session.policy->spec();
+  info.budget_tokens = session.budget_tokens;
+  info.steps = session.steps;
+  info.entries_per_head = session.entries;
+  info.evictions = session.evictions;
+  info.idle = absl::Nanoseconds(absl::GetCurrentTimeNanos() - session.last_active_ns.load());
+  return info;
+}
+
+absl::StatusOr<SessionInfo> SessionManager::Close(const std::string& id) {
+  std::shared_ptr<Session> session;
+  {
+    absl::MutexLock lock(&mutex_);
+    auto it = sessions_.find(id);
+    if (it == sessions_.end()) return NotFound(id);
+    session = it->second;
+    sessions_.erase(it);
+  }
+  absl::MutexLock lock(&session->mutex);  // waits for a step in flight
+  session->closed = true;
+  store_->DestroySession(session->handle).IgnoreError();
+  return InfoLocked(*session);
+}
+
+absl::StatusOr<StepResult> SessionManager::Step(const std::string& id, uint64_t step_number, uint64_t position,
+                                                const ScoreView& scores) {
+  std::shared_ptr<Session> session = Find(id);
+  if (session == nullptr) return NotFound(id);
+  absl::MutexLock lock(&session->mutex);
+  if (session->closed) return NotFound(id);
+  session->Touch();
+  if (step_number != session->steps) {
+    return absl::FailedPreconditionError(absl::StrCat("step: expected step ", session->steps, ", got ", step_number,
+                                                      " (worker and cache manager are out of sync)"));
+  }
+  if (position > kMaxPosition) {
+    return absl::InvalidArgumentError(absl::StrCat("position: ", position, " is larger than ", kMaxPosition));
+  }
+  TokenStep token{session->handle, &session->rule, static_cast<uint32_t>(position), scores};
+  absl::Status status;
+  StepResult result;
+  store_->ProcessTokenSteps({&token, 1}, {&status, 1}, {&result.decision, 1});
+  if (!status.ok()) return status;
+  result.step = session->steps++;
+  session->entries = result.decision.entries_after;
+  session->evictions += uint64_t{result.decision.evictions_per_head} * session->config.geometry.heads();
+  result.policy_name = session->policy->spec().name;
+  return result;
+}
+
+absl::StatusOr<StepResult> SessionManager::BulkPrefill(const std::string& id, uint64_t step_number,
+                                                       uint64_t first_position, uint32_t prompt_length,
+                                                       const ScoreView& scores) {
+  std::shared_ptr<Session> session = Find(id);
+  if (session == nullptr) return NotFound(id);
+  absl::MutexLock lock(&session->mutex);
+  if (session->closed) return NotFound(id);
+  session->Touch();
+  if (step_number != 0 || session->steps != 0) {
+    return absl::FailedPreconditionError(absl::StrCat("step: a bulk prefill must be the session's first step (step 0); "
+                                                      "the session expects step ", session->steps));
+  }
+  if (first_position + prompt_length > uint64_t{kMaxPosition} + 1) {
+    return absl::InvalidArgumentError("position: prompt positions exceed the largest supported position");
+  }
+  cachemgr::BulkPrefill bulk{session->handle, &session->rule, static_cast<uint32_t>(first_position), prompt_length, scores};
+  absl::StatusOr<StoreDecision> decision = store_->ProcessBulkPrefill(bulk);
+  if (!decision.ok()) return decision.status();
+  StepResult result;
+  result.step = session->steps++;
+  result.decision = std::move(*decision);
+  session->entries = result.decision.entries_after;
+  session->evictions += uint64_t{result.decision.evictions_per_head} * session->config.geometry.heads();
+  result.policy_name = session->policy->spec().name;
+  return result;
+}
+
+absl::StatusOr<PolicySwap> SessionManager::SetPolicy(const std::string& id, const PolicySpec& spec) {
+  absl::StatusOr<std::shared_ptr<const Policy>> policy = registry_->Create(spec);
+  if (!policy.ok()) return policy.status();
+  std::shared_ptr<Session> session = Find(id);
+  if (session == nullptr) return NotFound(id);
+  absl::MutexLock lock(&session->mutex);
+  if (session->closed) return NotFound(id);
+  absl::StatusOr<EvictionRule> rule =
+      (*policy)->RuleFor(session->config.geometry.num_layers, session->budget_tokens);
+  if (!rule.ok()) return rule.status();
+  PolicySwap swap;
+  swap.previous = session->policy->spec();
+  swap.current = (*policy)->spec();
+  swap.effective_from_step = session->steps;
+  session->policy = *policy;
+  session->rule = *rule;
+  session->config.policy = swap.current;
+  session->Touch();
+  return swap;
+}
+
+PolicySpec SessionManager::default_policy() const {
+  absl::MutexLock lock(&mutex_);
+  return default_policy_;
+}
+
+absl::StatusOr<PolicySpec> SessionManager::SetDefaultPolicy(const PolicySpec& spec) {
+  absl::StatusOr<std::shared_ptr<const Policy>> policy = registry_->Create(spec);
+  if (!policy.ok()) return policy.status();
+  absl::MutexLock lock(&mutex_);
+  // Keep what the caller asked for (not the resolved form) so later defaults of the policy apply.
+  default_policy_ = spec;
+  return (*policy)->spec();
+}
+
+absl::StatusOr<SessionInfo> SessionManager::Get(const std::string& id) const {
+  std::shared_ptr<Session> session = Find(id);
+  if (session == nullptr) return NotFound(id);
+  absl::MutexLock lock(&session->mutex);
+  return InfoLocked(*session);
+}
+
+std::vector<SessionInfo> SessionManager::List() const {
+  std::vector<std::shared_ptr<Session>> all;
+  {
+    absl::MutexLock lock(&mutex_);
+    for (const auto& [id, session] : sessions_) all.push_back(session);
+  }
+  std::vector<SessionInfo> out;
+  for (const auto& session : all) {
+    absl::MutexLock lock(&session->mutex);
+    out.push_back(InfoLocked(*session));
+  }
+  return out;
+}
+
+size_t SessionManager::session_count() const {
+  absl::MutexLock lock(&mutex_);
+  return sessions_.size();
+}
+
+size_t SessionManager::ExpireIdleSessions() {
+  if (options_.idle_timeout <= absl::ZeroDuration()) return 0;
+  const int64_t cutoff = absl::GetCurrentTimeNanos() - absl::ToInt64Nanoseconds(options_.idle_timeout);
+  std::vector<std::string> idle;
+  {
+    absl::MutexLock lock(&mutex_);
+    for (const auto& [id, session] : sessions_) {
+      if (session->last_active_ns.load() < cutoff) idle.push_back(id);
+    }
+  }
+  size_t expired = 0;
+  for (const std::string& id : idle) expired += Close(id).ok();
+  return expired;
+}
+
+}  // namespace a2sf::cachemgr

@@ -1,0 +1,233 @@
+#include "cachemgr/session/session_manager.h"
+
+#include <thread>
+
+#include "cachemgr/store/cpu_score_store.h"
+#include "gtest/gtest.h"
+
+namespace a2sf::cachemgr {
+namespace {
+
+std::unique_ptr<SessionManager> MakeManager(size_t max_sessions = 8, absl::Duration idle = absl::Minutes(10)) {
+  SessionManagerOptions options;
+  options.max_sessions = max_sessions;
+  options.idle_timeout = idle;
+  return std::make_unique<SessionManager>(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(),
+                                          options);
+}
+
+SessionConfig Config(const std::string& policy, uint32_t budget_tokens, std::optional<double> alpha = {}) {
+  SessionConfig config;
+  config.geometry = {2, 1};
+  PolicySpec spec;
+  spec.name = policy;
+  spec.alpha = alpha;
+  config.policy = spec;
+  config.budget.tokens = budget_tokens;
+  return config;
+}
+
+ScoreView View(const std::vector<float>& v) { return {ScoreDType::kFp32, v.data(), v.size()}; }
+
+TEST(ResolveBudget, TokensRatiosAndTheirErrors) {
+  EXPECT_EQ(*ResolveBudget({5u, {}, 0}), 5u);
+  EXPECT_EQ(*ResolveBudget({{}, 0.2, 4096}), 819u);  // floor(0.2 * 4096)
+  EXPECT_EQ(*ResolveBudget({{}, 0.001, 10}), 1u);    // at least one token
+  EXPECT_NE(ResolveBudget({0u, {}, 0}).status().message().find("budget.tokens"), std::string::npos);
+  EXPECT_NE(ResolveBudget({{}, 1.5, 10}).status().message().find("budget.ratio"), std::string::npos);
+  EXPECT_NE(ResolveBudget({{}, 0.5, 0}).status().message().find("budget.reference_length"), std::string::npos);
+  EXPECT_FALSE(ResolveBudget({}).ok());
+  EXPECT_FALSE(ResolveBudget({3u, 0.5, 10}).ok());
+}
+
+TEST(SessionManager, StepsProduceDecisionsAndCountEvictions) {
+  auto manager = MakeManager();
+  auto info = manager->Open(Config("local", 2));
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->budget_tokens, 2u);
+  for (uint64_t t = 0; t < 4; ++t) {
+    const uint32_t n = std::min<uint32_t>(t + 1, 3);
+    auto result = manager->Step(info->id, t, t, View(std::vector<float>(2 * n, 0.5f)));
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->step, t);
+    EXPECT_EQ(result->policy_name, "local");
+    EXPECT_EQ(result->decision.evictions_per_head, t >= 2 ? 1u : 0u);
+  }
+  auto closed = manager->Close(info->id);
+  ASSERT_TRUE(closed.ok());
+  EXPECT_EQ(closed->steps, 4u);
+  EXPECT_EQ(closed->evictions, 4u);  // 2 steps x 2 heads
+  EXPECT_EQ(manager->Close(info->id).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(SessionManager, OutOfOrderStepIsFailedPreconditionAndChangesNothing) {
+  auto manager = MakeManager();
+  auto info = *manager->Open(Config("a2sf", 4, 0.5));
+  ASSERT_TRUE(manager->Step(info.id, 0, 0, View({0.5f, 0.5f})).ok());
+  auto skipped = manager->Step(info.id, 2, 1, View(std::vector<float>(4, 0.5f)));
+  EXPECT_EQ(skipped.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(skipped.status().message().find("expected step 1, got 2"), std::string::npos);
+  auto repeated = manager->Step(info.id, 0, 1, View(std::vector<float>(4, 0.5f)));
+  EXPECT_EQ(repeated.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(manager->Get(info.id)->steps, 1u);
+  EXPECT_TRUE(manager->Step(info.id, 1, 1, View(std::vector<float>(4, 0.5f))).ok());
+}
+
+TEST(SessionManager, BadOpenRequestsNameTheField) {
+  auto manager = MakeManager();
+  SessionConfig no_layers = Config("local", 2);
+  no_layers.geometry.num_layers = 0;
+  EXPECT_NE(manager->Open(no_layers).status().message().find("shape.num_layers"), std::string::npos);
+  SessionConfig zero_budget = Config("local", 0);
+  EXPECT_NE(manager->Open(zero_budget).status().message().find("budget.tokens"), std::string::npos);
+  SessionConfig bad_alpha = Config("a2sf", 4, 2.0);
+  EXPECT_NE(manager->Open(bad_alpha).status().message().find("policy.alpha"), std::string::npos);
+  SessionConfig unknown = Config("lru", 4);
+  EXPECT_NE(manager->Open(unknown).status().message().find("policy.name"), std::string::npos);
+  SessionConfig sinks = Config("streaming_llm", 4);  // default 4 sinks need budget > 4
+  EXPECT_NE(manager->Open(sinks).status().message().find("policy.sinks"), std::string::npos);
+  SessionConfig over_context = Config("local", 600);
+  over_context.max_context = 512;
+  EXPECT_EQ(manager->Open(over_context).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(manager->session_count(), 0u);
+}
+
+TEST(SessionManager, CapacityIsResourceExhausted) {
+  auto manager = MakeManager(2);
+  auto a = manager->Open(Config("local", 2));
+  auto b = manager->Open(Config("local", 2));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(manager->Open(Config("local", 2)).status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(manager->Close(a->id).ok());
+  EXPECT_TRUE(manager->Open(Config("local", 2)).ok());
+}
+
+TEST(SessionManager, DefaultPolicyAppliesToSessionsThatNameNone) {
+  auto manager = MakeManager();
+  EXPECT_EQ(manager->default_policy().name, "a2sf");
+  PolicySpec h2o;
+  h2o.name = "h2o";
+  ASSERT_TRUE(manager->SetDefaultPolicy(h2o).ok());
+  SessionConfig config = Config("local", 4);
+  config.policy.reset();
+  auto info = manager->Open(config);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->policy.name, "h2o");
+  PolicySpec bad;
+  bad.name = "nope";
+  EXPECT_FALSE(manager->SetDefaultPolicy(bad).ok());
+  EXPECT_EQ(manager->default_policy().name, "h2o");
+}
+
+TEST(SessionManager, SwapChangesDecisionsFromTheNextStep) {
+  // Two identical sessions under H2O; one is swapped to A2SF(alpha 0.1) before step 6. Decisions are
+  // equal before the swap, and the swapped session's decisions then follow A2SF over the same scores.
+  auto manager = MakeManager();
+  auto kept = *manager->Open(Config("h2o", 4));
+  auto swapped = *manager->Open(Config("h2o", 4));
+  // Old tokens get big early attention, so H2O keeps them; A2SF forgets it quickly.
+  auto row = [](uint64_t t, uint32_t n) {
+    std::vector<float> v(2 * n, 0.05f);
+    for (uint32_t h = 0; h < 2; ++h) {
+      if (t < 3) v[h * n] = 0.9f;
+      v[h * n + n - 1] = 0.3f;
+      if (n >= 2) v[h * n + n - 2] = 0.2f;
+    }
+    return v;
+  };
+  uint32_t n = 0;
+  for (uint64_t t = 0; t < 6; ++t) {
+    n = std::min<uint32_t>(n + 1, 5);
+    auto a = manager->Step(kept.id, t, t, View(row(t, n)));
+    auto b = manager->Step(swapped.id, t, t, View(row(t, n)));
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->decision.evicted_positions, b->decision.evicted_positions);
+    n = a->decision.entries_after;
+  }
+  PolicySpec a2sf;
+  a2sf.name = "a2sf";
+  a2sf.alpha = 0.1;
+  auto swap = manager->SetPolicy(swapped.id, a2sf);
+  ASSERT_TRUE(swap.ok()) << swap.status();
+  EXPECT_EQ(swap->previous.name, "h2o");
+  EXPECT_EQ(swap->effective_from_step, 6u);
+  bool differed = false;
+  for (uint64_t t = 6; t < 12; ++t) {
+    auto a = manager->Step(kept.id, t, t, View(row(t, 5)));
+    auto b = manager->Step(swapped.id, t, t, View(row(t, 5)));
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_EQ(a->policy_name, "h2o");
+    EXPECT_EQ(b->policy_name, "a2sf");
+    differed |= a->decision.evicted_positions != b->decision.evicted_positions;
+  }
+  EXPECT_TRUE(differed);
+  // H2O keeps position 0 (its early heavy attention); A2SF(0.1) let it go.
+  auto kept_positions = manager->Get(kept.id);
+  EXPECT_EQ(kept_positions->policy.name, "h2o");
+  // An invalid swap changes nothing.
+  PolicySpec bad;
+  bad.name = "streaming_llm";
+  bad.sinks = 10;
+  EXPECT_EQ(manager->SetPolicy(swapped.id, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(manager->Get(swapped.id)->policy.name, "a2sf");
+}
+
+TEST(SessionManager, BulkPrefillOnlyAsTheFirstStep) {
+  auto manager = MakeManager();
+  auto info = *manager->Open(Config("a2sf", 2, 0.5));
+  std::vector<float> matrix(2 * 3 * 3, 0.0f);
+  for (uint32_t h = 0; h < 2; ++h) {
+    for (uint32_t q = 0; q < 3; ++q) {
+      for (uint32_t k = 0; k <= q; ++k) matrix[(h * 3 + q) * 3 + k] = 1.0f / (q + 1);
+    }
+  }
+  auto result = manager->BulkPrefill(info.id, 0, 0, 3, View(matrix));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->decision.evictions_per_head, 1u);
+  // A = (0.25*1 + 0.5*0.5 + 1/3, 0.5*0.5 + 1/3, 1/3): position 2 has the smallest score.
+  EXPECT_EQ(result->decision.evicted_positions, (std::vector<uint32_t>{2, 2}));
+  EXPECT_EQ(manager->BulkPrefill(info.id, 1, 3, 3, View(matrix)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(manager->Step(info.id, 1, 3, View(std::vector<float>(6, 0.3f))).ok());
+}
+
+TEST(SessionManager, IdleSessionsExpire) {
+  auto manager = MakeManager(8, absl::Milliseconds(50));
+  auto info = *manager->Open(Config("local", 2));
+  EXPECT_EQ(manager->ExpireIdleSessions(), 0u);
+  std::this_thread::sleep_for(std::chrono::milliseconds(120));
+  EXPECT_EQ(manager->ExpireIdleSessions(), 1u);
+  EXPECT_EQ(manager->Get(info.id).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(SessionManager, ConcurrentSessionsOnManyThreads) {
+  auto manager = MakeManager(64);
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int i = 0; i < 8; ++i) {
+    threads.emplace_back([&] {
+      auto info = manager->Open(Config("a2sf", 8, 0.4));
+      if (!info.ok()) {
+        ++failures;
+        return;
+      }
+      uint32_t n = 0;
+      for (uint64_t t = 0; t < 200; ++t) {
+        auto r = manager->Step(info->id, t, t, View(std::vector<float>(2 * (n + 1), 0.125f)));
+        if (!r.ok()) {
+          ++failures;
+          return;
+        }
+        n = r->decision.entries_after;
+      }
+      if (n != 8) ++failures;
+      if (!manager->Close(info->id).ok()) ++failures;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(manager->session_count(), 0u);
+}
+
+}  // namespace
+}  // namespace a2sf::cachemgr
