@@ -1,0 +1,143 @@
+// The CUDA store must make exactly the CPU store's decisions and hold exactly its scores.
+#include "cachemgr/store/cuda_score_store.h"
+
+#include <random>
+
+#include "cachemgr/policy/registry.h"
+#include "cachemgr/store/cpu_score_store.h"
+#include "gtest/gtest.h"
+
+namespace a2sf::cachemgr {
+namespace {
+
+std::unique_ptr<CudaScoreStore> MakeStoreOrSkip() {
+  absl::StatusOr<std::unique_ptr<CudaScoreStore>> store = CudaScoreStore::Create();
+  if (!store.ok()) return nullptr;
+  return std::move(*store);
+}
+
+#define SKIP_WITHOUT_GPU(store)                                                          \
+  if (store == nullptr) {                                                                \
+    GTEST_SKIP() << "skipping: " << CudaScoreStore::Create().status().message();         \
+  }
+
+EvictionRule Rule(const std::string& name, uint32_t layers, uint32_t budget, std::optional<double> alpha = {}) {
+  PolicySpec spec;
+  spec.name = name;
+  spec.alpha = alpha;
+  return *(*PolicyRegistry::Builtin().Create(spec))->RuleFor(layers, budget);
+}
+
+TEST(CudaScoreStore, ReportsUnavailableWithAReasonWhenThereIsNoGpu) {
+  absl::StatusOr<std::unique_ptr<CudaScoreStore>> store = CudaScoreStore::Create();
+  if (store.ok()) {
+    EXPECT_EQ((*store)->backend(), "cuda");
+  } else {
+    EXPECT_EQ(store.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_NE(store.status().message().find("no usable CUDA GPU"), std::string::npos);
+  }
+}
+
+TEST(CudaScoreStore, TokenStepsMatchTheCpuStoreForEveryPolicyAndDtype) {
+  auto cuda = MakeStoreOrSkip();
+  SKIP_WITHOUT_GPU(cuda);
+  const uint32_t layers = 4, kv_heads = 3, budget = 37;
+  for (const char* name : {"a2sf", "h2o", "tova", "local", "streaming_llm", "full"}) {
+    for (ScoreDType dtype : {ScoreDType::kFp32, ScoreDType::kFp16}) {
+      SCOPED_TRACE(std::string(name) + " " + ScoreDTypeName(dtype));
+      const EvictionRule rule = Rule(name, layers, budget, std::string(name) == "a2sf" ? std::optional<double>(0.4) : std::nullopt);
+      CpuScoreStore cpu;
+      auto hc = *cpu.CreateSession({layers, kv_heads}, budget + 1);
+      auto hg = *cuda->CreateSession({layers, kv_heads}, budget + 1);
+      std::mt19937 rng(3);
+      uint32_t entries = 0;
+      for (uint32_t t = 0; t < 150; ++t) {
+        const size_t count = size_t{layers} * kv_heads * (entries + 1);
+        std::vector<float> f32(count);
+        std::vector<uint16_t> f16(count);
+        for (size_t i = 0; i < count; ++i) {
+          const uint32_t q = rng() % 64;  // exact in fp16: q / 64
+          f32[i] = float(q) / 64.0f;
+          // fp16 of q/64: build via the float's bits (q/64 is a normal or zero half).
+          f16[i] = q == 0 ? 0 : static_cast<uint16_t>(((31 - __builtin_clz(q) - 6 + 15) << 10) |
+                                                      ((q << (10 - (31 - __builtin_clz(q)))) & 0x3ff));
+        }
+        ScoreView view = dtype == ScoreDType::kFp32 ? ScoreView{dtype, f32.data(), count} : ScoreView{dtype, f16.data(), count};
+        ScoreView cpu_view{ScoreDType::kFp32, f32.data(), count};
+        TokenStep gs{hg, &rule, t, view}, cs{hc, &rule, t, cpu_view};
+        absl::Status g_status, c_status;
+        StoreDecision g, c;
+        cuda->ProcessTokenSteps({&gs, 1}, {&g_status, 1}, {&g, 1});
+        cpu.ProcessTokenSteps({&cs, 1}, {&c_status, 1}, {&c, 1});
+        ASSERT_TRUE(g_status.ok()) << g_status;
+        ASSERT_TRUE(c_status.ok()) << c_status;
+        ASSERT_EQ(g.evicted_slots, c.evicted_slots) << "step " << t;
+        ASSERT_EQ(g.evicted_positions, c.evicted_positions) << "step " << t;
+        entries = c.entries_after;
+      }
+      for (uint32_t l = 0; l < layers; ++l) {
+        for (uint32_t h = 0; h < kv_heads; ++h) {
+          auto a = *cuda->ReadHead(hg, l, h);
+          auto b = *cpu.ReadHead(hc, l, h);
+          EXPECT_EQ(a.positions, b.positions);
+          if (rule.uses_scores()) {
+            EXPECT_EQ(a.scores, b.scores);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaScoreStore, BulkPrefillMatchesTheCpuStore) {
+  auto cuda = MakeStoreOrSkip();
+  SKIP_WITHOUT_GPU(cuda);
+  const uint32_t layers = 3, kv_heads = 2, P = 300, budget = 60;
+  std::mt19937 rng(11);
+  std::vector<float> matrix(size_t{layers} * kv_heads * P * P, 0.0f);
+  for (size_t h = 0; h < size_t{layers} * kv_heads; ++h) {
+    for (uint32_t q = 0; q < P; ++q) {
+      for (uint32_t k = 0; k <= q; ++k) matrix[(h * P + q) * P + k] = float(rng() % 32) / 32.0f;
+    }
+  }
+  for (const char* name : {"a2sf", "h2o", "local", "streaming_llm"}) {
+    SCOPED_TRACE(name);
+    const EvictionRule rule = Rule(name, layers, budget);
+    CpuScoreStore cpu;
+    auto hc = *cpu.CreateSession({layers, kv_heads}, P);
+    auto hg = *cuda->CreateSession({layers, kv_heads}, P);
+    ScoreView view{ScoreDType::kFp32, matrix.data(), matrix.size()};
+    auto c = cpu.ProcessBulkPrefill({hc, &rule, 0, P, view});
+    auto g = cuda->ProcessBulkPrefill({hg, &rule, 0, P, view});
+    ASSERT_TRUE(c.ok() && g.ok()) << g.status();
+    EXPECT_EQ(g->evicted_slots, c->evicted_slots);
+    EXPECT_EQ(g->evicted_positions, c->evicted_positions);
+  }
+}
+
+TEST(CudaScoreStore, InvalidScoresChangeNothing) {
+  auto cuda = MakeStoreOrSkip();
+  SKIP_WITHOUT_GPU(cuda);
+  const EvictionRule rule = Rule("a2sf", 1, 2, 0.5);
+  auto h = *cuda->CreateSession({1, 1}, 3);
+  std::vector<float> ok1 = {0.5f}, ok2 = {0.5f, 0.5f}, bad = {0.1f, std::nanf(""), 0.2f};
+  for (auto* v : {&ok1, &ok2}) {
+    TokenStep s{h, &rule, static_cast<uint32_t>(v->size() - 1), {ScoreDType::kFp32, v->data(), v->size()}};
+    absl::Status st;
+    StoreDecision d;
+    cuda->ProcessTokenSteps({&s, 1}, {&st, 1}, {&d, 1});
+    ASSERT_TRUE(st.ok());
+  }
+  const auto before = *cuda->ReadHead(h, 0, 0);
+  TokenStep s{h, &rule, 2, {ScoreDType::kFp32, bad.data(), bad.size()}};
+  absl::Status st;
+  StoreDecision d;
+  cuda->ProcessTokenSteps({&s, 1}, {&st, 1}, {&d, 1});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
+  const auto after = *cuda->ReadHead(h, 0, 0);
+  EXPECT_EQ(after.scores, before.scores);
+  EXPECT_EQ(after.positions, before.positions);
+}
+
+}  // namespace
+}  // namespace a2sf::cachemgr
