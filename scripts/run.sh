@@ -11,5 +11,10 @@ echo
 echo "== CUDA =="
 bazel run //common/cuda:cuda_info 2>/dev/null || true
 echo
+echo "== Policy library: replaying a score trace =="
+bazel-bin/cachemgr/tools/a2sf-replay --trace=cachemgr/tools/testdata/h2o_vs_a2sf.jsonl
+echo
 echo "== Main job =="
-echo "Not there yet: the decoder engine, the cache-manager and worker services (issues 4 and 7)."
+echo "Not there yet: generating with the default model needs the decoder engine (issue 4) and the"
+echo "cache-manager and worker services (issue 7). What exists today is the API, the build, and the"
+echo "eviction-policy library shown above."

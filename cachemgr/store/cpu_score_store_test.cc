@@ -241,7 +241,9 @@ TEST_P(RandomAgainstReference, PerTokenDecisionsAndScoresMatchTheSlowReference) 
         ASSERT_EQ(head->positions.size(), ref.size());
         for (size_t i = 0; i < ref.size(); ++i) {
           ASSERT_EQ(head->positions[i], ref[i].position);
-          if (rule.uses_scores()) ASSERT_EQ(head->scores[i], ref[i].score) << "step " << t;
+          if (rule.uses_scores()) {
+            ASSERT_EQ(head->scores[i], ref[i].score) << "step " << t;
+          }
         }
       }
     }
@@ -300,7 +302,9 @@ TEST(CpuScoreStore, BulkPrefillEqualsPerTokenScoresAndTheFinalTopBudget) {
       auto kept = store.ReadHead(*bulk, h / kv_heads, h % kv_heads);
       for (size_t i = 0; i < kept->positions.size(); ++i) {
         const uint32_t p = kept->positions[i];
-        if (rule.uses_scores()) EXPECT_EQ(kept->scores[i], full->scores[p]);
+        if (rule.uses_scores()) {
+          EXPECT_EQ(kept->scores[i], full->scores[p]);
+        }
       }
       std::vector<uint32_t> got(decision->evicted_slots.begin() + h * (P - budget),
                                 decision->evicted_slots.begin() + (h + 1) * (P - budget));
