@@ -251,23 +251,10 @@ absl::StatusOr<StoreDecision> CudaScoreStore::ProcessBulkPrefill(const BulkPrefi
   absl::MutexLock lock(&mutex_);
   Session* s = Find(prefill.session);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", prefill.session));
-  if (prefill.rule == nullptr) return absl::InvalidArgumentError("bulk prefill without an eviction rule");
-  if (s->entries != 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("bulk prefill needs an empty session; this one holds ", s->entries, " entries per head"));
-  }
+  if (absl::Status st = CheckBulkPrefillShape(prefill, s->geometry, s->entries); !st.ok()) return st;
   const uint32_t P = prefill.prompt_length;
-  if (P == 0) return absl::InvalidArgumentError("prompt_length: must be >= 1");
-  if (uint64_t{prefill.first_position} + P - 1 > kMaxPosition) {
-    return absl::InvalidArgumentError("position: prompt positions exceed the largest supported position");
-  }
   const uint32_t heads = s->geometry.heads();
   const uint64_t expected = uint64_t{heads} * P * P;
-  if (prefill.scores.num_values != expected || prefill.scores.data == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("scores: expected ", s->geometry.num_layers, " x ",
-                                                   s->geometry.num_kv_heads, " x ", P, " x ", P, " = ", expected,
-                                                   " values, got ", prefill.scores.num_values));
-  }
   if (absl::Status st = s->Reserve(P); !st.ok()) return st;
   const EvictionRule& rule = *prefill.rule;
   const uint32_t k = (rule.evicts() && P > rule.budget) ? P - rule.budget : 0;

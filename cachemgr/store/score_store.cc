@@ -43,4 +43,24 @@ absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry
   return absl::OkStatus();
 }
 
+absl::Status CheckBulkPrefillShape(const BulkPrefill& prefill, SessionGeometry geometry, uint32_t entries) {
+  if (prefill.rule == nullptr) return absl::InvalidArgumentError("bulk prefill without an eviction rule");
+  if (entries != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("bulk prefill needs an empty session; this one holds ", entries, " entries per head"));
+  }
+  const uint32_t P = prefill.prompt_length;
+  if (P == 0) return absl::InvalidArgumentError("prompt_length: must be >= 1");
+  if (uint64_t{prefill.first_position} + P - 1 > kMaxPosition) {
+    return absl::InvalidArgumentError("position: prompt positions exceed the largest supported position");
+  }
+  const uint64_t expected = uint64_t{geometry.heads()} * P * P;
+  if (prefill.scores.num_values != expected || prefill.scores.data == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("scores: expected ", geometry.num_layers, " x ",
+                                                   geometry.num_kv_heads, " x ", P, " x ", P, " = ", expected,
+                                                   " values, got ", prefill.scores.num_values));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace a2sf::cachemgr

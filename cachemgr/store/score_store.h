@@ -121,6 +121,9 @@ class ScoreStore {
 absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry, uint32_t entries,
                                  uint32_t newest_position, bool has_entries);
 
+// Checks that a bulk prefill targets an empty session and carries [heads][P][P] values.
+absl::Status CheckBulkPrefillShape(const BulkPrefill& prefill, SessionGeometry geometry, uint32_t entries);
+
 }  // namespace a2sf::cachemgr
 
 #endif  // A2SF_CACHEMGR_STORE_SCORE_STORE_H_
