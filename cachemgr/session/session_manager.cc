@@ -45,6 +45,17 @@ struct SessionManager::Session {
   std::atomic<int64_t> last_active_ns{0};
 
   void Touch() { last_active_ns.store(absl::GetCurrentTimeNanos()); }
+
+  // Counts a successful step and wraps its decision.
+  StepResult Record(StoreDecision decision) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
+    StepResult result;
+    result.step = steps++;
+    entries = decision.entries_after;
+    evictions += uint64_t{decision.evictions_per_head} * config.geometry.heads();
+    result.decision = std::move(decision);
+    result.policy_name = policy->spec().name;
+    return result;
+  }
 };
 
 SessionManager::SessionManager(std::unique_ptr<ScoreStore> store, const PolicyRegistry* registry,
@@ -185,11 +196,7 @@ absl::StatusOr<StepResult> SessionManager::Step(const std::string& id, uint64_t 
   StepResult result;
   store_->ProcessTokenSteps({&token, 1}, {&status, 1}, {&result.decision, 1});
   if (!status.ok()) return status;
-  result.step = session->steps++;
-  session->entries = result.decision.entries_after;
-  session->evictions += uint64_t{result.decision.evictions_per_head} * session->config.geometry.heads();
-  result.policy_name = session->policy->spec().name;
-  return result;
+  return session->Record(std::move(result.decision));
 }
 
 absl::StatusOr<StepResult> SessionManager::BulkPrefill(const std::string& id, uint64_t step_number,
@@ -210,13 +217,7 @@ absl::StatusOr<StepResult> SessionManager::BulkPrefill(const std::string& id, ui
   cachemgr::BulkPrefill bulk{session->handle, &session->rule, static_cast<uint32_t>(first_position), prompt_length, scores};
   absl::StatusOr<StoreDecision> decision = store_->ProcessBulkPrefill(bulk);
   if (!decision.ok()) return decision.status();
-  StepResult result;
-  result.step = session->steps++;
-  result.decision = std::move(*decision);
-  session->entries = result.decision.entries_after;
-  session->evictions += uint64_t{result.decision.evictions_per_head} * session->config.geometry.heads();
-  result.policy_name = session->policy->spec().name;
-  return result;
+  return session->Record(std::move(*decision));
 }
 
 absl::StatusOr<PolicySwap> SessionManager::SetPolicy(const std::string& id, const PolicySpec& spec) {
