@@ -27,11 +27,6 @@ struct PolicySpec {
   std::vector<double> layer_alphas;
   std::optional<uint32_t> sinks;
   std::optional<uint32_t> recent_window;
-
-  bool operator==(const PolicySpec& other) const {
-    return name == other.name && alpha == other.alpha && layer_alphas == other.layer_alphas &&
-           sinks == other.sinks && recent_window == other.recent_window;
-  }
 };
 
 // Human-readable one-line form, e.g. "a2sf(alpha=0.3, recent_window=0)".

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
@@ -177,68 +178,71 @@ absl::StatusOr<SessionInfo> SessionManager::Close(const std::string& id) {
   return InfoLocked(*session);
 }
 
+template <typename Fn>
+auto SessionManager::WithOpenSession(const std::string& id, Fn fn) const {
+  using Result = decltype(fn(std::declval<Session&>()));
+  std::shared_ptr<Session> session = Find(id);
+  if (session == nullptr) return Result(NotFound(id));
+  absl::MutexLock lock(&session->mutex);
+  if (session->closed) return Result(NotFound(id));
+  session->Touch();
+  return fn(*session);
+}
+
 absl::StatusOr<StepResult> SessionManager::Step(const std::string& id, uint64_t step_number, uint64_t position,
                                                 const ScoreView& scores) {
-  std::shared_ptr<Session> session = Find(id);
-  if (session == nullptr) return NotFound(id);
-  absl::MutexLock lock(&session->mutex);
-  if (session->closed) return NotFound(id);
-  session->Touch();
-  if (step_number != session->steps) {
-    return absl::FailedPreconditionError(absl::StrCat("step: expected step ", session->steps, ", got ", step_number,
-                                                      " (worker and cache manager are out of sync)"));
-  }
-  if (position > kMaxPosition) {
-    return absl::InvalidArgumentError(absl::StrCat("position: ", position, " is larger than ", kMaxPosition));
-  }
-  TokenStep token{session->handle, &session->rule, static_cast<uint32_t>(position), scores};
-  absl::Status status;
-  StepResult result;
-  store_->ProcessTokenSteps({&token, 1}, {&status, 1}, {&result.decision, 1});
-  if (!status.ok()) return status;
-  return session->Record(std::move(result.decision));
+  return WithOpenSession(id, [&](Session& session) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::StatusOr<StepResult> {
+    if (step_number != session.steps) {
+      return absl::FailedPreconditionError(absl::StrCat("step: expected step ", session.steps, ", got ",
+                                                        step_number, " (worker and cache manager are out of sync)"));
+    }
+    if (position > kMaxPosition) {
+      return absl::InvalidArgumentError(absl::StrCat("position: ", position, " is larger than ", kMaxPosition));
+    }
+    TokenStep token{session.handle, &session.rule, static_cast<uint32_t>(position), scores};
+    absl::Status status;
+    StoreDecision decision;
+    store_->ProcessTokenSteps({&token, 1}, {&status, 1}, {&decision, 1});
+    if (!status.ok()) return status;
+    return session.Record(std::move(decision));
+  });
 }
 
 absl::StatusOr<StepResult> SessionManager::BulkPrefill(const std::string& id, uint64_t step_number,
                                                        uint64_t first_position, uint32_t prompt_length,
                                                        const ScoreView& scores) {
-  std::shared_ptr<Session> session = Find(id);
-  if (session == nullptr) return NotFound(id);
-  absl::MutexLock lock(&session->mutex);
-  if (session->closed) return NotFound(id);
-  session->Touch();
-  if (step_number != 0 || session->steps != 0) {
-    return absl::FailedPreconditionError(absl::StrCat("step: a bulk prefill must be the session's first step (step 0); "
-                                                      "the session expects step ", session->steps));
-  }
-  if (first_position + prompt_length > uint64_t{kMaxPosition} + 1) {
-    return absl::InvalidArgumentError("position: prompt positions exceed the largest supported position");
-  }
-  cachemgr::BulkPrefill bulk{session->handle, &session->rule, static_cast<uint32_t>(first_position), prompt_length, scores};
-  absl::StatusOr<StoreDecision> decision = store_->ProcessBulkPrefill(bulk);
-  if (!decision.ok()) return decision.status();
-  return session->Record(std::move(*decision));
+  return WithOpenSession(id, [&](Session& session) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::StatusOr<StepResult> {
+    if (step_number != 0 || session.steps != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("step: a bulk prefill must be the session's first step (step 0); the session expects step ",
+                       session.steps));
+    }
+    if (first_position + prompt_length > uint64_t{kMaxPosition} + 1) {
+      return absl::InvalidArgumentError("position: prompt positions exceed the largest supported position");
+    }
+    cachemgr::BulkPrefill bulk{session.handle, &session.rule, static_cast<uint32_t>(first_position), prompt_length,
+                               scores};
+    absl::StatusOr<StoreDecision> decision = store_->ProcessBulkPrefill(bulk);
+    if (!decision.ok()) return decision.status();
+    return session.Record(std::move(*decision));
+  });
 }
 
 absl::StatusOr<PolicySwap> SessionManager::SetPolicy(const std::string& id, const PolicySpec& spec) {
   absl::StatusOr<std::shared_ptr<const Policy>> policy = registry_->Create(spec);
   if (!policy.ok()) return policy.status();
-  std::shared_ptr<Session> session = Find(id);
-  if (session == nullptr) return NotFound(id);
-  absl::MutexLock lock(&session->mutex);
-  if (session->closed) return NotFound(id);
-  absl::StatusOr<EvictionRule> rule =
-      (*policy)->RuleFor(session->config.geometry.num_layers, session->budget_tokens);
-  if (!rule.ok()) return rule.status();
-  PolicySwap swap;
-  swap.previous = session->policy->spec();
-  swap.current = (*policy)->spec();
-  swap.effective_from_step = session->steps;
-  session->policy = *policy;
-  session->rule = *rule;
-  session->config.policy = swap.current;
-  session->Touch();
-  return swap;
+  return WithOpenSession(id, [&](Session& session) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::StatusOr<PolicySwap> {
+    absl::StatusOr<EvictionRule> rule = (*policy)->RuleFor(session.config.geometry.num_layers, session.budget_tokens);
+    if (!rule.ok()) return rule.status();
+    PolicySwap swap;
+    swap.previous = session.policy->spec();
+    swap.current = (*policy)->spec();
+    swap.effective_from_step = session.steps;
+    session.policy = *policy;
+    session.rule = *rule;
+    session.config.policy = swap.current;
+    return swap;
+  });
 }
 
 PolicySpec SessionManager::default_policy() const {

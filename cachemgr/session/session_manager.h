@@ -117,6 +117,10 @@ class SessionManager {
  private:
   struct Session;
   std::shared_ptr<Session> Find(const std::string& id) const;
+  // Calls fn(session) with the open session `id` locked and its idle clock reset; NOT_FOUND if there
+  // is no such session (or it was closed meanwhile).
+  template <typename Fn>
+  auto WithOpenSession(const std::string& id, Fn fn) const;
   SessionInfo InfoLocked(const Session& session) const;
 
   std::unique_ptr<ScoreStore> store_;

@@ -51,9 +51,7 @@ CpuScoreStore::~CpuScoreStore() = default;
 
 absl::StatusOr<SessionHandle> CpuScoreStore::CreateSession(SessionGeometry geometry,
                                                            uint32_t expected_entries) {
-  if (geometry.num_layers == 0 || geometry.num_kv_heads == 0) {
-    return absl::InvalidArgumentError("shape: num_layers and num_kv_heads must be >= 1");
-  }
+  if (absl::Status s = CheckGeometry(geometry); !s.ok()) return s;
   auto session = std::make_unique<Session>();
   session->geometry = geometry;
   session->Reserve(std::max<uint32_t>(expected_entries, 8));
@@ -93,7 +91,7 @@ absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, StoreDecisio
   Session* s = Find(step.session);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", step.session));
   const uint32_t n_old = s->entries;
-  if (absl::Status st = CheckTokenStepShape(step, s->geometry, n_old, s->newest_position, n_old > 0);
+  if (absl::Status st = CheckTokenStepShape(step, s->geometry, n_old, s->newest_position);
       !st.ok()) {
     return st;
   }
@@ -157,21 +155,9 @@ absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, StoreDecisio
   } else {
     for (uint32_t h = 0; h < heads; ++h) s->head_scores(h)[n_old] = 0.0f;
   }
-  for (uint32_t h = 0; h < heads; ++h) {
-    const uint32_t* slots = decision->evicted_slots.data() + size_t{h} * k;
-    uint32_t* out_positions = decision->evicted_positions.data() + size_t{h} * k;
-    float* scores = s->head_scores(h);
-    uint32_t* pos = s->head_positions(h);
-    uint32_t last = n;
-    for (uint32_t j = 0; j < k; ++j) {
-      const uint32_t slot = slots[j];
-      out_positions[j] = pos[slot];
-      --last;
-      if (slot != last) {
-        pos[slot] = pos[last];
-        scores[slot] = scores[last];
-      }
-    }
+  for (uint32_t h = 0; h < heads && k > 0; ++h) {
+    ApplySwapRemove(decision->evicted_slots.data() + size_t{h} * k, k, s->head_scores(h), s->head_positions(h), n,
+                    decision->evicted_positions.data() + size_t{h} * k);
   }
   s->entries = n - k;
   s->newest_position = step.position;
@@ -190,8 +176,8 @@ absl::StatusOr<StoreDecision> CpuScoreStore::ProcessBulkPrefill(const BulkPrefil
   StoreDecision decision;
   decision.evictions_per_head = k;
   decision.entries_after = P - k;
-  decision.evicted_slots.reserve(size_t{heads} * k);
-  decision.evicted_positions.reserve(size_t{heads} * k);
+  decision.evicted_slots.resize(size_t{heads} * k);
+  decision.evicted_positions.resize(size_t{heads} * k);
 
   // A_k = sum_{q >= k} alpha^(P-1-q) s[q][k], by Horner's rule over the rows: exactly the values the
   // per-token recurrence would reach without evictions.
@@ -219,11 +205,8 @@ absl::StatusOr<StoreDecision> CpuScoreStore::ProcessBulkPrefill(const BulkPrefil
     float* a = s->head_next(h);
     uint32_t* pos = s->head_positions(h);
     const std::vector<uint32_t> victims = SelectVictims(rule, rule.uses_scores() ? a : nullptr, pos, P, k);
-    for (uint32_t slot : victims) {
-      decision.evicted_slots.push_back(slot);
-      decision.evicted_positions.push_back(pos[slot]);
-    }
-    ApplySwapRemove(victims, a, pos, P);
+    std::copy(victims.begin(), victims.end(), decision.evicted_slots.begin() + size_t{h} * k);
+    ApplySwapRemove(victims.data(), k, a, pos, P, decision.evicted_positions.data() + size_t{h} * k);
   }
   s->scores.swap(s->next_scores);
   s->entries = P - k;

@@ -389,6 +389,46 @@ TEST_F(InvalidStep, PositionNotAfterTheNewestIsRejected) {
   EXPECT_TRUE(Try(std::vector<float>(16, 0.1f), 5).ok());
 }
 
+TEST_F(InvalidStep, HalfPrecisionNanInfinityAndNegativeAreRejected) {
+  // fp16 0.25 = 0x3400; NaN 0x7E00; +Inf 0x7C00; -0.5 0xB800.
+  for (uint16_t bad : {uint16_t{0x7E00}, uint16_t{0x7C00}, uint16_t{0xB800}}) {
+    std::vector<uint16_t> scores(16, 0x3400);
+    scores[10] = bad;
+    TokenStep step{session_, &rule_, 5, {ScoreDType::kFp16, scores.data(), scores.size()}};
+    absl::Status status;
+    StoreDecision decision;
+    store_.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << std::hex << bad;
+  }
+  ExpectUnchanged();
+}
+
+TEST(CpuScoreStore, BadBulkPrefillsAreRejectedAndLeaveTheSessionEmpty) {
+  CpuScoreStore store;
+  const EvictionRule rule = Rule("a2sf", 1, 2, 0.5);
+  auto session = *store.CreateSession({1, 1}, 4);
+  std::vector<float> matrix = {1.0f, 0.0f, 0.0f, 0.5f, 0.5f, 0.0f, 0.2f, 0.3f, 0.5f};  // P = 3
+  auto bulk = [&](uint32_t P, const std::vector<float>& m) {
+    return store.ProcessBulkPrefill({session, &rule, 0, P, {ScoreDType::kFp32, m.data(), m.size()}}).status();
+  };
+  EXPECT_NE(bulk(2, matrix).message().find("1 x 1 x 2 x 2 = 4 values, got 9"), std::string::npos);
+  EXPECT_EQ(bulk(0, {}).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<float> nan_matrix = matrix;
+  nan_matrix[7] = std::nanf("");
+  EXPECT_NE(bulk(3, nan_matrix).message().find("row 2, entry 1"), std::string::npos);
+  nan_matrix[7] = -1.0f;
+  EXPECT_EQ(bulk(3, nan_matrix).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(*store.EntriesPerHead(session), 0u);
+  EXPECT_TRUE(store.ReadHead(session, 0, 0)->positions.empty());
+  // Values above the diagonal are ignored, even invalid ones.
+  std::vector<float> upper = matrix;
+  upper[1] = std::nanf("");
+  ASSERT_TRUE(bulk(3, upper).ok());
+  EXPECT_EQ(*store.EntriesPerHead(session), 2u);
+  // A second bulk prefill on a non-empty session is refused.
+  EXPECT_EQ(bulk(3, matrix).code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(CpuScoreStore, UnknownSessionIsNotFound) {
   CpuScoreStore store;
   EvictionRule rule = Rule("local", 1, 2);

@@ -95,9 +95,7 @@ CudaScoreStore::Session* CudaScoreStore::Find(SessionHandle session) const ABSL_
 }
 
 absl::StatusOr<SessionHandle> CudaScoreStore::CreateSession(SessionGeometry geometry, uint32_t expected_entries) {
-  if (geometry.num_layers == 0 || geometry.num_kv_heads == 0) {
-    return absl::InvalidArgumentError("shape: num_layers and num_kv_heads must be >= 1");
-  }
+  if (absl::Status s = CheckGeometry(geometry); !s.ok()) return s;
   auto session = std::make_unique<Session>();
   session->geometry = geometry;
   if (absl::Status s = session->Reserve(std::max<uint32_t>(expected_entries, 8)); !s.ok()) return s;
@@ -140,7 +138,7 @@ void CudaScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::
         statuses[i] = absl::NotFoundError(absl::StrCat("no score-store session ", step.session));
         continue;
       }
-      statuses[i] = CheckTokenStepShape(step, s->geometry, s->entries, s->newest_position, s->entries > 0);
+      statuses[i] = CheckTokenStepShape(step, s->geometry, s->entries, s->newest_position);
       if (statuses[i].ok()) statuses[i] = s->Reserve(s->entries + 1);
       if (!statuses[i].ok()) continue;
       const EvictionRule& rule = *step.rule;

@@ -18,8 +18,15 @@ const char* ScoreDTypeName(ScoreDType dtype) {
   return "?";
 }
 
+absl::Status CheckGeometry(SessionGeometry geometry) {
+  if (geometry.num_layers == 0 || geometry.num_kv_heads == 0) {
+    return absl::InvalidArgumentError("shape: num_layers and num_kv_heads must be >= 1");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry, uint32_t entries,
-                                 uint32_t newest_position, bool has_entries) {
+                                 uint32_t newest_position) {
   if (step.rule == nullptr) return absl::InvalidArgumentError("token step without an eviction rule");
   const uint64_t expected = uint64_t{geometry.heads()} * (uint64_t{entries} + 1);
   if (step.scores.num_values != expected) {
@@ -35,7 +42,7 @@ absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry
     return absl::InvalidArgumentError(
         absl::StrCat("position: ", step.position, " exceeds the largest supported position ", kMaxPosition));
   }
-  if (has_entries && step.position <= newest_position) {
+  if (entries > 0 && step.position <= newest_position) {
     return absl::InvalidArgumentError(absl::StrCat("position: ", step.position,
                                                    " is not after the newest cached position ",
                                                    newest_position));

@@ -117,9 +117,13 @@ class ScoreStore {
   virtual size_t BytesHeld() const = 0;
 };
 
-// Checks that a token step's payload has [heads][entries + 1] values and that the position is valid.
+// INVALID_ARGUMENT unless both dimensions are >= 1.
+absl::Status CheckGeometry(SessionGeometry geometry);
+
+// Checks that a token step's payload has [heads][entries + 1] values and that its position comes
+// after `newest_position` (when the session holds entries).
 absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry, uint32_t entries,
-                                 uint32_t newest_position, bool has_entries);
+                                 uint32_t newest_position);
 
 // Checks that a bulk prefill targets an empty session and carries [heads][P][P] values.
 absl::Status CheckBulkPrefillShape(const BulkPrefill& prefill, SessionGeometry geometry, uint32_t entries);

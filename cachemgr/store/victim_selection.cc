@@ -44,13 +44,15 @@ std::vector<uint32_t> SelectVictims(const EvictionRule& rule, const float* score
   return slots;
 }
 
-uint32_t ApplySwapRemove(const std::vector<uint32_t>& descending_slots, float* scores, uint32_t* positions,
-                         uint32_t n) {
-  for (uint32_t slot : descending_slots) {
+uint32_t ApplySwapRemove(const uint32_t* descending_slots, uint32_t k, float* scores, uint32_t* positions,
+                         uint32_t n, uint32_t* evicted_positions) {
+  for (uint32_t j = 0; j < k; ++j) {
+    const uint32_t slot = descending_slots[j];
+    evicted_positions[j] = positions[slot];
     const uint32_t last = --n;
     if (slot != last) {
       positions[slot] = positions[last];
-      if (scores != nullptr) scores[slot] = scores[last];
+      scores[slot] = scores[last];
     }
   }
   return n;

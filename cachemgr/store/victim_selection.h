@@ -22,10 +22,10 @@ std::vector<uint32_t> SelectVictims(const EvictionRule& rule, const float* score
 // "no protection": returns kMaxPosition + 1).
 uint32_t RecentThreshold(const uint32_t* positions, uint32_t n, uint32_t recent);
 
-// Applies evictions to parallel per-slot arrays by swap-remove, in the given (descending) order.
-// `scores` may be null. Returns the new entry count.
-uint32_t ApplySwapRemove(const std::vector<uint32_t>& descending_slots, float* scores, uint32_t* positions,
-                         uint32_t n);
+// Applies `k` evictions to parallel per-slot arrays by swap-remove, in the given (descending) order,
+// writing each evicted entry's position to evicted_positions[j]. Returns the new entry count.
+uint32_t ApplySwapRemove(const uint32_t* descending_slots, uint32_t k, float* scores, uint32_t* positions,
+                         uint32_t n, uint32_t* evicted_positions);
 
 }  // namespace a2sf::cachemgr
 
