@@ -13,6 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/files.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 
@@ -39,9 +40,6 @@ struct ServerOptions {
   // Name used in log lines.
   std::string name = "server";
 };
-
-// Reads a whole file; NOT_FOUND / INVALID_ARGUMENT-style errors name the path.
-absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
 class RunningServer {
  public:

@@ -1,0 +1,126 @@
+#include "worker/engine/engine.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "worker/engine/math.h"
+
+namespace a2sf::worker {
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights* weights, EngineOptions options) {
+  if (weights == nullptr) return absl::InvalidArgumentError("engine: no model");
+  const ModelConfig& c = weights->config();
+  if (options.threads < 1 || options.threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("threads: must be in [1, 256], got ", options.threads));
+  }
+  const int capacity = options.cache_capacity == 0 ? c.seq_len : options.cache_capacity;
+  if (capacity < 1 || capacity > c.seq_len) {
+    return absl::InvalidArgumentError(absl::StrCat("cache capacity ", capacity, " must be in [1, ", c.seq_len,
+                                                   "] (the model's context)"));
+  }
+  return std::unique_ptr<Engine>(new Engine(weights, options, capacity));
+}
+
+Engine::Engine(const ModelWeights* weights, const EngineOptions& options, int capacity)
+    : weights_(weights),
+      config_(weights->config()),
+      pool_(options.threads),
+      cache_(config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity) {
+  const ModelConfig& c = config_;
+  x_.resize(c.dim);
+  xb_.resize(std::max(c.dim, c.q_dim()));
+  xb2_.resize(std::max(c.dim, c.q_dim()));
+  q_.resize(c.q_dim());
+  k_.resize(c.kv_dim());
+  v_.resize(c.kv_dim());
+  hb_.resize(c.hidden_dim);
+  hb2_.resize(c.hidden_dim);
+  att_.resize(size_t(c.n_heads) * capacity);
+  logits_.resize(c.vocab_size);
+  scores_.resize(size_t(c.n_layers) * c.n_kv_heads * capacity);
+}
+
+absl::Status Engine::Forward(int token, int position) {
+  const ModelConfig& c = config_;
+  if (token < 0 || token >= c.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat("token id ", token, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+  }
+  if (position < 0 || position >= c.seq_len) {
+    return absl::InvalidArgumentError(absl::StrCat("position ", position, " is outside the context [0, ", c.seq_len, ")"));
+  }
+  if (cache_.entries() >= cache_.capacity()) {
+    return absl::FailedPreconditionError(absl::StrCat("KV cache full (", cache_.capacity(),
+                                                      " entries per head): evict before the next token"));
+  }
+  const int dim = c.dim;
+  std::memcpy(x_.data(), weights_->token_embedding() + size_t(token) * dim, dim * sizeof(float));
+  const int slot = cache_.append_slot();
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights& w = weights_->layer(l);
+    RmsNorm(xb_.data(), x_.data(), w.rms_att, dim, c.norm_eps);
+    MatVec(q_.data(), w.wq, xb_.data(), c.q_dim(), dim, &pool_);
+    MatVec(k_.data(), w.wk, xb_.data(), c.kv_dim(), dim, &pool_);
+    MatVec(v_.data(), w.wv, xb_.data(), c.kv_dim(), dim, &pool_);
+    ApplyRope(q_.data(), c.q_dim(), c.head_dim, position, c.rope_theta);
+    ApplyRope(k_.data(), c.kv_dim(), c.head_dim, position, c.rope_theta);
+    for (int g = 0; g < c.n_kv_heads; ++g) {
+      std::memcpy(cache_.key(l, g, slot), k_.data() + g * c.head_dim, c.head_dim * sizeof(float));
+      std::memcpy(cache_.value(l, g, slot), v_.data() + g * c.head_dim, c.head_dim * sizeof(float));
+      cache_.set_position(l, g, slot, uint32_t(position));
+    }
+    Attention(l, position);
+    MatVec(xb_.data(), w.wo, xb2_.data(), dim, c.q_dim(), &pool_);
+    for (int i = 0; i < dim; ++i) x_[i] += xb_[i];
+    RmsNorm(xb_.data(), x_.data(), w.rms_ffn, dim, c.norm_eps);
+    MatVec(hb_.data(), w.w1, xb_.data(), c.hidden_dim, dim, &pool_);
+    MatVec(hb2_.data(), w.w3, xb_.data(), c.hidden_dim, dim, &pool_);
+    for (int i = 0; i < c.hidden_dim; ++i) {
+      const float gate = hb_[i];
+      hb_[i] = gate / (1.0f + std::exp(-gate)) * hb2_[i];  // SwiGLU: silu(w1 x) * (w3 x)
+    }
+    MatVec(xb_.data(), w.w2, hb_.data(), dim, c.hidden_dim, &pool_);
+    for (int i = 0; i < dim; ++i) x_[i] += xb_[i];
+  }
+  cache_.CommitAppend();
+  RmsNorm(x_.data(), x_.data(), weights_->rms_final(), dim, c.norm_eps);
+  MatVec(logits_.data(), weights_->classifier(), x_.data(), c.vocab_size, dim, &pool_);
+  return absl::OkStatus();
+}
+
+// Every query head attends over its KV head's entries (slot + 1 of them, the new one included); the
+// softmax rows of a group are summed into that KV head's score vector.
+void Engine::Attention(int layer, int /*position*/) {
+  const ModelConfig& c = config_;
+  const int n = cache_.entries() + 1;
+  const int hd = c.head_dim;
+  const float scale = 1.0f / std::sqrt(float(hd));
+  float* layer_scores = scores_.data() + size_t(layer) * c.n_kv_heads * n;
+  auto head = [&](size_t h) {
+    const int g = int(h) / c.group_size();
+    const float* q = q_.data() + h * hd;
+    float* att = att_.data() + h * cache_.capacity();
+    for (int t = 0; t < n; ++t) att[t] = Dot(q, cache_.key(layer, g, t), hd) * scale;
+    Softmax(att, n);
+    float* out = xb2_.data() + h * hd;
+    std::memset(out, 0, hd * sizeof(float));
+    for (int t = 0; t < n; ++t) Axpy(out, att[t], cache_.value(layer, g, t), hd);
+  };
+  if (pool_.num_threads() > 1 && size_t(n) * hd * c.n_heads >= (size_t(1) << 16)) {
+    pool_.ParallelFor(c.n_heads, head);
+  } else {
+    for (int h = 0; h < c.n_heads; ++h) head(h);
+  }
+  // Group sums in head order, so the result does not depend on the thread count.
+  for (int g = 0; g < c.n_kv_heads; ++g) {
+    float* s = layer_scores + size_t(g) * n;
+    const float* first = att_.data() + size_t(g) * c.group_size() * cache_.capacity();
+    std::memcpy(s, first, n * sizeof(float));
+    for (int j = 1; j < c.group_size(); ++j) {
+      const float* att = first + size_t(j) * cache_.capacity();
+      for (int t = 0; t < n; ++t) s[t] += att[t];
+    }
+  }
+}
+
+}  // namespace a2sf::worker

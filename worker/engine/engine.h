@@ -1,0 +1,71 @@
+// Engine: the LLaMA-2 forward pass over an evictable KV cache, one token at a time.
+//
+// After Forward(token, position) the engine holds the token's logits and, per layer and KV head, the
+// score vector s_g -- the sum of the group's softmax attention rows over the cached entries, in slot
+// order -- laid out [layer][kv_head][entries], ready to send to a policy. Evict() then applies the
+// policy's decision before the next token. RMSNorm, RoPE (interleaved pairs), SwiGLU and grouped-query
+// attention are exactly llama2.c's; the loop allocates nothing.
+//
+// Not thread-safe: one sequence per Engine (the weights may be shared by many engines).
+#ifndef A2SF_WORKER_ENGINE_ENGINE_H_
+#define A2SF_WORKER_ENGINE_ENGINE_H_
+
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/thread_pool.h"
+#include "worker/engine/kv_cache.h"
+#include "worker/model/model.h"
+
+namespace a2sf::worker {
+
+struct EngineOptions {
+  int threads = 1;
+  // KV entries per head the cache can hold: a policy's budget + 1, or the sequence length for a full
+  // cache. 0 means the model's context length.
+  int cache_capacity = 0;
+};
+
+class Engine {
+ public:
+  // INVALID_ARGUMENT for a non-positive thread count or a capacity above the context length.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(const ModelWeights* weights, EngineOptions options);
+
+  // Appends `token` at `position` to every head and computes logits and scores. INVALID_ARGUMENT for
+  // a token outside the vocabulary or a position outside the context; FAILED_PRECONDITION when the
+  // cache is full (evict first).
+  absl::Status Forward(int token, int position);
+
+  absl::Span<const float> logits() const { return logits_; }
+  // [n_layers][n_kv_heads][entries()] of the last Forward.
+  absl::Span<const float> step_scores() const {
+    return absl::MakeConstSpan(scores_.data(), size_t(config_.n_layers) * config_.n_kv_heads * cache_.entries());
+  }
+  // Applies a decision (see KvCacheSlots::Evict).
+  absl::Status Evict(uint32_t evictions_per_head, absl::Span<const uint32_t> slots,
+                     absl::Span<const uint32_t> expected_positions = {}) {
+    return cache_.Evict(evictions_per_head, slots, expected_positions);
+  }
+  void Reset() { cache_.Clear(); }
+
+  const ModelConfig& config() const { return config_; }
+  const KvCacheSlots& cache() const { return cache_; }
+  int threads() const { return pool_.num_threads(); }
+
+ private:
+  Engine(const ModelWeights* weights, const EngineOptions& options, int capacity);
+  void Attention(int layer, int position);
+
+  const ModelWeights* weights_;
+  const ModelConfig config_;
+  ThreadPool pool_;
+  KvCacheSlots cache_;
+  // Activations, allocated once.
+  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, scores_;
+};
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_ENGINE_ENGINE_H_

@@ -1,0 +1,334 @@
+#include "worker/engine/engine.h"
+
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <set>
+
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "worker/engine/generator.h"
+#include "worker/testing/fixtures.h"
+
+namespace a2sf::worker {
+namespace {
+
+using testing::FixturesDir;
+
+std::unique_ptr<ModelWeights> Load(const std::string& name) {
+  auto weights = LoadModel(FixturesDir() + "/" + name);
+  EXPECT_TRUE(weights.ok()) << weights.status();
+  return weights.ok() ? std::move(*weights) : nullptr;
+}
+
+std::vector<float> GoldenLogits() {
+  std::ifstream in(FixturesDir() + "/golden_logits16.f32", std::ios::binary);
+  std::vector<float> values(16 * 512);
+  in.read(reinterpret_cast<char*>(values.data()), values.size() * 4);
+  return values;
+}
+
+nlohmann::json Goldens() {
+  std::ifstream in(FixturesDir() + "/golden_greedy.json");
+  return nlohmann::json::parse(in);
+}
+
+const int kGoldenTokens[16] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426};
+
+class GoldenLogitsTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenLogitsTest, SixteenPositionsWithinOneTenThousandth) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load(GetParam());
+  ASSERT_NE(weights, nullptr);
+  auto engine = *Engine::Create(weights.get(), {});
+  const std::vector<float> golden = GoldenLogits();
+  float worst = 0.0f;
+  for (int pos = 0; pos < 16; ++pos) {
+    ASSERT_TRUE(engine->Forward(kGoldenTokens[pos], pos).ok());
+    for (int v = 0; v < 512; ++v) worst = std::max(worst, std::fabs(engine->logits()[v] - golden[pos * 512 + v]));
+  }
+  EXPECT_LT(worst, 1e-4f) << GetParam();
+}
+
+INSTANTIATE_TEST_SUITE_P(Formats, GoldenLogitsTest,
+                         ::testing::Values("stories260K-dq.bin", "stories260K_q80.bin", "stories260K-hf"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.index == 0 ? std::string("bin_fp32") : info.index == 1 ? "bin_int8" : "hf";
+                         });
+
+std::vector<int> Greedy(Engine* engine, EvictionPolicyClient* policy, const std::vector<int>& prompt, int steps,
+                        bool bulk = false) {
+  GenerateOptions options;
+  options.max_new_tokens = steps - int(prompt.size()) + 1;
+  options.bulk_prefill = bulk;
+  auto result = Generate(engine, policy, prompt, options);
+  EXPECT_TRUE(result.ok()) << result.status();
+  std::vector<int> ids = prompt;
+  if (result.ok()) ids.insert(ids.end(), result->generated.begin(), result->generated.end());
+  return ids;
+}
+
+TEST(Engine, GreedyIdsEqualTheGoldensForEveryPrompt) {
+  A2SF_REQUIRE_FIXTURES();
+  for (const char* model : {"stories260K-dq.bin", "stories260K-hf"}) {
+    auto weights = Load(model);
+    auto engine = *Engine::Create(weights.get(), {});
+    const nlohmann::json goldens = Goldens();
+    EXPECT_EQ(Greedy(engine.get(), nullptr, {1}, 256), goldens["bos_only"]["ids"].get<std::vector<int>>()) << model;
+    for (const auto& p : goldens["prompts"]) {
+      EXPECT_EQ(Greedy(engine.get(), nullptr, p["prompt_ids"].get<std::vector<int>>(), p["steps"].get<int>()),
+                p["ids"].get<std::vector<int>>())
+          << model << ": " << p["prompt"];
+    }
+  }
+}
+
+TEST(Engine, TwoThreadsGiveBitIdenticalLogits) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  auto one = *Engine::Create(weights.get(), {1, 0});
+  auto two = *Engine::Create(weights.get(), {2, 0});
+  for (int pos = 0; pos < 16; ++pos) {
+    ASSERT_TRUE(one->Forward(kGoldenTokens[pos], pos).ok());
+    ASSERT_TRUE(two->Forward(kGoldenTokens[pos], pos).ok());
+    ASSERT_TRUE(std::equal(one->logits().begin(), one->logits().end(), two->logits().begin()));
+  }
+}
+
+std::unique_ptr<InProcessPolicy> Policy(const ModelWeights& w, const std::string& name, uint32_t budget,
+                                        std::optional<double> alpha = {}) {
+  cachemgr::PolicySpec spec;
+  spec.name = name;
+  spec.alpha = alpha;
+  cachemgr::BudgetSpec b;
+  b.tokens = budget;
+  auto policy = InProcessPolicy::Create(w.config(), spec, b);
+  EXPECT_TRUE(policy.ok()) << policy.status();
+  return std::move(*policy);
+}
+
+TEST(Engine, LocalWithABudgetCoveringTheSequenceEqualsFull) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  const std::vector<int> prompt = {1, 317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433};
+  auto full_engine = *Engine::Create(weights.get(), {});
+  const std::vector<int> full = Greedy(full_engine.get(), nullptr, prompt, 120);
+  for (const char* name : {"local", "a2sf", "h2o"}) {
+    auto policy = Policy(*weights, name, 120);
+    auto engine = *Engine::Create(weights.get(), {1, 121});
+    EXPECT_EQ(Greedy(engine.get(), policy.get(), prompt, 120), full) << name;
+  }
+  // And a small budget changes the output (the test above could not fail otherwise).
+  auto policy = Policy(*weights, "local", 8);
+  auto engine = *Engine::Create(weights.get(), {1, 9});
+  EXPECT_NE(Greedy(engine.get(), policy.get(), prompt, 120), full);
+  EXPECT_EQ(engine->cache().bytes_allocated(), size_t(5 * 4 * 9 * 8 * 2 * 4));  // budget + 1 slots, not 512
+}
+
+// A slow reference forward in double precision over the whole history, where each (layer, KV head)
+// attends only to the positions in visible[layer][kv_head].
+class MaskedReference {
+ public:
+  explicit MaskedReference(const ModelWeights* w) : w_(w), c_(w->config()) {}
+
+  std::vector<double> Forward(int token, int pos, const std::vector<std::vector<std::set<int>>>& visible) {
+    const int dim = c_.dim, hd = c_.head_dim;
+    std::vector<double> x(dim);
+    for (int i = 0; i < dim; ++i) x[i] = w_->token_embedding()[size_t(token) * dim + i];
+    if (int(keys_.size()) < c_.n_layers) keys_.resize(c_.n_layers), values_.resize(c_.n_layers);
+    for (int l = 0; l < c_.n_layers; ++l) {
+      const LayerWeights& lw = w_->layer(l);
+      std::vector<double> xb = Norm(x, lw.rms_att);
+      std::vector<double> q = Mul(lw.wq, xb, c_.q_dim()), k = Mul(lw.wk, xb, c_.kv_dim()), v = Mul(lw.wv, xb, c_.kv_dim());
+      Rope(&q, pos);
+      Rope(&k, pos);
+      keys_[l].push_back(k);
+      values_[l].push_back(v);
+      std::vector<double> out(c_.q_dim(), 0.0);
+      for (int h = 0; h < c_.n_heads; ++h) {
+        const int g = h / c_.group_size();
+        std::vector<std::pair<int, double>> att;
+        double max = -1e300;
+        for (int t : visible[l][g]) {
+          double dot = 0;
+          for (int i = 0; i < hd; ++i) dot += q[h * hd + i] * keys_[l][t][g * hd + i];
+          att.push_back({t, dot / std::sqrt(double(hd))});
+          max = std::max(max, att.back().second);
+        }
+        double sum = 0;
+        for (auto& a : att) sum += (a.second = std::exp(a.second - max));
+        for (auto& [t, a] : att) {
+          for (int i = 0; i < hd; ++i) out[h * hd + i] += a / sum * values_[l][t][g * hd + i];
+        }
+      }
+      std::vector<double> o = Mul(lw.wo, out, dim);
+      for (int i = 0; i < dim; ++i) x[i] += o[i];
+      xb = Norm(x, lw.rms_ffn);
+      std::vector<double> a = Mul(lw.w1, xb, c_.hidden_dim), b = Mul(lw.w3, xb, c_.hidden_dim);
+      for (int i = 0; i < c_.hidden_dim; ++i) a[i] = a[i] / (1 + std::exp(-a[i])) * b[i];
+      std::vector<double> f = Mul(lw.w2, a, dim);
+      for (int i = 0; i < dim; ++i) x[i] += f[i];
+    }
+    return Mul(w_->classifier(), Norm(x, w_->rms_final()), c_.vocab_size);
+  }
+
+ private:
+  std::vector<double> Norm(const std::vector<double>& x, const float* weight) {
+    double ss = 0;
+    for (double v : x) ss += v * v;
+    ss = 1.0 / std::sqrt(ss / x.size() + c_.norm_eps);
+    std::vector<double> out(x.size());
+    for (size_t i = 0; i < x.size(); ++i) out[i] = weight[i] * ss * x[i];
+    return out;
+  }
+  std::vector<double> Mul(const float* w, const std::vector<double>& x, int rows) {
+    std::vector<double> out(rows, 0.0);
+    for (int r = 0; r < rows; ++r) {
+      for (size_t i = 0; i < x.size(); ++i) out[r] += double(w[r * x.size() + i]) * x[i];
+    }
+    return out;
+  }
+  void Rope(std::vector<double>* v, int pos) {
+    for (size_t i = 0; i < v->size(); i += 2) {
+      const double angle = pos / std::pow(double(c_.rope_theta), double(i % c_.head_dim) / c_.head_dim);
+      const double a = (*v)[i], b = (*v)[i + 1];
+      (*v)[i] = a * std::cos(angle) - b * std::sin(angle);
+      (*v)[i + 1] = a * std::sin(angle) + b * std::cos(angle);
+    }
+  }
+  const ModelWeights* w_;
+  const ModelConfig c_;
+  std::vector<std::vector<std::vector<double>>> keys_, values_;
+};
+
+TEST(Engine, EvictionChangesLogitsOnlyThroughTheEvictedEntries) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  const ModelConfig& c = weights->config();
+  const std::vector<int> ids = Goldens()["bos_only"]["ids"].get<std::vector<int>>();
+  for (const char* name : {"a2sf", "h2o", "streaming_llm", "local"}) {
+    SCOPED_TRACE(name);
+    auto policy = Policy(*weights, name, 7, std::string(name) == "a2sf" ? std::optional<double>(0.5) : std::nullopt);
+    auto engine = *Engine::Create(weights.get(), {1, 8});
+    MaskedReference reference(weights.get());
+    // Expected visible positions, maintained from the decisions alone.
+    std::vector<std::vector<std::set<int>>> visible(c.n_layers, std::vector<std::set<int>>(c.n_kv_heads));
+    double worst = 0;
+    for (int pos = 0; pos < 40; ++pos) {
+      for (auto& layer : visible) {
+        for (auto& head : layer) head.insert(pos);
+      }
+      ASSERT_TRUE(engine->Forward(ids[pos], pos).ok());
+      const std::vector<double> expected = reference.Forward(ids[pos], pos, visible);
+      for (int v = 0; v < c.vocab_size; ++v) worst = std::max(worst, std::fabs(engine->logits()[v] - expected[v]));
+      auto decision = policy->Step(pos, pos, engine->step_scores());
+      ASSERT_TRUE(decision.ok()) << decision.status();
+      ASSERT_TRUE(engine->Evict(decision->evictions_per_head, decision->evicted_slots, decision->evicted_positions).ok());
+      for (uint32_t h = 0; h < uint32_t(c.n_layers * c.n_kv_heads); ++h) {
+        for (uint32_t j = 0; j < decision->evictions_per_head; ++j) {
+          const int p = int(decision->evicted_positions[h * decision->evictions_per_head + j]);
+          ASSERT_EQ(visible[h / c.n_kv_heads][h % c.n_kv_heads].erase(p), 1u);
+        }
+      }
+    }
+    EXPECT_LT(worst, 1e-4);
+    EXPECT_EQ(engine->cache().entries(), 7);
+  }
+}
+
+TEST(Engine, ScoresAreTheGroupSumsOfSoftmaxRows) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  auto engine = *Engine::Create(weights.get(), {});
+  for (int pos = 0; pos < 6; ++pos) {
+    ASSERT_TRUE(engine->Forward(kGoldenTokens[pos], pos).ok());
+    auto scores = engine->step_scores();
+    ASSERT_EQ(scores.size(), size_t(5 * 4 * (pos + 1)));
+    // Each KV head sums two softmax rows: its scores add up to 2.
+    for (int h = 0; h < 20; ++h) {
+      double sum = 0;
+      for (int t = 0; t <= pos; ++t) sum += scores[h * (pos + 1) + t];
+      EXPECT_NEAR(sum, 2.0, 1e-5);
+    }
+  }
+}
+
+TEST(Engine, BulkPrefillKeepsTheBudgetAndEqualsPerTokenWhenNothingIsEvicted) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  const std::vector<int> prompt = {1, 291, 376, 400, 428, 286, 296, 418, 329, 429, 412, 425, 372};
+  // Budget >= the whole sequence: bulk and per-token agree exactly.
+  auto per_token = Policy(*weights, "a2sf", 60, 0.5);
+  auto bulk = Policy(*weights, "a2sf", 60, 0.5);
+  auto e1 = *Engine::Create(weights.get(), {1, 61});
+  auto e2 = *Engine::Create(weights.get(), {1, 61});
+  EXPECT_EQ(Greedy(e1.get(), per_token.get(), prompt, 50), Greedy(e2.get(), bulk.get(), prompt, 50, true));
+  // A budget smaller than the prompt: one decision after the prompt leaves exactly the budget.
+  auto small = Policy(*weights, "a2sf", 5, 0.5);
+  auto e3 = *Engine::Create(weights.get(), {1, 13});
+  GenerateOptions options;
+  options.max_new_tokens = 1;
+  options.bulk_prefill = true;
+  auto result = Generate(e3.get(), small.get(), prompt, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(e3->cache().entries(), 5);
+  EXPECT_EQ(result->evictions, uint64_t(13 - 5) * 20);
+}
+
+TEST(Engine, BadInputsAreRejectedWithoutHarm) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  auto engine = *Engine::Create(weights.get(), {1, 3});
+  EXPECT_EQ(engine->Forward(512, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Forward(-1, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Forward(1, 512).code(), absl::StatusCode::kInvalidArgument);
+  for (int p = 0; p < 3; ++p) ASSERT_TRUE(engine->Forward(kGoldenTokens[p], p).ok());
+  EXPECT_EQ(engine->Forward(1, 3).code(), absl::StatusCode::kFailedPrecondition);  // full
+  // Malformed decisions change nothing.
+  const std::vector<uint32_t> ascending(20 * 2, 0);
+  EXPECT_EQ(engine->Evict(2, ascending).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Evict(1, std::vector<uint32_t>(19, 0)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Evict(1, std::vector<uint32_t>(20, 3)).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(engine->Evict(1, std::vector<uint32_t>(20, 0), std::vector<uint32_t>(20, 2)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(engine->cache().entries(), 3);
+  EXPECT_TRUE(engine->Evict(1, std::vector<uint32_t>(20, 0), std::vector<uint32_t>(20, 0)).ok());
+  EXPECT_EQ(engine->cache().position(0, 0, 0), 2u);  // the last entry moved into slot 0
+  EXPECT_FALSE(Engine::Create(weights.get(), {0, 0}).ok());
+  EXPECT_FALSE(Engine::Create(weights.get(), {1, 513}).ok());
+
+  auto big = *Engine::Create(weights.get(), {});
+  GenerateOptions options;
+  options.max_new_tokens = 10;
+  EXPECT_EQ(Generate(big.get(), nullptr, {}, options).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Generate(big.get(), nullptr, {1, 9999}, options).status().code(), absl::StatusCode::kInvalidArgument);
+  options.max_new_tokens = 512;
+  EXPECT_NE(Generate(big.get(), nullptr, {1, 2, 3}, options).status().message().find("context"), std::string::npos);
+  options.max_new_tokens = 5;
+  options.sampling.top_p = 1.5f;
+  EXPECT_NE(Generate(big.get(), nullptr, {1}, options).status().message().find("top_p"), std::string::npos);
+}
+
+TEST(Engine, SeededSamplingIsReproducibleAndCancelStops) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  auto engine = *Engine::Create(weights.get(), {});
+  GenerateOptions options;
+  options.max_new_tokens = 80;
+  options.sampling = {1.0f, 0.9f, 42};
+  auto a = Generate(engine.get(), nullptr, {1}, options);
+  auto b = Generate(engine.get(), nullptr, {1}, options);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->generated, b->generated);
+  options.sampling.seed = 43;
+  EXPECT_NE(Generate(engine.get(), nullptr, {1}, options)->generated, a->generated);
+  int seen = 0;
+  auto cancelled = Generate(engine.get(), nullptr, {1}, options, [&](int) { return ++seen < 3; });
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->generated.size(), 3u);
+  EXPECT_EQ(cancelled->finish_reason, FinishReason::kCancelled);
+}
+
+}  // namespace
+}  // namespace a2sf::worker

@@ -1,0 +1,147 @@
+#include "worker/engine/generator.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "cachemgr/store/cpu_score_store.h"
+
+namespace a2sf::worker {
+
+absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::Create(const ModelConfig& model,
+                                                                         const cachemgr::PolicySpec& policy,
+                                                                         const cachemgr::BudgetSpec& budget) {
+  std::unique_ptr<InProcessPolicy> out(new InProcessPolicy());
+  cachemgr::SessionManagerOptions options;
+  options.max_sessions = 1;
+  options.idle_timeout = absl::ZeroDuration();
+  out->manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
+                                                             &cachemgr::PolicyRegistry::Builtin(), options);
+  cachemgr::SessionConfig config;
+  config.geometry = {uint32_t(model.n_layers), uint32_t(model.n_kv_heads)};
+  config.query_heads_per_kv_head = uint32_t(model.group_size());
+  config.max_context = uint32_t(model.seq_len);
+  config.policy = policy;
+  config.budget = budget;
+  config.label = "in-process";
+  absl::StatusOr<cachemgr::SessionInfo> info = out->manager_->Open(config);
+  if (!info.ok()) return info.status();
+  out->info_ = *info;
+  return out;
+}
+
+absl::StatusOr<EvictionDecision> InProcessPolicy::Step(uint64_t step, uint32_t position,
+                                                       absl::Span<const float> scores) {
+  absl::StatusOr<cachemgr::StepResult> result =
+      manager_->Step(info_.id, step, position, {cachemgr::ScoreDType::kFp32, scores.data(), scores.size()});
+  if (!result.ok()) return result.status();
+  return std::move(result->decision);
+}
+
+absl::StatusOr<EvictionDecision> InProcessPolicy::BulkPrefill(uint32_t first_position, uint32_t prompt_length,
+                                                              absl::Span<const float> scores) {
+  absl::StatusOr<cachemgr::StepResult> result = manager_->BulkPrefill(
+      info_.id, 0, first_position, prompt_length, {cachemgr::ScoreDType::kFp32, scores.data(), scores.size()});
+  if (!result.ok()) return result.status();
+  return std::move(result->decision);
+}
+
+int RequiredCacheCapacity(const EvictionPolicyClient* policy, int prompt_length, int max_new_tokens,
+                          bool bulk_prefill) {
+  const int sequence = prompt_length + max_new_tokens - 1;  // positions that are forwarded
+  if (policy == nullptr || !policy->evicts()) return sequence;
+  int capacity = std::min<int>(int(policy->budget_tokens()) + 1, sequence);
+  if (bulk_prefill) capacity = std::max(capacity, prompt_length);
+  return capacity;
+}
+
+absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* policy, absl::Span<const int> prompt,
+                                        const GenerateOptions& options, const std::function<bool(int)>& on_token) {
+  const ModelConfig& c = engine->config();
+  const int P = int(prompt.size());
+  if (P == 0) return absl::InvalidArgumentError("prompt: empty (it needs at least the BOS token)");
+  if (options.max_new_tokens < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens: must be >= 1, got ", options.max_new_tokens));
+  }
+  for (int i = 0; i < P; ++i) {
+    if (prompt[i] < 0 || prompt[i] >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("prompt: token id ", prompt[i], " at index ", i,
+                                                     " is outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+  }
+  if (int64_t{P} + options.max_new_tokens - 1 > c.seq_len) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", P, " tokens) + max_tokens (", options.max_new_tokens,
+                                                   ") exceeds the model's context of ", c.seq_len, " positions"));
+  }
+  if (absl::Status s = ValidateSampling(options.sampling); !s.ok()) return s;
+  const int needed = RequiredCacheCapacity(policy, P, options.max_new_tokens, options.bulk_prefill);
+  if (engine->cache().capacity() < needed) {
+    return absl::FailedPreconditionError(absl::StrCat("engine cache holds ", engine->cache().capacity(),
+                                                      " entries per head; this job needs ", needed));
+  }
+  const bool bulk = options.bulk_prefill && policy != nullptr;
+  const size_t heads = size_t(c.n_layers) * c.n_kv_heads;
+  std::vector<float> prompt_attention(bulk ? heads * P * P : 0, 0.0f);
+
+  engine->Reset();
+  Sampler sampler(options.sampling, c.vocab_size);
+  GenerateResult result;
+  const absl::Time start = absl::Now();
+  absl::Time first_token_time = start;
+  uint64_t step = 0;
+  int next = prompt[0];
+  for (int position = 0;; ++position) {
+    const int token = position < P ? prompt[position] : next;
+    if (absl::Status s = engine->Forward(token, position); !s.ok()) return s;
+    result.kv_bytes_peak = std::max(result.kv_bytes_peak, engine->cache().bytes_held());
+    if (policy != nullptr) {
+      absl::StatusOr<EvictionDecision> decision;
+      const absl::Span<const float> scores = engine->step_scores();
+      if (bulk && position < P) {
+        // Row `position` of every head's P x P causal attention; entries are in position order.
+        const size_t n = size_t(position) + 1;
+        for (size_t h = 0; h < heads; ++h) {
+          std::copy(scores.begin() + h * n, scores.begin() + (h + 1) * n,
+                    prompt_attention.begin() + (h * P + position) * P);
+        }
+        if (position == P - 1) decision = policy->BulkPrefill(0, uint32_t(P), prompt_attention);
+      } else {
+        decision = policy->Step(step, uint32_t(position), scores);
+      }
+      if (!bulk || position >= P - 1) {
+        if (!decision.ok()) return decision.status();
+        ++step;
+        if (absl::Status s = engine->Evict(decision->evictions_per_head, decision->evicted_slots,
+                                           decision->evicted_positions);
+            !s.ok()) {
+          return s;
+        }
+        result.evictions += uint64_t{decision->evictions_per_head} * heads;
+      }
+    }
+    if (position < P - 1) continue;
+    next = sampler.Sample(engine->logits());
+    result.generated.push_back(next);
+    if (result.generated.size() == 1) first_token_time = absl::Now();
+    const bool keep_going = on_token == nullptr || on_token(next);
+    if (!keep_going) {
+      result.finish_reason = FinishReason::kCancelled;
+      break;
+    }
+    if (options.stop_on_eos && (next == c.eos_id || next == c.bos_id)) {
+      result.finish_reason = FinishReason::kEos;
+      break;
+    }
+    if (int(result.generated.size()) == options.max_new_tokens) break;
+  }
+  const absl::Time end = absl::Now();
+  result.kv_bytes_held = engine->cache().bytes_held();
+  result.time_to_first_token_ms = absl::ToDoubleMilliseconds(first_token_time - start);
+  const double decode_seconds = absl::ToDoubleSeconds(end - first_token_time);
+  if (result.generated.size() > 1 && decode_seconds > 0) {
+    result.tokens_per_second = double(result.generated.size() - 1) / decode_seconds;
+  }
+  return result;
+}
+
+}  // namespace a2sf::worker

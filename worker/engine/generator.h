@@ -1,0 +1,89 @@
+// Generate: runs a prompt and then samples new tokens on an Engine, handing every step's attention
+// scores to an eviction policy and applying its decisions (per-token mode for prompt tokens too, or
+// one bulk decision after the prompt). The policy sits behind EvictionPolicyClient, so the same loop
+// serves an in-process policy (InProcessPolicy) and, in the worker service, the remote cache manager.
+#ifndef A2SF_WORKER_ENGINE_GENERATOR_H_
+#define A2SF_WORKER_ENGINE_GENERATOR_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "cachemgr/session/session_manager.h"
+#include "worker/engine/engine.h"
+#include "worker/engine/sampler.h"
+
+namespace a2sf::worker {
+
+// Decisions for one sequence: slots and positions laid out [layer][kv_head][evictions_per_head].
+using EvictionDecision = cachemgr::StoreDecision;
+
+class EvictionPolicyClient {
+ public:
+  virtual ~EvictionPolicyClient() = default;
+  // One token step: `scores` is [n_layers][n_kv_heads][entries] including the new entry.
+  virtual absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) = 0;
+  // The prompt's causal attention at once: [n_layers][n_kv_heads][P][P]; only as the first step.
+  virtual absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
+                                                       absl::Span<const float> scores) = 0;
+  // Budget in entries per head (the engine's cache needs budget + 1 slots); 0 when it never evicts.
+  virtual uint32_t budget_tokens() const = 0;
+  virtual bool evicts() const = 0;
+};
+
+// A policy run in this process by the policy library (a private SessionManager on the CPU store).
+class InProcessPolicy final : public EvictionPolicyClient {
+ public:
+  // INVALID_ARGUMENT for a bad policy or budget.
+  static absl::StatusOr<std::unique_ptr<InProcessPolicy>> Create(const ModelConfig& model,
+                                                                 const cachemgr::PolicySpec& policy,
+                                                                 const cachemgr::BudgetSpec& budget);
+  absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
+  absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
+                                               absl::Span<const float> scores) override;
+  uint32_t budget_tokens() const override { return info_.budget_tokens; }
+  bool evicts() const override { return info_.policy.name != "full"; }
+  const cachemgr::SessionInfo& session() const { return info_; }
+  cachemgr::SessionManager* manager() { return manager_.get(); }
+
+ private:
+  InProcessPolicy() = default;
+  std::unique_ptr<cachemgr::SessionManager> manager_;
+  cachemgr::SessionInfo info_;
+};
+
+struct GenerateOptions {
+  int max_new_tokens = 256;
+  SamplingOptions sampling;
+  bool stop_on_eos = true;  // stop when the model produces EOS or BOS (as run.c does for BOS)
+  bool bulk_prefill = false;
+};
+
+enum class FinishReason { kMaxTokens, kEos, kCancelled };
+
+struct GenerateResult {
+  std::vector<int> generated;  // sampled ids (the stop token included, as run.c prints up to it)
+  uint64_t evictions = 0;      // entries evicted over all layers and heads
+  size_t kv_bytes_peak = 0;
+  size_t kv_bytes_held = 0;
+  double time_to_first_token_ms = 0;
+  double tokens_per_second = 0;  // generated tokens / time after the first token
+  FinishReason finish_reason = FinishReason::kMaxTokens;
+};
+
+// Cache slots an engine needs for a policy and a sequence: budget + 1 (the new token), or the whole
+// sequence for a policy that never evicts; a bulk prefill holds the whole prompt first.
+int RequiredCacheCapacity(const EvictionPolicyClient* policy, int prompt_length, int max_new_tokens, bool bulk_prefill);
+
+// `on_token` sees each generated id; returning false cancels. `policy` may be null (full cache).
+// INVALID_ARGUMENT for an empty prompt, bad ids, or prompt + max_new_tokens beyond the context.
+absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* policy, absl::Span<const int> prompt,
+                                        const GenerateOptions& options,
+                                        const std::function<bool(int)>& on_token = nullptr);
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_ENGINE_GENERATOR_H_

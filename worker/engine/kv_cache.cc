@@ -1,0 +1,62 @@
+#include "worker/engine/kv_cache.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace a2sf::worker {
+
+KvCacheSlots::KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity)
+    : n_kv_heads_(n_kv_heads), head_dim_(head_dim), capacity_(capacity), heads_(n_layers * n_kv_heads) {
+  keys_.assign(size_t(heads_) * capacity * head_dim, 0.0f);
+  values_.assign(size_t(heads_) * capacity * head_dim, 0.0f);
+  positions_.assign(size_t(heads_) * capacity, 0);
+}
+
+absl::Status KvCacheSlots::Evict(uint32_t k, absl::Span<const uint32_t> slots,
+                                 absl::Span<const uint32_t> expected_positions) {
+  if (k == 0) return absl::OkStatus();
+  if (k > uint32_t(entries_)) {
+    return absl::InvalidArgumentError(absl::StrCat("eviction: ", k, " evictions per head but only ", entries_,
+                                                   " entries are cached"));
+  }
+  if (slots.size() != size_t(heads_) * k) {
+    return absl::InvalidArgumentError(absl::StrCat("eviction: expected ", size_t(heads_) * k, " slots (", heads_,
+                                                   " heads x ", k, "), got ", slots.size()));
+  }
+  if (!expected_positions.empty() && expected_positions.size() != slots.size()) {
+    return absl::InvalidArgumentError("eviction: positions and slots differ in length");
+  }
+  // Check everything before touching anything.
+  for (int h = 0; h < heads_; ++h) {
+    for (uint32_t j = 0; j < k; ++j) {
+      const uint32_t slot = slots[size_t(h) * k + j];
+      if (slot >= uint32_t(entries_) || (j > 0 && slot >= slots[size_t(h) * k + j - 1])) {
+        return absl::InvalidArgumentError(absl::StrCat("eviction: head ", h, " slot list is not strictly descending ",
+                                                       "within [0, ", entries_, ")"));
+      }
+      if (!expected_positions.empty() && positions_[size_t(h) * capacity_ + slot] != expected_positions[size_t(h) * k + j]) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "eviction: head ", h, " slot ", slot, " holds position ", positions_[size_t(h) * capacity_ + slot],
+            ", the decision names position ", expected_positions[size_t(h) * k + j], " (out of sync)"));
+      }
+    }
+  }
+  const size_t row = size_t(head_dim_) * sizeof(float);
+  for (int h = 0; h < heads_; ++h) {
+    int last = entries_;
+    for (uint32_t j = 0; j < k; ++j) {
+      const int slot = int(slots[size_t(h) * k + j]);
+      --last;
+      if (slot == last) continue;
+      const size_t dst = (size_t(h) * capacity_ + slot) * head_dim_, src = (size_t(h) * capacity_ + last) * head_dim_;
+      std::memcpy(&keys_[dst], &keys_[src], row);
+      std::memcpy(&values_[dst], &values_[src], row);
+      positions_[size_t(h) * capacity_ + slot] = positions_[size_t(h) * capacity_ + last];
+    }
+  }
+  entries_ -= int(k);
+  return absl::OkStatus();
+}
+
+}  // namespace a2sf::worker

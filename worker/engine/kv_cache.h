@@ -1,0 +1,62 @@
+// KvCacheSlots: the evictable KV cache of one sequence. Per layer and per KV head, `capacity` slots
+// of (key, value, position). Keys are stored after RoPE, so evicting one entry never changes another.
+// Every head holds the same number of entries; a token appends one to each, and an eviction decision
+// removes entries per head by swap-remove in descending slot order (docs/POLICIES.md, "Slots").
+// Memory is allocated for `capacity` entries -- the budget plus one -- not for the context.
+// Not thread-safe; owned by one Engine.
+#ifndef A2SF_WORKER_ENGINE_KV_CACHE_H_
+#define A2SF_WORKER_ENGINE_KV_CACHE_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+
+namespace a2sf::worker {
+
+class KvCacheSlots {
+ public:
+  KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity);
+
+  int capacity() const { return capacity_; }
+  int entries() const { return entries_; }
+  int head_dim() const { return head_dim_; }
+
+  float* key(int layer, int kv_head, int slot) { return keys_.data() + Offset(layer, kv_head, slot); }
+  float* value(int layer, int kv_head, int slot) { return values_.data() + Offset(layer, kv_head, slot); }
+  const float* key(int layer, int kv_head, int slot) const { return keys_.data() + Offset(layer, kv_head, slot); }
+  const float* value(int layer, int kv_head, int slot) const { return values_.data() + Offset(layer, kv_head, slot); }
+  uint32_t position(int layer, int kv_head, int slot) const { return positions_[Index(layer, kv_head) * capacity_ + slot]; }
+  void set_position(int layer, int kv_head, int slot, uint32_t p) { positions_[Index(layer, kv_head) * capacity_ + slot] = p; }
+
+  // The slot a new token writes to in every head (== entries()). REQUIRES: entries() < capacity().
+  int append_slot() const { return entries_; }
+  // Counts the appended token once all layers have written their slot.
+  void CommitAppend() { ++entries_; }
+
+  // Applies an eviction: [layer][kv_head][evictions_per_head] slots, each head's list strictly
+  // descending. INVALID_ARGUMENT (and nothing changed) for a malformed decision; if
+  // `expected_positions` is non-empty, they must match the evicted entries (FAILED_PRECONDITION).
+  absl::Status Evict(uint32_t evictions_per_head, absl::Span<const uint32_t> slots,
+                     absl::Span<const uint32_t> expected_positions);
+
+  void Clear() { entries_ = 0; }
+  size_t bytes_held() const { return size_t(entries_) * heads_ * head_dim_ * 2 * sizeof(float); }
+  size_t bytes_allocated() const { return (keys_.size() + values_.size()) * sizeof(float); }
+
+ private:
+  size_t Index(int layer, int kv_head) const { return size_t(layer) * n_kv_heads_ + kv_head; }
+  size_t Offset(int layer, int kv_head, int slot) const {
+    return (Index(layer, kv_head) * capacity_ + slot) * head_dim_;
+  }
+
+  int n_kv_heads_, head_dim_, capacity_, heads_;
+  int entries_ = 0;
+  std::vector<float> keys_, values_;
+  std::vector<uint32_t> positions_;
+};
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_ENGINE_KV_CACHE_H_

@@ -1,0 +1,202 @@
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "gtest/gtest.h"
+#include "worker/model/model.h"
+#include "worker/testing/fixtures.h"
+
+namespace a2sf::worker {
+namespace {
+
+using testing::FixturesDir;
+
+std::string TempDir() { return std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp"; }
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteAll(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), data.size());
+}
+
+bool SameFloats(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * 4) == 0; }
+
+TEST(ModelLoader, ReadsTheStories260KConfig) {
+  A2SF_REQUIRE_FIXTURES();
+  auto w = LoadModel(FixturesDir() + "/stories260K-dq.bin");
+  ASSERT_TRUE(w.ok()) << w.status();
+  const ModelConfig& c = (*w)->config();
+  EXPECT_EQ(c.dim, 64);
+  EXPECT_EQ(c.hidden_dim, 172);
+  EXPECT_EQ(c.n_layers, 5);
+  EXPECT_EQ(c.n_heads, 8);
+  EXPECT_EQ(c.n_kv_heads, 4);
+  EXPECT_EQ(c.vocab_size, 512);
+  EXPECT_EQ(c.seq_len, 512);
+  EXPECT_EQ(c.head_dim, 8);
+  EXPECT_TRUE(c.shared_classifier);
+  EXPECT_EQ((*w)->classifier(), (*w)->token_embedding());
+}
+
+TEST(ModelLoader, Int8ExportDequantizesToExactlyTheFp32File) {
+  A2SF_REQUIRE_FIXTURES();
+  auto fp32 = *LoadModel(FixturesDir() + "/stories260K-dq.bin");
+  auto int8 = *LoadModel(FixturesDir() + "/stories260K_q80.bin");
+  const ModelConfig& c = fp32->config();
+  EXPECT_TRUE(SameFloats(fp32->token_embedding(), int8->token_embedding(), size_t(c.vocab_size) * c.dim));
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights &a = fp32->layer(l), &b = int8->layer(l);
+    EXPECT_TRUE(SameFloats(a.wq, b.wq, 64 * 64));
+    EXPECT_TRUE(SameFloats(a.wk, b.wk, 32 * 64));
+    EXPECT_TRUE(SameFloats(a.w2, b.w2, 64 * 172));
+    EXPECT_TRUE(SameFloats(a.rms_ffn, b.rms_ffn, 64));
+  }
+  EXPECT_TRUE(SameFloats(fp32->rms_final(), int8->rms_final(), 64));
+}
+
+TEST(ModelLoader, HuggingFaceFolderEqualsTheBinAfterTheRopePermutation) {
+  A2SF_REQUIRE_FIXTURES();
+  auto bin = *LoadModel(FixturesDir() + "/stories260K-dq.bin");
+  auto hf = LoadModel(FixturesDir() + "/stories260K-hf");
+  ASSERT_TRUE(hf.ok()) << hf.status();
+  for (int l = 0; l < 5; ++l) {
+    EXPECT_TRUE(SameFloats(bin->layer(l).wq, (*hf)->layer(l).wq, 64 * 64)) << l;
+    EXPECT_TRUE(SameFloats(bin->layer(l).wk, (*hf)->layer(l).wk, 32 * 64)) << l;
+    EXPECT_TRUE(SameFloats(bin->layer(l).w1, (*hf)->layer(l).w1, 172 * 64)) << l;
+  }
+  EXPECT_NE((*hf)->format().find("F32"), std::string::npos);
+}
+
+TEST(ModelLoader, HalfAndBfloatSafetensorsConvertOnLoad) {
+  A2SF_REQUIRE_FIXTURES();
+  // Rewrite the fixture's safetensors with every tensor in fp16 (then bf16).
+  const std::string src = ReadAll(FixturesDir() + "/stories260K-hf/model.safetensors");
+  uint64_t header_len;
+  std::memcpy(&header_len, src.data(), 8);
+  std::string header = src.substr(8, header_len);
+  const std::string data = src.substr(8 + header_len);
+  for (const std::string dtype : {"F16", "BF16"}) {
+    // Offsets halve: every tensor is F32 and laid out back to back.
+    std::string h = header;
+    std::string out_data(data.size() / 2, '\0');
+    for (size_t i = 0; i < data.size() / 4; ++i) {
+      float f;
+      std::memcpy(&f, data.data() + 4 * i, 4);
+      uint16_t v;
+      if (dtype == "BF16") {
+        uint32_t bits;
+        std::memcpy(&bits, &f, 4);
+        v = uint16_t(bits >> 16);  // truncation: exact for the check below
+      } else {
+        v = 0;  // fp16 via _Float16 would round; use the F16C-free path: only small exact values matter
+        _Float16 half = static_cast<_Float16>(f);
+        std::memcpy(&v, &half, 2);
+      }
+      std::memcpy(&out_data[2 * i], &v, 2);
+    }
+    size_t pos = 0;
+    while ((pos = h.find("\"F32\"", pos)) != std::string::npos) h.replace(pos, 5, "\"" + dtype + "\""), pos += 4;
+    // Halve data_offsets.
+    std::string fixed;
+    for (size_t i = 0; i < h.size();) {
+      const size_t k = h.find("\"data_offsets\":[", i);
+      if (k == std::string::npos) {
+        fixed += h.substr(i);
+        break;
+      }
+      const size_t start = k + 16, comma = h.find(',', start), end = h.find(']', comma);
+      fixed += h.substr(i, start - i) + std::to_string(std::stoull(h.substr(start, comma - start)) / 2) + "," +
+               std::to_string(std::stoull(h.substr(comma + 1, end - comma - 1)) / 2) + "]";
+      i = end + 1;
+    }
+    while (fixed.size() % 8 != 0) fixed += ' ';
+    const std::string dir = TempDir() + "/hf_" + dtype;
+    std::filesystem::create_directories(dir);
+    WriteAll(dir + "/config.json", ReadAll(FixturesDir() + "/stories260K-hf/config.json"));
+    uint64_t len = fixed.size();
+    WriteAll(dir + "/model.safetensors", std::string(reinterpret_cast<char*>(&len), 8) + fixed + out_data);
+    auto w = LoadModel(dir);
+    ASSERT_TRUE(w.ok()) << dtype << ": " << w.status();
+    EXPECT_NE((*w)->format().find(dtype), std::string::npos);
+    auto reference = *LoadModel(FixturesDir() + "/stories260K-hf");
+    for (int i = 0; i < 64 * 64; ++i) {
+      const float a = reference->layer(2).wo[i], b = (*w)->layer(2).wo[i];
+      ASSERT_NEAR(a, b, std::fabs(a) * (dtype == "BF16" ? 1.0 / 128 : 1.0 / 1024) + 1e-7) << dtype << " " << i;
+    }
+  }
+}
+
+TEST(ModelLoader, TruncatedAndCorruptedCheckpointsFailCleanly) {
+  A2SF_REQUIRE_FIXTURES();
+  // Randomised corruption: truncations and flipped header bytes of both llama2.c formats must give an
+  // error or a valid model, never a crash; truncations must always fail.
+  std::mt19937 rng(17);
+  for (const char* name : {"stories260K-dq.bin", "stories260K_q80.bin"}) {
+    const std::string original = ReadAll(FixturesDir() + "/" + name);
+    const std::string path = TempDir() + "/corrupt.bin";
+    for (int trial = 0; trial < 40; ++trial) {
+      WriteAll(path, original.substr(0, rng() % original.size()));
+      auto w = LoadModel(path);
+      EXPECT_FALSE(w.ok()) << name << " truncated loaded";
+    }
+    for (int trial = 0; trial < 60; ++trial) {
+      std::string bytes = original;
+      const size_t at = rng() % 64;
+      bytes[at] = char(rng());
+      WriteAll(path, bytes);
+      auto w = LoadModel(path);
+      if (!w.ok()) {
+        EXPECT_FALSE(w.status().message().empty());
+      }
+    }
+  }
+  EXPECT_EQ(LoadModel("/nonexistent/model.bin").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(LoadModel(TempDir()).status().code(), absl::StatusCode::kNotFound);  // a folder without config.json
+  EXPECT_FALSE(LoadModel("").ok());
+}
+
+TEST(ModelLoader, BadHuggingFaceFoldersNameTheProblem) {
+  A2SF_REQUIRE_FIXTURES();
+  const std::string dir = TempDir() + "/hf_bad";
+  std::filesystem::create_directories(dir);
+  const std::string config = ReadAll(FixturesDir() + "/stories260K-hf/config.json");
+  const std::string tensors = ReadAll(FixturesDir() + "/stories260K-hf/model.safetensors");
+  // A config whose shape does not match the tensors.
+  std::string wrong = config;
+  wrong.replace(wrong.find("\"intermediate_size\": 172"), 24, "\"intermediate_size\": 170");
+  WriteAll(dir + "/config.json", wrong);
+  WriteAll(dir + "/model.safetensors", tensors);
+  auto w = LoadModel(dir);
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().message().find("gate_proj"), std::string::npos) << w.status();
+  // Truncated tensor data.
+  WriteAll(dir + "/config.json", config);
+  WriteAll(dir + "/model.safetensors", tensors.substr(0, tensors.size() - 1000));
+  w = LoadModel(dir);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kDataLoss) << w.status();
+  // An unsupported dtype.
+  std::string i8 = tensors;
+  i8.replace(i8.find("\"F32\""), 5, "\"I8\" ");
+  WriteAll(dir + "/model.safetensors", i8);
+  w = LoadModel(dir);
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kUnimplemented) << w.status();
+  // A header that is not JSON.
+  std::string garbage = tensors;
+  garbage[20] = '{';
+  garbage[21] = '{';
+  WriteAll(dir + "/model.safetensors", garbage);
+  EXPECT_FALSE(LoadModel(dir).ok());
+  // Missing weights file.
+  std::remove((dir + "/model.safetensors").c_str());
+  EXPECT_EQ(LoadModel(dir).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace a2sf::worker

@@ -1,0 +1,51 @@
+// Tokenizer: text <-> token ids for a model. Two formats: llama2.c's tokenizer.bin (Llama2cTokenizer)
+// and sentencepiece's tokenizer.model, the format real LLaMA-2 ships (SentencePieceTokenizer).
+// Immutable after loading; safe to share between threads.
+#ifndef A2SF_WORKER_TOKENIZER_TOKENIZER_H_
+#define A2SF_WORKER_TOKENIZER_TOKENIZER_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace a2sf::worker {
+
+class Tokenizer {
+ public:
+  virtual ~Tokenizer() = default;
+  virtual int vocab_size() const = 0;
+  virtual int bos_id() const = 0;
+  virtual int eos_id() const = 0;
+  // Encodes UTF-8 text (INVALID_ARGUMENT for invalid UTF-8), with BOS first when `add_bos`.
+  virtual absl::StatusOr<std::vector<int>> Encode(const std::string& text, bool add_bos) const = 0;
+  // The bytes token `token` adds to the text after `previous` (may be part of a UTF-8 character).
+  virtual std::string DecodePiece(int previous, int token) const = 0;
+};
+
+// Loads `path`: a file ending in ".model" is sentencepiece, anything else llama2.c's format.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path);
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::string& path, int vocab_size);
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& path);
+
+// True if `text` is valid UTF-8 (no overlongs, surrogates or code points above U+10FFFF).
+bool IsValidUtf8(const std::string& text);
+
+// Turns a stream of token pieces into text that never splits a UTF-8 character: bytes of an
+// unfinished character are held back until it completes. Bytes that can never form a valid character
+// are replaced by U+FFFD.
+class Utf8StreamDecoder {
+ public:
+  // Appends `bytes` and returns the text that is now complete.
+  std::string Push(const std::string& bytes);
+  // Returns what is left at the end of the stream (an unfinished character becomes U+FFFD).
+  std::string Flush();
+
+ private:
+  std::string pending_;
+};
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_TOKENIZER_TOKENIZER_H_
