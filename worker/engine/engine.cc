@@ -39,6 +39,8 @@ Engine::Engine(const ModelWeights* weights, const EngineOptions& options, int ca
   att_.resize(size_t(c.n_heads) * capacity);
   logits_.resize(c.vocab_size);
   scores_.resize(size_t(c.n_layers) * c.n_kv_heads * capacity);
+  rope_cos_.resize(c.head_dim / 2);
+  rope_sin_.resize(c.head_dim / 2);
 }
 
 absl::Status Engine::Forward(int token, int position) {
@@ -56,14 +58,15 @@ absl::Status Engine::Forward(int token, int position) {
   const int dim = c.dim;
   std::memcpy(x_.data(), weights_->token_embedding() + size_t(token) * dim, dim * sizeof(float));
   const int slot = cache_.append_slot();
+  RopeTable(c.head_dim, position, c.rope_theta, rope_cos_.data(), rope_sin_.data());
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = weights_->layer(l);
     RmsNorm(xb_.data(), x_.data(), w.rms_att, dim, c.norm_eps);
     MatVec(q_.data(), w.wq, xb_.data(), c.q_dim(), dim, &pool_);
     MatVec(k_.data(), w.wk, xb_.data(), c.kv_dim(), dim, &pool_);
     MatVec(v_.data(), w.wv, xb_.data(), c.kv_dim(), dim, &pool_);
-    ApplyRope(q_.data(), c.q_dim(), c.head_dim, position, c.rope_theta);
-    ApplyRope(k_.data(), c.kv_dim(), c.head_dim, position, c.rope_theta);
+    ApplyRope(q_.data(), c.q_dim(), c.head_dim, rope_cos_.data(), rope_sin_.data());
+    ApplyRope(k_.data(), c.kv_dim(), c.head_dim, rope_cos_.data(), rope_sin_.data());
     for (int g = 0; g < c.n_kv_heads; ++g) {
       std::memcpy(cache_.key(l, g, slot), k_.data() + g * c.head_dim, c.head_dim * sizeof(float));
       std::memcpy(cache_.value(l, g, slot), v_.data() + g * c.head_dim, c.head_dim * sizeof(float));
@@ -100,11 +103,9 @@ void Engine::Attention(int layer, int /*position*/) {
     const int g = int(h) / c.group_size();
     const float* q = q_.data() + h * hd;
     float* att = att_.data() + h * cache_.capacity();
-    for (int t = 0; t < n; ++t) att[t] = Dot(q, cache_.key(layer, g, t), hd) * scale;
+    AttentionScores(att, q, cache_.key(layer, g, 0), n, hd, scale);
     Softmax(att, n);
-    float* out = xb2_.data() + h * hd;
-    std::memset(out, 0, hd * sizeof(float));
-    for (int t = 0; t < n; ++t) Axpy(out, att[t], cache_.value(layer, g, t), hd);
+    WeightedSum(xb2_.data() + h * hd, att, cache_.value(layer, g, 0), n, hd);
   };
   if (pool_.num_threads() > 1 && size_t(n) * hd * c.n_heads >= (size_t(1) << 16)) {
     pool_.ParallelFor(c.n_heads, head);

@@ -63,7 +63,7 @@ class Engine {
   ThreadPool pool_;
   KvCacheSlots cache_;
   // Activations, allocated once.
-  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, scores_;
+  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, scores_, rope_cos_, rope_sin_;
 };
 
 }  // namespace a2sf::worker

@@ -79,6 +79,8 @@ absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* po
     return absl::FailedPreconditionError(absl::StrCat("engine cache holds ", engine->cache().capacity(),
                                                       " entries per head; this job needs ", needed));
   }
+  // A policy that never evicts has nothing to decide: its steps are skipped.
+  if (policy != nullptr && !policy->evicts()) policy = nullptr;
   const bool bulk = options.bulk_prefill && policy != nullptr;
   const size_t heads = size_t(c.n_layers) * c.n_kv_heads;
   std::vector<float> prompt_attention(bulk ? heads * P * P : 0, 0.0f);

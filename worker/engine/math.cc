@@ -36,7 +36,18 @@ __attribute__((target("avx2,fma"))) float DotAvx2(const float* a, const float* b
   return sum;
 }
 
-// Four rows at once share the loads of x.
+// Horizontal sums of eight vectors, as one vector: lane i = sum of v[i].
+__attribute__((target("avx2,fma"))) inline __m256 TransposeSum8(const __m256 v[8]) {
+  const __m256 a = _mm256_hadd_ps(v[0], v[1]), b = _mm256_hadd_ps(v[2], v[3]);
+  const __m256 c = _mm256_hadd_ps(v[4], v[5]), d = _mm256_hadd_ps(v[6], v[7]);
+  const __m256 ab = _mm256_hadd_ps(a, b), cd = _mm256_hadd_ps(c, d);
+  // ab lanes: [v0 v1 v2 v3 | v0 v1 v2 v3] partial sums of low and high halves; likewise cd for v4..v7.
+  const __m256 low = _mm256_permute2f128_ps(ab, cd, 0x20), high = _mm256_permute2f128_ps(ab, cd, 0x31);
+  return _mm256_add_ps(low, high);
+}
+
+// Eight rows at once share the loads of x and keep eight weight streams in flight, which is what a
+// memory-bound matrix-vector product needs; four- and one-row loops take the remainder.
 __attribute__((target("avx2,fma"))) void MatVecRowsAvx2(float* out, const float* w, const float* x, int begin,
                                                        int end, int cols) {
   int r = begin;
@@ -117,7 +128,101 @@ void RmsNorm(float* out, const float* x, const float* weight, int n, float eps) 
   for (int i = 0; i < n; ++i) out[i] = weight[i] * (ss * x[i]);
 }
 
+namespace {
+
+#if defined(__x86_64__)
+// exp for x <= 0 (softmax inputs after subtracting the maximum): 2^n * p(r), r in [-ln2/2, ln2/2],
+// p a degree-6 polynomial (Cephes' expf coefficients); relative error about 2e-7.
+__attribute__((target("avx2,fma"))) inline __m256 ExpAvx2(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+}
+
+__attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* x, int n) {
+  __m256 vmax = _mm256_set1_ps(-3.402823466e38f);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) vmax = _mm256_max_ps(vmax, _mm256_loadu_ps(x + i));
+  float max = -3.402823466e38f;
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmax);
+  for (float v : lanes) max = std::max(max, v);
+  for (int k = i; k < n; ++k) max = std::max(max, x[k]);
+  const __m256 m = _mm256_set1_ps(max);
+  __m256 vsum = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 e = ExpAvx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), m));
+    _mm256_storeu_ps(x + i, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  if (i < n) {
+    // The tail through the same exp, padded with -inf-like values that contribute 0.
+    alignas(32) float tail[8];
+    for (int k = 0; k < 8; ++k) tail[k] = i + k < n ? x[i + k] - max : -100.0f;
+    const __m256 e = _mm256_and_ps(ExpAvx2(_mm256_load_ps(tail)),
+                                   _mm256_cmp_ps(_mm256_load_ps(tail), _mm256_set1_ps(-99.0f), _CMP_GT_OQ));
+    _mm256_store_ps(tail, e);
+    for (int k = 0; i + k < n; ++k) x[i + k] = tail[k];
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  _mm256_store_ps(lanes, vsum);
+  float sum = 0.0f;
+  for (float v : lanes) sum += v;
+  const __m256 inv = _mm256_set1_ps(1.0f / sum);
+  for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inv));
+  for (; i < n; ++i) x[i] *= 1.0f / sum;
+}
+
+__attribute__((target("avx2,fma"))) void AttentionScoresAvx2(float* scores, const float* q, const float* keys, int n,
+                                                            int head_dim, float scale) {
+  const __m256 vscale = _mm256_set1_ps(scale);
+  int t = 0;
+  for (; t + 8 <= n; t += 8) {
+    __m256 acc[8];
+    for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
+    for (int c = 0; c < head_dim; c += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + c);
+      for (int r = 0; r < 8; ++r) {
+        acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(keys + size_t(t + r) * head_dim + c), qv, acc[r]);
+      }
+    }
+    _mm256_storeu_ps(scores + t, _mm256_mul_ps(TransposeSum8(acc), vscale));
+  }
+  for (; t < n; ++t) scores[t] = DotAvx2(q, keys + size_t(t) * head_dim, head_dim) * scale;
+}
+
+__attribute__((target("avx2,fma"))) void WeightedSumAvx2(float* out, const float* weights, const float* values, int n,
+                                                        int head_dim) {
+  for (int c = 0; c < head_dim; c += 8) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 2 <= n; t += 2) {
+      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), _mm256_loadu_ps(values + size_t(t) * head_dim + c), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t + 1]), _mm256_loadu_ps(values + size_t(t + 1) * head_dim + c), acc1);
+    }
+    if (t < n) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), _mm256_loadu_ps(values + size_t(t) * head_dim + c), acc0);
+    _mm256_storeu_ps(out + c, _mm256_add_ps(acc0, acc1));
+  }
+}
+#endif
+
+}  // namespace
+
 void Softmax(float* x, int n) {
+#if defined(__x86_64__)
+  if (HasAvx2()) return SoftmaxAvx2(x, n);
+#endif
   float max = x[0];
   for (int i = 1; i < n; ++i) max = std::max(max, x[i]);
   float sum = 0.0f;
@@ -129,16 +234,39 @@ void Softmax(float* x, int n) {
   for (int i = 0; i < n; ++i) x[i] *= inv;
 }
 
-void ApplyRope(float* vec, int dim, int head_dim, int position, float theta) {
-  for (int i = 0; i < dim; i += 2) {
-    const int pair = i % head_dim;
-    const float freq = 1.0f / std::pow(theta, float(pair) / float(head_dim));
+void RopeTable(int head_dim, int position, float theta, float* cos_out, float* sin_out) {
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const float freq = 1.0f / std::pow(theta, float(2 * i) / float(head_dim));
     const float angle = float(position) * freq;
-    const float c = std::cos(angle), s = std::sin(angle);
+    cos_out[i] = std::cos(angle);
+    sin_out[i] = std::sin(angle);
+  }
+}
+
+void ApplyRope(float* vec, int dim, int head_dim, const float* cos_table, const float* sin_table) {
+  for (int i = 0; i < dim; i += 2) {
+    const int pair = (i % head_dim) / 2;
+    const float c = cos_table[pair], s = sin_table[pair];
     const float a = vec[i], b = vec[i + 1];
     vec[i] = a * c - b * s;
     vec[i + 1] = a * s + b * c;
   }
+}
+
+void AttentionScores(float* scores, const float* q, const float* keys, int n, int head_dim, float scale) {
+#if defined(__x86_64__)
+  if (HasAvx2() && head_dim % 8 == 0) return AttentionScoresAvx2(scores, q, keys, n, head_dim, scale);
+#endif
+  MatVecRows(scores, keys, q, 0, n, head_dim);
+  for (int t = 0; t < n; ++t) scores[t] *= scale;
+}
+
+void WeightedSum(float* out, const float* weights, const float* values, int n, int head_dim) {
+#if defined(__x86_64__)
+  if (HasAvx2() && head_dim % 8 == 0) return WeightedSumAvx2(out, weights, values, n, head_dim);
+#endif
+  for (int i = 0; i < head_dim; ++i) out[i] = 0.0f;
+  for (int t = 0; t < n; ++t) Axpy(out, weights[t], values + size_t(t) * head_dim, head_dim);
 }
 
 void Axpy(float* out, float a, const float* x, int n) {

@@ -14,8 +14,15 @@ float Dot(const float* a, const float* b, int n);
 // out = x * weight / sqrt(mean(x^2) + eps)
 void RmsNorm(float* out, const float* x, const float* weight, int n, float eps);
 void Softmax(float* x, int n);
-// Rotates pairs (2i, 2i+1) of each head by angle position * theta^(-2i/head_dim).
-void ApplyRope(float* vec, int dim, int head_dim, int position, float theta);
+// cos and sin of position * theta^(-2i/head_dim) for i in [0, head_dim/2): computed once per token
+// and shared by every layer.
+void RopeTable(int head_dim, int position, float theta, float* cos_out, float* sin_out);
+// Rotates pairs (2i, 2i+1) of each head by the table's angles.
+void ApplyRope(float* vec, int dim, int head_dim, const float* cos_table, const float* sin_table);
+// scores[t] = dot(q, keys[t]) * scale for the n rows of keys [n][head_dim].
+void AttentionScores(float* scores, const float* q, const float* keys, int n, int head_dim, float scale);
+// out[i] = sum_t weights[t] * values[t][i] for values [n][head_dim].
+void WeightedSum(float* out, const float* weights, const float* values, int n, int head_dim);
 // out += a * x
 void Axpy(float* out, float a, const float* x, int n);
 

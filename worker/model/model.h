@@ -72,6 +72,7 @@ class ModelWeights {
 
  private:
   friend class ModelLoader;
+  friend absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig&, uint64_t);
   ModelConfig config_;
   const float* token_embedding_ = nullptr;
   std::vector<LayerWeights> layers_;
@@ -86,6 +87,17 @@ class ModelWeights {
 // INVALID_ARGUMENT / DATA_LOSS naming the file and what is wrong for bad or truncated content,
 // UNIMPLEMENTED for unsupported dtypes or versions.
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(const std::string& path);
+
+// Random weights of any LLaMA shape (for benchmarks): deterministic for a seed, values ~ U(-a, a)
+// with a = 1/sqrt(fan_in), norms 1.
+absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig& config, uint64_t seed);
+
+// Shapes for synthetic models: "stories110M" (dim 768, hidden 2048, 12 layers, 12 heads, vocab 32000,
+// context 1024), "stories260K", "llama2-7b" (32 layers; `layers` > 0 reduces the depth).
+absl::StatusOr<ModelConfig> NamedShape(const std::string& name, int layers = 0);
+
+// Writes `weights` as a llama2.c fp32 ("version 0") checkpoint.
+absl::Status WriteLlama2cCheckpoint(const ModelWeights& weights, const std::string& path);
 
 // Loaders by format (LoadModel picks one).
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::string& path);

@@ -198,5 +198,26 @@ TEST(ModelLoader, BadHuggingFaceFoldersNameTheProblem) {
   EXPECT_EQ(LoadModel(dir).status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(SyntheticModel, WritesACheckpointThatLoadsBackIdentically) {
+  auto shape = NamedShape("stories260K", 2);
+  ASSERT_TRUE(shape.ok());
+  auto model = MakeSyntheticModel(*shape, 7);
+  ASSERT_TRUE(model.ok()) << model.status();
+  const std::string path = TempDir() + "/synthetic.bin";
+  ASSERT_TRUE(WriteLlama2cCheckpoint(**model, path).ok());
+  auto loaded = LoadModel(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->config().n_layers, 2);
+  EXPECT_TRUE(SameFloats((*model)->layer(1).w2, (*loaded)->layer(1).w2, 64 * 172));
+  EXPECT_TRUE(SameFloats((*model)->token_embedding(), (*loaded)->token_embedding(), 512 * 64));
+  // Same seed, same weights; another seed, others.
+  auto again = *MakeSyntheticModel(*shape, 7);
+  auto other = *MakeSyntheticModel(*shape, 8);
+  EXPECT_TRUE(SameFloats((*model)->layer(0).wq, again->layer(0).wq, 64 * 64));
+  EXPECT_FALSE(SameFloats((*model)->layer(0).wq, other->layer(0).wq, 64 * 64));
+  EXPECT_FALSE(NamedShape("gpt-5").ok());
+  EXPECT_EQ(NamedShape("stories110M")->vocab_size, 32000);
+}
+
 }  // namespace
 }  // namespace a2sf::worker

@@ -1,0 +1,128 @@
+// Decode speed of the engine: stories260K (the fixtures' real model, or a random one of its shape) and
+// a random-weight model of the stories110M shape, 1 and 2 threads, full cache and A2SF at a 20%
+// budget, with the KV memory held. For the 110M shape, the weight bandwidth achieved (weight bytes
+// read per token x tokens/s) is set against a STREAM-style triad measured in the same run.
+//
+//   A2SF_FIXTURES=../shared/fixtures bazel run -c opt //bench:engine_bench
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "common/thread_pool.h"
+#include "worker/engine/generator.h"
+
+namespace a2sf::worker {
+namespace {
+
+double Seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+// a = b + q * c over float arrays far larger than the caches; best of 5, in GB/s.
+double Triad(int threads) {
+  const size_t n = size_t(1) << 25;  // 3 arrays x 128 MiB
+  std::vector<float> a(n, 1.0f), b(n, 2.0f), c(n, 0.5f);
+  ThreadPool pool(threads);
+  const size_t chunks = size_t(threads) * 8, chunk = n / chunks;
+  double best = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const double start = Seconds();
+    pool.ParallelFor(chunks, [&](size_t k) {
+      float* __restrict pa = a.data() + k * chunk;
+      const float* __restrict pb = b.data() + k * chunk;
+      const float* __restrict pc = c.data() + k * chunk;
+      for (size_t i = 0; i < chunk; ++i) pa[i] = pb[i] + 3.0f * pc[i];
+    });
+    best = std::max(best, 3.0 * 4 * n / (Seconds() - start) / 1e9);
+  }
+  return best;
+}
+
+struct Row {
+  const char* model;
+  int threads;
+  std::string policy;
+  double tokens_per_second;
+  size_t kv_peak;
+  double weight_gbps;
+};
+
+Row Measure(const char* label, const ModelWeights& weights, int threads, bool a2sf, int tokens, int runs) {
+  const ModelConfig& c = weights.config();
+  std::unique_ptr<InProcessPolicy> policy;
+  if (a2sf) {
+    cachemgr::PolicySpec spec;
+    spec.name = "a2sf";
+    spec.alpha = 0.3;
+    cachemgr::BudgetSpec budget;
+    budget.ratio = 0.2;
+    budget.reference_length = uint32_t(tokens);
+    policy = std::move(*InProcessPolicy::Create(c, spec, budget));
+  }
+  EngineOptions options;
+  options.threads = threads;
+  options.cache_capacity = RequiredCacheCapacity(policy.get(), 1, tokens, false);
+  auto engine = std::move(*Engine::Create(&weights, options));
+  GenerateOptions generate;
+  generate.max_new_tokens = tokens;
+  generate.stop_on_eos = false;
+  double best = 0;
+  size_t kv_peak = 0;
+  for (int r = 0; r < runs; ++r) {
+    if (policy != nullptr) {  // a fresh session per run
+      cachemgr::PolicySpec spec = policy->session().policy;
+      cachemgr::BudgetSpec budget;
+      budget.tokens = policy->budget_tokens();
+      policy = std::move(*InProcessPolicy::Create(c, spec, budget));
+    }
+    auto result = Generate(engine.get(), policy.get(), {c.bos_id}, generate);
+    if (!result.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(result.status().message()).c_str());
+      std::exit(1);
+    }
+    best = std::max(best, result->tokens_per_second);
+    kv_peak = result->kv_bytes_peak;
+  }
+  std::string name = a2sf ? "a2sf 0.3, 20% (" + std::to_string(policy->budget_tokens()) + ")" : "full";
+  return {label, threads, name, best, kv_peak, best * double(weights.bytes_per_token()) / 1e9};
+}
+
+}  // namespace
+}  // namespace a2sf::worker
+
+int main() {
+  using namespace a2sf::worker;
+  const double triad1 = Triad(1), triad2 = Triad(2);
+  std::printf("triad: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n\n", triad1, triad2);
+
+  std::unique_ptr<ModelWeights> small;
+  const char* fixtures = std::getenv("A2SF_FIXTURES");
+  const char* small_label = "stories260K";
+  if (fixtures != nullptr && *fixtures != '\0') {
+    auto loaded = LoadModel(std::string(fixtures) + "/stories260K-dq.bin");
+    if (loaded.ok()) small = std::move(*loaded);
+  }
+  if (small == nullptr) {
+    small = std::move(*MakeSyntheticModel(*NamedShape("stories260K"), 1));
+    small_label = "stories260K (random)";
+  }
+  auto big = std::move(*MakeSyntheticModel(*NamedShape("stories110M"), 1));
+
+  std::vector<Row> rows;
+  for (int threads : {1, 2}) {
+    for (bool a2sf : {false, true}) rows.push_back(Measure(small_label, *small, threads, a2sf, 256, 20));
+  }
+  for (int threads : {1, 2}) {
+    for (bool a2sf : {false, true}) rows.push_back(Measure("stories110M (random)", *big, threads, a2sf, 64, 2));
+  }
+  std::printf("%-22s %7s %-20s %10s %12s %12s %8s\n", "model", "threads", "policy", "tok/s", "KV peak B",
+              "weights GB/s", "/ triad");
+  for (const Row& r : rows) {
+    const double triad = r.threads == 1 ? triad1 : triad2;
+    std::printf("%-22s %7d %-20s %10.1f %12zu %12.2f %8.2f\n", r.model, r.threads, r.policy.c_str(),
+                r.tokens_per_second, r.kv_peak, r.weight_gbps, r.weight_gbps / triad);
+  }
+  return 0;
+}
