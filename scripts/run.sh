@@ -14,7 +14,15 @@ echo
 echo "== Policy library: replaying a score trace =="
 bazel-bin/cachemgr/tools/a2sf-replay --trace=cachemgr/tools/testdata/h2o_vs_a2sf.jsonl
 echo
-echo "== Main job =="
-echo "Not there yet: generating with the default model needs the decoder engine (issue 4) and the"
-echo "cache-manager and worker services (issue 7). What exists today is the API, the build, and the"
-echo "eviction-policy library shown above."
+echo "== Main job (in-process for now) =="
+fixtures="${A2SF_FIXTURES:-../shared/fixtures}"
+if [ -f "$fixtures/stories260K-dq.bin" ]; then
+  bazel-bin/worker/tools/a2sf-generate --model="$fixtures/stories260K-dq.bin" --tokenizer="$fixtures/tok512.bin" \
+    --prompt="Once upon a time" --steps=200 --policy=a2sf --alpha=0.3 --budget_ratio=0.2
+else
+  echo "The default model (stories260K) was not found at $fixtures; set A2SF_FIXTURES to its folder."
+  echo "(The pinned download is not implemented yet.)"
+fi
+echo
+echo "Not there yet: the cache-manager and worker services (issue 7). The story above was generated"
+echo "with the policy running in-process, not through the cache manager."
