@@ -34,9 +34,10 @@ class LogMessage {
 #define A2SF_LOG_LEVEL_WARNING ::a2sf::LogLevel::kWarning
 #define A2SF_LOG_LEVEL_ERROR ::a2sf::LogLevel::kError
 
-#define A2SF_LOG(severity)                                          \
-  if (A2SF_LOG_LEVEL_##severity < ::a2sf::MinLogLevel()) {          \
-  } else                                                            \
-    ::a2sf::LogMessage(A2SF_LOG_LEVEL_##severity, __FILE__, __LINE__).stream()
+// A one-pass for loop (not an if/else) so that the macro nests safely under an unbraced if.
+#define A2SF_LOG(severity)                                                                           \
+  for (bool a2sf_log_once = A2SF_LOG_LEVEL_##severity >= ::a2sf::MinLogLevel(); a2sf_log_once;       \
+       a2sf_log_once = false)                                                                        \
+  ::a2sf::LogMessage(A2SF_LOG_LEVEL_##severity, __FILE__, __LINE__).stream()
 
 #endif  // A2SF_COMMON_LOG_H_

@@ -1,0 +1,79 @@
+// The gRPC face of a SessionManager: CacheManager (workers) and PolicyAdmin (operators). Thin: every
+// method translates its request, calls the library and translates the answer back.
+//
+// Streams: one StreamScores stream serves one session. A step that fails ends the stream with the
+// step's status and leaves the session as it was (the worker may reconnect and continue, or close
+// it). A stream the client cancels or loses frees its session; a stream the client half-closes cleanly
+// keeps it until CloseSession or idle expiry.
+//
+// PolicyAdmin mutations (SetDefaultPolicy, SetSessionPolicy) need "authorization: Bearer <token>"
+// when `admin_token` is non-empty: UNAUTHENTICATED without a token, PERMISSION_DENIED with a wrong one.
+#ifndef A2SF_CACHEMGR_SERVICE_CACHE_MANAGER_SERVICE_H_
+#define A2SF_CACHEMGR_SERVICE_CACHE_MANAGER_SERVICE_H_
+
+#include <atomic>
+#include <string>
+
+#include "a2sf/v1/cache_manager.grpc.pb.h"
+#include "cachemgr/session/session_manager.h"
+
+namespace a2sf::cachemgr {
+
+struct ServiceCounters {
+  std::atomic<uint64_t> steps{0};
+  std::atomic<uint64_t> evictions{0};
+  std::atomic<uint64_t> bytes_received{0};
+  std::atomic<uint64_t> errors{0};
+};
+
+class CacheManagerService final : public v1::CacheManager::Service {
+ public:
+  explicit CacheManagerService(SessionManager* manager) : manager_(manager) {}
+
+  grpc::Status OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
+                           v1::OpenSessionResponse* response) override;
+  grpc::Status CloseSession(grpc::ServerContext* context, const v1::CloseSessionRequest* request,
+                            v1::CloseSessionResponse* response) override;
+  grpc::Status StreamScores(grpc::ServerContext* context,
+                            grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream) override;
+  grpc::Status SubmitStep(grpc::ServerContext* context, const v1::ScoreStep* request,
+                          v1::EvictionDecision* response) override;
+  grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
+                          v1::SessionInfo* response) override;
+
+  const ServiceCounters& counters() const { return counters_; }
+
+ private:
+  // Runs one step of `session_id`; fills `decision`.
+  grpc::Status Step(const std::string& session_id, const v1::ScoreStep& step, v1::EvictionDecision* decision);
+
+  SessionManager* manager_;
+  ServiceCounters counters_;
+};
+
+class PolicyAdminService final : public v1::PolicyAdmin::Service {
+ public:
+  PolicyAdminService(SessionManager* manager, std::string admin_token)
+      : manager_(manager), admin_token_(std::move(admin_token)) {}
+
+  grpc::Status ListPolicies(grpc::ServerContext* context, const v1::ListPoliciesRequest* request,
+                            v1::ListPoliciesResponse* response) override;
+  grpc::Status GetDefaultPolicy(grpc::ServerContext* context, const v1::GetDefaultPolicyRequest* request,
+                                v1::PolicySpec* response) override;
+  grpc::Status SetDefaultPolicy(grpc::ServerContext* context, const v1::SetDefaultPolicyRequest* request,
+                                v1::PolicySpec* response) override;
+  grpc::Status SetSessionPolicy(grpc::ServerContext* context, const v1::SetSessionPolicyRequest* request,
+                                v1::SetSessionPolicyResponse* response) override;
+  grpc::Status ListSessions(grpc::ServerContext* context, const v1::ListSessionsRequest* request,
+                            v1::ListSessionsResponse* response) override;
+
+ private:
+  grpc::Status Authorize(const grpc::ServerContext* context) const;
+
+  SessionManager* manager_;
+  const std::string admin_token_;
+};
+
+}  // namespace a2sf::cachemgr
+
+#endif  // A2SF_CACHEMGR_SERVICE_CACHE_MANAGER_SERVICE_H_

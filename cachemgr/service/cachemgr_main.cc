@@ -1,0 +1,114 @@
+// a2sf-cachemgr: the KV-cache manager server (CacheManager + PolicyAdmin, health, reflection).
+//   a2sf-cachemgr --listen=0.0.0.0:50051 --unix_socket=/run/a2sf/cachemgr.sock --tls_cert=... --tls_key=...
+//   a2sf-cachemgr --listen=127.0.0.1:50051 --plaintext     (logged as such)
+#include <unistd.h>
+
+#include <csignal>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "cachemgr/service/cache_manager_service.h"
+#include "cachemgr/store/cpu_score_store.h"
+#include "cachemgr/store/cuda_score_store.h"
+#include "common/grpc/server.h"
+#include "common/log.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "comma-separated host:port addresses (port 0: any free port)");
+ABSL_FLAG(std::string, unix_socket, "", "also listen on this Unix socket path (co-located workers)");
+ABSL_FLAG(bool, plaintext, false, "serve TCP without TLS (must be chosen explicitly)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key");
+ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA: require client certificates signed by it (mutual TLS)");
+ABSL_FLAG(std::string, admin_token, "", "bearer token PolicyAdmin changes require (empty: none; also $A2SF_ADMIN_TOKEN)");
+ABSL_FLAG(int, max_sessions, 1024, "session capacity (RESOURCE_EXHAUSTED beyond it)");
+ABSL_FLAG(int, idle_timeout_s, 600, "free sessions idle this long (0: never)");
+ABSL_FLAG(std::string, backend, "auto", "score store: cpu, cuda, or auto (cuda when a GPU is usable)");
+ABSL_FLAG(int, threads, 1, "CPU score-store threads");
+ABSL_FLAG(int, max_message_mb, 64, "largest request message in MiB");
+ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving (for scripts and tests)");
+
+namespace {
+absl::Notification* g_stop = nullptr;
+void HandleSignal(int) {
+  if (g_stop != nullptr && !g_stop->HasBeenNotified()) g_stop->Notify();
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace a2sf;
+  absl::SetProgramUsageMessage("A2SF KV-cache manager: keeps eviction-policy state and answers with decisions.");
+  absl::ParseCommandLine(argc, argv);
+
+  std::unique_ptr<cachemgr::ScoreStore> store;
+  const std::string backend = absl::GetFlag(FLAGS_backend);
+  if (backend == "cuda" || backend == "auto") {
+    auto cuda = cachemgr::CudaScoreStore::Create();
+    if (cuda.ok()) {
+      store = std::move(*cuda);
+    } else if (backend == "cuda") {
+      A2SF_LOG(ERROR) << "--backend=cuda: " << cuda.status().message();
+      return 1;
+    } else {
+      A2SF_LOG(INFO) << "no GPU for the score store (" << cuda.status().message() << ")";
+    }
+  } else if (backend != "cpu") {
+    A2SF_LOG(ERROR) << "--backend: cpu, cuda or auto";
+    return 2;
+  }
+  if (store == nullptr) store = std::make_unique<cachemgr::CpuScoreStore>(absl::GetFlag(FLAGS_threads));
+  A2SF_LOG(INFO) << "score store: " << store->backend();
+
+  cachemgr::SessionManagerOptions options;
+  options.max_sessions = size_t(std::max(1, absl::GetFlag(FLAGS_max_sessions)));
+  options.idle_timeout = absl::Seconds(absl::GetFlag(FLAGS_idle_timeout_s));
+  cachemgr::SessionManager manager(std::move(store), &cachemgr::PolicyRegistry::Builtin(), options);
+  std::string admin_token = absl::GetFlag(FLAGS_admin_token);
+  if (admin_token.empty() && std::getenv("A2SF_ADMIN_TOKEN") != nullptr) admin_token = std::getenv("A2SF_ADMIN_TOKEN");
+  if (admin_token.empty()) A2SF_LOG(WARNING) << "no --admin_token: PolicyAdmin changes are open to every client";
+  cachemgr::CacheManagerService cache_service(&manager);
+  cachemgr::PolicyAdminService admin_service(&manager, admin_token);
+
+  ServerOptions server_options;
+  server_options.name = "a2sf-cachemgr";
+  for (absl::string_view a : absl::StrSplit(absl::GetFlag(FLAGS_listen), ',', absl::SkipEmpty())) {
+    server_options.listen_addresses.emplace_back(a);
+  }
+  if (!absl::GetFlag(FLAGS_unix_socket).empty()) {
+    ::unlink(absl::GetFlag(FLAGS_unix_socket).c_str());
+    server_options.listen_addresses.push_back("unix:" + absl::GetFlag(FLAGS_unix_socket));
+  }
+  server_options.plaintext = absl::GetFlag(FLAGS_plaintext);
+  server_options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
+  server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  auto server = RunningServer::Start(server_options, {&cache_service, &admin_service});
+  if (!server.ok()) {
+    A2SF_LOG(ERROR) << server.status().message();
+    return 1;
+  }
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    if (FILE* f = std::fopen(absl::GetFlag(FLAGS_port_file).c_str(), "w")) {
+      std::fprintf(f, "%d\n", (*server)->bound_port(0));
+      std::fclose(f);
+    }
+  }
+
+  absl::Notification stop;
+  g_stop = &stop;
+  std::signal(SIGINT, HandleSignal);
+  std::signal(SIGTERM, HandleSignal);
+  std::thread expiry([&] {
+    while (!stop.WaitForNotificationWithTimeout(absl::Seconds(5))) {
+      if (size_t n = manager.ExpireIdleSessions()) A2SF_LOG(INFO) << "expired " << n << " idle sessions";
+    }
+  });
+  stop.WaitForNotification();
+  A2SF_LOG(INFO) << "shutting down: finishing in-flight steps (up to 10 s)";
+  (*server)->Shutdown(absl::Seconds(10));
+  (*server)->Wait();
+  expiry.join();
+  return 0;
+}

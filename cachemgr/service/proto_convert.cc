@@ -1,0 +1,136 @@
+#include "cachemgr/service/proto_convert.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace a2sf::cachemgr {
+
+PolicySpec FromProto(const v1::PolicySpec& proto) {
+  PolicySpec spec;
+  spec.name = proto.name();
+  if (proto.has_alpha()) spec.alpha = proto.alpha();
+  spec.layer_alphas.assign(proto.layer_alphas().begin(), proto.layer_alphas().end());
+  if (proto.has_sinks()) spec.sinks = proto.sinks();
+  if (proto.has_recent_window()) spec.recent_window = proto.recent_window();
+  return spec;
+}
+
+v1::PolicySpec ToProto(const PolicySpec& spec) {
+  v1::PolicySpec proto;
+  proto.set_name(spec.name);
+  if (spec.alpha) proto.set_alpha(*spec.alpha);
+  for (double a : spec.layer_alphas) proto.add_layer_alphas(a);
+  if (spec.sinks) proto.set_sinks(*spec.sinks);
+  if (spec.recent_window) proto.set_recent_window(*spec.recent_window);
+  return proto;
+}
+
+absl::StatusOr<BudgetSpec> FromProto(const v1::Budget& proto) {
+  BudgetSpec budget;
+  switch (proto.kind_case()) {
+    case v1::Budget::kTokens:
+      budget.tokens = proto.tokens();
+      break;
+    case v1::Budget::kRatio:
+      budget.ratio = proto.ratio();
+      budget.reference_length = proto.reference_length();
+      break;
+    default:
+      return absl::InvalidArgumentError("budget: set budget.tokens or budget.ratio");
+  }
+  return budget;
+}
+
+v1::PolicyInfo ToProto(const PolicyInfo& info) {
+  v1::PolicyInfo proto;
+  proto.set_name(info.name);
+  proto.set_description(info.description);
+  proto.set_uses_scores(info.uses_scores);
+  for (const PolicyParameterInfo& p : info.parameters) {
+    v1::PolicyParameterInfo* out = proto.add_parameters();
+    out->set_name(p.name);
+    out->set_type(p.type);
+    out->set_default_value(p.default_value);
+    out->set_valid_range(p.valid_range);
+    out->set_description(p.description);
+  }
+  return proto;
+}
+
+v1::SessionInfo ToProto(const SessionInfo& info) {
+  v1::SessionInfo proto;
+  proto.set_session_id(info.id);
+  proto.mutable_shape()->set_num_layers(info.config.geometry.num_layers);
+  proto.mutable_shape()->set_num_kv_heads(info.config.geometry.num_kv_heads);
+  proto.mutable_shape()->set_query_heads_per_kv_head(info.config.query_heads_per_kv_head);
+  proto.mutable_shape()->set_max_context(info.config.max_context);
+  *proto.mutable_policy() = ToProto(info.policy);
+  proto.set_budget_tokens(info.budget_tokens);
+  proto.set_steps(info.steps);
+  proto.set_entries_per_head(info.entries_per_head);
+  proto.set_evictions(info.evictions);
+  proto.set_client_label(info.config.label);
+  proto.set_idle_seconds(absl::ToDoubleSeconds(info.idle));
+  return proto;
+}
+
+absl::StatusOr<ScoreView> ScoreViewOf(const v1::ScoreTensor& tensor, int expected_rank) {
+  ScoreView view;
+  switch (tensor.dtype()) {
+    case v1::SCORE_DTYPE_FP32:
+      view.dtype = ScoreDType::kFp32;
+      break;
+    case v1::SCORE_DTYPE_FP16:
+      view.dtype = ScoreDType::kFp16;
+      break;
+    case v1::SCORE_DTYPE_BF16:
+      view.dtype = ScoreDType::kBf16;
+      break;
+    default:
+      return absl::InvalidArgumentError("scores.dtype: must be FP32, FP16 or BF16");
+  }
+  if (tensor.payload_case() != v1::ScoreTensor::kData) {
+    return absl::InvalidArgumentError(
+        "scores.shared_memory: no shared-memory ring is registered for this session; send scores.data");
+  }
+  if (tensor.shape_size() != expected_rank) {
+    return absl::InvalidArgumentError(absl::StrCat("scores.shape: expected ", expected_rank, " dimensions, got ",
+                                                   tensor.shape_size()));
+  }
+  uint64_t count = 1;
+  for (uint32_t d : tensor.shape()) {
+    count *= d;
+    if (count > (uint64_t{1} << 34)) return absl::InvalidArgumentError("scores.shape: too large");
+  }
+  const uint64_t bytes = count * ScoreDTypeBytes(view.dtype);
+  if (tensor.data().size() != bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("scores.data: ", tensor.data().size(), " bytes, but shape and dtype ",
+                                                   "need ", bytes));
+  }
+  // Packed little-endian values; fp32 needs 4-byte alignment for the vector loads' scalar tails.
+  view.data = tensor.data().data();
+  view.num_values = count;
+  return view;
+}
+
+void ToProto(const StepResult& result, v1::EvictionDecision* proto) {
+  proto->set_step(result.step);
+  proto->set_evictions_per_head(result.decision.evictions_per_head);
+  proto->mutable_evicted_slots()->Assign(result.decision.evicted_slots.begin(), result.decision.evicted_slots.end());
+  proto->mutable_evicted_positions()->Clear();
+  proto->mutable_evicted_positions()->Reserve(int(result.decision.evicted_positions.size()));
+  for (uint32_t p : result.decision.evicted_positions) proto->add_evicted_positions(p);
+  proto->set_entries_after(result.decision.entries_after);
+  proto->set_policy_name(result.policy_name);
+}
+
+grpc::Status ToGrpc(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+absl::Status FromGrpc(const grpc::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+}
+
+}  // namespace a2sf::cachemgr
