@@ -1,0 +1,215 @@
+// The whole path on 127.0.0.1: a client submits jobs to a worker whose policies run in a cache
+// manager. Tokens must equal the in-process engine's for every policy; bad requests get the right
+// codes and leave both servers healthy; a vanished cache manager fails jobs with UNAVAILABLE.
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "cachemgr/service/cache_manager_service.h"
+#include "cachemgr/store/cpu_score_store.h"
+#include "client/client.h"
+#include "common/grpc/server.h"
+#include "gtest/gtest.h"
+#include "worker/engine/generator.h"
+#include "worker/service/generation_service.h"
+#include "worker/testing/fixtures.h"
+
+namespace a2sf {
+namespace {
+
+using worker::testing::FixturesDir;
+
+class Stack {
+ public:
+  explicit Stack(bool remote, worker::ScoreEncoding encoding = worker::ScoreEncoding::kFp32) {
+    weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
+    tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
+    ChannelOptions plaintext;
+    plaintext.plaintext = true;
+    if (remote) StartCacheManager();
+    worker::WorkerOptions options;
+    options.weights = weights_.get();
+    options.tokenizer = tokenizer_.get();
+    options.score_encoding = encoding;
+    options.default_policy.set_name("a2sf");
+    options.worker_name = "w";
+    if (remote) options.cache_manager = *MakeChannel(cachemgr_server_->dial_address(0), plaintext);
+    generation_ = std::make_unique<worker::GenerationService>(options);
+    ServerOptions server;
+    server.listen_addresses = {"127.0.0.1:0"};
+    server.plaintext = true;
+    worker_server_ = std::move(*RunningServer::Start(server, {generation_.get()}));
+    worker_channel_ = *MakeChannel(worker_server_->dial_address(0), plaintext);
+  }
+
+  void StartCacheManager() {
+    manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
+                                                          &cachemgr::PolicyRegistry::Builtin(),
+                                                          cachemgr::SessionManagerOptions{});
+    cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get());
+    ServerOptions server;
+    server.listen_addresses = {"127.0.0.1:0"};
+    server.plaintext = true;
+    cachemgr_server_ = std::move(*RunningServer::Start(server, {cache_service_.get()}));
+  }
+
+  void StopCacheManager() {
+    cachemgr_server_->Shutdown(absl::ZeroDuration());
+    cachemgr_server_->Wait();
+  }
+
+  client::WorkerClient client() { return client::WorkerClient(worker_channel_); }
+  const worker::ModelWeights& weights() const { return *weights_; }
+  cachemgr::SessionManager* manager() { return manager_.get(); }
+  std::shared_ptr<grpc::Channel> worker_channel() { return worker_channel_; }
+
+ private:
+  std::unique_ptr<worker::ModelWeights> weights_;
+  std::unique_ptr<worker::Tokenizer> tokenizer_;
+  std::unique_ptr<cachemgr::SessionManager> manager_;
+  std::unique_ptr<cachemgr::CacheManagerService> cache_service_;
+  std::unique_ptr<RunningServer> cachemgr_server_;
+  std::unique_ptr<worker::GenerationService> generation_;
+  std::unique_ptr<RunningServer> worker_server_;
+  std::shared_ptr<grpc::Channel> worker_channel_;
+};
+
+v1::GenerateRequest Request(const std::string& policy, uint32_t budget, uint32_t max_tokens = 120) {
+  v1::GenerateRequest request;
+  request.set_text("Lily and Tom went to the park");
+  request.set_max_tokens(max_tokens);
+  request.mutable_policy()->set_name(policy);
+  if (policy == "a2sf") request.mutable_policy()->set_alpha(0.3);
+  if (policy == "streaming_llm") request.mutable_policy()->set_sinks(2);
+  request.mutable_budget()->set_tokens(budget);
+  return request;
+}
+
+std::vector<uint32_t> InProcess(const worker::ModelWeights& weights, const std::string& policy, uint32_t budget,
+                                uint32_t max_tokens) {
+  cachemgr::PolicySpec spec;
+  spec.name = policy;
+  if (policy == "a2sf") spec.alpha = 0.3;
+  if (policy == "streaming_llm") spec.sinks = 2;
+  cachemgr::BudgetSpec b;
+  b.tokens = budget;
+  auto local = std::move(*worker::InProcessPolicy::Create(weights.config(), spec, b));
+  const std::vector<int> prompt = {1, 317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433};
+  worker::EngineOptions options;
+  options.cache_capacity = worker::RequiredCacheCapacity(local.get(), int(prompt.size()), int(max_tokens), false);
+  auto engine = std::move(*worker::Engine::Create(&weights, options));
+  worker::GenerateOptions generate;
+  generate.max_new_tokens = int(max_tokens);
+  auto result = worker::Generate(engine.get(), local.get(), prompt, generate);
+  EXPECT_TRUE(result.ok()) << result.status();
+  return std::vector<uint32_t>(result->generated.begin(), result->generated.end());
+}
+
+TEST(EndToEnd, RemotePolicyTokensEqualInProcessTokensForEveryPolicy) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true);
+  for (const char* policy : {"full", "local", "streaming_llm", "h2o", "tova", "a2sf"}) {
+    auto result = stack.client().Generate(Request(policy, 16));
+    ASSERT_TRUE(result.ok()) << policy << ": " << result.status();
+    EXPECT_EQ(result->ids, InProcess(stack.weights(), policy, 16, 120)) << policy;
+    EXPECT_EQ(result->finished.policy_location(), v1::POLICY_LOCATION_REMOTE);
+    EXPECT_EQ(result->finished.policy().name(), policy);
+    if (std::string(policy) != "full") {
+      EXPECT_GT(result->finished.evictions(), 0u) << policy;
+      EXPECT_LT(result->finished.kv_bytes_peak(), result->finished.kv_bytes_full_cache());
+    }
+    EXPECT_FALSE(result->text.empty());
+  }
+  // Every job closed its session.
+  EXPECT_EQ(stack.manager()->session_count(), 0u);
+}
+
+TEST(EndToEnd, SixteenConcurrentJobsComplete) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp16);
+  const std::vector<uint32_t> expected = [&] {
+    auto r = stack.client().Generate(Request("h2o", 20, 60));
+    EXPECT_TRUE(r.ok());
+    return r->ids;
+  }();
+  std::vector<std::thread> threads;
+  std::atomic<int> matches{0};
+  for (int i = 0; i < 16; ++i) {
+    threads.emplace_back([&] {
+      auto r = stack.client().Generate(Request("h2o", 20, 60));
+      if (r.ok() && r->ids == expected) ++matches;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(matches.load(), 16);
+  EXPECT_EQ(stack.manager()->session_count(), 0u);
+}
+
+TEST(EndToEnd, BadRequestsGetTheRightCodesAndTheStackStaysHealthy) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true);
+  struct Case {
+    const char* what;
+    v1::GenerateRequest request;
+    absl::StatusCode code;
+  };
+  std::vector<Case> cases;
+  v1::GenerateRequest empty = Request("a2sf", 8);
+  empty.clear_text();
+  cases.push_back({"no prompt", empty, absl::StatusCode::kInvalidArgument});
+  v1::GenerateRequest no_ids = Request("a2sf", 8);
+  no_ids.mutable_token_ids();
+  cases.push_back({"empty token ids", no_ids, absl::StatusCode::kInvalidArgument});
+  v1::GenerateRequest long_prompt = Request("a2sf", 8, 400);
+  long_prompt.set_text(std::string(3000, 'a'));
+  cases.push_back({"over-long prompt", long_prompt, absl::StatusCode::kInvalidArgument});
+  v1::GenerateRequest bad_id = Request("a2sf", 8);
+  bad_id.mutable_token_ids()->add_ids(1);
+  bad_id.mutable_token_ids()->add_ids(99999);
+  cases.push_back({"bad token id", bad_id, absl::StatusCode::kInvalidArgument});
+  cases.push_back({"unknown policy", Request("lru", 8), absl::StatusCode::kInvalidArgument});
+  v1::GenerateRequest bad_alpha = Request("a2sf", 8);
+  bad_alpha.mutable_policy()->set_alpha(-1);
+  cases.push_back({"bad alpha", bad_alpha, absl::StatusCode::kInvalidArgument});
+  cases.push_back({"zero budget", Request("a2sf", 0), absl::StatusCode::kInvalidArgument});
+  v1::GenerateRequest zero_tokens = Request("a2sf", 8, 0);
+  cases.push_back({"zero max_tokens", zero_tokens, absl::StatusCode::kInvalidArgument});
+  v1::GenerateRequest bad_top_p = Request("a2sf", 8);
+  bad_top_p.mutable_sampling()->set_temperature(1.0);
+  bad_top_p.mutable_sampling()->set_top_p(3.0);
+  cases.push_back({"bad top_p", bad_top_p, absl::StatusCode::kInvalidArgument});
+  v1::GenerateRequest bad_utf8 = Request("a2sf", 8);
+  bad_utf8.set_text("bad \xff text");
+  cases.push_back({"invalid UTF-8", bad_utf8, absl::StatusCode::kInvalidArgument});
+  for (const Case& c : cases) {
+    auto result = stack.client().Generate(c.request);
+    ASSERT_FALSE(result.ok()) << c.what;
+    EXPECT_EQ(result.status().code(), c.code) << c.what << ": " << result.status();
+  }
+  EXPECT_EQ(*client::CheckHealth(stack.worker_channel(), absl::Seconds(5)), "SERVING");
+  EXPECT_TRUE(stack.client().Generate(Request("a2sf", 8, 10)).ok());
+  EXPECT_EQ(stack.manager()->session_count(), 0u);
+}
+
+TEST(EndToEnd, AGoneCacheManagerFailsJobsWithUnavailable) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true);
+  ASSERT_TRUE(stack.client().Generate(Request("a2sf", 8, 10)).ok());
+  stack.StopCacheManager();
+  auto result = stack.client().Generate(Request("a2sf", 8, 10), nullptr, 0, absl::Seconds(30));
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+  EXPECT_EQ(*client::CheckHealth(stack.worker_channel(), absl::Seconds(5)), "SERVING");
+}
+
+TEST(EndToEnd, InProcessWorkerNeedsNoCacheManager) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/false);
+  auto result = stack.client().Generate(Request("tova", 12));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->ids, InProcess(stack.weights(), "tova", 12, 120));
+  EXPECT_EQ(result->finished.policy_location(), v1::POLICY_LOCATION_IN_PROCESS);
+}
+
+}  // namespace
+}  // namespace a2sf

@@ -1,0 +1,67 @@
+// GenerationService: the worker's Generation API. Each job gets its own Engine over the shared
+// weights and an eviction policy that runs either in this process or in the cache manager (when a
+// channel to one is configured); tokens stream back as they are produced, and jobs can be listed,
+// inspected and cancelled. Jobs run concurrently on gRPC's handler threads, up to `max_jobs`.
+#ifndef A2SF_WORKER_SERVICE_GENERATION_SERVICE_H_
+#define A2SF_WORKER_SERVICE_GENERATION_SERVICE_H_
+
+#include <atomic>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "a2sf/v1/generation.grpc.pb.h"
+#include "absl/synchronization/mutex.h"
+#include "worker/model/model.h"
+#include "worker/service/remote_policy.h"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace a2sf::worker {
+
+struct WorkerOptions {
+  const ModelWeights* weights = nullptr;
+  const Tokenizer* tokenizer = nullptr;  // may be null: then only token-id prompts are accepted
+  std::shared_ptr<grpc::Channel> cache_manager;  // null: policies run in-process
+  ScoreEncoding score_encoding = ScoreEncoding::kFp16;
+  v1::PolicySpec default_policy;  // used when a request names none (in-process mode)
+  int threads_per_job = 1;
+  int max_jobs = 16;
+  std::string worker_name = "worker";
+  size_t finished_jobs_kept = 256;
+};
+
+class GenerationService final : public v1::Generation::Service {
+ public:
+  explicit GenerationService(WorkerOptions options);
+
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override;
+  grpc::Status CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
+                         v1::CancelJobResponse* response) override;
+  grpc::Status GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
+                      v1::JobStatus* response) override;
+  grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
+                        v1::ListJobsResponse* response) override;
+
+  int running_jobs() const { return running_.load(); }
+  uint64_t tokens_generated() const { return tokens_generated_.load(); }
+
+ private:
+  struct Job;
+  absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
+  std::shared_ptr<Job> Register(const std::string& requested_id, absl::Status* status);
+  void Retire(const std::shared_ptr<Job>& job);
+
+  const WorkerOptions options_;
+  std::atomic<int> running_{0};
+  std::atomic<uint64_t> tokens_generated_{0};
+  std::atomic<uint64_t> next_job_{1};
+  mutable absl::Mutex mutex_;
+  std::map<std::string, std::shared_ptr<Job>> jobs_ ABSL_GUARDED_BY(mutex_);
+  std::deque<std::string> finished_ ABSL_GUARDED_BY(mutex_);
+};
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_SERVICE_GENERATION_SERVICE_H_

@@ -1,0 +1,137 @@
+#include "worker/service/remote_policy.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "cachemgr/service/proto_convert.h"
+
+namespace a2sf::worker {
+
+uint16_t FloatToHalf(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  const uint32_t sign = (bits >> 16) & 0x8000;
+  const int32_t exponent = int32_t((bits >> 23) & 0xff) - 127 + 15;
+  uint32_t mantissa = bits & 0x7fffff;
+  if (((bits >> 23) & 0xff) == 0xff) return uint16_t(sign | 0x7c00 | (mantissa ? 0x200 : 0));  // Inf / NaN
+  if (exponent >= 31) return uint16_t(sign | 0x7c00);                                         // overflow
+  if (exponent <= 0) {
+    if (exponent < -10) return uint16_t(sign);
+    mantissa |= 0x800000;
+    const int shift = 14 - exponent;
+    uint32_t half = mantissa >> shift;
+    const uint32_t rest = mantissa & ((1u << shift) - 1), halfway = 1u << (shift - 1);
+    if (rest > halfway || (rest == halfway && (half & 1))) ++half;
+    return uint16_t(sign | half);
+  }
+  uint32_t half = (uint32_t(exponent) << 10) | (mantissa >> 13);
+  const uint32_t rest = mantissa & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (half & 1))) ++half;  // may carry into the exponent: correct
+  return uint16_t(sign | half);
+}
+
+absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr<grpc::Channel> channel,
+                                                                 const ModelConfig& model,
+                                                                 const v1::PolicySpec* policy,
+                                                                 const v1::Budget& budget, ScoreEncoding encoding,
+                                                                 const std::string& label) {
+  std::unique_ptr<RemotePolicy> remote(new RemotePolicy());
+  remote->stub_ = v1::CacheManager::NewStub(channel);
+  remote->model_ = model;
+  remote->encoding_ = encoding;
+  v1::OpenSessionRequest request;
+  request.mutable_shape()->set_num_layers(model.n_layers);
+  request.mutable_shape()->set_num_kv_heads(model.n_kv_heads);
+  request.mutable_shape()->set_query_heads_per_kv_head(model.group_size());
+  request.mutable_shape()->set_max_context(model.seq_len);
+  if (policy != nullptr) *request.mutable_policy() = *policy;
+  *request.mutable_budget() = budget;
+  request.set_client_label(label);
+  v1::OpenSessionResponse response;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::Status status = remote->stub_->OpenSession(&context, request, &response);
+  if (!status.ok()) return cachemgr::FromGrpc(status);
+  remote->session_id_ = response.session_id();
+  remote->policy_ = response.policy();
+  remote->budget_tokens_ = response.budget_tokens();
+  remote->stream_context_ = std::make_unique<grpc::ClientContext>();
+  remote->stream_ = remote->stub_->StreamScores(remote->stream_context_.get());
+  return remote;
+}
+
+RemotePolicy::~RemotePolicy() {
+  if (stream_ != nullptr) {
+    if (!broken_) stream_->WritesDone();
+    stream_context_->TryCancel();
+    stream_->Finish().IgnoreError();
+  }
+  if (stub_ != nullptr && !session_id_.empty()) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+    v1::CloseSessionRequest request;
+    request.set_session_id(session_id_);
+    v1::CloseSessionResponse response;
+    stub_->CloseSession(&context, request, &response).IgnoreError();
+  }
+}
+
+absl::StatusOr<EvictionDecision> RemotePolicy::Exchange(v1::ScoreStep* message, absl::Span<const float> scores,
+                                                        std::initializer_list<uint32_t> shape) {
+  if (broken_) return absl::UnavailableError("the stream to the cache manager is broken");
+  if (first_message_) message->set_session_id(session_id_);
+  v1::ScoreTensor* tensor = message->mutable_scores();
+  for (uint32_t d : shape) tensor->add_shape(d);
+  if (encoding_ == ScoreEncoding::kFp32) {
+    tensor->set_dtype(v1::SCORE_DTYPE_FP32);
+    tensor->set_data(reinterpret_cast<const char*>(scores.data()), scores.size() * 4);
+  } else {
+    tensor->set_dtype(v1::SCORE_DTYPE_FP16);
+    buffer_.resize(scores.size() * 2);
+    for (size_t i = 0; i < scores.size(); ++i) {
+      const uint16_t h = FloatToHalf(scores[i]);
+      std::memcpy(&buffer_[2 * i], &h, 2);
+    }
+    tensor->set_data(buffer_);
+  }
+  v1::EvictionDecision decision;
+  if (!stream_->Write(*message) || !stream_->Read(&decision)) {
+    broken_ = true;
+    grpc::Status status = stream_->Finish();
+    stream_.reset();
+    if (status.ok()) return absl::UnavailableError("the cache manager closed the stream");
+    // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
+    return cachemgr::FromGrpc(status);
+  }
+  first_message_ = false;
+  if (decision.step() != message->step()) {
+    return absl::DataLossError(absl::StrCat("cache manager answered step ", decision.step(), " to step ", message->step()));
+  }
+  EvictionDecision out;
+  out.evictions_per_head = decision.evictions_per_head();
+  out.entries_after = decision.entries_after();
+  out.evicted_slots.assign(decision.evicted_slots().begin(), decision.evicted_slots().end());
+  out.evicted_positions.assign(decision.evicted_positions().begin(), decision.evicted_positions().end());
+  return out;
+}
+
+absl::StatusOr<EvictionDecision> RemotePolicy::Step(uint64_t step, uint32_t position, absl::Span<const float> scores) {
+  v1::ScoreStep message;
+  message.set_step(step);
+  message.set_position(position);
+  message.set_kind(v1::STEP_KIND_TOKEN);
+  const uint32_t heads = uint32_t(model_.n_layers * model_.n_kv_heads);
+  return Exchange(&message, scores, {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), uint32_t(scores.size() / heads)});
+}
+
+absl::StatusOr<EvictionDecision> RemotePolicy::BulkPrefill(uint32_t first_position, uint32_t prompt_length,
+                                                           absl::Span<const float> scores) {
+  v1::ScoreStep message;
+  message.set_step(0);
+  message.set_position(first_position);
+  message.set_kind(v1::STEP_KIND_BULK_PREFILL);
+  return Exchange(&message, scores,
+                  {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), prompt_length, prompt_length});
+}
+
+}  // namespace a2sf::worker

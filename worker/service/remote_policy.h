@@ -1,0 +1,60 @@
+// RemotePolicy: an EvictionPolicyClient whose policy runs in the cache manager. It opens a session,
+// keeps one StreamScores stream for it, sends each step's scores (fp16 by default, fp32 on request)
+// and waits for the decision before the next token (synchronous mode: the exact semantics of the
+// policy library). If the cache manager goes away, steps fail with UNAVAILABLE.
+// Not thread-safe: one generation job uses it.
+#ifndef A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
+#define A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
+
+#include <memory>
+#include <string>
+
+#include "a2sf/v1/cache_manager.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "worker/engine/generator.h"
+
+namespace a2sf::worker {
+
+enum class ScoreEncoding { kFp32, kFp16 };
+
+class RemotePolicy final : public EvictionPolicyClient {
+ public:
+  // Opens the session (the cache manager validates policy and budget). `policy` unset: its default.
+  static absl::StatusOr<std::unique_ptr<RemotePolicy>> Open(std::shared_ptr<grpc::Channel> channel,
+                                                            const ModelConfig& model,
+                                                            const v1::PolicySpec* policy, const v1::Budget& budget,
+                                                            ScoreEncoding encoding, const std::string& label);
+  ~RemotePolicy() override;  // half-closes the stream and closes the session
+
+  absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
+  absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
+                                               absl::Span<const float> scores) override;
+  uint32_t budget_tokens() const override { return budget_tokens_; }
+  bool evicts() const override { return policy_.name() != "full"; }
+  const v1::PolicySpec& policy() const { return policy_; }
+  const std::string& session_id() const { return session_id_; }
+
+ private:
+  RemotePolicy() = default;
+  absl::StatusOr<EvictionDecision> Exchange(v1::ScoreStep* message, absl::Span<const float> scores,
+                                            std::initializer_list<uint32_t> shape);
+
+  std::unique_ptr<v1::CacheManager::Stub> stub_;
+  std::unique_ptr<grpc::ClientContext> stream_context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ScoreStep, v1::EvictionDecision>> stream_;
+  ModelConfig model_;
+  ScoreEncoding encoding_ = ScoreEncoding::kFp16;
+  std::string session_id_;
+  v1::PolicySpec policy_;
+  uint32_t budget_tokens_ = 0;
+  bool first_message_ = true;
+  bool broken_ = false;
+  std::string buffer_;
+};
+
+// IEEE binary16, round to nearest even (values here are softmax sums in [0, group size]).
+uint16_t FloatToHalf(float value);
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_SERVICE_REMOTE_POLICY_H_

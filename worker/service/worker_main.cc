@@ -1,0 +1,128 @@
+// a2sf-worker: the Generation server. Policies run in the cache manager given by --cachemgr, or
+// in-process when it is empty.
+//   a2sf-worker --model=stories260K.bin --tokenizer=tok512.bin --listen=127.0.0.1:50052 --plaintext
+//     --cachemgr=unix:/run/a2sf/cachemgr.sock
+#include <unistd.h>
+
+#include <csignal>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_split.h"
+#include "absl/synchronization/notification.h"
+#include "common/grpc/server.h"
+#include "common/log.h"
+#include "worker/service/generation_service.h"
+
+ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");
+ABSL_FLAG(std::string, tokenizer, "", "tokenizer.bin or tokenizer.model (optional: token-id prompts only without)");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50052", "comma-separated host:port addresses");
+ABSL_FLAG(bool, plaintext, false, "serve without TLS (must be chosen explicitly)");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key");
+ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA for mutual TLS");
+ABSL_FLAG(std::string, cachemgr, "", "cache manager address (host:port or unix:/path); empty: policies in-process");
+ABSL_FLAG(bool, cachemgr_plaintext, false, "talk to the cache manager without TLS (Unix sockets always are)");
+ABSL_FLAG(std::string, cachemgr_ca, "", "PEM roots to verify the cache manager");
+ABSL_FLAG(std::string, cachemgr_cert, "", "client certificate for mutual TLS to the cache manager");
+ABSL_FLAG(std::string, cachemgr_key, "", "client key for mutual TLS to the cache manager");
+ABSL_FLAG(std::string, score_dtype, "fp16", "scores sent to the cache manager: fp16 or fp32");
+ABSL_FLAG(std::string, default_policy, "a2sf", "policy of jobs that name none (in-process mode)");
+ABSL_FLAG(int, threads, 1, "threads per job");
+ABSL_FLAG(int, max_jobs, 16, "concurrent jobs (RESOURCE_EXHAUSTED beyond)");
+ABSL_FLAG(std::string, name, "", "worker name in statistics (default: host name)");
+ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving");
+
+namespace {
+absl::Notification* g_stop = nullptr;
+void HandleSignal(int) {
+  if (g_stop != nullptr && !g_stop->HasBeenNotified()) g_stop->Notify();
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  using namespace a2sf;
+  absl::SetProgramUsageMessage("A2SF worker: LLaMA-2 generation with a policy-evicted KV cache.");
+  absl::ParseCommandLine(argc, argv);
+  if (absl::GetFlag(FLAGS_model).empty()) {
+    A2SF_LOG(ERROR) << "--model is required";
+    return 2;
+  }
+  auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model));
+  if (!weights.ok()) {
+    A2SF_LOG(ERROR) << weights.status().message();
+    return 1;
+  }
+  std::unique_ptr<worker::Tokenizer> tokenizer;
+  if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
+    auto t = worker::LoadTokenizer(absl::GetFlag(FLAGS_tokenizer));
+    if (!t.ok()) {
+      A2SF_LOG(ERROR) << t.status().message();
+      return 1;
+    }
+    tokenizer = std::move(*t);
+  }
+  worker::WorkerOptions options;
+  options.weights = weights->get();
+  options.tokenizer = tokenizer.get();
+  options.threads_per_job = absl::GetFlag(FLAGS_threads);
+  options.max_jobs = absl::GetFlag(FLAGS_max_jobs);
+  options.default_policy.set_name(absl::GetFlag(FLAGS_default_policy));
+  char host[256] = "worker";
+  gethostname(host, sizeof(host) - 1);
+  options.worker_name = absl::GetFlag(FLAGS_name).empty() ? host : absl::GetFlag(FLAGS_name);
+  const std::string dtype = absl::GetFlag(FLAGS_score_dtype);
+  if (dtype != "fp16" && dtype != "fp32") {
+    A2SF_LOG(ERROR) << "--score_dtype: fp16 or fp32";
+    return 2;
+  }
+  options.score_encoding = dtype == "fp32" ? worker::ScoreEncoding::kFp32 : worker::ScoreEncoding::kFp16;
+  if (!absl::GetFlag(FLAGS_cachemgr).empty()) {
+    ChannelOptions channel;
+    channel.plaintext = absl::GetFlag(FLAGS_cachemgr_plaintext);
+    channel.ca_cert_path = absl::GetFlag(FLAGS_cachemgr_ca);
+    channel.client_cert_chain_path = absl::GetFlag(FLAGS_cachemgr_cert);
+    channel.client_private_key_path = absl::GetFlag(FLAGS_cachemgr_key);
+    auto made = MakeChannel(absl::GetFlag(FLAGS_cachemgr), channel);
+    if (!made.ok()) {
+      A2SF_LOG(ERROR) << made.status().message();
+      return 1;
+    }
+    options.cache_manager = *made;
+    A2SF_LOG(INFO) << "policies run in the cache manager at " << absl::GetFlag(FLAGS_cachemgr) << " (scores as " << dtype
+                   << ")";
+  } else {
+    A2SF_LOG(INFO) << "no --cachemgr: policies run in-process";
+  }
+  A2SF_LOG(INFO) << "model " << absl::GetFlag(FLAGS_model) << ": " << (*weights)->format();
+  worker::GenerationService service(options);
+
+  ServerOptions server_options;
+  server_options.name = "a2sf-worker";
+  for (absl::string_view a : absl::StrSplit(absl::GetFlag(FLAGS_listen), ',', absl::SkipEmpty())) {
+    server_options.listen_addresses.emplace_back(a);
+  }
+  server_options.plaintext = absl::GetFlag(FLAGS_plaintext);
+  server_options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
+  auto server = RunningServer::Start(server_options, {&service});
+  if (!server.ok()) {
+    A2SF_LOG(ERROR) << server.status().message();
+    return 1;
+  }
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    if (FILE* f = std::fopen(absl::GetFlag(FLAGS_port_file).c_str(), "w")) {
+      std::fprintf(f, "%d\n", (*server)->bound_port(0));
+      std::fclose(f);
+    }
+  }
+  absl::Notification stop;
+  g_stop = &stop;
+  std::signal(SIGINT, HandleSignal);
+  std::signal(SIGTERM, HandleSignal);
+  stop.WaitForNotification();
+  A2SF_LOG(INFO) << "draining: " << service.running_jobs() << " running jobs (up to 60 s)";
+  (*server)->Shutdown(absl::Seconds(60));
+  (*server)->Wait();
+  return 0;
+}
