@@ -1,28 +1,66 @@
 #!/usr/bin/env bash
-# The README's main-job command: installs what is missing, builds, and runs the main job with the
-# default model (stories260K). Each stage runs if it exists in this checkout and says so if not.
+# The README's main-job command: installs what is missing, builds, starts a cache manager and a worker
+# on this machine with the default model (stories260K), generates a story with A2SF through the whole
+# path (client -> worker -> cache manager), prints it with the job's statistics, and stops the servers.
+#
+#   scripts/run.sh                 # the whole demo
+#   scripts/run.sh --keep-running  # leave both servers running (their pids and addresses are printed)
+#   PROMPT="Tom had a dog" POLICY=h2o BUDGET_RATIO=0.3 scripts/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup.sh
-bazel build //... 2>&1 | tail -n 3
+keep_running=false
+[ "${1:-}" = "--keep-running" ] && keep_running=true
 
-echo
-echo "== CUDA =="
-bazel run //common/cuda:cuda_info 2>/dev/null || true
-echo
-echo "== Policy library: replaying a score trace =="
-bazel-bin/cachemgr/tools/a2sf-replay --trace=cachemgr/tools/testdata/h2o_vs_a2sf.jsonl
-echo
-echo "== Main job (in-process for now) =="
+bash scripts/setup.sh
+echo "run: building (first time: a few minutes)"
+bazel build //cachemgr/service:a2sf-cachemgr //worker/service:a2sf-worker //client:a2sf 2>&1 | tail -n 2
+
 fixtures="${A2SF_FIXTURES:-../shared/fixtures}"
-if [ -f "$fixtures/stories260K-dq.bin" ]; then
-  bazel-bin/worker/tools/a2sf-generate --model="$fixtures/stories260K-dq.bin" --tokenizer="$fixtures/tok512.bin" \
-    --prompt="Once upon a time" --steps=200 --policy=a2sf --alpha=0.3 --budget_ratio=0.2
-else
-  echo "The default model (stories260K) was not found at $fixtures; set A2SF_FIXTURES to its folder."
-  echo "(The pinned download is not implemented yet.)"
+model="$fixtures/stories260K-dq.bin"
+tokenizer="$fixtures/tok512.bin"
+if [ ! -f "$model" ] || [ ! -f "$tokenizer" ]; then
+  echo "run: the default model (stories260K) was not found in $fixtures."
+  echo "     Set A2SF_FIXTURES to a folder holding stories260K-dq.bin and tok512.bin."
+  echo "     (The sha256-pinned download from karpathy/tinyllamas is not implemented yet.)"
+  exit 1
 fi
+
+state="${A2SF_RUN_DIR:-/tmp/a2sf-run-$$}"
+mkdir -p "$state"
+socket="$state/cachemgr.sock"
+rm -f "$state"/*.port "$socket"
+
+bazel-bin/cachemgr/service/a2sf-cachemgr --listen=127.0.0.1:0 --plaintext --unix_socket="$socket" \
+  --port_file="$state/cachemgr.port" >"$state/cachemgr.log" 2>&1 &
+cachemgr_pid=$!
+for _ in $(seq 100); do [ -s "$state/cachemgr.port" ] && break; sleep 0.1; done
+bazel-bin/worker/service/a2sf-worker --model="$model" --tokenizer="$tokenizer" --listen=127.0.0.1:0 --plaintext \
+  --cachemgr="unix:$socket" --port_file="$state/worker.port" >"$state/worker.log" 2>&1 &
+worker_pid=$!
+for _ in $(seq 100); do [ -s "$state/worker.port" ] && break; sleep 0.1; done
+
+stop() {
+  kill "$worker_pid" "$cachemgr_pid" 2>/dev/null || true
+  wait "$worker_pid" "$cachemgr_pid" 2>/dev/null || true
+  rm -rf "$state"
+}
+if [ "$keep_running" = false ]; then trap stop EXIT; fi
+
+if [ ! -s "$state/cachemgr.port" ] || [ ! -s "$state/worker.port" ]; then
+  echo "run: a server did not start; logs:"; cat "$state"/*.log; exit 1
+fi
+cachemgr="127.0.0.1:$(cat "$state/cachemgr.port")"
+worker="127.0.0.1:$(cat "$state/worker.port")"
+echo "run: cache manager on $cachemgr and unix:$socket, worker on $worker (plaintext, local only)"
 echo
-echo "Not there yet: the cache-manager and worker services (issue 7). The story above was generated"
-echo "with the policy running in-process, not through the cache manager."
+
+bazel-bin/client/a2sf generate --worker="$worker" --plaintext \
+  --prompt="${PROMPT:-Once upon a time}" --max_tokens="${MAX_TOKENS:-200}" \
+  --policy="${POLICY:-a2sf}" --alpha="${ALPHA:-0.3}" --budget_ratio="${BUDGET_RATIO:-0.2}"
+
+if [ "$keep_running" = true ]; then
+  echo
+  echo "run: servers left running: cache manager pid $cachemgr_pid ($cachemgr), worker pid $worker_pid ($worker)"
+  echo "     logs in $state; stop them with: kill $worker_pid $cachemgr_pid"
+fi
