@@ -39,6 +39,7 @@ Engine::Engine(const ModelWeights* weights, const EngineOptions& options, int ca
   att_.resize(size_t(c.n_heads) * capacity);
   logits_.resize(c.vocab_size);
   scores_.resize(size_t(c.n_layers) * c.n_kv_heads * capacity);
+  if (options.capture_attention_outputs) attention_outputs_.resize(size_t(c.n_layers) * c.q_dim());
   rope_cos_.resize(c.head_dim / 2);
   rope_sin_.resize(c.head_dim / 2);
 }
@@ -73,6 +74,9 @@ absl::Status Engine::Forward(int token, int position) {
       cache_.set_position(l, g, slot, uint32_t(position));
     }
     Attention(l, position);
+    if (!attention_outputs_.empty()) {
+      std::memcpy(attention_outputs_.data() + size_t(l) * c.q_dim(), xb2_.data(), c.q_dim() * sizeof(float));
+    }
     MatVec(xb_.data(), w.wo, xb2_.data(), dim, c.q_dim(), &pool_);
     for (int i = 0; i < dim; ++i) x_[i] += xb_[i];
     RmsNorm(xb_.data(), x_.data(), w.rms_ffn, dim, c.norm_eps);

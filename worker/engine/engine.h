@@ -26,6 +26,9 @@ struct EngineOptions {
   // KV entries per head the cache can hold: a policy's budget + 1, or the sequence length for a full
   // cache. 0 means the model's context length.
   int cache_capacity = 0;
+  // Keep each layer's attention output (before the output projection) of the last token, for the
+  // evaluation's fidelity metrics.
+  bool capture_attention_outputs = false;
 };
 
 class Engine {
@@ -49,6 +52,8 @@ class Engine {
     return cache_.Evict(evictions_per_head, slots, expected_positions);
   }
   void Reset() { cache_.Clear(); }
+  // [n_layers][q_dim] of the last Forward; empty unless capture_attention_outputs.
+  absl::Span<const float> attention_outputs() const { return attention_outputs_; }
 
   const ModelConfig& config() const { return config_; }
   const KvCacheSlots& cache() const { return cache_; }
@@ -64,6 +69,7 @@ class Engine {
   KvCacheSlots cache_;
   // Activations, allocated once.
   std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, scores_, rope_cos_, rope_sin_;
+  std::vector<float> attention_outputs_;
 };
 
 }  // namespace a2sf::worker

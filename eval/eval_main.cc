@@ -1,0 +1,258 @@
+// a2sf-eval: the evaluation harness.
+//   a2sf-eval fidelity  --model=M --corpus=C --out_dir=D [--ratios=0.1,0.2,0.3,0.5,0.8] [--threads=2]
+//   a2sf-eval calibrate --model=M --corpus=C --ratio=0.2 --calibrate=1-10 --heldout=11-20 --out=policy.json
+//   a2sf-eval mc        --model=M --tokenizer=T --tasks=F.jsonl [--shots=0] [--ratio=0.2]
+// fidelity writes fidelity.csv (every cell), fidelity.md (tables) and, with gnuplot installed, PNG plots.
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "eval/multiple_choice.h"
+#include "eval/sweep.h"
+#include "nlohmann/json.hpp"
+#include "worker/tokenizer/tokenizer.h"
+
+ABSL_FLAG(std::string, model, "", "llama2.c .bin or Hugging Face folder");
+ABSL_FLAG(std::string, tokenizer, "", "tokenizer (mc)");
+ABSL_FLAG(std::string, corpus, "", "JSON lines with an \"ids\" array per sequence");
+ABSL_FLAG(std::string, out_dir, ".", "where fidelity writes its files");
+ABSL_FLAG(std::string, ratios, "0.1,0.2,0.3,0.5,0.8", "budget ratios");
+ABSL_FLAG(std::string, stories, "", "1-based range of corpus lines to use, e.g. 1-20 (default: all)");
+ABSL_FLAG(int, threads, 2, "cells evaluated in parallel");
+ABSL_FLAG(double, ratio, 0.2, "budget ratio (calibrate, mc)");
+ABSL_FLAG(std::string, calibrate, "1-10", "calibration stories");
+ABSL_FLAG(std::string, heldout, "11-20", "held-out stories");
+ABSL_FLAG(std::string, out, "", "calibrate: write the per-layer policy spec (JSON) here");
+ABSL_FLAG(std::string, tasks, "", "mc: task file(s), comma-separated");
+ABSL_FLAG(int, shots, 0, "mc: few-shot examples per question");
+ABSL_FLAG(std::string, policies, "full,local,h2o,a2sf", "mc: policies to compare");
+ABSL_FLAG(double, alpha, 0.3, "mc: a2sf alpha");
+
+namespace a2sf::eval {
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::cerr << "a2sf-eval: " << status.message() << "\n";
+  return 1;
+}
+
+absl::StatusOr<std::vector<std::vector<int>>> Select(const std::vector<std::vector<int>>& all, const std::string& range) {
+  if (range.empty()) return all;
+  std::vector<std::string> parts = absl::StrSplit(range, '-');
+  int from, to;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &from) || !absl::SimpleAtoi(parts[1], &to) || from < 1 ||
+      to < from || size_t(to) > all.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("range '", range, "': expected FROM-TO within 1-", all.size()));
+  }
+  return std::vector<std::vector<int>>(all.begin() + (from - 1), all.begin() + to);
+}
+
+absl::StatusOr<std::vector<FullReference>> References(const worker::ModelWeights& w,
+                                                      const std::vector<std::vector<int>>& sequences) {
+  std::vector<FullReference> refs;
+  for (const auto& ids : sequences) {
+    absl::StatusOr<FullReference> ref = RunFullCache(w, ids);
+    if (!ref.ok()) return ref.status();
+    refs.push_back(std::move(*ref));
+  }
+  return refs;
+}
+
+std::string Table(const std::vector<CellResult>& results, const std::vector<double>& ratios,
+                  double (*metric)(const Fidelity&), const char* format) {
+  std::vector<std::string> labels;
+  std::map<std::pair<std::string, double>, double> values;
+  for (const CellResult& r : results) {
+    if (std::find(labels.begin(), labels.end(), r.label) == labels.end()) labels.push_back(r.label);
+    values[{r.label, r.cell.budget_ratio}] = metric(r.fidelity);
+  }
+  std::string out = "| policy |";
+  for (double ratio : ratios) absl::StrAppend(&out, absl::StrFormat(" %.1f |", ratio));
+  out += "\n| --- |";
+  for (size_t i = 0; i < ratios.size(); ++i) out += " ---: |";
+  out += "\n";
+  for (const std::string& label : labels) {
+    absl::StrAppend(&out, "| ", label, " |");
+    for (double ratio : ratios) absl::StrAppend(&out, " ", absl::StrFormat(format, values[{label, ratio}]), " |");
+    out += "\n";
+  }
+  return out;
+}
+
+void WritePlots(const std::string& dir, const std::vector<double>& ratios) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    std::cerr << "a2sf-eval: gnuplot not found; skipping plots\n";
+    return;
+  }
+  // Metric vs budget (one line per policy) and metric vs alpha (one line per ratio), from the CSV.
+  std::ofstream gp(dir + "/plots.gp");
+  gp << "set datafile separator ','\nset terminal pngcairo size 900,560\nset key outside right\nset grid\n"
+     << "csv = '" << dir << "/fidelity.csv'\n";
+  const char* metrics[][3] = {{"6", "top-1 agreement with the full cache", "top1"},
+                              {"7", "mean KL(full || policy), nats", "kl"},
+                              {"10", "mean cosine of attention outputs", "cosine"}};
+  for (const auto& m : metrics) {
+    gp << "set output '" << dir << "/" << m[2] << "_vs_budget.png'\nset xlabel 'budget ratio'\nset ylabel '" << m[1]
+       << "'\n"
+       << (std::string(m[2]) == "kl" ? "set logscale y\n" : "unset logscale y\n") << "plot ";
+    const char* series[][2] = {{"local", "strcol(1) eq 'local'"},
+                               {"streaming_llm", "strcol(1) eq 'streaming_llm'"},
+                               {"h2o", "strcol(1) eq 'h2o'"},
+                               {"tova", "strcol(1) eq 'tova'"},
+                               {"a2sf(0.1)", "strcol(1) eq 'a2sf' && strcol(2) eq '0.10' && strcol(3) eq '0'"},
+                               {"a2sf(0.3)", "strcol(1) eq 'a2sf' && strcol(2) eq '0.30' && strcol(3) eq '0'"},
+                               {"a2sf(0.9)", "strcol(1) eq 'a2sf' && strcol(2) eq '0.90' && strcol(3) eq '0'"},
+                               {"a2sf(0.3)+recent", "strcol(1) eq 'a2sf' && strcol(2) eq '0.30' && strcol(3) ne '0'"}};
+    for (size_t i = 0; i < sizeof(series) / sizeof(series[0]); ++i) {
+      gp << (i ? ", " : "") << "csv skip 1 using 4:((" << series[i][1] << ") ? $" << m[0] << " : 1/0) with linespoints title '"
+         << series[i][0] << "'";
+    }
+    gp << "\n";
+    gp << "set output '" << dir << "/" << m[2] << "_vs_alpha.png'\nset xlabel 'alpha'\nplot ";
+    for (size_t i = 0; i < ratios.size(); ++i) {
+      gp << (i ? ", " : "") << "csv skip 1 using 2:((strcol(1) eq 'a2sf' && strcol(3) eq '0' && abs($4-"
+         << ratios[i] << ")<1e-6) ? $" << m[0] << " : 1/0) with linespoints title 'ratio " << ratios[i] << "'";
+    }
+    gp << "\n";
+  }
+  gp.close();
+  if (std::system(("gnuplot " + dir + "/plots.gp").c_str()) != 0) std::cerr << "a2sf-eval: gnuplot failed\n";
+}
+
+int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus) {
+  absl::StatusOr<std::vector<std::vector<int>>> sequences = Select(corpus, absl::GetFlag(FLAGS_stories));
+  if (!sequences.ok()) return Fail(sequences.status());
+  std::vector<double> ratios;
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_ratios), ',')) {
+    double r;
+    if (!absl::SimpleAtod(part, &r) || !(r > 0 && r <= 1)) return Fail(absl::InvalidArgumentError("--ratios: values in (0, 1]"));
+    ratios.push_back(r);
+  }
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<std::vector<FullReference>> refs = References(w, *sequences);
+  if (!refs.ok()) return Fail(refs.status());
+  const std::vector<Cell> cells = SweepCells(ratios);
+  absl::StatusOr<std::vector<CellResult>> results = RunSweep(w, *sequences, *refs, cells, absl::GetFlag(FLAGS_threads));
+  if (!results.ok()) return Fail(results.status());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const std::string dir = absl::GetFlag(FLAGS_out_dir);
+  std::ofstream(dir + "/fidelity.csv") << ToCsv(*results);
+  uint64_t positions = results->empty() ? 0 : (*results)[0].fidelity.positions;
+  std::ofstream md(dir + "/fidelity.md");
+  md << "Sweep of " << cells.size() << " cells over " << sequences->size() << " sequences (" << positions
+     << " teacher-forced positions per cell) in " << absl::StrFormat("%.1f", seconds) << " s on "
+     << absl::GetFlag(FLAGS_threads) << " threads. Full-cache perplexity: "
+     << absl::StrFormat("%.4f", results->empty() ? 0.0 : (*results)[0].fidelity.perplexity_full) << ".\n\n"
+     << "### Top-1 agreement with the full cache\n\n"
+     << Table(*results, ratios, [](const eval::Fidelity& f) { return f.top1_agreement; }, "%.3f")
+     << "\n### Mean KL(full || policy), nats\n\n"
+     << Table(*results, ratios, [](const eval::Fidelity& f) { return f.mean_kl; }, "%.4f")
+     << "\n### Perplexity under the policy\n\n"
+     << Table(*results, ratios, [](const eval::Fidelity& f) { return f.perplexity_policy; }, "%.3f")
+     << "\n### Mean cosine similarity of attention outputs (over layers)\n\n"
+     << Table(*results, ratios, [](const eval::Fidelity& f) { return f.mean_cosine; }, "%.4f");
+  md.close();
+  WritePlots(dir, ratios);
+  std::cout << "fidelity: " << cells.size() << " cells x " << sequences->size() << " sequences in "
+            << absl::StrFormat("%.1f", seconds) << " s; wrote " << dir << "/fidelity.csv and fidelity.md\n";
+  return 0;
+}
+
+int Calibrate(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus) {
+  auto calibrate = Select(corpus, absl::GetFlag(FLAGS_calibrate));
+  auto heldout = Select(corpus, absl::GetFlag(FLAGS_heldout));
+  if (!calibrate.ok()) return Fail(calibrate.status());
+  if (!heldout.ok()) return Fail(heldout.status());
+  auto calibrate_refs = References(w, *calibrate);
+  auto heldout_refs = References(w, *heldout);
+  if (!calibrate_refs.ok()) return Fail(calibrate_refs.status());
+  if (!heldout_refs.ok()) return Fail(heldout_refs.status());
+  auto result = CalibrateLayerAlphas(w, *calibrate, *calibrate_refs, *heldout, *heldout_refs,
+                                     absl::GetFlag(FLAGS_ratio), absl::GetFlag(FLAGS_threads));
+  if (!result.ok()) return Fail(result.status());
+  nlohmann::json spec = {{"name", "a2sf"}, {"layer_alphas", result->layer_alphas}};
+  std::cout << "ratio " << absl::GetFlag(FLAGS_ratio) << "\n"
+            << "best single alpha " << result->best_single_alpha << ": calibration KL "
+            << result->calibration_kl_single << "\nper-layer alphas " << spec["layer_alphas"].dump()
+            << ": calibration KL " << result->calibration_kl_layers << "\n"
+            << absl::StrFormat("held-out: single alpha KL %.5f top-1 %.4f ppl %.4f | per-layer KL %.5f top-1 %.4f ppl %.4f\n",
+                               result->heldout_single.mean_kl, result->heldout_single.top1_agreement,
+                               result->heldout_single.perplexity_policy, result->heldout_layers.mean_kl,
+                               result->heldout_layers.top1_agreement, result->heldout_layers.perplexity_policy)
+            << "policy spec: " << spec.dump() << "\n";
+  if (!absl::GetFlag(FLAGS_out).empty()) std::ofstream(absl::GetFlag(FLAGS_out)) << spec.dump() << "\n";
+  return 0;
+}
+
+int MultipleChoice(const worker::ModelWeights& w) {
+  auto tokenizer = worker::LoadTokenizer(absl::GetFlag(FLAGS_tokenizer));
+  if (!tokenizer.ok()) return Fail(tokenizer.status());
+  std::vector<McPolicy> policies;
+  for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_policies), ',')) {
+    McPolicy p;
+    p.spec.name = std::string(name);
+    if (p.spec.name == "a2sf") p.spec.alpha = absl::GetFlag(FLAGS_alpha);
+    p.budget_ratio = p.spec.name == "full" ? 1.0 : absl::GetFlag(FLAGS_ratio);
+    policies.push_back(p);
+  }
+  std::vector<std::string> names;
+  std::vector<std::vector<McResult>> rows;
+  for (absl::string_view path : absl::StrSplit(absl::GetFlag(FLAGS_tasks), ',')) {
+    auto task = ReadMcTask(std::string(path));
+    if (!task.ok()) return Fail(task.status());
+    names.push_back(task->name);
+    rows.emplace_back();
+    for (const McPolicy& p : policies) {
+      auto result = ScoreMcTask(w, **tokenizer, *task, absl::GetFlag(FLAGS_shots), p);
+      if (!result.ok()) return Fail(result.status());
+      rows.back().push_back(*result);
+    }
+  }
+  std::cout << "| shots | method |";
+  for (const auto& n : names) std::cout << " " << n << " acc / acc_norm |";
+  std::cout << "\n| --- | --- |" << std::string(names.size() * 4, ' ') << "\n";
+  for (size_t p = 0; p < policies.size(); ++p) {
+    std::cout << "| " << absl::GetFlag(FLAGS_shots) << " | " << policies[p].spec.name << " |";
+    for (size_t t = 0; t < names.size(); ++t) {
+      std::cout << absl::StrFormat(" %.3f / %.3f |", rows[t][p].accuracy, rows[t][p].accuracy_norm);
+    }
+    std::cout << "\n";
+  }
+  return 0;
+}
+
+int Main(const std::vector<char*>& args) {
+  if (args.size() < 2) {
+    std::cerr << "usage: a2sf-eval fidelity|calibrate|mc [flags]\n";
+    return 2;
+  }
+  auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model));
+  if (!weights.ok()) return Fail(weights.status());
+  const std::string command = args[1];
+  if (command == "mc") return MultipleChoice(**weights);
+  auto corpus = ReadCorpus(absl::GetFlag(FLAGS_corpus));
+  if (!corpus.ok()) return Fail(corpus.status());
+  if (command == "fidelity") return Fidelity(**weights, *corpus);
+  if (command == "calibrate") return Calibrate(**weights, *corpus);
+  std::cerr << "a2sf-eval: unknown command '" << command << "'\n";
+  return 2;
+}
+
+}  // namespace
+}  // namespace a2sf::eval
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("a2sf-eval fidelity|calibrate|mc [flags]");
+  return a2sf::eval::Main(absl::ParseCommandLine(argc, argv));
+}

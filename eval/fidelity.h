@@ -1,0 +1,59 @@
+// Fidelity of an eviction policy to the full cache, teacher-forced over token sequences: at every
+// position the next-token distribution with eviction (per-token semantics, docs/POLICIES.md) is
+// compared with the full cache's. Metrics: top-1 agreement, mean KL(full || policy), perplexity of
+// the sequence under each, and the cosine similarity of each layer's attention output (the analogue
+// of the paper's Table 2).
+#ifndef A2SF_EVAL_FIDELITY_H_
+#define A2SF_EVAL_FIDELITY_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "cachemgr/policy/policy.h"
+#include "worker/model/model.h"
+
+namespace a2sf::eval {
+
+// Pure metric helpers (tested on hand-computed cases).
+void LogSoftmax(absl::Span<const float> logits, std::vector<double>* out);
+double KlDivergence(absl::Span<const double> log_p, absl::Span<const double> log_q);  // KL(p || q), nats
+double CosineSimilarity(absl::Span<const float> a, absl::Span<const float> b);         // 1 for two zeros
+
+// What the full cache gives for one sequence, computed once and shared by every cell.
+struct FullReference {
+  std::vector<std::vector<double>> log_probs;  // [t][vocab] after feeding ids[0..t]
+  std::vector<int> argmax;                     // [t]
+  std::vector<std::vector<float>> attention;   // [t][n_layers * q_dim]
+};
+absl::StatusOr<FullReference> RunFullCache(const worker::ModelWeights& weights, const std::vector<int>& ids);
+
+struct Fidelity {
+  uint64_t positions = 0;
+  double top1_agreement = 0;  // fraction of positions whose argmax matches the full cache
+  double mean_kl = 0;         // mean KL(full || policy) in nats
+  double perplexity_full = 0;
+  double perplexity_policy = 0;
+  std::vector<double> layer_cosine;  // mean per layer
+  double mean_cosine = 0;            // mean over layers
+  uint64_t evictions = 0;
+};
+
+struct Cell {
+  cachemgr::PolicySpec policy;
+  double budget_ratio = 1.0;  // of each sequence's length; at least 1 token
+  // A2SF with a recent window of floor(B/2) (set per sequence, since B depends on its length).
+  bool recent_half_budget = false;
+};
+
+// Runs `cell` over every sequence; `references[i]` must be RunFullCache(sequences[i]).
+absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const std::vector<std::vector<int>>& sequences,
+                                      const std::vector<FullReference>& references, const Cell& cell);
+
+// Reads token-id sequences from JSON lines with an "ids" array (the fixtures' corpus format).
+absl::StatusOr<std::vector<std::vector<int>>> ReadCorpus(const std::string& path);
+
+}  // namespace a2sf::eval
+
+#endif  // A2SF_EVAL_FIDELITY_H_
