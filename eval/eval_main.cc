@@ -4,6 +4,7 @@
 //   a2sf-eval mc        --model=M --tokenizer=T --tasks=F.jsonl [--shots=0] [--ratio=0.2]
 // fidelity writes fidelity.csv (every cell), fidelity.md (tables) and, with gnuplot installed, PNG plots.
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -90,39 +91,57 @@ std::string Table(const std::vector<CellResult>& results, const std::vector<doub
   return out;
 }
 
-void WritePlots(const std::string& dir, const std::vector<double>& ratios) {
+// Writes one data file per plot (a column per series) and a gnuplot script, and runs gnuplot.
+void WritePlots(const std::string& dir, const std::vector<CellResult>& results, const std::vector<double>& ratios) {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
     std::cerr << "a2sf-eval: gnuplot not found; skipping plots\n";
     return;
   }
-  // Metric vs budget (one line per policy) and metric vs alpha (one line per ratio), from the CSV.
+  std::map<std::pair<std::string, double>, const eval::Fidelity*> by;
+  for (const CellResult& r : results) by[{r.label, r.cell.budget_ratio}] = &r.fidelity;
+  const std::vector<std::string> budget_series = {"local", "streaming_llm", "h2o", "tova", "a2sf(0.1)", "a2sf(0.3)",
+                                                  "a2sf(0.5)", "a2sf(0.9)", "a2sf(0.3)+recent"};
+  const std::vector<double> alphas = {0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1};
+  struct Metric {
+    const char* name;
+    const char* title;
+    double (*get)(const eval::Fidelity&);
+  };
+  const Metric metrics[] = {{"top1", "top-1 agreement with the full cache", [](const eval::Fidelity& f) { return f.top1_agreement; }},
+                            {"kl", "mean KL(full || policy), nats", [](const eval::Fidelity& f) { return f.mean_kl; }},
+                            {"cosine", "mean cosine of attention outputs", [](const eval::Fidelity& f) { return f.mean_cosine; }}};
   std::ofstream gp(dir + "/plots.gp");
-  gp << "set datafile separator ','\nset terminal pngcairo size 900,560\nset key outside right\nset grid\n"
-     << "csv = '" << dir << "/fidelity.csv'\n";
-  const char* metrics[][3] = {{"6", "top-1 agreement with the full cache", "top1"},
-                              {"7", "mean KL(full || policy), nats", "kl"},
-                              {"10", "mean cosine of attention outputs", "cosine"}};
-  for (const auto& m : metrics) {
-    gp << "set output '" << dir << "/" << m[2] << "_vs_budget.png'\nset xlabel 'budget ratio'\nset ylabel '" << m[1]
-       << "'\n"
-       << (std::string(m[2]) == "kl" ? "set logscale y\n" : "unset logscale y\n") << "plot ";
-    const char* series[][2] = {{"local", "strcol(1) eq 'local'"},
-                               {"streaming_llm", "strcol(1) eq 'streaming_llm'"},
-                               {"h2o", "strcol(1) eq 'h2o'"},
-                               {"tova", "strcol(1) eq 'tova'"},
-                               {"a2sf(0.1)", "strcol(1) eq 'a2sf' && strcol(2) eq '0.10' && strcol(3) eq '0'"},
-                               {"a2sf(0.3)", "strcol(1) eq 'a2sf' && strcol(2) eq '0.30' && strcol(3) eq '0'"},
-                               {"a2sf(0.9)", "strcol(1) eq 'a2sf' && strcol(2) eq '0.90' && strcol(3) eq '0'"},
-                               {"a2sf(0.3)+recent", "strcol(1) eq 'a2sf' && strcol(2) eq '0.30' && strcol(3) ne '0'"}};
-    for (size_t i = 0; i < sizeof(series) / sizeof(series[0]); ++i) {
-      gp << (i ? ", " : "") << "csv skip 1 using 4:((" << series[i][1] << ") ? $" << m[0] << " : 1/0) with linespoints title '"
-         << series[i][0] << "'";
+  gp << "set terminal pngcairo size 900,560 noenhanced\nset key outside right\nset grid\n";
+  for (const Metric& m : metrics) {
+    std::ofstream budget(dir + "/" + m.name + "_vs_budget.dat");
+    for (double ratio : ratios) {
+      budget << ratio;
+      for (const std::string& label : budget_series) {
+        auto it = by.find({label, ratio});
+        budget << " " << (it == by.end() ? NAN : m.get(*it->second));
+      }
+      budget << "\n";
     }
-    gp << "\n";
-    gp << "set output '" << dir << "/" << m[2] << "_vs_alpha.png'\nset xlabel 'alpha'\nplot ";
+    std::ofstream alpha(dir + "/" + m.name + "_vs_alpha.dat");
+    for (double a : alphas) {
+      alpha << a;
+      for (double ratio : ratios) {
+        auto it = by.find({absl::StrFormat("a2sf(%.2g)", a), ratio});
+        alpha << " " << (it == by.end() ? NAN : m.get(*it->second));
+      }
+      alpha << "\n";
+    }
+    const std::string log = std::string(m.name) == "kl" ? "set logscale y\n" : "unset logscale y\n";
+    gp << "set output '" << dir << "/" << m.name << "_vs_budget.png'\nset xlabel 'budget ratio'\nset ylabel '" << m.title
+       << "'\n" << log << "plot ";
+    for (size_t i = 0; i < budget_series.size(); ++i) {
+      gp << (i ? ", " : "") << "'" << dir << "/" << m.name << "_vs_budget.dat' using 1:" << i + 2
+         << " with linespoints title '" << budget_series[i] << "'";
+    }
+    gp << "\nset output '" << dir << "/" << m.name << "_vs_alpha.png'\nset xlabel 'alpha (a2sf, no recent window)'\nplot ";
     for (size_t i = 0; i < ratios.size(); ++i) {
-      gp << (i ? ", " : "") << "csv skip 1 using 2:((strcol(1) eq 'a2sf' && strcol(3) eq '0' && abs($4-"
-         << ratios[i] << ")<1e-6) ? $" << m[0] << " : 1/0) with linespoints title 'ratio " << ratios[i] << "'";
+      gp << (i ? ", " : "") << "'" << dir << "/" << m.name << "_vs_alpha.dat' using 1:" << i + 2
+         << " with linespoints title 'budget " << ratios[i] << "'";
     }
     gp << "\n";
   }
@@ -163,7 +182,7 @@ int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>&
      << "\n### Mean cosine similarity of attention outputs (over layers)\n\n"
      << Table(*results, ratios, [](const eval::Fidelity& f) { return f.mean_cosine; }, "%.4f");
   md.close();
-  WritePlots(dir, ratios);
+  WritePlots(dir, *results, ratios);
   std::cout << "fidelity: " << cells.size() << " cells x " << sequences->size() << " sequences in "
             << absl::StrFormat("%.1f", seconds) << " s; wrote " << dir << "/fidelity.csv and fidelity.md\n";
   return 0;
@@ -221,7 +240,9 @@ int MultipleChoice(const worker::ModelWeights& w) {
   }
   std::cout << "| shots | method |";
   for (const auto& n : names) std::cout << " " << n << " acc / acc_norm |";
-  std::cout << "\n| --- | --- |" << std::string(names.size() * 4, ' ') << "\n";
+  std::cout << "\n| --- | --- |";
+  for (size_t i = 0; i < names.size(); ++i) std::cout << " --- |";
+  std::cout << "\n";
   for (size_t p = 0; p < policies.size(); ++p) {
     std::cout << "| " << absl::GetFlag(FLAGS_shots) << " | " << policies[p].spec.name << " |";
     for (size_t t = 0; t < names.size(); ++t) {

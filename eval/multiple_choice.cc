@@ -26,12 +26,24 @@ absl::StatusOr<McTask> ReadMcTask(const std::string& path) {
       return absl::InvalidArgumentError(absl::StrCat(path, ":", number, ": ", why));
     };
     if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
-    if (!j.contains("context") || !j["context"].is_string()) return bad("needs a string \"context\"");
+    const bool per_choice = j.contains("choice_contexts");
+    if (!per_choice && (!j.contains("context") || !j["context"].is_string())) {
+      return bad("needs a string \"context\" (or \"choice_contexts\")");
+    }
     if (!j.contains("choices") || !j["choices"].is_array() || j["choices"].size() < 2) {
       return bad("needs \"choices\": an array of at least two strings");
     }
     McQuestion q;
-    q.context = j["context"].get<std::string>();
+    if (j.contains("context") && j["context"].is_string()) q.context = j["context"].get<std::string>();
+    if (per_choice) {
+      if (!j["choice_contexts"].is_array() || j["choice_contexts"].size() != j["choices"].size()) {
+        return bad("\"choice_contexts\" needs one string per choice");
+      }
+      for (const auto& c : j["choice_contexts"]) {
+        if (!c.is_string()) return bad("\"choice_contexts\" needs strings");
+        q.choice_contexts.push_back(c.get<std::string>());
+      }
+    }
     for (const auto& c : j["choices"]) {
       if (!c.is_string() || c.get<std::string>().empty()) return bad("every choice must be a non-empty string");
       q.choices.push_back(c.get<std::string>());
@@ -97,17 +109,19 @@ absl::StatusOr<McResult> ScoreMcTask(const worker::ModelWeights& weights, const 
     const std::vector<McQuestion>& pool = task.examples.empty() ? task.questions : task.examples;
     for (size_t k = 0; k < pool.size() && added < shots; ++k) {
       if (task.examples.empty() && k == qi) continue;
-      absl::StrAppend(&prompt, pool[k].context, " ", pool[k].choices[pool[k].gold], "\n\n");
+      const McQuestion& e = pool[k];
+      absl::StrAppend(&prompt, e.choice_contexts.empty() ? e.context : e.choice_contexts[e.gold], " ",
+                      e.choices[e.gold], "\n\n");
       ++added;
     }
-    absl::StrAppend(&prompt, q.context);
-    absl::StatusOr<std::vector<int>> prefix = tokenizer.Encode(prompt, true);
-    if (!prefix.ok()) return prefix.status();
     std::vector<double> lls;
     int best = 0, best_norm = 0;
     double best_ll = -1e300, best_norm_ll = -1e300;
     for (size_t c = 0; c < q.choices.size(); ++c) {
       // The llama2.c tokenizer's dummy prefix makes Encode(choice) the tokens of " choice".
+      absl::StatusOr<std::vector<int>> prefix =
+          tokenizer.Encode(prompt + (q.choice_contexts.empty() ? q.context : q.choice_contexts[c]), true);
+      if (!prefix.ok()) return prefix.status();
       absl::StatusOr<std::vector<int>> continuation = tokenizer.Encode(q.choices[c], false);
       if (!continuation.ok()) return continuation.status();
       absl::StatusOr<double> ll = ContinuationLogLikelihood(weights, *prefix, *continuation, policy);

@@ -2,6 +2,8 @@
 //
 // Task files are JSON lines (docs/EVALUATION.md, "Task files"):
 //   {"context": "Question: ...\nAnswer:", "choices": ["...", "..."], "gold": 1}
+// or, for tasks whose choices change the context (WinoGrande):
+//   {"choice_contexts": ["... option1", "... option2"], "choices": ["rest", "rest"], "gold": 0}
 // plus optional demonstration lines marked "fewshot": true; k-shot prompts prepend the first k of
 // them (or, when none are marked, the first k other questions) as "context + gold choice" blocks
 // separated by a blank line. Each choice is scored by the summed log-likelihood of its tokens after
@@ -23,6 +25,9 @@ namespace a2sf::eval {
 
 struct McQuestion {
   std::string context;
+  // Optional per-choice contexts (WinoGrande-style partial scoring: the choices share one
+  // continuation and differ in their contexts). When set, choice_contexts[c] replaces `context`.
+  std::vector<std::string> choice_contexts;
   std::vector<std::string> choices;
   int gold = 0;
   bool fewshot = false;

@@ -124,6 +124,39 @@ TEST(EndToEnd, RemotePolicyTokensEqualInProcessTokensForEveryPolicy) {
   EXPECT_EQ(stack.manager()->session_count(), 0u);
 }
 
+TEST(EndToEnd, CalibratedPerLayerAlphasWorkThroughTheServices) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true);
+  const std::vector<double> alphas = {0.0, 0.2, 0.7, 0.3, 0.8};
+  v1::GenerateRequest request = Request("a2sf", 16);
+  request.mutable_policy()->clear_alpha();
+  for (double a : alphas) request.mutable_policy()->add_layer_alphas(a);
+  auto result = stack.client().Generate(request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->finished.policy().layer_alphas_size(), 5);
+  // The same per-layer policy in-process.
+  cachemgr::PolicySpec spec;
+  spec.name = "a2sf";
+  spec.layer_alphas = alphas;
+  cachemgr::BudgetSpec budget;
+  budget.tokens = 16;
+  auto local = std::move(*worker::InProcessPolicy::Create(stack.weights().config(), spec, budget));
+  const std::vector<int> prompt = {1, 317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433};
+  worker::EngineOptions options;
+  options.cache_capacity = 17;
+  auto engine = std::move(*worker::Engine::Create(&stack.weights(), options));
+  worker::GenerateOptions generate;
+  generate.max_new_tokens = 120;
+  auto expected = worker::Generate(engine.get(), local.get(), prompt, generate);
+  ASSERT_TRUE(expected.ok());
+  EXPECT_EQ(result->ids, std::vector<uint32_t>(expected->generated.begin(), expected->generated.end()));
+  // A wrong number of layer alphas is refused with the field named.
+  request.mutable_policy()->add_layer_alphas(0.5);
+  auto bad = stack.client().Generate(request);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("layer_alphas"), std::string::npos) << bad.status();
+}
+
 TEST(EndToEnd, SixteenConcurrentJobsComplete) {
   A2SF_REQUIRE_FIXTURES();
   Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp16);
