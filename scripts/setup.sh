@@ -14,6 +14,7 @@ PACKAGES=(
   nlohmann-json3-dev
   openssl
   python3
+  python3-yaml
 )
 
 missing=()
