@@ -5,7 +5,11 @@
 //   a2sf jobs --worker=HOST:PORT        a2sf cancel JOB_ID --worker=HOST:PORT
 //   a2sf health --target=HOST:PORT
 // Connections use TLS unless --plaintext (or a unix: address); --ca, --cert and --key for (m)TLS.
+#include <atomic>
 #include <iostream>
+#include <map>
+#include <mutex>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -44,6 +48,8 @@ ABSL_FLAG(std::string, session, "", "policy set: a running session instead of th
 ABSL_FLAG(std::string, job_id, "", "generate: client-chosen job id");
 ABSL_FLAG(bool, idempotent, false, "generate: retry elsewhere if the worker is unavailable");
 ABSL_FLAG(bool, json, false, "machine-readable output");
+ABSL_FLAG(int, repeat, 1, "generate: submit the job this many times through one channel (load test)");
+ABSL_FLAG(int, concurrency, 4, "generate --repeat: jobs in flight at once");
 
 namespace a2sf::client {
 namespace {
@@ -110,6 +116,41 @@ absl::StatusOr<v1::PolicySpec> PolicyFromFlags() {
   return policy;
 }
 
+// Submits `request` --repeat times, --concurrency at once, over one channel; one line per job and a
+// summary of how the jobs spread over the workers.
+int Repeat(WorkerClient* worker, const v1::GenerateRequest& request) {
+  const int total = absl::GetFlag(FLAGS_repeat);
+  std::atomic<int> next{0};
+  std::mutex mutex;
+  std::map<std::string, int> per_worker;
+  std::map<std::string, int> failures;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < std::max(1, absl::GetFlag(FLAGS_concurrency)); ++t) {
+    threads.emplace_back([&] {
+      for (int i = next++; i < total; i = next++) {
+        absl::StatusOr<GenerationResult> result = worker->Generate(request);
+        std::lock_guard<std::mutex> lock(mutex);
+        if (result.ok()) {
+          per_worker[result->finished.worker()]++;
+          std::cout << "job " << i << ": ok on " << result->finished.worker() << ", " << result->ids.size()
+                    << " tokens\n";
+        } else {
+          failures[absl::StatusCodeToString(result.status().code())]++;
+          std::cout << "job " << i << ": " << absl::StatusCodeToString(result.status().code()) << ": "
+                    << result.status().message() << "\n";
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0;
+  std::cout << "summary: " << total << " jobs;";
+  for (const auto& [name, count] : per_worker) std::cout << " " << name << "=" << count, ok += count;
+  for (const auto& [code, count] : failures) std::cout << " " << code << "=" << count;
+  std::cout << "\n";
+  return ok == total ? 0 : 3;
+}
+
 int Generate() {
   v1::GenerateRequest request;
   request.set_job_id(absl::GetFlag(FLAGS_job_id));
@@ -138,6 +179,7 @@ int Generate() {
   request.set_idempotent(absl::GetFlag(FLAGS_idempotent));
   const bool json = absl::GetFlag(FLAGS_json);
   WorkerClient worker(Channel(absl::GetFlag(FLAGS_worker), absl::GetFlag(FLAGS_round_robin)));
+  if (absl::GetFlag(FLAGS_repeat) > 1) return Repeat(&worker, request);
   if (!json && request.has_text()) std::cout << request.text() << std::flush;
   absl::StatusOr<GenerationResult> result = worker.Generate(request, [&](const v1::GeneratedTokens& tokens) {
     if (!json) std::cout << tokens.text() << std::flush;

@@ -46,9 +46,9 @@ absl::StatusOr<GenerationResult> WorkerClient::Generate(const v1::GenerateReques
     }
     grpc::Status status = reader->Finish();
     if (status.ok()) return result;
-    // Only a job that never streamed a token is safe to resend, and only when marked idempotent.
-    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && request.idempotent() && result.ids.empty() &&
-        attempt < retries) {
+    // A job marked idempotent is resent from the start (tokens streamed before the failure are
+    // dropped from the result; `on_tokens` sees the new attempt's tokens again).
+    if (status.error_code() == grpc::StatusCode::UNAVAILABLE && request.idempotent() && attempt < retries) {
       continue;
     }
     return FromGrpc(status);

@@ -27,8 +27,8 @@ class WorkerClient {
  public:
   explicit WorkerClient(std::shared_ptr<grpc::Channel> channel) : stub_(v1::Generation::NewStub(channel)) {}
   // Runs a job to its end; `on_tokens` (optional) sees each chunk as it streams. An idempotent job
-  // whose worker is UNAVAILABLE is retried up to `retries` times (round_robin moves it to another
-  // worker).
+  // whose worker is UNAVAILABLE is resent from the start up to `retries` times (round_robin moves it
+  // to another worker); `on_tokens` then sees the restarted job's tokens too.
   absl::StatusOr<GenerationResult> Generate(const v1::GenerateRequest& request,
                                             const std::function<void(const v1::GeneratedTokens&)>& on_tokens = nullptr,
                                             int retries = 2, absl::Duration timeout = absl::Minutes(10));
