@@ -19,6 +19,7 @@
 #include "client/client.h"
 #include "common/grpc/server.h"
 #include "google/protobuf/util/json_util.h"
+#include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, worker, "127.0.0.1:50052", "worker address (generate, jobs, cancel)");
 ABSL_FLAG(std::string, cachemgr, "127.0.0.1:50051", "cache manager address (policy)");
@@ -190,14 +191,8 @@ int Generate() {
   }
   const v1::JobStats& s = result->finished;
   if (json) {
-    std::cout << "{\"ids\":[";
-    for (size_t i = 0; i < result->ids.size(); ++i) std::cout << (i ? "," : "") << result->ids[i];
-    std::string text_json;
-    google::protobuf::util::JsonPrintOptions options;
-    v1::GeneratedTokens text;
-    text.set_text(result->text);
-    (void)google::protobuf::util::MessageToJsonString(text, &text_json, options);
-    std::cout << "],\"text\":" << text_json.substr(8, text_json.size() - 9) << ",\"stats\":" << Json(s) << "}\n";
+    nlohmann::json out = {{"ids", result->ids}, {"text", result->text}, {"stats", nlohmann::json::parse(Json(s))}};
+    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     return 0;
   }
   std::cout << "\n\njob " << s.job_id() << " on " << s.worker() << ": " << s.generated_tokens() << " tokens, policy "
