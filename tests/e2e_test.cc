@@ -1,6 +1,11 @@
 // The whole path on 127.0.0.1: a client submits jobs to a worker whose policies run in a cache
 // manager. Tokens must equal the in-process engine's for every policy; bad requests get the right
 // codes and leave both servers healthy; a vanished cache manager fails jobs with UNAVAILABLE.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -9,6 +14,7 @@
 #include "cachemgr/store/cpu_score_store.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
+#include "common/metrics/metrics_server.h"
 #include "gtest/gtest.h"
 #include "worker/engine/generator.h"
 #include "worker/service/generation_service.h"
@@ -21,7 +27,13 @@ using worker::testing::FixturesDir;
 
 class Stack {
  public:
-  explicit Stack(bool remote, worker::ScoreEncoding encoding = worker::ScoreEncoding::kFp32) {
+  explicit Stack(bool remote, worker::ScoreEncoding encoding = worker::ScoreEncoding::kFp32, bool metrics = false) {
+    if (metrics) {
+      cachemgr_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
+      worker_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
+      cachemgr_metrics_ = std::make_unique<cachemgr::CacheManagerMetrics>(&cachemgr_metrics_server_->registry());
+      worker_metrics_ = std::make_unique<worker::WorkerMetrics>(&worker_metrics_server_->registry());
+    }
     weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
     tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
     ChannelOptions plaintext;
@@ -33,6 +45,7 @@ class Stack {
     options.score_encoding = encoding;
     options.default_policy.set_name("a2sf");
     options.worker_name = "w";
+    options.metrics = worker_metrics_.get();
     if (remote) options.cache_manager = *MakeChannel(cachemgr_server_->dial_address(0), plaintext);
     generation_ = std::make_unique<worker::GenerationService>(options);
     ServerOptions server;
@@ -46,7 +59,7 @@ class Stack {
     manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
                                                           &cachemgr::PolicyRegistry::Builtin(),
                                                           cachemgr::SessionManagerOptions{});
-    cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get());
+    cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get(), cachemgr_metrics_.get());
     ServerOptions server;
     server.listen_addresses = {"127.0.0.1:0"};
     server.plaintext = true;
@@ -62,8 +75,13 @@ class Stack {
   const worker::ModelWeights& weights() const { return *weights_; }
   cachemgr::SessionManager* manager() { return manager_.get(); }
   std::shared_ptr<grpc::Channel> worker_channel() { return worker_channel_; }
+  int cachemgr_metrics_port() const { return cachemgr_metrics_server_->port(); }
+  int worker_metrics_port() const { return worker_metrics_server_->port(); }
 
  private:
+  std::unique_ptr<MetricsServer> cachemgr_metrics_server_, worker_metrics_server_;
+  std::unique_ptr<cachemgr::CacheManagerMetrics> cachemgr_metrics_;
+  std::unique_ptr<worker::WorkerMetrics> worker_metrics_;
   std::unique_ptr<worker::ModelWeights> weights_;
   std::unique_ptr<worker::Tokenizer> tokenizer_;
   std::unique_ptr<cachemgr::SessionManager> manager_;
@@ -155,6 +173,56 @@ TEST(EndToEnd, CalibratedPerLayerAlphasWorkThroughTheServices) {
   auto bad = stack.client().Generate(request);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("layer_alphas"), std::string::npos) << bad.status();
+}
+
+// GET http://127.0.0.1:port/metrics with a plain socket.
+std::string Scrape(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ::close(fd);
+    return "";
+  }
+  const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+  (void)!::write(fd, request.data(), request.size());
+  std::string response;
+  char buffer[4096];
+  for (ssize_t n; (n = ::read(fd, buffer, sizeof(buffer))) > 0;) response.append(buffer, size_t(n));
+  ::close(fd);
+  return response;
+}
+
+double MetricValue(const std::string& text, const std::string& name) {
+  const size_t at = text.find("\n" + name + " ");
+  return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
+}
+
+TEST(EndToEnd, PrometheusMetricsCountStepsTokensAndJobs) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp16, /*metrics=*/true);
+  auto result = stack.client().Generate(Request("a2sf", 16, 50));
+  ASSERT_TRUE(result.ok()) << result.status();
+  const std::string worker_text = Scrape(stack.worker_metrics_port());
+  const std::string cachemgr_text = Scrape(stack.cachemgr_metrics_port());
+  ASSERT_NE(worker_text.find("200 OK"), std::string::npos) << worker_text;
+  EXPECT_EQ(MetricValue(worker_text, "a2sf_worker_tokens_total"), 50.0);
+  EXPECT_NE(worker_text.find("a2sf_worker_jobs_total{outcome=\"finished\"} 1"), std::string::npos) << worker_text;
+  EXPECT_EQ(MetricValue(worker_text, "a2sf_worker_running_jobs"), 0.0);
+  EXPECT_EQ(MetricValue(worker_text, "a2sf_worker_evicted_entries_total"), double(result->finished.evictions()));
+  // 12 prompt positions + 49 generated positions forwarded = 61 steps.
+  EXPECT_EQ(MetricValue(cachemgr_text, "a2sf_cachemgr_steps_total"), 61.0) << cachemgr_text;
+  EXPECT_EQ(MetricValue(cachemgr_text, "a2sf_cachemgr_evicted_entries_total"), double(result->finished.evictions()));
+  EXPECT_GT(MetricValue(cachemgr_text, "a2sf_cachemgr_score_bytes_received_total"), 0.0);
+  EXPECT_EQ(MetricValue(cachemgr_text, "a2sf_cachemgr_step_seconds_count"), 61.0);
+  EXPECT_EQ(MetricValue(cachemgr_text, "a2sf_cachemgr_sessions"), 0.0);
+  // An error is counted by its code.
+  auto bad = stack.client().Generate(Request("lru", 8));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(Scrape(stack.cachemgr_metrics_port()).find("a2sf_cachemgr_errors_total{code=\"INVALID_ARGUMENT\"} 1"),
+            std::string::npos);
 }
 
 TEST(EndToEnd, SixteenConcurrentJobsComplete) {

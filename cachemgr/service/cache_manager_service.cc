@@ -1,10 +1,52 @@
 #include "cachemgr/service/cache_manager_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "cachemgr/service/proto_convert.h"
 #include "common/log.h"
 
 namespace a2sf::cachemgr {
+
+CacheManagerMetrics::CacheManagerMetrics(prometheus::Registry* registry)
+    : sessions_(prometheus::BuildGauge().Name("a2sf_cachemgr_sessions").Help("Open sessions").Register(*registry).Add({})),
+      steps_(prometheus::BuildCounter().Name("a2sf_cachemgr_steps_total").Help("Steps decided").Register(*registry).Add({})),
+      evicted_entries_(prometheus::BuildCounter()
+                           .Name("a2sf_cachemgr_evicted_entries_total")
+                           .Help("KV entries evicted, over all layers and KV heads")
+                           .Register(*registry)
+                           .Add({})),
+      bytes_received_(prometheus::BuildCounter()
+                          .Name("a2sf_cachemgr_score_bytes_received_total")
+                          .Help("Bytes of attention scores received")
+                          .Register(*registry)
+                          .Add({})),
+      step_latency_(prometheus::BuildHistogram()
+                        .Name("a2sf_cachemgr_step_seconds")
+                        .Help("Time to decide one step (accumulate, select, evict)")
+                        .Register(*registry)
+                        .Add({}, prometheus::Histogram::BucketBoundaries{1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1})),
+      errors_(prometheus::BuildCounter().Name("a2sf_cachemgr_errors_total").Help("Failed calls by gRPC code").Register(*registry)) {}
+
+void CacheManagerMetrics::RecordStep(double seconds, uint64_t evictions, uint64_t bytes) {
+  steps_.Increment();
+  evicted_entries_.Increment(double(evictions));
+  bytes_received_.Increment(double(bytes));
+  step_latency_.Observe(seconds);
+}
+
+void CacheManagerMetrics::RecordError(grpc::StatusCode code) {
+  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+                                       "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int index = int(code);
+  errors_.Add({{"code", index >= 0 && index < 17 ? kNames[index] : "OTHER"}}).Increment();
+}
+
+grpc::Status CacheManagerService::Error(const grpc::Status& status) {
+  if (metrics_ != nullptr && !status.ok()) metrics_->RecordError(status.error_code());
+  return status;
+}
 
 grpc::Status CacheManagerService::OpenSession(grpc::ServerContext*, const v1::OpenSessionRequest* request,
                                               v1::OpenSessionResponse* response) {
@@ -22,10 +64,8 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext*, const v1::Op
     return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "shared_memory_ring: not supported yet; send scores inline");
   }
   absl::StatusOr<SessionInfo> info = manager_->Open(config);
-  if (!info.ok()) {
-    counters_.errors++;
-    return ToGrpc(info.status());
-  }
+  if (!info.ok()) return Error(ToGrpc(info.status()));
+  if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   response->set_session_id(info->id);
   response->set_budget_tokens(info->budget_tokens);
   *response->mutable_policy() = ToProto(info->policy);
@@ -38,7 +78,8 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext*, const v1::Op
 grpc::Status CacheManagerService::CloseSession(grpc::ServerContext*, const v1::CloseSessionRequest* request,
                                                v1::CloseSessionResponse* response) {
   absl::StatusOr<SessionInfo> info = manager_->Close(request->session_id());
-  if (!info.ok()) return ToGrpc(info.status());
+  if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
+  if (!info.ok()) return Error(ToGrpc(info.status()));
   response->set_steps(info->steps);
   response->set_evictions(info->evictions);
   return grpc::Status::OK;
@@ -46,34 +87,33 @@ grpc::Status CacheManagerService::CloseSession(grpc::ServerContext*, const v1::C
 
 grpc::Status CacheManagerService::Step(const std::string& session_id, const v1::ScoreStep& step,
                                        v1::EvictionDecision* decision) {
-  counters_.bytes_received += step.scores().data().size();
+  const absl::Time start = absl::Now();
   absl::StatusOr<StepResult> result;
   switch (step.kind()) {
     case v1::STEP_KIND_TOKEN:
     case v1::STEP_KIND_UNSPECIFIED: {
       absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), 3);
-      if (!view.ok()) return ToGrpc(view.status());
+      if (!view.ok()) return Error(ToGrpc(view.status()));
       result = manager_->Step(session_id, step.step(), step.position(), *view);
       break;
     }
     case v1::STEP_KIND_BULK_PREFILL: {
       absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), 4);
-      if (!view.ok()) return ToGrpc(view.status());
+      if (!view.ok()) return Error(ToGrpc(view.status()));
       if (step.scores().shape(2) != step.scores().shape(3)) {
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "scores.shape: a bulk prefill needs [L, H, P, P]");
+        return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "scores.shape: a bulk prefill needs [L, H, P, P]"));
       }
       result = manager_->BulkPrefill(session_id, step.step(), step.position(), step.scores().shape(2), *view);
       break;
     }
     default:
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "kind: unknown step kind");
+      return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "kind: unknown step kind"));
   }
-  if (!result.ok()) {
-    counters_.errors++;
-    return ToGrpc(result.status());
+  if (!result.ok()) return Error(ToGrpc(result.status()));
+  if (metrics_ != nullptr) {
+    metrics_->RecordStep(absl::ToDoubleSeconds(absl::Now() - start), result->decision.evicted_slots.size(),
+                         step.scores().data().size());
   }
-  counters_.steps++;
-  counters_.evictions += result->decision.evicted_slots.size();
   ToProto(*result, decision);
   return grpc::Status::OK;
 }
@@ -110,6 +150,7 @@ grpc::Status CacheManagerService::StreamScores(
   if (context->IsCancelled() && !session_id.empty()) {
     // The worker is gone: nobody will close this session.
     if (manager_->Close(session_id).ok()) A2SF_LOG(INFO) << "freed " << session_id << ": its stream was cut";
+    if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   }
   return grpc::Status::OK;
 }

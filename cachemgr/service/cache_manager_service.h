@@ -16,19 +16,35 @@
 
 #include "a2sf/v1/cache_manager.grpc.pb.h"
 #include "cachemgr/session/session_manager.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
 
 namespace a2sf::cachemgr {
 
-struct ServiceCounters {
-  std::atomic<uint64_t> steps{0};
-  std::atomic<uint64_t> evictions{0};
-  std::atomic<uint64_t> bytes_received{0};
-  std::atomic<uint64_t> errors{0};
+// The cache manager's Prometheus metrics (names prefixed a2sf_cachemgr_).
+class CacheManagerMetrics {
+ public:
+  explicit CacheManagerMetrics(prometheus::Registry* registry);
+  void SetSessions(size_t n) { sessions_.Set(double(n)); }
+  void RecordStep(double seconds, uint64_t evictions, uint64_t bytes);
+  void RecordError(grpc::StatusCode code);
+
+ private:
+  prometheus::Gauge& sessions_;
+  prometheus::Counter& steps_;
+  prometheus::Counter& evicted_entries_;
+  prometheus::Counter& bytes_received_;
+  prometheus::Histogram& step_latency_;
+  prometheus::Family<prometheus::Counter>& errors_;
 };
 
 class CacheManagerService final : public v1::CacheManager::Service {
  public:
-  explicit CacheManagerService(SessionManager* manager) : manager_(manager) {}
+  // `metrics` may be null.
+  explicit CacheManagerService(SessionManager* manager, CacheManagerMetrics* metrics = nullptr)
+      : manager_(manager), metrics_(metrics) {}
 
   grpc::Status OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
                            v1::OpenSessionResponse* response) override;
@@ -41,14 +57,14 @@ class CacheManagerService final : public v1::CacheManager::Service {
   grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
                           v1::SessionInfo* response) override;
 
-  const ServiceCounters& counters() const { return counters_; }
-
  private:
   // Runs one step of `session_id`; fills `decision`.
   grpc::Status Step(const std::string& session_id, const v1::ScoreStep& step, v1::EvictionDecision* decision);
 
+  grpc::Status Error(const grpc::Status& status);
+
   SessionManager* manager_;
-  ServiceCounters counters_;
+  CacheManagerMetrics* metrics_;
 };
 
 class PolicyAdminService final : public v1::PolicyAdmin::Service {

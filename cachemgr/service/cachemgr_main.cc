@@ -16,6 +16,7 @@
 #include "cachemgr/store/cuda_score_store.h"
 #include "common/grpc/server.h"
 #include "common/log.h"
+#include "common/metrics/metrics_server.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "comma-separated host:port addresses (port 0: any free port)");
 ABSL_FLAG(std::string, unix_socket, "", "also listen on this Unix socket path (co-located workers)");
@@ -29,6 +30,7 @@ ABSL_FLAG(int, idle_timeout_s, 600, "free sessions idle this long (0: never)");
 ABSL_FLAG(std::string, backend, "auto", "score store: cpu, cuda, or auto (cuda when a GPU is usable)");
 ABSL_FLAG(int, threads, 1, "CPU score-store threads");
 ABSL_FLAG(int, max_message_mb, 64, "largest request message in MiB");
+ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP here, e.g. 0.0.0.0:9091 (empty: off)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving (for scripts and tests)");
 
 namespace {
@@ -69,7 +71,20 @@ int main(int argc, char** argv) {
   std::string admin_token = absl::GetFlag(FLAGS_admin_token);
   if (admin_token.empty() && std::getenv("A2SF_ADMIN_TOKEN") != nullptr) admin_token = std::getenv("A2SF_ADMIN_TOKEN");
   if (admin_token.empty()) A2SF_LOG(WARNING) << "no --admin_token: PolicyAdmin changes are open to every client";
-  cachemgr::CacheManagerService cache_service(&manager);
+  std::unique_ptr<MetricsServer> metrics_server;
+  std::unique_ptr<cachemgr::CacheManagerMetrics> metrics;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    auto started = MetricsServer::Start(absl::GetFlag(FLAGS_metrics_listen));
+    if (!started.ok()) {
+      A2SF_LOG(ERROR) << started.status().message();
+      return 1;
+    }
+    metrics_server = std::move(*started);
+    metrics = std::make_unique<cachemgr::CacheManagerMetrics>(&metrics_server->registry());
+    A2SF_LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics (port "
+                   << metrics_server->port() << ")";
+  }
+  cachemgr::CacheManagerService cache_service(&manager, metrics.get());
   cachemgr::PolicyAdminService admin_service(&manager, admin_token);
 
   ServerOptions server_options;
@@ -103,6 +118,7 @@ int main(int argc, char** argv) {
   std::thread expiry([&] {
     while (!stop.WaitForNotificationWithTimeout(absl::Seconds(5))) {
       if (size_t n = manager.ExpireIdleSessions()) A2SF_LOG(INFO) << "expired " << n << " idle sessions";
+      if (metrics != nullptr) metrics->SetSessions(manager.session_count());
     }
   });
   stop.WaitForNotification();

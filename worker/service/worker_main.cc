@@ -13,6 +13,7 @@
 #include "absl/synchronization/notification.h"
 #include "common/grpc/server.h"
 #include "common/log.h"
+#include "common/metrics/metrics_server.h"
 #include "worker/service/generation_service.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");
@@ -32,6 +33,7 @@ ABSL_FLAG(std::string, default_policy, "a2sf", "policy of jobs that name none (i
 ABSL_FLAG(int, threads, 1, "threads per job");
 ABSL_FLAG(int, max_jobs, 16, "concurrent jobs (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(std::string, name, "", "worker name in statistics (default: host name)");
+ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP here, e.g. 0.0.0.0:9092 (empty: off)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving");
 
 namespace {
@@ -96,6 +98,19 @@ int main(int argc, char** argv) {
     A2SF_LOG(INFO) << "no --cachemgr: policies run in-process";
   }
   A2SF_LOG(INFO) << "model " << absl::GetFlag(FLAGS_model) << ": " << (*weights)->format();
+  std::unique_ptr<MetricsServer> metrics_server;
+  std::unique_ptr<worker::WorkerMetrics> metrics;
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    auto started = MetricsServer::Start(absl::GetFlag(FLAGS_metrics_listen));
+    if (!started.ok()) {
+      A2SF_LOG(ERROR) << started.status().message();
+      return 1;
+    }
+    metrics_server = std::move(*started);
+    metrics = std::make_unique<worker::WorkerMetrics>(&metrics_server->registry());
+    options.metrics = metrics.get();
+    A2SF_LOG(INFO) << "metrics on port " << metrics_server->port() << " (/metrics)";
+  }
   worker::GenerationService service(options);
 
   ServerOptions server_options;

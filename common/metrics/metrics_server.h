@@ -1,0 +1,32 @@
+// MetricsServer: a Prometheus registry served over HTTP at /metrics (prometheus-cpp's exposer), for
+// the servers' operational metrics. Thread-safe (prometheus-cpp metrics are).
+#ifndef A2SF_COMMON_METRICS_METRICS_SERVER_H_
+#define A2SF_COMMON_METRICS_METRICS_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "prometheus/exposer.h"
+#include "prometheus/registry.h"
+
+namespace a2sf {
+
+class MetricsServer {
+ public:
+  // Listens on "host:port" (port 0: any free port). UNAVAILABLE when the address cannot be bound.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& address);
+
+  prometheus::Registry& registry() { return *registry_; }
+  int port() const { return port_; }
+
+ private:
+  MetricsServer() = default;
+  std::shared_ptr<prometheus::Registry> registry_;
+  std::unique_ptr<prometheus::Exposer> exposer_;
+  int port_ = 0;
+};
+
+}  // namespace a2sf
+
+#endif  // A2SF_COMMON_METRICS_METRICS_SERVER_H_
