@@ -27,7 +27,8 @@ using worker::testing::FixturesDir;
 
 class Stack {
  public:
-  explicit Stack(bool remote, worker::ScoreEncoding encoding = worker::ScoreEncoding::kFp32, bool metrics = false) {
+  explicit Stack(bool remote, worker::ScoreEncoding encoding = worker::ScoreEncoding::kFp32, bool metrics = false,
+                 bool fallback = false) {
     if (metrics) {
       cachemgr_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
       worker_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
@@ -46,6 +47,8 @@ class Stack {
     options.default_policy.set_name("a2sf");
     options.worker_name = "w";
     options.metrics = worker_metrics_.get();
+    options.fallback_in_process = fallback;
+    options.cache_manager_wait = absl::Seconds(3);
     if (remote) options.cache_manager = *MakeChannel(cachemgr_server_->dial_address(0), plaintext);
     generation_ = std::make_unique<worker::GenerationService>(options);
     ServerOptions server;
@@ -55,13 +58,13 @@ class Stack {
     worker_channel_ = *MakeChannel(worker_server_->dial_address(0), plaintext);
   }
 
-  void StartCacheManager() {
+  void StartCacheManager(int port = 0) {
     manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
                                                           &cachemgr::PolicyRegistry::Builtin(),
                                                           cachemgr::SessionManagerOptions{});
     cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get(), cachemgr_metrics_.get());
     ServerOptions server;
-    server.listen_addresses = {"127.0.0.1:0"};
+    server.listen_addresses = {"127.0.0.1:" + std::to_string(port)};
     server.plaintext = true;
     cachemgr_server_ = std::move(*RunningServer::Start(server, {cache_service_.get()}));
   }
@@ -70,6 +73,7 @@ class Stack {
     cachemgr_server_->Shutdown(absl::ZeroDuration());
     cachemgr_server_->Wait();
   }
+  int cachemgr_port() const { return cachemgr_server_->bound_port(0); }
 
   client::WorkerClient client() { return client::WorkerClient(worker_channel_); }
   const worker::ModelWeights& weights() const { return *weights_; }
@@ -301,6 +305,39 @@ TEST(EndToEnd, AGoneCacheManagerFailsJobsWithUnavailable) {
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
   EXPECT_EQ(*client::CheckHealth(stack.worker_channel(), absl::Seconds(5)), "SERVING");
+}
+
+TEST(EndToEnd, CacheManagerKilledMidJobFailsOrFallsBackAsConfigured) {
+  A2SF_REQUIRE_FIXTURES();
+  for (bool fallback : {false, true}) {
+    SCOPED_TRACE(fallback ? "continue in-process" : "fail");
+    Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, /*metrics=*/false, fallback);
+    const int port = stack.cachemgr_port();
+    size_t seen = 0;
+    bool stopped = false;
+    auto result = stack.client().Generate(Request("a2sf", 16, 300), [&](const v1::GeneratedTokens& tokens) {
+      seen += size_t(tokens.ids_size());
+      if (seen >= 20 && !stopped) {
+        stopped = true;
+        stack.StopCacheManager();
+      }
+    }, 0, absl::Seconds(60));
+    ASSERT_TRUE(stopped);
+    if (fallback) {
+      ASSERT_TRUE(result.ok()) << result.status();
+      EXPECT_GT(result->ids.size(), 40u);  // well past the switch (the story may end at EOS before 300)
+      EXPECT_EQ(result->finished.generated_tokens(), result->ids.size());
+      EXPECT_EQ(result->finished.policy_location(), v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
+    } else {
+      ASSERT_FALSE(result.ok());
+      EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+    }
+    // A cache manager back on the same address serves new jobs (the channel reconnects).
+    stack.StartCacheManager(port);
+    auto next = stack.client().Generate(Request("a2sf", 16, 30), nullptr, 0, absl::Seconds(60));
+    ASSERT_TRUE(next.ok()) << next.status();
+    EXPECT_EQ(next->finished.policy_location(), v1::POLICY_LOCATION_REMOTE);
+  }
 }
 
 TEST(EndToEnd, InProcessWorkerNeedsNoCacheManager) {

@@ -143,6 +143,25 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   return InfoLocked(*session);
 }
 
+absl::StatusOr<SessionInfo> SessionManager::OpenSeeded(const SessionConfig& config, absl::Span<const uint32_t> positions,
+                                                       uint32_t entries, uint64_t next_step) {
+  absl::StatusOr<SessionInfo> info = Open(config);
+  if (!info.ok()) return info;
+  std::shared_ptr<Session> session = Find(info->id);
+  absl::Status seeded;
+  {
+    absl::MutexLock lock(&session->mutex);
+    seeded = store_->SeedEntries(session->handle, positions, entries);
+    if (seeded.ok()) {
+      session->entries = entries;
+      session->steps = next_step;
+      return InfoLocked(*session);
+    }
+  }
+  Close(info->id).IgnoreError();
+  return seeded;
+}
+
 std::shared_ptr<SessionManager::Session> SessionManager::Find(const std::string& id) const {
   absl::MutexLock lock(&mutex_);
   auto it = sessions_.find(id);

@@ -85,6 +85,12 @@ class SessionManager {
 
   // INVALID_ARGUMENT for a bad shape, policy or budget; RESOURCE_EXHAUSTED at capacity.
   absl::StatusOr<SessionInfo> Open(const SessionConfig& config);
+  // Opens a session that takes over a sequence already in progress: every head holds `entries`
+  // entries at `positions` ([heads][entries], slot order) with scores 0, and the next expected step
+  // is `next_step`. Used by a worker whose cache manager went away mid-job.
+  absl::StatusOr<SessionInfo> OpenSeeded(const SessionConfig& config, absl::Span<const uint32_t> positions,
+                                         uint32_t entries, uint64_t next_step);
+
   // NOT_FOUND for an unknown id. Returns the session's final counters.
   absl::StatusOr<SessionInfo> Close(const std::string& id);
 

@@ -191,6 +191,27 @@ TEST(SessionManager, BulkPrefillOnlyAsTheFirstStep) {
   EXPECT_TRUE(manager->Step(info.id, 1, 3, View(std::vector<float>(6, 0.3f))).ok());
 }
 
+TEST(SessionManager, OpenSeededTakesOverEntriesAndStepNumbers) {
+  auto manager = MakeManager();
+  // Two heads (2 layers x 1 KV head) holding positions {0, 3, 5} and {5, 0, 4}, next step 6.
+  auto info = manager->OpenSeeded(Config("local", 3), {0, 3, 5, 5, 0, 4}, 3, 6);
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->steps, 6u);
+  EXPECT_EQ(info->entries_per_head, 3u);
+  EXPECT_EQ(manager->Step(info->id, 0, 6, View(std::vector<float>(8, 0.1f))).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto result = manager->Step(info->id, 6, 6, View(std::vector<float>(8, 0.1f)));
+  ASSERT_TRUE(result.ok()) << result.status();
+  // Local evicts each head's oldest: position 0 in slot 0 of head 0, slot 1 of head 1.
+  EXPECT_EQ(result->decision.evicted_positions, (std::vector<uint32_t>{0, 0}));
+  EXPECT_EQ(result->decision.evicted_slots, (std::vector<uint32_t>{0, 1}));
+  // A seed of the wrong size is refused and leaves no session behind.
+  const size_t before = manager->session_count();
+  EXPECT_EQ(manager->OpenSeeded(Config("local", 3), {0, 1, 2}, 3, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(manager->session_count(), before);
+}
+
 TEST(SessionManager, IdleSessionsExpire) {
   auto manager = MakeManager(8, absl::Milliseconds(50));
   auto info = *manager->Open(Config("local", 2));

@@ -228,6 +228,23 @@ absl::StatusOr<HeadSnapshot> CpuScoreStore::ReadHead(SessionHandle session, uint
   return snapshot;
 }
 
+absl::Status CpuScoreStore::SeedEntries(SessionHandle session, absl::Span<const uint32_t> positions,
+                                        uint32_t entries) {
+  Session* s = Find(session);
+  if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", session));
+  if (absl::Status st = CheckSeed(s->geometry, s->entries, positions, entries); !st.ok()) return st;
+  s->Reserve(entries + 1);
+  uint32_t newest = 0;
+  for (uint32_t h = 0; h < s->geometry.heads(); ++h) {
+    std::copy(positions.begin() + size_t{h} * entries, positions.begin() + size_t{h + 1} * entries, s->head_positions(h));
+    std::fill(s->head_scores(h), s->head_scores(h) + entries, 0.0f);
+  }
+  for (uint32_t p : positions) newest = std::max(newest, p);
+  s->entries = entries;
+  s->newest_position = newest;
+  return absl::OkStatus();
+}
+
 size_t CpuScoreStore::BytesHeld() const {
   absl::MutexLock lock(&mutex_);
   size_t total = 0;

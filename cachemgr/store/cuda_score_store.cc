@@ -315,6 +315,28 @@ absl::StatusOr<HeadSnapshot> CudaScoreStore::ReadHead(SessionHandle session, uin
   return snapshot;
 }
 
+absl::Status CudaScoreStore::SeedEntries(SessionHandle session, absl::Span<const uint32_t> positions,
+                                         uint32_t entries) {
+  absl::MutexLock lock(&mutex_);
+  Session* s = Find(session);
+  if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", session));
+  if (absl::Status st = CheckSeed(s->geometry, s->entries, positions, entries); !st.ok()) return st;
+  if (absl::Status st = s->Reserve(entries + 1); !st.ok()) return st;
+  const std::vector<float> zeros(entries, 0.0f);
+  std::string error;
+  for (uint32_t h = 0; h < s->geometry.heads(); ++h) {
+    if (cuda::CopyToDevice(s->head_positions(h), positions.data() + size_t{h} * entries, entries * 4, &error) != 0 ||
+        cuda::CopyToDevice(s->head(s->current, h), zeros.data(), entries * 4, &error) != 0) {
+      return CudaError("seed", error);
+    }
+  }
+  uint32_t newest = 0;
+  for (uint32_t p : positions) newest = std::max(newest, p);
+  s->entries = entries;
+  s->newest_position = newest;
+  return absl::OkStatus();
+}
+
 size_t CudaScoreStore::BytesHeld() const {
   absl::MutexLock lock(&mutex_);
   size_t total = 0;

@@ -33,6 +33,7 @@ class CudaScoreStore final : public ScoreStore {
   absl::StatusOr<StoreDecision> ProcessBulkPrefill(const BulkPrefill& prefill) override;
   absl::StatusOr<HeadSnapshot> ReadHead(SessionHandle session, uint32_t layer, uint32_t kv_head) const override;
   size_t BytesHeld() const override;
+  absl::Status SeedEntries(SessionHandle session, absl::Span<const uint32_t> positions, uint32_t entries) override;
 
   struct Session;
 

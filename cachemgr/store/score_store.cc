@@ -50,6 +50,19 @@ absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry
   return absl::OkStatus();
 }
 
+absl::Status CheckSeed(SessionGeometry geometry, uint32_t current_entries, absl::Span<const uint32_t> positions,
+                       uint32_t entries) {
+  if (current_entries != 0) return absl::FailedPreconditionError("seed: the session already holds entries");
+  if (positions.size() != size_t{geometry.heads()} * entries) {
+    return absl::InvalidArgumentError(absl::StrCat("seed: expected ", size_t{geometry.heads()} * entries,
+                                                   " positions, got ", positions.size()));
+  }
+  for (uint32_t p : positions) {
+    if (p > kMaxPosition) return absl::InvalidArgumentError("seed: position out of range");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckBulkPrefillShape(const BulkPrefill& prefill, SessionGeometry geometry, uint32_t entries) {
   if (prefill.rule == nullptr) return absl::InvalidArgumentError("bulk prefill without an eviction rule");
   if (entries != 0) {

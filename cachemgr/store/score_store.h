@@ -113,6 +113,12 @@ class ScoreStore {
   virtual absl::StatusOr<HeadSnapshot> ReadHead(SessionHandle session, uint32_t layer,
                                                 uint32_t kv_head) const = 0;
 
+  // Fills an empty session with `entries` entries per head at the given positions ([heads][entries],
+  // slot order, each head's positions distinct) and scores 0: used to take over a sequence whose
+  // policy state was lost (a worker falling back from a vanished cache manager).
+  virtual absl::Status SeedEntries(SessionHandle session, absl::Span<const uint32_t> positions,
+                                   uint32_t entries) = 0;
+
   // Bytes of accumulators and positions held for all sessions.
   virtual size_t BytesHeld() const = 0;
 };
@@ -124,6 +130,10 @@ absl::Status CheckGeometry(SessionGeometry geometry);
 // after `newest_position` (when the session holds entries).
 absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry, uint32_t entries,
                                  uint32_t newest_position);
+
+// Checks a SeedEntries call: an empty session, [heads][entries] positions within range.
+absl::Status CheckSeed(SessionGeometry geometry, uint32_t current_entries, absl::Span<const uint32_t> positions,
+                       uint32_t entries);
 
 // Checks that a bulk prefill targets an empty session and carries [heads][P][P] values.
 absl::Status CheckBulkPrefillShape(const BulkPrefill& prefill, SessionGeometry geometry, uint32_t entries);

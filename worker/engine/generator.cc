@@ -30,6 +30,38 @@ absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::Create(const M
   return out;
 }
 
+absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::TakeOver(const Engine& engine,
+                                                                           const cachemgr::PolicySpec& policy,
+                                                                           uint32_t budget_tokens, uint64_t next_step) {
+  const ModelConfig& model = engine.config();
+  cachemgr::BudgetSpec budget;
+  budget.tokens = budget_tokens;
+  absl::StatusOr<std::unique_ptr<InProcessPolicy>> out = Create(model, policy, budget);
+  if (!out.ok()) return out;
+  // Close the empty session Create opened and open a seeded one in its place.
+  (*out)->manager_->Close((*out)->info_.id).IgnoreError();
+  const KvCacheSlots& cache = engine.cache();
+  const uint32_t entries = cache.entries() > 0 ? uint32_t(cache.entries() - 1) : 0;
+  std::vector<uint32_t> positions;
+  positions.reserve(size_t(model.n_layers) * model.n_kv_heads * entries);
+  for (int l = 0; l < model.n_layers; ++l) {
+    for (int g = 0; g < model.n_kv_heads; ++g) {
+      for (uint32_t slot = 0; slot < entries; ++slot) positions.push_back(cache.position(l, g, int(slot)));
+    }
+  }
+  cachemgr::SessionConfig config;
+  config.geometry = {uint32_t(model.n_layers), uint32_t(model.n_kv_heads)};
+  config.query_heads_per_kv_head = uint32_t(model.group_size());
+  config.max_context = uint32_t(model.seq_len);
+  config.policy = policy;
+  config.budget = budget;
+  config.label = "in-process (took over)";
+  absl::StatusOr<cachemgr::SessionInfo> info = (*out)->manager_->OpenSeeded(config, positions, entries, next_step);
+  if (!info.ok()) return info.status();
+  (*out)->info_ = *info;
+  return out;
+}
+
 absl::StatusOr<EvictionDecision> InProcessPolicy::Step(uint64_t step, uint32_t position,
                                                        absl::Span<const float> scores) {
   absl::StatusOr<cachemgr::StepResult> result =

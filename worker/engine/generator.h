@@ -41,6 +41,12 @@ class InProcessPolicy final : public EvictionPolicyClient {
   static absl::StatusOr<std::unique_ptr<InProcessPolicy>> Create(const ModelConfig& model,
                                                                  const cachemgr::PolicySpec& policy,
                                                                  const cachemgr::BudgetSpec& budget);
+  // Takes over a sequence in progress: `engine`'s cached entries except the newest (the entry of the
+  // step about to be decided) become the session's entries, with scores 0; the next step is
+  // `next_step`.
+  static absl::StatusOr<std::unique_ptr<InProcessPolicy>> TakeOver(const Engine& engine,
+                                                                   const cachemgr::PolicySpec& policy,
+                                                                   uint32_t budget_tokens, uint64_t next_step);
   absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
   absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                absl::Span<const float> scores) override;

@@ -176,7 +176,8 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   if (options_.cache_manager != nullptr) {
     absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
         RemotePolicy::Open(options_.cache_manager, c, request->has_policy() ? &request->policy() : nullptr, budget,
-                           options_.score_encoding, absl::StrCat(options_.worker_name, "/", job->id));
+                           options_.score_encoding, absl::StrCat(options_.worker_name, "/", job->id),
+                           options_.cache_manager_wait);
     if (!remote.ok()) {
       Retire(job);
       if (remote.status().code() == absl::StatusCode::kUnavailable ||
@@ -212,6 +213,13 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     Retire(job);
     return cachemgr::ToGrpc(engine.status());
   }
+  FallbackPolicy* fallback = nullptr;
+  if (options_.fallback_in_process && location == v1::POLICY_LOCATION_REMOTE) {
+    auto wrapped = std::make_unique<FallbackPolicy>(
+        std::unique_ptr<RemotePolicy>(static_cast<RemotePolicy*>(policy.release())), engine->get());
+    fallback = wrapped.get();
+    policy = std::move(wrapped);
+  }
 
   v1::JobStats stats;
   stats.set_job_id(job->id);
@@ -219,7 +227,9 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   stats.set_policy_location(location);
   stats.set_budget_tokens(policy->budget_tokens());
   stats.set_worker(options_.worker_name);
-  if (auto* remote = dynamic_cast<RemotePolicy*>(policy.get())) {
+  if (fallback != nullptr) {
+    *stats.mutable_policy() = fallback->remote()->policy();
+  } else if (auto* remote = dynamic_cast<RemotePolicy*>(policy.get())) {
     *stats.mutable_policy() = remote->policy();
   } else if (auto* local = dynamic_cast<InProcessPolicy*>(policy.get())) {
     *stats.mutable_policy() = cachemgr::ToProto(local->session().policy);
@@ -249,6 +259,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     return !job->cancel.load() && !context->IsCancelled();
   };
   absl::StatusOr<GenerateResult> result = worker::Generate(engine->get(), policy.get(), *prompt, generate, on_token);
+  if (fallback != nullptr && fallback->fell_back()) stats.set_policy_location(v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
   policy.reset();  // closes a remote session now rather than at the end of the call
   if (!result.ok()) {
     {

@@ -18,6 +18,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "worker/model/model.h"
+#include "worker/service/fallback_policy.h"
 #include "worker/service/remote_policy.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -41,6 +42,12 @@ struct WorkerOptions {
   const Tokenizer* tokenizer = nullptr;  // may be null: then only token-id prompts are accepted
   std::shared_ptr<grpc::Channel> cache_manager;  // null: policies run in-process
   ScoreEncoding score_encoding = ScoreEncoding::kFp16;
+  // When the cache manager becomes unreachable mid-job: false = fail the job with UNAVAILABLE;
+  // true = continue it with the same policy in-process (FallbackPolicy) and report
+  // POLICY_LOCATION_FALLBACK_IN_PROCESS.
+  bool fallback_in_process = false;
+  // How long a new job waits for an unreachable cache manager to come back before failing.
+  absl::Duration cache_manager_wait = absl::Seconds(5);
   v1::PolicySpec default_policy;  // used when a request names none (in-process mode)
   int threads_per_job = 1;
   int max_jobs = 16;

@@ -34,7 +34,8 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
                                                                  const ModelConfig& model,
                                                                  const v1::PolicySpec* policy,
                                                                  const v1::Budget& budget, ScoreEncoding encoding,
-                                                                 const std::string& label) {
+                                                                 const std::string& label,
+                                                                 absl::Duration wait_for_cache_manager) {
   std::unique_ptr<RemotePolicy> remote(new RemotePolicy());
   remote->stub_ = v1::CacheManager::NewStub(channel);
   remote->model_ = model;
@@ -49,7 +50,8 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
   request.set_client_label(label);
   v1::OpenSessionResponse response;
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  context.set_wait_for_ready(true);
+  context.set_deadline(absl::ToChronoTime(absl::Now() + wait_for_cache_manager));
   grpc::Status status = remote->stub_->OpenSession(&context, request, &response);
   if (!status.ok()) return cachemgr::FromGrpc(status);
   remote->session_id_ = response.session_id();

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "a2sf/v1/cache_manager.grpc.pb.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "worker/engine/generator.h"
 
@@ -20,10 +21,14 @@ enum class ScoreEncoding { kFp32, kFp16 };
 class RemotePolicy final : public EvictionPolicyClient {
  public:
   // Opens the session (the cache manager validates policy and budget). `policy` unset: its default.
+  // While the cache manager is unreachable the call waits, up to `wait_for_cache_manager`, for the
+  // channel to reconnect (gRPC reconnects with exponential backoff), then fails with UNAVAILABLE or
+  // DEADLINE_EXCEEDED.
   static absl::StatusOr<std::unique_ptr<RemotePolicy>> Open(std::shared_ptr<grpc::Channel> channel,
                                                             const ModelConfig& model,
                                                             const v1::PolicySpec* policy, const v1::Budget& budget,
-                                                            ScoreEncoding encoding, const std::string& label);
+                                                            ScoreEncoding encoding, const std::string& label,
+                                                            absl::Duration wait_for_cache_manager = absl::Seconds(5));
   ~RemotePolicy() override;  // half-closes the stream and closes the session
 
   absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;

@@ -29,6 +29,10 @@ ABSL_FLAG(std::string, cachemgr_ca, "", "PEM roots to verify the cache manager")
 ABSL_FLAG(std::string, cachemgr_cert, "", "client certificate for mutual TLS to the cache manager");
 ABSL_FLAG(std::string, cachemgr_key, "", "client key for mutual TLS to the cache manager");
 ABSL_FLAG(std::string, score_dtype, "fp16", "scores sent to the cache manager: fp16 or fp32");
+ABSL_FLAG(std::string, on_cachemgr_failure, "fail",
+          "when the cache manager goes away mid-job: fail (the job ends with UNAVAILABLE) or continue "
+          "(the same policy continues in-process from the cached entries, scores restarting at 0)");
+ABSL_FLAG(int, cachemgr_wait_ms, 5000, "how long a new job waits for an unreachable cache manager to come back");
 ABSL_FLAG(std::string, default_policy, "a2sf", "policy of jobs that name none (in-process mode)");
 ABSL_FLAG(int, threads, 1, "threads per job");
 ABSL_FLAG(int, max_jobs, 16, "concurrent jobs (RESOURCE_EXHAUSTED beyond)");
@@ -80,6 +84,13 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.score_encoding = dtype == "fp32" ? worker::ScoreEncoding::kFp32 : worker::ScoreEncoding::kFp16;
+  const std::string on_failure = absl::GetFlag(FLAGS_on_cachemgr_failure);
+  if (on_failure != "fail" && on_failure != "continue") {
+    A2SF_LOG(ERROR) << "--on_cachemgr_failure: fail or continue";
+    return 2;
+  }
+  options.fallback_in_process = on_failure == "continue";
+  options.cache_manager_wait = absl::Milliseconds(absl::GetFlag(FLAGS_cachemgr_wait_ms));
   if (!absl::GetFlag(FLAGS_cachemgr).empty()) {
     ChannelOptions channel;
     channel.plaintext = absl::GetFlag(FLAGS_cachemgr_plaintext);

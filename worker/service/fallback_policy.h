@@ -1,0 +1,46 @@
+// FallbackPolicy: a RemotePolicy that, when the cache manager becomes unreachable mid-job, continues
+// the job with the same policy in-process (WorkerOptions.fallback_in_process, flag
+// --on_cachemgr_failure=continue). The in-process session takes over the engine's cached entries as
+// they are; their accumulated scores were in the cache manager and restart from 0 at the switch, so
+// decisions after it can differ from an uninterrupted run. Errors the cache manager itself returns
+// (bad input, out of sync) are passed through, not hidden.
+#ifndef A2SF_WORKER_SERVICE_FALLBACK_POLICY_H_
+#define A2SF_WORKER_SERVICE_FALLBACK_POLICY_H_
+
+#include <memory>
+
+#include "worker/engine/generator.h"
+#include "worker/service/remote_policy.h"
+
+namespace a2sf::worker {
+
+class FallbackPolicy final : public EvictionPolicyClient {
+ public:
+  // `engine` must outlive this object; it is read only when falling back.
+  FallbackPolicy(std::unique_ptr<RemotePolicy> remote, const Engine* engine);
+
+  absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
+  absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
+                                               absl::Span<const float> scores) override;
+  uint32_t budget_tokens() const override { return budget_tokens_; }
+  bool evicts() const override { return evicts_; }
+  bool fell_back() const { return local_ != nullptr; }
+  const RemotePolicy* remote() const { return remote_.get(); }
+
+ private:
+  absl::Status SwitchToLocal(const absl::Status& cause, uint64_t next_step, bool seed_from_engine);
+
+  std::unique_ptr<RemotePolicy> remote_;
+  std::unique_ptr<InProcessPolicy> local_;
+  const Engine* engine_;
+  cachemgr::PolicySpec spec_;
+  uint32_t budget_tokens_;
+  bool evicts_;
+};
+
+// True for failures of the connection rather than answers of the cache manager.
+bool IsTransportFailure(const absl::Status& status);
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_SERVICE_FALLBACK_POLICY_H_
