@@ -1,0 +1,133 @@
+// Cache-manager throughput at LLaMA-2-7B shape (32 layers x 32 KV heads, budget 819): a real gRPC
+// server in this process, reached over TCP loopback and over a Unix socket; N client threads each
+// stream one session's steps in steady state (every head full: 820 scores per head per step). Reports
+// the per-step round trip (send scores, get the decision) for one session and the aggregate steps/s
+// for N concurrent sessions, with fp16 and fp32 scores.
+//
+//   bazel run -c opt //bench:cachemgr_bench
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "a2sf/v1/cache_manager.grpc.pb.h"
+#include "cachemgr/service/cache_manager_service.h"
+#include "cachemgr/store/cpu_score_store.h"
+#include "common/grpc/server.h"
+
+namespace a2sf {
+namespace {
+
+constexpr uint32_t kLayers = 32, kHeads = 32, kBudget = 819;
+
+double Now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+v1::ScoreStep MakeStep(uint32_t entries, bool fp16) {
+  v1::ScoreStep step;
+  step.set_kind(v1::STEP_KIND_TOKEN);
+  auto* t = step.mutable_scores();
+  t->set_dtype(fp16 ? v1::SCORE_DTYPE_FP16 : v1::SCORE_DTYPE_FP32);
+  t->add_shape(kLayers);
+  t->add_shape(kHeads);
+  t->add_shape(entries);
+  const size_t n = size_t{kLayers} * kHeads * entries;
+  std::string data(n * (fp16 ? 2 : 4), '\0');
+  for (size_t i = 0; i < n; ++i) {
+    if (fp16) {
+      const uint16_t h = uint16_t(0x1000 + (i * 7919) % 2000);  // small positive values
+      std::memcpy(&data[2 * i], &h, 2);
+    } else {
+      const float f = float((i * 7919) % 2000) * 1e-5f;
+      std::memcpy(&data[4 * i], &f, 4);
+    }
+  }
+  t->set_data(std::move(data));
+  return step;
+}
+
+// Opens a session, fills it to the budget, then times `steps` steady-state steps. Returns seconds.
+double RunSession(v1::CacheManager::Stub* stub, bool fp16, int steps) {
+  v1::OpenSessionRequest open;
+  open.mutable_shape()->set_num_layers(kLayers);
+  open.mutable_shape()->set_num_kv_heads(kHeads);
+  open.mutable_shape()->set_query_heads_per_kv_head(1);
+  open.mutable_policy()->set_name("a2sf");
+  open.mutable_budget()->set_tokens(kBudget);
+  v1::OpenSessionResponse opened;
+  grpc::ClientContext open_context;
+  if (!stub->OpenSession(&open_context, open, &opened).ok()) return -1;
+  grpc::ClientContext context;
+  auto stream = stub->StreamScores(&context);
+  v1::EvictionDecision decision;
+  uint64_t step = 0;
+  // Ramp up with small payloads of growing length (one step per entry count).
+  for (uint32_t entries = 1; entries <= kBudget; ++entries, ++step) {
+    v1::ScoreStep s = MakeStep(entries, fp16);
+    s.set_step(step);
+    s.set_position(step);
+    if (step == 0) s.set_session_id(opened.session_id());
+    stream->Write(s);
+    stream->Read(&decision);
+  }
+  v1::ScoreStep steady = MakeStep(kBudget + 1, fp16);
+  const double start = Now();
+  for (int i = 0; i < steps; ++i, ++step) {
+    steady.set_step(step);
+    steady.set_position(step);
+    if (!stream->Write(steady) || !stream->Read(&decision)) return -1;
+  }
+  const double elapsed = Now() - start;
+  stream->WritesDone();
+  stream->Finish().IgnoreError();
+  return elapsed;
+}
+
+}  // namespace
+}  // namespace a2sf
+
+int main() {
+  using namespace a2sf;
+  cachemgr::SessionManager manager(std::make_unique<cachemgr::CpuScoreStore>(2), &cachemgr::PolicyRegistry::Builtin(),
+                                   {});
+  cachemgr::CacheManagerService service(&manager);
+  ServerOptions options;
+  const std::string socket = "/tmp/a2sf_cachemgr_bench.sock";
+  ::unlink(socket.c_str());
+  options.listen_addresses = {"127.0.0.1:0", "unix:" + socket};
+  options.plaintext = true;
+  auto server = std::move(*RunningServer::Start(options, {&service}));
+  ChannelOptions channel_options;
+  channel_options.plaintext = true;
+  std::printf("%-8s %-5s %8s %14s %14s %10s\n", "transport", "dtype", "sessions", "ms per step", "steps/s total",
+              "MB/step");
+  for (const char* transport : {"unix", "tcp"}) {
+    const std::string target = std::string(transport) == "unix" ? "unix:" + socket : server->dial_address(0);
+    for (bool fp16 : {true, false}) {
+      for (int sessions : {1, 4}) {
+        const int steps = 40;
+        std::vector<double> seconds(sessions);
+        std::vector<std::thread> threads;
+        for (int s = 0; s < sessions; ++s) {
+          threads.emplace_back([&, s] {
+            auto channel = *MakeChannel(target, channel_options);  // one connection per session
+            auto stub = v1::CacheManager::NewStub(channel);
+            seconds[s] = RunSession(stub.get(), fp16, steps);
+          });
+        }
+        for (auto& t : threads) t.join();
+        double worst = 0;
+        for (double v : seconds) worst = std::max(worst, v);
+        const double mb = double(kLayers) * kHeads * (kBudget + 1) * (fp16 ? 2 : 4) / 1e6;
+        std::printf("%-8s %-5s %8d %14.3f %14.1f %10.2f\n", transport, fp16 ? "fp16" : "fp32", sessions,
+                    worst / steps * 1e3, sessions * steps / worst, mb);
+      }
+    }
+  }
+  server->Shutdown(absl::ZeroDuration());
+  return 0;
+}
