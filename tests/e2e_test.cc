@@ -63,10 +63,11 @@ class Stack {
                                                           &cachemgr::PolicyRegistry::Builtin(),
                                                           cachemgr::SessionManagerOptions{});
     cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get(), cachemgr_metrics_.get());
+    admin_service_ = std::make_unique<cachemgr::PolicyAdminService>(manager_.get(), "");
     ServerOptions server;
     server.listen_addresses = {"127.0.0.1:" + std::to_string(port)};
     server.plaintext = true;
-    cachemgr_server_ = std::move(*RunningServer::Start(server, {cache_service_.get()}));
+    cachemgr_server_ = std::move(*RunningServer::Start(server, {cache_service_.get(), admin_service_.get()}));
   }
 
   void StopCacheManager() {
@@ -74,6 +75,11 @@ class Stack {
     cachemgr_server_->Wait();
   }
   int cachemgr_port() const { return cachemgr_server_->bound_port(0); }
+  client::AdminClient admin() {
+    ChannelOptions plaintext;
+    plaintext.plaintext = true;
+    return client::AdminClient(*MakeChannel(cachemgr_server_->dial_address(0), plaintext), "");
+  }
 
   client::WorkerClient client() { return client::WorkerClient(worker_channel_); }
   const worker::ModelWeights& weights() const { return *weights_; }
@@ -90,6 +96,7 @@ class Stack {
   std::unique_ptr<worker::Tokenizer> tokenizer_;
   std::unique_ptr<cachemgr::SessionManager> manager_;
   std::unique_ptr<cachemgr::CacheManagerService> cache_service_;
+  std::unique_ptr<cachemgr::PolicyAdminService> admin_service_;
   std::unique_ptr<RunningServer> cachemgr_server_;
   std::unique_ptr<worker::GenerationService> generation_;
   std::unique_ptr<RunningServer> worker_server_;
@@ -338,6 +345,79 @@ TEST(EndToEnd, CacheManagerKilledMidJobFailsOrFallsBackAsConfigured) {
     ASSERT_TRUE(next.ok()) << next.status();
     EXPECT_EQ(next->finished.policy_location(), v1::POLICY_LOCATION_REMOTE);
   }
+}
+
+// Swaps the policy of its in-process session just before `swap_step`, as the cache manager did.
+class SwappingPolicy final : public worker::EvictionPolicyClient {
+ public:
+  SwappingPolicy(std::unique_ptr<worker::InProcessPolicy> inner, uint64_t swap_step, cachemgr::PolicySpec next)
+      : inner_(std::move(inner)), swap_step_(swap_step), next_(std::move(next)) {}
+  absl::StatusOr<worker::EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override {
+    if (step == swap_step_) {
+      EXPECT_TRUE(inner_->manager()->SetPolicy(inner_->session().id, next_).ok());
+    }
+    return inner_->Step(step, position, scores);
+  }
+  absl::StatusOr<worker::EvictionDecision> BulkPrefill(uint32_t p, uint32_t n, absl::Span<const float> s) override {
+    return inner_->BulkPrefill(p, n, s);
+  }
+  uint32_t budget_tokens() const override { return inner_->budget_tokens(); }
+  bool evicts() const override { return true; }
+
+ private:
+  std::unique_ptr<worker::InProcessPolicy> inner_;
+  uint64_t swap_step_;
+  cachemgr::PolicySpec next_;
+};
+
+TEST(EndToEnd, RuntimeSwapOfARunningSessionChangesDecisionsFromTheNextStep) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true);
+  v1::GenerateRequest request = Request("h2o", 12, 200);
+  request.mutable_stop()->set_stop_on_eos(false);
+  v1::PolicySpec next;
+  next.set_name("a2sf");
+  next.set_alpha(0.1);
+  uint64_t swap_step = 0;
+  size_t seen = 0;
+  auto result = stack.client().Generate(request, [&](const v1::GeneratedTokens& tokens) {
+    seen += size_t(tokens.ids_size());
+    if (seen >= 30 && swap_step == 0) {
+      auto sessions = stack.admin().ListSessions();
+      ASSERT_TRUE(sessions.ok());
+      ASSERT_EQ(sessions->sessions_size(), 1);
+      auto swap = stack.admin().SetSessionPolicy(sessions->sessions(0).session_id(), next);
+      ASSERT_TRUE(swap.ok()) << swap.status();
+      EXPECT_EQ(swap->previous_policy().name(), "h2o");
+      swap_step = swap->effective_from_step();
+    }
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_GT(swap_step, 0u);
+  // The library with the same swap at the same step gives exactly the same tokens...
+  cachemgr::PolicySpec h2o;
+  h2o.name = "h2o";
+  cachemgr::BudgetSpec budget;
+  budget.tokens = 12;
+  cachemgr::PolicySpec a2sf;
+  a2sf.name = "a2sf";
+  a2sf.alpha = 0.1;
+  const std::vector<int> prompt = {1, 317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433};
+  auto run = [&](uint64_t at) {
+    SwappingPolicy policy(std::move(*worker::InProcessPolicy::Create(stack.weights().config(), h2o, budget)), at, a2sf);
+    worker::EngineOptions options;
+    options.cache_capacity = 13;
+    auto engine = std::move(*worker::Engine::Create(&stack.weights(), options));
+    worker::GenerateOptions generate;
+    generate.max_new_tokens = 200;
+    generate.stop_on_eos = false;
+    auto r = worker::Generate(engine.get(), &policy, prompt, generate);
+    EXPECT_TRUE(r.ok());
+    return std::vector<uint32_t>(r->generated.begin(), r->generated.end());
+  };
+  EXPECT_EQ(result->ids, run(swap_step));
+  // ...while never swapping gives different ones: the swap changed the decisions.
+  EXPECT_NE(result->ids, run(~0ull));
 }
 
 TEST(EndToEnd, InProcessWorkerNeedsNoCacheManager) {
