@@ -160,6 +160,33 @@ TEST(ModelLoader, TruncatedAndCorruptedCheckpointsFailCleanly) {
   EXPECT_FALSE(LoadModel("").ok());
 }
 
+TEST(ModelLoader, RandomlyCorruptedSafetensorsFailCleanly) {
+  A2SF_REQUIRE_FIXTURES();
+  // Flips bytes in the JSON header and the first tensors, and truncates, with a fixed seed (the
+  // corpus is reproducible): every load either fails with a message or yields a model, never crashes.
+  const std::string dir = TempDir() + "/hf_fuzz";
+  std::filesystem::create_directories(dir);
+  WriteAll(dir + "/config.json", ReadAll(FixturesDir() + "/stories260K-hf/config.json"));
+  const std::string original = ReadAll(FixturesDir() + "/stories260K-hf/model.safetensors");
+  std::mt19937 rng(23);
+  int failed = 0;
+  for (int trial = 0; trial < 150; ++trial) {
+    std::string bytes = original;
+    if (trial % 3 == 0) {
+      bytes.resize(rng() % bytes.size());
+    } else {
+      for (int k = 0; k < 1 + int(rng() % 4); ++k) bytes[rng() % 6000] = char(rng());
+    }
+    WriteAll(dir + "/model.safetensors", bytes);
+    auto w = LoadModel(dir);
+    if (!w.ok()) {
+      ++failed;
+      EXPECT_FALSE(w.status().message().empty());
+    }
+  }
+  EXPECT_GE(failed, 50);  // every truncation at least
+}
+
 TEST(ModelLoader, BadHuggingFaceFoldersNameTheProblem) {
   A2SF_REQUIRE_FIXTURES();
   const std::string dir = TempDir() + "/hf_bad";
