@@ -15,6 +15,7 @@
 #include "cachemgr/store/cpu_score_store.h"
 #include "cachemgr/store/cuda_score_store.h"
 #include "common/grpc/server.h"
+#include "common/grpc/server_main.h"
 #include "common/log.h"
 #include "common/metrics/metrics_server.h"
 
@@ -32,13 +33,6 @@ ABSL_FLAG(int, threads, 1, "CPU score-store threads");
 ABSL_FLAG(int, max_message_mb, 64, "largest request message in MiB");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP here, e.g. 0.0.0.0:9091 (empty: off)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving (for scripts and tests)");
-
-namespace {
-absl::Notification* g_stop = nullptr;
-void HandleSignal(int) {
-  if (g_stop != nullptr && !g_stop->HasBeenNotified()) g_stop->Notify();
-}
-}  // namespace
 
 int main(int argc, char** argv) {
   using namespace a2sf;
@@ -89,9 +83,7 @@ int main(int argc, char** argv) {
 
   ServerOptions server_options;
   server_options.name = "a2sf-cachemgr";
-  for (absl::string_view a : absl::StrSplit(absl::GetFlag(FLAGS_listen), ',', absl::SkipEmpty())) {
-    server_options.listen_addresses.emplace_back(a);
-  }
+  server_options.listen_addresses = SplitAddresses(absl::GetFlag(FLAGS_listen));
   if (!absl::GetFlag(FLAGS_unix_socket).empty()) {
     ::unlink(absl::GetFlag(FLAGS_unix_socket).c_str());
     server_options.listen_addresses.push_back("unix:" + absl::GetFlag(FLAGS_unix_socket));
@@ -104,24 +96,17 @@ int main(int argc, char** argv) {
     A2SF_LOG(ERROR) << server.status().message();
     return 1;
   }
-  if (!absl::GetFlag(FLAGS_port_file).empty()) {
-    if (FILE* f = std::fopen(absl::GetFlag(FLAGS_port_file).c_str(), "w")) {
-      std::fprintf(f, "%d\n", (*server)->bound_port(0));
-      std::fclose(f);
-    }
-  }
+  WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->bound_port(0));
 
-  absl::Notification stop;
-  g_stop = &stop;
-  std::signal(SIGINT, HandleSignal);
-  std::signal(SIGTERM, HandleSignal);
+  absl::Notification stop_expiry;
   std::thread expiry([&] {
-    while (!stop.WaitForNotificationWithTimeout(absl::Seconds(5))) {
+    while (!stop_expiry.WaitForNotificationWithTimeout(absl::Seconds(5))) {
       if (size_t n = manager.ExpireIdleSessions()) A2SF_LOG(INFO) << "expired " << n << " idle sessions";
       if (metrics != nullptr) metrics->SetSessions(manager.session_count());
     }
   });
-  stop.WaitForNotification();
+  WaitForTerminationSignal();
+  stop_expiry.Notify();
   A2SF_LOG(INFO) << "shutting down: finishing in-flight steps (up to 10 s)";
   (*server)->Shutdown(absl::Seconds(10));
   (*server)->Wait();

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "common/grpc/server.h"
+#include "common/grpc/server_main.h"
 #include "common/log.h"
 #include "common/metrics/metrics_server.h"
 #include "worker/service/generation_service.h"
@@ -39,13 +40,6 @@ ABSL_FLAG(int, max_jobs, 16, "concurrent jobs (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(std::string, name, "", "worker name in statistics (default: host name)");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP here, e.g. 0.0.0.0:9092 (empty: off)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving");
-
-namespace {
-absl::Notification* g_stop = nullptr;
-void HandleSignal(int) {
-  if (g_stop != nullptr && !g_stop->HasBeenNotified()) g_stop->Notify();
-}
-}  // namespace
 
 int main(int argc, char** argv) {
   using namespace a2sf;
@@ -126,9 +120,7 @@ int main(int argc, char** argv) {
 
   ServerOptions server_options;
   server_options.name = "a2sf-worker";
-  for (absl::string_view a : absl::StrSplit(absl::GetFlag(FLAGS_listen), ',', absl::SkipEmpty())) {
-    server_options.listen_addresses.emplace_back(a);
-  }
+  server_options.listen_addresses = SplitAddresses(absl::GetFlag(FLAGS_listen));
   server_options.plaintext = absl::GetFlag(FLAGS_plaintext);
   server_options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
   auto server = RunningServer::Start(server_options, {&service});
@@ -136,17 +128,8 @@ int main(int argc, char** argv) {
     A2SF_LOG(ERROR) << server.status().message();
     return 1;
   }
-  if (!absl::GetFlag(FLAGS_port_file).empty()) {
-    if (FILE* f = std::fopen(absl::GetFlag(FLAGS_port_file).c_str(), "w")) {
-      std::fprintf(f, "%d\n", (*server)->bound_port(0));
-      std::fclose(f);
-    }
-  }
-  absl::Notification stop;
-  g_stop = &stop;
-  std::signal(SIGINT, HandleSignal);
-  std::signal(SIGTERM, HandleSignal);
-  stop.WaitForNotification();
+  WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->bound_port(0));
+  WaitForTerminationSignal();
   A2SF_LOG(INFO) << "draining: " << service.running_jobs() << " running jobs (up to 60 s)";
   (*server)->Shutdown(absl::Seconds(60));
   (*server)->Wait();
