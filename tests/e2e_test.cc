@@ -249,12 +249,15 @@ TEST(EndToEnd, SixteenConcurrentJobsComplete) {
   for (int i = 0; i < 16; ++i) {
     threads.emplace_back([&] {
       auto r = stack.client().Generate(Request("h2o", 20, 60));
-      if (r.ok() && r->ids == expected) ++matches;
+      // Memory per job is bounded by the budget: (20 + 1) entries x 5 layers x 4 KV heads x 8 dims
+      // x (K + V) x 4 bytes, whatever the sequence length.
+      if (r.ok() && r->ids == expected && r->finished.kv_bytes_peak() <= 21u * 5 * 4 * 8 * 2 * 4) ++matches;
     });
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(matches.load(), 16);
   EXPECT_EQ(stack.manager()->session_count(), 0u);
+  EXPECT_EQ(stack.manager()->store().BytesHeld(), 0u);  // every session's accumulators were freed
 }
 
 TEST(EndToEnd, BadRequestsGetTheRightCodesAndTheStackStaysHealthy) {

@@ -32,6 +32,7 @@ ABSL_FLAG(std::string, backend, "auto", "score store: cpu, cuda, or auto (cuda w
 ABSL_FLAG(int, threads, 1, "CPU score-store threads");
 ABSL_FLAG(int, max_message_mb, 64, "largest request message in MiB");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP here, e.g. 0.0.0.0:9091 (empty: off)");
+ABSL_FLAG(int, max_streams_per_connection, 64, "concurrent calls one client connection may hold (0: gRPC's default)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving (for scripts and tests)");
 
 int main(int argc, char** argv) {
@@ -84,6 +85,7 @@ int main(int argc, char** argv) {
   ServerOptions server_options;
   server_options.name = "a2sf-cachemgr";
   server_options.listen_addresses = SplitAddresses(absl::GetFlag(FLAGS_listen));
+  server_options.max_concurrent_streams_per_connection = absl::GetFlag(FLAGS_max_streams_per_connection);
   if (!absl::GetFlag(FLAGS_unix_socket).empty()) {
     ::unlink(absl::GetFlag(FLAGS_unix_socket).c_str());
     server_options.listen_addresses.push_back("unix:" + absl::GetFlag(FLAGS_unix_socket));

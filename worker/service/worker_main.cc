@@ -39,6 +39,7 @@ ABSL_FLAG(int, threads, 1, "threads per job");
 ABSL_FLAG(int, max_jobs, 16, "concurrent jobs (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(std::string, name, "", "worker name in statistics (default: host name)");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP here, e.g. 0.0.0.0:9092 (empty: off)");
+ABSL_FLAG(int, max_streams_per_connection, 64, "concurrent calls one client connection may hold (0: gRPC's default)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving");
 
 int main(int argc, char** argv) {
@@ -121,6 +122,7 @@ int main(int argc, char** argv) {
   ServerOptions server_options;
   server_options.name = "a2sf-worker";
   server_options.listen_addresses = SplitAddresses(absl::GetFlag(FLAGS_listen));
+  server_options.max_concurrent_streams_per_connection = absl::GetFlag(FLAGS_max_streams_per_connection);
   server_options.plaintext = absl::GetFlag(FLAGS_plaintext);
   server_options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
   auto server = RunningServer::Start(server_options, {&service});
