@@ -1,5 +1,7 @@
 #include "cachemgr/store/head_kernels.h"
 
+#include "common/float16.h"
+
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -10,37 +12,6 @@
 
 namespace a2sf::cachemgr {
 namespace {
-
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000) << 16;
-  uint32_t exponent = (h >> 10) & 0x1f;
-  uint32_t mantissa = h & 0x3ff;
-  uint32_t bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000u | (mantissa << 13);  // Inf / NaN
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {  // subnormal: normalise
-    exponent = 113;
-    while ((mantissa & 0x400) == 0) {
-      mantissa <<= 1;
-      --exponent;
-    }
-    bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
-float Bf16ToFloat(uint16_t b) {
-  const uint32_t bits = uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 // Valid scores are finite and >= 0 (softmax sums); NaN fails both comparisons.
 inline bool ValidScore(float v) { return v >= 0.0f && v <= std::numeric_limits<float>::max(); }
@@ -166,9 +137,9 @@ float LoadScore(const void* data, ScoreDType dtype, size_t index) {
     case ScoreDType::kFp32:
       return static_cast<const float*>(data)[index];
     case ScoreDType::kFp16:
-      return HalfToFloat(static_cast<const uint16_t*>(data)[index]);
+      return a2sf::HalfToFloat(static_cast<const uint16_t*>(data)[index]);
     case ScoreDType::kBf16:
-      return Bf16ToFloat(static_cast<const uint16_t*>(data)[index]);
+      return a2sf::Bfloat16ToFloat(static_cast<const uint16_t*>(data)[index]);
   }
   return 0.0f;
 }

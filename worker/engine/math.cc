@@ -100,12 +100,6 @@ void MatVecRows(float* out, const float* w, const float* x, int begin, int end, 
 
 }  // namespace
 
-float Dot(const float* a, const float* b, int n) {
-#if defined(__x86_64__)
-  if (HasAvx2()) return DotAvx2(a, b, n);
-#endif
-  return DotPortable(a, b, n);
-}
 
 void MatVec(float* out, const float* w, const float* x, int rows, int cols, ThreadPool* pool) {
   // Below ~256K multiply-adds a fork-join costs more than it saves.

@@ -10,7 +10,6 @@ namespace a2sf::worker {
 // out[r] = dot(w[r, :], x) for r in [0, rows); w row-major [rows][cols]. Splits rows over `pool`
 // when the matrix is large enough to pay for it.
 void MatVec(float* out, const float* w, const float* x, int rows, int cols, ThreadPool* pool);
-float Dot(const float* a, const float* b, int n);
 // out = x * weight / sqrt(mean(x^2) + eps)
 void RmsNorm(float* out, const float* x, const float* weight, int n, float eps);
 void Softmax(float* x, int n);

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/float16.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/model.h"
 
@@ -46,25 +47,6 @@ size_t ModelWeights::bytes_per_token() const {
 namespace {
 
 using nlohmann::json;
-
-float HalfToFloat(uint16_t h) {
-  const uint32_t sign = uint32_t(h & 0x8000) << 16;
-  uint32_t exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff, bits;
-  if (exponent == 0x1f) {
-    bits = sign | 0x7f800000u | (mantissa << 13);
-  } else if (exponent != 0) {
-    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
-  } else if (mantissa == 0) {
-    bits = sign;
-  } else {
-    exponent = 113;
-    while ((mantissa & 0x400) == 0) mantissa <<= 1, --exponent;
-    bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
-  }
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 // Reads fields of a little-endian file with bounds checks.
 class Reader {
@@ -442,12 +424,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelLoader::HuggingFace(const std
       } else {
         uint16_t h;
         std::memcpy(&h, e.data + 2 * i, 2);
-        if (e.dtype == "F16") {
-          values[i] = HalfToFloat(h);
-        } else {
-          const uint32_t bits = uint32_t(h) << 16;
-          std::memcpy(&values[i], &bits, 4);
-        }
+        values[i] = e.dtype == "F16" ? HalfToFloat(h) : Bfloat16ToFloat(h);
       }
     }
     if (permute_heads > 0) {

@@ -4,31 +4,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "cachemgr/service/proto_convert.h"
+#include "common/float16.h"
 
 namespace a2sf::worker {
-
-uint16_t FloatToHalf(float value) {
-  uint32_t bits;
-  std::memcpy(&bits, &value, 4);
-  const uint32_t sign = (bits >> 16) & 0x8000;
-  const int32_t exponent = int32_t((bits >> 23) & 0xff) - 127 + 15;
-  uint32_t mantissa = bits & 0x7fffff;
-  if (((bits >> 23) & 0xff) == 0xff) return uint16_t(sign | 0x7c00 | (mantissa ? 0x200 : 0));  // Inf / NaN
-  if (exponent >= 31) return uint16_t(sign | 0x7c00);                                         // overflow
-  if (exponent <= 0) {
-    if (exponent < -10) return uint16_t(sign);
-    mantissa |= 0x800000;
-    const int shift = 14 - exponent;
-    uint32_t half = mantissa >> shift;
-    const uint32_t rest = mantissa & ((1u << shift) - 1), halfway = 1u << (shift - 1);
-    if (rest > halfway || (rest == halfway && (half & 1))) ++half;
-    return uint16_t(sign | half);
-  }
-  uint32_t half = (uint32_t(exponent) << 10) | (mantissa >> 13);
-  const uint32_t rest = mantissa & 0x1fff;
-  if (rest > 0x1000 || (rest == 0x1000 && (half & 1))) ++half;  // may carry into the exponent: correct
-  return uint16_t(sign | half);
-}
 
 absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr<grpc::Channel> channel,
                                                                  const ModelConfig& model,

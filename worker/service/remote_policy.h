@@ -57,9 +57,6 @@ class RemotePolicy final : public EvictionPolicyClient {
   std::string buffer_;
 };
 
-// IEEE binary16, round to nearest even (values here are softmax sums in [0, group size]).
-uint16_t FloatToHalf(float value);
-
 }  // namespace a2sf::worker
 
 #endif  // A2SF_WORKER_SERVICE_REMOTE_POLICY_H_

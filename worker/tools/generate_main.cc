@@ -82,7 +82,7 @@ int Main() {
 
   cachemgr::PolicySpec spec;
   spec.name = absl::GetFlag(FLAGS_policy);
-  if (absl::GetFlag(FLAGS_alpha) >= 0 || absl::GetFlag(FLAGS_alpha) < -1) spec.alpha = absl::GetFlag(FLAGS_alpha);
+  if (absl::GetFlag(FLAGS_alpha) != -1) spec.alpha = absl::GetFlag(FLAGS_alpha);  // -1: unset
   if (absl::GetFlag(FLAGS_sinks) >= 0) spec.sinks = absl::GetFlag(FLAGS_sinks);
   if (absl::GetFlag(FLAGS_recent_window) >= 0) spec.recent_window = absl::GetFlag(FLAGS_recent_window);
   if (!absl::GetFlag(FLAGS_layer_alphas).empty()) {

@@ -1,0 +1,19 @@
+// IEEE binary16 and bfloat16 conversions (scalar), shared by the score stores, the weight loaders and
+// the worker's score encoder.
+#ifndef A2SF_COMMON_FLOAT16_H_
+#define A2SF_COMMON_FLOAT16_H_
+
+#include <cstdint>
+
+namespace a2sf {
+
+// Exact (every binary16 value, subnormals, infinities and NaN, is a float).
+float HalfToFloat(uint16_t half);
+// Round to nearest even; overflow gives infinity, NaN stays NaN.
+uint16_t FloatToHalf(float value);
+// Exact: bfloat16 is the upper half of a binary32.
+float Bfloat16ToFloat(uint16_t bf16);
+
+}  // namespace a2sf
+
+#endif  // A2SF_COMMON_FLOAT16_H_
