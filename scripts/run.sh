@@ -16,14 +16,19 @@ bash scripts/setup.sh
 echo "run: building (first time: a few minutes)"
 bazel build //cachemgr/service:a2sf-cachemgr //worker/service:a2sf-worker //client:a2sf 2>&1 | tail -n 2
 
+# The default model: the fixtures beside the checkout, else the sha256-pinned download.
 fixtures="${A2SF_FIXTURES:-../shared/fixtures}"
 model="$fixtures/stories260K-dq.bin"
 tokenizer="$fixtures/tok512.bin"
 if [ ! -f "$model" ] || [ ! -f "$tokenizer" ]; then
-  echo "run: the default model (stories260K) was not found in $fixtures."
-  echo "     Set A2SF_FIXTURES to a folder holding stories260K-dq.bin and tok512.bin."
-  echo "     (The sha256-pinned download from karpathy/tinyllamas is not implemented yet.)"
-  exit 1
+  echo "run: no fixtures in $fixtures; fetching stories260K from karpathy/tinyllamas (sha256-pinned)"
+  if ! dir="$(bash scripts/fetch_model.sh)"; then
+    echo "run: the default model could not be had. Set A2SF_FIXTURES to a folder holding"
+    echo "     stories260K-dq.bin and tok512.bin, or A2SF_MODEL_DIR to one holding stories260K.bin and tok512.bin."
+    exit 1
+  fi
+  model="$dir/stories260K.bin"
+  tokenizer="$dir/tok512.bin"
 fi
 
 state="${A2SF_RUN_DIR:-/tmp/a2sf-run-$$}"

@@ -13,6 +13,8 @@ PACKAGES=(
   prometheus-cpp-dev
   nlohmann-json3-dev
   openssl
+  curl
+  ca-certificates
   python3
   python3-yaml
 )
