@@ -73,7 +73,7 @@ absl::Status Engine::Forward(int token, int position) {
       std::memcpy(cache_.value(l, g, slot), v_.data() + g * c.head_dim, c.head_dim * sizeof(float));
       cache_.set_position(l, g, slot, uint32_t(position));
     }
-    Attention(l, position);
+    Attention(l);
     if (!attention_outputs_.empty()) {
       std::memcpy(attention_outputs_.data() + size_t(l) * c.q_dim(), xb2_.data(), c.q_dim() * sizeof(float));
     }
@@ -97,7 +97,7 @@ absl::Status Engine::Forward(int token, int position) {
 
 // Every query head attends over its KV head's entries (slot + 1 of them, the new one included); the
 // softmax rows of a group are summed into that KV head's score vector.
-void Engine::Attention(int layer, int /*position*/) {
+void Engine::Attention(int layer) {
   const ModelConfig& c = config_;
   const int n = cache_.entries() + 1;
   const int hd = c.head_dim;

@@ -61,7 +61,7 @@ class Engine {
 
  private:
   Engine(const ModelWeights* weights, const EngineOptions& options, int capacity);
-  void Attention(int layer, int position);
+  void Attention(int layer);
 
   const ModelWeights* weights_;
   const ModelConfig config_;

@@ -42,8 +42,8 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
 
 RemotePolicy::~RemotePolicy() {
   if (stream_ != nullptr) {
-    if (!broken_) stream_->WritesDone();
-    stream_context_->TryCancel();
+    // A clean half-close lets the cache manager end the stream; CloseSession below frees the session.
+    if (broken_ || !stream_->WritesDone()) stream_context_->TryCancel();
     stream_->Finish().IgnoreError();
   }
   if (stub_ != nullptr && !session_id_.empty()) {
