@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "cachemgr/session/lagged_layout.h"
 #include "eval/multiple_choice.h"
 #include "eval/sweep.h"
 #include "nlohmann/json.hpp"
@@ -39,6 +40,7 @@ ABSL_FLAG(std::string, tasks, "", "mc: task file(s), comma-separated");
 ABSL_FLAG(int, shots, 0, "mc: few-shot examples per question");
 ABSL_FLAG(std::string, policies, "full,local,h2o,a2sf", "mc: policies to compare");
 ABSL_FLAG(double, alpha, 0.3, "mc: a2sf alpha");
+ABSL_FLAG(std::string, lags, "0,1,2,4,8", "lag: decision lags to compare");
 
 namespace a2sf::eval {
 namespace {
@@ -188,6 +190,45 @@ int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>&
   return 0;
 }
 
+// The pipelined mode's cost in fidelity: each policy at --ratio with every lag of --lags.
+int Lag(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus) {
+  absl::StatusOr<std::vector<std::vector<int>>> sequences = Select(corpus, absl::GetFlag(FLAGS_stories));
+  if (!sequences.ok()) return Fail(sequences.status());
+  std::vector<uint32_t> lags;
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_lags), ',')) {
+    uint32_t lag;
+    if (!absl::SimpleAtoi(part, &lag) || lag > cachemgr::kMaxDecisionLag) {
+      return Fail(absl::InvalidArgumentError(absl::StrCat("--lags: integers in [0, ", cachemgr::kMaxDecisionLag, "]")));
+    }
+    lags.push_back(lag);
+  }
+  const double ratio = absl::GetFlag(FLAGS_ratio);
+  if (!(ratio > 0 && ratio <= 1)) return Fail(absl::InvalidArgumentError("--ratio: in (0, 1]"));
+  std::vector<cachemgr::PolicySpec> policies(4);
+  policies[0].name = "local";
+  policies[1].name = "h2o";
+  policies[2].name = "tova";
+  policies[3].name = "a2sf";
+  policies[3].alpha = absl::GetFlag(FLAGS_alpha);
+  absl::StatusOr<std::vector<FullReference>> refs = References(w, *sequences);
+  if (!refs.ok()) return Fail(refs.status());
+  absl::StatusOr<std::vector<CellResult>> results =
+      RunSweep(w, *sequences, *refs, LagCells(policies, ratio, lags), absl::GetFlag(FLAGS_threads));
+  if (!results.ok()) return Fail(results.status());
+  const std::string dir = absl::GetFlag(FLAGS_out_dir);
+  std::ofstream(dir + "/lag.csv") << ToCsv(*results);
+  std::string md = absl::StrFormat("Budget ratio %.2f, %d sequences, %d positions per cell.\n\n", ratio,
+                                   int(sequences->size()), int(results->empty() ? 0 : (*results)[0].fidelity.positions));
+  md += "| policy | lag | top-1 agreement | mean KL (nats) | perplexity |\n| --- | ---: | ---: | ---: | ---: |\n";
+  for (const CellResult& r : *results) {
+    absl::StrAppend(&md, absl::StrFormat("| %s | %d | %.3f | %.4f | %.3f |\n", r.cell.policy.name, r.cell.decision_lag,
+                                         r.fidelity.top1_agreement, r.fidelity.mean_kl, r.fidelity.perplexity_policy));
+  }
+  std::ofstream(dir + "/lag.md") << md;
+  std::cout << md;
+  return 0;
+}
+
 int Calibrate(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus) {
   auto calibrate = Select(corpus, absl::GetFlag(FLAGS_calibrate));
   auto heldout = Select(corpus, absl::GetFlag(FLAGS_heldout));
@@ -255,7 +296,7 @@ int MultipleChoice(const worker::ModelWeights& w) {
 
 int Main(const std::vector<char*>& args) {
   if (args.size() < 2) {
-    std::cerr << "usage: a2sf-eval fidelity|calibrate|mc [flags]\n";
+    std::cerr << "usage: a2sf-eval fidelity|calibrate|lag|mc [flags]\n";
     return 2;
   }
   auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model));
@@ -266,6 +307,7 @@ int Main(const std::vector<char*>& args) {
   if (!corpus.ok()) return Fail(corpus.status());
   if (command == "fidelity") return Fidelity(**weights, *corpus);
   if (command == "calibrate") return Calibrate(**weights, *corpus);
+  if (command == "lag") return Lag(**weights, *corpus);
   std::cerr << "a2sf-eval: unknown command '" << command << "'\n";
   return 2;
 }
@@ -274,6 +316,6 @@ int Main(const std::vector<char*>& args) {
 }  // namespace a2sf::eval
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("a2sf-eval fidelity|calibrate|mc [flags]");
+  absl::SetProgramUsageMessage("a2sf-eval fidelity|calibrate|lag|mc [flags]");
   return a2sf::eval::Main(absl::ParseCommandLine(argc, argv));
 }

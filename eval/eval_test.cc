@@ -98,6 +98,30 @@ TEST_F(EvalOnFixtures, SweepHasEveryCellAndCsvRows) {
   EXPECT_NE(csv.find("streaming_llm"), std::string::npos);
 }
 
+TEST_F(EvalOnFixtures, LagCellsCostFidelityAndLagZeroIsTheSynchronousCell) {
+  cachemgr::PolicySpec a2sf;
+  a2sf.name = "a2sf";
+  a2sf.alpha = 0.3;
+  const auto cells = LagCells({a2sf}, 0.2, {0, 8});
+  ASSERT_EQ(cells.size(), 2u);
+  EXPECT_EQ(CellLabel(cells[1]), "a2sf(0.3) lag 8");
+  std::vector<std::vector<int>> two(corpus_.begin(), corpus_.begin() + 2);
+  std::vector<FullReference> refs;
+  for (const auto& ids : two) refs.push_back(*RunFullCache(*weights_, ids));
+  auto sync = EvaluateCell(*weights_, two, refs, cells[0]);
+  auto lagged = EvaluateCell(*weights_, two, refs, cells[1]);
+  ASSERT_TRUE(sync.ok() && lagged.ok());
+  Cell plain;
+  plain.policy = a2sf;
+  plain.budget_ratio = 0.2;
+  auto same = EvaluateCell(*weights_, two, refs, plain);
+  EXPECT_EQ(sync->mean_kl, same->mean_kl);
+  EXPECT_NE(lagged->mean_kl, sync->mean_kl);
+  // Late decisions evict the same number of entries per step once the cache is full, K steps later.
+  EXPECT_LT(lagged->evictions, sync->evictions);
+  EXPECT_NE(ToCsv({{cells[1], CellLabel(cells[1]), *lagged}}).find(",0.20,8,"), std::string::npos);
+}
+
 TEST_F(EvalOnFixtures, MultipleChoiceFullMatchesADirectEngineComputation) {
   auto tokenizer = *worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512);
   auto task = ReadMcTask("eval/testdata/stories_mc.jsonl");

@@ -73,13 +73,14 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
     cachemgr::BudgetSpec budget_spec;
     budget_spec.tokens = budget;
     absl::StatusOr<std::unique_ptr<worker::InProcessPolicy>> policy =
-        worker::InProcessPolicy::Create(c, spec, budget_spec);
+        worker::InProcessPolicy::Create(c, spec, budget_spec, cell.decision_lag);
     if (!policy.ok()) return policy.status();
     worker::EngineOptions options;
     options.capture_attention_outputs = true;
-    options.cache_capacity = std::min<int>(int(budget) + 1, int(ids.size()));
+    options.cache_capacity = worker::RequiredCacheCapacity(policy->get(), 1, int(ids.size()) - 1, false);
     absl::StatusOr<std::unique_ptr<worker::Engine>> engine = worker::Engine::Create(&weights, options);
     if (!engine.ok()) return engine.status();
+    worker::DecisionApplier applier(engine->get(), policy->get());
     for (size_t t = 0; t + 1 < ids.size(); ++t) {
       if (absl::Status s = (*engine)->Forward(ids[t], int(t)); !s.ok()) return s;
       LogSoftmax((*engine)->logits(), &log_probs);
@@ -95,11 +96,9 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
                                                 absl::MakeConstSpan(ref.attention[t]).subspan(size_t(l) * c.q_dim(), c.q_dim()));
       }
       ++out.positions;
-      absl::StatusOr<worker::EvictionDecision> decision = (*policy)->Step(t, uint32_t(t), (*engine)->step_scores());
-      if (!decision.ok()) return decision.status();
-      if (absl::Status s = (*engine)->Evict(decision->evictions_per_head, decision->evicted_slots); !s.ok()) return s;
-      out.evictions += decision->evicted_slots.size();
+      if (absl::Status s = applier.AfterToken(t, uint32_t(t)); !s.ok()) return s;
     }
+    out.evictions += applier.evictions();
   }
   if (out.positions == 0) return absl::InvalidArgumentError("no positions to evaluate");
   const double n = double(out.positions);

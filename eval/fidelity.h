@@ -45,6 +45,8 @@ struct Cell {
   double budget_ratio = 1.0;  // of each sequence's length; at least 1 token
   // A2SF with a recent window of floor(B/2) (set per sequence, since B depends on its length).
   bool recent_half_budget = false;
+  // Pipelined decisions: each decision applied this many steps late (0: synchronous).
+  uint32_t decision_lag = 0;
 };
 
 // Runs `cell` over every sequence; `references[i]` must be RunFullCache(sequences[i]).

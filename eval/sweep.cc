@@ -40,11 +40,27 @@ std::vector<Cell> SweepCells(const std::vector<double>& ratios) {
   return cells;
 }
 
+std::vector<Cell> LagCells(const std::vector<cachemgr::PolicySpec>& policies, double ratio,
+                           const std::vector<uint32_t>& lags) {
+  std::vector<Cell> cells;
+  for (const cachemgr::PolicySpec& policy : policies) {
+    for (uint32_t lag : lags) {
+      Cell cell;
+      cell.policy = policy;
+      cell.budget_ratio = ratio;
+      cell.decision_lag = lag;
+      cells.push_back(cell);
+    }
+  }
+  return cells;
+}
+
 std::string CellLabel(const Cell& cell) {
   std::string label = cell.policy.name;
   if (cell.policy.alpha) label = absl::StrFormat("a2sf(%.2g)", *cell.policy.alpha);
   if (!cell.policy.layer_alphas.empty()) label = "a2sf(per-layer)";
   if (cell.recent_half_budget) label += "+recent";
+  if (cell.decision_lag > 0) absl::StrAppend(&label, " lag ", cell.decision_lag);
   return label;
 }
 
@@ -70,7 +86,7 @@ absl::StatusOr<std::vector<CellResult>> RunSweep(const worker::ModelWeights& wei
 }
 
 std::string ToCsv(const std::vector<CellResult>& results) {
-  std::string csv = "policy,alpha,recent_window,budget_ratio,positions,top1_agreement,mean_kl,perplexity_full,"
+  std::string csv = "policy,alpha,recent_window,budget_ratio,decision_lag,positions,top1_agreement,mean_kl,perplexity_full,"
                     "perplexity_policy,mean_attention_cosine";
   const size_t layers = results.empty() ? 0 : results[0].fidelity.layer_cosine.size();
   for (size_t l = 0; l < layers; ++l) absl::StrAppend(&csv, ",cosine_layer", l);
@@ -80,7 +96,7 @@ std::string ToCsv(const std::vector<CellResult>& results) {
     absl::StrAppend(&csv, r.cell.policy.name, ",",
                     r.cell.policy.alpha ? absl::StrFormat("%.2f", *r.cell.policy.alpha) : std::string(""), ",",
                     r.cell.recent_half_budget ? "half_budget" : (r.cell.policy.name == "h2o" ? "half_budget" : "0"),
-                    ",", absl::StrFormat("%.2f", r.cell.budget_ratio), ",", f.positions, ",",
+                    ",", absl::StrFormat("%.2f", r.cell.budget_ratio), ",", r.cell.decision_lag, ",", f.positions, ",",
                     absl::StrFormat("%.6f,%.6f,%.4f,%.4f,%.6f", f.top1_agreement, f.mean_kl, f.perplexity_full,
                                     f.perplexity_policy, f.mean_cosine));
     for (double c : f.layer_cosine) absl::StrAppend(&csv, absl::StrFormat(",%.6f", c));

@@ -28,7 +28,7 @@ using worker::testing::FixturesDir;
 class Stack {
  public:
   explicit Stack(bool remote, worker::ScoreEncoding encoding = worker::ScoreEncoding::kFp32, bool metrics = false,
-                 bool fallback = false) {
+                 bool fallback = false, uint32_t decision_lag = 0) {
     if (metrics) {
       cachemgr_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
       worker_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
@@ -48,6 +48,7 @@ class Stack {
     options.worker_name = "w";
     options.metrics = worker_metrics_.get();
     options.fallback_in_process = fallback;
+    options.decision_lag = decision_lag;
     options.cache_manager_wait = absl::Seconds(3);
     if (remote) options.cache_manager = *MakeChannel(cachemgr_server_->dial_address(0), plaintext);
     generation_ = std::make_unique<worker::GenerationService>(options);
@@ -115,14 +116,14 @@ v1::GenerateRequest Request(const std::string& policy, uint32_t budget, uint32_t
 }
 
 std::vector<uint32_t> InProcess(const worker::ModelWeights& weights, const std::string& policy, uint32_t budget,
-                                uint32_t max_tokens) {
+                                uint32_t max_tokens, uint32_t decision_lag = 0) {
   cachemgr::PolicySpec spec;
   spec.name = policy;
   if (policy == "a2sf") spec.alpha = 0.3;
   if (policy == "streaming_llm") spec.sinks = 2;
   cachemgr::BudgetSpec b;
   b.tokens = budget;
-  auto local = std::move(*worker::InProcessPolicy::Create(weights.config(), spec, b));
+  auto local = std::move(*worker::InProcessPolicy::Create(weights.config(), spec, b, decision_lag));
   const std::vector<int> prompt = {1, 317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433};
   worker::EngineOptions options;
   options.cache_capacity = worker::RequiredCacheCapacity(local.get(), int(prompt.size()), int(max_tokens), false);
@@ -151,6 +152,28 @@ TEST(EndToEnd, RemotePolicyTokensEqualInProcessTokensForEveryPolicy) {
   }
   // Every job closed its session.
   EXPECT_EQ(stack.manager()->session_count(), 0u);
+}
+
+TEST(EndToEnd, PipelinedRemoteTokensEqualPipelinedInProcessTokens) {
+  A2SF_REQUIRE_FIXTURES();
+  for (uint32_t lag : {1u, 4u}) {
+    Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, false, false, lag);
+    for (const char* policy : {"local", "h2o", "tova", "a2sf"}) {
+      SCOPED_TRACE(::testing::Message() << policy << " lag " << lag);
+      auto result = stack.client().Generate(Request(policy, 16));
+      ASSERT_TRUE(result.ok()) << result.status();
+      EXPECT_EQ(result->ids, InProcess(stack.weights(), policy, 16, 120, lag));
+      EXPECT_EQ(result->finished.decision_lag(), lag);
+      // The cache ran exactly K entries over the synchronous cache's budget + 1.
+      const worker::ModelConfig& c = stack.weights().config();
+      EXPECT_EQ(result->finished.kv_bytes_peak(), uint64_t(16 + 1 + lag) * c.n_layers * c.kv_dim() * 2 * 4);
+      EXPECT_GT(result->finished.evictions(), 0u);
+    }
+    EXPECT_EQ(stack.manager()->session_count(), 0u);
+  }
+  // Pipelining changes when decisions land, so the tokens differ from the synchronous ones.
+  Stack sync(/*remote=*/false);
+  EXPECT_NE(InProcess(sync.weights(), "a2sf", 16, 120, 4), InProcess(sync.weights(), "a2sf", 16, 120, 0));
 }
 
 TEST(EndToEnd, CalibratedPerLayerAlphasWorkThroughTheServices) {
@@ -319,9 +342,9 @@ TEST(EndToEnd, AGoneCacheManagerFailsJobsWithUnavailable) {
 
 TEST(EndToEnd, CacheManagerKilledMidJobFailsOrFallsBackAsConfigured) {
   A2SF_REQUIRE_FIXTURES();
-  for (bool fallback : {false, true}) {
-    SCOPED_TRACE(fallback ? "continue in-process" : "fail");
-    Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, /*metrics=*/false, fallback);
+  for (auto [fallback, lag] : {std::pair{false, 0u}, {true, 0u}, {false, 3u}, {true, 3u}}) {
+    SCOPED_TRACE(::testing::Message() << (fallback ? "continue in-process" : "fail") << ", lag " << lag);
+    Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, /*metrics=*/false, fallback, lag);
     const int port = stack.cachemgr_port();
     size_t seen = 0;
     bool stopped = false;

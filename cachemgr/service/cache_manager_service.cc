@@ -60,6 +60,7 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext*, const v1::Op
   if (!budget.ok()) return ToGrpc(budget.status());
   config.budget = *budget;
   config.label = request->client_label().substr(0, 256);
+  config.decision_lag = request->decision_lag();
   if (request->has_shared_memory_ring()) {
     return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "shared_memory_ring: not supported yet; send scores inline");
   }
@@ -70,8 +71,10 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext*, const v1::Op
   response->set_budget_tokens(info->budget_tokens);
   *response->mutable_policy() = ToProto(info->policy);
   response->set_score_backend(manager_->store().backend());
+  response->set_decision_lag(config.decision_lag);
   A2SF_LOG(DEBUG) << "opened " << info->id << " (" << config.label << ") policy "
-                  << PolicySpecToString(info->policy) << " budget " << info->budget_tokens;
+                  << PolicySpecToString(info->policy) << " budget " << info->budget_tokens << " lag "
+                  << config.decision_lag;
   return grpc::Status::OK;
 }
 
@@ -111,7 +114,7 @@ grpc::Status CacheManagerService::Step(const std::string& session_id, const v1::
   }
   if (!result.ok()) return Error(ToGrpc(result.status()));
   if (metrics_ != nullptr) {
-    metrics_->RecordStep(absl::ToDoubleSeconds(absl::Now() - start), result->decision.evicted_slots.size(),
+    metrics_->RecordStep(absl::ToDoubleSeconds(absl::Now() - start), result->decision.evicted_positions.size(),
                          step.scores().data().size());
   }
   ToProto(*result, decision);

@@ -70,6 +70,7 @@ v1::SessionInfo ToProto(const SessionInfo& info) {
   proto.set_evictions(info.evictions);
   proto.set_client_label(info.config.label);
   proto.set_idle_seconds(absl::ToDoubleSeconds(info.idle));
+  proto.set_decision_lag(info.config.decision_lag);
   return proto;
 }
 

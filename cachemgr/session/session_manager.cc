@@ -43,6 +43,9 @@ struct SessionManager::Session {
   uint64_t evictions ABSL_GUARDED_BY(mutex) = 0;
   uint32_t entries ABSL_GUARDED_BY(mutex) = 0;
   bool closed ABSL_GUARDED_BY(mutex) = false;
+  // Set for pipelined sessions; `remapped` holds a step's scores translated to the store's layout.
+  std::unique_ptr<LaggedLayout> lagged ABSL_GUARDED_BY(mutex);
+  std::vector<char> remapped ABSL_GUARDED_BY(mutex);
   std::atomic<int64_t> last_active_ns{0};
 
   void Touch() { last_active_ns.store(absl::GetCurrentTimeNanos()); }
@@ -94,6 +97,10 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   if (config.query_heads_per_kv_head == 0) {
     return absl::InvalidArgumentError("shape.query_heads_per_kv_head: must be >= 1");
   }
+  if (config.decision_lag > kMaxDecisionLag) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("decision_lag: must be in [0, ", kMaxDecisionLag, "], got ", config.decision_lag));
+  }
   absl::StatusOr<uint32_t> budget = ResolveBudget(config.budget);
   if (!budget.ok()) return budget.status();
   if (config.max_context != 0 && *budget > config.max_context) {
@@ -128,6 +135,7 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
     absl::MutexLock lock(&session->mutex);
     session->policy = *policy;
     session->rule = *rule;
+    if (config.decision_lag > 0) session->lagged = std::make_unique<LaggedLayout>(g.heads(), config.decision_lag);
   }
   session->Touch();
   SessionInfo info;
@@ -153,6 +161,7 @@ absl::StatusOr<SessionInfo> SessionManager::OpenSeeded(const SessionConfig& conf
     absl::MutexLock lock(&session->mutex);
     seeded = store_->SeedEntries(session->handle, positions, entries);
     if (seeded.ok()) {
+      if (session->lagged != nullptr) session->lagged->Seed(positions, entries);
       session->entries = entries;
       session->steps = next_step;
       return InfoLocked(*session);
@@ -219,10 +228,31 @@ absl::StatusOr<StepResult> SessionManager::Step(const std::string& id, uint64_t 
       return absl::InvalidArgumentError(absl::StrCat("position: ", position, " is larger than ", kMaxPosition));
     }
     TokenStep token{session.handle, &session.rule, static_cast<uint32_t>(position), scores};
+    LaggedLayout* lagged = session.lagged.get();
+    if (lagged != nullptr) {
+      lagged->CatchUp(step_number);
+      const size_t heads = session.config.geometry.heads();
+      const size_t expected = heads * (size_t(lagged->worker_entries()) + 1);
+      if (scores.num_values != expected) {
+        return absl::FailedPreconditionError(absl::StrCat(
+            "scores: expected ", expected, " values ([", heads, " heads][", lagged->worker_entries() + 1,
+            " entries], the worker's cache with decisions up to step ", int64_t(step_number) - lagged->lag() - 1,
+            " applied), got ", scores.num_values, " (worker and cache manager are out of sync)"));
+      }
+      const size_t value_bytes = ScoreDTypeBytes(scores.dtype);
+      session.remapped.resize(heads * (size_t(lagged->manager_entries()) + 1) * value_bytes);
+      lagged->ToManagerLayout(scores.data, value_bytes, session.remapped.data());
+      token.scores.data = session.remapped.data();
+      token.scores.num_values = heads * (size_t(lagged->manager_entries()) + 1);
+    }
     absl::Status status;
     StoreDecision decision;
     store_->ProcessTokenSteps({&token, 1}, {&status, 1}, {&decision, 1});
     if (!status.ok()) return status;
+    if (lagged != nullptr) {
+      lagged->CommitTokenStep(step_number, token.position, decision);
+      decision.evicted_slots.clear();  // the store's slots mean nothing in the worker's layout
+    }
     return session.Record(std::move(decision));
   });
 }
@@ -243,6 +273,10 @@ absl::StatusOr<StepResult> SessionManager::BulkPrefill(const std::string& id, ui
                                scores};
     absl::StatusOr<StoreDecision> decision = store_->ProcessBulkPrefill(bulk);
     if (!decision.ok()) return decision.status();
+    if (session.lagged != nullptr) {
+      session.lagged->CommitBulkPrefill(bulk.first_position, prompt_length, *decision);
+      decision->evicted_slots.clear();
+    }
     return session.Record(std::move(*decision));
   });
 }

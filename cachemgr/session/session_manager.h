@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cachemgr/policy/registry.h"
+#include "cachemgr/session/lagged_layout.h"
 #include "cachemgr/store/score_store.h"
 
 namespace a2sf::cachemgr {
@@ -43,6 +44,10 @@ struct SessionConfig {
   std::optional<PolicySpec> policy;        // unset: the manager's default policy
   BudgetSpec budget;
   std::string label;
+  // Pipelined decisions: the worker applies the decision of step t just before it forwards the token
+  // of step t + decision_lag + 1, by position, and keeps sending scores for the entries it still
+  // holds (docs/POLICIES.md, "Pipelined decisions"). 0: synchronous. At most kMaxDecisionLag.
+  uint32_t decision_lag = 0;
 };
 
 struct SessionInfo {
@@ -95,7 +100,8 @@ class SessionManager {
   absl::StatusOr<SessionInfo> Close(const std::string& id);
 
   // One token step. `step_number` must equal the session's step count (FAILED_PRECONDITION
-  // otherwise: the two sides have desynchronised).
+  // otherwise: the two sides have desynchronised). In a pipelined session `scores` follow the
+  // worker's layout (pending victims included) and the decision names positions only (no slots).
   absl::StatusOr<StepResult> Step(const std::string& id, uint64_t step_number, uint64_t position,
                                   const ScoreView& scores);
   // A whole prompt at once; only as step 0.

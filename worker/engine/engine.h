@@ -51,6 +51,10 @@ class Engine {
                      absl::Span<const uint32_t> expected_positions = {}) {
     return cache_.Evict(evictions_per_head, slots, expected_positions);
   }
+  // Applies a decision given by positions (a pipelined session's; see KvCacheSlots::EvictPositions).
+  absl::Status EvictPositions(uint32_t evictions_per_head, absl::Span<const uint32_t> positions) {
+    return cache_.EvictPositions(evictions_per_head, positions);
+  }
   void Reset() { cache_.Clear(); }
   // [n_layers][q_dim] of the last Forward; empty unless capture_attention_outputs.
   absl::Span<const float> attention_outputs() const { return attention_outputs_; }

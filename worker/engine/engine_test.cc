@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <random>
 #include <set>
 
@@ -97,13 +98,13 @@ TEST(Engine, TwoThreadsGiveBitIdenticalLogits) {
 }
 
 std::unique_ptr<InProcessPolicy> Policy(const ModelWeights& w, const std::string& name, uint32_t budget,
-                                        std::optional<double> alpha = {}) {
+                                        std::optional<double> alpha = {}, uint32_t lag = 0) {
   cachemgr::PolicySpec spec;
   spec.name = name;
   spec.alpha = alpha;
   cachemgr::BudgetSpec b;
   b.tokens = budget;
-  auto policy = InProcessPolicy::Create(w.config(), spec, b);
+  auto policy = InProcessPolicy::Create(w.config(), spec, b, lag);
   EXPECT_TRUE(policy.ok()) << policy.status();
   return std::move(*policy);
 }
@@ -235,6 +236,127 @@ TEST(Engine, EvictionChangesLogitsOnlyThroughTheEvictedEntries) {
     EXPECT_LT(worst, 1e-4);
     EXPECT_EQ(engine->cache().entries(), 7);
   }
+}
+
+// Passes everything to a policy and keeps the decisions it hands out, by step.
+class RecordingPolicy final : public EvictionPolicyClient {
+ public:
+  explicit RecordingPolicy(EvictionPolicyClient* inner) : inner_(inner) {}
+  absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override {
+    return inner_->Step(step, position, scores);
+  }
+  absl::Status SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) override {
+    submitted_.push_back(step);
+    return inner_->SubmitStep(step, position, scores);
+  }
+  absl::StatusOr<EvictionDecision> AwaitDecision() override {
+    auto decision = inner_->AwaitDecision();
+    if (decision.ok()) decisions[submitted_[decisions.size()]] = *decision;
+    return decision;
+  }
+  absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t, uint32_t, absl::Span<const float>) override {
+    return absl::UnimplementedError("not used");
+  }
+  uint32_t decision_lag() const override { return inner_->decision_lag(); }
+  uint32_t budget_tokens() const override { return inner_->budget_tokens(); }
+  bool evicts() const override { return inner_->evicts(); }
+  std::map<uint64_t, EvictionDecision> decisions;
+
+ private:
+  EvictionPolicyClient* inner_;
+  std::vector<uint64_t> submitted_;
+};
+
+TEST(Engine, PipelinedDecisionsAreAppliedKStepsLateByPosition) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  const ModelConfig& c = weights->config();
+  const std::vector<int> ids = Goldens()["bos_only"]["ids"].get<std::vector<int>>();
+  constexpr uint32_t kBudget = 7, kLag = 3;
+  auto inner = Policy(*weights, "a2sf", kBudget, 0.5, kLag);
+  RecordingPolicy policy(inner.get());
+  const int capacity = RequiredCacheCapacity(&policy, 1, 40, false);
+  EXPECT_EQ(capacity, int(kBudget + 1 + kLag + 1));  // K pending victims, one slot for a fallback
+  auto engine = *Engine::Create(weights.get(), {1, capacity});
+  DecisionApplier applier(engine.get(), &policy);
+  MaskedReference reference(weights.get());
+  std::vector<std::vector<std::set<int>>> visible(c.n_layers, std::vector<std::set<int>>(c.n_kv_heads));
+  double worst = 0;
+  int most_entries = 0;
+  for (int pos = 0; pos < 40; ++pos) {
+    // The rule: decision t is in effect from the token of step t + K + 1 on.
+    if (pos >= int(kLag) + 1) {
+      const uint64_t due = uint64_t(pos) - kLag - 1;
+      ASSERT_TRUE(policy.decisions.count(due)) << "decision " << due << " was not collected before step " << pos;
+      const EvictionDecision& d = policy.decisions[due];
+      EXPECT_TRUE(d.evicted_slots.empty());
+      for (uint32_t h = 0; h < uint32_t(c.n_layers * c.n_kv_heads); ++h) {
+        for (uint32_t j = 0; j < d.evictions_per_head; ++j) {
+          ASSERT_EQ(visible[h / c.n_kv_heads][h % c.n_kv_heads].erase(int(d.evicted_positions[h * d.evictions_per_head + j])), 1u);
+        }
+      }
+    }
+    for (auto& layer : visible) {
+      for (auto& head : layer) head.insert(pos);
+    }
+    ASSERT_TRUE(engine->Forward(ids[pos], pos).ok()) << "pos " << pos;
+    most_entries = std::max(most_entries, engine->cache().entries());
+    const std::vector<double> expected = reference.Forward(ids[pos], pos, visible);
+    for (int v = 0; v < c.vocab_size; ++v) worst = std::max(worst, std::fabs(engine->logits()[v] - expected[v]));
+    ASSERT_TRUE(applier.AfterToken(uint64_t(pos), uint32_t(pos)).ok());
+  }
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_EQ(most_entries, int(kBudget + 1 + kLag));  // never more than K over the synchronous cache
+  EXPECT_EQ(applier.evictions(), uint64_t(40 - kBudget - kLag) * c.n_layers * c.n_kv_heads);
+}
+
+// Local keeps the newest entries; with decisions K steps late the engine attends to K more of them,
+// which is exactly synchronous Local with a budget K larger.
+TEST(Engine, PipelinedLocalEqualsSynchronousLocalWithKMoreBudget) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  const std::vector<int> prompt = {1, 317, 269, 274, 287};
+  for (uint32_t lag : {1u, 3u, 6u}) {
+    auto lagged = Policy(*weights, "local", 8, {}, lag);
+    auto wider = Policy(*weights, "local", 8 + lag);
+    auto e1 = *Engine::Create(weights.get(), {1, RequiredCacheCapacity(lagged.get(), 5, 150, false)});
+    auto e2 = *Engine::Create(weights.get(), {1, RequiredCacheCapacity(wider.get(), 5, 150, false)});
+    EXPECT_EQ(Greedy(e1.get(), lagged.get(), prompt, 150), Greedy(e2.get(), wider.get(), prompt, 150)) << lag;
+  }
+}
+
+TEST(KvCacheSlots, EvictPositionsFindsTheSlotsAndRefusesUnknownPositions) {
+  KvCacheSlots cache(1, 2, 2, 6);
+  for (uint32_t p = 10; p < 15; ++p) {
+    for (int g = 0; g < 2; ++g) {
+      cache.key(0, g, cache.append_slot())[0] = float(p * 10 + g);
+      cache.set_position(0, g, cache.append_slot(), p);
+    }
+    cache.CommitAppend();
+  }
+  // Head 0 drops 11 and 13, head 1 drops 14 and 10.
+  ASSERT_TRUE(cache.EvictPositions(2, std::vector<uint32_t>{11, 13, 14, 10}).ok());
+  EXPECT_EQ(cache.entries(), 3);
+  std::multiset<uint32_t> head0, head1;
+  for (int s = 0; s < 3; ++s) {
+    head0.insert(cache.position(0, 0, s));
+    head1.insert(cache.position(0, 1, s));
+    EXPECT_EQ(cache.key(0, 0, s)[0], float(cache.position(0, 0, s) * 10));  // keys moved with their positions
+    EXPECT_EQ(cache.key(0, 1, s)[0], float(cache.position(0, 1, s) * 10 + 1));
+  }
+  EXPECT_EQ(head0, (std::multiset<uint32_t>{10, 12, 14}));
+  EXPECT_EQ(head1, (std::multiset<uint32_t>{11, 12, 13}));
+  // Swap-remove in descending slot order: head 0 held [10..14]; slot 3 (13) <- 14 gives
+  // [10, 11, 12, 14], then slot 1 (11) <- the new last, 14.
+  EXPECT_EQ(cache.position(0, 0, 0), 10u);
+  EXPECT_EQ(cache.position(0, 0, 1), 14u);
+  EXPECT_EQ(cache.position(0, 0, 2), 12u);
+  // An unknown position, or one named twice, changes nothing.
+  EXPECT_EQ(cache.EvictPositions(1, std::vector<uint32_t>{10, 99}).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cache.EvictPositions(2, std::vector<uint32_t>{10, 10, 11, 12}).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(cache.EvictPositions(1, std::vector<uint32_t>{10}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(cache.entries(), 3);
+  EXPECT_EQ(cache.position(0, 0, 0), 10u);
 }
 
 TEST(Engine, ScoresAreTheGroupSumsOfSoftmaxRows) {

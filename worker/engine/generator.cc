@@ -10,7 +10,8 @@ namespace a2sf::worker {
 
 absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::Create(const ModelConfig& model,
                                                                          const cachemgr::PolicySpec& policy,
-                                                                         const cachemgr::BudgetSpec& budget) {
+                                                                         const cachemgr::BudgetSpec& budget,
+                                                                         uint32_t decision_lag) {
   std::unique_ptr<InProcessPolicy> out(new InProcessPolicy());
   cachemgr::SessionManagerOptions options;
   options.max_sessions = 1;
@@ -24,6 +25,7 @@ absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::Create(const M
   config.policy = policy;
   config.budget = budget;
   config.label = "in-process";
+  config.decision_lag = decision_lag;
   absl::StatusOr<cachemgr::SessionInfo> info = out->manager_->Open(config);
   if (!info.ok()) return info.status();
   out->info_ = *info;
@@ -32,7 +34,8 @@ absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::Create(const M
 
 absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::TakeOver(const Engine& engine,
                                                                            const cachemgr::PolicySpec& policy,
-                                                                           uint32_t budget_tokens, uint64_t next_step) {
+                                                                           uint32_t budget_tokens, uint64_t next_step,
+                                                                           bool include_newest) {
   const ModelConfig& model = engine.config();
   cachemgr::BudgetSpec budget;
   budget.tokens = budget_tokens;
@@ -41,7 +44,8 @@ absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::TakeOver(const
   // Close the empty session Create opened and open a seeded one in its place.
   (*out)->manager_->Close((*out)->info_.id).IgnoreError();
   const KvCacheSlots& cache = engine.cache();
-  const uint32_t entries = cache.entries() > 0 ? uint32_t(cache.entries() - 1) : 0;
+  const uint32_t entries = include_newest || cache.entries() == 0 ? uint32_t(cache.entries())
+                                                                  : uint32_t(cache.entries() - 1);
   std::vector<uint32_t> positions;
   positions.reserve(size_t(model.n_layers) * model.n_kv_heads * entries);
   for (int l = 0; l < model.n_layers; ++l) {
@@ -60,6 +64,20 @@ absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::TakeOver(const
   if (!info.ok()) return info.status();
   (*out)->info_ = *info;
   return out;
+}
+
+absl::Status EvictionPolicyClient::SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) {
+  absl::StatusOr<EvictionDecision> decision = Step(step, position, scores);
+  if (!decision.ok()) return decision.status();
+  answered_.push_back(std::move(*decision));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EvictionDecision> EvictionPolicyClient::AwaitDecision() {
+  if (answered_.empty()) return absl::FailedPreconditionError("AwaitDecision: no step was submitted");
+  EvictionDecision decision = std::move(answered_.front());
+  answered_.pop_front();
+  return decision;
 }
 
 absl::StatusOr<EvictionDecision> InProcessPolicy::Step(uint64_t step, uint32_t position,
@@ -84,7 +102,45 @@ int RequiredCacheCapacity(const EvictionPolicyClient* policy, int prompt_length,
   if (policy == nullptr || !policy->evicts()) return sequence;
   int capacity = std::min<int>(int(policy->budget_tokens()) + 1, sequence);
   if (bulk_prefill) capacity = std::max(capacity, prompt_length);
+  if (policy->decision_lag() > 0) capacity = std::min<int>(capacity + int(policy->decision_lag()) + 1, sequence);
   return capacity;
+}
+
+absl::Status DecisionApplier::Apply(const EvictionDecision& decision) {
+  if (decision.evictions_per_head == 0) return absl::OkStatus();
+  absl::Status applied = decision.evicted_slots.empty()
+                             ? engine_->EvictPositions(decision.evictions_per_head, decision.evicted_positions)
+                             : engine_->Evict(decision.evictions_per_head, decision.evicted_slots,
+                                              decision.evicted_positions);
+  if (applied.ok()) evictions_ += decision.evicted_positions.size();
+  return applied;
+}
+
+// Before the token of step s + 1, every decision of a step <= s - K must be in; the lag is read each
+// time because a fallback may turn a pipelined policy into a synchronous one mid-job.
+absl::Status DecisionApplier::ApplyDue() {
+  while (in_flight_.size() > policy_->decision_lag()) {
+    std::optional<EvictionDecision> decision = std::move(in_flight_.front());
+    in_flight_.pop_front();
+    if (!decision.has_value()) {
+      absl::StatusOr<EvictionDecision> awaited = policy_->AwaitDecision();
+      if (!awaited.ok()) return awaited.status();
+      decision = std::move(*awaited);
+    }
+    if (absl::Status s = Apply(*decision); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecisionApplier::AfterToken(uint64_t step, uint32_t position) {
+  if (absl::Status s = policy_->SubmitStep(step, position, engine_->step_scores()); !s.ok()) return s;
+  in_flight_.emplace_back();
+  return ApplyDue();
+}
+
+absl::Status DecisionApplier::AfterBulkPrefill(EvictionDecision decision) {
+  in_flight_.emplace_back(std::move(decision));
+  return ApplyDue();
 }
 
 absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* policy, absl::Span<const int> prompt,
@@ -120,6 +176,7 @@ absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* po
   engine->Reset();
   Sampler sampler(options.sampling, c.vocab_size);
   GenerateResult result;
+  DecisionApplier applier(engine, policy);
   const absl::Time start = absl::Now();
   absl::Time first_token_time = start;
   uint64_t step = 0;
@@ -129,7 +186,6 @@ absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* po
     if (absl::Status s = engine->Forward(token, position); !s.ok()) return s;
     result.kv_bytes_peak = std::max(result.kv_bytes_peak, engine->cache().bytes_held());
     if (policy != nullptr) {
-      absl::StatusOr<EvictionDecision> decision;
       const absl::Span<const float> scores = engine->step_scores();
       if (bulk && position < P) {
         // Row `position` of every head's P x P causal attention; entries are in position order.
@@ -138,19 +194,15 @@ absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* po
           std::copy(scores.begin() + h * n, scores.begin() + (h + 1) * n,
                     prompt_attention.begin() + (h * P + position) * P);
         }
-        if (position == P - 1) decision = policy->BulkPrefill(0, uint32_t(P), prompt_attention);
-      } else {
-        decision = policy->Step(step, uint32_t(position), scores);
-      }
-      if (!bulk || position >= P - 1) {
-        if (!decision.ok()) return decision.status();
-        ++step;
-        if (absl::Status s = engine->Evict(decision->evictions_per_head, decision->evicted_slots,
-                                           decision->evicted_positions);
-            !s.ok()) {
-          return s;
+        if (position == P - 1) {
+          absl::StatusOr<EvictionDecision> decision = policy->BulkPrefill(0, uint32_t(P), prompt_attention);
+          if (!decision.ok()) return decision.status();
+          if (absl::Status s = applier.AfterBulkPrefill(std::move(*decision)); !s.ok()) return s;
+          ++step;
         }
-        result.evictions += uint64_t{decision->evictions_per_head} * heads;
+      } else {
+        if (absl::Status s = applier.AfterToken(step, uint32_t(position)); !s.ok()) return s;
+        ++step;
       }
     }
     if (position < P - 1) continue;
@@ -169,6 +221,7 @@ absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* po
     if (int(result.generated.size()) == options.max_new_tokens) break;
   }
   const absl::Time end = absl::Now();
+  result.evictions = applier.evictions();
   result.kv_bytes_held = engine->cache().bytes_held();
   result.time_to_first_token_ms = absl::ToDoubleMilliseconds(first_token_time - start);
   const double decode_seconds = absl::ToDoubleSeconds(end - first_token_time);

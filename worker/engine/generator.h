@@ -5,7 +5,9 @@
 #ifndef A2SF_WORKER_ENGINE_GENERATOR_H_
 #define A2SF_WORKER_ENGINE_GENERATOR_H_
 
+#include <deque>
 #include <functional>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -26,32 +28,47 @@ class EvictionPolicyClient {
   virtual ~EvictionPolicyClient() = default;
   // One token step: `scores` is [n_layers][n_kv_heads][entries] including the new entry.
   virtual absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) = 0;
+
+  // Pipelined form: SubmitStep hands over a token step without its decision; AwaitDecision returns
+  // the decisions of submitted steps, oldest first. A pipelined policy (decision_lag() = K > 0)
+  // expects its decision of step t to be applied, by evicted_positions, just before the token of
+  // step t + K + 1 (DecisionApplier does that). The defaults run Step at once and keep its answer.
+  virtual uint32_t decision_lag() const { return 0; }
+  virtual absl::Status SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores);
+  virtual absl::StatusOr<EvictionDecision> AwaitDecision();
+
   // The prompt's causal attention at once: [n_layers][n_kv_heads][P][P]; only as the first step.
   virtual absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                        absl::Span<const float> scores) = 0;
   // Budget in entries per head (the engine's cache needs budget + 1 slots); 0 when it never evicts.
   virtual uint32_t budget_tokens() const = 0;
   virtual bool evicts() const = 0;
+
+ private:
+  std::deque<EvictionDecision> answered_;  // the default SubmitStep's answers
 };
 
 // A policy run in this process by the policy library (a private SessionManager on the CPU store).
 class InProcessPolicy final : public EvictionPolicyClient {
  public:
-  // INVALID_ARGUMENT for a bad policy or budget.
+  // INVALID_ARGUMENT for a bad policy, budget or lag.
   static absl::StatusOr<std::unique_ptr<InProcessPolicy>> Create(const ModelConfig& model,
                                                                  const cachemgr::PolicySpec& policy,
-                                                                 const cachemgr::BudgetSpec& budget);
-  // Takes over a sequence in progress: `engine`'s cached entries except the newest (the entry of the
-  // step about to be decided) become the session's entries, with scores 0; the next step is
-  // `next_step`.
+                                                                 const cachemgr::BudgetSpec& budget,
+                                                                 uint32_t decision_lag = 0);
+  // Takes over a sequence in progress (synchronously decided from then on): `engine`'s cached
+  // entries -- except the newest, the entry of the step about to be decided, unless `include_newest`
+  // -- become the session's entries, with scores 0; the next step is `next_step`.
   static absl::StatusOr<std::unique_ptr<InProcessPolicy>> TakeOver(const Engine& engine,
                                                                    const cachemgr::PolicySpec& policy,
-                                                                   uint32_t budget_tokens, uint64_t next_step);
+                                                                   uint32_t budget_tokens, uint64_t next_step,
+                                                                   bool include_newest = false);
   absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
   absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                absl::Span<const float> scores) override;
   uint32_t budget_tokens() const override { return info_.budget_tokens; }
   bool evicts() const override { return info_.policy.name != "full"; }
+  uint32_t decision_lag() const override { return info_.config.decision_lag; }
   const cachemgr::SessionInfo& session() const { return info_; }
   cachemgr::SessionManager* manager() { return manager_.get(); }
 
@@ -81,8 +98,35 @@ struct GenerateResult {
 };
 
 // Cache slots an engine needs for a policy and a sequence: budget + 1 (the new token), or the whole
-// sequence for a policy that never evicts; a bulk prefill holds the whole prompt first.
+// sequence for a policy that never evicts; a bulk prefill holds the whole prompt first. A pipelined
+// policy needs K more for its pending victims, and one more so that an in-process fallback can take
+// over every entry it holds (FallbackPolicy).
 int RequiredCacheCapacity(const EvictionPolicyClient* policy, int prompt_length, int max_new_tokens, bool bulk_prefill);
+
+// Hands each step's scores to a policy and applies its decisions to the engine: at once, or
+// decision_lag() steps late for a pipelined policy. Decisions with slots are applied by slot (and
+// checked against their positions), pipelined ones by position.
+class DecisionApplier {
+ public:
+  DecisionApplier(Engine* engine, EvictionPolicyClient* policy) : engine_(engine), policy_(policy) {}
+  // After Engine::Forward of token step `step`: submits its scores, then applies every decision due
+  // before the next token.
+  absl::Status AfterToken(uint64_t step, uint32_t position);
+  // A bulk prefill's decision (step 0), applied as late as a token step's would be.
+  absl::Status AfterBulkPrefill(EvictionDecision decision);
+  // Entries evicted so far over all layers and heads.
+  uint64_t evictions() const { return evictions_; }
+
+ private:
+  absl::Status ApplyDue();
+  absl::Status Apply(const EvictionDecision& decision);
+
+  Engine* engine_;
+  EvictionPolicyClient* policy_;
+  // One element per step whose decision is not applied yet, oldest first; set once it has arrived.
+  std::deque<std::optional<EvictionDecision>> in_flight_;
+  uint64_t evictions_ = 0;
+};
 
 // `on_token` sees each generated id; returning false cancels. `policy` may be null (full cache).
 // INVALID_ARGUMENT for an empty prompt, bad ids, or prompt + max_new_tokens beyond the context.

@@ -1,6 +1,8 @@
 #include "worker/engine/kv_cache.h"
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 
@@ -42,18 +44,52 @@ absl::Status KvCacheSlots::Evict(uint32_t k, absl::Span<const uint32_t> slots,
       }
     }
   }
-  const size_t row = size_t(head_dim_) * sizeof(float);
   for (int h = 0; h < heads_; ++h) {
     int last = entries_;
+    for (uint32_t j = 0; j < k; ++j) SwapRemove(h, int(slots[size_t(h) * k + j]), --last);
+  }
+  entries_ -= int(k);
+  return absl::OkStatus();
+}
+
+void KvCacheSlots::SwapRemove(int head, int slot, int last) {
+  if (slot == last) return;
+  const size_t row = size_t(head_dim_) * sizeof(float);
+  const size_t dst = (size_t(head) * capacity_ + slot) * head_dim_, src = (size_t(head) * capacity_ + last) * head_dim_;
+  std::memcpy(&keys_[dst], &keys_[src], row);
+  std::memcpy(&values_[dst], &values_[src], row);
+  positions_[size_t(head) * capacity_ + slot] = positions_[size_t(head) * capacity_ + last];
+}
+
+absl::Status KvCacheSlots::EvictPositions(uint32_t k, absl::Span<const uint32_t> positions) {
+  if (k == 0) return absl::OkStatus();
+  if (k > uint32_t(entries_)) {
+    return absl::InvalidArgumentError(absl::StrCat("eviction: ", k, " evictions per head but only ", entries_,
+                                                   " entries are cached"));
+  }
+  if (positions.size() != size_t(heads_) * k) {
+    return absl::InvalidArgumentError(absl::StrCat("eviction: expected ", size_t(heads_) * k, " positions (", heads_,
+                                                   " heads x ", k, "), got ", positions.size()));
+  }
+  // Find every victim's slot before touching anything (positions are distinct within a head).
+  victim_slots_.resize(positions.size());
+  for (int h = 0; h < heads_; ++h) {
+    const uint32_t* held = positions_.data() + size_t(h) * capacity_;
+    uint32_t* slots = victim_slots_.data() + size_t(h) * k;
     for (uint32_t j = 0; j < k; ++j) {
-      const int slot = int(slots[size_t(h) * k + j]);
-      --last;
-      if (slot == last) continue;
-      const size_t dst = (size_t(h) * capacity_ + slot) * head_dim_, src = (size_t(h) * capacity_ + last) * head_dim_;
-      std::memcpy(&keys_[dst], &keys_[src], row);
-      std::memcpy(&values_[dst], &values_[src], row);
-      positions_[size_t(h) * capacity_ + slot] = positions_[size_t(h) * capacity_ + last];
+      const uint32_t wanted = positions[size_t(h) * k + j];
+      const uint32_t* found = std::find(held, held + entries_, wanted);
+      if (found == held + entries_ || std::find(slots, slots + j, uint32_t(found - held)) != slots + j) {
+        return absl::FailedPreconditionError(absl::StrCat("eviction: head ", h, " does not hold position ", wanted,
+                                                          " (or names it twice): out of sync"));
+      }
+      slots[j] = uint32_t(found - held);
     }
+    std::sort(slots, slots + k, std::greater<uint32_t>());
+  }
+  for (int h = 0; h < heads_; ++h) {
+    int last = entries_;
+    for (uint32_t j = 0; j < k; ++j) SwapRemove(h, int(victim_slots_[size_t(h) * k + j]), --last);
   }
   entries_ -= int(k);
   return absl::OkStatus();

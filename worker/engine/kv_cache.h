@@ -41,6 +41,11 @@ class KvCacheSlots {
   absl::Status Evict(uint32_t evictions_per_head, absl::Span<const uint32_t> slots,
                      absl::Span<const uint32_t> expected_positions);
 
+  // Applies a decision given by positions ([layer][kv_head][evictions_per_head]), as a pipelined
+  // session sends them: each head's named entries are removed by swap-remove in descending slot order.
+  // FAILED_PRECONDITION (and nothing changed) if a head does not hold a named position.
+  absl::Status EvictPositions(uint32_t evictions_per_head, absl::Span<const uint32_t> positions);
+
   void Clear() { entries_ = 0; }
   size_t bytes_held() const { return size_t(entries_) * heads_ * head_dim_ * 2 * sizeof(float); }
   size_t bytes_allocated() const { return (keys_.size() + values_.size()) * sizeof(float); }
@@ -52,9 +57,12 @@ class KvCacheSlots {
   }
 
   int n_kv_heads_, head_dim_, capacity_, heads_;
+  void SwapRemove(int head, int slot, int last);
+
   int entries_ = 0;
   std::vector<float> keys_, values_;
   std::vector<uint32_t> positions_;
+  std::vector<uint32_t> victim_slots_;  // EvictPositions' scratch: [heads][k]
 };
 
 }  // namespace a2sf::worker

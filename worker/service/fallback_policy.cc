@@ -25,12 +25,13 @@ FallbackPolicy::FallbackPolicy(std::unique_ptr<RemotePolicy> remote, const Engin
       budget_tokens_(remote_->budget_tokens()),
       evicts_(remote_->evicts()) {}
 
-absl::Status FallbackPolicy::SwitchToLocal(const absl::Status& cause, uint64_t next_step, bool seed_from_engine) {
+absl::Status FallbackPolicy::SwitchToLocal(const absl::Status& cause, uint64_t next_step, bool seed_from_engine,
+                                           bool include_newest) {
   A2SF_LOG(WARNING) << "cache manager lost (" << cause << "); continuing session " << remote_->session_id()
                     << " in-process with " << cachemgr::PolicySpecToString(spec_) << " (scores restart from 0)";
   absl::StatusOr<std::unique_ptr<InProcessPolicy>> local;
   if (seed_from_engine) {
-    local = InProcessPolicy::TakeOver(*engine_, spec_, budget_tokens_, next_step);
+    local = InProcessPolicy::TakeOver(*engine_, spec_, budget_tokens_, next_step, include_newest);
   } else {
     cachemgr::BudgetSpec budget;
     budget.tokens = budget_tokens_;
@@ -51,6 +52,47 @@ absl::StatusOr<EvictionDecision> FallbackPolicy::Step(uint64_t step, uint32_t po
     if (absl::Status s = SwitchToLocal(decision.status(), step, true); !s.ok()) return s;
   }
   return local_->Step(step, position, scores);
+}
+
+absl::Status FallbackPolicy::SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) {
+  next_step_ = step + 1;
+  last_position_ = position;
+  if (local_ == nullptr) {
+    absl::Status sent = remote_->SubmitStep(step, position, scores);
+    if (sent.ok()) {
+      ++remote_unanswered_;
+      return sent;
+    }
+    if (!IsTransportFailure(sent)) return sent;
+    // Decide this step in-process, from the entries the engine held before it.
+    if (absl::Status s = SwitchToLocal(sent, step, true); !s.ok()) return s;
+    lost_ = remote_unanswered_;
+  }
+  return local_->SubmitStep(step, position, scores);
+}
+
+absl::StatusOr<EvictionDecision> FallbackPolicy::AwaitDecision() {
+  if (lost_ > 0) {
+    --lost_;
+    return EvictionDecision{};
+  }
+  if (local_ != nullptr) return local_->AwaitDecision();
+  absl::StatusOr<EvictionDecision> decision = remote_->AwaitDecision();
+  if (decision.ok() || !IsTransportFailure(decision.status())) {
+    --remote_unanswered_;
+    return decision;
+  }
+  if (remote_unanswered_ == 1) {
+    // The lost decision is the newest step's, whose scores the engine still holds: decide it here.
+    remote_unanswered_ = 0;
+    if (absl::Status s = SwitchToLocal(decision.status(), next_step_ - 1, true); !s.ok()) return s;
+    return local_->Step(next_step_ - 1, last_position_, engine_->step_scores());
+  }
+  // Every step submitted so far is already in the engine: take all its entries over, decide from the
+  // next step on, and answer this decision and the others in flight with nothing.
+  if (absl::Status s = SwitchToLocal(decision.status(), next_step_, true, true); !s.ok()) return s;
+  lost_ = remote_unanswered_ - 1;
+  return EvictionDecision{};
 }
 
 absl::StatusOr<EvictionDecision> FallbackPolicy::BulkPrefill(uint32_t first_position, uint32_t prompt_length,

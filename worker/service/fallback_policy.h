@@ -4,6 +4,11 @@
 // they are; their accumulated scores were in the cache manager and restart from 0 at the switch, so
 // decisions after it can differ from an uninterrupted run. Errors the cache manager itself returns
 // (bad input, out of sync) are passed through, not hidden.
+//
+// Pipelined sessions: decisions that were travelling when the cache manager went away are lost; they
+// come back empty, and the in-process policy decides synchronously from the next step, taking over
+// every entry the engine holds (pending victims included), so its first decision may evict several
+// entries per head. RequiredCacheCapacity leaves room for that.
 #ifndef A2SF_WORKER_SERVICE_FALLBACK_POLICY_H_
 #define A2SF_WORKER_SERVICE_FALLBACK_POLICY_H_
 
@@ -20,6 +25,9 @@ class FallbackPolicy final : public EvictionPolicyClient {
   FallbackPolicy(std::unique_ptr<RemotePolicy> remote, const Engine* engine);
 
   absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
+  absl::Status SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
+  absl::StatusOr<EvictionDecision> AwaitDecision() override;
+  uint32_t decision_lag() const override { return local_ == nullptr ? remote_->decision_lag() : 0; }
   absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                absl::Span<const float> scores) override;
   uint32_t budget_tokens() const override { return budget_tokens_; }
@@ -28,7 +36,8 @@ class FallbackPolicy final : public EvictionPolicyClient {
   const RemotePolicy* remote() const { return remote_.get(); }
 
  private:
-  absl::Status SwitchToLocal(const absl::Status& cause, uint64_t next_step, bool seed_from_engine);
+  absl::Status SwitchToLocal(const absl::Status& cause, uint64_t next_step, bool seed_from_engine,
+                             bool include_newest = false);
 
   std::unique_ptr<RemotePolicy> remote_;
   std::unique_ptr<InProcessPolicy> local_;
@@ -36,6 +45,10 @@ class FallbackPolicy final : public EvictionPolicyClient {
   cachemgr::PolicySpec spec_;
   uint32_t budget_tokens_;
   bool evicts_;
+  uint64_t remote_unanswered_ = 0;  // steps submitted to the cache manager and not answered yet
+  uint64_t lost_ = 0;               // of those, how many were lost with it (answered empty)
+  uint64_t next_step_ = 0;          // the step after the last one submitted
+  uint32_t last_position_ = 0;      // of the last step submitted
 };
 
 // True for failures of the connection rather than answers of the cache manager.

@@ -177,7 +177,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
         RemotePolicy::Open(options_.cache_manager, c, request->has_policy() ? &request->policy() : nullptr, budget,
                            options_.score_encoding, absl::StrCat(options_.worker_name, "/", job->id),
-                           options_.cache_manager_wait);
+                           options_.cache_manager_wait, options_.decision_lag);
     if (!remote.ok()) {
       Retire(job);
       if (remote.status().code() == absl::StatusCode::kUnavailable ||
@@ -194,7 +194,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     absl::StatusOr<std::unique_ptr<InProcessPolicy>> local =
         spec_budget.ok() ? InProcessPolicy::Create(c, cachemgr::FromProto(request->has_policy() ? request->policy()
                                                                                               : options_.default_policy),
-                                                   *spec_budget)
+                                                   *spec_budget, options_.decision_lag)
                          : absl::StatusOr<std::unique_ptr<InProcessPolicy>>(spec_budget.status());
     if (!local.ok()) {
       Retire(job);
@@ -227,6 +227,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   stats.set_policy_location(location);
   stats.set_budget_tokens(policy->budget_tokens());
   stats.set_worker(options_.worker_name);
+  stats.set_decision_lag(policy->decision_lag());
   if (fallback != nullptr) {
     *stats.mutable_policy() = fallback->remote()->policy();
   } else if (auto* remote = dynamic_cast<RemotePolicy*>(policy.get())) {
@@ -269,6 +270,11 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     }
     Retire(job);
     A2SF_LOG(WARNING) << "job " << job->id << " failed: " << result.status();
+    if (location == v1::POLICY_LOCATION_REMOTE && IsTransportFailure(result.status())) {
+      // However the connection broke (reset, shutdown, deadline), the job failed for one reason.
+      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                          absl::StrCat("cache manager lost mid-job: ", result.status().message()));
+    }
     return cachemgr::ToGrpc(result.status());
   }
   stats.set_generated_tokens(uint32_t(result->generated.size()));

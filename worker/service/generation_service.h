@@ -42,6 +42,9 @@ struct WorkerOptions {
   const Tokenizer* tokenizer = nullptr;  // may be null: then only token-id prompts are accepted
   std::shared_ptr<grpc::Channel> cache_manager;  // null: policies run in-process
   ScoreEncoding score_encoding = ScoreEncoding::kFp16;
+  // Pipelined decisions: each job's decision of step t is applied before the token of step t + K + 1
+  // (0: synchronous, the policy library's exact semantics). See docs/POLICIES.md.
+  uint32_t decision_lag = 0;
   // When the cache manager becomes unreachable mid-job: false = fail the job with UNAVAILABLE;
   // true = continue it with the same policy in-process (FallbackPolicy) and report
   // POLICY_LOCATION_FALLBACK_IN_PROCESS.

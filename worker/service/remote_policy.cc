@@ -13,7 +13,8 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
                                                                  const v1::PolicySpec* policy,
                                                                  const v1::Budget& budget, ScoreEncoding encoding,
                                                                  const std::string& label,
-                                                                 absl::Duration wait_for_cache_manager) {
+                                                                 absl::Duration wait_for_cache_manager,
+                                                                 uint32_t decision_lag) {
   std::unique_ptr<RemotePolicy> remote(new RemotePolicy());
   remote->stub_ = v1::CacheManager::NewStub(channel);
   remote->model_ = model;
@@ -26,6 +27,7 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
   if (policy != nullptr) *request.mutable_policy() = *policy;
   *request.mutable_budget() = budget;
   request.set_client_label(label);
+  request.set_decision_lag(decision_lag);
   v1::OpenSessionResponse response;
   grpc::ClientContext context;
   context.set_wait_for_ready(true);
@@ -35,6 +37,7 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
   remote->session_id_ = response.session_id();
   remote->policy_ = response.policy();
   remote->budget_tokens_ = response.budget_tokens();
+  remote->decision_lag_ = decision_lag;
   remote->stream_context_ = std::make_unique<grpc::ClientContext>();
   remote->stream_ = remote->stub_->StreamScores(remote->stream_context_.get());
   return remote;
@@ -43,7 +46,14 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
 RemotePolicy::~RemotePolicy() {
   if (stream_ != nullptr) {
     // A clean half-close lets the cache manager end the stream; CloseSession below frees the session.
-    if (broken_ || !stream_->WritesDone()) stream_context_->TryCancel();
+    // Decisions still travelling (pipelined mode) are read first: Finish expects no unread message.
+    if (broken_ || !stream_->WritesDone()) {
+      stream_context_->TryCancel();
+    } else {
+      v1::EvictionDecision unused;
+      for (; !awaiting_.empty() && stream_->Read(&unused); awaiting_.pop_front()) {
+      }
+    }
     stream_->Finish().IgnoreError();
   }
   if (stub_ != nullptr && !session_id_.empty()) {
@@ -56,8 +66,21 @@ RemotePolicy::~RemotePolicy() {
   }
 }
 
-absl::StatusOr<EvictionDecision> RemotePolicy::Exchange(v1::ScoreStep* message, absl::Span<const float> scores,
-                                                        std::initializer_list<uint32_t> shape) {
+absl::Status RemotePolicy::Broken() {
+  broken_ = true;
+  // Finish waits for every incoming message to be read: drain decisions still travelling first.
+  v1::EvictionDecision unused;
+  while (stream_->Read(&unused)) {
+  }
+  grpc::Status status = stream_->Finish();
+  stream_.reset();
+  if (status.ok()) return absl::UnavailableError("the cache manager closed the stream");
+  // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
+  return cachemgr::FromGrpc(status);
+}
+
+absl::Status RemotePolicy::Send(v1::ScoreStep* message, absl::Span<const float> scores,
+                                std::initializer_list<uint32_t> shape) {
   if (broken_) return absl::UnavailableError("the stream to the cache manager is broken");
   if (first_message_) message->set_session_id(session_id_);
   v1::ScoreTensor* tensor = message->mutable_scores();
@@ -74,18 +97,21 @@ absl::StatusOr<EvictionDecision> RemotePolicy::Exchange(v1::ScoreStep* message, 
     }
     tensor->set_data(buffer_);
   }
-  v1::EvictionDecision decision;
-  if (!stream_->Write(*message) || !stream_->Read(&decision)) {
-    broken_ = true;
-    grpc::Status status = stream_->Finish();
-    stream_.reset();
-    if (status.ok()) return absl::UnavailableError("the cache manager closed the stream");
-    // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
-    return cachemgr::FromGrpc(status);
-  }
+  if (!stream_->Write(*message)) return Broken();
   first_message_ = false;
-  if (decision.step() != message->step()) {
-    return absl::DataLossError(absl::StrCat("cache manager answered step ", decision.step(), " to step ", message->step()));
+  awaiting_.push_back(message->step());
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EvictionDecision> RemotePolicy::AwaitDecision() {
+  if (broken_) return absl::UnavailableError("the stream to the cache manager is broken");
+  if (awaiting_.empty()) return absl::FailedPreconditionError("AwaitDecision: no step was submitted");
+  v1::EvictionDecision decision;
+  if (!stream_->Read(&decision)) return Broken();
+  const uint64_t step = awaiting_.front();
+  awaiting_.pop_front();
+  if (decision.step() != step) {
+    return absl::DataLossError(absl::StrCat("cache manager answered step ", decision.step(), " to step ", step));
   }
   EvictionDecision out;
   out.evictions_per_head = decision.evictions_per_head();
@@ -95,23 +121,35 @@ absl::StatusOr<EvictionDecision> RemotePolicy::Exchange(v1::ScoreStep* message, 
   return out;
 }
 
-absl::StatusOr<EvictionDecision> RemotePolicy::Step(uint64_t step, uint32_t position, absl::Span<const float> scores) {
+absl::Status RemotePolicy::SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) {
   v1::ScoreStep message;
   message.set_step(step);
   message.set_position(position);
   message.set_kind(v1::STEP_KIND_TOKEN);
   const uint32_t heads = uint32_t(model_.n_layers * model_.n_kv_heads);
-  return Exchange(&message, scores, {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), uint32_t(scores.size() / heads)});
+  return Send(&message, scores,
+              {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), uint32_t(scores.size() / heads)});
+}
+
+absl::StatusOr<EvictionDecision> RemotePolicy::Step(uint64_t step, uint32_t position, absl::Span<const float> scores) {
+  if (!awaiting_.empty()) return absl::FailedPreconditionError("Step: decisions of submitted steps are still unread");
+  if (absl::Status s = SubmitStep(step, position, scores); !s.ok()) return s;
+  return AwaitDecision();
 }
 
 absl::StatusOr<EvictionDecision> RemotePolicy::BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                            absl::Span<const float> scores) {
+  if (!awaiting_.empty()) return absl::FailedPreconditionError("BulkPrefill: only as the first step");
   v1::ScoreStep message;
   message.set_step(0);
   message.set_position(first_position);
   message.set_kind(v1::STEP_KIND_BULK_PREFILL);
-  return Exchange(&message, scores,
-                  {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), prompt_length, prompt_length});
+  if (absl::Status s = Send(&message, scores, {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), prompt_length,
+                                               prompt_length});
+      !s.ok()) {
+    return s;
+  }
+  return AwaitDecision();
 }
 
 }  // namespace a2sf::worker

@@ -1,11 +1,14 @@
 // RemotePolicy: an EvictionPolicyClient whose policy runs in the cache manager. It opens a session,
 // keeps one StreamScores stream for it, sends each step's scores (fp16 by default, fp32 on request)
 // and waits for the decision before the next token (synchronous mode: the exact semantics of the
-// policy library). If the cache manager goes away, steps fail with UNAVAILABLE.
+// policy library), or, opened with a decision lag K, lets up to K + 1 decisions travel while the engine
+// computes (pipelined mode; the session runs the same rules in the cache manager, so the tokens equal
+// an in-process pipelined run's). If the cache manager goes away, steps fail with UNAVAILABLE.
 // Not thread-safe: one generation job uses it.
 #ifndef A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
 #define A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
 
+#include <deque>
 #include <memory>
 #include <string>
 
@@ -28,10 +31,14 @@ class RemotePolicy final : public EvictionPolicyClient {
                                                             const ModelConfig& model,
                                                             const v1::PolicySpec* policy, const v1::Budget& budget,
                                                             ScoreEncoding encoding, const std::string& label,
-                                                            absl::Duration wait_for_cache_manager = absl::Seconds(5));
+                                                            absl::Duration wait_for_cache_manager = absl::Seconds(5),
+                                                            uint32_t decision_lag = 0);
   ~RemotePolicy() override;  // half-closes the stream and closes the session
 
   absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
+  absl::Status SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
+  absl::StatusOr<EvictionDecision> AwaitDecision() override;
+  uint32_t decision_lag() const override { return decision_lag_; }
   absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                absl::Span<const float> scores) override;
   uint32_t budget_tokens() const override { return budget_tokens_; }
@@ -41,8 +48,8 @@ class RemotePolicy final : public EvictionPolicyClient {
 
  private:
   RemotePolicy() = default;
-  absl::StatusOr<EvictionDecision> Exchange(v1::ScoreStep* message, absl::Span<const float> scores,
-                                            std::initializer_list<uint32_t> shape);
+  absl::Status Send(v1::ScoreStep* message, absl::Span<const float> scores, std::initializer_list<uint32_t> shape);
+  absl::Status Broken();  // ends the stream and says why
 
   std::unique_ptr<v1::CacheManager::Stub> stub_;
   std::unique_ptr<grpc::ClientContext> stream_context_;
@@ -52,6 +59,8 @@ class RemotePolicy final : public EvictionPolicyClient {
   std::string session_id_;
   v1::PolicySpec policy_;
   uint32_t budget_tokens_ = 0;
+  uint32_t decision_lag_ = 0;
+  std::deque<uint64_t> awaiting_;  // steps sent whose decision has not been read, oldest first
   bool first_message_ = true;
   bool broken_ = false;
   std::string buffer_;

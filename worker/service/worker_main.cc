@@ -15,6 +15,7 @@
 #include "common/grpc/server_main.h"
 #include "common/log.h"
 #include "common/metrics/metrics_server.h"
+#include "cachemgr/session/lagged_layout.h"
 #include "worker/service/generation_service.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");
@@ -33,6 +34,9 @@ ABSL_FLAG(std::string, score_dtype, "fp16", "scores sent to the cache manager: f
 ABSL_FLAG(std::string, on_cachemgr_failure, "fail",
           "when the cache manager goes away mid-job: fail (the job ends with UNAVAILABLE) or continue "
           "(the same policy continues in-process from the cached entries, scores restarting at 0)");
+ABSL_FLAG(uint32_t, decision_lag, 0,
+          "pipelined decisions: apply each step's eviction decision K steps late, so it travels while the next "
+          "tokens are computed (the cache holds up to K extra entries); 0: synchronous");
 ABSL_FLAG(int, cachemgr_wait_ms, 5000, "how long a new job waits for an unreachable cache manager to come back");
 ABSL_FLAG(std::string, default_policy, "a2sf", "policy of jobs that name none (in-process mode)");
 ABSL_FLAG(int, threads, 1, "threads per job");
@@ -85,6 +89,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.fallback_in_process = on_failure == "continue";
+  options.decision_lag = absl::GetFlag(FLAGS_decision_lag);
+  if (options.decision_lag > cachemgr::kMaxDecisionLag) {
+    A2SF_LOG(ERROR) << "--decision_lag: at most " << cachemgr::kMaxDecisionLag;
+    return 2;
+  }
   options.cache_manager_wait = absl::Milliseconds(absl::GetFlag(FLAGS_cachemgr_wait_ms));
   if (!absl::GetFlag(FLAGS_cachemgr).empty()) {
     ChannelOptions channel;

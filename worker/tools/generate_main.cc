@@ -29,6 +29,7 @@ ABSL_FLAG(double, alpha, -1, "a2sf forgetting factor (default 0.3)");
 ABSL_FLAG(std::string, layer_alphas, "", "a2sf per-layer alphas, comma-separated");
 ABSL_FLAG(int, sinks, -1, "streaming_llm attention sinks (default 4)");
 ABSL_FLAG(int, recent_window, -1, "a2sf protected recent window (default 0)");
+ABSL_FLAG(int, decision_lag, 0, "pipelined decisions: apply each decision this many steps late (0: synchronous)");
 ABSL_FLAG(int, budget_tokens, 0, "KV entries per layer and KV head (0 with no --budget_ratio: the whole sequence)");
 ABSL_FLAG(double, budget_ratio, 0, "budget as a fraction of prompt + steps");
 ABSL_FLAG(std::string, prefill, "per_token", "per_token or bulk");
@@ -103,7 +104,9 @@ int Main() {
   } else {
     budget.tokens = std::max<uint32_t>(1, std::min<uint32_t>(sequence, uint32_t(c.seq_len)));
   }
-  absl::StatusOr<std::unique_ptr<InProcessPolicy>> policy = InProcessPolicy::Create(c, spec, budget);
+  if (absl::GetFlag(FLAGS_decision_lag) < 0) return Fail(absl::InvalidArgumentError("--decision_lag: must be >= 0"));
+  absl::StatusOr<std::unique_ptr<InProcessPolicy>> policy =
+      InProcessPolicy::Create(c, spec, budget, uint32_t(absl::GetFlag(FLAGS_decision_lag)));
   if (!policy.ok()) return Fail(policy.status());
 
   EngineOptions engine_options;
@@ -140,6 +143,7 @@ int Main() {
                           {"text", text},
                           {"policy", cachemgr::PolicySpecToString((*policy)->session().policy)},
                           {"budget_tokens", (*policy)->budget_tokens()},
+                          {"decision_lag", (*policy)->decision_lag()},
                           {"evictions", result->evictions},
                           {"kv_bytes_peak", result->kv_bytes_peak},
                           {"kv_bytes_full_cache", full_bytes},
