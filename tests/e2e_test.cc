@@ -10,6 +10,7 @@
 #include <fstream>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "cachemgr/service/cache_manager_service.h"
 #include "cachemgr/store/cpu_score_store.h"
 #include "client/client.h"
@@ -18,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "worker/engine/generator.h"
 #include "worker/service/generation_service.h"
+#include "worker/service/remote_policy.h"
 #include "worker/testing/fixtures.h"
 
 namespace a2sf {
@@ -28,7 +30,8 @@ using worker::testing::FixturesDir;
 class Stack {
  public:
   explicit Stack(bool remote, worker::ScoreEncoding encoding = worker::ScoreEncoding::kFp32, bool metrics = false,
-                 bool fallback = false, uint32_t decision_lag = 0) {
+                 bool fallback = false, uint32_t decision_lag = 0, bool shared_memory = false) {
+    shared_memory_ = shared_memory;
     if (metrics) {
       cachemgr_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
       worker_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
@@ -49,8 +52,10 @@ class Stack {
     options.metrics = worker_metrics_.get();
     options.fallback_in_process = fallback;
     options.decision_lag = decision_lag;
+    options.shared_memory = shared_memory;
     options.cache_manager_wait = absl::Seconds(3);
-    if (remote) options.cache_manager = *MakeChannel(cachemgr_server_->dial_address(0), plaintext);
+    // With shared memory the worker dials the cache manager's Unix socket (its second address).
+    if (remote) options.cache_manager = *MakeChannel(cachemgr_server_->dial_address(shared_memory ? 1 : 0), plaintext);
     generation_ = std::make_unique<worker::GenerationService>(options);
     ServerOptions server;
     server.listen_addresses = {"127.0.0.1:0"};
@@ -67,6 +72,7 @@ class Stack {
     admin_service_ = std::make_unique<cachemgr::PolicyAdminService>(manager_.get(), "");
     ServerOptions server;
     server.listen_addresses = {"127.0.0.1:" + std::to_string(port)};
+    if (shared_memory_) server.listen_addresses.push_back("unix:" + UnixSocketPath());
     server.plaintext = true;
     cachemgr_server_ = std::move(*RunningServer::Start(server, {cache_service_.get(), admin_service_.get()}));
   }
@@ -76,6 +82,10 @@ class Stack {
     cachemgr_server_->Wait();
   }
   int cachemgr_port() const { return cachemgr_server_->bound_port(0); }
+  std::string UnixSocketPath() const {
+    // TEST_TMPDIR is too deep for a socket path (108 bytes); /tmp with the pid and the object is unique.
+    return absl::StrCat("/tmp/a2sf-e2e-", getpid(), "-", reinterpret_cast<uintptr_t>(this) % 100000, ".sock");
+  }
   client::AdminClient admin() {
     ChannelOptions plaintext;
     plaintext.plaintext = true;
@@ -102,6 +112,7 @@ class Stack {
   std::unique_ptr<worker::GenerationService> generation_;
   std::unique_ptr<RunningServer> worker_server_;
   std::shared_ptr<grpc::Channel> worker_channel_;
+  bool shared_memory_ = false;
 };
 
 v1::GenerateRequest Request(const std::string& policy, uint32_t budget, uint32_t max_tokens = 120) {
@@ -174,6 +185,46 @@ TEST(EndToEnd, PipelinedRemoteTokensEqualPipelinedInProcessTokens) {
   // Pipelining changes when decisions land, so the tokens differ from the synchronous ones.
   Stack sync(/*remote=*/false);
   EXPECT_NE(InProcess(sync.weights(), "a2sf", 16, 120, 4), InProcess(sync.weights(), "a2sf", 16, 120, 0));
+}
+
+TEST(EndToEnd, SharedMemoryRingGivesTheSameTokensAsGrpc) {
+  A2SF_REQUIRE_FIXTURES();
+  for (uint32_t lag : {0u, 2u}) {
+    Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, false, false, lag, /*shared_memory=*/true);
+    for (const char* policy : {"local", "h2o", "tova", "a2sf"}) {
+      SCOPED_TRACE(::testing::Message() << policy << " lag " << lag);
+      auto result = stack.client().Generate(Request(policy, 16));
+      ASSERT_TRUE(result.ok()) << result.status();
+      EXPECT_TRUE(result->finished.shared_memory());
+      EXPECT_EQ(result->ids, InProcess(stack.weights(), policy, 16, 120, lag));
+    }
+    // A bulk prefill goes through the ring too.
+    v1::GenerateRequest bulk = Request("a2sf", 4, 20);
+    bulk.set_prefill(v1::PREFILL_MODE_BULK);
+    auto bulk_result = stack.client().Generate(bulk);
+    ASSERT_TRUE(bulk_result.ok()) << bulk_result.status();
+    EXPECT_TRUE(bulk_result->finished.shared_memory());
+    EXPECT_EQ(stack.manager()->session_count(), 0u);
+  }
+}
+
+TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32);
+  ChannelOptions plaintext;
+  plaintext.plaintext = true;
+  auto remote = worker::RemotePolicy::Open(*MakeChannel("127.0.0.1:" + std::to_string(stack.cachemgr_port()), plaintext),
+                                           stack.weights().config(), nullptr, [] {
+                                             v1::Budget b;
+                                             b.set_tokens(8);
+                                             return b;
+                                           }(), {worker::ScoreEncoding::kFp16, "t", absl::Seconds(3), 0, true});
+  ASSERT_TRUE(remote.ok()) << remote.status();
+  EXPECT_FALSE((*remote)->uses_shared_memory());
+  std::vector<float> scores(size_t(stack.weights().config().n_layers) * stack.weights().config().n_kv_heads, 1.0f);
+  auto decision = (*remote)->Step(0, 0, scores);
+  ASSERT_TRUE(decision.ok()) << decision.status();
+  EXPECT_EQ(decision->entries_after, 1u);
 }
 
 TEST(EndToEnd, CalibratedPerLayerAlphasWorkThroughTheServices) {
@@ -342,9 +393,16 @@ TEST(EndToEnd, AGoneCacheManagerFailsJobsWithUnavailable) {
 
 TEST(EndToEnd, CacheManagerKilledMidJobFailsOrFallsBackAsConfigured) {
   A2SF_REQUIRE_FIXTURES();
-  for (auto [fallback, lag] : {std::pair{false, 0u}, {true, 0u}, {false, 3u}, {true, 3u}}) {
-    SCOPED_TRACE(::testing::Message() << (fallback ? "continue in-process" : "fail") << ", lag " << lag);
-    Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, /*metrics=*/false, fallback, lag);
+  struct Case {
+    bool fallback;
+    uint32_t lag;
+    bool shared_memory;
+  };
+  for (auto [fallback, lag, shared_memory] : {Case{false, 0, false}, Case{true, 0, false}, Case{false, 3, false},
+                                              Case{true, 3, false}, Case{false, 0, true}, Case{true, 2, true}}) {
+    SCOPED_TRACE(::testing::Message() << (fallback ? "continue in-process" : "fail") << ", lag " << lag
+                                      << (shared_memory ? ", shared memory" : ""));
+    Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, /*metrics=*/false, fallback, lag, shared_memory);
     const int port = stack.cachemgr_port();
     size_t seen = 0;
     bool stopped = false;

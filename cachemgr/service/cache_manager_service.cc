@@ -1,5 +1,8 @@
 #include "cachemgr/service/cache_manager_service.h"
 
+#include <cstring>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cachemgr/service/proto_convert.h"
@@ -48,7 +51,7 @@ grpc::Status CacheManagerService::Error(const grpc::Status& status) {
   return status;
 }
 
-grpc::Status CacheManagerService::OpenSession(grpc::ServerContext*, const v1::OpenSessionRequest* request,
+grpc::Status CacheManagerService::OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
                                               v1::OpenSessionResponse* response) {
   SessionConfig config;
   const v1::ModelShape& shape = request->shape();
@@ -61,11 +64,29 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext*, const v1::Op
   config.budget = *budget;
   config.label = request->client_label().substr(0, 256);
   config.decision_lag = request->decision_lag();
+  std::shared_ptr<ScoreRing> ring;
   if (request->has_shared_memory_ring()) {
-    return grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "shared_memory_ring: not supported yet; send scores inline");
+    if (!absl::StartsWith(context->peer(), "unix:")) {
+      return Error(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                "shared_memory_ring: offered over " + context->peer() +
+                                    "; a ring is accepted only over the cache manager's Unix socket"));
+    }
+    const v1::SharedMemoryRing& offer = request->shared_memory_ring();
+    absl::StatusOr<std::unique_ptr<ScoreRing>> attached =
+        ScoreRing::Attach(offer.name(), offer.num_slots(), offer.slot_bytes());
+    if (!attached.ok()) return Error(ToGrpc(attached.status()));
+    if ((*attached)->heads() != uint64_t{shape.num_layers()} * shape.num_kv_heads()) {
+      return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                "shared_memory_ring: its decision area is sized for another number of heads"));
+    }
+    ring = std::move(*attached);
   }
   absl::StatusOr<SessionInfo> info = manager_->Open(config);
   if (!info.ok()) return Error(ToGrpc(info.status()));
+  if (ring != nullptr) {
+    absl::MutexLock lock(&rings_mutex_);
+    rings_[info->id] = ring;
+  }
   if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   response->set_session_id(info->id);
   response->set_budget_tokens(info->budget_tokens);
@@ -81,6 +102,10 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext*, const v1::Op
 grpc::Status CacheManagerService::CloseSession(grpc::ServerContext*, const v1::CloseSessionRequest* request,
                                                v1::CloseSessionResponse* response) {
   absl::StatusOr<SessionInfo> info = manager_->Close(request->session_id());
+  {
+    absl::MutexLock lock(&rings_mutex_);
+    rings_.erase(request->session_id());
+  }
   if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   if (!info.ok()) return Error(ToGrpc(info.status()));
   response->set_steps(info->steps);
@@ -88,37 +113,130 @@ grpc::Status CacheManagerService::CloseSession(grpc::ServerContext*, const v1::C
   return grpc::Status::OK;
 }
 
+absl::StatusOr<StepResult> CacheManagerService::RunStep(const std::string& session_id, v1::StepKind kind,
+                                                        uint64_t step, uint64_t position, uint32_t prompt_length,
+                                                        const ScoreView& scores, uint64_t bytes) {
+  const absl::Time start = absl::Now();
+  absl::StatusOr<StepResult> result =
+      kind == v1::STEP_KIND_BULK_PREFILL ? manager_->BulkPrefill(session_id, step, position, prompt_length, scores)
+                                         : manager_->Step(session_id, step, position, scores);
+  if (result.ok() && metrics_ != nullptr) {
+    metrics_->RecordStep(absl::ToDoubleSeconds(absl::Now() - start), result->decision.evicted_positions.size(), bytes);
+  }
+  return result;
+}
+
 grpc::Status CacheManagerService::Step(const std::string& session_id, const v1::ScoreStep& step,
                                        v1::EvictionDecision* decision) {
-  const absl::Time start = absl::Now();
-  absl::StatusOr<StepResult> result;
-  switch (step.kind()) {
-    case v1::STEP_KIND_TOKEN:
-    case v1::STEP_KIND_UNSPECIFIED: {
-      absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), 3);
-      if (!view.ok()) return Error(ToGrpc(view.status()));
-      result = manager_->Step(session_id, step.step(), step.position(), *view);
-      break;
-    }
-    case v1::STEP_KIND_BULK_PREFILL: {
-      absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), 4);
-      if (!view.ok()) return Error(ToGrpc(view.status()));
-      if (step.scores().shape(2) != step.scores().shape(3)) {
-        return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "scores.shape: a bulk prefill needs [L, H, P, P]"));
-      }
-      result = manager_->BulkPrefill(session_id, step.step(), step.position(), step.scores().shape(2), *view);
-      break;
-    }
-    default:
-      return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "kind: unknown step kind"));
+  const bool bulk = step.kind() == v1::STEP_KIND_BULK_PREFILL;
+  if (!bulk && step.kind() != v1::STEP_KIND_TOKEN && step.kind() != v1::STEP_KIND_UNSPECIFIED) {
+    return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "kind: unknown step kind"));
   }
+  absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), bulk ? 4 : 3);
+  if (!view.ok()) return Error(ToGrpc(view.status()));
+  if (bulk && step.scores().shape(2) != step.scores().shape(3)) {
+    return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "scores.shape: a bulk prefill needs [L, H, P, P]"));
+  }
+  absl::StatusOr<StepResult> result = RunStep(session_id, bulk ? v1::STEP_KIND_BULK_PREFILL : v1::STEP_KIND_TOKEN,
+                                              step.step(), step.position(), bulk ? step.scores().shape(2) : 0, *view,
+                                              step.scores().data().size());
   if (!result.ok()) return Error(ToGrpc(result.status()));
-  if (metrics_ != nullptr) {
-    metrics_->RecordStep(absl::ToDoubleSeconds(absl::Now() - start), result->decision.evicted_positions.size(),
-                         step.scores().data().size());
-  }
   ToProto(*result, decision);
   return grpc::Status::OK;
+}
+
+std::shared_ptr<ScoreRing> CacheManagerService::RingOf(const std::string& session_id) {
+  absl::MutexLock lock(&rings_mutex_);
+  auto it = rings_.find(session_id);
+  return it == rings_.end() ? nullptr : it->second;
+}
+
+namespace {
+
+// Reads what a worker wrote into a ring slot as a score view; everything is bounds-checked.
+absl::StatusOr<ScoreView> RingScoreView(const ScoreRing& ring, uint64_t seq, const RingStep& step) {
+  ScoreView view;
+  switch (step.dtype) {
+    case v1::SCORE_DTYPE_FP32:
+      view.dtype = ScoreDType::kFp32;
+      break;
+    case v1::SCORE_DTYPE_FP16:
+      view.dtype = ScoreDType::kFp16;
+      break;
+    case v1::SCORE_DTYPE_BF16:
+      view.dtype = ScoreDType::kBf16;
+      break;
+    default:
+      return absl::InvalidArgumentError("scores.dtype: must be FP32, FP16 or BF16");
+  }
+  const uint32_t rank = step.kind == v1::STEP_KIND_BULK_PREFILL ? 4 : 3;
+  if (step.num_dims != rank) {
+    return absl::InvalidArgumentError(absl::StrCat("scores.shape: expected ", rank, " dimensions, got ", step.num_dims));
+  }
+  uint64_t count = 1;
+  for (uint32_t d = 0; d < rank; ++d) {
+    count *= step.shape[d];
+    if (count > (uint64_t{1} << 34)) return absl::InvalidArgumentError("scores.shape: too large");
+  }
+  if (count * ScoreDTypeBytes(view.dtype) != step.payload_bytes || step.payload_bytes > ring.payload_capacity()) {
+    return absl::InvalidArgumentError(absl::StrCat("scores: ", step.payload_bytes, " bytes in the ring slot (room for ",
+                                                   ring.payload_capacity(), "), shape and dtype say ",
+                                                   count * ScoreDTypeBytes(view.dtype)));
+  }
+  if (rank == 4 && step.shape[2] != step.shape[3]) {
+    return absl::InvalidArgumentError("scores.shape: a bulk prefill needs [L, H, P, P]");
+  }
+  view.data = ring.step_payload(seq);
+  view.num_values = count;
+  return view;
+}
+
+}  // namespace
+
+grpc::Status CacheManagerService::ServeRing(grpc::ServerContext* context, const std::string& session_id,
+                                            ScoreRing* ring) {
+  A2SF_LOG(DEBUG) << session_id << ": serving steps from shared-memory ring " << ring->name();
+  for (uint64_t seq = 0;; ++seq) {
+    // A cancelled call (the worker went away, or this server is shutting down) stops serving at once,
+    // even while the worker keeps publishing.
+    while (!ring->WaitStep(seq, absl::Milliseconds(50)) || context->IsCancelled()) {
+      if (ring->closed() || context->IsCancelled()) return grpc::Status::OK;
+    }
+    // Copy the step header out of the shared slot: the worker could rewrite it meanwhile.
+    const RingStep step = ring->step(seq);
+    absl::StatusOr<ScoreView> view = RingScoreView(*ring, seq, step);
+    absl::StatusOr<StepResult> result =
+        view.ok() ? RunStep(session_id, v1::StepKind(step.kind), step.step, step.position,
+                            step.kind == v1::STEP_KIND_BULK_PREFILL ? step.shape[2] : 0, *view, step.payload_bytes)
+                  : absl::StatusOr<StepResult>(view.status());
+    if (result.ok() && result->decision.evictions_per_head > ScoreRing::kMaxDecisionEvictionsPerHead) {
+      result = absl::ResourceExhaustedError(
+          absl::StrCat("decision of step ", step.step, " evicts ", result->decision.evictions_per_head,
+                       " entries per head, more than a ring slot holds; the session is out of step with the ring"));
+    }
+    RingDecision* out = ring->mutable_decision(seq);
+    RingDecision decision;
+    decision.step = step.step;
+    if (result.ok()) {
+      const StoreDecision& d = result->decision;
+      decision.evictions_per_head = d.evictions_per_head;
+      decision.entries_after = d.entries_after;
+      decision.num_values = uint32_t(d.evicted_positions.size());
+      std::copy(d.evicted_positions.begin(), d.evicted_positions.end(), ring->mutable_decision_positions(seq));
+      decision.has_slots = d.evicted_slots.empty() ? 0 : 1;
+      std::copy(d.evicted_slots.begin(), d.evicted_slots.end(), ring->mutable_decision_slots(seq));
+    } else {
+      decision.code = int32_t(result.status().code());
+      const std::string message(result.status().message().substr(0, sizeof(decision.message) - 1));
+      std::memcpy(decision.message, message.data(), message.size());
+    }
+    std::memcpy(out, &decision, sizeof(decision));
+    ring->Complete(seq);
+    if (!result.ok()) {
+      ring->Close();
+      return Error(ToGrpc(result.status()));
+    }
+  }
 }
 
 grpc::Status CacheManagerService::SubmitStep(grpc::ServerContext*, const v1::ScoreStep* request,
@@ -144,6 +262,18 @@ grpc::Status CacheManagerService::StreamScores(
     } else if (!step.session_id().empty() && step.session_id() != session_id) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           absl::StrCat("session_id: this stream serves '", session_id, "', got '", step.session_id(), "'"));
+    }
+    if (step.scores().payload_case() == v1::ScoreTensor::PAYLOAD_NOT_SET && step.scores().shape_size() == 0) {
+      // An attach message: the session's steps come through its shared-memory ring from now on.
+      std::shared_ptr<ScoreRing> ring = RingOf(session_id);
+      if (ring == nullptr) {
+        return Error(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                  "scores: empty, and the session has no shared-memory ring to attach"));
+      }
+      grpc::Status served = ServeRing(context, session_id, ring.get());
+      ring->Close();
+      if (context->IsCancelled()) break;
+      return served;
     }
     decision.Clear();
     grpc::Status status = Step(session_id, step, &decision);

@@ -17,9 +17,15 @@
 #include "a2sf/v1/cache_manager.grpc.pb.h"
 #include "cachemgr/session/session_manager.h"
 #include "prometheus/counter.h"
+#include <map>
+#include <memory>
+
+#include "absl/synchronization/mutex.h"
 #include "prometheus/gauge.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+
+#include "common/shm/score_ring.h"
 
 namespace a2sf::cachemgr {
 
@@ -60,11 +66,21 @@ class CacheManagerService final : public v1::CacheManager::Service {
  private:
   // Runs one step of `session_id`; fills `decision`.
   grpc::Status Step(const std::string& session_id, const v1::ScoreStep& step, v1::EvictionDecision* decision);
+  // The step itself, for inline and shared-memory scores alike (prompt_length: bulk prefills only).
+  absl::StatusOr<StepResult> RunStep(const std::string& session_id, v1::StepKind kind, uint64_t step,
+                                     uint64_t position, uint32_t prompt_length, const ScoreView& scores,
+                                     uint64_t bytes);
+  // Serves a session's steps from its shared-memory ring until the worker closes the ring, a step
+  // fails, or the stream is cancelled.
+  grpc::Status ServeRing(grpc::ServerContext* context, const std::string& session_id, ScoreRing* ring);
+  std::shared_ptr<ScoreRing> RingOf(const std::string& session_id);
 
   grpc::Status Error(const grpc::Status& status);
 
   SessionManager* manager_;
   CacheManagerMetrics* metrics_;
+  absl::Mutex rings_mutex_;
+  std::map<std::string, std::shared_ptr<ScoreRing>> rings_ ABSL_GUARDED_BY(rings_mutex_);
 };
 
 class PolicyAdminService final : public v1::PolicyAdmin::Service {

@@ -7,9 +7,12 @@
 #include <random>
 #include <thread>
 
+#include <unistd.h>
+
 #include "cachemgr/service/proto_convert.h"
 #include "cachemgr/store/cpu_score_store.h"
 #include "common/grpc/server.h"
+#include "common/shm/score_ring.h"
 #include "gtest/gtest.h"
 
 namespace a2sf::cachemgr {
@@ -24,7 +27,8 @@ class CacheManagerServiceTest : public ::testing::Test {
     cache_ = std::make_unique<CacheManagerService>(manager_.get());
     admin_ = std::make_unique<PolicyAdminService>(manager_.get(), "s3cret");
     ServerOptions server_options;
-    server_options.listen_addresses = {"127.0.0.1:0"};
+    socket_path_ = "/tmp/a2sf-cmst-" + std::to_string(getpid()) + ".sock";
+    server_options.listen_addresses = {"127.0.0.1:0", "unix:" + socket_path_};
     server_options.plaintext = true;
     server_options.max_receive_message_bytes = 1 << 20;
     server_ = std::move(*RunningServer::Start(server_options, {cache_.get(), admin_.get()}));
@@ -32,6 +36,7 @@ class CacheManagerServiceTest : public ::testing::Test {
     channel_options.plaintext = true;
     auto channel = *MakeChannel(server_->dial_address(0), channel_options);
     stub_ = v1::CacheManager::NewStub(channel);
+    unix_stub_ = v1::CacheManager::NewStub(*MakeChannel(server_->dial_address(1), channel_options));
     admin_stub_ = v1::PolicyAdmin::NewStub(channel);
   }
 
@@ -86,7 +91,115 @@ class CacheManagerServiceTest : public ::testing::Test {
   std::unique_ptr<RunningServer> server_;
   std::unique_ptr<v1::CacheManager::Stub> stub_;
   std::unique_ptr<v1::PolicyAdmin::Stub> admin_stub_;
+  std::string socket_path_;
+  std::unique_ptr<v1::CacheManager::Stub> unix_stub_;  // the same server over its Unix socket
+
+  // Opens a Local(budget 2) session over `stub` with `ring` offered.
+  grpc::Status OpenWithRing(v1::CacheManager::Stub* stub, const std::string& name, uint32_t slots, uint64_t slot_bytes,
+                            v1::OpenSessionResponse* response, uint32_t layers = 2) {
+    v1::OpenSessionRequest request;
+    request.mutable_shape()->set_num_layers(layers);
+    request.mutable_shape()->set_num_kv_heads(2);
+    request.mutable_shape()->set_query_heads_per_kv_head(1);
+    request.mutable_policy()->set_name("local");
+    request.mutable_budget()->set_tokens(2);
+    request.mutable_shared_memory_ring()->set_name(name);
+    request.mutable_shared_memory_ring()->set_num_slots(slots);
+    request.mutable_shared_memory_ring()->set_slot_bytes(slot_bytes);
+    grpc::ClientContext context;
+    return stub->OpenSession(&context, request, response);
+  }
 };
+
+TEST_F(CacheManagerServiceTest, SharedMemoryRingServesStepsAndRefusesBadOffers) {
+  const std::string name = "/a2sf-cmst-" + std::to_string(getpid());
+  const uint64_t slot_bytes = ScoreRing::SlotBytesFor(4 * 64, 4);
+  auto ring = ScoreRing::Create(name, 2, slot_bytes, 4);
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  v1::OpenSessionResponse response;
+  // Offers the server must refuse, each with a message that names the problem.
+  grpc::Status status = OpenWithRing(stub_.get(), name, 2, slot_bytes, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  EXPECT_NE(status.error_message().find("Unix socket"), std::string::npos);
+  status = OpenWithRing(unix_stub_.get(), "/etc/shadow", 2, slot_bytes, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  status = OpenWithRing(unix_stub_.get(), name + "-missing", 2, slot_bytes, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
+  status = OpenWithRing(unix_stub_.get(), name, 3, slot_bytes, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  status = OpenWithRing(unix_stub_.get(), name, 2, slot_bytes, &response, /*layers=*/3);  // 6 heads, ring for 4
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_EQ(manager_->session_count(), 0u);
+
+  ASSERT_TRUE(OpenWithRing(unix_stub_.get(), name, 2, slot_bytes, &response).ok());
+  (*ring)->Unlink();
+  grpc::ClientContext stream_context;
+  auto stream = unix_stub_->StreamScores(&stream_context);
+  v1::ScoreStep attach;
+  attach.set_session_id(response.session_id());
+  ASSERT_TRUE(stream->Write(attach));
+  // Three Local steps through the ring; the third evicts position 0 in each of the 4 heads.
+  for (uint64_t seq = 0; seq < 3; ++seq) {
+    const uint32_t n = uint32_t(seq + 1);
+    auto* values = static_cast<float*>((*ring)->payload(seq));
+    for (uint32_t i = 0; i < 4 * n; ++i) values[i] = 0.25f;
+    RingStep step;
+    step.step = seq;
+    step.kind = v1::STEP_KIND_TOKEN;
+    step.dtype = v1::SCORE_DTYPE_FP32;
+    step.position = uint32_t(seq);
+    step.num_dims = 3;
+    step.shape[0] = 2;
+    step.shape[1] = 2;
+    step.shape[2] = n;
+    step.payload_bytes = 4 * n * 4;
+    (*ring)->Publish(seq, step);
+    ASSERT_TRUE((*ring)->WaitDecision(seq, absl::Seconds(10)));
+    const RingDecision& d = (*ring)->decision(seq);
+    EXPECT_EQ(d.code, 0) << d.message;
+    EXPECT_EQ(d.step, seq);
+    EXPECT_EQ(d.evictions_per_head, seq == 2 ? 1u : 0u);
+    if (seq == 2) {
+      EXPECT_EQ(d.has_slots, 1u);
+      for (uint32_t h = 0; h < 4; ++h) EXPECT_EQ((*ring)->decision_positions(seq)[h], 0u);
+    }
+  }
+  // A hostile slot: a payload larger than the slot. The step is refused, the session is unchanged, and
+  // the stream ends with the same status.
+  RingStep bad;
+  bad.step = 3;
+  bad.kind = v1::STEP_KIND_TOKEN;
+  bad.dtype = v1::SCORE_DTYPE_FP32;
+  bad.position = 3;
+  bad.num_dims = 3;
+  bad.shape[0] = 2;
+  bad.shape[1] = 2;
+  bad.shape[2] = 1u << 20;
+  bad.payload_bytes = uint64_t(4) << 22;
+  (*ring)->Publish(3, bad);
+  ASSERT_TRUE((*ring)->WaitDecision(3, absl::Seconds(10)));
+  EXPECT_EQ((*ring)->decision(3).code, int(absl::StatusCode::kInvalidArgument));
+  EXPECT_NE(std::string((*ring)->decision(3).message).find("room for"), std::string::npos);
+  stream->WritesDone();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(StepsOf(response.session_id()), 3u);
+  // The session goes on inline (3 entries + 1 new).
+  std::vector<float> next(4 * 3, 0.25f);
+  EXPECT_TRUE(Submit(MakeStep(response.session_id(), 3, next, 3)).ok());
+}
+
+TEST_F(CacheManagerServiceTest, AttachWithoutARingIsFailedPrecondition) {
+  v1::OpenSessionResponse session = Open("local", 2);
+  grpc::ClientContext context;
+  auto stream = stub_->StreamScores(&context);
+  v1::ScoreStep attach;
+  attach.set_session_id(session.session_id());
+  ASSERT_TRUE(stream->Write(attach));
+  stream->WritesDone();
+  grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  EXPECT_EQ(StepsOf(session.session_id()), 0u);
+}
 
 TEST_F(CacheManagerServiceTest, StreamedDecisionsEqualTheLibrarysOnTheSameScores) {
   const v1::OpenSessionResponse opened = Open("a2sf", 5, 0.4);

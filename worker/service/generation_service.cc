@@ -176,8 +176,8 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   if (options_.cache_manager != nullptr) {
     absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
         RemotePolicy::Open(options_.cache_manager, c, request->has_policy() ? &request->policy() : nullptr, budget,
-                           options_.score_encoding, absl::StrCat(options_.worker_name, "/", job->id),
-                           options_.cache_manager_wait, options_.decision_lag);
+                           {options_.score_encoding, absl::StrCat(options_.worker_name, "/", job->id),
+                            options_.cache_manager_wait, options_.decision_lag, options_.shared_memory});
     if (!remote.ok()) {
       Retire(job);
       if (remote.status().code() == absl::StatusCode::kUnavailable ||
@@ -230,8 +230,10 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   stats.set_decision_lag(policy->decision_lag());
   if (fallback != nullptr) {
     *stats.mutable_policy() = fallback->remote()->policy();
+    stats.set_shared_memory(fallback->remote()->uses_shared_memory());
   } else if (auto* remote = dynamic_cast<RemotePolicy*>(policy.get())) {
     *stats.mutable_policy() = remote->policy();
+    stats.set_shared_memory(remote->uses_shared_memory());
   } else if (auto* local = dynamic_cast<InProcessPolicy*>(policy.get())) {
     *stats.mutable_policy() = cachemgr::ToProto(local->session().policy);
   }

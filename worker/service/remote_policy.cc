@@ -1,24 +1,36 @@
 #include "worker/service/remote_policy.h"
 
+#include <unistd.h>
+
+#include <atomic>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "cachemgr/service/proto_convert.h"
 #include "common/float16.h"
+#include "common/log.h"
 
 namespace a2sf::worker {
+
+namespace {
+
+std::string NewRingName() {
+  static std::atomic<uint64_t> counter{0};
+  return absl::StrCat("/a2sf-", getpid(), "-", counter.fetch_add(1), "-", absl::ToUnixNanos(absl::Now()) % 1000000007);
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr<grpc::Channel> channel,
                                                                  const ModelConfig& model,
                                                                  const v1::PolicySpec* policy,
-                                                                 const v1::Budget& budget, ScoreEncoding encoding,
-                                                                 const std::string& label,
-                                                                 absl::Duration wait_for_cache_manager,
-                                                                 uint32_t decision_lag) {
+                                                                 const v1::Budget& budget,
+                                                                 const RemotePolicyOptions& options) {
   std::unique_ptr<RemotePolicy> remote(new RemotePolicy());
   remote->stub_ = v1::CacheManager::NewStub(channel);
+  remote->channel_ = channel;
   remote->model_ = model;
-  remote->encoding_ = encoding;
+  remote->encoding_ = options.encoding;
   v1::OpenSessionRequest request;
   request.mutable_shape()->set_num_layers(model.n_layers);
   request.mutable_shape()->set_num_kv_heads(model.n_kv_heads);
@@ -26,24 +38,54 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
   request.mutable_shape()->set_max_context(model.seq_len);
   if (policy != nullptr) *request.mutable_policy() = *policy;
   *request.mutable_budget() = budget;
-  request.set_client_label(label);
-  request.set_decision_lag(decision_lag);
+  request.set_client_label(options.label);
+  request.set_decision_lag(options.decision_lag);
+  if (options.shared_memory) {
+    // Room for a whole context of fp32 scores per slot, and every decision that can be in flight.
+    const uint32_t heads = uint32_t(model.n_layers * model.n_kv_heads);
+    const uint64_t payload = uint64_t(heads) * model.seq_len * 4;
+    absl::StatusOr<std::unique_ptr<ScoreRing>> ring = ScoreRing::Create(
+        NewRingName(), std::min<uint32_t>(options.decision_lag + 2, ScoreRing::kMaxSlots),
+        ScoreRing::SlotBytesFor(payload, heads), heads);
+    if (ring.ok()) {
+      v1::SharedMemoryRing* offer = request.mutable_shared_memory_ring();
+      offer->set_name((*ring)->name());
+      offer->set_num_slots((*ring)->num_slots());
+      offer->set_slot_bytes((*ring)->slot_bytes());
+      remote->ring_ = std::move(*ring);
+    } else {
+      A2SF_LOG(WARNING) << "no shared-memory ring (" << ring.status() << "); scores go over gRPC";
+    }
+  }
   v1::OpenSessionResponse response;
   grpc::ClientContext context;
   context.set_wait_for_ready(true);
-  context.set_deadline(absl::ToChronoTime(absl::Now() + wait_for_cache_manager));
+  context.set_deadline(absl::ToChronoTime(absl::Now() + options.wait_for_cache_manager));
   grpc::Status status = remote->stub_->OpenSession(&context, request, &response);
+  if (!status.ok() && remote->ring_ != nullptr && status.error_code() != grpc::StatusCode::UNAVAILABLE &&
+      status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+    // Refused ring (not a Unix socket, another machine, an older server): open without it.
+    A2SF_LOG(WARNING) << "cache manager refused the shared-memory ring (" << status.error_message()
+                      << "); scores go over gRPC";
+    remote->ring_.reset();
+    request.clear_shared_memory_ring();
+    grpc::ClientContext retry;
+    retry.set_deadline(absl::ToChronoTime(absl::Now() + options.wait_for_cache_manager));
+    status = remote->stub_->OpenSession(&retry, request, &response);
+  }
   if (!status.ok()) return cachemgr::FromGrpc(status);
+  if (remote->ring_ != nullptr) remote->ring_->Unlink();  // mapped on both sides: the name is no longer needed
   remote->session_id_ = response.session_id();
   remote->policy_ = response.policy();
   remote->budget_tokens_ = response.budget_tokens();
-  remote->decision_lag_ = decision_lag;
+  remote->decision_lag_ = options.decision_lag;
   remote->stream_context_ = std::make_unique<grpc::ClientContext>();
   remote->stream_ = remote->stub_->StreamScores(remote->stream_context_.get());
   return remote;
 }
 
 RemotePolicy::~RemotePolicy() {
+  if (ring_ != nullptr) ring_->Close();  // ends the cache manager's ring loop, and with it the stream
   if (stream_ != nullptr) {
     // A clean half-close lets the cache manager end the stream; CloseSession below frees the session.
     // Decisions still travelling (pipelined mode) are read first: Finish expects no unread message.
@@ -79,10 +121,85 @@ absl::Status RemotePolicy::Broken() {
   return cachemgr::FromGrpc(status);
 }
 
-absl::Status RemotePolicy::Send(v1::ScoreStep* message, absl::Span<const float> scores,
-                                std::initializer_list<uint32_t> shape) {
+absl::Status RemotePolicy::SendThroughRing(uint64_t step, uint32_t kind, uint32_t position,
+                                           absl::Span<const float> scores, std::initializer_list<uint32_t> shape) {
   if (broken_) return absl::UnavailableError("the stream to the cache manager is broken");
-  if (first_message_) message->set_session_id(session_id_);
+  if (!ring_attached_) {
+    // The first message names the session and carries no scores: "serve me from the ring".
+    v1::ScoreStep attach;
+    attach.set_session_id(session_id_);
+    if (!stream_->Write(attach)) return Broken();
+    ring_attached_ = true;
+    first_message_ = false;
+  }
+  const size_t value_bytes = encoding_ == ScoreEncoding::kFp32 ? 4 : 2;
+  if (scores.size() * value_bytes > ring_->payload_capacity()) {
+    return absl::ResourceExhaustedError("scores: larger than a shared-memory ring slot");
+  }
+  const uint64_t seq = ring_published_++;
+  void* payload = ring_->payload(seq);
+  if (encoding_ == ScoreEncoding::kFp32) {
+    std::memcpy(payload, scores.data(), scores.size() * 4);
+  } else {
+    auto* out = static_cast<uint16_t*>(payload);
+    for (size_t i = 0; i < scores.size(); ++i) out[i] = FloatToHalf(scores[i]);
+  }
+  RingStep header;
+  header.step = step;
+  header.kind = kind;
+  header.dtype = encoding_ == ScoreEncoding::kFp32 ? v1::SCORE_DTYPE_FP32 : v1::SCORE_DTYPE_FP16;
+  header.position = position;
+  header.num_dims = uint32_t(shape.size());
+  std::copy(shape.begin(), shape.end(), header.shape);
+  header.payload_bytes = scores.size() * value_bytes;
+  ring_->Publish(seq, header);
+  awaiting_.push_back(step);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EvictionDecision> RemotePolicy::AwaitFromRing() {
+  const uint64_t seq = ring_read_;
+  // Wait in short slices, checking between them that the cache manager is still connected.
+  while (!ring_->WaitDecision(seq, absl::Milliseconds(100))) {
+    const grpc_connectivity_state state = channel_->GetState(false);
+    if (ring_->closed() || state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN ||
+        state == GRPC_CHANNEL_IDLE) {
+      if (ring_->WaitDecision(seq, absl::ZeroDuration())) break;  // it did answer before going away
+      return Broken();
+    }
+  }
+  ++ring_read_;
+  const uint64_t step = awaiting_.front();
+  awaiting_.pop_front();
+  const RingDecision decision = ring_->decision(seq);
+  if (decision.code != 0) {
+    // The cache manager refused the step and stops serving the ring; the stream ends with the same status.
+    broken_ = true;
+    return absl::Status(absl::StatusCode(decision.code),
+                        std::string(decision.message, strnlen(decision.message, sizeof(decision.message))));
+  }
+  if (decision.step != step) {
+    return absl::DataLossError(absl::StrCat("cache manager answered step ", decision.step, " to step ", step));
+  }
+  const size_t heads = size_t(model_.n_layers) * model_.n_kv_heads;
+  if (decision.num_values != heads * decision.evictions_per_head ||
+      decision.evictions_per_head > ScoreRing::kMaxDecisionEvictionsPerHead) {
+    return absl::DataLossError("cache manager wrote a malformed decision into the ring");
+  }
+  EvictionDecision out;
+  out.evictions_per_head = decision.evictions_per_head;
+  out.entries_after = decision.entries_after;
+  const uint32_t* positions = ring_->decision_positions(seq);
+  out.evicted_positions.assign(positions, positions + decision.num_values);
+  if (decision.has_slots) {
+    const uint32_t* slots = ring_->decision_slots(seq);
+    out.evicted_slots.assign(slots, slots + decision.num_values);
+  }
+  return out;
+}
+
+void RemotePolicy::Encode(v1::ScoreStep* message, absl::Span<const float> scores,
+                          std::initializer_list<uint32_t> shape) {
   v1::ScoreTensor* tensor = message->mutable_scores();
   for (uint32_t d : shape) tensor->add_shape(d);
   if (encoding_ == ScoreEncoding::kFp32) {
@@ -97,6 +214,22 @@ absl::Status RemotePolicy::Send(v1::ScoreStep* message, absl::Span<const float> 
     }
     tensor->set_data(buffer_);
   }
+}
+
+EvictionDecision RemotePolicy::FromProto(const v1::EvictionDecision& decision) {
+  EvictionDecision out;
+  out.evictions_per_head = decision.evictions_per_head();
+  out.entries_after = decision.entries_after();
+  out.evicted_slots.assign(decision.evicted_slots().begin(), decision.evicted_slots().end());
+  out.evicted_positions.assign(decision.evicted_positions().begin(), decision.evicted_positions().end());
+  return out;
+}
+
+absl::Status RemotePolicy::Send(v1::ScoreStep* message, absl::Span<const float> scores,
+                                std::initializer_list<uint32_t> shape) {
+  if (broken_) return absl::UnavailableError("the stream to the cache manager is broken");
+  if (first_message_) message->set_session_id(session_id_);
+  Encode(message, scores, shape);
   if (!stream_->Write(*message)) return Broken();
   first_message_ = false;
   awaiting_.push_back(message->step());
@@ -106,6 +239,7 @@ absl::Status RemotePolicy::Send(v1::ScoreStep* message, absl::Span<const float> 
 absl::StatusOr<EvictionDecision> RemotePolicy::AwaitDecision() {
   if (broken_) return absl::UnavailableError("the stream to the cache manager is broken");
   if (awaiting_.empty()) return absl::FailedPreconditionError("AwaitDecision: no step was submitted");
+  if (ring_ != nullptr && ring_attached_) return AwaitFromRing();
   v1::EvictionDecision decision;
   if (!stream_->Read(&decision)) return Broken();
   const uint64_t step = awaiting_.front();
@@ -113,12 +247,7 @@ absl::StatusOr<EvictionDecision> RemotePolicy::AwaitDecision() {
   if (decision.step() != step) {
     return absl::DataLossError(absl::StrCat("cache manager answered step ", decision.step(), " to step ", step));
   }
-  EvictionDecision out;
-  out.evictions_per_head = decision.evictions_per_head();
-  out.entries_after = decision.entries_after();
-  out.evicted_slots.assign(decision.evicted_slots().begin(), decision.evicted_slots().end());
-  out.evicted_positions.assign(decision.evicted_positions().begin(), decision.evicted_positions().end());
-  return out;
+  return FromProto(decision);
 }
 
 absl::Status RemotePolicy::SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) {
@@ -127,6 +256,10 @@ absl::Status RemotePolicy::SubmitStep(uint64_t step, uint32_t position, absl::Sp
   message.set_position(position);
   message.set_kind(v1::STEP_KIND_TOKEN);
   const uint32_t heads = uint32_t(model_.n_layers * model_.n_kv_heads);
+  if (ring_ != nullptr) {
+    return SendThroughRing(step, v1::STEP_KIND_TOKEN, position, scores,
+                           {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), uint32_t(scores.size() / heads)});
+  }
   return Send(&message, scores,
               {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), uint32_t(scores.size() / heads)});
 }
@@ -144,6 +277,18 @@ absl::StatusOr<EvictionDecision> RemotePolicy::BulkPrefill(uint32_t first_positi
   message.set_step(0);
   message.set_position(first_position);
   message.set_kind(v1::STEP_KIND_BULK_PREFILL);
+  if (ring_ != nullptr) {
+    // A prompt's decision evicts many entries per head, more than a ring slot has room for: the bulk
+    // step goes as one unary call, before the ring is attached.
+    Encode(&message, scores, {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), prompt_length, prompt_length});
+    message.set_session_id(session_id_);
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    v1::EvictionDecision decision;
+    grpc::Status status = stub_->SubmitStep(&context, message, &decision);
+    if (!status.ok()) return cachemgr::FromGrpc(status);
+    return FromProto(decision);
+  }
   if (absl::Status s = Send(&message, scores, {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), prompt_length,
                                                prompt_length});
       !s.ok()) {

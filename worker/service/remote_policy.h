@@ -3,7 +3,9 @@
 // and waits for the decision before the next token (synchronous mode: the exact semantics of the
 // policy library), or, opened with a decision lag K, lets up to K + 1 decisions travel while the engine
 // computes (pipelined mode; the session runs the same rules in the cache manager, so the tokens equal
-// an in-process pipelined run's). If the cache manager goes away, steps fail with UNAVAILABLE.
+// an in-process pipelined run's). Co-located with the cache manager, it can hand the scores over in a
+// shared-memory ring instead of gRPC messages (ScoreRing); the stream then only attaches the ring and
+// tells when the cache manager is gone. If the cache manager goes away, steps fail with UNAVAILABLE.
 // Not thread-safe: one generation job uses it.
 #ifndef A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
 #define A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
@@ -14,12 +16,24 @@
 
 #include "a2sf/v1/cache_manager.grpc.pb.h"
 #include "absl/time/time.h"
+#include "common/shm/score_ring.h"
 #include "grpcpp/grpcpp.h"
 #include "worker/engine/generator.h"
 
 namespace a2sf::worker {
 
 enum class ScoreEncoding { kFp32, kFp16 };
+
+struct RemotePolicyOptions {
+  ScoreEncoding encoding = ScoreEncoding::kFp16;
+  std::string label;  // for the cache manager's logs
+  // How long opening waits for an unreachable cache manager (gRPC reconnects with backoff).
+  absl::Duration wait_for_cache_manager = absl::Seconds(5);
+  uint32_t decision_lag = 0;
+  // Offer a shared-memory ring for the scores (the cache manager must be on this machine, reached over
+  // its Unix socket). If it cannot be created or is refused, scores go inline over gRPC.
+  bool shared_memory = false;
+};
 
 class RemotePolicy final : public EvictionPolicyClient {
  public:
@@ -30,9 +44,7 @@ class RemotePolicy final : public EvictionPolicyClient {
   static absl::StatusOr<std::unique_ptr<RemotePolicy>> Open(std::shared_ptr<grpc::Channel> channel,
                                                             const ModelConfig& model,
                                                             const v1::PolicySpec* policy, const v1::Budget& budget,
-                                                            ScoreEncoding encoding, const std::string& label,
-                                                            absl::Duration wait_for_cache_manager = absl::Seconds(5),
-                                                            uint32_t decision_lag = 0);
+                                                            const RemotePolicyOptions& options);
   ~RemotePolicy() override;  // half-closes the stream and closes the session
 
   absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
@@ -45,11 +57,18 @@ class RemotePolicy final : public EvictionPolicyClient {
   bool evicts() const override { return policy_.name() != "full"; }
   const v1::PolicySpec& policy() const { return policy_; }
   const std::string& session_id() const { return session_id_; }
+  // True when scores travel through a shared-memory ring.
+  bool uses_shared_memory() const { return ring_ != nullptr; }
 
  private:
   RemotePolicy() = default;
+  void Encode(v1::ScoreStep* message, absl::Span<const float> scores, std::initializer_list<uint32_t> shape);
+  static EvictionDecision FromProto(const v1::EvictionDecision& decision);
   absl::Status Send(v1::ScoreStep* message, absl::Span<const float> scores, std::initializer_list<uint32_t> shape);
   absl::Status Broken();  // ends the stream and says why
+  absl::Status SendThroughRing(uint64_t step, uint32_t kind, uint32_t position, absl::Span<const float> scores,
+                               std::initializer_list<uint32_t> shape);
+  absl::StatusOr<EvictionDecision> AwaitFromRing();
 
   std::unique_ptr<v1::CacheManager::Stub> stub_;
   std::unique_ptr<grpc::ClientContext> stream_context_;
@@ -61,6 +80,10 @@ class RemotePolicy final : public EvictionPolicyClient {
   uint32_t budget_tokens_ = 0;
   uint32_t decision_lag_ = 0;
   std::deque<uint64_t> awaiting_;  // steps sent whose decision has not been read, oldest first
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<ScoreRing> ring_;
+  bool ring_attached_ = false;
+  uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
   bool first_message_ = true;
   bool broken_ = false;
   std::string buffer_;

@@ -9,6 +9,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "common/grpc/server.h"
@@ -37,6 +38,9 @@ ABSL_FLAG(std::string, on_cachemgr_failure, "fail",
 ABSL_FLAG(uint32_t, decision_lag, 0,
           "pipelined decisions: apply each step's eviction decision K steps late, so it travels while the next "
           "tokens are computed (the cache holds up to K extra entries); 0: synchronous");
+ABSL_FLAG(bool, shared_memory, true,
+          "with --cachemgr=unix:...: hand scores over in a shared-memory ring (gRPC stays the control plane; "
+          "falls back to inline scores if the cache manager refuses it)");
 ABSL_FLAG(int, cachemgr_wait_ms, 5000, "how long a new job waits for an unreachable cache manager to come back");
 ABSL_FLAG(std::string, default_policy, "a2sf", "policy of jobs that name none (in-process mode)");
 ABSL_FLAG(int, threads, 1, "threads per job");
@@ -90,6 +94,8 @@ int main(int argc, char** argv) {
   }
   options.fallback_in_process = on_failure == "continue";
   options.decision_lag = absl::GetFlag(FLAGS_decision_lag);
+  options.shared_memory =
+      absl::GetFlag(FLAGS_shared_memory) && absl::StartsWith(absl::GetFlag(FLAGS_cachemgr), "unix:");
   if (options.decision_lag > cachemgr::kMaxDecisionLag) {
     A2SF_LOG(ERROR) << "--decision_lag: at most " << cachemgr::kMaxDecisionLag;
     return 2;

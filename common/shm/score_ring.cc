@@ -1,0 +1,266 @@
+#include "common/shm/score_ring.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <new>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+
+namespace a2sf {
+
+namespace {
+
+constexpr uint64_t kMagic = 0x314752464653324full;  // "O2SFFRG1"
+constexpr uint32_t kVersion = 1;
+constexpr size_t kHeaderBytes = 256;
+constexpr size_t kStepBytes = 64;  // RingStep, padded
+constexpr size_t kDecisionBytes = 320;  // RingDecision, padded
+static_assert(sizeof(RingStep) <= kStepBytes);
+static_assert(sizeof(RingDecision) <= kDecisionBytes);
+
+size_t DecisionArrayBytes(uint32_t heads) {
+  return size_t(heads) * ScoreRing::kMaxDecisionEvictionsPerHead * sizeof(uint32_t);
+}
+
+// Futexes on a shared mapping must not be FUTEX_PRIVATE: the two sides are different processes.
+void FutexWait(std::atomic<uint32_t>* word, uint32_t expected, absl::Duration timeout) {
+  timespec ts = absl::ToTimespec(timeout);
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, expected, &ts, nullptr, 0);
+}
+
+void FutexWakeAll(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT32_MAX, nullptr, nullptr, 0);
+}
+
+// Waits until `counter` (the low 32 bits of a sequence count) passes `seq`, or `closed` is set.
+bool WaitPast(std::atomic<uint32_t>* counter, const std::atomic<uint32_t>* closed, uint64_t seq,
+              absl::Duration timeout) {
+  const uint32_t target = uint32_t(seq + 1);
+  auto done = [&] { return int32_t(counter->load(std::memory_order_acquire) - target) >= 0; };
+  // A short spin first: a decision usually arrives within tens of microseconds.
+  for (int i = 0; i < 4000; ++i) {
+    if (done()) return true;
+    if (closed->load(std::memory_order_acquire) != 0) return false;
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  }
+  const absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    const uint32_t seen = counter->load(std::memory_order_acquire);
+    if (int32_t(seen - target) >= 0) return true;
+    if (closed->load(std::memory_order_acquire) != 0) return false;
+    const absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) return false;
+    FutexWait(counter, seen, std::min(left, absl::Milliseconds(20)));
+  }
+}
+
+}  // namespace
+
+struct ScoreRing::Header {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t num_slots;
+  uint64_t slot_bytes;
+  uint32_t heads;
+  uint32_t reserved;
+  alignas(64) std::atomic<uint32_t> published;  // steps published by the worker
+  alignas(64) std::atomic<uint32_t> completed;  // decisions written by the cache manager
+  alignas(64) std::atomic<uint32_t> closed;
+};
+static_assert(std::atomic<uint32_t>::is_always_lock_free);
+
+uint64_t ScoreRing::SlotBytesFor(uint64_t payload_bytes, uint32_t heads) {
+  const uint64_t bytes = kStepBytes + kDecisionBytes + 2 * DecisionArrayBytes(heads) + payload_bytes;
+  return (bytes + 63) / 64 * 64;
+}
+
+ScoreRing::ScoreRing(std::string name, void* base, size_t bytes, bool owner, uint32_t num_slots, uint64_t slot_bytes,
+                     uint32_t heads)
+    : name_(std::move(name)),
+      base_(base),
+      bytes_(bytes),
+      owner_(owner),
+      num_slots_(num_slots),
+      slot_bytes_(slot_bytes),
+      heads_(heads) {}
+
+ScoreRing::~ScoreRing() {
+  munmap(base_, bytes_);
+  if (owner_ && !unlinked_) shm_unlink(name_.c_str());
+}
+
+namespace {
+
+absl::Status CheckName(const std::string& name) {
+  if (!absl::StartsWith(name, "/a2sf-") || name.size() > 200 || name.find('/', 1) != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared_memory_ring.name: must look like /a2sf-<id> (one path component), got '", name, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckGeometry(uint32_t num_slots, uint64_t slot_bytes) {
+  if (num_slots < 1 || num_slots > ScoreRing::kMaxSlots) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("shared_memory_ring.num_slots: must be in [1, ", ScoreRing::kMaxSlots, "], got ", num_slots));
+  }
+  if (slot_bytes < kStepBytes + kDecisionBytes + 64 || slot_bytes > ScoreRing::kMaxSlotBytes || slot_bytes % 64 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("shared_memory_ring.slot_bytes: must be a multiple of 64 in [",
+                                                   kStepBytes + kDecisionBytes + 64, ", ", ScoreRing::kMaxSlotBytes,
+                                                   "], got ", slot_bytes));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ScoreRing>> ScoreRing::Create(const std::string& name, uint32_t num_slots,
+                                                             uint64_t slot_bytes, uint32_t heads) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  if (absl::Status s = CheckGeometry(num_slots, slot_bytes); !s.ok()) return s;
+  if (SlotBytesFor(0, heads) > slot_bytes) return absl::InvalidArgumentError("slot_bytes: too small for the decisions");
+  static_assert(sizeof(Header) <= kHeaderBytes);
+  const size_t bytes = kHeaderBytes + size_t(num_slots) * slot_bytes;
+  const int fd = shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  if (fd < 0) return absl::InternalError(absl::StrCat("shm_open(", name, "): ", std::strerror(errno)));
+  if (ftruncate(fd, off_t(bytes)) != 0) {
+    const int err = errno;
+    close(fd);
+    shm_unlink(name.c_str());
+    return absl::ResourceExhaustedError(absl::StrCat("ftruncate(", name, ", ", bytes, "): ", std::strerror(err)));
+  }
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (base == MAP_FAILED) {
+    shm_unlink(name.c_str());
+    return absl::ResourceExhaustedError(absl::StrCat("mmap(", name, "): ", std::strerror(errno)));
+  }
+  auto* header = new (base) Header();
+  header->magic = kMagic;
+  header->version = kVersion;
+  header->num_slots = num_slots;
+  header->slot_bytes = slot_bytes;
+  header->heads = heads;
+  header->published.store(0);
+  header->completed.store(0);
+  header->closed.store(0);
+  return std::unique_ptr<ScoreRing>(new ScoreRing(name, base, bytes, /*owner=*/true, num_slots, slot_bytes, heads));
+}
+
+absl::StatusOr<std::unique_ptr<ScoreRing>> ScoreRing::Attach(const std::string& name, uint32_t num_slots,
+                                                             uint64_t slot_bytes) {
+  if (absl::Status s = CheckName(name); !s.ok()) return s;
+  if (absl::Status s = CheckGeometry(num_slots, slot_bytes); !s.ok()) return s;
+  const size_t bytes = kHeaderBytes + size_t(num_slots) * slot_bytes;
+  const int fd = shm_open(name.c_str(), O_RDWR, 0);
+  if (fd < 0) {
+    return absl::NotFoundError(absl::StrCat("shared_memory_ring.name: cannot open '", name, "': ", std::strerror(errno),
+                                            " (is the worker on this machine?)"));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || size_t(st.st_size) != bytes) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat("shared_memory_ring: segment '", name, "' holds ", st.st_size,
+                                                   " bytes, the offer describes ", bytes));
+  }
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  close(fd);
+  if (base == MAP_FAILED) return absl::ResourceExhaustedError(absl::StrCat("mmap(", name, "): ", std::strerror(errno)));
+  const auto* header = static_cast<const Header*>(base);
+  const uint32_t heads = header->heads;
+  if (header->magic != kMagic || header->version != kVersion || header->num_slots != num_slots ||
+      header->slot_bytes != slot_bytes || heads == 0 || SlotBytesFor(0, heads) > slot_bytes) {
+    munmap(base, bytes);
+    return absl::InvalidArgumentError(absl::StrCat("shared_memory_ring: segment '", name,
+                                                   "' does not carry a matching a2sf ring header"));
+  }
+  return std::unique_ptr<ScoreRing>(new ScoreRing(name, base, bytes, /*owner=*/false, num_slots, slot_bytes, heads));
+}
+
+uint64_t ScoreRing::payload_capacity() const { return slot_bytes() - SlotBytesFor(0, heads()); }
+
+void ScoreRing::Unlink() {
+  if (owner_ && !unlinked_) shm_unlink(name_.c_str());
+  unlinked_ = true;
+}
+
+// Slot layout: RingStep | RingDecision | decision slots | decision positions | payload.
+char* ScoreRing::slot(uint64_t seq) const {
+  return static_cast<char*>(base_) + kHeaderBytes + (seq % num_slots()) * slot_bytes();
+}
+
+void* ScoreRing::payload(uint64_t seq) {
+  return slot(seq) + kStepBytes + kDecisionBytes + 2 * DecisionArrayBytes(heads());
+}
+const void* ScoreRing::step_payload(uint64_t seq) const {
+  return slot(seq) + kStepBytes + kDecisionBytes + 2 * DecisionArrayBytes(heads());
+}
+
+void ScoreRing::Publish(uint64_t seq, const RingStep& step) {
+  std::memcpy(slot(seq), &step, sizeof(step));
+  auto* header = static_cast<Header*>(base_);
+  header->published.store(uint32_t(seq + 1), std::memory_order_release);
+  FutexWakeAll(&header->published);
+}
+
+bool ScoreRing::WaitDecision(uint64_t seq, absl::Duration timeout) {
+  auto* header = static_cast<Header*>(base_);
+  return WaitPast(&header->completed, &header->closed, seq, timeout);
+}
+
+bool ScoreRing::WaitStep(uint64_t seq, absl::Duration timeout) {
+  auto* header = static_cast<Header*>(base_);
+  return WaitPast(&header->published, &header->closed, seq, timeout);
+}
+
+const RingStep& ScoreRing::step(uint64_t seq) const { return *reinterpret_cast<const RingStep*>(slot(seq)); }
+
+const RingDecision& ScoreRing::decision(uint64_t seq) const {
+  return *reinterpret_cast<const RingDecision*>(slot(seq) + kStepBytes);
+}
+RingDecision* ScoreRing::mutable_decision(uint64_t seq) {
+  return reinterpret_cast<RingDecision*>(slot(seq) + kStepBytes);
+}
+const uint32_t* ScoreRing::decision_slots(uint64_t seq) const {
+  return reinterpret_cast<const uint32_t*>(slot(seq) + kStepBytes + kDecisionBytes);
+}
+uint32_t* ScoreRing::mutable_decision_slots(uint64_t seq) {
+  return reinterpret_cast<uint32_t*>(slot(seq) + kStepBytes + kDecisionBytes);
+}
+const uint32_t* ScoreRing::decision_positions(uint64_t seq) const {
+  return reinterpret_cast<const uint32_t*>(slot(seq) + kStepBytes + kDecisionBytes + DecisionArrayBytes(heads()));
+}
+uint32_t* ScoreRing::mutable_decision_positions(uint64_t seq) {
+  return reinterpret_cast<uint32_t*>(slot(seq) + kStepBytes + kDecisionBytes + DecisionArrayBytes(heads()));
+}
+
+void ScoreRing::Complete(uint64_t seq) {
+  auto* header = static_cast<Header*>(base_);
+  header->completed.store(uint32_t(seq + 1), std::memory_order_release);
+  FutexWakeAll(&header->completed);
+}
+
+void ScoreRing::Close() {
+  auto* header = static_cast<Header*>(base_);
+  header->closed.store(1, std::memory_order_release);
+  FutexWakeAll(&header->published);
+  FutexWakeAll(&header->completed);
+}
+
+bool ScoreRing::closed() const {
+  return static_cast<const Header*>(base_)->closed.load(std::memory_order_acquire) != 0;
+}
+
+}  // namespace a2sf

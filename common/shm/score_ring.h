@@ -1,0 +1,120 @@
+// ScoreRing: the co-located data plane between a worker and the cache manager. A POSIX shared-memory
+// segment holds a ring of slots; the worker writes a step's packed scores straight into a slot and
+// publishes it by bumping a counter, the cache manager reads the scores in place, writes the decision
+// into the same slot and bumps its own counter. Both sides sleep on the counters with futexes (after a
+// short spin), so a step costs no copy, no serialisation and no socket round trip. gRPC remains the
+// control plane: the session is opened, attached and closed there, and a worker whose segment cannot
+// be offered simply sends scores inline.
+//
+// One producer (the worker's job) and one consumer (the cache manager's stream handler) per ring.
+// The worker creates the segment and unlinks its name once the cache manager has mapped it, so
+// nothing leaks when either process dies. Trust: only a process that can connect to the cache
+// manager's Unix socket can offer a ring (the socket's file permissions are the boundary); the cache
+// manager still bounds-checks everything a slot says.
+#ifndef A2SF_COMMON_SHM_SCORE_RING_H_
+#define A2SF_COMMON_SHM_SCORE_RING_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace a2sf {
+
+// What the worker writes into a slot before publishing it.
+struct RingStep {
+  uint64_t step = 0;
+  uint32_t kind = 0;      // a2sf.v1.StepKind value
+  uint32_t dtype = 0;     // a2sf.v1.ScoreDType value
+  uint32_t position = 0;
+  uint32_t num_dims = 0;
+  uint32_t shape[4] = {0, 0, 0, 0};
+  uint64_t payload_bytes = 0;
+};
+
+// What the cache manager writes back. `code` is an absl::StatusCode value (0: OK).
+struct RingDecision {
+  uint64_t step = 0;
+  int32_t code = 0;
+  uint32_t evictions_per_head = 0;
+  uint32_t entries_after = 0;
+  uint32_t num_values = 0;  // evicted_positions (and evicted_slots, if has_slots) hold this many
+  uint32_t has_slots = 0;   // 0 for a pipelined session's decision, which names positions only
+  char message[240] = {};   // the error, when code != 0
+};
+
+class ScoreRing {
+ public:
+  static constexpr uint32_t kMaxSlots = 64;
+  static constexpr uint64_t kMaxSlotBytes = uint64_t{1} << 30;
+  // Evictions per decision a slot has room for, per head (token steps evict at most one).
+  static constexpr uint32_t kMaxDecisionEvictionsPerHead = 4;
+
+  // Bytes a slot needs for `payload_bytes` of scores and decisions over `heads` heads.
+  static uint64_t SlotBytesFor(uint64_t payload_bytes, uint32_t heads);
+
+  // The worker's side: creates a new segment named `name` ("/a2sf-..."; O_EXCL).
+  static absl::StatusOr<std::unique_ptr<ScoreRing>> Create(const std::string& name, uint32_t num_slots,
+                                                           uint64_t slot_bytes, uint32_t heads);
+  // The cache manager's side: maps an existing segment and checks its header against the offer.
+  // INVALID_ARGUMENT for a bad name, size or header; NOT_FOUND if there is no such segment.
+  static absl::StatusOr<std::unique_ptr<ScoreRing>> Attach(const std::string& name, uint32_t num_slots,
+                                                           uint64_t slot_bytes);
+  ~ScoreRing();
+
+  const std::string& name() const { return name_; }
+  uint32_t num_slots() const { return num_slots_; }
+  uint64_t slot_bytes() const { return slot_bytes_; }
+  uint32_t heads() const { return heads_; }
+  uint64_t payload_capacity() const;
+  // Removes the name (the mapping stays valid). The worker calls it once the peer has attached.
+  void Unlink();
+
+  // Worker: where the scores of sequence number `seq` go (slot seq % num_slots). REQUIRES: fewer than
+  // num_slots steps outstanding.
+  void* payload(uint64_t seq);
+  void Publish(uint64_t seq, const RingStep& step);
+  // Waits until the decision of `seq` is in (or the peer closed the ring, or `timeout` passed: false).
+  bool WaitDecision(uint64_t seq, absl::Duration timeout);
+  // The decision of `seq` and its slots/positions arrays.
+  const RingDecision& decision(uint64_t seq) const;
+  const uint32_t* decision_slots(uint64_t seq) const;
+  const uint32_t* decision_positions(uint64_t seq) const;
+
+  // Cache manager: waits until step `seq` is published (false on timeout or closure).
+  bool WaitStep(uint64_t seq, absl::Duration timeout);
+  const RingStep& step(uint64_t seq) const;
+  const void* step_payload(uint64_t seq) const;
+  RingDecision* mutable_decision(uint64_t seq);
+  uint32_t* mutable_decision_slots(uint64_t seq);
+  uint32_t* mutable_decision_positions(uint64_t seq);
+  void Complete(uint64_t seq);
+
+  // Either side: no more steps (the worker is done, or the cache manager stopped serving).
+  void Close();
+  bool closed() const;
+
+ private:
+  struct Header;
+  ScoreRing(std::string name, void* base, size_t bytes, bool owner, uint32_t num_slots, uint64_t slot_bytes,
+            uint32_t heads);
+  char* slot(uint64_t seq) const;
+
+  std::string name_;
+  void* base_;
+  size_t bytes_;
+  bool owner_;  // created the name (and unlinks it if still there)
+  // Read once: the peer can write the header, so the geometry in use never comes from it again.
+  uint32_t num_slots_;
+  uint64_t slot_bytes_;
+  uint32_t heads_;
+  bool unlinked_ = false;
+};
+
+}  // namespace a2sf
+
+#endif  // A2SF_COMMON_SHM_SCORE_RING_H_
