@@ -2,7 +2,9 @@
 // server in this process, reached over TCP loopback and over a Unix socket; N client threads each
 // stream one session's steps in steady state (every head full: 820 scores per head per step). Reports
 // the per-step round trip (send scores, get the decision) for one session and the aggregate steps/s
-// for N concurrent sessions, with fp16 and fp32 scores.
+// for N concurrent sessions, with fp16 and fp32 scores; then the co-located data plane: the same
+// steps handed over in a shared-memory ring (ScoreRing) instead of gRPC messages, next to the
+// decision alone (SessionManager::Step in this process on the same scores) as the baseline.
 //
 //   bazel run -c opt //bench:cachemgr_bench
 #include <unistd.h>
@@ -19,6 +21,7 @@
 #include "cachemgr/service/cache_manager_service.h"
 #include "cachemgr/store/cpu_score_store.h"
 #include "common/grpc/server.h"
+#include "common/shm/score_ring.h"
 
 namespace a2sf {
 namespace {
@@ -87,6 +90,91 @@ double RunSession(v1::CacheManager::Stub* stub, bool fp16, int steps) {
   return elapsed;
 }
 
+v1::OpenSessionRequest SevenBSession() {
+  v1::OpenSessionRequest open;
+  open.mutable_shape()->set_num_layers(kLayers);
+  open.mutable_shape()->set_num_kv_heads(kHeads);
+  open.mutable_shape()->set_query_heads_per_kv_head(1);
+  open.mutable_policy()->set_name("a2sf");
+  open.mutable_budget()->set_tokens(kBudget);
+  return open;
+}
+
+// The decision alone: the same steady-state steps straight into a SessionManager. Returns seconds.
+double RunInProcess(cachemgr::SessionManager* manager, bool fp16, int steps) {
+  cachemgr::SessionConfig config;
+  config.geometry = {kLayers, kHeads};
+  config.policy = cachemgr::PolicySpec{"a2sf", 0.3, {}, std::nullopt, std::nullopt};
+  config.budget.tokens = kBudget;
+  auto info = manager->Open(config);
+  const cachemgr::ScoreDType dtype = fp16 ? cachemgr::ScoreDType::kFp16 : cachemgr::ScoreDType::kFp32;
+  uint64_t step = 0;
+  for (uint32_t entries = 1; entries <= kBudget; ++entries, ++step) {
+    const v1::ScoreStep s = MakeStep(entries, fp16);
+    manager->Step(info->id, step, step, {dtype, s.scores().data().data(), size_t{kLayers} * kHeads * entries}).IgnoreError();
+  }
+  const v1::ScoreStep steady = MakeStep(kBudget + 1, fp16);
+  const cachemgr::ScoreView view{dtype, steady.scores().data().data(), size_t{kLayers} * kHeads * (kBudget + 1)};
+  const double start = Now();
+  for (int i = 0; i < steps; ++i, ++step) {
+    if (!manager->Step(info->id, step, step, view).ok()) return -1;
+  }
+  const double elapsed = Now() - start;
+  manager->Close(info->id).IgnoreError();
+  return elapsed;
+}
+
+// The same steps through a shared-memory ring: the "worker" copies the packed scores into a slot and
+// publishes it; the decision comes back in the slot. Returns seconds.
+double RunRing(v1::CacheManager::Stub* stub, bool fp16, int steps) {
+  const uint32_t heads = kLayers * kHeads;
+  auto ring = ScoreRing::Create("/a2sf-bench-" + std::to_string(getpid()), 2,
+                                ScoreRing::SlotBytesFor(uint64_t(heads) * (kBudget + 1) * 4, heads), heads);
+  if (!ring.ok()) return -1;
+  v1::OpenSessionRequest open = SevenBSession();
+  open.mutable_shared_memory_ring()->set_name((*ring)->name());
+  open.mutable_shared_memory_ring()->set_num_slots((*ring)->num_slots());
+  open.mutable_shared_memory_ring()->set_slot_bytes((*ring)->slot_bytes());
+  v1::OpenSessionResponse opened;
+  grpc::ClientContext open_context;
+  if (!stub->OpenSession(&open_context, open, &opened).ok()) return -1;
+  (*ring)->Unlink();
+  grpc::ClientContext context;
+  auto stream = stub->StreamScores(&context);
+  v1::ScoreStep attach;
+  attach.set_session_id(opened.session_id());
+  stream->Write(attach);
+  uint64_t seq = 0;
+  auto one = [&](const v1::ScoreStep& s, uint32_t entries) {
+    std::memcpy((*ring)->payload(seq), s.scores().data().data(), s.scores().data().size());
+    RingStep header;
+    header.step = seq;
+    header.kind = v1::STEP_KIND_TOKEN;
+    header.dtype = fp16 ? v1::SCORE_DTYPE_FP16 : v1::SCORE_DTYPE_FP32;
+    header.position = uint32_t(seq);
+    header.num_dims = 3;
+    header.shape[0] = kLayers;
+    header.shape[1] = kHeads;
+    header.shape[2] = entries;
+    header.payload_bytes = s.scores().data().size();
+    (*ring)->Publish(seq, header);
+    const bool ok = (*ring)->WaitDecision(seq, absl::Seconds(10)) && (*ring)->decision(seq).code == 0;
+    ++seq;
+    return ok;
+  };
+  for (uint32_t entries = 1; entries <= kBudget; ++entries) one(MakeStep(entries, fp16), entries);
+  const v1::ScoreStep steady = MakeStep(kBudget + 1, fp16);
+  const double start = Now();
+  for (int i = 0; i < steps; ++i) {
+    if (!one(steady, kBudget + 1)) return -1;
+  }
+  const double elapsed = Now() - start;
+  (*ring)->Close();
+  stream->WritesDone();
+  stream->Finish().IgnoreError();
+  return elapsed;
+}
+
 }  // namespace
 }  // namespace a2sf
 
@@ -127,6 +215,21 @@ int main() {
                     worst / steps * 1e3, sessions * steps / worst, mb);
       }
     }
+  }
+  // Co-located: decision alone vs shared-memory ring vs gRPC over the Unix socket, one session.
+  std::printf("\nco-located, one session, %u x %u x %u per step\n", kLayers, kHeads, kBudget + 1);
+  std::printf("%-26s %-5s %12s %16s\n", "path", "dtype", "ms per step", "hand-off ms");
+  auto channel = *MakeChannel("unix:" + socket, channel_options);
+  auto stub = v1::CacheManager::NewStub(channel);
+  for (bool fp16 : {true, false}) {
+    const int steps = 60;
+    const double decision = RunInProcess(&manager, fp16, steps) / steps * 1e3;
+    const double ring = RunRing(stub.get(), fp16, steps) / steps * 1e3;
+    const double grpc_unix = RunSession(stub.get(), fp16, steps) / steps * 1e3;
+    const char* dtype = fp16 ? "fp16" : "fp32";
+    std::printf("%-26s %-5s %12.3f %16s\n", "decision only (baseline)", dtype, decision, "-");
+    std::printf("%-26s %-5s %12.3f %16.3f\n", "shared-memory ring", dtype, ring, ring - decision);
+    std::printf("%-26s %-5s %12.3f %16.3f\n", "gRPC over Unix socket", dtype, grpc_unix, grpc_unix - decision);
   }
   server->Shutdown(absl::ZeroDuration());
   return 0;

@@ -15,6 +15,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
@@ -198,6 +199,8 @@ int Generate() {
   std::cout << "\n\njob " << s.job_id() << " on " << s.worker() << ": " << s.generated_tokens() << " tokens, policy "
             << s.policy().name() << " ("
             << v1::PolicyLocation_Name(s.policy_location()).substr(std::string("POLICY_LOCATION_").size())
+            << (s.shared_memory() ? ", scores via shared memory" : "")
+            << (s.decision_lag() > 0 ? absl::StrCat(", decisions ", s.decision_lag(), " steps late") : std::string())
             << "), budget " << s.budget_tokens() << " tokens/head, " << s.evictions() << " evictions\n"
             << "KV cache: peak " << s.kv_bytes_peak() << " bytes vs " << s.kv_bytes_full_cache()
             << " for a full cache; first token after " << s.time_to_first_token_ms() << " ms; "

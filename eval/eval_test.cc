@@ -103,8 +103,9 @@ TEST_F(EvalOnFixtures, LagCellsCostFidelityAndLagZeroIsTheSynchronousCell) {
   a2sf.name = "a2sf";
   a2sf.alpha = 0.3;
   const auto cells = LagCells({a2sf}, 0.2, {0, 8});
-  ASSERT_EQ(cells.size(), 2u);
+  ASSERT_EQ(cells.size(), 3u);  // lag 0, lag 8, and synchronous with 8 more tokens of budget
   EXPECT_EQ(CellLabel(cells[1]), "a2sf(0.3) lag 8");
+  EXPECT_EQ(CellLabel(cells[2]), "a2sf(0.3) budget+8");
   std::vector<std::vector<int>> two(corpus_.begin(), corpus_.begin() + 2);
   std::vector<FullReference> refs;
   for (const auto& ids : two) refs.push_back(*RunFullCache(*weights_, ids));

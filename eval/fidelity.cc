@@ -67,7 +67,8 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
   for (size_t i = 0; i < sequences.size(); ++i) {
     const std::vector<int>& ids = sequences[i];
     const FullReference& ref = references[i];
-    const uint32_t budget = std::max<uint32_t>(1, uint32_t(std::floor(cell.budget_ratio * ids.size())));
+    const uint32_t budget =
+        std::max<uint32_t>(1, uint32_t(std::floor(cell.budget_ratio * ids.size()))) + cell.extra_budget_tokens;
     cachemgr::PolicySpec spec = cell.policy;
     if (cell.recent_half_budget) spec.recent_window = budget / 2;
     cachemgr::BudgetSpec budget_spec;

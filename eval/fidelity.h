@@ -47,6 +47,8 @@ struct Cell {
   bool recent_half_budget = false;
   // Pipelined decisions: each decision applied this many steps late (0: synchronous).
   uint32_t decision_lag = 0;
+  // Tokens added to the ratio's budget (the lag study's synchronous runs with a pipelined run's memory).
+  uint32_t extra_budget_tokens = 0;
 };
 
 // Runs `cell` over every sequence; `references[i]` must be RunFullCache(sequences[i]).

@@ -50,6 +50,11 @@ std::vector<Cell> LagCells(const std::vector<cachemgr::PolicySpec>& policies, do
       cell.budget_ratio = ratio;
       cell.decision_lag = lag;
       cells.push_back(cell);
+      if (lag > 0) {
+        cell.decision_lag = 0;
+        cell.extra_budget_tokens = lag;
+        cells.push_back(cell);
+      }
     }
   }
   return cells;
@@ -61,6 +66,7 @@ std::string CellLabel(const Cell& cell) {
   if (!cell.policy.layer_alphas.empty()) label = "a2sf(per-layer)";
   if (cell.recent_half_budget) label += "+recent";
   if (cell.decision_lag > 0) absl::StrAppend(&label, " lag ", cell.decision_lag);
+  if (cell.extra_budget_tokens > 0) absl::StrAppend(&label, " budget+", cell.extra_budget_tokens);
   return label;
 }
 

@@ -19,7 +19,8 @@ struct CellResult {
 // Local, StreamingLLM, H2O, TOVA, and A2SF for alpha in {0, 0.1, ..., 1, 0.95} with and without a
 // recent window of floor(B/2), at each ratio.
 std::vector<Cell> SweepCells(const std::vector<double>& ratios);
-// The pipelined-mode study: each of `policies` at `ratio` with every lag of `lags`.
+// The pipelined-mode study: each of `policies` at `ratio` with every lag K of `lags`, and for K > 0 the
+// synchronous run that holds as much memory (budget + K).
 std::vector<Cell> LagCells(const std::vector<cachemgr::PolicySpec>& policies, double ratio,
                            const std::vector<uint32_t>& lags);
 std::string CellLabel(const Cell& cell);
