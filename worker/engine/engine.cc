@@ -3,10 +3,76 @@
 #include <cmath>
 #include <cstring>
 
+#include <map>
+
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "worker/engine/cuda/cuda_forward.h"
 #include "worker/engine/math.h"
 
 namespace a2sf::worker {
+
+absl::Status CheckEngineDevice(EngineDevice device) {
+  if (device == EngineDevice::kCpu) return absl::OkStatus();
+  // Any error from cudaGetDeviceCount means "no GPU".
+  int count = 0;
+  std::string error;
+  if (cuda::CountDevices(&count, &error) != 0) {
+    return absl::UnavailableError(absl::StrCat("device cuda: no usable GPU (", error, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<EngineDevice> ParseEngineDevice(const std::string& name) {
+  if (name == "cpu") return EngineDevice::kCpu;
+  if (name == "cuda") return EngineDevice::kCuda;
+  return absl::InvalidArgumentError(absl::StrCat("device: 'cpu' or 'cuda', got '", name, "'"));
+}
+
+// A model's weights on the GPU, uploaded once and shared by every engine of that model; freed with
+// the last engine that uses it.
+class DeviceModel {
+ public:
+  static absl::StatusOr<std::shared_ptr<const DeviceModel>> For(const ModelWeights* weights) {
+    static absl::Mutex* mutex = new absl::Mutex();
+    static auto* models = new std::map<const ModelWeights*, std::weak_ptr<const DeviceModel>>();
+    absl::MutexLock lock(mutex);
+    if (auto it = models->find(weights); it != models->end()) {
+      if (std::shared_ptr<const DeviceModel> model = it->second.lock()) return model;
+    }
+    const ModelConfig& c = weights->config();
+    cuda::Dims dims;
+    dims.dim = c.dim;
+    dims.hidden_dim = c.hidden_dim;
+    dims.n_layers = c.n_layers;
+    dims.n_heads = c.n_heads;
+    dims.n_kv_heads = c.n_kv_heads;
+    dims.head_dim = c.head_dim;
+    dims.vocab_size = c.vocab_size;
+    dims.rope_theta = c.rope_theta;
+    dims.norm_eps = c.norm_eps;
+    std::vector<cuda::HostLayer> layers;
+    for (int l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& w = weights->layer(l);
+      layers.push_back({w.rms_att, w.wq, w.wk, w.wv, w.wo, w.rms_ffn, w.w1, w.w2, w.w3});
+    }
+    cuda::DeviceWeights* device = nullptr;
+    std::string error;
+    if (cuda::UploadWeights(dims, weights->token_embedding(), layers.data(), weights->rms_final(),
+                            weights->classifier(), &device, &error) != 0) {
+      return absl::ResourceExhaustedError(absl::StrCat("uploading the model to the GPU: ", error));
+    }
+    auto model = std::shared_ptr<const DeviceModel>(new DeviceModel(device));
+    (*models)[weights] = model;
+    return model;
+  }
+  ~DeviceModel() { cuda::FreeWeights(weights_); }
+  const cuda::DeviceWeights* weights() const { return weights_; }
+
+ private:
+  explicit DeviceModel(cuda::DeviceWeights* weights) : weights_(weights) {}
+  cuda::DeviceWeights* weights_;
+};
 
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights* weights, EngineOptions options) {
   if (weights == nullptr) return absl::InvalidArgumentError("engine: no model");
@@ -19,14 +85,29 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights* weigh
     return absl::InvalidArgumentError(absl::StrCat("cache capacity ", capacity, " must be in [1, ", c.seq_len,
                                                    "] (the model's context)"));
   }
-  return std::unique_ptr<Engine>(new Engine(weights, options, capacity));
+  std::unique_ptr<Engine> engine(new Engine(weights, options, capacity));
+  if (options.device == EngineDevice::kCuda) {
+    if (absl::Status gpu = CheckEngineDevice(EngineDevice::kCuda); !gpu.ok()) return gpu;
+    absl::StatusOr<std::shared_ptr<const DeviceModel>> model = DeviceModel::For(weights);
+    if (!model.ok()) return model.status();
+    engine->device_model_ = *model;
+    std::string error;
+    if (cuda::CreateSequence((*model)->weights(), capacity, options.capture_attention_outputs,
+                             &engine->device_sequence_, &error) != 0) {
+      return absl::ResourceExhaustedError(absl::StrCat("allocating a sequence on the GPU: ", error));
+    }
+  }
+  return engine;
 }
+
+Engine::~Engine() { cuda::DestroySequence(device_sequence_); }
 
 Engine::Engine(const ModelWeights* weights, const EngineOptions& options, int capacity)
     : weights_(weights),
       config_(weights->config()),
       pool_(options.threads),
-      cache_(config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity) {
+      cache_(config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity,
+             /*host_storage=*/options.device == EngineDevice::kCpu) {
   const ModelConfig& c = config_;
   x_.resize(c.dim);
   xb_.resize(std::max(c.dim, c.q_dim()));
@@ -56,6 +137,7 @@ absl::Status Engine::Forward(int token, int position) {
     return absl::FailedPreconditionError(absl::StrCat("KV cache full (", cache_.capacity(),
                                                       " entries per head): evict before the next token"));
   }
+  if (device_sequence_ != nullptr) return ForwardOnDevice(token, position);
   const int dim = c.dim;
   std::memcpy(x_.data(), weights_->token_embedding() + size_t(token) * dim, dim * sizeof(float));
   const int slot = cache_.append_slot();
@@ -93,6 +175,42 @@ absl::Status Engine::Forward(int token, int position) {
   RmsNorm(x_.data(), x_.data(), weights_->rms_final(), dim, c.norm_eps);
   MatVec(logits_.data(), weights_->classifier(), x_.data(), c.vocab_size, dim, &pool_);
   return absl::OkStatus();
+}
+
+absl::Status Engine::ForwardOnDevice(int token, int position) {
+  const ModelConfig& c = config_;
+  const int slot = cache_.append_slot();
+  std::string error;
+  if (cuda::Forward(device_sequence_, token, position, cache_.entries(), logits_.data(), scores_.data(),
+                    attention_outputs_.empty() ? nullptr : attention_outputs_.data(), &error) != 0) {
+    return absl::InternalError(absl::StrCat("GPU forward pass: ", error));
+  }
+  for (int l = 0; l < c.n_layers; ++l) {
+    for (int g = 0; g < c.n_kv_heads; ++g) cache_.set_position(l, g, slot, uint32_t(position));
+  }
+  cache_.CommitAppend();
+  return absl::OkStatus();
+}
+
+absl::Status Engine::ReplayMovesOnDevice(uint32_t evictions_per_head) {
+  if (device_sequence_ == nullptr || evictions_per_head == 0) return absl::OkStatus();
+  std::string error;
+  if (cuda::MoveEntries(device_sequence_, cache_.last_move_destinations().data(), cache_.last_move_sources().data(),
+                        evictions_per_head, &error) != 0) {
+    return absl::InternalError(absl::StrCat("GPU eviction: ", error));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Engine::Evict(uint32_t evictions_per_head, absl::Span<const uint32_t> slots,
+                           absl::Span<const uint32_t> expected_positions) {
+  if (absl::Status s = cache_.Evict(evictions_per_head, slots, expected_positions); !s.ok()) return s;
+  return ReplayMovesOnDevice(evictions_per_head);
+}
+
+absl::Status Engine::EvictPositions(uint32_t evictions_per_head, absl::Span<const uint32_t> positions) {
+  if (absl::Status s = cache_.EvictPositions(evictions_per_head, positions); !s.ok()) return s;
+  return ReplayMovesOnDevice(evictions_per_head);
 }
 
 // Every query head attends over its KV head's entries (slot + 1 of them, the new one included); the

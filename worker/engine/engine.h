@@ -6,11 +6,17 @@
 // policy's decision before the next token. RMSNorm, RoPE (interleaved pairs), SwiGLU and grouped-query
 // attention are exactly llama2.c's; the loop allocates nothing.
 //
+// Two backends behind this one class: the CPU (AVX2/FMA kernels, a thread pool) and CUDA (cuBLAS
+// matrix-vector products and kernels in worker/engine/cuda, weights uploaded once per model and device
+// and shared by every engine). Both export the same scores and apply decisions the same way; the
+// positions and slot bookkeeping stay on the host either way.
+//
 // Not thread-safe: one sequence per Engine (the weights may be shared by many engines).
 #ifndef A2SF_WORKER_ENGINE_ENGINE_H_
 #define A2SF_WORKER_ENGINE_ENGINE_H_
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -21,6 +27,13 @@
 
 namespace a2sf::worker {
 
+enum class EngineDevice { kCpu, kCuda };
+
+// "cpu" or "cuda"; INVALID_ARGUMENT otherwise.
+absl::StatusOr<EngineDevice> ParseEngineDevice(const std::string& name);
+// OK when engines can run on `device`; UNAVAILABLE with the reason otherwise (kCuda without a GPU).
+absl::Status CheckEngineDevice(EngineDevice device);
+
 struct EngineOptions {
   int threads = 1;
   // KV entries per head the cache can hold: a policy's budget + 1, or the sequence length for a full
@@ -29,7 +42,14 @@ struct EngineOptions {
   // Keep each layer's attention output (before the output projection) of the last token, for the
   // evaluation's fidelity metrics.
   bool capture_attention_outputs = false;
+  // kCuda needs a GPU: Create answers UNAVAILABLE (with the reason) without one.
+  EngineDevice device = EngineDevice::kCpu;
 };
+
+namespace cuda {
+struct Sequence;
+}
+class DeviceModel;
 
 class Engine {
  public:
@@ -48,13 +68,9 @@ class Engine {
   }
   // Applies a decision (see KvCacheSlots::Evict).
   absl::Status Evict(uint32_t evictions_per_head, absl::Span<const uint32_t> slots,
-                     absl::Span<const uint32_t> expected_positions = {}) {
-    return cache_.Evict(evictions_per_head, slots, expected_positions);
-  }
+                     absl::Span<const uint32_t> expected_positions = {});
   // Applies a decision given by positions (a pipelined session's; see KvCacheSlots::EvictPositions).
-  absl::Status EvictPositions(uint32_t evictions_per_head, absl::Span<const uint32_t> positions) {
-    return cache_.EvictPositions(evictions_per_head, positions);
-  }
+  absl::Status EvictPositions(uint32_t evictions_per_head, absl::Span<const uint32_t> positions);
   void Reset() { cache_.Clear(); }
   // [n_layers][q_dim] of the last Forward; empty unless capture_attention_outputs.
   absl::Span<const float> attention_outputs() const { return attention_outputs_; }
@@ -62,10 +78,14 @@ class Engine {
   const ModelConfig& config() const { return config_; }
   const KvCacheSlots& cache() const { return cache_; }
   int threads() const { return pool_.num_threads(); }
+  EngineDevice device() const { return device_sequence_ != nullptr ? EngineDevice::kCuda : EngineDevice::kCpu; }
+  ~Engine();
 
  private:
   Engine(const ModelWeights* weights, const EngineOptions& options, int capacity);
   void Attention(int layer);
+  absl::Status ForwardOnDevice(int token, int position);
+  absl::Status ReplayMovesOnDevice(uint32_t evictions_per_head);
 
   const ModelWeights* weights_;
   const ModelConfig config_;
@@ -74,6 +94,8 @@ class Engine {
   // Activations, allocated once.
   std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, scores_, rope_cos_, rope_sin_;
   std::vector<float> attention_outputs_;
+  std::shared_ptr<const DeviceModel> device_model_;  // kCuda only
+  cuda::Sequence* device_sequence_ = nullptr;
 };
 
 }  // namespace a2sf::worker

@@ -8,10 +8,16 @@
 
 namespace a2sf::worker {
 
-KvCacheSlots::KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity)
-    : n_kv_heads_(n_kv_heads), head_dim_(head_dim), capacity_(capacity), heads_(n_layers * n_kv_heads) {
-  keys_.assign(size_t(heads_) * capacity * head_dim, 0.0f);
-  values_.assign(size_t(heads_) * capacity * head_dim, 0.0f);
+KvCacheSlots::KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity, bool host_storage)
+    : n_kv_heads_(n_kv_heads),
+      head_dim_(head_dim),
+      capacity_(capacity),
+      heads_(n_layers * n_kv_heads),
+      host_storage_(host_storage) {
+  if (host_storage) {
+    keys_.assign(size_t(heads_) * capacity * head_dim, 0.0f);
+    values_.assign(size_t(heads_) * capacity * head_dim, 0.0f);
+  }
   positions_.assign(size_t(heads_) * capacity, 0);
 }
 
@@ -44,6 +50,8 @@ absl::Status KvCacheSlots::Evict(uint32_t k, absl::Span<const uint32_t> slots,
       }
     }
   }
+  move_dst_.clear();
+  move_src_.clear();
   for (int h = 0; h < heads_; ++h) {
     int last = entries_;
     for (uint32_t j = 0; j < k; ++j) SwapRemove(h, int(slots[size_t(h) * k + j]), --last);
@@ -52,13 +60,17 @@ absl::Status KvCacheSlots::Evict(uint32_t k, absl::Span<const uint32_t> slots,
   return absl::OkStatus();
 }
 
+// Called head by head, each head's slots in order, so the recorded moves are [head][j].
 void KvCacheSlots::SwapRemove(int head, int slot, int last) {
+  move_dst_.push_back(uint32_t(slot));
+  move_src_.push_back(uint32_t(last));
   if (slot == last) return;
+  positions_[size_t(head) * capacity_ + slot] = positions_[size_t(head) * capacity_ + last];
+  if (!host_storage_) return;
   const size_t row = size_t(head_dim_) * sizeof(float);
   const size_t dst = (size_t(head) * capacity_ + slot) * head_dim_, src = (size_t(head) * capacity_ + last) * head_dim_;
   std::memcpy(&keys_[dst], &keys_[src], row);
   std::memcpy(&values_[dst], &values_[src], row);
-  positions_[size_t(head) * capacity_ + slot] = positions_[size_t(head) * capacity_ + last];
 }
 
 absl::Status KvCacheSlots::EvictPositions(uint32_t k, absl::Span<const uint32_t> positions) {
@@ -87,6 +99,8 @@ absl::Status KvCacheSlots::EvictPositions(uint32_t k, absl::Span<const uint32_t>
     }
     std::sort(slots, slots + k, std::greater<uint32_t>());
   }
+  move_dst_.clear();
+  move_src_.clear();
   for (int h = 0; h < heads_; ++h) {
     int last = entries_;
     for (uint32_t j = 0; j < k; ++j) SwapRemove(h, int(victim_slots_[size_t(h) * k + j]), --last);

@@ -3,6 +3,8 @@
 // Every head holds the same number of entries; a token appends one to each, and an eviction decision
 // removes entries per head by swap-remove in descending slot order (docs/POLICIES.md, "Slots").
 // Memory is allocated for `capacity` entries -- the budget plus one -- not for the context.
+// With host_storage = false (the CUDA backend) keys and values live on the device: this class keeps
+// the positions and entry count and records each eviction's slot moves for the device to replay.
 // Not thread-safe; owned by one Engine.
 #ifndef A2SF_WORKER_ENGINE_KV_CACHE_H_
 #define A2SF_WORKER_ENGINE_KV_CACHE_H_
@@ -17,7 +19,7 @@ namespace a2sf::worker {
 
 class KvCacheSlots {
  public:
-  KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity);
+  KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity, bool host_storage = true);
 
   int capacity() const { return capacity_; }
   int entries() const { return entries_; }
@@ -48,7 +50,12 @@ class KvCacheSlots {
 
   void Clear() { entries_ = 0; }
   size_t bytes_held() const { return size_t(entries_) * heads_ * head_dim_ * 2 * sizeof(float); }
-  size_t bytes_allocated() const { return (keys_.size() + values_.size()) * sizeof(float); }
+  size_t bytes_allocated() const { return size_t(heads_) * capacity_ * head_dim_ * 2 * sizeof(float); }
+
+  // The slot moves of the last Evict/EvictPositions, [head][evictions_per_head] (dst == src: none), for
+  // a device copy of the keys and values to replay in order.
+  const std::vector<uint32_t>& last_move_destinations() const { return move_dst_; }
+  const std::vector<uint32_t>& last_move_sources() const { return move_src_; }
 
  private:
   size_t Index(int layer, int kv_head) const { return size_t(layer) * n_kv_heads_ + kv_head; }
@@ -63,6 +70,8 @@ class KvCacheSlots {
   std::vector<float> keys_, values_;
   std::vector<uint32_t> positions_;
   std::vector<uint32_t> victim_slots_;  // EvictPositions' scratch: [heads][k]
+  bool host_storage_;
+  std::vector<uint32_t> move_dst_, move_src_;
 };
 
 }  // namespace a2sf::worker

@@ -205,6 +205,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
 
   EngineOptions engine_options;
   engine_options.threads = options_.threads_per_job;
+  engine_options.device = options_.device;
   engine_options.cache_capacity = std::min(
       c.seq_len, std::max(1, RequiredCacheCapacity(policy.get(), int(prompt->size()), generate.max_new_tokens,
                                                    generate.bulk_prefill)));

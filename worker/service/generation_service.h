@@ -56,6 +56,7 @@ struct WorkerOptions {
   absl::Duration cache_manager_wait = absl::Seconds(5);
   v1::PolicySpec default_policy;  // used when a request names none (in-process mode)
   int threads_per_job = 1;
+  EngineDevice device = EngineDevice::kCpu;  // kCuda: every job's engine on the GPU
   int max_jobs = 16;
   std::string worker_name = "worker";
   size_t finished_jobs_kept = 256;

@@ -44,6 +44,8 @@ ABSL_FLAG(bool, shared_memory, true,
 ABSL_FLAG(int, cachemgr_wait_ms, 5000, "how long a new job waits for an unreachable cache manager to come back");
 ABSL_FLAG(std::string, default_policy, "a2sf", "policy of jobs that name none (in-process mode)");
 ABSL_FLAG(int, threads, 1, "threads per job");
+ABSL_FLAG(std::string, device, "cpu",
+          "engine backend: cpu, or cuda (cuBLAS + kernels; weights uploaded once and shared by all jobs)");
 ABSL_FLAG(int, max_jobs, 16, "concurrent jobs (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(std::string, name, "", "worker name in statistics (default: host name)");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP here, e.g. 0.0.0.0:9092 (empty: off)");
@@ -76,6 +78,17 @@ int main(int argc, char** argv) {
   options.weights = weights->get();
   options.tokenizer = tokenizer.get();
   options.threads_per_job = absl::GetFlag(FLAGS_threads);
+  absl::StatusOr<worker::EngineDevice> device = worker::ParseEngineDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    A2SF_LOG(ERROR) << "--device: " << device.status().message();
+    return 2;
+  }
+  if (absl::Status gpu = worker::CheckEngineDevice(*device); !gpu.ok()) {
+    A2SF_LOG(ERROR) << "--device: " << gpu.message();
+    return 1;
+  }
+  if (*device == worker::EngineDevice::kCuda) A2SF_LOG(INFO) << "engine on the GPU";
+  options.device = *device;
   options.max_jobs = absl::GetFlag(FLAGS_max_jobs);
   options.default_policy.set_name(absl::GetFlag(FLAGS_default_policy));
   char host[256] = "worker";

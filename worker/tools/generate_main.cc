@@ -34,6 +34,7 @@ ABSL_FLAG(int, budget_tokens, 0, "KV entries per layer and KV head (0 with no --
 ABSL_FLAG(double, budget_ratio, 0, "budget as a fraction of prompt + steps");
 ABSL_FLAG(std::string, prefill, "per_token", "per_token or bulk");
 ABSL_FLAG(int, threads, 1, "CPU threads");
+ABSL_FLAG(std::string, device, "cpu", "engine backend: cpu or cuda (needs a GPU)");
 ABSL_FLAG(bool, json, false, "print one JSON object");
 
 namespace a2sf::worker {
@@ -111,6 +112,9 @@ int Main() {
 
   EngineOptions engine_options;
   engine_options.threads = absl::GetFlag(FLAGS_threads);
+  absl::StatusOr<EngineDevice> device = ParseEngineDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return Fail(device.status());
+  engine_options.device = *device;
   engine_options.cache_capacity =
       std::min(c.seq_len, std::max(1, RequiredCacheCapacity(policy->get(), int(prompt.size()), options.max_new_tokens,
                                                              options.bulk_prefill)));

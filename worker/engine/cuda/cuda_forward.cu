@@ -1,0 +1,468 @@
+// CUDA implementation of cuda_forward.h. One stream and one cuBLAS handle per sequence; every kernel
+// of a token is queued on that stream and the host waits once, for the logits and scores.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <vector>
+
+#include "worker/engine/cuda/cuda_forward.h"
+
+namespace a2sf::worker::cuda {
+
+namespace {
+
+// cuBLAS is opened on first use instead of being linked: libcublasLt carries ~94 KB of static
+// thread-local storage, which glibc then reserves in every new thread's stack, and libraries that
+// start threads with small fixed stacks (civetweb, behind the Prometheus endpoint) fail to create
+// them. Opened with dlopen, its TLS is allocated on demand instead.
+struct Blas {
+  cublasStatus_t (*create)(cublasHandle_t*);
+  cublasStatus_t (*destroy)(cublasHandle_t);
+  cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t);
+  cublasStatus_t (*sgemv)(cublasHandle_t, cublasOperation_t, int, int, const float*, const float*, int, const float*,
+                          int, const float*, float*, int);
+  const char* (*status_string)(cublasStatus_t);
+};
+
+#define A2SF_STR2(x) #x
+#define A2SF_STR(x) A2SF_STR2(x)
+
+const Blas* LoadBlas(std::string* error) {
+  static Blas* blas = nullptr;
+  static std::string* load_error = new std::string();
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* candidates[] = {"libcublas.so." A2SF_STR(CUBLAS_VER_MAJOR), "libcublas.so",
+                                "/usr/local/cuda/lib64/libcublas.so." A2SF_STR(CUBLAS_VER_MAJOR)};
+    void* library = nullptr;
+    for (const char* name : candidates) {
+      if ((library = dlopen(name, RTLD_NOW | RTLD_LOCAL)) != nullptr) break;
+    }
+    if (library == nullptr) {
+      *load_error = std::string("cannot load cuBLAS (libcublas.so." A2SF_STR(CUBLAS_VER_MAJOR) "): ") + dlerror();
+      return;
+    }
+    auto* b = new Blas();
+    b->create = reinterpret_cast<decltype(b->create)>(dlsym(library, "cublasCreate_v2"));
+    b->destroy = reinterpret_cast<decltype(b->destroy)>(dlsym(library, "cublasDestroy_v2"));
+    b->set_stream = reinterpret_cast<decltype(b->set_stream)>(dlsym(library, "cublasSetStream_v2"));
+    b->sgemv = reinterpret_cast<decltype(b->sgemv)>(dlsym(library, "cublasSgemv_v2"));
+    b->status_string = reinterpret_cast<decltype(b->status_string)>(dlsym(library, "cublasGetStatusString"));
+    if (!b->create || !b->destroy || !b->set_stream || !b->sgemv || !b->status_string) {
+      *load_error = "cuBLAS lacks an expected entry point (cublasCreate_v2, cublasSgemv_v2, ...)";
+      delete b;
+      return;
+    }
+    blas = b;
+  });
+  if (blas == nullptr) *error = *load_error;
+  return blas;
+}
+
+}  // namespace
+
+struct DeviceWeights {
+  struct Layer {
+    const float *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3;
+  };
+  Dims dims;
+  const float* embedding = nullptr;
+  std::vector<Layer> layers;
+  const float* rms_final = nullptr;
+  const float* classifier = nullptr;
+  size_t bytes = 0;
+  std::vector<void*> allocations;
+};
+
+struct Sequence {
+  const DeviceWeights* w = nullptr;
+  const Blas* api = nullptr;
+  int capacity = 0;
+  bool capture = false;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t blas = nullptr;
+  float *x = nullptr, *xb = nullptr, *xb2 = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *hb = nullptr,
+        *hb2 = nullptr, *att = nullptr, *logits = nullptr, *scores = nullptr, *attention = nullptr;
+  float *keys = nullptr, *values = nullptr;  // [n_layers * n_kv_heads][capacity][head_dim]
+  uint32_t* moves = nullptr;                 // dst then src, 2 * move_capacity values
+  size_t move_capacity = 0;
+  std::vector<void*> allocations;
+};
+
+namespace {
+
+int CudaFail(cudaError_t e, std::string* error) {
+  *error = std::string("CUDA: ") + cudaGetErrorString(e);
+  return int(e);
+}
+
+int BlasFail(const Blas* api, cublasStatus_t s, std::string* error) {
+  *error = std::string("cuBLAS: ") + api->status_string(s);
+  return 1000 + int(s);
+}
+
+template <typename T>
+cudaError_t Alloc(T** out, size_t count, std::vector<void*>* allocations) {
+  void* p = nullptr;
+  const cudaError_t e = cudaMalloc(&p, count * sizeof(T));
+  if (e == cudaSuccess) {
+    allocations->push_back(p);
+    *out = static_cast<T*>(p);
+  }
+  return e;
+}
+
+__device__ float WarpSum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+__device__ float WarpMax(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+  return v;
+}
+
+// Block-wide reductions; every thread gets the result. `partial` holds one value per warp.
+__device__ float BlockSum(float v, float* partial) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = WarpSum(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < warps ? partial[threadIdx.x] : 0.0f;
+  if (warp == 0) v = WarpSum(v);
+  if (threadIdx.x == 0) partial[0] = v;
+  __syncthreads();
+  return partial[0];
+}
+
+__device__ float BlockMax(float v, float* partial) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = (blockDim.x + 31) >> 5;
+  v = WarpMax(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  v = threadIdx.x < warps ? partial[threadIdx.x] : -INFINITY;
+  if (warp == 0) v = WarpMax(v);
+  if (threadIdx.x == 0) partial[0] = v;
+  __syncthreads();
+  return partial[0];
+}
+
+// out = x * weight / sqrt(mean(x^2) + eps); out may be x.
+__global__ void RmsNormKernel(float* out, const float* x, const float* weight, int n, float eps) {
+  __shared__ float partial[32];
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
+  ss = BlockSum(ss, partial);
+  const float scale = 1.0f / sqrtf(ss / n + eps);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = weight[i] * (scale * x[i]);
+}
+
+// Rotates pairs (2i, 2i+1) of q and k by position * theta^(-2j/head_dim), j the pair within its head.
+__global__ void RopeKernel(float* q, float* k, int q_dim, int kv_dim, int head_dim, int position, float theta) {
+  const int pair = blockIdx.x * blockDim.x + threadIdx.x;
+  const int q_pairs = q_dim / 2;
+  if (pair >= q_pairs + kv_dim / 2) return;
+  float* vec = pair < q_pairs ? q : k;
+  const int i = 2 * (pair < q_pairs ? pair : pair - q_pairs);
+  const int j = (i % head_dim) / 2;
+  const float freq = 1.0f / powf(theta, float(2 * j) / float(head_dim));
+  const float angle = float(position) * freq;
+  const float c = cosf(angle), s = sinf(angle);
+  const float a = vec[i], b = vec[i + 1];
+  vec[i] = a * c - b * s;
+  vec[i + 1] = a * s + b * c;
+}
+
+__global__ void StoreKvKernel(float* keys, float* values, const float* k, const float* v, int layer, int n_kv_heads,
+                              int head_dim, int capacity, int slot) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n_kv_heads * head_dim) return;
+  const int g = i / head_dim, d = i % head_dim;
+  const size_t offset = ((size_t(layer) * n_kv_heads + g) * capacity + slot) * head_dim + d;
+  keys[offset] = k[i];
+  values[offset] = v[i];
+}
+
+// One block per query head: softmax(q . K / sqrt(hd)) over the head's n entries, kept in `att`, and
+// the weighted sum of V into out.
+__global__ void AttentionKernel(const float* q, const float* keys, const float* values, float* att, float* out,
+                                int layer, int n_kv_heads, int group, int head_dim, int capacity, int n, float scale) {
+  __shared__ float partial[32];
+  const int h = blockIdx.x, g = h / group;
+  const float* qh = q + size_t(h) * head_dim;
+  const size_t base = (size_t(layer) * n_kv_heads + g) * capacity * head_dim;
+  const float* k = keys + base;
+  const float* v = values + base;
+  float* a = att + size_t(h) * capacity;
+  float local_max = -INFINITY;
+  for (int t = threadIdx.x; t < n; t += blockDim.x) {
+    float dot = 0.0f;
+    for (int d = 0; d < head_dim; ++d) dot += qh[d] * k[size_t(t) * head_dim + d];
+    dot *= scale;
+    a[t] = dot;
+    local_max = fmaxf(local_max, dot);
+  }
+  const float max = BlockMax(local_max, partial);
+  float local_sum = 0.0f;
+  for (int t = threadIdx.x; t < n; t += blockDim.x) {
+    const float e = expf(a[t] - max);
+    a[t] = e;
+    local_sum += e;
+  }
+  const float sum = BlockSum(local_sum, partial);
+  for (int t = threadIdx.x; t < n; t += blockDim.x) a[t] /= sum;
+  __syncthreads();
+  for (int d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    float acc = 0.0f;
+    for (int t = 0; t < n; ++t) acc += a[t] * v[size_t(t) * head_dim + d];
+    out[size_t(h) * head_dim + d] = acc;
+  }
+}
+
+// s_g[t] = sum over the group's heads, in head order (engine.cc's order), of their softmax rows.
+__global__ void GroupSumKernel(const float* att, float* scores, int n_kv_heads, int group, int capacity, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n_kv_heads * n) return;
+  const int g = i / n, t = i % n;
+  const float* first = att + size_t(g) * group * capacity;
+  float s = first[t];
+  for (int j = 1; j < group; ++j) s += first[size_t(j) * capacity + t];
+  scores[i] = s;
+}
+
+__global__ void AddKernel(float* x, const float* y, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) x[i] += y[i];
+}
+
+__global__ void SwiGluKernel(float* gate, const float* up, int n) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+// One block per head; its moves in order (a later move may read a slot an earlier one wrote).
+__global__ void MoveKernel(float* keys, float* values, const uint32_t* dst, const uint32_t* src, uint32_t per_head,
+                           int capacity, int head_dim) {
+  const size_t head = blockIdx.x;
+  for (uint32_t j = 0; j < per_head; ++j) {
+    const uint32_t to = dst[head * per_head + j], from = src[head * per_head + j];
+    if (to != from) {
+      const size_t d = (head * capacity + to) * head_dim, s = (head * capacity + from) * head_dim;
+      for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+        keys[d + i] = keys[s + i];
+        values[d + i] = values[s + i];
+      }
+    }
+    __syncthreads();
+  }
+}
+
+int Blocks(int n, int threads) { return (n + threads - 1) / threads; }
+
+// y[rows] = W[rows][cols] x: W row-major is W^T column-major with leading dimension cols.
+cublasStatus_t Gemv(const Blas* api, cublasHandle_t blas, const float* w, const float* x, float* y, int rows,
+                    int cols) {
+  const float one = 1.0f, zero = 0.0f;
+  return api->sgemv(blas, CUBLAS_OP_T, cols, rows, &one, w, cols, x, 1, &zero, y, 1);
+}
+
+}  // namespace
+
+int CountDevices(int* count, std::string* error) {
+  *count = 0;
+  const cudaError_t e = cudaGetDeviceCount(count);
+  if (e != cudaSuccess) return CudaFail(e, error);
+  if (*count == 0) return *error = "no CUDA device", -1;
+  return 0;
+}
+
+int UploadWeights(const Dims& dims, const float* token_embedding, const HostLayer* layers, const float* rms_final,
+                  const float* classifier, DeviceWeights** out, std::string* error) {
+  auto* w = new DeviceWeights();
+  w->dims = dims;
+  const size_t dim = dims.dim, hidden = dims.hidden_dim, q_dim = size_t(dims.n_heads) * dims.head_dim,
+               kv_dim = size_t(dims.n_kv_heads) * dims.head_dim, vocab = dims.vocab_size;
+  auto upload = [&](const float* host, size_t count, const float** device) -> cudaError_t {
+    float* p = nullptr;
+    cudaError_t e = Alloc(&p, count, &w->allocations);
+    if (e == cudaSuccess) e = cudaMemcpy(p, host, count * sizeof(float), cudaMemcpyHostToDevice);
+    w->bytes += count * sizeof(float);
+    *device = p;
+    return e;
+  };
+  cudaError_t e = upload(token_embedding, vocab * dim, &w->embedding);
+  w->layers.resize(dims.n_layers);
+  for (int l = 0; l < dims.n_layers && e == cudaSuccess; ++l) {
+    const HostLayer& h = layers[l];
+    DeviceWeights::Layer& d = w->layers[l];
+    if (e == cudaSuccess) e = upload(h.rms_att, dim, &d.rms_att);
+    if (e == cudaSuccess) e = upload(h.wq, q_dim * dim, &d.wq);
+    if (e == cudaSuccess) e = upload(h.wk, kv_dim * dim, &d.wk);
+    if (e == cudaSuccess) e = upload(h.wv, kv_dim * dim, &d.wv);
+    if (e == cudaSuccess) e = upload(h.wo, dim * q_dim, &d.wo);
+    if (e == cudaSuccess) e = upload(h.rms_ffn, dim, &d.rms_ffn);
+    if (e == cudaSuccess) e = upload(h.w1, hidden * dim, &d.w1);
+    if (e == cudaSuccess) e = upload(h.w2, dim * hidden, &d.w2);
+    if (e == cudaSuccess) e = upload(h.w3, hidden * dim, &d.w3);
+  }
+  if (e == cudaSuccess) e = upload(rms_final, dim, &w->rms_final);
+  if (e == cudaSuccess) {
+    // A classifier tied to the embedding is the same matrix: upload it once.
+    if (classifier == token_embedding) {
+      w->classifier = w->embedding;
+    } else {
+      e = upload(classifier, vocab * dim, &w->classifier);
+    }
+  }
+  if (e != cudaSuccess) {
+    FreeWeights(w);
+    return CudaFail(e, error);
+  }
+  *out = w;
+  return 0;
+}
+
+void FreeWeights(DeviceWeights* weights) {
+  if (weights == nullptr) return;
+  for (void* p : weights->allocations) cudaFree(p);
+  delete weights;
+}
+
+size_t WeightBytes(const DeviceWeights* weights) { return weights->bytes; }
+
+int CreateSequence(const DeviceWeights* weights, int capacity, bool capture_attention_outputs, Sequence** out,
+                   std::string* error) {
+  const Blas* api = LoadBlas(error);
+  if (api == nullptr) return -1;
+  auto* s = new Sequence();
+  s->w = weights;
+  s->api = api;
+  s->capacity = capacity;
+  s->capture = capture_attention_outputs;
+  const Dims& d = weights->dims;
+  const size_t q_dim = size_t(d.n_heads) * d.head_dim, kv_dim = size_t(d.n_kv_heads) * d.head_dim;
+  const size_t heads = size_t(d.n_layers) * d.n_kv_heads;
+  cudaError_t e = cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking);
+  const size_t wide = std::max<size_t>(d.dim, q_dim);
+  if (e == cudaSuccess) e = Alloc(&s->x, d.dim, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->xb, wide, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->xb2, wide, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->q, q_dim, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->k, kv_dim, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->v, kv_dim, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->hb, d.hidden_dim, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->hb2, d.hidden_dim, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->att, size_t(d.n_heads) * capacity, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->logits, d.vocab_size, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->scores, heads * capacity, &s->allocations);
+  if (e == cudaSuccess && capture_attention_outputs) e = Alloc(&s->attention, d.n_layers * q_dim, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->keys, heads * capacity * d.head_dim, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->values, heads * capacity * d.head_dim, &s->allocations);
+  if (e != cudaSuccess) {
+    DestroySequence(s);
+    return CudaFail(e, error);
+  }
+  cublasStatus_t b = api->create(&s->blas);
+  if (b == CUBLAS_STATUS_SUCCESS) b = api->set_stream(s->blas, s->stream);
+  if (b != CUBLAS_STATUS_SUCCESS) {
+    const int code = BlasFail(api, b, error);
+    DestroySequence(s);
+    return code;
+  }
+  *out = s;
+  return 0;
+}
+
+void DestroySequence(Sequence* s) {
+  if (s == nullptr) return;
+  if (s->stream != nullptr) cudaStreamSynchronize(s->stream);
+  if (s->blas != nullptr) s->api->destroy(s->blas);
+  for (void* p : s->allocations) cudaFree(p);
+  if (s->moves != nullptr) cudaFree(s->moves);
+  if (s->stream != nullptr) cudaStreamDestroy(s->stream);
+  delete s;
+}
+
+int Forward(Sequence* s, int token, int position, int entries, float* logits, float* scores,
+            float* attention_outputs, std::string* error) {
+  const DeviceWeights& w = *s->w;
+  const Dims& d = w.dims;
+  const int q_dim = d.n_heads * d.head_dim, kv_dim = d.n_kv_heads * d.head_dim, group = d.n_heads / d.n_kv_heads;
+  const int n = entries + 1;
+  const float scale = 1.0f / sqrtf(float(d.head_dim));
+  cudaStream_t st = s->stream;
+  cublasStatus_t b = CUBLAS_STATUS_SUCCESS;
+  auto gemv = [&](const float* m, const float* x, float* y, int rows, int cols) {
+    if (b == CUBLAS_STATUS_SUCCESS) b = Gemv(s->api, s->blas, m, x, y, rows, cols);
+  };
+  cudaMemcpyAsync(s->x, w.embedding + size_t(token) * d.dim, d.dim * sizeof(float), cudaMemcpyDeviceToDevice, st);
+  for (int l = 0; l < d.n_layers; ++l) {
+    const DeviceWeights::Layer& L = w.layers[l];
+    RmsNormKernel<<<1, 1024, 0, st>>>(s->xb, s->x, L.rms_att, d.dim, d.norm_eps);
+    gemv(L.wq, s->xb, s->q, q_dim, d.dim);
+    gemv(L.wk, s->xb, s->k, kv_dim, d.dim);
+    gemv(L.wv, s->xb, s->v, kv_dim, d.dim);
+    RopeKernel<<<Blocks((q_dim + kv_dim) / 2, 256), 256, 0, st>>>(s->q, s->k, q_dim, kv_dim, d.head_dim, position,
+                                                                     d.rope_theta);
+    StoreKvKernel<<<Blocks(kv_dim, 256), 256, 0, st>>>(s->keys, s->values, s->k, s->v, l, d.n_kv_heads, d.head_dim,
+                                                        s->capacity, entries);
+    AttentionKernel<<<d.n_heads, 256, 0, st>>>(s->q, s->keys, s->values, s->att, s->xb2, l, d.n_kv_heads, group,
+                                               d.head_dim, s->capacity, n, scale);
+    GroupSumKernel<<<Blocks(d.n_kv_heads * n, 256), 256, 0, st>>>(s->att, s->scores + size_t(l) * d.n_kv_heads * n,
+                                                                   d.n_kv_heads, group, s->capacity, n);
+    if (s->capture) {
+      cudaMemcpyAsync(s->attention + size_t(l) * q_dim, s->xb2, q_dim * sizeof(float), cudaMemcpyDeviceToDevice, st);
+    }
+    gemv(L.wo, s->xb2, s->xb, d.dim, q_dim);
+    AddKernel<<<Blocks(d.dim, 256), 256, 0, st>>>(s->x, s->xb, d.dim);
+    RmsNormKernel<<<1, 1024, 0, st>>>(s->xb, s->x, L.rms_ffn, d.dim, d.norm_eps);
+    gemv(L.w1, s->xb, s->hb, d.hidden_dim, d.dim);
+    gemv(L.w3, s->xb, s->hb2, d.hidden_dim, d.dim);
+    SwiGluKernel<<<Blocks(d.hidden_dim, 256), 256, 0, st>>>(s->hb, s->hb2, d.hidden_dim);
+    gemv(L.w2, s->hb, s->xb, d.dim, d.hidden_dim);
+    AddKernel<<<Blocks(d.dim, 256), 256, 0, st>>>(s->x, s->xb, d.dim);
+  }
+  RmsNormKernel<<<1, 1024, 0, st>>>(s->x, s->x, w.rms_final, d.dim, d.norm_eps);
+  gemv(w.classifier, s->x, s->logits, d.vocab_size, d.dim);
+  if (b != CUBLAS_STATUS_SUCCESS) return BlasFail(s->api, b, error);
+  cudaMemcpyAsync(logits, s->logits, d.vocab_size * sizeof(float), cudaMemcpyDeviceToHost, st);
+  cudaMemcpyAsync(scores, s->scores, size_t(d.n_layers) * d.n_kv_heads * n * sizeof(float), cudaMemcpyDeviceToHost,
+                  st);
+  if (s->capture && attention_outputs != nullptr) {
+    cudaMemcpyAsync(attention_outputs, s->attention, size_t(d.n_layers) * q_dim * sizeof(float),
+                    cudaMemcpyDeviceToHost, st);
+  }
+  cudaError_t e = cudaStreamSynchronize(st);
+  if (e == cudaSuccess) e = cudaGetLastError();
+  return e == cudaSuccess ? 0 : CudaFail(e, error);
+}
+
+int MoveEntries(Sequence* s, const uint32_t* dst, const uint32_t* src, uint32_t per_head, std::string* error) {
+  if (per_head == 0) return 0;
+  const Dims& d = s->w->dims;
+  const size_t heads = size_t(d.n_layers) * d.n_kv_heads, count = heads * per_head;
+  if (count > s->move_capacity) {
+    if (s->moves != nullptr) cudaFree(s->moves);
+    s->moves = nullptr;
+    s->move_capacity = 0;
+    cudaError_t e = cudaMalloc(&s->moves, 2 * count * sizeof(uint32_t));
+    if (e != cudaSuccess) return CudaFail(e, error);
+    s->move_capacity = count;
+  }
+  cudaMemcpyAsync(s->moves, dst, count * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream);
+  cudaMemcpyAsync(s->moves + count, src, count * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream);
+  MoveKernel<<<unsigned(heads), 128, 0, s->stream>>>(s->keys, s->values, s->moves, s->moves + count, per_head,
+                                                     s->capacity, d.head_dim);
+  // The host arrays are reused by the next eviction: wait until they are copied (and the moves done).
+  cudaError_t e = cudaStreamSynchronize(s->stream);
+  if (e == cudaSuccess) e = cudaGetLastError();
+  return e == cudaSuccess ? 0 : CudaFail(e, error);
+}
+
+}  // namespace a2sf::worker::cuda

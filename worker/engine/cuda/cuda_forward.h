@@ -1,0 +1,57 @@
+// The CUDA side of the engine's GPU backend: weights in device memory, cuBLAS matrix-vector products,
+// and kernels for RMSNorm, RoPE, attention with score export, SwiGLU and KV-entry moves. The math is
+// engine.cc's, step for step (same slot layout [layer][kv_head][slot][head_dim], same score layout,
+// same group-sum order), so the policy sees the same scores from either backend.
+//
+// A plain interface (no Abseil, no CUDA types) so that engine.cc builds with or without a CUDA
+// toolkit; cuda_forward_stub.cc stands in when there is none. Functions return 0 on success or a
+// CUDA/cuBLAS error code with `error` set.
+#ifndef A2SF_WORKER_ENGINE_CUDA_CUDA_FORWARD_H_
+#define A2SF_WORKER_ENGINE_CUDA_CUDA_FORWARD_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace a2sf::worker::cuda {
+
+struct Dims {
+  int dim = 0, hidden_dim = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, head_dim = 0, vocab_size = 0;
+  float rope_theta = 10000.0f, norm_eps = 1e-5f;
+};
+
+struct HostLayer {
+  const float *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3;
+};
+
+// cudaGetDeviceCount; non-zero (with the reason) when there is no usable GPU. Needs only the CUDA
+// runtime: cuBLAS is loaded (dlopen) when the first sequence is created.
+int CountDevices(int* count, std::string* error);
+
+// A model's weights in device memory, shared by every sequence on the device.
+struct DeviceWeights;
+// Uploads the fp32 weights (`layers` has dims.n_layers elements).
+int UploadWeights(const Dims& dims, const float* token_embedding, const HostLayer* layers, const float* rms_final,
+                  const float* classifier, DeviceWeights** out, std::string* error);
+void FreeWeights(DeviceWeights* weights);
+size_t WeightBytes(const DeviceWeights* weights);
+
+// One sequence: its KV cache (`capacity` entries per head), activations, stream and cuBLAS handle.
+struct Sequence;
+int CreateSequence(const DeviceWeights* weights, int capacity, bool capture_attention_outputs, Sequence** out,
+                   std::string* error);
+void DestroySequence(Sequence* sequence);
+
+// Runs one token at `position`, writing its key and value into slot `entries` of every head and
+// attending over entries + 1 slots. Copies to the host: logits [vocab], scores
+// [n_layers][n_kv_heads][entries + 1], and, if captured, attention outputs [n_layers][q_dim].
+int Forward(Sequence* sequence, int token, int position, int entries, float* logits, float* scores,
+            float* attention_outputs, std::string* error);
+
+// Applies swap-remove moves to the device cache: for every head h (layer-major, n_layers * n_kv_heads
+// of them) and j < per_head in order, slot dst[h * per_head + j] <- slot src[...] (equal: no move).
+int MoveEntries(Sequence* sequence, const uint32_t* dst, const uint32_t* src, uint32_t per_head, std::string* error);
+
+}  // namespace a2sf::worker::cuda
+
+#endif  // A2SF_WORKER_ENGINE_CUDA_CUDA_FORWARD_H_

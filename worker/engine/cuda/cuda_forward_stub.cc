@@ -1,0 +1,34 @@
+// Built instead of cuda_forward.cu when no CUDA toolkit was found (bazel/cuda.bzl).
+#include "worker/engine/cuda/cuda_forward.h"
+
+namespace a2sf::worker::cuda {
+namespace {
+constexpr int kUnavailable = -1;
+constexpr char kReason[] = "this binary was built without CUDA";
+}  // namespace
+
+struct DeviceWeights {};
+struct Sequence {};
+
+int CountDevices(int* count, std::string* error) {
+  *count = 0;
+  return *error = kReason, kUnavailable;
+}
+int UploadWeights(const Dims&, const float*, const HostLayer*, const float*, const float*, DeviceWeights**,
+                  std::string* error) {
+  return *error = kReason, kUnavailable;
+}
+void FreeWeights(DeviceWeights*) {}
+size_t WeightBytes(const DeviceWeights*) { return 0; }
+int CreateSequence(const DeviceWeights*, int, bool, Sequence**, std::string* error) {
+  return *error = kReason, kUnavailable;
+}
+void DestroySequence(Sequence*) {}
+int Forward(Sequence*, int, int, int, float*, float*, float*, std::string* error) {
+  return *error = kReason, kUnavailable;
+}
+int MoveEntries(Sequence*, const uint32_t*, const uint32_t*, uint32_t, std::string* error) {
+  return *error = kReason, kUnavailable;
+}
+
+}  // namespace a2sf::worker::cuda
