@@ -42,14 +42,15 @@ double Triad(int threads) {
 
 struct Row {
   const char* model;
-  int threads;
+  int threads;  // 0: the CUDA backend
   std::string policy;
   double tokens_per_second;
   size_t kv_peak;
   double weight_gbps;
 };
 
-Row Measure(const char* label, const ModelWeights& weights, int threads, bool a2sf, int tokens, int runs) {
+Row Measure(const char* label, const ModelWeights& weights, int threads, bool a2sf, int tokens, int runs,
+            EngineDevice device = EngineDevice::kCpu) {
   const ModelConfig& c = weights.config();
   std::unique_ptr<InProcessPolicy> policy;
   if (a2sf) {
@@ -62,7 +63,8 @@ Row Measure(const char* label, const ModelWeights& weights, int threads, bool a2
     policy = std::move(*InProcessPolicy::Create(c, spec, budget));
   }
   EngineOptions options;
-  options.threads = threads;
+  options.threads = std::max(threads, 1);
+  options.device = device;
   options.cache_capacity = RequiredCacheCapacity(policy.get(), 1, tokens, false);
   auto engine = std::move(*Engine::Create(&weights, options));
   GenerateOptions generate;
@@ -86,7 +88,8 @@ Row Measure(const char* label, const ModelWeights& weights, int threads, bool a2
     kv_peak = result->kv_bytes_peak;
   }
   std::string name = a2sf ? "a2sf 0.3, 20% (" + std::to_string(policy->budget_tokens()) + ")" : "full";
-  return {label, threads, name, best, kv_peak, best * double(weights.bytes_per_token()) / 1e9};
+  return {label, device == EngineDevice::kCuda ? 0 : threads, name, best, kv_peak,
+          best * double(weights.bytes_per_token()) / 1e9};
 }
 
 }  // namespace
@@ -117,9 +120,23 @@ int main() {
   for (int threads : {1, 2}) {
     for (bool a2sf : {false, true}) rows.push_back(Measure("stories110M (random)", *big, threads, a2sf, 64, 2));
   }
+  // The CUDA backend, where there is a GPU (its bandwidth is the GPU's, so no triad ratio).
+  if (absl::Status gpu = CheckEngineDevice(EngineDevice::kCuda); gpu.ok()) {
+    for (bool a2sf : {false, true}) {
+      rows.push_back(Measure(small_label, *small, 0, a2sf, 256, 5, EngineDevice::kCuda));
+      rows.push_back(Measure("stories110M (random)", *big, 0, a2sf, 64, 2, EngineDevice::kCuda));
+    }
+  } else {
+    std::printf("GPU rows skipped: %s\n\n", std::string(gpu.message()).c_str());
+  }
   std::printf("%-22s %7s %-20s %10s %12s %12s %8s\n", "model", "threads", "policy", "tok/s", "KV peak B",
               "weights GB/s", "/ triad");
   for (const Row& r : rows) {
+    if (r.threads == 0) {
+      std::printf("%-22s %7s %-20s %10.1f %12zu %12.2f %8s\n", r.model, "gpu", r.policy.c_str(), r.tokens_per_second,
+                  r.kv_peak, r.weight_gbps, "-");
+      continue;
+    }
     const double triad = r.threads == 1 ? triad1 : triad2;
     std::printf("%-22s %7d %-20s %10.1f %12zu %12.2f %8.2f\n", r.model, r.threads, r.policy.c_str(),
                 r.tokens_per_second, r.kv_peak, r.weight_gbps, r.weight_gbps / triad);
