@@ -135,11 +135,12 @@ absl::StatusOr<std::unique_ptr<ScoreRing>> ScoreRing::Create(const std::string& 
   const size_t bytes = kHeaderBytes + size_t(num_slots) * slot_bytes;
   const int fd = shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
   if (fd < 0) return absl::InternalError(absl::StrCat("shm_open(", name, "): ", std::strerror(errno)));
-  if (ftruncate(fd, off_t(bytes)) != 0) {
-    const int err = errno;
+  // Reserve the pages now: a sparse segment on a full tmpfs would fail later, as SIGBUS on a write.
+  if (const int err = posix_fallocate(fd, 0, off_t(bytes)); err != 0) {
     close(fd);
     shm_unlink(name.c_str());
-    return absl::ResourceExhaustedError(absl::StrCat("ftruncate(", name, ", ", bytes, "): ", std::strerror(err)));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("reserving ", bytes, " bytes of shared memory for ", name, ": ", std::strerror(err)));
   }
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   close(fd);

@@ -41,9 +41,11 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
   request.set_client_label(options.label);
   request.set_decision_lag(options.decision_lag);
   if (options.shared_memory) {
-    // Room for a whole context of fp32 scores per slot, and every decision that can be in flight.
+    // Room for a whole context of scores per slot (a policy may be swapped to Full at run time), and
+    // one slot per decision that can be in flight. The pages are reserved up front; where shared
+    // memory is short, creation fails and the scores go over gRPC instead.
     const uint32_t heads = uint32_t(model.n_layers * model.n_kv_heads);
-    const uint64_t payload = uint64_t(heads) * model.seq_len * 4;
+    const uint64_t payload = uint64_t(heads) * model.seq_len * (options.encoding == ScoreEncoding::kFp32 ? 4 : 2);
     absl::StatusOr<std::unique_ptr<ScoreRing>> ring = ScoreRing::Create(
         NewRingName(), std::min<uint32_t>(options.decision_lag + 2, ScoreRing::kMaxSlots),
         ScoreRing::SlotBytesFor(payload, heads), heads);
