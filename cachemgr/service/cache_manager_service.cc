@@ -169,6 +169,10 @@ absl::StatusOr<ScoreView> RingScoreView(const ScoreRing& ring, uint64_t seq, con
     default:
       return absl::InvalidArgumentError("scores.dtype: must be FP32, FP16 or BF16");
   }
+  if (step.kind != v1::STEP_KIND_TOKEN && step.kind != v1::STEP_KIND_UNSPECIFIED &&
+      step.kind != v1::STEP_KIND_BULK_PREFILL) {
+    return absl::InvalidArgumentError(absl::StrCat("kind: unknown step kind ", step.kind));
+  }
   const uint32_t rank = step.kind == v1::STEP_KIND_BULK_PREFILL ? 4 : 3;
   if (step.num_dims != rank) {
     return absl::InvalidArgumentError(absl::StrCat("scores.shape: expected ", rank, " dimensions, got ", step.num_dims));
@@ -270,8 +274,20 @@ grpc::Status CacheManagerService::StreamScores(
         return Error(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
                                   "scores: empty, and the session has no shared-memory ring to attach"));
       }
+      {
+        // One consumer per ring: a second attach would race the first for the same slots.
+        absl::MutexLock lock(&rings_mutex_);
+        if (!serving_.insert(session_id).second) {
+          return Error(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                    "scores: the session's shared-memory ring is already attached to a stream"));
+        }
+      }
       grpc::Status served = ServeRing(context, session_id, ring.get());
       ring->Close();
+      {
+        absl::MutexLock lock(&rings_mutex_);
+        serving_.erase(session_id);
+      }
       if (context->IsCancelled()) break;
       return served;
     }

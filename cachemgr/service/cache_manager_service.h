@@ -18,6 +18,7 @@
 #include "cachemgr/session/session_manager.h"
 #include "prometheus/counter.h"
 #include <map>
+#include <set>
 #include <memory>
 
 #include "absl/synchronization/mutex.h"
@@ -81,6 +82,7 @@ class CacheManagerService final : public v1::CacheManager::Service {
   CacheManagerMetrics* metrics_;
   absl::Mutex rings_mutex_;
   std::map<std::string, std::shared_ptr<ScoreRing>> rings_ ABSL_GUARDED_BY(rings_mutex_);
+  std::set<std::string> serving_ ABSL_GUARDED_BY(rings_mutex_);  // sessions whose ring a stream serves
 };
 
 class PolicyAdminService final : public v1::PolicyAdmin::Service {

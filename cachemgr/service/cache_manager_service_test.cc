@@ -159,6 +159,16 @@ TEST_F(CacheManagerServiceTest, SharedMemoryRingServesStepsAndRefusesBadOffers) 
     EXPECT_EQ(d.code, 0) << d.message;
     EXPECT_EQ(d.step, seq);
     EXPECT_EQ(d.evictions_per_head, seq == 2 ? 1u : 0u);
+    if (seq == 0) {
+      // The first stream serves the ring now: a second stream cannot attach it too.
+      grpc::ClientContext second_context;
+      auto second = unix_stub_->StreamScores(&second_context);
+      second->Write(attach);
+      second->WritesDone();
+      const grpc::Status second_status = second->Finish();
+      EXPECT_EQ(second_status.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+      EXPECT_NE(second_status.error_message().find("already attached"), std::string::npos);
+    }
     if (seq == 2) {
       EXPECT_EQ(d.has_slots, 1u);
       for (uint32_t h = 0; h < 4; ++h) EXPECT_EQ((*ring)->decision_positions(seq)[h], 0u);
