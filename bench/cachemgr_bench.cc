@@ -6,7 +6,7 @@
 // steps handed over in a shared-memory ring (ScoreRing) instead of gRPC messages, next to the
 // decision alone (SessionManager::Step in this process on the same scores) as the baseline.
 //
-//   bazel run -c opt //bench:cachemgr_bench
+//   bazel run -c opt //bench:cachemgr_bench [-- cuda]
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +20,7 @@
 #include "a2sf/v1/cache_manager.grpc.pb.h"
 #include "cachemgr/service/cache_manager_service.h"
 #include "cachemgr/store/cpu_score_store.h"
+#include "cachemgr/store/cuda_score_store.h"
 #include "common/grpc/server.h"
 #include "common/shm/score_ring.h"
 
@@ -178,10 +179,20 @@ double RunRing(v1::CacheManager::Stub* stub, bool fp16, int steps) {
 }  // namespace
 }  // namespace a2sf
 
-int main() {
+int main(int argc, char** argv) {
   using namespace a2sf;
-  cachemgr::SessionManager manager(std::make_unique<cachemgr::CpuScoreStore>(2), &cachemgr::PolicyRegistry::Builtin(),
-                                   {});
+  // `cachemgr_bench cuda`: the CUDA score store (needs a GPU); default: the CPU store on 2 threads.
+  std::unique_ptr<cachemgr::ScoreStore> store = std::make_unique<cachemgr::CpuScoreStore>(2);
+  if (argc > 1 && std::string(argv[1]) == "cuda") {
+    auto cuda = cachemgr::CudaScoreStore::Create();
+    if (!cuda.ok()) {
+      std::fprintf(stderr, "cuda store: %s\n", std::string(cuda.status().message()).c_str());
+      return 1;
+    }
+    store = std::move(*cuda);
+  }
+  std::printf("score store: %s\n", store->backend().c_str());
+  cachemgr::SessionManager manager(std::move(store), &cachemgr::PolicyRegistry::Builtin(), {});
   cachemgr::CacheManagerService service(&manager);
   ServerOptions options;
   const std::string socket = "/tmp/a2sf_cachemgr_bench.sock";
