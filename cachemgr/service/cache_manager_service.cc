@@ -156,32 +156,21 @@ namespace {
 // Reads what a worker wrote into a ring slot as a score view; everything is bounds-checked.
 absl::StatusOr<ScoreView> RingScoreView(const ScoreRing& ring, uint64_t seq, const RingStep& step) {
   ScoreView view;
-  switch (step.dtype) {
-    case v1::SCORE_DTYPE_FP32:
-      view.dtype = ScoreDType::kFp32;
-      break;
-    case v1::SCORE_DTYPE_FP16:
-      view.dtype = ScoreDType::kFp16;
-      break;
-    case v1::SCORE_DTYPE_BF16:
-      view.dtype = ScoreDType::kBf16;
-      break;
-    default:
-      return absl::InvalidArgumentError("scores.dtype: must be FP32, FP16 or BF16");
-  }
+  absl::StatusOr<ScoreDType> dtype = ScoreDTypeFromProto(int(step.dtype));
+  if (!dtype.ok()) return dtype.status();
+  view.dtype = *dtype;
   if (step.kind != v1::STEP_KIND_TOKEN && step.kind != v1::STEP_KIND_UNSPECIFIED &&
       step.kind != v1::STEP_KIND_BULK_PREFILL) {
     return absl::InvalidArgumentError(absl::StrCat("kind: unknown step kind ", step.kind));
   }
   const uint32_t rank = step.kind == v1::STEP_KIND_BULK_PREFILL ? 4 : 3;
-  if (step.num_dims != rank) {
-    return absl::InvalidArgumentError(absl::StrCat("scores.shape: expected ", rank, " dimensions, got ", step.num_dims));
+  if (step.num_dims > 4) {
+    return absl::InvalidArgumentError(absl::StrCat("scores.shape: a ring slot holds at most 4 dimensions, got ",
+                                                   step.num_dims));
   }
-  uint64_t count = 1;
-  for (uint32_t d = 0; d < rank; ++d) {
-    count *= step.shape[d];
-    if (count > (uint64_t{1} << 34)) return absl::InvalidArgumentError("scores.shape: too large");
-  }
+  absl::StatusOr<uint64_t> values = ScoreValueCount(absl::MakeConstSpan(step.shape, step.num_dims), int(rank));
+  if (!values.ok()) return values.status();
+  const uint64_t count = *values;
   if (count * ScoreDTypeBytes(view.dtype) != step.payload_bytes || step.payload_bytes > ring.payload_capacity()) {
     return absl::InvalidArgumentError(absl::StrCat("scores: ", step.payload_bytes, " bytes in the ring slot (room for ",
                                                    ring.payload_capacity(), "), shape and dtype say ",

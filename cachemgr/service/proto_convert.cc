@@ -74,34 +74,45 @@ v1::SessionInfo ToProto(const SessionInfo& info) {
   return proto;
 }
 
-absl::StatusOr<ScoreView> ScoreViewOf(const v1::ScoreTensor& tensor, int expected_rank) {
-  ScoreView view;
-  switch (tensor.dtype()) {
+absl::StatusOr<ScoreDType> ScoreDTypeFromProto(int dtype) {
+  switch (dtype) {
     case v1::SCORE_DTYPE_FP32:
-      view.dtype = ScoreDType::kFp32;
-      break;
+      return ScoreDType::kFp32;
     case v1::SCORE_DTYPE_FP16:
-      view.dtype = ScoreDType::kFp16;
-      break;
+      return ScoreDType::kFp16;
     case v1::SCORE_DTYPE_BF16:
-      view.dtype = ScoreDType::kBf16;
-      break;
+      return ScoreDType::kBf16;
     default:
       return absl::InvalidArgumentError("scores.dtype: must be FP32, FP16 or BF16");
   }
-  if (tensor.payload_case() != v1::ScoreTensor::kData) {
+}
+
+absl::StatusOr<uint64_t> ScoreValueCount(absl::Span<const uint32_t> shape, int expected_rank) {
+  if (int(shape.size()) != expected_rank) {
     return absl::InvalidArgumentError(
-        "scores.shared_memory: no shared-memory ring is registered for this session; send scores.data");
-  }
-  if (tensor.shape_size() != expected_rank) {
-    return absl::InvalidArgumentError(absl::StrCat("scores.shape: expected ", expected_rank, " dimensions, got ",
-                                                   tensor.shape_size()));
+        absl::StrCat("scores.shape: expected ", expected_rank, " dimensions, got ", shape.size()));
   }
   uint64_t count = 1;
-  for (uint32_t d : tensor.shape()) {
+  for (uint32_t d : shape) {
     count *= d;
     if (count > (uint64_t{1} << 34)) return absl::InvalidArgumentError("scores.shape: too large");
   }
+  return count;
+}
+
+absl::StatusOr<ScoreView> ScoreViewOf(const v1::ScoreTensor& tensor, int expected_rank) {
+  ScoreView view;
+  absl::StatusOr<ScoreDType> dtype = ScoreDTypeFromProto(tensor.dtype());
+  if (!dtype.ok()) return dtype.status();
+  view.dtype = *dtype;
+  if (tensor.payload_case() != v1::ScoreTensor::kData) {
+    return absl::InvalidArgumentError(
+        "scores.shared_memory: references are not used; a session with a shared-memory ring attaches it "
+        "(see StreamScores) and otherwise sends scores.data");
+  }
+  absl::StatusOr<uint64_t> values = ScoreValueCount(tensor.shape(), expected_rank);
+  if (!values.ok()) return values.status();
+  const uint64_t count = *values;
   const uint64_t bytes = count * ScoreDTypeBytes(view.dtype);
   if (tensor.data().size() != bytes) {
     return absl::InvalidArgumentError(absl::StrCat("scores.data: ", tensor.data().size(), " bytes, but shape and dtype ",

@@ -8,6 +8,7 @@
 #include "a2sf/v1/scores.pb.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 #include "cachemgr/policy/registry.h"
 #include "cachemgr/session/session_manager.h"
 #include "grpcpp/support/status.h"
@@ -23,6 +24,10 @@ v1::SessionInfo ToProto(const SessionInfo& info);
 
 // A view of the tensor's payload (no copy): checks dtype, rank and that the byte length matches the
 // shape. `expected_rank` is 3 for token steps and 4 for bulk prefill.
+// A ScoreDType enum value of the API as the store's dtype; INVALID_ARGUMENT naming scores.dtype.
+absl::StatusOr<ScoreDType> ScoreDTypeFromProto(int dtype);
+// Values in a score tensor of `shape`; INVALID_ARGUMENT for another rank or more than 2^34 values.
+absl::StatusOr<uint64_t> ScoreValueCount(absl::Span<const uint32_t> shape, int expected_rank);
 absl::StatusOr<ScoreView> ScoreViewOf(const v1::ScoreTensor& tensor, int expected_rank);
 
 void ToProto(const StepResult& result, v1::EvictionDecision* proto);
