@@ -54,14 +54,19 @@ v1::ScoreStep MakeStep(uint32_t entries, bool fp16) {
   return step;
 }
 
-// Opens a session, fills it to the budget, then times `steps` steady-state steps. Returns seconds.
-double RunSession(v1::CacheManager::Stub* stub, bool fp16, int steps) {
+v1::OpenSessionRequest SevenBSession() {
   v1::OpenSessionRequest open;
   open.mutable_shape()->set_num_layers(kLayers);
   open.mutable_shape()->set_num_kv_heads(kHeads);
   open.mutable_shape()->set_query_heads_per_kv_head(1);
   open.mutable_policy()->set_name("a2sf");
   open.mutable_budget()->set_tokens(kBudget);
+  return open;
+}
+
+// Opens a session, fills it to the budget, then times `steps` steady-state steps. Returns seconds.
+double RunSession(v1::CacheManager::Stub* stub, bool fp16, int steps) {
+  const v1::OpenSessionRequest open = SevenBSession();
   v1::OpenSessionResponse opened;
   grpc::ClientContext open_context;
   if (!stub->OpenSession(&open_context, open, &opened).ok()) return -1;
@@ -91,15 +96,6 @@ double RunSession(v1::CacheManager::Stub* stub, bool fp16, int steps) {
   return elapsed;
 }
 
-v1::OpenSessionRequest SevenBSession() {
-  v1::OpenSessionRequest open;
-  open.mutable_shape()->set_num_layers(kLayers);
-  open.mutable_shape()->set_num_kv_heads(kHeads);
-  open.mutable_shape()->set_query_heads_per_kv_head(1);
-  open.mutable_policy()->set_name("a2sf");
-  open.mutable_budget()->set_tokens(kBudget);
-  return open;
-}
 
 // The decision alone: the same steady-state steps straight into a SessionManager. Returns seconds.
 double RunInProcess(cachemgr::SessionManager* manager, bool fp16, int steps) {
