@@ -2,6 +2,10 @@
 
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace a2sf {
 
 float HalfToFloat(uint16_t h) {
@@ -56,6 +60,29 @@ float Bfloat16ToFloat(uint16_t b) {
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
+}
+
+namespace {
+
+#if defined(__x86_64__)
+__attribute__((target("avx,f16c"))) void FloatsToHalvesF16c(const float* in, uint16_t* out, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i halves = _mm256_cvtps_ph(_mm256_loadu_ps(in + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), halves);
+  }
+  for (; i < n; ++i) out[i] = FloatToHalf(in[i]);
+}
+#endif
+
+}  // namespace
+
+void FloatsToHalves(const float* in, uint16_t* out, size_t n) {
+#if defined(__x86_64__)
+  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  if (f16c) return FloatsToHalvesF16c(in, out, n);
+#endif
+  for (size_t i = 0; i < n; ++i) out[i] = FloatToHalf(in[i]);
 }
 
 }  // namespace a2sf

@@ -1,8 +1,9 @@
-// IEEE binary16 and bfloat16 conversions (scalar), shared by the score stores, the weight loaders and
+// IEEE binary16 and bfloat16 conversions, shared by the score stores, the weight loaders and
 // the worker's score encoder.
 #ifndef A2SF_COMMON_FLOAT16_H_
 #define A2SF_COMMON_FLOAT16_H_
 
+#include <cstddef>
 #include <cstdint>
 
 namespace a2sf {
@@ -13,6 +14,10 @@ float HalfToFloat(uint16_t half);
 uint16_t FloatToHalf(float value);
 // Exact: bfloat16 is the upper half of a binary32.
 float Bfloat16ToFloat(uint16_t bf16);
+
+// FloatToHalf over an array: F16C eight at a time where the CPU has it (the same rounding; a NaN
+// may keep more of its payload), the scalar loop otherwise. The worker's per-step score encoder.
+void FloatsToHalves(const float* in, uint16_t* out, size_t n);
 
 }  // namespace a2sf
 

@@ -143,8 +143,7 @@ absl::Status RemotePolicy::SendThroughRing(uint64_t step, uint32_t kind, uint32_
   if (encoding_ == ScoreEncoding::kFp32) {
     std::memcpy(payload, scores.data(), scores.size() * 4);
   } else {
-    auto* out = static_cast<uint16_t*>(payload);
-    for (size_t i = 0; i < scores.size(); ++i) out[i] = FloatToHalf(scores[i]);
+    FloatsToHalves(scores.data(), static_cast<uint16_t*>(payload), scores.size());
   }
   RingStep header;
   header.step = step;
@@ -210,10 +209,7 @@ void RemotePolicy::Encode(v1::ScoreStep* message, absl::Span<const float> scores
   } else {
     tensor->set_dtype(v1::SCORE_DTYPE_FP16);
     buffer_.resize(scores.size() * 2);
-    for (size_t i = 0; i < scores.size(); ++i) {
-      const uint16_t h = FloatToHalf(scores[i]);
-      std::memcpy(&buffer_[2 * i], &h, 2);
-    }
+    FloatsToHalves(scores.data(), reinterpret_cast<uint16_t*>(buffer_.data()), scores.size());
     tensor->set_data(buffer_);
   }
 }
