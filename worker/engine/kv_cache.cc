@@ -21,17 +21,22 @@ KvCacheSlots::KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capac
   positions_.assign(size_t(heads_) * capacity, 0);
 }
 
-absl::Status KvCacheSlots::Evict(uint32_t k, absl::Span<const uint32_t> slots,
-                                 absl::Span<const uint32_t> expected_positions) {
-  if (k == 0) return absl::OkStatus();
+absl::Status KvCacheSlots::CheckDecisionSize(uint32_t k, size_t values, const char* what) const {
   if (k > uint32_t(entries_)) {
     return absl::InvalidArgumentError(absl::StrCat("eviction: ", k, " evictions per head but only ", entries_,
                                                    " entries are cached"));
   }
-  if (slots.size() != size_t(heads_) * k) {
-    return absl::InvalidArgumentError(absl::StrCat("eviction: expected ", size_t(heads_) * k, " slots (", heads_,
-                                                   " heads x ", k, "), got ", slots.size()));
+  if (values != size_t(heads_) * k) {
+    return absl::InvalidArgumentError(absl::StrCat("eviction: expected ", size_t(heads_) * k, " ", what, " (", heads_,
+                                                   " heads x ", k, "), got ", values));
   }
+  return absl::OkStatus();
+}
+
+absl::Status KvCacheSlots::Evict(uint32_t k, absl::Span<const uint32_t> slots,
+                                 absl::Span<const uint32_t> expected_positions) {
+  if (k == 0) return absl::OkStatus();
+  if (absl::Status s = CheckDecisionSize(k, slots.size(), "slots"); !s.ok()) return s;
   if (!expected_positions.empty() && expected_positions.size() != slots.size()) {
     return absl::InvalidArgumentError("eviction: positions and slots differ in length");
   }
@@ -75,14 +80,7 @@ void KvCacheSlots::SwapRemove(int head, int slot, int last) {
 
 absl::Status KvCacheSlots::EvictPositions(uint32_t k, absl::Span<const uint32_t> positions) {
   if (k == 0) return absl::OkStatus();
-  if (k > uint32_t(entries_)) {
-    return absl::InvalidArgumentError(absl::StrCat("eviction: ", k, " evictions per head but only ", entries_,
-                                                   " entries are cached"));
-  }
-  if (positions.size() != size_t(heads_) * k) {
-    return absl::InvalidArgumentError(absl::StrCat("eviction: expected ", size_t(heads_) * k, " positions (", heads_,
-                                                   " heads x ", k, "), got ", positions.size()));
-  }
+  if (absl::Status s = CheckDecisionSize(k, positions.size(), "positions"); !s.ok()) return s;
   // Find every victim's slot before touching anything (positions are distinct within a head).
   victim_slots_.resize(positions.size());
   for (int h = 0; h < heads_; ++h) {

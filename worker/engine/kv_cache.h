@@ -65,6 +65,8 @@ class KvCacheSlots {
 
   int n_kv_heads_, head_dim_, capacity_, heads_;
   void SwapRemove(int head, int slot, int last);
+  // INVALID_ARGUMENT unless k <= entries and there are [heads][k] `what` values.
+  absl::Status CheckDecisionSize(uint32_t k, size_t values, const char* what) const;
 
   int entries_ = 0;
   std::vector<float> keys_, values_;
