@@ -8,23 +8,36 @@
 
 namespace a2sf::worker {
 
-absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::Create(const ModelConfig& model,
-                                                                         const cachemgr::PolicySpec& policy,
-                                                                         const cachemgr::BudgetSpec& budget,
-                                                                         uint32_t decision_lag) {
-  std::unique_ptr<InProcessPolicy> out(new InProcessPolicy());
-  cachemgr::SessionManagerOptions options;
-  options.max_sessions = 1;
-  options.idle_timeout = absl::ZeroDuration();
-  out->manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
-                                                             &cachemgr::PolicyRegistry::Builtin(), options);
+namespace {
+
+cachemgr::SessionConfig InProcessConfig(const ModelConfig& model, const cachemgr::PolicySpec& policy,
+                                        const cachemgr::BudgetSpec& budget, const char* label) {
   cachemgr::SessionConfig config;
   config.geometry = {uint32_t(model.n_layers), uint32_t(model.n_kv_heads)};
   config.query_heads_per_kv_head = uint32_t(model.group_size());
   config.max_context = uint32_t(model.seq_len);
   config.policy = policy;
   config.budget = budget;
-  config.label = "in-process";
+  config.label = label;
+  return config;
+}
+
+}  // namespace
+
+InProcessPolicy::InProcessPolicy() {
+  cachemgr::SessionManagerOptions options;
+  options.max_sessions = 1;
+  options.idle_timeout = absl::ZeroDuration();
+  manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
+                                                        &cachemgr::PolicyRegistry::Builtin(), options);
+}
+
+absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::Create(const ModelConfig& model,
+                                                                         const cachemgr::PolicySpec& policy,
+                                                                         const cachemgr::BudgetSpec& budget,
+                                                                         uint32_t decision_lag) {
+  std::unique_ptr<InProcessPolicy> out(new InProcessPolicy());
+  cachemgr::SessionConfig config = InProcessConfig(model, policy, budget, "in-process");
   config.decision_lag = decision_lag;
   absl::StatusOr<cachemgr::SessionInfo> info = out->manager_->Open(config);
   if (!info.ok()) return info.status();
@@ -37,12 +50,6 @@ absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::TakeOver(const
                                                                            uint32_t budget_tokens, uint64_t next_step,
                                                                            bool include_newest) {
   const ModelConfig& model = engine.config();
-  cachemgr::BudgetSpec budget;
-  budget.tokens = budget_tokens;
-  absl::StatusOr<std::unique_ptr<InProcessPolicy>> out = Create(model, policy, budget);
-  if (!out.ok()) return out;
-  // Close the empty session Create opened and open a seeded one in its place.
-  (*out)->manager_->Close((*out)->info_.id).IgnoreError();
   const KvCacheSlots& cache = engine.cache();
   const uint32_t entries = include_newest || cache.entries() == 0 ? uint32_t(cache.entries())
                                                                   : uint32_t(cache.entries() - 1);
@@ -53,16 +60,13 @@ absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::TakeOver(const
       for (uint32_t slot = 0; slot < entries; ++slot) positions.push_back(cache.position(l, g, int(slot)));
     }
   }
-  cachemgr::SessionConfig config;
-  config.geometry = {uint32_t(model.n_layers), uint32_t(model.n_kv_heads)};
-  config.query_heads_per_kv_head = uint32_t(model.group_size());
-  config.max_context = uint32_t(model.seq_len);
-  config.policy = policy;
-  config.budget = budget;
-  config.label = "in-process (took over)";
-  absl::StatusOr<cachemgr::SessionInfo> info = (*out)->manager_->OpenSeeded(config, positions, entries, next_step);
+  cachemgr::BudgetSpec budget;
+  budget.tokens = budget_tokens;
+  std::unique_ptr<InProcessPolicy> out(new InProcessPolicy());
+  absl::StatusOr<cachemgr::SessionInfo> info = out->manager_->OpenSeeded(
+      InProcessConfig(model, policy, budget, "in-process (took over)"), positions, entries, next_step);
   if (!info.ok()) return info.status();
-  (*out)->info_ = *info;
+  out->info_ = *info;
   return out;
 }
 

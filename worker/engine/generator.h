@@ -73,7 +73,7 @@ class InProcessPolicy final : public EvictionPolicyClient {
   cachemgr::SessionManager* manager() { return manager_.get(); }
 
  private:
-  InProcessPolicy() = default;
+  InProcessPolicy();  // a private one-session manager on the CPU store
   std::unique_ptr<cachemgr::SessionManager> manager_;
   cachemgr::SessionInfo info_;
 };
