@@ -59,14 +59,11 @@ absl::Status FallbackPolicy::SubmitStep(uint64_t step, uint32_t position, absl::
   last_position_ = position;
   if (local_ == nullptr) {
     absl::Status sent = remote_->SubmitStep(step, position, scores);
-    if (sent.ok()) {
-      ++remote_unanswered_;
-      return sent;
-    }
-    if (!IsTransportFailure(sent)) return sent;
-    // Decide this step in-process, from the entries the engine held before it.
+    if (sent.ok() || !IsTransportFailure(sent)) return sent;
+    // Decide this step in-process, from the entries the engine held before it; the steps still
+    // travelling are lost.
     if (absl::Status s = SwitchToLocal(sent, step, true); !s.ok()) return s;
-    lost_ = remote_unanswered_;
+    lost_ = remote_->steps_in_flight();
   }
   return local_->SubmitStep(step, position, scores);
 }
@@ -78,20 +75,17 @@ absl::StatusOr<EvictionDecision> FallbackPolicy::AwaitDecision() {
   }
   if (local_ != nullptr) return local_->AwaitDecision();
   absl::StatusOr<EvictionDecision> decision = remote_->AwaitDecision();
-  if (decision.ok() || !IsTransportFailure(decision.status())) {
-    --remote_unanswered_;
-    return decision;
-  }
-  if (remote_unanswered_ == 1) {
+  if (decision.ok() || !IsTransportFailure(decision.status())) return decision;
+  const size_t lost = remote_->steps_in_flight();  // this one included
+  if (lost == 1) {
     // The lost decision is the newest step's, whose scores the engine still holds: decide it here.
-    remote_unanswered_ = 0;
     if (absl::Status s = SwitchToLocal(decision.status(), next_step_ - 1, true); !s.ok()) return s;
     return local_->Step(next_step_ - 1, last_position_, engine_->step_scores());
   }
   // Every step submitted so far is already in the engine: take all its entries over, decide from the
   // next step on, and answer this decision and the others in flight with nothing.
   if (absl::Status s = SwitchToLocal(decision.status(), next_step_, true, true); !s.ok()) return s;
-  lost_ = remote_unanswered_ - 1;
+  lost_ = lost - 1;
   return EvictionDecision{};
 }
 

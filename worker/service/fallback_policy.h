@@ -45,8 +45,7 @@ class FallbackPolicy final : public EvictionPolicyClient {
   cachemgr::PolicySpec spec_;
   uint32_t budget_tokens_;
   bool evicts_;
-  uint64_t remote_unanswered_ = 0;  // steps submitted to the cache manager and not answered yet
-  uint64_t lost_ = 0;               // of those, how many were lost with it (answered empty)
+  uint64_t lost_ = 0;               // steps lost with the cache manager, still to be answered empty
   uint64_t next_step_ = 0;          // the step after the last one submitted
   uint32_t last_position_ = 0;      // of the last step submitted
 };

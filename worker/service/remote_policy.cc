@@ -208,9 +208,10 @@ void RemotePolicy::Encode(v1::ScoreStep* message, absl::Span<const float> scores
     tensor->set_data(reinterpret_cast<const char*>(scores.data()), scores.size() * 4);
   } else {
     tensor->set_dtype(v1::SCORE_DTYPE_FP16);
-    buffer_.resize(scores.size() * 2);
-    FloatsToHalves(scores.data(), reinterpret_cast<uint16_t*>(buffer_.data()), scores.size());
-    tensor->set_data(buffer_);
+    // Encoded straight into the message: no second copy of the payload per step.
+    std::string* data = tensor->mutable_data();
+    data->resize(scores.size() * 2);
+    FloatsToHalves(scores.data(), reinterpret_cast<uint16_t*>(data->data()), scores.size());
   }
 }
 

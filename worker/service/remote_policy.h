@@ -59,6 +59,8 @@ class RemotePolicy final : public EvictionPolicyClient {
   const std::string& session_id() const { return session_id_; }
   // True when scores travel through a shared-memory ring.
   bool uses_shared_memory() const { return ring_ != nullptr; }
+  // Steps submitted whose decision has not been read (including one whose read just failed).
+  size_t steps_in_flight() const { return awaiting_.size(); }
 
  private:
   RemotePolicy() = default;
@@ -86,7 +88,6 @@ class RemotePolicy final : public EvictionPolicyClient {
   uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
   bool first_message_ = true;
   bool broken_ = false;
-  std::string buffer_;
 };
 
 }  // namespace a2sf::worker
