@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <thread>
@@ -404,19 +405,29 @@ TEST(EndToEnd, CacheManagerKilledMidJobFailsOrFallsBackAsConfigured) {
                                       << (shared_memory ? ", shared memory" : ""));
     Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, /*metrics=*/false, fallback, lag, shared_memory);
     const int port = stack.cachemgr_port();
-    size_t seen = 0;
-    bool stopped = false;
-    auto result = stack.client().Generate(Request("a2sf", 16, 300), [&](const v1::GeneratedTokens& tokens) {
-      seen += size_t(tokens.ids_size());
-      if (seen >= 20 && !stopped) {
-        stopped = true;
-        stack.StopCacheManager();
+    // Stop the cache manager once the session has decided 20 steps: watched on the cache manager
+    // itself, since a job on the shared-memory ring can finish before its streamed tokens arrive.
+    std::atomic<bool> stopped{false};
+    std::thread watcher([&] {
+      for (const absl::Time deadline = absl::Now() + absl::Seconds(30); absl::Now() < deadline;) {
+        for (const cachemgr::SessionInfo& session : stack.manager()->List()) {
+          if (session.steps >= 20) {
+            stack.StopCacheManager();
+            stopped = true;
+            return;
+          }
+        }
+        absl::SleepFor(absl::Microseconds(100));
       }
-    }, 0, absl::Seconds(60));
+    });
+    v1::GenerateRequest request = Request("a2sf", 16, 400);
+    request.mutable_stop()->set_stop_on_eos(false);  // the job must outlast the switch
+    auto result = stack.client().Generate(request, nullptr, 0, absl::Seconds(60));
+    watcher.join();
     ASSERT_TRUE(stopped);
     if (fallback) {
       ASSERT_TRUE(result.ok()) << result.status();
-      EXPECT_GT(result->ids.size(), 40u);  // well past the switch (the story may end at EOS before 300)
+      EXPECT_EQ(result->ids.size(), 400u);
       EXPECT_EQ(result->finished.generated_tokens(), result->ids.size());
       EXPECT_EQ(result->finished.policy_location(), v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
     } else {
