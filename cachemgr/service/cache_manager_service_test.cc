@@ -308,6 +308,11 @@ TEST_F(CacheManagerServiceTest, BadOpenRequestsAndCapacity) {
   request.mutable_budget()->Clear();
   EXPECT_NE(open(request).error_message().find("budget"), std::string::npos);
   request.mutable_budget()->set_tokens(4);
+  request.set_decision_lag(65);
+  status = open(request);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("decision_lag"), std::string::npos);
+  request.set_decision_lag(2);  // pipelined sessions count against the same capacity
   for (int i = 0; i < 4; ++i) EXPECT_TRUE(open(request).ok());
   EXPECT_EQ(open(request).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
 }
