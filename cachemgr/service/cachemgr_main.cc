@@ -66,19 +66,14 @@ int main(int argc, char** argv) {
   std::string admin_token = absl::GetFlag(FLAGS_admin_token);
   if (admin_token.empty() && std::getenv("A2SF_ADMIN_TOKEN") != nullptr) admin_token = std::getenv("A2SF_ADMIN_TOKEN");
   if (admin_token.empty()) A2SF_LOG(WARNING) << "no --admin_token: PolicyAdmin changes are open to every client";
-  std::unique_ptr<MetricsServer> metrics_server;
-  std::unique_ptr<cachemgr::CacheManagerMetrics> metrics;
-  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
-    auto started = MetricsServer::Start(absl::GetFlag(FLAGS_metrics_listen));
-    if (!started.ok()) {
-      A2SF_LOG(ERROR) << started.status().message();
-      return 1;
-    }
-    metrics_server = std::move(*started);
-    metrics = std::make_unique<cachemgr::CacheManagerMetrics>(&metrics_server->registry());
-    A2SF_LOG(INFO) << "metrics on http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics (port "
-                   << metrics_server->port() << ")";
+  absl::StatusOr<std::unique_ptr<MetricsServer>> metrics_server =
+      MetricsServer::StartIfAsked(absl::GetFlag(FLAGS_metrics_listen));
+  if (!metrics_server.ok()) {
+    A2SF_LOG(ERROR) << metrics_server.status().message();
+    return 1;
   }
+  std::unique_ptr<cachemgr::CacheManagerMetrics> metrics;
+  if (*metrics_server != nullptr) metrics = std::make_unique<cachemgr::CacheManagerMetrics>(&(*metrics_server)->registry());
   cachemgr::CacheManagerService cache_service(&manager, metrics.get());
   cachemgr::PolicyAdminService admin_service(&manager, admin_token);
 

@@ -1,12 +1,50 @@
 #include "common/metrics/metrics_server.h"
 
+#include <arpa/inet.h>
+
 #include <exception>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/log.h"
 
 namespace a2sf {
 
+namespace {
+
+// civetweb reads what it can of a malformed address (e.g. "999.1.1.1:1" binds port 1 on every
+// interface), so check the form first: host:port with an IPv4 literal, a [bracketed] IPv6 literal
+// or a host name, and a port in [0, 65535].
+absl::Status CheckAddress(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  const auto bad = [&](const char* why) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics address '", address, "': ", why, " (want host:port)"));
+  };
+  if (colon == std::string::npos || colon == 0) return bad("no host");
+  uint32_t port = 0;
+  if (!absl::SimpleAtoi(address.substr(colon + 1), &port) || port > 65535) return bad("bad port");
+  const std::string host = address.substr(0, colon);
+  unsigned char buffer[16];
+  if (host.front() == '[') {
+    if (host.back() != ']' || inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), buffer) != 1) {
+      return bad("bad IPv6 address");
+    }
+    return absl::OkStatus();
+  }
+  bool numeric = true;
+  for (char c : host) {
+    if (!absl::ascii_isalnum(c) && c != '.' && c != '-') return bad("bad host name");
+    numeric &= absl::ascii_isdigit(c) || c == '.';
+  }
+  if (numeric && inet_pton(AF_INET, host.c_str(), buffer) != 1) return bad("bad IPv4 address");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& address) {
+  if (absl::Status s = CheckAddress(address); !s.ok()) return s;
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   server->registry_ = std::make_shared<prometheus::Registry>();
   // prometheus-cpp reports bind failures by throwing; keep exceptions inside this function.
@@ -18,6 +56,13 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   server->exposer_->RegisterCollectable(server->registry_);
   const std::vector<int> ports = server->exposer_->GetListeningPorts();
   server->port_ = ports.empty() ? 0 : ports.front();
+  return server;
+}
+
+absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::StartIfAsked(const std::string& address) {
+  if (address.empty()) return std::unique_ptr<MetricsServer>();
+  absl::StatusOr<std::unique_ptr<MetricsServer>> server = Start(address);
+  if (server.ok()) A2SF_LOG(INFO) << "metrics on http://" << address << "/metrics (port " << (*server)->port() << ")";
   return server;
 }
 

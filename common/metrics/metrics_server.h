@@ -14,8 +14,11 @@ namespace a2sf {
 
 class MetricsServer {
  public:
-  // Listens on "host:port" (port 0: any free port). UNAVAILABLE when the address cannot be bound.
+  // Listens on "host:port" (port 0: any free port). INVALID_ARGUMENT for a malformed address,
+  // UNAVAILABLE when it cannot be bound.
   static absl::StatusOr<std::unique_ptr<MetricsServer>> Start(const std::string& address);
+  // A server's --metrics_listen: null when `address` is empty, else Start's result, logged.
+  static absl::StatusOr<std::unique_ptr<MetricsServer>> StartIfAsked(const std::string& address);
 
   prometheus::Registry& registry() { return *registry_; }
   int port() const { return port_; }

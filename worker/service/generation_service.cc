@@ -315,15 +315,16 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   return grpc::Status::OK;
 }
 
+std::shared_ptr<GenerationService::Job> GenerationService::FindJob(const std::string& id) {
+  absl::MutexLock lock(&mutex_);
+  auto it = jobs_.find(id);
+  return it == jobs_.end() ? nullptr : it->second;
+}
+
 grpc::Status GenerationService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
                                           v1::CancelJobResponse* response) {
-  std::shared_ptr<Job> job;
-  {
-    absl::MutexLock lock(&mutex_);
-    auto it = jobs_.find(request->job_id());
-    if (it == jobs_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "job_id: no such job");
-    job = it->second;
-  }
+  std::shared_ptr<Job> job = FindJob(request->job_id());
+  if (job == nullptr) return grpc::Status(grpc::StatusCode::NOT_FOUND, "job_id: no such job");
   absl::MutexLock lock(&job->mutex);
   const bool running = job->status.state() == v1::JOB_STATE_RUNNING || job->status.state() == v1::JOB_STATE_UNSPECIFIED;
   if (running) job->cancel.store(true);
@@ -332,13 +333,8 @@ grpc::Status GenerationService::CancelJob(grpc::ServerContext*, const v1::Cancel
 }
 
 grpc::Status GenerationService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request, v1::JobStatus* response) {
-  std::shared_ptr<Job> job;
-  {
-    absl::MutexLock lock(&mutex_);
-    auto it = jobs_.find(request->job_id());
-    if (it == jobs_.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "job_id: no such job");
-    job = it->second;
-  }
+  std::shared_ptr<Job> job = FindJob(request->job_id());
+  if (job == nullptr) return grpc::Status(grpc::StatusCode::NOT_FOUND, "job_id: no such job");
   absl::MutexLock lock(&job->mutex);
   *response = job->status;
   return grpc::Status::OK;

@@ -84,6 +84,7 @@ class GenerationService final : public v1::Generation::Service {
   absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
   std::shared_ptr<Job> Register(const std::string& requested_id, absl::Status* status);
   void Retire(const std::shared_ptr<Job>& job);
+  std::shared_ptr<Job> FindJob(const std::string& id);  // null when unknown
 
   const WorkerOptions options_;
   std::atomic<int> running_{0};

@@ -132,18 +132,16 @@ int main(int argc, char** argv) {
     A2SF_LOG(INFO) << "no --cachemgr: policies run in-process";
   }
   A2SF_LOG(INFO) << "model " << absl::GetFlag(FLAGS_model) << ": " << (*weights)->format();
-  std::unique_ptr<MetricsServer> metrics_server;
+  absl::StatusOr<std::unique_ptr<MetricsServer>> metrics_server =
+      MetricsServer::StartIfAsked(absl::GetFlag(FLAGS_metrics_listen));
+  if (!metrics_server.ok()) {
+    A2SF_LOG(ERROR) << metrics_server.status().message();
+    return 1;
+  }
   std::unique_ptr<worker::WorkerMetrics> metrics;
-  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
-    auto started = MetricsServer::Start(absl::GetFlag(FLAGS_metrics_listen));
-    if (!started.ok()) {
-      A2SF_LOG(ERROR) << started.status().message();
-      return 1;
-    }
-    metrics_server = std::move(*started);
-    metrics = std::make_unique<worker::WorkerMetrics>(&metrics_server->registry());
+  if (*metrics_server != nullptr) {
+    metrics = std::make_unique<worker::WorkerMetrics>(&(*metrics_server)->registry());
     options.metrics = metrics.get();
-    A2SF_LOG(INFO) << "metrics on port " << metrics_server->port() << " (/metrics)";
   }
   worker::GenerationService service(options);
 
