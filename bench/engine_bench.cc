@@ -3,11 +3,13 @@
 // budget, with the KV memory held. For the 110M shape, the weight bandwidth achieved (weight bytes
 // read per token x tokens/s) is set against a STREAM-style triad measured in the same run.
 //
-//   A2SF_FIXTURES=../shared/fixtures bazel run -c opt //bench:engine_bench
+//   A2SF_FIXTURES=../shared/fixtures bazel run -c opt //bench:engine_bench [-- gpu]
+// `gpu`: only the GPU rows (no triad, no CPU rows): what scripts/gpu_check.sh runs.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "common/thread_pool.h"
@@ -95,10 +97,19 @@ Row Measure(const char* label, const ModelWeights& weights, int threads, bool a2
 }  // namespace
 }  // namespace a2sf::worker
 
-int main() {
+int main(int argc, char** argv) {
   using namespace a2sf::worker;
-  const double triad1 = Triad(1), triad2 = Triad(2);
-  std::printf("triad: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n\n", triad1, triad2);
+  const bool gpu_only = argc > 1 && std::string(argv[1]) == "gpu";
+  double triad1 = 0, triad2 = 0;
+  if (!gpu_only) {
+    triad1 = Triad(1), triad2 = Triad(2);
+    std::printf("triad: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n\n", triad1, triad2);
+  }
+  const absl::Status gpu = CheckEngineDevice(EngineDevice::kCuda);
+  if (gpu_only && !gpu.ok()) {
+    std::printf("GPU rows skipped: %s\n", std::string(gpu.message()).c_str());
+    return 0;
+  }
 
   std::unique_ptr<ModelWeights> small;
   const char* fixtures = std::getenv("A2SF_FIXTURES");
@@ -115,13 +126,12 @@ int main() {
 
   std::vector<Row> rows;
   for (int threads : {1, 2}) {
+    if (gpu_only) break;
     for (bool a2sf : {false, true}) rows.push_back(Measure(small_label, *small, threads, a2sf, 256, 20));
-  }
-  for (int threads : {1, 2}) {
     for (bool a2sf : {false, true}) rows.push_back(Measure("stories110M (random)", *big, threads, a2sf, 64, 2));
   }
   // The CUDA backend, where there is a GPU (its bandwidth is the GPU's, so no triad ratio).
-  if (absl::Status gpu = CheckEngineDevice(EngineDevice::kCuda); gpu.ok()) {
+  if (gpu.ok()) {
     for (bool a2sf : {false, true}) {
       rows.push_back(Measure(small_label, *small, 0, a2sf, 256, 5, EngineDevice::kCuda));
       rows.push_back(Measure("stories110M (random)", *big, 0, a2sf, 64, 2, EngineDevice::kCuda));

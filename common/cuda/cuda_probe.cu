@@ -1,6 +1,7 @@
 #include "common/cuda/cuda_probe.h"
 
 #include <cmath>
+#include <cstdio>
 #include <vector>
 
 #include <cublas_v2.h>
@@ -45,6 +46,29 @@ void LibraryVersions(int* runtime, int* cublas, int* nccl) {
     *cublas = major * 10000 + minor * 100 + patch;
   }
   ncclGetVersion(nccl);
+}
+
+int DriverVersion() {
+  int version = 0;
+  if (cudaDriverGetVersion(&version) != cudaSuccess) version = 0;
+  return version;
+}
+
+int DeviceProperties(int index, char* name, int name_size, int* major, int* minor, double* memory_gib,
+                     const char** error_text) {
+  cudaDeviceProp prop;
+  const cudaError_t err = cudaGetDeviceProperties(&prop, index);
+  if (err != cudaSuccess) {
+    *error_text = cudaGetErrorString(err);
+    cudaGetLastError();
+    return static_cast<int>(err);
+  }
+  snprintf(name, name_size, "%s", prop.name);
+  *major = prop.major;
+  *minor = prop.minor;
+  *memory_gib = static_cast<double>(prop.totalGlobalMem) / (1u << 30);
+  *error_text = "";
+  return 0;
 }
 
 int SaxpySelfTest(int n, float* max_abs_difference, const char** error_text) {

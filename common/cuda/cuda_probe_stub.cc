@@ -17,6 +17,17 @@ void LibraryVersions(int* runtime, int* cublas, int* nccl) {
   *nccl = 0;
 }
 
+int DriverVersion() { return 0; }
+
+int DeviceProperties(int, char* name, int name_size, int* major, int* minor, double* memory_gib,
+                     const char** error_text) {
+  if (name_size > 0) name[0] = '\0';
+  *major = *minor = 0;
+  *memory_gib = 0;
+  *error_text = "this binary was built without CUDA";
+  return -1;
+}
+
 int SaxpySelfTest(int, float*, const char** error_text) {
   *error_text = "this binary was built without CUDA";
   return -1;

@@ -21,6 +21,10 @@ absl::StatusOr<int> CudaDeviceCount();
 
 // e.g. "CUDA runtime 13.0, cuBLAS 13.1.0, NCCL 2.28.9", or "built without CUDA".
 std::string CudaLibraryVersions();
+// e.g. "CUDA driver 13.0", or "no CUDA driver".
+std::string CudaDriverVersion();
+// e.g. "NVIDIA H200, sm_90, 139.8 GiB", or the error reading device `index`'s properties.
+absl::StatusOr<std::string> CudaDeviceDescription(int index);
 
 }  // namespace a2sf
 
