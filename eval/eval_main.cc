@@ -1,7 +1,8 @@
 // a2sf-eval: the evaluation harness.
 //   a2sf-eval fidelity  --model=M --corpus=C --out_dir=D [--ratios=0.1,0.2,0.3,0.5,0.8] [--threads=2]
 //   a2sf-eval calibrate --model=M --corpus=C --ratio=0.2 --calibrate=1-10 --heldout=11-20 --out=policy.json
-//   a2sf-eval mc        --model=M --tokenizer=T --tasks=F.jsonl [--shots=0] [--ratio=0.2]
+//   a2sf-eval mc        --model=M --tokenizer=T --tasks=F.jsonl [--shots=0] [--ratio=0.2 | --ratios=0.1,0.2]
+//                       [--policies=full,h2o,a2sf,a2sf+recent,{"name":"a2sf","alpha":0.9},@spec.json] [--alphas=0.5,0.9]
 // fidelity writes fidelity.csv (every cell), fidelity.md (tables) and, with gnuplot installed, PNG plots.
 #include <chrono>
 #include <cmath>
@@ -13,6 +14,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -38,8 +40,10 @@ ABSL_FLAG(std::string, heldout, "11-20", "held-out stories");
 ABSL_FLAG(std::string, out, "", "calibrate: write the per-layer policy spec (JSON) here");
 ABSL_FLAG(std::string, tasks, "", "mc: task file(s), comma-separated");
 ABSL_FLAG(int, shots, 0, "mc: few-shot examples per question");
-ABSL_FLAG(std::string, policies, "full,local,h2o,a2sf", "mc: policies to compare");
-ABSL_FLAG(double, alpha, 0.3, "mc: a2sf alpha");
+ABSL_FLAG(std::string, policies, "full,local,h2o,a2sf",
+          "mc: policies to compare: names, name+recent (a2sf, window floor(B/2)), JSON specs, @spec.json files");
+ABSL_FLAG(double, alpha, 0.3, "lag, mc: a2sf alpha");
+ABSL_FLAG(std::string, alphas, "", "mc: a2sf alphas, each scored (default: --alpha)");
 ABSL_FLAG(std::string, lags, "0,1,2,4,8", "lag: decision lags to compare");
 
 namespace a2sf::eval {
@@ -59,6 +63,17 @@ absl::StatusOr<std::vector<std::vector<int>>> Select(const std::vector<std::vect
     return absl::InvalidArgumentError(absl::StrCat("range '", range, "': expected FROM-TO within 1-", all.size()));
   }
   return std::vector<std::vector<int>>(all.begin() + (from - 1), all.begin() + to);
+}
+
+// A comma-separated list of numbers; INVALID_ARGUMENT naming `flag` otherwise.
+absl::StatusOr<std::vector<double>> Numbers(const std::string& flag, const std::string& text) {
+  std::vector<double> values;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    double v;
+    if (!absl::SimpleAtod(part, &v)) return absl::InvalidArgumentError(absl::StrCat(flag, ": '", part, "' is not a number"));
+    values.push_back(v);
+  }
+  return values;
 }
 
 absl::StatusOr<std::vector<FullReference>> References(const worker::ModelWeights& w,
@@ -269,14 +284,19 @@ int Calibrate(const worker::ModelWeights& w, const std::vector<std::vector<int>>
 int MultipleChoice(const worker::ModelWeights& w) {
   auto tokenizer = worker::LoadTokenizer(absl::GetFlag(FLAGS_tokenizer));
   if (!tokenizer.ok()) return Fail(tokenizer.status());
-  std::vector<McPolicy> policies;
-  for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_policies), ',')) {
-    McPolicy p;
-    p.spec.name = std::string(name);
-    if (p.spec.name == "a2sf") p.spec.alpha = absl::GetFlag(FLAGS_alpha);
-    p.budget_ratio = p.spec.name == "full" ? 1.0 : absl::GetFlag(FLAGS_ratio);
-    policies.push_back(p);
-  }
+  absl::StatusOr<std::vector<double>> alphas =
+      absl::GetFlag(FLAGS_alphas).empty() ? std::vector<double>{absl::GetFlag(FLAGS_alpha)}
+                                          : Numbers("--alphas", absl::GetFlag(FLAGS_alphas));
+  // --ratios when set to other than its default (the fidelity sweep's), else --ratio.
+  const absl::CommandLineFlag* ratios_flag = absl::FindCommandLineFlag("ratios");
+  absl::StatusOr<std::vector<double>> ratios =
+      ratios_flag->CurrentValue() != ratios_flag->DefaultValue()
+          ? Numbers("--ratios", absl::GetFlag(FLAGS_ratios))
+          : std::vector<double>{absl::GetFlag(FLAGS_ratio)};
+  if (!alphas.ok()) return Fail(alphas.status());
+  if (!ratios.ok()) return Fail(ratios.status());
+  absl::StatusOr<std::vector<McPolicy>> policies = ParseMcPolicies(absl::GetFlag(FLAGS_policies), *alphas, *ratios);
+  if (!policies.ok()) return Fail(policies.status());
   std::vector<std::string> names;
   std::vector<std::vector<McResult>> rows;
   for (absl::string_view path : absl::StrSplit(absl::GetFlag(FLAGS_tasks), ',')) {
@@ -284,7 +304,7 @@ int MultipleChoice(const worker::ModelWeights& w) {
     if (!task.ok()) return Fail(task.status());
     names.push_back(task->name);
     rows.emplace_back();
-    for (const McPolicy& p : policies) {
+    for (const McPolicy& p : *policies) {
       auto result = ScoreMcTask(w, **tokenizer, *task, absl::GetFlag(FLAGS_shots), p);
       if (!result.ok()) return Fail(result.status());
       rows.back().push_back(*result);
@@ -295,8 +315,8 @@ int MultipleChoice(const worker::ModelWeights& w) {
   std::cout << "\n| --- | --- |";
   for (size_t i = 0; i < names.size(); ++i) std::cout << " --- |";
   std::cout << "\n";
-  for (size_t p = 0; p < policies.size(); ++p) {
-    std::cout << "| " << absl::GetFlag(FLAGS_shots) << " | " << policies[p].spec.name << " |";
+  for (size_t p = 0; p < policies->size(); ++p) {
+    std::cout << "| " << absl::GetFlag(FLAGS_shots) << " | " << McPolicyLabel((*policies)[p]) << " |";
     for (size_t t = 0; t < names.size(); ++t) {
       std::cout << absl::StrFormat(" %.3f / %.3f |", rows[t][p].accuracy, rows[t][p].accuracy_norm);
     }

@@ -134,13 +134,13 @@ TEST_F(EvalOnFixtures, MultipleChoiceFullMatchesADirectEngineComputation) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->accuracy, 1.0);
   EXPECT_EQ(result->accuracy_norm, 1.0);
-  // Independently: the first question's first choice by one engine pass.
+  // Independently: the first question's first choice by one engine pass over context + " " + choice
+  // encoded as one string, scored from the context's own token count on (lm-eval's split).
   const std::vector<int> prefix = *tokenizer->Encode(task->questions[0].context, true);
-  const std::vector<int> cont = *tokenizer->Encode(task->questions[0].choices[0], false);
+  const std::vector<int> all = *tokenizer->Encode(task->questions[0].context + " " + task->questions[0].choices[0], true);
+  ASSERT_GT(all.size(), prefix.size());
   auto engine = *worker::Engine::Create(weights_.get(), {});
   double ll = 0;
-  std::vector<int> all = prefix;
-  all.insert(all.end(), cont.begin(), cont.end());
   std::vector<double> lp;
   for (size_t t = 0; t + 1 < all.size(); ++t) {
     ASSERT_TRUE(engine->Forward(all[t], int(t)).ok());
@@ -157,6 +157,84 @@ TEST_F(EvalOnFixtures, MultipleChoiceFullMatchesADirectEngineComputation) {
   auto one_shot = ScoreMcTask(*weights_, *tokenizer, *task, 1, local);
   ASSERT_TRUE(one_shot.ok()) << one_shot.status();
   EXPECT_EQ(one_shot->questions, 4u);
+}
+
+TEST_F(EvalOnFixtures, EncodePairFollowsLmEvalsRule) {
+  auto tokenizer = *worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512);
+  const std::string context = "She was very happy and said, \"Thank";
+  for (const std::string& continuation : {std::string(" you"), std::string("you"), std::string(" brick wall")}) {
+    auto pair = EncodePair(*tokenizer, context, continuation);
+    ASSERT_TRUE(pair.ok()) << pair.status();
+    const std::vector<int> whole = *tokenizer->Encode(context + continuation, true);
+    const std::vector<int> alone = *tokenizer->Encode(context, true);
+    EXPECT_EQ(pair->context, alone);
+    EXPECT_EQ(pair->continuation, std::vector<int>(whole.begin() + alone.size(), whole.end())) << continuation;
+  }
+  // Trailing context spaces move to the continuation: "ctx " + "you" splits as "ctx" + " you".
+  auto moved = EncodePair(*tokenizer, context + "  ", "you");
+  auto written = EncodePair(*tokenizer, context, "  you");
+  ASSERT_TRUE(moved.ok() && written.ok());
+  EXPECT_EQ(moved->context, *tokenizer->Encode(context, true));
+  EXPECT_EQ(moved->continuation, written->continuation);
+  // The joined string is not the separate encodings glued: "Thank" + "you" merges across the split.
+  auto glued = EncodePair(*tokenizer, context, "you");
+  const std::vector<int> separate = *tokenizer->Encode("you", false);
+  EXPECT_NE(glued->continuation, separate);
+  EXPECT_EQ(EncodePair(*tokenizer, context, "").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(EvalOnFixtures, ChoicesWithALeadingSpaceScoreAsTheDelimiterWouldMakeThem) {
+  auto tokenizer = *worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512);
+  const std::string dir = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
+  // lm-eval's default target_delimiter " " with bare choices, and choices written with their leading
+  // space under target_delimiter "": the same strings, so the same log-likelihoods.
+  std::ofstream(dir + "/bare.jsonl") << R"({"context": "Tom and his mom went to the", "choices": ["park", "zzq plo"], "gold": 0})" "\n";
+  std::ofstream(dir + "/spaced.jsonl")
+      << R"({"context": "Tom and his mom went to the", "choices": [" park", " zzq plo"], "gold": 0, "target_delimiter": ""})" "\n";
+  std::ofstream(dir + "/double.jsonl") << R"({"context": "Tom and his mom went to the", "choices": [" park", " zzq plo"], "gold": 0})" "\n";
+  McPolicy full;
+  full.spec.name = "full";
+  auto bare = ScoreMcTask(*weights_, *tokenizer, *ReadMcTask(dir + "/bare.jsonl"), 0, full);
+  auto spaced = ScoreMcTask(*weights_, *tokenizer, *ReadMcTask(dir + "/spaced.jsonl"), 0, full);
+  auto doubled = ScoreMcTask(*weights_, *tokenizer, *ReadMcTask(dir + "/double.jsonl"), 0, full);
+  ASSERT_TRUE(bare.ok() && spaced.ok() && doubled.ok());
+  EXPECT_EQ(bare->log_likelihoods, spaced->log_likelihoods);
+  EXPECT_EQ(bare->accuracy, 1.0);
+  // A leading space under the default delimiter is a second space: a different continuation.
+  EXPECT_NE(bare->log_likelihoods[0][0], doubled->log_likelihoods[0][0]);
+}
+
+TEST(MultipleChoice, PolicySpecsExpandOverAlphasAndRatios) {
+  const std::string dir = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
+  std::ofstream(dir + "/calibrated.json") << R"({"name": "a2sf", "layer_alphas": [0.5, 0.9, 0.7, 0.3, 0.9]})" "\n";
+  auto policies = ParseMcPolicies(
+      "full, local,a2sf,a2sf+recent,{\"name\": \"a2sf\", \"alpha\": 0.9, \"recent_window\": 2},"
+      "{\"name\":\"streaming_llm\",\"sinks\":1},@" + dir + "/calibrated.json",
+      {0.5, 0.9}, {0.1, 0.2});
+  ASSERT_TRUE(policies.ok()) << policies.status();
+  // full once; local x 2 ratios; a2sf and a2sf+recent x 2 alphas x 2 ratios; the JSON specs x 2 ratios.
+  ASSERT_EQ(policies->size(), 1u + 2 + 4 + 4 + 2 + 2 + 2);
+  EXPECT_EQ((*policies)[0].spec.name, "full");
+  EXPECT_EQ((*policies)[0].budget_ratio, 1.0);
+  EXPECT_EQ((*policies)[3].spec.alpha, 0.5);
+  EXPECT_EQ((*policies)[3].budget_ratio, 0.1);
+  EXPECT_EQ((*policies)[6].spec.alpha, 0.9);
+  EXPECT_EQ((*policies)[6].budget_ratio, 0.2);
+  EXPECT_FALSE((*policies)[6].recent_half_budget);
+  EXPECT_TRUE((*policies)[7].recent_half_budget);
+  EXPECT_EQ((*policies)[11].spec.recent_window, 2u);
+  EXPECT_EQ((*policies)[13].spec.sinks, 1u);
+  EXPECT_EQ((*policies)[15].spec.layer_alphas.size(), 5u);
+  EXPECT_FALSE((*policies)[15].spec.alpha.has_value());
+  EXPECT_NE(McPolicyLabel((*policies)[7]).find("+recent r0.1"), std::string::npos) << McPolicyLabel((*policies)[7]);
+  // Bad items are refused before any scoring, naming the item.
+  for (const std::string& bad : {"nope", "h2o+recent", "{\"name\": \"a2sf\", \"alpha\": 1.5}", "{\"name\": 3}",
+                                 "{\"name\": \"local\", \"wat\": 1}"}) {
+    auto r = ParseMcPolicies(bad, {0.3}, {0.2});
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad << ": " << r.status();
+  }
+  EXPECT_EQ(ParseMcPolicies("@/nonexistent.json", {0.3}, {0.2}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ParseMcPolicies("local", {0.3}, {1.5}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(MultipleChoice, BadTaskFilesNameTheLine) {

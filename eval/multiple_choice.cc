@@ -1,8 +1,15 @@
 #include "eval/multiple_choice.h"
 
+#include <cctype>
 #include <fstream>
+#include <iterator>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "cachemgr/policy/registry.h"
+#include "cachemgr/tools/trace_replay.h"
 #include "eval/fidelity.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generator.h"
@@ -52,12 +59,120 @@ absl::StatusOr<McTask> ReadMcTask(const std::string& path) {
         j["gold"].get<size_t>() >= q.choices.size()) {
       return bad("needs \"gold\": the index of the right choice");
     }
+    if (j.contains("target_delimiter")) {
+      if (!j["target_delimiter"].is_string()) return bad("\"target_delimiter\" must be a string");
+      q.target_delimiter = j["target_delimiter"].get<std::string>();
+    }
     q.gold = j["gold"].get<int>();
     q.fewshot = j.value("fewshot", false);
     (q.fewshot ? task.examples : task.questions).push_back(std::move(q));
   }
   if (task.questions.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no questions"));
   return task;
+}
+
+absl::StatusOr<EncodedPair> EncodePair(const worker::Tokenizer& tokenizer, std::string context,
+                                       std::string continuation) {
+  // lm-eval: n_spaces = len(context) - len(context.rstrip()); those characters start the continuation.
+  size_t keep = context.size();
+  while (keep > 0 && std::isspace(static_cast<unsigned char>(context[keep - 1]))) --keep;
+  continuation.insert(0, context, keep, std::string::npos);
+  context.resize(keep);
+  absl::StatusOr<std::vector<int>> whole = tokenizer.Encode(context + continuation, true);
+  if (!whole.ok()) return whole.status();
+  EncodedPair pair;
+  absl::StatusOr<std::vector<int>> context_ids = tokenizer.Encode(context, true);
+  if (!context_ids.ok()) return context_ids.status();
+  pair.context = std::move(*context_ids);
+  if (whole->size() <= pair.context.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("continuation '", continuation, "' encodes to no tokens after its context"));
+  }
+  pair.continuation.assign(whole->begin() + pair.context.size(), whole->end());
+  return pair;
+}
+
+std::string McPolicyLabel(const McPolicy& policy) {
+  std::string label = cachemgr::PolicySpecToString(policy.spec);
+  if (policy.recent_half_budget) label += "+recent";
+  if (policy.spec.name != "full") absl::StrAppend(&label, absl::StrFormat(" r%.2g", policy.budget_ratio));
+  return label;
+}
+
+namespace {
+
+// Splits `text` at commas outside braces and brackets (JSON items keep theirs).
+std::vector<std::string> SplitTopLevel(const std::string& text) {
+  std::vector<std::string> items(1);
+  int depth = 0;
+  for (char ch : text) {
+    if (ch == '{' || ch == '[') ++depth;
+    if (ch == '}' || ch == ']') --depth;
+    if (ch == ',' && depth == 0) {
+      items.emplace_back();
+    } else {
+      items.back() += ch;
+    }
+  }
+  return items;
+}
+
+absl::StatusOr<McPolicy> ParseMcPolicyItem(const std::string& item) {
+  McPolicy policy;
+  std::string json = item;
+  if (!item.empty() && item[0] == '@') {
+    std::ifstream in(item.substr(1));
+    if (!in) return absl::NotFoundError(absl::StrCat("--policies: cannot open spec file '", item.substr(1), "'"));
+    json.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } else if (item.empty() || item[0] != '{') {
+    std::string name = item;
+    if (absl::EndsWith(name, "+recent")) {
+      name.resize(name.size() - 7);
+      policy.recent_half_budget = true;
+      if (name != "a2sf") return absl::InvalidArgumentError(absl::StrCat("--policies: '", item, "': +recent is a2sf's"));
+    }
+    policy.spec.name = name;
+    return policy;
+  }
+  absl::StatusOr<cachemgr::PolicySpec> spec = cachemgr::ParsePolicyJson(json);
+  if (!spec.ok()) return absl::InvalidArgumentError(absl::StrCat("--policies: '", item, "': ", spec.status().message()));
+  policy.spec = *spec;
+  return policy;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<McPolicy>> ParseMcPolicies(const std::string& policies, const std::vector<double>& alphas,
+                                                      const std::vector<double>& ratios) {
+  if (alphas.empty() || ratios.empty()) return absl::InvalidArgumentError("--alphas and --ratios: need a value each");
+  std::vector<McPolicy> out;
+  for (const std::string& item : SplitTopLevel(policies)) {
+    absl::StatusOr<McPolicy> parsed = ParseMcPolicyItem(std::string(absl::StripAsciiWhitespace(item)));
+    if (!parsed.ok()) return parsed.status();
+    std::vector<McPolicy> by_alpha = {*parsed};
+    if (parsed->spec.name == "a2sf" && !parsed->spec.alpha && parsed->spec.layer_alphas.empty()) {
+      by_alpha.clear();
+      for (double alpha : alphas) {
+        by_alpha.push_back(*parsed);
+        by_alpha.back().spec.alpha = alpha;
+      }
+    }
+    for (McPolicy& p : by_alpha) {
+      // Unknown names and out-of-range parameters fail here, before any scoring.
+      if (auto made = cachemgr::PolicyRegistry::Builtin().Create(p.spec); !made.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("--policies: '", item, "': ", made.status().message()));
+      }
+      if (p.spec.name == "full") {
+        out.push_back(p);
+        continue;
+      }
+      for (double ratio : ratios) {
+        if (!(ratio > 0 && ratio <= 1)) return absl::InvalidArgumentError("--ratios: values in (0, 1]");
+        p.budget_ratio = ratio;
+        out.push_back(p);
+      }
+    }
+  }
+  return out;
 }
 
 absl::StatusOr<double> ContinuationLogLikelihood(const worker::ModelWeights& weights, const std::vector<int>& prefix,
@@ -70,8 +185,10 @@ absl::StatusOr<double> ContinuationLogLikelihood(const worker::ModelWeights& wei
   cachemgr::BudgetSpec budget;
   budget.tokens = std::max<uint32_t>(1, uint32_t(policy.budget_ratio * total));
   if (policy.spec.name == "full") budget.tokens = uint32_t(total);
+  cachemgr::PolicySpec spec = policy.spec;
+  if (policy.recent_half_budget) spec.recent_window = *budget.tokens / 2;
   absl::StatusOr<std::unique_ptr<worker::InProcessPolicy>> evictor =
-      worker::InProcessPolicy::Create(weights.config(), policy.spec, budget);
+      worker::InProcessPolicy::Create(weights.config(), spec, budget);
   if (!evictor.ok()) return evictor.status();
   worker::EngineOptions options;
   options.cache_capacity = std::min<int>(int(*budget.tokens) + 1, total);
@@ -110,21 +227,19 @@ absl::StatusOr<McResult> ScoreMcTask(const worker::ModelWeights& weights, const 
     for (size_t k = 0; k < pool.size() && added < shots; ++k) {
       if (task.examples.empty() && k == qi) continue;
       const McQuestion& e = pool[k];
-      absl::StrAppend(&prompt, e.choice_contexts.empty() ? e.context : e.choice_contexts[e.gold], " ",
-                      e.choices[e.gold], "\n\n");
+      absl::StrAppend(&prompt, e.choice_contexts.empty() ? e.context : e.choice_contexts[e.gold],
+                      e.target_delimiter, e.choices[e.gold], "\n\n");
       ++added;
     }
     std::vector<double> lls;
     int best = 0, best_norm = 0;
     double best_ll = -1e300, best_norm_ll = -1e300;
     for (size_t c = 0; c < q.choices.size(); ++c) {
-      // The llama2.c tokenizer's dummy prefix makes Encode(choice) the tokens of " choice".
-      absl::StatusOr<std::vector<int>> prefix =
-          tokenizer.Encode(prompt + (q.choice_contexts.empty() ? q.context : q.choice_contexts[c]), true);
-      if (!prefix.ok()) return prefix.status();
-      absl::StatusOr<std::vector<int>> continuation = tokenizer.Encode(q.choices[c], false);
-      if (!continuation.ok()) return continuation.status();
-      absl::StatusOr<double> ll = ContinuationLogLikelihood(weights, *prefix, *continuation, policy);
+      absl::StatusOr<EncodedPair> pair = EncodePair(
+          tokenizer, prompt + (q.choice_contexts.empty() ? q.context : q.choice_contexts[c]),
+          q.target_delimiter + q.choices[c]);
+      if (!pair.ok()) return pair.status();
+      absl::StatusOr<double> ll = ContinuationLogLikelihood(weights, pair->context, pair->continuation, policy);
       if (!ll.ok()) return ll.status();
       lls.push_back(*ll);
       const double norm = *ll / double(q.choices[c].size());
