@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -83,6 +84,19 @@ TEST_F(EvalOnFixtures, ABudgetCoveringTheSequenceScoresExactlyAsFull) {
   EXPECT_GT(g->perplexity_policy, g->perplexity_full);
   EXPECT_LT(g->mean_cosine, 0.99);
   EXPECT_GT(g->evictions, 0u);
+  // KV bytes: the whole sequence's cache vs the 10% window's budget B (+ the entry awaiting eviction).
+  const auto& c = weights_->config();
+  const double token_bytes = double(c.n_layers) * c.kv_dim() * 2 * sizeof(float);
+  double whole_bytes = 0, low = 0, high = 0;
+  for (const auto& ids : two) {
+    whole_bytes += (ids.size() - 1) * token_bytes / 2;
+    const double budget = std::max(1.0, std::floor(0.1 * ids.size()));
+    low += budget * token_bytes / 2;
+    high += (budget + 1) * token_bytes / 2;
+  }
+  EXPECT_DOUBLE_EQ(f->kv_bytes_peak, whole_bytes);
+  EXPECT_GE(g->kv_bytes_peak, low);
+  EXPECT_LE(g->kv_bytes_peak, high);
 }
 
 TEST_F(EvalOnFixtures, SweepHasEveryCellAndCsvRows) {

@@ -1,5 +1,6 @@
 #include "eval/fidelity.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 
@@ -82,6 +83,7 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
     absl::StatusOr<std::unique_ptr<worker::Engine>> engine = worker::Engine::Create(&weights, options);
     if (!engine.ok()) return engine.status();
     worker::DecisionApplier applier(engine->get(), policy->get());
+    size_t peak_bytes = 0;
     for (size_t t = 0; t + 1 < ids.size(); ++t) {
       if (absl::Status s = (*engine)->Forward(ids[t], int(t)); !s.ok()) return s;
       LogSoftmax((*engine)->logits(), &log_probs);
@@ -97,9 +99,11 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
                                                 absl::MakeConstSpan(ref.attention[t]).subspan(size_t(l) * c.q_dim(), c.q_dim()));
       }
       ++out.positions;
+      peak_bytes = std::max(peak_bytes, (*engine)->cache().bytes_held());
       if (absl::Status s = applier.AfterToken(t, uint32_t(t)); !s.ok()) return s;
     }
     out.evictions += applier.evictions();
+    out.kv_bytes_peak += double(peak_bytes) / double(sequences.size());
   }
   if (out.positions == 0) return absl::InvalidArgumentError("no positions to evaluate");
   const double n = double(out.positions);

@@ -38,6 +38,7 @@ struct Fidelity {
   std::vector<double> layer_cosine;  // mean per layer
   double mean_cosine = 0;            // mean over layers
   uint64_t evictions = 0;
+  double kv_bytes_peak = 0;  // most KV bytes held at once (all layers and heads), mean over sequences
 };
 
 struct Cell {

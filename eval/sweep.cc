@@ -93,7 +93,7 @@ absl::StatusOr<std::vector<CellResult>> RunSweep(const worker::ModelWeights& wei
 
 std::string ToCsv(const std::vector<CellResult>& results) {
   std::string csv = "policy,alpha,recent_window,budget_ratio,decision_lag,positions,top1_agreement,mean_kl,perplexity_full,"
-                    "perplexity_policy,mean_attention_cosine";
+                    "perplexity_policy,mean_attention_cosine,kv_bytes_peak";
   const size_t layers = results.empty() ? 0 : results[0].fidelity.layer_cosine.size();
   for (size_t l = 0; l < layers; ++l) absl::StrAppend(&csv, ",cosine_layer", l);
   csv += "\n";
@@ -103,8 +103,8 @@ std::string ToCsv(const std::vector<CellResult>& results) {
                     r.cell.policy.alpha ? absl::StrFormat("%.2f", *r.cell.policy.alpha) : std::string(""), ",",
                     r.cell.recent_half_budget ? "half_budget" : (r.cell.policy.name == "h2o" ? "half_budget" : "0"),
                     ",", absl::StrFormat("%.2f", r.cell.budget_ratio), ",", r.cell.decision_lag, ",", f.positions, ",",
-                    absl::StrFormat("%.6f,%.6f,%.4f,%.4f,%.6f", f.top1_agreement, f.mean_kl, f.perplexity_full,
-                                    f.perplexity_policy, f.mean_cosine));
+                    absl::StrFormat("%.6f,%.6f,%.4f,%.4f,%.6f,%.0f", f.top1_agreement, f.mean_kl, f.perplexity_full,
+                                    f.perplexity_policy, f.mean_cosine, f.kv_bytes_peak));
     for (double c : f.layer_cosine) absl::StrAppend(&csv, absl::StrFormat(",%.6f", c));
     csv += "\n";
   }
