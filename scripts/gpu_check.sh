@@ -149,7 +149,9 @@ for t in $tests; do
 done
 sanitizer=""
 for s in compute-sanitizer /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
-         $(for d in $dirs; do echo "$d/../compute-sanitizer/compute-sanitizer"; done); do
+         $(for d in $dirs; do  # a toolkit's lib64/.., or the nvidia-cuda-sanitizer-api wheel beside the others
+             echo "$d/../compute-sanitizer/compute-sanitizer" "$d/../../cuda_sanitizer_api/compute-sanitizer/compute-sanitizer"
+           done); do
   if command -v "$s" >/dev/null 2>&1; then sanitizer="$(command -v "$s")"; break; fi
 done
 for t in $tests; do
@@ -166,7 +168,8 @@ done
 # --- 4. benchmarks ----------------------------------------------------------------------------------
 if run_logged engine_bench 150 "$(bin engine_bench)" gpu; then
   if [ "$gpu" = yes ]; then
-    record engine_bench pass "$(grep -E ' gpu ' "$logs/engine_bench.log" | awk '{printf "%s %s %s tok/s; ", $1, $(NF-5), $(NF-3)}')"
+    # Rows: model, "gpu", policy, tok/s, KV peak bytes, weight GB/s, "-".
+    record engine_bench pass "model gpu policy tok/s KV-bytes weight-GB/s: $(grep -E ' gpu ' "$logs/engine_bench.log" | tr -s ' ' | sed 's/ -$//' | paste -sd ';' -)"
   else
     record engine_bench skip "ran; GPU rows: $no_gpu_reason"
   fi
