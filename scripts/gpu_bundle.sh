@@ -68,7 +68,12 @@ done
   fi
 } | sort -u > "$dir/cuda_libs.txt"
 {
-  echo "commit: $(git rev-parse HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (modified)')"
+  if commit="$(git rev-parse HEAD 2>/dev/null)"; then
+    git diff --quiet HEAD 2>/dev/null || commit+=" (with uncommitted changes)"
+  else
+    commit="unknown (not a git checkout)"
+  fi
+  echo "commit: $commit"
   echo "built: $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -m), $(ldd --version | head -n 1)"
   echo "cuda: $(LD_LIBRARY_PATH="$dir/lib" "$dir/bin/cuda_info" 2>&1 | head -n 1 || true)"
   echo "machine provides: $(tr '\n' ' ' < "$dir/cuda_libs.txt")libcuda.so.1 (driver)"
