@@ -1,9 +1,12 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <iterator>
+#include <set>
 
 #include "eval/fidelity.h"
 #include "eval/multiple_choice.h"
+#include "eval/plots.h"
 #include "eval/sweep.h"
 #include "gtest/gtest.h"
 #include "worker/engine/engine.h"
@@ -249,6 +252,48 @@ TEST(MultipleChoice, PolicySpecsExpandOverAlphasAndRatios) {
   }
   EXPECT_EQ(ParseMcPolicies("@/nonexistent.json", {0.3}, {0.2}).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(ParseMcPolicies("local", {0.3}, {1.5}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(Plots, EverySeriesHasItsOwnStyleAndEveryPlotItsSource) {
+  std::set<std::string> styles, colour_dash;
+  for (size_t i = 0; i < 55; ++i) {
+    const std::string style = SeriesStyle(i);
+    styles.insert(style);
+    colour_dash.insert(style.substr(0, style.find(" pointtype")));
+  }
+  EXPECT_EQ(colour_dash.size(), 55u);  // colour + dash alone tell 55 series apart
+  EXPECT_EQ(styles.size(), 55u);
+  const std::string dir = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
+  std::vector<CellResult> results;
+  for (double ratio : {0.1, 0.2}) {
+    for (const std::string& label : {"local", "a2sf(0.9)+recent"}) {
+      CellResult r;
+      r.label = label;
+      r.cell.budget_ratio = ratio;
+      r.fidelity.mean_kl = ratio / 10;
+      r.fidelity.kv_bytes_peak = ratio * 10240;
+      results.push_back(r);
+    }
+  }
+  WritePlots(dir, results, {0.1, 0.2}, "model.bin, corpus.jsonl (2 sequences)");
+  std::ifstream gp_in(dir + "/plots.gp");
+  const std::string gp((std::istreambuf_iterator<char>(gp_in)), std::istreambuf_iterator<char>());
+  // 3 metrics x (budget, alpha, KV bytes) plots, each titled with the source.
+  size_t titles = 0;
+  for (size_t at = gp.find("corpus.jsonl (2 sequences)"); at != std::string::npos;
+       at = gp.find("corpus.jsonl (2 sequences)", at + 1)) {
+    ++titles;
+  }
+  EXPECT_EQ(titles, 9u);
+  EXPECT_NE(gp.find("title 'a2sf(0.9)+recent'"), std::string::npos);
+  EXPECT_NE(gp.find("'0.001' 1e-3"), std::string::npos);  // log decades in plain numbers
+  // The KV-bytes data: per ratio, (KiB, metric) for each policy: local's 0.1 row is 1 KiB and KL 0.01.
+  std::ifstream kv(dir + "/kl_vs_kv_bytes.dat");
+  double ratio, kib, kl;
+  ASSERT_TRUE(kv >> ratio >> kib >> kl);
+  EXPECT_EQ(ratio, 0.1);
+  EXPECT_DOUBLE_EQ(kib, 1.0);
+  EXPECT_DOUBLE_EQ(kl, 0.01);
 }
 
 TEST(MultipleChoice, BadTaskFilesNameTheLine) {
