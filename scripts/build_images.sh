@@ -18,4 +18,18 @@ for image in cachemgr worker client model-fetcher; do
   "$engine" build "${network[@]}" -f deploy/docker/Dockerfile --target "$image" -t "a2sf/$image:$tag" .
   echo "build_images: a2sf/$image:$tag built in $((SECONDS - start)) s"
 done
+# Each image: the non-root user, no build tools, every shared library found, a read-only root.
+for image in cachemgr worker client model-fetcher; do
+  ref="a2sf/$image:$tag"
+  user="$("$engine" image inspect --format '{{.Config.User}}' "$ref")"
+  [ "$user" = "10001:10001" ] || { echo "build_images: $ref runs as '$user', not 10001:10001"; exit 1; }
+  "$engine" run --rm --read-only --network none --entrypoint /bin/sh "$ref" -c '
+    for tool in bazel cc gcc g++ c++ javac nvcc; do
+      if command -v "$tool" >/dev/null; then echo "holds $tool"; exit 1; fi
+    done
+    if ls /opt/a2sf/bin/a2sf* >/dev/null 2>&1 && ldd /opt/a2sf/bin/a2sf* | grep "not found"; then exit 1; fi
+    touch /probe 2>/dev/null && { echo "root file system writable"; exit 1; }
+    exit 0' || { echo "build_images: $ref failed its checks"; exit 1; }
+done
+echo "build_images: every image runs as 10001:10001, holds no build tools, finds its libraries, starts read-only"
 "$engine" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E "a2sf/(cachemgr|worker|client|model-fetcher):$tag " || true

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes this Debian 12 machine able to build the images (deploy/docker) and play the manifests
 # (scripts/k8s_rehearsal.sh) with podman, with no registry but Debian's:
-#   - installs Debian's podman, runc and debootstrap;
+#   - installs Debian's podman, runc, debootstrap and catatonit;
 #   - writes /etc/containers/containers.conf: runc as the runtime, cgroupfs as the cgroup manager
 #     (no systemd here) and explicit ulimits (the defaults ask for more than these machines allow);
 #   - builds the base image debian:12 (tagged debian:12-slim too) from Debian's own archive with
@@ -13,7 +13,8 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
-PACKAGES=(podman runc debootstrap)
+# catatonit: the init of the pause container that `podman kube play` builds for every pod.
+PACKAGES=(podman runc debootstrap catatonit)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
