@@ -32,14 +32,14 @@ def sha256(path):
 
 
 def adapt_ports(container, ports):
-    """Rewrites 0.0.0.0:PORT listen flags, container ports and probes with ports[PORT]."""
+    """Rewrites 0.0.0.0:PORT listen flags and probes with ports[PORT]."""
     args = []
     for arg in container.get("args", []):
         match = re.fullmatch(r"(--(?:metrics_)?listen)=0\.0\.0\.0:(\d+)", arg)
         args.append(f"{match.group(1)}=127.0.0.1:{ports[int(match.group(2))]}" if match else arg)
     container["args"] = args
-    for port in container.get("ports", []):
-        port["containerPort"] = ports[port["containerPort"]]
+    # On the host network the listen flags are the ports; podman 4.3 refuses port lists there.
+    container.pop("ports", None)
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         if "grpc" in container.get(probe, {}):
             container[probe]["grpc"]["port"] = ports[container[probe]["grpc"]["port"]]
