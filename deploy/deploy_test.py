@@ -191,10 +191,11 @@ def worker_rules(name, docs):
 
 
 def only_from(policy, port, peer):
-    """Whether the policy admits exactly `peer` to `port` (other rules may only open the metrics port)."""
+    """Whether the policy admits exactly `peer` to `port` (other rules may only open metrics ports)."""
     rules = policy["spec"].get("ingress", [])
     on_port = [r for r in rules if any(p.get("port") == port for p in r.get("ports", []))]
-    others_metrics = all(all(p.get("port") == "metrics" for p in r.get("ports", [{}])) for r in rules if r not in on_port)
+    others_metrics = all(all(str(p.get("port")).endswith("metrics") for p in r.get("ports", [{}]))
+                         for r in rules if r not in on_port)
     return (policy["spec"].get("policyTypes") == ["Ingress"] and others_metrics and
             [f for r in on_port for f in r.get("from", [])] == [peer] and all("from" in r for r in on_port))
 
