@@ -12,7 +12,9 @@
 #      manager replica the workers use under load and checks that every job completed (running jobs
 #      continue in-process, new ones open their sessions on the other replica);
 #   3. plays a worker pod of deploy/k8s/overlays/cpu-sidecar (the cache manager as a sidecar: Unix
-#      socket + shared-memory ring in the pod) and runs a job through it;
+#      socket + shared-memory ring in the pod) on an empty model volume, so that its initContainer
+#      downloads the model (from the fixtures as a file:// mirror) and checks the sums, and runs a job
+#      through it;
 #   4. tears everything down. Exits non-zero on any failure. All traffic stays on 127.0.0.1.
 # Needs the images (scripts/build_images.sh) and the stories260K fixtures ($A2SF_FIXTURES).
 #   scripts/k8s_rehearsal.sh
@@ -146,12 +148,18 @@ python3 -c "import sys; sys.exit(0 if float(sys.argv[2]) > float(sys.argv[1]) el
 
 echo "== the cache manager as a sidecar (deploy/k8s/overlays/cpu-sidecar): Unix socket + shared-memory ring =="
 kubectl kustomize deploy/k8s/overlays/cpu-sidecar > "$dir/sidecar.yaml"
-mkdir -p "$dir/sidecar"
+mkdir -p "$dir/sidecar" "$dir/models"
+chown 10001:10001 "$dir/models"   # the empty model volume, filled by the initContainer (fsGroup 10001)
 python3 scripts/k8s_rehearsal_adapt.py "$dir/sidecar.yaml" "$dir/sidecar" --prefix "$run_id-sc" --port-base "$((base_port + 100))" \
-  --workers 1 --fixtures "$fixtures" --model stories260K-dq.bin --tokenizer tok512.bin --secret "$run_id-admin"
+  --workers 1 --fixtures "$fixtures" --model stories260K-dq.bin --tokenizer tok512.bin --secret "$run_id-admin" \
+  --fetch-into "$dir/models"
 podman kube play "$dir/sidecar/worker-0.play.yaml" >>"$dir/play.log" 2>&1 || fail "podman kube play the sidecar pod"
 sidecar_worker="127.0.0.1:$((base_port + 110))"
 wait_healthy "$sidecar_worker" "the sidecar pod's worker"
+for f in stories260K-dq.bin tok512.bin; do
+  cmp -s "$fixtures/$f" "$dir/models/$f" || fail "the initContainer did not fetch $f onto the empty model volume"
+done
+echo "the initContainer fetched $(ls "$dir/models" | tr '\n' ' ')onto the empty model volume (sha256 checked)"
 client generate --worker="$sidecar_worker" --plaintext --prompt="Once upon a time" --max_tokens=40 \
   --policy=a2sf --alpha=0.3 --budget_ratio=0.3 > "$dir/sidecar.txt" || fail "job through the sidecar pod"
 grep "^job .*scores via shared memory" "$dir/sidecar.txt" \

@@ -7,7 +7,9 @@ what a local player cannot do, and writes one file per pod: cachemgr-0.play.yaml
     workers pointed at the cache-manager replicas' ports (ipv4:a,b) instead of cluster DNS;
   - images are never pulled; restartPolicy Never (podman 4.3 would rerun a finished initContainer);
   - the model claim becomes a hostPath of the fixtures folder, and the model ConfigMap names the
-    fixture's files with their sha256 (the initContainer still checks them and skips the fetch);
+    fixture's files with their sha256 (the initContainer still checks them and skips the fetch); with
+    --fetch-into DIR the claim is the empty folder DIR instead and the initContainer downloads the files
+    from the fixtures (mounted at /mirror, URL file:///mirror) and checks their sums;
   - $(VAR) in arguments is expanded here (podman 4.3 passes it through literally) from the
     container's env values, its envFrom ConfigMaps and the pod name (fieldRef metadata.name);
   - the admin-token Secret is the podman secret --secret; /dev/shm is podman's own pod-wide tmpfs
@@ -81,8 +83,13 @@ def make_pod(deployment, name, ports, options, cachemgr_target, configmaps):
         if volume["name"] not in used:
             continue
         if "persistentVolumeClaim" in volume:
-            volume = {"name": volume["name"], "hostPath": {"path": options.fixtures, "type": "Directory"}}
+            volume = {"name": volume["name"],
+                      "hostPath": {"path": options.fetch_into or options.fixtures, "type": "Directory"}}
         volumes.append(volume)
+    if options.fetch_into:
+        volumes.append({"name": "mirror", "hostPath": {"path": options.fixtures, "type": "Directory"}})
+        for container in spec.get("initContainers", []):
+            container["volumeMounts"].append({"name": "mirror", "mountPath": "/mirror", "readOnly": True})
     spec["volumes"] = volumes
     metadata = {"name": name, "labels": deployment["spec"]["template"]["metadata"].get("labels", {})}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
@@ -97,6 +104,7 @@ def main():
     parser.add_argument("--port-base", type=int, required=True)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--secret", default="")
+    parser.add_argument("--fetch-into", default="")
     options = parser.parse_args()
     options.secret = options.secret or f"{options.prefix}-admin"
     with open(options.rendered) as f:
@@ -106,7 +114,7 @@ def main():
         cm["metadata"].pop("namespace", None)
         if "A2SF_MODEL_FILE" in cm.get("data", {}):
             cm["data"].update({
-                "A2SF_MODEL_BASE_URL": "file:///nonexistent",  # never used: the files are present
+                "A2SF_MODEL_BASE_URL": "file:///mirror" if options.fetch_into else "file:///nonexistent",
                 "A2SF_MODEL_FILE": options.model,
                 "A2SF_MODEL_SHA256": sha256(os.path.join(options.fixtures, options.model)),
                 "A2SF_TOKENIZER_FILE": options.tokenizer,
