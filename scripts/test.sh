@@ -12,6 +12,9 @@ if [ -z "${A2SF_FIXTURES:-}" ] && [ -d ../shared/fixtures ]; then
 fi
 export A2SF_FIXTURES="${A2SF_FIXTURES:-}"
 echo "test: fixtures at ${A2SF_FIXTURES:-<none: fixture tests will skip>}"
+# The deploy test validates the manifests against the Kubernetes API schema with this (npm, pinned).
+A2SF_K8S_SCHEMA_MODULES="$(bash scripts/install_schema_validator.sh)"
+export A2SF_K8S_SCHEMA_MODULES
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
