@@ -99,10 +99,14 @@ void WritePlots(const std::string& dir, const std::vector<CellResult>& results, 
     gp << "\n";
   }
   gp.close();
+  RunGnuplot(dir + "/plots.gp");
+}
+
+void RunGnuplot(const std::string& script) {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
-    std::cerr << "a2sf-eval: gnuplot not found (Debian: gnuplot-nox); wrote " << dir << "/plots.gp, no PNGs\n";
-  } else if (std::system(("gnuplot " + dir + "/plots.gp").c_str()) != 0) {
-    std::cerr << "a2sf-eval: gnuplot failed\n";
+    std::cerr << "a2sf-eval: gnuplot not found (Debian: gnuplot-nox); wrote " << script << ", no PNGs\n";
+  } else if (std::system(("gnuplot " + script).c_str()) != 0) {
+    std::cerr << "a2sf-eval: gnuplot failed on " << script << "\n";
   }
 }
 

@@ -23,6 +23,10 @@ std::string SeriesStyle(size_t i);
 void WritePlots(const std::string& dir, const std::vector<CellResult>& results, const std::vector<double>& ratios,
                 const std::string& source);
 
+// Runs gnuplot on `script` if it is installed (plots are optional: the tables are the results); says
+// on stderr when it is not, or when it fails.
+void RunGnuplot(const std::string& script);
+
 }  // namespace a2sf::eval
 
 #endif  // A2SF_EVAL_PLOTS_H_

@@ -6,8 +6,10 @@
 // policy's decision before the next token. RMSNorm, RoPE (interleaved pairs), SwiGLU and grouped-query
 // attention are exactly llama2.c's; the loop allocates nothing.
 //
-// Two backends behind this one class: the CPU (AVX2/FMA kernels, a thread pool) and CUDA (cuBLAS
-// matrix-vector products and kernels in worker/engine/cuda, weights uploaded once per model and device
+// Weights may be held in any of the five weight types (worker/model/weights.h); every product with
+// them goes through MatMul (worker/engine/matmul.h), so the forward pass below is type-agnostic.
+// Two backends behind this one class: the CPU (AVX2/FMA/F16C kernels, a thread pool) and CUDA (cuBLAS
+// products for f32/f16/bf16, kernels for q8_0/q4_0 and the rest in worker/engine/cuda, weights uploaded once per model and device
 // and shared by every engine). Both export the same scores and apply decisions the same way; the
 // positions and slot bookkeeping stay on the host either way.
 //

@@ -50,11 +50,12 @@ absl::Status LoadFuzzInput(const uint8_t* data, size_t size) {
   if (!model.ok()) return model.status();
   // A model that loads must be readable to its last weight: touch the ends of every tensor.
   const ModelConfig& c = (*model)->config();
-  volatile float sink = (*model)->token_embedding()[size_t(c.vocab_size) * c.dim - 1];
-  sink = sink + (*model)->classifier()[size_t(c.vocab_size) * c.dim - 1] + (*model)->rms_final()[c.dim - 1];
+  auto last = [](const WeightMatrix& m) { return m.row(m.rows - 1)[m.row_bytes() - 1]; };
+  volatile float sink = last((*model)->token_embedding());
+  sink = sink + last((*model)->classifier()) + (*model)->rms_final()[c.dim - 1];
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = (*model)->layer(l);
-    sink = sink + w.w2[size_t(c.dim) * c.hidden_dim - 1] + w.wo[size_t(c.dim) * c.q_dim() - 1];
+    sink = sink + last(w.w2) + last(w.wo) + w.rms_ffn[c.dim - 1];
   }
   (void)sink;
   return absl::OkStatus();
