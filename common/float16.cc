@@ -62,6 +62,13 @@ float Bfloat16ToFloat(uint16_t b) {
   return f;
 }
 
+uint16_t FloatToBfloat16(float value) {
+  uint32_t bits;
+  std::memcpy(&bits, &value, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return uint16_t((bits >> 16) | 0x40);  // NaN: keep it quiet
+  return uint16_t((bits + 0x7fffu + ((bits >> 16) & 1)) >> 16);
+}
+
 namespace {
 
 #if defined(__x86_64__)

@@ -14,6 +14,8 @@ float HalfToFloat(uint16_t half);
 uint16_t FloatToHalf(float value);
 // Exact: bfloat16 is the upper half of a binary32.
 float Bfloat16ToFloat(uint16_t bf16);
+// Round to nearest even (as ggml's fp32 -> bf16); NaN stays a (quiet) NaN.
+uint16_t FloatToBfloat16(float value);
 
 // FloatToHalf over an array: F16C eight at a time where the CPU has it (the same rounding; a NaN
 // may keep more of its payload), the scalar loop otherwise. The worker's per-step score encoder.

@@ -26,6 +26,11 @@ class MappedFile {
   const uint8_t* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  bool Contains(const void* p) const { return p >= data_ && p < data_ + size_; }
+  // Drops this process's resident pages wholly inside [p, p + bytes) (madvise DONTNEED): for ranges
+  // that were copied elsewhere and will not be read again. Reading them later still works (the file
+  // is read again). Ranges outside the file are ignored.
+  void Release(const void* p, size_t bytes) const;
 
  private:
   const uint8_t* data_ = nullptr;

@@ -1,12 +1,14 @@
 // A LLaMA-2 model's shape and weights, loaded from a llama2.c checkpoint (fp32 "version 0", or the
-// int8 "version 2" export dequantized on load) or a Hugging Face LLaMA folder (config.json and one or
-// several *.safetensors; fp32 / fp16 / bf16 tensors).
+// int8 "version 2" export, held quantized as q8_0) or a Hugging Face LLaMA folder (config.json and one
+// or several *.safetensors; fp32 / fp16 / bf16 tensors); other loaders (GGUF) fill the same class.
 //
-// Weights are used in place from a read-only memory map whenever the file holds them as the engine
-// needs them (fp32, llama2.c layout); only tensors that must change -- dequantized int8, converted
-// fp16/bf16, HF q/k rows permuted from rotate-half to interleaved RoPE pairs -- are held as owned
-// copies, and then the mapped original is not read again. The engine therefore sees one layout:
-// matrices row-major [out][in] (y = W x), RoPE pairs (2i, 2i+1) within each head.
+// Matrices are WeightMatrix views (worker/model/weights.h) of any of the five weight types; norm
+// vectors are fp32. Weights are used in place from a read-only memory map whenever the file holds them
+// in the type asked for (LoadOptions::weights; by default the file's own type); only tensors that must
+// change -- converted types, HF q/k rows permuted from rotate-half to interleaved RoPE pairs, the
+// llama2.c int8 layout re-blocked -- are owned copies, made row by row, and then the mapped original
+// pages are released. The engine therefore sees one layout: matrices row-major [out][in] (y = W x),
+// RoPE pairs (2i, 2i+1) within each head.
 //
 // Immutable after loading; safe to share between engines and threads.
 #ifndef A2SF_WORKER_MODEL_MODEL_H_
@@ -14,11 +16,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/mapped_file.h"
+#include "worker/model/weights.h"
 
 namespace a2sf::worker {
 
@@ -48,60 +51,99 @@ absl::Status ValidateConfig(const ModelConfig& config);
 
 struct LayerWeights {
   const float* rms_att = nullptr;  // [dim]
-  const float* wq = nullptr;       // [q_dim][dim]
-  const float* wk = nullptr;       // [kv_dim][dim]
-  const float* wv = nullptr;       // [kv_dim][dim]
-  const float* wo = nullptr;       // [dim][q_dim]
+  WeightMatrix wq;                 // [q_dim][dim]
+  WeightMatrix wk;                 // [kv_dim][dim]
+  WeightMatrix wv;                 // [kv_dim][dim]
+  WeightMatrix wo;                 // [dim][q_dim]
   const float* rms_ffn = nullptr;  // [dim]
-  const float* w1 = nullptr;       // gate [hidden_dim][dim]
-  const float* w2 = nullptr;       // down [dim][hidden_dim]
-  const float* w3 = nullptr;       // up [hidden_dim][dim]
+  WeightMatrix w1;                 // gate [hidden_dim][dim]
+  WeightMatrix w2;                 // down [dim][hidden_dim]
+  WeightMatrix w3;                 // up [hidden_dim][dim]
+};
+
+// The nine-per-layer plus three model tensors, in one list for code that walks them all (writers,
+// byte counts, uploads). `name` is llama.cpp's GGUF name stem ("attn_q", "token_embd").
+struct LayerMatrixField {
+  WeightMatrix LayerWeights::*member;
+  const char* gguf_name;
+};
+inline constexpr LayerMatrixField kLayerMatrices[] = {
+    {&LayerWeights::wq, "attn_q"},     {&LayerWeights::wk, "attn_k"},   {&LayerWeights::wv, "attn_v"},
+    {&LayerWeights::wo, "attn_output"}, {&LayerWeights::w1, "ffn_gate"}, {&LayerWeights::w2, "ffn_down"},
+    {&LayerWeights::w3, "ffn_up"}};
+
+// How to load: the weight type to hold matrices in (nullopt: the file's own, "auto").
+struct LoadOptions {
+  std::optional<WeightType> weights;
 };
 
 class ModelWeights {
  public:
   const ModelConfig& config() const { return config_; }
-  const float* token_embedding() const { return token_embedding_; }  // [vocab][dim]
+  const WeightMatrix& token_embedding() const { return token_embedding_; }  // [vocab][dim]
   const LayerWeights& layer(int l) const { return layers_[l]; }
-  const float* rms_final() const { return rms_final_; }    // [dim]
-  const float* classifier() const { return classifier_; }  // [vocab][dim]
-  // Where the weights came from, e.g. "llama2.c v0 (fp32)" or "Hugging Face safetensors (bf16)".
+  const float* rms_final() const { return rms_final_; }                // [dim]
+  const WeightMatrix& classifier() const { return classifier_; }      // [vocab][dim]
+  // Where the weights came from and how they are held, e.g. "llama2.c v0 (fp32)" or
+  // "Hugging Face safetensors (BF16), held as q8_0".
   const std::string& format() const { return format_; }
-  // Bytes of weights read per generated token (every matrix once, the embedding row aside).
+  // Tensors not held in the type asked for (rows not whole blocks), one line each.
+  const std::vector<std::string>& load_notes() const { return notes_; }
+  // "q8_0" when every matrix has that type, else e.g. "q8_0+f16".
+  std::string weight_types() const;
+  // Bytes of weights read per generated token (every matrix once, the norms; the embedding row aside).
   size_t bytes_per_token() const;
+  // Bytes of converted tensors this model owns (the mapped files aside).
+  size_t owned_bytes() const { return storage_.owned_bytes(); }
+
+  // --- For loaders, before the model is shared (not thread-safe). ---
+  ModelWeights() = default;
+  ModelConfig& mutable_config() { return config_; }
+  std::vector<LayerWeights>& mutable_layers() { return layers_; }
+  void set_token_embedding(const WeightMatrix& m) { token_embedding_ = m; }
+  void set_rms_final(const float* v) { rms_final_ = v; }
+  void set_classifier(const WeightMatrix& m) { classifier_ = m; }
+  void set_format(std::string format) { format_ = std::move(format); }
+  WeightStorage& storage() { return storage_; }
+  void AddNote(std::string note) { notes_.push_back(std::move(note)); }
+  // PlaceMatrix into this model's storage; a fallback note is kept in load_notes().
+  absl::StatusOr<WeightMatrix> Place(const WeightMatrix& source, const PlaceOptions& options, const std::string& name);
+  // A norm vector of n values in any type, as fp32 (in place when it is fp32 and aligned).
+  absl::StatusOr<const float*> PlaceVector(const WeightMatrix& source, const std::string& name);
 
  private:
-  friend class ModelLoader;
-  friend absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig&, uint64_t);
   ModelConfig config_;
-  const float* token_embedding_ = nullptr;
+  WeightMatrix token_embedding_;
   std::vector<LayerWeights> layers_;
   const float* rms_final_ = nullptr;
-  const float* classifier_ = nullptr;
+  WeightMatrix classifier_;
   std::string format_;
-  std::vector<MappedFile> files_;
-  std::vector<std::vector<float>> owned_;
+  std::vector<std::string> notes_;
+  WeightStorage storage_;
 };
 
 // `path` is a llama2.c .bin file or a Hugging Face folder. Errors: NOT_FOUND for missing files,
 // INVALID_ARGUMENT / DATA_LOSS naming the file and what is wrong for bad or truncated content,
 // UNIMPLEMENTED for unsupported dtypes or versions.
-absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(const std::string& path);
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(const std::string& path, const LoadOptions& options = {});
 
 // Random weights of any LLaMA shape (for benchmarks): deterministic for a seed, values ~ U(-a, a)
-// with a = 1/sqrt(fan_in), norms 1.
-absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig& config, uint64_t seed);
+// with a = 1/sqrt(fan_in), norms 1; held in `type` (quantized from those fp32 values, tensor by tensor).
+absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig& config, uint64_t seed,
+                                                                  WeightType type = WeightType::kF32);
 
 // Shapes for synthetic models: "stories110M" (dim 768, hidden 2048, 12 layers, 12 heads, vocab 32000,
 // context 1024), "stories260K", "llama2-7b" (32 layers; `layers` > 0 reduces the depth).
 absl::StatusOr<ModelConfig> NamedShape(const std::string& name, int layers = 0);
 
-// Writes `weights` as a llama2.c fp32 ("version 0") checkpoint.
+// Writes `weights` as a llama2.c fp32 ("version 0") checkpoint (other types written as their fp32 values).
 absl::Status WriteLlama2cCheckpoint(const ModelWeights& weights, const std::string& path);
 
 // Loaders by format (LoadModel picks one).
-absl::StatusOr<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::string& path);
-absl::StatusOr<std::unique_ptr<ModelWeights>> LoadHuggingFaceFolder(const std::string& folder);
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::string& path,
+                                                                     const LoadOptions& options = {});
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadHuggingFaceFolder(const std::string& folder,
+                                                                     const LoadOptions& options = {});
 
 }  // namespace a2sf::worker
 

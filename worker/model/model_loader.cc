@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -38,10 +39,43 @@ absl::Status ValidateConfig(const ModelConfig& c) {
 }
 
 size_t ModelWeights::bytes_per_token() const {
-  const ModelConfig& c = config_;
-  const size_t per_layer = size_t(c.q_dim()) * c.dim * 2 + size_t(c.kv_dim()) * c.dim * 2 +
-                           size_t(c.hidden_dim) * c.dim * 3 + size_t(c.dim) * 2;
-  return 4 * (per_layer * c.n_layers + size_t(c.vocab_size) * c.dim + c.dim);
+  size_t bytes = classifier_.bytes() + size_t(config_.dim) * 4;
+  for (const LayerWeights& l : layers_) {
+    for (const LayerMatrixField& f : kLayerMatrices) bytes += (l.*f.member).bytes();
+    bytes += size_t(config_.dim) * 4 * 2;
+  }
+  return bytes;
+}
+
+std::string ModelWeights::weight_types() const {
+  std::vector<WeightType> seen;
+  auto add = [&](const WeightMatrix& m) {
+    if (!m.empty() && std::find(seen.begin(), seen.end(), m.type) == seen.end()) seen.push_back(m.type);
+  };
+  add(token_embedding_);
+  for (const LayerWeights& l : layers_) {
+    for (const LayerMatrixField& f : kLayerMatrices) add(l.*f.member);
+  }
+  add(classifier_);
+  std::string out;
+  for (WeightType t : seen) absl::StrAppend(&out, out.empty() ? "" : "+", WeightTypeName(t));
+  return out;
+}
+
+absl::StatusOr<WeightMatrix> ModelWeights::Place(const WeightMatrix& source, const PlaceOptions& options,
+                                                 const std::string& name) {
+  std::string note;
+  absl::StatusOr<WeightMatrix> placed = PlaceMatrix(source, options, name, &storage_, &note);
+  if (placed.ok() && !note.empty()) notes_.push_back(std::move(note));
+  return placed;
+}
+
+absl::StatusOr<const float*> ModelWeights::PlaceVector(const WeightMatrix& source, const std::string& name) {
+  PlaceOptions options;
+  options.wanted = WeightType::kF32;
+  absl::StatusOr<WeightMatrix> placed = Place(source, options, name);
+  if (!placed.ok()) return placed.status();
+  return static_cast<const float*>(placed->data);
 }
 
 namespace {
@@ -81,31 +115,24 @@ absl::Status Truncated(const std::string& path, const std::string& what, size_t 
 
 }  // namespace
 
-class ModelLoader {
- public:
-  static absl::StatusOr<std::unique_ptr<ModelWeights>> Llama2c(const std::string& path);
-  static absl::StatusOr<std::unique_ptr<ModelWeights>> HuggingFace(const std::string& folder);
+namespace {
 
- private:
-  static const float* Own(ModelWeights* w, std::vector<float> values) {
-    w->owned_.push_back(std::move(values));
-    return w->owned_.back().data();
-  }
+// The header of a llama2.c checkpoint: the config, and for "version 2" the int8 group size.
+struct Llama2cHeader {
+  bool quantized = false;
+  int group_size = 0;
+  size_t data_offset = 28;
 };
 
-absl::StatusOr<std::unique_ptr<ModelWeights>> ModelLoader::Llama2c(const std::string& path) {
-  absl::StatusOr<MappedFile> file = MappedFile::Open(path);
-  if (!file.ok()) return file.status();
-  auto w = std::unique_ptr<ModelWeights>(new ModelWeights());
-  Reader header(*file, 0);
-  if (!header.Has(28)) return Truncated(path, "the header", 28, file->size());
-  const uint32_t magic = header.Read<uint32_t>();
-  const bool quantized = magic == 0x616b3432u;  // "ak42"
-  int version = 0;
-  int group_size = 0;
-  if (quantized) {
-    if (!header.Has(4)) return Truncated(path, "the version", 4, file->size());
-    version = header.Read<int32_t>();
+absl::StatusOr<Llama2cHeader> ReadLlama2cHeader(const MappedFile& file, ModelConfig* c) {
+  const std::string& path = file.path();
+  Llama2cHeader h;
+  Reader header(file, 0);
+  if (!header.Has(28)) return Truncated(path, "the header", 28, file.size());
+  h.quantized = header.Read<uint32_t>() == 0x616b3432u;  // "ak42"
+  if (h.quantized) {
+    if (!header.Has(4)) return Truncated(path, "the version", 4, file.size());
+    const int version = header.Read<int32_t>();
     if (version != 2) {
       return absl::UnimplementedError(absl::StrCat("'", path, "': llama2.c checkpoint version ", version,
                                                    " is not supported (only 0 = fp32 and 2 = int8)"));
@@ -113,151 +140,190 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelLoader::Llama2c(const std::st
   } else {
     header.Seek(0);
   }
-  if (!header.Has(28)) return Truncated(path, "the config", 28, file->size());
-  ModelConfig& c = w->config_;
-  c.dim = header.Read<int32_t>();
-  c.hidden_dim = header.Read<int32_t>();
-  c.n_layers = header.Read<int32_t>();
-  c.n_heads = header.Read<int32_t>();
-  c.n_kv_heads = header.Read<int32_t>();
-  c.vocab_size = header.Read<int32_t>();
-  c.seq_len = header.Read<int32_t>();
-  if (quantized) {
-    if (!header.Has(5)) return Truncated(path, "the int8 header", 5, file->size());
-    c.shared_classifier = header.Read<uint8_t>() != 0;
-    group_size = header.Read<int32_t>();
+  if (!header.Has(28)) return Truncated(path, "the config", 28, file.size());
+  c->dim = header.Read<int32_t>();
+  c->hidden_dim = header.Read<int32_t>();
+  c->n_layers = header.Read<int32_t>();
+  c->n_heads = header.Read<int32_t>();
+  c->n_kv_heads = header.Read<int32_t>();
+  c->vocab_size = header.Read<int32_t>();
+  c->seq_len = header.Read<int32_t>();
+  if (h.quantized) {
+    if (!header.Has(5)) return Truncated(path, "the int8 header", 5, file.size());
+    c->shared_classifier = header.Read<uint8_t>() != 0;
+    h.group_size = header.Read<int32_t>();
+    h.data_offset = 256;
+    if (file.size() < 256) return Truncated(path, "the 256-byte header", 256, file.size());
+    if (h.group_size <= 0 || h.group_size > (1 << 20)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", path, "': group_size ", h.group_size, " is invalid"));
+    }
   } else {
     // A negative vocab_size marks a separate classifier at the end of the file.
-    c.shared_classifier = c.vocab_size > 0;
-    c.vocab_size = std::abs(c.vocab_size);
+    c->shared_classifier = c->vocab_size > 0;
+    c->vocab_size = std::abs(c->vocab_size);
   }
-  c.head_dim = c.n_heads > 0 ? c.dim / c.n_heads : 0;
-  if (absl::Status s = ValidateConfig(c); !s.ok()) {
+  c->head_dim = c->n_heads > 0 ? c->dim / c->n_heads : 0;
+  if (absl::Status s = ValidateConfig(*c); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", s.message()));
   }
-  if (c.dim % c.n_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("'", path, "': dim ", c.dim, " is not a multiple of n_heads ", c.n_heads));
+  if (c->dim % c->n_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "': dim ", c->dim, " is not a multiple of n_heads ", c->n_heads));
   }
-  const size_t L = c.n_layers, dim = c.dim, hidden = c.hidden_dim, kv = c.kv_dim(), q = c.q_dim(),
-               vocab = c.vocab_size;
-  w->layers_.resize(L);
+  return h;
+}
 
-  if (!quantized) {
-    w->format_ = "llama2.c v0 (fp32)";
-    Reader r(*file, 28);
-    auto take = [&](size_t count, const char* what) -> absl::StatusOr<const float*> {
-      if (!r.Has(count * 4)) return Truncated(path, what, count * 4, file->size() - r.offset());
-      return reinterpret_cast<const float*>(r.Take(count * 4));
-    };
-    // llama2.c's layout: each tensor for all layers, back to back.
-    struct Field {
-      const float* LayerWeights::*member;
-      size_t per_layer;
-      const char* name;
-    };
-    absl::StatusOr<const float*> embedding = take(vocab * dim, "token_embedding_table");
-    if (!embedding.ok()) return embedding.status();
-    w->token_embedding_ = *embedding;
-    const Field fields[] = {{&LayerWeights::rms_att, dim, "rms_att_weight"}, {&LayerWeights::wq, q * dim, "wq"},
-                            {&LayerWeights::wk, kv * dim, "wk"},           {&LayerWeights::wv, kv * dim, "wv"},
-                            {&LayerWeights::wo, dim * q, "wo"},            {&LayerWeights::rms_ffn, dim, "rms_ffn_weight"},
-                            {&LayerWeights::w1, hidden * dim, "w1"},      {&LayerWeights::w2, dim * hidden, "w2"},
-                            {&LayerWeights::w3, hidden * dim, "w3"}};
-    for (const Field& f : fields) {
-      absl::StatusOr<const float*> base = take(f.per_layer * L, f.name);
-      if (!base.ok()) return base.status();
-      for (size_t l = 0; l < L; ++l) w->layers_[l].*f.member = *base + l * f.per_layer;
-    }
-    absl::StatusOr<const float*> final_norm = take(dim, "rms_final_weight");
-    if (!final_norm.ok()) return final_norm.status();
-    w->rms_final_ = *final_norm;
-    // freq_cis_real and freq_cis_imag (unused: RoPE is computed) sit between the norm and a separate
-    // classifier.
-    absl::StatusOr<const float*> freq = take(size_t(c.seq_len) * c.head_dim, "freq_cis");
-    if (!freq.ok()) return freq.status();
-    if (c.shared_classifier) {
-      w->classifier_ = w->token_embedding_;
-    } else {
-      absl::StatusOr<const float*> cls = take(vocab * dim, "classifier");
-      if (!cls.ok()) return cls.status();
-      w->classifier_ = *cls;
-    }
-    if (r.offset() != file->size()) {
-      return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", file->size() - r.offset(),
-                                                     " unexpected bytes after the last tensor (wrong shape in the header?)"));
+// A llama2.c int8 tensor (int8[rows * cols] then one fp32 scale per group of `group_size`
+// consecutive values) re-laid-out as GGUF q8_0 blocks, each with its group's scale rounded to fp16:
+// the int8 values are kept exactly, the scales lose at most 2^-11 relative. When groups are not whole
+// blocks of a row (they cross row ends, e.g. down-projection rows of 172) the tensor is dequantized
+// exactly to f32 instead. Either way an owned tensor (the file interleaves no blocks).
+WeightMatrix Int8ToBlocks(const int8_t* values, const uint8_t* scales, int64_t rows, int64_t cols, int group_size,
+                          WeightStorage* storage, std::string* note, const std::string& name) {
+  auto scale = [&](size_t i) {
+    float s;
+    std::memcpy(&s, scales + (i / group_size) * 4, 4);
+    return s;
+  };
+  const bool blocks = cols % kQuantBlock == 0 && group_size % kQuantBlock == 0 && cols % group_size == 0;
+  WeightMatrix out{blocks ? WeightType::kQ8_0 : WeightType::kF32, nullptr, rows, cols};
+  uint8_t* dst = storage->Allocate(out.bytes());
+  out.data = dst;
+  const size_t n = size_t(rows) * cols;
+  if (blocks) {
+    for (size_t b = 0; b < n / kQuantBlock; ++b) {
+      BlockQ8_0 block;
+      block.d = FloatToHalf(scale(b * kQuantBlock));
+      std::memcpy(block.qs, values + b * kQuantBlock, kQuantBlock);
+      std::memcpy(dst + b * sizeof(BlockQ8_0), &block, sizeof(block));
     }
   } else {
-    w->format_ = "llama2.c v2 (int8, dequantized on load)";
-    if (group_size <= 0 || group_size > (1 << 20)) {
-      return absl::InvalidArgumentError(absl::StrCat("'", path, "': group_size ", group_size, " is invalid"));
-    }
-    Reader r(*file, 256);
-    if (file->size() < 256) return Truncated(path, "the 256-byte header", 256, file->size());
-    auto take_f32 = [&](size_t count, const char* what) -> absl::StatusOr<const float*> {
-      if (!r.Has(count * 4)) return Truncated(path, what, count * 4, file->size() - r.offset());
-      return reinterpret_cast<const float*>(r.Take(count * 4));
-    };
-    absl::StatusOr<const float*> rms_att = take_f32(L * dim, "rms_att_weight");
-    if (!rms_att.ok()) return rms_att.status();
-    absl::StatusOr<const float*> rms_ffn = take_f32(L * dim, "rms_ffn_weight");
-    if (!rms_ffn.ok()) return rms_ffn.status();
-    absl::StatusOr<const float*> rms_final = take_f32(dim, "rms_final_weight");
-    if (!rms_final.ok()) return rms_final.status();
-    w->rms_final_ = *rms_final;
-    for (size_t l = 0; l < L; ++l) {
-      w->layers_[l].rms_att = *rms_att + l * dim;
-      w->layers_[l].rms_ffn = *rms_ffn + l * dim;
-    }
-    // Each quantized tensor: int8[n] then fp32[n / group_size]; value = float(q) * scale.
-    auto dequantize = [&](size_t n, const char* what) -> absl::StatusOr<const float*> {
-      if (n % group_size != 0) {
-        return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", what, " has ", n,
-                                                       " values, not a multiple of group_size ", group_size));
-      }
-      const size_t groups = n / group_size;
-      if (!r.Has(n + groups * 4)) return Truncated(path, what, n + groups * 4, file->size() - r.offset());
-      const int8_t* values = reinterpret_cast<const int8_t*>(r.Take(n));
-      const uint8_t* scale_bytes = r.Take(groups * 4);
-      std::vector<float> out(n);
-      for (size_t g = 0; g < groups; ++g) {
-        float scale;
-        std::memcpy(&scale, scale_bytes + g * 4, 4);
-        for (size_t i = g * group_size; i < (g + 1) * group_size; ++i) out[i] = float(values[i]) * scale;
-      }
-      return Own(w.get(), std::move(out));
-    };
-    absl::StatusOr<const float*> embedding = dequantize(vocab * dim, "token_embedding_table");
-    if (!embedding.ok()) return embedding.status();
-    w->token_embedding_ = *embedding;
-    struct Field {
-      const float* LayerWeights::*member;
-      size_t count;
-      const char* name;
-    };
-    const Field fields[] = {{&LayerWeights::wq, q * dim, "wq"},           {&LayerWeights::wk, kv * dim, "wk"},
-                            {&LayerWeights::wv, kv * dim, "wv"},          {&LayerWeights::wo, dim * q, "wo"},
-                            {&LayerWeights::w1, hidden * dim, "w1"},      {&LayerWeights::w2, dim * hidden, "w2"},
-                            {&LayerWeights::w3, hidden * dim, "w3"}};
-    for (const Field& f : fields) {
-      for (size_t l = 0; l < L; ++l) {
-        absl::StatusOr<const float*> t = dequantize(f.count, f.name);
-        if (!t.ok()) return t.status();
-        w->layers_[l].*f.member = *t;
-      }
-    }
-    if (c.shared_classifier) {
-      w->classifier_ = w->token_embedding_;
-    } else {
-      absl::StatusOr<const float*> cls = dequantize(vocab * dim, "classifier");
-      if (!cls.ok()) return cls.status();
-      w->classifier_ = *cls;
-    }
-    if (r.offset() != file->size()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("'", path, "': ", file->size() - r.offset(), " unexpected bytes after the last tensor"));
-    }
+    float* f = reinterpret_cast<float*>(dst);
+    for (size_t i = 0; i < n; ++i) f[i] = float(values[i]) * scale(i);
+    *note = absl::StrCat(name, ": int8 groups of ", group_size, " are not whole q8_0 blocks of rows of ", cols,
+                         " weights: held as f32 (dequantized exactly)");
   }
-  w->files_.push_back(std::move(*file));
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::string& path, const LoadOptions& options) {
+  absl::StatusOr<MappedFile> opened = MappedFile::Open(path);
+  if (!opened.ok()) return opened.status();
+  auto w = std::make_unique<ModelWeights>();
+  const MappedFile& file = w->storage().Keep(std::move(*opened));
+  ModelConfig& c = w->mutable_config();
+  absl::StatusOr<Llama2cHeader> header = ReadLlama2cHeader(file, &c);
+  if (!header.ok()) return header.status();
+  const int64_t L = c.n_layers, dim = c.dim, hidden = c.hidden_dim, kv = c.kv_dim(), q = c.q_dim(),
+                vocab = c.vocab_size;
+  std::vector<LayerWeights>& layers = w->mutable_layers();
+  layers.resize(L);
+  Reader r(file, header->data_offset);
+  PlaceOptions place;
+  place.wanted = options.weights;
+  // `count` fp32 values at the read position, as a [rows][cols] view.
+  auto take_f32 = [&](int64_t rows, int64_t cols, const char* what) -> absl::StatusOr<WeightMatrix> {
+    const size_t bytes = size_t(rows) * cols * 4;
+    if (!r.Has(bytes)) return Truncated(path, what, bytes, file.size() - r.offset());
+    return WeightMatrix{WeightType::kF32, r.Take(bytes), rows, cols};
+  };
+  auto take_vectors = [&](const float* LayerWeights::*member, int64_t n, const char* what) -> absl::Status {
+    absl::StatusOr<WeightMatrix> all = take_f32(L, n, what);
+    if (!all.ok()) return all.status();
+    for (int64_t l = 0; l < L; ++l) {
+      absl::StatusOr<const float*> v = w->PlaceVector({WeightType::kF32, all->row(l), 1, n}, what);
+      if (!v.ok()) return v.status();
+      layers[l].*member = *v;
+    }
+    return absl::OkStatus();
+  };
+  // One matrix of layer `l` (or of the model when l < 0), in the file's type or the one asked for.
+  auto take_matrix = [&](int64_t rows, int64_t cols, const std::string& name) -> absl::StatusOr<WeightMatrix> {
+    if (!header->quantized) {
+      absl::StatusOr<WeightMatrix> m = take_f32(rows, cols, name.c_str());
+      if (!m.ok()) return m.status();
+      return w->Place(*m, place, name);
+    }
+    const size_t n = size_t(rows) * cols, groups = n / header->group_size;
+    if (n % header->group_size != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", name, " has ", n,
+                                                     " values, not a multiple of group_size ", header->group_size));
+    }
+    if (!r.Has(n + groups * 4)) return Truncated(path, name, n + groups * 4, file.size() - r.offset());
+    const int8_t* values = reinterpret_cast<const int8_t*>(r.Take(n));
+    const uint8_t* scales = r.Take(groups * 4);
+    std::string note;
+    const WeightMatrix blocks = Int8ToBlocks(values, scales, rows, cols, header->group_size, &w->storage(), &note, name);
+    w->storage().Release(values, n + groups * 4);
+    if (!note.empty() && !place.wanted) w->AddNote(std::move(note));
+    return w->Place(blocks, place, name);
+  };
+  // llama2.c's layouts: v0 stores each tensor for all layers back to back, embedding first; v2 the
+  // fp32 norms first, then the int8 tensors.
+  absl::StatusOr<WeightMatrix> embedding;
+  if (!header->quantized) {
+    embedding = take_matrix(vocab, dim, "token_embedding_table");
+    if (!embedding.ok()) return embedding.status();
+  }
+  if (absl::Status s = take_vectors(&LayerWeights::rms_att, dim, "rms_att_weight"); !s.ok()) return s;
+  const struct {
+    WeightMatrix LayerWeights::*member;
+    int64_t rows, cols;
+    const char* name;
+  } fields[] = {{&LayerWeights::wq, q, dim, "wq"},     {&LayerWeights::wk, kv, dim, "wk"},
+                {&LayerWeights::wv, kv, dim, "wv"},    {&LayerWeights::wo, dim, q, "wo"},
+                {&LayerWeights::w1, hidden, dim, "w1"}, {&LayerWeights::w2, dim, hidden, "w2"},
+                {&LayerWeights::w3, hidden, dim, "w3"}};
+  if (!header->quantized) {
+    for (const auto& f : fields) {
+      if (&f == &fields[4]) {
+        if (absl::Status s = take_vectors(&LayerWeights::rms_ffn, dim, "rms_ffn_weight"); !s.ok()) return s;
+      }
+      for (int64_t l = 0; l < L; ++l) {
+        absl::StatusOr<WeightMatrix> m = take_matrix(f.rows, f.cols, absl::StrCat("layers.", l, ".", f.name));
+        if (!m.ok()) return m.status();
+        layers[l].*f.member = *m;
+      }
+    }
+  } else {
+    if (absl::Status s = take_vectors(&LayerWeights::rms_ffn, dim, "rms_ffn_weight"); !s.ok()) return s;
+  }
+  absl::StatusOr<WeightMatrix> final_norm = take_f32(1, dim, "rms_final_weight");
+  if (!final_norm.ok()) return final_norm.status();
+  absl::StatusOr<const float*> rms_final = w->PlaceVector(*final_norm, "rms_final_weight");
+  if (!rms_final.ok()) return rms_final.status();
+  w->set_rms_final(*rms_final);
+  if (header->quantized) {
+    embedding = take_matrix(vocab, dim, "token_embedding_table");
+    if (!embedding.ok()) return embedding.status();
+    for (const auto& f : fields) {
+      for (int64_t l = 0; l < L; ++l) {
+        absl::StatusOr<WeightMatrix> m = take_matrix(f.rows, f.cols, absl::StrCat("layers.", l, ".", f.name));
+        if (!m.ok()) return m.status();
+        layers[l].*f.member = *m;
+      }
+    }
+  } else {
+    // freq_cis_real and freq_cis_imag (unused: RoPE is computed) sit between the norm and a separate
+    // classifier.
+    absl::StatusOr<WeightMatrix> freq = take_f32(c.seq_len, c.head_dim, "freq_cis");
+    if (!freq.ok()) return freq.status();
+  }
+  w->set_token_embedding(*embedding);
+  if (c.shared_classifier) {
+    w->set_classifier(*embedding);
+  } else {
+    absl::StatusOr<WeightMatrix> cls = take_matrix(vocab, dim, "classifier");
+    if (!cls.ok()) return cls.status();
+    w->set_classifier(*cls);
+  }
+  if (r.offset() != file.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", file.size() - r.offset(),
+                                                   " unexpected bytes after the last tensor (wrong shape in the header?)"));
+  }
+  w->set_format(absl::StrCat(header->quantized ? "llama2.c v2 (int8)" : "llama2.c v0 (fp32)", ", held as ",
+                             w->weight_types()));
   return w;
 }
 
@@ -316,15 +382,15 @@ bool IsDirectory(const std::string& path) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ModelWeights>> ModelLoader::HuggingFace(const std::string& folder) {
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadHuggingFaceFolder(const std::string& folder, const LoadOptions& options) {
   absl::StatusOr<std::string> config_text = ReadFileToString(folder + "/config.json");
   if (!config_text.ok()) return config_text.status();
   json config = json::parse(*config_text, nullptr, false);
   if (config.is_discarded() || !config.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat("'", folder, "/config.json' is not a JSON object"));
   }
-  auto w = std::unique_ptr<ModelWeights>(new ModelWeights());
-  ModelConfig& c = w->config_;
+  auto w = std::make_unique<ModelWeights>();
+  ModelConfig& c = w->mutable_config();
   auto get_int = [&](const char* key, int fallback, bool required) -> absl::StatusOr<int> {
     if (!config.contains(key) || config[key].is_null()) {
       if (required) return absl::InvalidArgumentError(absl::StrCat("config.json: missing '", key, "'"));
@@ -384,15 +450,15 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelLoader::HuggingFace(const std
   for (const std::string& name : files) {
     absl::StatusOr<MappedFile> file = MappedFile::Open(folder + "/" + name);
     if (!file.ok()) return file.status();
-    w->files_.push_back(std::move(*file));
-    if (absl::Status s = ParseSafetensors(w->files_.back(), &tensors); !s.ok()) return s;
+    if (absl::Status s = ParseSafetensors(w->storage().Keep(std::move(*file)), &tensors); !s.ok()) return s;
   }
-  w->format_ = "Hugging Face safetensors";
   std::set<std::string> dtypes;
 
-  // Returns fp32 values of a tensor of the expected shape; fp32 in place, others converted.
-  // `permute_rope_heads` > 0 reorders rows from rotate-half to interleaved pairs.
-  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, int permute_heads) -> absl::StatusOr<const float*> {
+  // A tensor of the expected shape as a view of its file's type; `permute_heads` > 0 also gives the
+  // row order from rotate-half to interleaved pairs: HF row h*hd + c*hd/2 + i holds llama2.c row
+  // h*hd + 2*i + c.
+  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, int permute_heads,
+                    PlaceOptions* place) -> absl::StatusOr<WeightMatrix> {
     auto it = tensors.find(name);
     if (it == tensors.end()) return absl::InvalidArgumentError(absl::StrCat("safetensors: missing tensor '", name, "'"));
     const SafetensorsEntry& e = it->second;
@@ -403,102 +469,93 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> ModelLoader::HuggingFace(const std
       return absl::InvalidArgumentError(absl::StrCat("'", e.file, "': tensor '", name, "' has shape [", got,
                                                      "] but config.json implies [", want, "]"));
     }
-    size_t count = 1;
-    for (int64_t d : shape) count *= size_t(d);
-    size_t elem = e.dtype == "F32" ? 4 : (e.dtype == "F16" || e.dtype == "BF16") ? 2 : 0;
-    if (elem == 0) {
+    const std::optional<WeightType> type = e.dtype == "F32"    ? std::optional(WeightType::kF32)
+                                           : e.dtype == "F16"  ? std::optional(WeightType::kF16)
+                                           : e.dtype == "BF16" ? std::optional(WeightType::kBF16)
+                                                               : std::nullopt;
+    if (!type) {
       return absl::UnimplementedError(absl::StrCat("'", e.file, "': tensor '", name, "' has dtype ", e.dtype,
                                                    " (supported: F32, F16, BF16)"));
     }
-    if (e.bytes != count * elem) {
+    const WeightMatrix m{*type, e.data, shape.size() == 2 ? shape[0] : 1, shape.back()};
+    if (e.bytes != m.bytes()) {
       return absl::DataLossError(absl::StrCat("'", e.file, "': tensor '", name, "' holds ", e.bytes, " bytes, expected ",
-                                              count * elem));
+                                              m.bytes()));
     }
     dtypes.insert(e.dtype);
-    const bool aligned = reinterpret_cast<uintptr_t>(e.data) % 4 == 0;
-    if (e.dtype == "F32" && permute_heads == 0 && aligned) return reinterpret_cast<const float*>(e.data);
-    std::vector<float> values(count);
-    for (size_t i = 0; i < count; ++i) {
-      if (e.dtype == "F32") {
-        std::memcpy(&values[i], e.data + 4 * i, 4);
-      } else {
-        uint16_t h;
-        std::memcpy(&h, e.data + 2 * i, 2);
-        values[i] = e.dtype == "F16" ? HalfToFloat(h) : Bfloat16ToFloat(h);
-      }
+    place->row_order.clear();
+    const int64_t hd = c.head_dim;
+    for (int h = 0; h < permute_heads; ++h) {
+      for (int64_t i = 0; i < hd; ++i) place->row_order.push_back(h * hd + (i % 2) * (hd / 2) + i / 2);
     }
-    if (permute_heads > 0) {
-      // HF row h*hd + c*hd/2 + i holds llama2.c row h*hd + 2*i + c.
-      const size_t hd = c.head_dim, cols = size_t(shape[1]);
-      std::vector<float> permuted(count);
-      for (int h = 0; h < permute_heads; ++h) {
-        for (size_t i = 0; i < hd / 2; ++i) {
-          for (size_t half = 0; half < 2; ++half) {
-            const size_t src = h * hd + half * (hd / 2) + i, dst = h * hd + 2 * i + half;
-            std::memcpy(&permuted[dst * cols], &values[src * cols], cols * 4);
-          }
-        }
-      }
-      values.swap(permuted);
-    }
-    return Own(w.get(), std::move(values));
+    return m;
+  };
+  PlaceOptions place;
+  place.wanted = options.weights;
+  auto matrix = [&](const std::string& name, std::vector<int64_t> shape, int permute_heads) -> absl::StatusOr<WeightMatrix> {
+    absl::StatusOr<WeightMatrix> m = tensor(name, shape, permute_heads, &place);
+    if (!m.ok()) return m.status();
+    return w->Place(*m, place, name);
+  };
+  auto vector = [&](const std::string& name, int64_t n) -> absl::StatusOr<const float*> {
+    PlaceOptions unused;
+    absl::StatusOr<WeightMatrix> m = tensor(name, {n}, 0, &unused);
+    if (!m.ok()) return m.status();
+    return w->PlaceVector(*m, name);
   };
   const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kvd = c.kv_dim(), vocab = c.vocab_size;
-  absl::StatusOr<const float*> embedding = tensor("model.embed_tokens.weight", {vocab, dim}, 0);
+  absl::StatusOr<WeightMatrix> embedding = matrix("model.embed_tokens.weight", {vocab, dim}, 0);
   if (!embedding.ok()) return embedding.status();
-  w->token_embedding_ = *embedding;
-  w->layers_.resize(c.n_layers);
+  w->set_token_embedding(*embedding);
+  std::vector<LayerWeights>& layers = w->mutable_layers();
+  layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = absl::StrCat("model.layers.", l, ".");
     const struct {
-      const float* LayerWeights::*member;
+      WeightMatrix LayerWeights::*member;
       std::string name;
       std::vector<int64_t> shape;
       int permute;
-    } fields[] = {{&LayerWeights::rms_att, p + "input_layernorm.weight", {dim}, 0},
-                  {&LayerWeights::wq, p + "self_attn.q_proj.weight", {q, dim}, c.n_heads},
+    } fields[] = {{&LayerWeights::wq, p + "self_attn.q_proj.weight", {q, dim}, c.n_heads},
                   {&LayerWeights::wk, p + "self_attn.k_proj.weight", {kvd, dim}, c.n_kv_heads},
                   {&LayerWeights::wv, p + "self_attn.v_proj.weight", {kvd, dim}, 0},
                   {&LayerWeights::wo, p + "self_attn.o_proj.weight", {dim, q}, 0},
-                  {&LayerWeights::rms_ffn, p + "post_attention_layernorm.weight", {dim}, 0},
                   {&LayerWeights::w1, p + "mlp.gate_proj.weight", {hidden, dim}, 0},
                   {&LayerWeights::w2, p + "mlp.down_proj.weight", {dim, hidden}, 0},
                   {&LayerWeights::w3, p + "mlp.up_proj.weight", {hidden, dim}, 0}};
     for (const auto& f : fields) {
-      absl::StatusOr<const float*> t = tensor(f.name, f.shape, f.permute);
+      absl::StatusOr<WeightMatrix> t = matrix(f.name, f.shape, f.permute);
       if (!t.ok()) return t.status();
-      w->layers_[l].*f.member = *t;
+      layers[l].*f.member = *t;
     }
+    absl::StatusOr<const float*> att = vector(p + "input_layernorm.weight", dim);
+    if (!att.ok()) return att.status();
+    absl::StatusOr<const float*> ffn = vector(p + "post_attention_layernorm.weight", dim);
+    if (!ffn.ok()) return ffn.status();
+    layers[l].rms_att = *att;
+    layers[l].rms_ffn = *ffn;
   }
-  absl::StatusOr<const float*> norm = tensor("model.norm.weight", {dim}, 0);
+  absl::StatusOr<const float*> norm = vector("model.norm.weight", dim);
   if (!norm.ok()) return norm.status();
-  w->rms_final_ = *norm;
+  w->set_rms_final(*norm);
   if (c.shared_classifier || tensors.count("lm_head.weight") == 0) {
     c.shared_classifier = true;
-    w->classifier_ = w->token_embedding_;
+    w->set_classifier(*embedding);
   } else {
-    absl::StatusOr<const float*> head = tensor("lm_head.weight", {vocab, dim}, 0);
+    absl::StatusOr<WeightMatrix> head = matrix("lm_head.weight", {vocab, dim}, 0);
     if (!head.ok()) return head.status();
-    w->classifier_ = *head;
+    w->set_classifier(*head);
   }
   std::string dtype_list;
   for (const std::string& d : dtypes) absl::StrAppend(&dtype_list, dtype_list.empty() ? "" : "+", d);
-  absl::StrAppend(&w->format_, " (", dtype_list, ")");
+  w->set_format(absl::StrCat("Hugging Face safetensors (", dtype_list, "), held as ", w->weight_types()));
   return w;
 }
 
-absl::StatusOr<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::string& path) {
-  return ModelLoader::Llama2c(path);
-}
-
-absl::StatusOr<std::unique_ptr<ModelWeights>> LoadHuggingFaceFolder(const std::string& folder) {
-  return ModelLoader::HuggingFace(folder);
-}
-
-absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(const std::string& path) {
+absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(const std::string& path, const LoadOptions& options) {
   if (path.empty()) return absl::InvalidArgumentError("model path is empty");
-  if (IsDirectory(path)) return LoadHuggingFaceFolder(path);
-  return LoadLlama2cCheckpoint(path);
+  if (IsDirectory(path)) return LoadHuggingFaceFolder(path, options);
+  return LoadLlama2cCheckpoint(path, options);
 }
 
 }  // namespace a2sf::worker

@@ -28,42 +28,65 @@ absl::StatusOr<ModelConfig> NamedShape(const std::string& name, int layers) {
   return c;
 }
 
-absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig& config, uint64_t seed) {
+absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig& config, uint64_t seed,
+                                                                  WeightType type) {
   if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
-  auto w = std::unique_ptr<ModelWeights>(new ModelWeights());
-  w->config_ = config;
-  w->format_ = "synthetic (random fp32)";
+  auto w = std::make_unique<ModelWeights>();
+  w->mutable_config() = config;
   uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
-  auto tensor = [&](size_t count, int fan_in, bool norm) -> const float* {
-    std::vector<float> values(count);
+  // Values are drawn in fp32, then placed (converted) into `type` one tensor at a time; fp32 tensors
+  // and norms are drawn straight into owned storage.
+  std::vector<float> scratch;
+  auto draw = [&](float* v, size_t n, int fan_in, bool norm) {
     const float a = 1.0f / std::sqrt(float(fan_in));
-    for (float& v : values) {
+    for (size_t i = 0; i < n; ++i) {
       if (norm) {
-        v = 1.0f;
+        v[i] = 1.0f;
         continue;
       }
       state = state * 6364136223846793005ull + 1442695040888963407ull;  // PCG-style LCG step
-      v = (float(uint32_t(state >> 40)) / 16777216.0f * 2.0f - 1.0f) * a;
+      v[i] = (float(uint32_t(state >> 40)) / 16777216.0f * 2.0f - 1.0f) * a;
     }
-    w->owned_.push_back(std::move(values));
-    return w->owned_.back().data();
+  };
+  auto norm = [&](int64_t n) {
+    float* v = reinterpret_cast<float*>(w->storage().Allocate(size_t(n) * 4));
+    draw(v, size_t(n), 1, true);
+    return v;
+  };
+  PlaceOptions place;
+  place.wanted = type;
+  absl::Status status;
+  auto matrix = [&](int64_t rows, int64_t cols, const char* name) -> WeightMatrix {
+    const size_t n = size_t(rows) * cols;
+    float* v = type == WeightType::kF32 ? reinterpret_cast<float*>(w->storage().Allocate(n * 4))
+                                        : (scratch.resize(n), scratch.data());
+    draw(v, n, int(cols), false);
+    absl::StatusOr<WeightMatrix> m = w->Place({WeightType::kF32, v, rows, cols}, place, name);
+    if (!m.ok()) {
+      status.Update(m.status());
+      return {};
+    }
+    return *m;
   };
   const ModelConfig& c = config;
-  w->token_embedding_ = tensor(size_t(c.vocab_size) * c.dim, c.dim, false);
-  w->layers_.resize(c.n_layers);
-  for (LayerWeights& l : w->layers_) {
-    l.rms_att = tensor(c.dim, 1, true);
-    l.wq = tensor(size_t(c.q_dim()) * c.dim, c.dim, false);
-    l.wk = tensor(size_t(c.kv_dim()) * c.dim, c.dim, false);
-    l.wv = tensor(size_t(c.kv_dim()) * c.dim, c.dim, false);
-    l.wo = tensor(size_t(c.dim) * c.q_dim(), c.q_dim(), false);
-    l.rms_ffn = tensor(c.dim, 1, true);
-    l.w1 = tensor(size_t(c.hidden_dim) * c.dim, c.dim, false);
-    l.w2 = tensor(size_t(c.dim) * c.hidden_dim, c.hidden_dim, false);
-    l.w3 = tensor(size_t(c.hidden_dim) * c.dim, c.dim, false);
+  w->set_token_embedding(matrix(c.vocab_size, c.dim, "token_embedding"));
+  std::vector<LayerWeights>& layers = w->mutable_layers();
+  layers.resize(c.n_layers);
+  for (LayerWeights& l : layers) {
+    l.rms_att = norm(c.dim);
+    l.wq = matrix(c.q_dim(), c.dim, "wq");
+    l.wk = matrix(c.kv_dim(), c.dim, "wk");
+    l.wv = matrix(c.kv_dim(), c.dim, "wv");
+    l.wo = matrix(c.dim, c.q_dim(), "wo");
+    l.rms_ffn = norm(c.dim);
+    l.w1 = matrix(c.hidden_dim, c.dim, "w1");
+    l.w2 = matrix(c.dim, c.hidden_dim, "w2");
+    l.w3 = matrix(c.hidden_dim, c.dim, "w3");
   }
-  w->rms_final_ = tensor(c.dim, 1, true);
-  w->classifier_ = c.shared_classifier ? w->token_embedding_ : tensor(size_t(c.vocab_size) * c.dim, c.dim, false);
+  w->set_rms_final(norm(c.dim));
+  w->set_classifier(c.shared_classifier ? w->token_embedding() : matrix(c.vocab_size, c.dim, "classifier"));
+  if (!status.ok()) return status;
+  w->set_format(absl::StrCat("synthetic (random), held as ", w->weight_types()));
   return w;
 }
 
@@ -79,21 +102,23 @@ absl::Status WriteLlama2cCheckpoint(const ModelWeights& w, const std::string& pa
   const int32_t header[7] = {c.dim,        c.hidden_dim, c.n_layers, c.n_heads, c.n_kv_heads,
                              c.shared_classifier ? c.vocab_size : -c.vocab_size, c.seq_len};
   write(header, sizeof(header));
-  write(w.token_embedding(), size_t(c.vocab_size) * c.dim * 4);
-  const struct {
-    const float* LayerWeights::*member;
-    size_t count;
-  } fields[] = {{&LayerWeights::rms_att, size_t(c.dim)},
-                {&LayerWeights::wq, size_t(c.q_dim()) * c.dim},
-                {&LayerWeights::wk, size_t(c.kv_dim()) * c.dim},
-                {&LayerWeights::wv, size_t(c.kv_dim()) * c.dim},
-                {&LayerWeights::wo, size_t(c.dim) * c.q_dim()},
-                {&LayerWeights::rms_ffn, size_t(c.dim)},
-                {&LayerWeights::w1, size_t(c.hidden_dim) * c.dim},
-                {&LayerWeights::w2, size_t(c.dim) * c.hidden_dim},
-                {&LayerWeights::w3, size_t(c.hidden_dim) * c.dim}};
-  for (const auto& field : fields) {
-    for (int l = 0; l < c.n_layers; ++l) write(w.layer(l).*field.member, field.count * 4);
+  // Matrices of any type as their fp32 values, row by row.
+  std::vector<float> row;
+  auto write_matrix = [&](const WeightMatrix& m) {
+    row.resize(size_t(m.cols));
+    for (int64_t r = 0; r < m.rows; ++r) {
+      m.RowToFloat(r, row.data());
+      write(row.data(), row.size() * 4);
+    }
+  };
+  auto write_norms = [&](const float* LayerWeights::*member) {
+    for (int l = 0; l < c.n_layers; ++l) write(w.layer(l).*member, size_t(c.dim) * 4);
+  };
+  write_matrix(w.token_embedding());
+  write_norms(&LayerWeights::rms_att);
+  for (const LayerMatrixField& f : kLayerMatrices) {
+    if (f.member == &LayerWeights::w1) write_norms(&LayerWeights::rms_ffn);  // llama2.c's order
+    for (int l = 0; l < c.n_layers; ++l) write_matrix(w.layer(l).*f.member);
   }
   write(w.rms_final(), size_t(c.dim) * 4);
   // freq_cis_real / freq_cis_imag as llama2.c's export writes them.
@@ -107,7 +132,7 @@ absl::Status WriteLlama2cCheckpoint(const ModelWeights& w, const std::string& pa
     }
     write(freq.data(), freq.size() * 4);
   }
-  if (!c.shared_classifier) write(w.classifier(), size_t(c.vocab_size) * c.dim * 4);
+  if (!c.shared_classifier) write_matrix(w.classifier());
   ok = (std::fclose(f) == 0) && ok;
   if (!ok) return absl::DataLossError(absl::StrCat("error writing '", path, "'"));
   return absl::OkStatus();

@@ -1,0 +1,232 @@
+#include "worker/model/weights.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/float16.h"
+
+namespace a2sf::worker {
+namespace {
+
+// --- One function pair per type: the rows of the table below. ---
+
+void F32ToFloat(const void* row, float* out, int64_t n) { std::memcpy(out, row, size_t(n) * 4); }
+void F32FromFloat(const float* in, void* row, int64_t n) { std::memcpy(row, in, size_t(n) * 4); }
+
+void F16ToFloat(const void* row, float* out, int64_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(row);
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    out[i] = HalfToFloat(h);
+  }
+}
+void F16FromFloat(const float* in, void* row, int64_t n) {
+  uint8_t* p = static_cast<uint8_t*>(row);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t h = FloatToHalf(in[i]);
+    std::memcpy(p + 2 * i, &h, 2);
+  }
+}
+
+void Bf16ToFloat(const void* row, float* out, int64_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(row);
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * i, 2);
+    out[i] = Bfloat16ToFloat(h);
+  }
+}
+void Bf16FromFloat(const float* in, void* row, int64_t n) {
+  uint8_t* p = static_cast<uint8_t*>(row);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint16_t h = FloatToBfloat16(in[i]);
+    std::memcpy(p + 2 * i, &h, 2);
+  }
+}
+
+// Blocks are read and written through memcpy: inside a file they are unaligned (34 / 18 bytes).
+void Q8_0ToFloat(const void* row, float* out, int64_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(row);
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    BlockQ8_0 block;
+    std::memcpy(&block, p + b * sizeof(BlockQ8_0), sizeof(block));
+    const float d = HalfToFloat(block.d);
+    for (int j = 0; j < kQuantBlock; ++j) out[b * kQuantBlock + j] = d * float(block.qs[j]);
+  }
+}
+
+// llama.cpp's quantize_row_q8_0_ref: d = amax / 127, q = round-half-away(x / d).
+void Q8_0FromFloat(const float* in, void* row, int64_t n) {
+  uint8_t* p = static_cast<uint8_t*>(row);
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    const float* x = in + b * kQuantBlock;
+    float amax = 0.0f;
+    for (int j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    BlockQ8_0 block;
+    block.d = FloatToHalf(d);
+    for (int j = 0; j < kQuantBlock; ++j) block.qs[j] = int8_t(std::roundf(x[j] * id));
+    std::memcpy(p + b * sizeof(BlockQ8_0), &block, sizeof(block));
+  }
+}
+
+void Q4_0ToFloat(const void* row, float* out, int64_t n) {
+  const uint8_t* p = static_cast<const uint8_t*>(row);
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    BlockQ4_0 block;
+    std::memcpy(&block, p + b * sizeof(BlockQ4_0), sizeof(block));
+    const float d = HalfToFloat(block.d);
+    float* o = out + b * kQuantBlock;
+    for (int j = 0; j < kQuantBlock / 2; ++j) {
+      o[j] = d * float(int(block.qs[j] & 0x0f) - 8);
+      o[j + kQuantBlock / 2] = d * float(int(block.qs[j] >> 4) - 8);
+    }
+  }
+}
+
+// llama.cpp's quantize_row_q4_0_ref: d = max / -8 with max the signed value of largest magnitude
+// (so that value maps to q = 0 exactly), q = min(15, int8(x / d + 8.5)) (truncation).
+void Q4_0FromFloat(const float* in, void* row, int64_t n) {
+  uint8_t* p = static_cast<uint8_t*>(row);
+  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+    const float* x = in + b * kQuantBlock;
+    float amax = 0.0f, max = 0.0f;
+    for (int j = 0; j < kQuantBlock; ++j) {
+      if (amax < std::fabs(x[j])) {
+        amax = std::fabs(x[j]);
+        max = x[j];
+      }
+    }
+    const float d = max / -8.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    BlockQ4_0 block;
+    block.d = FloatToHalf(d);
+    for (int j = 0; j < kQuantBlock / 2; ++j) {
+      const uint8_t lo = uint8_t(std::min(15, int(int8_t(x[j] * id + 8.5f))));
+      const uint8_t hi = uint8_t(std::min(15, int(int8_t(x[j + kQuantBlock / 2] * id + 8.5f))));
+      block.qs[j] = uint8_t(lo | (hi << 4));
+    }
+    std::memcpy(p + b * sizeof(BlockQ4_0), &block, sizeof(block));
+  }
+}
+
+constexpr WeightTypeTraits kTraits[kWeightTypeCount] = {
+    {WeightType::kF32, "f32", 0, 1, 4, F32ToFloat, F32FromFloat},
+    {WeightType::kF16, "f16", 1, 1, 2, F16ToFloat, F16FromFloat},
+    {WeightType::kBF16, "bf16", 30, 1, 2, Bf16ToFloat, Bf16FromFloat},
+    {WeightType::kQ8_0, "q8_0", 8, kQuantBlock, sizeof(BlockQ8_0), Q8_0ToFloat, Q8_0FromFloat},
+    {WeightType::kQ4_0, "q4_0", 2, kQuantBlock, sizeof(BlockQ4_0), Q4_0ToFloat, Q4_0FromFloat},
+};
+
+// Alignment a type needs to be read in place (the kernels load f32 as floats, the rest bytewise).
+size_t InPlaceAlignment(WeightType type) { return type == WeightType::kF32 ? 4 : type == WeightType::kQ8_0 || type == WeightType::kQ4_0 ? 1 : 2; }
+
+}  // namespace
+
+const WeightTypeTraits& Traits(WeightType type) { return kTraits[static_cast<int>(type)]; }
+
+const WeightTypeTraits* TraitsForGgufType(uint32_t gguf_type) {
+  for (const WeightTypeTraits& t : kTraits) {
+    if (t.gguf_type == gguf_type) return &t;
+  }
+  return nullptr;
+}
+
+absl::StatusOr<std::optional<WeightType>> ParseWeightsFlag(const std::string& text) {
+  if (text == "auto") return std::optional<WeightType>();
+  for (const WeightTypeTraits& t : kTraits) {
+    if (text == t.name) return std::optional<WeightType>(t.type);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("weights: 'auto', 'f32', 'f16', 'bf16', 'q8_0' or 'q4_0', got '", text, "'"));
+}
+
+WeightType FallbackType(WeightType wanted, int64_t cols) {
+  if (cols % Traits(wanted).block_size == 0) return wanted;
+  return WeightType::kF16;
+}
+
+size_t RowBytes(WeightType type, int64_t cols) {
+  const WeightTypeTraits& t = Traits(type);
+  return size_t(cols / t.block_size) * t.block_bytes;
+}
+
+const MappedFile& WeightStorage::Keep(MappedFile file) {
+  files_.push_back(std::make_unique<MappedFile>(std::move(file)));
+  return *files_.back();
+}
+
+void WeightStorage::FreeAligned::operator()(uint8_t* p) const { std::free(p); }
+
+uint8_t* WeightStorage::Allocate(size_t bytes) {
+  const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+  auto* p = static_cast<uint8_t*>(std::aligned_alloc(64, rounded));
+  if (p == nullptr) return nullptr;
+  owned_.emplace_back(p);
+  owned_bytes_ += bytes;
+  return p;
+}
+
+size_t WeightStorage::mapped_bytes() const {
+  size_t total = 0;
+  for (const auto& f : files_) total += f->size();
+  return total;
+}
+
+void WeightStorage::Release(const void* p, size_t bytes) const {
+  for (const auto& f : files_) {
+    if (f->Contains(p)) f->Release(p, bytes);
+  }
+}
+
+absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const PlaceOptions& options,
+                                         const std::string& name, WeightStorage* storage, std::string* note) {
+  if (source.rows <= 0 || source.cols <= 0 || source.cols % Traits(source.type).block_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': shape [", source.rows, ", ", source.cols,
+                                                   "] is not whole ", WeightTypeName(source.type), " blocks"));
+  }
+  if (!options.row_order.empty()) {
+    if (int64_t(options.row_order.size()) != source.rows) {
+      return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': row order of ", options.row_order.size(),
+                                                     " rows for ", source.rows));
+    }
+    for (int64_t r : options.row_order) {
+      if (r < 0 || r >= source.rows) return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': bad row order"));
+    }
+  }
+  const WeightType wanted = options.wanted.value_or(source.type);
+  const WeightType type = FallbackType(wanted, source.cols);
+  if (type != wanted && note != nullptr) {
+    *note = absl::StrCat(name, ": rows of ", source.cols, " weights are not a multiple of ", Traits(wanted).block_size,
+                         ": kept as ", WeightTypeName(type), " instead of ", WeightTypeName(wanted));
+  }
+  const bool aligned = reinterpret_cast<uintptr_t>(source.data) % InPlaceAlignment(source.type) == 0;
+  if (type == source.type && options.row_order.empty() && aligned) return source;
+
+  WeightMatrix out{type, nullptr, source.rows, source.cols};
+  uint8_t* dst = storage->Allocate(out.bytes());
+  if (dst == nullptr) {
+    return absl::ResourceExhaustedError(absl::StrCat("tensor '", name, "': cannot allocate ", out.bytes(), " bytes"));
+  }
+  out.data = dst;
+  const size_t dst_row = out.row_bytes(), src_row = source.row_bytes();
+  std::vector<float> row(size_t(source.cols));
+  for (int64_t r = 0; r < source.rows; ++r) {
+    const int64_t from = options.row_order.empty() ? r : options.row_order[r];
+    if (type == source.type) {
+      std::memcpy(dst + size_t(r) * dst_row, source.row(from), src_row);
+    } else {
+      source.RowToFloat(from, row.data());
+      Traits(type).from_float(row.data(), dst + size_t(r) * dst_row, source.cols);
+    }
+  }
+  storage->Release(source.data, source.bytes());
+  return out;
+}
+
+}  // namespace a2sf::worker

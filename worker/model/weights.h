@@ -1,0 +1,145 @@
+// Weight types and weight matrices: how the model's matrices are held in memory.
+//
+// Five types, each one row of a traits table in the style of ggml's (block size, bytes per block,
+// name, GGUF type id, row to float, float to row), so every conversion and kernel is written against
+// the row of the table, not against the type's name:
+//   f32, f16 (IEEE binary16), bf16 -- one weight per "block";
+//   q8_0 -- GGUF's block_q8_0: 32 weights as an fp16 scale d and 32 int8 q, weight = d * q;
+//   q4_0 -- GGUF's block_q4_0: 32 weights as an fp16 scale d and 16 bytes of 4-bit q, weight =
+//           d * (q - 8); byte j holds element j in its low nibble and element j + 16 in its high one.
+// The quantized blocks are byte for byte GGUF's (no padding, little-endian, unaligned), so a GGUF
+// file's tensors are used in place. Quantizing follows llama.cpp's reference rules
+// (quantize_row_q8_0_ref / quantize_row_q4_0_ref), so our q8_0/q4_0 of a tensor equal llama.cpp's.
+//
+// A WeightMatrix is a non-owning view: row-major [rows][cols], y = W x, each row a whole number of
+// blocks (cols % block_size == 0). Its bytes belong to a WeightStorage: either a read-only memory map
+// of the model file (weights used in place) or an owned, 64-byte-aligned buffer (tensors that had to
+// change: converted, permuted, re-laid-out). Views stay valid as long as their storage lives.
+//
+// Thread-safety: the traits table and views are immutable and safe to share; WeightStorage is filled
+// by one loader thread and is read-only afterwards.
+#ifndef A2SF_WORKER_MODEL_WEIGHTS_H_
+#define A2SF_WORKER_MODEL_WEIGHTS_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/mapped_file.h"
+
+namespace a2sf::worker {
+
+// In order of decreasing precision (the order FallbackType walks).
+enum class WeightType : uint8_t { kF32, kF16, kBF16, kQ8_0, kQ4_0 };
+inline constexpr int kWeightTypeCount = 5;
+
+inline constexpr int kQuantBlock = 32;  // weights per q8_0 / q4_0 block (GGUF's QK8_0, QK4_0)
+
+// GGUF's blocks, exactly (sizeof 34 and 18, no padding).
+struct BlockQ8_0 {
+  uint16_t d;  // fp16 scale
+  int8_t qs[kQuantBlock];
+};
+struct BlockQ4_0 {
+  uint16_t d;                   // fp16 scale
+  uint8_t qs[kQuantBlock / 2];  // low nibble: element j, high nibble: element j + 16; value - 8
+};
+static_assert(sizeof(BlockQ8_0) == 34, "q8_0 block must be GGUF's 34 bytes");
+static_assert(sizeof(BlockQ4_0) == 18, "q4_0 block must be GGUF's 18 bytes");
+
+struct WeightTypeTraits {
+  WeightType type;
+  const char* name;       // "f32", "f16", "bf16", "q8_0", "q4_0" (llama.cpp's names)
+  uint32_t gguf_type;     // ggml_type id in GGUF files: 0, 1, 30, 8, 2
+  int block_size;         // weights per block
+  size_t block_bytes;     // bytes per block
+  // out[0..n) = the n weights starting at `row` (n a multiple of block_size).
+  void (*to_float)(const void* row, float* out, int64_t n);
+  // Writes n weights (n a multiple of block_size) as blocks at `row` (GGUF's rounding rules).
+  void (*from_float)(const float* in, void* row, int64_t n);
+};
+
+const WeightTypeTraits& Traits(WeightType type);
+inline const char* WeightTypeName(WeightType type) { return Traits(type).name; }
+// By GGUF ggml_type id; nullptr for ids this engine does not run (the caller names the id).
+const WeightTypeTraits* TraitsForGgufType(uint32_t gguf_type);
+
+// --weights: "auto" (nullopt: keep what the file holds) or a type name. INVALID_ARGUMENT naming the
+// accepted values otherwise.
+absl::StatusOr<std::optional<WeightType>> ParseWeightsFlag(const std::string& text);
+
+// The type a matrix with rows of `cols` weights can be held in when `wanted` is asked for: `wanted`
+// when cols is a whole number of its blocks, else the next higher-precision type that fits (q8_0 and
+// q4_0 fall back to f16, as llama.cpp does).
+WeightType FallbackType(WeightType wanted, int64_t cols);
+
+// Bytes of one row of `cols` weights. REQUIRES: cols % block_size == 0.
+size_t RowBytes(WeightType type, int64_t cols);
+
+// A non-owning view of a row-major matrix [rows][cols] of one type.
+struct WeightMatrix {
+  WeightType type = WeightType::kF32;
+  const void* data = nullptr;
+  int64_t rows = 0;
+  int64_t cols = 0;
+
+  size_t row_bytes() const { return RowBytes(type, cols); }
+  size_t bytes() const { return size_t(rows) * row_bytes(); }
+  const uint8_t* row(int64_t r) const { return static_cast<const uint8_t*>(data) + size_t(r) * row_bytes(); }
+  // out[0..cols) = row r as floats (the embedding lookup).
+  void RowToFloat(int64_t r, float* out) const { Traits(type).to_float(row(r), out, cols); }
+  bool empty() const { return data == nullptr; }
+};
+
+// Owns the bytes behind a model's WeightMatrix views: the mapped files and the converted tensors.
+// Movable, not copyable.
+class WeightStorage {
+ public:
+  WeightStorage() = default;
+  WeightStorage(WeightStorage&&) = default;
+  WeightStorage& operator=(WeightStorage&&) = default;
+
+  // Keeps `file` mapped for the storage's life; returns it for building views into it.
+  const MappedFile& Keep(MappedFile file);
+  // `bytes` fresh, 64-byte-aligned bytes owned by the storage.
+  uint8_t* Allocate(size_t bytes);
+  // Bytes of owned (converted) tensors; the mapped files are not counted.
+  size_t owned_bytes() const { return owned_bytes_; }
+  size_t mapped_bytes() const;
+  // Drops the resident pages of [p, p + bytes) if it lies in one of the kept files (a tensor that
+  // was copied and converted and will not be read from the map again).
+  void Release(const void* p, size_t bytes) const;
+
+ private:
+  struct FreeAligned {
+    void operator()(uint8_t* p) const;
+  };
+  std::vector<std::unique_ptr<MappedFile>> files_;  // stable addresses
+  std::vector<std::unique_ptr<uint8_t, FreeAligned>> owned_;
+  size_t owned_bytes_ = 0;
+};
+
+// How a loader places one matrix found in a file (`source`: a view into a mapped file, any type).
+struct PlaceOptions {
+  std::optional<WeightType> wanted;  // nullopt: keep the file's type
+  // If not empty, destination row r is source row row_order[r] (HF q/k rows to interleaved RoPE).
+  std::vector<int64_t> row_order;
+};
+
+// Returns the view the engine should use for `source`: `source` itself when it can be used in place
+// (type kept, no reordering, aligned for its type), else an owned copy in `storage`, converted row by
+// row (never the whole tensor in fp32), in `wanted` or its FallbackType. A fallback is described in
+// `*note` (e.g. "w2: rows of 172 weights are not a multiple of 32: kept as f16 instead of q8_0").
+// The mapped source pages of a converted tensor are released (MappedFile::Release), so loading never
+// holds a tensor twice. INVALID_ARGUMENT if source cols are not whole blocks or row_order is bad.
+absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const PlaceOptions& options,
+                                         const std::string& name, WeightStorage* storage, std::string* note);
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_MODEL_WEIGHTS_H_

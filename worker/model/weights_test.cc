@@ -1,0 +1,168 @@
+#include "worker/model/weights.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "common/float16.h"
+#include "gtest/gtest.h"
+
+namespace a2sf::worker {
+namespace {
+
+std::vector<float> Ramp() {  // x_j = j - 16: largest magnitude 16 at j = 0, negative
+  std::vector<float> x(32);
+  for (int j = 0; j < 32; ++j) x[j] = float(j - 16);
+  return x;
+}
+
+TEST(WeightTypes, TableRowsMatchGgufIdsAndSizes) {
+  EXPECT_EQ(Traits(WeightType::kQ8_0).gguf_type, 8u);
+  EXPECT_EQ(Traits(WeightType::kQ4_0).gguf_type, 2u);
+  EXPECT_EQ(Traits(WeightType::kBF16).gguf_type, 30u);
+  EXPECT_EQ(RowBytes(WeightType::kQ8_0, 64), 68u);
+  EXPECT_EQ(RowBytes(WeightType::kQ4_0, 64), 36u);
+  EXPECT_EQ(RowBytes(WeightType::kBF16, 64), 128u);
+  EXPECT_EQ(TraitsForGgufType(1)->type, WeightType::kF16);
+  EXPECT_EQ(TraitsForGgufType(12), nullptr);  // q4_K: not run by this engine
+}
+
+TEST(WeightTypes, Q8_0BlockIsScaleAmaxOver127AndRoundedValues) {
+  const std::vector<float> x = Ramp();
+  BlockQ8_0 block;
+  Traits(WeightType::kQ8_0).from_float(x.data(), &block, 32);
+  EXPECT_EQ(block.d, FloatToHalf(16.0f / 127.0f));
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(block.qs[j], int(std::lround((j - 16) * 127.0 / 16.0))) << j;
+  EXPECT_EQ(block.qs[0], -127);
+  std::vector<float> back(32);
+  Traits(WeightType::kQ8_0).to_float(&block, back.data(), 32);
+  for (int j = 0; j < 32; ++j) EXPECT_FLOAT_EQ(back[j], HalfToFloat(block.d) * block.qs[j]);
+}
+
+TEST(WeightTypes, Q4_0UsesSignedMaxOverMinus8AndGgufNibbleOrder) {
+  const std::vector<float> x = Ramp();  // signed max -16: d = 2, q_j = trunc(x_j / 2 + 8.5) = (j + 1) / 2
+  BlockQ4_0 block;
+  Traits(WeightType::kQ4_0).from_float(x.data(), &block, 32);
+  EXPECT_EQ(HalfToFloat(block.d), 2.0f);
+  auto q = [](int j) { return std::min(15, (j + 1) / 2); };
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(block.qs[j] & 0x0f, q(j)) << j;       // low nibble: element j
+    EXPECT_EQ(block.qs[j] >> 4, q(j + 16)) << j;    // high nibble: element j + 16
+  }
+  std::vector<float> back(32);
+  Traits(WeightType::kQ4_0).to_float(&block, back.data(), 32);
+  EXPECT_EQ(back[0], -16.0f);  // the signed max is exact
+  EXPECT_EQ(back[31], 14.0f);  // 15 saturates: (15 - 8) * 2
+}
+
+TEST(WeightTypes, AllZeroBlocksQuantizeToZero) {
+  std::vector<float> zeros(32, 0.0f), back(32, 1.0f);
+  for (WeightType t : {WeightType::kQ8_0, WeightType::kQ4_0}) {
+    std::vector<uint8_t> row(RowBytes(t, 32));
+    Traits(t).from_float(zeros.data(), row.data(), 32);
+    Traits(t).to_float(row.data(), back.data(), 32);
+    for (float v : back) EXPECT_EQ(v, 0.0f) << WeightTypeName(t);
+  }
+}
+
+TEST(WeightTypes, RoundTripErrorStaysWithinHalfAStep) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> x(256), back(256);
+  for (float& v : x) v = normal(rng);
+  for (WeightType t : {WeightType::kF32, WeightType::kF16, WeightType::kBF16, WeightType::kQ8_0, WeightType::kQ4_0}) {
+    std::vector<uint8_t> row(RowBytes(t, 256));
+    Traits(t).from_float(x.data(), row.data(), 256);
+    Traits(t).to_float(row.data(), back.data(), 256);
+    for (int b = 0; b < 8; ++b) {
+      float amax = 0.0f;
+      for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+      for (int j = b * 32; j < b * 32 + 32; ++j) {
+        float bound = 0.0f;
+        switch (t) {
+          case WeightType::kF32: bound = 0.0f; break;
+          case WeightType::kF16: bound = std::fabs(x[j]) * 0x1p-11f; break;
+          case WeightType::kBF16: bound = std::fabs(x[j]) * 0x1p-8f; break;
+          case WeightType::kQ8_0: bound = amax / 127.0f * 0.5f + amax * 0x1p-10f; break;
+          case WeightType::kQ4_0:  // a whole step: q = 15 clips the side opposite the signed max
+            bound = amax / 8.0f + amax * 0x1p-9f;
+            break;
+        }
+        EXPECT_LE(std::fabs(back[j] - x[j]), bound) << WeightTypeName(t) << " " << j;
+      }
+    }
+  }
+}
+
+TEST(WeightTypes, Bfloat16RoundsToNearestEven) {
+  EXPECT_EQ(FloatToBfloat16(1.0f + 0x1p-8f), 0x3F80);          // tie: stays even
+  EXPECT_EQ(FloatToBfloat16(1.0f + 3 * 0x1p-8f), 0x3F82);      // tie: rounds up to even
+  EXPECT_EQ(FloatToBfloat16(1.0f + 0x1p-8f + 0x1p-20f), 0x3F81);
+  EXPECT_TRUE(std::isnan(Bfloat16ToFloat(FloatToBfloat16(std::nanf("")))));
+}
+
+TEST(WeightTypes, WeightsFlagParsesAutoAndNames) {
+  EXPECT_FALSE(ParseWeightsFlag("auto")->has_value());
+  EXPECT_EQ(**ParseWeightsFlag("q4_0"), WeightType::kQ4_0);
+  absl::StatusOr<std::optional<WeightType>> bad = ParseWeightsFlag("int4");
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("q8_0"), std::string::npos);
+}
+
+TEST(PlaceMatrix, KeepsTheSourceInPlaceWhenNothingChanges) {
+  std::vector<float> values(4 * 64, 0.5f);
+  WeightStorage storage;
+  const WeightMatrix src{WeightType::kF32, values.data(), 4, 64};
+  absl::StatusOr<WeightMatrix> placed = PlaceMatrix(src, {}, "w", &storage, nullptr);
+  ASSERT_TRUE(placed.ok());
+  EXPECT_EQ(placed->data, values.data());
+  EXPECT_EQ(storage.owned_bytes(), 0u);
+}
+
+TEST(PlaceMatrix, ConvertsAndReordersRowsIntoOwnedStorage) {
+  std::vector<float> values(3 * 32);
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 32; ++c) values[r * 32 + c] = float(r + 1) * (c % 2 ? 1.0f : -1.0f);
+  }
+  WeightStorage storage;
+  PlaceOptions options;
+  options.wanted = WeightType::kQ8_0;
+  options.row_order = {2, 0, 1};
+  absl::StatusOr<WeightMatrix> placed =
+      PlaceMatrix({WeightType::kF32, values.data(), 3, 32}, options, "w", &storage, nullptr);
+  ASSERT_TRUE(placed.ok());
+  EXPECT_EQ(placed->type, WeightType::kQ8_0);
+  EXPECT_EQ(storage.owned_bytes(), 3 * sizeof(BlockQ8_0));
+  std::vector<float> row(32);
+  placed->RowToFloat(0, row.data());
+  EXPECT_NEAR(row[1], 3.0f, 3e-3f);  // source row 2 (fp16 scale: relative 2^-11)
+  placed->RowToFloat(1, row.data());
+  EXPECT_NEAR(row[0], -1.0f, 1e-3f);  // source row 0
+}
+
+TEST(PlaceMatrix, RowsNotWholeBlocksFallBackToF16WithANote) {
+  std::vector<float> values(2 * 40, 0.25f);
+  WeightStorage storage;
+  PlaceOptions options;
+  options.wanted = WeightType::kQ4_0;
+  std::string note;
+  absl::StatusOr<WeightMatrix> placed =
+      PlaceMatrix({WeightType::kF32, values.data(), 2, 40}, options, "blk.0.ffn_down", &storage, &note);
+  ASSERT_TRUE(placed.ok());
+  EXPECT_EQ(placed->type, WeightType::kF16);
+  EXPECT_NE(note.find("blk.0.ffn_down"), std::string::npos);
+  EXPECT_NE(note.find("f16 instead of q4_0"), std::string::npos);
+}
+
+TEST(PlaceMatrix, RejectsBadRowOrders) {
+  std::vector<float> values(2 * 32, 0.0f);
+  WeightStorage storage;
+  PlaceOptions options;
+  options.row_order = {0, 2};
+  EXPECT_EQ(PlaceMatrix({WeightType::kF32, values.data(), 2, 32}, options, "w", &storage, nullptr).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace a2sf::worker
