@@ -102,8 +102,10 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& model_path,
                                                                  const std::string& tokenizer_path) {
   if (!tokenizer_path.empty()) return LoadTokenizer(tokenizer_path);
-  if (gguf::GgufFile::HasMagic(model_path)) return LoadTokenizer(model_path);
-  return std::unique_ptr<Tokenizer>();
+  if (!gguf::GgufFile::HasMagic(model_path)) return std::unique_ptr<Tokenizer>();
+  absl::StatusOr<std::unique_ptr<Tokenizer>> own = LoadTokenizer(model_path);
+  if (own.status().code() == absl::StatusCode::kNotFound) return std::unique_ptr<Tokenizer>();  // none in the file
+  return own;
 }
 
 }  // namespace a2sf::worker

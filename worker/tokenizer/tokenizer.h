@@ -30,7 +30,7 @@ class Tokenizer {
 // sentencepiece, anything else llama2.c's format.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path);
 // The tokenizer for a model: `tokenizer_path` when given, else the model's own when it carries one
-// (a GGUF file), else null (token-id prompts only).
+// (a GGUF file with tokenizer.ggml.* metadata), else null (token-id prompts only).
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& model_path,
                                                                  const std::string& tokenizer_path);
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::string& path, int vocab_size);

@@ -181,6 +181,9 @@ TEST(GgufTokenizer, MalformedTokenizerMetadataIsRefusedByName) {
   bare.Set("general.architecture", gguf::Value::String("llama"));
   ASSERT_TRUE(bare.Write(TempDir() + "/bare.gguf").ok());
   expect(LoadTokenizer(TempDir() + "/bare.gguf").status(), absl::StatusCode::kNotFound, "tokenizer.ggml.model");
+  auto bare_model = LoadTokenizerForModel(TempDir() + "/bare.gguf", "");  // a model without one: none
+  ASSERT_TRUE(bare_model.ok()) << bare_model.status();
+  EXPECT_EQ(*bare_model, nullptr);
   // No tokenizer flag and no tokenizer in the model: none, and no error.
   auto none = LoadTokenizerForModel(FixturesDir() + "/stories260K-dq.bin", "");
   ASSERT_TRUE(none.ok());
