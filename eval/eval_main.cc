@@ -23,6 +23,7 @@
 #include "eval/multiple_choice.h"
 #include "eval/sweep.h"
 #include "nlohmann/json.hpp"
+#include "worker/model/load_flags.h"
 #include "worker/tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin or Hugging Face folder");
@@ -93,12 +94,17 @@ std::string Table(const std::vector<CellResult>& results, const std::vector<doub
   return out;
 }
 
-// Writes one data file per plot (a column per series) and a gnuplot script, and runs gnuplot.
-void WritePlots(const std::string& dir, const std::vector<CellResult>& results, const std::vector<double>& ratios) {
+// Runs a gnuplot script if gnuplot is installed (plots are optional: the tables are the results).
+void RunGnuplot(const std::string& script) {
   if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
     std::cerr << "a2sf-eval: gnuplot not found; skipping plots\n";
     return;
   }
+  if (std::system(("gnuplot " + script).c_str()) != 0) std::cerr << "a2sf-eval: gnuplot failed\n";
+}
+
+// Writes one data file per plot (a column per series) and a gnuplot script, and runs gnuplot.
+void WritePlots(const std::string& dir, const std::vector<CellResult>& results, const std::vector<double>& ratios) {
   std::map<std::pair<std::string, double>, const eval::Fidelity*> by;
   for (const CellResult& r : results) by[{r.label, r.cell.budget_ratio}] = &r.fidelity;
   const std::vector<std::string> budget_series = {"local", "streaming_llm", "h2o", "tova", "a2sf(0.1)", "a2sf(0.3)",
@@ -148,7 +154,7 @@ void WritePlots(const std::string& dir, const std::vector<CellResult>& results, 
     gp << "\n";
   }
   gp.close();
-  if (std::system(("gnuplot " + dir + "/plots.gp").c_str()) != 0) std::cerr << "a2sf-eval: gnuplot failed\n";
+  RunGnuplot(dir + "/plots.gp");
 }
 
 int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus) {
@@ -166,12 +172,26 @@ int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>&
   const std::vector<Cell> cells = SweepCells(ratios);
   absl::StatusOr<std::vector<CellResult>> results = RunSweep(w, *sequences, *refs, cells, absl::GetFlag(FLAGS_threads));
   if (!results.ok()) return Fail(results.status());
+  // Under --weights=TYPE, the type's own distance from f32 (full caches) heads the report.
+  std::string weights_line;
+  if (w.weight_types() != "f32") {
+    absl::StatusOr<std::unique_ptr<worker::ModelWeights>> f32 = LoadAs(worker::WeightType::kF32);
+    if (!f32.ok()) return Fail(f32.status());
+    absl::StatusOr<std::vector<FullReference>> f32_refs = References(**f32, *sequences);
+    if (!f32_refs.ok()) return Fail(f32_refs.status());
+    absl::StatusOr<Fidelity> f = CompareWeightTypes(w, *sequences, *f32_refs);
+    if (!f.ok()) return Fail(f.status());
+    weights_line = absl::StrFormat("Weights held as %s: top-1 agreement %.4f and mean KL %.5f nats against f32 "
+                                   "(full caches); the tables below compare policies with this model's full cache.\n\n",
+                                   w.weight_types(), f->top1_agreement, f->mean_kl);
+    std::cout << weights_line;
+  }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const std::string dir = absl::GetFlag(FLAGS_out_dir);
   std::ofstream(dir + "/fidelity.csv") << ToCsv(*results);
   uint64_t positions = results->empty() ? 0 : (*results)[0].fidelity.positions;
   std::ofstream md(dir + "/fidelity.md");
-  md << "Sweep of " << cells.size() << " cells over " << sequences->size() << " sequences (" << positions
+  md << weights_line << "Sweep of " << cells.size() << " cells over " << sequences->size() << " sequences (" << positions
      << " teacher-forced positions per cell) in " << absl::StrFormat("%.1f", seconds) << " s on "
      << absl::GetFlag(FLAGS_threads) << " threads. Full-cache perplexity: "
      << absl::StrFormat("%.4f", results->empty() ? 0.0 : (*results)[0].fidelity.perplexity_full) << ".\n\n"
@@ -187,6 +207,72 @@ int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>&
   WritePlots(dir, *results, ratios);
   std::cout << "fidelity: " << cells.size() << " cells x " << sequences->size() << " sequences in "
             << absl::StrFormat("%.1f", seconds) << " s; wrote " << dir << "/fidelity.csv and fidelity.md\n";
+  return 0;
+}
+
+absl::StatusOr<std::unique_ptr<worker::ModelWeights>> LoadAs(worker::WeightType type) {
+  worker::LoadOptions options;
+  options.weights = type;
+  return worker::LoadModel(absl::GetFlag(FLAGS_model), options);
+}
+
+// Each weight type against f32 (both with the full cache), and whether quantization changes which
+// policy wins: A2SF and H2O at --ratio, each against its own type's full cache, under f32 and q8_0.
+int WeightTypes(const std::vector<std::vector<int>>& corpus) {
+  absl::StatusOr<std::vector<std::vector<int>>> sequences = Select(corpus, absl::GetFlag(FLAGS_stories));
+  if (!sequences.ok()) return Fail(sequences.status());
+  absl::StatusOr<std::unique_ptr<worker::ModelWeights>> f32 = LoadAs(worker::WeightType::kF32);
+  if (!f32.ok()) return Fail(f32.status());
+  absl::StatusOr<std::vector<FullReference>> f32_refs = References(**f32, *sequences);
+  if (!f32_refs.ok()) return Fail(f32_refs.status());
+  const std::string dir = absl::GetFlag(FLAGS_out_dir);
+  std::ofstream md(dir + "/weights.md"), dat(dir + "/weights.dat");
+  md << "Teacher-forced over " << sequences->size() << " sequences, full cache, each weight type against f32.\n\n"
+     << "| --weights | held as | weight bytes/token | top-1 agreement | mean KL (nats) | perplexity |\n"
+     << "| --- | --- | ---: | ---: | ---: | ---: |\n";
+  std::vector<std::pair<std::string, std::vector<Fidelity>>> policies;  // per type: a2sf, h2o
+  const double ratio = absl::GetFlag(FLAGS_ratio);
+  for (worker::WeightType type : {worker::WeightType::kF32, worker::WeightType::kF16, worker::WeightType::kBF16,
+                                  worker::WeightType::kQ8_0, worker::WeightType::kQ4_0}) {
+    absl::StatusOr<std::unique_ptr<worker::ModelWeights>> w = LoadAs(type);
+    if (!w.ok()) return Fail(w.status());
+    absl::StatusOr<Fidelity> f = CompareWeightTypes(**w, *sequences, *f32_refs);
+    if (!f.ok()) return Fail(f.status());
+    md << absl::StrFormat("| %s | %s | %d | %.4f | %.5f | %.4f |\n", worker::WeightTypeName(type), (*w)->weight_types(),
+                          (*w)->bytes_per_token(), f->top1_agreement, f->mean_kl, f->perplexity_policy);
+    dat << worker::WeightTypeName(type) << " " << f->top1_agreement << " " << f->mean_kl << "\n";
+    if (type != worker::WeightType::kF32 && type != worker::WeightType::kQ8_0) continue;
+    absl::StatusOr<std::vector<FullReference>> own = References(**w, *sequences);
+    if (!own.ok()) return Fail(own.status());
+    std::vector<Fidelity> row;
+    for (const char* name : {"a2sf", "h2o"}) {
+      Cell cell;
+      cell.policy.name = name;
+      cell.budget_ratio = ratio;
+      absl::StatusOr<Fidelity> p = EvaluateCell(**w, *sequences, *own, cell);
+      if (!p.ok()) return Fail(p.status());
+      row.push_back(*p);
+    }
+    policies.emplace_back(worker::WeightTypeName(type), row);
+  }
+  md << "\nA2SF (default alpha) and H2O at a budget of " << ratio
+     << " of each sequence, against the full cache of the same weight type:\n\n"
+     << "| weights | A2SF top-1 | H2O top-1 | A2SF KL | H2O KL | better |\n| --- | ---: | ---: | ---: | ---: | --- |\n";
+  for (const auto& [name, row] : policies) {
+    md << absl::StrFormat("| %s | %.4f | %.4f | %.4f | %.4f | %s |\n", name, row[0].top1_agreement, row[1].top1_agreement,
+                          row[0].mean_kl, row[1].mean_kl, row[0].mean_kl < row[1].mean_kl ? "A2SF" : "H2O");
+  }
+  md.close();
+  dat.close();
+  std::ofstream gp(dir + "/weights.gp");
+  gp << "set terminal pngcairo size 800,480 noenhanced\nset output '" << dir << "/weights.png'\nset grid\n"
+     << "set key bottom left\nset ylabel 'top-1 agreement with f32'\nset y2label 'mean KL vs f32 (nats)'\n"
+     << "set logscale y2\nset y2tics\nset xlabel 'weights'\nset offsets 0.3, 0.3, 0, 0\n"
+     << "plot '" << dir << "/weights.dat' using 0:2:xtic(1) with linespoints title 'top-1 agreement', '" << dir
+     << "/weights.dat' using 0:($3 > 0 ? $3 : 1e-9) axes x1y2 with linespoints title 'mean KL'\n";
+  gp.close();
+  RunGnuplot(dir + "/weights.gp");
+  std::cout << "weights: wrote " << dir << "/weights.md and weights.png\n";
   return 0;
 }
 
@@ -311,9 +397,17 @@ int Main(const std::vector<char*>& args) {
     std::cerr << "usage: a2sf-eval fidelity|calibrate|lag|mc [flags]\n";
     return 2;
   }
-  auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model));
-  if (!weights.ok()) return Fail(weights.status());
   const std::string command = args[1];
+  if (command == "weights") {
+    auto corpus = ReadCorpus(absl::GetFlag(FLAGS_corpus));
+    if (!corpus.ok()) return Fail(corpus.status());
+    return WeightTypes(*corpus);
+  }
+  absl::StatusOr<worker::LoadOptions> load = worker::LoadOptionsFromFlags();
+  if (!load.ok()) return Fail(load.status());
+  auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model), *load);
+  if (!weights.ok()) return Fail(weights.status());
+  std::cerr << "model: " << worker::DescribeLoadedModel(**weights) << "\n";
   if (command == "mc") return MultipleChoice(**weights);
   auto corpus = ReadCorpus(absl::GetFlag(FLAGS_corpus));
   if (!corpus.ok()) return Fail(corpus.status());

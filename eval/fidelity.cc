@@ -114,6 +114,15 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
   return out;
 }
 
+absl::StatusOr<Fidelity> CompareWeightTypes(const worker::ModelWeights& candidate,
+                                            const std::vector<std::vector<int>>& sequences,
+                                            const std::vector<FullReference>& f32_references) {
+  Cell full;
+  full.policy.name = "full";
+  full.budget_ratio = 1.0;
+  return EvaluateCell(candidate, sequences, f32_references, full);
+}
+
 absl::StatusOr<std::vector<std::vector<int>>> ReadCorpus(const std::string& path) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open corpus '", path, "'"));

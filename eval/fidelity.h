@@ -55,6 +55,13 @@ struct Cell {
 absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const std::vector<std::vector<int>>& sequences,
                                       const std::vector<FullReference>& references, const Cell& cell);
 
+// A weight type's own fidelity: `candidate` (the model held in another weight type) with the full
+// cache against `f32_references` (RunFullCache of the fp32 weights). EvaluateCell with the "full"
+// policy, so the metrics are the same ones the policies are judged by.
+absl::StatusOr<Fidelity> CompareWeightTypes(const worker::ModelWeights& candidate,
+                                            const std::vector<std::vector<int>>& sequences,
+                                            const std::vector<FullReference>& f32_references);
+
 // Reads token-id sequences from JSON lines with an "ids" array (the fixtures' corpus format).
 absl::StatusOr<std::vector<std::vector<int>>> ReadCorpus(const std::string& path);
 

@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "worker/engine/cuda/cuda_forward.h"
 #include "worker/engine/math.h"
+#include "worker/engine/matmul.h"
 
 namespace a2sf::worker {
 
@@ -27,6 +28,10 @@ absl::StatusOr<EngineDevice> ParseEngineDevice(const std::string& name) {
   if (name == "cpu") return EngineDevice::kCpu;
   if (name == "cuda") return EngineDevice::kCuda;
   return absl::InvalidArgumentError(absl::StrCat("device: 'cpu' or 'cuda', got '", name, "'"));
+}
+
+cuda::HostMatrix Host(const WeightMatrix& m) {
+  return {static_cast<int>(m.type), m.data, m.rows, m.cols, m.bytes()};
 }
 
 // A model's weights on the GPU, uploaded once and shared by every engine of that model; freed with
@@ -54,12 +59,13 @@ class DeviceModel {
     std::vector<cuda::HostLayer> layers;
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& w = weights->layer(l);
-      layers.push_back({w.rms_att, w.wq, w.wk, w.wv, w.wo, w.rms_ffn, w.w1, w.w2, w.w3});
+      layers.push_back({w.rms_att, Host(w.wq), Host(w.wk), Host(w.wv), Host(w.wo), w.rms_ffn, Host(w.w1), Host(w.w2),
+                        Host(w.w3)});
     }
     cuda::DeviceWeights* device = nullptr;
     std::string error;
-    if (cuda::UploadWeights(dims, weights->token_embedding(), layers.data(), weights->rms_final(),
-                            weights->classifier(), &device, &error) != 0) {
+    if (cuda::UploadWeights(dims, Host(weights->token_embedding()), layers.data(), weights->rms_final(),
+                            Host(weights->classifier()), &device, &error) != 0) {
       return absl::ResourceExhaustedError(absl::StrCat("uploading the model to the GPU: ", error));
     }
     auto model = std::shared_ptr<const DeviceModel>(new DeviceModel(device));
@@ -139,15 +145,15 @@ absl::Status Engine::Forward(int token, int position) {
   }
   if (device_sequence_ != nullptr) return ForwardOnDevice(token, position);
   const int dim = c.dim;
-  std::memcpy(x_.data(), weights_->token_embedding() + size_t(token) * dim, dim * sizeof(float));
+  weights_->token_embedding().RowToFloat(token, x_.data());
   const int slot = cache_.append_slot();
   RopeTable(c.head_dim, position, c.rope_theta, rope_cos_.data(), rope_sin_.data());
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = weights_->layer(l);
     RmsNorm(xb_.data(), x_.data(), w.rms_att, dim, c.norm_eps);
-    MatVec(q_.data(), w.wq, xb_.data(), c.q_dim(), dim, &pool_);
-    MatVec(k_.data(), w.wk, xb_.data(), c.kv_dim(), dim, &pool_);
-    MatVec(v_.data(), w.wv, xb_.data(), c.kv_dim(), dim, &pool_);
+    MatMul(q_.data(), w.wq, xb_.data(), 1, &pool_);
+    MatMul(k_.data(), w.wk, xb_.data(), 1, &pool_);
+    MatMul(v_.data(), w.wv, xb_.data(), 1, &pool_);
     ApplyRope(q_.data(), c.q_dim(), c.head_dim, rope_cos_.data(), rope_sin_.data());
     ApplyRope(k_.data(), c.kv_dim(), c.head_dim, rope_cos_.data(), rope_sin_.data());
     for (int g = 0; g < c.n_kv_heads; ++g) {
@@ -159,21 +165,21 @@ absl::Status Engine::Forward(int token, int position) {
     if (!attention_outputs_.empty()) {
       std::memcpy(attention_outputs_.data() + size_t(l) * c.q_dim(), xb2_.data(), c.q_dim() * sizeof(float));
     }
-    MatVec(xb_.data(), w.wo, xb2_.data(), dim, c.q_dim(), &pool_);
+    MatMul(xb_.data(), w.wo, xb2_.data(), 1, &pool_);
     for (int i = 0; i < dim; ++i) x_[i] += xb_[i];
     RmsNorm(xb_.data(), x_.data(), w.rms_ffn, dim, c.norm_eps);
-    MatVec(hb_.data(), w.w1, xb_.data(), c.hidden_dim, dim, &pool_);
-    MatVec(hb2_.data(), w.w3, xb_.data(), c.hidden_dim, dim, &pool_);
+    MatMul(hb_.data(), w.w1, xb_.data(), 1, &pool_);
+    MatMul(hb2_.data(), w.w3, xb_.data(), 1, &pool_);
     for (int i = 0; i < c.hidden_dim; ++i) {
       const float gate = hb_[i];
       hb_[i] = gate / (1.0f + std::exp(-gate)) * hb2_[i];  // SwiGLU: silu(w1 x) * (w3 x)
     }
-    MatVec(xb_.data(), w.w2, hb_.data(), dim, c.hidden_dim, &pool_);
+    MatMul(xb_.data(), w.w2, hb_.data(), 1, &pool_);
     for (int i = 0; i < dim; ++i) x_[i] += xb_[i];
   }
   cache_.CommitAppend();
   RmsNorm(x_.data(), x_.data(), weights_->rms_final(), dim, c.norm_eps);
-  MatVec(logits_.data(), weights_->classifier(), x_.data(), c.vocab_size, dim, &pool_);
+  MatMul(logits_.data(), weights_->classifier(), x_.data(), 1, &pool_);
   return absl::OkStatus();
 }
 

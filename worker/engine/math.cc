@@ -101,20 +101,6 @@ void MatVecRows(float* out, const float* w, const float* x, int begin, int end, 
 }  // namespace
 
 
-void MatVec(float* out, const float* w, const float* x, int rows, int cols, ThreadPool* pool) {
-  // Below ~256K multiply-adds a fork-join costs more than it saves.
-  const int threads = pool == nullptr ? 1 : pool->num_threads();
-  if (threads <= 1 || size_t(rows) * cols < (size_t(1) << 18)) return MatVecRows(out, w, x, 0, rows, cols);
-  // Chunks of rows, a multiple of 4, a few per thread for balance.
-  const int chunks = threads * 4;
-  const int chunk_rows = ((rows + chunks - 1) / chunks + 3) / 4 * 4;
-  const int count = (rows + chunk_rows - 1) / chunk_rows;
-  pool->ParallelFor(count, [&](size_t c) {
-    const int begin = int(c) * chunk_rows;
-    MatVecRows(out, w, x, begin, std::min(rows, begin + chunk_rows), cols);
-  });
-}
-
 void RmsNorm(float* out, const float* x, const float* weight, int n, float eps) {
   float ss = 0.0f;
   for (int i = 0; i < n; ++i) ss += x[i] * x[i];

@@ -1,15 +1,10 @@
-// The transformer's numeric kernels, kept apart from the model math (engine.cc) so the forward pass
+// The transformer's numeric kernels other than the weight products (worker/engine/matmul.h), kept apart from the model math (engine.cc) so the forward pass
 // reads like llama2.c. AVX2/FMA versions are chosen at run time; the portable ones are the fallback.
 #ifndef A2SF_WORKER_ENGINE_MATH_H_
 #define A2SF_WORKER_ENGINE_MATH_H_
 
-#include "common/thread_pool.h"
-
 namespace a2sf::worker {
 
-// out[r] = dot(w[r, :], x) for r in [0, rows); w row-major [rows][cols]. Splits rows over `pool`
-// when the matrix is large enough to pay for it.
-void MatVec(float* out, const float* w, const float* x, int rows, int cols, ThreadPool* pool);
 // out = x * weight / sqrt(mean(x^2) + eps)
 void RmsNorm(float* out, const float* x, const float* weight, int n, float eps);
 void Softmax(float* x, int n);

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -26,6 +27,13 @@ void WriteAll(const std::string& path, const std::string& data) {
 
 bool SameFloats(const float* a, const float* b, size_t n) { return std::memcmp(a, b, n * 4) == 0; }
 
+// A matrix of any type as its fp32 values, row-major.
+std::vector<float> Floats(const WeightMatrix& m) {
+  std::vector<float> out(size_t(m.rows) * m.cols);
+  for (int64_t r = 0; r < m.rows; ++r) m.RowToFloat(r, out.data() + r * m.cols);
+  return out;
+}
+
 TEST(ModelLoader, ReadsTheStories260KConfig) {
   A2SF_REQUIRE_FIXTURES();
   auto w = LoadModel(FixturesDir() + "/stories260K-dq.bin");
@@ -40,23 +48,67 @@ TEST(ModelLoader, ReadsTheStories260KConfig) {
   EXPECT_EQ(c.seq_len, 512);
   EXPECT_EQ(c.head_dim, 8);
   EXPECT_TRUE(c.shared_classifier);
-  EXPECT_EQ((*w)->classifier(), (*w)->token_embedding());
+  EXPECT_EQ((*w)->classifier().data, (*w)->token_embedding().data);
+  EXPECT_EQ((*w)->weight_types(), "f32");
+  EXPECT_EQ((*w)->owned_bytes(), 0u);  // every tensor used in place from the map
 }
 
-TEST(ModelLoader, Int8ExportDequantizesToExactlyTheFp32File) {
+// The int8 export is held as q8_0: its int8 values as they are, each group's fp32 scale rounded to
+// fp16 (relative error <= 2^-11 against the exactly dequantized fp32 file); w2's groups cross its
+// 172-wide rows, so it is held as f32, exactly, and said so.
+TEST(ModelLoader, Int8ExportIsHeldAsQ8_0WithFp16RoundedScales) {
   A2SF_REQUIRE_FIXTURES();
   auto fp32 = *LoadModel(FixturesDir() + "/stories260K-dq.bin");
   auto int8 = *LoadModel(FixturesDir() + "/stories260K_q80.bin");
-  const ModelConfig& c = fp32->config();
-  EXPECT_TRUE(SameFloats(fp32->token_embedding(), int8->token_embedding(), size_t(c.vocab_size) * c.dim));
-  for (int l = 0; l < c.n_layers; ++l) {
+  EXPECT_EQ(int8->token_embedding().type, WeightType::kQ8_0);
+  EXPECT_EQ(int8->weight_types(), "q8_0+f32");
+  ASSERT_EQ(int8->load_notes().size(), 5u);  // w2 of each layer
+  EXPECT_NE(int8->load_notes()[0].find("held as f32"), std::string::npos);
+  auto near = [](const std::vector<float>& a, const std::vector<float>& b) {
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (!(std::fabs(a[i] - b[i]) <= std::fabs(a[i]) * 0x1p-11f)) return false;
+    }
+    return a.size() == b.size();
+  };
+  EXPECT_TRUE(near(Floats(fp32->token_embedding()), Floats(int8->token_embedding())));
+  for (int l = 0; l < 5; ++l) {
     const LayerWeights &a = fp32->layer(l), &b = int8->layer(l);
-    EXPECT_TRUE(SameFloats(a.wq, b.wq, 64 * 64));
-    EXPECT_TRUE(SameFloats(a.wk, b.wk, 32 * 64));
-    EXPECT_TRUE(SameFloats(a.w2, b.w2, 64 * 172));
+    EXPECT_EQ(b.wq.type, WeightType::kQ8_0);
+    EXPECT_TRUE(near(Floats(a.wq), Floats(b.wq))) << l;
+    EXPECT_TRUE(near(Floats(a.wk), Floats(b.wk))) << l;
+    EXPECT_EQ(b.w2.type, WeightType::kF32);
+    EXPECT_EQ(Floats(a.w2), Floats(b.w2)) << l;
     EXPECT_TRUE(SameFloats(a.rms_ffn, b.rms_ffn, 64));
   }
   EXPECT_TRUE(SameFloats(fp32->rms_final(), int8->rms_final(), 64));
+}
+
+TEST(ModelLoader, WeightsOptionConvertsOnLoadAndKeepsUnfitRowsInF16) {
+  A2SF_REQUIRE_FIXTURES();
+  auto fp32 = *LoadModel(FixturesDir() + "/stories260K-dq.bin");
+  for (WeightType type : {WeightType::kF16, WeightType::kBF16, WeightType::kQ8_0, WeightType::kQ4_0}) {
+    LoadOptions options;
+    options.weights = type;
+    auto w = LoadModel(FixturesDir() + "/stories260K-dq.bin", options);
+    ASSERT_TRUE(w.ok()) << w.status();
+    EXPECT_EQ((*w)->layer(0).wq.type, type);
+    EXPECT_EQ((*w)->token_embedding().type, type);
+    // w2's rows hold 172 weights: not whole 32-blocks.
+    const bool quantized = type == WeightType::kQ8_0 || type == WeightType::kQ4_0;
+    EXPECT_EQ((*w)->layer(3).w2.type, quantized ? WeightType::kF16 : type);
+    EXPECT_EQ((*w)->load_notes().size(), quantized ? 5u : 0u);
+    EXPECT_NE((*w)->format().find(WeightTypeName(type)), std::string::npos) << (*w)->format();
+    // Same values as the type's own rounding of the fp32 ones (the conversion is the traits' row).
+    std::vector<float> fp32_row(64), want(64);
+    std::vector<uint8_t> bytes(RowBytes(type, 64));
+    fp32->layer(1).wv.RowToFloat(7, fp32_row.data());
+    Traits(type).from_float(fp32_row.data(), bytes.data(), 64);
+    Traits(type).to_float(bytes.data(), want.data(), 64);
+    std::vector<float> got(64);
+    (*w)->layer(1).wv.RowToFloat(7, got.data());
+    EXPECT_EQ(got, want) << WeightTypeName(type);
+    EXPECT_LT((*w)->bytes_per_token(), fp32->bytes_per_token());
+  }
 }
 
 TEST(ModelLoader, HuggingFaceFolderEqualsTheBinAfterTheRopePermutation) {
@@ -65,14 +117,14 @@ TEST(ModelLoader, HuggingFaceFolderEqualsTheBinAfterTheRopePermutation) {
   auto hf = LoadModel(FixturesDir() + "/stories260K-hf");
   ASSERT_TRUE(hf.ok()) << hf.status();
   for (int l = 0; l < 5; ++l) {
-    EXPECT_TRUE(SameFloats(bin->layer(l).wq, (*hf)->layer(l).wq, 64 * 64)) << l;
-    EXPECT_TRUE(SameFloats(bin->layer(l).wk, (*hf)->layer(l).wk, 32 * 64)) << l;
-    EXPECT_TRUE(SameFloats(bin->layer(l).w1, (*hf)->layer(l).w1, 172 * 64)) << l;
+    EXPECT_EQ(Floats(bin->layer(l).wq), Floats((*hf)->layer(l).wq)) << l;
+    EXPECT_EQ(Floats(bin->layer(l).wk), Floats((*hf)->layer(l).wk)) << l;
+    EXPECT_EQ(Floats(bin->layer(l).w1), Floats((*hf)->layer(l).w1)) << l;
   }
   EXPECT_NE((*hf)->format().find("F32"), std::string::npos);
 }
 
-TEST(ModelLoader, HalfAndBfloatSafetensorsConvertOnLoad) {
+TEST(ModelLoader, HalfAndBfloatSafetensorsAreUsedInPlace) {
   A2SF_REQUIRE_FIXTURES();
   // Rewrite the fixture's safetensors with every tensor in fp16 (then bf16).
   const std::string src = ReadAll(FixturesDir() + "/stories260K-hf/model.safetensors");
@@ -123,9 +175,14 @@ TEST(ModelLoader, HalfAndBfloatSafetensorsConvertOnLoad) {
     auto w = LoadModel(dir);
     ASSERT_TRUE(w.ok()) << dtype << ": " << w.status();
     EXPECT_NE((*w)->format().find(dtype), std::string::npos);
+    // Held in the file's type: only q/k (permuted rows) and the norms (as fp32) are owned copies.
+    EXPECT_EQ((*w)->layer(2).wo.type, dtype == "BF16" ? WeightType::kBF16 : WeightType::kF16);
+    EXPECT_EQ((*w)->layer(2).wq.type, (*w)->layer(2).wo.type);
+    EXPECT_EQ((*w)->owned_bytes(), size_t(5 * (64 * 64 + 32 * 64) * 2 + (5 * 2 + 1) * 64 * 4));
     auto reference = *LoadModel(FixturesDir() + "/stories260K-hf");
+    const std::vector<float> ref_wo = Floats(reference->layer(2).wo), wo = Floats((*w)->layer(2).wo);
     for (int i = 0; i < 64 * 64; ++i) {
-      const float a = reference->layer(2).wo[i], b = (*w)->layer(2).wo[i];
+      const float a = ref_wo[i], b = wo[i];
       ASSERT_NEAR(a, b, std::fabs(a) * (dtype == "BF16" ? 1.0 / 128 : 1.0 / 1024) + 1e-7) << dtype << " " << i;
     }
   }
@@ -235,13 +292,19 @@ TEST(SyntheticModel, WritesACheckpointThatLoadsBackIdentically) {
   auto loaded = LoadModel(path);
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ((*loaded)->config().n_layers, 2);
-  EXPECT_TRUE(SameFloats((*model)->layer(1).w2, (*loaded)->layer(1).w2, 64 * 172));
-  EXPECT_TRUE(SameFloats((*model)->token_embedding(), (*loaded)->token_embedding(), 512 * 64));
+  EXPECT_EQ(Floats((*model)->layer(1).w2), Floats((*loaded)->layer(1).w2));
+  EXPECT_EQ(Floats((*model)->token_embedding()), Floats((*loaded)->token_embedding()));
   // Same seed, same weights; another seed, others.
   auto again = *MakeSyntheticModel(*shape, 7);
   auto other = *MakeSyntheticModel(*shape, 8);
-  EXPECT_TRUE(SameFloats((*model)->layer(0).wq, again->layer(0).wq, 64 * 64));
-  EXPECT_FALSE(SameFloats((*model)->layer(0).wq, other->layer(0).wq, 64 * 64));
+  EXPECT_EQ(Floats((*model)->layer(0).wq), Floats(again->layer(0).wq));
+  EXPECT_NE(Floats((*model)->layer(0).wq), Floats(other->layer(0).wq));
+  // Held in another type: the same draws, quantized.
+  auto q8 = *MakeSyntheticModel(*shape, 7, WeightType::kQ8_0);
+  EXPECT_EQ(q8->layer(0).wq.type, WeightType::kQ8_0);
+  EXPECT_EQ(q8->layer(0).w2.type, WeightType::kF16);  // rows of 172
+  const std::vector<float> a = Floats((*model)->layer(0).wq), b = Floats(q8->layer(0).wq);
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 0.125f / 127) << i;  // |w| <= 1/8
   EXPECT_FALSE(NamedShape("gpt-5").ok());
   EXPECT_EQ(NamedShape("stories110M")->vocab_size, 32000);
 }

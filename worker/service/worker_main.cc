@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/metrics/metrics_server.h"
 #include "cachemgr/session/lagged_layout.h"
+#include "worker/model/load_flags.h"
 #include "worker/service/generation_service.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");

@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generator.h"
+#include "worker/model/load_flags.h"
 #include "worker/tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint, GGUF file or Hugging Face folder");

@@ -1,6 +1,8 @@
 // CUDA implementation of cuda_forward.h. One stream and one cuBLAS handle per sequence; every kernel
 // of a token is queued on that stream and the host waits once, for the logits and scores.
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 
@@ -25,6 +27,9 @@ struct Blas {
   cublasStatus_t (*set_stream)(cublasHandle_t, cudaStream_t);
   cublasStatus_t (*sgemv)(cublasHandle_t, cublasOperation_t, int, int, const float*, const float*, int, const float*,
                           int, const float*, float*, int);
+  cublasStatus_t (*gemm_ex)(cublasHandle_t, cublasOperation_t, cublasOperation_t, int, int, int, const void*,
+                            const void*, cudaDataType, int, const void*, cudaDataType, int, const void*, void*,
+                            cudaDataType, int, cublasComputeType_t, cublasGemmAlgo_t);
   const char* (*status_string)(cublasStatus_t);
 };
 
@@ -51,8 +56,9 @@ const Blas* LoadBlas(std::string* error) {
     b->destroy = reinterpret_cast<decltype(b->destroy)>(dlsym(library, "cublasDestroy_v2"));
     b->set_stream = reinterpret_cast<decltype(b->set_stream)>(dlsym(library, "cublasSetStream_v2"));
     b->sgemv = reinterpret_cast<decltype(b->sgemv)>(dlsym(library, "cublasSgemv_v2"));
+    b->gemm_ex = reinterpret_cast<decltype(b->gemm_ex)>(dlsym(library, "cublasGemmEx"));
     b->status_string = reinterpret_cast<decltype(b->status_string)>(dlsym(library, "cublasGetStatusString"));
-    if (!b->create || !b->destroy || !b->set_stream || !b->sgemv || !b->status_string) {
+    if (!b->create || !b->destroy || !b->set_stream || !b->sgemv || !b->gemm_ex || !b->status_string) {
       *load_error = "cuBLAS lacks an expected entry point (cublasCreate_v2, cublasSgemv_v2, ...)";
       delete b;
       return;
@@ -65,15 +71,27 @@ const Blas* LoadBlas(std::string* error) {
 
 }  // namespace
 
+// Weight types as in worker/model/weights.h.
+enum : int { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8_0 = 3, kQ4_0 = 4 };
+
+struct DeviceMatrix {
+  int type = kF32;
+  const uint8_t* data = nullptr;
+  int rows = 0, cols = 0;
+};
+
 struct DeviceWeights {
   struct Layer {
-    const float *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3;
+    const float* rms_att;
+    DeviceMatrix wq, wk, wv, wo;
+    const float* rms_ffn;
+    DeviceMatrix w1, w2, w3;
   };
   Dims dims;
-  const float* embedding = nullptr;
+  DeviceMatrix embedding;
   std::vector<Layer> layers;
   const float* rms_final = nullptr;
-  const float* classifier = nullptr;
+  DeviceMatrix classifier;
   size_t bytes = 0;
   std::vector<void*> allocations;
 };
@@ -88,6 +106,7 @@ struct Sequence {
   float *x = nullptr, *xb = nullptr, *xb2 = nullptr, *q = nullptr, *k = nullptr, *v = nullptr, *hb = nullptr,
         *hb2 = nullptr, *att = nullptr, *logits = nullptr, *scores = nullptr, *attention = nullptr;
   float *keys = nullptr, *values = nullptr;  // [n_layers * n_kv_heads][capacity][head_dim]
+  uint16_t* x16 = nullptr;                   // the input of an f16/bf16 product, in that type
   uint32_t* moves = nullptr;                 // dst then src, 2 * move_capacity values
   size_t move_capacity = 0;
   std::vector<void*> allocations;
@@ -263,13 +282,95 @@ __global__ void MoveKernel(float* keys, float* values, const uint32_t* dst, cons
   }
 }
 
+// Weight (row, c) of a matrix of any type, as a float (the embedding lookup).
+__device__ float WeightAt(const DeviceMatrix m, int row, int c) {
+  switch (m.type) {
+    case kF32:
+      return reinterpret_cast<const float*>(m.data)[size_t(row) * m.cols + c];
+    case kF16:
+      return __half2float(reinterpret_cast<const __half*>(m.data)[size_t(row) * m.cols + c]);
+    case kBF16:
+      return __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(m.data)[size_t(row) * m.cols + c]);
+    case kQ8_0: {
+      const uint8_t* block = m.data + (size_t(row) * (m.cols / 32) + c / 32) * 34;
+      return __half2float(*reinterpret_cast<const __half*>(block)) * float(int8_t(block[2 + c % 32]));
+    }
+    default: {  // q4_0: low nibbles elements 0..15, high nibbles 16..31
+      const uint8_t* block = m.data + (size_t(row) * (m.cols / 32) + c / 32) * 18;
+      const int j = c % 32;
+      const int q = j < 16 ? (block[2 + j] & 0x0f) : (block[2 + j - 16] >> 4);
+      return __half2float(*reinterpret_cast<const __half*>(block)) * float(q - 8);
+    }
+  }
+}
+
+__global__ void EmbeddingKernel(const DeviceMatrix m, int token, float* out) {
+  for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < m.cols; c += gridDim.x * blockDim.x) {
+    out[c] = WeightAt(m, token, c);
+  }
+}
+
+__global__ void ToHalfKernel(const float* x, uint16_t* out, int n, bool bf16) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  out[i] = bf16 ? __bfloat16_as_ushort(__float2bfloat16(x[i])) : __half_as_ushort(__float2half(x[i]));
+}
+
+// y = W x for GGUF q8_0 / q4_0 blocks: one warp per row, lanes over the row's blocks; each block's
+// integer-weighted sum of fp32 x is scaled by its fp16 d, the warp sums the lanes.
+template <int kType>
+__global__ void QuantMatVecKernel(const DeviceMatrix m, const float* x, float* y) {
+  const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (row >= m.rows) return;
+  const int blocks = m.cols / 32;
+  const size_t block_bytes = kType == kQ8_0 ? 34 : 18;
+  const uint8_t* base = m.data + size_t(row) * blocks * block_bytes;
+  float acc = 0.0f;
+  for (int b = lane; b < blocks; b += 32) {
+    const uint8_t* block = base + b * block_bytes;
+    const float* xb = x + b * 32;
+    float sum = 0.0f;
+    if (kType == kQ8_0) {
+      for (int j = 0; j < 32; ++j) sum += float(int8_t(block[2 + j])) * xb[j];
+    } else {
+      for (int j = 0; j < 16; ++j) {
+        sum += float(int(block[2 + j] & 0x0f) - 8) * xb[j];
+        sum += float(int(block[2 + j] >> 4) - 8) * xb[j + 16];
+      }
+    }
+    acc += __half2float(*reinterpret_cast<const __half*>(block)) * sum;
+  }
+  acc = WarpSum(acc);
+  if (lane == 0) y[row] = acc;
+}
+
 int Blocks(int n, int threads) { return (n + threads - 1) / threads; }
 
-// y[rows] = W[rows][cols] x: W row-major is W^T column-major with leading dimension cols.
-cublasStatus_t Gemv(const Blas* api, cublasHandle_t blas, const float* w, const float* x, float* y, int rows,
-                    int cols) {
+// y[rows] = W[rows][cols] x for any weight type, queued on `stream`; `x16` holds cols values of scratch.
+// W row-major is W^T column-major with leading dimension cols.
+cublasStatus_t Gemv(const Blas* api, cublasHandle_t blas, cudaStream_t stream, const DeviceMatrix& w, const float* x,
+                    uint16_t* x16, float* y) {
   const float one = 1.0f, zero = 0.0f;
-  return api->sgemv(blas, CUBLAS_OP_T, cols, rows, &one, w, cols, x, 1, &zero, y, 1);
+  switch (w.type) {
+    case kF32:
+      return api->sgemv(blas, CUBLAS_OP_T, w.cols, w.rows, &one, reinterpret_cast<const float*>(w.data), w.cols, x, 1,
+                        &zero, y, 1);
+    case kF16:
+    case kBF16: {
+      // GemmEx needs A and B of one type: x is rounded to the weights' type, products accumulate in fp32.
+      const bool bf16 = w.type == kBF16;
+      ToHalfKernel<<<Blocks(w.cols, 256), 256, 0, stream>>>(x, x16, w.cols, bf16);
+      const cudaDataType t = bf16 ? CUDA_R_16BF : CUDA_R_16F;
+      return api->gemm_ex(blas, CUBLAS_OP_T, CUBLAS_OP_N, w.rows, 1, w.cols, &one, w.data, t, w.cols, x16, t, w.cols,
+                          &zero, y, CUDA_R_32F, w.rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    }
+    case kQ8_0:
+      QuantMatVecKernel<kQ8_0><<<Blocks(w.rows, 8), 256, 0, stream>>>(w, x, y);
+      return CUBLAS_STATUS_SUCCESS;
+    default:
+      QuantMatVecKernel<kQ4_0><<<Blocks(w.rows, 8), 256, 0, stream>>>(w, x, y);
+      return CUBLAS_STATUS_SUCCESS;
+  }
 }
 
 }  // namespace
@@ -282,42 +383,49 @@ int CountDevices(int* count, std::string* error) {
   return 0;
 }
 
-int UploadWeights(const Dims& dims, const float* token_embedding, const HostLayer* layers, const float* rms_final,
-                  const float* classifier, DeviceWeights** out, std::string* error) {
+int UploadWeights(const Dims& dims, const HostMatrix& token_embedding, const HostLayer* layers, const float* rms_final,
+                  const HostMatrix& classifier, DeviceWeights** out, std::string* error) {
   auto* w = new DeviceWeights();
   w->dims = dims;
-  const size_t dim = dims.dim, hidden = dims.hidden_dim, q_dim = size_t(dims.n_heads) * dims.head_dim,
-               kv_dim = size_t(dims.n_kv_heads) * dims.head_dim, vocab = dims.vocab_size;
-  auto upload = [&](const float* host, size_t count, const float** device) -> cudaError_t {
-    float* p = nullptr;
-    cudaError_t e = Alloc(&p, count, &w->allocations);
-    if (e == cudaSuccess) e = cudaMemcpy(p, host, count * sizeof(float), cudaMemcpyHostToDevice);
-    w->bytes += count * sizeof(float);
+  const size_t dim = dims.dim;
+  auto upload_bytes = [&](const void* host, size_t bytes, const uint8_t** device) -> cudaError_t {
+    uint8_t* p = nullptr;
+    cudaError_t e = Alloc(&p, bytes, &w->allocations);
+    if (e == cudaSuccess) e = cudaMemcpy(p, host, bytes, cudaMemcpyHostToDevice);
+    w->bytes += bytes;
     *device = p;
     return e;
   };
-  cudaError_t e = upload(token_embedding, vocab * dim, &w->embedding);
+  auto upload = [&](const float* host, size_t count, const float** device) -> cudaError_t {
+    const uint8_t* p = nullptr;
+    const cudaError_t e = upload_bytes(host, count * sizeof(float), &p);
+    *device = reinterpret_cast<const float*>(p);
+    return e;
+  };
+  auto matrix = [&](const HostMatrix& h, DeviceMatrix* d) -> cudaError_t {
+    d->type = h.type;
+    d->rows = int(h.rows);
+    d->cols = int(h.cols);
+    return upload_bytes(h.data, h.bytes, &d->data);
+  };
+  cudaError_t e = matrix(token_embedding, &w->embedding);
   w->layers.resize(dims.n_layers);
   for (int l = 0; l < dims.n_layers && e == cudaSuccess; ++l) {
     const HostLayer& h = layers[l];
     DeviceWeights::Layer& d = w->layers[l];
     if (e == cudaSuccess) e = upload(h.rms_att, dim, &d.rms_att);
-    if (e == cudaSuccess) e = upload(h.wq, q_dim * dim, &d.wq);
-    if (e == cudaSuccess) e = upload(h.wk, kv_dim * dim, &d.wk);
-    if (e == cudaSuccess) e = upload(h.wv, kv_dim * dim, &d.wv);
-    if (e == cudaSuccess) e = upload(h.wo, dim * q_dim, &d.wo);
     if (e == cudaSuccess) e = upload(h.rms_ffn, dim, &d.rms_ffn);
-    if (e == cudaSuccess) e = upload(h.w1, hidden * dim, &d.w1);
-    if (e == cudaSuccess) e = upload(h.w2, dim * hidden, &d.w2);
-    if (e == cudaSuccess) e = upload(h.w3, hidden * dim, &d.w3);
+    const HostMatrix* from[] = {&h.wq, &h.wk, &h.wv, &h.wo, &h.w1, &h.w2, &h.w3};
+    DeviceMatrix* to[] = {&d.wq, &d.wk, &d.wv, &d.wo, &d.w1, &d.w2, &d.w3};
+    for (int i = 0; i < 7 && e == cudaSuccess; ++i) e = matrix(*from[i], to[i]);
   }
   if (e == cudaSuccess) e = upload(rms_final, dim, &w->rms_final);
   if (e == cudaSuccess) {
     // A classifier tied to the embedding is the same matrix: upload it once.
-    if (classifier == token_embedding) {
+    if (classifier.data == token_embedding.data) {
       w->classifier = w->embedding;
     } else {
-      e = upload(classifier, vocab * dim, &w->classifier);
+      e = matrix(classifier, &w->classifier);
     }
   }
   if (e != cudaSuccess) {
@@ -364,6 +472,7 @@ int CreateSequence(const DeviceWeights* weights, int capacity, bool capture_atte
   if (e == cudaSuccess && capture_attention_outputs) e = Alloc(&s->attention, d.n_layers * q_dim, &s->allocations);
   if (e == cudaSuccess) e = Alloc(&s->keys, heads * capacity * d.head_dim, &s->allocations);
   if (e == cudaSuccess) e = Alloc(&s->values, heads * capacity * d.head_dim, &s->allocations);
+  if (e == cudaSuccess) e = Alloc(&s->x16, std::max<size_t>(wide, d.hidden_dim), &s->allocations);
   if (e != cudaSuccess) {
     DestroySequence(s);
     return CudaFail(e, error);
@@ -398,16 +507,16 @@ int Forward(Sequence* s, int token, int position, int entries, float* logits, fl
   const float scale = 1.0f / sqrtf(float(d.head_dim));
   cudaStream_t st = s->stream;
   cublasStatus_t b = CUBLAS_STATUS_SUCCESS;
-  auto gemv = [&](const float* m, const float* x, float* y, int rows, int cols) {
-    if (b == CUBLAS_STATUS_SUCCESS) b = Gemv(s->api, s->blas, m, x, y, rows, cols);
+  auto gemv = [&](const DeviceMatrix& m, const float* x, float* y) {
+    if (b == CUBLAS_STATUS_SUCCESS) b = Gemv(s->api, s->blas, st, m, x, s->x16, y);
   };
-  cudaMemcpyAsync(s->x, w.embedding + size_t(token) * d.dim, d.dim * sizeof(float), cudaMemcpyDeviceToDevice, st);
+  EmbeddingKernel<<<Blocks(d.dim, 256), 256, 0, st>>>(w.embedding, token, s->x);
   for (int l = 0; l < d.n_layers; ++l) {
     const DeviceWeights::Layer& L = w.layers[l];
     RmsNormKernel<<<1, 1024, 0, st>>>(s->xb, s->x, L.rms_att, d.dim, d.norm_eps);
-    gemv(L.wq, s->xb, s->q, q_dim, d.dim);
-    gemv(L.wk, s->xb, s->k, kv_dim, d.dim);
-    gemv(L.wv, s->xb, s->v, kv_dim, d.dim);
+    gemv(L.wq, s->xb, s->q);
+    gemv(L.wk, s->xb, s->k);
+    gemv(L.wv, s->xb, s->v);
     RopeKernel<<<Blocks((q_dim + kv_dim) / 2, 256), 256, 0, st>>>(s->q, s->k, q_dim, kv_dim, d.head_dim, position,
                                                                      d.rope_theta);
     StoreKvKernel<<<Blocks(kv_dim, 256), 256, 0, st>>>(s->keys, s->values, s->k, s->v, l, d.n_kv_heads, d.head_dim,
@@ -419,17 +528,17 @@ int Forward(Sequence* s, int token, int position, int entries, float* logits, fl
     if (s->capture) {
       cudaMemcpyAsync(s->attention + size_t(l) * q_dim, s->xb2, q_dim * sizeof(float), cudaMemcpyDeviceToDevice, st);
     }
-    gemv(L.wo, s->xb2, s->xb, d.dim, q_dim);
+    gemv(L.wo, s->xb2, s->xb);
     AddKernel<<<Blocks(d.dim, 256), 256, 0, st>>>(s->x, s->xb, d.dim);
     RmsNormKernel<<<1, 1024, 0, st>>>(s->xb, s->x, L.rms_ffn, d.dim, d.norm_eps);
-    gemv(L.w1, s->xb, s->hb, d.hidden_dim, d.dim);
-    gemv(L.w3, s->xb, s->hb2, d.hidden_dim, d.dim);
+    gemv(L.w1, s->xb, s->hb);
+    gemv(L.w3, s->xb, s->hb2);
     SwiGluKernel<<<Blocks(d.hidden_dim, 256), 256, 0, st>>>(s->hb, s->hb2, d.hidden_dim);
-    gemv(L.w2, s->hb, s->xb, d.dim, d.hidden_dim);
+    gemv(L.w2, s->hb, s->xb);
     AddKernel<<<Blocks(d.dim, 256), 256, 0, st>>>(s->x, s->xb, d.dim);
   }
   RmsNormKernel<<<1, 1024, 0, st>>>(s->x, s->x, w.rms_final, d.dim, d.norm_eps);
-  gemv(w.classifier, s->x, s->logits, d.vocab_size, d.dim);
+  gemv(w.classifier, s->x, s->logits);
   if (b != CUBLAS_STATUS_SUCCESS) return BlasFail(s->api, b, error);
   cudaMemcpyAsync(logits, s->logits, d.vocab_size * sizeof(float), cudaMemcpyDeviceToHost, st);
   cudaMemcpyAsync(scores, s->scores, size_t(d.n_layers) * d.n_kv_heads * n * sizeof(float), cudaMemcpyDeviceToHost,
@@ -441,6 +550,37 @@ int Forward(Sequence* s, int token, int position, int entries, float* logits, fl
   cudaError_t e = cudaStreamSynchronize(st);
   if (e == cudaSuccess) e = cudaGetLastError();
   return e == cudaSuccess ? 0 : CudaFail(e, error);
+}
+
+int MatVecOnce(const HostMatrix& h, const float* x, float* y, std::string* error) {
+  const Blas* api = LoadBlas(error);
+  if (api == nullptr) return -1;
+  std::vector<void*> allocations;
+  auto release = [&](int code) {
+    for (void* p : allocations) cudaFree(p);
+    return code;
+  };
+  DeviceMatrix m{h.type, nullptr, int(h.rows), int(h.cols)};
+  uint8_t* data = nullptr;
+  float *dx = nullptr, *dy = nullptr;
+  uint16_t* x16 = nullptr;
+  cudaError_t e = Alloc(&data, h.bytes, &allocations);
+  if (e == cudaSuccess) e = Alloc(&dx, size_t(h.cols), &allocations);
+  if (e == cudaSuccess) e = Alloc(&dy, size_t(h.rows), &allocations);
+  if (e == cudaSuccess) e = Alloc(&x16, size_t(h.cols), &allocations);
+  if (e == cudaSuccess) e = cudaMemcpy(data, h.data, h.bytes, cudaMemcpyHostToDevice);
+  if (e == cudaSuccess) e = cudaMemcpy(dx, x, size_t(h.cols) * sizeof(float), cudaMemcpyHostToDevice);
+  if (e != cudaSuccess) return release(CudaFail(e, error));
+  m.data = data;
+  cublasHandle_t blas = nullptr;
+  cublasStatus_t b = api->create(&blas);
+  if (b == CUBLAS_STATUS_SUCCESS) b = Gemv(api, blas, nullptr, m, dx, x16, dy);
+  if (blas != nullptr) api->destroy(blas);
+  if (b != CUBLAS_STATUS_SUCCESS) return release(BlasFail(api, b, error));
+  e = cudaDeviceSynchronize();
+  if (e == cudaSuccess) e = cudaGetLastError();
+  if (e == cudaSuccess) e = cudaMemcpy(y, dy, size_t(h.rows) * sizeof(float), cudaMemcpyDeviceToHost);
+  return release(e == cudaSuccess ? 0 : CudaFail(e, error));
 }
 
 int MoveEntries(Sequence* s, const uint32_t* dst, const uint32_t* src, uint32_t per_head, std::string* error) {

@@ -1,5 +1,6 @@
-// The CUDA side of the engine's GPU backend: weights in device memory, cuBLAS matrix-vector products,
-// and kernels for RMSNorm, RoPE, attention with score export, SwiGLU and KV-entry moves. The math is
+// The CUDA side of the engine's GPU backend: weights in device memory in their own type (f32 through
+// cuBLAS Sgemv, f16/bf16 through cuBLAS GemmEx with fp32 accumulation, q8_0/q4_0 through a kernel of
+// their own that reads the GGUF blocks as they are), and kernels for RMSNorm, RoPE, attention with score export, SwiGLU and KV-entry moves. The math is
 // engine.cc's, step for step (same slot layout [layer][kv_head][slot][head_dim], same score layout,
 // same group-sum order), so the policy sees the same scores from either backend.
 //
@@ -20,8 +21,20 @@ struct Dims {
   float rope_theta = 10000.0f, norm_eps = 1e-5f;
 };
 
+// A weight matrix in host memory: `type` is worker/model/weights.h's WeightType as an int (0 f32,
+// 1 f16, 2 bf16, 3 q8_0, 4 q4_0); row-major [rows][cols], `bytes` in all (uploaded as they are).
+struct HostMatrix {
+  int type = 0;
+  const void* data = nullptr;
+  int64_t rows = 0, cols = 0;
+  size_t bytes = 0;
+};
+
 struct HostLayer {
-  const float *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3;
+  const float* rms_att;
+  HostMatrix wq, wk, wv, wo;
+  const float* rms_ffn;
+  HostMatrix w1, w2, w3;
 };
 
 // cudaGetDeviceCount; non-zero (with the reason) when there is no usable GPU. Needs only the CUDA
@@ -30,9 +43,14 @@ int CountDevices(int* count, std::string* error);
 
 // A model's weights in device memory, shared by every sequence on the device.
 struct DeviceWeights;
-// Uploads the fp32 weights (`layers` has dims.n_layers elements).
-int UploadWeights(const Dims& dims, const float* token_embedding, const HostLayer* layers, const float* rms_final,
-                  const float* classifier, DeviceWeights** out, std::string* error);
+// Uploads the weights in their types (`layers` has dims.n_layers elements). A classifier with the
+// embedding's data is uploaded once.
+int UploadWeights(const Dims& dims, const HostMatrix& token_embedding, const HostLayer* layers, const float* rms_final,
+                  const HostMatrix& classifier, DeviceWeights** out, std::string* error);
+
+// y[rows] = W x on the device for one matrix of any type (tests of the per-type products): uploads
+// W and x, runs the product the forward pass uses, copies y back. Non-zero on CUDA/cuBLAS errors.
+int MatVecOnce(const HostMatrix& w, const float* x, float* y, std::string* error);
 void FreeWeights(DeviceWeights* weights);
 size_t WeightBytes(const DeviceWeights* weights);
 

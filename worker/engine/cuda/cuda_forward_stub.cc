@@ -14,10 +14,11 @@ int CountDevices(int* count, std::string* error) {
   *count = 0;
   return *error = kReason, kUnavailable;
 }
-int UploadWeights(const Dims&, const float*, const HostLayer*, const float*, const float*, DeviceWeights**,
+int UploadWeights(const Dims&, const HostMatrix&, const HostLayer*, const float*, const HostMatrix&, DeviceWeights**,
                   std::string* error) {
   return *error = kReason, kUnavailable;
 }
+int MatVecOnce(const HostMatrix&, const float*, float*, std::string* error) { return *error = kReason, kUnavailable; }
 void FreeWeights(DeviceWeights*) {}
 size_t WeightBytes(const DeviceWeights*) { return 0; }
 int CreateSequence(const DeviceWeights*, int, bool, Sequence**, std::string* error) {

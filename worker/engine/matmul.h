@@ -1,0 +1,43 @@
+// Matrix x vectors for every weight type: the engine's one kernel for weights (projections, FFN,
+// classifier), behind this narrow interface so the forward pass stays a page of plain math.
+//
+// out[v][r] = sum_c W[r][c] * x[v][c] for v < n_vectors (x is [n_vectors][cols], out is
+// [n_vectors][rows], both contiguous); the same code serves one vector (decoding) and several
+// (prefill, batching). Kernels per type: AVX2/FMA/F16C ones, chosen at run time by CPUID, and a
+// portable scalar one of each (the reference the tests compare against; the fallback on CPUs
+// without AVX2).
+//
+// Batch invariance: each (row, vector) result is computed by the same arithmetic in the same order
+// whatever n_vectors is, whichever rows a thread gets and however many threads there are, so a row's
+// result is bit for bit the same for 1 vector or N. Weights are used as they are held (no fp32 copy);
+// quantized blocks are expanded to fp32 in registers and multiplied with fp32 activations.
+//
+// Thread-safety: stateless; concurrent calls are safe (the pool serializes its own use).
+#ifndef A2SF_WORKER_ENGINE_MATMUL_H_
+#define A2SF_WORKER_ENGINE_MATMUL_H_
+
+#include <cstdint>
+
+#include "common/thread_pool.h"
+#include "worker/model/weights.h"
+
+namespace a2sf::worker {
+
+enum class KernelIsa { kScalar, kAvx2 };
+
+// kAvx2 when the CPU has AVX2, FMA and F16C (CPUID), else kScalar.
+KernelIsa DetectedIsa();
+const char* KernelIsaName(KernelIsa isa);
+
+// out[v * w.rows + r] for all rows, with the detected kernels; rows split over `pool` (may be null)
+// when the product is large enough to pay for a fork-join.
+void MatMul(float* out, const WeightMatrix& w, const float* x, int n_vectors, ThreadPool* pool);
+
+// Rows [row_begin, row_end) only, with the kernels of `isa` (kAvx2 REQUIRES DetectedIsa() == kAvx2).
+// For tests and benchmarks.
+void MatMulRows(KernelIsa isa, float* out, const WeightMatrix& w, const float* x, int n_vectors, int64_t row_begin,
+                int64_t row_end);
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_ENGINE_MATMUL_H_

@@ -1,0 +1,26 @@
+#include "worker/model/load_flags.h"
+
+#include "absl/flags/flag.h"
+#include "absl/strings/str_cat.h"
+
+ABSL_FLAG(std::string, weights, "auto",
+          "weight type in memory: auto (as the file holds them), f32, f16, bf16, q8_0 or q4_0 (converted on load)");
+
+namespace a2sf::worker {
+
+absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
+  absl::StatusOr<std::optional<WeightType>> type = ParseWeightsFlag(absl::GetFlag(FLAGS_weights));
+  if (!type.ok()) return type.status();
+  LoadOptions options;
+  options.weights = *type;
+  return options;
+}
+
+std::string DescribeLoadedModel(const ModelWeights& weights) {
+  std::string out = absl::StrCat(weights.format(), "; ", weights.bytes_per_token() >> 20, " MiB of weights per token, ",
+                                 weights.owned_bytes() >> 20, " MiB converted in memory");
+  for (const std::string& note : weights.load_notes()) absl::StrAppend(&out, "\n  ", note);
+  return out;
+}
+
+}  // namespace a2sf::worker

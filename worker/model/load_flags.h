@@ -1,0 +1,25 @@
+// The --weights flag, shared by every tool that loads a model (a2sf-generate, a2sf-worker,
+// a2sf-eval): "auto" (what the file holds) or f32, f16, bf16, q8_0, q4_0 (converted on load, tensor by
+// tensor). Defined once here so the three tools accept and explain it the same way.
+#ifndef A2SF_WORKER_MODEL_LOAD_FLAGS_H_
+#define A2SF_WORKER_MODEL_LOAD_FLAGS_H_
+
+#include <string>
+
+#include "absl/flags/declare.h"
+#include "absl/status/statusor.h"
+#include "worker/model/model.h"
+
+ABSL_DECLARE_FLAG(std::string, weights);
+
+namespace a2sf::worker {
+
+// LoadOptions from --weights; INVALID_ARGUMENT naming the accepted values for anything else.
+absl::StatusOr<LoadOptions> LoadOptionsFromFlags();
+
+// One line per fact worth logging after a load: the format and types, owned bytes, fallbacks.
+std::string DescribeLoadedModel(const ModelWeights& weights);
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_MODEL_LOAD_FLAGS_H_
