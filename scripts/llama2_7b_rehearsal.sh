@@ -9,9 +9,12 @@
 #   scripts/llama2_7b_rehearsal.sh                  # the full 7B (needs ~21 GB under --dir, several minutes)
 #   scripts/llama2_7b_rehearsal.sh --layers=2       # the 7B width at 2 layers (what CI runs)
 # Options: --layers=N  --formats=gguf,hf  --dir=DIR (default /tmp)  --shape=NAME (a2sf-make-model's)
-#          --threads=N  --keep (leave the model files)  --bin_dir=DIR (the five binaries; default bazel-bin)
+#          --threads=N  --keep (leave the model files)
+#          --make_model= --convert= --cachemgr= --worker= --client= (binaries; default: under bazel-bin)
 set -euo pipefail
-layers=0 formats="gguf,hf" base="${TEST_TMPDIR:-/tmp}" shape="llama2-7b" threads=2 keep=0 bin_dir=""
+layers=0 formats="gguf,hf" base="${TEST_TMPDIR:-/tmp}" shape="llama2-7b" threads=2 keep=0
+make_model=bazel-bin/worker/tools/a2sf-make-model convert=bazel-bin/worker/tools/a2sf-convert
+cachemgr=bazel-bin/cachemgr/service/a2sf-cachemgr worker=bazel-bin/worker/service/a2sf-worker client=bazel-bin/client/a2sf
 for arg in "$@"; do
   case "$arg" in
     --layers=*) layers="${arg#*=}" ;;
@@ -19,16 +22,15 @@ for arg in "$@"; do
     --dir=*) base="${arg#*=}" ;;
     --shape=*) shape="${arg#*=}" ;;
     --threads=*) threads="${arg#*=}" ;;
-    --bin_dir=*) bin_dir="${arg#*=}" ;;
+    --make_model=*) make_model="${arg#*=}" ;;
+    --convert=*) convert="${arg#*=}" ;;
+    --cachemgr=*) cachemgr="${arg#*=}" ;;
+    --worker=*) worker="${arg#*=}" ;;
+    --client=*) client="${arg#*=}" ;;
     --keep) keep=1 ;;
     *) echo "llama2_7b_rehearsal: unknown option $arg" >&2; exit 2 ;;
   esac
 done
-bin() {  # bin NAME BAZEL_PATH
-  if [ -n "$bin_dir" ]; then echo "$bin_dir/$1"; else echo "bazel-bin/$2/$1"; fi
-}
-make_model="$(bin a2sf-make-model worker/tools)" convert="$(bin a2sf-convert worker/tools)"
-cachemgr="$(bin a2sf-cachemgr cachemgr/service)" worker="$(bin a2sf-worker worker/service)" client="$(bin a2sf client)"
 for b in "$make_model" "$convert" "$cachemgr" "$worker" "$client"; do
   [ -x "$b" ] || { echo "llama2_7b_rehearsal: $b not built (bazel build //worker/tools:all //worker/service:a2sf-worker //cachemgr/service:a2sf-cachemgr //client:a2sf)" >&2; exit 2; }
 done
