@@ -1,6 +1,7 @@
 #include "worker/engine/engine.h"
 
 #include <cmath>
+#include <iostream>
 #include <fstream>
 #include <map>
 #include <random>
@@ -52,10 +53,41 @@ TEST_P(GoldenLogitsTest, SixteenPositionsWithinOneTenThousandth) {
   EXPECT_LT(worst, 1e-4f) << GetParam();
 }
 
+// The int8 export is held as q8_0 with its scales rounded to fp16 (worker/model/model.h), so it is
+// within fp16 rounding of the goldens, not bit-near like the fp32 files.
+TEST(GoldenLogits, EveryWeightTypeStaysCloseToTheFp32Goldens) {
+  A2SF_REQUIRE_FIXTURES();
+  const std::vector<float> golden = GoldenLogits();
+  const struct {
+    const char* file;
+    std::optional<WeightType> type;
+    float bound;  // max |logit - golden| over 16 positions x 512 logits (logits span about 30)
+  } cases[] = {{"stories260K_q80.bin", std::nullopt, 2e-2f},         {"stories260K-dq.bin", WeightType::kF16, 2e-2f},
+               {"stories260K-dq.bin", WeightType::kBF16, 0.15f},         {"stories260K-dq.bin", WeightType::kQ8_0, 3e-2f},
+               {"stories260K-dq.bin", WeightType::kQ4_0, 6.0f},  // q4_0 of a 260K model: loose, reported
+               {"stories260K-hf", WeightType::kBF16, 0.15f}};
+  for (const auto& c : cases) {
+    LoadOptions options;
+    options.weights = c.type;
+    auto weights = LoadModel(FixturesDir() + "/" + c.file, options);
+    ASSERT_TRUE(weights.ok()) << weights.status();
+    auto engine = *Engine::Create(weights->get(), {});
+    float worst = 0.0f;
+    for (int pos = 0; pos < 16; ++pos) {
+      ASSERT_TRUE(engine->Forward(kGoldenTokens[pos], pos).ok());
+      for (int v = 0; v < 512; ++v) worst = std::max(worst, std::fabs(engine->logits()[v] - golden[pos * 512 + v]));
+    }
+    const std::string what = std::string(c.file) + " as " + (*weights)->weight_types();
+    EXPECT_LT(worst, c.bound) << what;
+    EXPECT_GT(worst, 0.0f) << what << ": a converted model cannot match fp32 exactly";
+    std::cout << what << ": worst logit error " << worst << "\n";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Formats, GoldenLogitsTest,
-                         ::testing::Values("stories260K-dq.bin", "stories260K_q80.bin", "stories260K-hf"),
+                         ::testing::Values("stories260K-dq.bin", "stories260K-hf"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
-                           return info.index == 0 ? std::string("bin_fp32") : info.index == 1 ? "bin_int8" : "hf";
+                           return info.index == 0 ? std::string("bin_fp32") : "hf";
                          });
 
 std::vector<int> Greedy(Engine* engine, EvictionPolicyClient* policy, const std::vector<int>& prompt, int steps,
@@ -136,7 +168,9 @@ class MaskedReference {
   std::vector<double> Forward(int token, int pos, const std::vector<std::vector<std::set<int>>>& visible) {
     const int dim = c_.dim, hd = c_.head_dim;
     std::vector<double> x(dim);
-    for (int i = 0; i < dim; ++i) x[i] = w_->token_embedding()[size_t(token) * dim + i];
+    std::vector<float> row(dim);
+    w_->token_embedding().RowToFloat(token, row.data());
+    for (int i = 0; i < dim; ++i) x[i] = row[i];
     if (int(keys_.size()) < c_.n_layers) keys_.resize(c_.n_layers), values_.resize(c_.n_layers);
     for (int l = 0; l < c_.n_layers; ++l) {
       const LayerWeights& lw = w_->layer(l);
@@ -183,10 +217,12 @@ class MaskedReference {
     for (size_t i = 0; i < x.size(); ++i) out[i] = weight[i] * ss * x[i];
     return out;
   }
-  std::vector<double> Mul(const float* w, const std::vector<double>& x, int rows) {
+  std::vector<double> Mul(const WeightMatrix& w, const std::vector<double>& x, int rows) {
     std::vector<double> out(rows, 0.0);
+    std::vector<float> row(x.size());
     for (int r = 0; r < rows; ++r) {
-      for (size_t i = 0; i < x.size(); ++i) out[r] += double(w[r * x.size() + i]) * x[i];
+      w.RowToFloat(r, row.data());
+      for (size_t i = 0; i < x.size(); ++i) out[r] += double(row[i]) * x[i];
     }
     return out;
   }
