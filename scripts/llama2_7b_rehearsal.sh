@@ -3,16 +3,17 @@
 # 4096, FFN 11008, 32 heads, vocab 32000, context 4096) written as GGUF q8_0 (~7.2 GB) and converted
 # to a Hugging Face bf16 folder (~13.5 GB), each served by a2sf-cachemgr + a2sf-worker (co-located:
 # Unix socket and shared-memory score ring) for one job: A2SF at a 20% budget, a 256-token prompt,
-# 16 generated tokens. Reports per format: load time, peak RSS of each process, prefill time, tok/s,
+# 16 generated tokens (--prompt_tokens shortens the prompt). Reports per format: load time, peak RSS
+# of each process, prefill time, tok/s,
 # and the cache manager's mean step time; fails if the worker's peak RSS exceeds the model's file size
 # + the job's KV bytes + 1 GiB.
 #   scripts/llama2_7b_rehearsal.sh                  # the full 7B (needs ~21 GB under --dir, several minutes)
 #   scripts/llama2_7b_rehearsal.sh --layers=2       # the 7B width at 2 layers (what CI runs)
 # Options: --layers=N  --formats=gguf,hf  --dir=DIR (default /tmp)  --shape=NAME (a2sf-make-model's)
-#          --threads=N  --keep (leave the model files)
+#          --threads=N  --prompt_tokens=N (256)  --keep (leave the model files)
 #          --make_model= --convert= --cachemgr= --worker= --client= (binaries; default: under bazel-bin)
 set -euo pipefail
-layers=0 formats="gguf,hf" base="${TEST_TMPDIR:-/tmp}" shape="llama2-7b" threads=2 keep=0
+layers=0 formats="gguf,hf" base="${TEST_TMPDIR:-/tmp}" shape="llama2-7b" threads=2 keep=0 prompt_tokens=256
 make_model=bazel-bin/worker/tools/a2sf-make-model convert=bazel-bin/worker/tools/a2sf-convert
 cachemgr=bazel-bin/cachemgr/service/a2sf-cachemgr worker=bazel-bin/worker/service/a2sf-worker client=bazel-bin/client/a2sf
 for arg in "$@"; do
@@ -22,6 +23,7 @@ for arg in "$@"; do
     --dir=*) base="${arg#*=}" ;;
     --shape=*) shape="${arg#*=}" ;;
     --threads=*) threads="${arg#*=}" ;;
+    --prompt_tokens=*) prompt_tokens="${arg#*=}" ;;
     --make_model=*) make_model="${arg#*=}" ;;
     --convert=*) convert="${arg#*=}" ;;
     --cachemgr=*) cachemgr="${arg#*=}" ;;
@@ -68,8 +70,8 @@ if [[ ",$formats," == *",hf,"* ]]; then
   "$convert" --in="$gguf" --out="$hf" --format=hf --weights=bf16
   echo "   $(du -sb "$hf" | cut -f1) bytes in $(since "$t0") s"
 fi
-# A fixed 256-token prompt: BOS and 255 ids among 3..258 (the byte tokens every LLaMA vocabulary has).
-prompt="1$(python3 -c 'print("".join(",%d" % (3 + (i * 7919) % 256) for i in range(255)))')"
+# A fixed prompt: BOS and ids among 3..258 (the byte tokens every LLaMA vocabulary has).
+prompt="1$(python3 -c "print(''.join(',%d' % (3 + (i * 7919) % 256) for i in range($prompt_tokens - 1)))")"
 
 serve() {  # serve NAME MODEL_PATH MODEL_BYTES
   local name="$1" model="$2" model_bytes="$3"
