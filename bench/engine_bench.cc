@@ -2,6 +2,9 @@
 // a random-weight model of the stories110M shape, 1 and 2 threads, full cache and A2SF at a 20%
 // budget, with the KV memory held. For the 110M shape, the weight bandwidth achieved (weight bytes
 // read per token x tokens/s) is set against a STREAM-style triad measured in the same run.
+// Then the 110M shape held in every weight type (f32, f16, bf16, q8_0, q4_0), full cache, 1 and 2
+// threads, best of interleaved rounds: weight bytes per token, tok/s, weight GB/s / triad, and tok/s
+// as a multiple of f32's in the same run.
 //
 //   A2SF_FIXTURES=../shared/fixtures bazel run -c opt //bench:engine_bench
 #include <algorithm>
@@ -129,6 +132,35 @@ int main() {
   } else {
     std::printf("GPU rows skipped: %s\n\n", std::string(gpu.message()).c_str());
   }
+  // Every weight type on the 110M shape: rounds interleave types and thread counts so that a noisy
+  // moment (the machine is shared) hits them alike; each cell keeps its best round.
+  const WeightType types[] = {WeightType::kF32, WeightType::kF16, WeightType::kBF16, WeightType::kQ8_0,
+                              WeightType::kQ4_0};
+  std::vector<std::unique_ptr<ModelWeights>> typed;
+  for (WeightType t : types) typed.push_back(std::move(*MakeSyntheticModel(*NamedShape("stories110M"), 1, t)));
+  double best[5][2] = {};
+  for (int round = 0; round < 3; ++round) {
+    for (size_t i = 0; i < typed.size(); ++i) {
+      for (int threads : {1, 2}) {
+        const Row r = Measure("stories110M (random)", *typed[i], threads, false, 64, 1);
+        best[i][threads - 1] = std::max(best[i][threads - 1], r.tokens_per_second);
+      }
+    }
+  }
+  std::printf("weight types, stories110M shape (random), full cache, 64 tokens, best of 3 rounds:\n");
+  std::printf("%-6s %-10s %7s %12s %10s %12s %8s %8s\n", "type", "held as", "threads", "MB/token", "tok/s",
+              "weights GB/s", "/ triad", "x f32");
+  for (size_t i = 0; i < typed.size(); ++i) {
+    for (int threads : {1, 2}) {
+      const double bytes = double(typed[i]->bytes_per_token()), tps = best[i][threads - 1];
+      const double triad = threads == 1 ? triad1 : triad2;
+      std::printf("%-6s %-10s %7d %12.1f %10.1f %12.2f %8.2f %8.2f\n", WeightTypeName(types[i]),
+                  typed[i]->weight_types().c_str(), threads, bytes / 1e6, tps, tps * bytes / 1e9,
+                  tps * bytes / 1e9 / triad, tps / best[0][threads - 1]);
+    }
+  }
+  std::printf("\n");
+
   std::printf("%-22s %7s %-20s %10s %12s %12s %8s\n", "model", "threads", "policy", "tok/s", "KV peak B",
               "weights GB/s", "/ triad");
   for (const Row& r : rows) {

@@ -157,6 +157,12 @@ void WritePlots(const std::string& dir, const std::vector<CellResult>& results, 
   RunGnuplot(dir + "/plots.gp");
 }
 
+absl::StatusOr<std::unique_ptr<worker::ModelWeights>> LoadAs(worker::WeightType type) {
+  worker::LoadOptions options;
+  options.weights = type;
+  return worker::LoadModel(absl::GetFlag(FLAGS_model), options);
+}
+
 int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus) {
   absl::StatusOr<std::vector<std::vector<int>>> sequences = Select(corpus, absl::GetFlag(FLAGS_stories));
   if (!sequences.ok()) return Fail(sequences.status());
@@ -179,7 +185,7 @@ int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>&
     if (!f32.ok()) return Fail(f32.status());
     absl::StatusOr<std::vector<FullReference>> f32_refs = References(**f32, *sequences);
     if (!f32_refs.ok()) return Fail(f32_refs.status());
-    absl::StatusOr<Fidelity> f = CompareWeightTypes(w, *sequences, *f32_refs);
+    absl::StatusOr<eval::Fidelity> f = CompareWeightTypes(w, *sequences, *f32_refs);
     if (!f.ok()) return Fail(f.status());
     weights_line = absl::StrFormat("Weights held as %s: top-1 agreement %.4f and mean KL %.5f nats against f32 "
                                    "(full caches); the tables below compare policies with this model's full cache.\n\n",
@@ -210,12 +216,6 @@ int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>&
   return 0;
 }
 
-absl::StatusOr<std::unique_ptr<worker::ModelWeights>> LoadAs(worker::WeightType type) {
-  worker::LoadOptions options;
-  options.weights = type;
-  return worker::LoadModel(absl::GetFlag(FLAGS_model), options);
-}
-
 // Each weight type against f32 (both with the full cache), and whether quantization changes which
 // policy wins: A2SF and H2O at --ratio, each against its own type's full cache, under f32 and q8_0.
 int WeightTypes(const std::vector<std::vector<int>>& corpus) {
@@ -230,26 +230,26 @@ int WeightTypes(const std::vector<std::vector<int>>& corpus) {
   md << "Teacher-forced over " << sequences->size() << " sequences, full cache, each weight type against f32.\n\n"
      << "| --weights | held as | weight bytes/token | top-1 agreement | mean KL (nats) | perplexity |\n"
      << "| --- | --- | ---: | ---: | ---: | ---: |\n";
-  std::vector<std::pair<std::string, std::vector<Fidelity>>> policies;  // per type: a2sf, h2o
+  std::vector<std::pair<std::string, std::vector<eval::Fidelity>>> policies;  // per type: a2sf, h2o
   const double ratio = absl::GetFlag(FLAGS_ratio);
   for (worker::WeightType type : {worker::WeightType::kF32, worker::WeightType::kF16, worker::WeightType::kBF16,
                                   worker::WeightType::kQ8_0, worker::WeightType::kQ4_0}) {
     absl::StatusOr<std::unique_ptr<worker::ModelWeights>> w = LoadAs(type);
     if (!w.ok()) return Fail(w.status());
-    absl::StatusOr<Fidelity> f = CompareWeightTypes(**w, *sequences, *f32_refs);
+    absl::StatusOr<eval::Fidelity> f = CompareWeightTypes(**w, *sequences, *f32_refs);
     if (!f.ok()) return Fail(f.status());
-    md << absl::StrFormat("| %s | %s | %d | %.4f | %.5f | %.4f |\n", worker::WeightTypeName(type), (*w)->weight_types(),
+    md << absl::StrFormat("| %s | %s | %d | %.4f | %.2e | %.4f |\n", worker::WeightTypeName(type), (*w)->weight_types(),
                           (*w)->bytes_per_token(), f->top1_agreement, f->mean_kl, f->perplexity_policy);
     dat << worker::WeightTypeName(type) << " " << f->top1_agreement << " " << f->mean_kl << "\n";
     if (type != worker::WeightType::kF32 && type != worker::WeightType::kQ8_0) continue;
     absl::StatusOr<std::vector<FullReference>> own = References(**w, *sequences);
     if (!own.ok()) return Fail(own.status());
-    std::vector<Fidelity> row;
+    std::vector<eval::Fidelity> row;
     for (const char* name : {"a2sf", "h2o"}) {
       Cell cell;
       cell.policy.name = name;
       cell.budget_ratio = ratio;
-      absl::StatusOr<Fidelity> p = EvaluateCell(**w, *sequences, *own, cell);
+      absl::StatusOr<eval::Fidelity> p = EvaluateCell(**w, *sequences, *own, cell);
       if (!p.ok()) return Fail(p.status());
       row.push_back(*p);
     }
@@ -257,10 +257,13 @@ int WeightTypes(const std::vector<std::vector<int>>& corpus) {
   }
   md << "\nA2SF (default alpha) and H2O at a budget of " << ratio
      << " of each sequence, against the full cache of the same weight type:\n\n"
-     << "| weights | A2SF top-1 | H2O top-1 | A2SF KL | H2O KL | better |\n| --- | ---: | ---: | ---: | ---: | --- |\n";
+     << "| weights | A2SF top-1 | H2O top-1 | A2SF KL | H2O KL | higher top-1 | lower KL |\n"
+     << "| --- | ---: | ---: | ---: | ---: | --- | --- |\n";
   for (const auto& [name, row] : policies) {
-    md << absl::StrFormat("| %s | %.4f | %.4f | %.4f | %.4f | %s |\n", name, row[0].top1_agreement, row[1].top1_agreement,
-                          row[0].mean_kl, row[1].mean_kl, row[0].mean_kl < row[1].mean_kl ? "A2SF" : "H2O");
+    md << absl::StrFormat("| %s | %.4f | %.4f | %.4f | %.4f | %s | %s |\n", name, row[0].top1_agreement,
+                          row[1].top1_agreement, row[0].mean_kl, row[1].mean_kl,
+                          row[0].top1_agreement > row[1].top1_agreement ? "A2SF" : "H2O",
+                          row[0].mean_kl < row[1].mean_kl ? "A2SF" : "H2O");
   }
   md.close();
   dat.close();

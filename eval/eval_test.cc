@@ -56,6 +56,25 @@ TEST_F(EvalOnFixtures, FullRunReproducesTheGoldenLogits) {
   }
 }
 
+TEST_F(EvalOnFixtures, WeightTypesAreComparedWithTheF32FullCache) {
+  std::vector<std::vector<int>> two(corpus_.begin(), corpus_.begin() + 2);
+  std::vector<FullReference> refs;
+  for (const auto& ids : two) refs.push_back(*RunFullCache(*weights_, ids));
+  auto same = CompareWeightTypes(*weights_, two, refs);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->top1_agreement, 1.0);
+  EXPECT_EQ(same->mean_kl, 0.0);
+  worker::LoadOptions options;
+  options.weights = worker::WeightType::kQ4_0;
+  auto q4 = worker::LoadModel(FixturesDir() + "/stories260K-dq.bin", options);
+  ASSERT_TRUE(q4.ok()) << q4.status();
+  auto f = CompareWeightTypes(**q4, two, refs);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_LT(f->top1_agreement, 0.99);
+  EXPECT_GT(f->mean_kl, 1e-3);
+  EXPECT_GT(f->perplexity_policy, f->perplexity_full);
+}
+
 TEST_F(EvalOnFixtures, ABudgetCoveringTheSequenceScoresExactlyAsFull) {
   std::vector<std::vector<int>> two(corpus_.begin(), corpus_.begin() + 2);
   std::vector<FullReference> refs;
