@@ -75,7 +75,8 @@ prompt="1$(python3 -c "print(''.join(',%d' % (3 + (i * 7919) % 256) for i in ran
 
 serve() {  # serve NAME MODEL_PATH MODEL_BYTES
   local name="$1" model="$2" model_bytes="$3"
-  local sock="$dir/cm-$$.sock" metrics_port
+  # Under /tmp: a Unix socket path must stay under 108 bytes (TEST_TMPDIR's are longer).
+  local sock="/tmp/a2sf-7b-cm-$$-$name.sock" metrics_port
   metrics_port="$(free_port)"
   "$cachemgr" --listen=127.0.0.1:0 --plaintext --unix_socket="$sock" --metrics_listen="127.0.0.1:$metrics_port" \
     --port_file="$dir/cm-$name.port" >"$dir/cm-$name.log" 2>&1 &
@@ -97,6 +98,7 @@ serve() {  # serve NAME MODEL_PATH MODEL_BYTES
   curl -s "http://127.0.0.1:$metrics_port/metrics" >"$dir/metrics-$name.txt" || true
   kill "$w_pid" "$cm_pid"
   wait "$w_pid" "$cm_pid" 2>/dev/null || true
+  rm -f "$sock"
   python3 - "$name" "$dir/job-$name.json" "$dir/metrics-$name.txt" "$load_s" "$w_rss" "$cm_rss" "$model_bytes" <<'EOF'
 import json, re, sys
 name, job_file, metrics_file, load_s, w_rss_kb, cm_rss_kb, model_bytes = sys.argv[1:]
