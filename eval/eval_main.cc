@@ -30,7 +30,7 @@
 #include "worker/tokenizer/tokenizer.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin or Hugging Face folder");
-ABSL_FLAG(std::string, tokenizer, "", "tokenizer (mc)");
+ABSL_FLAG(std::string, tokenizer, "", "tokenizer (mc; default: a GGUF model's own)");
 ABSL_FLAG(std::string, corpus, "", "JSON lines with an \"ids\" array per sequence");
 ABSL_FLAG(std::string, out_dir, ".", "where fidelity writes its files");
 ABSL_FLAG(std::string, ratios, "0.1,0.2,0.3,0.5,0.8", "budget ratios");
@@ -312,8 +312,9 @@ int Calibrate(const worker::ModelWeights& w, const std::vector<std::vector<int>>
 }
 
 int MultipleChoice(const worker::ModelWeights& w) {
-  auto tokenizer = worker::LoadTokenizer(absl::GetFlag(FLAGS_tokenizer));
+  auto tokenizer = worker::LoadTokenizerForModel(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokenizer));
   if (!tokenizer.ok()) return Fail(tokenizer.status());
+  if (*tokenizer == nullptr) return Fail(absl::InvalidArgumentError("mc needs --tokenizer (or a GGUF model with one)"));
   absl::StatusOr<std::vector<double>> alphas =
       absl::GetFlag(FLAGS_alphas).empty() ? std::vector<double>{absl::GetFlag(FLAGS_alpha)}
                                           : Numbers("--alphas", absl::GetFlag(FLAGS_alphas));

@@ -122,7 +122,7 @@ class ModelWeights {
   WeightStorage storage_;
 };
 
-// `path` is a llama2.c .bin file or a Hugging Face folder. Errors: NOT_FOUND for missing files,
+// `path` is a llama2.c .bin file, a GGUF file (by its magic; gguf_model.h) or a Hugging Face folder. Errors: NOT_FOUND for missing files,
 // INVALID_ARGUMENT / DATA_LOSS naming the file and what is wrong for bad or truncated content,
 // UNIMPLEMENTED for unsupported dtypes or versions.
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(const std::string& path, const LoadOptions& options = {});

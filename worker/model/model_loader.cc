@@ -11,6 +11,8 @@
 #include "common/files.h"
 #include "common/float16.h"
 #include "nlohmann/json.hpp"
+#include "worker/model/gguf.h"
+#include "worker/model/gguf_model.h"
 #include "worker/model/model.h"
 
 namespace a2sf::worker {
@@ -555,6 +557,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadHuggingFaceFolder(const std::s
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(const std::string& path, const LoadOptions& options) {
   if (path.empty()) return absl::InvalidArgumentError("model path is empty");
   if (IsDirectory(path)) return LoadHuggingFaceFolder(path, options);
+  if (gguf::GgufFile::HasMagic(path)) return LoadGgufModel(path, options);
   return LoadLlama2cCheckpoint(path, options);
 }
 

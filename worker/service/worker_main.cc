@@ -21,7 +21,7 @@
 #include "worker/service/generation_service.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");
-ABSL_FLAG(std::string, tokenizer, "", "tokenizer.bin or tokenizer.model (optional: token-id prompts only without)");
+ABSL_FLAG(std::string, tokenizer, "", "tokenizer.bin or tokenizer.model (default: a GGUF model's own; without either, token-id prompts only)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50052", "comma-separated host:port addresses");
 ABSL_FLAG(bool, plaintext, false, "serve without TLS (must be chosen explicitly)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain");
@@ -67,8 +67,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::unique_ptr<worker::Tokenizer> tokenizer;
-  if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
-    auto t = worker::LoadTokenizer(absl::GetFlag(FLAGS_tokenizer));
+  {
+    auto t = worker::LoadTokenizerForModel(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokenizer));
     if (!t.ok()) {
       A2SF_LOG(ERROR) << t.status().message();
       return 1;

@@ -27,6 +27,9 @@ int SentencePieceModel::bos_id() const { return impl_->processor.bos_id(); }
 int SentencePieceModel::eos_id() const { return impl_->processor.eos_id(); }
 bool SentencePieceModel::IsControl(int id) const { return impl_->processor.IsControl(id); }
 bool SentencePieceModel::IsByte(int id) const { return impl_->processor.IsByte(id); }
+bool SentencePieceModel::IsUnknown(int id) const { return impl_->processor.IsUnknown(id); }
+bool SentencePieceModel::IsUnused(int id) const { return impl_->processor.IsUnused(id); }
+float SentencePieceModel::GetScore(int id) const { return impl_->processor.GetScore(id); }
 std::string SentencePieceModel::IdToPiece(int id) const { return impl_->processor.IdToPiece(id); }
 
 bool SentencePieceModel::Encode(const std::string& text, std::vector<int>* ids, std::string* error) const {

@@ -22,6 +22,9 @@ class SentencePieceModel {
   bool Encode(const std::string& text, std::vector<int>* ids, std::string* error) const;
   bool IsControl(int id) const;
   bool IsByte(int id) const;
+  bool IsUnknown(int id) const;
+  bool IsUnused(int id) const;
+  float GetScore(int id) const;
   std::string IdToPiece(int id) const;
 
  private:

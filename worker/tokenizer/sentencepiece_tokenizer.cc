@@ -2,7 +2,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "worker/tokenizer/sentencepiece_model.h"
+#include "worker/model/gguf.h"
 #include "worker/tokenizer/tokenizer.h"
+#include "worker/tokenizer/vocabulary.h"
 
 namespace a2sf::worker {
 namespace {
@@ -63,9 +65,47 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std:
   return std::unique_ptr<Tokenizer>(new SentencePieceTokenizer(std::move(processor)));
 }
 
+// Pieces, scores and types as the model holds them. Assumes LLaMA's settings (a dummy prefix, no
+// normalization); a model trained otherwise still loads here but VocabularyTokenizer would not
+// reproduce its normalization.
+absl::StatusOr<Vocabulary> ReadSentencePieceVocabulary(const std::string& path) {
+  std::string error;
+  std::unique_ptr<SentencePieceModel> model = SentencePieceModel::Load(path, &error);
+  if (model == nullptr) return absl::InvalidArgumentError(absl::StrCat("'", path, "': not a sentencepiece model: ", error));
+  Vocabulary v;
+  for (int id = 0; id < model->piece_size(); ++id) {
+    v.pieces.push_back(model->IdToPiece(id));
+    v.scores.push_back(model->GetScore(id));
+    v.types.push_back(model->IsControl(id)   ? TokenType::kControl
+                      : model->IsByte(id)    ? TokenType::kByte
+                      : model->IsUnknown(id) ? TokenType::kUnknown
+                      : model->IsUnused(id)  ? TokenType::kUnused
+                                             : TokenType::kNormal);
+    if (model->IsUnknown(id)) v.unknown_id = id;
+  }
+  v.bos_id = model->bos_id();
+  v.eos_id = model->eos_id();
+  if (absl::Status s = ValidateVocabulary(v); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", s.message()));
+  return v;
+}
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path) {
+  if (gguf::GgufFile::HasMagic(path)) {
+    absl::StatusOr<Vocabulary> v = ReadVocabulary(path);
+    if (!v.ok()) return v.status();
+    return MakeVocabularyTokenizer(std::move(*v));
+  }
   if (absl::EndsWith(path, ".model")) return LoadSentencePieceTokenizer(path);
   return LoadLlama2cTokenizer(path, 0);
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& model_path,
+                                                                 const std::string& tokenizer_path) {
+  if (!tokenizer_path.empty()) return LoadTokenizer(tokenizer_path);
+  if (!gguf::GgufFile::HasMagic(model_path)) return std::unique_ptr<Tokenizer>();
+  absl::StatusOr<std::unique_ptr<Tokenizer>> own = LoadTokenizer(model_path);
+  if (own.status().code() == absl::StatusCode::kNotFound) return std::unique_ptr<Tokenizer>();  // none in the file
+  return own;
 }
 
 }  // namespace a2sf::worker

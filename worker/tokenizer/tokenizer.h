@@ -1,5 +1,7 @@
-// Tokenizer: text <-> token ids for a model. Two formats: llama2.c's tokenizer.bin (Llama2cTokenizer)
-// and sentencepiece's tokenizer.model, the format real LLaMA-2 ships (SentencePieceTokenizer).
+// Tokenizer: text <-> token ids for a model. Three sources: llama2.c's tokenizer.bin and the
+// tokenizer.ggml.* metadata of a GGUF model (both read into a Vocabulary and tokenized by
+// VocabularyTokenizer, vocabulary.h), and sentencepiece's tokenizer.model, the format real LLaMA-2
+// ships (SentencePieceTokenizer, through libsentencepiece).
 // Immutable after loading; safe to share between threads.
 #ifndef A2SF_WORKER_TOKENIZER_TOKENIZER_H_
 #define A2SF_WORKER_TOKENIZER_TOKENIZER_H_
@@ -24,8 +26,13 @@ class Tokenizer {
   virtual std::string DecodePiece(int previous, int token) const = 0;
 };
 
-// Loads `path`: a file ending in ".model" is sentencepiece, anything else llama2.c's format.
+// Loads `path`: a GGUF file (by its magic) gives its own tokenizer, a file ending in ".model" is
+// sentencepiece, anything else llama2.c's format.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path);
+// The tokenizer for a model: `tokenizer_path` when given, else the model's own when it carries one
+// (a GGUF file with tokenizer.ggml.* metadata), else null (token-id prompts only).
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::string& model_path,
+                                                                 const std::string& tokenizer_path);
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::string& path, int vocab_size);
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& path);
 

@@ -1,11 +1,14 @@
 #include "worker/tokenizer/tokenizer.h"
 
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "worker/model/gguf.h"
 #include "worker/tokenizer/sentencepiece_model.h"
+#include "worker/tokenizer/vocabulary.h"
 #include "worker/testing/fixtures.h"
 
 namespace a2sf::worker {
@@ -16,6 +19,36 @@ using testing::FixturesDir;
 nlohmann::json Goldens() {
   std::ifstream in(FixturesDir() + "/golden_greedy.json");
   return nlohmann::json::parse(in);
+}
+
+std::string TempDir() { return std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp"; }
+
+struct Story {
+  std::string text;
+  std::vector<int> ids;
+};
+// The fixture corpus: run.c's text and the ids it sampled (the final BOS, where it stopped, dropped).
+std::vector<Story> CorpusStories() {
+  std::vector<Story> stories;
+  std::ifstream in(FixturesDir() + "/corpus_t1_p09_seeds1-20.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    Story s{j["text"].get<std::string>(), j["ids"].get<std::vector<int>>()};
+    if (j["stopped_at_bos"].get<bool>()) s.ids.pop_back();
+    stories.push_back(std::move(s));
+  }
+  return stories;
+}
+
+// Writes `vocabulary` as the tokenizer of an otherwise empty GGUF file.
+std::string WriteGgufVocabulary(const Vocabulary& vocabulary, const std::string& name) {
+  gguf::GgufWriter writer;
+  writer.Set("general.architecture", gguf::Value::String("llama"));
+  AddVocabularyToGguf(vocabulary, &writer);
+  const std::string path = TempDir() + "/" + name;
+  EXPECT_TRUE(writer.Write(path).ok());
+  return path;
 }
 
 std::string DecodeAll(const Tokenizer& tokenizer, const std::vector<int>& ids) {
@@ -72,6 +105,91 @@ TEST(Llama2cTokenizer, BadInputs) {
   EXPECT_FALSE(LoadLlama2cTokenizer(FixturesDir() + "/stories260K-hf/config.json", 0).ok());
 }
 
+TEST(GgufTokenizer, Tok512ThroughGgufMetadataEncodesAndDecodesLikeRunC) {
+  A2SF_REQUIRE_FIXTURES();
+  auto vocabulary = ReadLlama2cVocabulary(FixturesDir() + "/tok512.bin", 512);
+  ASSERT_TRUE(vocabulary.ok()) << vocabulary.status();
+  const std::string path = WriteGgufVocabulary(*vocabulary, "tok512.gguf");
+  auto tokenizer = LoadTokenizer(path);  // by the GGUF magic, not the name
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ((*tokenizer)->vocab_size(), 512);
+  EXPECT_EQ((*tokenizer)->bos_id(), 1);
+  EXPECT_EQ((*tokenizer)->eos_id(), 2);
+  const nlohmann::json goldens = Goldens();
+  for (const auto& prompt : goldens["prompts"]) {
+    EXPECT_EQ(*(*tokenizer)->Encode(prompt["prompt"].get<std::string>(), true),
+              prompt["prompt_ids"].get<std::vector<int>>());
+    EXPECT_EQ(DecodeAll(**tokenizer, prompt["ids"].get<std::vector<int>>()) + "\n", prompt["text"].get<std::string>());
+  }
+  EXPECT_EQ(DecodeAll(**tokenizer, goldens["bos_only"]["ids"].get<std::vector<int>>()) + "\n",
+            goldens["bos_only"]["text"].get<std::string>());
+  // Every corpus story: run.c's sampled ids decode to run.c's text, and encoding the text gives ids
+  // that decode back to it.
+  const std::vector<Story> stories = CorpusStories();
+  ASSERT_EQ(stories.size(), 20u);
+  for (const Story& story : stories) {
+    EXPECT_EQ(DecodeAll(**tokenizer, story.ids), story.text);
+    auto ids = (*tokenizer)->Encode(story.text, true);
+    ASSERT_TRUE(ids.ok());
+    EXPECT_EQ(DecodeAll(**tokenizer, *ids), story.text);
+    EXPECT_LE(ids->size(), story.ids.size());  // merging never does worse than a sampled segmentation
+  }
+}
+
+TEST(GgufTokenizer, AddBosTokenFalseIsHonoured) {
+  A2SF_REQUIRE_FIXTURES();
+  auto vocabulary = *ReadLlama2cVocabulary(FixturesDir() + "/tok512.bin", 512);
+  vocabulary.add_bos = false;
+  auto tokenizer = LoadTokenizer(WriteGgufVocabulary(vocabulary, "nobos.gguf"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ(*(*tokenizer)->Encode("Once upon a time", true), (std::vector<int>{403, 407, 261, 378}));
+}
+
+TEST(GgufTokenizer, MalformedTokenizerMetadataIsRefusedByName) {
+  A2SF_REQUIRE_FIXTURES();
+  const Vocabulary good = *ReadLlama2cVocabulary(FixturesDir() + "/tok512.bin", 512);
+  auto load = [&](const std::function<void(gguf::GgufWriter*)>& tweak) {
+    gguf::GgufWriter writer;
+    AddVocabularyToGguf(good, &writer);
+    tweak(&writer);
+    const std::string path = TempDir() + "/badtok.gguf";
+    EXPECT_TRUE(writer.Write(path).ok());
+    return LoadTokenizer(path).status();
+  };
+  auto expect = [](const absl::Status& s, absl::StatusCode code, const std::string& words) {
+    EXPECT_EQ(s.code(), code) << s;
+    EXPECT_NE(s.message().find(words), std::string::npos) << s;
+  };
+  expect(load([](gguf::GgufWriter* w) { w->Set("tokenizer.ggml.model", gguf::Value::String("gpt2")); }),
+         absl::StatusCode::kInvalidArgument, "'gpt2'");
+  expect(load([](gguf::GgufWriter* w) {
+           w->Set("tokenizer.ggml.scores", gguf::Value::Array(gguf::ValueType::kFloat32, {gguf::Value::Float32(0)}));
+         }),
+         absl::StatusCode::kInvalidArgument, "1 scores");
+  expect(load([](gguf::GgufWriter* w) { w->Set("tokenizer.ggml.bos_token_id", gguf::Value::Uint32(512)); }),
+         absl::StatusCode::kInvalidArgument, "bos id 512");
+  expect(load([](gguf::GgufWriter* w) { w->Set("tokenizer.ggml.tokens", gguf::Value::String("x")); }),
+         absl::StatusCode::kInvalidArgument, "tokenizer.ggml.tokens");
+  expect(load([](gguf::GgufWriter* w) {
+           std::vector<gguf::Value> types(512, gguf::Value::Int32(1));
+           types[7] = gguf::Value::Int32(42);
+           w->Set("tokenizer.ggml.token_type", gguf::Value::Array(gguf::ValueType::kInt32, types));
+         }),
+         absl::StatusCode::kInvalidArgument, "unknown type 42");
+  // A GGUF file without a tokenizer.
+  gguf::GgufWriter bare;
+  bare.Set("general.architecture", gguf::Value::String("llama"));
+  ASSERT_TRUE(bare.Write(TempDir() + "/bare.gguf").ok());
+  expect(LoadTokenizer(TempDir() + "/bare.gguf").status(), absl::StatusCode::kNotFound, "tokenizer.ggml.model");
+  auto bare_model = LoadTokenizerForModel(TempDir() + "/bare.gguf", "");  // a model without one: none
+  ASSERT_TRUE(bare_model.ok()) << bare_model.status();
+  EXPECT_EQ(*bare_model, nullptr);
+  // No tokenizer flag and no tokenizer in the model: none, and no error.
+  auto none = LoadTokenizerForModel(FixturesDir() + "/stories260K-dq.bin", "");
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(*none, nullptr);
+}
+
 TEST(Utf8StreamDecoder, NeverSplitsACharacter) {
   Utf8StreamDecoder decoder;
   const std::string text = "é日🙂";  // 2, 3 and 4 bytes
@@ -119,6 +237,35 @@ TEST(SentencePieceTokenizer, TrainedAtTestTimeRoundTripsText) {
     EXPECT_EQ(DecodeAll(**tokenizer, *ids), text);
   }
   EXPECT_EQ(LoadTokenizer(dir + "/corpus.txt.model").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SentencePieceTokenizer, ItsVocabularyInGgufEncodesLikeLibsentencepiece) {
+  A2SF_REQUIRE_FIXTURES();
+  // A model trained with LLaMA's settings: BPE, byte fallback, no normalization, spaces kept.
+  const std::string dir = TempDir();
+  std::vector<Story> stories = CorpusStories();
+  {
+    std::ofstream text(dir + "/corpus_llama.txt");
+    for (const Story& s : stories) text << s.text << "\n";
+  }
+  const std::string error = TrainSentencePieceModel(
+      "--input=" + dir + "/corpus_llama.txt --model_prefix=" + dir +
+      "/spl --vocab_size=700 --model_type=bpe --byte_fallback=true --normalization_rule_name=identity "
+      "--remove_extra_whitespaces=false --split_digits=true --minloglevel=2");
+  ASSERT_EQ(error, "");
+  auto reference = *LoadTokenizer(dir + "/spl.model");
+  auto vocabulary = ReadVocabulary(dir + "/spl.model");
+  ASSERT_TRUE(vocabulary.ok()) << vocabulary.status();
+  auto tokenizer = LoadTokenizer(WriteGgufVocabulary(*vocabulary, "spl.gguf"));
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  EXPECT_EQ((*tokenizer)->bos_id(), reference->bos_id());
+  EXPECT_EQ((*tokenizer)->eos_id(), reference->eos_id());
+  stories.push_back({"Tom said: \"hi\"  twice 日本 🙂 42", {}});
+  for (const Story& s : stories) {
+    const std::vector<int> want = *reference->Encode(s.text, true);
+    EXPECT_EQ(*(*tokenizer)->Encode(s.text, true), want) << s.text;
+    EXPECT_EQ(DecodeAll(**tokenizer, want), DecodeAll(*reference, want));
+  }
 }
 
 }  // namespace

@@ -17,8 +17,8 @@
 #include "worker/model/load_flags.h"
 #include "worker/tokenizer/tokenizer.h"
 
-ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");
-ABSL_FLAG(std::string, tokenizer, "", "tokenizer.bin (llama2.c) or tokenizer.model (sentencepiece)");
+ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint, GGUF file or Hugging Face folder");
+ABSL_FLAG(std::string, tokenizer, "", "tokenizer.bin (llama2.c) or tokenizer.model (sentencepiece); default: a GGUF model's own");
 ABSL_FLAG(std::string, prompt, "", "prompt text (BOS is prepended)");
 ABSL_FLAG(std::string, prompt_ids, "", "comma-separated token ids used as given, instead of --prompt");
 ABSL_FLAG(int, steps, 256, "tokens to generate");
@@ -53,9 +53,10 @@ int Main() {
   const ModelConfig& c = (*weights)->config();
 
   std::unique_ptr<Tokenizer> tokenizer;
-  if (!absl::GetFlag(FLAGS_tokenizer).empty()) {
-    absl::StatusOr<std::unique_ptr<Tokenizer>> t = LoadTokenizer(absl::GetFlag(FLAGS_tokenizer));
-    if (!t.ok()) return Fail(t.status());
+  absl::StatusOr<std::unique_ptr<Tokenizer>> t =
+      LoadTokenizerForModel(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokenizer));
+  if (!t.ok()) return Fail(t.status());
+  if (*t != nullptr) {
     if ((*t)->vocab_size() != c.vocab_size) {
       return Fail(absl::InvalidArgumentError("--tokenizer's vocabulary does not match the model's"));
     }
@@ -69,7 +70,7 @@ int Main() {
       prompt.push_back(id);
     }
   } else {
-    if (tokenizer == nullptr) return Fail(absl::InvalidArgumentError("--tokenizer is required with --prompt"));
+    if (tokenizer == nullptr) return Fail(absl::InvalidArgumentError("--tokenizer is required with --prompt (the model carries none)"));
     absl::StatusOr<std::vector<int>> ids = tokenizer->Encode(absl::GetFlag(FLAGS_prompt), true);
     if (!ids.ok()) return Fail(ids.status());
     prompt = *ids;

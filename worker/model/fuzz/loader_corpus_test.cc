@@ -1,4 +1,5 @@
-// Replays the kept fuzz corpus (worker/model/fuzz/corpus) through both loaders: every input loads or
+// Replays the kept fuzz corpus (worker/model/fuzz/corpus) through the loaders (llama2.c, GGUF with its
+// tokenizer, safetensors): every input loads or
 // fails with a clear status, and the seeds that are valid models still load.
 #include <dirent.h>
 
@@ -41,9 +42,12 @@ TEST(LoaderCorpus, EveryInputLoadsOrFailsWithAMessage) {
       ++refused;
       EXPECT_FALSE(status.message().empty()) << file;
     }
-    // The valid seeds (named seed-valid-*) must keep loading.
+    // The valid seeds (named seed-valid-*) must keep loading; the GGUF breakages must not.
     if (file.find("seed-valid-") != std::string::npos) {
       EXPECT_TRUE(status.ok()) << file << ": " << status;
+    }
+    if (file.find("seed-gguf-") != std::string::npos) {
+      EXPECT_FALSE(status.ok()) << file << " loaded";
     }
   }
   EXPECT_GT(loaded, 0);

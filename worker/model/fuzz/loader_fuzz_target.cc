@@ -7,7 +7,9 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "worker/model/gguf.h"
 #include "worker/model/model.h"
+#include "worker/tokenizer/tokenizer.h"
 
 namespace a2sf::worker {
 
@@ -40,25 +42,50 @@ const std::string& ScratchDir() {
 
 }  // namespace
 
+namespace {
+
+// A GGUF input also carries a tokenizer: it must load or fail cleanly, and tokenize when it loads.
+absl::Status LoadGgufTokenizer(const std::string& path) {
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tokenizer = LoadTokenizer(path);
+  if (!tokenizer.ok()) return tokenizer.status();
+  absl::StatusOr<std::vector<int>> ids = (*tokenizer)->Encode("Once upon a time, 日本", true);
+  if (!ids.ok()) return ids.status();
+  int previous = -1;
+  for (int id : *ids) (*tokenizer)->DecodePiece(previous, id), previous = id;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status LoadFuzzInput(const uint8_t* data, size_t size) {
   if (size == 0) return absl::InvalidArgumentError("empty input");
   const bool safetensors = (data[0] & 1) != 0;
   const std::string path = safetensors ? ScratchDir() + "/hf/model.safetensors" : ScratchDir() + "/model.bin";
   if (!WriteFile(path, data + 1, size - 1)) return absl::InternalError("cannot write the scratch file");
+  const bool gguf = !safetensors && gguf::GgufFile::HasMagic(path);
+  const absl::Status tokenizer = gguf ? LoadGgufTokenizer(path) : absl::OkStatus();
+  // LoadModel picks the llama2.c or the GGUF loader by the file's magic.
   absl::StatusOr<std::unique_ptr<ModelWeights>> model =
-      safetensors ? LoadHuggingFaceFolder(ScratchDir() + "/hf") : LoadLlama2cCheckpoint(path);
+      safetensors ? LoadHuggingFaceFolder(ScratchDir() + "/hf") : LoadModel(path);
   if (!model.ok()) return model.status();
-  // A model that loads must be readable to its last weight: touch the ends of every tensor.
+  // A model that loads must be readable to its last weight: read the last row of every matrix.
   const ModelConfig& c = (*model)->config();
-  auto last = [](const WeightMatrix& m) { return m.row(m.rows - 1)[m.row_bytes() - 1]; };
-  volatile float sink = last((*model)->token_embedding());
-  sink = sink + last((*model)->classifier()) + (*model)->rms_final()[c.dim - 1];
+  std::vector<float> row;
+  volatile float sink = (*model)->rms_final()[c.dim - 1];
+  auto touch = [&](const WeightMatrix& m) {
+    row.resize(size_t(m.cols));
+    m.RowToFloat(m.rows - 1, row.data());
+    sink = sink + row.back();
+  };
+  touch((*model)->token_embedding());
+  touch((*model)->classifier());
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = (*model)->layer(l);
-    sink = sink + last(w.w2) + last(w.wo) + w.rms_ffn[c.dim - 1];
+    for (const LayerMatrixField& f : kLayerMatrices) touch(w.*f.member);
+    sink = sink + w.rms_att[c.dim - 1] + w.rms_ffn[c.dim - 1];
   }
   (void)sink;
-  return absl::OkStatus();
+  return tokenizer;
 }
 
 }  // namespace a2sf::worker

@@ -1,5 +1,6 @@
-// One fuzz input through the model loaders. The first byte picks the format: even = a llama2.c
-// checkpoint (the rest of the input is the .bin file), odd = a Hugging Face folder whose
+// One fuzz input through the model loaders. The first byte picks the format: even = a model file (the
+// rest of the input; a llama2.c checkpoint, or a GGUF file when it starts with "GGUF", whose
+// tokenizer is loaded and used too), odd = a Hugging Face folder whose
 // model.safetensors is the rest of the input, next to kFuzzConfigJson (a tiny LLaMA: dim 8, 2 layers,
 // 2 heads, 1 KV head, vocab 16). Every input must load or fail with a status; anything else (a crash,
 // a sanitizer report, a hang) is a bug. Shared by the libFuzzer entry point (scripts/fuzz.sh, clang)
