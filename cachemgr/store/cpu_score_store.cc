@@ -146,7 +146,8 @@ absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, StoreDecisio
   }
   if (invalid) {
     return absl::InvalidArgumentError(
-        "scores: a value is NaN, infinite or negative (scores are sums of softmax probabilities)");
+        absl::StrCat("scores: a value is NaN, negative or above ", kMaxScoreValue,
+                     " (scores are sums of softmax probabilities)"));
   }
 
   // Pass 2: commit. Only now does the session change.
@@ -192,9 +193,9 @@ absl::StatusOr<StoreDecision> CpuScoreStore::ProcessBulkPrefill(const BulkPrefil
     for (uint32_t q = 0; q < P; ++q) {
       for (uint32_t c = 0; c <= q; ++c) {
         const float v = LoadScore(prefill.scores.data, prefill.scores.dtype, base + size_t{q} * P + c);
-        if (!(v >= 0.0f && v <= std::numeric_limits<float>::max())) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "scores: value at head ", h, ", row ", q, ", entry ", c, " is NaN, infinite or negative"));
+        if (!(v >= 0.0f && v <= kMaxScoreValue)) {
+          return absl::InvalidArgumentError(absl::StrCat("scores: value at head ", h, ", row ", q, ", entry ", c,
+                                                         " is NaN, negative or above ", kMaxScoreValue));
         }
         a[c] = alpha * a[c] + v;
       }
