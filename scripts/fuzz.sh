@@ -16,7 +16,9 @@ if [ "${1:-}" = generate ]; then
   export A2SF_FIXTURES="${A2SF_FIXTURES:-$(cd .. && pwd)/shared/fixtures}"
   mkdir -p "$out/generate-new"
   # A separate output base: the clang build does not disturb the workspace's own (gcc) one.
-  A2SF_DISABLE_CUDA=1 CC=clang CXX=clang++ bazel --output_base="$out/bazel" build -c opt \
+  # Values given outright: .bazelrc's pass-through --repo_env of unset variables crashes a fresh server.
+  CC=clang CXX=clang++ bazel --output_base="$out/bazel" build -c opt \
+    --repo_env=A2SF_DISABLE_CUDA=1 --repo_env=A2SF_CUDA_PATH=/usr/local/cuda \
     --copt=-O1 --copt=-g --copt=-fsanitize=address,undefined,fuzzer-no-link --copt=-fno-sanitize-recover=undefined \
     --linkopt=-fsanitize=address,undefined,fuzzer //worker/service/fuzz:generate_fuzzer
   fuzzer="$out/generate_fuzzer"
