@@ -121,8 +121,7 @@ __attribute__((target("avx2,fma,f16c"))) HeadScan AccumulateAvx2(const float* a_
 }
 
 bool CpuHasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && a2sf::CpuHasAvxF16c();
   return has;
 }
 
