@@ -20,7 +20,8 @@ if [ "${1:-}" = generate ]; then
   CC=clang CXX=clang++ bazel --output_base="$out/bazel" build -c opt \
     --repo_env=A2SF_DISABLE_CUDA=1 --repo_env=A2SF_CUDA_PATH=/usr/local/cuda \
     --copt=-O1 --copt=-g --copt=-fsanitize=address,undefined,fuzzer-no-link --copt=-fno-sanitize-recover=undefined \
-    --linkopt=-fsanitize=address,undefined,fuzzer //worker/service/fuzz:generate_fuzzer
+    --linkopt=-fsanitize=address,undefined,fuzzer --linkopt=-fsanitize-link-c++-runtime \
+    //worker/service/fuzz:generate_fuzzer
   fuzzer="$out/generate_fuzzer"
   cp -f "$(bazel --output_base="$out/bazel" info -c opt bazel-bin 2>/dev/null)/worker/service/fuzz/generate_fuzzer" "$fuzzer"
   "$fuzzer" -max_total_time="$seconds" -max_len=4096 -timeout=30 -rss_limit_mb=4096 -artifact_prefix="$out/" \
