@@ -30,7 +30,9 @@ ABSL_FLAG(std::string, ca, "", "PEM roots to verify servers");
 ABSL_FLAG(std::string, cert, "", "client certificate (mutual TLS)");
 ABSL_FLAG(std::string, key, "", "client key (mutual TLS)");
 ABSL_FLAG(std::string, server_name, "", "TLS server name override");
-ABSL_FLAG(std::string, token, "", "admin bearer token for policy set (also $A2SF_ADMIN_TOKEN)");
+ABSL_FLAG(std::string, token, "",
+          "admin bearer token for policy set, and for jobs/cancel on a worker with --admin_token (also $A2SF_ADMIN_TOKEN)");
+ABSL_FLAG(std::string, job_token, "", "cancel: the job's token (printed by generate) instead of the admin token");
 ABSL_FLAG(bool, round_robin, false, "balance over every address --worker resolves to (dns:/// or ipv4:a,b)");
 ABSL_FLAG(std::string, prompt, "", "prompt text");
 ABSL_FLAG(std::string, prompt_ids, "", "comma-separated token ids instead of --prompt");
@@ -153,6 +155,12 @@ int Repeat(WorkerClient* worker, const v1::GenerateRequest& request) {
   return ok == total ? 0 : 3;
 }
 
+std::string AdminToken() {
+  std::string token = absl::GetFlag(FLAGS_token);
+  if (token.empty() && std::getenv("A2SF_ADMIN_TOKEN") != nullptr) token = std::getenv("A2SF_ADMIN_TOKEN");
+  return token;
+}
+
 int Generate() {
   v1::GenerateRequest request;
   request.set_job_id(absl::GetFlag(FLAGS_job_id));
@@ -210,9 +218,7 @@ int Generate() {
 
 int Policy(const std::vector<char*>& args) {
   const std::string verb = args.size() > 2 ? args[2] : "list";
-  std::string token = absl::GetFlag(FLAGS_token);
-  if (token.empty() && std::getenv("A2SF_ADMIN_TOKEN") != nullptr) token = std::getenv("A2SF_ADMIN_TOKEN");
-  AdminClient admin(Channel(absl::GetFlag(FLAGS_cachemgr)), token);
+  AdminClient admin(Channel(absl::GetFlag(FLAGS_cachemgr)), AdminToken());
   const bool json = absl::GetFlag(FLAGS_json);
   if (verb == "list") {
     auto policies = admin.ListPolicies();
@@ -281,14 +287,15 @@ int Main(std::vector<char*> args) {
   if (command == "generate") return Generate();
   if (command == "policy") return Policy(args);
   if (command == "jobs") {
-    auto jobs = WorkerClient(Channel(absl::GetFlag(FLAGS_worker))).ListJobs();
+    auto jobs = WorkerClient(Channel(absl::GetFlag(FLAGS_worker)), AdminToken()).ListJobs();
     if (!jobs.ok()) return Fail(jobs.status());
     std::cout << Json(*jobs) << "\n";
     return 0;
   }
   if (command == "cancel") {
     if (args.size() < 3) return Fail(absl::InvalidArgumentError("cancel: give the job id"));
-    auto cancelled = WorkerClient(Channel(absl::GetFlag(FLAGS_worker))).Cancel(args[2]);
+    auto cancelled =
+        WorkerClient(Channel(absl::GetFlag(FLAGS_worker)), AdminToken()).Cancel(args[2], absl::GetFlag(FLAGS_job_token));
     if (!cancelled.ok()) return Fail(cancelled.status());
     std::cout << (*cancelled ? "cancelled\n" : "already finished\n");
     return 0;

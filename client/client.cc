@@ -31,6 +31,7 @@ absl::StatusOr<GenerationResult> WorkerClient::Generate(const v1::GenerateReques
       switch (response.event_case()) {
         case v1::GenerateResponse::kAccepted:
           result.accepted = response.accepted();
+          result.job_token = response.job_token();
           break;
         case v1::GenerateResponse::kTokens:
           result.ids.insert(result.ids.end(), response.tokens().ids().begin(), response.tokens().ids().end());
@@ -55,11 +56,17 @@ absl::StatusOr<GenerationResult> WorkerClient::Generate(const v1::GenerateReques
   }
 }
 
-absl::StatusOr<bool> WorkerClient::Cancel(const std::string& job_id) {
+void WorkerClient::Authorize(grpc::ClientContext* context) const {
+  SetDeadline(context, absl::Seconds(10));
+  if (!admin_token_.empty()) context->AddMetadata("authorization", "Bearer " + admin_token_);
+}
+
+absl::StatusOr<bool> WorkerClient::Cancel(const std::string& job_id, const std::string& job_token) {
   grpc::ClientContext context;
-  SetDeadline(&context, absl::Seconds(10));
+  Authorize(&context);
   v1::CancelJobRequest request;
   request.set_job_id(job_id);
+  request.set_job_token(job_token);
   v1::CancelJobResponse response;
   grpc::Status status = stub_->CancelJob(&context, request, &response);
   if (!status.ok()) return FromGrpc(status);
@@ -68,7 +75,7 @@ absl::StatusOr<bool> WorkerClient::Cancel(const std::string& job_id) {
 
 absl::StatusOr<v1::ListJobsResponse> WorkerClient::ListJobs() {
   grpc::ClientContext context;
-  SetDeadline(&context, absl::Seconds(10));
+  Authorize(&context);
   v1::ListJobsResponse response;
   grpc::Status status = stub_->ListJobs(&context, {}, &response);
   if (!status.ok()) return FromGrpc(status);

@@ -19,24 +19,30 @@ namespace a2sf::client {
 struct GenerationResult {
   v1::JobStats accepted;
   v1::JobStats finished;
+  std::string job_token;  // the job's secret: GetJob/CancelJob of it need it (docs/SECURITY.md)
   std::vector<uint32_t> ids;
   std::string text;
 };
 
 class WorkerClient {
  public:
-  explicit WorkerClient(std::shared_ptr<grpc::Channel> channel) : stub_(v1::Generation::NewStub(channel)) {}
+  // `admin_token`: the worker's --admin_token, sent as a bearer token by Cancel and ListJobs (optional).
+  explicit WorkerClient(std::shared_ptr<grpc::Channel> channel, std::string admin_token = "")
+      : stub_(v1::Generation::NewStub(channel)), admin_token_(std::move(admin_token)) {}
   // Runs a job to its end; `on_tokens` (optional) sees each chunk as it streams. An idempotent job
   // whose worker is UNAVAILABLE is resent from the start up to `retries` times (round_robin moves it
   // to another worker); `on_tokens` then sees the restarted job's tokens too.
   absl::StatusOr<GenerationResult> Generate(const v1::GenerateRequest& request,
                                             const std::function<void(const v1::GeneratedTokens&)>& on_tokens = nullptr,
                                             int retries = 2, absl::Duration timeout = absl::Minutes(10));
-  absl::StatusOr<bool> Cancel(const std::string& job_id);
+  // Needs the job's token (GenerationResult.job_token) or the client's admin token.
+  absl::StatusOr<bool> Cancel(const std::string& job_id, const std::string& job_token = "");
   absl::StatusOr<v1::ListJobsResponse> ListJobs();
 
  private:
+  void Authorize(grpc::ClientContext* context) const;
   std::unique_ptr<v1::Generation::Stub> stub_;
+  std::string admin_token_;
 };
 
 class AdminClient {

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -84,9 +85,20 @@ __attribute__((target("avx,f16c"))) void FloatsToHalvesF16c(const float* in, uin
 
 }  // namespace
 
+bool CpuHasAvxF16c() {
+#if defined(__x86_64__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  static const bool has = __builtin_cpu_supports("avx") && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 &&
+                          (ecx & bit_F16C) != 0;
+  return has;
+#else
+  return false;
+#endif
+}
+
 void FloatsToHalves(const float* in, uint16_t* out, size_t n) {
 #if defined(__x86_64__)
-  static const bool f16c = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+  static const bool f16c = CpuHasAvxF16c();
   if (f16c) return FloatsToHalvesF16c(in, out, n);
 #endif
   for (size_t i = 0; i < n; ++i) out[i] = FloatToHalf(in[i]);

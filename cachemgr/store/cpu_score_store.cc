@@ -29,7 +29,8 @@ struct CpuScoreStore::Session {
     const uint32_t heads = geometry.heads();
     std::vector<float> new_scores(size_t{heads} * new_capacity, 0.0f);
     std::vector<uint32_t> new_positions(size_t{heads} * new_capacity, 0);
-    for (uint32_t h = 0; h < heads; ++h) {
+    // An empty session may have no buffers yet: memcpy from null is undefined even for 0 bytes.
+    for (uint32_t h = 0; h < heads && entries > 0; ++h) {
       std::memcpy(new_scores.data() + size_t{h} * new_capacity, head_scores(h), entries * sizeof(float));
       std::memcpy(new_positions.data() + size_t{h} * new_capacity, head_positions(h),
                   entries * sizeof(uint32_t));
@@ -146,7 +147,8 @@ absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, StoreDecisio
   }
   if (invalid) {
     return absl::InvalidArgumentError(
-        "scores: a value is NaN, infinite or negative (scores are sums of softmax probabilities)");
+        absl::StrCat("scores: a value is NaN, negative or above ", kMaxScoreValue,
+                     " (scores are sums of softmax probabilities)"));
   }
 
   // Pass 2: commit. Only now does the session change.
@@ -192,9 +194,9 @@ absl::StatusOr<StoreDecision> CpuScoreStore::ProcessBulkPrefill(const BulkPrefil
     for (uint32_t q = 0; q < P; ++q) {
       for (uint32_t c = 0; c <= q; ++c) {
         const float v = LoadScore(prefill.scores.data, prefill.scores.dtype, base + size_t{q} * P + c);
-        if (!(v >= 0.0f && v <= std::numeric_limits<float>::max())) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "scores: value at head ", h, ", row ", q, ", entry ", c, " is NaN, infinite or negative"));
+        if (!(v >= 0.0f && v <= kMaxScoreValue)) {
+          return absl::InvalidArgumentError(absl::StrCat("scores: value at head ", h, ", row ", q, ", entry ", c,
+                                                         " is NaN, negative or above ", kMaxScoreValue));
         }
         a[c] = alpha * a[c] + v;
       }

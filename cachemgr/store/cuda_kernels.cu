@@ -26,7 +26,8 @@ __device__ __forceinline__ float LoadValue(const void* input, int dtype, uint64_
   return __bfloat162float(static_cast<const __nv_bfloat16*>(input)[index]);
 }
 
-__device__ __forceinline__ bool Valid(float v) { return v >= 0.0f && v <= 3.402823466e38f; }
+// kMaxScoreValue (score_store.h): scores above it would overflow the accumulators.
+__device__ __forceinline__ bool Valid(float v) { return v >= 0.0f && v <= 65536.0f; }
 
 struct Best {
   float score;

@@ -192,7 +192,8 @@ void CudaScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::
       for (uint32_t h = 0; h < heads; ++h) invalid |= rule.uses_scores() && r[h].invalid != 0;
       if (invalid) {
         statuses[i] = absl::InvalidArgumentError(
-            "scores: a value is NaN, infinite or negative (scores are sums of softmax probabilities)");
+            absl::StrCat("scores: a value is NaN, negative or above ", kMaxScoreValue,
+                         " (scores are sums of softmax probabilities)"));
         continue;
       }
       const int committed = rule.uses_scores() ? 1 - s->current : s->current;
@@ -272,7 +273,8 @@ absl::StatusOr<StoreDecision> CudaScoreStore::ProcessBulkPrefill(const BulkPrefi
     return CudaError("bulk prefill", error);
   }
   if (invalid != 0) {
-    return absl::InvalidArgumentError("scores: a value of the prompt's attention is NaN, infinite or negative");
+    return absl::InvalidArgumentError(
+        absl::StrCat("scores: a value of the prompt's attention is NaN, negative or above ", kMaxScoreValue));
   }
   std::vector<cuda::EvictTask> evict_tasks;
   for (uint32_t h = 0; h < heads && k > 0; ++h) {

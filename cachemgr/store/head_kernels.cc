@@ -13,8 +13,8 @@
 namespace a2sf::cachemgr {
 namespace {
 
-// Valid scores are finite and >= 0 (softmax sums); NaN fails both comparisons.
-inline bool ValidScore(float v) { return v >= 0.0f && v <= std::numeric_limits<float>::max(); }
+// Valid scores are in [0, kMaxScoreValue] (softmax sums); NaN fails both comparisons.
+inline bool ValidScore(float v) { return v >= 0.0f && v <= kMaxScoreValue; }
 
 inline bool Better(float score, uint32_t position, const HeadScan& best) {
   return best.best_slot == kNoSlot || score < best.best_score ||
@@ -67,7 +67,7 @@ __attribute__((target("avx2,fma,f16c"))) HeadScan AccumulateAvx2(const float* a_
                                                                   uint32_t hi) {
   const __m256 valpha = _mm256_set1_ps(alpha);
   const __m256 zero = _mm256_setzero_ps();
-  const __m256 fmax = _mm256_set1_ps(std::numeric_limits<float>::max());
+  const __m256 fmax = _mm256_set1_ps(kMaxScoreValue);
   // Positions are <= kMaxPosition + 1 < 2^31, so signed compares are exact.
   const __m256i vlo_minus1 = _mm256_set1_epi32(static_cast<int32_t>(lo) - 1);
   const __m256i vhi = _mm256_set1_epi32(static_cast<int32_t>(hi));
@@ -121,8 +121,7 @@ __attribute__((target("avx2,fma,f16c"))) HeadScan AccumulateAvx2(const float* a_
 }
 
 bool CpuHasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && a2sf::CpuHasAvxF16c();
   return has;
 }
 

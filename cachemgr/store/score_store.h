@@ -42,6 +42,13 @@ struct ScoreView {
   size_t num_values = 0;
 };
 
+// Largest score value a store accepts. A step's score is a sum of softmax probabilities over the query
+// heads of one KV head, so a real one is at most the group size; bounding it keeps every accumulator
+// finite (at most kMaxScoreValue * (kMaxPosition + 1) < 2^48 with alpha <= 1), where a peer's finite
+// but huge values (3e38) would otherwise overflow them to inf. Larger values are INVALID_ARGUMENT.
+// (cuda_kernels.cu repeats the value: keep them equal.)
+inline constexpr float kMaxScoreValue = 65536.0f;
+
 // Largest token position a store accepts (positions are kept as 32-bit values).
 inline constexpr uint32_t kMaxPosition = 0x7ffffffe;
 

@@ -85,7 +85,15 @@ struct ChannelOptions {
   int max_receive_message_bytes = 64 << 20;
   // gRPC load-balancing policy, e.g. "round_robin" for dns:/// or ipv4: targets with many hosts.
   std::string load_balancing_policy;
+  // HTTP/2 keepalive: a PING after this long without traffic, the connection declared dead when the
+  // answer takes longer than keepalive_timeout (calls on it then fail with UNAVAILABLE). Zero: off.
+  // Servers started by RunningServer accept pings every kMinClientPingInterval.
+  absl::Duration keepalive_time = absl::ZeroDuration();
+  absl::Duration keepalive_timeout = absl::Seconds(5);
 };
+
+// How often RunningServer lets a client ping (more often earns a GOAWAY "too_many_pings").
+inline constexpr absl::Duration kMinClientPingInterval = absl::Seconds(1);
 
 // Creates a channel to `target` ("host:port", "unix:/path", "dns:///name:port", "ipv4:a,b").
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const std::string& target,

@@ -34,7 +34,7 @@ float Sampler::RandomFloat() {
 
 int Sampler::Sample(absl::Span<const float> logits) {
   const int n = int(logits.size());
-  if (options_.temperature == 0.0f) {
+  if (options_.temperature < kGreedyBelowTemperature) {
     return int(std::max_element(logits.begin(), logits.end()) - logits.begin());  // first maximum
   }
   for (int i = 0; i < n; ++i) probs_[i] = logits[i] / options_.temperature;

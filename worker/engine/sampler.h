@@ -12,8 +12,14 @@
 
 namespace a2sf::worker {
 
+// Temperatures below this sample greedily. Dividing logits by a temperature near 0 overflows float
+// (a logit of 10 over 1e-38 is inf, and inf - inf is NaN in the softmax: garbage tokens); below 1e-6
+// every token but the largest logits' (within 1e-5 of it) already has probability < e^-10, so argmax
+// is the limit the distribution tends to, reached without the overflow.
+inline constexpr float kGreedyBelowTemperature = 1e-6f;
+
 struct SamplingOptions {
-  float temperature = 0.0f;  // 0: greedy
+  float temperature = 0.0f;  // below kGreedyBelowTemperature (0 included): greedy
   float top_p = 1.0f;        // (0, 1]; 1 disables the nucleus cut
   uint64_t seed = 0;
 };

@@ -4,11 +4,15 @@
 #include "cachemgr/service/proto_convert.h"
 #include "common/log.h"
 #include "worker/engine/generator.h"
+#include "worker/service/cachemgr_status.h"
+#include "worker/service/job_credentials.h"
+#include "worker/service/request_validation.h"
 
 namespace a2sf::worker {
 
 struct GenerationService::Job {
   std::string id;
+  std::string token = NewJobToken();  // job_credentials.h
   std::atomic<bool> cancel{false};
   absl::Mutex mutex;
   v1::JobStatus status ABSL_GUARDED_BY(mutex);
@@ -141,6 +145,7 @@ v1::FinishReason ToProto(FinishReason reason) {
 grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
   const ModelConfig& c = options_.weights->config();
+  if (absl::Status s = ValidateGenerateRequest(*request); !s.ok()) return cachemgr::ToGrpc(s);
   absl::StatusOr<std::vector<int>> prompt = PromptIds(*request);
   if (!prompt.ok()) return cachemgr::ToGrpc(prompt.status());
   if (request->max_tokens() == 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "max_tokens: must be >= 1");
@@ -177,15 +182,13 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
         RemotePolicy::Open(options_.cache_manager, c, request->has_policy() ? &request->policy() : nullptr, budget,
                            {options_.score_encoding, absl::StrCat(options_.worker_name, "/", job->id),
-                            options_.cache_manager_wait, options_.decision_lag, options_.shared_memory});
+                            options_.cache_manager_wait, options_.decision_lag, options_.shared_memory,
+                            options_.decision_timeout});
     if (!remote.ok()) {
       Retire(job);
-      if (remote.status().code() == absl::StatusCode::kUnavailable ||
-          remote.status().code() == absl::StatusCode::kDeadlineExceeded) {
-        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            absl::StrCat("cache manager unreachable: ", remote.status().message()));
-      }
-      return cachemgr::ToGrpc(remote.status());
+      const absl::Status for_client = OpenFailureForClient(remote.status(), options_.cache_manager);
+      A2SF_LOG(WARNING) << "job " << job->id << ": no cache-manager session: " << remote.status();
+      return cachemgr::ToGrpc(for_client);
     }
     policy = std::move(*remote);
     location = v1::POLICY_LOCATION_REMOTE;
@@ -245,6 +248,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   }
   v1::GenerateResponse accepted;
   *accepted.mutable_accepted() = stats;
+  accepted.set_job_token(job->token);
   writer->Write(accepted);
 
   Utf8StreamDecoder utf8;
@@ -266,19 +270,17 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   if (fallback != nullptr && fallback->fell_back()) stats.set_policy_location(v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
   policy.reset();  // closes a remote session now rather than at the end of the call
   if (!result.ok()) {
+    // The cache manager's statuses speak of its internals: the caller gets what it can act on.
+    const absl::Status for_client =
+        location == v1::POLICY_LOCATION_REMOTE ? MidJobFailureForClient(result.status()) : result.status();
     {
       absl::MutexLock lock(&job->mutex);
       job->status.set_state(v1::JOB_STATE_FAILED);
-      job->status.set_error(std::string(result.status().message()));
+      job->status.set_error(std::string(for_client.message()));
     }
     Retire(job);
     A2SF_LOG(WARNING) << "job " << job->id << " failed: " << result.status();
-    if (location == v1::POLICY_LOCATION_REMOTE && IsTransportFailure(result.status())) {
-      // However the connection broke (reset, shutdown, deadline), the job failed for one reason.
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          absl::StrCat("cache manager lost mid-job: ", result.status().message()));
-    }
-    return cachemgr::ToGrpc(result.status());
+    return cachemgr::ToGrpc(for_client);
   }
   stats.set_generated_tokens(uint32_t(result->generated.size()));
   stats.set_evictions(result->evictions);
@@ -321,10 +323,27 @@ std::shared_ptr<GenerationService::Job> GenerationService::FindJob(const std::st
   return it == jobs_.end() ? nullptr : it->second;
 }
 
-grpc::Status GenerationService::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* request,
+namespace {
+
+// The same answer for an unknown job and a wrong secret: a third party learns nothing of others' jobs.
+grpc::Status NoSuchJob() {
+  return grpc::Status(grpc::StatusCode::NOT_FOUND, "job_id: no such job, or job_token is not that job's");
+}
+
+}  // namespace
+
+std::shared_ptr<GenerationService::Job> GenerationService::FindAuthorizedJob(const grpc::ServerContext* context,
+                                                                             const std::string& id,
+                                                                             const std::string& presented_token) {
+  std::shared_ptr<Job> job = FindJob(id);
+  if (job == nullptr || !MayAccessJob(context, options_.admin_token, job->token, presented_token)) return nullptr;
+  return job;
+}
+
+grpc::Status GenerationService::CancelJob(grpc::ServerContext* context, const v1::CancelJobRequest* request,
                                           v1::CancelJobResponse* response) {
-  std::shared_ptr<Job> job = FindJob(request->job_id());
-  if (job == nullptr) return grpc::Status(grpc::StatusCode::NOT_FOUND, "job_id: no such job");
+  std::shared_ptr<Job> job = FindAuthorizedJob(context, request->job_id(), request->job_token());
+  if (job == nullptr) return NoSuchJob();
   absl::MutexLock lock(&job->mutex);
   const bool running = job->status.state() == v1::JOB_STATE_RUNNING || job->status.state() == v1::JOB_STATE_UNSPECIFIED;
   if (running) job->cancel.store(true);
@@ -332,15 +351,21 @@ grpc::Status GenerationService::CancelJob(grpc::ServerContext*, const v1::Cancel
   return grpc::Status::OK;
 }
 
-grpc::Status GenerationService::GetJob(grpc::ServerContext*, const v1::GetJobRequest* request, v1::JobStatus* response) {
-  std::shared_ptr<Job> job = FindJob(request->job_id());
-  if (job == nullptr) return grpc::Status(grpc::StatusCode::NOT_FOUND, "job_id: no such job");
+grpc::Status GenerationService::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
+                                       v1::JobStatus* response) {
+  std::shared_ptr<Job> job = FindAuthorizedJob(context, request->job_id(), request->job_token());
+  if (job == nullptr) return NoSuchJob();
   absl::MutexLock lock(&job->mutex);
   *response = job->status;
   return grpc::Status::OK;
 }
 
-grpc::Status GenerationService::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse* response) {
+grpc::Status GenerationService::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest*,
+                                         v1::ListJobsResponse* response) {
+  if (!options_.admin_token.empty() && !CallerIsAdmin(context, options_.admin_token)) {
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        "ListJobs needs the worker's admin token ('authorization: Bearer <token>')");
+  }
   std::vector<std::shared_ptr<Job>> jobs;
   {
     absl::MutexLock lock(&mutex_);

@@ -54,6 +54,10 @@ struct WorkerOptions {
   bool fallback_in_process = false;
   // How long a new job waits for an unreachable cache manager to come back before failing.
   absl::Duration cache_manager_wait = absl::Seconds(5);
+  // The most a step waits for its decision from the cache manager (RemotePolicyOptions).
+  absl::Duration decision_timeout = absl::Seconds(1);
+  // Bearer token that may read, list and cancel every job (job_credentials.h); empty: none.
+  std::string admin_token;
   v1::PolicySpec default_policy;  // used when a request names none (in-process mode)
   int threads_per_job = 1;
   EngineDevice device = EngineDevice::kCpu;  // kCuda: every job's engine on the GPU
@@ -85,6 +89,9 @@ class GenerationService final : public v1::Generation::Service {
   std::shared_ptr<Job> Register(const std::string& requested_id, absl::Status* status);
   void Retire(const std::shared_ptr<Job>& job);
   std::shared_ptr<Job> FindJob(const std::string& id);  // null when unknown
+  // Null when unknown or when the call may not access it (job_credentials.h).
+  std::shared_ptr<Job> FindAuthorizedJob(const grpc::ServerContext* context, const std::string& id,
+                                         const std::string& presented_token);
 
   const WorkerOptions options_;
   std::atomic<int> running_{0};

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cachemgr/service/proto_convert.h"
 #include "common/float16.h"
@@ -17,6 +18,14 @@ namespace {
 std::string NewRingName() {
   static std::atomic<uint64_t> counter{0};
   return absl::StrCat("/a2sf-", getpid(), "-", counter.fetch_add(1), "-", absl::ToUnixNanos(absl::Now()) % 1000000007);
+}
+
+// The cache manager names the field it refuses; only a refusal of the ring is worth a retry without
+// it (a bad policy or budget would fail again, and must be reported as itself).
+bool RefusesTheRing(const grpc::Status& status) {
+  return status.error_code() != grpc::StatusCode::UNAVAILABLE &&
+         status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED &&
+         absl::StrContains(status.error_message(), "shared_memory_ring");
 }
 
 }  // namespace
@@ -64,8 +73,7 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
   context.set_wait_for_ready(true);
   context.set_deadline(absl::ToChronoTime(absl::Now() + options.wait_for_cache_manager));
   grpc::Status status = remote->stub_->OpenSession(&context, request, &response);
-  if (!status.ok() && remote->ring_ != nullptr && status.error_code() != grpc::StatusCode::UNAVAILABLE &&
-      status.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED) {
+  if (!status.ok() && remote->ring_ != nullptr && RefusesTheRing(status)) {
     // Refused ring (not a Unix socket, another machine, an older server): open without it.
     A2SF_LOG(WARNING) << "cache manager refused the shared-memory ring (" << status.error_message()
                       << "); scores go over gRPC";
@@ -81,7 +89,9 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
   remote->policy_ = response.policy();
   remote->budget_tokens_ = response.budget_tokens();
   remote->decision_lag_ = options.decision_lag;
+  remote->decision_timeout_ = options.decision_timeout;
   remote->stream_context_ = std::make_unique<grpc::ClientContext>();
+  remote->watchdog_ = std::make_unique<CallWatchdog>(remote->stream_context_.get());
   remote->stream_ = remote->stub_->StreamScores(remote->stream_context_.get());
   return remote;
 }
@@ -100,7 +110,9 @@ RemotePolicy::~RemotePolicy() {
     }
     stream_->Finish().IgnoreError();
   }
-  if (stub_ != nullptr && !session_id_.empty()) {
+  // A cache manager that missed a deadline would keep CloseSession waiting too; it frees the session
+  // itself when it sees the cancelled stream.
+  if (stub_ != nullptr && !session_id_.empty() && !timed_out_) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
     v1::CloseSessionRequest request;
@@ -110,14 +122,33 @@ RemotePolicy::~RemotePolicy() {
   }
 }
 
+bool RemotePolicy::WriteWithDeadline(const v1::ScoreStep& message) {
+  watchdog_->Arm(decision_timeout_);
+  const bool written = stream_->Write(message);
+  watchdog_->Disarm();
+  return written;
+}
+
+absl::Status RemotePolicy::TimedOut() {
+  timed_out_ = true;
+  stream_context_->TryCancel();
+  return Broken();
+}
+
 absl::Status RemotePolicy::Broken() {
   broken_ = true;
+  if (watchdog_->fired()) timed_out_ = true;
   // Finish waits for every incoming message to be read: drain decisions still travelling first.
   v1::EvictionDecision unused;
   while (stream_->Read(&unused)) {
   }
   grpc::Status status = stream_->Finish();
   stream_.reset();
+  if (timed_out_) {
+    return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer within the decision deadline of ",
+                                                    absl::FormatDuration(decision_timeout_),
+                                                    " (--decision_timeout_ms)"));
+  }
   if (status.ok()) return absl::UnavailableError("the cache manager closed the stream");
   // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
   return cachemgr::FromGrpc(status);
@@ -130,7 +161,7 @@ absl::Status RemotePolicy::SendThroughRing(uint64_t step, uint32_t kind, uint32_
     // The first message names the session and carries no scores: "serve me from the ring".
     v1::ScoreStep attach;
     attach.set_session_id(session_id_);
-    if (!stream_->Write(attach)) return Broken();
+    if (!WriteWithDeadline(attach)) return Broken();
     ring_attached_ = true;
     first_message_ = false;
   }
@@ -160,8 +191,16 @@ absl::Status RemotePolicy::SendThroughRing(uint64_t step, uint32_t kind, uint32_
 
 absl::StatusOr<EvictionDecision> RemotePolicy::AwaitFromRing() {
   const uint64_t seq = ring_read_;
-  // Wait in short slices, checking between them that the cache manager is still connected.
-  while (!ring_->WaitDecision(seq, absl::Milliseconds(100))) {
+  const absl::Time deadline = decision_timeout_ == absl::InfiniteDuration() ? absl::InfiniteFuture()
+                                                                            : absl::Now() + decision_timeout_;
+  // Wait in short slices, checking between them that the cache manager is still connected and the
+  // decision deadline has not passed.
+  while (!ring_->WaitDecision(seq, std::min(absl::Milliseconds(100), std::max(deadline - absl::Now(),
+                                                                              absl::ZeroDuration())))) {
+    if (absl::Now() >= deadline) {
+      if (ring_->WaitDecision(seq, absl::ZeroDuration())) break;
+      return TimedOut();
+    }
     const grpc_connectivity_state state = channel_->GetState(false);
     if (ring_->closed() || state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN ||
         state == GRPC_CHANNEL_IDLE) {
@@ -229,7 +268,7 @@ absl::Status RemotePolicy::Send(v1::ScoreStep* message, absl::Span<const float> 
   if (broken_) return absl::UnavailableError("the stream to the cache manager is broken");
   if (first_message_) message->set_session_id(session_id_);
   Encode(message, scores, shape);
-  if (!stream_->Write(*message)) return Broken();
+  if (!WriteWithDeadline(*message)) return Broken();
   first_message_ = false;
   awaiting_.push_back(message->step());
   return absl::OkStatus();
@@ -240,7 +279,10 @@ absl::StatusOr<EvictionDecision> RemotePolicy::AwaitDecision() {
   if (awaiting_.empty()) return absl::FailedPreconditionError("AwaitDecision: no step was submitted");
   if (ring_ != nullptr && ring_attached_) return AwaitFromRing();
   v1::EvictionDecision decision;
-  if (!stream_->Read(&decision)) return Broken();
+  watchdog_->Arm(decision_timeout_);
+  const bool read = stream_->Read(&decision);
+  watchdog_->Disarm();
+  if (!read) return Broken();
   const uint64_t step = awaiting_.front();
   awaiting_.pop_front();
   if (decision.step() != step) {
@@ -282,9 +324,16 @@ absl::StatusOr<EvictionDecision> RemotePolicy::BulkPrefill(uint32_t first_positi
     Encode(&message, scores, {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), prompt_length, prompt_length});
     message.set_session_id(session_id_);
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(60)));
+    if (decision_timeout_ != absl::InfiniteDuration()) {
+      context.set_deadline(absl::ToChronoTime(absl::Now() + decision_timeout_));
+    }
     v1::EvictionDecision decision;
     grpc::Status status = stub_->SubmitStep(&context, message, &decision);
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer the bulk prefill within ",
+                                                      absl::FormatDuration(decision_timeout_),
+                                                      " (--decision_timeout_ms)"));
+    }
     if (!status.ok()) return cachemgr::FromGrpc(status);
     return FromProto(decision);
   }

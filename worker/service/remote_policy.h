@@ -5,7 +5,9 @@
 // computes (pipelined mode; the session runs the same rules in the cache manager, so the tokens equal
 // an in-process pipelined run's). Co-located with the cache manager, it can hand the scores over in a
 // shared-memory ring instead of gRPC messages (ScoreRing); the stream then only attaches the ring and
-// tells when the cache manager is gone. If the cache manager goes away, steps fail with UNAVAILABLE.
+// tells when the cache manager is gone. If the cache manager goes away, steps fail with UNAVAILABLE;
+// if it stays connected but does not answer a step within the decision deadline (stopped, overloaded),
+// the stream is cancelled and the step fails with DEADLINE_EXCEEDED.
 // Not thread-safe: one generation job uses it.
 #ifndef A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
 #define A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
@@ -17,6 +19,7 @@
 #include "a2sf/v1/cache_manager.grpc.pb.h"
 #include "absl/time/time.h"
 #include "common/shm/score_ring.h"
+#include "worker/service/call_watchdog.h"
 #include "grpcpp/grpcpp.h"
 #include "worker/engine/generator.h"
 
@@ -33,6 +36,9 @@ struct RemotePolicyOptions {
   // Offer a shared-memory ring for the scores (the cache manager must be on this machine, reached over
   // its Unix socket). If it cannot be created or is refused, scores go inline over gRPC.
   bool shared_memory = false;
+  // The most one step may wait for its decision (and one score message for the stream to take it);
+  // InfiniteDuration: no deadline. See --decision_timeout_ms in worker_main.cc for the default.
+  absl::Duration decision_timeout = absl::Seconds(1);
 };
 
 class RemotePolicy final : public EvictionPolicyClient {
@@ -68,6 +74,8 @@ class RemotePolicy final : public EvictionPolicyClient {
   static EvictionDecision FromProto(const v1::EvictionDecision& decision);
   absl::Status Send(v1::ScoreStep* message, absl::Span<const float> scores, std::initializer_list<uint32_t> shape);
   absl::Status Broken();  // ends the stream and says why
+  absl::Status TimedOut();  // cancels the stream of a cache manager that did not answer in time
+  bool WriteWithDeadline(const v1::ScoreStep& message);
   absl::Status SendThroughRing(uint64_t step, uint32_t kind, uint32_t position, absl::Span<const float> scores,
                                std::initializer_list<uint32_t> shape);
   absl::StatusOr<EvictionDecision> AwaitFromRing();
@@ -88,6 +96,9 @@ class RemotePolicy final : public EvictionPolicyClient {
   uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
   bool first_message_ = true;
   bool broken_ = false;
+  absl::Duration decision_timeout_ = absl::InfiniteDuration();
+  std::unique_ptr<CallWatchdog> watchdog_;  // on stream_context_
+  bool timed_out_ = false;
 };
 
 }  // namespace a2sf::worker

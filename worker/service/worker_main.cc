@@ -4,7 +4,9 @@
 //     --cachemgr=unix:/run/a2sf/cachemgr.sock
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
+#include <cstdlib>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -18,6 +20,7 @@
 #include "common/metrics/metrics_server.h"
 #include "cachemgr/session/lagged_layout.h"
 #include "worker/model/load_flags.h"
+#include "worker/service/cache_manager_watch.h"
 #include "worker/service/generation_service.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");
@@ -43,6 +46,22 @@ ABSL_FLAG(bool, shared_memory, true,
           "with --cachemgr=unix:...: hand scores over in a shared-memory ring (gRPC stays the control plane; "
           "falls back to inline scores if the cache manager refuses it)");
 ABSL_FLAG(int, cachemgr_wait_ms, 5000, "how long a new job waits for an unreachable cache manager to come back");
+// 1 s: a decision at LLaMA-2-7B shape takes ~1-3 ms for one session and ~90 ms per step with 64
+// sessions sharing one cache-manager core (docs/PERFORMANCE.md), so 1 s is over 10x the most loaded
+// measured step, while a stall still costs a job at most a second before it fails or continues.
+ABSL_FLAG(int, decision_timeout_ms, 1000,
+          "the most one step waits for the cache manager's decision; then the job fails with DEADLINE_EXCEEDED "
+          "(--on_cachemgr_failure=fail) or continues in-process (continue). 0: no deadline");
+ABSL_FLAG(int, cachemgr_keepalive_ms, 10000,
+          "HTTP/2 keepalive ping interval on the connection to the cache manager; a ping unanswered for "
+          "--cachemgr_keepalive_timeout_ms declares it dead (0: no keepalive)");
+ABSL_FLAG(int, cachemgr_keepalive_timeout_ms, 5000, "see --cachemgr_keepalive_ms");
+ABSL_FLAG(int, cachemgr_health_interval_ms, 1000,
+          "with --on_cachemgr_failure=fail: how often the worker checks its cache manager; while it is "
+          "unreachable the worker's own health is NOT_SERVING");
+ABSL_FLAG(std::string, admin_token, "",
+          "bearer token that may list, read and cancel every job (empty: ListJobs is open; GetJob/CancelJob "
+          "always need the job's job_token or this token; also $A2SF_WORKER_ADMIN_TOKEN)");
 ABSL_FLAG(std::string, default_policy, "a2sf", "policy of jobs that name none (in-process mode)");
 ABSL_FLAG(int, threads, 1, "threads per job");
 ABSL_FLAG(std::string, device, "cpu",
@@ -115,8 +134,18 @@ int main(int argc, char** argv) {
     return 2;
   }
   options.cache_manager_wait = absl::Milliseconds(absl::GetFlag(FLAGS_cachemgr_wait_ms));
+  options.decision_timeout = absl::GetFlag(FLAGS_decision_timeout_ms) <= 0
+                                 ? absl::InfiniteDuration()
+                                 : absl::Milliseconds(absl::GetFlag(FLAGS_decision_timeout_ms));
+  options.admin_token = absl::GetFlag(FLAGS_admin_token);
+  if (options.admin_token.empty() && std::getenv("A2SF_WORKER_ADMIN_TOKEN") != nullptr) {
+    options.admin_token = std::getenv("A2SF_WORKER_ADMIN_TOKEN");
+  }
+  if (options.admin_token.empty()) A2SF_LOG(WARNING) << "no --admin_token: ListJobs shows every job to every client";
   if (!absl::GetFlag(FLAGS_cachemgr).empty()) {
     ChannelOptions channel;
+    channel.keepalive_time = absl::Milliseconds(std::max(0, absl::GetFlag(FLAGS_cachemgr_keepalive_ms)));
+    channel.keepalive_timeout = absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_cachemgr_keepalive_timeout_ms)));
     channel.plaintext = absl::GetFlag(FLAGS_cachemgr_plaintext);
     channel.ca_cert_path = absl::GetFlag(FLAGS_cachemgr_ca);
     channel.client_cert_chain_path = absl::GetFlag(FLAGS_cachemgr_cert);
@@ -157,8 +186,24 @@ int main(int argc, char** argv) {
     A2SF_LOG(ERROR) << server.status().message();
     return 1;
   }
+  // A worker that fails jobs without its cache manager cannot run one while it is unreachable.
+  std::unique_ptr<worker::CacheManagerWatch> watch;
+  if (options.cache_manager != nullptr && !options.fallback_in_process) {
+    RunningServer* running = server->get();
+    watch = std::make_unique<worker::CacheManagerWatch>(
+        options.cache_manager, absl::Milliseconds(std::max(10, absl::GetFlag(FLAGS_cachemgr_health_interval_ms))),
+        [running](bool reachable, const absl::Status& why) {
+          if (reachable) {
+            A2SF_LOG(INFO) << "cache manager reachable: SERVING";
+          } else {
+            A2SF_LOG(WARNING) << "cache manager unreachable (" << why.message() << "): NOT_SERVING";
+          }
+          running->SetServing(reachable);
+        });
+  }
   WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->bound_port(0));
   WaitForTerminationSignal();
+  watch.reset();  // before the shutdown's NOT_SERVING, which it must not undo
   A2SF_LOG(INFO) << "draining: " << service.running_jobs() << " running jobs (up to 60 s)";
   (*server)->Shutdown(absl::Seconds(60));
   (*server)->Wait();

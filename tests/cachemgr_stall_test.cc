@@ -1,0 +1,250 @@
+// A cache manager that stops answering must not freeze the worker's jobs. A real a2sf-cachemgr
+// process is stopped with SIGSTOP mid-job (its connections stay open, so nothing looks broken):
+//   - the per-step decision deadline fails the job with DEADLINE_EXCEEDED, or continues it in-process,
+//     within the deadline, on inline gRPC scores and on the shared-memory ring;
+//   - without a deadline, gRPC keepalive still finds the stopped peer and the job fails UNAVAILABLE;
+//   - the worker's health is NOT_SERVING while its cache manager does not answer (failure mode fail)
+//     and SERVING again once it does.
+// Argument: the path of the a2sf-cachemgr binary.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/client.h"
+#include "common/grpc/server.h"
+#include "gtest/gtest.h"
+#include "worker/service/cache_manager_watch.h"
+#include "worker/service/generation_service.h"
+#include "worker/testing/fixtures.h"
+
+namespace a2sf {
+namespace {
+
+using worker::testing::FixturesDir;
+
+// An a2sf-cachemgr child process on 127.0.0.1:<free port> and a pid-unique Unix socket.
+class CacheManagerProcess {
+ public:
+  CacheManagerProcess() : socket_(absl::StrCat("/tmp/a2sf-stall-", getpid(), ".sock")) {}
+  ~CacheManagerProcess() { Kill(); }
+
+  void Start() {
+    const std::string binary = ::testing::internal::GetArgvs().at(1);
+    const std::string port_file = absl::StrCat(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp",
+                                               "/cachemgr-", getpid(), ".port");
+    unlink(port_file.c_str());
+    pid_ = fork();
+    if (pid_ == 0) {
+      const std::string port_flag = "--port_file=" + port_file;
+      const std::string socket_flag = "--unix_socket=" + socket_;
+      execl(binary.c_str(), binary.c_str(), "--listen=127.0.0.1:0", "--plaintext", socket_flag.c_str(),
+            port_flag.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    for (int i = 0; i < 300 && port_ == 0; ++i) {
+      std::ifstream in(port_file);
+      if (!(in >> port_)) port_ = 0;
+      if (port_ == 0) absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_NE(port_, 0) << "the cache manager did not start";
+  }
+  void Stop() { kill(pid_, SIGSTOP); }
+  void Continue() { kill(pid_, SIGCONT); }
+  void Kill() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+    port_ = 0;
+  }
+  std::string tcp_address() const { return absl::StrCat("127.0.0.1:", port_); }
+  std::string unix_address() const { return "unix:" + socket_; }
+
+ private:
+  std::string socket_;
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+struct WorkerSetup {
+  bool fallback = false;
+  bool shared_memory = false;
+  absl::Duration decision_timeout = absl::Milliseconds(500);
+  absl::Duration keepalive_time = absl::ZeroDuration();
+};
+
+// A worker (GenerationService on a RunningServer) in this process.
+class Worker {
+ public:
+  Worker(const CacheManagerProcess& cachemgr, const WorkerSetup& setup) {
+    weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
+    tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
+    ChannelOptions to_cachemgr;
+    to_cachemgr.plaintext = true;
+    to_cachemgr.keepalive_time = setup.keepalive_time;
+    to_cachemgr.keepalive_timeout = absl::Milliseconds(500);
+    channel_ = *MakeChannel(setup.shared_memory ? cachemgr.unix_address() : cachemgr.tcp_address(), to_cachemgr);
+    worker::WorkerOptions options;
+    options.weights = weights_.get();
+    options.tokenizer = tokenizer_.get();
+    options.cache_manager = channel_;
+    options.fallback_in_process = setup.fallback;
+    options.shared_memory = setup.shared_memory;
+    options.decision_timeout = setup.decision_timeout;
+    options.cache_manager_wait = absl::Seconds(3);
+    service_ = std::make_unique<worker::GenerationService>(options);
+    ServerOptions server;
+    server.listen_addresses = {"127.0.0.1:0"};
+    server.plaintext = true;
+    server_ = std::move(*RunningServer::Start(server, {service_.get()}));
+    ChannelOptions plaintext;
+    plaintext.plaintext = true;
+    worker_channel_ = *MakeChannel(server_->dial_address(0), plaintext);
+  }
+  client::WorkerClient client() { return client::WorkerClient(worker_channel_); }
+  std::shared_ptr<grpc::Channel> cache_manager_channel() { return channel_; }
+  std::shared_ptr<grpc::Channel> worker_channel() { return worker_channel_; }
+  RunningServer* server() { return server_.get(); }
+
+ private:
+  std::unique_ptr<worker::ModelWeights> weights_;
+  std::unique_ptr<worker::Tokenizer> tokenizer_;
+  std::shared_ptr<grpc::Channel> channel_, worker_channel_;
+  std::unique_ptr<worker::GenerationService> service_;
+  std::unique_ptr<RunningServer> server_;
+};
+
+v1::GenerateRequest LongJob() {
+  v1::GenerateRequest request;
+  request.set_text("Lily and Tom went to the park");
+  request.set_max_tokens(480);
+  request.mutable_stop()->set_stop_on_eos(false);
+  request.mutable_policy()->set_name("a2sf");
+  request.mutable_policy()->set_alpha(0.3);
+  request.mutable_budget()->set_tokens(16);
+  return request;
+}
+
+struct StalledJob {
+  absl::StatusOr<client::GenerationResult> result;
+  absl::Duration after_stop;       // from the SIGSTOP to the job's end
+  absl::Duration longest_silence;  // between two token chunks after the SIGSTOP
+};
+
+// Runs LongJob and stops the cache manager once 20 tokens have streamed.
+StalledJob RunAndStall(Worker& worker, CacheManagerProcess& cachemgr) {
+  size_t seen = 0;
+  absl::Time stopped = absl::InfiniteFuture(), last = absl::InfinitePast();
+  absl::Duration longest = absl::ZeroDuration();
+  StalledJob job;
+  job.result = worker.client().Generate(
+      LongJob(),
+      [&](const v1::GeneratedTokens& tokens) {
+        const absl::Time now = absl::Now();
+        if (stopped != absl::InfiniteFuture()) longest = std::max(longest, now - last);
+        last = now;
+        seen += size_t(tokens.ids_size());
+        if (seen >= 20 && stopped == absl::InfiniteFuture()) {
+          cachemgr.Stop();
+          stopped = last = absl::Now();
+        }
+      },
+      0, absl::Seconds(15));
+  job.after_stop = absl::Now() - stopped;
+  job.longest_silence = longest;
+  cachemgr.Continue();
+  EXPECT_NE(stopped, absl::InfiniteFuture()) << "the job ended before the cache manager could be stopped";
+  return job;
+}
+
+class CacheManagerStallTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    A2SF_REQUIRE_FIXTURES();
+    ASSERT_GE(::testing::internal::GetArgvs().size(), 2u) << "give the a2sf-cachemgr binary as the argument";
+    cachemgr_.Start();
+  }
+  CacheManagerProcess cachemgr_;
+};
+
+TEST_F(CacheManagerStallTest, AStoppedCacheManagerFailsTheJobWithDeadlineExceededWithinTheDeadline) {
+  for (bool shared_memory : {false, true}) {
+    SCOPED_TRACE(shared_memory ? "shared-memory ring" : "inline gRPC");
+    Worker worker(cachemgr_, {/*fallback=*/false, shared_memory});
+    StalledJob job = RunAndStall(worker, cachemgr_);
+    ASSERT_FALSE(job.result.ok());
+    EXPECT_EQ(job.result.status().code(), absl::StatusCode::kDeadlineExceeded) << job.result.status();
+    EXPECT_NE(job.result.status().message().find("decision deadline"), std::string::npos) << job.result.status();
+    // 500 ms deadline; the rest is slack for a loaded machine, far below the 15 s the client waits.
+    EXPECT_LT(job.after_stop, absl::Seconds(3));
+    // Once the cache manager runs again, the next job is served remotely.
+    auto next = worker.client().Generate(LongJob(), nullptr, 0, absl::Seconds(30));
+    ASSERT_TRUE(next.ok()) << next.status();
+    EXPECT_EQ(next->finished.policy_location(), v1::POLICY_LOCATION_REMOTE);
+  }
+}
+
+TEST_F(CacheManagerStallTest, AStoppedCacheManagerIsTakenOverInProcessWithinTheDeadline) {
+  for (bool shared_memory : {false, true}) {
+    SCOPED_TRACE(shared_memory ? "shared-memory ring" : "inline gRPC");
+    Worker worker(cachemgr_, {/*fallback=*/true, shared_memory});
+    StalledJob job = RunAndStall(worker, cachemgr_);
+    ASSERT_TRUE(job.result.ok()) << job.result.status();
+    EXPECT_EQ(job.result->ids.size(), 480u);
+    EXPECT_EQ(job.result->finished.policy_location(), v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
+    EXPECT_LT(job.longest_silence, absl::Seconds(2)) << "tokens stopped for longer than the deadline allows";
+    EXPECT_LT(job.after_stop, absl::Seconds(3));
+  }
+}
+
+TEST_F(CacheManagerStallTest, WithoutADeadlineKeepaliveFindsTheStoppedPeer) {
+  WorkerSetup setup;
+  setup.decision_timeout = absl::InfiniteDuration();
+  setup.keepalive_time = absl::Milliseconds(1500);  // above the servers' 1 s minimum ping interval
+  Worker worker(cachemgr_, setup);
+  StalledJob job = RunAndStall(worker, cachemgr_);
+  ASSERT_FALSE(job.result.ok());
+  EXPECT_EQ(job.result.status().code(), absl::StatusCode::kUnavailable) << job.result.status();
+  EXPECT_LT(job.after_stop, absl::Seconds(6));
+}
+
+std::string WorkerHealth(Worker& worker) {
+  absl::StatusOr<std::string> health = client::CheckHealth(worker.worker_channel(), absl::Seconds(2));
+  return health.ok() ? *health : health.status().ToString();
+}
+
+// Polls the worker's health until it reads `want` (or 10 s pass: reconnecting backs off).
+std::string AwaitHealth(Worker& worker, const std::string& want) {
+  std::string seen;
+  for (absl::Time end = absl::Now() + absl::Seconds(10); absl::Now() < end; absl::SleepFor(absl::Milliseconds(50))) {
+    seen = WorkerHealth(worker);
+    if (seen == want) break;
+  }
+  return seen;
+}
+
+TEST_F(CacheManagerStallTest, WorkerHealthFollowsItsCacheManagerInFailMode) {
+  Worker worker(cachemgr_, {/*fallback=*/false, /*shared_memory=*/true});
+  RunningServer* server = worker.server();
+  worker::CacheManagerWatch watch(worker.cache_manager_channel(), absl::Milliseconds(200),
+                                  [server](bool reachable, const absl::Status&) { server->SetServing(reachable); });
+  EXPECT_EQ(AwaitHealth(worker, "SERVING"), "SERVING");
+  cachemgr_.Stop();  // alive but not answering
+  EXPECT_EQ(AwaitHealth(worker, "NOT_SERVING"), "NOT_SERVING");
+  cachemgr_.Continue();
+  EXPECT_EQ(AwaitHealth(worker, "SERVING"), "SERVING");
+  cachemgr_.Kill();  // gone
+  EXPECT_EQ(AwaitHealth(worker, "NOT_SERVING"), "NOT_SERVING");
+  cachemgr_.Start();  // back on the same Unix socket
+  EXPECT_EQ(AwaitHealth(worker, "SERVING"), "SERVING");
+  EXPECT_TRUE(worker.client().Generate(LongJob(), nullptr, 0, absl::Seconds(30)).ok());
+}
+
+}  // namespace
+}  // namespace a2sf

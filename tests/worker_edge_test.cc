@@ -1,0 +1,287 @@
+// The worker's edge towards Generate clients (issue 11, worker side): what a caller is told when the
+// cache manager fails (never its internals), TLS failures named as such, the request contract
+// (empty text, unknown enum values, tiny temperatures) and who may read or cancel a job.
+#include <cstdlib>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "cachemgr/service/cache_manager_service.h"
+#include "cachemgr/store/cpu_score_store.h"
+#include "client/client.h"
+#include "common/grpc/server.h"
+#include "gtest/gtest.h"
+#include "worker/service/generation_service.h"
+#include "worker/testing/fixtures.h"
+
+namespace a2sf {
+namespace {
+
+using worker::testing::FixturesDir;
+
+struct NodeSetup {
+  bool remote = true;
+  bool shared_memory = false;
+  size_t max_sessions = 64;
+  std::string admin_token;
+  ChannelOptions to_cachemgr;   // plaintext unless a test says otherwise
+  ServerTlsOptions cachemgr_tls;  // set: the cache manager's TCP port speaks TLS
+};
+
+// A cache manager (in this process) and a worker using it.
+class Node {
+ public:
+  explicit Node(NodeSetup setup) {
+    weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
+    tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
+    worker::WorkerOptions options;
+    options.weights = weights_.get();
+    options.tokenizer = tokenizer_.get();
+    options.default_policy.set_name("a2sf");
+    options.admin_token = setup.admin_token;
+    options.shared_memory = setup.shared_memory;
+    options.cache_manager_wait = absl::Seconds(1);
+    if (setup.remote) {
+      cachemgr::SessionManagerOptions session_options;
+      session_options.max_sessions = setup.max_sessions;
+      manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
+                                                            &cachemgr::PolicyRegistry::Builtin(), session_options);
+      cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get(), nullptr);
+      ServerOptions server;
+      server.listen_addresses = {"127.0.0.1:0"};
+      if (setup.shared_memory) {
+        server.listen_addresses.push_back(absl::StrCat("unix:/tmp/a2sf-edge-", getpid(), ".sock"));
+      }
+      server.plaintext = setup.cachemgr_tls.cert_chain_path.empty();
+      server.tls = setup.cachemgr_tls;
+      cachemgr_server_ = std::move(*RunningServer::Start(server, {cache_service_.get()}));
+      if (setup.cachemgr_tls.cert_chain_path.empty()) setup.to_cachemgr.plaintext = true;
+      options.cache_manager = *MakeChannel(cachemgr_server_->dial_address(setup.shared_memory ? 1 : 0), setup.to_cachemgr);
+    }
+    service_ = std::make_unique<worker::GenerationService>(options);
+    ServerOptions server;
+    server.listen_addresses = {"127.0.0.1:0"};
+    server.plaintext = true;
+    worker_server_ = std::move(*RunningServer::Start(server, {service_.get()}));
+    ChannelOptions plaintext;
+    plaintext.plaintext = true;
+    channel_ = *MakeChannel(worker_server_->dial_address(0), plaintext);
+  }
+  client::WorkerClient client() { return client::WorkerClient(channel_); }
+  std::unique_ptr<v1::Generation::Stub> stub() { return v1::Generation::NewStub(channel_); }
+  cachemgr::SessionManager* manager() { return manager_.get(); }
+  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+
+ private:
+  std::unique_ptr<worker::ModelWeights> weights_;
+  std::unique_ptr<worker::Tokenizer> tokenizer_;
+  std::unique_ptr<cachemgr::SessionManager> manager_;
+  std::unique_ptr<cachemgr::CacheManagerService> cache_service_;
+  std::unique_ptr<RunningServer> cachemgr_server_;
+  std::unique_ptr<worker::GenerationService> service_;
+  std::unique_ptr<RunningServer> worker_server_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+v1::GenerateRequest Job(uint32_t max_tokens = 40) {
+  v1::GenerateRequest request;
+  request.set_text("Lily and Tom went to the park");
+  request.set_max_tokens(max_tokens);
+  request.mutable_stop()->set_stop_on_eos(false);
+  request.mutable_policy()->set_name("a2sf");
+  request.mutable_policy()->set_alpha(0.3);
+  request.mutable_budget()->set_tokens(16);
+  return request;
+}
+
+// Nothing of the cache manager's vocabulary reaches the caller.
+void ExpectNoInternals(const absl::Status& status) {
+  for (const char* internal : {"--max_sessions", "session_id", "s-", "KV cache full", "ring", "step "}) {
+    EXPECT_FALSE(absl::StrContains(status.message(), internal)) << "'" << internal << "' leaked: " << status;
+  }
+}
+
+TEST(WorkerEdge, AFullCacheManagerIsResourceExhaustedInTheCallersTerms) {
+  A2SF_REQUIRE_FIXTURES();
+  NodeSetup setup;
+  setup.max_sessions = 1;
+  Node node(setup);
+  // One long job holds the only session while a second one asks.
+  std::atomic<bool> started{false};
+  std::thread holder([&] {
+    node.client().Generate(Job(480), [&](const v1::GeneratedTokens&) { started = true; }).IgnoreError();
+  });
+  while (!started) absl::SleepFor(absl::Milliseconds(1));
+  auto second = node.client().Generate(Job(), nullptr, 0);
+  holder.join();
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted) << second.status();
+  EXPECT_TRUE(absl::StrContains(second.status().message(), "retry")) << second.status();
+  ExpectNoInternals(second.status());
+}
+
+TEST(WorkerEdge, ASessionEndedUnderARunningJobIsAbortedWithoutItsId) {
+  A2SF_REQUIRE_FIXTURES();
+  Node node(NodeSetup{});
+  bool closed = false;
+  auto result = node.client().Generate(Job(480), [&](const v1::GeneratedTokens&) {
+    if (closed) return;
+    for (const cachemgr::SessionInfo& session : node.manager()->List()) closed |= node.manager()->Close(session.id).ok();
+  });
+  ASSERT_TRUE(closed);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kAborted) << result.status();
+  ExpectNoInternals(result.status());
+}
+
+TEST(WorkerEdge, AnInvalidPolicyIsReportedAsItselfNotAsARefusedRing) {
+  A2SF_REQUIRE_FIXTURES();
+  NodeSetup setup;
+  setup.shared_memory = true;
+  Node node(setup);
+  v1::GenerateRequest request = Job();
+  request.mutable_policy()->set_name("lru");
+  ::testing::internal::CaptureStderr();
+  auto result = node.client().Generate(request, nullptr, 0);
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "lru")) << result.status();
+  EXPECT_FALSE(absl::StrContains(log, "refused the shared-memory ring")) << log;
+  // A valid job still gets the ring.
+  auto ok = node.client().Generate(Job(), nullptr, 0);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_TRUE(ok->finished.shared_memory());
+}
+
+TEST(WorkerEdge, ATlsMismatchWithTheCacheManagerIsNamed) {
+  A2SF_REQUIRE_FIXTURES();
+  const std::string dir = std::string(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp") + "/edge-tls";
+  const std::string script = "set -e; mkdir -p " + dir + "; cd " + dir +
+                             "; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "
+                             "key.pem -out cert.pem -days 1 -subj /CN=localhost -addext "
+                             "subjectAltName=DNS:localhost,IP:127.0.0.1 2>/dev/null";
+  if (std::system(("bash -c \"" + script + "\"").c_str()) != 0) GTEST_SKIP() << "openssl could not make a certificate";
+  NodeSetup setup;
+  setup.cachemgr_tls = {dir + "/cert.pem", dir + "/key.pem", ""};
+  // The worker does not trust the cache manager's self-signed certificate (system roots only).
+  Node node(setup);
+  auto result = node.client().Generate(Job(), nullptr, 0);
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+  EXPECT_TRUE(absl::StartsWith(result.status().message(), "TLS handshake with the cache manager failed: "))
+      << result.status();
+}
+
+TEST(WorkerEdge, TheRequestContractIsEnforced) {
+  A2SF_REQUIRE_FIXTURES();
+  NodeSetup setup;
+  setup.remote = false;
+  Node node(setup);
+  v1::GenerateRequest empty = Job();
+  empty.set_text("");
+  auto result = node.client().Generate(empty, nullptr, 0);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "prompt.text")) << result.status();
+  v1::GenerateRequest unknown = Job();
+  unknown.set_prefill(static_cast<v1::PrefillMode>(99));
+  result = node.client().Generate(unknown, nullptr, 0);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_TRUE(absl::StrContains(result.status().message(), "prefill")) << result.status();
+  // Temperatures too small to divide by sample greedily: the greedy run's tokens, not garbage.
+  auto greedy = node.client().Generate(Job(), nullptr, 0);
+  ASSERT_TRUE(greedy.ok()) << greedy.status();
+  for (double temperature : {1e-40, 1e-31, 1e-7}) {
+    v1::GenerateRequest tiny = Job();
+    tiny.mutable_sampling()->set_temperature(temperature);
+    tiny.mutable_sampling()->set_seed(3);
+    auto sampled = node.client().Generate(tiny, nullptr, 0);
+    ASSERT_TRUE(sampled.ok()) << sampled.status();
+    EXPECT_EQ(sampled->ids, greedy->ids) << "temperature " << temperature;
+  }
+}
+
+grpc::Status CancelAs(v1::Generation::Stub* stub, const std::string& job_id, const std::string& job_token,
+                      const std::string& bearer, v1::CancelJobResponse* response) {
+  grpc::ClientContext context;
+  if (!bearer.empty()) context.AddMetadata("authorization", "Bearer " + bearer);
+  v1::CancelJobRequest request;
+  request.set_job_id(job_id);
+  request.set_job_token(job_token);
+  return stub->CancelJob(&context, request, response);
+}
+
+grpc::Status GetAs(v1::Generation::Stub* stub, const std::string& job_id, const std::string& job_token,
+                   const std::string& bearer, v1::JobStatus* response) {
+  grpc::ClientContext context;
+  if (!bearer.empty()) context.AddMetadata("authorization", "Bearer " + bearer);
+  v1::GetJobRequest request;
+  request.set_job_id(job_id);
+  request.set_job_token(job_token);
+  return stub->GetJob(&context, request, response);
+}
+
+grpc::Status ListAs(v1::Generation::Stub* stub, const std::string& bearer, v1::ListJobsResponse* response) {
+  grpc::ClientContext context;
+  if (!bearer.empty()) context.AddMetadata("authorization", "Bearer " + bearer);
+  return stub->ListJobs(&context, {}, response);
+}
+
+TEST(WorkerEdge, AThirdPartyCannotReadOrCancelAnotherClientsJob) {
+  A2SF_REQUIRE_FIXTURES();
+  NodeSetup setup;
+  setup.remote = false;
+  setup.admin_token = "op-secret";
+  Node node(setup);
+  auto owner = node.stub();
+  auto third = node.stub();  // another client, on its own connection too
+  v1::GenerateRequest request = Job(480);
+  request.set_job_id("victim");
+  grpc::ClientContext context;
+  auto reader = owner->Generate(&context, request);
+  v1::GenerateResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  ASSERT_TRUE(response.has_accepted());
+  const std::string token = response.job_token();
+  EXPECT_EQ(token.size(), 32u);
+  // While the job runs, the third party knows its id but not its token.
+  v1::CancelJobResponse cancelled;
+  v1::JobStatus status;
+  v1::ListJobsResponse list;
+  EXPECT_EQ(CancelAs(third.get(), "victim", "", "", &cancelled).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(CancelAs(third.get(), "victim", std::string(32, '0'), "", &cancelled).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(CancelAs(third.get(), "victim", "", "wrong", &cancelled).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(GetAs(third.get(), "victim", "", "", &status).error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(ListAs(third.get(), "", &list).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(ListAs(third.get(), "wrong", &list).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // The owner reads its job with the token; the operator lists with the admin token (no tokens shown).
+  ASSERT_TRUE(GetAs(third.get(), "victim", token, "", &status).ok());
+  EXPECT_EQ(status.stats().job_id(), "victim");
+  ASSERT_TRUE(ListAs(third.get(), "op-secret", &list).ok());
+  EXPECT_FALSE(absl::StrContains(list.DebugString(), token));
+  // The job ran to its end: nobody could cancel it.
+  size_t tokens = 0;
+  while (reader->Read(&response)) tokens += size_t(response.tokens().ids_size());
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(tokens, 480u);
+  // The owner's token, or the admin token, does cancel.
+  for (const bool as_admin : {false, true}) {
+    grpc::ClientContext second_context;
+    request.set_job_id(as_admin ? "second" : "first");
+    auto second = owner->Generate(&second_context, request);
+    ASSERT_TRUE(second->Read(&response));
+    ASSERT_TRUE(CancelAs(third.get(), request.job_id(), as_admin ? "" : response.job_token(),
+                         as_admin ? "op-secret" : "", &cancelled).ok());
+    EXPECT_TRUE(cancelled.cancelled());
+    v1::JobStats finished;
+    while (second->Read(&response)) {
+      if (response.has_finished()) finished = response.finished();
+    }
+    EXPECT_TRUE(second->Finish().ok());
+    EXPECT_EQ(finished.finish_reason(), v1::FINISH_REASON_CANCELLED);
+  }
+}
+
+}  // namespace
+}  // namespace a2sf
