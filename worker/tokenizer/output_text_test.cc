@@ -15,6 +15,7 @@ class FakeTokenizer : public Tokenizer {
   int vocab_size() const override { return 12; }
   int bos_id() const override { return 1; }
   int eos_id() const override { return 2; }
+  const char* kind() const override { return "fake"; }
   absl::StatusOr<std::vector<int>> Encode(const std::string&, bool) const override { return std::vector<int>{}; }
   std::string DecodePiece(int, int token) const override { return kPieces[token]; }
 };
