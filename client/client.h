@@ -12,17 +12,10 @@
 #include "a2sf/v1/generation.grpc.pb.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "client/generation_result.h"
 #include "grpcpp/grpcpp.h"
 
 namespace a2sf::client {
-
-struct GenerationResult {
-  v1::JobStats accepted;
-  v1::JobStats finished;
-  std::string job_token;  // the job's secret: GetJob/CancelJob of it need it (docs/SECURITY.md)
-  std::vector<uint32_t> ids;
-  std::string text;
-};
 
 class WorkerClient {
  public:
@@ -38,6 +31,9 @@ class WorkerClient {
   // Needs the job's token (GenerationResult.job_token) or the client's admin token.
   absl::StatusOr<bool> Cancel(const std::string& job_id, const std::string& job_token = "");
   absl::StatusOr<v1::ListJobsResponse> ListJobs();
+  // Needs the job's token or the client's admin token, as Cancel.
+  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id, const std::string& job_token = "");
+  absl::StatusOr<v1::ModelInfo> GetModelInfo();
 
  private:
   void Authorize(grpc::ClientContext* context) const;

@@ -45,42 +45,6 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry* registry)
 
 GenerationService::GenerationService(WorkerOptions options) : options_(std::move(options)) {}
 
-absl::StatusOr<std::vector<int>> GenerationService::PromptIds(const v1::GenerateRequest& request) const {
-  const ModelConfig& c = options_.weights->config();
-  std::vector<int> ids;
-  switch (request.prompt_case()) {
-    case v1::GenerateRequest::kText: {
-      if (options_.tokenizer == nullptr) {
-        return absl::FailedPreconditionError("prompt.text: this worker has no tokenizer; send prompt.token_ids");
-      }
-      if (request.text().size() > size_t(c.seq_len) * 64) {
-        return absl::InvalidArgumentError("prompt.text: longer than the model's context can hold");
-      }
-      absl::StatusOr<std::vector<int>> encoded = options_.tokenizer->Encode(request.text(), true);
-      if (!encoded.ok()) return encoded.status();
-      ids = *encoded;
-      break;
-    }
-    case v1::GenerateRequest::kTokenIds:
-      if (request.token_ids().ids_size() == 0) return absl::InvalidArgumentError("prompt.token_ids: empty");
-      if (request.token_ids().ids_size() > c.seq_len) {
-        return absl::InvalidArgumentError(absl::StrCat("prompt.token_ids: ", request.token_ids().ids_size(),
-                                                       " tokens exceed the context of ", c.seq_len));
-      }
-      for (uint32_t id : request.token_ids().ids()) {
-        if (id >= uint32_t(c.vocab_size)) {
-          return absl::InvalidArgumentError(absl::StrCat("prompt.token_ids: id ", id, " is outside the vocabulary [0, ",
-                                                         c.vocab_size, ")"));
-        }
-        ids.push_back(int(id));
-      }
-      break;
-    default:
-      return absl::InvalidArgumentError("prompt: set prompt.text or prompt.token_ids");
-  }
-  return ids;
-}
-
 std::shared_ptr<GenerationService::Job> GenerationService::Register(const std::string& requested_id,
                                                                     absl::Status* status) {
   auto job = std::make_shared<Job>();
@@ -126,121 +90,129 @@ void GenerationService::Retire(const std::shared_ptr<Job>& job) {
   }
 }
 
-namespace {
-
-v1::FinishReason ToProto(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kMaxTokens:
-      return v1::FINISH_REASON_MAX_TOKENS;
-    case FinishReason::kEos:
-      return v1::FINISH_REASON_EOS;
-    case FinishReason::kCancelled:
-      return v1::FINISH_REASON_CANCELLED;
+void GenerationService::Refuse(const std::shared_ptr<Job>& job) {
+  absl::MutexLock lock(&mutex_);
+  --running_;
+  jobs_.erase(job->id);
+  if (options_.metrics != nullptr) {
+    options_.metrics->running_jobs.Decrement();
+    options_.metrics->jobs.Add({{"outcome", "rejected"}}).Increment();
   }
-  return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-}  // namespace
+absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> GenerationService::OpenPolicy(const v1::GenerateRequest& request,
+                                                                                    const v1::Budget& budget,
+                                                                                    const std::string& job_id) const {
+  const ModelConfig& c = options_.weights->config();
+  if (options_.cache_manager != nullptr) {
+    absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
+        RemotePolicy::Open(options_.cache_manager, c, request.has_policy() ? &request.policy() : nullptr, budget,
+                           {options_.score_encoding, absl::StrCat(options_.worker_name, "/", job_id),
+                            options_.cache_manager_wait, options_.decision_lag, options_.shared_memory,
+                            options_.decision_timeout});
+    if (!remote.ok()) {
+      A2SF_LOG(WARNING) << "job " << job_id << ": no cache-manager session: " << remote.status();
+      return OpenFailureForClient(remote.status(), options_.cache_manager);
+    }
+    return std::unique_ptr<EvictionPolicyClient>(std::move(*remote));
+  }
+  absl::StatusOr<cachemgr::BudgetSpec> spec_budget = cachemgr::FromProto(budget);
+  if (!spec_budget.ok()) return spec_budget.status();
+  absl::StatusOr<std::unique_ptr<InProcessPolicy>> local = InProcessPolicy::Create(
+      c, cachemgr::FromProto(request.has_policy() ? request.policy() : options_.default_policy), *spec_budget,
+      options_.decision_lag);
+  if (!local.ok()) return local.status();
+  return std::unique_ptr<EvictionPolicyClient>(std::move(*local));
+}
+
+v1::JobStats GenerationService::AcceptedStats(const Job& job, const JobPlan& plan, EvictionPolicyClient* policy) const {
+  v1::JobStats stats;
+  stats.set_job_id(job.id);
+  stats.set_prompt_tokens(uint32_t(plan.prompt.size()));
+  stats.set_policy_location(options_.cache_manager != nullptr ? v1::POLICY_LOCATION_REMOTE
+                                                              : v1::POLICY_LOCATION_IN_PROCESS);
+  stats.set_budget_tokens(policy->budget_tokens());
+  stats.set_worker(options_.worker_name);
+  stats.set_decision_lag(policy->decision_lag());
+  stats.set_seed(plan.generate.sampling.seed);
+  const RemotePolicy* remote = dynamic_cast<RemotePolicy*>(policy);
+  if (auto* fallback = dynamic_cast<FallbackPolicy*>(policy)) remote = fallback->remote();
+  if (remote != nullptr) {
+    *stats.mutable_policy() = remote->policy();
+    stats.set_shared_memory(remote->uses_shared_memory());
+    stats.set_session_id(remote->session_id());
+  } else if (auto* local = dynamic_cast<InProcessPolicy*>(policy)) {
+    *stats.mutable_policy() = cachemgr::ToProto(local->session().policy);
+  }
+  return stats;
+}
+
+absl::StatusOr<GenerateResult> GenerationService::Run(Job* job, const JobPlan& plan, Engine* engine,
+                                                      EvictionPolicyClient* policy, JobOutput* output,
+                                                      grpc::ServerContext* context,
+                                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  v1::GenerateResponse response;
+  GenerateCallbacks callbacks;
+  if (output->wants_prompt_logprobs()) {
+    callbacks.on_prompt_logits = [&](int position, absl::Span<const float> logits) {
+      output->OnPromptLogits(position, logits);
+    };
+  }
+  callbacks.on_token = [&](const TokenEvent& event) {
+    if (event.index == 0 && output->wants_prompt_logprobs()) {
+      response.Clear();
+      *response.mutable_prompt_logprobs() = output->prompt_logprobs();
+      if (!writer->Write(response)) return TokenVerdict::kCancel;
+    }
+    response.Clear();
+    const TokenVerdict verdict = output->OnToken(event, response.mutable_tokens());
+    ++tokens_generated_;
+    if (options_.metrics != nullptr) options_.metrics->tokens.Increment();
+    if (!writer->Write(response)) return TokenVerdict::kCancel;  // the client went away
+    if (job->cancel.load() || context->IsCancelled()) return TokenVerdict::kCancel;
+    return verdict;
+  };
+  return worker::Generate(engine, policy, plan.prompt, plan.generate, callbacks);
+}
 
 grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
   const ModelConfig& c = options_.weights->config();
-  if (absl::Status s = ValidateGenerateRequest(*request); !s.ok()) return cachemgr::ToGrpc(s);
-  absl::StatusOr<std::vector<int>> prompt = PromptIds(*request);
-  if (!prompt.ok()) return cachemgr::ToGrpc(prompt.status());
-  if (request->max_tokens() == 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "max_tokens: must be >= 1");
-  if (uint64_t{prompt->size()} + request->max_tokens() - 1 > uint64_t(c.seq_len)) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("prompt (", prompt->size(), " tokens) + max_tokens (", request->max_tokens(),
-                                     ") exceeds the model's context of ", c.seq_len));
-  }
-  GenerateOptions generate;
-  generate.max_new_tokens = int(request->max_tokens());
-  generate.sampling.temperature = float(request->sampling().temperature());
-  generate.sampling.top_p = request->sampling().top_p() == 0 ? 1.0f : float(request->sampling().top_p());
-  generate.sampling.seed = request->sampling().seed();
-  generate.stop_on_eos = !request->stop().has_stop_on_eos() || request->stop().stop_on_eos();
-  generate.bulk_prefill = request->prefill() == v1::PREFILL_MODE_BULK;
-  if (absl::Status s = ValidateSampling(generate.sampling); !s.ok()) return cachemgr::ToGrpc(s);
-
-  // Budget: unset = the whole sequence; a ratio refers to prompt + max_tokens unless told otherwise.
-  const uint32_t sequence = uint32_t(prompt->size() + request->max_tokens());
-  v1::Budget budget = request->budget();
-  if (budget.kind_case() == v1::Budget::KIND_NOT_SET) {
-    budget.set_tokens(std::min<uint32_t>(sequence, uint32_t(c.seq_len)));
-  } else if (budget.kind_case() == v1::Budget::kRatio && budget.reference_length() == 0) {
-    budget.set_reference_length(sequence);
-  }
+  absl::StatusOr<JobPlan> plan = PlanJob(*request, c, options_.tokenizer);
+  if (!plan.ok()) return cachemgr::ToGrpc(plan.status());
   absl::Status status;
   std::shared_ptr<Job> job = Register(request->job_id(), &status);
   if (job == nullptr) return cachemgr::ToGrpc(status);
   const absl::Time started = absl::Now();
 
-  std::unique_ptr<EvictionPolicyClient> policy;
-  v1::PolicyLocation location = v1::POLICY_LOCATION_IN_PROCESS;
-  if (options_.cache_manager != nullptr) {
-    absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
-        RemotePolicy::Open(options_.cache_manager, c, request->has_policy() ? &request->policy() : nullptr, budget,
-                           {options_.score_encoding, absl::StrCat(options_.worker_name, "/", job->id),
-                            options_.cache_manager_wait, options_.decision_lag, options_.shared_memory,
-                            options_.decision_timeout});
-    if (!remote.ok()) {
-      Retire(job);
-      const absl::Status for_client = OpenFailureForClient(remote.status(), options_.cache_manager);
-      A2SF_LOG(WARNING) << "job " << job->id << ": no cache-manager session: " << remote.status();
-      return cachemgr::ToGrpc(for_client);
-    }
-    policy = std::move(*remote);
-    location = v1::POLICY_LOCATION_REMOTE;
-  } else {
-    absl::StatusOr<cachemgr::BudgetSpec> spec_budget = cachemgr::FromProto(budget);
-    absl::StatusOr<std::unique_ptr<InProcessPolicy>> local =
-        spec_budget.ok() ? InProcessPolicy::Create(c, cachemgr::FromProto(request->has_policy() ? request->policy()
-                                                                                              : options_.default_policy),
-                                                   *spec_budget, options_.decision_lag)
-                         : absl::StatusOr<std::unique_ptr<InProcessPolicy>>(spec_budget.status());
-    if (!local.ok()) {
-      Retire(job);
-      return cachemgr::ToGrpc(local.status());
-    }
-    policy = std::move(*local);
+  // Refused before it starts (policy, budget, cache manager, engine): not a job (see ListJobs).
+  absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> policy = OpenPolicy(*request, plan->budget, job->id);
+  if (!policy.ok()) {
+    Refuse(job);
+    return cachemgr::ToGrpc(policy.status());
   }
-
   EngineOptions engine_options;
   engine_options.threads = options_.threads_per_job;
   engine_options.device = options_.device;
+  const int max_new_tokens = plan->generate.max_new_tokens == 0 ? ContextRoom(c, int(plan->prompt.size()))
+                                                                 : plan->generate.max_new_tokens;
   engine_options.cache_capacity = std::min(
-      c.seq_len, std::max(1, RequiredCacheCapacity(policy.get(), int(prompt->size()), generate.max_new_tokens,
-                                                   generate.bulk_prefill)));
+      c.seq_len, std::max(1, RequiredCacheCapacity(policy->get(), int(plan->prompt.size()), max_new_tokens,
+                                                   plan->generate.bulk_prefill)));
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.weights, engine_options);
   if (!engine.ok()) {
-    Retire(job);
+    Refuse(job);
     return cachemgr::ToGrpc(engine.status());
   }
   FallbackPolicy* fallback = nullptr;
-  if (options_.fallback_in_process && location == v1::POLICY_LOCATION_REMOTE) {
+  if (options_.fallback_in_process && options_.cache_manager != nullptr) {
     auto wrapped = std::make_unique<FallbackPolicy>(
-        std::unique_ptr<RemotePolicy>(static_cast<RemotePolicy*>(policy.release())), engine->get());
+        std::unique_ptr<RemotePolicy>(static_cast<RemotePolicy*>(policy->release())), engine->get());
     fallback = wrapped.get();
-    policy = std::move(wrapped);
+    *policy = std::move(wrapped);
   }
 
-  v1::JobStats stats;
-  stats.set_job_id(job->id);
-  stats.set_prompt_tokens(uint32_t(prompt->size()));
-  stats.set_policy_location(location);
-  stats.set_budget_tokens(policy->budget_tokens());
-  stats.set_worker(options_.worker_name);
-  stats.set_decision_lag(policy->decision_lag());
-  if (fallback != nullptr) {
-    *stats.mutable_policy() = fallback->remote()->policy();
-    stats.set_shared_memory(fallback->remote()->uses_shared_memory());
-  } else if (auto* remote = dynamic_cast<RemotePolicy*>(policy.get())) {
-    *stats.mutable_policy() = remote->policy();
-    stats.set_shared_memory(remote->uses_shared_memory());
-  } else if (auto* local = dynamic_cast<InProcessPolicy*>(policy.get())) {
-    *stats.mutable_policy() = cachemgr::ToProto(local->session().policy);
-  }
+  v1::JobStats stats = AcceptedStats(*job, *plan, policy->get());
   {
     absl::MutexLock lock(&job->mutex);
     *job->status.mutable_stats() = stats;
@@ -251,45 +223,13 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   accepted.set_job_token(job->token);
   writer->Write(accepted);
 
-  Utf8StreamDecoder utf8;
-  int previous = prompt->back();
-  v1::GenerateResponse chunk;
-  auto on_token = [&](int token) {
-    chunk.Clear();
-    chunk.mutable_tokens()->add_ids(uint32_t(token));
-    if (options_.tokenizer != nullptr && token != c.bos_id && token != c.eos_id) {
-      chunk.mutable_tokens()->set_text(utf8.Push(options_.tokenizer->DecodePiece(previous, token)));
-    }
-    previous = token;
-    ++tokens_generated_;
-    if (options_.metrics != nullptr) options_.metrics->tokens.Increment();
-    if (!writer->Write(chunk)) return false;  // the client went away
-    return !job->cancel.load() && !context->IsCancelled();
-  };
-  absl::StatusOr<GenerateResult> result = worker::Generate(engine->get(), policy.get(), *prompt, generate, on_token);
+  JobOutput output(options_.tokenizer, plan->prompt, plan->stop, plan->logprobs);
+  absl::StatusOr<GenerateResult> result =
+      Run(job.get(), *plan, engine->get(), policy->get(), &output, context, writer);
   if (fallback != nullptr && fallback->fell_back()) stats.set_policy_location(v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
-  policy.reset();  // closes a remote session now rather than at the end of the call
-  if (!result.ok()) {
-    // The cache manager's statuses speak of its internals: the caller gets what it can act on.
-    const absl::Status for_client =
-        location == v1::POLICY_LOCATION_REMOTE ? MidJobFailureForClient(result.status()) : result.status();
-    {
-      absl::MutexLock lock(&job->mutex);
-      job->status.set_state(v1::JOB_STATE_FAILED);
-      job->status.set_error(std::string(for_client.message()));
-    }
-    Retire(job);
-    A2SF_LOG(WARNING) << "job " << job->id << " failed: " << result.status();
-    return cachemgr::ToGrpc(for_client);
-  }
-  stats.set_generated_tokens(uint32_t(result->generated.size()));
-  stats.set_evictions(result->evictions);
-  stats.set_kv_bytes_held(result->kv_bytes_held);
-  stats.set_kv_bytes_peak(result->kv_bytes_peak);
-  stats.set_kv_bytes_full_cache(uint64_t(prompt->size() + result->generated.size() - 1) * c.n_layers * c.kv_dim() * 2 * 4);
-  stats.set_time_to_first_token_ms(result->time_to_first_token_ms);
-  stats.set_tokens_per_second(result->tokens_per_second);
-  stats.set_finish_reason(ToProto(result->finish_reason));
+  policy->reset();  // closes a remote session now rather than at the end of the call
+  if (!result.ok()) return Failed(job, result.status());
+  SetResultStats(c, plan->prompt.size(), *result, output.stop_string(), &stats);
   if (options_.metrics != nullptr) {
     options_.metrics->time_to_first_token.Observe(result->time_to_first_token_ms / 1000.0);
     options_.metrics->tokens_per_second.Observe(result->tokens_per_second);
@@ -303,10 +243,9 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
                                                                           : v1::JOB_STATE_FINISHED);
   }
   Retire(job);
-  const std::string tail = utf8.Flush();
   v1::GenerateResponse finished;
-  if (!tail.empty()) {
-    finished.mutable_tokens()->set_text(tail);
+  if (std::string tail = output.Finish(); !tail.empty()) {
+    finished.mutable_tokens()->set_text(std::move(tail));
     writer->Write(finished);
     finished.Clear();
   }
@@ -315,6 +254,18 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   A2SF_LOG(DEBUG) << "job " << job->id << ": " << result->generated.size() << " tokens in "
                   << absl::ToDoubleMilliseconds(absl::Now() - started) << " ms";
   return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::Failed(const std::shared_ptr<Job>& job, const absl::Status& error) {
+  {
+    absl::MutexLock lock(&job->mutex);
+    job->status.set_state(v1::JOB_STATE_FAILED);
+    job->status.set_error(std::string(error.message()));
+  }
+  Retire(job);
+  A2SF_LOG(WARNING) << "job " << job->id << " failed: " << error;
+  // The cache manager's statuses speak of its internals: the caller gets what it can act on.
+  return cachemgr::ToGrpc(options_.cache_manager != nullptr ? MidJobFailureForClient(error) : error);
 }
 
 std::shared_ptr<GenerationService::Job> GenerationService::FindJob(const std::string& id) {
@@ -375,6 +326,61 @@ grpc::Status GenerationService::ListJobs(grpc::ServerContext* context, const v1:
     absl::MutexLock lock(&job->mutex);
     *response->add_jobs() = job->status;
   }
+  return grpc::Status::OK;
+}
+
+namespace {
+
+// LLaMA-2 chat's prompt format, as Hugging Face's tokenizer_config.json states it (Jinja): a system
+// message folded into the first user turn inside <<SYS>>, each user turn in [INST] ... [/INST], each
+// answer closed by EOS.
+constexpr char kLlama2ChatTemplate[] =
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    "{% set messages = messages[1:] %}{% else %}{% set system = false %}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{% if loop.first and system %}{% set content = '<<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{{ bos_token + '[INST] ' + content | trim + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] | trim + ' ' + eos_token }}{% endif %}"
+    "{% endfor %}";
+
+// Weights of a LLaMA-2 model of this shape: embedding, per layer two norms, q, k, v, o and the three
+// FFN matrices, the final norm, and the classifier unless it shares the embedding.
+uint64_t ParameterCount(const ModelConfig& c) {
+  const uint64_t dim = uint64_t(c.dim);
+  const uint64_t per_layer = 2 * dim + dim * c.q_dim() + 2 * dim * c.kv_dim() + uint64_t(c.q_dim()) * dim +
+                             3 * dim * c.hidden_dim;
+  return uint64_t(c.vocab_size) * dim * (c.shared_classifier ? 1 : 2) + per_layer * c.n_layers + dim;
+}
+
+}  // namespace
+
+grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
+                                             v1::ModelInfo* response) {
+  const ModelConfig& c = options_.weights->config();
+  response->set_name(options_.model_name);
+  response->set_context_length(uint32_t(c.seq_len));
+  response->set_vocab_size(uint32_t(c.vocab_size));
+  response->set_dim(uint32_t(c.dim));
+  response->set_hidden_dim(uint32_t(c.hidden_dim));
+  response->set_num_layers(uint32_t(c.n_layers));
+  response->set_num_heads(uint32_t(c.n_heads));
+  response->set_num_kv_heads(uint32_t(c.n_kv_heads));
+  response->set_head_dim(uint32_t(c.head_dim));
+  response->set_rope_theta(c.rope_theta);
+  response->set_bos_id(uint32_t(c.bos_id));
+  response->set_eos_id(uint32_t(c.eos_id));
+  response->set_weight_format(options_.weights->format());
+  response->set_parameters(ParameterCount(c));
+  if (options_.tokenizer != nullptr) response->set_tokenizer(options_.tokenizer->kind());
+  response->set_chat_template(kLlama2ChatTemplate);
+  response->set_device(options_.device == EngineDevice::kCuda ? "cuda" : "cpu");
+  *response->mutable_default_policy() = options_.default_policy;
+  response->set_decision_lag(options_.decision_lag);
+  response->set_max_jobs(uint32_t(options_.max_jobs));
+  response->set_worker(options_.worker_name);
+  response->set_remote_policies(options_.cache_manager != nullptr);
   return grpc::Status::OK;
 }
 

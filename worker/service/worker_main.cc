@@ -8,6 +8,7 @@
 #include <csignal>
 #include <cstdlib>
 
+#include "common/cli.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -24,6 +25,7 @@
 #include "worker/service/generation_service.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");
+ABSL_FLAG(std::string, model_name, "", "the model's name in GetModelInfo (default: --model's file or folder name)");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer.bin or tokenizer.model (default: a GGUF model's own; without either, token-id prompts only)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50052", "comma-separated host:port addresses");
 ABSL_FLAG(bool, plaintext, false, "serve without TLS (must be chosen explicitly)");
@@ -74,17 +76,27 @@ ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once 
 
 int main(int argc, char** argv) {
   using namespace a2sf;
-  absl::SetProgramUsageMessage("A2SF worker: LLaMA-2 generation with a policy-evicted KV cache.");
-  absl::ParseCommandLine(argc, argv);
+  ParseCommandLine(argc, argv,
+                   {"a2sf-worker",
+                    "the A2SF worker: serves LLaMA-2 generation (gRPC Generation API) with a policy-evicted KV "
+                    "cache.\n  a2sf-worker --model=stories260K.bin --tokenizer=tok512.bin --listen=127.0.0.1:50052 "
+                    "--plaintext [--cachemgr=unix:/run/a2sf/cachemgr.sock]",
+                    {}});
   if (absl::GetFlag(FLAGS_model).empty()) {
     A2SF_LOG(ERROR) << "--model is required";
     return 2;
   }
-  auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model));
+  absl::StatusOr<worker::LoadOptions> load = worker::LoadOptionsFromFlags();
+  if (!load.ok()) {
+    A2SF_LOG(ERROR) << load.status().message();
+    return 2;
+  }
+  auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model), *load);
   if (!weights.ok()) {
     A2SF_LOG(ERROR) << weights.status().message();
     return 1;
   }
+  A2SF_LOG(INFO) << "model: " << worker::DescribeLoadedModel(**weights);
   std::unique_ptr<worker::Tokenizer> tokenizer;
   {
     auto t = worker::LoadTokenizerForModel(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokenizer));
@@ -97,6 +109,11 @@ int main(int argc, char** argv) {
   worker::WorkerOptions options;
   options.weights = weights->get();
   options.tokenizer = tokenizer.get();
+  options.model_name = absl::GetFlag(FLAGS_model_name);
+  if (options.model_name.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(absl::GetFlag(FLAGS_model), '/', absl::SkipEmpty());
+    options.model_name = parts.empty() ? "model" : parts.back();
+  }
   options.threads_per_job = absl::GetFlag(FLAGS_threads);
   absl::StatusOr<worker::EngineDevice> device = worker::ParseEngineDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) {

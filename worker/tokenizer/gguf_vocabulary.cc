@@ -52,6 +52,7 @@ absl::StatusOr<Vocabulary> VocabularyFromGguf(const gguf::GgufFile& file) {
   absl::StatusOr<const std::vector<gguf::Value>*> types = file.GetArray(kTypes, gguf::ValueType::kInt32);
   if (!types.ok()) return types.status();
   Vocabulary v;
+  v.kind = "gguf";
   for (const gguf::Value& t : **tokens) v.pieces.push_back(t.text);
   for (const gguf::Value& s : **scores) v.scores.push_back(float(s.real));
   for (const gguf::Value& t : **types) {

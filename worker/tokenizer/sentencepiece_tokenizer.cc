@@ -13,6 +13,7 @@ class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(std::unique_ptr<SentencePieceModel> processor)
       : processor_(std::move(processor)) {}
+  const char* kind() const override { return "sentencepiece"; }
   int vocab_size() const override { return processor_->piece_size(); }
   int bos_id() const override { return processor_->bos_id(); }
   int eos_id() const override { return processor_->eos_id(); }
@@ -73,6 +74,7 @@ absl::StatusOr<Vocabulary> ReadSentencePieceVocabulary(const std::string& path) 
   std::unique_ptr<SentencePieceModel> model = SentencePieceModel::Load(path, &error);
   if (model == nullptr) return absl::InvalidArgumentError(absl::StrCat("'", path, "': not a sentencepiece model: ", error));
   Vocabulary v;
+  v.kind = "sentencepiece";
   for (int id = 0; id < model->piece_size(); ++id) {
     v.pieces.push_back(model->IdToPiece(id));
     v.scores.push_back(model->GetScore(id));

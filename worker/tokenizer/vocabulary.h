@@ -51,6 +51,7 @@ struct Vocabulary {
   int unknown_id = 0;
   bool add_bos = true;  // Encode(text, true) adds BOS only when this is also true
   bool add_space_prefix = true;
+  std::string kind = "llama2.c";  // the format it was read from, as Tokenizer::kind() reports it
 };
 
 // INVALID_ARGUMENT naming the problem: sizes that differ, ids out of range, no byte tokens.

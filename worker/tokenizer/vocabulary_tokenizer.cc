@@ -40,6 +40,7 @@ class VocabularyTokenizer final : public Tokenizer {
       }
     }
   }
+  const char* kind() const override { return v_.kind.c_str(); }
   int vocab_size() const override { return int(v_.pieces.size()); }
   int bos_id() const override { return v_.bos_id; }
   int eos_id() const override { return v_.eos_id; }

@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "absl/flags/flag.h"
+#include "common/cli.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
@@ -73,7 +74,7 @@ int Main() {
 }  // namespace a2sf::worker
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Converts a LLaMA model (llama2.c .bin, Hugging Face folder, GGUF) to GGUF or HF.");
-  absl::ParseCommandLine(argc, argv);
+  a2sf::ParseCommandLine(argc, argv,
+                         {"a2sf-convert", "converts a LLaMA model (llama2.c .bin, Hugging Face folder, GGUF) to GGUF or HF.", {}});
   return a2sf::worker::Main();
 }

@@ -6,6 +6,7 @@
 // The model is generated in memory in the weight type asked for (7B in q8_0: ~7 GB), then written.
 #include <iostream>
 
+#include "common/cli.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -64,7 +65,7 @@ int Main() {
 }  // namespace a2sf::worker
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Writes a random-weight LLaMA model of a named shape.");
-  absl::ParseCommandLine(argc, argv);
+  a2sf::ParseCommandLine(argc, argv,
+                         {"a2sf-make-model", "writes a random-weight LLaMA model of a named shape (llama2.c, GGUF or HF).", {}});
   return a2sf::worker::Main();
 }
