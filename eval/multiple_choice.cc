@@ -69,7 +69,6 @@ absl::StatusOr<double> ContinuationLogLikelihood(const worker::ModelWeights& wei
   }
   cachemgr::BudgetSpec budget;
   budget.tokens = std::max<uint32_t>(1, uint32_t(policy.budget_ratio * total));
-  if (policy.spec.name == "full") budget.tokens = uint32_t(total);
   absl::StatusOr<std::unique_ptr<worker::InProcessPolicy>> evictor =
       worker::InProcessPolicy::Create(weights.config(), policy.spec, budget);
   if (!evictor.ok()) return evictor.status();

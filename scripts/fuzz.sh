@@ -1,21 +1,53 @@
 #!/usr/bin/env bash
-# Fuzzes the model loaders with libFuzzer (clang, AddressSanitizer, UBSan), starting from the kept
-# corpus in worker/model/fuzz/corpus, and keeps what it finds there (minimised with -merge=1).
-# Usage: scripts/fuzz.sh [seconds, default 60]. Needs clang with libFuzzer (apt-get install clang).
-# Crashing inputs are written to /tmp/a2sf-fuzz/crash-*; replay one with: /tmp/a2sf-fuzz/loader_fuzzer FILE
+# Fuzzes with libFuzzer (clang, AddressSanitizer, UBSan), starting from the kept corpora, and keeps what
+# it finds there (minimised with -merge=1):
+#   loader   the model loaders            corpus worker/model/fuzz/corpus
+#   service  the cache manager's requests corpus cachemgr/service/fuzz/corpus (OpenSession, steps,
+#            ring slots, get/close/swap/list, driven in-process through the service classes)
+# Usage: scripts/fuzz.sh [seconds per target, default 60] [loader|service|all, default all].
+# Needs clang with libFuzzer (apt-get install clang). Crashing inputs are written to
+# /tmp/a2sf-fuzz/crash-*; replay one with: /tmp/a2sf-fuzz/<target>_fuzzer FILE
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
+which_targets="${2:-all}"
 out=/tmp/a2sf-fuzz
-mkdir -p "$out/new"
 command -v clang++ >/dev/null || { echo "fuzz: clang++ not found (apt-get install clang)" >&2; exit 2; }
+flags=(-std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I.)
 absl_libs=$(pkg-config --libs absl_status absl_statusor absl_strings absl_str_format absl_time absl_synchronization)
-clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I. \
-  worker/model/fuzz/libfuzzer_main.cc worker/model/fuzz/loader_fuzz_target.cc worker/model/model_loader.cc \
-  worker/model/synthetic_model.cc common/files.cc common/float16.cc common/mapped_file.cc \
-  $(pkg-config --cflags absl_status) $absl_libs -o "$out/loader_fuzzer"
-# Fuzz into a scratch folder, then merge whatever adds coverage back into the kept corpus.
-"$out/loader_fuzzer" -max_total_time="$seconds" -max_len=16384 -timeout=10 -artifact_prefix="$out/" \
-  "$out/new" worker/model/fuzz/corpus
-"$out/loader_fuzzer" -merge=1 -max_len=16384 worker/model/fuzz/corpus "$out/new"
-echo "fuzz: corpus now holds $(ls worker/model/fuzz/corpus | wc -l) inputs"
+
+# Fuzzes `name` from `corpus` into a scratch folder, then merges what adds coverage into the corpus.
+run() {
+  local name=$1 corpus=$2 max_len=$3
+  mkdir -p "$out/new-$name"
+  "$out/${name}_fuzzer" -max_total_time="$seconds" -max_len="$max_len" -timeout=10 -artifact_prefix="$out/" \
+    -print_final_stats=1 "$out/new-$name" "$corpus"
+  "$out/${name}_fuzzer" -merge=1 -max_len="$max_len" "$corpus" "$out/new-$name"
+  echo "fuzz: $corpus now holds $(ls "$corpus" | wc -l) inputs"
+}
+
+if [[ $which_targets == all || $which_targets == loader ]]; then
+  clang++ "${flags[@]}" \
+    worker/model/fuzz/libfuzzer_main.cc worker/model/fuzz/loader_fuzz_target.cc worker/model/model_loader.cc \
+    worker/model/synthetic_model.cc common/files.cc common/float16.cc common/mapped_file.cc \
+    $(pkg-config --cflags absl_status) $absl_libs -o "$out/loader_fuzzer"
+  run loader worker/model/fuzz/corpus 16384
+fi
+
+if [[ $which_targets == all || $which_targets == service ]]; then
+  gen="$out/gen"
+  mkdir -p "$gen"
+  protoc -Iproto --cpp_out="$gen" --grpc_out="$gen" --plugin=protoc-gen-grpc="$(command -v grpc_cpp_plugin)" \
+    proto/a2sf/v1/policy.proto proto/a2sf/v1/scores.proto proto/a2sf/v1/cache_manager.proto
+  sources=(cachemgr/service/fuzz/libfuzzer_main.cc cachemgr/service/fuzz/service_fuzz_target.cc
+    cachemgr/service/cache_manager_service.cc cachemgr/service/proto_convert.cc
+    cachemgr/session/session_manager.cc cachemgr/session/lagged_layout.cc
+    $(ls cachemgr/policy/*.cc | grep -v _test) $(ls cachemgr/store/*.cc | grep -v -e _test -e cuda)
+    common/log.cc common/peer_strings.cc common/thread_pool.cc common/float16.cc common/unix_socket.cc
+    common/shm/score_ring.cc common/shm/ring_handoff.cc
+    "$gen"/a2sf/v1/*.cc)
+  clang++ "${flags[@]}" -ffp-contract=off -I"$gen" "${sources[@]}" \
+    $(pkg-config --cflags --libs grpc++ protobuf prometheus-cpp-core) $absl_libs -lpthread \
+    -o "$out/service_fuzzer"
+  run service cachemgr/service/fuzz/corpus 4096
+fi

@@ -177,7 +177,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
         RemotePolicy::Open(options_.cache_manager, c, request->has_policy() ? &request->policy() : nullptr, budget,
                            {options_.score_encoding, absl::StrCat(options_.worker_name, "/", job->id),
-                            options_.cache_manager_wait, options_.decision_lag, options_.shared_memory});
+                            options_.cache_manager_wait, options_.decision_lag, options_.ring_socket});
     if (!remote.ok()) {
       Retire(job);
       if (remote.status().code() == absl::StatusCode::kUnavailable ||
