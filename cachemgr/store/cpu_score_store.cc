@@ -29,7 +29,8 @@ struct CpuScoreStore::Session {
     const uint32_t heads = geometry.heads();
     std::vector<float> new_scores(size_t{heads} * new_capacity, 0.0f);
     std::vector<uint32_t> new_positions(size_t{heads} * new_capacity, 0);
-    for (uint32_t h = 0; h < heads; ++h) {
+    // A new session has nothing to copy (and no buffers: memcpy from null is undefined even for 0 bytes).
+    for (uint32_t h = 0; h < heads && entries > 0; ++h) {
       std::memcpy(new_scores.data() + size_t{h} * new_capacity, head_scores(h), entries * sizeof(float));
       std::memcpy(new_positions.data() + size_t{h} * new_capacity, head_positions(h),
                   entries * sizeof(uint32_t));
