@@ -25,6 +25,7 @@
 #include "cachemgr/store/cuda_score_store.h"
 #include "common/grpc/server.h"
 #include "common/float16.h"
+#include "common/shm/ring_handoff.h"
 #include "common/shm/score_ring.h"
 
 namespace a2sf {
@@ -82,7 +83,10 @@ double RunSession(v1::CacheManager::Stub* stub, bool fp16, int steps) {
     v1::ScoreStep s = MakeStep(entries, fp16);
     s.set_step(step);
     s.set_position(step);
-    if (step == 0) s.set_session_id(opened.session_id());
+    if (step == 0) {
+      s.set_session_id(opened.session_id());
+      s.set_session_secret(opened.session_secret());
+    }
     stream->Write(s);
     stream->Read(&decision);
   }
@@ -126,23 +130,24 @@ double RunInProcess(cachemgr::SessionManager* manager, bool fp16, int steps) {
 
 // The same steps through a shared-memory ring: the "worker" copies the packed scores into a slot and
 // publishes it; the decision comes back in the slot. Returns seconds.
-double RunRing(v1::CacheManager::Stub* stub, bool fp16, int steps) {
+double RunRing(v1::CacheManager::Stub* stub, const std::string& ring_socket, bool fp16, int steps) {
   const uint32_t heads = kLayers * kHeads;
-  auto ring = ScoreRing::Create("/a2sf-bench-" + std::to_string(getpid()), 2,
-                                ScoreRing::SlotBytesFor(uint64_t(heads) * (kBudget + 1) * 4, heads), heads);
+  auto ring = ScoreRing::Create(2, ScoreRing::SlotBytesFor(uint64_t(heads) * (kBudget + 1) * 4, heads), heads);
   if (!ring.ok()) return -1;
+  absl::StatusOr<std::string> handle = OfferRingDescriptor(ring_socket, (*ring)->fd());
+  if (!handle.ok()) return -1;
   v1::OpenSessionRequest open = SevenBSession();
-  open.mutable_shared_memory_ring()->set_name((*ring)->name());
+  open.mutable_shared_memory_ring()->set_handle(*handle);
   open.mutable_shared_memory_ring()->set_num_slots((*ring)->num_slots());
   open.mutable_shared_memory_ring()->set_slot_bytes((*ring)->slot_bytes());
   v1::OpenSessionResponse opened;
   grpc::ClientContext open_context;
   if (!stub->OpenSession(&open_context, open, &opened).ok()) return -1;
-  (*ring)->Unlink();
   grpc::ClientContext context;
   auto stream = stub->StreamScores(&context);
   v1::ScoreStep attach;
   attach.set_session_id(opened.session_id());
+  attach.set_session_secret(opened.session_secret());
   stream->Write(attach);
   uint64_t seq = 0;
   // As a worker does: the engine's fp32 scores are encoded straight into the slot.
@@ -199,10 +204,12 @@ int main(int argc, char** argv) {
   }
   std::printf("score store: %s\n", store->backend().c_str());
   cachemgr::SessionManager manager(std::move(store), &cachemgr::PolicyRegistry::Builtin(), {});
-  cachemgr::CacheManagerService service(&manager);
+  const std::string socket = "/tmp/a2sf_cachemgr_bench-" + std::to_string(getpid()) + ".sock";
+  auto ring_handoff = std::move(*RingHandoffServer::Start(RingSocketPath(socket), 0600));
+  cachemgr::CacheManagerServiceOptions service_options;
+  service_options.ring_handoff = ring_handoff.get();
+  cachemgr::CacheManagerService service(&manager, service_options);
   ServerOptions options;
-  const std::string socket = "/tmp/a2sf_cachemgr_bench.sock";
-  ::unlink(socket.c_str());
   options.listen_addresses = {"127.0.0.1:0", "unix:" + socket};
   options.plaintext = true;
   auto server = std::move(*RunningServer::Start(options, {&service}));
@@ -244,7 +251,7 @@ int main(int argc, char** argv) {
     double decision = 1e9, ring = 1e9, grpc_unix = 1e9;
     for (int repeat = 0; repeat < 3; ++repeat) {
       decision = std::min(decision, RunInProcess(&manager, fp16, steps) / steps * 1e3);
-      ring = std::min(ring, RunRing(stub.get(), fp16, steps) / steps * 1e3);
+      ring = std::min(ring, RunRing(stub.get(), RingSocketPath(socket), fp16, steps) / steps * 1e3);
       grpc_unix = std::min(grpc_unix, RunSession(stub.get(), fp16, steps) / steps * 1e3);
     }
     const char* dtype = fp16 ? "fp16" : "fp32";

@@ -21,6 +21,7 @@
 #include "cachemgr/store/cpu_score_store.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
+#include "common/shm/ring_handoff.h"
 #include "worker/model/model.h"
 #include "worker/service/generation_service.h"
 
@@ -47,7 +48,7 @@ double Run(const worker::ModelWeights* weights, const Path& path, uint32_t lag, 
   options.weights = weights;
   options.score_encoding = worker::ScoreEncoding::kFp16;
   options.decision_lag = lag;
-  options.shared_memory = path.shared_memory;
+  if (path.shared_memory) options.ring_socket = RingSocketPath(cachemgr_unix.substr(5));
   options.default_policy.set_name("a2sf");
   if (path.remote) options.cache_manager = *MakeChannel(path.unix_socket ? cachemgr_unix : cachemgr_tcp, plaintext);
   worker::GenerationService service(options);
@@ -84,8 +85,11 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
   cachemgr::SessionManager manager(std::make_unique<cachemgr::CpuScoreStore>(1), &cachemgr::PolicyRegistry::Builtin(),
                                    {});
-  cachemgr::CacheManagerService cache_service(&manager);
   const std::string socket = "/tmp/a2sf_remote_path_bench-" + std::to_string(getpid()) + ".sock";
+  auto ring_handoff = std::move(*RingHandoffServer::Start(RingSocketPath(socket), 0600));
+  cachemgr::CacheManagerServiceOptions service_options;
+  service_options.ring_handoff = ring_handoff.get();
+  cachemgr::CacheManagerService cache_service(&manager, service_options);
   ServerOptions options;
   options.listen_addresses = {"127.0.0.1:0", "unix:" + socket};
   options.plaintext = true;

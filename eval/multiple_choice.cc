@@ -94,7 +94,7 @@ absl::StatusOr<EncodedPair> EncodePair(const worker::Tokenizer& tokenizer, std::
 std::string McPolicyLabel(const McPolicy& policy) {
   std::string label = cachemgr::PolicySpecToString(policy.spec);
   if (policy.recent_half_budget) label += "+recent";
-  if (policy.spec.name != "full") absl::StrAppend(&label, absl::StrFormat(" r%.2g", policy.budget_ratio));
+  if (policy.budget_ratio != 1.0) absl::StrAppend(&label, absl::StrFormat(" r%.2g", policy.budget_ratio));
   return label;
 }
 
@@ -161,7 +161,7 @@ absl::StatusOr<std::vector<McPolicy>> ParseMcPolicies(const std::string& policie
       if (auto made = cachemgr::PolicyRegistry::Builtin().Create(p.spec); !made.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("--policies: '", item, "': ", made.status().message()));
       }
-      if (p.spec.name == "full") {
+      if (!(*made)->evicts()) {  // one row at the whole sequence (budget_ratio 1)
         out.push_back(p);
         continue;
       }
@@ -184,7 +184,6 @@ absl::StatusOr<double> ContinuationLogLikelihood(const worker::ModelWeights& wei
   }
   cachemgr::BudgetSpec budget;
   budget.tokens = std::max<uint32_t>(1, uint32_t(policy.budget_ratio * total));
-  if (policy.spec.name == "full") budget.tokens = uint32_t(total);
   cachemgr::PolicySpec spec = policy.spec;
   if (policy.recent_half_budget) spec.recent_window = *budget.tokens / 2;
   absl::StatusOr<std::unique_ptr<worker::InProcessPolicy>> evictor =

@@ -16,6 +16,7 @@
 #include "cachemgr/store/cpu_score_store.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
+#include "common/shm/ring_handoff.h"
 #include "common/metrics/metrics_server.h"
 #include "gtest/gtest.h"
 #include "worker/engine/generator.h"
@@ -53,7 +54,7 @@ class Stack {
     options.metrics = worker_metrics_.get();
     options.fallback_in_process = fallback;
     options.decision_lag = decision_lag;
-    options.shared_memory = shared_memory;
+    if (shared_memory) options.ring_socket = RingSocketPath(UnixSocketPath());
     options.cache_manager_wait = absl::Seconds(3);
     // With shared memory the worker dials the cache manager's Unix socket (its second address).
     if (remote) options.cache_manager = *MakeChannel(cachemgr_server_->dial_address(shared_memory ? 1 : 0), plaintext);
@@ -69,7 +70,13 @@ class Stack {
     manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
                                                           &cachemgr::PolicyRegistry::Builtin(),
                                                           cachemgr::SessionManagerOptions{});
-    cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get(), cachemgr_metrics_.get());
+    if (shared_memory_ && ring_handoff_ == nullptr) {
+      ring_handoff_ = std::move(*RingHandoffServer::Start(RingSocketPath(UnixSocketPath()), 0600));
+    }
+    cachemgr::CacheManagerServiceOptions service_options;
+    service_options.metrics = cachemgr_metrics_.get();
+    service_options.ring_handoff = ring_handoff_.get();
+    cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get(), service_options);
     admin_service_ = std::make_unique<cachemgr::PolicyAdminService>(manager_.get(), "");
     ServerOptions server;
     server.listen_addresses = {"127.0.0.1:" + std::to_string(port)};
@@ -106,6 +113,7 @@ class Stack {
   std::unique_ptr<worker::WorkerMetrics> worker_metrics_;
   std::unique_ptr<worker::ModelWeights> weights_;
   std::unique_ptr<worker::Tokenizer> tokenizer_;
+  std::unique_ptr<RingHandoffServer> ring_handoff_;
   std::unique_ptr<cachemgr::SessionManager> manager_;
   std::unique_ptr<cachemgr::CacheManagerService> cache_service_;
   std::unique_ptr<cachemgr::PolicyAdminService> admin_service_;
@@ -211,15 +219,16 @@ TEST(EndToEnd, SharedMemoryRingGivesTheSameTokensAsGrpc) {
 
 TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
   A2SF_REQUIRE_FIXTURES();
-  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32);
+  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, false, false, 0, /*shared_memory=*/true);
   ChannelOptions plaintext;
   plaintext.plaintext = true;
+  // The ring is handed over on the ring socket, but the session is opened over TCP: refused.
   auto remote = worker::RemotePolicy::Open(*MakeChannel("127.0.0.1:" + std::to_string(stack.cachemgr_port()), plaintext),
                                            stack.weights().config(), nullptr, [] {
                                              v1::Budget b;
                                              b.set_tokens(8);
                                              return b;
-                                           }(), {worker::ScoreEncoding::kFp16, "t", absl::Seconds(3), 0, true});
+                                           }(), {worker::ScoreEncoding::kFp16, "t", absl::Seconds(3), 0, RingSocketPath(stack.UnixSocketPath())});
   ASSERT_TRUE(remote.ok()) << remote.status();
   EXPECT_FALSE((*remote)->uses_shared_memory());
   std::vector<float> scores(size_t(stack.weights().config().n_layers) * stack.weights().config().n_kv_heads, 1.0f);

@@ -1,5 +1,12 @@
 // A server built with the project's standard setup answers grpc.health.v1 and refuses to start
 // without an explicit choice between TLS and plaintext.
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
 #include <memory>
 
 #include "common/grpc/server.h"
@@ -95,6 +102,57 @@ TEST(HealthServer, OverlongUnixSocketPathIsRefusedWithAMessage) {
   ASSERT_FALSE(server.ok());
   EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(server.status().message().find("107"), std::string::npos) << server.status();
+}
+
+// Issue 11, finding 8: the socket path is claimed, never blindly unlinked, and gets an explicit mode.
+TEST(HealthServer, UnixSocketPathIsClaimedSafelyAndGetsItsMode) {
+  const std::string path = "/tmp/a2sf_claim_test_" + std::to_string(getpid()) + ".sock";
+  ServerOptions options;
+  options.listen_addresses = {"unix:" + path};
+  // A regular file at the path is refused and left as it was.
+  { std::ofstream(path) << "precious"; }
+  absl::StatusOr<std::unique_ptr<RunningServer>> refused = RunningServer::Start(options, {});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("not a socket"), std::string::npos) << refused.status();
+  std::string kept;
+  std::getline(std::ifstream(path), kept);
+  EXPECT_EQ(kept, "precious");
+  ASSERT_EQ(unlink(path.c_str()), 0);
+  // The socket is created with the default mode 0660, whatever the umask.
+  absl::StatusOr<std::unique_ptr<RunningServer>> first = RunningServer::Start(options, {});
+  ASSERT_TRUE(first.ok()) << first.status();
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+  // A second server does not steal the socket a live one answers on.
+  absl::StatusOr<std::unique_ptr<RunningServer>> second = RunningServer::Start(options, {});
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find("already answers"), std::string::npos) << second.status();
+  auto channel = MakeChannel("unix:" + path, ChannelOptions{});
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  HealthCheckResponse response;
+  EXPECT_TRUE(Health::NewStub(*channel)->Check(&context, HealthCheckRequest(), &response).ok());
+  (*first)->Shutdown(absl::ZeroDuration());
+  (*first)->Wait();
+  first->reset();
+  // A stale socket (bound, its server gone) is replaced by the next server, with the asked mode.
+  unlink(path.c_str());
+  const int stale = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un address{};
+  address.sun_family = AF_UNIX;
+  std::memcpy(address.sun_path, path.data(), path.size());
+  ASSERT_EQ(bind(stale, reinterpret_cast<const sockaddr*>(&address), sizeof(address)), 0);
+  close(stale);
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  ASSERT_TRUE(S_ISSOCK(st.st_mode));
+  options.unix_socket_mode = 0600;
+  absl::StatusOr<std::unique_ptr<RunningServer>> third = RunningServer::Start(options, {});
+  ASSERT_TRUE(third.ok()) << third.status();
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
 }
 
 TEST(HealthServer, NoListenAddressIsAnError) {

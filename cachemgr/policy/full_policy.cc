@@ -9,6 +9,7 @@ class FullPolicy final : public Policy {
  public:
   FullPolicy() { spec_.name = "full"; }
   const PolicySpec& spec() const override { return spec_; }
+  bool evicts() const override { return false; }
   absl::StatusOr<EvictionRule> RuleFor(uint32_t, uint32_t budget_tokens) const override {
     EvictionRule rule;
     rule.key = EvictionRule::Key::kNeverEvict;

@@ -43,6 +43,10 @@ class Policy {
   // INVALID_ARGUMENT, naming the field, when the parameters do not fit the session (e.g. sinks >=
   // budget, or layer_alphas of the wrong length).
   virtual absl::StatusOr<EvictionRule> RuleFor(uint32_t num_layers, uint32_t budget_tokens) const = 0;
+
+  // Whether the policy ever evicts. A worker sizes its KV cache for the budget and sends scores only
+  // for a policy that does, so a run-time swap must keep this property (SessionManager::SetPolicy).
+  virtual bool evicts() const { return true; }
 };
 
 }  // namespace a2sf::cachemgr

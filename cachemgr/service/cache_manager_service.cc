@@ -1,5 +1,7 @@
 #include "cachemgr/service/cache_manager_service.h"
 
+#include <unistd.h>
+
 #include <cstring>
 
 #include "absl/strings/match.h"
@@ -7,6 +9,8 @@
 #include "absl/time/clock.h"
 #include "cachemgr/service/proto_convert.h"
 #include "common/log.h"
+#include "common/peer_strings.h"
+#include "grpcpp/security/auth_context.h"
 
 namespace a2sf::cachemgr {
 
@@ -46,9 +50,101 @@ void CacheManagerMetrics::RecordError(grpc::StatusCode code) {
   errors_.Add({{"code", index >= 0 && index < 17 ? kNames[index] : "OTHER"}}).Increment();
 }
 
+std::string PeerIdentity(const grpc::ServerContext& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth != nullptr && auth->IsPeerAuthenticated()) {
+    for (const grpc::string_ref& id : auth->GetPeerIdentity()) return "tls:" + std::string(id.data(), id.size());
+  }
+  const std::string peer = context.peer();
+  if (absl::StartsWith(peer, "unix:")) return "unix:";
+  const size_t port = peer.rfind(':');
+  return port == std::string::npos ? peer : peer.substr(0, port);
+}
+
+namespace {
+
+int64_t NowNs() { return absl::GetCurrentTimeNanos(); }
+
+// Session ids and labels come from peers: what goes back into messages is kept short and whole.
+std::string Quoted(absl::string_view text) { return absl::StrCat("'", Utf8Prefix(text, 80), "'"); }
+
+}  // namespace
+
+CacheManagerService::CacheManagerService(SessionManager* manager, CacheManagerServiceOptions options)
+    : manager_(manager), options_(options), metrics_(options.metrics) {
+  if (options_.stream_idle_timeout > absl::ZeroDuration()) {
+    reaper_ = std::thread([this] {
+      const absl::Duration period = std::min(options_.stream_idle_timeout / 4, absl::Seconds(1));
+      while (!stop_reaper_.WaitForNotificationWithTimeout(period)) CancelIdleStreams();
+    });
+  }
+}
+
+CacheManagerService::~CacheManagerService() {
+  stop_reaper_.Notify();
+  if (reaper_.joinable()) reaper_.join();
+}
+
+grpc::Status CacheManagerService::AdmitStream(grpc::ServerContext* context, std::atomic<int64_t>* last_active_ns) {
+  last_active_ns->store(NowNs());
+  absl::MutexLock lock(&streams_mutex_);
+  if (options_.max_streams > 0 && streams_.size() >= options_.max_streams) {
+    return Error(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              absl::StrCat(streams_.size(), " score streams are open, the most this cache manager ",
+                                           "serves at once (--max_streams=", options_.max_streams, ")")));
+  }
+  streams_[context] = last_active_ns;
+  return grpc::Status::OK;
+}
+
+void CacheManagerService::ForgetStream(grpc::ServerContext* context) {
+  absl::MutexLock lock(&streams_mutex_);
+  streams_.erase(context);
+}
+
+void CacheManagerService::CancelIdleStreams() {
+  const int64_t cutoff = NowNs() - absl::ToInt64Nanoseconds(options_.stream_idle_timeout);
+  absl::MutexLock lock(&streams_mutex_);  // held while cancelling: a handler forgets its stream first
+  for (const auto& [context, last_active_ns] : streams_) {
+    if (last_active_ns->load() < cutoff && !context->IsCancelled()) {
+      A2SF_LOG(INFO) << "cancelling a score stream idle for more than " << options_.stream_idle_timeout
+                     << " (--stream_idle_timeout_s)";
+      context->TryCancel();
+    }
+  }
+}
+
 grpc::Status CacheManagerService::Error(const grpc::Status& status) {
   if (metrics_ != nullptr && !status.ok()) metrics_->RecordError(status.error_code());
   return status;
+}
+
+absl::StatusOr<std::shared_ptr<ScoreRing>> CacheManagerService::AttachOfferedRing(
+    const grpc::ServerContext& context, const v1::OpenSessionRequest& request) {
+  if (!request.has_shared_memory_ring()) return nullptr;
+  if (!absl::StartsWith(context.peer(), "unix:")) {
+    return absl::FailedPreconditionError(absl::StrCat("shared_memory_ring: offered over ", context.peer(),
+                                                      "; a ring is accepted only over the cache manager's Unix socket"));
+  }
+  const v1::SharedMemoryRing& offer = request.shared_memory_ring();
+  if (!offer.name().empty()) {
+    return absl::InvalidArgumentError(
+        "shared_memory_ring.name: rings are no longer opened by name; hand the segment's descriptor to the ring "
+        "socket and give its handle (shared_memory_ring.handle)");
+  }
+  if (options_.ring_handoff == nullptr) {
+    return absl::FailedPreconditionError("shared_memory_ring: this cache manager has no ring socket");
+  }
+  absl::StatusOr<int> fd = options_.ring_handoff->Take(offer.handle());
+  if (!fd.ok()) return fd.status();
+  absl::StatusOr<std::unique_ptr<ScoreRing>> ring = ScoreRing::Attach(*fd, offer.num_slots(), offer.slot_bytes());
+  close(*fd);  // the mapping keeps the segment
+  if (!ring.ok()) return ring.status();
+  const v1::ModelShape& shape = request.shape();
+  if ((*ring)->heads() != uint64_t{shape.num_layers()} * shape.num_kv_heads()) {
+    return absl::InvalidArgumentError("shared_memory_ring: its decision area is sized for another number of heads");
+  }
+  return std::shared_ptr<ScoreRing>(std::move(*ring));
 }
 
 grpc::Status CacheManagerService::OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
@@ -60,40 +156,28 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext* context, cons
   config.max_context = shape.max_context();
   if (request->has_policy()) config.policy = FromProto(request->policy());
   absl::StatusOr<BudgetSpec> budget = FromProto(request->budget());
-  if (!budget.ok()) return ToGrpc(budget.status());
+  if (!budget.ok()) return Error(ToGrpc(budget.status()));
   config.budget = *budget;
-  config.label = request->client_label().substr(0, 256);
+  config.label = std::string(Utf8Prefix(request->client_label(), 256));
+  config.owner = PeerIdentity(*context);
   config.decision_lag = request->decision_lag();
-  std::shared_ptr<ScoreRing> ring;
-  if (request->has_shared_memory_ring()) {
-    if (!absl::StartsWith(context->peer(), "unix:")) {
-      return Error(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                "shared_memory_ring: offered over " + context->peer() +
-                                    "; a ring is accepted only over the cache manager's Unix socket"));
-    }
-    const v1::SharedMemoryRing& offer = request->shared_memory_ring();
-    absl::StatusOr<std::unique_ptr<ScoreRing>> attached =
-        ScoreRing::Attach(offer.name(), offer.num_slots(), offer.slot_bytes());
-    if (!attached.ok()) return Error(ToGrpc(attached.status()));
-    if ((*attached)->heads() != uint64_t{shape.num_layers()} * shape.num_kv_heads()) {
-      return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                "shared_memory_ring: its decision area is sized for another number of heads"));
-    }
-    ring = std::move(*attached);
-  }
+  absl::StatusOr<std::shared_ptr<ScoreRing>> ring = AttachOfferedRing(*context, *request);
+  if (!ring.ok()) return Error(ToGrpc(ring.status()));
   absl::StatusOr<SessionInfo> info = manager_->Open(config);
   if (!info.ok()) return Error(ToGrpc(info.status()));
-  if (ring != nullptr) {
+  if (*ring != nullptr) {
     absl::MutexLock lock(&rings_mutex_);
-    rings_[info->id] = ring;
+    rings_[info->id] = *ring;
   }
   if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   response->set_session_id(info->id);
+  response->set_session_secret(info->secret);
+  response->set_policy_evicts(info->evicts);
   response->set_budget_tokens(info->budget_tokens);
   *response->mutable_policy() = ToProto(info->policy);
   response->set_score_backend(manager_->store().backend());
   response->set_decision_lag(config.decision_lag);
-  A2SF_LOG(DEBUG) << "opened " << info->id << " (" << config.label << ") policy "
+  A2SF_LOG(DEBUG) << "opened " << info->id << " (" << config.label << ", " << config.owner << ") policy "
                   << PolicySpecToString(info->policy) << " budget " << info->budget_tokens << " lag "
                   << config.decision_lag;
   return grpc::Status::OK;
@@ -101,6 +185,9 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext* context, cons
 
 grpc::Status CacheManagerService::CloseSession(grpc::ServerContext*, const v1::CloseSessionRequest* request,
                                                v1::CloseSessionResponse* response) {
+  if (absl::Status auth = manager_->Authorize(request->session_id(), request->session_secret()); !auth.ok()) {
+    return Error(ToGrpc(auth));
+  }
   absl::StatusOr<SessionInfo> info = manager_->Close(request->session_id());
   {
     absl::MutexLock lock(&rings_mutex_);
@@ -187,116 +274,148 @@ absl::StatusOr<ScoreView> RingScoreView(const ScoreRing& ring, uint64_t seq, con
 }  // namespace
 
 grpc::Status CacheManagerService::ServeRing(grpc::ServerContext* context, const std::string& session_id,
-                                            ScoreRing* ring) {
-  A2SF_LOG(DEBUG) << session_id << ": serving steps from shared-memory ring " << ring->name();
+                                            ScoreRing* ring, std::atomic<int64_t>* last_active_ns) {
+  A2SF_LOG(DEBUG) << session_id << ": serving steps from its shared-memory ring";
   for (uint64_t seq = 0;; ++seq) {
     // A cancelled call (the worker went away, or this server is shutting down) stops serving at once,
     // even while the worker keeps publishing.
     while (!ring->WaitStep(seq, absl::Milliseconds(50)) || context->IsCancelled()) {
       if (ring->closed() || context->IsCancelled()) return grpc::Status::OK;
     }
-    // Copy the step header out of the shared slot: the worker could rewrite it meanwhile.
-    const RingStep step = ring->step(seq);
-    absl::StatusOr<ScoreView> view = RingScoreView(*ring, seq, step);
-    absl::StatusOr<StepResult> result =
-        view.ok() ? RunStep(session_id, v1::StepKind(step.kind), step.step, step.position,
-                            step.kind == v1::STEP_KIND_BULK_PREFILL ? step.shape[2] : 0, *view, step.payload_bytes)
-                  : absl::StatusOr<StepResult>(view.status());
-    if (result.ok() && result->decision.evictions_per_head > ScoreRing::kMaxDecisionEvictionsPerHead) {
-      result = absl::ResourceExhaustedError(
-          absl::StrCat("decision of step ", step.step, " evicts ", result->decision.evictions_per_head,
-                       " entries per head, more than a ring slot holds; the session is out of step with the ring"));
-    }
-    RingDecision* out = ring->mutable_decision(seq);
-    RingDecision decision;
-    decision.step = step.step;
-    if (result.ok()) {
-      const StoreDecision& d = result->decision;
-      decision.evictions_per_head = d.evictions_per_head;
-      decision.entries_after = d.entries_after;
-      decision.num_values = uint32_t(d.evicted_positions.size());
-      std::copy(d.evicted_positions.begin(), d.evicted_positions.end(), ring->mutable_decision_positions(seq));
-      decision.has_slots = d.evicted_slots.empty() ? 0 : 1;
-      std::copy(d.evicted_slots.begin(), d.evicted_slots.end(), ring->mutable_decision_slots(seq));
-    } else {
-      decision.code = int32_t(result.status().code());
-      const std::string message(result.status().message().substr(0, sizeof(decision.message) - 1));
-      std::memcpy(decision.message, message.data(), message.size());
-    }
-    std::memcpy(out, &decision, sizeof(decision));
-    ring->Complete(seq);
-    if (!result.ok()) {
+    last_active_ns->store(NowNs());
+    absl::Status served = ServeRingStep(session_id, ring, seq);
+    if (!served.ok()) {
       ring->Close();
-      return Error(ToGrpc(result.status()));
+      return Error(ToGrpc(served));
     }
   }
+}
+
+absl::Status CacheManagerService::ServeRingStep(const std::string& session_id, ScoreRing* ring, uint64_t seq) {
+  // Copy the step header out of the shared slot: the worker could rewrite it meanwhile.
+  const RingStep step = ring->step(seq);
+  absl::StatusOr<ScoreView> view = RingScoreView(*ring, seq, step);
+  absl::StatusOr<StepResult> result =
+      view.ok() ? RunStep(session_id, v1::StepKind(step.kind), step.step, step.position,
+                          step.kind == v1::STEP_KIND_BULK_PREFILL ? step.shape[2] : 0, *view, step.payload_bytes)
+                : absl::StatusOr<StepResult>(view.status());
+  if (result.ok() && result->decision.evictions_per_head > ScoreRing::kMaxDecisionEvictionsPerHead) {
+    result = absl::ResourceExhaustedError(
+        absl::StrCat("decision of step ", step.step, " evicts ", result->decision.evictions_per_head,
+                     " entries per head, more than a ring slot holds; the session is out of step with the ring"));
+  }
+  RingDecision decision;
+  decision.step = step.step;
+  if (result.ok()) {
+    const StoreDecision& d = result->decision;
+    decision.evictions_per_head = d.evictions_per_head;
+    decision.entries_after = d.entries_after;
+    decision.num_values = uint32_t(d.evicted_positions.size());
+    std::copy(d.evicted_positions.begin(), d.evicted_positions.end(), ring->mutable_decision_positions(seq));
+    decision.has_slots = d.evicted_slots.empty() ? 0 : 1;
+    std::copy(d.evicted_slots.begin(), d.evicted_slots.end(), ring->mutable_decision_slots(seq));
+  } else {
+    decision.code = int32_t(result.status().code());
+    const absl::string_view message = Utf8Prefix(result.status().message(), sizeof(decision.message) - 1);
+    std::memcpy(decision.message, message.data(), message.size());
+  }
+  std::memcpy(ring->mutable_decision(seq), &decision, sizeof(decision));
+  ring->Complete(seq);
+  return result.status();
 }
 
 grpc::Status CacheManagerService::SubmitStep(grpc::ServerContext*, const v1::ScoreStep* request,
                                              v1::EvictionDecision* response) {
   if (request->session_id().empty()) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "session_id: required");
+    return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "session_id: required"));
+  }
+  if (absl::Status auth = manager_->Authorize(request->session_id(), request->session_secret()); !auth.ok()) {
+    return Error(ToGrpc(auth));
   }
   return Step(request->session_id(), *request, response);
 }
 
 grpc::Status CacheManagerService::StreamScores(
     grpc::ServerContext* context, grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream) {
+  std::atomic<int64_t> last_active_ns{0};
+  if (grpc::Status admitted = AdmitStream(context, &last_active_ns); !admitted.ok()) return admitted;
   std::string session_id;
+  grpc::Status status = ServeStream(context, stream, &last_active_ns, &session_id);
+  ForgetStream(context);
+  if (context->IsCancelled() && !session_id.empty()) {
+    // The worker is gone (or the stream sat idle too long): nobody will close this session.
+    if (manager_->Close(session_id).ok()) A2SF_LOG(INFO) << "freed " << session_id << ": its stream was cut";
+    {
+      absl::MutexLock lock(&rings_mutex_);
+      rings_.erase(session_id);
+    }
+    if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
+  }
+  return status;
+}
+
+grpc::Status CacheManagerService::ServeStream(grpc::ServerContext* context,
+                                              grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream,
+                                              std::atomic<int64_t>* last_active_ns, std::string* session_id) {
   v1::ScoreStep step;
   v1::EvictionDecision decision;
   while (stream->Read(&step)) {
-    if (session_id.empty()) {
+    last_active_ns->store(NowNs());
+    if (session_id->empty()) {
       if (step.session_id().empty()) {
-        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                            "session_id: required on the first message of a stream");
+        return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  "session_id: required on the first message of a stream"));
       }
-      session_id = step.session_id();
-    } else if (!step.session_id().empty() && step.session_id() != session_id) {
-      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          absl::StrCat("session_id: this stream serves '", session_id, "', got '", step.session_id(), "'"));
+      if (absl::Status auth = manager_->Authorize(step.session_id(), step.session_secret()); !auth.ok()) {
+        return Error(ToGrpc(auth));
+      }
+      *session_id = step.session_id();
+    } else if (!step.session_id().empty() && step.session_id() != *session_id) {
+      return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                absl::StrCat("session_id: this stream serves ", Quoted(*session_id), ", got ",
+                                             Quoted(step.session_id()))));
     }
     if (step.scores().payload_case() == v1::ScoreTensor::PAYLOAD_NOT_SET && step.scores().shape_size() == 0) {
-      // An attach message: the session's steps come through its shared-memory ring from now on.
-      std::shared_ptr<ScoreRing> ring = RingOf(session_id);
-      if (ring == nullptr) {
-        return Error(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                  "scores: empty, and the session has no shared-memory ring to attach"));
-      }
-      {
-        // One consumer per ring: a second attach would race the first for the same slots.
-        absl::MutexLock lock(&rings_mutex_);
-        if (!serving_.insert(session_id).second) {
-          return Error(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                    "scores: the session's shared-memory ring is already attached to a stream"));
-        }
-      }
-      grpc::Status served = ServeRing(context, session_id, ring.get());
-      ring->Close();
-      {
-        absl::MutexLock lock(&rings_mutex_);
-        serving_.erase(session_id);
-      }
-      if (context->IsCancelled()) break;
-      return served;
+      return AttachRing(context, *session_id, last_active_ns);
     }
     decision.Clear();
-    grpc::Status status = Step(session_id, step, &decision);
+    grpc::Status status = Step(*session_id, step, &decision);
     if (!status.ok()) return status;
     if (!stream->Write(decision)) break;
-  }
-  if (context->IsCancelled() && !session_id.empty()) {
-    // The worker is gone: nobody will close this session.
-    if (manager_->Close(session_id).ok()) A2SF_LOG(INFO) << "freed " << session_id << ": its stream was cut";
-    if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   }
   return grpc::Status::OK;
 }
 
+grpc::Status CacheManagerService::AttachRing(grpc::ServerContext* context, const std::string& session_id,
+                                             std::atomic<int64_t>* last_active_ns) {
+  // An attach message: the session's steps come through its shared-memory ring from now on.
+  std::shared_ptr<ScoreRing> ring = RingOf(session_id);
+  if (ring == nullptr) {
+    return Error(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                              "scores: empty, and the session has no shared-memory ring to attach"));
+  }
+  {
+    // One consumer per ring: a second attach would race the first for the same slots.
+    absl::MutexLock lock(&rings_mutex_);
+    if (!serving_.insert(session_id).second) {
+      return Error(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                "scores: the session's shared-memory ring is already attached to a stream"));
+    }
+  }
+  grpc::Status served = ServeRing(context, session_id, ring.get(), last_active_ns);
+  ring->Close();
+  absl::MutexLock lock(&rings_mutex_);
+  serving_.erase(session_id);
+  return served;
+}
+
 grpc::Status CacheManagerService::GetSession(grpc::ServerContext*, const v1::GetSessionRequest* request,
                                              v1::SessionInfo* response) {
+  if (absl::Status auth = manager_->Authorize(request->session_id(), request->session_secret()); !auth.ok()) {
+    return Error(ToGrpc(auth));
+  }
   absl::StatusOr<SessionInfo> info = manager_->Get(request->session_id());
-  if (!info.ok()) return ToGrpc(info.status());
+  if (!info.ok()) return Error(ToGrpc(info.status()));
   *response = ToProto(*info);
   return grpc::Status::OK;
 }
@@ -307,10 +426,10 @@ grpc::Status PolicyAdminService::Authorize(const grpc::ServerContext* context) c
   auto it = metadata.find("authorization");
   if (it == metadata.end()) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "PolicyAdmin changes need 'authorization: Bearer <token>' metadata");
+                        "PolicyAdmin changes and ListSessions need 'authorization: Bearer <token>' metadata");
   }
   const std::string value(it->second.data(), it->second.size());
-  if (value != "Bearer " + admin_token_) {
+  if (!ConstantTimeEquals(value, "Bearer " + admin_token_)) {
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "the bearer token is not the admin token");
   }
   return grpc::Status::OK;
@@ -353,8 +472,10 @@ grpc::Status PolicyAdminService::SetSessionPolicy(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
-grpc::Status PolicyAdminService::ListSessions(grpc::ServerContext*, const v1::ListSessionsRequest*,
+grpc::Status PolicyAdminService::ListSessions(grpc::ServerContext* context, const v1::ListSessionsRequest*,
                                               v1::ListSessionsResponse* response) {
+  // Ids and labels of other peers' sessions: an admin read. Secrets are never listed (ToProto has none).
+  if (grpc::Status auth = Authorize(context); !auth.ok()) return auth;
   for (const SessionInfo& info : manager_->List()) *response->add_sessions() = ToProto(info);
   return grpc::Status::OK;
 }

@@ -6,8 +6,16 @@
 // it). A stream the client cancels or loses frees its session; a stream the client half-closes cleanly
 // keeps it until CloseSession or idle expiry.
 //
-// PolicyAdmin mutations (SetDefaultPolicy, SetSessionPolicy) need "authorization: Bearer <token>"
-// when `admin_token` is non-empty: UNAUTHENTICATED without a token, PERMISSION_DENIED with a wrong one.
+// Credentials (docs/SECURITY.md): every call on a session (CloseSession, GetSession, SubmitStep,
+// StreamScores) presents the secret OpenSession returned; NOT_FOUND for an unknown session,
+// PERMISSION_DENIED for a missing or wrong secret. PolicyAdmin mutations (SetDefaultPolicy,
+// SetSessionPolicy) and ListSessions need "authorization: Bearer <token>" when `admin_token` is
+// non-empty: UNAUTHENTICATED without a token, PERMISSION_DENIED with a wrong one.
+//
+// Limits: sessions per peer (SessionManagerOptions), concurrent StreamScores streams (max_streams:
+// RESOURCE_EXHAUSTED beyond it) and how long a stream may sit without a message or a ring step
+// (stream_idle_timeout: then it is cancelled, which frees its session), so idle streams cannot hold
+// every server thread.
 #ifndef A2SF_CACHEMGR_SERVICE_CACHE_MANAGER_SERVICE_H_
 #define A2SF_CACHEMGR_SERVICE_CACHE_MANAGER_SERVICE_H_
 
@@ -26,7 +34,10 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 
+#include "common/shm/ring_handoff.h"
 #include "common/shm/score_ring.h"
+#include <thread>
+#include "absl/synchronization/notification.h"
 
 namespace a2sf::cachemgr {
 
@@ -47,11 +58,21 @@ class CacheManagerMetrics {
   prometheus::Family<prometheus::Counter>& errors_;
 };
 
+struct CacheManagerServiceOptions {
+  CacheManagerMetrics* metrics = nullptr;     // may be null
+  RingHandoffServer* ring_handoff = nullptr;  // null: shared-memory rings are refused
+  size_t max_streams = 256;                   // concurrent StreamScores calls (0: unbounded)
+  absl::Duration stream_idle_timeout = absl::Seconds(120);  // 0: never
+};
+
+// The identity sessions are counted under for --max_sessions_per_peer: the authenticated TLS
+// identity if any, else the peer's address without its port ("unix:" for every local process).
+std::string PeerIdentity(const grpc::ServerContext& context);
+
 class CacheManagerService final : public v1::CacheManager::Service {
  public:
-  // `metrics` may be null.
-  explicit CacheManagerService(SessionManager* manager, CacheManagerMetrics* metrics = nullptr)
-      : manager_(manager), metrics_(metrics) {}
+  explicit CacheManagerService(SessionManager* manager, CacheManagerServiceOptions options = {});
+  ~CacheManagerService() override;
 
   grpc::Status OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
                            v1::OpenSessionResponse* response) override;
@@ -64,6 +85,11 @@ class CacheManagerService final : public v1::CacheManager::Service {
   grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
                           v1::SessionInfo* response) override;
 
+  // One step of `session_id` from slot `seq` of its ring: checks what the slot says, decides, writes
+  // the decision (or the error) into the slot and completes it. The stream handler's loop body;
+  // public so that the fuzz harness can drive ring slots in-process.
+  absl::Status ServeRingStep(const std::string& session_id, ScoreRing* ring, uint64_t seq);
+
  private:
   // Runs one step of `session_id`; fills `decision`.
   grpc::Status Step(const std::string& session_id, const v1::ScoreStep& step, v1::EvictionDecision* decision);
@@ -73,13 +99,35 @@ class CacheManagerService final : public v1::CacheManager::Service {
                                      uint64_t bytes);
   // Serves a session's steps from its shared-memory ring until the worker closes the ring, a step
   // fails, or the stream is cancelled.
-  grpc::Status ServeRing(grpc::ServerContext* context, const std::string& session_id, ScoreRing* ring);
+  grpc::Status ServeRing(grpc::ServerContext* context, const std::string& session_id, ScoreRing* ring,
+                         std::atomic<int64_t>* last_active_ns);
   std::shared_ptr<ScoreRing> RingOf(const std::string& session_id);
+  // The messages of an admitted stream; sets `session_id` once the first message authorised it.
+  grpc::Status ServeStream(grpc::ServerContext* context,
+                           grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream,
+                           std::atomic<int64_t>* last_active_ns, std::string* session_id);
+  // Serves the session's steps from its shared-memory ring (the stream's attach message).
+  grpc::Status AttachRing(grpc::ServerContext* context, const std::string& session_id,
+                          std::atomic<int64_t>* last_active_ns);
 
   grpc::Status Error(const grpc::Status& status);
+  // The ring a request offers, mapped; null when it offers none.
+  absl::StatusOr<std::shared_ptr<ScoreRing>> AttachOfferedRing(const grpc::ServerContext& context,
+                                                               const v1::OpenSessionRequest& request);
+  // Admits a new StreamScores call (RESOURCE_EXHAUSTED past max_streams) and tracks its activity.
+  // `last_active_ns` lives in the handler's frame until ForgetStream; the handler stores into it
+  // (no lock per step), the reaper reads it.
+  grpc::Status AdmitStream(grpc::ServerContext* context, std::atomic<int64_t>* last_active_ns);
+  void ForgetStream(grpc::ServerContext* context);
+  void CancelIdleStreams();  // runs on reaper_
 
   SessionManager* manager_;
+  const CacheManagerServiceOptions options_;
   CacheManagerMetrics* metrics_;
+  absl::Mutex streams_mutex_;
+  std::map<grpc::ServerContext*, std::atomic<int64_t>*> streams_ ABSL_GUARDED_BY(streams_mutex_);
+  absl::Notification stop_reaper_;
+  std::thread reaper_;
   absl::Mutex rings_mutex_;
   std::map<std::string, std::shared_ptr<ScoreRing>> rings_ ABSL_GUARDED_BY(rings_mutex_);
   std::set<std::string> serving_ ABSL_GUARDED_BY(rings_mutex_);  // sessions whose ring a stream serves

@@ -7,11 +7,15 @@
 #include <random>
 #include <thread>
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "cachemgr/service/proto_convert.h"
 #include "cachemgr/store/cpu_score_store.h"
 #include "common/grpc/server.h"
+#include "common/shm/ring_handoff.h"
 #include "common/shm/score_ring.h"
 #include "gtest/gtest.h"
 
@@ -23,11 +27,16 @@ class CacheManagerServiceTest : public ::testing::Test {
   void SetUp() override {
     SessionManagerOptions options;
     options.max_sessions = 4;
+    options.max_session_bytes = 1 << 20;
     manager_ = std::make_unique<SessionManager>(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(), options);
-    cache_ = std::make_unique<CacheManagerService>(manager_.get());
+    socket_path_ = "/tmp/a2sf-cmst-" + std::to_string(getpid()) + ".sock";
+    ring_handoff_ = std::move(*RingHandoffServer::Start(RingSocketPath(socket_path_), 0600));
+    CacheManagerServiceOptions service_options;
+    service_options.ring_handoff = ring_handoff_.get();
+    service_options.stream_idle_timeout = absl::Seconds(3);
+    cache_ = std::make_unique<CacheManagerService>(manager_.get(), service_options);
     admin_ = std::make_unique<PolicyAdminService>(manager_.get(), "s3cret");
     ServerOptions server_options;
-    socket_path_ = "/tmp/a2sf-cmst-" + std::to_string(getpid()) + ".sock";
     server_options.listen_addresses = {"127.0.0.1:0", "unix:" + socket_path_};
     server_options.plaintext = true;
     server_options.max_receive_message_bytes = 1 << 20;
@@ -52,13 +61,15 @@ class CacheManagerServiceTest : public ::testing::Test {
     v1::OpenSessionResponse response;
     grpc::Status status = stub_->OpenSession(&context, request, &response);
     EXPECT_TRUE(status.ok()) << status.error_message();
+    secrets_[response.session_id()] = response.session_secret();
     return response;
   }
 
-  static v1::ScoreStep MakeStep(const std::string& id, uint64_t step, const std::vector<float>& values,
-                                uint32_t entries) {
+  // A step of session `id` with its secret (empty id: a later message of a stream).
+  v1::ScoreStep MakeStep(const std::string& id, uint64_t step, const std::vector<float>& values, uint32_t entries) {
     v1::ScoreStep s;
     s.set_session_id(id);
+    if (!id.empty()) s.set_session_secret(secrets_[id]);
     s.set_step(step);
     s.set_position(step);
     s.set_kind(v1::STEP_KIND_TOKEN);
@@ -80,11 +91,14 @@ class CacheManagerServiceTest : public ::testing::Test {
     grpc::ClientContext context;
     v1::GetSessionRequest request;
     request.set_session_id(id);
+    request.set_session_secret(secrets_[id]);
     v1::SessionInfo info;
     EXPECT_TRUE(stub_->GetSession(&context, request, &info).ok());
     return info.steps();
   }
 
+  std::map<std::string, std::string> secrets_;  // session id -> secret
+  std::unique_ptr<RingHandoffServer> ring_handoff_;
   std::unique_ptr<SessionManager> manager_;
   std::unique_ptr<CacheManagerService> cache_;
   std::unique_ptr<PolicyAdminService> admin_;
@@ -94,49 +108,77 @@ class CacheManagerServiceTest : public ::testing::Test {
   std::string socket_path_;
   std::unique_ptr<v1::CacheManager::Stub> unix_stub_;  // the same server over its Unix socket
 
-  // Opens a Local(budget 2) session over `stub` with `ring` offered.
-  grpc::Status OpenWithRing(v1::CacheManager::Stub* stub, const std::string& name, uint32_t slots, uint64_t slot_bytes,
-                            v1::OpenSessionResponse* response, uint32_t layers = 2) {
+  // Hands `ring`'s descriptor to the ring socket; returns the handle.
+  std::string Offer(const ScoreRing& ring) {
+    absl::StatusOr<std::string> handle = OfferRingDescriptor(RingSocketPath(socket_path_), ring.fd());
+    EXPECT_TRUE(handle.ok()) << handle.status();
+    return handle.value_or("");
+  }
+
+  // Opens a Local(budget 2) session over `stub` with the ring behind `handle` offered.
+  grpc::Status OpenWithRing(v1::CacheManager::Stub* stub, const std::string& handle, uint32_t slots,
+                            uint64_t slot_bytes, v1::OpenSessionResponse* response, uint32_t layers = 2) {
     v1::OpenSessionRequest request;
     request.mutable_shape()->set_num_layers(layers);
     request.mutable_shape()->set_num_kv_heads(2);
     request.mutable_shape()->set_query_heads_per_kv_head(1);
     request.mutable_policy()->set_name("local");
     request.mutable_budget()->set_tokens(2);
-    request.mutable_shared_memory_ring()->set_name(name);
+    request.mutable_shared_memory_ring()->set_handle(handle);
     request.mutable_shared_memory_ring()->set_num_slots(slots);
     request.mutable_shared_memory_ring()->set_slot_bytes(slot_bytes);
     grpc::ClientContext context;
-    return stub->OpenSession(&context, request, response);
+    grpc::Status status = stub->OpenSession(&context, request, response);
+    secrets_[response->session_id()] = response->session_secret();
+    return status;
+  }
+
+  v1::ScoreStep AttachMessage(const std::string& id) {
+    v1::ScoreStep attach;
+    attach.set_session_id(id);
+    attach.set_session_secret(secrets_[id]);
+    return attach;
   }
 };
 
 TEST_F(CacheManagerServiceTest, SharedMemoryRingServesStepsAndRefusesBadOffers) {
-  const std::string name = "/a2sf-cmst-" + std::to_string(getpid());
   const uint64_t slot_bytes = ScoreRing::SlotBytesFor(4 * 64, 4);
-  auto ring = ScoreRing::Create(name, 2, slot_bytes, 4);
+  auto ring = ScoreRing::Create(2, slot_bytes, 4);
   ASSERT_TRUE(ring.ok()) << ring.status();
   v1::OpenSessionResponse response;
   // Offers the server must refuse, each with a message that names the problem.
-  grpc::Status status = OpenWithRing(stub_.get(), name, 2, slot_bytes, &response);
+  grpc::Status status = OpenWithRing(stub_.get(), Offer(**ring), 2, slot_bytes, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
   EXPECT_NE(status.error_message().find("Unix socket"), std::string::npos);
-  status = OpenWithRing(unix_stub_.get(), "/etc/shadow", 2, slot_bytes, &response);
-  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
-  status = OpenWithRing(unix_stub_.get(), name + "-missing", 2, slot_bytes, &response);
+  status = OpenWithRing(unix_stub_.get(), "not-a-handle", 2, slot_bytes, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
-  status = OpenWithRing(unix_stub_.get(), name, 3, slot_bytes, &response);
+  status = OpenWithRing(unix_stub_.get(), Offer(**ring), 3, slot_bytes, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
-  status = OpenWithRing(unix_stub_.get(), name, 2, slot_bytes, &response, /*layers=*/3);  // 6 heads, ring for 4
+  status = OpenWithRing(unix_stub_.get(), Offer(**ring), 2, slot_bytes, &response, /*layers=*/3);  // 6 heads, ring for 4
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  {
+    // Names are no longer followed: the cache manager opens nothing on a peer's say-so.
+    v1::OpenSessionRequest request;
+    request.mutable_shape()->set_num_layers(2);
+    request.mutable_shape()->set_num_kv_heads(2);
+    request.mutable_budget()->set_tokens(2);
+    request.mutable_shared_memory_ring()->set_name("/a2sf-someone-elses");
+    request.mutable_shared_memory_ring()->set_num_slots(2);
+    request.mutable_shared_memory_ring()->set_slot_bytes(slot_bytes);
+    grpc::ClientContext context;
+    status = unix_stub_->OpenSession(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  }
   EXPECT_EQ(manager_->session_count(), 0u);
 
-  ASSERT_TRUE(OpenWithRing(unix_stub_.get(), name, 2, slot_bytes, &response).ok());
-  (*ring)->Unlink();
+  const std::string handle = Offer(**ring);
+  ASSERT_TRUE(OpenWithRing(unix_stub_.get(), handle, 2, slot_bytes, &response).ok());
+  v1::OpenSessionResponse again;
+  EXPECT_EQ(OpenWithRing(unix_stub_.get(), handle, 2, slot_bytes, &again).error_code(),
+            grpc::StatusCode::NOT_FOUND);  // a handle is good for one session
   grpc::ClientContext stream_context;
   auto stream = unix_stub_->StreamScores(&stream_context);
-  v1::ScoreStep attach;
-  attach.set_session_id(response.session_id());
+  const v1::ScoreStep attach = AttachMessage(response.session_id());
   ASSERT_TRUE(stream->Write(attach));
   // Three Local steps through the ring; the third evicts position 0 in each of the 4 heads.
   for (uint64_t seq = 0; seq < 3; ++seq) {
@@ -202,9 +244,7 @@ TEST_F(CacheManagerServiceTest, AttachWithoutARingIsFailedPrecondition) {
   v1::OpenSessionResponse session = Open("local", 2);
   grpc::ClientContext context;
   auto stream = stub_->StreamScores(&context);
-  v1::ScoreStep attach;
-  attach.set_session_id(session.session_id());
-  ASSERT_TRUE(stream->Write(attach));
+  ASSERT_TRUE(stream->Write(AttachMessage(session.session_id())));
   stream->WritesDone();
   grpc::Status status = stream->Finish();
   EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
@@ -363,11 +403,18 @@ TEST_F(CacheManagerServiceTest, AdminChangesNeedTheBearerToken) {
   v1::ListPoliciesResponse policies;
   ASSERT_TRUE(admin_stub_->ListPolicies(&context, {}, &policies).ok());
   EXPECT_EQ(policies.policies_size(), 6);
-  grpc::ClientContext context2;
+  // Listing sessions is an admin read (issue 11): ids and labels of every worker's sessions.
+  grpc::ClientContext context_no_token;
   v1::ListSessionsResponse sessions;
+  EXPECT_EQ(admin_stub_->ListSessions(&context_no_token, {}, &sessions).error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  grpc::ClientContext context2;
+  context2.AddMetadata("authorization", "Bearer s3cret");
   ASSERT_TRUE(admin_stub_->ListSessions(&context2, {}, &sessions).ok());
   ASSERT_EQ(sessions.sessions_size(), 1);
   EXPECT_EQ(sessions.sessions(0).policy().name(), "a2sf");
+  // ... and never reveals a session's secret.
+  EXPECT_EQ(sessions.SerializeAsString().find(secrets_[id]), std::string::npos);
   // A bad default is refused and the old one stays.
   grpc::ClientContext context3;
   context3.AddMetadata("authorization", "Bearer s3cret");
@@ -379,6 +426,274 @@ TEST_F(CacheManagerServiceTest, AdminChangesNeedTheBearerToken) {
   grpc::ClientContext context4;
   ASSERT_TRUE(admin_stub_->GetDefaultPolicy(&context4, {}, &resolved).ok());
   EXPECT_EQ(resolved.name(), "a2sf");
+}
+
+// Issue 11, finding 2: the session id alone no longer lets a third party touch a session.
+TEST_F(CacheManagerServiceTest, AThirdPartyWithOnlyTheSessionIdIsRefused) {
+  const v1::OpenSessionResponse opened = Open("local", 3);
+  const std::string id = opened.session_id();
+  ASSERT_EQ(opened.session_secret().size(), 32u);
+  ASSERT_TRUE(Submit(MakeStep(id, 0, {1, 1, 1, 1}, 1)).ok());
+  for (const std::string& secret : {std::string(), std::string(32, '0'), opened.session_secret().substr(1)}) {
+    v1::ScoreStep step = MakeStep(id, 1, std::vector<float>(8, 0.5f), 2);
+    step.set_session_secret(secret);
+    grpc::Status status = Submit(step);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::PERMISSION_DENIED) << status.error_message();
+    EXPECT_NE(status.error_message().find("session_secret"), std::string::npos);
+    {
+      grpc::ClientContext context;
+      auto stream = stub_->StreamScores(&context);
+      ASSERT_TRUE(stream->Write(step));
+      stream->WritesDone();
+      EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    }
+    {
+      grpc::ClientContext context;
+      v1::GetSessionRequest request;
+      request.set_session_id(id);
+      request.set_session_secret(secret);
+      v1::SessionInfo info;
+      EXPECT_EQ(stub_->GetSession(&context, request, &info).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    }
+    {
+      grpc::ClientContext context;
+      v1::CloseSessionRequest request;
+      request.set_session_id(id);
+      request.set_session_secret(secret);
+      v1::CloseSessionResponse closed;
+      EXPECT_EQ(stub_->CloseSession(&context, request, &closed).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    }
+  }
+  // Nothing the third party sent changed the session; its owner goes on.
+  EXPECT_EQ(manager_->session_count(), 1u);
+  EXPECT_EQ(StepsOf(id), 1u);
+  EXPECT_TRUE(Submit(MakeStep(id, 1, std::vector<float>(8, 0.5f), 2)).ok());
+  // Two sessions never share a secret.
+  EXPECT_NE(Open("local", 3).session_secret(), opened.session_secret());
+}
+
+// Issue 11, finding 1: whatever a peer does to its ring, only its own session fails.
+TEST_F(CacheManagerServiceTest, AHostileRingFailsOnlyItsOwnSession) {
+  const std::string bystander = Open("local", 2).session_id();
+  const uint64_t slot_bytes = ScoreRing::SlotBytesFor(4 * 64, 4);
+  auto ring = ScoreRing::Create(2, slot_bytes, 4);
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  v1::OpenSessionResponse response;
+  ASSERT_TRUE(OpenWithRing(unix_stub_.get(), Offer(**ring), 2, slot_bytes, &response).ok());
+  grpc::ClientContext stream_context;
+  auto stream = unix_stub_->StreamScores(&stream_context);
+  ASSERT_TRUE(stream->Write(AttachMessage(response.session_id())));
+  const int fd = (*ring)->fd();
+  // Truncation was the SIGBUS of the finding: the seals refuse it.
+  EXPECT_NE(ftruncate(fd, 0), 0);
+  EXPECT_EQ(errno, EPERM);
+  // Holes, a rewritten header and a garbage step with absurd counters: read as data, never faults.
+  ASSERT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, off_t(256 + 2 * slot_bytes)), 0);
+  void* base = mmap(nullptr, 256 + 2 * slot_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ASSERT_NE(base, MAP_FAILED);
+  std::memset(base, 0x5a, 64);  // magic, geometry
+  RingStep garbage;
+  garbage.step = 7;
+  garbage.kind = 99;
+  garbage.num_dims = 3;
+  garbage.shape[0] = 0xffffffffu;
+  garbage.payload_bytes = ~uint64_t{0};
+  (*ring)->Publish(0, garbage);
+  ASSERT_TRUE((*ring)->WaitDecision(0, absl::Seconds(10)));
+  EXPECT_EQ((*ring)->decision(0).code, int(absl::StatusCode::kInvalidArgument)) << (*ring)->decision(0).message;
+  stream->WritesDone();
+  const grpc::Status ended = stream->Finish();
+  EXPECT_EQ(ended.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << ended.error_message();
+  EXPECT_FALSE(ended.error_message().empty());
+  munmap(base, 256 + 2 * slot_bytes);
+  // The server goes on serving everybody else.
+  EXPECT_TRUE(Submit(MakeStep(bystander, 0, {1, 1, 1, 1}, 1)).ok());
+
+  // A ring that stops advancing holds only its own stream, until the idle timeout (3 s here) cancels
+  // it and frees its session.
+  auto idle_ring = ScoreRing::Create(2, slot_bytes, 4);
+  ASSERT_TRUE(idle_ring.ok());
+  v1::OpenSessionResponse idle;
+  ASSERT_TRUE(OpenWithRing(unix_stub_.get(), Offer(**idle_ring), 2, slot_bytes, &idle).ok());
+  grpc::ClientContext idle_context;
+  auto idle_stream = unix_stub_->StreamScores(&idle_context);
+  ASSERT_TRUE(idle_stream->Write(AttachMessage(idle.session_id())));
+  EXPECT_TRUE(Submit(MakeStep(bystander, 1, std::vector<float>(8, 1), 2)).ok());
+  const absl::Time start = absl::Now();
+  v1::EvictionDecision unused;
+  EXPECT_FALSE(idle_stream->Read(&unused));
+  EXPECT_EQ(idle_stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  // The bystander and the hostile session (a failed step leaves a session as it was) remain.
+  for (int i = 0; i < 100 && manager_->session_count() > 2; ++i) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(manager_->session_count(), 2u);
+}
+
+// Issue 11, findings 3 and 5: tiny requests cannot make the store reserve huge amounts, and
+// dimensions that overflow 64 bits are INVALID_ARGUMENT, never a wrapped size that passes.
+TEST_F(CacheManagerServiceTest, HugeShapesAreRefusedBeforeAnythingIsAllocated) {
+  v1::OpenSessionRequest request;
+  request.mutable_shape()->set_num_layers(1024);
+  request.mutable_shape()->set_num_kv_heads(1024);
+  request.mutable_shape()->set_query_heads_per_kv_head(1);
+  for (uint32_t budget : {8u, 10000u}) {
+    request.mutable_budget()->set_tokens(budget);
+    grpc::ClientContext context;
+    v1::OpenSessionResponse response;
+    grpc::Status status = stub_->OpenSession(&context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+    EXPECT_NE(status.error_message().find("--max_session_bytes"), std::string::npos) << status.error_message();
+  }
+  EXPECT_EQ(manager_->session_count(), 0u);
+  EXPECT_EQ(manager_->charged_bytes(), 0u);
+  const std::string id = Open("a2sf", 4, 0.5).session_id();
+  v1::ScoreStep bulk = MakeStep(id, 0, {}, 0);
+  bulk.set_kind(v1::STEP_KIND_BULK_PREFILL);
+  bulk.mutable_scores()->clear_shape();
+  for (uint32_t d : {16u, 1u, 1u << 30, 1u << 30}) bulk.mutable_scores()->add_shape(d);
+  bulk.mutable_scores()->clear_data();
+  grpc::Status status = Submit(bulk);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  v1::ScoreStep token = MakeStep(id, 0, {}, 0);
+  token.mutable_scores()->clear_shape();
+  for (uint32_t d : {0xffffffffu, 0xffffffffu, 0xffffffffu}) token.mutable_scores()->add_shape(d);
+  status = Submit(token);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_EQ(StepsOf(id), 0u);
+}
+
+// Issue 11, finding 6: a swap that the worker could not follow is refused up front.
+TEST_F(CacheManagerServiceTest, SwapsThatChangeWhetherThePolicyEvictsAreRefused) {
+  const v1::OpenSessionResponse evicting = Open("a2sf", 4, 0.3);
+  const v1::OpenSessionResponse full = Open("full", 4);
+  EXPECT_TRUE(evicting.policy_evicts());
+  EXPECT_FALSE(full.policy_evicts());
+  auto swap = [&](const std::string& id, const std::string& policy) {
+    v1::SetSessionPolicyRequest request;
+    request.set_session_id(id);
+    request.mutable_policy()->set_name(policy);
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer s3cret");
+    v1::SetSessionPolicyResponse response;
+    return admin_stub_->SetSessionPolicy(&context, request, &response);
+  };
+  grpc::Status status = swap(evicting.session_id(), "full");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  EXPECT_NE(status.error_message().find("budget"), std::string::npos) << status.error_message();
+  status = swap(full.session_id(), "a2sf");
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << status.error_message();
+  EXPECT_NE(status.error_message().find("no scores"), std::string::npos) << status.error_message();
+  EXPECT_TRUE(swap(evicting.session_id(), "h2o").ok());
+  EXPECT_TRUE(swap(full.session_id(), "full").ok());
+  // The refused swaps changed nothing: the sessions still step under their policies.
+  v1::EvictionDecision decision;
+  ASSERT_TRUE(Submit(MakeStep(evicting.session_id(), 0, {1, 1, 1, 1}, 1), &decision).ok());
+  EXPECT_EQ(decision.policy_name(), "h2o");
+  ASSERT_TRUE(Submit(MakeStep(full.session_id(), 0, {1, 1, 1, 1}, 1), &decision).ok());
+  EXPECT_EQ(decision.policy_name(), "full");
+}
+
+// Issue 11, finding 7: a label cut at 256 bytes stays valid UTF-8, so GetSession and ListSessions
+// keep working for everybody.
+TEST_F(CacheManagerServiceTest, LongLabelsAreCutOnACharacterBoundary) {
+  v1::OpenSessionRequest request;
+  request.mutable_shape()->set_num_layers(2);
+  request.mutable_shape()->set_num_kv_heads(2);
+  request.mutable_shape()->set_query_heads_per_kv_head(1);
+  request.mutable_budget()->set_tokens(4);
+  std::string label(255, 'x');
+  for (int i = 0; i < 10; ++i) label += "\xE2\x82\xAC";  // U+20AC straddles byte 256
+  request.set_client_label(label);
+  grpc::ClientContext context;
+  v1::OpenSessionResponse opened;
+  ASSERT_TRUE(stub_->OpenSession(&context, request, &opened).ok());
+  secrets_[opened.session_id()] = opened.session_secret();
+  grpc::ClientContext get_context;
+  v1::GetSessionRequest get;
+  get.set_session_id(opened.session_id());
+  get.set_session_secret(opened.session_secret());
+  v1::SessionInfo info;
+  grpc::Status status = stub_->GetSession(&get_context, get, &info);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(info.client_label(), std::string(255, 'x'));
+  grpc::ClientContext list_context;
+  list_context.AddMetadata("authorization", "Bearer s3cret");
+  v1::ListSessionsResponse sessions;
+  EXPECT_TRUE(admin_stub_->ListSessions(&list_context, {}, &sessions).ok());
+}
+
+size_t ThreadCount() {
+  size_t n = 0;
+  DIR* dir = opendir("/proc/self/task");
+  while (dir != nullptr && readdir(dir) != nullptr) ++n;
+  if (dir != nullptr) closedir(dir);
+  return n - 2;  // . and ..
+}
+
+// Issue 11, finding 9: a flood of idle streams neither grows threads without bound nor locks out a
+// new client; the idle streams are cancelled after the idle timeout.
+TEST(CacheManagerIdleStreams, AFloodOfIdleStreamsIsBounded) {
+  SessionManager manager(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(), {});
+  CacheManagerServiceOptions service_options;
+  service_options.max_streams = 16;
+  service_options.stream_idle_timeout = absl::Seconds(2);
+  CacheManagerService service(&manager, service_options);
+  ServerOptions server_options;
+  server_options.listen_addresses = {"127.0.0.1:0"};
+  server_options.plaintext = true;
+  server_options.max_threads = 64;
+  auto server = RunningServer::Start(server_options, {&service});
+  ASSERT_TRUE(server.ok()) << server.status();
+  ChannelOptions channel_options;
+  channel_options.plaintext = true;
+  auto stub = v1::CacheManager::NewStub(*MakeChannel((*server)->dial_address(0), channel_options));
+  const size_t threads_before = ThreadCount();
+  constexpr int kStreams = 300;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReaderWriter<v1::ScoreStep, v1::EvictionDecision>>> streams;
+  for (int i = 0; i < kStreams; ++i) {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    streams.push_back(stub->StreamScores(contexts.back().get()));
+  }
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_LT(ThreadCount(), threads_before + 100) << "idle streams hold a thread each";
+  // A new client still gets its calls answered.
+  v1::OpenSessionRequest request;
+  request.mutable_shape()->set_num_layers(1);
+  request.mutable_shape()->set_num_kv_heads(1);
+  request.mutable_shape()->set_query_heads_per_kv_head(1);
+  request.mutable_budget()->set_tokens(4);
+  grpc::ClientContext open_context;
+  open_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::OpenSessionResponse opened;
+  grpc::Status status = stub->OpenSession(&open_context, request, &opened);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  // Streams past --max_streams were refused at once; the admitted ones are cancelled once idle.
+  int exhausted = 0, cancelled = 0;
+  for (auto& stream : streams) {
+    const grpc::StatusCode code = stream->Finish().error_code();
+    exhausted += code == grpc::StatusCode::RESOURCE_EXHAUSTED;
+    cancelled += code == grpc::StatusCode::CANCELLED;
+  }
+  EXPECT_EQ(exhausted + cancelled, kStreams);
+  EXPECT_LE(cancelled, 16);
+  // And a new stream is served.
+  grpc::ClientContext stream_context;
+  auto stream = stub->StreamScores(&stream_context);
+  v1::ScoreStep step;
+  step.set_session_id(opened.session_id());
+  step.set_session_secret(opened.session_secret());
+  step.set_kind(v1::STEP_KIND_TOKEN);
+  step.mutable_scores()->set_dtype(v1::SCORE_DTYPE_FP32);
+  for (uint32_t d : {1u, 1u, 1u}) step.mutable_scores()->add_shape(d);
+  const float one = 1.0f;
+  step.mutable_scores()->set_data(std::string(reinterpret_cast<const char*>(&one), 4));
+  ASSERT_TRUE(stream->Write(step));
+  v1::EvictionDecision decision;
+  EXPECT_TRUE(stream->Read(&decision));
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+  (*server)->Shutdown(absl::ZeroDuration());
 }
 
 }  // namespace

@@ -19,15 +19,38 @@
 #include "common/grpc/server_main.h"
 #include "common/log.h"
 #include "common/metrics/metrics_server.h"
+#include "common/shm/ring_handoff.h"
+
+namespace {
+
+bool ParseOctal(const std::string& text, int* mode) {
+  if (text.empty() || text.size() > 4 || text.find_first_not_of("01234567") != std::string::npos) return false;
+  *mode = int(std::strtol(text.c_str(), nullptr, 8));
+  return true;
+}
+
+}  // namespace
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "comma-separated host:port addresses (port 0: any free port)");
-ABSL_FLAG(std::string, unix_socket, "", "also listen on this Unix socket path (co-located workers)");
+ABSL_FLAG(std::string, unix_socket, "",
+          "also listen on this Unix socket path (co-located workers), and for shared-memory rings on <path>.ring; "
+          "a non-socket or a live server's socket there is refused, a stale socket replaced");
+ABSL_FLAG(std::string, unix_socket_mode, "0660", "file mode (octal) of the Unix sockets: who may connect");
 ABSL_FLAG(bool, plaintext, false, "serve TCP without TLS (must be chosen explicitly)");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key");
 ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA: require client certificates signed by it (mutual TLS)");
 ABSL_FLAG(std::string, admin_token, "", "bearer token PolicyAdmin changes require (empty: none; also $A2SF_ADMIN_TOKEN)");
 ABSL_FLAG(int, max_sessions, 1024, "session capacity (RESOURCE_EXHAUSTED beyond it)");
+ABSL_FLAG(int, max_sessions_per_peer, 256,
+          "sessions one peer may hold (TLS identity, else IP address; every Unix-socket client is one peer; 0: no "
+          "limit beyond --max_sessions)");
+ABSL_FLAG(int64_t, max_store_bytes, 0, "score-store bytes all sessions may hold (0: a quarter of physical memory)");
+ABSL_FLAG(int64_t, max_session_bytes, 0, "score-store bytes one session may hold (0: a quarter of --max_store_bytes)");
+ABSL_FLAG(int, max_streams, 256, "concurrent StreamScores streams (RESOURCE_EXHAUSTED beyond it; 0: no limit)");
+ABSL_FLAG(int, stream_idle_timeout_s, 120,
+          "cancel a score stream (and free its session) after this long without a message or ring step (0: never)");
+ABSL_FLAG(int, max_threads, 512, "most server threads (gRPC resource quota; calls beyond get RESOURCE_EXHAUSTED)");
 ABSL_FLAG(int, idle_timeout_s, 600, "free sessions idle this long (0: never)");
 ABSL_FLAG(std::string, backend, "auto", "score store: cpu, cuda, or auto (cuda when a GPU is usable)");
 ABSL_FLAG(int, threads, 1, "CPU score-store threads");
@@ -66,6 +89,21 @@ int main(int argc, char** argv) {
 
   cachemgr::SessionManagerOptions options;
   options.max_sessions = size_t(std::max(1, absl::GetFlag(FLAGS_max_sessions)));
+  options.max_sessions_per_peer = size_t(std::max(0, absl::GetFlag(FLAGS_max_sessions_per_peer)));
+  const uint64_t physical = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
+  options.max_store_bytes = absl::GetFlag(FLAGS_max_store_bytes) > 0 ? uint64_t(absl::GetFlag(FLAGS_max_store_bytes))
+                                                                      : physical / 4;
+  options.max_session_bytes = absl::GetFlag(FLAGS_max_session_bytes) > 0
+                                  ? uint64_t(absl::GetFlag(FLAGS_max_session_bytes))
+                                  : options.max_store_bytes / 4;
+  A2SF_LOG(INFO) << "limits: " << options.max_sessions << " sessions, " << options.max_sessions_per_peer
+                 << " per peer, " << options.max_store_bytes << " store bytes, " << options.max_session_bytes
+                 << " per session";
+  int socket_mode = 0;
+  if (!ParseOctal(absl::GetFlag(FLAGS_unix_socket_mode), &socket_mode)) {
+    A2SF_LOG(ERROR) << "--unix_socket_mode: an octal file mode such as 0660";
+    return 2;
+  }
   options.idle_timeout = absl::Seconds(absl::GetFlag(FLAGS_idle_timeout_s));
   cachemgr::SessionManager manager(std::move(store), &cachemgr::PolicyRegistry::Builtin(), options);
   std::string admin_token = absl::GetFlag(FLAGS_admin_token);
@@ -79,17 +117,32 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<cachemgr::CacheManagerMetrics> metrics;
   if (*metrics_server != nullptr) metrics = std::make_unique<cachemgr::CacheManagerMetrics>(&(*metrics_server)->registry());
-  cachemgr::CacheManagerService cache_service(&manager, metrics.get());
+  const std::string unix_socket = absl::GetFlag(FLAGS_unix_socket);
+  std::unique_ptr<RingHandoffServer> ring_handoff;
+  if (!unix_socket.empty()) {
+    absl::StatusOr<std::unique_ptr<RingHandoffServer>> started =
+        RingHandoffServer::Start(RingSocketPath(unix_socket), socket_mode);
+    if (!started.ok()) {
+      A2SF_LOG(ERROR) << "ring socket: " << started.status().message();
+      return 1;
+    }
+    ring_handoff = std::move(*started);
+  }
+  cachemgr::CacheManagerServiceOptions service_options;
+  service_options.metrics = metrics.get();
+  service_options.ring_handoff = ring_handoff.get();
+  service_options.max_streams = size_t(std::max(0, absl::GetFlag(FLAGS_max_streams)));
+  service_options.stream_idle_timeout = absl::Seconds(std::max(0, absl::GetFlag(FLAGS_stream_idle_timeout_s)));
+  cachemgr::CacheManagerService cache_service(&manager, service_options);
   cachemgr::PolicyAdminService admin_service(&manager, admin_token);
 
   ServerOptions server_options;
   server_options.name = "a2sf-cachemgr";
   server_options.listen_addresses = SplitAddresses(absl::GetFlag(FLAGS_listen));
   server_options.max_concurrent_streams_per_connection = absl::GetFlag(FLAGS_max_streams_per_connection);
-  if (!absl::GetFlag(FLAGS_unix_socket).empty()) {
-    ::unlink(absl::GetFlag(FLAGS_unix_socket).c_str());
-    server_options.listen_addresses.push_back("unix:" + absl::GetFlag(FLAGS_unix_socket));
-  }
+  server_options.unix_socket_mode = socket_mode;
+  server_options.max_threads = absl::GetFlag(FLAGS_max_threads);
+  if (!unix_socket.empty()) server_options.listen_addresses.push_back("unix:" + unix_socket);
   server_options.plaintext = absl::GetFlag(FLAGS_plaintext);
   server_options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
   server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;

@@ -92,10 +92,14 @@ absl::StatusOr<uint64_t> ScoreValueCount(absl::Span<const uint32_t> shape, int e
     return absl::InvalidArgumentError(
         absl::StrCat("scores.shape: expected ", expected_rank, " dimensions, got ", shape.size()));
   }
+  // Checked before each multiplication: a product of peer-supplied dimensions must never wrap.
+  constexpr uint64_t kMaxValues = uint64_t{1} << 34;
   uint64_t count = 1;
   for (uint32_t d : shape) {
+    if (d != 0 && count > kMaxValues / d) {
+      return absl::InvalidArgumentError(absl::StrCat("scores.shape: more than ", kMaxValues, " values"));
+    }
     count *= d;
-    if (count > (uint64_t{1} << 34)) return absl::InvalidArgumentError("scores.shape: too large");
   }
   return count;
 }

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/peer_strings.h"
 
 namespace a2sf::cachemgr {
 
@@ -32,6 +33,8 @@ absl::StatusOr<uint32_t> ResolveBudget(const BudgetSpec& budget) {
 
 struct SessionManager::Session {
   std::string id;
+  std::string secret;
+  bool evicts = true;
   SessionConfig config;
   SessionHandle handle = 0;
   uint32_t budget_tokens = 0;
@@ -42,6 +45,8 @@ struct SessionManager::Session {
   uint64_t steps ABSL_GUARDED_BY(mutex) = 0;
   uint64_t evictions ABSL_GUARDED_BY(mutex) = 0;
   uint32_t entries ABSL_GUARDED_BY(mutex) = 0;
+  // Entries per head the byte budgets were charged for (the store's capacity by its growth rule).
+  uint32_t charged_capacity ABSL_GUARDED_BY(mutex) = 0;
   bool closed ABSL_GUARDED_BY(mutex) = false;
   // Set for pipelined sessions; `remapped` holds a step's scores translated to the store's layout.
   std::unique_ptr<LaggedLayout> lagged ABSL_GUARDED_BY(mutex);
@@ -115,40 +120,86 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
 
   {
     absl::MutexLock lock(&mutex_);
-    if (sessions_.size() >= options_.max_sessions) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "session capacity of ", options_.max_sessions, " reached; close sessions or raise --max_sessions"));
-    }
+    if (absl::Status s = CheckCapacityLocked(config.owner); !s.ok()) return s;
   }
-  // Evicting policies never hold more than budget + 1 entries; Full grows on demand.
-  const uint32_t expected = rule->evicts() ? *budget + 1 : std::min<uint32_t>(*budget + 1, 4096);
-  absl::StatusOr<SessionHandle> handle = store_->CreateSession(g, expected);
-  if (!handle.ok()) return handle.status();
-
   auto session = std::make_shared<Session>();
   session->id = NewSessionId();
+  session->secret = RandomHexSecret();
+  session->evicts = (*policy)->evicts();
   session->config = config;
   session->config.policy = (*policy)->spec();
-  session->handle = *handle;
   session->budget_tokens = *budget;
-  {
-    absl::MutexLock lock(&session->mutex);
-    session->policy = *policy;
-    session->rule = *rule;
-    if (config.decision_lag > 0) session->lagged = std::make_unique<LaggedLayout>(g.heads(), config.decision_lag);
+  absl::MutexLock session_lock(&session->mutex);
+  session->policy = *policy;
+  session->rule = *rule;
+  if (config.decision_lag > 0) session->lagged = std::make_unique<LaggedLayout>(g.heads(), config.decision_lag);
+  // Memory grows with use: a session starts small and the store doubles it as entries arrive (an
+  // evicting policy stops at budget + 1), each growth charged to the byte budgets first.
+  const uint32_t expected = std::min<uint32_t>(*budget + 1, kInitialEntries);
+  if (absl::Status s = Charge(*session, InitialCapacity(expected)); !s.ok()) return s;
+  absl::StatusOr<SessionHandle> handle = store_->CreateSession(g, expected);
+  if (!handle.ok()) {
+    Release(*session);
+    return handle.status();
   }
+  session->handle = *handle;
   session->Touch();
-  SessionInfo info;
   {
     absl::MutexLock lock(&mutex_);
-    if (sessions_.size() >= options_.max_sessions) {
+    if (absl::Status s = CheckCapacityLocked(config.owner); !s.ok()) {
       store_->DestroySession(*handle).IgnoreError();
-      return absl::ResourceExhaustedError(absl::StrCat("session capacity of ", options_.max_sessions, " reached"));
+      Release(*session);
+      return s;
     }
     sessions_[session->id] = session;
+    ++sessions_per_owner_[config.owner];
   }
-  absl::MutexLock lock(&session->mutex);
-  return InfoLocked(*session);
+  SessionInfo info = InfoLocked(*session);
+  info.secret = session->secret;
+  return info;
+}
+
+absl::Status SessionManager::CheckCapacityLocked(const std::string& owner) const {
+  if (sessions_.size() >= options_.max_sessions) {
+    return absl::ResourceExhaustedError(absl::StrCat("session capacity of ", options_.max_sessions,
+                                                     " reached (--max_sessions); close sessions or raise it"));
+  }
+  const auto it = sessions_per_owner_.find(owner);
+  if (options_.max_sessions_per_peer > 0 && it != sessions_per_owner_.end() &&
+      it->second >= options_.max_sessions_per_peer) {
+    return absl::ResourceExhaustedError(absl::StrCat("this peer holds ", it->second, " sessions, the most one peer may (",
+                                                     "--max_sessions_per_peer=", options_.max_sessions_per_peer, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SessionManager::Charge(Session& session, uint32_t needed) {
+  if (needed <= session.charged_capacity) return absl::OkStatus();
+  const uint32_t capacity = session.charged_capacity == 0 ? needed : GrownCapacity(session.charged_capacity, needed);
+  // heads <= 2^20 and capacity < 2^32: the products stay far below 2^64.
+  const uint64_t heads = session.config.geometry.heads();
+  const uint64_t current = heads * session.charged_capacity * kStoreBytesPerEntry;
+  const uint64_t wanted = heads * capacity * kStoreBytesPerEntry;
+  if (options_.max_session_bytes > 0 && wanted > options_.max_session_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("the session would hold ", wanted, " bytes of scores (",
+                                                     capacity, " entries x ", heads, " heads), more than ",
+                                                     "--max_session_bytes=", options_.max_session_bytes));
+  }
+  uint64_t total = charged_bytes_.load();
+  do {
+    if (options_.max_store_bytes > 0 && total - current + wanted > options_.max_store_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("the score store would hold ", total - current + wanted,
+                                                       " bytes, more than --max_store_bytes=", options_.max_store_bytes,
+                                                       "; close sessions or raise it"));
+    }
+  } while (!charged_bytes_.compare_exchange_weak(total, total - current + wanted));
+  session.charged_capacity = capacity;
+  return absl::OkStatus();
+}
+
+void SessionManager::Release(Session& session) {
+  charged_bytes_.fetch_sub(uint64_t{session.config.geometry.heads()} * session.charged_capacity * kStoreBytesPerEntry);
+  session.charged_capacity = 0;
 }
 
 absl::StatusOr<SessionInfo> SessionManager::OpenSeeded(const SessionConfig& config, absl::Span<const uint32_t> positions,
@@ -159,12 +210,15 @@ absl::StatusOr<SessionInfo> SessionManager::OpenSeeded(const SessionConfig& conf
   absl::Status seeded;
   {
     absl::MutexLock lock(&session->mutex);
-    seeded = store_->SeedEntries(session->handle, positions, entries);
+    seeded = Charge(*session, entries + 1);
+    if (seeded.ok()) seeded = store_->SeedEntries(session->handle, positions, entries);
     if (seeded.ok()) {
       if (session->lagged != nullptr) session->lagged->Seed(positions, entries);
       session->entries = entries;
       session->steps = next_step;
-      return InfoLocked(*session);
+      SessionInfo seeded_info = InfoLocked(*session);
+      seeded_info.secret = session->secret;
+      return seeded_info;
     }
   }
   Close(info->id).IgnoreError();
@@ -181,6 +235,7 @@ SessionInfo SessionManager::InfoLocked(const Session& session) const
     ABSL_NO_THREAD_SAFETY_ANALYSIS {
   SessionInfo info;
   info.id = session.id;
+  info.evicts = session.evicts;
   info.config = session.config;
   info.policy = session.policy->spec();
   info.budget_tokens = session.budget_tokens;
@@ -199,11 +254,26 @@ absl::StatusOr<SessionInfo> SessionManager::Close(const std::string& id) {
     if (it == sessions_.end()) return NotFound(id);
     session = it->second;
     sessions_.erase(it);
+    auto owner = sessions_per_owner_.find(session->config.owner);
+    if (owner != sessions_per_owner_.end() && --owner->second == 0) sessions_per_owner_.erase(owner);
   }
   absl::MutexLock lock(&session->mutex);  // waits for a step in flight
   session->closed = true;
   store_->DestroySession(session->handle).IgnoreError();
+  Release(*session);
   return InfoLocked(*session);
+}
+
+absl::Status SessionManager::Authorize(const std::string& id, const std::string& secret) const {
+  std::shared_ptr<Session> session = Find(id);
+  if (session == nullptr) return NotFound(id);
+  if (secret.empty()) {
+    return absl::PermissionDeniedError("session_secret: required (OpenSessionResponse.session_secret)");
+  }
+  if (!ConstantTimeEquals(secret, session->secret)) {
+    return absl::PermissionDeniedError("session_secret: not this session's secret");
+  }
+  return absl::OkStatus();
 }
 
 template <typename Fn>
@@ -227,6 +297,7 @@ absl::StatusOr<StepResult> SessionManager::Step(const std::string& id, uint64_t 
     if (position > kMaxPosition) {
       return absl::InvalidArgumentError(absl::StrCat("position: ", position, " is larger than ", kMaxPosition));
     }
+    if (absl::Status s = Charge(session, session.entries + 1); !s.ok()) return s;
     TokenStep token{session.handle, &session.rule, static_cast<uint32_t>(position), scores};
     LaggedLayout* lagged = session.lagged.get();
     if (lagged != nullptr) {
@@ -269,6 +340,7 @@ absl::StatusOr<StepResult> SessionManager::BulkPrefill(const std::string& id, ui
     if (first_position + prompt_length > uint64_t{kMaxPosition} + 1) {
       return absl::InvalidArgumentError("position: prompt positions exceed the largest supported position");
     }
+    if (absl::Status s = Charge(session, std::max<uint32_t>(prompt_length, 1)); !s.ok()) return s;
     cachemgr::BulkPrefill bulk{session.handle, &session.rule, static_cast<uint32_t>(first_position), prompt_length,
                                scores};
     absl::StatusOr<StoreDecision> decision = store_->ProcessBulkPrefill(bulk);
@@ -285,6 +357,14 @@ absl::StatusOr<PolicySwap> SessionManager::SetPolicy(const std::string& id, cons
   absl::StatusOr<std::shared_ptr<const Policy>> policy = registry_->Create(spec);
   if (!policy.ok()) return policy.status();
   return WithOpenSession(id, [&](Session& session) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::StatusOr<PolicySwap> {
+    if ((*policy)->evicts() != session.evicts) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "policy: the session's policy ", session.policy->spec().name,
+          session.evicts ? " evicts, so its worker sized its KV cache for the budget of " : " never evicts, so its worker sends no scores and keeps every entry; ",
+          session.evicts ? absl::StrCat(session.budget_tokens, " tokens; ") : "",
+          (*policy)->spec().name, session.evicts ? " never evicts and" : " evicts and",
+          " cannot take over; open a new session for it"));
+    }
     absl::StatusOr<EvictionRule> rule = (*policy)->RuleFor(session.config.geometry.num_layers, session.budget_tokens);
     if (!rule.ok()) return rule.status();
     PolicySwap swap;

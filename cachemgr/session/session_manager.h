@@ -9,6 +9,7 @@
 #ifndef A2SF_CACHEMGR_SESSION_SESSION_MANAGER_H_
 #define A2SF_CACHEMGR_SESSION_SESSION_MANAGER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -45,6 +46,9 @@ struct SessionConfig {
   std::optional<PolicySpec> policy;        // unset: the manager's default policy
   BudgetSpec budget;
   std::string label;
+  // Who opened the session (the service's peer identity); sessions are counted per owner against
+  // SessionManagerOptions::max_sessions_per_peer.
+  std::string owner;
   // Pipelined decisions: the worker applies the decision of step t just before it forwards the token
   // of step t + decision_lag + 1, by position, and keeps sending scores for the entries it still
   // holds (docs/POLICIES.md, "Pipelined decisions"). 0: synchronous. At most kMaxDecisionLag.
@@ -53,6 +57,10 @@ struct SessionConfig {
 
 struct SessionInfo {
   std::string id;
+  // The session's credential (32 hex digits, 128 bits from the OS CSPRNG). Filled in only by Open and
+  // OpenSeeded; Get and List leave it empty.
+  std::string secret;
+  bool evicts = true;  // whether the session's policy evicts (Policy::evicts)
   SessionConfig config;
   PolicySpec policy;
   uint32_t budget_tokens = 0;
@@ -76,6 +84,12 @@ struct PolicySwap {
 
 struct SessionManagerOptions {
   size_t max_sessions = 1024;
+  // Sessions one owner (SessionConfig::owner) may hold at once (0: max_sessions).
+  size_t max_sessions_per_peer = 0;
+  // Bytes of score-store memory all sessions together, and one session, may hold (0: no limit),
+  // charged by the store's growth rule (score_store.h) before the store allocates.
+  uint64_t max_store_bytes = 0;
+  uint64_t max_session_bytes = 0;
   // Sessions with no call for this long are freed by ExpireIdleSessions (0: never).
   absl::Duration idle_timeout = absl::Minutes(10);
   PolicySpec default_policy = {"a2sf", kDefaultA2sfAlpha, {}, std::nullopt, std::nullopt};
@@ -89,13 +103,18 @@ class SessionManager {
   SessionManager(const SessionManager&) = delete;
   SessionManager& operator=(const SessionManager&) = delete;
 
-  // INVALID_ARGUMENT for a bad shape, policy or budget; RESOURCE_EXHAUSTED at capacity.
+  // INVALID_ARGUMENT for a bad shape, policy or budget; RESOURCE_EXHAUSTED, naming the limit, at
+  // max_sessions, max_sessions_per_peer, max_store_bytes or max_session_bytes.
   absl::StatusOr<SessionInfo> Open(const SessionConfig& config);
   // Opens a session that takes over a sequence already in progress: every head holds `entries`
   // entries at `positions` ([heads][entries], slot order) with scores 0, and the next expected step
   // is `next_step`. Used by a worker whose cache manager went away mid-job.
   absl::StatusOr<SessionInfo> OpenSeeded(const SessionConfig& config, absl::Span<const uint32_t> positions,
                                          uint32_t entries, uint64_t next_step);
+
+  // OK when `secret` is the session's (compared in constant time); NOT_FOUND for an unknown id,
+  // PERMISSION_DENIED for a missing or wrong secret.
+  absl::Status Authorize(const std::string& id, const std::string& secret) const;
 
   // NOT_FOUND for an unknown id. Returns the session's final counters.
   absl::StatusOr<SessionInfo> Close(const std::string& id);
@@ -110,7 +129,8 @@ class SessionManager {
                                          uint32_t prompt_length, const ScoreView& scores);
 
   // Swaps a running session's policy: from its next step, decisions follow `policy`, which takes over
-  // the session's accumulated scores.
+  // the session's accumulated scores. FAILED_PRECONDITION when `policy` does not evict like the
+  // session's policy (Policy::evicts): the worker's cache and score traffic were set up for that.
   absl::StatusOr<PolicySwap> SetPolicy(const std::string& id, const PolicySpec& policy);
 
   PolicySpec default_policy() const;
@@ -122,6 +142,8 @@ class SessionManager {
   std::vector<SessionInfo> List() const;
   size_t session_count() const;
   const ScoreStore& store() const { return *store_; }
+  // Score-store bytes charged to all sessions (an upper bound of what the store holds for them).
+  uint64_t charged_bytes() const { return charged_bytes_.load(); }
   const PolicyRegistry& registry() const { return *registry_; }
 
   // Frees sessions idle for longer than the idle timeout; returns how many.
@@ -135,12 +157,22 @@ class SessionManager {
   template <typename Fn>
   auto WithOpenSession(const std::string& id, Fn fn) const;
   SessionInfo InfoLocked(const Session& session) const;
+  // Charges the byte budgets for the session to hold `needed` entries per head, before the store
+  // grows to it; RESOURCE_EXHAUSTED naming the limit (nothing charged) when it would pass one.
+  absl::Status Charge(Session& session, uint32_t needed);
+  void Release(Session& session);  // returns the session's charge
+  // RESOURCE_EXHAUSTED naming --max_sessions or --max_sessions_per_peer when `owner` may not open one.
+  absl::Status CheckCapacityLocked(const std::string& owner) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Entries per head a new session starts with (or budget + 1 if smaller).
+  static constexpr uint32_t kInitialEntries = 64;
 
   std::unique_ptr<ScoreStore> store_;
   const PolicyRegistry* registry_;
   const SessionManagerOptions options_;
   mutable absl::Mutex mutex_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mutex_);
+  std::map<std::string, size_t> sessions_per_owner_ ABSL_GUARDED_BY(mutex_);
+  std::atomic<uint64_t> charged_bytes_{0};
   PolicySpec default_policy_ ABSL_GUARDED_BY(mutex_);
 };
 

@@ -250,5 +250,92 @@ TEST(SessionManager, ConcurrentSessionsOnManyThreads) {
   EXPECT_EQ(manager->session_count(), 0u);
 }
 
+// Issue 11, finding 3: one peer cannot fill --max_sessions.
+TEST(SessionManagerLimits, SessionsPerPeerAreCounted) {
+  SessionManagerOptions options;
+  options.max_sessions = 8;
+  options.max_sessions_per_peer = 2;
+  SessionManager manager(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(), options);
+  SessionConfig config = Config("local", 2);
+  config.owner = "ipv4:10.0.0.1";
+  auto first = manager.Open(config);
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(manager.Open(config).ok());
+  absl::Status third = manager.Open(config).status();
+  EXPECT_EQ(third.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(third.message().find("--max_sessions_per_peer"), std::string::npos) << third;
+  config.owner = "ipv4:10.0.0.2";  // another peer is not locked out
+  EXPECT_TRUE(manager.Open(config).ok());
+  ASSERT_TRUE(manager.Close(first->id).ok());  // closing frees the peer's slot
+  config.owner = "ipv4:10.0.0.1";
+  EXPECT_TRUE(manager.Open(config).ok());
+}
+
+// Issue 11, finding 3: the store's bytes are charged before it allocates, grow with use and are
+// returned on close; a session that grows past a limit gets RESOURCE_EXHAUSTED and stays usable.
+TEST(SessionManagerLimits, StoreBytesAreChargedBeforeAllocatingAndGrowWithUse) {
+  SessionManagerOptions options;
+  options.max_store_bytes = 4000;  // two heads: 2 sessions x 64 entries fit (3072), 64 + 128 (4608) do not
+  options.max_session_bytes = 2 * 12 * 128;
+  SessionManager manager(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(), options);
+  // A budget of 1000 no longer reserves 1001 entries up front: the session starts at 64.
+  auto big_budget = manager.Open(Config("a2sf", 1000, 0.5));
+  ASSERT_TRUE(big_budget.ok()) << big_budget.status();
+  EXPECT_EQ(manager.charged_bytes(), 2u * 12 * 64);
+  auto full = manager.Open(Config("full", 100));
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(manager.charged_bytes(), 2u * 12 * 128);
+  // Grow `full` entry by entry: 64 -> 128 fits the store only once `big_budget` is closed.
+  uint64_t t = 0;
+  absl::Status grown;
+  for (; t < 200 && grown.ok(); ++t) {
+    grown = manager.Step(full->id, t, t, View(std::vector<float>(2 * (t + 1), 0.5f))).status();
+  }
+  EXPECT_EQ(grown.code(), absl::StatusCode::kResourceExhausted) << grown;
+  EXPECT_NE(grown.message().find("--max_store_bytes"), std::string::npos) << grown;
+  EXPECT_EQ(t - 1, 64u) << "the 65th entry needs the second allocation";
+  ASSERT_TRUE(manager.Close(big_budget->id).ok());
+  EXPECT_EQ(manager.charged_bytes(), 2u * 12 * 64);
+  for (--t; t < 128; ++t) {
+    ASSERT_TRUE(manager.Step(full->id, t, t, View(std::vector<float>(2 * (t + 1), 0.5f))).ok()) << t;
+  }
+  // The 129th entry would need 256 entries per head: past --max_session_bytes.
+  absl::Status over = manager.Step(full->id, t, t, View(std::vector<float>(2 * (t + 1), 0.5f))).status();
+  EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(over.message().find("--max_session_bytes"), std::string::npos) << over;
+  EXPECT_EQ(manager.Get(full->id)->steps, 128u);
+  ASSERT_TRUE(manager.Close(full->id).ok());
+  EXPECT_EQ(manager.charged_bytes(), 0u);
+}
+
+// Issue 11, finding 5: heads x P x P must not wrap around 2^64 into a size that matches.
+TEST(SessionManagerLimits, BulkPrefillSizeCheckDoesNotOverflow) {
+  const uint32_t P = 0x7fffffffu;
+  const SessionGeometry geometry{1024, 1024};
+  uint64_t wrapped = uint64_t{geometry.heads()} * P * P;  // what the unchecked product came to
+  EvictionRule rule;
+  const float data = 0;
+  BulkPrefill prefill{1, &rule, 0, P, {ScoreDType::kFp32, &data, size_t(wrapped)}};
+  absl::Status status = CheckBulkPrefillShape(prefill, geometry, 0);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(status.message().find("2^64"), std::string::npos) << status;
+}
+
+// Issue 11, finding 2: the session's secret is the only key to it.
+TEST(SessionManagerLimits, AuthorizeNeedsTheSessionsSecret) {
+  auto manager = MakeManager();
+  auto a = manager->Open(Config("local", 2));
+  auto b = manager->Open(Config("local", 2));
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->secret.size(), 32u);
+  EXPECT_NE(a->secret, b->secret);
+  EXPECT_TRUE(manager->Authorize(a->id, a->secret).ok());
+  EXPECT_EQ(manager->Authorize(a->id, b->secret).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(manager->Authorize(a->id, "").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(manager->Authorize("s-none", a->secret).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(manager->Get(a->id)->secret.empty());
+  for (const SessionInfo& info : manager->List()) EXPECT_TRUE(info.secret.empty());
+}
+
 }  // namespace
 }  // namespace a2sf::cachemgr

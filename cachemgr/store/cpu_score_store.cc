@@ -25,7 +25,7 @@ struct CpuScoreStore::Session {
   // Makes room for `needed` entries per head, keeping the current contents.
   void Reserve(uint32_t needed) {
     if (needed <= capacity) return;
-    const uint32_t new_capacity = std::max(needed, capacity * 2);
+    const uint32_t new_capacity = GrownCapacity(capacity, needed);
     const uint32_t heads = geometry.heads();
     std::vector<float> new_scores(size_t{heads} * new_capacity, 0.0f);
     std::vector<uint32_t> new_positions(size_t{heads} * new_capacity, 0);
@@ -55,7 +55,7 @@ absl::StatusOr<SessionHandle> CpuScoreStore::CreateSession(SessionGeometry geome
   if (absl::Status s = CheckGeometry(geometry); !s.ok()) return s;
   auto session = std::make_unique<Session>();
   session->geometry = geometry;
-  session->Reserve(std::max<uint32_t>(expected_entries, 8));
+  session->Reserve(InitialCapacity(expected_entries));
   absl::MutexLock lock(&mutex_);
   const SessionHandle handle = next_handle_++;
   sessions_.emplace(handle, std::move(session));

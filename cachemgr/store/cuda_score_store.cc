@@ -42,7 +42,7 @@ struct CudaScoreStore::Session {
 
   absl::Status Reserve(uint32_t needed) {
     if (needed <= capacity) return absl::OkStatus();
-    const uint32_t new_capacity = std::max(needed, capacity * 2);
+    const uint32_t new_capacity = GrownCapacity(capacity, needed);
     const size_t heads = geometry.heads();
     void* new_buffers[3] = {nullptr, nullptr, nullptr};
     std::string error;
@@ -98,7 +98,7 @@ absl::StatusOr<SessionHandle> CudaScoreStore::CreateSession(SessionGeometry geom
   if (absl::Status s = CheckGeometry(geometry); !s.ok()) return s;
   auto session = std::make_unique<Session>();
   session->geometry = geometry;
-  if (absl::Status s = session->Reserve(std::max<uint32_t>(expected_entries, 8)); !s.ok()) return s;
+  if (absl::Status s = session->Reserve(InitialCapacity(expected_entries)); !s.ok()) return s;
   absl::MutexLock lock(&mutex_);
   const SessionHandle handle = next_handle_++;
   sessions_.emplace(handle, std::move(session));
@@ -342,7 +342,7 @@ absl::Status CudaScoreStore::SeedEntries(SessionHandle session, absl::Span<const
 size_t CudaScoreStore::BytesHeld() const {
   absl::MutexLock lock(&mutex_);
   size_t total = 0;
-  for (const auto& [handle, s] : sessions_) total += size_t{s->geometry.heads()} * s->capacity * 12;
+  for (const auto& [handle, s] : sessions_) total += size_t{s->geometry.heads()} * s->capacity * kStoreBytesPerEntry;
   return total;
 }
 

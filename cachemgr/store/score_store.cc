@@ -74,10 +74,13 @@ absl::Status CheckBulkPrefillShape(const BulkPrefill& prefill, SessionGeometry g
   if (uint64_t{prefill.first_position} + P - 1 > kMaxPosition) {
     return absl::InvalidArgumentError("position: prompt positions exceed the largest supported position");
   }
-  const uint64_t expected = uint64_t{geometry.heads()} * P * P;
-  if (prefill.scores.num_values != expected || prefill.scores.data == nullptr) {
+  // P * P * heads can pass 2^64 for a hostile P: an overflow is a mismatch, never a wrapped match.
+  uint64_t expected = 0;
+  const bool overflow = __builtin_mul_overflow(uint64_t{P}, uint64_t{P}, &expected) ||
+                        __builtin_mul_overflow(expected, uint64_t{geometry.heads()}, &expected);
+  if (overflow || prefill.scores.num_values != expected || prefill.scores.data == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("scores: expected ", geometry.num_layers, " x ",
-                                                   geometry.num_kv_heads, " x ", P, " x ", P, " = ", expected,
+                                                   geometry.num_kv_heads, " x ", P, " x ", P, " = ", overflow ? std::string("more than 2^64") : absl::StrCat(expected),
                                                    " values, got ", prefill.scores.num_values));
   }
   return absl::OkStatus();

@@ -92,6 +92,21 @@ struct HeadSnapshot {
   std::vector<float> scores;        // by slot
 };
 
+// The growth rule every store follows, so that a caller can charge a byte budget before anything is
+// allocated: a session starts with room for max(expected_entries, kMinReservedEntries) entries per
+// head and, when a step needs `needed` > capacity, grows to max(needed, 2 * capacity). Each entry of
+// each head costs kStoreBytesPerEntry (two accumulator buffers and a position).
+inline constexpr uint32_t kMinReservedEntries = 8;
+inline constexpr uint64_t kStoreBytesPerEntry = 12;
+inline uint32_t InitialCapacity(uint32_t expected_entries) {
+  return expected_entries > kMinReservedEntries ? expected_entries : kMinReservedEntries;
+}
+inline uint32_t GrownCapacity(uint32_t capacity, uint32_t needed) {
+  if (needed <= capacity) return capacity;
+  const uint64_t doubled = uint64_t{capacity} * 2;
+  return doubled > needed ? uint32_t(doubled > 0xffffffffu ? 0xffffffffu : doubled) : needed;
+}
+
 class ScoreStore {
  public:
   virtual ~ScoreStore() = default;

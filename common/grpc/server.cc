@@ -4,6 +4,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
+#include "common/unix_socket.h"
+#include "grpcpp/resource_quota.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/security/server_credentials.h"
@@ -67,11 +69,8 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(
   for (size_t i = 0; i < options.listen_addresses.size(); ++i) {
     const std::string& address = options.listen_addresses[i];
     if (absl::StartsWith(address, "unix:")) {
-      // sockaddr_un holds 108 bytes including the terminator; gRPC only logs the failure.
-      if (address.size() - 5 > 107) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("Unix socket path longer than 107 characters: ", address));
-      }
+      // gRPC would silently unlink whatever is at the path: claim it first.
+      if (absl::Status s = ClaimUnixSocketPath(address.substr(5)); !s.ok()) return s;
       builder.AddListeningPort(address, grpc::InsecureServerCredentials());
     } else {
       builder.AddListeningPort(address, *tcp_credentials, &running->bound_ports_[i]);
@@ -87,9 +86,17 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(
   builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
                              int(absl::ToInt64Milliseconds(kMinClientPingInterval)));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  if (options.max_threads > 0) {
+    grpc::ResourceQuota quota(options.name + "-threads");
+    quota.SetMaxThreads(options.max_threads);
+    builder.SetResourceQuota(quota);
+  }
   for (grpc::Service* service : services) builder.RegisterService(service);
 
-  running->server_ = builder.BuildAndStart();
+  {
+    ScopedUmask umask;  // Unix sockets appear as 0600 and get their mode below
+    running->server_ = builder.BuildAndStart();
+  }
   if (running->server_ == nullptr) {
     std::string addresses;
     for (const std::string& a : options.listen_addresses) absl::StrAppend(&addresses, " ", a);
@@ -101,6 +108,12 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(
     if (!absl::StartsWith(address, "unix:") && running->bound_ports_[i] == 0) {
       running->server_->Shutdown();
       return absl::UnavailableError(absl::StrCat("could not bind ", address));
+    }
+    if (absl::StartsWith(address, "unix:")) {
+      if (absl::Status s = SetSocketMode(address.substr(5), mode_t(options.unix_socket_mode)); !s.ok()) {
+        running->server_->Shutdown();
+        return s;
+      }
     }
     A2SF_LOG(INFO) << options.name << " listening on " << running->dial_address(i)
                    << (absl::StartsWith(address, "unix:") ? " (Unix socket)"

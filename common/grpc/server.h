@@ -1,6 +1,8 @@
 // RunningServer: starts a gRPC server with the project's standard equipment -- grpc.health.v1
 // health checking, server reflection, TCP and Unix-socket listeners, TLS or mutual TLS, and
-// message-size limits -- around the services a binary provides.
+// message-size limits -- around the services a binary provides. A Unix-socket path is claimed safely
+// (a non-socket or a socket a live server answers on is refused, only a stale socket is replaced) and
+// the socket gets an explicit file mode; the server's threads are bounded by a gRPC resource quota.
 //
 // Thread-safety: Start() returns a started server; Shutdown() and Wait() may be called from any
 // thread. The services must outlive the server.
@@ -32,6 +34,11 @@ struct ServerOptions {
   // Must be true to serve without TLS; refusing by default keeps plaintext a deliberate choice.
   // Unix-socket listeners are always plaintext (the socket's file permissions guard them).
   bool plaintext = false;
+  // File mode of every Unix socket listened on (created 0600, then set to this).
+  int unix_socket_mode = 0660;
+  // Most threads the server may run (gRPC resource quota; 0: unbounded). Each synchronous call in
+  // progress holds one: beyond the limit new calls fail with RESOURCE_EXHAUSTED.
+  int max_threads = 0;
   ServerTlsOptions tls;
   int max_receive_message_bytes = 64 << 20;
   int max_send_message_bytes = 64 << 20;
@@ -44,7 +51,8 @@ struct ServerOptions {
 class RunningServer {
  public:
   // Builds, binds and starts the server. Errors: INVALID_ARGUMENT for inconsistent options,
-  // NOT_FOUND for unreadable TLS files, UNAVAILABLE when an address cannot be bound.
+  // NOT_FOUND for unreadable TLS files, UNAVAILABLE when an address cannot be bound,
+  // FAILED_PRECONDITION for a Unix-socket path that holds a non-socket or a live server's socket.
   static absl::StatusOr<std::unique_ptr<RunningServer>> Start(const ServerOptions& options,
                                                               const std::vector<grpc::Service*>& services);
 

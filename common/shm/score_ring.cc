@@ -12,7 +12,6 @@
 #include <ctime>
 #include <new>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -86,30 +85,17 @@ uint64_t ScoreRing::SlotBytesFor(uint64_t payload_bytes, uint32_t heads) {
   return (bytes + 63) / 64 * 64;
 }
 
-ScoreRing::ScoreRing(std::string name, void* base, size_t bytes, bool owner, uint32_t num_slots, uint64_t slot_bytes,
-                     uint32_t heads)
-    : name_(std::move(name)),
-      base_(base),
-      bytes_(bytes),
-      owner_(owner),
-      num_slots_(num_slots),
-      slot_bytes_(slot_bytes),
-      heads_(heads) {}
+ScoreRing::ScoreRing(void* base, size_t bytes, int fd, uint32_t num_slots, uint64_t slot_bytes, uint32_t heads)
+    : base_(base), bytes_(bytes), fd_(fd), num_slots_(num_slots), slot_bytes_(slot_bytes), heads_(heads) {}
 
 ScoreRing::~ScoreRing() {
   munmap(base_, bytes_);
-  if (owner_ && !unlinked_) shm_unlink(name_.c_str());
+  if (fd_ >= 0) close(fd_);
 }
 
 namespace {
 
-absl::Status CheckName(const std::string& name) {
-  if (!absl::StartsWith(name, "/a2sf-") || name.size() > 200 || name.find('/', 1) != std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("shared_memory_ring.name: must look like /a2sf-<id> (one path component), got '", name, "'"));
-  }
-  return absl::OkStatus();
-}
+constexpr int kRequiredSeals = F_SEAL_SHRINK | F_SEAL_GROW;
 
 absl::Status CheckGeometry(uint32_t num_slots, uint64_t slot_bytes) {
   if (num_slots < 1 || num_slots > ScoreRing::kMaxSlots) {
@@ -124,29 +110,46 @@ absl::Status CheckGeometry(uint32_t num_slots, uint64_t slot_bytes) {
   return absl::OkStatus();
 }
 
+// Checks that `fd` is a read-write memfd whose size can no longer change, and that it holds `bytes`.
+absl::Status CheckSealedSegment(int fd, size_t bytes) {
+  const int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0 || (seals & kRequiredSeals) != kRequiredSeals) {
+    return absl::FailedPreconditionError(
+        "shared_memory_ring: the descriptor is not a memfd sealed with F_SEAL_SHRINK | F_SEAL_GROW (a segment "
+        "whose size can change could fault the cache manager)");
+  }
+  if ((fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDWR) {
+    return absl::FailedPreconditionError("shared_memory_ring: the descriptor is not open for reading and writing");
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || uint64_t(st.st_size) != bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("shared_memory_ring: the segment holds ", st.st_size,
+                                                   " bytes, the offer describes ", bytes));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ScoreRing>> ScoreRing::Create(const std::string& name, uint32_t num_slots,
-                                                             uint64_t slot_bytes, uint32_t heads) {
-  if (absl::Status s = CheckName(name); !s.ok()) return s;
+absl::StatusOr<std::unique_ptr<ScoreRing>> ScoreRing::Create(uint32_t num_slots, uint64_t slot_bytes, uint32_t heads) {
   if (absl::Status s = CheckGeometry(num_slots, slot_bytes); !s.ok()) return s;
   if (SlotBytesFor(0, heads) > slot_bytes) return absl::InvalidArgumentError("slot_bytes: too small for the decisions");
   static_assert(sizeof(Header) <= kHeaderBytes);
   const size_t bytes = kHeaderBytes + size_t(num_slots) * slot_bytes;
-  const int fd = shm_open(name.c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
-  if (fd < 0) return absl::InternalError(absl::StrCat("shm_open(", name, "): ", std::strerror(errno)));
-  // Reserve the pages now: a sparse segment on a full tmpfs would fail later, as SIGBUS on a write.
-  if (const int err = posix_fallocate(fd, 0, off_t(bytes)); err != 0) {
+  const int fd = memfd_create("a2sf-score-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0) return absl::InternalError(absl::StrCat("memfd_create: ", std::strerror(errno)));
+  // Reserve the pages now: a sparse segment where memory is short would fail later, on a write.
+  int err = ftruncate(fd, off_t(bytes)) != 0 ? errno : posix_fallocate(fd, 0, off_t(bytes));
+  if (err == 0 && fcntl(fd, F_ADD_SEALS, kRequiredSeals | F_SEAL_SEAL) != 0) err = errno;
+  if (err != 0) {
     close(fd);
-    shm_unlink(name.c_str());
     return absl::ResourceExhaustedError(
-        absl::StrCat("reserving ", bytes, " bytes of shared memory for ", name, ": ", std::strerror(err)));
+        absl::StrCat("reserving ", bytes, " bytes of shared memory for a score ring: ", std::strerror(err)));
   }
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
   if (base == MAP_FAILED) {
-    shm_unlink(name.c_str());
-    return absl::ResourceExhaustedError(absl::StrCat("mmap(", name, "): ", std::strerror(errno)));
+    close(fd);
+    return absl::ResourceExhaustedError(absl::StrCat("mmap of a score ring: ", std::strerror(errno)));
   }
   auto* header = new (base) Header();
   header->magic = kMagic;
@@ -157,45 +160,32 @@ absl::StatusOr<std::unique_ptr<ScoreRing>> ScoreRing::Create(const std::string& 
   header->published.store(0);
   header->completed.store(0);
   header->closed.store(0);
-  return std::unique_ptr<ScoreRing>(new ScoreRing(name, base, bytes, /*owner=*/true, num_slots, slot_bytes, heads));
+  return std::unique_ptr<ScoreRing>(new ScoreRing(base, bytes, fd, num_slots, slot_bytes, heads));
 }
 
-absl::StatusOr<std::unique_ptr<ScoreRing>> ScoreRing::Attach(const std::string& name, uint32_t num_slots,
-                                                             uint64_t slot_bytes) {
-  if (absl::Status s = CheckName(name); !s.ok()) return s;
+absl::StatusOr<std::unique_ptr<ScoreRing>> ScoreRing::Attach(int fd, uint32_t num_slots, uint64_t slot_bytes) {
   if (absl::Status s = CheckGeometry(num_slots, slot_bytes); !s.ok()) return s;
   const size_t bytes = kHeaderBytes + size_t(num_slots) * slot_bytes;
-  const int fd = shm_open(name.c_str(), O_RDWR, 0);
-  if (fd < 0) {
-    return absl::NotFoundError(absl::StrCat("shared_memory_ring.name: cannot open '", name, "': ", std::strerror(errno),
-                                            " (is the worker on this machine?)"));
-  }
-  struct stat st;
-  if (fstat(fd, &st) != 0 || size_t(st.st_size) != bytes) {
-    close(fd);
-    return absl::InvalidArgumentError(absl::StrCat("shared_memory_ring: segment '", name, "' holds ", st.st_size,
-                                                   " bytes, the offer describes ", bytes));
+  if (absl::Status s = CheckSealedSegment(fd, bytes); !s.ok()) return s;
+  // Back every page on this side too (holes the peer may have punched read as zero; writes into
+  // them would otherwise allocate during a step).
+  if (const int err = posix_fallocate(fd, 0, off_t(bytes)); err != 0) {
+    return absl::ResourceExhaustedError(absl::StrCat("shared_memory_ring: allocating ", bytes, " bytes: ",
+                                                     std::strerror(err)));
   }
   void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-  close(fd);
-  if (base == MAP_FAILED) return absl::ResourceExhaustedError(absl::StrCat("mmap(", name, "): ", std::strerror(errno)));
+  if (base == MAP_FAILED) return absl::ResourceExhaustedError(absl::StrCat("mmap of a score ring: ", std::strerror(errno)));
   const auto* header = static_cast<const Header*>(base);
   const uint32_t heads = header->heads;
   if (header->magic != kMagic || header->version != kVersion || header->num_slots != num_slots ||
       header->slot_bytes != slot_bytes || heads == 0 || SlotBytesFor(0, heads) > slot_bytes) {
     munmap(base, bytes);
-    return absl::InvalidArgumentError(absl::StrCat("shared_memory_ring: segment '", name,
-                                                   "' does not carry a matching a2sf ring header"));
+    return absl::InvalidArgumentError("shared_memory_ring: the segment does not carry a matching a2sf ring header");
   }
-  return std::unique_ptr<ScoreRing>(new ScoreRing(name, base, bytes, /*owner=*/false, num_slots, slot_bytes, heads));
+  return std::unique_ptr<ScoreRing>(new ScoreRing(base, bytes, /*fd=*/-1, num_slots, slot_bytes, heads));
 }
 
 uint64_t ScoreRing::payload_capacity() const { return slot_bytes() - SlotBytesFor(0, heads()); }
-
-void ScoreRing::Unlink() {
-  if (owner_ && !unlinked_) shm_unlink(name_.c_str());
-  unlinked_ = true;
-}
 
 // Slot layout: RingStep | RingDecision | decision slots | decision positions | payload.
 char* ScoreRing::slot(uint64_t seq) const {

@@ -1,4 +1,4 @@
-// ScoreRing: the co-located data plane between a worker and the cache manager. A POSIX shared-memory
+// ScoreRing: the co-located data plane between a worker and the cache manager. A shared-memory
 // segment holds a ring of slots; the worker writes a step's packed scores straight into a slot and
 // publishes it by bumping a counter, the cache manager reads the scores in place, writes the decision
 // into the same slot and bumps its own counter. Both sides sleep on the counters with futexes (after a
@@ -7,10 +7,14 @@
 // be offered simply sends scores inline.
 //
 // One producer (the worker's job) and one consumer (the cache manager's stream handler) per ring.
-// The worker creates the segment and unlinks its name once the cache manager has mapped it, so
-// nothing leaks when either process dies. Trust: only a process that can connect to the cache
-// manager's Unix socket can offer a ring (the socket's file permissions are the boundary); the cache
-// manager still bounds-checks everything a slot says.
+// The segment is an anonymous memfd the worker creates and seals against shrinking and growing
+// (F_SEAL_SHRINK | F_SEAL_GROW): the cache manager receives the descriptor itself (SCM_RIGHTS over
+// its ring socket, common/shm/ring_handoff.h), checks the seals and the size with F_GET_SEALS and
+// fstat, allocates every page, and only then maps it. So nothing the worker does to the segment
+// afterwards -- truncating it, punching holes, rewriting headers, stopping -- can fault the cache
+// manager's mapping (no SIGBUS), and there is no name a peer could point at a segment it cannot open
+// itself. The geometry is read from the header once; every later field a slot says is bounds-checked.
+// Nothing is left behind when either process dies (the memfd has no name).
 #ifndef A2SF_COMMON_SHM_SCORE_RING_H_
 #define A2SF_COMMON_SHM_SCORE_RING_H_
 
@@ -18,7 +22,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
-#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -57,22 +60,20 @@ class ScoreRing {
   // Bytes a slot needs for `payload_bytes` of scores and decisions over `heads` heads.
   static uint64_t SlotBytesFor(uint64_t payload_bytes, uint32_t heads);
 
-  // The worker's side: creates a new segment named `name` ("/a2sf-..."; O_EXCL).
-  static absl::StatusOr<std::unique_ptr<ScoreRing>> Create(const std::string& name, uint32_t num_slots,
-                                                           uint64_t slot_bytes, uint32_t heads);
-  // The cache manager's side: maps an existing segment and checks its header against the offer.
-  // INVALID_ARGUMENT for a bad name, size or header; NOT_FOUND if there is no such segment.
-  static absl::StatusOr<std::unique_ptr<ScoreRing>> Attach(const std::string& name, uint32_t num_slots,
-                                                           uint64_t slot_bytes);
+  // The worker's side: creates a sealed memfd segment, every page reserved.
+  static absl::StatusOr<std::unique_ptr<ScoreRing>> Create(uint32_t num_slots, uint64_t slot_bytes, uint32_t heads);
+  // The cache manager's side: maps the segment behind `fd` (not taken over; the caller closes it) and
+  // checks it against the offer. FAILED_PRECONDITION for a descriptor that is not a read-write memfd
+  // sealed against shrinking and growing; INVALID_ARGUMENT for a bad size or header.
+  static absl::StatusOr<std::unique_ptr<ScoreRing>> Attach(int fd, uint32_t num_slots, uint64_t slot_bytes);
   ~ScoreRing();
 
-  const std::string& name() const { return name_; }
   uint32_t num_slots() const { return num_slots_; }
   uint64_t slot_bytes() const { return slot_bytes_; }
   uint32_t heads() const { return heads_; }
   uint64_t payload_capacity() const;
-  // Removes the name (the mapping stays valid). The worker calls it once the peer has attached.
-  void Unlink();
+  // The creator's descriptor of the segment (for handing it over); -1 on the attaching side.
+  int fd() const { return fd_; }
 
   // Worker: where the scores of sequence number `seq` go (slot seq % num_slots). REQUIRES: fewer than
   // num_slots steps outstanding.
@@ -100,19 +101,16 @@ class ScoreRing {
 
  private:
   struct Header;
-  ScoreRing(std::string name, void* base, size_t bytes, bool owner, uint32_t num_slots, uint64_t slot_bytes,
-            uint32_t heads);
+  ScoreRing(void* base, size_t bytes, int fd, uint32_t num_slots, uint64_t slot_bytes, uint32_t heads);
   char* slot(uint64_t seq) const;
 
-  std::string name_;
   void* base_;
   size_t bytes_;
-  bool owner_;  // created the name (and unlinks it if still there)
+  int fd_;  // owned; -1 when attached
   // Read once: the peer can write the header, so the geometry in use never comes from it again.
   uint32_t num_slots_;
   uint64_t slot_bytes_;
   uint32_t heads_;
-  bool unlinked_ = false;
 };
 
 }  // namespace a2sf

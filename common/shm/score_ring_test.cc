@@ -1,5 +1,7 @@
 #include "common/shm/score_ring.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -7,23 +9,23 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/shm/ring_handoff.h"
 #include "gtest/gtest.h"
 
 namespace a2sf {
 namespace {
 
-std::string UniqueName(const char* what) { return absl::StrCat("/a2sf-test-", what, "-", getpid()); }
+std::string SocketPath(const char* what) { return absl::StrCat("/tmp/a2sf-ring-test-", what, "-", getpid(), ".sock"); }
 
 // A second process serves 200 steps: each decision carries the sum of the step's payload values and
 // the step's position, so both directions of every slot are checked across the process boundary.
 TEST(ScoreRing, StepsAndDecisionsCrossProcesses) {
-  const std::string name = UniqueName("cross");
   constexpr uint32_t kHeads = 3, kSlots = 4, kValues = 500;
-  auto ring = ScoreRing::Create(name, kSlots, ScoreRing::SlotBytesFor(kValues * 4, kHeads), kHeads);
+  auto ring = ScoreRing::Create(kSlots, ScoreRing::SlotBytesFor(kValues * 4, kHeads), kHeads);
   ASSERT_TRUE(ring.ok()) << ring.status();
   const pid_t child = fork();
   if (child == 0) {
-    auto peer = ScoreRing::Attach(name, kSlots, ScoreRing::SlotBytesFor(kValues * 4, kHeads));
+    auto peer = ScoreRing::Attach((*ring)->fd(), kSlots, ScoreRing::SlotBytesFor(kValues * 4, kHeads));
     if (!peer.ok()) _exit(2);
     for (uint64_t seq = 0;; ++seq) {
       if (!(*peer)->WaitStep(seq, absl::Seconds(10))) _exit((*peer)->closed() ? 0 : 3);
@@ -71,32 +73,72 @@ TEST(ScoreRing, StepsAndDecisionsCrossProcesses) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
-TEST(ScoreRing, AttachChecksNameSizeAndHeader) {
-  const std::string name = UniqueName("attach");
+TEST(ScoreRing, AttachChecksSealsSizeAndHeader) {
   const uint64_t slot = ScoreRing::SlotBytesFor(1024, 2);
-  EXPECT_EQ(ScoreRing::Attach("/etc-passwd", 2, slot).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ScoreRing::Attach("/a2sf-x/../y", 2, slot).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ScoreRing::Attach(name, 2, slot).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(ScoreRing::Attach(name, 0, slot).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(ScoreRing::Attach(name, 2, slot + 1).status().code(), absl::StatusCode::kInvalidArgument);
-  auto ring = ScoreRing::Create(name, 2, slot, 2);
+  const size_t bytes = 256 + 2 * slot;
+  // An unsealed memfd could be truncated under the cache manager's mapping: refused.
+  const int unsealed = memfd_create("test", MFD_CLOEXEC);
+  ASSERT_GE(unsealed, 0);
+  ASSERT_EQ(ftruncate(unsealed, off_t(bytes)), 0);
+  EXPECT_EQ(ScoreRing::Attach(unsealed, 2, slot).status().code(), absl::StatusCode::kFailedPrecondition);
+  close(unsealed);
+  auto ring = ScoreRing::Create(2, slot, 2);
   ASSERT_TRUE(ring.ok()) << ring.status();
-  EXPECT_EQ(ScoreRing::Create(name, 2, slot, 2).status().code(), absl::StatusCode::kInternal);  // exists
-  EXPECT_EQ(ScoreRing::Attach(name, 3, slot).status().code(), absl::StatusCode::kInvalidArgument);  // size
-  auto peer = ScoreRing::Attach(name, 2, slot);
+  const int fd = (*ring)->fd();
+  EXPECT_EQ(ScoreRing::Attach(fd, 0, slot).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ScoreRing::Attach(fd, 3, slot).status().code(), absl::StatusCode::kInvalidArgument);  // size
+  EXPECT_EQ(ScoreRing::Attach(fd, 2, slot + 64).status().code(), absl::StatusCode::kInvalidArgument);
+  // A read-only descriptor of the same segment is refused too.
+  const int read_only = open(absl::StrCat("/proc/self/fd/", fd).c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(read_only, 0);
+  EXPECT_EQ(ScoreRing::Attach(read_only, 2, slot).status().code(), absl::StatusCode::kFailedPrecondition);
+  close(read_only);
+  auto peer = ScoreRing::Attach(fd, 2, slot);
   ASSERT_TRUE(peer.ok()) << peer.status();
   EXPECT_EQ((*peer)->heads(), 2u);
   EXPECT_EQ((*peer)->payload_capacity(), 1024u);
-  // Once unlinked, nobody else can attach, but the mappings keep working.
-  (*ring)->Unlink();
-  EXPECT_EQ(ScoreRing::Attach(name, 2, slot).status().code(), absl::StatusCode::kNotFound);
+  // The finding of issue 11: the worker truncates its segment. The seals make that fail, so the
+  // attached side can never fault on its mapping.
+  EXPECT_NE(ftruncate(fd, 0), 0);
+  EXPECT_EQ(errno, EPERM);
+  EXPECT_NE(ftruncate(fd, off_t(bytes) * 2), 0);
   static_cast<uint32_t*>((*ring)->payload(1))[0] = 77;
   EXPECT_EQ(static_cast<const uint32_t*>((*peer)->step_payload(1))[0], 77u);
+  // Punching a hole is allowed by the seals; the page reads back as zero instead of faulting.
+  ASSERT_EQ(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, off_t(bytes)), 0);
+  EXPECT_EQ(static_cast<const uint32_t*>((*peer)->step_payload(1))[0], 0u);
+  // A rewritten header does not change the geometry the attached side uses.
+  std::memset((*ring)->payload(0), 0xff, 64);
+  EXPECT_EQ((*peer)->num_slots(), 2u);
+}
+
+TEST(RingHandoff, HandsOverASealedSegmentOnceAndRefusesOthers) {
+  const std::string path = SocketPath("handoff");
+  auto server = RingHandoffServer::Start(path, 0600);
+  ASSERT_TRUE(server.ok()) << server.status();
+  // A second server on the same path is refused: a live server answers there.
+  EXPECT_EQ(RingHandoffServer::Start(path, 0600).status().code(), absl::StatusCode::kFailedPrecondition);
+  auto ring = ScoreRing::Create(2, ScoreRing::SlotBytesFor(256, 1), 1);
+  ASSERT_TRUE(ring.ok());
+  absl::StatusOr<std::string> handle = OfferRingDescriptor(path, (*ring)->fd());
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  EXPECT_EQ(handle->size(), 32u);
+  EXPECT_EQ((*server)->Take("0123").status().code(), absl::StatusCode::kNotFound);
+  absl::StatusOr<int> fd = (*server)->Take(*handle);
+  ASSERT_TRUE(fd.ok()) << fd.status();
+  EXPECT_TRUE(ScoreRing::Attach(*fd, 2, ScoreRing::SlotBytesFor(256, 1)).ok());
+  close(*fd);
+  EXPECT_EQ((*server)->Take(*handle).status().code(), absl::StatusCode::kNotFound);  // single use
+  const int unsealed = memfd_create("test", MFD_CLOEXEC);
+  EXPECT_EQ(OfferRingDescriptor(path, unsealed).status().code(), absl::StatusCode::kFailedPrecondition);
+  close(unsealed);
+  EXPECT_EQ((*server)->pending(), 0u);
+  server->reset();
+  EXPECT_EQ(OfferRingDescriptor(path, (*ring)->fd()).status().code(), absl::StatusCode::kUnavailable);
 }
 
 TEST(ScoreRing, WaitsEndOnTimeoutAndOnClose) {
-  const std::string name = UniqueName("close");
-  auto ring = ScoreRing::Create(name, 2, ScoreRing::SlotBytesFor(64, 1), 1);
+  auto ring = ScoreRing::Create(2, ScoreRing::SlotBytesFor(64, 1), 1);
   ASSERT_TRUE(ring.ok());
   EXPECT_FALSE((*ring)->WaitDecision(0, absl::Milliseconds(30)));
   std::thread closer([&] {

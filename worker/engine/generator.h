@@ -67,7 +67,7 @@ class InProcessPolicy final : public EvictionPolicyClient {
   absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                absl::Span<const float> scores) override;
   uint32_t budget_tokens() const override { return info_.budget_tokens; }
-  bool evicts() const override { return info_.policy.name != "full"; }
+  bool evicts() const override { return info_.evicts; }
   uint32_t decision_lag() const override { return info_.config.decision_lag; }
   const cachemgr::SessionInfo& session() const { return info_; }
   cachemgr::SessionManager* manager() { return manager_.get(); }

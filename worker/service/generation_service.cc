@@ -100,6 +100,17 @@ void GenerationService::Refuse(const std::shared_ptr<Job>& job) {
   }
 }
 
+RemotePolicyOptions GenerationService::RemoteOptions(const std::string& job_id) const {
+  RemotePolicyOptions remote;
+  remote.encoding = options_.score_encoding;
+  remote.label = absl::StrCat(options_.worker_name, "/", job_id);
+  remote.wait_for_cache_manager = options_.cache_manager_wait;
+  remote.decision_lag = options_.decision_lag;
+  remote.ring_socket = options_.ring_socket;
+  remote.decision_timeout = options_.decision_timeout;
+  return remote;
+}
+
 absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> GenerationService::OpenPolicy(const v1::GenerateRequest& request,
                                                                                     const v1::Budget& budget,
                                                                                     const std::string& job_id) const {
@@ -107,9 +118,7 @@ absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> GenerationService::OpenPol
   if (options_.cache_manager != nullptr) {
     absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
         RemotePolicy::Open(options_.cache_manager, c, request.has_policy() ? &request.policy() : nullptr, budget,
-                           {options_.score_encoding, absl::StrCat(options_.worker_name, "/", job_id),
-                            options_.cache_manager_wait, options_.decision_lag, options_.shared_memory,
-                            options_.decision_timeout});
+                           RemoteOptions(job_id));
     if (!remote.ok()) {
       A2SF_LOG(WARNING) << "job " << job_id << ": no cache-manager session: " << remote.status();
       return OpenFailureForClient(remote.status(), options_.cache_manager);

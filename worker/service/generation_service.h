@@ -49,9 +49,9 @@ struct WorkerOptions {
   // Pipelined decisions: each job's decision of step t is applied before the token of step t + K + 1
   // (0: synchronous, the policy library's exact semantics). See docs/POLICIES.md.
   uint32_t decision_lag = 0;
-  // Offer the cache manager a shared-memory ring for the scores (takes effect when cache_manager is a
-  // Unix socket on this machine; otherwise, or if refused, scores go inline over gRPC).
-  bool shared_memory = false;
+  // The cache manager's ring socket (RingSocketPath of its Unix socket, which cache_manager dials):
+  // offer it a shared-memory ring for the scores. Empty, or if refused: scores go inline over gRPC.
+  std::string ring_socket;
   // When the cache manager becomes unreachable mid-job: false = fail the job with UNAVAILABLE;
   // true = continue it with the same policy in-process (FallbackPolicy) and report
   // POLICY_LOCATION_FALLBACK_IN_PROCESS.
@@ -93,6 +93,7 @@ class GenerationService final : public v1::Generation::Service {
  private:
   struct Job;
   // The job's policy: in the cache manager (UNAVAILABLE when unreachable) or in-process.
+  RemotePolicyOptions RemoteOptions(const std::string& job_id) const;
   absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> OpenPolicy(const v1::GenerateRequest& request,
                                                                    const v1::Budget& budget,
                                                                    const std::string& job_id) const;

@@ -16,11 +16,8 @@
 
 namespace a2sf::worker {
 
-// 32 hex digits from getrandom(2).
+// 32 hex digits from getrandom(2) (common/peer_strings.h).
 std::string NewJobToken();
-
-// Compares in time independent of where the strings differ.
-bool SecretsEqual(absl::string_view a, absl::string_view b);
 
 // True when `admin_token` is set and the call carries "authorization: Bearer <admin_token>".
 bool CallerIsAdmin(const grpc::ServerContext* context, const std::string& admin_token);

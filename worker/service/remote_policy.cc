@@ -10,15 +10,30 @@
 #include "cachemgr/service/proto_convert.h"
 #include "common/float16.h"
 #include "common/log.h"
+#include "common/shm/ring_handoff.h"
 
 namespace a2sf::worker {
 
-namespace {
-
-std::string NewRingName() {
-  static std::atomic<uint64_t> counter{0};
-  return absl::StrCat("/a2sf-", getpid(), "-", counter.fetch_add(1), "-", absl::ToUnixNanos(absl::Now()) % 1000000007);
+absl::Status RemotePolicy::OfferRing(const RemotePolicyOptions& options, v1::SharedMemoryRing* offer) {
+  // Room for a whole context of scores per slot, and one slot per decision that can be in flight. The
+  // pages are reserved up front; where shared memory is short, creation fails and the scores go over
+  // gRPC instead.
+  const uint32_t heads = uint32_t(model_.n_layers * model_.n_kv_heads);
+  const uint64_t payload = uint64_t(heads) * model_.seq_len * (options.encoding == ScoreEncoding::kFp32 ? 4 : 2);
+  absl::StatusOr<std::unique_ptr<ScoreRing>> ring =
+      ScoreRing::Create(std::min<uint32_t>(options.decision_lag + 2, ScoreRing::kMaxSlots),
+                        ScoreRing::SlotBytesFor(payload, heads), heads);
+  if (!ring.ok()) return ring.status();
+  absl::StatusOr<std::string> handle = OfferRingDescriptor(options.ring_socket, (*ring)->fd());
+  if (!handle.ok()) return handle.status();
+  offer->set_handle(*handle);
+  offer->set_num_slots((*ring)->num_slots());
+  offer->set_slot_bytes((*ring)->slot_bytes());
+  ring_ = std::move(*ring);
+  return absl::OkStatus();
 }
+
+namespace {
 
 // The cache manager names the field it refuses; only a refusal of the ring is worth a retry without
 // it (a bad policy or budget would fail again, and must be reported as itself).
@@ -49,23 +64,10 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
   *request.mutable_budget() = budget;
   request.set_client_label(options.label);
   request.set_decision_lag(options.decision_lag);
-  if (options.shared_memory) {
-    // Room for a whole context of scores per slot (a policy may be swapped to Full at run time), and
-    // one slot per decision that can be in flight. The pages are reserved up front; where shared
-    // memory is short, creation fails and the scores go over gRPC instead.
-    const uint32_t heads = uint32_t(model.n_layers * model.n_kv_heads);
-    const uint64_t payload = uint64_t(heads) * model.seq_len * (options.encoding == ScoreEncoding::kFp32 ? 4 : 2);
-    absl::StatusOr<std::unique_ptr<ScoreRing>> ring = ScoreRing::Create(
-        NewRingName(), std::min<uint32_t>(options.decision_lag + 2, ScoreRing::kMaxSlots),
-        ScoreRing::SlotBytesFor(payload, heads), heads);
-    if (ring.ok()) {
-      v1::SharedMemoryRing* offer = request.mutable_shared_memory_ring();
-      offer->set_name((*ring)->name());
-      offer->set_num_slots((*ring)->num_slots());
-      offer->set_slot_bytes((*ring)->slot_bytes());
-      remote->ring_ = std::move(*ring);
-    } else {
-      A2SF_LOG(WARNING) << "no shared-memory ring (" << ring.status() << "); scores go over gRPC";
+  if (!options.ring_socket.empty()) {
+    if (absl::Status offered = remote->OfferRing(options, request.mutable_shared_memory_ring()); !offered.ok()) {
+      A2SF_LOG(WARNING) << "no shared-memory ring (" << offered << "); scores go over gRPC";
+      request.clear_shared_memory_ring();
     }
   }
   v1::OpenSessionResponse response;
@@ -84,8 +86,9 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
     status = remote->stub_->OpenSession(&retry, request, &response);
   }
   if (!status.ok()) return cachemgr::FromGrpc(status);
-  if (remote->ring_ != nullptr) remote->ring_->Unlink();  // mapped on both sides: the name is no longer needed
   remote->session_id_ = response.session_id();
+  remote->session_secret_ = response.session_secret();
+  remote->policy_evicts_ = response.policy_evicts();
   remote->policy_ = response.policy();
   remote->budget_tokens_ = response.budget_tokens();
   remote->decision_lag_ = options.decision_lag;
@@ -117,6 +120,7 @@ RemotePolicy::~RemotePolicy() {
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
     v1::CloseSessionRequest request;
     request.set_session_id(session_id_);
+    request.set_session_secret(session_secret_);
     v1::CloseSessionResponse response;
     stub_->CloseSession(&context, request, &response).IgnoreError();
   }
@@ -161,6 +165,7 @@ absl::Status RemotePolicy::SendThroughRing(uint64_t step, uint32_t kind, uint32_
     // The first message names the session and carries no scores: "serve me from the ring".
     v1::ScoreStep attach;
     attach.set_session_id(session_id_);
+    attach.set_session_secret(session_secret_);
     if (!WriteWithDeadline(attach)) return Broken();
     ring_attached_ = true;
     first_message_ = false;
@@ -266,7 +271,10 @@ EvictionDecision RemotePolicy::FromProto(const v1::EvictionDecision& decision) {
 absl::Status RemotePolicy::Send(v1::ScoreStep* message, absl::Span<const float> scores,
                                 std::initializer_list<uint32_t> shape) {
   if (broken_) return absl::UnavailableError("the stream to the cache manager is broken");
-  if (first_message_) message->set_session_id(session_id_);
+  if (first_message_) {
+    message->set_session_id(session_id_);
+    message->set_session_secret(session_secret_);
+  }
   Encode(message, scores, shape);
   if (!WriteWithDeadline(*message)) return Broken();
   first_message_ = false;
@@ -323,6 +331,7 @@ absl::StatusOr<EvictionDecision> RemotePolicy::BulkPrefill(uint32_t first_positi
     // step goes as one unary call, before the ring is attached.
     Encode(&message, scores, {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), prompt_length, prompt_length});
     message.set_session_id(session_id_);
+    message.set_session_secret(session_secret_);
     grpc::ClientContext context;
     if (decision_timeout_ != absl::InfiniteDuration()) {
       context.set_deadline(absl::ToChronoTime(absl::Now() + decision_timeout_));

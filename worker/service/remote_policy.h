@@ -33,9 +33,11 @@ struct RemotePolicyOptions {
   // How long opening waits for an unreachable cache manager (gRPC reconnects with backoff).
   absl::Duration wait_for_cache_manager = absl::Seconds(5);
   uint32_t decision_lag = 0;
-  // Offer a shared-memory ring for the scores (the cache manager must be on this machine, reached over
-  // its Unix socket). If it cannot be created or is refused, scores go inline over gRPC.
-  bool shared_memory = false;
+  // The cache manager's ring socket (RingSocketPath of its Unix socket; empty: no ring). When set, a
+  // shared-memory ring is offered for the scores: its sealed segment is handed over on this socket and
+  // the session opened over the Unix socket. If it cannot be created, handed over or is refused,
+  // scores go inline over gRPC.
+  std::string ring_socket;
   // The most one step may wait for its decision (and one score message for the stream to take it);
   // InfiniteDuration: no deadline. See --decision_timeout_ms in worker_main.cc for the default.
   absl::Duration decision_timeout = absl::Seconds(1);
@@ -60,7 +62,7 @@ class RemotePolicy final : public EvictionPolicyClient {
   absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                absl::Span<const float> scores) override;
   uint32_t budget_tokens() const override { return budget_tokens_; }
-  bool evicts() const override { return policy_.name() != "full"; }
+  bool evicts() const override { return policy_evicts_; }
   const v1::PolicySpec& policy() const { return policy_; }
   const std::string& session_id() const { return session_id_; }
   // True when scores travel through a shared-memory ring.
@@ -76,6 +78,8 @@ class RemotePolicy final : public EvictionPolicyClient {
   absl::Status Broken();  // ends the stream and says why
   absl::Status TimedOut();  // cancels the stream of a cache manager that did not answer in time
   bool WriteWithDeadline(const v1::ScoreStep& message);
+  // Creates a ring and hands it to the cache manager; fills `offer`. Errors leave no ring.
+  absl::Status OfferRing(const RemotePolicyOptions& options, v1::SharedMemoryRing* offer);
   absl::Status SendThroughRing(uint64_t step, uint32_t kind, uint32_t position, absl::Span<const float> scores,
                                std::initializer_list<uint32_t> shape);
   absl::StatusOr<EvictionDecision> AwaitFromRing();
@@ -86,6 +90,8 @@ class RemotePolicy final : public EvictionPolicyClient {
   ModelConfig model_;
   ScoreEncoding encoding_ = ScoreEncoding::kFp16;
   std::string session_id_;
+  std::string session_secret_;  // presented with every call on the session
+  bool policy_evicts_ = true;   // from the cache manager's policy itself (OpenSessionResponse)
   v1::PolicySpec policy_;
   uint32_t budget_tokens_ = 0;
   uint32_t decision_lag_ = 0;

@@ -18,6 +18,7 @@
 #include "common/grpc/server.h"
 #include "common/grpc/server_main.h"
 #include "common/log.h"
+#include "common/shm/ring_handoff.h"
 #include "common/metrics/metrics_server.h"
 #include "cachemgr/session/lagged_layout.h"
 #include "worker/model/load_flags.h"
@@ -144,8 +145,9 @@ int main(int argc, char** argv) {
   }
   options.fallback_in_process = on_failure == "continue";
   options.decision_lag = absl::GetFlag(FLAGS_decision_lag);
-  options.shared_memory =
-      absl::GetFlag(FLAGS_shared_memory) && absl::StartsWith(absl::GetFlag(FLAGS_cachemgr), "unix:");
+  if (absl::GetFlag(FLAGS_shared_memory) && absl::StartsWith(absl::GetFlag(FLAGS_cachemgr), "unix:")) {
+    options.ring_socket = RingSocketPath(absl::GetFlag(FLAGS_cachemgr).substr(5));
+  }
   if (options.decision_lag > cachemgr::kMaxDecisionLag) {
     A2SF_LOG(ERROR) << "--decision_lag: at most " << cachemgr::kMaxDecisionLag;
     return 2;

@@ -1,0 +1,26 @@
+// Helpers for what crosses a trust boundary: random credentials, comparing them without leaking
+// their contents through timing, and keeping strings from peers valid UTF-8 when they are cut.
+// Thread-safe; no state.
+#ifndef A2SF_COMMON_PEER_STRINGS_H_
+#define A2SF_COMMON_PEER_STRINGS_H_
+
+#include <cstddef>
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace a2sf {
+
+// `bytes` random bytes from the kernel's CSPRNG (getrandom), as 2 * bytes lowercase hex digits.
+std::string RandomHexSecret(size_t bytes = 16);
+
+// a == b, in time that depends only on the lengths (not on where they first differ).
+bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
+
+// The longest prefix of `text` of at most `max_bytes` bytes that does not end inside a UTF-8
+// character. `text` is assumed valid UTF-8 (proto3 strings are); the result then is too.
+absl::string_view Utf8Prefix(absl::string_view text, size_t max_bytes);
+
+}  // namespace a2sf
+
+#endif  // A2SF_COMMON_PEER_STRINGS_H_

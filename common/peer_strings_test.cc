@@ -1,0 +1,44 @@
+#include "common/peer_strings.h"
+
+#include <set>
+
+#include "gtest/gtest.h"
+
+namespace a2sf {
+namespace {
+
+TEST(RandomHexSecretTest, Gives32HexDigitsThatDoNotRepeat) {
+  std::set<std::string> seen;
+  for (int i = 0; i < 1000; ++i) {
+    const std::string s = RandomHexSecret();
+    ASSERT_EQ(s.size(), 32u);
+    ASSERT_EQ(s.find_first_not_of("0123456789abcdef"), std::string::npos) << s;
+    seen.insert(s);
+  }
+  EXPECT_EQ(seen.size(), 1000u);
+}
+
+TEST(ConstantTimeEqualsTest, ComparesContentsAndLengths) {
+  EXPECT_TRUE(ConstantTimeEquals("abc", "abc"));
+  EXPECT_TRUE(ConstantTimeEquals("", ""));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "abd"));
+  EXPECT_FALSE(ConstantTimeEquals("abc", "ab"));
+  EXPECT_FALSE(ConstantTimeEquals("", "a"));
+}
+
+TEST(Utf8PrefixTest, NeverCutsACharacter) {
+  const std::string euro = "\xE2\x82\xAC";  // U+20AC, 3 bytes
+  const std::string text = "ab" + euro + euro;  // 8 bytes
+  EXPECT_EQ(Utf8Prefix(text, 100), text);
+  EXPECT_EQ(Utf8Prefix(text, 8), text);
+  EXPECT_EQ(Utf8Prefix(text, 7), "ab" + euro);
+  EXPECT_EQ(Utf8Prefix(text, 5), "ab" + euro);
+  EXPECT_EQ(Utf8Prefix(text, 4), "ab");
+  EXPECT_EQ(Utf8Prefix(text, 2), "ab");
+  EXPECT_EQ(Utf8Prefix(text, 0), "");
+  const std::string emoji = "\xF0\x9F\x98\x80";  // U+1F600, 4 bytes
+  EXPECT_EQ(Utf8Prefix(emoji + emoji, 7), emoji);
+}
+
+}  // namespace
+}  // namespace a2sf
