@@ -264,7 +264,7 @@ TEST(MultipleChoice, PolicySpecsExpandOverAlphasAndRatios) {
   EXPECT_FALSE((*policies)[15].spec.alpha.has_value());
   EXPECT_NE(McPolicyLabel((*policies)[7]).find("+recent r0.1"), std::string::npos) << McPolicyLabel((*policies)[7]);
   // Bad items are refused before any scoring, naming the item.
-  for (const std::string& bad : {"nope", "h2o+recent", "{\"name\": \"a2sf\", \"alpha\": 1.5}", "{\"name\": 3}",
+  for (const std::string bad : {"nope", "h2o+recent", "{\"name\": \"a2sf\", \"alpha\": 1.5}", "{\"name\": 3}",
                                  "{\"name\": \"local\", \"wat\": 1}"}) {
     auto r = ParseMcPolicies(bad, {0.3}, {0.2});
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad << ": " << r.status();
@@ -285,7 +285,7 @@ TEST(Plots, EverySeriesHasItsOwnStyleAndEveryPlotItsSource) {
   const std::string dir = std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp";
   std::vector<CellResult> results;
   for (double ratio : {0.1, 0.2}) {
-    for (const std::string& label : {"local", "a2sf(0.9)+recent"}) {
+    for (const std::string label : {"local", "a2sf(0.9)+recent"}) {
       CellResult r;
       r.label = label;
       r.cell.budget_ratio = ratio;
