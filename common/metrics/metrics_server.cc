@@ -11,15 +11,13 @@
 
 namespace a2sf {
 
-namespace {
-
 // civetweb reads what it can of a malformed address (e.g. "999.1.1.1:1" binds port 1 on every
 // interface), so check the form first: host:port with an IPv4 literal, a [bracketed] IPv6 literal
 // or a host name, and a port in [0, 65535].
-absl::Status CheckAddress(const std::string& address) {
+absl::Status CheckListenAddress(const std::string& address) {
   const size_t colon = address.rfind(':');
   const auto bad = [&](const char* why) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics address '", address, "': ", why, " (want host:port)"));
+    return absl::InvalidArgumentError(absl::StrCat("address '", address, "': ", why, " (want host:port)"));
   };
   if (colon == std::string::npos || colon == 0) return bad("no host");
   uint32_t port = 0;
@@ -41,10 +39,8 @@ absl::Status CheckAddress(const std::string& address) {
   return absl::OkStatus();
 }
 
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& address) {
-  if (absl::Status s = CheckAddress(address); !s.ok()) return s;
+  if (absl::Status s = CheckListenAddress(address); !s.ok()) return s;
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   server->registry_ = std::make_shared<prometheus::Registry>();
   // prometheus-cpp reports bind failures by throwing; keep exceptions inside this function.

@@ -12,6 +12,11 @@
 
 namespace a2sf {
 
+// Checks an HTTP listen address ("host:port" with an IPv4 literal, a [bracketed] IPv6 literal or a
+// host name, and a port in [0, 65535]) before civetweb sees it: civetweb reads what it can of a
+// malformed one. INVALID_ARGUMENT naming the problem.
+absl::Status CheckListenAddress(const std::string& address);
+
 class MetricsServer {
  public:
   // Listens on "host:port" (port 0: any free port). INVALID_ARGUMENT for a malformed address,

@@ -1,0 +1,439 @@
+#include "worker/http/openai_api.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "google/protobuf/util/json_util.h"
+
+namespace a2sf::worker::http {
+
+using nlohmann::json;
+
+json ErrorBody(const ApiError& error) {
+  json e = {{"message", error.message}, {"type", error.type}, {"param", nullptr}, {"code", nullptr}};
+  if (!error.param.empty()) e["param"] = error.param;
+  if (!error.code.empty()) e["code"] = error.code;
+  return {{"error", e}};
+}
+
+ApiError FromGrpc(const grpc::Status& status) {
+  ApiError error;
+  error.message = status.error_message();
+  switch (status.error_code()) {
+    case grpc::StatusCode::INVALID_ARGUMENT:
+    case grpc::StatusCode::FAILED_PRECONDITION:
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return error;
+    case grpc::StatusCode::NOT_FOUND:
+      error.http_status = 404;
+      return error;
+    case grpc::StatusCode::ALREADY_EXISTS:
+      error.http_status = 409;
+      return error;
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      error.http_status = 429;
+      error.type = "rate_limit_error";
+      return error;
+    case grpc::StatusCode::UNAVAILABLE:
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      error.http_status = 503;
+      error.type = "service_unavailable";
+      return error;
+    case grpc::StatusCode::CANCELLED:
+      error.http_status = 499;
+      error.type = "cancelled";
+      return error;
+    default:
+      error.http_status = 500;
+      error.type = "server_error";
+      return error;
+  }
+}
+
+namespace {
+
+// Fills `error` for field `param` and returns false, so a check reads `return Fail(...)`.
+bool Fail(ApiError* error, std::string param, std::string message, int http_status = 400) {
+  error->http_status = http_status;
+  error->type = "invalid_request_error";
+  error->param = std::move(param);
+  error->message = std::move(message);
+  return false;
+}
+
+bool FailType(ApiError* error, const std::string& param, const char* want) {
+  return Fail(error, param, absl::StrCat("'", param, "' must be ", want));
+}
+
+// A field present and not null (OpenAI clients send null for "unset").
+const json* Field(const json& body, const char* name) {
+  auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+bool Number(const json& body, const char* name, double lo, double hi, double* out, ApiError* error) {
+  const json* v = Field(body, name);
+  if (v == nullptr) return true;
+  if (!v->is_number()) return FailType(error, name, "a number");
+  const double x = v->get<double>();
+  if (!(x >= lo && x <= hi)) return Fail(error, name, absl::StrCat("'", name, "' must be in [", lo, ", ", hi, "]"));
+  *out = x;
+  return true;
+}
+
+bool Integer(const json& body, const char* name, int64_t lo, int64_t hi, int64_t* out, ApiError* error) {
+  const json* v = Field(body, name);
+  if (v == nullptr) return true;
+  if (!v->is_number_integer()) return FailType(error, name, "an integer");
+  if (v->is_number_unsigned() ? v->get<uint64_t>() > uint64_t(hi) : (v->get<int64_t>() < lo || v->get<int64_t>() > hi)) {
+    return Fail(error, name, absl::StrCat("'", name, "' must be in [", lo, ", ", hi, "]"));
+  }
+  *out = v->is_number_unsigned() ? int64_t(v->get<uint64_t>()) : v->get<int64_t>();
+  return true;
+}
+
+bool Bool(const json& body, const char* name, bool* out, ApiError* error) {
+  const json* v = Field(body, name);
+  if (v == nullptr) return true;
+  if (!v->is_boolean()) return FailType(error, name, "a boolean");
+  *out = v->get<bool>();
+  return true;
+}
+
+// An extra body field that is a proto message in JSON (kv_policy -> PolicySpec, kv_budget -> Budget):
+// protobuf's parser names unknown fields and wrong types.
+template <typename Message>
+bool ProtoField(const json& body, const char* name, Message* out, bool* present, ApiError* error) {
+  const json* v = Field(body, name);
+  *present = v != nullptr;
+  if (v == nullptr) return true;
+  if (!v->is_object()) return FailType(error, name, "an object");
+  google::protobuf::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  const auto parsed = google::protobuf::util::JsonStringToMessage(v->dump(), out, options);
+  if (!parsed.ok()) return Fail(error, name, absl::StrCat("'", name, "': ", std::string(parsed.message())));
+  return true;
+}
+
+bool MapStop(const json& body, MappedRequest* out, ApiError* error) {
+  const json* v = Field(body, "stop");
+  if (v == nullptr) return true;
+  std::vector<std::string> stops;
+  if (v->is_string()) {
+    stops.push_back(v->get<std::string>());
+  } else if (v->is_array() && v->size() <= 4) {
+    for (const json& s : *v) {
+      if (!s.is_string()) return FailType(error, "stop", "a string or an array of up to 4 strings");
+      stops.push_back(s.get<std::string>());
+    }
+  } else {
+    return FailType(error, "stop", "a string or an array of up to 4 strings");
+  }
+  for (const std::string& s : stops) {
+    if (s.empty()) return Fail(error, "stop", "'stop' strings must not be empty");
+    if (!IsValidUtf8(s)) return Fail(error, "stop", "'stop' strings must be valid UTF-8");
+    out->generate.mutable_stop()->add_stop_strings(s);
+  }
+  out->stop = std::move(stops);
+  return true;
+}
+
+bool MapSampling(const json& body, MappedRequest* out, ApiError* error) {
+  double temperature = 1.0;  // OpenAI's default; the proto's 0 is greedy
+  double top_p = 1.0;
+  if (!Number(body, "temperature", 0, 2, &temperature, error)) return false;
+  if (!Number(body, "top_p", 0, 1, &top_p, error)) return false;
+  if (Field(body, "top_p") != nullptr && top_p == 0) return Fail(error, "top_p", "'top_p' must be > 0");
+  v1::Sampling* s = out->generate.mutable_sampling();
+  s->set_temperature(temperature);
+  s->set_top_p(top_p);
+  int64_t seed = 0;
+  if (!Integer(body, "seed", INT64_MIN, INT64_MAX, &seed, error)) return false;
+  if (Field(body, "seed") != nullptr) s->set_seed(uint64_t(seed));
+  int64_t n = 1;
+  if (!Integer(body, "n", 1, 128, &n, error)) return false;
+  if (n != 1) return Fail(error, "n", "only n=1 is supported");
+  return true;
+}
+
+bool MapLogprobs(Endpoint endpoint, const json& body, ApiError* error) {
+  bool wanted = false;
+  if (endpoint == Endpoint::kChatCompletions) {
+    if (!Bool(body, "logprobs", &wanted, error)) return false;
+    int64_t top = 0;
+    if (!Integer(body, "top_logprobs", 0, 20, &top, error)) return false;
+  } else {
+    int64_t top = 0;
+    if (!Integer(body, "logprobs", 0, 5, &top, error)) return false;
+    wanted = Field(body, "logprobs") != nullptr;
+  }
+  if (wanted) return Fail(error, "logprobs", "'logprobs' is not supported by this worker");
+  return true;
+}
+
+bool MapStreaming(const json& body, MappedRequest* out, ApiError* error) {
+  if (!Bool(body, "stream", &out->stream, error)) return false;
+  const json* options = Field(body, "stream_options");
+  if (options == nullptr) return true;
+  if (!options->is_object()) return FailType(error, "stream_options", "an object");
+  if (!out->stream) return Fail(error, "stream_options", "'stream_options' is only allowed when 'stream' is true");
+  return Bool(*options, "include_usage", &out->include_usage, error);
+}
+
+bool MapPolicy(const json& body, MappedRequest* out, ApiError* error) {
+  bool present = false;
+  if (!ProtoField(body, "kv_policy", out->generate.mutable_policy(), &present, error)) return false;
+  if (!present) out->generate.clear_policy();
+  if (!ProtoField(body, "kv_budget", out->generate.mutable_budget(), &present, error)) return false;
+  if (!present) out->generate.clear_budget();
+  return true;
+}
+
+bool MapCompletionPrompt(const json& body, MappedRequest* out, ApiError* error) {
+  const json* prompt = Field(body, "prompt");
+  if (prompt == nullptr) return Fail(error, "prompt", "'prompt' is required");
+  const json* one = prompt;
+  if (prompt->is_array() && !prompt->empty() && !(*prompt)[0].is_number()) {
+    if (prompt->size() != 1) return Fail(error, "prompt", "only one prompt per request is supported");
+    one = &(*prompt)[0];
+  }
+  if (one->is_string()) {
+    if (one->get_ref<const std::string&>().empty()) return Fail(error, "prompt", "'prompt' must not be empty");
+    out->generate.set_text(one->get<std::string>());
+    return true;
+  }
+  if (one->is_array() && !one->empty()) {
+    for (const json& id : *one) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<uint64_t>() > UINT32_MAX) {
+        return FailType(error, "prompt", "a string or an array of token ids");
+      }
+      out->generate.mutable_token_ids()->add_ids(id.get<uint32_t>());
+    }
+    return true;
+  }
+  return FailType(error, "prompt", "a non-empty string or array of token ids");
+}
+
+bool MapChatPrompt(const json& body, const ServedModel& model, MappedRequest* out, ApiError* error) {
+  const json* messages = Field(body, "messages");
+  if (messages == nullptr) return Fail(error, "messages", "'messages' is required");
+  if (model.tokenizer == nullptr) {
+    return Fail(error, "messages", "this worker has no tokenizer; chat needs one (start it with --tokenizer)");
+  }
+  std::vector<uint32_t> ids;
+  if (!ChatPromptIds(*messages, *model.tokenizer, &ids, error)) return false;
+  out->generate.mutable_token_ids()->mutable_ids()->Assign(ids.begin(), ids.end());
+  return true;
+}
+
+bool MapMaxTokens(Endpoint endpoint, const json& body, const ServedModel& model, MappedRequest* out,
+                  ApiError* error) {
+  // OpenAI's defaults: 16 for completions; the rest of the context for chat.
+  const int64_t prompt = out->generate.token_ids().ids_size();
+  int64_t max_tokens = endpoint == Endpoint::kCompletions ? 16 : std::max<int64_t>(1, model.context_tokens - prompt);
+  const char* name = endpoint == Endpoint::kChatCompletions && Field(body, "max_completion_tokens") != nullptr
+                         ? "max_completion_tokens"
+                         : "max_tokens";
+  if (!Integer(body, name, 1, UINT32_MAX, &max_tokens, error)) return false;
+  out->generate.set_max_tokens(uint32_t(max_tokens));
+  return true;
+}
+
+}  // namespace
+
+bool MapRequest(Endpoint endpoint, const json& body, const ServedModel& model, MappedRequest* out, ApiError* error) {
+  if (!body.is_object()) return Fail(error, "", "the request body must be a JSON object");
+  const json* name = Field(body, "model");
+  if (name == nullptr) return Fail(error, "model", "'model' is required");
+  if (!name->is_string()) return FailType(error, "model", "a string");
+  out->model = name->get<std::string>();
+  if (out->model != model.id) {
+    Fail(error, "model", absl::StrCat("The model '", out->model, "' does not exist (this worker serves '", model.id, "')"),
+         404);
+    error->code = "model_not_found";
+    return false;
+  }
+  if (const json* user = Field(body, "user"); user != nullptr && !user->is_string()) {
+    return FailType(error, "user", "a string");
+  }
+  const bool prompt_ok = endpoint == Endpoint::kCompletions ? MapCompletionPrompt(body, out, error)
+                                                            : MapChatPrompt(body, model, out, error);
+  return prompt_ok && MapMaxTokens(endpoint, body, model, out, error) && MapSampling(body, out, error) &&
+         MapStop(body, out, error) && MapLogprobs(endpoint, body, error) && MapStreaming(body, out, error) &&
+         MapPolicy(body, out, error);
+}
+
+namespace {
+
+// A message's content: a string or an array of {"type": "text", "text": ...} parts.
+bool MessageContent(const json& message, size_t index, std::string* content, ApiError* error) {
+  const std::string param = absl::StrCat("messages[", index, "].content");
+  const json* c = Field(message, "content");
+  if (c == nullptr) return Fail(error, param, absl::StrCat("'", param, "' is required"));
+  if (c->is_string()) {
+    *content = c->get<std::string>();
+  } else if (c->is_array()) {
+    for (const json& part : *c) {
+      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+        return Fail(error, param, absl::StrCat("'", param, "' parts must be {\"type\": \"text\", \"text\": string}"));
+      }
+      content->append(part["text"].get<std::string>());
+    }
+  } else {
+    return FailType(error, param, "a string or an array of text parts");
+  }
+  *content = std::string(absl::StripAsciiWhitespace(*content));
+  return true;
+}
+
+}  // namespace
+
+bool ChatPromptIds(const json& messages, const Tokenizer& tokenizer, std::vector<uint32_t>* ids, ApiError* error) {
+  if (!messages.is_array() || messages.empty()) return FailType(error, "messages", "a non-empty array");
+  std::string system;
+  std::vector<std::string> turns;  // user, assistant, user, ...
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const json& m = messages[i];
+    const std::string param = absl::StrCat("messages[", i, "]");
+    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
+      return Fail(error, param, absl::StrCat("'", param, "' must be an object with a string 'role'"));
+    }
+    const std::string role = m["role"].get<std::string>();
+    std::string content;
+    if (!MessageContent(m, i, &content, error)) return false;
+    if (role == "system" || role == "developer") {
+      if (i != 0) return Fail(error, param, "a system message is only allowed first");
+      system = content;
+      continue;
+    }
+    const char* expected = turns.size() % 2 == 0 ? "user" : "assistant";
+    if (role != expected) {
+      return Fail(error, param,
+                  absl::StrCat("roles must alternate user/assistant starting with user (got '", role, "' where '",
+                               expected, "' belongs)"));
+    }
+    turns.push_back(std::move(content));
+  }
+  if (turns.size() % 2 == 0) return Fail(error, "messages", "the last message must be from the user");
+  if (!system.empty() || messages[0].value("role", "") == "system") {
+    turns[0] = std::string(absl::StripAsciiWhitespace(absl::StrCat("<<SYS>>\n", system, "\n<</SYS>>\n\n", turns[0])));
+  }
+  const auto append = [&](const std::string& text) {
+    absl::StatusOr<std::vector<int>> encoded = tokenizer.Encode(text, /*add_bos=*/true);
+    if (!encoded.ok()) return Fail(error, "messages", std::string(encoded.status().message()));
+    ids->insert(ids->end(), encoded->begin(), encoded->end());
+    return true;
+  };
+  for (size_t t = 0; t + 1 < turns.size(); t += 2) {
+    if (!append(absl::StrCat("[INST] ", turns[t], " [/INST] ", turns[t + 1], " "))) return false;
+    ids->push_back(uint32_t(tokenizer.eos_id()));
+  }
+  return append(absl::StrCat("[INST] ", turns.back(), " [/INST]"));
+}
+
+json FinishReason(v1::FinishReason reason) {
+  switch (reason) {
+    case v1::FINISH_REASON_EOS:
+    case v1::FINISH_REASON_STOP_STRING:
+      return "stop";
+    case v1::FINISH_REASON_MAX_TOKENS:
+    case v1::FINISH_REASON_CONTEXT_FULL:
+      return "length";
+    default:
+      return nullptr;
+  }
+}
+
+StopStringFilter::StopStringFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+
+std::string StopStringFilter::Push(const std::string& piece) {
+  if (stopped_) return "";
+  held_ += piece;
+  size_t cut = std::string::npos;
+  for (const std::string& s : stops_) cut = std::min(cut, held_.find(s));
+  if (cut != std::string::npos) {
+    stopped_ = true;
+    std::string out = held_.substr(0, cut);
+    held_.clear();
+    return out;
+  }
+  // Keep the longest tail that could still grow into a stop string.
+  size_t keep = 0;
+  for (const std::string& s : stops_) {
+    for (size_t n = std::min(s.size() - 1, held_.size()); n > keep; --n) {
+      if (held_.compare(held_.size() - n, n, s, 0, n) == 0) {
+        keep = n;
+        break;
+      }
+    }
+  }
+  std::string out = held_.substr(0, held_.size() - keep);
+  held_.erase(0, held_.size() - keep);
+  return out;
+}
+
+std::string StopStringFilter::Flush() {
+  std::string out = stopped_ ? "" : held_;
+  held_.clear();
+  return out;
+}
+
+namespace {
+
+json Header(const ResponseHeader& h, const char* object) {
+  return {{"id", h.id}, {"object", object}, {"created", h.created}, {"model", h.model}};
+}
+
+}  // namespace
+
+json Usage(uint32_t prompt_tokens, uint32_t completion_tokens) {
+  return {{"prompt_tokens", prompt_tokens},
+          {"completion_tokens", completion_tokens},
+          {"total_tokens", prompt_tokens + completion_tokens}};
+}
+
+json CompleteResponse(const ResponseHeader& h, const std::string& text, const json& finish_reason, const json& usage) {
+  const bool chat = h.endpoint == Endpoint::kChatCompletions;
+  json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", nullptr}};
+  if (chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  json response = Header(h, chat ? "chat.completion" : "text_completion");
+  response["choices"] = json::array({choice});
+  response["usage"] = usage;
+  return response;
+}
+
+json StreamChunk(const ResponseHeader& h, const std::string& text, bool first, const json& finish_reason) {
+  const bool chat = h.endpoint == Endpoint::kChatCompletions;
+  json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", nullptr}};
+  if (chat) {
+    json delta = json::object();
+    if (first) delta["role"] = "assistant";
+    if (!text.empty() || (first && finish_reason.is_null())) delta["content"] = text;
+    choice["delta"] = delta;
+  } else {
+    choice["text"] = text;
+  }
+  json chunk = Header(h, chat ? "chat.completion.chunk" : "text_completion");
+  chunk["choices"] = json::array({choice});
+  return chunk;
+}
+
+json UsageChunk(const ResponseHeader& h, const json& usage) {
+  json chunk = Header(h, h.endpoint == Endpoint::kChatCompletions ? "chat.completion.chunk" : "text_completion");
+  chunk["choices"] = json::array();
+  chunk["usage"] = usage;
+  return chunk;
+}
+
+json ModelList(const std::string& model_id, int64_t created) {
+  return {{"object", "list"},
+          {"data", json::array({{{"id", model_id}, {"object", "model"}, {"created", created}, {"owned_by", "a2sf"}}})}};
+}
+
+}  // namespace a2sf::worker::http
