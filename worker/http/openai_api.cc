@@ -243,6 +243,15 @@ bool MapMaxTokens(Endpoint endpoint, const json& body, const ServedModel& model,
 
 }  // namespace
 
+std::string DefaultModelId(const std::string& model_path) {
+  std::string path = model_path;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  std::string name = path.substr(path.find_last_of('/') + 1);
+  const size_t dot = name.find_last_of('.');
+  if (dot != std::string::npos && dot > 0) name.erase(dot);
+  return name.empty() ? "model" : name;
+}
+
 bool MapRequest(Endpoint endpoint, const json& body, const ServedModel& model, MappedRequest* out, ApiError* error) {
   if (!body.is_object()) return Fail(error, "", "the request body must be a JSON object");
   const json* name = Field(body, "model");

@@ -38,6 +38,10 @@ struct ServedModel {
   uint32_t context_tokens = 0;           // max_tokens defaults to what is left of the context
 };
 
+// The model name clients use by default: the model path's last component without its extension
+// ("/m/stories260K.bin" -> "stories260K", "/m/Llama-2-7b-hf/" -> "Llama-2-7b-hf").
+std::string DefaultModelId(const std::string& model_path);
+
 // One request, mapped.
 struct MappedRequest {
   v1::GenerateRequest generate;

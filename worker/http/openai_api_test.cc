@@ -123,6 +123,13 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
   EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}}).param, "prompt");
 }
 
+TEST(OpenAiApiTest, DefaultModelIdIsTheFileNameWithoutExtension) {
+  EXPECT_EQ(DefaultModelId("/m/stories260K.bin"), "stories260K");
+  EXPECT_EQ(DefaultModelId("/m/Llama-2-7b-hf/"), "Llama-2-7b-hf");
+  EXPECT_EQ(DefaultModelId("model"), "model");
+  EXPECT_EQ(DefaultModelId(""), "model");
+}
+
 TEST(OpenAiApiTest, ErrorBodyIsOpenAiShaped) {
   ApiError e;
   e.message = "bad";

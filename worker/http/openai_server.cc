@@ -121,6 +121,19 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
   return server;
 }
 
+absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::StartIfAsked(const OpenAiServerOptions& options,
+                                                                          ServedModel model,
+                                                                          std::shared_ptr<grpc::Channel> generation) {
+  if (options.listen.empty()) return std::unique_ptr<OpenAiServer>();
+  const std::string id = model.id;
+  absl::StatusOr<std::unique_ptr<OpenAiServer>> server = Start(options, std::move(model), std::move(generation));
+  if (server.ok()) {
+    A2SF_LOG(INFO) << "OpenAI-compatible API on " << (options.plaintext ? "http" : "https") << "://" << options.listen
+                   << "/v1 (port " << (*server)->port() << ", model '" << id << "')";
+  }
+  return server;
+}
+
 OpenAiServer::~OpenAiServer() {
   if (context_ != nullptr) mg_stop(context_);
 }

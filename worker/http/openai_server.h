@@ -38,6 +38,10 @@ class OpenAiServer {
   // the address cannot be bound.
   static absl::StatusOr<std::unique_ptr<OpenAiServer>> Start(const OpenAiServerOptions& options, ServedModel model,
                                                              std::shared_ptr<grpc::Channel> generation);
+  // A worker's --http_listen: null when `options.listen` is empty, else Start's result, logged.
+  static absl::StatusOr<std::unique_ptr<OpenAiServer>> StartIfAsked(const OpenAiServerOptions& options,
+                                                                    ServedModel model,
+                                                                    std::shared_ptr<grpc::Channel> generation);
   OpenAiServer(const OpenAiServer&) = delete;
   OpenAiServer& operator=(const OpenAiServer&) = delete;
   ~OpenAiServer();  // stops accepting and waits for the connections being served

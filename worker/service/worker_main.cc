@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "common/metrics/metrics_server.h"
 #include "cachemgr/session/lagged_layout.h"
+#include "worker/http/openai_server.h"
 #include "worker/service/generation_service.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");
@@ -49,6 +50,10 @@ ABSL_FLAG(std::string, device, "cpu",
 ABSL_FLAG(int, max_jobs, 16, "concurrent jobs (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(std::string, name, "", "worker name in statistics (default: host name)");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP here, e.g. 0.0.0.0:9092 (empty: off)");
+ABSL_FLAG(std::string, http_listen, "",
+          "serve the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /health) here, "
+          "e.g. 127.0.0.1:8000, with the gRPC port's TLS options (empty: off)");
+ABSL_FLAG(std::string, served_model_name, "", "model name in the HTTP API (default: --model's file name without extension)");
 ABSL_FLAG(int, max_streams_per_connection, 64, "concurrent calls one client connection may hold (0: gRPC's default)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving");
 
@@ -156,10 +161,25 @@ int main(int argc, char** argv) {
     A2SF_LOG(ERROR) << server.status().message();
     return 1;
   }
+  worker::http::OpenAiServerOptions http_options;
+  http_options.listen = absl::GetFlag(FLAGS_http_listen);
+  http_options.plaintext = server_options.plaintext;
+  http_options.tls = server_options.tls;
+  const std::string model_id = absl::GetFlag(FLAGS_served_model_name).empty()
+                                   ? worker::http::DefaultModelId(absl::GetFlag(FLAGS_model))
+                                   : absl::GetFlag(FLAGS_served_model_name);
+  auto http = worker::http::OpenAiServer::StartIfAsked(
+      http_options, {model_id, tokenizer.get(), uint32_t((*weights)->config().seq_len)},
+      (*server)->server()->InProcessChannel(grpc::ChannelArguments()));
+  if (!http.ok()) {
+    A2SF_LOG(ERROR) << http.status().message();
+    return 1;
+  }
   WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->bound_port(0));
   WaitForTerminationSignal();
   A2SF_LOG(INFO) << "draining: " << service.running_jobs() << " running jobs (up to 60 s)";
   (*server)->Shutdown(absl::Seconds(60));
+  http->reset();  // after the gRPC drain: HTTP jobs are gRPC calls, finished or cancelled by now
   (*server)->Wait();
   return 0;
 }
