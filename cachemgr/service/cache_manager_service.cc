@@ -7,11 +7,17 @@
 #include "absl/time/clock.h"
 #include "cachemgr/service/proto_convert.h"
 #include "common/log.h"
+#include "common/version.h"
 
 namespace a2sf::cachemgr {
 
 CacheManagerMetrics::CacheManagerMetrics(prometheus::Registry* registry)
-    : sessions_(prometheus::BuildGauge().Name("a2sf_cachemgr_sessions").Help("Open sessions").Register(*registry).Add({})),
+    : sessions_(prometheus::BuildGauge().Name("a2sf_cachemgr_sessions").Help("Open sessions by policy").Register(*registry)),
+      store_bytes_(prometheus::BuildGauge()
+                       .Name("a2sf_cachemgr_store_bytes_in_use")
+                       .Help("Bytes the score store holds for open sessions (accumulators, positions)")
+                       .Register(*registry)
+                       .Add({})),
       steps_(prometheus::BuildCounter().Name("a2sf_cachemgr_steps_total").Help("Steps decided").Register(*registry).Add({})),
       evicted_entries_(prometheus::BuildCounter()
                            .Name("a2sf_cachemgr_evicted_entries_total")
@@ -27,8 +33,25 @@ CacheManagerMetrics::CacheManagerMetrics(prometheus::Registry* registry)
                         .Name("a2sf_cachemgr_step_seconds")
                         .Help("Time to decide one step (accumulate, select, evict)")
                         .Register(*registry)
-                        .Add({}, prometheus::Histogram::BucketBoundaries{1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1})),
-      errors_(prometheus::BuildCounter().Name("a2sf_cachemgr_errors_total").Help("Failed calls by gRPC code").Register(*registry)) {}
+                        .Add({}, prometheus::Histogram::BucketBoundaries{1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
+                                                                         2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
+                                                                         0.5, 1})),
+      errors_(prometheus::BuildCounter().Name("a2sf_cachemgr_errors_total").Help("Failed calls by gRPC code").Register(*registry)) {
+  prometheus::BuildGauge()
+      .Name("a2sf_cachemgr_build_info")
+      .Help("Always 1; the labels describe the build")
+      .Register(*registry)
+      .Add({{"version", kVersion}})
+      .Set(1);
+}
+
+void CacheManagerMetrics::Refresh(const SessionManager& manager) {
+  std::map<std::string, int> by_policy;
+  for (const std::string& name : manager.registry().Names()) by_policy[name] = 0;  // zeros, not gaps
+  for (const SessionInfo& session : manager.List()) ++by_policy[session.policy.name];
+  for (const auto& [policy, count] : by_policy) sessions_.Add({{"policy", policy}}).Set(count);
+  store_bytes_.Set(double(manager.store().BytesHeld()));
+}
 
 void CacheManagerMetrics::RecordStep(double seconds, uint64_t evictions, uint64_t bytes) {
   steps_.Increment();
@@ -87,7 +110,6 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext* context, cons
     absl::MutexLock lock(&rings_mutex_);
     rings_[info->id] = ring;
   }
-  if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   response->set_session_id(info->id);
   response->set_budget_tokens(info->budget_tokens);
   *response->mutable_policy() = ToProto(info->policy);
@@ -106,7 +128,6 @@ grpc::Status CacheManagerService::CloseSession(grpc::ServerContext*, const v1::C
     absl::MutexLock lock(&rings_mutex_);
     rings_.erase(request->session_id());
   }
-  if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   if (!info.ok()) return Error(ToGrpc(info.status()));
   response->set_steps(info->steps);
   response->set_evictions(info->evictions);
@@ -288,7 +309,6 @@ grpc::Status CacheManagerService::StreamScores(
   if (context->IsCancelled() && !session_id.empty()) {
     // The worker is gone: nobody will close this session.
     if (manager_->Close(session_id).ok()) A2SF_LOG(INFO) << "freed " << session_id << ": its stream was cut";
-    if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   }
   return grpc::Status::OK;
 }

@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/log.h"
 
 namespace a2sf {
@@ -39,6 +40,30 @@ absl::Status CheckListenAddress(const std::string& address) {
   return absl::OkStatus();
 }
 
+// The registry as the exposer sees it: the refresh functions run, then the registry is collected.
+class MetricsServer::RefreshingRegistry : public prometheus::Collectable {
+ public:
+  explicit RefreshingRegistry(std::shared_ptr<prometheus::Registry> registry) : registry_(std::move(registry)) {}
+  void Add(std::function<void()> refresh) {
+    absl::MutexLock lock(&mutex_);
+    refreshers_.push_back(std::move(refresh));
+  }
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    {
+      absl::MutexLock lock(&mutex_);
+      for (const auto& refresh : refreshers_) refresh();
+    }
+    return registry_->Collect();
+  }
+
+ private:
+  const std::shared_ptr<prometheus::Registry> registry_;
+  mutable absl::Mutex mutex_;
+  std::vector<std::function<void()>> refreshers_ ABSL_GUARDED_BY(mutex_);
+};
+
+void MetricsServer::OnScrape(std::function<void()> refresh) { collectable_->Add(std::move(refresh)); }
+
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& address) {
   if (absl::Status s = CheckListenAddress(address); !s.ok()) return s;
   std::unique_ptr<MetricsServer> server(new MetricsServer());
@@ -49,7 +74,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", address, ": ", e.what()));
   }
-  server->exposer_->RegisterCollectable(server->registry_);
+  server->collectable_ = std::make_shared<RefreshingRegistry>(server->registry_);
+  server->exposer_->RegisterCollectable(server->collectable_);
   const std::vector<int> ports = server->exposer_->GetListeningPorts();
   server->port_ = ports.empty() ? 0 : ports.front();
   return server;

@@ -14,31 +14,6 @@ struct GenerationService::Job {
   v1::JobStatus status ABSL_GUARDED_BY(mutex);
 };
 
-WorkerMetrics::WorkerMetrics(prometheus::Registry* registry)
-    : running_jobs(prometheus::BuildGauge().Name("a2sf_worker_running_jobs").Help("Jobs running now").Register(*registry).Add({})),
-      tokens(prometheus::BuildCounter().Name("a2sf_worker_tokens_total").Help("Tokens generated").Register(*registry).Add({})),
-      jobs(prometheus::BuildCounter().Name("a2sf_worker_jobs_total").Help("Jobs by outcome").Register(*registry)),
-      time_to_first_token(prometheus::BuildHistogram()
-                              .Name("a2sf_worker_time_to_first_token_seconds")
-                              .Help("Time from accepting a job to its first token")
-                              .Register(*registry)
-                              .Add({}, prometheus::Histogram::BucketBoundaries{1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1, 3, 10})),
-      tokens_per_second(prometheus::BuildHistogram()
-                            .Name("a2sf_worker_job_tokens_per_second")
-                            .Help("Decode speed per finished job")
-                            .Register(*registry)
-                            .Add({}, prometheus::Histogram::BucketBoundaries{1, 3, 10, 30, 100, 300, 1000, 3000, 10000})),
-      kv_bytes_held(prometheus::BuildGauge()
-                        .Name("a2sf_worker_kv_bytes_peak_last_job")
-                        .Help("Peak KV-cache bytes of the most recently finished job")
-                        .Register(*registry)
-                        .Add({})),
-      evicted_entries(prometheus::BuildCounter()
-                          .Name("a2sf_worker_evicted_entries_total")
-                          .Help("KV entries evicted over all jobs, layers and KV heads")
-                          .Register(*registry)
-                          .Add({})) {}
-
 GenerationService::GenerationService(WorkerOptions options) : options_(std::move(options)) {}
 
 absl::StatusOr<std::vector<int>> GenerationService::PromptIds(const v1::GenerateRequest& request) const {
@@ -91,13 +66,12 @@ std::shared_ptr<GenerationService::Job> GenerationService::Register(const std::s
     return nullptr;
   }
   if (running_.load() >= options_.max_jobs) {
-    if (options_.metrics != nullptr) options_.metrics->jobs.Add({{"outcome", "rejected"}}).Increment();
+    if (options_.metrics != nullptr) options_.metrics->Rejected();
     *status = absl::ResourceExhaustedError(absl::StrCat("this worker runs at most ", options_.max_jobs,
                                                         " jobs at once; retry later or on another worker"));
     return nullptr;
   }
   ++running_;
-  if (options_.metrics != nullptr) options_.metrics->running_jobs.Increment();
   jobs_[job->id] = job;
   return job;
 }
@@ -106,14 +80,13 @@ void GenerationService::Retire(const std::shared_ptr<Job>& job) {
   absl::MutexLock lock(&mutex_);
   --running_;
   if (options_.metrics != nullptr) {
-    options_.metrics->running_jobs.Decrement();
     const char* outcome = "failed";
     {
       absl::MutexLock job_lock(&job->mutex);
       if (job->status.state() == v1::JOB_STATE_FINISHED) outcome = "finished";
       if (job->status.state() == v1::JOB_STATE_CANCELLED) outcome = "cancelled";
     }
-    options_.metrics->jobs.Add({{"outcome", outcome}}).Increment();
+    options_.metrics->Outcome(outcome);
   }
   finished_.push_back(job->id);
   while (finished_.size() > options_.finished_jobs_kept) {
@@ -170,6 +143,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   std::shared_ptr<Job> job = Register(request->job_id(), &status);
   if (job == nullptr) return cachemgr::ToGrpc(status);
   const absl::Time started = absl::Now();
+  JobMetrics job_metrics(options_.metrics);
 
   std::unique_ptr<EvictionPolicyClient> policy;
   v1::PolicyLocation location = v1::POLICY_LOCATION_IN_PROCESS;
@@ -243,6 +217,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     *job->status.mutable_stats() = stats;
     job->status.set_state(v1::JOB_STATE_RUNNING);
   }
+  job_metrics.Started(stats.policy().name(), stats.prompt_tokens());
   v1::GenerateResponse accepted;
   *accepted.mutable_accepted() = stats;
   writer->Write(accepted);
@@ -258,7 +233,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     }
     previous = token;
     ++tokens_generated_;
-    if (options_.metrics != nullptr) options_.metrics->tokens.Increment();
+    job_metrics.Token((*engine)->cache().bytes_held());
     if (!writer->Write(chunk)) return false;  // the client went away
     return !job->cancel.load() && !context->IsCancelled();
   };
@@ -288,12 +263,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   stats.set_time_to_first_token_ms(result->time_to_first_token_ms);
   stats.set_tokens_per_second(result->tokens_per_second);
   stats.set_finish_reason(ToProto(result->finish_reason));
-  if (options_.metrics != nullptr) {
-    options_.metrics->time_to_first_token.Observe(result->time_to_first_token_ms / 1000.0);
-    options_.metrics->tokens_per_second.Observe(result->tokens_per_second);
-    options_.metrics->kv_bytes_held.Set(double(result->kv_bytes_peak));
-    options_.metrics->evicted_entries.Increment(double(result->evictions));
-  }
+  job_metrics.Finished(stats);
   {
     absl::MutexLock lock(&job->mutex);
     *job->status.mutable_stats() = stats;

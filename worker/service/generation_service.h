@@ -13,29 +13,13 @@
 
 #include "a2sf/v1/generation.grpc.pb.h"
 #include "absl/synchronization/mutex.h"
-#include "prometheus/counter.h"
-#include "prometheus/gauge.h"
-#include "prometheus/histogram.h"
-#include "prometheus/registry.h"
 #include "worker/model/model.h"
 #include "worker/service/fallback_policy.h"
 #include "worker/service/remote_policy.h"
+#include "worker/service/worker_metrics.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace a2sf::worker {
-
-// The worker's Prometheus metrics (names prefixed a2sf_worker_).
-class WorkerMetrics {
- public:
-  explicit WorkerMetrics(prometheus::Registry* registry);
-  prometheus::Gauge& running_jobs;
-  prometheus::Counter& tokens;
-  prometheus::Family<prometheus::Counter>& jobs;  // label outcome: finished, cancelled, failed, rejected
-  prometheus::Histogram& time_to_first_token;
-  prometheus::Histogram& tokens_per_second;
-  prometheus::Gauge& kv_bytes_held;  // sum over running jobs, updated at each job's end
-  prometheus::Counter& evicted_entries;
-};
 
 struct WorkerOptions {
   const ModelWeights* weights = nullptr;

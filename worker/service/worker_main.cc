@@ -57,6 +57,12 @@ ABSL_FLAG(std::string, served_model_name, "", "model name in the HTTP API (defau
 ABSL_FLAG(int, max_streams_per_connection, 64, "concurrent calls one client connection may hold (0: gRPC's default)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving");
 
+// The model's name in the HTTP API and in metrics labels.
+static std::string ModelId() {
+  return absl::GetFlag(FLAGS_served_model_name).empty() ? a2sf::worker::http::DefaultModelId(absl::GetFlag(FLAGS_model))
+                                                        : absl::GetFlag(FLAGS_served_model_name);
+}
+
 int main(int argc, char** argv) {
   using namespace a2sf;
   absl::SetProgramUsageMessage("A2SF worker: LLaMA-2 generation with a policy-evicted KV cache.");
@@ -145,7 +151,8 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<worker::WorkerMetrics> metrics;
   if (*metrics_server != nullptr) {
-    metrics = std::make_unique<worker::WorkerMetrics>(&(*metrics_server)->registry());
+    metrics = std::make_unique<worker::WorkerMetrics>(&(*metrics_server)->registry(), ModelId(),
+                                                      absl::GetFlag(FLAGS_device));
     options.metrics = metrics.get();
   }
   worker::GenerationService service(options);
@@ -165,11 +172,8 @@ int main(int argc, char** argv) {
   http_options.listen = absl::GetFlag(FLAGS_http_listen);
   http_options.plaintext = server_options.plaintext;
   http_options.tls = server_options.tls;
-  const std::string model_id = absl::GetFlag(FLAGS_served_model_name).empty()
-                                   ? worker::http::DefaultModelId(absl::GetFlag(FLAGS_model))
-                                   : absl::GetFlag(FLAGS_served_model_name);
   auto http = worker::http::OpenAiServer::StartIfAsked(
-      http_options, {model_id, tokenizer.get(), uint32_t((*weights)->config().seq_len)},
+      http_options, {ModelId(), tokenizer.get(), uint32_t((*weights)->config().seq_len)},
       (*server)->server()->InProcessChannel(grpc::ChannelArguments()));
   if (!http.ok()) {
     A2SF_LOG(ERROR) << http.status().message();
