@@ -35,10 +35,15 @@ absl::StatusOr<GenerationResult> WorkerClient::Generate(const v1::GenerateReques
         case v1::GenerateResponse::kTokens:
           result.ids.insert(result.ids.end(), response.tokens().ids().begin(), response.tokens().ids().end());
           result.text += response.tokens().text();
+          result.logprobs.insert(result.logprobs.end(), response.tokens().logprobs().begin(),
+                                 response.tokens().logprobs().end());
           if (on_tokens) on_tokens(response.tokens());
           break;
         case v1::GenerateResponse::kFinished:
           result.finished = response.finished();
+          break;
+        case v1::GenerateResponse::kPromptLogprobs:
+          result.prompt_logprobs = response.prompt_logprobs();
           break;
         default:
           break;
@@ -71,6 +76,26 @@ absl::StatusOr<v1::ListJobsResponse> WorkerClient::ListJobs() {
   SetDeadline(&context, absl::Seconds(10));
   v1::ListJobsResponse response;
   grpc::Status status = stub_->ListJobs(&context, {}, &response);
+  if (!status.ok()) return FromGrpc(status);
+  return response;
+}
+
+absl::StatusOr<v1::JobStatus> WorkerClient::GetJob(const std::string& job_id) {
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  v1::GetJobRequest request;
+  request.set_job_id(job_id);
+  v1::JobStatus response;
+  grpc::Status status = stub_->GetJob(&context, request, &response);
+  if (!status.ok()) return FromGrpc(status);
+  return response;
+}
+
+absl::StatusOr<v1::ModelInfo> WorkerClient::GetModelInfo() {
+  grpc::ClientContext context;
+  SetDeadline(&context, absl::Seconds(10));
+  v1::ModelInfo response;
+  grpc::Status status = stub_->GetModelInfo(&context, {}, &response);
   if (!status.ok()) return FromGrpc(status);
   return response;
 }

@@ -12,16 +12,10 @@
 #include "a2sf/v1/generation.grpc.pb.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "client/generation_result.h"
 #include "grpcpp/grpcpp.h"
 
 namespace a2sf::client {
-
-struct GenerationResult {
-  v1::JobStats accepted;
-  v1::JobStats finished;
-  std::vector<uint32_t> ids;
-  std::string text;
-};
 
 class WorkerClient {
  public:
@@ -34,6 +28,8 @@ class WorkerClient {
                                             int retries = 2, absl::Duration timeout = absl::Minutes(10));
   absl::StatusOr<bool> Cancel(const std::string& job_id);
   absl::StatusOr<v1::ListJobsResponse> ListJobs();
+  absl::StatusOr<v1::JobStatus> GetJob(const std::string& job_id);
+  absl::StatusOr<v1::ModelInfo> GetModelInfo();
 
  private:
   std::unique_ptr<v1::Generation::Stub> stub_;

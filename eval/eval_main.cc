@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 
+#include "common/cli.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -327,6 +328,8 @@ int Main(const std::vector<char*>& args) {
 }  // namespace a2sf::eval
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("a2sf-eval fidelity|calibrate|lag|mc [flags]");
-  return a2sf::eval::Main(absl::ParseCommandLine(argc, argv));
+  return a2sf::eval::Main(a2sf::ParseCommandLine(
+      argc, argv,
+      {"a2sf-eval", "quality of eviction policies against the full cache.\n  a2sf-eval fidelity|calibrate|lag|mc [flags]",
+       {}}));
 }

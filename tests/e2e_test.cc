@@ -421,8 +421,8 @@ TEST(EndToEnd, BadRequestsGetTheRightCodesAndTheStackStaysHealthy) {
   bad_alpha.mutable_policy()->set_alpha(-1);
   cases.push_back({"bad alpha", bad_alpha, absl::StatusCode::kInvalidArgument});
   cases.push_back({"zero budget", Request("a2sf", 0), absl::StatusCode::kInvalidArgument});
-  v1::GenerateRequest zero_tokens = Request("a2sf", 8, 0);
-  cases.push_back({"zero max_tokens", zero_tokens, absl::StatusCode::kInvalidArgument});
+  v1::GenerateRequest beyond_context = Request("a2sf", 8, 600);
+  cases.push_back({"max_tokens beyond the context", beyond_context, absl::StatusCode::kInvalidArgument});
   v1::GenerateRequest bad_top_p = Request("a2sf", 8);
   bad_top_p.mutable_sampling()->set_temperature(1.0);
   bad_top_p.mutable_sampling()->set_top_p(3.0);
@@ -534,13 +534,15 @@ TEST(EndToEnd, RuntimeSwapOfARunningSessionChangesDecisionsFromTheNextStep) {
   next.set_alpha(0.1);
   uint64_t swap_step = 0;
   size_t seen = 0;
+  std::string swapped_session;
   auto result = stack.client().Generate(request, [&](const v1::GeneratedTokens& tokens) {
     seen += size_t(tokens.ids_size());
     if (seen >= 30 && swap_step == 0) {
       auto sessions = stack.admin().ListSessions();
       ASSERT_TRUE(sessions.ok());
       ASSERT_EQ(sessions->sessions_size(), 1);
-      auto swap = stack.admin().SetSessionPolicy(sessions->sessions(0).session_id(), next);
+      swapped_session = sessions->sessions(0).session_id();
+      auto swap = stack.admin().SetSessionPolicy(swapped_session, next);
       ASSERT_TRUE(swap.ok()) << swap.status();
       EXPECT_EQ(swap->previous_policy().name(), "h2o");
       swap_step = swap->effective_from_step();
@@ -548,6 +550,9 @@ TEST(EndToEnd, RuntimeSwapOfARunningSessionChangesDecisionsFromTheNextStep) {
   });
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_GT(swap_step, 0u);
+  // The job's statistics name the session that was swapped.
+  EXPECT_EQ(result->finished.session_id(), swapped_session);
+  EXPECT_EQ(result->accepted.session_id(), swapped_session);
   // The library with the same swap at the same step gives exactly the same tokens...
   cachemgr::PolicySpec h2o;
   h2o.name = "h2o";

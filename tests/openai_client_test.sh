@@ -28,4 +28,4 @@ http_port=$(sed -n 's/.*OpenAI-compatible API on .*(port \([0-9]*\),.*/\1/p' "$l
 metrics_port=$(sed -n 's/.*metrics on .*(port \([0-9]*\)).*/\1/p' "$log")
 [ -n "$http_port" ] && [ -n "$metrics_port" ] || { cat "$log"; exit 1; }
 node "$script" "$A2SF_NODE_MODULES" "http://127.0.0.1:$http_port/v1" "http://127.0.0.1:$metrics_port/metrics" \
-    stories260K-dq || { cat "$log"; exit 1; }
+    stories260K-dq.bin || { cat "$log"; exit 1; }

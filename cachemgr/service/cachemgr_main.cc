@@ -6,6 +6,7 @@
 #include <csignal>
 #include <thread>
 
+#include "common/cli.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -37,8 +38,12 @@ ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once 
 
 int main(int argc, char** argv) {
   using namespace a2sf;
-  absl::SetProgramUsageMessage("A2SF KV-cache manager: keeps eviction-policy state and answers with decisions.");
-  absl::ParseCommandLine(argc, argv);
+  ParseCommandLine(argc, argv,
+                   {"a2sf-cachemgr",
+                    "the A2SF KV-cache manager: keeps eviction-policy state for workers' sessions and answers each "
+                    "step with eviction decisions.\n  a2sf-cachemgr --listen=127.0.0.1:50051 --plaintext "
+                    "[--unix_socket=/run/a2sf/cachemgr.sock]",
+                    {}});
 
   std::unique_ptr<cachemgr::ScoreStore> store;
   const std::string backend = absl::GetFlag(FLAGS_backend);

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "common/cli.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -13,8 +14,9 @@ ABSL_FLAG(std::string, policy, "", "policy as JSON, overriding the trace header'
 ABSL_FLAG(bool, json, false, "print one JSON object per step");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Replays a score trace through an eviction policy and prints each decision.");
-  absl::ParseCommandLine(argc, argv);
+  a2sf::ParseCommandLine(argc, argv,
+                         {"a2sf-replay", "replays a score trace through an eviction policy and prints each decision.",
+                          {}});
   a2sf::cachemgr::ReplayOptions options;
   options.json = absl::GetFlag(FLAGS_json);
   if (!absl::GetFlag(FLAGS_policy).empty()) {

@@ -74,6 +74,39 @@ const tests = {
     assert.equal(streamed.finish, 'stop');
   },
 
+  async logprobsAreReportedPerTokenWithAlternatives() {
+    const r = await client.completions.create({ model, prompt: 'Once upon a time', max_tokens: 8, temperature: 0, logprobs: 3 });
+    const lp = r.choices[0].logprobs;
+    assert.equal(lp.tokens.length, 8);
+    assert.equal(lp.tokens.join(''), r.choices[0].text);
+    for (let i = 0; i < 8; i++) {
+      assert.ok(lp.token_logprobs[i] <= 0);
+      const alternatives = Object.entries(lp.top_logprobs[i]);
+      assert.equal(alternatives.length, 3);
+      // Greedy: the chosen token is the most likely one.
+      assert.equal(Math.max(...alternatives.map(([, v]) => v)), lp.token_logprobs[i]);
+    }
+    const chat = await client.chat.completions.create({
+      model, max_tokens: 5, temperature: 0, logprobs: true, top_logprobs: 2,
+      messages: [{ role: 'user', content: 'Hi' }], stream: true });
+    let entries = 0;
+    for await (const chunk of chat) {
+      for (const c of chunk.choices[0]?.logprobs?.content ?? []) {
+        entries++;
+        assert.equal(c.top_logprobs.length, 2);
+        assert.deepEqual(c.bytes, [...Buffer.from(c.token, 'utf8')]);
+      }
+    }
+    assert.equal(entries, 5);
+  },
+
+  async aSeedRepeatsASampledCompletion() {
+    const request = { model, prompt: 'Once upon a time', max_tokens: 30, temperature: 1, seed: 1234 };
+    const a = await client.completions.create(request);
+    const b = await client.completions.create(request);
+    assert.equal(a.choices[0].text, b.choices[0].text);
+  },
+
   async chatStreamedEqualsChatWhole() {
     const request = {
       model, max_tokens: 16, temperature: 0,

@@ -1,5 +1,6 @@
 #include "worker/engine/engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -446,10 +447,81 @@ TEST(Engine, SeededSamplingIsReproducibleAndCancelStops) {
   options.sampling.seed = 43;
   EXPECT_NE(Generate(engine.get(), nullptr, {1}, options)->generated, a->generated);
   int seen = 0;
-  auto cancelled = Generate(engine.get(), nullptr, {1}, options, [&](int) { return ++seen < 3; });
+  GenerateCallbacks callbacks;
+  callbacks.on_token = [&](const TokenEvent&) { return ++seen < 3 ? TokenVerdict::kContinue : TokenVerdict::kCancel; };
+  auto cancelled = Generate(engine.get(), nullptr, {1}, options, callbacks);
   ASSERT_TRUE(cancelled.ok());
   EXPECT_EQ(cancelled->generated.size(), 3u);
   EXPECT_EQ(cancelled->finish_reason, FinishReason::kCancelled);
+}
+
+}  // namespace
+}  // namespace a2sf::worker
+
+namespace a2sf::worker {
+namespace {
+
+TEST(Generate, ZeroMaxTokensRunsUntilTheContextIsFull) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  auto engine = *Engine::Create(weights.get(), {});
+  GenerateOptions options;
+  options.max_new_tokens = 0;
+  options.stop_on_eos = false;
+  auto result = Generate(engine.get(), nullptr, {1, 403}, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->finish_reason, FinishReason::kContextFull);
+  EXPECT_EQ(int(result->generated.size()), weights->config().seq_len - 1);  // 2 + n - 1 = seq_len
+}
+
+TEST(Generate, StopTokenIdsEndTheJobAndMinTokensBansThemUntilReached) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  auto engine = *Engine::Create(weights.get(), {});
+  GenerateOptions options;
+  options.max_new_tokens = 40;
+  options.stop_on_eos = false;
+  auto free_run = Generate(engine.get(), nullptr, {1}, options);
+  ASSERT_TRUE(free_run.ok());
+  const int stop = free_run->generated[5];
+  const size_t first = std::find(free_run->generated.begin(), free_run->generated.end(), stop) - free_run->generated.begin();
+  options.stop_token_ids = {stop};
+  auto stopped = Generate(engine.get(), nullptr, {1}, options);
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(stopped->finish_reason, FinishReason::kStopToken);
+  EXPECT_EQ(stopped->generated,
+            std::vector<int>(free_run->generated.begin(), free_run->generated.begin() + first + 1));
+  options.min_tokens = int(first) + 3;
+  auto delayed = Generate(engine.get(), nullptr, {1}, options);
+  ASSERT_TRUE(delayed.ok());
+  ASSERT_GE(int(delayed->generated.size()), options.min_tokens);
+  for (int i = 0; i < options.min_tokens - 1; ++i) EXPECT_NE(delayed->generated[i], stop) << i;
+  options.min_tokens = 41;
+  EXPECT_NE(Generate(engine.get(), nullptr, {1}, options).status().message().find("min_tokens"), std::string::npos);
+  options.min_tokens = 0;
+  options.stop_token_ids = {512};
+  EXPECT_NE(Generate(engine.get(), nullptr, {1}, options).status().message().find("stop_token_ids"), std::string::npos);
+}
+
+TEST(Generate, PromptLogitsAreTheEnginesAtEachPromptPosition) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  auto engine = *Engine::Create(weights.get(), {});
+  auto reference = *Engine::Create(weights.get(), {});
+  const std::vector<int> prompt(kGoldenTokens, kGoldenTokens + 8);
+  std::vector<int> positions;
+  float worst = 0;
+  GenerateCallbacks callbacks;
+  callbacks.on_prompt_logits = [&](int position, absl::Span<const float> logits) {
+    positions.push_back(position);
+    EXPECT_TRUE(reference->Forward(prompt[position], position).ok());
+    for (size_t v = 0; v < logits.size(); ++v) worst = std::max(worst, std::fabs(logits[v] - reference->logits()[v]));
+  };
+  GenerateOptions options;
+  options.max_new_tokens = 2;
+  ASSERT_TRUE(Generate(engine.get(), nullptr, prompt, options, callbacks).ok());
+  EXPECT_EQ(positions, (std::vector<int>{0, 1, 2, 3, 4, 5, 6}));
+  EXPECT_EQ(worst, 0.0f);
 }
 
 }  // namespace

@@ -147,26 +147,67 @@ absl::Status DecisionApplier::AfterBulkPrefill(EvictionDecision decision) {
   return ApplyDue();
 }
 
-absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* policy, absl::Span<const int> prompt,
-                                        const GenerateOptions& options, const std::function<bool(int)>& on_token) {
-  const ModelConfig& c = engine->config();
+int ContextRoom(const ModelConfig& model, int prompt_length) { return model.seq_len - prompt_length + 1; }
+
+absl::Status ValidateGenerateOptions(const GenerateOptions& options, const ModelConfig& c) {
+  if (absl::Status s = ValidateSampling(options.sampling); !s.ok()) return s;
+  if (options.max_new_tokens < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_tokens: must be >= 0, got ", options.max_new_tokens));
+  }
+  for (int id : options.stop_token_ids) {
+    if (id < 0 || id >= c.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("stop.stop_token_ids: id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
+    }
+  }
+  if (options.min_tokens < 0 || (options.max_new_tokens > 0 && options.min_tokens > options.max_new_tokens)) {
+    return absl::InvalidArgumentError(absl::StrCat("stop.min_tokens: must be in [0, max_tokens], got ",
+                                                   options.min_tokens));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status ValidatePrompt(const ModelConfig& c, absl::Span<const int> prompt, int max_new_tokens) {
   const int P = int(prompt.size());
   if (P == 0) return absl::InvalidArgumentError("prompt: empty (it needs at least the BOS token)");
-  if (options.max_new_tokens < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("max_tokens: must be >= 1, got ", options.max_new_tokens));
-  }
   for (int i = 0; i < P; ++i) {
     if (prompt[i] < 0 || prompt[i] >= c.vocab_size) {
       return absl::InvalidArgumentError(absl::StrCat("prompt: token id ", prompt[i], " at index ", i,
                                                      " is outside the vocabulary [0, ", c.vocab_size, ")"));
     }
   }
-  if (int64_t{P} + options.max_new_tokens - 1 > c.seq_len) {
-    return absl::InvalidArgumentError(absl::StrCat("prompt (", P, " tokens) + max_tokens (", options.max_new_tokens,
+  if (P > c.seq_len || max_new_tokens > ContextRoom(c, P)) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", P, " tokens) + max_tokens (", max_new_tokens,
                                                    ") exceeds the model's context of ", c.seq_len, " positions"));
   }
-  if (absl::Status s = ValidateSampling(options.sampling); !s.ok()) return s;
-  const int needed = RequiredCacheCapacity(policy, P, options.max_new_tokens, options.bulk_prefill);
+  return absl::OkStatus();
+}
+
+// The tokens that end a job (EOS, BOS, stop_token_ids): banned from sampling before min_tokens.
+std::vector<int> StopTokens(const GenerateOptions& options, const ModelConfig& c) {
+  std::vector<int> stops = options.stop_token_ids;
+  if (options.stop_on_eos) {
+    stops.push_back(c.eos_id);
+    stops.push_back(c.bos_id);
+  }
+  std::sort(stops.begin(), stops.end());
+  stops.erase(std::unique(stops.begin(), stops.end()), stops.end());
+  return stops;
+}
+
+}  // namespace
+
+absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* policy, absl::Span<const int> prompt,
+                                        const GenerateOptions& options, const GenerateCallbacks& callbacks) {
+  const ModelConfig& c = engine->config();
+  const int P = int(prompt.size());
+  if (absl::Status s = ValidateGenerateOptions(options, c); !s.ok()) return s;
+  if (absl::Status s = ValidatePrompt(c, prompt, options.max_new_tokens); !s.ok()) return s;
+  const bool until_full = options.max_new_tokens == 0;
+  const int max_new_tokens = until_full ? ContextRoom(c, P) : options.max_new_tokens;
+  const int needed = RequiredCacheCapacity(policy, P, max_new_tokens, options.bulk_prefill);
   if (engine->cache().capacity() < needed) {
     return absl::FailedPreconditionError(absl::StrCat("engine cache holds ", engine->cache().capacity(),
                                                       " entries per head; this job needs ", needed));
@@ -176,10 +217,14 @@ absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* po
   const bool bulk = options.bulk_prefill && policy != nullptr;
   const size_t heads = size_t(c.n_layers) * c.n_kv_heads;
   std::vector<float> prompt_attention(bulk ? heads * P * P : 0, 0.0f);
+  const std::vector<int> stop_tokens = StopTokens(options, c);
+  const std::vector<int> no_tokens;
 
   engine->Reset();
   Sampler sampler(options.sampling, c.vocab_size);
+  sampler.AddPrompt(prompt);
   GenerateResult result;
+  result.finish_reason = until_full ? FinishReason::kContextFull : FinishReason::kMaxTokens;
   DecisionApplier applier(engine, policy);
   const absl::Time start = absl::Now();
   absl::Time first_token_time = start;
@@ -209,20 +254,32 @@ absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* po
         ++step;
       }
     }
-    if (position < P - 1) continue;
-    next = sampler.Sample(engine->logits());
+    if (position < P - 1) {
+      if (callbacks.on_prompt_logits) callbacks.on_prompt_logits(position, engine->logits());
+      continue;
+    }
+    const int index = int(result.generated.size());
+    next = sampler.Sample(engine->logits(), index < options.min_tokens ? stop_tokens : no_tokens);
     result.generated.push_back(next);
-    if (result.generated.size() == 1) first_token_time = absl::Now();
-    const bool keep_going = on_token == nullptr || on_token(next);
-    if (!keep_going) {
+    if (index == 0) first_token_time = absl::Now();
+    const bool eos = options.stop_on_eos && (next == c.eos_id || next == c.bos_id);
+    const bool stop_token = std::find(options.stop_token_ids.begin(), options.stop_token_ids.end(), next) !=
+                            options.stop_token_ids.end();
+    const TokenVerdict verdict = callbacks.on_token ? callbacks.on_token({next, index, engine->logits(), eos || stop_token})
+                                                    : TokenVerdict::kContinue;
+    if (verdict == TokenVerdict::kCancel) {
       result.finish_reason = FinishReason::kCancelled;
       break;
     }
-    if (options.stop_on_eos && (next == c.eos_id || next == c.bos_id)) {
-      result.finish_reason = FinishReason::kEos;
+    if (verdict == TokenVerdict::kStopString) {
+      result.finish_reason = FinishReason::kStopString;
       break;
     }
-    if (int(result.generated.size()) == options.max_new_tokens) break;
+    if (eos || stop_token) {
+      result.finish_reason = eos ? FinishReason::kEos : FinishReason::kStopToken;
+      break;
+    }
+    if (int(result.generated.size()) == max_new_tokens) break;
   }
   const absl::Time end = absl::Now();
   result.evictions = applier.evictions();

@@ -79,13 +79,40 @@ class InProcessPolicy final : public EvictionPolicyClient {
 };
 
 struct GenerateOptions {
-  int max_new_tokens = 256;
+  int max_new_tokens = 256;  // 0: until a stop condition or until the context is full
   SamplingOptions sampling;
   bool stop_on_eos = true;  // stop when the model produces EOS or BOS (as run.c does for BOS)
+  std::vector<int> stop_token_ids;  // stop after generating any of these
+  // Before this many tokens, the stop tokens (EOS and BOS when stop_on_eos, stop_token_ids) cannot
+  // be sampled; a caller's stop strings should not match either (TokenEvent::index says when).
+  int min_tokens = 0;
   bool bulk_prefill = false;
 };
 
-enum class FinishReason { kMaxTokens, kEos, kCancelled };
+// INVALID_ARGUMENT naming the field for bad sampling options, stop token ids or min_tokens.
+absl::Status ValidateGenerateOptions(const GenerateOptions& options, const ModelConfig& model);
+
+enum class FinishReason { kMaxTokens, kEos, kStopToken, kStopString, kCancelled, kContextFull };
+
+// One generated token, as Generate hands it to its caller.
+struct TokenEvent {
+  int id = 0;
+  int index = 0;                     // 0 for the first generated token
+  absl::Span<const float> logits;    // the raw logits it was sampled from (valid during the call)
+  bool ends_job = false;             // an EOS or stop token: the job ends after it
+};
+
+// What the caller says after each generated token.
+enum class TokenVerdict { kContinue, kStopString, kCancel };
+
+struct GenerateCallbacks {
+  // Each generated token; kStopString ends the job with FinishReason::kStopString, kCancel with
+  // kCancelled. Null: always continue.
+  std::function<TokenVerdict(const TokenEvent&)> on_token;
+  // The logits at prompt position i (predicting prompt[i + 1]), for i in [0, P - 1), as the prompt
+  // runs through the engine (under the policy's evictions in per-token mode). Null: not called.
+  std::function<void(int position, absl::Span<const float> logits)> on_prompt_logits;
+};
 
 struct GenerateResult {
   std::vector<int> generated;  // sampled ids (the stop token included, as run.c prints up to it)
@@ -96,6 +123,10 @@ struct GenerateResult {
   double tokens_per_second = 0;  // generated tokens / time after the first token
   FinishReason finish_reason = FinishReason::kMaxTokens;
 };
+
+// The most tokens a prompt of `prompt_length` leaves room for: prompt + generated - 1 positions
+// (the last token is never forwarded) fit the context.
+int ContextRoom(const ModelConfig& model, int prompt_length);
 
 // Cache slots an engine needs for a policy and a sequence: budget + 1 (the new token), or the whole
 // sequence for a policy that never evicts; a bulk prefill holds the whole prompt first. A pipelined
@@ -128,11 +159,10 @@ class DecisionApplier {
   uint64_t evictions_ = 0;
 };
 
-// `on_token` sees each generated id; returning false cancels. `policy` may be null (full cache).
-// INVALID_ARGUMENT for an empty prompt, bad ids, or prompt + max_new_tokens beyond the context.
+// Runs the prompt and generates; `policy` may be null (full cache). INVALID_ARGUMENT for an empty
+// prompt, bad ids, bad options, or prompt + max_new_tokens beyond the context.
 absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* policy, absl::Span<const int> prompt,
-                                        const GenerateOptions& options,
-                                        const std::function<bool(int)>& on_token = nullptr);
+                                        const GenerateOptions& options, const GenerateCallbacks& callbacks = {});
 
 }  // namespace a2sf::worker
 

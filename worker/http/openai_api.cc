@@ -136,7 +136,7 @@ bool MapStop(const json& body, MappedRequest* out, ApiError* error) {
     if (!IsValidUtf8(s)) return Fail(error, "stop", "'stop' strings must be valid UTF-8");
     out->generate.mutable_stop()->add_stop_strings(s);
   }
-  out->stop = std::move(stops);
+  out->generate.mutable_stop()->set_include_stop_string(false);  // OpenAI's rule: the stop string is cut
   return true;
 }
 
@@ -155,21 +155,60 @@ bool MapSampling(const json& body, MappedRequest* out, ApiError* error) {
   int64_t n = 1;
   if (!Integer(body, "n", 1, 128, &n, error)) return false;
   if (n != 1) return Fail(error, "n", "only n=1 is supported");
+  double presence = 0, frequency = 0, min_p = 0, repetition = 1;
+  int64_t top_k = 0;
+  if (!Number(body, "presence_penalty", -2, 2, &presence, error) ||
+      !Number(body, "frequency_penalty", -2, 2, &frequency, error)) {
+    return false;
+  }
+  // vLLM's extra sampling fields, for users coming from it.
+  if (!Integer(body, "top_k", 0, INT32_MAX, &top_k, error) || !Number(body, "min_p", 0, 1, &min_p, error) ||
+      !Number(body, "repetition_penalty", 1e-6, 1e6, &repetition, error)) {
+    return false;
+  }
+  s->set_presence_penalty(presence);
+  s->set_frequency_penalty(frequency);
+  s->set_top_k(uint32_t(top_k));
+  s->set_min_p(min_p);
+  s->set_repetition_penalty(repetition);
   return true;
 }
 
-bool MapLogprobs(Endpoint endpoint, const json& body, ApiError* error) {
-  bool wanted = false;
-  if (endpoint == Endpoint::kChatCompletions) {
-    if (!Bool(body, "logprobs", &wanted, error)) return false;
-    int64_t top = 0;
-    if (!Integer(body, "top_logprobs", 0, 20, &top, error)) return false;
-  } else {
-    int64_t top = 0;
-    if (!Integer(body, "logprobs", 0, 5, &top, error)) return false;
-    wanted = Field(body, "logprobs") != nullptr;
+// vLLM's extra stop fields: min_tokens, stop_token_ids, ignore_eos.
+bool MapStopExtras(const json& body, MappedRequest* out, ApiError* error) {
+  v1::StopConditions* stop = out->generate.mutable_stop();
+  int64_t min_tokens = 0;
+  if (!Integer(body, "min_tokens", 0, UINT32_MAX, &min_tokens, error)) return false;
+  stop->set_min_tokens(uint32_t(min_tokens));
+  bool ignore_eos = false;
+  if (!Bool(body, "ignore_eos", &ignore_eos, error)) return false;
+  if (ignore_eos) stop->set_stop_on_eos(false);
+  if (const json* ids = Field(body, "stop_token_ids"); ids != nullptr) {
+    if (!ids->is_array()) return FailType(error, "stop_token_ids", "an array of token ids");
+    for (const json& id : *ids) {
+      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<uint64_t>() > UINT32_MAX) {
+        return FailType(error, "stop_token_ids", "an array of token ids");
+      }
+      stop->add_stop_token_ids(id.get<uint32_t>());
+    }
   }
-  if (wanted) return Fail(error, "logprobs", "'logprobs' is not supported by this worker");
+  return true;
+}
+
+// Completions: logprobs = n alternatives (0..5). Chat: logprobs = true, top_logprobs = n (0..20).
+bool MapLogprobs(Endpoint endpoint, const json& body, MappedRequest* out, ApiError* error) {
+  int64_t top = 0;
+  if (endpoint == Endpoint::kChatCompletions) {
+    if (!Bool(body, "logprobs", &out->logprobs, error)) return false;
+    if (!Integer(body, "top_logprobs", 0, 20, &top, error)) return false;
+    if (Field(body, "top_logprobs") != nullptr && !out->logprobs) {
+      return Fail(error, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    }
+  } else {
+    if (!Integer(body, "logprobs", 0, 5, &top, error)) return false;
+    out->logprobs = Field(body, "logprobs") != nullptr;
+  }
+  if (out->logprobs) out->generate.mutable_logprobs()->set_generated(uint32_t(top));
   return true;
 }
 
@@ -228,11 +267,9 @@ bool MapChatPrompt(const json& body, const ServedModel& model, MappedRequest* ou
   return true;
 }
 
-bool MapMaxTokens(Endpoint endpoint, const json& body, const ServedModel& model, MappedRequest* out,
-                  ApiError* error) {
-  // OpenAI's defaults: 16 for completions; the rest of the context for chat.
-  const int64_t prompt = out->generate.token_ids().ids_size();
-  int64_t max_tokens = endpoint == Endpoint::kCompletions ? 16 : std::max<int64_t>(1, model.context_tokens - prompt);
+bool MapMaxTokens(Endpoint endpoint, const json& body, MappedRequest* out, ApiError* error) {
+  // OpenAI's defaults: 16 for completions; for chat, until a stop or the context is full (0).
+  int64_t max_tokens = endpoint == Endpoint::kCompletions ? 16 : 0;
   const char* name = endpoint == Endpoint::kChatCompletions && Field(body, "max_completion_tokens") != nullptr
                          ? "max_completion_tokens"
                          : "max_tokens";
@@ -242,15 +279,6 @@ bool MapMaxTokens(Endpoint endpoint, const json& body, const ServedModel& model,
 }
 
 }  // namespace
-
-std::string DefaultModelId(const std::string& model_path) {
-  std::string path = model_path;
-  while (path.size() > 1 && path.back() == '/') path.pop_back();
-  std::string name = path.substr(path.find_last_of('/') + 1);
-  const size_t dot = name.find_last_of('.');
-  if (dot != std::string::npos && dot > 0) name.erase(dot);
-  return name.empty() ? "model" : name;
-}
 
 bool MapRequest(Endpoint endpoint, const json& body, const ServedModel& model, MappedRequest* out, ApiError* error) {
   if (!body.is_object()) return Fail(error, "", "the request body must be a JSON object");
@@ -269,9 +297,9 @@ bool MapRequest(Endpoint endpoint, const json& body, const ServedModel& model, M
   }
   const bool prompt_ok = endpoint == Endpoint::kCompletions ? MapCompletionPrompt(body, out, error)
                                                             : MapChatPrompt(body, model, out, error);
-  return prompt_ok && MapMaxTokens(endpoint, body, model, out, error) && MapSampling(body, out, error) &&
-         MapStop(body, out, error) && MapLogprobs(endpoint, body, error) && MapStreaming(body, out, error) &&
-         MapPolicy(body, out, error);
+  return prompt_ok && MapMaxTokens(endpoint, body, out, error) && MapSampling(body, out, error) &&
+         MapStop(body, out, error) && MapStopExtras(body, out, error) && MapLogprobs(endpoint, body, out, error) &&
+         MapStreaming(body, out, error) && MapPolicy(body, out, error);
 }
 
 namespace {
@@ -346,6 +374,7 @@ json FinishReason(v1::FinishReason reason) {
   switch (reason) {
     case v1::FINISH_REASON_EOS:
     case v1::FINISH_REASON_STOP_STRING:
+    case v1::FINISH_REASON_STOP_TOKEN:
       return "stop";
     case v1::FINISH_REASON_MAX_TOKENS:
     case v1::FINISH_REASON_CONTEXT_FULL:
@@ -355,38 +384,40 @@ json FinishReason(v1::FinishReason reason) {
   }
 }
 
-StopStringFilter::StopStringFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+namespace {
 
-std::string StopStringFilter::Push(const std::string& piece) {
-  if (stopped_) return "";
-  held_ += piece;
-  size_t cut = std::string::npos;
-  for (const std::string& s : stops_) cut = std::min(cut, held_.find(s));
-  if (cut != std::string::npos) {
-    stopped_ = true;
-    std::string out = held_.substr(0, cut);
-    held_.clear();
-    return out;
-  }
-  // Keep the longest tail that could still grow into a stop string.
-  size_t keep = 0;
-  for (const std::string& s : stops_) {
-    for (size_t n = std::min(s.size() - 1, held_.size()); n > keep; --n) {
-      if (held_.compare(held_.size() - n, n, s, 0, n) == 0) {
-        keep = n;
-        break;
-      }
-    }
-  }
-  std::string out = held_.substr(0, held_.size() - keep);
-  held_.erase(0, held_.size() - keep);
-  return out;
+json Bytes(const std::string& piece) {
+  json bytes = json::array();
+  for (unsigned char c : piece) bytes.push_back(int(c));
+  return bytes;
 }
 
-std::string StopStringFilter::Flush() {
-  std::string out = stopped_ ? "" : held_;
-  held_.clear();
-  return out;
+}  // namespace
+
+void AppendLogprobs(Endpoint endpoint, const v1::TokenLogprobs& token, size_t text_offset, json* logprobs) {
+  const std::string& piece = token.token().piece();
+  if (endpoint == Endpoint::kChatCompletions) {
+    if (logprobs->is_null()) *logprobs = {{"content", json::array()}};
+    json top = json::array();
+    for (const v1::TokenLogprob& alt : token.top()) {
+      top.push_back({{"token", alt.piece()}, {"logprob", alt.logprob()}, {"bytes", Bytes(alt.piece())}});
+    }
+    (*logprobs)["content"].push_back(
+        {{"token", piece}, {"logprob", token.token().logprob()}, {"bytes", Bytes(piece)}, {"top_logprobs", top}});
+    return;
+  }
+  if (logprobs->is_null()) {
+    *logprobs = {{"tokens", json::array()},
+                 {"token_logprobs", json::array()},
+                 {"top_logprobs", json::array()},
+                 {"text_offset", json::array()}};
+  }
+  json top = json::object();
+  for (const v1::TokenLogprob& alt : token.top()) top[alt.piece()] = alt.logprob();
+  (*logprobs)["tokens"].push_back(piece);
+  (*logprobs)["token_logprobs"].push_back(token.token().logprob());
+  (*logprobs)["top_logprobs"].push_back(top);
+  (*logprobs)["text_offset"].push_back(text_offset);
 }
 
 namespace {
@@ -403,9 +434,10 @@ json Usage(uint32_t prompt_tokens, uint32_t completion_tokens) {
           {"total_tokens", prompt_tokens + completion_tokens}};
 }
 
-json CompleteResponse(const ResponseHeader& h, const std::string& text, const json& finish_reason, const json& usage) {
+json CompleteResponse(const ResponseHeader& h, const std::string& text, const json& finish_reason, const json& usage,
+                      const json& logprobs) {
   const bool chat = h.endpoint == Endpoint::kChatCompletions;
-  json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", nullptr}};
+  json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", logprobs}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
@@ -417,9 +449,10 @@ json CompleteResponse(const ResponseHeader& h, const std::string& text, const js
   return response;
 }
 
-json StreamChunk(const ResponseHeader& h, const std::string& text, bool first, const json& finish_reason) {
+json StreamChunk(const ResponseHeader& h, const std::string& text, bool first, const json& finish_reason,
+                 const json& logprobs) {
   const bool chat = h.endpoint == Endpoint::kChatCompletions;
-  json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", nullptr}};
+  json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", logprobs}};
   if (chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";

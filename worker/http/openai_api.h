@@ -2,7 +2,8 @@
 // /v1/completions and /v1/chat/completions become a v1::GenerateRequest (chat messages through the
 // LLaMA-2 chat template), and the job's events become OpenAI responses and stream chunks. Pure
 // functions over values, no I/O: the HTTP server (openai_server.h) is the only caller besides tests.
-// Thread-safety: the functions are reentrant; StopStringFilter is one stream's state (not shared).
+// Stop strings are the worker's (StopConditions with include_stop_string false: cut and held back as
+// OpenAI does); this file only names them. Thread-safety: the functions are reentrant.
 #ifndef A2SF_WORKER_HTTP_OPENAI_API_H_
 #define A2SF_WORKER_HTTP_OPENAI_API_H_
 
@@ -35,19 +36,14 @@ enum class Endpoint { kCompletions, kChatCompletions };
 struct ServedModel {
   std::string id;                        // the `model` name clients must send
   const Tokenizer* tokenizer = nullptr;  // chat needs one (the template is tokenized here)
-  uint32_t context_tokens = 0;           // max_tokens defaults to what is left of the context
 };
-
-// The model name clients use by default: the model path's last component without its extension
-// ("/m/stories260K.bin" -> "stories260K", "/m/Llama-2-7b-hf/" -> "Llama-2-7b-hf").
-std::string DefaultModelId(const std::string& model_path);
 
 // One request, mapped.
 struct MappedRequest {
   v1::GenerateRequest generate;
   bool stream = false;
   bool include_usage = false;          // stream_options.include_usage
-  std::vector<std::string> stop;       // cut from the text, as OpenAI does (the gRPC API keeps them)
+  bool logprobs = false;               // report per-token logprobs (the count of alternatives is in generate)
   std::string model;
 };
 
@@ -67,23 +63,10 @@ bool ChatPromptIds(const nlohmann::json& messages, const Tokenizer& tokenizer, s
 // context), or null while running / when cancelled.
 nlohmann::json FinishReason(v1::FinishReason reason);
 
-// Holds back text that may be the start of a stop string and cuts the text at the first complete
-// one, so neither the stop string nor anything after it reaches the client; matches span pieces.
-class StopStringFilter {
- public:
-  explicit StopStringFilter(std::vector<std::string> stops);
-  // Appends `piece`; returns the text now safe to send. After a match, stopped() is true and later
-  // pieces return "".
-  std::string Push(const std::string& piece);
-  // The text held back at the end of the stream (nothing once stopped).
-  std::string Flush();
-  bool stopped() const { return stopped_; }
-
- private:
-  std::vector<std::string> stops_;
-  std::string held_;
-  bool stopped_ = false;
-};
+// Appends one generated token's logprobs to `logprobs` in the endpoint's format: completions'
+// {tokens, token_logprobs, top_logprobs, text_offset} (`text_offset`: the token's offset in the text),
+// chat's {content: [{token, logprob, bytes, top_logprobs}]}. A null `logprobs` becomes the object.
+void AppendLogprobs(Endpoint endpoint, const v1::TokenLogprobs& token, size_t text_offset, nlohmann::json* logprobs);
 
 // Response documents. `id` is the response id ("cmpl-..." / "chatcmpl-..."), `created` Unix seconds.
 struct ResponseHeader {
@@ -94,10 +77,11 @@ struct ResponseHeader {
 };
 nlohmann::json Usage(uint32_t prompt_tokens, uint32_t completion_tokens);
 nlohmann::json CompleteResponse(const ResponseHeader& header, const std::string& text,
-                                const nlohmann::json& finish_reason, const nlohmann::json& usage);
+                                const nlohmann::json& finish_reason, const nlohmann::json& usage,
+                                const nlohmann::json& logprobs = nullptr);
 // A stream chunk with one choice: `text` as the delta (chat: `first` adds role "assistant").
 nlohmann::json StreamChunk(const ResponseHeader& header, const std::string& text, bool first,
-                           const nlohmann::json& finish_reason);
+                           const nlohmann::json& finish_reason, const nlohmann::json& logprobs = nullptr);
 // The last chunk of a stream with include_usage: no choices, the usage.
 nlohmann::json UsageChunk(const ResponseHeader& header, const nlohmann::json& usage);
 nlohmann::json ModelList(const std::string& model_id, int64_t created);

@@ -10,7 +10,7 @@ namespace {
 
 using nlohmann::json;
 
-ServedModel Model(const Tokenizer* tokenizer = nullptr) { return {"stories260K", tokenizer, 512}; }
+ServedModel Model(const Tokenizer* tokenizer = nullptr) { return {"stories260K", tokenizer}; }
 
 // Maps `body`; on failure returns the error (http_status 0 on success).
 ApiError MapError(Endpoint endpoint, const json& body, MappedRequest* out = nullptr,
@@ -37,7 +37,6 @@ TEST(OpenAiApiTest, CompletionFieldsMapToTheGenerateRequest) {
   EXPECT_DOUBLE_EQ(m.generate.sampling().top_p(), 0.9);
   EXPECT_EQ(m.generate.sampling().seed(), 7u);
   ASSERT_EQ(m.generate.stop().stop_strings_size(), 2);
-  EXPECT_EQ(m.stop, (std::vector<std::string>{"\n", "END"}));
   EXPECT_TRUE(m.stream);
   EXPECT_TRUE(m.include_usage);
   EXPECT_EQ(m.generate.policy().name(), "a2sf");
@@ -103,7 +102,7 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
       {"kv_policy wrong type", with("kv_policy", {{"name", "a2sf"}, {"alpha", "high"}}), 400, "kv_policy"},
       {"kv_budget not object", with("kv_budget", 0.5), 400, "kv_budget"},
       {"user number", with("user", 5), 400, "user"},
-      {"logprobs (not served)", with("logprobs", 2), 400, "logprobs"},
+      {"logprobs as string", with("logprobs", "2"), 400, "logprobs"},
       {"two prompts", with("prompt", {"a", "b"}), 400, "prompt"},
       {"empty prompt", with("prompt", ""), 400, "prompt"},
       {"negative token id", with("prompt", {1, -2}), 400, "prompt"},
@@ -121,13 +120,6 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
   EXPECT_EQ(MapError(Endpoint::kCompletions, json::array({1, 2})).http_status, 400);
   EXPECT_EQ(MapError(Endpoint::kCompletions, {{"prompt", "x"}}).param, "model");
   EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}}).param, "prompt");
-}
-
-TEST(OpenAiApiTest, DefaultModelIdIsTheFileNameWithoutExtension) {
-  EXPECT_EQ(DefaultModelId("/m/stories260K.bin"), "stories260K");
-  EXPECT_EQ(DefaultModelId("/m/Llama-2-7b-hf/"), "Llama-2-7b-hf");
-  EXPECT_EQ(DefaultModelId("model"), "model");
-  EXPECT_EQ(DefaultModelId(""), "model");
 }
 
 TEST(OpenAiApiTest, ErrorBodyIsOpenAiShaped) {
@@ -157,31 +149,63 @@ TEST(OpenAiApiTest, FinishReasonsAreOpenAis) {
   EXPECT_TRUE(FinishReason(v1::FINISH_REASON_CANCELLED).is_null());
 }
 
-TEST(StopStringFilterTest, CutsAtAStopStringSpanningPieces) {
-  StopStringFilter f({"o w"});
-  EXPECT_EQ(f.Push("Hel"), "Hel");
-  EXPECT_EQ(f.Push("lo wo"), "l");
-  EXPECT_TRUE(f.stopped());
-  EXPECT_EQ(f.Push("rld"), "");
-  EXPECT_EQ(f.Flush(), "");
+TEST(OpenAiApiTest, LogprobsMapToTheWorkersOptionsAndBackToOpenAisShapes) {
+  MappedRequest m;
+  ASSERT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"logprobs", 3}}, &m).http_status,
+            0);
+  EXPECT_TRUE(m.logprobs);
+  EXPECT_EQ(m.generate.logprobs().generated(), 3u);
+  ASSERT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"logprobs", 0}}, &m).http_status,
+            0);
+  EXPECT_TRUE(m.generate.logprobs().has_generated());
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"logprobs", 6}}).param,
+            "logprobs");
+  EXPECT_EQ(MapError(Endpoint::kChatCompletions, {{"model", "stories260K"}, {"top_logprobs", 2}}).param, "messages");
+
+  v1::TokenLogprobs token;
+  token.mutable_token()->set_id(9);
+  token.mutable_token()->set_piece(" cat");
+  token.mutable_token()->set_logprob(-0.5f);
+  auto* alt = token.add_top();
+  alt->set_piece(" cat");
+  alt->set_logprob(-0.5f);
+  alt = token.add_top();
+  alt->set_piece(" dog");
+  alt->set_logprob(-1.25f);
+  json completion = nullptr;
+  AppendLogprobs(Endpoint::kCompletions, token, 7, &completion);
+  EXPECT_EQ(completion["tokens"], json({" cat"}));
+  EXPECT_EQ(completion["token_logprobs"], json({-0.5}));
+  EXPECT_EQ(completion["top_logprobs"][0][" dog"], -1.25);
+  EXPECT_EQ(completion["text_offset"], json({7}));
+  json chat = nullptr;
+  AppendLogprobs(Endpoint::kChatCompletions, token, 0, &chat);
+  EXPECT_EQ(chat["content"][0]["token"], " cat");
+  EXPECT_EQ(chat["content"][0]["bytes"], json({32, 99, 97, 116}));
+  EXPECT_EQ(chat["content"][0]["top_logprobs"][1]["logprob"], -1.25);
 }
 
-TEST(StopStringFilterTest, HoldsBackAPossibleStartAndReleasesItWhenItIsNot) {
-  StopStringFilter f({"END"});
-  EXPECT_EQ(f.Push("abcE"), "abc");
-  EXPECT_EQ(f.Push("N"), "");
-  EXPECT_EQ(f.Push("x"), "ENx");
-  EXPECT_EQ(f.Push("E"), "");
-  EXPECT_EQ(f.Flush(), "E");  // the stream ended: what was held is text after all
-  EXPECT_FALSE(f.stopped());
-}
-
-TEST(StopStringFilterTest, EarliestOfSeveralStopsWinsAndNoStopsPassEverything) {
-  StopStringFilter f({"cd", "b"});
-  EXPECT_EQ(f.Push("abcd"), "a");
-  StopStringFilter none({});
-  EXPECT_EQ(none.Push("abc"), "abc");
-  EXPECT_EQ(none.Flush(), "");
+TEST(OpenAiApiTest, StopStringsAreCutByTheWorkerAndVllmExtrasPassThrough) {
+  MappedRequest m;
+  const json body = {{"model", "stories260K"}, {"prompt", "x"},          {"stop", "END"},
+                     {"min_tokens", 4},        {"stop_token_ids", {2, 7}}, {"ignore_eos", true},
+                     {"top_k", 40},            {"min_p", 0.05},           {"repetition_penalty", 1.1},
+                     {"presence_penalty", 0.5}, {"frequency_penalty", -0.5}};
+  ASSERT_EQ(MapError(Endpoint::kCompletions, body, &m).http_status, 0);
+  EXPECT_FALSE(m.generate.stop().include_stop_string());  // OpenAI's rule
+  EXPECT_EQ(m.generate.stop().min_tokens(), 4u);
+  EXPECT_EQ(m.generate.stop().stop_token_ids_size(), 2);
+  EXPECT_FALSE(m.generate.stop().stop_on_eos());
+  EXPECT_EQ(m.generate.sampling().top_k(), 40u);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().min_p(), 0.05);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().repetition_penalty(), 1.1);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().presence_penalty(), 0.5);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().frequency_penalty(), -0.5);
+  EXPECT_TRUE(m.generate.sampling().has_seed() == false);  // unset: the worker draws and reports one
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"presence_penalty", 3}}).param,
+            "presence_penalty");
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"stop_token_ids", {-1}}}).param,
+            "stop_token_ids");
 }
 
 class ChatTemplateTest : public ::testing::Test {
@@ -246,7 +270,7 @@ TEST_F(ChatTemplateTest, ChatRequestDefaultsMaxTokensToTheRestOfTheContext) {
   MappedRequest m;
   const json body = {{"model", "stories260K"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}};
   ASSERT_EQ(MapError(Endpoint::kChatCompletions, body, &m, tokenizer_.get()).http_status, 0);
-  EXPECT_EQ(m.generate.max_tokens(), 512u - uint32_t(m.generate.token_ids().ids_size()));
+  EXPECT_EQ(m.generate.max_tokens(), 0u);  // the worker's "until a stop or the context is full"
   json with_max = body;
   with_max["max_completion_tokens"] = 9;
   ASSERT_EQ(MapError(Endpoint::kChatCompletions, with_max, &m, tokenizer_.get()).http_status, 0);

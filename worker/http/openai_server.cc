@@ -179,42 +179,52 @@ struct JobOutcome {
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
   json finish_reason = nullptr;
+  size_t text_bytes = 0;  // text produced so far (completions' logprobs text_offset)
 };
 
-// Runs one Generate call, handing each piece of text (stop strings already cut) to `on_text`, which
-// returns false when the client is gone. Returns the call's status (OK also when a stop string or the
-// client ended it early).
-grpc::Status RunJob(v1::Generation::Stub* stub, const MappedRequest& mapped, JobOutcome* outcome,
-                    const std::function<bool(const std::string&)>& on_text) {
+// Runs one Generate call, handing each event's text and logprobs (null unless asked for) to
+// `on_piece`, which returns false when the client is gone: the call is then cancelled, which cancels
+// the job. Returns the call's status (OK when the client ended it).
+grpc::Status RunJob(v1::Generation::Stub* stub, const MappedRequest& mapped, Endpoint endpoint, JobOutcome* outcome,
+                    const std::function<bool(const std::string&, const json&)>& on_piece) {
   grpc::ClientContext context;
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub->Generate(&context, mapped.generate);
-  StopStringFilter filter(mapped.stop);
   v1::GenerateResponse event;
-  bool ended_here = false;  // the adapter cancelled: a stop string matched or the client left
   while (reader->Read(&event)) {
     if (event.has_accepted()) {
       outcome->id = event.accepted().job_id();
       outcome->prompt_tokens = event.accepted().prompt_tokens();
     } else if (event.has_tokens()) {
-      outcome->completion_tokens += uint32_t(event.tokens().ids_size());
-      const std::string text = filter.Push(event.tokens().text());
-      if (filter.stopped()) outcome->finish_reason = "stop";
-      if ((!text.empty() && !on_text(text)) || filter.stopped()) {
-        ended_here = true;
+      json logprobs = nullptr;
+      size_t offset = outcome->text_bytes;
+      for (const v1::TokenLogprobs& token : event.tokens().logprobs()) {
+        AppendLogprobs(endpoint, token, offset, &logprobs);
+        offset += token.token().piece().size();
+      }
+      outcome->text_bytes += event.tokens().text().size();
+      if ((!event.tokens().text().empty() || !logprobs.is_null()) && !on_piece(event.tokens().text(), logprobs)) {
         context.TryCancel();
-        break;
+        reader->Finish();
+        return grpc::Status::OK;
       }
     } else if (event.has_finished()) {
       outcome->completion_tokens = event.finished().generated_tokens();
       outcome->finish_reason = FinishReason(event.finished().finish_reason());
     }
   }
-  if (!ended_here) {
-    const std::string tail = filter.Flush();
-    if (!tail.empty() && !on_text(tail)) ended_here = true;
+  return reader->Finish();
+}
+
+// Appends one piece's logprobs to the whole response's.
+void MergeLogprobs(const json& piece, json* whole) {
+  if (piece.is_null()) return;
+  if (whole->is_null()) {
+    *whole = piece;
+    return;
   }
-  grpc::Status status = reader->Finish();
-  return ended_here ? grpc::Status::OK : status;
+  for (auto& [key, values] : whole->items()) {
+    for (const json& v : piece[key]) values.push_back(v);
+  }
 }
 
 }  // namespace
@@ -238,14 +248,16 @@ void OpenAiServer::Generate(mg_connection* conn, Endpoint endpoint) {
   JobOutcome outcome;
   if (!mapped.stream) {
     std::string text;
-    grpc::Status status = RunJob(stub_.get(), mapped, &outcome, [&](const std::string& piece) {
+    json logprobs = nullptr;
+    grpc::Status status = RunJob(stub_.get(), mapped, endpoint, &outcome, [&](const std::string& piece, const json& lp) {
       text += piece;
+      MergeLogprobs(lp, &logprobs);
       return true;
     });
     if (!status.ok()) return SendError(conn, FromGrpc(status));
     header.id = prefix + outcome.id;
     SendJson(conn, 200, CompleteResponse(header, text, outcome.finish_reason,
-                                         Usage(outcome.prompt_tokens, outcome.completion_tokens)));
+                                         Usage(outcome.prompt_tokens, outcome.completion_tokens), logprobs));
     return;
   }
   // Streaming: headers go out with the first piece of text, so that a job the worker refuses is still
@@ -263,9 +275,9 @@ void OpenAiServer::Generate(mg_connection* conn, Endpoint endpoint) {
     }
     return !client_gone;
   };
-  grpc::Status status = RunJob(stub_.get(), mapped, &outcome, [&](const std::string& piece) {
+  grpc::Status status = RunJob(stub_.get(), mapped, endpoint, &outcome, [&](const std::string& piece, const json& lp) {
     if (!start()) return false;
-    client_gone = !SendEvent(conn, StreamChunk(header, piece, false, nullptr));
+    client_gone = !SendEvent(conn, StreamChunk(header, piece, false, nullptr, lp));
     return !client_gone;
   });
   if (client_gone) return;

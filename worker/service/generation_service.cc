@@ -1,5 +1,8 @@
 #include "worker/service/generation_service.h"
 
+#include <limits>
+
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "cachemgr/service/proto_convert.h"
 #include "common/log.h"
@@ -95,123 +98,204 @@ void GenerationService::Retire(const std::shared_ptr<Job>& job) {
   }
 }
 
+void GenerationService::Refuse(const std::shared_ptr<Job>& job) {
+  absl::MutexLock lock(&mutex_);
+  --running_;
+  jobs_.erase(job->id);
+  if (options_.metrics != nullptr) options_.metrics->Rejected();
+}
+
 namespace {
 
-v1::FinishReason ToProto(FinishReason reason) {
-  switch (reason) {
-    case FinishReason::kMaxTokens:
-      return v1::FINISH_REASON_MAX_TOKENS;
-    case FinishReason::kEos:
-      return v1::FINISH_REASON_EOS;
-    case FinishReason::kCancelled:
-      return v1::FINISH_REASON_CANCELLED;
+constexpr int kMaxStopTokenIds = 64;
+
+// The sampler's options from the request; an unset seed is drawn at random.
+SamplingOptions SamplingFromProto(const v1::Sampling& sampling) {
+  SamplingOptions out;
+  out.temperature = float(sampling.temperature());
+  out.top_p = sampling.top_p() == 0 ? 1.0f : float(sampling.top_p());
+  if (sampling.has_seed()) {
+    out.seed = sampling.seed();
+  } else {
+    absl::BitGen random;
+    out.seed = absl::Uniform<uint64_t>(random);
   }
-  return v1::FINISH_REASON_UNSPECIFIED;
+  out.top_k = int(std::min<uint32_t>(sampling.top_k(), uint32_t(std::numeric_limits<int>::max())));
+  out.min_p = float(sampling.min_p());
+  out.repetition_penalty = sampling.repetition_penalty() == 0 ? 1.0f : float(sampling.repetition_penalty());
+  out.presence_penalty = float(sampling.presence_penalty());
+  out.frequency_penalty = float(sampling.frequency_penalty());
+  return out;
 }
 
 }  // namespace
 
+absl::StatusOr<GenerationService::JobPlan> GenerationService::Plan(const v1::GenerateRequest& request) const {
+  const ModelConfig& c = options_.weights->config();
+  JobPlan plan;
+  absl::StatusOr<std::vector<int>> prompt = PromptIds(request);
+  if (!prompt.ok()) return prompt.status();
+  plan.prompt = std::move(*prompt);
+  const int room = ContextRoom(c, int(plan.prompt.size()));
+  if (request.max_tokens() > uint32_t(room)) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt (", plan.prompt.size(), " tokens) + max_tokens (",
+                                                   request.max_tokens(), ") exceeds the model's context of ", c.seq_len));
+  }
+  GenerateOptions& generate = plan.generate;
+  generate.max_new_tokens = int(request.max_tokens());
+  generate.sampling = SamplingFromProto(request.sampling());
+  const v1::StopConditions& stop = request.stop();
+  generate.stop_on_eos = !stop.has_stop_on_eos() || stop.stop_on_eos();
+  if (stop.stop_token_ids_size() > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(absl::StrCat("stop.stop_token_ids: at most ", kMaxStopTokenIds, " ids"));
+  }
+  for (uint32_t id : stop.stop_token_ids()) generate.stop_token_ids.push_back(int(std::min<uint32_t>(id, uint32_t(c.vocab_size))));
+  if (stop.min_tokens() > uint32_t(request.max_tokens() == 0 ? room : request.max_tokens())) {
+    return absl::InvalidArgumentError(absl::StrCat("stop.min_tokens: ", stop.min_tokens(),
+                                                   " is more than the job may generate"));
+  }
+  generate.min_tokens = int(stop.min_tokens());
+  generate.bulk_prefill = request.prefill() == v1::PREFILL_MODE_BULK;
+  if (absl::Status s = ValidateGenerateOptions(generate, c); !s.ok()) return s;
+
+  plan.stop.stop_strings.assign(stop.stop_strings().begin(), stop.stop_strings().end());
+  plan.stop.include_stop_string = !stop.has_include_stop_string() || stop.include_stop_string();
+  plan.stop.min_tokens = generate.min_tokens;
+  if (absl::Status s = ValidateStopStrings(plan.stop.stop_strings); !s.ok()) return s;
+  if (!plan.stop.stop_strings.empty() && options_.tokenizer == nullptr) {
+    return absl::FailedPreconditionError("stop.stop_strings: this worker has no tokenizer to decode text with");
+  }
+  absl::StatusOr<LogprobsRequest> logprobs = LogprobsFromProto(request.logprobs());
+  if (!logprobs.ok()) return logprobs.status();
+  plan.logprobs = *logprobs;
+
+  // Budget: unset = the whole sequence; a ratio refers to prompt + max_tokens unless told otherwise.
+  const uint32_t sequence = uint32_t(plan.prompt.size()) + uint32_t(generate.max_new_tokens == 0 ? room : generate.max_new_tokens);
+  plan.budget = request.budget();
+  if (plan.budget.kind_case() == v1::Budget::KIND_NOT_SET) {
+    plan.budget.set_tokens(std::min<uint32_t>(sequence, uint32_t(c.seq_len)));
+  } else if (plan.budget.kind_case() == v1::Budget::kRatio && plan.budget.reference_length() == 0) {
+    plan.budget.set_reference_length(sequence);
+  }
+  return plan;
+}
+
+absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> GenerationService::OpenPolicy(const v1::GenerateRequest& request,
+                                                                                    const v1::Budget& budget,
+                                                                                    const std::string& job_id) const {
+  const ModelConfig& c = options_.weights->config();
+  if (options_.cache_manager != nullptr) {
+    absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
+        RemotePolicy::Open(options_.cache_manager, c, request.has_policy() ? &request.policy() : nullptr, budget,
+                           {options_.score_encoding, absl::StrCat(options_.worker_name, "/", job_id),
+                            options_.cache_manager_wait, options_.decision_lag, options_.shared_memory});
+    if (!remote.ok()) {
+      if (remote.status().code() == absl::StatusCode::kUnavailable ||
+          remote.status().code() == absl::StatusCode::kDeadlineExceeded) {
+        return absl::UnavailableError(absl::StrCat("cache manager unreachable: ", remote.status().message()));
+      }
+      return remote.status();
+    }
+    return std::unique_ptr<EvictionPolicyClient>(std::move(*remote));
+  }
+  absl::StatusOr<cachemgr::BudgetSpec> spec_budget = cachemgr::FromProto(budget);
+  if (!spec_budget.ok()) return spec_budget.status();
+  absl::StatusOr<std::unique_ptr<InProcessPolicy>> local = InProcessPolicy::Create(
+      c, cachemgr::FromProto(request.has_policy() ? request.policy() : options_.default_policy), *spec_budget,
+      options_.decision_lag);
+  if (!local.ok()) return local.status();
+  return std::unique_ptr<EvictionPolicyClient>(std::move(*local));
+}
+
+v1::JobStats GenerationService::AcceptedStats(const Job& job, const JobPlan& plan, EvictionPolicyClient* policy) const {
+  v1::JobStats stats;
+  stats.set_job_id(job.id);
+  stats.set_prompt_tokens(uint32_t(plan.prompt.size()));
+  stats.set_policy_location(options_.cache_manager != nullptr ? v1::POLICY_LOCATION_REMOTE
+                                                              : v1::POLICY_LOCATION_IN_PROCESS);
+  stats.set_budget_tokens(policy->budget_tokens());
+  stats.set_worker(options_.worker_name);
+  stats.set_decision_lag(policy->decision_lag());
+  stats.set_seed(plan.generate.sampling.seed);
+  const RemotePolicy* remote = dynamic_cast<RemotePolicy*>(policy);
+  if (auto* fallback = dynamic_cast<FallbackPolicy*>(policy)) remote = fallback->remote();
+  if (remote != nullptr) {
+    *stats.mutable_policy() = remote->policy();
+    stats.set_shared_memory(remote->uses_shared_memory());
+    stats.set_session_id(remote->session_id());
+  } else if (auto* local = dynamic_cast<InProcessPolicy*>(policy)) {
+    *stats.mutable_policy() = cachemgr::ToProto(local->session().policy);
+  }
+  return stats;
+}
+
+absl::StatusOr<GenerateResult> GenerationService::Run(Job* job, const JobPlan& plan, Engine* engine,
+                                                      EvictionPolicyClient* policy, JobOutput* output,
+                                                      JobMetrics* job_metrics, grpc::ServerContext* context,
+                                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  v1::GenerateResponse response;
+  GenerateCallbacks callbacks;
+  if (output->wants_prompt_logprobs()) {
+    callbacks.on_prompt_logits = [&](int position, absl::Span<const float> logits) {
+      output->OnPromptLogits(position, logits);
+    };
+  }
+  callbacks.on_token = [&](const TokenEvent& event) {
+    if (event.index == 0 && output->wants_prompt_logprobs()) {
+      response.Clear();
+      *response.mutable_prompt_logprobs() = output->prompt_logprobs();
+      if (!writer->Write(response)) return TokenVerdict::kCancel;
+    }
+    response.Clear();
+    const TokenVerdict verdict = output->OnToken(event, response.mutable_tokens());
+    ++tokens_generated_;
+    job_metrics->Token(engine->cache().bytes_held());
+    if (!writer->Write(response)) return TokenVerdict::kCancel;  // the client went away
+    if (job->cancel.load() || context->IsCancelled()) return TokenVerdict::kCancel;
+    return verdict;
+  };
+  return worker::Generate(engine, policy, plan.prompt, plan.generate, callbacks);
+}
+
 grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
   const ModelConfig& c = options_.weights->config();
-  absl::StatusOr<std::vector<int>> prompt = PromptIds(*request);
-  if (!prompt.ok()) return cachemgr::ToGrpc(prompt.status());
-  if (request->max_tokens() == 0) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "max_tokens: must be >= 1");
-  if (uint64_t{prompt->size()} + request->max_tokens() - 1 > uint64_t(c.seq_len)) {
-    return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                        absl::StrCat("prompt (", prompt->size(), " tokens) + max_tokens (", request->max_tokens(),
-                                     ") exceeds the model's context of ", c.seq_len));
-  }
-  GenerateOptions generate;
-  generate.max_new_tokens = int(request->max_tokens());
-  generate.sampling.temperature = float(request->sampling().temperature());
-  generate.sampling.top_p = request->sampling().top_p() == 0 ? 1.0f : float(request->sampling().top_p());
-  generate.sampling.seed = request->sampling().seed();
-  generate.stop_on_eos = !request->stop().has_stop_on_eos() || request->stop().stop_on_eos();
-  generate.bulk_prefill = request->prefill() == v1::PREFILL_MODE_BULK;
-  if (absl::Status s = ValidateSampling(generate.sampling); !s.ok()) return cachemgr::ToGrpc(s);
-
-  // Budget: unset = the whole sequence; a ratio refers to prompt + max_tokens unless told otherwise.
-  const uint32_t sequence = uint32_t(prompt->size() + request->max_tokens());
-  v1::Budget budget = request->budget();
-  if (budget.kind_case() == v1::Budget::KIND_NOT_SET) {
-    budget.set_tokens(std::min<uint32_t>(sequence, uint32_t(c.seq_len)));
-  } else if (budget.kind_case() == v1::Budget::kRatio && budget.reference_length() == 0) {
-    budget.set_reference_length(sequence);
-  }
+  absl::StatusOr<JobPlan> plan = Plan(*request);
+  if (!plan.ok()) return cachemgr::ToGrpc(plan.status());
   absl::Status status;
   std::shared_ptr<Job> job = Register(request->job_id(), &status);
   if (job == nullptr) return cachemgr::ToGrpc(status);
   const absl::Time started = absl::Now();
   JobMetrics job_metrics(options_.metrics);
 
-  std::unique_ptr<EvictionPolicyClient> policy;
-  v1::PolicyLocation location = v1::POLICY_LOCATION_IN_PROCESS;
-  if (options_.cache_manager != nullptr) {
-    absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
-        RemotePolicy::Open(options_.cache_manager, c, request->has_policy() ? &request->policy() : nullptr, budget,
-                           {options_.score_encoding, absl::StrCat(options_.worker_name, "/", job->id),
-                            options_.cache_manager_wait, options_.decision_lag, options_.shared_memory});
-    if (!remote.ok()) {
-      Retire(job);
-      if (remote.status().code() == absl::StatusCode::kUnavailable ||
-          remote.status().code() == absl::StatusCode::kDeadlineExceeded) {
-        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            absl::StrCat("cache manager unreachable: ", remote.status().message()));
-      }
-      return cachemgr::ToGrpc(remote.status());
-    }
-    policy = std::move(*remote);
-    location = v1::POLICY_LOCATION_REMOTE;
-  } else {
-    absl::StatusOr<cachemgr::BudgetSpec> spec_budget = cachemgr::FromProto(budget);
-    absl::StatusOr<std::unique_ptr<InProcessPolicy>> local =
-        spec_budget.ok() ? InProcessPolicy::Create(c, cachemgr::FromProto(request->has_policy() ? request->policy()
-                                                                                              : options_.default_policy),
-                                                   *spec_budget, options_.decision_lag)
-                         : absl::StatusOr<std::unique_ptr<InProcessPolicy>>(spec_budget.status());
-    if (!local.ok()) {
-      Retire(job);
-      return cachemgr::ToGrpc(local.status());
-    }
-    policy = std::move(*local);
+  // Refused before it starts (policy, budget, cache manager, engine): not a job (see ListJobs).
+  absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> policy = OpenPolicy(*request, plan->budget, job->id);
+  if (!policy.ok()) {
+    Refuse(job);
+    return cachemgr::ToGrpc(policy.status());
   }
-
   EngineOptions engine_options;
   engine_options.threads = options_.threads_per_job;
   engine_options.device = options_.device;
+  const int max_new_tokens = plan->generate.max_new_tokens == 0 ? ContextRoom(c, int(plan->prompt.size()))
+                                                                 : plan->generate.max_new_tokens;
   engine_options.cache_capacity = std::min(
-      c.seq_len, std::max(1, RequiredCacheCapacity(policy.get(), int(prompt->size()), generate.max_new_tokens,
-                                                   generate.bulk_prefill)));
+      c.seq_len, std::max(1, RequiredCacheCapacity(policy->get(), int(plan->prompt.size()), max_new_tokens,
+                                                   plan->generate.bulk_prefill)));
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.weights, engine_options);
   if (!engine.ok()) {
-    Retire(job);
+    Refuse(job);
     return cachemgr::ToGrpc(engine.status());
   }
   FallbackPolicy* fallback = nullptr;
-  if (options_.fallback_in_process && location == v1::POLICY_LOCATION_REMOTE) {
+  if (options_.fallback_in_process && options_.cache_manager != nullptr) {
     auto wrapped = std::make_unique<FallbackPolicy>(
-        std::unique_ptr<RemotePolicy>(static_cast<RemotePolicy*>(policy.release())), engine->get());
+        std::unique_ptr<RemotePolicy>(static_cast<RemotePolicy*>(policy->release())), engine->get());
     fallback = wrapped.get();
-    policy = std::move(wrapped);
+    *policy = std::move(wrapped);
   }
 
-  v1::JobStats stats;
-  stats.set_job_id(job->id);
-  stats.set_prompt_tokens(uint32_t(prompt->size()));
-  stats.set_policy_location(location);
-  stats.set_budget_tokens(policy->budget_tokens());
-  stats.set_worker(options_.worker_name);
-  stats.set_decision_lag(policy->decision_lag());
-  if (fallback != nullptr) {
-    *stats.mutable_policy() = fallback->remote()->policy();
-    stats.set_shared_memory(fallback->remote()->uses_shared_memory());
-  } else if (auto* remote = dynamic_cast<RemotePolicy*>(policy.get())) {
-    *stats.mutable_policy() = remote->policy();
-    stats.set_shared_memory(remote->uses_shared_memory());
-  } else if (auto* local = dynamic_cast<InProcessPolicy*>(policy.get())) {
-    *stats.mutable_policy() = cachemgr::ToProto(local->session().policy);
-  }
+  v1::JobStats stats = AcceptedStats(*job, *plan, policy->get());
   {
     absl::MutexLock lock(&job->mutex);
     *job->status.mutable_stats() = stats;
@@ -222,47 +306,13 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   *accepted.mutable_accepted() = stats;
   writer->Write(accepted);
 
-  Utf8StreamDecoder utf8;
-  int previous = prompt->back();
-  v1::GenerateResponse chunk;
-  auto on_token = [&](int token) {
-    chunk.Clear();
-    chunk.mutable_tokens()->add_ids(uint32_t(token));
-    if (options_.tokenizer != nullptr && token != c.bos_id && token != c.eos_id) {
-      chunk.mutable_tokens()->set_text(utf8.Push(options_.tokenizer->DecodePiece(previous, token)));
-    }
-    previous = token;
-    ++tokens_generated_;
-    job_metrics.Token((*engine)->cache().bytes_held());
-    if (!writer->Write(chunk)) return false;  // the client went away
-    return !job->cancel.load() && !context->IsCancelled();
-  };
-  absl::StatusOr<GenerateResult> result = worker::Generate(engine->get(), policy.get(), *prompt, generate, on_token);
+  JobOutput output(options_.tokenizer, plan->prompt, plan->stop, plan->logprobs);
+  absl::StatusOr<GenerateResult> result =
+      Run(job.get(), *plan, engine->get(), policy->get(), &output, &job_metrics, context, writer);
   if (fallback != nullptr && fallback->fell_back()) stats.set_policy_location(v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
-  policy.reset();  // closes a remote session now rather than at the end of the call
-  if (!result.ok()) {
-    {
-      absl::MutexLock lock(&job->mutex);
-      job->status.set_state(v1::JOB_STATE_FAILED);
-      job->status.set_error(std::string(result.status().message()));
-    }
-    Retire(job);
-    A2SF_LOG(WARNING) << "job " << job->id << " failed: " << result.status();
-    if (location == v1::POLICY_LOCATION_REMOTE && IsTransportFailure(result.status())) {
-      // However the connection broke (reset, shutdown, deadline), the job failed for one reason.
-      return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                          absl::StrCat("cache manager lost mid-job: ", result.status().message()));
-    }
-    return cachemgr::ToGrpc(result.status());
-  }
-  stats.set_generated_tokens(uint32_t(result->generated.size()));
-  stats.set_evictions(result->evictions);
-  stats.set_kv_bytes_held(result->kv_bytes_held);
-  stats.set_kv_bytes_peak(result->kv_bytes_peak);
-  stats.set_kv_bytes_full_cache(uint64_t(prompt->size() + result->generated.size() - 1) * c.n_layers * c.kv_dim() * 2 * 4);
-  stats.set_time_to_first_token_ms(result->time_to_first_token_ms);
-  stats.set_tokens_per_second(result->tokens_per_second);
-  stats.set_finish_reason(ToProto(result->finish_reason));
+  policy->reset();  // closes a remote session now rather than at the end of the call
+  if (!result.ok()) return Failed(job, result.status());
+  SetResultStats(c, plan->prompt.size(), *result, output.stop_string(), &stats);
   job_metrics.Finished(stats);
   {
     absl::MutexLock lock(&job->mutex);
@@ -271,10 +321,9 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
                                                                           : v1::JOB_STATE_FINISHED);
   }
   Retire(job);
-  const std::string tail = utf8.Flush();
   v1::GenerateResponse finished;
-  if (!tail.empty()) {
-    finished.mutable_tokens()->set_text(tail);
+  if (std::string tail = output.Finish(); !tail.empty()) {
+    finished.mutable_tokens()->set_text(std::move(tail));
     writer->Write(finished);
     finished.Clear();
   }
@@ -283,6 +332,21 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   A2SF_LOG(DEBUG) << "job " << job->id << ": " << result->generated.size() << " tokens in "
                   << absl::ToDoubleMilliseconds(absl::Now() - started) << " ms";
   return grpc::Status::OK;
+}
+
+grpc::Status GenerationService::Failed(const std::shared_ptr<Job>& job, const absl::Status& error) {
+  {
+    absl::MutexLock lock(&job->mutex);
+    job->status.set_state(v1::JOB_STATE_FAILED);
+    job->status.set_error(std::string(error.message()));
+  }
+  Retire(job);
+  A2SF_LOG(WARNING) << "job " << job->id << " failed: " << error;
+  if (options_.cache_manager != nullptr && IsTransportFailure(error)) {
+    // However the connection broke (reset, shutdown, deadline), the job failed for one reason.
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE, absl::StrCat("cache manager lost mid-job: ", error.message()));
+  }
+  return cachemgr::ToGrpc(error);
 }
 
 std::shared_ptr<GenerationService::Job> GenerationService::FindJob(const std::string& id) {
@@ -320,6 +384,61 @@ grpc::Status GenerationService::ListJobs(grpc::ServerContext*, const v1::ListJob
     absl::MutexLock lock(&job->mutex);
     *response->add_jobs() = job->status;
   }
+  return grpc::Status::OK;
+}
+
+namespace {
+
+// LLaMA-2 chat's prompt format, as Hugging Face's tokenizer_config.json states it (Jinja): a system
+// message folded into the first user turn inside <<SYS>>, each user turn in [INST] ... [/INST], each
+// answer closed by EOS.
+constexpr char kLlama2ChatTemplate[] =
+    "{% if messages[0]['role'] == 'system' %}{% set system = messages[0]['content'] %}"
+    "{% set messages = messages[1:] %}{% else %}{% set system = false %}{% endif %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}"
+    "{% if loop.first and system %}{% set content = '<<SYS>>\\n' + system + '\\n<</SYS>>\\n\\n' + message['content'] %}"
+    "{% else %}{% set content = message['content'] %}{% endif %}"
+    "{{ bos_token + '[INST] ' + content | trim + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' ' + message['content'] | trim + ' ' + eos_token }}{% endif %}"
+    "{% endfor %}";
+
+// Weights of a LLaMA-2 model of this shape: embedding, per layer two norms, q, k, v, o and the three
+// FFN matrices, the final norm, and the classifier unless it shares the embedding.
+uint64_t ParameterCount(const ModelConfig& c) {
+  const uint64_t dim = uint64_t(c.dim);
+  const uint64_t per_layer = 2 * dim + dim * c.q_dim() + 2 * dim * c.kv_dim() + uint64_t(c.q_dim()) * dim +
+                             3 * dim * c.hidden_dim;
+  return uint64_t(c.vocab_size) * dim * (c.shared_classifier ? 1 : 2) + per_layer * c.n_layers + dim;
+}
+
+}  // namespace
+
+grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::GetModelInfoRequest*,
+                                             v1::ModelInfo* response) {
+  const ModelConfig& c = options_.weights->config();
+  response->set_name(options_.model_name);
+  response->set_context_length(uint32_t(c.seq_len));
+  response->set_vocab_size(uint32_t(c.vocab_size));
+  response->set_dim(uint32_t(c.dim));
+  response->set_hidden_dim(uint32_t(c.hidden_dim));
+  response->set_num_layers(uint32_t(c.n_layers));
+  response->set_num_heads(uint32_t(c.n_heads));
+  response->set_num_kv_heads(uint32_t(c.n_kv_heads));
+  response->set_head_dim(uint32_t(c.head_dim));
+  response->set_rope_theta(c.rope_theta);
+  response->set_bos_id(uint32_t(c.bos_id));
+  response->set_eos_id(uint32_t(c.eos_id));
+  response->set_weight_format(options_.weights->format());
+  response->set_parameters(ParameterCount(c));
+  if (options_.tokenizer != nullptr) response->set_tokenizer(options_.tokenizer->kind());
+  response->set_chat_template(kLlama2ChatTemplate);
+  response->set_device(options_.device == EngineDevice::kCuda ? "cuda" : "cpu");
+  *response->mutable_default_policy() = options_.default_policy;
+  response->set_decision_lag(options_.decision_lag);
+  response->set_max_jobs(uint32_t(options_.max_jobs));
+  response->set_worker(options_.worker_name);
+  response->set_remote_policies(options_.cache_manager != nullptr);
   return grpc::Status::OK;
 }
 

@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "worker/model/model.h"
 #include "worker/service/fallback_policy.h"
+#include "worker/service/job_output.h"
 #include "worker/service/remote_policy.h"
 #include "worker/service/worker_metrics.h"
 #include "worker/tokenizer/tokenizer.h"
@@ -43,6 +44,7 @@ struct WorkerOptions {
   EngineDevice device = EngineDevice::kCpu;  // kCuda: every job's engine on the GPU
   int max_jobs = 16;
   std::string worker_name = "worker";
+  std::string model_name = "model";  // GetModelInfo's name (and the HTTP API's model id)
   size_t finished_jobs_kept = 256;
   WorkerMetrics* metrics = nullptr;  // optional
 };
@@ -59,15 +61,39 @@ class GenerationService final : public v1::Generation::Service {
                       v1::JobStatus* response) override;
   grpc::Status ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest* request,
                         v1::ListJobsResponse* response) override;
+  grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
+                            v1::ModelInfo* response) override;
 
   int running_jobs() const { return running_.load(); }
   uint64_t tokens_generated() const { return tokens_generated_.load(); }
 
  private:
   struct Job;
+  // A validated request: what Generate runs.
+  struct JobPlan {
+    std::vector<int> prompt;
+    GenerateOptions generate;
+    StopStringOptions stop;
+    LogprobsRequest logprobs;
+    v1::Budget budget;  // resolved: never unset, a ratio with its reference length
+  };
+  absl::StatusOr<JobPlan> Plan(const v1::GenerateRequest& request) const;
   absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
+  // The job's policy: in the cache manager (UNAVAILABLE when unreachable) or in-process.
+  absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> OpenPolicy(const v1::GenerateRequest& request,
+                                                                   const v1::Budget& budget,
+                                                                   const std::string& job_id) const;
+  v1::JobStats AcceptedStats(const Job& job, const JobPlan& plan, EvictionPolicyClient* policy) const;
+  // Generates, streaming each token (and the prompt logprobs first) to `writer`.
+  absl::StatusOr<GenerateResult> Run(Job* job, const JobPlan& plan, Engine* engine, EvictionPolicyClient* policy,
+                                     JobOutput* output, JobMetrics* job_metrics, grpc::ServerContext* context,
+                                     grpc::ServerWriter<v1::GenerateResponse>* writer);
   std::shared_ptr<Job> Register(const std::string& requested_id, absl::Status* status);
+  // A job that ran to its end (finished, cancelled or failed): kept for GetJob and ListJobs.
   void Retire(const std::shared_ptr<Job>& job);
+  // A job refused before it started: forgotten, counted as "rejected".
+  void Refuse(const std::shared_ptr<Job>& job);
+  grpc::Status Failed(const std::shared_ptr<Job>& job, const absl::Status& error);
   std::shared_ptr<Job> FindJob(const std::string& id);  // null when unknown
 
   const WorkerOptions options_;

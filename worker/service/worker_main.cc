@@ -6,6 +6,7 @@
 
 #include <csignal>
 
+#include "common/cli.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -21,6 +22,8 @@
 #include "worker/service/generation_service.h"
 
 ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");
+ABSL_FLAG(std::string, model_name, "",
+          "the model's name in GetModelInfo, the HTTP API and metrics labels (default: --model's file or folder name)");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer.bin or tokenizer.model (optional: token-id prompts only without)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50052", "comma-separated host:port addresses");
 ABSL_FLAG(bool, plaintext, false, "serve without TLS (must be chosen explicitly)");
@@ -53,20 +56,17 @@ ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP h
 ABSL_FLAG(std::string, http_listen, "",
           "serve the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /health) here, "
           "e.g. 127.0.0.1:8000, with the gRPC port's TLS options (empty: off)");
-ABSL_FLAG(std::string, served_model_name, "", "model name in the HTTP API (default: --model's file name without extension)");
 ABSL_FLAG(int, max_streams_per_connection, 64, "concurrent calls one client connection may hold (0: gRPC's default)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving");
 
-// The model's name in the HTTP API and in metrics labels.
-static std::string ModelId() {
-  return absl::GetFlag(FLAGS_served_model_name).empty() ? a2sf::worker::http::DefaultModelId(absl::GetFlag(FLAGS_model))
-                                                        : absl::GetFlag(FLAGS_served_model_name);
-}
-
 int main(int argc, char** argv) {
   using namespace a2sf;
-  absl::SetProgramUsageMessage("A2SF worker: LLaMA-2 generation with a policy-evicted KV cache.");
-  absl::ParseCommandLine(argc, argv);
+  ParseCommandLine(argc, argv,
+                   {"a2sf-worker",
+                    "the A2SF worker: serves LLaMA-2 generation (gRPC Generation API) with a policy-evicted KV "
+                    "cache.\n  a2sf-worker --model=stories260K.bin --tokenizer=tok512.bin --listen=127.0.0.1:50052 "
+                    "--plaintext [--cachemgr=unix:/run/a2sf/cachemgr.sock]",
+                    {}});
   if (absl::GetFlag(FLAGS_model).empty()) {
     A2SF_LOG(ERROR) << "--model is required";
     return 2;
@@ -88,6 +88,11 @@ int main(int argc, char** argv) {
   worker::WorkerOptions options;
   options.weights = weights->get();
   options.tokenizer = tokenizer.get();
+  options.model_name = absl::GetFlag(FLAGS_model_name);
+  if (options.model_name.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(absl::GetFlag(FLAGS_model), '/', absl::SkipEmpty());
+    options.model_name = parts.empty() ? "model" : parts.back();
+  }
   options.threads_per_job = absl::GetFlag(FLAGS_threads);
   absl::StatusOr<worker::EngineDevice> device = worker::ParseEngineDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) {
@@ -151,7 +156,7 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<worker::WorkerMetrics> metrics;
   if (*metrics_server != nullptr) {
-    metrics = std::make_unique<worker::WorkerMetrics>(&(*metrics_server)->registry(), ModelId(),
+    metrics = std::make_unique<worker::WorkerMetrics>(&(*metrics_server)->registry(), options.model_name,
                                                       absl::GetFlag(FLAGS_device));
     options.metrics = metrics.get();
   }
@@ -173,7 +178,7 @@ int main(int argc, char** argv) {
   http_options.plaintext = server_options.plaintext;
   http_options.tls = server_options.tls;
   auto http = worker::http::OpenAiServer::StartIfAsked(
-      http_options, {ModelId(), tokenizer.get(), uint32_t((*weights)->config().seq_len)},
+      http_options, {options.model_name, tokenizer.get()},
       (*server)->server()->InProcessChannel(grpc::ChannelArguments()));
   if (!http.ok()) {
     A2SF_LOG(ERROR) << http.status().message();

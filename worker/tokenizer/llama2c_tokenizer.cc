@@ -20,6 +20,7 @@ class Llama2cTokenizer final : public Tokenizer {
       : vocab_(std::move(vocab)), scores_(std::move(scores)) {
     for (size_t i = 0; i < vocab_.size(); ++i) lookup_.emplace(vocab_[i], static_cast<int>(i));
   }
+  const char* kind() const override { return "llama2.c"; }
   int vocab_size() const override { return static_cast<int>(vocab_.size()); }
   int bos_id() const override { return 1; }
   int eos_id() const override { return 2; }

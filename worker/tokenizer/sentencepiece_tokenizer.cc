@@ -11,6 +11,7 @@ class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(std::unique_ptr<SentencePieceModel> processor)
       : processor_(std::move(processor)) {}
+  const char* kind() const override { return "sentencepiece"; }
   int vocab_size() const override { return processor_->piece_size(); }
   int bos_id() const override { return processor_->bos_id(); }
   int eos_id() const override { return processor_->eos_id(); }

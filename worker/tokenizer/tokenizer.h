@@ -18,6 +18,8 @@ class Tokenizer {
   virtual int vocab_size() const = 0;
   virtual int bos_id() const = 0;
   virtual int eos_id() const = 0;
+  // The file format: "llama2.c" (tokenizer.bin) or "sentencepiece" (tokenizer.model).
+  virtual const char* kind() const = 0;
   // Encodes UTF-8 text (INVALID_ARGUMENT for invalid UTF-8), with BOS first when `add_bos`.
   virtual absl::StatusOr<std::vector<int>> Encode(const std::string& text, bool add_bos) const = 0;
   // The bytes token `token` adds to the text after `previous` (may be part of a UTF-8 character).

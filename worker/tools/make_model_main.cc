@@ -3,6 +3,7 @@
 //   a2sf-make-model --shape=llama2-7b --layers=2 --out=/tmp/llama2-7b-2layers.bin
 #include <iostream>
 
+#include "common/cli.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -14,8 +15,8 @@ ABSL_FLAG(uint64_t, seed, 1, "random seed");
 ABSL_FLAG(std::string, out, "", "output path");
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Writes a random-weight llama2.c checkpoint of a LLaMA shape.");
-  absl::ParseCommandLine(argc, argv);
+  a2sf::ParseCommandLine(argc, argv,
+                         {"a2sf-make-model", "writes a random-weight llama2.c checkpoint of a LLaMA shape.", {}});
   if (absl::GetFlag(FLAGS_out).empty()) {
     std::cerr << "a2sf-make-model: --out is required\n";
     return 2;

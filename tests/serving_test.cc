@@ -1,0 +1,271 @@
+// The Generation API's serving surface on an in-process worker over gRPC: stop strings and stop
+// tokens, every finish reason, the reported seed, logprobs against an independent log_softmax of the
+// engine's logits, GetModelInfo, and refused jobs kept out of ListJobs.
+#include <cmath>
+
+#include "client/client.h"
+#include "common/grpc/server.h"
+#include "gtest/gtest.h"
+#include "worker/engine/generator.h"
+#include "worker/service/generation_service.h"
+#include "worker/testing/fixtures.h"
+
+namespace a2sf {
+namespace {
+
+using worker::testing::FixturesDir;
+
+class Worker {
+ public:
+  Worker() {
+    weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
+    tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
+    worker::WorkerOptions options;
+    options.weights = weights_.get();
+    options.tokenizer = tokenizer_.get();
+    options.default_policy.set_name("full");
+    options.worker_name = "w";
+    options.model_name = "stories260K";
+    service_ = std::make_unique<worker::GenerationService>(options);
+    ServerOptions server;
+    server.listen_addresses = {"127.0.0.1:0"};
+    server.plaintext = true;
+    server_ = std::move(*RunningServer::Start(server, {service_.get()}));
+    ChannelOptions plaintext;
+    plaintext.plaintext = true;
+    channel_ = *MakeChannel(server_->dial_address(0), plaintext);
+  }
+  client::WorkerClient client() { return client::WorkerClient(channel_); }
+  const worker::ModelWeights& weights() const { return *weights_; }
+  const worker::Tokenizer& tokenizer() const { return *tokenizer_; }
+
+ private:
+  std::unique_ptr<worker::ModelWeights> weights_;
+  std::unique_ptr<worker::Tokenizer> tokenizer_;
+  std::unique_ptr<worker::GenerationService> service_;
+  std::unique_ptr<RunningServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+
+v1::GenerateRequest Greedy(uint32_t max_tokens) {
+  v1::GenerateRequest request;
+  request.set_text("Lily and Tom went to the park");
+  request.set_max_tokens(max_tokens);
+  request.mutable_stop()->set_stop_on_eos(false);
+  return request;
+}
+
+TEST(Serving, StopStringAcrossATokenBoundaryEndsTheJobUnderEitherRule) {
+  A2SF_REQUIRE_FIXTURES();
+  Worker worker;
+  auto free_run = worker.client().Generate(Greedy(60));
+  ASSERT_TRUE(free_run.ok()) << free_run.status();
+  // Each token's text, decoded independently here, to place a stop string across a boundary.
+  std::vector<size_t> ends;
+  std::string text;
+  int previous = 433;  // the prompt's last token ("park")
+  for (uint32_t id : free_run->ids) {
+    text += worker.tokenizer().DecodePiece(previous, int(id));
+    previous = int(id);
+    ends.push_back(text.size());
+  }
+  ASSERT_EQ(text, free_run->text);
+  size_t boundary = 0;
+  for (size_t i = 5; i < ends.size() && boundary == 0; ++i) {
+    if (ends[i] - ends[i - 1] >= 2 && ends[i + 1] - ends[i] >= 2) boundary = ends[i];
+  }
+  ASSERT_GT(boundary, 0u);
+  const std::string stop = text.substr(boundary - 2, 4);
+  const size_t at = text.find(stop);
+  const size_t tokens_needed = std::lower_bound(ends.begin(), ends.end(), at + stop.size()) - ends.begin() + 1;
+
+  v1::GenerateRequest request = Greedy(60);
+  request.mutable_stop()->add_stop_strings(stop);
+  request.mutable_stop()->add_stop_strings("never appears here");
+  auto included = worker.client().Generate(request);
+  ASSERT_TRUE(included.ok()) << included.status();
+  EXPECT_EQ(included->finished.finish_reason(), v1::FINISH_REASON_STOP_STRING);
+  EXPECT_EQ(included->finished.stop_string(), stop);
+  EXPECT_EQ(included->text, text.substr(0, at + stop.size()));
+  EXPECT_EQ(included->ids.size(), tokens_needed);
+  EXPECT_EQ(included->finished.generated_tokens(), tokens_needed);
+
+  request.mutable_stop()->set_include_stop_string(false);
+  auto excluded = worker.client().Generate(request);
+  ASSERT_TRUE(excluded.ok());
+  EXPECT_EQ(excluded->text, text.substr(0, at));
+  EXPECT_EQ(excluded->ids.size(), tokens_needed);
+}
+
+TEST(Serving, EveryFinishReason) {
+  A2SF_REQUIRE_FIXTURES();
+  Worker worker;
+  auto max_tokens = worker.client().Generate(Greedy(10));
+  ASSERT_TRUE(max_tokens.ok());
+  EXPECT_EQ(max_tokens->finished.finish_reason(), v1::FINISH_REASON_MAX_TOKENS);
+
+  auto full = worker.client().Generate(Greedy(0));
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->finished.finish_reason(), v1::FINISH_REASON_CONTEXT_FULL);
+  EXPECT_EQ(full->finished.prompt_tokens() + full->finished.generated_tokens() - 1,
+            uint32_t(worker.weights().config().seq_len));
+
+  v1::GenerateRequest stop_token = Greedy(10);
+  stop_token.mutable_stop()->add_stop_token_ids(max_tokens->ids[3]);
+  auto stopped = worker.client().Generate(stop_token);
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(stopped->finished.finish_reason(), v1::FINISH_REASON_STOP_TOKEN);
+  EXPECT_EQ(stopped->ids.back(), max_tokens->ids[3]);
+
+  v1::GenerateRequest eos = Greedy(400);
+  eos.mutable_stop()->clear_stop_on_eos();
+  auto ended = worker.client().Generate(eos);
+  ASSERT_TRUE(ended.ok());
+  EXPECT_EQ(ended->finished.finish_reason(), v1::FINISH_REASON_EOS);
+  EXPECT_TRUE(ended->ids.back() == 1 || ended->ids.back() == 2);
+
+  client::WorkerClient client = worker.client();
+  v1::GenerateRequest long_job = Greedy(0);
+  long_job.set_job_id("to-cancel");
+  auto cancelled = client.Generate(long_job, [&](const v1::GeneratedTokens&) { (void)client.Cancel("to-cancel"); });
+  ASSERT_TRUE(cancelled.ok());
+  EXPECT_EQ(cancelled->finished.finish_reason(), v1::FINISH_REASON_CANCELLED);
+  EXPECT_EQ(client.GetJob("to-cancel")->state(), v1::JOB_STATE_CANCELLED);
+}
+
+TEST(Serving, AnUnsetSeedIsDrawnReportedAndRepeatsTheRun) {
+  A2SF_REQUIRE_FIXTURES();
+  Worker worker;
+  v1::GenerateRequest request = Greedy(40);
+  request.mutable_sampling()->set_temperature(1.0);
+  auto a = worker.client().Generate(request);
+  auto b = worker.client().Generate(request);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_NE(a->finished.seed(), b->finished.seed());
+  EXPECT_EQ(a->accepted.seed(), a->finished.seed());
+  request.mutable_sampling()->set_seed(a->finished.seed());
+  auto again = worker.client().Generate(request);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->ids, a->ids);
+  EXPECT_EQ(again->finished.seed(), a->finished.seed());
+}
+
+// log_softmax of `logits`, in double, computed here rather than by the worker's code.
+std::vector<double> LogSoftmax(absl::Span<const float> logits) {
+  double max = -1e30, sum = 0;
+  for (float x : logits) max = std::max(max, double(x));
+  for (float x : logits) sum += std::exp(double(x) - max);
+  std::vector<double> out;
+  for (float x : logits) out.push_back(double(x) - max - std::log(sum));
+  return out;
+}
+
+TEST(Serving, LogprobsEqualLogSoftmaxOfTheEnginesLogits) {
+  A2SF_REQUIRE_FIXTURES();
+  Worker worker;
+  v1::GenerateRequest request = Greedy(12);
+  request.mutable_logprobs()->set_generated(5);
+  request.mutable_logprobs()->set_prompt(2);
+  auto result = worker.client().Generate(request);
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->logprobs.size(), result->ids.size());
+  const std::vector<int> prompt = {1, 317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433};
+  ASSERT_EQ(result->prompt_logprobs.tokens_size(), int(prompt.size()) - 1);
+  std::vector<int> sequence = prompt;
+  sequence.insert(sequence.end(), result->ids.begin(), result->ids.end());
+  auto engine = std::move(*worker::Engine::Create(&worker.weights(), {}));
+  for (size_t position = 0; position + 1 < sequence.size(); ++position) {
+    ASSERT_TRUE(engine->Forward(sequence[position], int(position)).ok());
+    const std::vector<double> expected = LogSoftmax(engine->logits());
+    const bool in_prompt = position + 1 < prompt.size();
+    const v1::TokenLogprobs& got =
+        in_prompt ? result->prompt_logprobs.tokens(int(position)) : result->logprobs[position + 1 - prompt.size()];
+    const int token = sequence[position + 1];
+    EXPECT_EQ(got.token().id(), uint32_t(token));
+    EXPECT_NEAR(got.token().logprob(), expected[token], 1e-4) << position;
+    ASSERT_EQ(got.top_size(), in_prompt ? 2 : 5);
+    std::vector<int> order(expected.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = int(i);
+    std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return expected[x] > expected[y]; });
+    for (int k = 0; k < got.top_size(); ++k) {
+      EXPECT_EQ(got.top(k).id(), uint32_t(order[k])) << position;
+      EXPECT_NEAR(got.top(k).logprob(), expected[order[k]], 1e-4);
+    }
+    const int rank = int(std::find(order.begin(), order.end(), token) - order.begin()) + 1;
+    EXPECT_EQ(got.rank(), uint32_t(rank));
+    if (!in_prompt) {
+      EXPECT_EQ(rank, 1);  // greedy
+    }
+  }
+  EXPECT_EQ(result->logprobs[0].token().piece(), worker.tokenizer().DecodePiece(433, int(result->ids[0])));
+}
+
+TEST(Serving, GetModelInfoDescribesTheModelAndTheWorker) {
+  A2SF_REQUIRE_FIXTURES();
+  Worker worker;
+  auto info = worker.client().GetModelInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  const worker::ModelConfig& c = worker.weights().config();
+  EXPECT_EQ(info->name(), "stories260K");
+  EXPECT_EQ(info->context_length(), uint32_t(c.seq_len));
+  EXPECT_EQ(info->vocab_size(), 512u);
+  EXPECT_EQ(info->num_layers(), uint32_t(c.n_layers));
+  EXPECT_EQ(info->num_kv_heads(), uint32_t(c.n_kv_heads));
+  EXPECT_EQ(info->weight_format(), worker.weights().format());
+  EXPECT_EQ(info->tokenizer(), "llama2.c");
+  EXPECT_NE(info->chat_template().find("[INST]"), std::string::npos);
+  EXPECT_EQ(info->default_policy().name(), "full");
+  EXPECT_EQ(info->device(), "cpu");
+  // stories260K has about 260K parameters.
+  EXPECT_GT(info->parameters(), 200000u);
+  EXPECT_LT(info->parameters(), 300000u);
+}
+
+TEST(Serving, RefusedJobsAreNotListedAndBadOptionsNameTheirField) {
+  A2SF_REQUIRE_FIXTURES();
+  Worker worker;
+  struct Case {
+    const char* field;
+    v1::GenerateRequest request;
+  };
+  std::vector<Case> cases;
+  v1::GenerateRequest r = Greedy(10);
+  r.mutable_policy()->set_name("lru");
+  cases.push_back({"policy", r});
+  r = Greedy(10);
+  r.mutable_sampling()->set_min_p(1.5);
+  cases.push_back({"min_p", r});
+  r = Greedy(10);
+  r.mutable_sampling()->set_presence_penalty(3);
+  cases.push_back({"presence_penalty", r});
+  r = Greedy(10);
+  r.mutable_stop()->add_stop_strings("");
+  cases.push_back({"stop_strings", r});
+  r = Greedy(10);
+  r.mutable_stop()->add_stop_token_ids(512);
+  cases.push_back({"stop_token_ids", r});
+  r = Greedy(10);
+  r.mutable_stop()->set_min_tokens(11);
+  cases.push_back({"min_tokens", r});
+  r = Greedy(10);
+  r.mutable_logprobs()->set_generated(21);
+  cases.push_back({"logprobs.generated", r});
+  r = Greedy(600);
+  cases.push_back({"context", r});
+  for (const Case& c : cases) {
+    auto result = worker.client().Generate(c.request);
+    ASSERT_FALSE(result.ok()) << c.field;
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << c.field;
+    EXPECT_NE(result.status().message().find(c.field), std::string::npos) << result.status();
+  }
+  v1::GenerateRequest ok = Greedy(5);
+  ok.set_job_id("fine");
+  ASSERT_TRUE(worker.client().Generate(ok).ok());
+  auto jobs = worker.client().ListJobs();
+  ASSERT_TRUE(jobs.ok());
+  ASSERT_EQ(jobs->jobs_size(), 1);
+  EXPECT_EQ(jobs->jobs(0).stats().job_id(), "fine");
+}
+
+}  // namespace
+}  // namespace a2sf
