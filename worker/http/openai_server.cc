@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "civetweb.h"
+#include "common/files.h"
 #include "common/log.h"
 #include "common/metrics/metrics_server.h"
 
@@ -96,6 +97,19 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
   const bool tls = !options.plaintext;
   if (tls && (options.tls.cert_chain_path.empty() || options.tls.private_key_path.empty())) {
     return absl::InvalidArgumentError("http: TLS needs --tls_cert and --tls_key (or choose --plaintext)");
+  }
+  if (tls) {
+    // Debian 12's civetweb 1.15 dereferences a null OpenSSL function on every TLS connection (its
+    // OpenSSL 1.1 table against libssl3): refuse rather than crash on the first client.
+    return absl::UnimplementedError(
+        "http: TLS on --http_listen is not available with this civetweb build; serve it with --plaintext on a "
+        "loopback address behind a TLS-terminating proxy");
+    for (const std::string& path : {options.tls.cert_chain_path, options.tls.private_key_path, options.tls.client_ca_path}) {
+      if (path.empty()) continue;
+      if (absl::StatusOr<std::string> read = ReadFileToString(path); !read.ok()) {
+        return absl::NotFoundError(absl::StrCat("http: ", read.status().message()));
+      }
+    }
   }
   std::unique_ptr<OpenAiServer> server(new OpenAiServer());
   server->options_ = options;

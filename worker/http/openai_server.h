@@ -34,8 +34,8 @@ struct OpenAiServerOptions {
 
 class OpenAiServer {
  public:
-  // Binds and starts. INVALID_ARGUMENT for a malformed address or missing TLS files, UNAVAILABLE when
-  // the address cannot be bound.
+  // Binds and starts. INVALID_ARGUMENT for a malformed address or TLS without a certificate, NOT_FOUND
+  // for unreadable TLS files, UNAVAILABLE when the address cannot be bound (or TLS cannot be set up).
   static absl::StatusOr<std::unique_ptr<OpenAiServer>> Start(const OpenAiServerOptions& options, ServedModel model,
                                                              std::shared_ptr<grpc::Channel> generation);
   // A worker's --http_listen: null when `options.listen` is empty, else Start's result, logged.
