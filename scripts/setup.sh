@@ -11,7 +11,7 @@ PACKAGES=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev
   prometheus-cpp-dev
-  libcivetweb-dev libssl-dev
+  libcpp-httplib-dev libssl-dev
   nlohmann-json3-dev
   openssl
   curl

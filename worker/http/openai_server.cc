@@ -1,15 +1,13 @@
 #include "worker/http/openai_server.h"
 
-#include <openssl/ssl.h>
-
 #include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "civetweb.h"
 #include "common/files.h"
 #include "common/log.h"
 #include "common/metrics/metrics_server.h"
+#include "httplib.h"
 
 namespace a2sf::worker::http {
 
@@ -17,18 +15,11 @@ using nlohmann::json;
 
 namespace {
 
-void SendJson(mg_connection* conn, int status, const json& body, const char* allow = nullptr) {
-  const std::string text = body.dump(-1, ' ', false, json::error_handler_t::replace);
-  mg_response_header_start(conn, status);
-  mg_response_header_add(conn, "Content-Type", "application/json", -1);
-  mg_response_header_add(conn, "Content-Length", std::to_string(text.size()).c_str(), -1);
-  if (allow != nullptr) mg_response_header_add(conn, "Allow", allow, -1);
-  mg_response_header_send(conn);
-  mg_write(conn, text.data(), text.size());
-}
+std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-void SendError(mg_connection* conn, const ApiError& error, const char* allow = nullptr) {
-  SendJson(conn, error.http_status, ErrorBody(error), allow);
+void SendError(httplib::Response& response, const ApiError& error) {
+  response.status = error.http_status;
+  response.set_content(Dump(ErrorBody(error)), "application/json");
 }
 
 ApiError Error(int status, std::string message, std::string type = "invalid_request_error") {
@@ -39,54 +30,91 @@ ApiError Error(int status, std::string message, std::string type = "invalid_requ
   return e;
 }
 
-// Reads the body up to `limit` bytes; false (413 sent) when it is larger, whether or not it declared
-// its length.
-bool ReadBody(mg_connection* conn, size_t limit, std::string* body) {
-  const long long declared = mg_get_request_info(conn)->content_length;
-  if (declared > 0 && size_t(declared) > limit) {
-    SendError(conn, Error(413, absl::StrCat("request body of ", declared, " bytes exceeds the limit of ", limit)));
-    return false;
-  }
-  char buffer[16384];
-  for (int n; (n = mg_read(conn, buffer, sizeof(buffer))) > 0;) {
-    body->append(buffer, size_t(n));
-    if (body->size() > limit) {
-      SendError(conn, Error(413, absl::StrCat("request body exceeds the limit of ", limit, " bytes")));
-      return false;
+// What a job produced, as the HTTP response reports it.
+struct JobOutcome {
+  std::string id;
+  uint32_t prompt_tokens = 0;
+  uint32_t completion_tokens = 0;
+  json finish_reason = nullptr;
+  size_t text_bytes = 0;  // text produced so far (completions' logprobs text_offset)
+};
+
+// One Generate call on the worker's own service. Accept() reads up to the job's `accepted` event, so
+// that a job the worker refuses is an HTTP error before any byte of a stream is sent; Run() reads the
+// rest, handing each event's text and logprobs (null unless asked for) to `on_piece`, which returns
+// false when the client is gone: the call is then cancelled, which cancels the job.
+class JobCall {
+ public:
+  JobCall(v1::Generation::Stub* stub, const MappedRequest& mapped, Endpoint endpoint)
+      : endpoint_(endpoint), reader_(stub->Generate(&context_, mapped.generate)) {}
+
+  grpc::Status Accept() {
+    v1::GenerateResponse event;
+    if (reader_->Read(&event) && event.has_accepted()) {
+      outcome.id = event.accepted().job_id();
+      outcome.prompt_tokens = event.accepted().prompt_tokens();
+      return grpc::Status::OK;
     }
+    const grpc::Status status = reader_->Finish();
+    return status.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "the job ended before it was accepted") : status;
   }
-  return true;
+
+  grpc::Status Run(const std::function<bool(const std::string&, const json&)>& on_piece) {
+    v1::GenerateResponse event;
+    while (reader_->Read(&event)) {
+      if (event.has_tokens()) {
+        json logprobs = nullptr;
+        size_t offset = outcome.text_bytes;
+        for (const v1::TokenLogprobs& token : event.tokens().logprobs()) {
+          AppendLogprobs(endpoint_, token, offset, &logprobs);
+          offset += token.token().piece().size();
+        }
+        outcome.text_bytes += event.tokens().text().size();
+        if ((!event.tokens().text().empty() || !logprobs.is_null()) && !on_piece(event.tokens().text(), logprobs)) {
+          context_.TryCancel();
+          reader_->Finish();
+          return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        }
+      } else if (event.has_finished()) {
+        outcome.completion_tokens = event.finished().generated_tokens();
+        outcome.finish_reason = FinishReason(event.finished().finish_reason());
+      }
+    }
+    return reader_->Finish();
+  }
+
+  JobOutcome outcome;
+
+ private:
+  const Endpoint endpoint_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader_;
+};
+
+// Appends one piece's logprobs to the whole response's.
+void MergeLogprobs(const json& piece, json* whole) {
+  if (piece.is_null()) return;
+  if (whole->is_null()) {
+    *whole = piece;
+    return;
+  }
+  for (auto& [key, values] : whole->items()) {
+    for (const json& v : piece[key]) values.push_back(v);
+  }
 }
 
 // One server-sent event; false when the client is gone.
-bool SendEvent(mg_connection* conn, const std::string& data) {
+bool SendEvent(httplib::DataSink& sink, const std::string& data) {
   const std::string event = absl::StrCat("data: ", data, "\n\n");
-  return mg_send_chunk(conn, event.data(), unsigned(event.size())) > 0;
+  return sink.write(event.data(), event.size());
 }
 
-bool SendEvent(mg_connection* conn, const json& data) {
-  return SendEvent(conn, data.dump(-1, ' ', false, json::error_handler_t::replace));
-}
-
-// The TLS context as the gRPC port has it: certificate chain, key, and optionally required client
-// certificates. civetweb calls this once for its SSL_CTX (1: set up here).
-int InitTls(void* ssl_context, void* user_data) {
-  const auto& tls = static_cast<const OpenAiServerOptions*>(user_data)->tls;
-  auto* ctx = static_cast<SSL_CTX*>(ssl_context);
-  if (SSL_CTX_use_certificate_chain_file(ctx, tls.cert_chain_path.c_str()) != 1 ||
-      SSL_CTX_use_PrivateKey_file(ctx, tls.private_key_path.c_str(), SSL_FILETYPE_PEM) != 1 ||
-      SSL_CTX_check_private_key(ctx) != 1) {
-    A2SF_LOG(ERROR) << "http: cannot load the TLS certificate or key";
-    return -1;
-  }
-  if (!tls.client_ca_path.empty()) {
-    if (SSL_CTX_load_verify_locations(ctx, tls.client_ca_path.c_str(), nullptr) != 1) {
-      A2SF_LOG(ERROR) << "http: cannot load the client CA " << tls.client_ca_path;
-      return -1;
-    }
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-  }
-  return 1;
+// "host:port" -> host (brackets of an IPv6 literal dropped) and port; CheckListenAddress ran first.
+std::pair<std::string, int> SplitHostPort(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  std::string host = address.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return {host, std::atoi(address.c_str() + colon + 1)};
 }
 
 }  // namespace
@@ -98,17 +126,10 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
   if (tls && (options.tls.cert_chain_path.empty() || options.tls.private_key_path.empty())) {
     return absl::InvalidArgumentError("http: TLS needs --tls_cert and --tls_key (or choose --plaintext)");
   }
-  if (tls) {
-    // Debian 12's civetweb 1.15 dereferences a null OpenSSL function on every TLS connection (its
-    // OpenSSL 1.1 table against libssl3): refuse rather than crash on the first client.
-    return absl::UnimplementedError(
-        "http: TLS on --http_listen is not available with this civetweb build; serve it with --plaintext on a "
-        "loopback address behind a TLS-terminating proxy");
-    for (const std::string& path : {options.tls.cert_chain_path, options.tls.private_key_path, options.tls.client_ca_path}) {
-      if (path.empty()) continue;
-      if (absl::StatusOr<std::string> read = ReadFileToString(path); !read.ok()) {
-        return absl::NotFoundError(absl::StrCat("http: ", read.status().message()));
-      }
+  for (const std::string& path : {options.tls.cert_chain_path, options.tls.private_key_path, options.tls.client_ca_path}) {
+    if (!tls || path.empty()) continue;
+    if (absl::StatusOr<std::string> read = ReadFileToString(path); !read.ok()) {
+      return absl::NotFoundError(absl::StrCat("http: ", read.status().message()));
     }
   }
   std::unique_ptr<OpenAiServer> server(new OpenAiServer());
@@ -116,22 +137,25 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
   server->model_ = std::move(model);
   server->stub_ = v1::Generation::NewStub(std::move(generation));
   server->created_ = absl::ToUnixSeconds(absl::Now());
-  mg_init_library(tls ? MG_FEATURES_TLS : 0);
-  mg_callbacks callbacks = {};
-  if (tls) callbacks.init_ssl = InitTls;
-  const std::string ports = options.listen + (tls ? "s" : "");
-  const std::string threads = std::to_string(options.threads);
-  const char* civet_options[] = {"listening_ports", ports.c_str(),  "num_threads", threads.c_str(),
-                                 "enable_keep_alive", "yes",         "request_timeout_ms", "60000",
-                                 nullptr};
-  server->context_ = mg_start(&callbacks, &server->options_, civet_options);
-  if (server->context_ == nullptr) {
-    return absl::UnavailableError(absl::StrCat("http: cannot listen on ", options.listen,
-                                               tls ? " with TLS (check --tls_cert and --tls_key)" : ""));
+  if (tls) {
+    const std::string& ca = options.tls.client_ca_path;
+    server->server_ = std::make_unique<httplib::SSLServer>(options.tls.cert_chain_path.c_str(),
+                                                           options.tls.private_key_path.c_str(),
+                                                           ca.empty() ? nullptr : ca.c_str());
+  } else {
+    server->server_ = std::make_unique<httplib::Server>();
   }
-  mg_set_request_handler(server->context_, "/", &OpenAiServer::Handle, server.get());
-  mg_server_port bound[4] = {};
-  if (mg_get_server_ports(server->context_, 4, bound) > 0) server->port_ = bound[0].port;
+  if (!server->server_->is_valid()) {
+    return absl::InvalidArgumentError("http: cannot set up TLS with --tls_cert, --tls_key and --tls_client_ca");
+  }
+  const int threads = options.threads;
+  server->server_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  server->server_->set_payload_max_length(options.max_body_bytes);
+  server->Routes();
+  const auto [host, port] = SplitHostPort(options.listen);
+  server->port_ = port == 0 ? server->server_->bind_to_any_port(host) : (server->server_->bind_to_port(host, port) ? port : -1);
+  if (server->port_ <= 0) return absl::UnavailableError(absl::StrCat("http: cannot listen on ", options.listen));
+  server->thread_ = std::thread([s = server.get()] { s->server_->listen_after_bind(); });
   return server;
 }
 
@@ -149,162 +173,109 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::StartIfAsked(const O
 }
 
 OpenAiServer::~OpenAiServer() {
-  if (context_ != nullptr) mg_stop(context_);
+  if (server_ != nullptr) server_->stop();
+  if (thread_.joinable()) thread_.join();
 }
 
-int OpenAiServer::Handle(mg_connection* conn, void* self) {
-  try {
-    static_cast<OpenAiServer*>(self)->Route(conn);
-  } catch (const std::exception& e) {  // a bug, not a client's fault: answer rather than crash
-    A2SF_LOG(ERROR) << "http: " << e.what();
-    SendError(conn, Error(500, "internal error", "server_error"));
-  }
-  return 1;
-}
-
-void OpenAiServer::Route(mg_connection* conn) {
-  const mg_request_info* request = mg_get_request_info(conn);
-  const std::string path = request->local_uri != nullptr ? request->local_uri : "";
-  const std::string method = request->request_method != nullptr ? request->request_method : "";
-  const auto only = [&](const char* allowed) {
-    if (method == allowed) return true;
-    SendError(conn, Error(405, absl::StrCat("method ", method, " is not allowed on ", path, " (use ", allowed, ")")),
-              allowed);
-    return false;
+void OpenAiServer::Routes() {
+  httplib::Server& s = *server_;
+  const auto method_not_allowed = [](const char* allowed) {
+    return [allowed](const httplib::Request& request, httplib::Response& response) {
+      SendError(response, Error(405, absl::StrCat("method ", request.method, " is not allowed on ", request.path,
+                                                   " (use ", allowed, ")")));
+      response.set_header("Allow", allowed);
+    };
   };
-  if (path == "/v1/completions" || path == "/v1/chat/completions") {
-    if (only("POST")) Generate(conn, path == "/v1/completions" ? Endpoint::kCompletions : Endpoint::kChatCompletions);
-  } else if (path == "/v1/models") {
-    if (only("GET")) SendJson(conn, 200, ModelList(model_.id, created_));
-  } else if (path == "/v1/models/" + model_.id) {
-    if (only("GET")) SendJson(conn, 200, ModelList(model_.id, created_)["data"][0]);
-  } else if (path == "/health") {
-    if (only("GET")) SendJson(conn, 200, {{"status", "ok"}});
-  } else {
-    SendError(conn, Error(404, absl::StrCat("no such endpoint: ", method, " ", path)));
+  for (const auto& [path, endpoint] : {std::pair{"/v1/completions", Endpoint::kCompletions},
+                                       std::pair{"/v1/chat/completions", Endpoint::kChatCompletions}}) {
+    s.Post(path, [this, endpoint = endpoint](const httplib::Request& request, httplib::Response& response) {
+      Generate(request, response, endpoint);
+    });
+    s.Get(path, method_not_allowed("POST"));
   }
-}
-
-namespace {
-
-// What a job produced, as the HTTP response reports it.
-struct JobOutcome {
-  std::string id;
-  uint32_t prompt_tokens = 0;
-  uint32_t completion_tokens = 0;
-  json finish_reason = nullptr;
-  size_t text_bytes = 0;  // text produced so far (completions' logprobs text_offset)
-};
-
-// Runs one Generate call, handing each event's text and logprobs (null unless asked for) to
-// `on_piece`, which returns false when the client is gone: the call is then cancelled, which cancels
-// the job. Returns the call's status (OK when the client ended it).
-grpc::Status RunJob(v1::Generation::Stub* stub, const MappedRequest& mapped, Endpoint endpoint, JobOutcome* outcome,
-                    const std::function<bool(const std::string&, const json&)>& on_piece) {
-  grpc::ClientContext context;
-  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader = stub->Generate(&context, mapped.generate);
-  v1::GenerateResponse event;
-  while (reader->Read(&event)) {
-    if (event.has_accepted()) {
-      outcome->id = event.accepted().job_id();
-      outcome->prompt_tokens = event.accepted().prompt_tokens();
-    } else if (event.has_tokens()) {
-      json logprobs = nullptr;
-      size_t offset = outcome->text_bytes;
-      for (const v1::TokenLogprobs& token : event.tokens().logprobs()) {
-        AppendLogprobs(endpoint, token, offset, &logprobs);
-        offset += token.token().piece().size();
-      }
-      outcome->text_bytes += event.tokens().text().size();
-      if ((!event.tokens().text().empty() || !logprobs.is_null()) && !on_piece(event.tokens().text(), logprobs)) {
-        context.TryCancel();
-        reader->Finish();
-        return grpc::Status::OK;
-      }
-    } else if (event.has_finished()) {
-      outcome->completion_tokens = event.finished().generated_tokens();
-      outcome->finish_reason = FinishReason(event.finished().finish_reason());
+  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& response) {
+    response.set_content(Dump(ModelList(model_.id, created_)), "application/json");
+  });
+  s.Get("/v1/models/(.+)", [this](const httplib::Request& request, httplib::Response& response) {
+    if (request.matches[1] != model_.id) {
+      ApiError error = Error(404, absl::StrCat("The model '", request.matches[1].str(), "' does not exist"));
+      error.code = "model_not_found";
+      return SendError(response, error);
     }
-  }
-  return reader->Finish();
+    response.set_content(Dump(ModelList(model_.id, created_)["data"][0]), "application/json");
+  });
+  s.Get("/health", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content(Dump({{"status", "ok"}}), "application/json");
+  });
+  for (const char* path : {"/v1/models", "/health"}) s.Post(path, method_not_allowed("GET"));
+  // httplib's own refusals (unknown path, oversized or malformed request) in OpenAI's shape.
+  s.set_error_handler([](const httplib::Request& request, httplib::Response& response) {
+    if (!response.body.empty()) return;
+    const int status = response.status;
+    SendError(response, Error(status, status == 404   ? absl::StrCat("no such endpoint: ", request.method, " ", request.path)
+                                      : status == 413 ? "the request body is too large"
+                                                      : absl::StrCat("bad request (HTTP ", status, ")")));
+  });
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& response, std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {  // a bug, not a client's fault: answer rather than crash
+      A2SF_LOG(ERROR) << "http: " << x.what();
+    } catch (...) {
+    }
+    SendError(response, Error(500, "internal error", "server_error"));
+  });
 }
 
-// Appends one piece's logprobs to the whole response's.
-void MergeLogprobs(const json& piece, json* whole) {
-  if (piece.is_null()) return;
-  if (whole->is_null()) {
-    *whole = piece;
-    return;
-  }
-  for (auto& [key, values] : whole->items()) {
-    for (const json& v : piece[key]) values.push_back(v);
-  }
-}
-
-}  // namespace
-
-void OpenAiServer::Generate(mg_connection* conn, Endpoint endpoint) {
-  std::string body;
-  if (!ReadBody(conn, options_.max_body_bytes, &body)) return;
-  const json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+void OpenAiServer::Generate(const httplib::Request& request, httplib::Response& response, Endpoint endpoint) {
+  const json parsed = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
-    SendError(conn, Error(400, "We could not parse the JSON body of your request: it is not valid JSON."));
-    return;
+    return SendError(response, Error(400, "We could not parse the JSON body of your request: it is not valid JSON."));
   }
-  MappedRequest mapped;
+  auto mapped = std::make_shared<MappedRequest>();
   ApiError error;
-  if (!MapRequest(endpoint, parsed, model_, &mapped, &error)) {
-    SendError(conn, error);
-    return;
-  }
-  ResponseHeader header{endpoint, "", absl::ToUnixSeconds(absl::Now()), model_.id};
+  if (!MapRequest(endpoint, parsed, model_, mapped.get(), &error)) return SendError(response, error);
+  auto call = std::make_shared<JobCall>(stub_.get(), *mapped, endpoint);
+  if (grpc::Status accepted = call->Accept(); !accepted.ok()) return SendError(response, FromGrpc(accepted));
   const char* prefix = endpoint == Endpoint::kCompletions ? "cmpl-" : "chatcmpl-";
-  JobOutcome outcome;
-  if (!mapped.stream) {
+  const ResponseHeader header{endpoint, prefix + call->outcome.id, absl::ToUnixSeconds(absl::Now()), model_.id};
+  if (!mapped->stream) {
     std::string text;
     json logprobs = nullptr;
-    grpc::Status status = RunJob(stub_.get(), mapped, endpoint, &outcome, [&](const std::string& piece, const json& lp) {
+    grpc::Status status = call->Run([&](const std::string& piece, const json& lp) {
       text += piece;
       MergeLogprobs(lp, &logprobs);
       return true;
     });
-    if (!status.ok()) return SendError(conn, FromGrpc(status));
-    header.id = prefix + outcome.id;
-    SendJson(conn, 200, CompleteResponse(header, text, outcome.finish_reason,
-                                         Usage(outcome.prompt_tokens, outcome.completion_tokens), logprobs));
+    if (!status.ok()) return SendError(response, FromGrpc(status));
+    const JobOutcome& o = call->outcome;
+    response.set_content(
+        Dump(CompleteResponse(header, text, o.finish_reason, Usage(o.prompt_tokens, o.completion_tokens), logprobs)),
+        "application/json");
     return;
   }
-  // Streaming: headers go out with the first piece of text, so that a job the worker refuses is still
-  // an HTTP error rather than an error event.
-  bool started = false;
-  bool client_gone = false;
-  const auto start = [&]() {
-    if (started) return true;
-    started = true;
-    header.id = prefix + outcome.id;
-    mg_send_http_ok(conn, "text/event-stream", -1);
+  // The stream runs in httplib's content provider, after this handler returns, on the same thread.
+  response.set_chunked_content_provider("text/event-stream", [call, mapped, header](size_t, httplib::DataSink& sink) {
     // Chat streams open with the assistant's role, as OpenAI's do.
-    if (endpoint == Endpoint::kChatCompletions && !SendEvent(conn, StreamChunk(header, "", true, nullptr))) {
-      client_gone = true;
+    if (header.endpoint == Endpoint::kChatCompletions && !SendEvent(sink, Dump(StreamChunk(header, "", true, nullptr)))) {
+      return false;
     }
-    return !client_gone;
-  };
-  grpc::Status status = RunJob(stub_.get(), mapped, endpoint, &outcome, [&](const std::string& piece, const json& lp) {
-    if (!start()) return false;
-    client_gone = !SendEvent(conn, StreamChunk(header, piece, false, nullptr, lp));
-    return !client_gone;
+    grpc::Status status = call->Run([&](const std::string& piece, const json& lp) {
+      return SendEvent(sink, Dump(StreamChunk(header, piece, false, nullptr, lp)));
+    });
+    if (status.error_code() == grpc::StatusCode::CANCELLED) return false;  // the client is gone
+    const JobOutcome& o = call->outcome;
+    if (!status.ok()) {
+      SendEvent(sink, Dump(ErrorBody(FromGrpc(status))));
+    } else {
+      SendEvent(sink, Dump(StreamChunk(header, "", false, o.finish_reason)));
+      if (mapped->include_usage) SendEvent(sink, Dump(UsageChunk(header, Usage(o.prompt_tokens, o.completion_tokens))));
+    }
+    SendEvent(sink, "[DONE]");
+    sink.done();
+    return true;
   });
-  if (client_gone) return;
-  if (!status.ok() && !started) return SendError(conn, FromGrpc(status));
-  if (!start()) return;
-  if (!status.ok()) {
-    SendEvent(conn, ErrorBody(FromGrpc(status)));
-  } else {
-    SendEvent(conn, StreamChunk(header, "", false, outcome.finish_reason));
-    if (mapped.include_usage) SendEvent(conn, UsageChunk(header, Usage(outcome.prompt_tokens, outcome.completion_tokens)));
-  }
-  SendEvent(conn, std::string("[DONE]"));
-  mg_send_chunk(conn, "", 0);
+  response.set_header("Cache-Control", "no-cache");
 }
 
 }  // namespace a2sf::worker::http

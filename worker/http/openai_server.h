@@ -1,4 +1,4 @@
-// OpenAiServer: the worker's OpenAI-compatible HTTP endpoint (civetweb). It serves
+// OpenAiServer: the worker's OpenAI-compatible HTTP endpoint (cpp-httplib). It serves
 //   POST /v1/completions, POST /v1/chat/completions (JSON, or server-sent events with "stream": true),
 //   GET /v1/models and GET /health,
 // and runs every job through the worker's own Generation service over the channel it is given (an
@@ -6,21 +6,25 @@
 // one set of limits. A client that disconnects mid-stream cancels its job. The mapping between the
 // two APIs is openai_api.h.
 //
-// Thread-safety: civetweb serves each connection on one of its worker threads; the server holds no
+// Thread-safety: httplib serves each connection on one of its pool's threads; the server holds no
 // per-request state. Ownership: the channel is shared; the tokenizer must outlive the server.
 #ifndef A2SF_WORKER_HTTP_OPENAI_SERVER_H_
 #define A2SF_WORKER_HTTP_OPENAI_SERVER_H_
 
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "a2sf/v1/generation.grpc.pb.h"
 #include "absl/status/statusor.h"
 #include "common/grpc/server.h"
 #include "worker/http/openai_api.h"
 
-struct mg_context;
-struct mg_connection;
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
 
 namespace a2sf::worker::http {
 
@@ -44,21 +48,21 @@ class OpenAiServer {
                                                                     std::shared_ptr<grpc::Channel> generation);
   OpenAiServer(const OpenAiServer&) = delete;
   OpenAiServer& operator=(const OpenAiServer&) = delete;
-  ~OpenAiServer();  // stops accepting and waits for the connections being served
+  ~OpenAiServer();  // stops accepting and waits for the requests being served
 
   int port() const { return port_; }
 
  private:
   OpenAiServer() = default;
-  static int Handle(mg_connection* conn, void* self);
-  void Route(mg_connection* conn);
-  void Generate(mg_connection* conn, Endpoint endpoint);
+  void Routes();
+  void Generate(const httplib::Request& request, httplib::Response& response, Endpoint endpoint);
 
   OpenAiServerOptions options_;
   ServedModel model_;
   std::unique_ptr<v1::Generation::Stub> stub_;
   int64_t created_ = 0;
-  mg_context* context_ = nullptr;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
   int port_ = 0;
 };
 
