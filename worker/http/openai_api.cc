@@ -5,7 +5,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "google/protobuf/util/json_util.h"
 
 namespace a2sf::worker::http {
 
@@ -102,18 +101,54 @@ bool Bool(const json& body, const char* name, bool* out, ApiError* error) {
   return true;
 }
 
-// An extra body field that is a proto message in JSON (kv_policy -> PolicySpec, kv_budget -> Budget):
-// protobuf's parser names unknown fields and wrong types.
-template <typename Message>
-bool ProtoField(const json& body, const char* name, Message* out, bool* present, ApiError* error) {
-  const json* v = Field(body, name);
-  *present = v != nullptr;
-  if (v == nullptr) return true;
-  if (!v->is_object()) return FailType(error, name, "an object");
-  google::protobuf::util::JsonParseOptions options;
-  options.ignore_unknown_fields = false;
-  const auto parsed = google::protobuf::util::JsonStringToMessage(v->dump(), out, options);
-  if (!parsed.ok()) return Fail(error, name, absl::StrCat("'", name, "': ", std::string(parsed.message())));
+// kv_policy -> PolicySpec: {name, alpha, layer_alphas, sinks, recent_window}; unknown keys are 400s
+// (a typo must not silently fall back to defaults). Ranges are the policy library's to check.
+bool MapPolicySpec(const json& v, v1::PolicySpec* spec, ApiError* error) {
+  if (!v.is_object()) return FailType(error, "kv_policy", "an object");
+  for (const auto& [key, value] : v.items()) {
+    const std::string param = "kv_policy." + key;
+    if (key == "name") {
+      if (!value.is_string()) return FailType(error, param, "a string");
+      spec->set_name(value.get<std::string>());
+    } else if (key == "alpha") {
+      if (!value.is_number()) return FailType(error, param, "a number");
+      spec->set_alpha(value.get<double>());
+    } else if (key == "layer_alphas") {
+      if (!value.is_array()) return FailType(error, param, "an array of numbers");
+      for (const json& a : value) {
+        if (!a.is_number()) return FailType(error, param, "an array of numbers");
+        spec->add_layer_alphas(a.get<double>());
+      }
+    } else if (key == "sinks" || key == "recent_window") {
+      if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<uint64_t>() > UINT32_MAX) {
+        return FailType(error, param, "a non-negative integer");
+      }
+      key == "sinks" ? spec->set_sinks(value.get<uint32_t>()) : spec->set_recent_window(value.get<uint32_t>());
+    } else {
+      return Fail(error, "kv_policy", absl::StrCat("'kv_policy' has no field '", key, "' (name, alpha, layer_alphas, sinks, recent_window)"));
+    }
+  }
+  return true;
+}
+
+// kv_budget -> Budget: {tokens} or {ratio[, reference_length]}.
+bool MapBudget(const json& v, v1::Budget* budget, ApiError* error) {
+  if (!v.is_object()) return FailType(error, "kv_budget", "an object");
+  for (const auto& [key, value] : v.items()) {
+    const std::string param = "kv_budget." + key;
+    if (key == "ratio") {
+      if (!value.is_number()) return FailType(error, param, "a number");
+      budget->set_ratio(value.get<double>());
+    } else if (key == "tokens" || key == "reference_length") {
+      if (!value.is_number_integer() || value.get<int64_t>() < 0 || value.get<uint64_t>() > UINT32_MAX) {
+        return FailType(error, param, "a non-negative integer");
+      }
+      key == "tokens" ? budget->set_tokens(value.get<uint32_t>()) : budget->set_reference_length(value.get<uint32_t>());
+    } else {
+      return Fail(error, "kv_budget", absl::StrCat("'kv_budget' has no field '", key, "' (tokens, ratio, reference_length)"));
+    }
+  }
+  if (v.contains("tokens") && v.contains("ratio")) return Fail(error, "kv_budget", "'kv_budget': tokens or ratio, not both");
   return true;
 }
 
@@ -222,12 +257,11 @@ bool MapStreaming(const json& body, MappedRequest* out, ApiError* error) {
 }
 
 bool MapPolicy(const json& body, MappedRequest* out, ApiError* error) {
-  bool present = false;
-  if (!ProtoField(body, "kv_policy", out->generate.mutable_policy(), &present, error)) return false;
-  if (!present) out->generate.clear_policy();
-  if (!ProtoField(body, "kv_budget", out->generate.mutable_budget(), &present, error)) return false;
-  if (!present) out->generate.clear_budget();
-  return true;
+  if (const json* v = Field(body, "kv_policy"); v != nullptr && !MapPolicySpec(*v, out->generate.mutable_policy(), error)) {
+    return false;
+  }
+  const json* v = Field(body, "kv_budget");
+  return v == nullptr || MapBudget(*v, out->generate.mutable_budget(), error);
 }
 
 bool MapCompletionPrompt(const json& body, MappedRequest* out, ApiError* error) {
@@ -280,6 +314,21 @@ bool MapMaxTokens(Endpoint endpoint, const json& body, MappedRequest* out, ApiEr
 
 }  // namespace
 
+// OpenAI fields this server does not implement are refused when they would change the answer, not
+// silently ignored; their "off" values (echo false, best_of 1, empty logit_bias, text format) pass.
+bool RejectUnsupported(const json& body, ApiError* error) {
+  for (const char* name : {"suffix", "echo", "best_of", "logit_bias", "tools", "functions", "response_format",
+                           "audio", "modalities", "prediction"}) {
+    const json* v = Field(body, name);
+    if (v == nullptr) continue;
+    const bool off = (v->is_boolean() && !v->get<bool>()) || ((v->is_object() || v->is_array()) && v->empty()) ||
+                     (std::string(name) == "best_of" && *v == 1) ||
+                     (std::string(name) == "response_format" && v->is_object() && v->value("type", "") == "text");
+    if (!off) return Fail(error, name, absl::StrCat("'", name, "' is not supported by this server"));
+  }
+  return true;
+}
+
 bool MapRequest(Endpoint endpoint, const json& body, const ServedModel& model, MappedRequest* out, ApiError* error) {
   if (!body.is_object()) return Fail(error, "", "the request body must be a JSON object");
   const json* name = Field(body, "model");
@@ -295,6 +344,7 @@ bool MapRequest(Endpoint endpoint, const json& body, const ServedModel& model, M
   if (const json* user = Field(body, "user"); user != nullptr && !user->is_string()) {
     return FailType(error, "user", "a string");
   }
+  if (!RejectUnsupported(body, error)) return false;
   const bool prompt_ok = endpoint == Endpoint::kCompletions ? MapCompletionPrompt(body, out, error)
                                                             : MapChatPrompt(body, model, out, error);
   return prompt_ok && MapMaxTokens(endpoint, body, out, error) && MapSampling(body, out, error) &&

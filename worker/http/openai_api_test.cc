@@ -99,7 +99,10 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
       {"stream string", with("stream", "yes"), 400, "stream"},
       {"stream_options without stream", with("stream_options", {{"include_usage", true}}), 400, "stream_options"},
       {"kv_policy typo", with("kv_policy", {{"name", "a2sf"}, {"alpah", 0.5}}), 400, "kv_policy"},
-      {"kv_policy wrong type", with("kv_policy", {{"name", "a2sf"}, {"alpha", "high"}}), 400, "kv_policy"},
+      {"kv_policy wrong type", with("kv_policy", {{"name", "a2sf"}, {"alpha", "high"}}), 400, "kv_policy.alpha"},
+      {"kv_policy negative window", with("kv_policy", {{"name", "a2sf"}, {"recent_window", -1}}), 400,
+       "kv_policy.recent_window"},
+      {"kv_budget both", with("kv_budget", {{"tokens", 8}, {"ratio", 0.5}}), 400, "kv_budget"},
       {"kv_budget not object", with("kv_budget", 0.5), 400, "kv_budget"},
       {"user number", with("user", 5), 400, "user"},
       {"logprobs as string", with("logprobs", "2"), 400, "logprobs"},
@@ -109,6 +112,11 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
       {"prompt object", with("prompt", {{"a", 1}}), 400, "prompt"},
       {"unknown model", with("model", "gpt-4"), 404, "model"},
       {"model number", with("model", 4), 400, "model"},
+      {"echo", with("echo", true), 400, "echo"},
+      {"best_of 3", with("best_of", 3), 400, "best_of"},
+      {"suffix", with("suffix", "end"), 400, "suffix"},
+      {"logit_bias", with("logit_bias", {{"50256", -100}}), 400, "logit_bias"},
+      {"json mode", with("response_format", {{"type", "json_object"}}), 400, "response_format"},
   };
   for (const BadCase& c : cases) {
     const ApiError e = MapError(Endpoint::kCompletions, c.body);
@@ -118,6 +126,11 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
   }
   EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "gpt-4"}, {"prompt", "x"}}).code, "model_not_found");
   EXPECT_EQ(MapError(Endpoint::kCompletions, json::array({1, 2})).http_status, 400);
+  // Unsupported fields at their "off" values are fine.
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"echo", false}, {"best_of", 1},
+                                              {"logit_bias", json::object()}, {"response_format", {{"type", "text"}}}})
+                .http_status,
+            0);
   EXPECT_EQ(MapError(Endpoint::kCompletions, {{"prompt", "x"}}).param, "model");
   EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}}).param, "prompt");
 }
