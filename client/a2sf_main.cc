@@ -1,26 +1,28 @@
 // a2sf: command-line client of A2SF-Serve.
-//   a2sf generate --worker=HOST:PORT --prompt="Once upon a time" --max_tokens=200 --policy=a2sf --alpha=0.3
+//   a2sf generate --worker=HOST:PORT --prompt="Once upon a time" --max_tokens=200 --policy=a2sf --alpha=0.7
 //   a2sf policy list|get --cachemgr=HOST:PORT
-//   a2sf policy set --cachemgr=HOST:PORT --policy=h2o [--session=ID] --token=...
+//   a2sf policy set --cachemgr=HOST:PORT --policy=h2o [--session=ID | --job=ID --worker=HOST:PORT] --token=...
 //   a2sf jobs --worker=HOST:PORT        a2sf cancel JOB_ID --worker=HOST:PORT
-//   a2sf health --target=HOST:PORT
+//   a2sf model --worker=HOST:PORT       a2sf health --target=HOST:PORT
 // Connections use TLS unless --plaintext (or a unix: address); --ca, --cert and --key for (m)TLS.
+// Exit codes: 0 success; 1 an error; 2 a bad argument; 3 some --repeat jobs failed; 4 the job was
+// cancelled.
 #include <atomic>
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "client/client.h"
+#include "client/request_flags.h"
+#include "common/cli.h"
 #include "common/grpc/server.h"
-#include "google/protobuf/util/json_util.h"
-#include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, worker, "127.0.0.1:50052", "worker address (generate, jobs, cancel)");
 ABSL_FLAG(std::string, cachemgr, "127.0.0.1:50051", "cache manager address (policy)");
@@ -32,26 +34,13 @@ ABSL_FLAG(std::string, key, "", "client key (mutual TLS)");
 ABSL_FLAG(std::string, server_name, "", "TLS server name override");
 ABSL_FLAG(std::string, token, "", "admin bearer token for policy set (also $A2SF_ADMIN_TOKEN)");
 ABSL_FLAG(bool, round_robin, false, "balance over every address --worker resolves to (dns:/// or ipv4:a,b)");
-ABSL_FLAG(std::string, prompt, "", "prompt text");
-ABSL_FLAG(std::string, prompt_ids, "", "comma-separated token ids instead of --prompt");
-ABSL_FLAG(int, max_tokens, 200, "tokens to generate");
-ABSL_FLAG(double, temperature, 0.0, "0 = greedy");
-ABSL_FLAG(double, top_p, 0.0, "nucleus mass (0 = none)");
-ABSL_FLAG(uint64_t, seed, 0, "sampler seed");
-ABSL_FLAG(std::string, policy, "", "policy name (generate: empty = the server's default)");
-ABSL_FLAG(double, alpha, -1, "a2sf alpha");
-ABSL_FLAG(std::string, layer_alphas, "", "a2sf per-layer alphas, comma-separated");
-ABSL_FLAG(int, sinks, -1, "streaming_llm sinks");
-ABSL_FLAG(int, recent_window, -1, "a2sf recent window");
-ABSL_FLAG(int, budget_tokens, 0, "KV budget per head in tokens");
-ABSL_FLAG(double, budget_ratio, 0, "KV budget as a ratio of prompt + max_tokens");
-ABSL_FLAG(std::string, prefill, "per_token", "per_token or bulk");
 ABSL_FLAG(std::string, session, "", "policy set: a running session instead of the default");
+ABSL_FLAG(std::string, job, "", "policy set: the session of this running job (its JobStats.session_id; needs --worker)");
 ABSL_FLAG(std::string, job_id, "", "generate: client-chosen job id");
 ABSL_FLAG(bool, idempotent, false, "generate: retry elsewhere if the worker is unavailable");
 ABSL_FLAG(bool, json, false, "machine-readable output");
 ABSL_FLAG(int, repeat, 1, "generate: submit the job this many times through one channel (load test)");
-ABSL_FLAG(int, concurrency, 4, "generate --repeat: jobs in flight at once");
+ABSL_FLAG(std::optional<int>, concurrency, std::nullopt, "generate --repeat: jobs in flight at once (default 4)");
 
 namespace a2sf::client {
 namespace {
@@ -94,29 +83,7 @@ std::shared_ptr<grpc::Channel> Channel(const std::string& target, bool balance =
   return *channel;
 }
 
-std::string Json(const google::protobuf::Message& message) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
-  return out;
-}
-
-absl::StatusOr<v1::PolicySpec> PolicyFromFlags() {
-  v1::PolicySpec policy;
-  policy.set_name(absl::GetFlag(FLAGS_policy));
-  if (absl::GetFlag(FLAGS_alpha) != -1) policy.set_alpha(absl::GetFlag(FLAGS_alpha));
-  if (absl::GetFlag(FLAGS_sinks) >= 0) policy.set_sinks(uint32_t(absl::GetFlag(FLAGS_sinks)));
-  if (absl::GetFlag(FLAGS_recent_window) >= 0) policy.set_recent_window(uint32_t(absl::GetFlag(FLAGS_recent_window)));
-  if (!absl::GetFlag(FLAGS_layer_alphas).empty()) {
-    for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_layer_alphas), ',')) {
-      double a;
-      if (!absl::SimpleAtod(part, &a)) return absl::InvalidArgumentError("--layer_alphas: not a list of numbers");
-      policy.add_layer_alphas(a);
-    }
-  }
-  return policy;
-}
+std::string Json(const google::protobuf::Message& message) { return DumpJson(ProtoToJson(message)); }
 
 // Submits `request` --repeat times, --concurrency at once, over one channel; one line per job and a
 // summary of how the jobs spread over the workers.
@@ -127,7 +94,7 @@ int Repeat(WorkerClient* worker, const v1::GenerateRequest& request) {
   std::map<std::string, int> per_worker;
   std::map<std::string, int> failures;
   std::vector<std::thread> threads;
-  for (int t = 0; t < std::max(1, absl::GetFlag(FLAGS_concurrency)); ++t) {
+  for (int t = 0; t < std::max(1, absl::GetFlag(FLAGS_concurrency).value_or(4)); ++t) {
     threads.emplace_back([&] {
       for (int i = next++; i < total; i = next++) {
         absl::StatusOr<GenerationResult> result = worker->Generate(request);
@@ -153,31 +120,29 @@ int Repeat(WorkerClient* worker, const v1::GenerateRequest& request) {
   return ok == total ? 0 : 3;
 }
 
+void PrintSummary(const v1::JobStats& s) {
+  std::cout << "\n\njob " << s.job_id() << " on " << s.worker() << ": " << s.generated_tokens() << " tokens, "
+            << v1::FinishReason_Name(s.finish_reason()).substr(std::string("FINISH_REASON_").size())
+            << (s.stop_string().empty() ? "" : " '" + absl::CEscape(s.stop_string()) + "'") << ", seed " << s.seed()
+            << ", policy " << s.policy().name() << " ("
+            << v1::PolicyLocation_Name(s.policy_location()).substr(std::string("POLICY_LOCATION_").size())
+            << (s.session_id().empty() ? "" : ", session " + s.session_id())
+            << (s.shared_memory() ? ", scores via shared memory" : "")
+            << (s.decision_lag() > 0 ? absl::StrCat(", decisions ", s.decision_lag(), " steps late") : std::string())
+            << "), budget " << s.budget_tokens() << " tokens/head, " << s.evictions() << " evictions\n"
+            << "KV cache: peak " << s.kv_bytes_peak() << " bytes vs " << s.kv_bytes_full_cache()
+            << " for a full cache; first token after " << s.time_to_first_token_ms() << " ms; "
+            << int(s.tokens_per_second()) << " tok/s\n";
+}
+
 int Generate() {
-  v1::GenerateRequest request;
+  if (absl::GetFlag(FLAGS_concurrency).has_value() && absl::GetFlag(FLAGS_repeat) <= 1) {
+    return Fail(absl::InvalidArgumentError("--concurrency: applies to --repeat > 1"));
+  }
+  absl::StatusOr<v1::GenerateRequest> parsed = RequestFromFlags();
+  if (!parsed.ok()) return Fail(parsed.status());
+  v1::GenerateRequest request = *std::move(parsed);
   request.set_job_id(absl::GetFlag(FLAGS_job_id));
-  if (!absl::GetFlag(FLAGS_prompt_ids).empty()) {
-    for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_prompt_ids), ',')) {
-      uint32_t id;
-      if (!absl::SimpleAtoi(part, &id)) return Fail(absl::InvalidArgumentError("--prompt_ids: not a list of ids"));
-      request.mutable_token_ids()->add_ids(id);
-    }
-  } else {
-    request.set_text(absl::GetFlag(FLAGS_prompt));
-  }
-  if (absl::GetFlag(FLAGS_max_tokens) < 1) return Fail(absl::InvalidArgumentError("--max_tokens: must be >= 1"));
-  request.set_max_tokens(uint32_t(absl::GetFlag(FLAGS_max_tokens)));
-  request.mutable_sampling()->set_temperature(absl::GetFlag(FLAGS_temperature));
-  request.mutable_sampling()->set_top_p(absl::GetFlag(FLAGS_top_p));
-  request.mutable_sampling()->set_seed(absl::GetFlag(FLAGS_seed));
-  if (!absl::GetFlag(FLAGS_policy).empty()) {
-    absl::StatusOr<v1::PolicySpec> policy = PolicyFromFlags();
-    if (!policy.ok()) return Fail(policy.status());
-    *request.mutable_policy() = *policy;
-  }
-  if (absl::GetFlag(FLAGS_budget_tokens) > 0) request.mutable_budget()->set_tokens(uint32_t(absl::GetFlag(FLAGS_budget_tokens)));
-  if (absl::GetFlag(FLAGS_budget_ratio) != 0) request.mutable_budget()->set_ratio(absl::GetFlag(FLAGS_budget_ratio));
-  request.set_prefill(absl::GetFlag(FLAGS_prefill) == "bulk" ? v1::PREFILL_MODE_BULK : v1::PREFILL_MODE_PER_TOKEN);
   request.set_idempotent(absl::GetFlag(FLAGS_idempotent));
   const bool json = absl::GetFlag(FLAGS_json);
   WorkerClient worker(Channel(absl::GetFlag(FLAGS_worker), absl::GetFlag(FLAGS_round_robin)));
@@ -190,22 +155,31 @@ int Generate() {
     if (!json) std::cout << "\n";
     return Fail(result.status());
   }
-  const v1::JobStats& s = result->finished;
   if (json) {
-    nlohmann::json out = {{"ids", result->ids}, {"text", result->text}, {"stats", nlohmann::json::parse(Json(s))}};
-    std::cout << out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    return 0;
+    std::cout << DumpJson(GenerationJson(*result)) << "\n";
+  } else {
+    PrintSummary(result->finished);
   }
-  std::cout << "\n\njob " << s.job_id() << " on " << s.worker() << ": " << s.generated_tokens() << " tokens, policy "
-            << s.policy().name() << " ("
-            << v1::PolicyLocation_Name(s.policy_location()).substr(std::string("POLICY_LOCATION_").size())
-            << (s.shared_memory() ? ", scores via shared memory" : "")
-            << (s.decision_lag() > 0 ? absl::StrCat(", decisions ", s.decision_lag(), " steps late") : std::string())
-            << "), budget " << s.budget_tokens() << " tokens/head, " << s.evictions() << " evictions\n"
-            << "KV cache: peak " << s.kv_bytes_peak() << " bytes vs " << s.kv_bytes_full_cache()
-            << " for a full cache; first token after " << s.time_to_first_token_ms() << " ms; "
-            << int(s.tokens_per_second()) << " tok/s\n";
+  if (result->finished.finish_reason() == v1::FINISH_REASON_CANCELLED) {
+    std::cerr << "a2sf: job " << result->finished.job_id() << " was cancelled\n";
+    return 4;
+  }
   return 0;
+}
+
+// The cache-manager session of a running job on --worker.
+absl::StatusOr<std::string> SessionOfJob(const std::string& job_id) {
+  absl::StatusOr<v1::JobStatus> job = WorkerClient(Channel(absl::GetFlag(FLAGS_worker))).GetJob(job_id);
+  if (!job.ok()) return job.status();
+  if (job->state() != v1::JOB_STATE_RUNNING) {
+    return absl::FailedPreconditionError(absl::StrCat("--job: job ", job_id, " is not running (",
+                                                      v1::JobState_Name(job->state()), ")"));
+  }
+  if (job->stats().session_id().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("--job: job ", job_id, " runs its policy in-process; only cache-manager sessions can be swapped"));
+  }
+  return job->stats().session_id();
 }
 
 int Policy(const std::vector<char*>& args) {
@@ -249,11 +223,17 @@ int Policy(const std::vector<char*>& args) {
     return 0;
   }
   if (verb == "set") {
-    if (absl::GetFlag(FLAGS_policy).empty()) return Fail(absl::InvalidArgumentError("--policy: required for set"));
     absl::StatusOr<v1::PolicySpec> policy = PolicyFromFlags();
     if (!policy.ok()) return Fail(policy.status());
-    if (!absl::GetFlag(FLAGS_session).empty()) {
-      auto swap = admin.SetSessionPolicy(absl::GetFlag(FLAGS_session), *policy);
+    std::string session = absl::GetFlag(FLAGS_session);
+    if (!absl::GetFlag(FLAGS_job).empty()) {
+      if (!session.empty()) return Fail(absl::InvalidArgumentError("--job: conflicts with --session; give one"));
+      absl::StatusOr<std::string> found = SessionOfJob(absl::GetFlag(FLAGS_job));
+      if (!found.ok()) return Fail(found.status());
+      session = *found;
+    }
+    if (!session.empty()) {
+      auto swap = admin.SetSessionPolicy(session, *policy);
       if (!swap.ok()) return Fail(swap.status());
       std::cout << Json(*swap) << "\n";
       return 0;
@@ -272,14 +252,74 @@ int Policy(const std::vector<char*>& args) {
   return Fail(absl::InvalidArgumentError("policy: list, get, set or sessions"));
 }
 
+int Model() {
+  auto info = WorkerClient(Channel(absl::GetFlag(FLAGS_worker))).GetModelInfo();
+  if (!info.ok()) return Fail(info.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    std::cout << Json(*info) << "\n";
+    return 0;
+  }
+  std::cout << info->name() << ": " << info->parameters() << " parameters (" << info->weight_format() << "), "
+            << info->num_layers() << " layers, dim " << info->dim() << ", " << info->num_heads() << " heads / "
+            << info->num_kv_heads() << " KV heads, context " << info->context_length() << ", vocabulary "
+            << info->vocab_size() << ", tokenizer " << (info->tokenizer().empty() ? "none" : info->tokenizer())
+            << "\nworker " << info->worker() << " on " << info->device() << ", up to " << info->max_jobs()
+            << " jobs, policies " << (info->remote_policies() ? "in the cache manager" : "in-process (default ")
+            << (info->remote_policies() ? "" : info->default_policy().name() + ")") << "\n";
+  return 0;
+}
+
+const std::vector<std::string> kConnectionFlags = {"plaintext", "ca", "cert", "key", "server_name"};
+
+std::vector<std::string> Concat(std::vector<std::string> a, const std::vector<std::string>& b) {
+  a.insert(a.end(), b.begin(), b.end());
+  return a;
+}
+
+// Each command's usage: its summary and the flags it reads.
+CliUsage CommandUsage(const std::string& command) {
+  if (command == "generate") {
+    return {"a2sf generate", "runs one generation job on a worker and streams its text.\n"
+            "  a2sf generate --worker=HOST:PORT --prompt='Once upon a time' --max_tokens=200 --policy=a2sf",
+            Concat(Concat({"worker", "round_robin", "job_id", "idempotent", "json", "repeat", "concurrency"},
+                          RequestFlagNames()), kConnectionFlags)};
+  }
+  if (command == "policy") {
+    return {"a2sf policy", "policies of a cache manager.\n  a2sf policy list|get|sessions --cachemgr=HOST:PORT\n"
+            "  a2sf policy get --session=ID\n"
+            "  a2sf policy set --policy=NAME [params] [--session=ID | --job=ID --worker=HOST:PORT] --token=T\n"
+            "  (set without --session or --job changes the default policy)",
+            Concat(Concat({"cachemgr", "token", "session", "job", "worker", "json"}, PolicyFlagNames()),
+                   kConnectionFlags)};
+  }
+  if (command == "jobs") return {"a2sf jobs", "lists a worker's jobs (JSON).", Concat({"worker"}, kConnectionFlags)};
+  if (command == "cancel") {
+    return {"a2sf cancel", "cancels a running job.\n  a2sf cancel JOB_ID --worker=HOST:PORT",
+            Concat({"worker"}, kConnectionFlags)};
+  }
+  if (command == "model") {
+    return {"a2sf model", "describes the model a worker serves (GetModelInfo).",
+            Concat({"worker", "json"}, kConnectionFlags)};
+  }
+  if (command == "health") {
+    return {"a2sf health", "checks a server's gRPC health.\n  a2sf health --target=HOST:PORT",
+            Concat({"target", "worker"}, kConnectionFlags)};
+  }
+  return {"a2sf", "command-line client of A2SF-Serve.\n  a2sf generate|policy|jobs|cancel|model|health [flags]\n"
+          "  a2sf COMMAND --help lists a command's flags. Exit codes: 0 ok, 1 error, 2 bad argument, 3 some\n"
+          "  --repeat jobs failed, 4 the job was cancelled.",
+          kConnectionFlags};
+}
+
 int Main(std::vector<char*> args) {
   if (args.size() < 2) {
-    std::cerr << "usage: a2sf generate|policy|jobs|cancel|health [flags]; a2sf --help\n";
+    PrintUsage(std::cerr, CommandUsage(""));
     return 2;
   }
   const std::string command = args[1];
   if (command == "generate") return Generate();
   if (command == "policy") return Policy(args);
+  if (command == "model") return Model();
   if (command == "jobs") {
     auto jobs = WorkerClient(Channel(absl::GetFlag(FLAGS_worker))).ListJobs();
     if (!jobs.ok()) return Fail(jobs.status());
@@ -307,6 +347,6 @@ int Main(std::vector<char*> args) {
 }  // namespace a2sf::client
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("a2sf generate|policy list|get|set|sessions|jobs|cancel JOB|health [flags]");
-  return a2sf::client::Main(absl::ParseCommandLine(argc, argv));
+  const std::string command = argc > 1 && argv[1][0] != '-' ? argv[1] : "";
+  return a2sf::client::Main(a2sf::ParseCommandLine(argc, argv, a2sf::client::CommandUsage(command)));
 }

@@ -62,7 +62,7 @@ echo
 
 bazel-bin/client/a2sf generate --worker="$worker" --plaintext \
   --prompt="${PROMPT:-Once upon a time}" --max_tokens="${MAX_TOKENS:-200}" \
-  --policy="${POLICY:-a2sf}" --alpha="${ALPHA:-0.3}" --budget_ratio="${BUDGET_RATIO:-0.2}"
+  --policy="${POLICY:-a2sf}" --alpha="${ALPHA:-0.6}" --budget_ratio="${BUDGET_RATIO:-0.2}"
 
 if [ "$keep_running" = true ]; then
   echo

@@ -53,7 +53,7 @@ TEST(PolicyRegistry, TovaIsA2sfWithAlphaZero) {
 TEST(PolicyRegistry, A2sfDefaultsAndPerLayerAlphas) {
   auto rule = RuleOf(Named("a2sf"), 2, 8);
   ASSERT_TRUE(rule.ok());
-  EXPECT_EQ(rule->layer_alpha, std::vector<float>({0.3f, 0.3f}));
+  EXPECT_EQ(rule->layer_alpha, std::vector<float>({float(kDefaultA2sfAlpha), float(kDefaultA2sfAlpha)}));
   PolicySpec spec = Named("a2sf");
   spec.layer_alphas = {0.1, 0.9};
   spec.recent_window = 3;

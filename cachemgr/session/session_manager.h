@@ -20,6 +20,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "cachemgr/policy/builtin_policies.h"
 #include "cachemgr/policy/registry.h"
 #include "cachemgr/session/lagged_layout.h"
 #include "cachemgr/store/score_store.h"
@@ -77,7 +78,7 @@ struct SessionManagerOptions {
   size_t max_sessions = 1024;
   // Sessions with no call for this long are freed by ExpireIdleSessions (0: never).
   absl::Duration idle_timeout = absl::Minutes(10);
-  PolicySpec default_policy = {"a2sf", 0.3, {}, std::nullopt, std::nullopt};
+  PolicySpec default_policy = {"a2sf", kDefaultA2sfAlpha, {}, std::nullopt, std::nullopt};
 };
 
 class SessionManager {

@@ -16,6 +16,7 @@
 #include "worker/model/model.h"
 #include "worker/service/fallback_policy.h"
 #include "worker/service/job_output.h"
+#include "worker/service/job_plan.h"
 #include "worker/service/remote_policy.h"
 #include "worker/service/worker_metrics.h"
 #include "worker/tokenizer/tokenizer.h"
@@ -69,16 +70,6 @@ class GenerationService final : public v1::Generation::Service {
 
  private:
   struct Job;
-  // A validated request: what Generate runs.
-  struct JobPlan {
-    std::vector<int> prompt;
-    GenerateOptions generate;
-    StopStringOptions stop;
-    LogprobsRequest logprobs;
-    v1::Budget budget;  // resolved: never unset, a ratio with its reference length
-  };
-  absl::StatusOr<JobPlan> Plan(const v1::GenerateRequest& request) const;
-  absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request) const;
   // The job's policy: in the cache manager (UNAVAILABLE when unreachable) or in-process.
   absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> OpenPolicy(const v1::GenerateRequest& request,
                                                                    const v1::Budget& budget,

@@ -1,0 +1,94 @@
+#!/bin/bash
+# The command-line surface: every binary's --help (exit 0, its own flags) and --version; a2sf's
+# subcommands list their own flags; conflicting or unused options are refused (exit 2) with a
+# message; a2sf generate and a2sf-generate print one JSON schema; `a2sf policy set --job` swaps a
+# running job's policy; a cancelled job exits 4 with its finish reason.
+set -u
+F="${A2SF_FIXTURES:-}"
+if [[ -z "$F" || ! -f "$F/stories260K-dq.bin" ]]; then echo "SKIP: A2SF_FIXTURES not set"; exit 0; fi
+A2SF=client/a2sf
+GEN=worker/tools/a2sf-generate
+WORKER=worker/service/a2sf-worker
+CACHEMGR=cachemgr/service/a2sf-cachemgr
+EVAL=eval/a2sf-eval
+MAKE_MODEL=worker/tools/a2sf-make-model
+T="${TEST_TMPDIR:-$(mktemp -d)}"
+failures=0
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+for b in $A2SF $GEN $WORKER $CACHEMGR $EVAL $MAKE_MODEL; do
+  out=$($b --help 2>&1) || fail "$b --help exits $?"
+  grep -q -- "--help" <<<"$out" || fail "$b --help lists no flags"
+  [[ "$($b --version)" == *" 0.1.0" ]] || fail "$b --version: $($b --version)"
+done
+$GEN --help | grep -q -- "--top_k" || fail "a2sf-generate --help misses --top_k"
+$WORKER --help | grep -q -- "--model_name" || fail "a2sf-worker --help misses --model_name"
+$CACHEMGR --help | grep -q -- "--max_sessions" || fail "a2sf-cachemgr --help misses --max_sessions"
+$EVAL --help | grep -q -- "--corpus" || fail "a2sf-eval --help misses --corpus"
+for cmd in generate policy jobs cancel model health; do
+  $A2SF $cmd --help >"$T/help" 2>&1 || fail "a2sf $cmd --help exits $?"
+  head -1 "$T/help" | grep -q "^a2sf $cmd " || fail "a2sf $cmd --help shows $(head -1 "$T/help")"
+done
+$A2SF generate --help | grep -q -- "--min_p" || fail "a2sf generate --help misses --min_p"
+$A2SF generate --help | grep -q -- "--cachemgr " && fail "a2sf generate --help lists --cachemgr"
+$A2SF policy --help | grep -q -- "--job " || fail "a2sf policy --help misses --job"
+
+refused() {  # refused MESSAGE_PART COMMAND...: exits 2 and says why
+  local want="$1"; shift
+  out=$("$@" 2>&1); rc=$?
+  [[ $rc == 2 ]] || fail "$* exits $rc, not 2"
+  grep -q -- "$want" <<<"$out" || fail "$*: no '$want' in: $out"
+}
+refused "give --policy" $A2SF generate --alpha=0.5 --plaintext
+refused "conflicts with --budget_ratio" $A2SF generate --policy=a2sf --budget_tokens=8 --budget_ratio=0.2
+refused "greedy" $A2SF generate --top_p=0.9
+refused "greedy" $A2SF generate --seed=3
+refused "--layer_alphas overrides" $A2SF generate --policy=a2sf --alpha=0.5 --layer_alphas=0.1,0.2
+refused "applies to --repeat" $A2SF generate --concurrency=8
+refused "give --policy" $GEN --model="$F/stories260K-dq.bin" --recent_window=4
+refused "full cache" $GEN --model="$F/stories260K-dq.bin" --prompt_ids=1 --budget_tokens=8
+refused "conflicts with --prompt" $GEN --model="$F/stories260K-dq.bin" --prompt=a --prompt_ids=1
+
+# A worker on a slower random model (so that a job runs long enough to act on), policies remote.
+$MAKE_MODEL --shape=stories110M --layers=1 --out="$T/slow.bin" >/dev/null || fail "make-model"
+$CACHEMGR --listen=127.0.0.1:0 --plaintext --port_file="$T/cm.port" 2>"$T/cm.log" &
+CM=$!
+for _ in $(seq 100); do [[ -s "$T/cm.port" ]] && break; sleep 0.1; done
+$WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --listen=127.0.0.1:0 --plaintext \
+  --cachemgr=127.0.0.1:$(cat "$T/cm.port") --cachemgr_plaintext --port_file="$T/w.port" 2>"$T/w.log" &
+W=$!
+$WORKER --model="$T/slow.bin" --listen=127.0.0.1:0 --plaintext \
+  --cachemgr=127.0.0.1:$(cat "$T/cm.port") --cachemgr_plaintext --port_file="$T/slow.port" 2>"$T/slow.log" &
+SLOW=$!
+trap 'kill $CM $W $SLOW 2>/dev/null' EXIT
+for _ in $(seq 300); do [[ -s "$T/w.port" && -s "$T/slow.port" ]] && break; sleep 0.1; done
+WA="--worker=127.0.0.1:$(cat "$T/w.port") --plaintext"
+SA="--worker=127.0.0.1:$(cat "$T/slow.port") --plaintext"
+
+# One JSON schema: the same keys (and, greedy, the same tokens) from the worker and in-process.
+$A2SF generate $WA --prompt="Once upon a time" --max_tokens=20 --policy=full --logprobs=2 --json >"$T/a.json" \
+  || fail "a2sf generate --json exits $?"
+$GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt="Once upon a time" --max_tokens=20 \
+  --policy=full --logprobs=2 --json >"$T/b.json" || fail "a2sf-generate --json exits $?"
+keys() { grep -o '"[a-z_]*":' "$1" | sort -u; }
+diff <(keys "$T/a.json") <(keys "$T/b.json") >/dev/null || fail "JSON keys differ: $(diff <(keys "$T/a.json") <(keys "$T/b.json"))"
+ids() { grep -o '"ids":\[[0-9,]*\]' "$1"; }
+[[ "$(ids "$T/a.json")" == "$(ids "$T/b.json")" ]] || fail "ids differ: $(ids "$T/a.json") vs $(ids "$T/b.json")"
+grep -q '"evictions":0,' "$T/a.json" || fail "uint64 zero not printed as a number: $(cat "$T/a.json")"
+$A2SF model $WA | grep -q "stories260K-dq.bin" || fail "a2sf model: $($A2SF model $WA 2>&1)"
+
+# policy set --job swaps the running job's session; cancelling the job exits 4.
+$A2SF generate $SA --prompt_ids=1 --max_tokens=0 --ignore_eos --policy=h2o --budget_tokens=64 --job_id=long \
+  >"$T/long.out" 2>"$T/long.err" &
+G=$!
+for _ in $(seq 100); do $A2SF jobs $SA 2>/dev/null | grep -q '"JOB_STATE_RUNNING"' && break; sleep 0.1; done
+$A2SF policy set --cachemgr=127.0.0.1:$(cat "$T/cm.port") --plaintext $SA --job=long --policy=a2sf --alpha=0.5 \
+  >"$T/swap.out" 2>&1 || fail "policy set --job: $(cat "$T/swap.out")"
+grep -q '"h2o"' "$T/swap.out" || fail "policy set --job did not swap h2o: $(cat "$T/swap.out")"
+$A2SF cancel long $SA | grep -q cancelled || fail "cancel"
+wait $G; rc=$?
+[[ $rc == 4 ]] || fail "a cancelled job exits $rc, not 4"
+grep -q "CANCELLED" "$T/long.out" || fail "no finish reason in: $(tail -3 "$T/long.out")"
+
+[[ $failures == 0 ]] && echo PASS
+exit $((failures > 0))
