@@ -7,7 +7,7 @@
 #include "absl/time/clock.h"
 #include "cachemgr/service/proto_convert.h"
 #include "common/log.h"
-#include "common/version.h"
+#include "common/cli.h"
 
 namespace a2sf::cachemgr {
 

@@ -154,7 +154,7 @@ const tests = {
   async clientLeavingMidStreamCancelsTheJob() {
     const before = await metric('a2sf_worker_jobs_total', ['outcome="cancelled"']);
     const stream = await client.completions.create({
-      model, prompt: 'Once', max_tokens: 500, temperature: 1, seed: 1, stream: true });
+      model, prompt: 'Once', max_tokens: 500, temperature: 1, seed: 1, ignore_eos: true, stream: true });
     for await (const chunk of stream) { void chunk; break; }  // break aborts the request
     for (let i = 0; i < 100 && await metric('a2sf_worker_jobs_total', ['outcome="cancelled"']) === before; i++) {
       await new Promise((r) => setTimeout(r, 50));

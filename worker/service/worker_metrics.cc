@@ -1,7 +1,7 @@
 #include "worker/service/worker_metrics.h"
 
 #include "absl/time/clock.h"
-#include "common/version.h"
+#include "common/cli.h"
 
 namespace a2sf::worker {
 
