@@ -11,12 +11,14 @@ PACKAGES=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   libsentencepiece-dev
   prometheus-cpp-dev
+  libcpp-httplib-dev libssl-dev
   nlohmann-json3-dev
   openssl
   curl
   ca-certificates
   python3
   python3-yaml
+  nodejs npm
 )
 
 missing=()

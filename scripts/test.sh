@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+bash scripts/npm_install.sh
 
 if [ -z "${A2SF_FIXTURES:-}" ] && [ -d ../shared/fixtures ]; then
   A2SF_FIXTURES="$(cd ../shared/fixtures && pwd)"
@@ -19,7 +20,9 @@ export A2SF_K8S_SCHEMA_MODULES
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 set +e
-bazel test //... "$@" 2>&1 | tee "$log"
+# The openai npm client for //tests:openai_client_test; A2SF_REQUIRE_NODE makes its absence a failure here.
+bazel test //... --test_env=A2SF_NODE_MODULES="$PWD/tests/openai_client/node_modules" --test_env=A2SF_REQUIRE_NODE=1 \
+    "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
 

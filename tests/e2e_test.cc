@@ -37,8 +37,12 @@ class Stack {
     if (metrics) {
       cachemgr_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
       worker_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
-      cachemgr_metrics_ = std::make_unique<cachemgr::CacheManagerMetrics>(&cachemgr_metrics_server_->registry());
-      worker_metrics_ = std::make_unique<worker::WorkerMetrics>(&worker_metrics_server_->registry());
+      cachemgr_metrics_ = std::make_shared<cachemgr::CacheManagerMetrics>(&cachemgr_metrics_server_->registry());
+      worker_metrics_ = std::make_unique<worker::WorkerMetrics>(&worker_metrics_server_->registry(), "stories260K",
+                                                                "cpu");
+      cachemgr_metrics_server_->OnScrape([this] {
+        if (manager_ != nullptr) cachemgr_metrics_->Refresh(*manager_);
+      });
     }
     weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
     tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
@@ -109,7 +113,7 @@ class Stack {
 
  private:
   std::unique_ptr<MetricsServer> cachemgr_metrics_server_, worker_metrics_server_;
-  std::unique_ptr<cachemgr::CacheManagerMetrics> cachemgr_metrics_;
+  std::shared_ptr<cachemgr::CacheManagerMetrics> cachemgr_metrics_;
   std::unique_ptr<worker::WorkerMetrics> worker_metrics_;
   std::unique_ptr<worker::ModelWeights> weights_;
   std::unique_ptr<worker::Tokenizer> tokenizer_;
@@ -295,29 +299,84 @@ double MetricValue(const std::string& text, const std::string& name) {
   return at == std::string::npos ? -1 : std::stod(text.substr(at + name.size() + 2));
 }
 
+// The sum of every series of `name` whose labels contain all of `labels` (-1: no such series).
+double SeriesSum(const std::string& text, const std::string& name, const std::vector<std::string>& labels = {}) {
+  double sum = -1;
+  size_t at = 0;
+  while ((at = text.find("\n" + name, at)) != std::string::npos) {
+    const size_t end = text.find('\n', at + 1);
+    const std::string line = text.substr(at + 1, end - at - 1);
+    at = end;
+    const char next = line[name.size()];
+    if (next != ' ' && next != '{') continue;
+    bool match = true;
+    for (const std::string& label : labels) match &= line.find(label) != std::string::npos;
+    if (match) sum = std::max(sum, 0.0) + std::stod(line.substr(line.rfind(' ') + 1));
+  }
+  return sum;
+}
+
 TEST(EndToEnd, PrometheusMetricsCountStepsTokensAndJobs) {
   A2SF_REQUIRE_FIXTURES();
   Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp16, /*metrics=*/true);
+  const std::string idle = Scrape(stack.worker_metrics_port());
+  EXPECT_EQ(SeriesSum(idle, "a2sf_worker_build_info", {"model=\"stories260K\"", "device=\"cpu\"", "version="}), 1.0);
+  EXPECT_EQ(SeriesSum(idle, "a2sf_worker_tokens_total"), -1.0);  // no job, no policy label yet
   auto result = stack.client().Generate(Request("a2sf", 16, 50));
   ASSERT_TRUE(result.ok()) << result.status();
   const std::string worker_text = Scrape(stack.worker_metrics_port());
   const std::string cachemgr_text = Scrape(stack.cachemgr_metrics_port());
   ASSERT_NE(worker_text.find("200 OK"), std::string::npos) << worker_text;
-  EXPECT_EQ(MetricValue(worker_text, "a2sf_worker_tokens_total"), 50.0);
+  const std::vector<std::string> a2sf = {"model=\"stories260K\"", "policy=\"a2sf\""};
+  EXPECT_EQ(SeriesSum(worker_text, "a2sf_worker_tokens_total", a2sf), 50.0);
+  EXPECT_EQ(SeriesSum(worker_text, "a2sf_worker_prompt_tokens_total", a2sf), double(result->finished.prompt_tokens()));
+  EXPECT_EQ(SeriesSum(worker_text, "a2sf_worker_time_to_first_token_seconds_count", a2sf), 1.0);
+  EXPECT_EQ(SeriesSum(worker_text, "a2sf_worker_inter_token_latency_seconds_count", a2sf), 49.0);
+  EXPECT_EQ(SeriesSum(worker_text, "a2sf_worker_e2e_request_latency_seconds_count", a2sf), 1.0);
+  EXPECT_GT(SeriesSum(worker_text, "a2sf_worker_e2e_request_latency_seconds_sum", a2sf),
+            SeriesSum(worker_text, "a2sf_worker_time_to_first_token_seconds_sum", a2sf));
   EXPECT_NE(worker_text.find("a2sf_worker_jobs_total{outcome=\"finished\"} 1"), std::string::npos) << worker_text;
   EXPECT_EQ(MetricValue(worker_text, "a2sf_worker_running_jobs"), 0.0);
-  EXPECT_EQ(MetricValue(worker_text, "a2sf_worker_evicted_entries_total"), double(result->finished.evictions()));
+  EXPECT_EQ(MetricValue(worker_text, "a2sf_worker_queued_jobs"), 0.0);
+  EXPECT_EQ(SeriesSum(worker_text, "a2sf_worker_kv_bytes_in_use"), 0.0);  // the job ended: nothing held
+  EXPECT_EQ(SeriesSum(worker_text, "a2sf_worker_evicted_entries_total", a2sf), double(result->finished.evictions()));
   // 12 prompt positions + 49 generated positions forwarded = 61 steps.
   EXPECT_EQ(MetricValue(cachemgr_text, "a2sf_cachemgr_steps_total"), 61.0) << cachemgr_text;
   EXPECT_EQ(MetricValue(cachemgr_text, "a2sf_cachemgr_evicted_entries_total"), double(result->finished.evictions()));
   EXPECT_GT(MetricValue(cachemgr_text, "a2sf_cachemgr_score_bytes_received_total"), 0.0);
   EXPECT_EQ(MetricValue(cachemgr_text, "a2sf_cachemgr_step_seconds_count"), 61.0);
-  EXPECT_EQ(MetricValue(cachemgr_text, "a2sf_cachemgr_sessions"), 0.0);
+  EXPECT_EQ(SeriesSum(cachemgr_text, "a2sf_cachemgr_sessions"), 0.0);
+  EXPECT_EQ(SeriesSum(cachemgr_text, "a2sf_cachemgr_sessions", {"policy=\"h2o\""}), 0.0);  // every policy listed
+  EXPECT_EQ(MetricValue(cachemgr_text, "a2sf_cachemgr_store_bytes_in_use"), 0.0);
+  EXPECT_EQ(SeriesSum(cachemgr_text, "a2sf_cachemgr_build_info"), 1.0);
   // An error is counted by its code.
   auto bad = stack.client().Generate(Request("lru", 8));
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(Scrape(stack.cachemgr_metrics_port()).find("a2sf_cachemgr_errors_total{code=\"INVALID_ARGUMENT\"} 1"),
             std::string::npos);
+}
+
+TEST(EndToEnd, MetricsShowARunningJobWhileItRuns) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp16, /*metrics=*/true);
+  // Scrape from inside the job's token callback: the job is mid-decode, its session open.
+  std::string worker_text, cachemgr_text;
+  // 400 tokens, each a round trip to the cache manager: the job outlasts the two scrapes by far.
+  auto result = stack.client().Generate(Request("h2o", 16, 400), [&](const v1::GeneratedTokens&) {
+    if (worker_text.empty()) {
+      worker_text = Scrape(stack.worker_metrics_port());
+      cachemgr_text = Scrape(stack.cachemgr_metrics_port());
+    }
+  });
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(MetricValue(worker_text, "a2sf_worker_running_jobs"), 1.0) << worker_text;
+  EXPECT_GT(SeriesSum(worker_text, "a2sf_worker_kv_bytes_in_use", {"policy=\"h2o\""}), 0.0);
+  EXPECT_EQ(SeriesSum(cachemgr_text, "a2sf_cachemgr_sessions", {"policy=\"h2o\""}), 1.0) << cachemgr_text;
+  EXPECT_EQ(SeriesSum(cachemgr_text, "a2sf_cachemgr_sessions", {"policy=\"a2sf\""}), 0.0);
+  EXPECT_GT(MetricValue(cachemgr_text, "a2sf_cachemgr_store_bytes_in_use"), 0.0);
+  const std::string after = Scrape(stack.cachemgr_metrics_port());
+  EXPECT_EQ(SeriesSum(after, "a2sf_cachemgr_sessions", {"policy=\"h2o\""}), 0.0);
+  EXPECT_EQ(MetricValue(after, "a2sf_cachemgr_store_bytes_in_use"), 0.0);
 }
 
 TEST(EndToEnd, SixteenConcurrentJobsComplete) {

@@ -11,11 +11,17 @@
 #include "common/log.h"
 #include "common/peer_strings.h"
 #include "grpcpp/security/auth_context.h"
+#include "common/cli.h"
 
 namespace a2sf::cachemgr {
 
 CacheManagerMetrics::CacheManagerMetrics(prometheus::Registry* registry)
-    : sessions_(prometheus::BuildGauge().Name("a2sf_cachemgr_sessions").Help("Open sessions").Register(*registry).Add({})),
+    : sessions_(prometheus::BuildGauge().Name("a2sf_cachemgr_sessions").Help("Open sessions by policy").Register(*registry)),
+      store_bytes_(prometheus::BuildGauge()
+                       .Name("a2sf_cachemgr_store_bytes_in_use")
+                       .Help("Bytes the score store holds for open sessions (accumulators, positions)")
+                       .Register(*registry)
+                       .Add({})),
       steps_(prometheus::BuildCounter().Name("a2sf_cachemgr_steps_total").Help("Steps decided").Register(*registry).Add({})),
       evicted_entries_(prometheus::BuildCounter()
                            .Name("a2sf_cachemgr_evicted_entries_total")
@@ -31,8 +37,25 @@ CacheManagerMetrics::CacheManagerMetrics(prometheus::Registry* registry)
                         .Name("a2sf_cachemgr_step_seconds")
                         .Help("Time to decide one step (accumulate, select, evict)")
                         .Register(*registry)
-                        .Add({}, prometheus::Histogram::BucketBoundaries{1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1})),
-      errors_(prometheus::BuildCounter().Name("a2sf_cachemgr_errors_total").Help("Failed calls by gRPC code").Register(*registry)) {}
+                        .Add({}, prometheus::Histogram::BucketBoundaries{1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3,
+                                                                         2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25,
+                                                                         0.5, 1})),
+      errors_(prometheus::BuildCounter().Name("a2sf_cachemgr_errors_total").Help("Failed calls by gRPC code").Register(*registry)) {
+  prometheus::BuildGauge()
+      .Name("a2sf_cachemgr_build_info")
+      .Help("Always 1; the labels describe the build")
+      .Register(*registry)
+      .Add({{"version", kVersion}})
+      .Set(1);
+}
+
+void CacheManagerMetrics::Refresh(const SessionManager& manager) {
+  std::map<std::string, int> by_policy;
+  for (const std::string& name : manager.registry().Names()) by_policy[name] = 0;  // zeros, not gaps
+  for (const SessionInfo& session : manager.List()) ++by_policy[session.policy.name];
+  for (const auto& [policy, count] : by_policy) sessions_.Add({{"policy", policy}}).Set(count);
+  store_bytes_.Set(double(manager.store().BytesHeld()));
+}
 
 void CacheManagerMetrics::RecordStep(double seconds, uint64_t evictions, uint64_t bytes) {
   steps_.Increment();
@@ -169,7 +192,6 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext* context, cons
     absl::MutexLock lock(&rings_mutex_);
     rings_[info->id] = *ring;
   }
-  if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   response->set_session_id(info->id);
   response->set_session_secret(info->secret);
   response->set_policy_evicts(info->evicts);
@@ -193,7 +215,6 @@ grpc::Status CacheManagerService::CloseSession(grpc::ServerContext*, const v1::C
     absl::MutexLock lock(&rings_mutex_);
     rings_.erase(request->session_id());
   }
-  if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   if (!info.ok()) return Error(ToGrpc(info.status()));
   response->set_steps(info->steps);
   response->set_evictions(info->evictions);

@@ -45,12 +45,15 @@ namespace a2sf::cachemgr {
 class CacheManagerMetrics {
  public:
   explicit CacheManagerMetrics(prometheus::Registry* registry);
-  void SetSessions(size_t n) { sessions_.Set(double(n)); }
+  // Reads the open sessions by policy and the bytes the score store holds (MetricsServer::OnScrape
+  // calls it at every scrape, so swaps, expiries and closes all show).
+  void Refresh(const SessionManager& manager);
   void RecordStep(double seconds, uint64_t evictions, uint64_t bytes);
   void RecordError(grpc::StatusCode code);
 
  private:
-  prometheus::Gauge& sessions_;
+  prometheus::Family<prometheus::Gauge>& sessions_;
+  prometheus::Gauge& store_bytes_;
   prometheus::Counter& steps_;
   prometheus::Counter& evicted_entries_;
   prometheus::Counter& bytes_received_;

@@ -115,8 +115,11 @@ int main(int argc, char** argv) {
     A2SF_LOG(ERROR) << metrics_server.status().message();
     return 1;
   }
-  std::unique_ptr<cachemgr::CacheManagerMetrics> metrics;
-  if (*metrics_server != nullptr) metrics = std::make_unique<cachemgr::CacheManagerMetrics>(&(*metrics_server)->registry());
+  std::shared_ptr<cachemgr::CacheManagerMetrics> metrics;  // shared with the scrape hook, which may outlive main's
+  if (*metrics_server != nullptr) {
+    metrics = std::make_shared<cachemgr::CacheManagerMetrics>(&(*metrics_server)->registry());
+    (*metrics_server)->OnScrape([metrics, &manager] { metrics->Refresh(manager); });
+  }
   const std::string unix_socket = absl::GetFlag(FLAGS_unix_socket);
   std::unique_ptr<RingHandoffServer> ring_handoff;
   if (!unix_socket.empty()) {
@@ -157,7 +160,6 @@ int main(int argc, char** argv) {
   std::thread expiry([&] {
     while (!stop_expiry.WaitForNotificationWithTimeout(absl::Seconds(5))) {
       if (size_t n = manager.ExpireIdleSessions()) A2SF_LOG(INFO) << "expired " << n << " idle sessions";
-      if (metrics != nullptr) metrics->SetSessions(manager.session_count());
     }
   });
   WaitForTerminationSignal();

@@ -7,19 +7,18 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/log.h"
 
 namespace a2sf {
 
-namespace {
-
 // civetweb reads what it can of a malformed address (e.g. "999.1.1.1:1" binds port 1 on every
 // interface), so check the form first: host:port with an IPv4 literal, a [bracketed] IPv6 literal
 // or a host name, and a port in [0, 65535].
-absl::Status CheckAddress(const std::string& address) {
+absl::Status CheckListenAddress(const std::string& address) {
   const size_t colon = address.rfind(':');
   const auto bad = [&](const char* why) {
-    return absl::InvalidArgumentError(absl::StrCat("metrics address '", address, "': ", why, " (want host:port)"));
+    return absl::InvalidArgumentError(absl::StrCat("address '", address, "': ", why, " (want host:port)"));
   };
   if (colon == std::string::npos || colon == 0) return bad("no host");
   uint32_t port = 0;
@@ -41,10 +40,32 @@ absl::Status CheckAddress(const std::string& address) {
   return absl::OkStatus();
 }
 
-}  // namespace
+// The registry as the exposer sees it: the refresh functions run, then the registry is collected.
+class MetricsServer::RefreshingRegistry : public prometheus::Collectable {
+ public:
+  explicit RefreshingRegistry(std::shared_ptr<prometheus::Registry> registry) : registry_(std::move(registry)) {}
+  void Add(std::function<void()> refresh) {
+    absl::MutexLock lock(&mutex_);
+    refreshers_.push_back(std::move(refresh));
+  }
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    {
+      absl::MutexLock lock(&mutex_);
+      for (const auto& refresh : refreshers_) refresh();
+    }
+    return registry_->Collect();
+  }
+
+ private:
+  const std::shared_ptr<prometheus::Registry> registry_;
+  mutable absl::Mutex mutex_;
+  std::vector<std::function<void()>> refreshers_ ABSL_GUARDED_BY(mutex_);
+};
+
+void MetricsServer::OnScrape(std::function<void()> refresh) { collectable_->Add(std::move(refresh)); }
 
 absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::string& address) {
-  if (absl::Status s = CheckAddress(address); !s.ok()) return s;
+  if (absl::Status s = CheckListenAddress(address); !s.ok()) return s;
   std::unique_ptr<MetricsServer> server(new MetricsServer());
   server->registry_ = std::make_shared<prometheus::Registry>();
   // prometheus-cpp reports bind failures by throwing; keep exceptions inside this function.
@@ -53,7 +74,8 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", address, ": ", e.what()));
   }
-  server->exposer_->RegisterCollectable(server->registry_);
+  server->collectable_ = std::make_shared<RefreshingRegistry>(server->registry_);
+  server->exposer_->RegisterCollectable(server->collectable_);
   const std::vector<int> ports = server->exposer_->GetListeningPorts();
   server->port_ = ports.empty() ? 0 : ports.front();
   return server;

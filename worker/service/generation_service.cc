@@ -18,31 +18,6 @@ struct GenerationService::Job {
   v1::JobStatus status ABSL_GUARDED_BY(mutex);
 };
 
-WorkerMetrics::WorkerMetrics(prometheus::Registry* registry)
-    : running_jobs(prometheus::BuildGauge().Name("a2sf_worker_running_jobs").Help("Jobs running now").Register(*registry).Add({})),
-      tokens(prometheus::BuildCounter().Name("a2sf_worker_tokens_total").Help("Tokens generated").Register(*registry).Add({})),
-      jobs(prometheus::BuildCounter().Name("a2sf_worker_jobs_total").Help("Jobs by outcome").Register(*registry)),
-      time_to_first_token(prometheus::BuildHistogram()
-                              .Name("a2sf_worker_time_to_first_token_seconds")
-                              .Help("Time from accepting a job to its first token")
-                              .Register(*registry)
-                              .Add({}, prometheus::Histogram::BucketBoundaries{1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1, 3, 10})),
-      tokens_per_second(prometheus::BuildHistogram()
-                            .Name("a2sf_worker_job_tokens_per_second")
-                            .Help("Decode speed per finished job")
-                            .Register(*registry)
-                            .Add({}, prometheus::Histogram::BucketBoundaries{1, 3, 10, 30, 100, 300, 1000, 3000, 10000})),
-      kv_bytes_held(prometheus::BuildGauge()
-                        .Name("a2sf_worker_kv_bytes_peak_last_job")
-                        .Help("Peak KV-cache bytes of the most recently finished job")
-                        .Register(*registry)
-                        .Add({})),
-      evicted_entries(prometheus::BuildCounter()
-                          .Name("a2sf_worker_evicted_entries_total")
-                          .Help("KV entries evicted over all jobs, layers and KV heads")
-                          .Register(*registry)
-                          .Add({})) {}
-
 GenerationService::GenerationService(WorkerOptions options) : options_(std::move(options)) {}
 
 std::shared_ptr<GenerationService::Job> GenerationService::Register(const std::string& requested_id,
@@ -59,13 +34,12 @@ std::shared_ptr<GenerationService::Job> GenerationService::Register(const std::s
     return nullptr;
   }
   if (running_.load() >= options_.max_jobs) {
-    if (options_.metrics != nullptr) options_.metrics->jobs.Add({{"outcome", "rejected"}}).Increment();
+    if (options_.metrics != nullptr) options_.metrics->Rejected();
     *status = absl::ResourceExhaustedError(absl::StrCat("this worker runs at most ", options_.max_jobs,
                                                         " jobs at once; retry later or on another worker"));
     return nullptr;
   }
   ++running_;
-  if (options_.metrics != nullptr) options_.metrics->running_jobs.Increment();
   jobs_[job->id] = job;
   return job;
 }
@@ -74,14 +48,13 @@ void GenerationService::Retire(const std::shared_ptr<Job>& job) {
   absl::MutexLock lock(&mutex_);
   --running_;
   if (options_.metrics != nullptr) {
-    options_.metrics->running_jobs.Decrement();
     const char* outcome = "failed";
     {
       absl::MutexLock job_lock(&job->mutex);
       if (job->status.state() == v1::JOB_STATE_FINISHED) outcome = "finished";
       if (job->status.state() == v1::JOB_STATE_CANCELLED) outcome = "cancelled";
     }
-    options_.metrics->jobs.Add({{"outcome", outcome}}).Increment();
+    options_.metrics->Outcome(outcome);
   }
   finished_.push_back(job->id);
   while (finished_.size() > options_.finished_jobs_kept) {
@@ -94,10 +67,7 @@ void GenerationService::Refuse(const std::shared_ptr<Job>& job) {
   absl::MutexLock lock(&mutex_);
   --running_;
   jobs_.erase(job->id);
-  if (options_.metrics != nullptr) {
-    options_.metrics->running_jobs.Decrement();
-    options_.metrics->jobs.Add({{"outcome", "rejected"}}).Increment();
-  }
+  if (options_.metrics != nullptr) options_.metrics->Rejected();
 }
 
 RemotePolicyOptions GenerationService::RemoteOptions(const std::string& job_id) const {
@@ -158,7 +128,7 @@ v1::JobStats GenerationService::AcceptedStats(const Job& job, const JobPlan& pla
 
 absl::StatusOr<GenerateResult> GenerationService::Run(Job* job, const JobPlan& plan, Engine* engine,
                                                       EvictionPolicyClient* policy, JobOutput* output,
-                                                      grpc::ServerContext* context,
+                                                      JobMetrics* job_metrics, grpc::ServerContext* context,
                                                       grpc::ServerWriter<v1::GenerateResponse>* writer) {
   v1::GenerateResponse response;
   GenerateCallbacks callbacks;
@@ -176,7 +146,7 @@ absl::StatusOr<GenerateResult> GenerationService::Run(Job* job, const JobPlan& p
     response.Clear();
     const TokenVerdict verdict = output->OnToken(event, response.mutable_tokens());
     ++tokens_generated_;
-    if (options_.metrics != nullptr) options_.metrics->tokens.Increment();
+    job_metrics->Token(engine->cache().bytes_held());
     if (!writer->Write(response)) return TokenVerdict::kCancel;  // the client went away
     if (job->cancel.load() || context->IsCancelled()) return TokenVerdict::kCancel;
     return verdict;
@@ -193,6 +163,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   std::shared_ptr<Job> job = Register(request->job_id(), &status);
   if (job == nullptr) return cachemgr::ToGrpc(status);
   const absl::Time started = absl::Now();
+  JobMetrics job_metrics(options_.metrics);
 
   // Refused before it starts (policy, budget, cache manager, engine): not a job (see ListJobs).
   absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> policy = OpenPolicy(*request, plan->budget, job->id);
@@ -227,6 +198,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     *job->status.mutable_stats() = stats;
     job->status.set_state(v1::JOB_STATE_RUNNING);
   }
+  job_metrics.Started(stats.policy().name(), stats.prompt_tokens());
   v1::GenerateResponse accepted;
   *accepted.mutable_accepted() = stats;
   accepted.set_job_token(job->token);
@@ -234,17 +206,12 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
 
   JobOutput output(options_.tokenizer, plan->prompt, plan->stop, plan->logprobs);
   absl::StatusOr<GenerateResult> result =
-      Run(job.get(), *plan, engine->get(), policy->get(), &output, context, writer);
+      Run(job.get(), *plan, engine->get(), policy->get(), &output, &job_metrics, context, writer);
   if (fallback != nullptr && fallback->fell_back()) stats.set_policy_location(v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
   policy->reset();  // closes a remote session now rather than at the end of the call
   if (!result.ok()) return Failed(job, result.status());
   SetResultStats(c, plan->prompt.size(), *result, output.stop_string(), &stats);
-  if (options_.metrics != nullptr) {
-    options_.metrics->time_to_first_token.Observe(result->time_to_first_token_ms / 1000.0);
-    options_.metrics->tokens_per_second.Observe(result->tokens_per_second);
-    options_.metrics->kv_bytes_held.Set(double(result->kv_bytes_peak));
-    options_.metrics->evicted_entries.Increment(double(result->evictions));
-  }
+  job_metrics.Finished(stats);
   {
     absl::MutexLock lock(&job->mutex);
     *job->status.mutable_stats() = stats;

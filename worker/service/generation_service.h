@@ -13,33 +13,15 @@
 
 #include "a2sf/v1/generation.grpc.pb.h"
 #include "absl/synchronization/mutex.h"
-#include "prometheus/counter.h"
-#include "prometheus/gauge.h"
-#include "prometheus/histogram.h"
-#include "prometheus/registry.h"
 #include "worker/model/model.h"
 #include "worker/service/fallback_policy.h"
 #include "worker/service/job_output.h"
 #include "worker/service/job_plan.h"
 #include "worker/service/remote_policy.h"
+#include "worker/service/worker_metrics.h"
 #include "worker/tokenizer/tokenizer.h"
 
 namespace a2sf::worker {
-
-// The worker's Prometheus metrics (names prefixed a2sf_worker_).
-class WorkerMetrics {
- public:
-  explicit WorkerMetrics(prometheus::Registry* registry);
-  prometheus::Gauge& running_jobs;
-  prometheus::Counter& tokens;
-  // label outcome: finished, cancelled, failed (started, then an error), rejected (refused before
-  // starting: too many jobs, bad policy or budget, cache manager refused or unreachable)
-  prometheus::Family<prometheus::Counter>& jobs;
-  prometheus::Histogram& time_to_first_token;
-  prometheus::Histogram& tokens_per_second;
-  prometheus::Gauge& kv_bytes_held;  // sum over running jobs, updated at each job's end
-  prometheus::Counter& evicted_entries;
-};
 
 struct WorkerOptions {
   const ModelWeights* weights = nullptr;
@@ -100,7 +82,7 @@ class GenerationService final : public v1::Generation::Service {
   v1::JobStats AcceptedStats(const Job& job, const JobPlan& plan, EvictionPolicyClient* policy) const;
   // Generates, streaming each token (and the prompt logprobs first) to `writer`.
   absl::StatusOr<GenerateResult> Run(Job* job, const JobPlan& plan, Engine* engine, EvictionPolicyClient* policy,
-                                     JobOutput* output, grpc::ServerContext* context,
+                                     JobOutput* output, JobMetrics* job_metrics, grpc::ServerContext* context,
                                      grpc::ServerWriter<v1::GenerateResponse>* writer);
   std::shared_ptr<Job> Register(const std::string& requested_id, absl::Status* status);
   // A job that ran to its end (finished, cancelled or failed): kept for GetJob and ListJobs.

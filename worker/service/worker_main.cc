@@ -21,12 +21,14 @@
 #include "common/shm/ring_handoff.h"
 #include "common/metrics/metrics_server.h"
 #include "cachemgr/session/lagged_layout.h"
+#include "worker/http/openai_server.h"
 #include "worker/model/load_flags.h"
 #include "worker/service/cache_manager_watch.h"
 #include "worker/service/generation_service.h"
 
-ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint or Hugging Face folder");
-ABSL_FLAG(std::string, model_name, "", "the model's name in GetModelInfo (default: --model's file or folder name)");
+ABSL_FLAG(std::string, model, "", "llama2.c .bin checkpoint, GGUF file or Hugging Face folder");
+ABSL_FLAG(std::string, model_name, "",
+          "the model's name in GetModelInfo, the HTTP API and metrics labels (default: --model's file or folder name)");
 ABSL_FLAG(std::string, tokenizer, "", "tokenizer.bin or tokenizer.model (default: a GGUF model's own; without either, token-id prompts only)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50052", "comma-separated host:port addresses");
 ABSL_FLAG(bool, plaintext, false, "serve without TLS (must be chosen explicitly)");
@@ -72,6 +74,9 @@ ABSL_FLAG(std::string, device, "cpu",
 ABSL_FLAG(int, max_jobs, 16, "concurrent jobs (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(std::string, name, "", "worker name in statistics (default: host name)");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP here, e.g. 0.0.0.0:9092 (empty: off)");
+ABSL_FLAG(std::string, http_listen, "",
+          "serve the OpenAI-compatible HTTP API (/v1/completions, /v1/chat/completions, /v1/models, /health) here, "
+          "e.g. 127.0.0.1:8000, with the gRPC port's TLS options (empty: off)");
 ABSL_FLAG(int, max_streams_per_connection, 64, "concurrent calls one client connection may hold (0: gRPC's default)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving");
 
@@ -189,7 +194,8 @@ int main(int argc, char** argv) {
   }
   std::unique_ptr<worker::WorkerMetrics> metrics;
   if (*metrics_server != nullptr) {
-    metrics = std::make_unique<worker::WorkerMetrics>(&(*metrics_server)->registry());
+    metrics = std::make_unique<worker::WorkerMetrics>(&(*metrics_server)->registry(), options.model_name,
+                                                      absl::GetFlag(FLAGS_device));
     options.metrics = metrics.get();
   }
   worker::GenerationService service(options);
@@ -220,11 +226,23 @@ int main(int argc, char** argv) {
           running->SetServing(reachable);
         });
   }
+  worker::http::OpenAiServerOptions http_options;
+  http_options.listen = absl::GetFlag(FLAGS_http_listen);
+  http_options.plaintext = server_options.plaintext;
+  http_options.tls = server_options.tls;
+  auto http = worker::http::OpenAiServer::StartIfAsked(
+      http_options, {options.model_name, tokenizer.get()},
+      (*server)->server()->InProcessChannel(grpc::ChannelArguments()));
+  if (!http.ok()) {
+    A2SF_LOG(ERROR) << http.status().message();
+    return 1;
+  }
   WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->bound_port(0));
   WaitForTerminationSignal();
   watch.reset();  // before the shutdown's NOT_SERVING, which it must not undo
   A2SF_LOG(INFO) << "draining: " << service.running_jobs() << " running jobs (up to 60 s)";
   (*server)->Shutdown(absl::Seconds(60));
+  http->reset();  // after the gRPC drain: HTTP jobs are gRPC calls, finished or cancelled by now
   (*server)->Wait();
   return 0;
 }

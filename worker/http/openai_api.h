@@ -1,0 +1,91 @@
+// The OpenAI API's JSON vocabulary, mapped to and from the worker's Generation API: requests of
+// /v1/completions and /v1/chat/completions become a v1::GenerateRequest (chat messages through the
+// LLaMA-2 chat template), and the job's events become OpenAI responses and stream chunks. Pure
+// functions over values, no I/O: the HTTP server (openai_server.h) is the only caller besides tests.
+// Stop strings are the worker's (StopConditions with include_stop_string false: cut and held back as
+// OpenAI does); this file only names them. Thread-safety: the functions are reentrant.
+#ifndef A2SF_WORKER_HTTP_OPENAI_API_H_
+#define A2SF_WORKER_HTTP_OPENAI_API_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "a2sf/v1/generation.pb.h"
+#include "grpcpp/support/status.h"
+#include "nlohmann/json.hpp"
+#include "worker/tokenizer/tokenizer.h"
+
+namespace a2sf::worker::http {
+
+// An OpenAI-shaped error: HTTP status and the body's error.{message, type, param, code}.
+struct ApiError {
+  int http_status = 400;
+  std::string message;
+  std::string type = "invalid_request_error";
+  std::string param;  // the request field at fault; empty: null
+  std::string code;   // empty: null
+};
+nlohmann::json ErrorBody(const ApiError& error);
+// A failed Generate call as OpenAI reports it (INVALID_ARGUMENT -> 400, RESOURCE_EXHAUSTED -> 429, ...).
+ApiError FromGrpc(const grpc::Status& status);
+
+enum class Endpoint { kCompletions, kChatCompletions };
+
+// What the adapter needs of the model to map a request.
+struct ServedModel {
+  std::string id;                        // the `model` name clients must send
+  const Tokenizer* tokenizer = nullptr;  // chat needs one (the template is tokenized here)
+};
+
+// One request, mapped.
+struct MappedRequest {
+  v1::GenerateRequest generate;
+  bool stream = false;
+  bool include_usage = false;          // stream_options.include_usage
+  bool logprobs = false;               // report per-token logprobs (the count of alternatives is in generate)
+  std::string model;
+};
+
+// Parses and validates `body`; on failure fills `error` and returns false. Unknown fields are ignored
+// (as OpenAI's servers do); known fields of the wrong type or range are 400s naming the field.
+bool MapRequest(Endpoint endpoint, const nlohmann::json& body, const ServedModel& model, MappedRequest* out,
+                ApiError* error);
+
+// LLaMA-2's chat format as Meta's reference chat_completion writes it: each finished exchange is
+// BOS "[INST] {user} [/INST] {assistant} " EOS, the last user turn BOS "[INST] {user} [/INST]"; a leading
+// system message is folded into the first user turn as "<<SYS>>\n{system}\n<</SYS>>\n\n{user}".
+// Contents are stripped of surrounding whitespace. Roles must alternate user/assistant and end with user.
+bool ChatPromptIds(const nlohmann::json& messages, const Tokenizer& tokenizer, std::vector<uint32_t>* ids,
+                   ApiError* error);
+
+// OpenAI's finish_reason for a job's: "stop" (EOS, stop string or token), "length" (max_tokens or the
+// context), or null while running / when cancelled.
+nlohmann::json FinishReason(v1::FinishReason reason);
+
+// Appends one generated token's logprobs to `logprobs` in the endpoint's format: completions'
+// {tokens, token_logprobs, top_logprobs, text_offset} (`text_offset`: the token's offset in the text),
+// chat's {content: [{token, logprob, bytes, top_logprobs}]}. A null `logprobs` becomes the object.
+void AppendLogprobs(Endpoint endpoint, const v1::TokenLogprobs& token, size_t text_offset, nlohmann::json* logprobs);
+
+// Response documents. `id` is the response id ("cmpl-..." / "chatcmpl-..."), `created` Unix seconds.
+struct ResponseHeader {
+  Endpoint endpoint;
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+};
+nlohmann::json Usage(uint32_t prompt_tokens, uint32_t completion_tokens);
+nlohmann::json CompleteResponse(const ResponseHeader& header, const std::string& text,
+                                const nlohmann::json& finish_reason, const nlohmann::json& usage,
+                                const nlohmann::json& logprobs = nullptr);
+// A stream chunk with one choice: `text` as the delta (chat: `first` adds role "assistant").
+nlohmann::json StreamChunk(const ResponseHeader& header, const std::string& text, bool first,
+                           const nlohmann::json& finish_reason, const nlohmann::json& logprobs = nullptr);
+// The last chunk of a stream with include_usage: no choices, the usage.
+nlohmann::json UsageChunk(const ResponseHeader& header, const nlohmann::json& usage);
+nlohmann::json ModelList(const std::string& model_id, int64_t created);
+
+}  // namespace a2sf::worker::http
+
+#endif  // A2SF_WORKER_HTTP_OPENAI_API_H_

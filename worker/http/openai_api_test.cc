@@ -1,0 +1,295 @@
+// The OpenAI <-> Generation mapping: fields, defaults, the LLaMA-2 chat template against strings
+// written from Meta's reference format, stop-string cutting across pieces, and hostile bodies.
+#include "worker/http/openai_api.h"
+
+#include "gtest/gtest.h"
+#include "worker/testing/fixtures.h"
+
+namespace a2sf::worker::http {
+namespace {
+
+using nlohmann::json;
+
+ServedModel Model(const Tokenizer* tokenizer = nullptr) { return {"stories260K", tokenizer}; }
+
+// Maps `body`; on failure returns the error (http_status 0 on success).
+ApiError MapError(Endpoint endpoint, const json& body, MappedRequest* out = nullptr,
+                  const Tokenizer* tokenizer = nullptr) {
+  MappedRequest ignored;
+  ApiError error;
+  error.http_status = 0;
+  if (!MapRequest(endpoint, body, Model(tokenizer), out != nullptr ? out : &ignored, &error)) return error;
+  error.http_status = 0;
+  return error;
+}
+
+TEST(OpenAiApiTest, CompletionFieldsMapToTheGenerateRequest) {
+  MappedRequest m;
+  const json body = {{"model", "stories260K"},  {"prompt", "Once upon"},        {"max_tokens", 40},
+                     {"temperature", 0.5},       {"top_p", 0.9},                 {"seed", 7},
+                     {"stop", {"\n", "END"}},    {"stream", true},               {"stream_options", {{"include_usage", true}}},
+                     {"user", "alice"},          {"kv_policy", {{"name", "a2sf"}, {"alpha", 0.7}, {"recent_window", 8}}},
+                     {"kv_budget", {{"ratio", 0.25}}}};
+  ASSERT_EQ(MapError(Endpoint::kCompletions, body, &m).http_status, 0);
+  EXPECT_EQ(m.generate.text(), "Once upon");
+  EXPECT_EQ(m.generate.max_tokens(), 40u);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().temperature(), 0.5);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().top_p(), 0.9);
+  EXPECT_EQ(m.generate.sampling().seed(), 7u);
+  ASSERT_EQ(m.generate.stop().stop_strings_size(), 2);
+  EXPECT_TRUE(m.stream);
+  EXPECT_TRUE(m.include_usage);
+  EXPECT_EQ(m.generate.policy().name(), "a2sf");
+  EXPECT_DOUBLE_EQ(m.generate.policy().alpha(), 0.7);
+  EXPECT_EQ(m.generate.policy().recent_window(), 8u);
+  EXPECT_DOUBLE_EQ(m.generate.budget().ratio(), 0.25);
+}
+
+TEST(OpenAiApiTest, DefaultsAreOpenAisNotTheProtos) {
+  MappedRequest m;
+  ASSERT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}}, &m).http_status, 0);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().temperature(), 1.0);  // OpenAI samples by default; proto 0 is greedy
+  EXPECT_EQ(m.generate.max_tokens(), 16u);                      // OpenAI's completions default
+  EXPECT_FALSE(m.stream);
+  EXPECT_FALSE(m.generate.has_policy());
+  EXPECT_FALSE(m.generate.has_budget());
+  // Nulls are "unset", as OpenAI clients send them.
+  ASSERT_EQ(MapError(Endpoint::kCompletions,
+                     {{"model", "stories260K"}, {"prompt", "x"}, {"max_tokens", nullptr}, {"stop", nullptr}}, &m)
+                .http_status,
+            0);
+}
+
+TEST(OpenAiApiTest, TokenPromptsAndSingletonArraysAreAccepted) {
+  MappedRequest m;
+  ASSERT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", {1, 403, 9}}}, &m).http_status, 0);
+  ASSERT_EQ(m.generate.token_ids().ids_size(), 3);
+  EXPECT_EQ(m.generate.token_ids().ids(1), 403u);
+  ASSERT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", {"only one"}}}, &m).http_status, 0);
+  EXPECT_EQ(m.generate.text(), "only one");
+}
+
+struct BadCase {
+  const char* what;
+  json body;
+  int status;
+  const char* param;
+};
+
+TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
+  const json ok = {{"model", "stories260K"}, {"prompt", "x"}};
+  const auto with = [&](const char* key, json value) {
+    json b = ok;
+    b[key] = std::move(value);
+    return b;
+  };
+  const std::vector<BadCase> cases = {
+      {"n > 1", with("n", 2), 400, "n"},
+      {"max_tokens as string", with("max_tokens", "10"), 400, "max_tokens"},
+      {"max_tokens 0", with("max_tokens", 0), 400, "max_tokens"},
+      {"max_tokens negative", with("max_tokens", -5), 400, "max_tokens"},
+      {"max_tokens huge", with("max_tokens", 1e30), 400, "max_tokens"},
+      {"temperature 3", with("temperature", 3), 400, "temperature"},
+      {"temperature string", with("temperature", "hot"), 400, "temperature"},
+      {"top_p 0", with("top_p", 0), 400, "top_p"},
+      {"seed float", with("seed", 1.5), 400, "seed"},
+      {"five stops", with("stop", {"a", "b", "c", "d", "e"}), 400, "stop"},
+      {"empty stop", with("stop", ""), 400, "stop"},
+      {"stop number", with("stop", 3), 400, "stop"},
+      {"stream string", with("stream", "yes"), 400, "stream"},
+      {"stream_options without stream", with("stream_options", {{"include_usage", true}}), 400, "stream_options"},
+      {"kv_policy typo", with("kv_policy", {{"name", "a2sf"}, {"alpah", 0.5}}), 400, "kv_policy"},
+      {"kv_policy wrong type", with("kv_policy", {{"name", "a2sf"}, {"alpha", "high"}}), 400, "kv_policy.alpha"},
+      {"kv_policy negative window", with("kv_policy", {{"name", "a2sf"}, {"recent_window", -1}}), 400,
+       "kv_policy.recent_window"},
+      {"kv_budget both", with("kv_budget", {{"tokens", 8}, {"ratio", 0.5}}), 400, "kv_budget"},
+      {"kv_budget not object", with("kv_budget", 0.5), 400, "kv_budget"},
+      {"user number", with("user", 5), 400, "user"},
+      {"logprobs as string", with("logprobs", "2"), 400, "logprobs"},
+      {"two prompts", with("prompt", {"a", "b"}), 400, "prompt"},
+      {"empty prompt", with("prompt", ""), 400, "prompt"},
+      {"negative token id", with("prompt", {1, -2}), 400, "prompt"},
+      {"prompt object", with("prompt", {{"a", 1}}), 400, "prompt"},
+      {"unknown model", with("model", "gpt-4"), 404, "model"},
+      {"model number", with("model", 4), 400, "model"},
+      {"echo", with("echo", true), 400, "echo"},
+      {"best_of 3", with("best_of", 3), 400, "best_of"},
+      {"suffix", with("suffix", "end"), 400, "suffix"},
+      {"logit_bias", with("logit_bias", {{"50256", -100}}), 400, "logit_bias"},
+      {"json mode", with("response_format", {{"type", "json_object"}}), 400, "response_format"},
+  };
+  for (const BadCase& c : cases) {
+    const ApiError e = MapError(Endpoint::kCompletions, c.body);
+    EXPECT_EQ(e.http_status, c.status) << c.what;
+    EXPECT_EQ(e.param, c.param) << c.what;
+    EXPECT_FALSE(e.message.empty()) << c.what;
+  }
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "gpt-4"}, {"prompt", "x"}}).code, "model_not_found");
+  EXPECT_EQ(MapError(Endpoint::kCompletions, json::array({1, 2})).http_status, 400);
+  // Unsupported fields at their "off" values are fine.
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"echo", false}, {"best_of", 1},
+                                              {"logit_bias", json::object()}, {"response_format", {{"type", "text"}}}})
+                .http_status,
+            0);
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"prompt", "x"}}).param, "model");
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}}).param, "prompt");
+}
+
+TEST(OpenAiApiTest, ErrorBodyIsOpenAiShaped) {
+  ApiError e;
+  e.message = "bad";
+  e.param = "n";
+  const json body = ErrorBody(e);
+  EXPECT_EQ(body["error"]["message"], "bad");
+  EXPECT_EQ(body["error"]["type"], "invalid_request_error");
+  EXPECT_EQ(body["error"]["param"], "n");
+  EXPECT_TRUE(body["error"]["code"].is_null());
+}
+
+TEST(OpenAiApiTest, GrpcStatusesMapToOpenAiHttpStatuses) {
+  EXPECT_EQ(FromGrpc(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "x")).http_status, 400);
+  EXPECT_EQ(FromGrpc(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "x")).http_status, 429);
+  EXPECT_EQ(FromGrpc(grpc::Status(grpc::StatusCode::UNAVAILABLE, "x")).http_status, 503);
+  EXPECT_EQ(FromGrpc(grpc::Status(grpc::StatusCode::INTERNAL, "x")).http_status, 500);
+  EXPECT_EQ(FromGrpc(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "why")).message, "why");
+}
+
+TEST(OpenAiApiTest, FinishReasonsAreOpenAis) {
+  EXPECT_EQ(FinishReason(v1::FINISH_REASON_EOS), "stop");
+  EXPECT_EQ(FinishReason(v1::FINISH_REASON_STOP_STRING), "stop");
+  EXPECT_EQ(FinishReason(v1::FINISH_REASON_MAX_TOKENS), "length");
+  EXPECT_EQ(FinishReason(v1::FINISH_REASON_CONTEXT_FULL), "length");
+  EXPECT_TRUE(FinishReason(v1::FINISH_REASON_CANCELLED).is_null());
+}
+
+TEST(OpenAiApiTest, LogprobsMapToTheWorkersOptionsAndBackToOpenAisShapes) {
+  MappedRequest m;
+  ASSERT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"logprobs", 3}}, &m).http_status,
+            0);
+  EXPECT_TRUE(m.logprobs);
+  EXPECT_EQ(m.generate.logprobs().generated(), 3u);
+  ASSERT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"logprobs", 0}}, &m).http_status,
+            0);
+  EXPECT_TRUE(m.generate.logprobs().has_generated());
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"logprobs", 6}}).param,
+            "logprobs");
+  EXPECT_EQ(MapError(Endpoint::kChatCompletions, {{"model", "stories260K"}, {"top_logprobs", 2}}).param, "messages");
+
+  v1::TokenLogprobs token;
+  token.mutable_token()->set_id(9);
+  token.mutable_token()->set_piece(" cat");
+  token.mutable_token()->set_logprob(-0.5f);
+  auto* alt = token.add_top();
+  alt->set_piece(" cat");
+  alt->set_logprob(-0.5f);
+  alt = token.add_top();
+  alt->set_piece(" dog");
+  alt->set_logprob(-1.25f);
+  json completion = nullptr;
+  AppendLogprobs(Endpoint::kCompletions, token, 7, &completion);
+  EXPECT_EQ(completion["tokens"], json({" cat"}));
+  EXPECT_EQ(completion["token_logprobs"], json({-0.5}));
+  EXPECT_EQ(completion["top_logprobs"][0][" dog"], -1.25);
+  EXPECT_EQ(completion["text_offset"], json({7}));
+  json chat = nullptr;
+  AppendLogprobs(Endpoint::kChatCompletions, token, 0, &chat);
+  EXPECT_EQ(chat["content"][0]["token"], " cat");
+  EXPECT_EQ(chat["content"][0]["bytes"], json({32, 99, 97, 116}));
+  EXPECT_EQ(chat["content"][0]["top_logprobs"][1]["logprob"], -1.25);
+}
+
+TEST(OpenAiApiTest, StopStringsAreCutByTheWorkerAndVllmExtrasPassThrough) {
+  MappedRequest m;
+  const json body = {{"model", "stories260K"}, {"prompt", "x"},          {"stop", "END"},
+                     {"min_tokens", 4},        {"stop_token_ids", {2, 7}}, {"ignore_eos", true},
+                     {"top_k", 40},            {"min_p", 0.05},           {"repetition_penalty", 1.1},
+                     {"presence_penalty", 0.5}, {"frequency_penalty", -0.5}};
+  ASSERT_EQ(MapError(Endpoint::kCompletions, body, &m).http_status, 0);
+  EXPECT_FALSE(m.generate.stop().include_stop_string());  // OpenAI's rule
+  EXPECT_EQ(m.generate.stop().min_tokens(), 4u);
+  EXPECT_EQ(m.generate.stop().stop_token_ids_size(), 2);
+  EXPECT_FALSE(m.generate.stop().stop_on_eos());
+  EXPECT_EQ(m.generate.sampling().top_k(), 40u);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().min_p(), 0.05);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().repetition_penalty(), 1.1);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().presence_penalty(), 0.5);
+  EXPECT_DOUBLE_EQ(m.generate.sampling().frequency_penalty(), -0.5);
+  EXPECT_TRUE(m.generate.sampling().has_seed() == false);  // unset: the worker draws and reports one
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"presence_penalty", 3}}).param,
+            "presence_penalty");
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"stop_token_ids", {-1}}}).param,
+            "stop_token_ids");
+}
+
+class ChatTemplateTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    A2SF_REQUIRE_FIXTURES();
+    auto t = LoadTokenizer(testing::FixturesDir() + "/tok512.bin");
+    ASSERT_TRUE(t.ok()) << t.status();
+    tokenizer_ = std::move(*t);
+  }
+  std::vector<uint32_t> Encode(const std::string& text) {
+    std::vector<int> ids = *tokenizer_->Encode(text, true);
+    return std::vector<uint32_t>(ids.begin(), ids.end());
+  }
+  std::unique_ptr<Tokenizer> tokenizer_;
+};
+
+TEST_F(ChatTemplateTest, SystemAndUserFollowMetasFormat) {
+  std::vector<uint32_t> ids;
+  ApiError e;
+  const json messages = {{{"role", "system"}, {"content", " Be brief. "}}, {{"role", "user"}, {"content", "Hi there\n"}}};
+  ASSERT_TRUE(ChatPromptIds(messages, *tokenizer_, &ids, &e)) << e.message;
+  EXPECT_EQ(ids, Encode("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi there [/INST]"));
+}
+
+TEST_F(ChatTemplateTest, MultiTurnClosesEachExchangeWithEos) {
+  std::vector<uint32_t> ids;
+  ApiError e;
+  const json messages = {{{"role", "user"}, {"content", "A"}},
+                         {{"role", "assistant"}, {"content", {{{"type", "text"}, {"text", "B"}}}}},
+                         {{"role", "user"}, {"content", "C"}}};
+  ASSERT_TRUE(ChatPromptIds(messages, *tokenizer_, &ids, &e)) << e.message;
+  std::vector<uint32_t> want = Encode("[INST] A [/INST] B ");
+  want.push_back(uint32_t(tokenizer_->eos_id()));
+  const std::vector<uint32_t> last = Encode("[INST] C [/INST]");
+  want.insert(want.end(), last.begin(), last.end());
+  EXPECT_EQ(ids, want);
+}
+
+TEST_F(ChatTemplateTest, BadConversationsAre400s) {
+  const std::vector<std::pair<json, std::string>> cases = {
+      {json::array(), "messages"},
+      {json("hi"), "messages"},
+      {{{{"role", "assistant"}, {"content", "x"}}}, "messages[0]"},
+      {{{{"role", "user"}, {"content", "x"}}, {{"role", "assistant"}, {"content", "y"}}}, "messages"},
+      {{{{"role", "user"}, {"content", "x"}}, {{"role", "user"}, {"content", "y"}}}, "messages[1]"},
+      {{{{"role", "user"}, {"content", "x"}}, {{"role", "system"}, {"content", "y"}}}, "messages[1]"},
+      {{{{"role", "user"}}}, "messages[0].content"},
+      {{{{"role", "user"}, {"content", 5}}}, "messages[0].content"},
+      {{{{"role", 1}, {"content", "x"}}}, "messages[0]"},
+      {{{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}, "messages[0].content"},
+  };
+  for (const auto& [messages, param] : cases) {
+    std::vector<uint32_t> ids;
+    ApiError e;
+    EXPECT_FALSE(ChatPromptIds(messages, *tokenizer_, &ids, &e)) << messages.dump();
+    EXPECT_EQ(e.param, param) << messages.dump();
+  }
+}
+
+TEST_F(ChatTemplateTest, ChatRequestDefaultsMaxTokensToTheRestOfTheContext) {
+  MappedRequest m;
+  const json body = {{"model", "stories260K"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}};
+  ASSERT_EQ(MapError(Endpoint::kChatCompletions, body, &m, tokenizer_.get()).http_status, 0);
+  EXPECT_EQ(m.generate.max_tokens(), 0u);  // the worker's "until a stop or the context is full"
+  json with_max = body;
+  with_max["max_completion_tokens"] = 9;
+  ASSERT_EQ(MapError(Endpoint::kChatCompletions, with_max, &m, tokenizer_.get()).http_status, 0);
+  EXPECT_EQ(m.generate.max_tokens(), 9u);
+  EXPECT_EQ(MapError(Endpoint::kChatCompletions, body).param, "messages");  // no tokenizer
+}
+
+}  // namespace
+}  // namespace a2sf::worker::http

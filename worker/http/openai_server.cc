@@ -1,0 +1,281 @@
+#include "worker/http/openai_server.h"
+
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/files.h"
+#include "common/log.h"
+#include "common/metrics/metrics_server.h"
+#include "httplib.h"
+
+namespace a2sf::worker::http {
+
+using nlohmann::json;
+
+namespace {
+
+std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void SendError(httplib::Response& response, const ApiError& error) {
+  response.status = error.http_status;
+  response.set_content(Dump(ErrorBody(error)), "application/json");
+}
+
+ApiError Error(int status, std::string message, std::string type = "invalid_request_error") {
+  ApiError e;
+  e.http_status = status;
+  e.message = std::move(message);
+  e.type = std::move(type);
+  return e;
+}
+
+// What a job produced, as the HTTP response reports it.
+struct JobOutcome {
+  std::string id;
+  uint32_t prompt_tokens = 0;
+  uint32_t completion_tokens = 0;
+  json finish_reason = nullptr;
+  size_t text_bytes = 0;  // text produced so far (completions' logprobs text_offset)
+};
+
+// One Generate call on the worker's own service. Accept() reads up to the job's `accepted` event, so
+// that a job the worker refuses is an HTTP error before any byte of a stream is sent; Run() reads the
+// rest, handing each event's text and logprobs (null unless asked for) to `on_piece`, which returns
+// false when the client is gone: the call is then cancelled, which cancels the job.
+class JobCall {
+ public:
+  JobCall(v1::Generation::Stub* stub, const MappedRequest& mapped, Endpoint endpoint)
+      : endpoint_(endpoint), reader_(stub->Generate(&context_, mapped.generate)) {}
+
+  grpc::Status Accept() {
+    v1::GenerateResponse event;
+    if (reader_->Read(&event) && event.has_accepted()) {
+      outcome.id = event.accepted().job_id();
+      outcome.prompt_tokens = event.accepted().prompt_tokens();
+      return grpc::Status::OK;
+    }
+    const grpc::Status status = reader_->Finish();
+    return status.ok() ? grpc::Status(grpc::StatusCode::INTERNAL, "the job ended before it was accepted") : status;
+  }
+
+  grpc::Status Run(const std::function<bool(const std::string&, const json&)>& on_piece) {
+    v1::GenerateResponse event;
+    while (reader_->Read(&event)) {
+      if (event.has_tokens()) {
+        json logprobs = nullptr;
+        size_t offset = outcome.text_bytes;
+        for (const v1::TokenLogprobs& token : event.tokens().logprobs()) {
+          AppendLogprobs(endpoint_, token, offset, &logprobs);
+          offset += token.token().piece().size();
+        }
+        outcome.text_bytes += event.tokens().text().size();
+        if ((!event.tokens().text().empty() || !logprobs.is_null()) && !on_piece(event.tokens().text(), logprobs)) {
+          context_.TryCancel();
+          reader_->Finish();
+          return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+        }
+      } else if (event.has_finished()) {
+        outcome.completion_tokens = event.finished().generated_tokens();
+        outcome.finish_reason = FinishReason(event.finished().finish_reason());
+      }
+    }
+    return reader_->Finish();
+  }
+
+  JobOutcome outcome;
+
+ private:
+  const Endpoint endpoint_;
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader_;
+};
+
+// Appends one piece's logprobs to the whole response's.
+void MergeLogprobs(const json& piece, json* whole) {
+  if (piece.is_null()) return;
+  if (whole->is_null()) {
+    *whole = piece;
+    return;
+  }
+  for (auto& [key, values] : whole->items()) {
+    for (const json& v : piece[key]) values.push_back(v);
+  }
+}
+
+// One server-sent event; false when the client is gone.
+bool SendEvent(httplib::DataSink& sink, const std::string& data) {
+  const std::string event = absl::StrCat("data: ", data, "\n\n");
+  return sink.write(event.data(), event.size());
+}
+
+// "host:port" -> host (brackets of an IPv6 literal dropped) and port; CheckListenAddress ran first.
+std::pair<std::string, int> SplitHostPort(const std::string& address) {
+  const size_t colon = address.rfind(':');
+  std::string host = address.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return {host, std::atoi(address.c_str() + colon + 1)};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiServerOptions& options, ServedModel model,
+                                                                   std::shared_ptr<grpc::Channel> generation) {
+  if (absl::Status s = CheckListenAddress(options.listen); !s.ok()) return s;
+  const bool tls = !options.plaintext;
+  if (tls && (options.tls.cert_chain_path.empty() || options.tls.private_key_path.empty())) {
+    return absl::InvalidArgumentError("http: TLS needs --tls_cert and --tls_key (or choose --plaintext)");
+  }
+  for (const std::string& path : {options.tls.cert_chain_path, options.tls.private_key_path, options.tls.client_ca_path}) {
+    if (!tls || path.empty()) continue;
+    if (absl::StatusOr<std::string> read = ReadFileToString(path); !read.ok()) {
+      return absl::NotFoundError(absl::StrCat("http: ", read.status().message()));
+    }
+  }
+  std::unique_ptr<OpenAiServer> server(new OpenAiServer());
+  server->options_ = options;
+  server->model_ = std::move(model);
+  server->stub_ = v1::Generation::NewStub(std::move(generation));
+  server->created_ = absl::ToUnixSeconds(absl::Now());
+  if (tls) {
+    const std::string& ca = options.tls.client_ca_path;
+    server->server_ = std::make_unique<httplib::SSLServer>(options.tls.cert_chain_path.c_str(),
+                                                           options.tls.private_key_path.c_str(),
+                                                           ca.empty() ? nullptr : ca.c_str());
+  } else {
+    server->server_ = std::make_unique<httplib::Server>();
+  }
+  if (!server->server_->is_valid()) {
+    return absl::InvalidArgumentError("http: cannot set up TLS with --tls_cert, --tls_key and --tls_client_ca");
+  }
+  const int threads = options.threads;
+  server->server_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  server->server_->set_payload_max_length(options.max_body_bytes);
+  server->Routes();
+  const auto [host, port] = SplitHostPort(options.listen);
+  server->port_ = port == 0 ? server->server_->bind_to_any_port(host) : (server->server_->bind_to_port(host, port) ? port : -1);
+  if (server->port_ <= 0) return absl::UnavailableError(absl::StrCat("http: cannot listen on ", options.listen));
+  server->thread_ = std::thread([s = server.get()] { s->server_->listen_after_bind(); });
+  return server;
+}
+
+absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::StartIfAsked(const OpenAiServerOptions& options,
+                                                                          ServedModel model,
+                                                                          std::shared_ptr<grpc::Channel> generation) {
+  if (options.listen.empty()) return std::unique_ptr<OpenAiServer>();
+  const std::string id = model.id;
+  absl::StatusOr<std::unique_ptr<OpenAiServer>> server = Start(options, std::move(model), std::move(generation));
+  if (server.ok()) {
+    A2SF_LOG(INFO) << "OpenAI-compatible API on " << (options.plaintext ? "http" : "https") << "://" << options.listen
+                   << "/v1 (port " << (*server)->port() << ", model '" << id << "')";
+  }
+  return server;
+}
+
+OpenAiServer::~OpenAiServer() {
+  if (server_ != nullptr) server_->stop();
+  if (thread_.joinable()) thread_.join();
+}
+
+void OpenAiServer::Routes() {
+  httplib::Server& s = *server_;
+  const auto method_not_allowed = [](const char* allowed) {
+    return [allowed](const httplib::Request& request, httplib::Response& response) {
+      SendError(response, Error(405, absl::StrCat("method ", request.method, " is not allowed on ", request.path,
+                                                   " (use ", allowed, ")")));
+      response.set_header("Allow", allowed);
+    };
+  };
+  for (const auto& [path, endpoint] : {std::pair{"/v1/completions", Endpoint::kCompletions},
+                                       std::pair{"/v1/chat/completions", Endpoint::kChatCompletions}}) {
+    s.Post(path, [this, endpoint = endpoint](const httplib::Request& request, httplib::Response& response) {
+      Generate(request, response, endpoint);
+    });
+    s.Get(path, method_not_allowed("POST"));
+  }
+  s.Get("/v1/models", [this](const httplib::Request&, httplib::Response& response) {
+    response.set_content(Dump(ModelList(model_.id, created_)), "application/json");
+  });
+  s.Get("/v1/models/(.+)", [this](const httplib::Request& request, httplib::Response& response) {
+    if (request.matches[1] != model_.id) {
+      ApiError error = Error(404, absl::StrCat("The model '", request.matches[1].str(), "' does not exist"));
+      error.code = "model_not_found";
+      return SendError(response, error);
+    }
+    response.set_content(Dump(ModelList(model_.id, created_)["data"][0]), "application/json");
+  });
+  s.Get("/health", [](const httplib::Request&, httplib::Response& response) {
+    response.set_content(Dump({{"status", "ok"}}), "application/json");
+  });
+  for (const char* path : {"/v1/models", "/health"}) s.Post(path, method_not_allowed("GET"));
+  // httplib's own refusals (unknown path, oversized or malformed request) in OpenAI's shape.
+  s.set_error_handler([](const httplib::Request& request, httplib::Response& response) {
+    if (!response.body.empty()) return;
+    const int status = response.status;
+    SendError(response, Error(status, status == 404   ? absl::StrCat("no such endpoint: ", request.method, " ", request.path)
+                                      : status == 413 ? "the request body is too large"
+                                                      : absl::StrCat("bad request (HTTP ", status, ")")));
+  });
+  s.set_exception_handler([](const httplib::Request&, httplib::Response& response, std::exception_ptr e) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {  // a bug, not a client's fault: answer rather than crash
+      A2SF_LOG(ERROR) << "http: " << x.what();
+    } catch (...) {
+    }
+    SendError(response, Error(500, "internal error", "server_error"));
+  });
+}
+
+void OpenAiServer::Generate(const httplib::Request& request, httplib::Response& response, Endpoint endpoint) {
+  const json parsed = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    return SendError(response, Error(400, "We could not parse the JSON body of your request: it is not valid JSON."));
+  }
+  auto mapped = std::make_shared<MappedRequest>();
+  ApiError error;
+  if (!MapRequest(endpoint, parsed, model_, mapped.get(), &error)) return SendError(response, error);
+  auto call = std::make_shared<JobCall>(stub_.get(), *mapped, endpoint);
+  if (grpc::Status accepted = call->Accept(); !accepted.ok()) return SendError(response, FromGrpc(accepted));
+  const char* prefix = endpoint == Endpoint::kCompletions ? "cmpl-" : "chatcmpl-";
+  const ResponseHeader header{endpoint, prefix + call->outcome.id, absl::ToUnixSeconds(absl::Now()), model_.id};
+  if (!mapped->stream) {
+    std::string text;
+    json logprobs = nullptr;
+    grpc::Status status = call->Run([&](const std::string& piece, const json& lp) {
+      text += piece;
+      MergeLogprobs(lp, &logprobs);
+      return true;
+    });
+    if (!status.ok()) return SendError(response, FromGrpc(status));
+    const JobOutcome& o = call->outcome;
+    response.set_content(
+        Dump(CompleteResponse(header, text, o.finish_reason, Usage(o.prompt_tokens, o.completion_tokens), logprobs)),
+        "application/json");
+    return;
+  }
+  // The stream runs in httplib's content provider, after this handler returns, on the same thread.
+  response.set_chunked_content_provider("text/event-stream", [call, mapped, header](size_t, httplib::DataSink& sink) {
+    // Chat streams open with the assistant's role, as OpenAI's do.
+    if (header.endpoint == Endpoint::kChatCompletions && !SendEvent(sink, Dump(StreamChunk(header, "", true, nullptr)))) {
+      return false;
+    }
+    grpc::Status status = call->Run([&](const std::string& piece, const json& lp) {
+      return SendEvent(sink, Dump(StreamChunk(header, piece, false, nullptr, lp)));
+    });
+    if (status.error_code() == grpc::StatusCode::CANCELLED) return false;  // the client is gone
+    const JobOutcome& o = call->outcome;
+    if (!status.ok()) {
+      SendEvent(sink, Dump(ErrorBody(FromGrpc(status))));
+    } else {
+      SendEvent(sink, Dump(StreamChunk(header, "", false, o.finish_reason)));
+      if (mapped->include_usage) SendEvent(sink, Dump(UsageChunk(header, Usage(o.prompt_tokens, o.completion_tokens))));
+    }
+    SendEvent(sink, "[DONE]");
+    sink.done();
+    return true;
+  });
+  response.set_header("Cache-Control", "no-cache");
+}
+
+}  // namespace a2sf::worker::http

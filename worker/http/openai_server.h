@@ -1,0 +1,71 @@
+// OpenAiServer: the worker's OpenAI-compatible HTTP endpoint (cpp-httplib). It serves
+//   POST /v1/completions, POST /v1/chat/completions (JSON, or server-sent events with "stream": true),
+//   GET /v1/models and GET /health,
+// and runs every job through the worker's own Generation service over the channel it is given (an
+// in-process channel to the same gRPC server), so HTTP and gRPC jobs share one path, one job table and
+// one set of limits. A client that disconnects mid-stream cancels its job. The mapping between the
+// two APIs is openai_api.h.
+//
+// Thread-safety: httplib serves each connection on one of its pool's threads; the server holds no
+// per-request state. Ownership: the channel is shared; the tokenizer must outlive the server.
+#ifndef A2SF_WORKER_HTTP_OPENAI_SERVER_H_
+#define A2SF_WORKER_HTTP_OPENAI_SERVER_H_
+
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "a2sf/v1/generation.grpc.pb.h"
+#include "absl/status/statusor.h"
+#include "common/grpc/server.h"
+#include "worker/http/openai_api.h"
+
+namespace httplib {
+class Server;
+struct Request;
+struct Response;
+}  // namespace httplib
+
+namespace a2sf::worker::http {
+
+struct OpenAiServerOptions {
+  std::string listen;                   // "host:port" (port 0: any free port)
+  bool plaintext = false;               // as the gRPC port: TLS unless chosen explicitly
+  ServerTlsOptions tls;                 // the gRPC port's certificate, key and client CA
+  size_t max_body_bytes = 4 << 20;      // larger bodies are refused with 413
+  int threads = 32;                     // concurrent connections served (each stream holds one)
+};
+
+class OpenAiServer {
+ public:
+  // Binds and starts. INVALID_ARGUMENT for a malformed address or TLS without a certificate, NOT_FOUND
+  // for unreadable TLS files, UNAVAILABLE when the address cannot be bound (or TLS cannot be set up).
+  static absl::StatusOr<std::unique_ptr<OpenAiServer>> Start(const OpenAiServerOptions& options, ServedModel model,
+                                                             std::shared_ptr<grpc::Channel> generation);
+  // A worker's --http_listen: null when `options.listen` is empty, else Start's result, logged.
+  static absl::StatusOr<std::unique_ptr<OpenAiServer>> StartIfAsked(const OpenAiServerOptions& options,
+                                                                    ServedModel model,
+                                                                    std::shared_ptr<grpc::Channel> generation);
+  OpenAiServer(const OpenAiServer&) = delete;
+  OpenAiServer& operator=(const OpenAiServer&) = delete;
+  ~OpenAiServer();  // stops accepting and waits for the requests being served
+
+  int port() const { return port_; }
+
+ private:
+  OpenAiServer() = default;
+  void Routes();
+  void Generate(const httplib::Request& request, httplib::Response& response, Endpoint endpoint);
+
+  OpenAiServerOptions options_;
+  ServedModel model_;
+  std::unique_ptr<v1::Generation::Stub> stub_;
+  int64_t created_ = 0;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+}  // namespace a2sf::worker::http
+
+#endif  // A2SF_WORKER_HTTP_OPENAI_SERVER_H_
