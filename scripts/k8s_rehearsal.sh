@@ -131,8 +131,7 @@ echo "steps so far: replica 0 $steps0, replica 1 $steps1"
 kill_when_running "${workers[0]}" "$run_id-cachemgr-0" &
 killer=$!
 set +e
-# The jobs name their policy: an h2o session (the default since the swap) cannot fall back in-process
-# yet (the cache manager reports it as h2o(alpha=1), which the in-process checks refuse).
+# The jobs name their policy (a2sf), so the failover shows one policy continuing in-process.
 client generate --worker="ipv4:${workers[0]},${workers[2]}" --round_robin --plaintext --prompt_ids=1 \
   --policy=a2sf --alpha=0.3 --budget_ratio=0.3 --concurrency=4 --repeat=24 --max_tokens=500 > "$dir/failover.txt" 2>&1
 rc=$?

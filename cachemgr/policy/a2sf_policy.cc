@@ -71,19 +71,19 @@ absl::StatusOr<std::unique_ptr<const Policy>> MakeA2sfPolicy(const PolicySpec& s
 }
 
 absl::StatusOr<std::unique_ptr<const Policy>> MakeH2oPolicy(const PolicySpec& spec) {
-  if (absl::Status s = RejectUnacceptedParameters(spec, {}); !s.ok()) return s;
   PolicySpec resolved;
   resolved.name = "h2o";
   resolved.alpha = 1.0;
+  if (absl::Status s = RejectParametersOtherThan(spec, resolved); !s.ok()) return s;
   return std::unique_ptr<const Policy>(new ForgettingFactorPolicy(resolved, true));
 }
 
 absl::StatusOr<std::unique_ptr<const Policy>> MakeTovaPolicy(const PolicySpec& spec) {
-  if (absl::Status s = RejectUnacceptedParameters(spec, {}); !s.ok()) return s;
   PolicySpec resolved;
   resolved.name = "tova";
   resolved.alpha = 0.0;
   resolved.recent_window = 0;
+  if (absl::Status s = RejectParametersOtherThan(spec, resolved); !s.ok()) return s;
   return std::unique_ptr<const Policy>(new ForgettingFactorPolicy(resolved, false));
 }
 

@@ -107,6 +107,35 @@ TEST(PolicyRegistry, BadParametersNameTheField) {
   }
 }
 
+// The cache manager echoes a policy's resolved spec; a worker that takes the session over in-process
+// creates the policy again from that echo (h2o came back as h2o(alpha=1) and was refused).
+TEST(PolicyRegistry, EveryPolicysReportedSpecMakesTheSamePolicyAgain) {
+  for (const std::string& name : PolicyRegistry::Builtin().Names()) {
+    auto first = PolicyRegistry::Builtin().Create(Named(name));
+    ASSERT_TRUE(first.ok()) << name << ": " << first.status();
+    auto again = PolicyRegistry::Builtin().Create((*first)->spec());
+    ASSERT_TRUE(again.ok()) << PolicySpecToString((*first)->spec()) << ": " << again.status();
+    EXPECT_EQ(PolicySpecToString((*again)->spec()), PolicySpecToString((*first)->spec()));
+    EXPECT_EQ((*again)->evicts(), (*first)->evicts()) << name;
+  }
+}
+
+TEST(PolicyRegistry, FixedParametersAreAcceptedOnlyWithTheirFixedValues) {
+  PolicySpec h2o = Named("h2o");
+  h2o.alpha = 1.0;
+  EXPECT_TRUE(PolicyRegistry::Builtin().Create(h2o).ok());
+  h2o.alpha = 0.5;
+  auto refused = PolicyRegistry::Builtin().Create(h2o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("policy.alpha"), std::string::npos) << refused.status();
+  PolicySpec tova = Named("tova");
+  tova.alpha = 0.0;
+  tova.recent_window = 0;
+  EXPECT_TRUE(PolicyRegistry::Builtin().Create(tova).ok());
+  tova.recent_window = 3;
+  EXPECT_FALSE(PolicyRegistry::Builtin().Create(tova).ok());
+}
+
 TEST(PolicyRegistry, StreamingLlmDefaultsToFourSinks) {
   auto policy = PolicyRegistry::Builtin().Create(Named("streaming_llm"));
   ASSERT_TRUE(policy.ok());

@@ -35,6 +35,15 @@ absl::Status RejectUnacceptedParameters(const PolicySpec& spec,
   return absl::OkStatus();
 }
 
+absl::Status RejectParametersOtherThan(const PolicySpec& spec, const PolicySpec& fixed) {
+  PolicySpec others = spec;  // the parameters that are not simply the fixed values restated
+  if (others.alpha.has_value() && others.alpha == fixed.alpha) others.alpha.reset();
+  if (!others.layer_alphas.empty() && others.layer_alphas == fixed.layer_alphas) others.layer_alphas.clear();
+  if (others.sinks.has_value() && others.sinks == fixed.sinks) others.sinks.reset();
+  if (others.recent_window.has_value() && others.recent_window == fixed.recent_window) others.recent_window.reset();
+  return RejectUnacceptedParameters(others, {});
+}
+
 absl::Status CheckUnitInterval(double value, const std::string& field) {
   if (!(value >= 0.0 && value <= 1.0)) {
     return absl::InvalidArgumentError(
