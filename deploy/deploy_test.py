@@ -204,13 +204,14 @@ def cachemgr_rules(name, docs, worker_spec, worker_args):
     target = next((a.split("=", 1)[1] for a in worker_args if a.startswith("--cachemgr=")), "")
     deployment = find(docs, "Deployment", "a2sf-cachemgr")
     if target.startswith("unix:"):
-        # Node-local: a sidecar sharing the socket folder and /dev/shm through emptyDir in memory.
+        # Node-local: a sidecar sharing the socket folder through emptyDir in memory (the score ring is a
+        # memfd passed over the ring socket in that folder).
         sidecar = next((c for c in worker_spec["containers"] if c["name"] == "cachemgr"), None)
         if not check(sidecar is not None, f"{name}: --cachemgr={target} but no cache-manager sidecar"):
             return
         memory = {v["name"] for v in worker_spec.get("volumes", []) if v.get("emptyDir", {}).get("medium") == "Memory"}
         worker = next(c for c in worker_spec["containers"] if c["name"] == "worker")
-        for path in (os.path.dirname(target[len("unix:"):]), "/dev/shm"):
+        for path in (os.path.dirname(target[len("unix:"):]),):
             mounts = [{m["name"] for m in c.get("volumeMounts", []) if m["mountPath"] == path} for c in (worker, sidecar)]
             check(mounts[0] and mounts[0] == mounts[1] and mounts[0] <= memory,
                   f"{name}: worker and sidecar do not share {path} through an emptyDir in memory")
