@@ -158,7 +158,8 @@ absl::StatusOr<std::vector<McPolicy>> ParseMcPolicies(const std::string& policie
     }
     for (McPolicy& p : by_alpha) {
       // Unknown names and out-of-range parameters fail here, before any scoring.
-      if (auto made = cachemgr::PolicyRegistry::Builtin().Create(p.spec); !made.ok()) {
+      auto made = cachemgr::PolicyRegistry::Builtin().Create(p.spec);
+      if (!made.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("--policies: '", item, "': ", made.status().message()));
       }
       if (!(*made)->evicts()) {  // one row at the whole sequence (budget_ratio 1)
