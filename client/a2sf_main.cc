@@ -126,6 +126,8 @@ std::string AdminToken() {
   std::string token = absl::GetFlag(FLAGS_token);
   if (token.empty() && std::getenv("A2SF_ADMIN_TOKEN") != nullptr) token = std::getenv("A2SF_ADMIN_TOKEN");
   return token;
+}
+
 void PrintSummary(const v1::JobStats& s) {
   std::cout << "\n\njob " << s.job_id() << " on " << s.worker() << ": " << s.generated_tokens() << " tokens, "
             << v1::FinishReason_Name(s.finish_reason()).substr(std::string("FINISH_REASON_").size())

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
+#include "common/shm/ring_handoff.h"
 #include "gtest/gtest.h"
 #include "worker/service/cache_manager_watch.h"
 #include "worker/service/generation_service.h"
@@ -65,6 +66,7 @@ class CacheManagerProcess {
   }
   std::string tcp_address() const { return absl::StrCat("127.0.0.1:", port_); }
   std::string unix_address() const { return "unix:" + socket_; }
+  std::string ring_socket() const { return RingSocketPath(socket_); }
 
  private:
   std::string socket_;
@@ -95,7 +97,7 @@ class Worker {
     options.tokenizer = tokenizer_.get();
     options.cache_manager = channel_;
     options.fallback_in_process = setup.fallback;
-    options.shared_memory = setup.shared_memory;
+    if (setup.shared_memory) options.ring_socket = cachemgr.ring_socket();
     options.decision_timeout = setup.decision_timeout;
     options.cache_manager_wait = absl::Seconds(3);
     service_ = std::make_unique<worker::GenerationService>(options);

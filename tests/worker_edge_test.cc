@@ -10,6 +10,7 @@
 #include "cachemgr/store/cpu_score_store.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
+#include "common/shm/ring_handoff.h"
 #include "gtest/gtest.h"
 #include "worker/service/generation_service.h"
 #include "worker/testing/fixtures.h"
@@ -39,19 +40,23 @@ class Node {
     options.tokenizer = tokenizer_.get();
     options.default_policy.set_name("a2sf");
     options.admin_token = setup.admin_token;
-    options.shared_memory = setup.shared_memory;
     options.cache_manager_wait = absl::Seconds(1);
     if (setup.remote) {
       cachemgr::SessionManagerOptions session_options;
       session_options.max_sessions = setup.max_sessions;
       manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
                                                             &cachemgr::PolicyRegistry::Builtin(), session_options);
-      cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get(), nullptr);
+      const std::string unix_socket = absl::StrCat("/tmp/a2sf-edge-", getpid(), ".sock");
+      cachemgr::CacheManagerServiceOptions service_options;
+      if (setup.shared_memory) {
+        ring_handoff_ = std::move(*RingHandoffServer::Start(RingSocketPath(unix_socket), 0600));
+        service_options.ring_handoff = ring_handoff_.get();
+        options.ring_socket = RingSocketPath(unix_socket);
+      }
+      cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get(), service_options);
       ServerOptions server;
       server.listen_addresses = {"127.0.0.1:0"};
-      if (setup.shared_memory) {
-        server.listen_addresses.push_back(absl::StrCat("unix:/tmp/a2sf-edge-", getpid(), ".sock"));
-      }
+      if (setup.shared_memory) server.listen_addresses.push_back("unix:" + unix_socket);
       server.plaintext = setup.cachemgr_tls.cert_chain_path.empty();
       server.tls = setup.cachemgr_tls;
       cachemgr_server_ = std::move(*RunningServer::Start(server, {cache_service_.get()}));
@@ -76,6 +81,7 @@ class Node {
   std::unique_ptr<worker::ModelWeights> weights_;
   std::unique_ptr<worker::Tokenizer> tokenizer_;
   std::unique_ptr<cachemgr::SessionManager> manager_;
+  std::unique_ptr<RingHandoffServer> ring_handoff_;
   std::unique_ptr<cachemgr::CacheManagerService> cache_service_;
   std::unique_ptr<RunningServer> cachemgr_server_;
   std::unique_ptr<worker::GenerationService> service_;

@@ -370,7 +370,6 @@ grpc::Status CacheManagerService::StreamScores(
       absl::MutexLock lock(&rings_mutex_);
       rings_.erase(session_id);
     }
-    if (metrics_ != nullptr) metrics_->SetSessions(manager_->session_count());
   }
   return status;
 }

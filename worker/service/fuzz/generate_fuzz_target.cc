@@ -51,7 +51,7 @@ struct Harness {
     session_options.max_sessions = 8;
     manager = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
                                                          &cachemgr::PolicyRegistry::Builtin(), session_options);
-    cache_service = std::make_unique<cachemgr::CacheManagerService>(manager.get(), nullptr);
+    cache_service = std::make_unique<cachemgr::CacheManagerService>(manager.get());
     grpc::ServerBuilder cache_builder;
     cache_builder.RegisterService(cache_service.get());
     cache_server = cache_builder.BuildAndStart();
