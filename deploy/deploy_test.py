@@ -178,7 +178,7 @@ def worker_rules(name, docs):
     hpa = find(docs, "HorizontalPodAutoscaler", "a2sf-worker")
     metrics = hpa["spec"].get("metrics", []) if hpa else []
     pods = [m["pods"]["metric"]["name"] for m in metrics if m["type"] == "Pods"]
-    check(pods and all(n in read("worker/service/generation_service.cc") for n in pods),
+    check(pods and all(n in read("worker/service/worker_metrics.cc") for n in pods),
           f"{name}: the worker HPA does not scale on a gauge the worker exports ({pods})")
     check(any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in metrics),
           f"{name}: the worker HPA has no CPU fallback")

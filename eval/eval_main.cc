@@ -22,6 +22,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "cachemgr/policy/builtin_policies.h"
 #include "cachemgr/session/lagged_layout.h"
 #include "eval/multiple_choice.h"
 #include "eval/plots.h"
@@ -45,7 +46,7 @@ ABSL_FLAG(std::string, tasks, "", "mc: task file(s), comma-separated");
 ABSL_FLAG(int, shots, 0, "mc: few-shot examples per question");
 ABSL_FLAG(std::string, policies, "full,local,h2o,a2sf",
           "mc: policies to compare: names, name+recent (a2sf, window floor(B/2)), JSON specs, @spec.json files");
-ABSL_FLAG(double, alpha, 0.3, "lag, mc: a2sf alpha");
+ABSL_FLAG(double, alpha, a2sf::cachemgr::kDefaultA2sfAlpha, "lag, mc: a2sf alpha (default: the policy's own)");
 ABSL_FLAG(std::string, alphas, "", "mc: a2sf alphas, each scored (default: --alpha)");
 ABSL_FLAG(std::string, lags, "0,1,2,4,8", "lag: decision lags to compare");
 

@@ -57,13 +57,14 @@ for _ in $(seq 100); do [[ -s "$T/cm.port" ]] && break; sleep 0.1; done
 $WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --listen=127.0.0.1:0 --plaintext \
   --cachemgr=127.0.0.1:$(cat "$T/cm.port") --cachemgr_plaintext --port_file="$T/w.port" 2>"$T/w.log" &
 W=$!
-$WORKER --model="$T/slow.bin" --listen=127.0.0.1:0 --plaintext \
+# Its jobs are read and cancelled by other processes than the one that submitted them: the admin token.
+$WORKER --model="$T/slow.bin" --listen=127.0.0.1:0 --plaintext --admin_token=cli-test \
   --cachemgr=127.0.0.1:$(cat "$T/cm.port") --cachemgr_plaintext --port_file="$T/slow.port" 2>"$T/slow.log" &
 SLOW=$!
 trap 'kill $CM $W $SLOW 2>/dev/null' EXIT
 for _ in $(seq 300); do [[ -s "$T/w.port" && -s "$T/slow.port" ]] && break; sleep 0.1; done
 WA="--worker=127.0.0.1:$(cat "$T/w.port") --plaintext"
-SA="--worker=127.0.0.1:$(cat "$T/slow.port") --plaintext"
+SA="--worker=127.0.0.1:$(cat "$T/slow.port") --plaintext --token=cli-test"
 
 # One JSON schema: the same keys (and, greedy, the same tokens) from the worker and in-process.
 $A2SF generate $WA --prompt="Once upon a time" --max_tokens=20 --policy=full --logprobs=2 --json >"$T/a.json" \

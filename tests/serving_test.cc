@@ -26,6 +26,7 @@ class Worker {
     options.default_policy.set_name("full");
     options.worker_name = "w";
     options.model_name = "stories260K";
+    options.admin_token = kAdminToken;  // the tests read and cancel jobs from other calls than Generate
     service_ = std::make_unique<worker::GenerationService>(options);
     ServerOptions server;
     server.listen_addresses = {"127.0.0.1:0"};
@@ -35,7 +36,8 @@ class Worker {
     plaintext.plaintext = true;
     channel_ = *MakeChannel(server_->dial_address(0), plaintext);
   }
-  client::WorkerClient client() { return client::WorkerClient(channel_); }
+  static constexpr char kAdminToken[] = "serving-test";
+  client::WorkerClient client() { return client::WorkerClient(channel_, kAdminToken); }
   const worker::ModelWeights& weights() const { return *weights_; }
   const worker::Tokenizer& tokenizer() const { return *tokenizer_; }
 

@@ -77,7 +77,7 @@ absl::StatusOr<JobPlan> PlanJob(const v1::GenerateRequest& request, const ModelC
   if (!prompt.ok()) return prompt.status();
   plan.prompt = std::move(*prompt);
   const int room = ContextRoom(c, int(plan.prompt.size()));
-  if (request.max_tokens() > uint32_t(room)) {
+  if (room < 1 || request.max_tokens() > uint32_t(room)) {  // room < 1: the prompt alone is too long
     return absl::InvalidArgumentError(absl::StrCat("prompt (", plan.prompt.size(), " tokens) + max_tokens (",
                                                    request.max_tokens(), ") exceeds the model's context of ", c.seq_len));
   }
