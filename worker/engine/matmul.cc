@@ -148,8 +148,12 @@ A2SF_AVX2 void RowAvx2(const uint8_t* row, int64_t cols, const float* x, float* 
 template <class Decoder>
 A2SF_AVX2 void RowsAvx2(const WeightMatrix& w, const float* x, int n_vectors, int64_t begin, int64_t end, float* out) {
   const size_t stride = size_t(w.cols);
+  // The row size once per call: WeightMatrix::row() looks it up (and divides) per row, which costs as
+  // much as a short row's dot product (stories260K's rows are 64 wide).
+  const size_t row_bytes = w.row_bytes();
+  const uint8_t* const rows = static_cast<const uint8_t*>(w.data);
   for (int64_t r = begin; r < end; ++r) {
-    const uint8_t* row = w.row(r);
+    const uint8_t* row = rows + size_t(r) * row_bytes;
     int v = 0;
     for (; v + 2 <= n_vectors; v += 2) RowAvx2<Decoder, 2>(row, w.cols, x + v * stride, out + size_t(v) * w.rows + r, w.rows);
     if (v < n_vectors) RowAvx2<Decoder, 1>(row, w.cols, x + v * stride, out + size_t(v) * w.rows + r, w.rows);
