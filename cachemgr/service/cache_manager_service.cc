@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cachemgr/service/proto_convert.h"
+#include "common/grpc/bearer_token.h"
 #include "common/log.h"
 #include "common/peer_strings.h"
 #include "grpcpp/security/auth_context.h"
@@ -442,15 +443,14 @@ grpc::Status CacheManagerService::GetSession(grpc::ServerContext*, const v1::Get
 
 grpc::Status PolicyAdminService::Authorize(const grpc::ServerContext* context) const {
   if (admin_token_.empty()) return grpc::Status::OK;
-  const auto& metadata = context->client_metadata();
-  auto it = metadata.find("authorization");
-  if (it == metadata.end()) {
-    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                        "PolicyAdmin changes and ListSessions need 'authorization: Bearer <token>' metadata");
-  }
-  const std::string value(it->second.data(), it->second.size());
-  if (!ConstantTimeEquals(value, "Bearer " + admin_token_)) {
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "the bearer token is not the admin token");
+  switch (CheckBearerToken(*context, admin_token_)) {
+    case BearerToken::kMissing:
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "PolicyAdmin changes and ListSessions need 'authorization: Bearer <token>' metadata");
+    case BearerToken::kWrong:
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "the bearer token is not the admin token");
+    case BearerToken::kMatches:
+      break;
   }
   return grpc::Status::OK;
 }
