@@ -41,6 +41,7 @@ ABSL_FLAG(std::string, job, "", "policy set: the session of this running job (it
 ABSL_FLAG(std::string, job_id, "", "generate: client-chosen job id");
 ABSL_FLAG(bool, idempotent, false, "generate: retry elsewhere if the worker is unavailable");
 ABSL_FLAG(bool, json, false, "machine-readable output");
+ABSL_FLAG(int, timeout_s, 0, "generate: give up on a job after this many seconds (0: wait as long as it runs)");
 ABSL_FLAG(int, repeat, 1, "generate: submit the job this many times through one channel (load test)");
 ABSL_FLAG(std::optional<int>, concurrency, std::nullopt, "generate --repeat: jobs in flight at once (default 4)");
 
@@ -87,6 +88,12 @@ std::shared_ptr<grpc::Channel> Channel(const std::string& target, bool balance =
 
 std::string Json(const google::protobuf::Message& message) { return DumpJson(ProtoToJson(message)); }
 
+// --timeout_s as a deadline per job attempt; 0 (or less): none.
+absl::Duration JobTimeout() {
+  const int seconds = absl::GetFlag(FLAGS_timeout_s);
+  return seconds > 0 ? absl::Seconds(seconds) : absl::InfiniteDuration();
+}
+
 // Submits `request` --repeat times, --concurrency at once, over one channel; one line per job and a
 // summary of how the jobs spread over the workers.
 int Repeat(WorkerClient* worker, const v1::GenerateRequest& request) {
@@ -99,7 +106,7 @@ int Repeat(WorkerClient* worker, const v1::GenerateRequest& request) {
   for (int t = 0; t < std::max(1, absl::GetFlag(FLAGS_concurrency).value_or(4)); ++t) {
     threads.emplace_back([&] {
       for (int i = next++; i < total; i = next++) {
-        absl::StatusOr<GenerationResult> result = worker->Generate(request);
+        absl::StatusOr<GenerationResult> result = worker->Generate(request, nullptr, 2, JobTimeout());
         std::lock_guard<std::mutex> lock(mutex);
         if (result.ok()) {
           per_worker[result->finished.worker()]++;
@@ -156,9 +163,9 @@ int Generate() {
   WorkerClient worker(Channel(absl::GetFlag(FLAGS_worker), absl::GetFlag(FLAGS_round_robin)));
   if (absl::GetFlag(FLAGS_repeat) > 1) return Repeat(&worker, request);
   if (!json && request.has_text()) std::cout << request.text() << std::flush;
-  absl::StatusOr<GenerationResult> result = worker.Generate(request, [&](const v1::GeneratedTokens& tokens) {
-    if (!json) std::cout << tokens.text() << std::flush;
-  });
+  absl::StatusOr<GenerationResult> result = worker.Generate(
+      request, [&](const v1::GeneratedTokens& tokens) { if (!json) std::cout << tokens.text() << std::flush; }, 2,
+      JobTimeout());
   if (!result.ok()) {
     if (!json) std::cout << "\n";
     return Fail(result.status());
@@ -287,7 +294,7 @@ CliUsage CommandUsage(const std::string& command) {
   if (command == "generate") {
     return {"a2sf generate", "runs one generation job on a worker and streams its text.\n"
             "  a2sf generate --worker=HOST:PORT --prompt='Once upon a time' --max_tokens=200 --policy=a2sf",
-            Concat(Concat({"worker", "round_robin", "job_id", "idempotent", "json", "repeat", "concurrency"},
+            Concat(Concat({"worker", "round_robin", "job_id", "idempotent", "json", "repeat", "concurrency", "timeout_s"},
                           RequestFlagNames()), kConnectionFlags)};
   }
   if (command == "policy") {

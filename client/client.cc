@@ -13,6 +13,7 @@ absl::Status FromGrpc(const grpc::Status& status) {
 
 namespace {
 void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
+  if (timeout == absl::InfiniteDuration()) return;
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::milliseconds(absl::ToInt64Milliseconds(timeout)));
 }

@@ -24,10 +24,11 @@ class WorkerClient {
       : stub_(v1::Generation::NewStub(channel)), admin_token_(std::move(admin_token)) {}
   // Runs a job to its end; `on_tokens` (optional) sees each chunk as it streams. An idempotent job
   // whose worker is UNAVAILABLE is resent from the start up to `retries` times (round_robin moves it
-  // to another worker); `on_tokens` then sees the restarted job's tokens too.
+  // to another worker); `on_tokens` then sees the restarted job's tokens too. `timeout` bounds each
+  // attempt (InfiniteDuration: no deadline, as a long generation on a CPU may take hours).
   absl::StatusOr<GenerationResult> Generate(const v1::GenerateRequest& request,
                                             const std::function<void(const v1::GeneratedTokens&)>& on_tokens = nullptr,
-                                            int retries = 2, absl::Duration timeout = absl::Minutes(10));
+                                            int retries = 2, absl::Duration timeout = absl::InfiniteDuration());
   // Needs the job's token (GenerationResult.job_token) or the client's admin token.
   absl::StatusOr<bool> Cancel(const std::string& job_id, const std::string& job_token = "");
   absl::StatusOr<v1::ListJobsResponse> ListJobs();

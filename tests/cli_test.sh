@@ -2,7 +2,7 @@
 # The command-line surface: every binary's --help (exit 0, its own flags) and --version; a2sf's
 # subcommands list their own flags; conflicting or unused options are refused (exit 2) with a
 # message; a2sf generate and a2sf-generate print one JSON schema; `a2sf policy set --job` swaps a
-# running job's policy; a cancelled job exits 4 with its finish reason.
+# running job's policy; a cancelled job exits 4 with its finish reason; --timeout_s bounds a job.
 set -u
 F="${A2SF_FIXTURES:-}"
 if [[ -z "$F" || ! -f "$F/stories260K-dq.bin" ]]; then echo "SKIP: A2SF_FIXTURES not set"; exit 0; fi
@@ -90,6 +90,13 @@ $A2SF cancel long $SA | grep -q cancelled || fail "cancel"
 wait $G; rc=$?
 [[ $rc == 4 ]] || fail "a cancelled job exits $rc, not 4"
 grep -q "CANCELLED" "$T/long.out" || fail "no finish reason in: $(tail -3 "$T/long.out")"
+
+# --timeout_s bounds a job (no deadline by default: a long CPU generation must not be cut at 10 minutes).
+start=$(date +%s)
+$A2SF generate $SA --prompt_ids=1 --max_tokens=0 --ignore_eos --policy=full --timeout_s=1 >"$T/to.out" 2>"$T/to.err"
+rc=$?
+[[ $rc != 0 ]] && grep -q DEADLINE_EXCEEDED "$T/to.err" || fail "--timeout_s=1: exit $rc, $(cat "$T/to.err")"
+(( $(date +%s) - start < 30 )) || fail "--timeout_s=1 took $(( $(date +%s) - start )) s"
 
 [[ $failures == 0 ]] && echo PASS
 exit $((failures > 0))
