@@ -10,11 +10,12 @@ CUDA_ARCH_FLAGS = (
     "-gencode arch=compute_90,code=compute_90"
 )
 
-def cuda_library(name, cu_srcs, hdrs = [], stub_srcs = [], deps = [], cuda_deps = [], visibility = None):
+def cuda_library(name, cu_srcs, hdrs = [], stub_srcs = [], deps = [], cuda_deps = [], cu_hdrs = [], visibility = None):
     """A cc_library whose implementation is `cu_srcs` built by nvcc when CUDA exists.
 
     Without a CUDA toolkit the library is built from `stub_srcs` instead (which must define the same
     functions and report that CUDA is unavailable), so the rest of the build never depends on CUDA.
+    `cu_hdrs`: headers from other packages that the .cu files include (the package's own are found).
     """
     if not CUDA_AVAILABLE:
         cc_library(name = name, srcs = stub_srcs, hdrs = hdrs, deps = deps, visibility = visibility)
@@ -25,7 +26,7 @@ def cuda_library(name, cu_srcs, hdrs = [], stub_srcs = [], deps = [], cuda_deps 
         objs.append(obj)
         native.genrule(
             name = obj + "_nvcc",
-            srcs = [src] + native.glob(["**/*.h", "**/*.cuh"]),
+            srcs = [src] + native.glob(["**/*.h", "**/*.cuh"]) + cu_hdrs,
             outs = [obj],
             cmd = ("{nvcc} -std=c++17 -O3 {arch} -Xcompiler -fPIC -Xcompiler -Wall " +
                    "-I. -I$(GENDIR) -c $(location {src}) -o $@").format(

@@ -111,7 +111,7 @@ double RunInProcess(cachemgr::SessionManager* manager, bool fp16, int steps) {
   config.policy = cachemgr::PolicySpec{"a2sf", 0.3, {}, std::nullopt, std::nullopt};
   config.budget.tokens = kBudget;
   auto info = manager->Open(config);
-  const cachemgr::ScoreDType dtype = fp16 ? cachemgr::ScoreDType::kFp16 : cachemgr::ScoreDType::kFp32;
+  const kv::ScoreDType dtype = fp16 ? kv::ScoreDType::kFp16 : kv::ScoreDType::kFp32;
   uint64_t step = 0;
   for (uint32_t entries = 1; entries <= kBudget; ++entries, ++step) {
     const v1::ScoreStep s = MakeStep(entries, fp16);

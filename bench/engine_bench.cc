@@ -17,6 +17,7 @@
 
 #include "common/thread_pool.h"
 #include "worker/engine/generator.h"
+#include "worker/policy/in_process_policy.h"
 
 namespace a2sf::worker {
 namespace {

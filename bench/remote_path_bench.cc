@@ -46,7 +46,7 @@ double Run(const worker::ModelWeights* weights, const Path& path, uint32_t lag, 
   plaintext.plaintext = true;
   worker::WorkerOptions options;
   options.weights = weights;
-  options.score_encoding = worker::ScoreEncoding::kFp16;
+  options.score_dtype = kv::ScoreDType::kFp16;
   options.decision_lag = lag;
   if (path.shared_memory) options.ring_socket = RingSocketPath(cachemgr_unix.substr(5));
   options.default_policy.set_name("a2sf");

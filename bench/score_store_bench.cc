@@ -59,9 +59,9 @@ std::unique_ptr<Fixture> MakeFixture(int sessions, int threads) {
   for (uint32_t t = 0; t < kBudget; ++t) {
     for (size_t i = 0; i < f->sessions.size(); ++i) {
       TokenStep step{f->sessions[i], &f->rule, t,
-                     {ScoreDType::kFp32, f->scores[i].data(), size_t{kLayers} * kKvHeads * (t + 1)}};
+                     {kv::ScoreDType::kFp32, f->scores[i].data(), size_t{kLayers} * kKvHeads * (t + 1)}};
       absl::Status status;
-      StoreDecision decision;
+      kv::EvictionDecision decision;
       f->store->ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
     }
   }
@@ -76,12 +76,12 @@ void BM_StepFused(benchmark::State& state) {
   auto f = MakeFixture(sessions, threads);
   std::vector<TokenStep> steps(sessions);
   std::vector<absl::Status> statuses(sessions);
-  std::vector<StoreDecision> decisions(sessions);
+  std::vector<kv::EvictionDecision> decisions(sessions);
   for (auto _ : state) {
     for (int i = 0; i < sessions; ++i) {
       steps[i] = {f->sessions[i], &f->rule, f->position,
-                  half ? ScoreView{ScoreDType::kFp16, f->half_scores[i].data(), f->half_scores[i].size()}
-                       : ScoreView{ScoreDType::kFp32, f->scores[i].data(), f->scores[i].size()}};
+                  half ? ScoreView{kv::ScoreDType::kFp16, f->half_scores[i].data(), f->half_scores[i].size()}
+                       : ScoreView{kv::ScoreDType::kFp32, f->scores[i].data(), f->scores[i].size()}};
     }
     f->store->ProcessTokenSteps(absl::MakeConstSpan(steps), absl::MakeSpan(statuses), absl::MakeSpan(decisions));
     ++f->position;

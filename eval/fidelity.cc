@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generator.h"
+#include "worker/policy/in_process_policy.h"
 
 namespace a2sf::eval {
 

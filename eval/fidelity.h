@@ -11,7 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "cachemgr/policy/policy.h"
+#include "cachemgr/policy_library.h"
 #include "worker/model/model.h"
 
 namespace a2sf::eval {

@@ -8,11 +8,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
-#include "cachemgr/policy/registry.h"
+#include "cachemgr/policy_library.h"
 #include "cachemgr/tools/trace_replay.h"
 #include "eval/fidelity.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generator.h"
+#include "worker/policy/in_process_policy.h"
 
 namespace a2sf::eval {
 
@@ -205,7 +206,7 @@ absl::StatusOr<double> ContinuationLogLikelihood(const worker::ModelWeights& wei
       ll += log_probs[continuation[t + 1 - prefix.size()]];
     }
     if (evicts) {
-      absl::StatusOr<worker::EvictionDecision> d = (*evictor)->Step(uint64_t(t), uint32_t(t), (*engine)->step_scores());
+      absl::StatusOr<kv::EvictionDecision> d = (*evictor)->Step(uint64_t(t), uint32_t(t), (*engine)->step_scores());
       if (!d.ok()) return d.status();
       if (absl::Status s = (*engine)->Evict(d->evictions_per_head, d->evicted_slots); !s.ok()) return s;
     }

@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "cachemgr/policy/policy.h"
+#include "cachemgr/policy_library.h"
 #include "worker/model/model.h"
 #include "worker/tokenizer/tokenizer.h"
 

@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "cachemgr/policy/registry.h"
+#include "cachemgr/policy_library.h"
 #include "common/thread_pool.h"
 
 namespace a2sf::eval {

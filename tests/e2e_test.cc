@@ -13,13 +13,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "cachemgr/service/cache_manager_service.h"
-#include "cachemgr/store/cpu_score_store.h"
+#include "cachemgr/policy_library.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"
 #include "common/metrics/metrics_server.h"
 #include "gtest/gtest.h"
 #include "worker/engine/generator.h"
+#include "worker/policy/in_process_policy.h"
 #include "worker/service/generation_service.h"
 #include "worker/service/remote_policy.h"
 #include "worker/testing/fixtures.h"
@@ -31,7 +32,7 @@ using worker::testing::FixturesDir;
 
 class Stack {
  public:
-  explicit Stack(bool remote, worker::ScoreEncoding encoding = worker::ScoreEncoding::kFp32, bool metrics = false,
+  explicit Stack(bool remote, kv::ScoreDType encoding = kv::ScoreDType::kFp32, bool metrics = false,
                  bool fallback = false, uint32_t decision_lag = 0, bool shared_memory = false) {
     shared_memory_ = shared_memory;
     if (metrics) {
@@ -52,7 +53,7 @@ class Stack {
     worker::WorkerOptions options;
     options.weights = weights_.get();
     options.tokenizer = tokenizer_.get();
-    options.score_encoding = encoding;
+    options.score_dtype = encoding;
     options.default_policy.set_name("a2sf");
     options.worker_name = "w";
     options.metrics = worker_metrics_.get();
@@ -181,7 +182,7 @@ TEST(EndToEnd, RemotePolicyTokensEqualInProcessTokensForEveryPolicy) {
 TEST(EndToEnd, PipelinedRemoteTokensEqualPipelinedInProcessTokens) {
   A2SF_REQUIRE_FIXTURES();
   for (uint32_t lag : {1u, 4u}) {
-    Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, false, false, lag);
+    Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, false, false, lag);
     for (const char* policy : {"local", "h2o", "tova", "a2sf"}) {
       SCOPED_TRACE(::testing::Message() << policy << " lag " << lag);
       auto result = stack.client().Generate(Request(policy, 16));
@@ -203,7 +204,7 @@ TEST(EndToEnd, PipelinedRemoteTokensEqualPipelinedInProcessTokens) {
 TEST(EndToEnd, SharedMemoryRingGivesTheSameTokensAsGrpc) {
   A2SF_REQUIRE_FIXTURES();
   for (uint32_t lag : {0u, 2u}) {
-    Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, false, false, lag, /*shared_memory=*/true);
+    Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, false, false, lag, /*shared_memory=*/true);
     for (const char* policy : {"local", "h2o", "tova", "a2sf"}) {
       SCOPED_TRACE(::testing::Message() << policy << " lag " << lag);
       auto result = stack.client().Generate(Request(policy, 16));
@@ -223,7 +224,7 @@ TEST(EndToEnd, SharedMemoryRingGivesTheSameTokensAsGrpc) {
 
 TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
   A2SF_REQUIRE_FIXTURES();
-  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, false, false, 0, /*shared_memory=*/true);
+  Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, false, false, 0, /*shared_memory=*/true);
   ChannelOptions plaintext;
   plaintext.plaintext = true;
   // The ring is handed over on the ring socket, but the session is opened over TCP: refused.
@@ -232,7 +233,7 @@ TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
                                              v1::Budget b;
                                              b.set_tokens(8);
                                              return b;
-                                           }(), {worker::ScoreEncoding::kFp16, "t", absl::Seconds(3), 0, RingSocketPath(stack.UnixSocketPath())});
+                                           }(), {kv::ScoreDType::kFp16, "t", absl::Seconds(3), 0, RingSocketPath(stack.UnixSocketPath())});
   ASSERT_TRUE(remote.ok()) << remote.status();
   EXPECT_FALSE((*remote)->uses_shared_memory());
   std::vector<float> scores(size_t(stack.weights().config().n_layers) * stack.weights().config().n_kv_heads, 1.0f);
@@ -318,7 +319,7 @@ double SeriesSum(const std::string& text, const std::string& name, const std::ve
 
 TEST(EndToEnd, PrometheusMetricsCountStepsTokensAndJobs) {
   A2SF_REQUIRE_FIXTURES();
-  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp16, /*metrics=*/true);
+  Stack stack(/*remote=*/true, kv::ScoreDType::kFp16, /*metrics=*/true);
   const std::string idle = Scrape(stack.worker_metrics_port());
   EXPECT_EQ(SeriesSum(idle, "a2sf_worker_build_info", {"model=\"stories260K\"", "device=\"cpu\"", "version="}), 1.0);
   EXPECT_EQ(SeriesSum(idle, "a2sf_worker_tokens_total"), -1.0);  // no job, no policy label yet
@@ -358,7 +359,7 @@ TEST(EndToEnd, PrometheusMetricsCountStepsTokensAndJobs) {
 
 TEST(EndToEnd, MetricsShowARunningJobWhileItRuns) {
   A2SF_REQUIRE_FIXTURES();
-  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp16, /*metrics=*/true);
+  Stack stack(/*remote=*/true, kv::ScoreDType::kFp16, /*metrics=*/true);
   // Scrape from inside the job's token callback: the job is mid-decode, its session open.
   std::string worker_text, cachemgr_text;
   // 400 tokens, each a round trip to the cache manager: the job outlasts the two scrapes by far.
@@ -381,7 +382,7 @@ TEST(EndToEnd, MetricsShowARunningJobWhileItRuns) {
 
 TEST(EndToEnd, SixteenConcurrentJobsComplete) {
   A2SF_REQUIRE_FIXTURES();
-  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp16);
+  Stack stack(/*remote=*/true, kv::ScoreDType::kFp16);
   const std::vector<uint32_t> expected = [&] {
     auto r = stack.client().Generate(Request("h2o", 20, 60));
     EXPECT_TRUE(r.ok());
@@ -471,7 +472,7 @@ TEST(EndToEnd, CacheManagerKilledMidJobFailsOrFallsBackAsConfigured) {
                                               Case{true, 3, false}, Case{false, 0, true}, Case{true, 2, true}}) {
     SCOPED_TRACE(::testing::Message() << (fallback ? "continue in-process" : "fail") << ", lag " << lag
                                       << (shared_memory ? ", shared memory" : ""));
-    Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, /*metrics=*/false, fallback, lag, shared_memory);
+    Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, /*metrics=*/false, fallback, lag, shared_memory);
     const int port = stack.cachemgr_port();
     // Stop the cache manager once the session has decided 20 steps: watched on the cache manager
     // itself, since a job on the shared-memory ring can finish before its streamed tokens arrive.
@@ -515,13 +516,13 @@ class SwappingPolicy final : public worker::EvictionPolicyClient {
  public:
   SwappingPolicy(std::unique_ptr<worker::InProcessPolicy> inner, uint64_t swap_step, cachemgr::PolicySpec next)
       : inner_(std::move(inner)), swap_step_(swap_step), next_(std::move(next)) {}
-  absl::StatusOr<worker::EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override {
+  absl::StatusOr<kv::EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override {
     if (step == swap_step_) {
       EXPECT_TRUE(inner_->manager()->SetPolicy(inner_->session().id, next_).ok());
     }
     return inner_->Step(step, position, scores);
   }
-  absl::StatusOr<worker::EvictionDecision> BulkPrefill(uint32_t p, uint32_t n, absl::Span<const float> s) override {
+  absl::StatusOr<kv::EvictionDecision> BulkPrefill(uint32_t p, uint32_t n, absl::Span<const float> s) override {
     return inner_->BulkPrefill(p, n, s);
   }
   uint32_t budget_tokens() const override { return inner_->budget_tokens(); }

@@ -7,7 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cachemgr/service/cache_manager_service.h"
-#include "cachemgr/store/cpu_score_store.h"
+#include "cachemgr/policy_library.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"

@@ -8,6 +8,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "cachemgr/service/proto_convert.h"
+#include "common/kv/positions.h"
+#include "common/kv/proto_convert.h"
 #include "common/grpc/bearer_token.h"
 #include "common/log.h"
 #include "common/peer_strings.h"
@@ -223,7 +225,7 @@ grpc::Status CacheManagerService::CloseSession(grpc::ServerContext*, const v1::C
 }
 
 absl::StatusOr<StepResult> CacheManagerService::RunStep(const std::string& session_id, v1::StepKind kind,
-                                                        uint64_t step, uint64_t position, uint32_t prompt_length,
+                                                        uint64_t step, uint32_t position, uint32_t prompt_length,
                                                         const ScoreView& scores, uint64_t bytes) {
   const absl::Time start = absl::Now();
   absl::StatusOr<StepResult> result =
@@ -243,14 +245,16 @@ grpc::Status CacheManagerService::Step(const std::string& session_id, const v1::
   }
   absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), bulk ? 4 : 3);
   if (!view.ok()) return Error(ToGrpc(view.status()));
+  absl::StatusOr<uint32_t> position = kv::PositionFromWire(step.position(), "position");
+  if (!position.ok()) return Error(ToGrpc(position.status()));
   if (bulk && step.scores().shape(2) != step.scores().shape(3)) {
     return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "scores.shape: a bulk prefill needs [L, H, P, P]"));
   }
   absl::StatusOr<StepResult> result = RunStep(session_id, bulk ? v1::STEP_KIND_BULK_PREFILL : v1::STEP_KIND_TOKEN,
-                                              step.step(), step.position(), bulk ? step.scores().shape(2) : 0, *view,
+                                              step.step(), *position, bulk ? step.scores().shape(2) : 0, *view,
                                               step.scores().data().size());
   if (!result.ok()) return Error(ToGrpc(result.status()));
-  ToProto(*result, decision);
+  kv::DecisionToProto(result->step, result->decision, result->policy_name, decision);
   return grpc::Status::OK;
 }
 
@@ -265,7 +269,7 @@ namespace {
 // Reads what a worker wrote into a ring slot as a score view; everything is bounds-checked.
 absl::StatusOr<ScoreView> RingScoreView(const ScoreRing& ring, uint64_t seq, const RingStep& step) {
   ScoreView view;
-  absl::StatusOr<ScoreDType> dtype = ScoreDTypeFromProto(int(step.dtype));
+  absl::StatusOr<kv::ScoreDType> dtype = kv::ScoreDTypeFromProto(int(step.dtype));
   if (!dtype.ok()) return dtype.status();
   view.dtype = *dtype;
   if (step.kind != v1::STEP_KIND_TOKEN && step.kind != v1::STEP_KIND_UNSPECIFIED &&
@@ -280,10 +284,10 @@ absl::StatusOr<ScoreView> RingScoreView(const ScoreRing& ring, uint64_t seq, con
   absl::StatusOr<uint64_t> values = ScoreValueCount(absl::MakeConstSpan(step.shape, step.num_dims), int(rank));
   if (!values.ok()) return values.status();
   const uint64_t count = *values;
-  if (count * ScoreDTypeBytes(view.dtype) != step.payload_bytes || step.payload_bytes > ring.payload_capacity()) {
+  if (count * kv::ScoreDTypeBytes(view.dtype) != step.payload_bytes || step.payload_bytes > ring.payload_capacity()) {
     return absl::InvalidArgumentError(absl::StrCat("scores: ", step.payload_bytes, " bytes in the ring slot (room for ",
                                                    ring.payload_capacity(), "), shape and dtype say ",
-                                                   count * ScoreDTypeBytes(view.dtype)));
+                                                   count * kv::ScoreDTypeBytes(view.dtype)));
   }
   if (rank == 4 && step.shape[2] != step.shape[3]) {
     return absl::InvalidArgumentError("scores.shape: a bulk prefill needs [L, H, P, P]");
@@ -321,29 +325,9 @@ absl::Status CacheManagerService::ServeRingStep(const std::string& session_id, S
       view.ok() ? RunStep(session_id, v1::StepKind(step.kind), step.step, step.position,
                           step.kind == v1::STEP_KIND_BULK_PREFILL ? step.shape[2] : 0, *view, step.payload_bytes)
                 : absl::StatusOr<StepResult>(view.status());
-  if (result.ok() && result->decision.evictions_per_head > ScoreRing::kMaxDecisionEvictionsPerHead) {
-    result = absl::ResourceExhaustedError(
-        absl::StrCat("decision of step ", step.step, " evicts ", result->decision.evictions_per_head,
-                     " entries per head, more than a ring slot holds; the session is out of step with the ring"));
-  }
-  RingDecision decision;
-  decision.step = step.step;
-  if (result.ok()) {
-    const StoreDecision& d = result->decision;
-    decision.evictions_per_head = d.evictions_per_head;
-    decision.entries_after = d.entries_after;
-    decision.num_values = uint32_t(d.evicted_positions.size());
-    std::copy(d.evicted_positions.begin(), d.evicted_positions.end(), ring->mutable_decision_positions(seq));
-    decision.has_slots = d.evicted_slots.empty() ? 0 : 1;
-    std::copy(d.evicted_slots.begin(), d.evicted_slots.end(), ring->mutable_decision_slots(seq));
-  } else {
-    decision.code = int32_t(result.status().code());
-    const absl::string_view message = Utf8Prefix(result.status().message(), sizeof(decision.message) - 1);
-    std::memcpy(decision.message, message.data(), message.size());
-  }
-  std::memcpy(ring->mutable_decision(seq), &decision, sizeof(decision));
-  ring->Complete(seq);
-  return result.status();
+  return ring->CompleteDecision(seq, step.step,
+                                result.ok() ? absl::StatusOr<kv::EvictionDecision>(std::move(result->decision))
+                                            : absl::StatusOr<kv::EvictionDecision>(result.status()));
 }
 
 grpc::Status CacheManagerService::SubmitStep(grpc::ServerContext*, const v1::ScoreStep* request,

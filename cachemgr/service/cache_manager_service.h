@@ -98,7 +98,7 @@ class CacheManagerService final : public v1::CacheManager::Service {
   grpc::Status Step(const std::string& session_id, const v1::ScoreStep& step, v1::EvictionDecision* decision);
   // The step itself, for inline and shared-memory scores alike (prompt_length: bulk prefills only).
   absl::StatusOr<StepResult> RunStep(const std::string& session_id, v1::StepKind kind, uint64_t step,
-                                     uint64_t position, uint32_t prompt_length, const ScoreView& scores,
+                                     uint32_t position, uint32_t prompt_length, const ScoreView& scores,
                                      uint64_t bytes);
   // Serves a session's steps from its shared-memory ring until the worker closes the ring, a step
   // fails, or the stream is cancelled.

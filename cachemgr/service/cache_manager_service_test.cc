@@ -273,7 +273,7 @@ TEST_F(CacheManagerServiceTest, StreamedDecisionsEqualTheLibrarysOnTheSameScores
     ASSERT_TRUE(stream->Write(MakeStep(t == 0 ? opened.session_id() : "", t, values, entries + 1)));
     v1::EvictionDecision decision;
     ASSERT_TRUE(stream->Read(&decision));
-    auto expected = reference.Step(ref_id, t, t, {ScoreDType::kFp32, values.data(), values.size()});
+    auto expected = reference.Step(ref_id, t, t, {kv::ScoreDType::kFp32, values.data(), values.size()});
     ASSERT_TRUE(expected.ok());
     EXPECT_EQ(decision.step(), t);
     EXPECT_EQ(std::vector<uint32_t>(decision.evicted_slots().begin(), decision.evicted_slots().end()),
@@ -315,6 +315,13 @@ TEST_F(CacheManagerServiceTest, HostileStepsGetTheRightCodesAndChangeNothing) {
   cases.push_back({"wrong rank", rank2, grpc::StatusCode::INVALID_ARGUMENT});
   v1::ScoreStep huge = MakeStep(id, 1, std::vector<float>(400000, 0.1f), 2);
   cases.push_back({"message over the size limit", huge, grpc::StatusCode::RESOURCE_EXHAUSTED});
+  // Wire positions are uint64; C++ positions are 31-bit: refused at the edge, never truncated (2^32 + 1
+  // would otherwise become the valid position 1).
+  for (uint64_t wide : {(uint64_t{1} << 32) + 1, uint64_t{kv::kMaxPosition} + 1}) {
+    v1::ScoreStep far = MakeStep(id, 1, good, 2);
+    far.set_position(wide);
+    cases.push_back({"position beyond the 31-bit range", far, grpc::StatusCode::INVALID_ARGUMENT});
+  }
   for (const Case& c : cases) {
     grpc::Status status = Submit(c.step);
     EXPECT_EQ(status.error_code(), c.code) << c.what << ": " << status.error_message();

@@ -1,44 +1,9 @@
 #include "cachemgr/service/proto_convert.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/kv/proto_convert.h"
 
 namespace a2sf::cachemgr {
-
-PolicySpec FromProto(const v1::PolicySpec& proto) {
-  PolicySpec spec;
-  spec.name = proto.name();
-  if (proto.has_alpha()) spec.alpha = proto.alpha();
-  spec.layer_alphas.assign(proto.layer_alphas().begin(), proto.layer_alphas().end());
-  if (proto.has_sinks()) spec.sinks = proto.sinks();
-  if (proto.has_recent_window()) spec.recent_window = proto.recent_window();
-  return spec;
-}
-
-v1::PolicySpec ToProto(const PolicySpec& spec) {
-  v1::PolicySpec proto;
-  proto.set_name(spec.name);
-  if (spec.alpha) proto.set_alpha(*spec.alpha);
-  for (double a : spec.layer_alphas) proto.add_layer_alphas(a);
-  if (spec.sinks) proto.set_sinks(*spec.sinks);
-  if (spec.recent_window) proto.set_recent_window(*spec.recent_window);
-  return proto;
-}
-
-absl::StatusOr<BudgetSpec> FromProto(const v1::Budget& proto) {
-  BudgetSpec budget;
-  switch (proto.kind_case()) {
-    case v1::Budget::kTokens:
-      budget.tokens = proto.tokens();
-      break;
-    case v1::Budget::kRatio:
-      budget.ratio = proto.ratio();
-      budget.reference_length = proto.reference_length();
-      break;
-    default:
-      return absl::InvalidArgumentError("budget: set budget.tokens or budget.ratio");
-  }
-  return budget;
-}
 
 v1::PolicyInfo ToProto(const PolicyInfo& info) {
   v1::PolicyInfo proto;
@@ -74,19 +39,6 @@ v1::SessionInfo ToProto(const SessionInfo& info) {
   return proto;
 }
 
-absl::StatusOr<ScoreDType> ScoreDTypeFromProto(int dtype) {
-  switch (dtype) {
-    case v1::SCORE_DTYPE_FP32:
-      return ScoreDType::kFp32;
-    case v1::SCORE_DTYPE_FP16:
-      return ScoreDType::kFp16;
-    case v1::SCORE_DTYPE_BF16:
-      return ScoreDType::kBf16;
-    default:
-      return absl::InvalidArgumentError("scores.dtype: must be FP32, FP16 or BF16");
-  }
-}
-
 absl::StatusOr<uint64_t> ScoreValueCount(absl::Span<const uint32_t> shape, int expected_rank) {
   if (int(shape.size()) != expected_rank) {
     return absl::InvalidArgumentError(
@@ -106,7 +58,7 @@ absl::StatusOr<uint64_t> ScoreValueCount(absl::Span<const uint32_t> shape, int e
 
 absl::StatusOr<ScoreView> ScoreViewOf(const v1::ScoreTensor& tensor, int expected_rank) {
   ScoreView view;
-  absl::StatusOr<ScoreDType> dtype = ScoreDTypeFromProto(tensor.dtype());
+  absl::StatusOr<kv::ScoreDType> dtype = kv::ScoreDTypeFromProto(tensor.dtype());
   if (!dtype.ok()) return dtype.status();
   view.dtype = *dtype;
   if (tensor.payload_case() != v1::ScoreTensor::kData) {
@@ -117,7 +69,7 @@ absl::StatusOr<ScoreView> ScoreViewOf(const v1::ScoreTensor& tensor, int expecte
   absl::StatusOr<uint64_t> values = ScoreValueCount(tensor.shape(), expected_rank);
   if (!values.ok()) return values.status();
   const uint64_t count = *values;
-  const uint64_t bytes = count * ScoreDTypeBytes(view.dtype);
+  const uint64_t bytes = count * kv::ScoreDTypeBytes(view.dtype);
   if (tensor.data().size() != bytes) {
     return absl::InvalidArgumentError(absl::StrCat("scores.data: ", tensor.data().size(), " bytes, but shape and dtype ",
                                                    "need ", bytes));
@@ -126,27 +78,6 @@ absl::StatusOr<ScoreView> ScoreViewOf(const v1::ScoreTensor& tensor, int expecte
   view.data = tensor.data().data();
   view.num_values = count;
   return view;
-}
-
-void ToProto(const StepResult& result, v1::EvictionDecision* proto) {
-  proto->set_step(result.step);
-  proto->set_evictions_per_head(result.decision.evictions_per_head);
-  proto->mutable_evicted_slots()->Assign(result.decision.evicted_slots.begin(), result.decision.evicted_slots.end());
-  proto->mutable_evicted_positions()->Clear();
-  proto->mutable_evicted_positions()->Reserve(int(result.decision.evicted_positions.size()));
-  for (uint32_t p : result.decision.evicted_positions) proto->add_evicted_positions(p);
-  proto->set_entries_after(result.decision.entries_after);
-  proto->set_policy_name(result.policy_name);
-}
-
-grpc::Status ToGrpc(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
-}
-
-absl::Status FromGrpc(const grpc::Status& status) {
-  if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
 }
 
 }  // namespace a2sf::cachemgr

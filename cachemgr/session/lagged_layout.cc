@@ -4,6 +4,8 @@
 #include <cstring>
 #include <functional>
 
+#include "common/kv/swap_remove.h"
+
 namespace a2sf::cachemgr {
 
 LaggedLayout::LaggedLayout(uint32_t heads, uint32_t lag) : heads_(heads), lag_(lag) {}
@@ -31,49 +33,43 @@ void LaggedLayout::CatchUp(uint64_t step) {
   }
 }
 
-// The worker's side: find each victim's slot by position, then swap-remove in descending slot order,
+// The worker's side: find each victim's slot by position, then apply the contract's swap-remove,
 // exactly as KvCacheSlots::EvictPositions does.
 void LaggedLayout::ApplyToWorker(const Pending& decision) {
   const uint32_t k = decision.per_head;
+  scratch_slots_.resize(k);
   for (uint32_t h = 0; h < heads_; ++h) {
     uint32_t* positions = worker_positions_.data() + size_t(h) * stride_;
     int32_t* to_manager = worker_to_manager_.data() + size_t(h) * stride_;
     uint32_t* to_worker = manager_to_worker_.data() + size_t(h) * stride_;
-    const uint32_t* victims = decision.positions.data() + size_t(h) * k;
-    scratch_slots_.clear();
-    for (uint32_t w = 0; w < worker_entries_ && scratch_slots_.size() < k; ++w) {
-      if (std::find(victims, victims + k, positions[w]) != victims + k) scratch_slots_.push_back(w);
-    }
-    std::sort(scratch_slots_.begin(), scratch_slots_.end(), std::greater<uint32_t>());
-    uint32_t last = worker_entries_;
-    for (uint32_t w : scratch_slots_) {
-      --last;
-      if (w == last) continue;
-      positions[w] = positions[last];
-      to_manager[w] = to_manager[last];
-      if (to_manager[w] >= 0) to_worker[to_manager[w]] = w;
-    }
+    // Every victim is found: the store chose them among the worker's entries, each once.
+    kv::FindVictimSlots(positions, worker_entries_, decision.positions.data() + size_t(h) * k, k,
+                        scratch_slots_.data());
+    kv::SwapRemove(
+        scratch_slots_.data(), k, worker_entries_, [](uint32_t, uint32_t) {},
+        [&](uint32_t dst, uint32_t src) {
+          positions[dst] = positions[src];
+          to_manager[dst] = to_manager[src];
+          if (to_manager[dst] >= 0) to_worker[to_manager[dst]] = dst;
+        });
   }
-  // Every head evicts k entries that all exist (the store chose them among the worker's entries).
   worker_entries_ -= k;
 }
 
 // The store's side: its decision's slots are in its own layout; mirror its swap-removes.
-void LaggedLayout::ApplyToManager(const StoreDecision& decision, uint64_t step) {
+void LaggedLayout::ApplyToManager(const kv::EvictionDecision& decision, uint64_t step) {
   const uint32_t k = decision.evictions_per_head;
   if (k == 0) return;
   for (uint32_t h = 0; h < heads_; ++h) {
     int32_t* to_manager = worker_to_manager_.data() + size_t(h) * stride_;
     uint32_t* to_worker = manager_to_worker_.data() + size_t(h) * stride_;
-    uint32_t last = manager_entries_;
-    for (uint32_t j = 0; j < k; ++j) {
-      const uint32_t slot = decision.evicted_slots[size_t(h) * k + j];
-      --last;
-      to_manager[to_worker[slot]] = -1;
-      if (slot == last) continue;
-      to_worker[slot] = to_worker[last];
-      to_manager[to_worker[slot]] = int32_t(slot);
-    }
+    kv::SwapRemove(
+        decision.evicted_slots.data() + size_t(h) * k, k, manager_entries_,
+        [&](uint32_t, uint32_t slot) { to_manager[to_worker[slot]] = -1; },
+        [&](uint32_t dst, uint32_t src) {
+          to_worker[dst] = to_worker[src];
+          to_manager[to_worker[dst]] = int32_t(dst);
+        });
   }
   manager_entries_ -= k;
   Pending pending;
@@ -104,7 +100,7 @@ void LaggedLayout::ToManagerLayout(const void* in, size_t value_bytes, void* out
   }
 }
 
-void LaggedLayout::CommitTokenStep(uint64_t step, uint32_t position, const StoreDecision& decision) {
+void LaggedLayout::CommitTokenStep(uint64_t step, uint32_t position, const kv::EvictionDecision& decision) {
   Reserve(worker_entries_ + 1);
   for (uint32_t h = 0; h < heads_; ++h) {
     const size_t base = size_t(h) * stride_;
@@ -117,7 +113,7 @@ void LaggedLayout::CommitTokenStep(uint64_t step, uint32_t position, const Store
   ApplyToManager(decision, step);
 }
 
-void LaggedLayout::CommitBulkPrefill(uint32_t first_position, uint32_t prompt_length, const StoreDecision& decision) {
+void LaggedLayout::CommitBulkPrefill(uint32_t first_position, uint32_t prompt_length, const kv::EvictionDecision& decision) {
   Reserve(prompt_length);
   for (uint32_t h = 0; h < heads_; ++h) {
     const size_t base = size_t(h) * stride_;

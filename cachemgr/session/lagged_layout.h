@@ -47,9 +47,9 @@ class LaggedLayout {
 
   // Records a processed token step: one entry appended on both sides at `position`, then the store's
   // decision (slots in the store's layout, descending per head) queued for the worker.
-  void CommitTokenStep(uint64_t step, uint32_t position, const StoreDecision& decision);
+  void CommitTokenStep(uint64_t step, uint32_t position, const kv::EvictionDecision& decision);
   // Records a bulk prefill (step 0): `prompt_length` entries at first_position... on both sides.
-  void CommitBulkPrefill(uint32_t first_position, uint32_t prompt_length, const StoreDecision& decision);
+  void CommitBulkPrefill(uint32_t first_position, uint32_t prompt_length, const kv::EvictionDecision& decision);
   // Both sides hold the same `entries` per head at `positions` ([heads][entries]) and nothing is pending.
   void Seed(absl::Span<const uint32_t> positions, uint32_t entries);
 
@@ -63,7 +63,7 @@ class LaggedLayout {
   };
   void Reserve(uint32_t entries);
   void ApplyToWorker(const Pending& decision);
-  void ApplyToManager(const StoreDecision& decision, uint64_t step);
+  void ApplyToManager(const kv::EvictionDecision& decision, uint64_t step);
 
   const uint32_t heads_;
   const uint32_t lag_;

@@ -135,9 +135,9 @@ void RunAgainstReference(const Scenario& scenario, uint32_t seed) {
     const auto reference_slots = reference.Step(rule, position, expected_input);
     const auto expected = VictimPositions(before, reference_slots);
 
-    auto result = manager->Step(info->id, t, position, {ScoreDType::kFp32, sent.data(), sent.size()});
+    auto result = manager->Step(info->id, t, position, {kv::ScoreDType::kFp32, sent.data(), sent.size()});
     ASSERT_TRUE(result.ok()) << result.status();
-    const StoreDecision& d = result->decision;
+    const kv::EvictionDecision& d = result->decision;
     EXPECT_TRUE(d.evicted_slots.empty()) << "a pipelined decision names positions, not slots";
     ASSERT_EQ(d.evicted_positions.size(), size_t(kHeads) * d.evictions_per_head);
     for (uint32_t h = 0; h < kHeads; ++h) {
@@ -186,9 +186,9 @@ TEST(PipelinedSession, LagZeroIsSynchronousAndLagIsBounded) {
   auto info = manager->Open(config);
   ASSERT_TRUE(info.ok());
   std::vector<float> scores = {1, 1, 1};
-  ASSERT_TRUE(manager->Step(info->id, 0, 0, {ScoreDType::kFp32, scores.data(), 1}).ok());
-  ASSERT_TRUE(manager->Step(info->id, 1, 1, {ScoreDType::kFp32, scores.data(), 2}).ok());
-  auto third = manager->Step(info->id, 2, 2, {ScoreDType::kFp32, scores.data(), 3});
+  ASSERT_TRUE(manager->Step(info->id, 0, 0, {kv::ScoreDType::kFp32, scores.data(), 1}).ok());
+  ASSERT_TRUE(manager->Step(info->id, 1, 1, {kv::ScoreDType::kFp32, scores.data(), 2}).ok());
+  auto third = manager->Step(info->id, 2, 2, {kv::ScoreDType::kFp32, scores.data(), 3});
   ASSERT_TRUE(third.ok());
   EXPECT_EQ(third->decision.evicted_slots, std::vector<uint32_t>{0});  // synchronous: slots are given
 }
@@ -206,7 +206,7 @@ TEST(PipelinedSession, RejectedStepChangesNothingAndCanBeRetried) {
   std::vector<std::vector<float>> rows = {{1}, {1, 2}, {0.1f, 5, 3}, {9, 0.2f, 9, 9}};
   std::vector<uint32_t> victims;
   for (uint64_t t = 0; t < rows.size(); ++t) {
-    auto r = manager->Step(info->id, t, t, {ScoreDType::kFp32, rows[t].data(), rows[t].size()});
+    auto r = manager->Step(info->id, t, t, {kv::ScoreDType::kFp32, rows[t].data(), rows[t].size()});
     ASSERT_TRUE(r.ok()) << r.status();
     victims.insert(victims.end(), r->decision.evicted_positions.begin(), r->decision.evicted_positions.end());
   }
@@ -215,16 +215,16 @@ TEST(PipelinedSession, RejectedStepChangesNothingAndCanBeRetried) {
   EXPECT_EQ(victims, (std::vector<uint32_t>{0, 1}));
   // Step 4: the worker applied decision 1 (empty) only, so it sends 5 entries. A wrong count is refused.
   std::vector<float> wrong(4, 1.0f), nan_scores = {1, 1, std::nanf(""), 1, 1}, good = {1, 1, 1, 1, 1};
-  auto r = manager->Step(info->id, 4, 4, {ScoreDType::kFp32, wrong.data(), wrong.size()});
+  auto r = manager->Step(info->id, 4, 4, {kv::ScoreDType::kFp32, wrong.data(), wrong.size()});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition) << r.status();
   EXPECT_NE(r.status().message().find("expected 5 values"), std::string::npos) << r.status();
   // NaN on a live entry (position 2, slot 2 in the worker's layout) is refused; then the step goes through.
-  r = manager->Step(info->id, 4, 4, {ScoreDType::kFp32, nan_scores.data(), nan_scores.size()});
+  r = manager->Step(info->id, 4, 4, {kv::ScoreDType::kFp32, nan_scores.data(), nan_scores.size()});
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
-  r = manager->Step(info->id, 4, 4, {ScoreDType::kFp32, good.data(), good.size()});
+  r = manager->Step(info->id, 4, 4, {kv::ScoreDType::kFp32, good.data(), good.size()});
   ASSERT_TRUE(r.ok()) << r.status();
   // Step 5: decision 2 (position 0) has now been applied by the worker: 5 - 1 + 1 = 5 entries.
-  r = manager->Step(info->id, 5, 5, {ScoreDType::kFp32, good.data(), good.size()});
+  r = manager->Step(info->id, 5, 5, {kv::ScoreDType::kFp32, good.data(), good.size()});
   ASSERT_TRUE(r.ok()) << r.status();
 }
 
@@ -238,17 +238,17 @@ TEST(PipelinedSession, BulkPrefillDecisionIsAppliedLateToo) {
   auto info = manager->Open(config);
   ASSERT_TRUE(info.ok());
   std::vector<float> matrix(16, 0.25f);
-  auto bulk = manager->BulkPrefill(info->id, 0, 10, 4, {ScoreDType::kFp32, matrix.data(), matrix.size()});
+  auto bulk = manager->BulkPrefill(info->id, 0, 10, 4, {kv::ScoreDType::kFp32, matrix.data(), matrix.size()});
   ASSERT_TRUE(bulk.ok()) << bulk.status();
   EXPECT_TRUE(bulk->decision.evicted_slots.empty());
   EXPECT_EQ(bulk->decision.evicted_positions, (std::vector<uint32_t>{11, 10}));
   // Step 1 (position 14): decision 0 is not applied yet; the worker holds 4 + 1 entries.
   std::vector<float> five(5, 0.2f), four(4, 0.2f);
-  auto r = manager->Step(info->id, 1, 14, {ScoreDType::kFp32, five.data(), five.size()});
+  auto r = manager->Step(info->id, 1, 14, {kv::ScoreDType::kFp32, five.data(), five.size()});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->decision.evicted_positions, std::vector<uint32_t>{12});
   // Step 2: decision 0 applied (2 gone): 3 + 1 entries.
-  r = manager->Step(info->id, 2, 15, {ScoreDType::kFp32, four.data(), four.size()});
+  r = manager->Step(info->id, 2, 15, {kv::ScoreDType::kFp32, four.data(), four.size()});
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->decision.evicted_positions, std::vector<uint32_t>{13});
 }

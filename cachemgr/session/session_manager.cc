@@ -56,7 +56,7 @@ struct SessionManager::Session {
   void Touch() { last_active_ns.store(absl::GetCurrentTimeNanos()); }
 
   // Counts a successful step and wraps its decision.
-  StepResult Record(StoreDecision decision) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
+  StepResult Record(kv::EvictionDecision decision) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex) {
     StepResult result;
     result.step = steps++;
     entries = decision.entries_after;
@@ -287,18 +287,15 @@ auto SessionManager::WithOpenSession(const std::string& id, Fn fn) const {
   return fn(*session);
 }
 
-absl::StatusOr<StepResult> SessionManager::Step(const std::string& id, uint64_t step_number, uint64_t position,
+absl::StatusOr<StepResult> SessionManager::Step(const std::string& id, uint64_t step_number, uint32_t position,
                                                 const ScoreView& scores) {
   return WithOpenSession(id, [&](Session& session) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::StatusOr<StepResult> {
     if (step_number != session.steps) {
       return absl::FailedPreconditionError(absl::StrCat("step: expected step ", session.steps, ", got ",
                                                         step_number, " (worker and cache manager are out of sync)"));
     }
-    if (position > kMaxPosition) {
-      return absl::InvalidArgumentError(absl::StrCat("position: ", position, " is larger than ", kMaxPosition));
-    }
     if (absl::Status s = Charge(session, session.entries + 1); !s.ok()) return s;
-    TokenStep token{session.handle, &session.rule, static_cast<uint32_t>(position), scores};
+    TokenStep token{session.handle, &session.rule, position, scores};
     LaggedLayout* lagged = session.lagged.get();
     if (lagged != nullptr) {
       lagged->CatchUp(step_number);
@@ -310,14 +307,14 @@ absl::StatusOr<StepResult> SessionManager::Step(const std::string& id, uint64_t 
             " entries], the worker's cache with decisions up to step ", int64_t(step_number) - lagged->lag() - 1,
             " applied), got ", scores.num_values, " (worker and cache manager are out of sync)"));
       }
-      const size_t value_bytes = ScoreDTypeBytes(scores.dtype);
+      const size_t value_bytes = kv::ScoreDTypeBytes(scores.dtype);
       session.remapped.resize(heads * (size_t(lagged->manager_entries()) + 1) * value_bytes);
       lagged->ToManagerLayout(scores.data, value_bytes, session.remapped.data());
       token.scores.data = session.remapped.data();
       token.scores.num_values = heads * (size_t(lagged->manager_entries()) + 1);
     }
     absl::Status status;
-    StoreDecision decision;
+    kv::EvictionDecision decision;
     store_->ProcessTokenSteps({&token, 1}, {&status, 1}, {&decision, 1});
     if (!status.ok()) return status;
     if (lagged != nullptr) {
@@ -329,7 +326,7 @@ absl::StatusOr<StepResult> SessionManager::Step(const std::string& id, uint64_t 
 }
 
 absl::StatusOr<StepResult> SessionManager::BulkPrefill(const std::string& id, uint64_t step_number,
-                                                       uint64_t first_position, uint32_t prompt_length,
+                                                       uint32_t first_position, uint32_t prompt_length,
                                                        const ScoreView& scores) {
   return WithOpenSession(id, [&](Session& session) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::StatusOr<StepResult> {
     if (step_number != 0 || session.steps != 0) {
@@ -337,13 +334,13 @@ absl::StatusOr<StepResult> SessionManager::BulkPrefill(const std::string& id, ui
           absl::StrCat("step: a bulk prefill must be the session's first step (step 0); the session expects step ",
                        session.steps));
     }
-    if (first_position + prompt_length > uint64_t{kMaxPosition} + 1) {
+    if (uint64_t{first_position} + prompt_length > uint64_t{kv::kMaxPosition} + 1) {
       return absl::InvalidArgumentError("position: prompt positions exceed the largest supported position");
     }
     if (absl::Status s = Charge(session, std::max<uint32_t>(prompt_length, 1)); !s.ok()) return s;
-    cachemgr::BulkPrefill bulk{session.handle, &session.rule, static_cast<uint32_t>(first_position), prompt_length,
+    cachemgr::BulkPrefill bulk{session.handle, &session.rule, first_position, prompt_length,
                                scores};
-    absl::StatusOr<StoreDecision> decision = store_->ProcessBulkPrefill(bulk);
+    absl::StatusOr<kv::EvictionDecision> decision = store_->ProcessBulkPrefill(bulk);
     if (!decision.ok()) return decision.status();
     if (session.lagged != nullptr) {
       session.lagged->CommitBulkPrefill(bulk.first_position, prompt_length, *decision);

@@ -72,7 +72,7 @@ struct SessionInfo {
 
 struct StepResult {
   uint64_t step = 0;
-  StoreDecision decision;
+  kv::EvictionDecision decision;
   std::string policy_name;
 };
 
@@ -122,10 +122,11 @@ class SessionManager {
   // One token step. `step_number` must equal the session's step count (FAILED_PRECONDITION
   // otherwise: the two sides have desynchronised). In a pipelined session `scores` follow the
   // worker's layout (pending victims included) and the decision names positions only (no slots).
-  absl::StatusOr<StepResult> Step(const std::string& id, uint64_t step_number, uint64_t position,
+  // Positions are the contract's (common/kv/positions.h): INVALID_ARGUMENT beyond kv::kMaxPosition.
+  absl::StatusOr<StepResult> Step(const std::string& id, uint64_t step_number, uint32_t position,
                                   const ScoreView& scores);
   // A whole prompt at once; only as step 0.
-  absl::StatusOr<StepResult> BulkPrefill(const std::string& id, uint64_t step_number, uint64_t first_position,
+  absl::StatusOr<StepResult> BulkPrefill(const std::string& id, uint64_t step_number, uint32_t first_position,
                                          uint32_t prompt_length, const ScoreView& scores);
 
   // Swaps a running session's policy: from its next step, decisions follow `policy`, which takes over

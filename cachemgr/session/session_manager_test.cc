@@ -27,7 +27,7 @@ SessionConfig Config(const std::string& policy, uint32_t budget_tokens, std::opt
   return config;
 }
 
-ScoreView View(const std::vector<float>& v) { return {ScoreDType::kFp32, v.data(), v.size()}; }
+ScoreView View(const std::vector<float>& v) { return {kv::ScoreDType::kFp32, v.data(), v.size()}; }
 
 TEST(ResolveBudget, TokensRatiosAndTheirErrors) {
   EXPECT_EQ(*ResolveBudget({5u, {}, 0}), 5u);
@@ -315,7 +315,7 @@ TEST(SessionManagerLimits, BulkPrefillSizeCheckDoesNotOverflow) {
   uint64_t wrapped = uint64_t{geometry.heads()} * P * P;  // what the unchecked product came to
   EvictionRule rule;
   const float data = 0;
-  BulkPrefill prefill{1, &rule, 0, P, {ScoreDType::kFp32, &data, size_t(wrapped)}};
+  BulkPrefill prefill{1, &rule, 0, P, {kv::ScoreDType::kFp32, &data, size_t(wrapped)}};
   absl::Status status = CheckBulkPrefillShape(prefill, geometry, 0);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(status.message().find("2^64"), std::string::npos) << status;

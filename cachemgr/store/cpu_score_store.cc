@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "cachemgr/store/head_kernels.h"
 #include "cachemgr/store/victim_selection.h"
+#include "common/kv/swap_remove.h"
 
 namespace a2sf::cachemgr {
 
@@ -83,12 +84,12 @@ absl::StatusOr<uint32_t> CpuScoreStore::EntriesPerHead(SessionHandle session) co
 }
 
 void CpuScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::Span<absl::Status> statuses,
-                                      absl::Span<StoreDecision> decisions) {
+                                      absl::Span<kv::EvictionDecision> decisions) {
   pool_.ParallelFor(steps.size(),
                     [&](size_t i) { statuses[i] = ProcessTokenStep(steps[i], &decisions[i]); });
 }
 
-absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, StoreDecision* decision) {
+absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, kv::EvictionDecision* decision) {
   Session* s = Find(step.session);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", step.session));
   const uint32_t n_old = s->entries;
@@ -105,8 +106,8 @@ absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, StoreDecisio
   // Candidates of the fast path: positions in [sinks, hi). With a recent window R, the R most recent
   // entries are positions > newest - R as long as they are all present, which the scan verifies.
   const uint32_t recent = rule.protected_recent;
-  const uint32_t hi = recent == 0 ? kMaxPosition + 1 : (step.position + 1 >= recent ? step.position + 1 - recent : 0);
-  const size_t value_bytes = ScoreDTypeBytes(step.scores.dtype);
+  const uint32_t hi = recent == 0 ? kv::kMaxPosition + 1 : (step.position + 1 >= recent ? step.position + 1 - recent : 0);
+  const size_t value_bytes = kv::ScoreDTypeBytes(step.scores.dtype);
   const char* input = static_cast<const char*>(step.scores.data);
 
   decision->evictions_per_head = k;
@@ -158,15 +159,15 @@ absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, StoreDecisio
     for (uint32_t h = 0; h < heads; ++h) s->head_scores(h)[n_old] = 0.0f;
   }
   for (uint32_t h = 0; h < heads && k > 0; ++h) {
-    ApplySwapRemove(decision->evicted_slots.data() + size_t{h} * k, k, s->head_scores(h), s->head_positions(h), n,
-                    decision->evicted_positions.data() + size_t{h} * k);
+    kv::SwapRemoveEntries(decision->evicted_slots.data() + size_t{h} * k, k, n, s->head_positions(h),
+                          s->head_scores(h), decision->evicted_positions.data() + size_t{h} * k);
   }
   s->entries = n - k;
   s->newest_position = step.position;
   return absl::OkStatus();
 }
 
-absl::StatusOr<StoreDecision> CpuScoreStore::ProcessBulkPrefill(const BulkPrefill& prefill) {
+absl::StatusOr<kv::EvictionDecision> CpuScoreStore::ProcessBulkPrefill(const BulkPrefill& prefill) {
   Session* s = Find(prefill.session);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", prefill.session));
   if (absl::Status st = CheckBulkPrefillShape(prefill, s->geometry, s->entries); !st.ok()) return st;
@@ -175,7 +176,7 @@ absl::StatusOr<StoreDecision> CpuScoreStore::ProcessBulkPrefill(const BulkPrefil
   const EvictionRule& rule = *prefill.rule;
   s->Reserve(P);
   const uint32_t k = (rule.evicts() && P > rule.budget) ? P - rule.budget : 0;
-  StoreDecision decision;
+  kv::EvictionDecision decision;
   decision.evictions_per_head = k;
   decision.entries_after = P - k;
   decision.evicted_slots.resize(size_t{heads} * k);
@@ -208,7 +209,7 @@ absl::StatusOr<StoreDecision> CpuScoreStore::ProcessBulkPrefill(const BulkPrefil
     uint32_t* pos = s->head_positions(h);
     const std::vector<uint32_t> victims = SelectVictims(rule, rule.uses_scores() ? a : nullptr, pos, P, k);
     std::copy(victims.begin(), victims.end(), decision.evicted_slots.begin() + size_t{h} * k);
-    ApplySwapRemove(victims.data(), k, a, pos, P, decision.evicted_positions.data() + size_t{h} * k);
+    kv::SwapRemoveEntries(victims.data(), k, P, pos, a, decision.evicted_positions.data() + size_t{h} * k);
   }
   s->scores.swap(s->next_scores);
   s->entries = P - k;

@@ -25,8 +25,8 @@ class CpuScoreStore final : public ScoreStore {
   absl::Status DestroySession(SessionHandle session) override;
   absl::StatusOr<uint32_t> EntriesPerHead(SessionHandle session) const override;
   void ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::Span<absl::Status> statuses,
-                         absl::Span<StoreDecision> decisions) override;
-  absl::StatusOr<StoreDecision> ProcessBulkPrefill(const BulkPrefill& prefill) override;
+                         absl::Span<kv::EvictionDecision> decisions) override;
+  absl::StatusOr<kv::EvictionDecision> ProcessBulkPrefill(const BulkPrefill& prefill) override;
   absl::StatusOr<HeadSnapshot> ReadHead(SessionHandle session, uint32_t layer, uint32_t kv_head) const override;
   size_t BytesHeld() const override;
   absl::Status SeedEntries(SessionHandle session, absl::Span<const uint32_t> positions, uint32_t entries) override;
@@ -35,7 +35,7 @@ class CpuScoreStore final : public ScoreStore {
 
  private:
   Session* Find(SessionHandle session) const;
-  absl::Status ProcessTokenStep(const TokenStep& step, StoreDecision* decision);
+  absl::Status ProcessTokenStep(const TokenStep& step, kv::EvictionDecision* decision);
 
   ThreadPool pool_;
   mutable absl::Mutex mutex_;

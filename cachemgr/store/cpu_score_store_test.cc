@@ -36,9 +36,9 @@ std::vector<uint32_t> Step(CpuScoreStore* store, SessionHandle session, const Ev
   step.session = session;
   step.rule = &rule;
   step.position = position;
-  step.scores = {ScoreDType::kFp32, scores.data(), scores.size()};
+  step.scores = {kv::ScoreDType::kFp32, scores.data(), scores.size()};
   absl::Status status;
-  StoreDecision decision;
+  kv::EvictionDecision decision;
   store->ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
   EXPECT_TRUE(status.ok()) << status;
   return decision.evicted_slots;
@@ -50,7 +50,7 @@ TEST(AccumulateAndFindMin, PaperWorkedExample) {
   const float s[2] = {0.5f, 0.2f};
   const uint32_t positions[2] = {0, 1};
   float a_new[2];
-  HeadScan scan = AccumulateAndFindMin(a_old, s, ScoreDType::kFp32, a_new, positions, 2, 0.8f, 0, 100);
+  HeadScan scan = AccumulateAndFindMin(a_old, s, kv::ScoreDType::kFp32, a_new, positions, 2, 0.8f, 0, 100);
   EXPECT_NEAR(a_new[0], 0.82f, 1e-6);
   EXPECT_NEAR(a_new[1], 0.44f, 1e-6);
   EXPECT_EQ(scan.best_slot, 1u);
@@ -69,7 +69,7 @@ TEST(AccumulateAndFindMin, VectorPathMatchesScalarOnLongHeadsWithTies) {
     }
     a_old[n - 1] = 0.0f;
     const uint32_t lo = 3, hi = 90000;
-    HeadScan scan = AccumulateAndFindMin(a_old.data(), s.data(), ScoreDType::kFp32, a_new.data(),
+    HeadScan scan = AccumulateAndFindMin(a_old.data(), s.data(), kv::ScoreDType::kFp32, a_new.data(),
                                          positions.data(), n, 0.5f, lo, hi);
     // Brute force.
     uint32_t best = kNoSlot, above = 0;
@@ -96,9 +96,9 @@ TEST(AccumulateAndFindMin, HalfAndBfloatInputsDecodeExactly) {
   const float expected_bf16[9] = {1, 0.5f, 0.25f, 0, 0, 1, 0.5f, 0.25f, 2};
   std::vector<float> zero(9, 0.0f), out(9);
   std::vector<uint32_t> positions = {0, 1, 2, 3, 4, 5, 6, 7, 8};
-  AccumulateAndFindMin(zero.data(), half, ScoreDType::kFp16, out.data(), positions.data(), 9, 0.5f, 0, 100);
+  AccumulateAndFindMin(zero.data(), half, kv::ScoreDType::kFp16, out.data(), positions.data(), 9, 0.5f, 0, 100);
   for (int i = 0; i < 9; ++i) EXPECT_EQ(out[i], expected_half[i]) << i;
-  AccumulateAndFindMin(zero.data(), bf16, ScoreDType::kBf16, out.data(), positions.data(), 9, 0.5f, 0, 100);
+  AccumulateAndFindMin(zero.data(), bf16, kv::ScoreDType::kBf16, out.data(), positions.data(), 9, 0.5f, 0, 100);
   for (int i = 0; i < 9; ++i) EXPECT_EQ(out[i], expected_bf16[i]) << i;
 }
 
@@ -155,9 +155,9 @@ TEST(CpuScoreStore, EvictionOrderOfEachPolicyOnAHandTrace) {
     auto session = store.CreateSession({1, 1}, 4);
     std::vector<std::vector<uint32_t>> positions;
     for (uint32_t t = 0; t < rows.size(); ++t) {
-      TokenStep step{*session, &rule, t, {ScoreDType::kFp32, rows[t].data(), rows[t].size()}};
+      TokenStep step{*session, &rule, t, {kv::ScoreDType::kFp32, rows[t].data(), rows[t].size()}};
       absl::Status status;
-      StoreDecision decision;
+      kv::EvictionDecision decision;
       store.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
       EXPECT_TRUE(status.ok()) << status;
       positions.push_back(decision.evicted_positions);
@@ -223,9 +223,9 @@ TEST_P(RandomAgainstReference, PerTokenDecisionsAndScoresMatchTheSlowReference) 
       std::vector<float> scores(layers * kv_heads * n);
       // Quantised values make ties common, which exercises the tie rule.
       for (float& v : scores) v = float(rng() % 8) / 8.0f;
-      TokenStep step{*session, &rule, position, {ScoreDType::kFp32, scores.data(), scores.size()}};
+      TokenStep step{*session, &rule, position, {kv::ScoreDType::kFp32, scores.data(), scores.size()}};
       absl::Status status;
-      StoreDecision decision;
+      kv::EvictionDecision decision;
       store.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
       ASSERT_TRUE(status.ok()) << status;
       const auto expected = reference.Step(rule, position, scores);
@@ -283,14 +283,14 @@ TEST(CpuScoreStore, BulkPrefillEqualsPerTokenScoresAndTheFinalTopBudget) {
       for (uint32_t h = 0; h < layers * kv_heads; ++h) {
         for (uint32_t k = 0; k <= q; ++k) row.push_back(matrix[(h * P + q) * P + k]);
       }
-      TokenStep step{*per_token, &keep_all, q, {ScoreDType::kFp32, row.data(), row.size()}};
+      TokenStep step{*per_token, &keep_all, q, {kv::ScoreDType::kFp32, row.data(), row.size()}};
       absl::Status status;
-      StoreDecision decision;
+      kv::EvictionDecision decision;
       store.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
       ASSERT_TRUE(status.ok());
     }
     auto bulk = store.CreateSession({layers, kv_heads}, P);
-    auto decision = store.ProcessBulkPrefill({*bulk, &rule, 0, P, {ScoreDType::kFp32, matrix.data(), matrix.size()}});
+    auto decision = store.ProcessBulkPrefill({*bulk, &rule, 0, P, {kv::ScoreDType::kFp32, matrix.data(), matrix.size()}});
     ASSERT_TRUE(decision.ok()) << decision.status();
     EXPECT_EQ(decision->entries_after, budget);
     EXPECT_EQ(decision->evictions_per_head, P - budget);
@@ -335,9 +335,9 @@ class InvalidStep : public ::testing::Test {
     return all;
   }
   absl::Status Try(const std::vector<float>& scores, uint32_t position) {
-    TokenStep step{session_, &rule_, position, {ScoreDType::kFp32, scores.data(), scores.size()}};
+    TokenStep step{session_, &rule_, position, {kv::ScoreDType::kFp32, scores.data(), scores.size()}};
     absl::Status status;
-    StoreDecision decision;
+    kv::EvictionDecision decision;
     store_.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
     return status;
   }
@@ -394,9 +394,9 @@ TEST_F(InvalidStep, HalfPrecisionNanInfinityAndNegativeAreRejected) {
   for (uint16_t bad : {uint16_t{0x7E00}, uint16_t{0x7C00}, uint16_t{0xB800}}) {
     std::vector<uint16_t> scores(16, 0x3400);
     scores[10] = bad;
-    TokenStep step{session_, &rule_, 5, {ScoreDType::kFp16, scores.data(), scores.size()}};
+    TokenStep step{session_, &rule_, 5, {kv::ScoreDType::kFp16, scores.data(), scores.size()}};
     absl::Status status;
-    StoreDecision decision;
+    kv::EvictionDecision decision;
     store_.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << std::hex << bad;
   }
@@ -409,7 +409,7 @@ TEST(CpuScoreStore, BadBulkPrefillsAreRejectedAndLeaveTheSessionEmpty) {
   auto session = *store.CreateSession({1, 1}, 4);
   std::vector<float> matrix = {1.0f, 0.0f, 0.0f, 0.5f, 0.5f, 0.0f, 0.2f, 0.3f, 0.5f};  // P = 3
   auto bulk = [&](uint32_t P, const std::vector<float>& m) {
-    return store.ProcessBulkPrefill({session, &rule, 0, P, {ScoreDType::kFp32, m.data(), m.size()}}).status();
+    return store.ProcessBulkPrefill({session, &rule, 0, P, {kv::ScoreDType::kFp32, m.data(), m.size()}}).status();
   };
   EXPECT_NE(bulk(2, matrix).message().find("1 x 1 x 2 x 2 = 4 values, got 9"), std::string::npos);
   EXPECT_EQ(bulk(0, {}).code(), absl::StatusCode::kInvalidArgument);
@@ -433,9 +433,9 @@ TEST(CpuScoreStore, UnknownSessionIsNotFound) {
   CpuScoreStore store;
   EvictionRule rule = Rule("local", 1, 2);
   float s = 1.0f;
-  TokenStep step{42, &rule, 0, {ScoreDType::kFp32, &s, 1}};
+  TokenStep step{42, &rule, 0, {kv::ScoreDType::kFp32, &s, 1}};
   absl::Status status;
-  StoreDecision decision;
+  kv::EvictionDecision decision;
   store.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
   EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store.DestroySession(42).code(), absl::StatusCode::kNotFound);
@@ -483,17 +483,17 @@ TEST(CpuScoreStore, BatchOfSessionsOnSeveralThreadsMatchesOneAtATime) {
     }
     std::vector<TokenStep> steps;
     for (uint32_t i = 0; i < sessions; ++i) {
-      steps.push_back({hb[i], &rule, t, {ScoreDType::kFp32, scores[i].data(), scores[i].size()}});
+      steps.push_back({hb[i], &rule, t, {kv::ScoreDType::kFp32, scores[i].data(), scores[i].size()}});
     }
     std::vector<absl::Status> statuses(sessions);
-    std::vector<StoreDecision> decisions(sessions);
+    std::vector<kv::EvictionDecision> decisions(sessions);
     batched.ProcessTokenSteps(absl::MakeConstSpan(steps), absl::MakeSpan(statuses), absl::MakeSpan(decisions));
     for (uint32_t i = 0; i < sessions; ++i) {
       ASSERT_TRUE(statuses[i].ok());
       TokenStep one = steps[i];
       one.session = hs[i];
       absl::Status status;
-      StoreDecision decision;
+      kv::EvictionDecision decision;
       serial.ProcessTokenSteps({&one, 1}, {&status, 1}, {&decision, 1});
       EXPECT_EQ(decision.evicted_slots, decisions[i].evicted_slots);
       entries = decision.entries_after;

@@ -9,6 +9,8 @@
 
 #include <vector>
 
+#include "common/kv/swap_remove.h"
+
 namespace a2sf::cachemgr::cuda {
 namespace {
 
@@ -20,9 +22,9 @@ int Fail(cudaError_t err, std::string* error) {
   return static_cast<int>(err);
 }
 
-__device__ __forceinline__ float LoadValue(const void* input, int dtype, uint64_t index) {
-  if (dtype == 0) return static_cast<const float*>(input)[index];
-  if (dtype == 1) return __half2float(static_cast<const __half*>(input)[index]);
+__device__ __forceinline__ float LoadValue(const void* input, kv::ScoreDType dtype, uint64_t index) {
+  if (dtype == kv::ScoreDType::kFp32) return static_cast<const float*>(input)[index];
+  if (dtype == kv::ScoreDType::kFp16) return __half2float(static_cast<const __half*>(input)[index]);
   return __bfloat162float(static_cast<const __nv_bfloat16*>(input)[index]);
 }
 
@@ -42,7 +44,7 @@ __device__ __forceinline__ bool Better(const Best& a, const Best& b) {
 }
 
 // One block per head: accumulate, validate, and reduce to the smallest (score, position) candidate.
-__global__ void TokenStepKernel(const HeadTask* tasks, const void* input, int dtype, HeadResult* results) {
+__global__ void TokenStepKernel(const HeadTask* tasks, const void* input, kv::ScoreDType dtype, HeadResult* results) {
   const HeadTask t = tasks[blockIdx.x];
   __shared__ Best shared_best[kThreads];
   __shared__ uint32_t shared_above[kThreads];
@@ -94,27 +96,18 @@ __global__ void TokenStepKernel(const HeadTask* tasks, const void* input, int dt
   }
 }
 
-// One thread per head: swap-removes in the given (descending) order.
+// One thread per head: the contract's swap-remove (common/kv/swap_remove.h) in the given order.
 __global__ void EvictKernel(const EvictTask* tasks, uint32_t num_tasks, const uint32_t* slots,
                             uint32_t* evicted_positions) {
   const uint32_t h = blockIdx.x * blockDim.x + threadIdx.x;
   if (h >= num_tasks) return;
   const EvictTask t = tasks[h];
-  uint32_t last = t.n;
-  for (uint32_t j = 0; j < t.k; ++j) {
-    const uint32_t slot = slots[t.slot_offset + j];
-    evicted_positions[t.slot_offset + j] = t.positions[slot];
-    --last;
-    if (slot != last) {
-      t.positions[slot] = t.positions[last];
-      t.scores[slot] = t.scores[last];
-    }
-  }
+  kv::SwapRemoveEntries(slots + t.slot_offset, t.k, t.n, t.positions, t.scores, evicted_positions + t.slot_offset);
 }
 
 // One thread per (head, column k): A_k = Horner over rows q >= k. Threads of a warp read consecutive
 // columns of the same row, so loads are coalesced.
-__global__ void BulkScoreKernel(const BulkHeadTask* tasks, const void* input, int dtype, uint32_t P,
+__global__ void BulkScoreKernel(const BulkHeadTask* tasks, const void* input, kv::ScoreDType dtype, uint32_t P,
                                 uint32_t first_position, uint32_t uses_scores, uint32_t sinks,
                                 uint32_t recent, unsigned long long* keys, uint32_t* values,
                                 uint32_t* invalid) {
@@ -225,7 +218,7 @@ void DestroyContext(Context* context) {
 }
 
 int RunTokenStep(Context* c, const HeadTask* tasks, uint32_t num_tasks, const void* input, size_t input_bytes,
-                 int dtype, HeadResult* results, std::string* error) {
+                 kv::ScoreDType dtype, HeadResult* results, std::string* error) {
   if (num_tasks == 0) return 0;
   cudaError_t err;
   if ((err = c->input.Reserve(input_bytes + 16)) != cudaSuccess) return Fail(err, error);
@@ -262,7 +255,7 @@ int ApplyEvictions(Context* c, const EvictTask* tasks, uint32_t num_tasks, const
 }
 
 int RunBulkPrefill(Context* c, const BulkHeadTask* tasks, uint32_t num_tasks, const void* input, size_t input_bytes,
-                   int dtype, uint32_t P, uint32_t first_position, uint32_t uses_scores, uint32_t sinks,
+                   kv::ScoreDType dtype, uint32_t P, uint32_t first_position, uint32_t uses_scores, uint32_t sinks,
                    uint32_t recent, uint32_t k, uint32_t* victim_slots, uint32_t* invalid, std::string* error) {
   const size_t items = size_t{num_tasks} * P;
   cudaError_t err;

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/kv/score_dtype.h"
+
 namespace a2sf::cachemgr::cuda {
 
 bool Available(std::string* reason);
@@ -49,10 +51,10 @@ struct Context;
 Context* CreateContext();
 void DestroyContext(Context* context);
 
-// Uploads `input` (num_values of dtype 0 = fp32, 1 = fp16, 2 = bf16), runs one block per task, and
+// Uploads `input` (num_values of `dtype`), runs one block per task, and
 // downloads the results. Synchronous.
 int RunTokenStep(Context* context, const HeadTask* tasks, uint32_t num_tasks, const void* input,
-                 size_t input_bytes, int dtype, HeadResult* results, std::string* error);
+                 size_t input_bytes, kv::ScoreDType dtype, HeadResult* results, std::string* error);
 
 struct EvictTask {
   float* scores;        // device, per slot (may be the same buffer as a_new after the commit)
@@ -77,7 +79,7 @@ struct BulkHeadTask {
 // (score, position) (or by position when !uses_scores) with positions < sinks and the `recent` newest
 // protected. Writes num_tasks * k victim slots (any order within a head). Synchronous.
 int RunBulkPrefill(Context* context, const BulkHeadTask* tasks, uint32_t num_tasks, const void* input,
-                   size_t input_bytes, int dtype, uint32_t P, uint32_t first_position, uint32_t uses_scores,
+                   size_t input_bytes, kv::ScoreDType dtype, uint32_t P, uint32_t first_position, uint32_t uses_scores,
                    uint32_t sinks, uint32_t recent, uint32_t k, uint32_t* victim_slots, uint32_t* invalid,
                    std::string* error);
 

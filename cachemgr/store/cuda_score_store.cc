@@ -14,10 +14,6 @@ absl::Status CudaError(const char* what, const std::string& error) {
   return absl::InternalError(absl::StrCat("CUDA ", what, " failed: ", error));
 }
 
-int DTypeCode(ScoreDType dtype) {
-  return dtype == ScoreDType::kFp32 ? 0 : dtype == ScoreDType::kFp16 ? 1 : 2;
-}
-
 }  // namespace
 
 struct CudaScoreStore::Session {
@@ -122,11 +118,11 @@ absl::StatusOr<uint32_t> CudaScoreStore::EntriesPerHead(SessionHandle session) c
 }
 
 void CudaScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::Span<absl::Status> statuses,
-                                       absl::Span<StoreDecision> decisions) {
+                                       absl::Span<kv::EvictionDecision> decisions) {
   absl::MutexLock lock(&mutex_);
   auto* context = static_cast<cuda::Context*>(context_.get());
   // Each dtype is one launch; in practice a batch has one dtype.
-  for (ScoreDType dtype : {ScoreDType::kFp32, ScoreDType::kFp16, ScoreDType::kBf16}) {
+  for (kv::ScoreDType dtype : {kv::ScoreDType::kFp32, kv::ScoreDType::kFp16, kv::ScoreDType::kBf16}) {
     std::vector<size_t> members;
     std::vector<cuda::HeadTask> tasks;
     std::vector<char> input;
@@ -145,8 +141,8 @@ void CudaScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::
       const uint32_t n = s->entries + 1;
       const uint32_t recent = rule.protected_recent;
       const uint32_t hi =
-          recent == 0 ? kMaxPosition + 1 : (step.position + 1 >= recent ? step.position + 1 - recent : 0);
-      const size_t value_bytes = ScoreDTypeBytes(dtype);
+          recent == 0 ? kv::kMaxPosition + 1 : (step.position + 1 >= recent ? step.position + 1 - recent : 0);
+      const size_t value_bytes = kv::ScoreDTypeBytes(dtype);
       const uint64_t base = input.size() / value_bytes;
       const char* data = static_cast<const char*>(step.scores.data);
       input.insert(input.end(), data, data + step.scores.num_values * value_bytes);
@@ -170,7 +166,7 @@ void CudaScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::
     std::vector<cuda::HeadResult> results(tasks.size());
     std::string error;
     if (cuda::RunTokenStep(context, tasks.data(), static_cast<uint32_t>(tasks.size()), input.data(), input.size(),
-                           DTypeCode(dtype), results.data(), &error) != 0) {
+                           dtype, results.data(), &error) != 0) {
       for (size_t i : members) statuses[i] = CudaError("token step", error);
       continue;
     }
@@ -246,7 +242,7 @@ void CudaScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::
   }
 }
 
-absl::StatusOr<StoreDecision> CudaScoreStore::ProcessBulkPrefill(const BulkPrefill& prefill) {
+absl::StatusOr<kv::EvictionDecision> CudaScoreStore::ProcessBulkPrefill(const BulkPrefill& prefill) {
   absl::MutexLock lock(&mutex_);
   Session* s = Find(prefill.session);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", prefill.session));
@@ -267,7 +263,7 @@ absl::StatusOr<StoreDecision> CudaScoreStore::ProcessBulkPrefill(const BulkPrefi
   uint32_t invalid = 0;
   std::string error;
   if (cuda::RunBulkPrefill(static_cast<cuda::Context*>(context_.get()), tasks.data(), heads, prefill.scores.data,
-                           expected * ScoreDTypeBytes(prefill.scores.dtype), DTypeCode(prefill.scores.dtype), P,
+                           expected * kv::ScoreDTypeBytes(prefill.scores.dtype), prefill.scores.dtype, P,
                            prefill.first_position, rule.uses_scores() ? 1 : 0, rule.protected_sinks,
                            rule.protected_recent, k, victims.data(), &invalid, &error) != 0) {
     return CudaError("bulk prefill", error);
@@ -281,7 +277,7 @@ absl::StatusOr<StoreDecision> CudaScoreStore::ProcessBulkPrefill(const BulkPrefi
     std::sort(victims.begin() + size_t{h} * k, victims.begin() + size_t{h + 1} * k, std::greater<uint32_t>());
     evict_tasks.push_back({s->head(target, h), s->head_positions(h), P, k, h * k});
   }
-  StoreDecision decision;
+  kv::EvictionDecision decision;
   decision.evictions_per_head = k;
   decision.entries_after = P - k;
   decision.evicted_positions.resize(victims.size());

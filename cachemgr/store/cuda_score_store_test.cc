@@ -43,8 +43,8 @@ TEST(CudaScoreStore, TokenStepsMatchTheCpuStoreForEveryPolicyAndDtype) {
   SKIP_WITHOUT_GPU(cuda);
   const uint32_t layers = 4, kv_heads = 3, budget = 37;
   for (const char* name : {"a2sf", "h2o", "tova", "local", "streaming_llm", "full"}) {
-    for (ScoreDType dtype : {ScoreDType::kFp32, ScoreDType::kFp16}) {
-      SCOPED_TRACE(std::string(name) + " " + ScoreDTypeName(dtype));
+    for (kv::ScoreDType dtype : {kv::ScoreDType::kFp32, kv::ScoreDType::kFp16}) {
+      SCOPED_TRACE(std::string(name) + " " + kv::ScoreDTypeName(dtype));
       const EvictionRule rule = Rule(name, layers, budget, std::string(name) == "a2sf" ? std::optional<double>(0.4) : std::nullopt);
       CpuScoreStore cpu;
       auto hc = *cpu.CreateSession({layers, kv_heads}, budget + 1);
@@ -62,11 +62,11 @@ TEST(CudaScoreStore, TokenStepsMatchTheCpuStoreForEveryPolicyAndDtype) {
           f16[i] = q == 0 ? 0 : static_cast<uint16_t>(((31 - __builtin_clz(q) - 6 + 15) << 10) |
                                                       ((q << (10 - (31 - __builtin_clz(q)))) & 0x3ff));
         }
-        ScoreView view = dtype == ScoreDType::kFp32 ? ScoreView{dtype, f32.data(), count} : ScoreView{dtype, f16.data(), count};
-        ScoreView cpu_view{ScoreDType::kFp32, f32.data(), count};
+        ScoreView view = dtype == kv::ScoreDType::kFp32 ? ScoreView{dtype, f32.data(), count} : ScoreView{dtype, f16.data(), count};
+        ScoreView cpu_view{kv::ScoreDType::kFp32, f32.data(), count};
         TokenStep gs{hg, &rule, t, view}, cs{hc, &rule, t, cpu_view};
         absl::Status g_status, c_status;
-        StoreDecision g, c;
+        kv::EvictionDecision g, c;
         cuda->ProcessTokenSteps({&gs, 1}, {&g_status, 1}, {&g, 1});
         cpu.ProcessTokenSteps({&cs, 1}, {&c_status, 1}, {&c, 1});
         ASSERT_TRUE(g_status.ok()) << g_status;
@@ -106,7 +106,7 @@ TEST(CudaScoreStore, BulkPrefillMatchesTheCpuStore) {
     CpuScoreStore cpu;
     auto hc = *cpu.CreateSession({layers, kv_heads}, P);
     auto hg = *cuda->CreateSession({layers, kv_heads}, P);
-    ScoreView view{ScoreDType::kFp32, matrix.data(), matrix.size()};
+    ScoreView view{kv::ScoreDType::kFp32, matrix.data(), matrix.size()};
     auto c = cpu.ProcessBulkPrefill({hc, &rule, 0, P, view});
     auto g = cuda->ProcessBulkPrefill({hg, &rule, 0, P, view});
     ASSERT_TRUE(c.ok() && g.ok()) << g.status();
@@ -122,16 +122,16 @@ TEST(CudaScoreStore, InvalidScoresChangeNothing) {
   auto h = *cuda->CreateSession({1, 1}, 3);
   std::vector<float> ok1 = {0.5f}, ok2 = {0.5f, 0.5f}, bad = {0.1f, std::nanf(""), 0.2f};
   for (auto* v : {&ok1, &ok2}) {
-    TokenStep s{h, &rule, static_cast<uint32_t>(v->size() - 1), {ScoreDType::kFp32, v->data(), v->size()}};
+    TokenStep s{h, &rule, static_cast<uint32_t>(v->size() - 1), {kv::ScoreDType::kFp32, v->data(), v->size()}};
     absl::Status st;
-    StoreDecision d;
+    kv::EvictionDecision d;
     cuda->ProcessTokenSteps({&s, 1}, {&st, 1}, {&d, 1});
     ASSERT_TRUE(st.ok());
   }
   const auto before = *cuda->ReadHead(h, 0, 0);
-  TokenStep s{h, &rule, 2, {ScoreDType::kFp32, bad.data(), bad.size()}};
+  TokenStep s{h, &rule, 2, {kv::ScoreDType::kFp32, bad.data(), bad.size()}};
   absl::Status st;
-  StoreDecision d;
+  kv::EvictionDecision d;
   cuda->ProcessTokenSteps({&s, 1}, {&st, 1}, {&d, 1});
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument);
   const auto after = *cuda->ReadHead(h, 0, 0);

@@ -21,7 +21,7 @@ inline bool Better(float score, uint32_t position, const HeadScan& best) {
          (score == best.best_score && position < best.best_position);
 }
 
-HeadScan AccumulateScalar(const float* a_old, const void* s, ScoreDType dtype, float* a_new,
+HeadScan AccumulateScalar(const float* a_old, const void* s, kv::ScoreDType dtype, float* a_new,
                           const uint32_t* positions, uint32_t begin, uint32_t n, float alpha,
                           uint32_t lo, uint32_t hi, HeadScan scan) {
   for (uint32_t i = begin; i < n; ++i) {
@@ -42,14 +42,14 @@ HeadScan AccumulateScalar(const float* a_old, const void* s, ScoreDType dtype, f
 
 #if defined(__x86_64__)
 
-__attribute__((target("avx2,fma,f16c"))) inline __m256 Load8(const void* s, ScoreDType dtype, uint32_t i) {
+__attribute__((target("avx2,fma,f16c"))) inline __m256 Load8(const void* s, kv::ScoreDType dtype, uint32_t i) {
   switch (dtype) {
-    case ScoreDType::kFp32:
+    case kv::ScoreDType::kFp32:
       return _mm256_loadu_ps(static_cast<const float*>(s) + i);
-    case ScoreDType::kFp16:
+    case kv::ScoreDType::kFp16:
       return _mm256_cvtph_ps(
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(s) + i)));
-    case ScoreDType::kBf16:
+    case kv::ScoreDType::kBf16:
     default: {
       const __m128i raw =
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(s) + i));
@@ -60,7 +60,7 @@ __attribute__((target("avx2,fma,f16c"))) inline __m256 Load8(const void* s, Scor
 
 // Eight lanes each keep their own best (score, position, slot); the lanes are merged at the end with
 // the same ordering, so the result equals the scalar scan's.
-template <ScoreDType kDType>
+template <kv::ScoreDType kDType>
 __attribute__((target("avx2,fma,f16c"))) HeadScan AccumulateAvx2(const float* a_old, const void* s,
                                                                   float* a_new, const uint32_t* positions,
                                                                   uint32_t n, float alpha, uint32_t lo,
@@ -68,7 +68,7 @@ __attribute__((target("avx2,fma,f16c"))) HeadScan AccumulateAvx2(const float* a_
   const __m256 valpha = _mm256_set1_ps(alpha);
   const __m256 zero = _mm256_setzero_ps();
   const __m256 fmax = _mm256_set1_ps(kMaxScoreValue);
-  // Positions are <= kMaxPosition + 1 < 2^31, so signed compares are exact.
+  // Positions are <= kv::kMaxPosition + 1 < 2^31, so signed compares are exact.
   const __m256i vlo_minus1 = _mm256_set1_epi32(static_cast<int32_t>(lo) - 1);
   const __m256i vhi = _mm256_set1_epi32(static_cast<int32_t>(hi));
   __m256 best_score = _mm256_set1_ps(std::numeric_limits<float>::infinity());
@@ -131,13 +131,13 @@ bool CpuHasAvx2() { return false; }
 
 }  // namespace
 
-float LoadScore(const void* data, ScoreDType dtype, size_t index) {
+float LoadScore(const void* data, kv::ScoreDType dtype, size_t index) {
   switch (dtype) {
-    case ScoreDType::kFp32:
+    case kv::ScoreDType::kFp32:
       return static_cast<const float*>(data)[index];
-    case ScoreDType::kFp16:
+    case kv::ScoreDType::kFp16:
       return a2sf::HalfToFloat(static_cast<const uint16_t*>(data)[index]);
-    case ScoreDType::kBf16:
+    case kv::ScoreDType::kBf16:
       return a2sf::Bfloat16ToFloat(static_cast<const uint16_t*>(data)[index]);
   }
   return 0.0f;
@@ -145,20 +145,20 @@ float LoadScore(const void* data, ScoreDType dtype, size_t index) {
 
 bool HeadKernelsUseAvx2() { return CpuHasAvx2(); }
 
-HeadScan AccumulateAndFindMin(const float* a_old, const void* s, ScoreDType dtype, float* a_new,
+HeadScan AccumulateAndFindMin(const float* a_old, const void* s, kv::ScoreDType dtype, float* a_new,
                               const uint32_t* positions, uint32_t n, float alpha, uint32_t candidate_lo,
                               uint32_t candidate_hi) {
 #if defined(__x86_64__)
   if (CpuHasAvx2()) {
     switch (dtype) {
-      case ScoreDType::kFp32:
-        return AccumulateAvx2<ScoreDType::kFp32>(a_old, s, a_new, positions, n, alpha, candidate_lo,
+      case kv::ScoreDType::kFp32:
+        return AccumulateAvx2<kv::ScoreDType::kFp32>(a_old, s, a_new, positions, n, alpha, candidate_lo,
                                                  candidate_hi);
-      case ScoreDType::kFp16:
-        return AccumulateAvx2<ScoreDType::kFp16>(a_old, s, a_new, positions, n, alpha, candidate_lo,
+      case kv::ScoreDType::kFp16:
+        return AccumulateAvx2<kv::ScoreDType::kFp16>(a_old, s, a_new, positions, n, alpha, candidate_lo,
                                                  candidate_hi);
-      case ScoreDType::kBf16:
-        return AccumulateAvx2<ScoreDType::kBf16>(a_old, s, a_new, positions, n, alpha, candidate_lo,
+      case kv::ScoreDType::kBf16:
+        return AccumulateAvx2<kv::ScoreDType::kBf16>(a_old, s, a_new, positions, n, alpha, candidate_lo,
                                                  candidate_hi);
     }
   }
@@ -170,7 +170,7 @@ HeadScan AccumulateAndFindMin(const float* a_old, const void* s, ScoreDType dtyp
 HeadScan FindMinPosition(const uint32_t* positions, uint32_t n, uint32_t candidate_lo,
                          uint32_t candidate_hi) {
   HeadScan scan;
-  uint32_t best = kMaxPosition + 1;
+  uint32_t best = kv::kMaxPosition + 1;
   for (uint32_t i = 0; i < n; ++i) {
     const uint32_t p = positions[i];
     scan.count_at_or_above_hi += p >= candidate_hi;

@@ -23,8 +23,8 @@ struct HeadScan {
 
 // For i in [0, n): a_new[i] = alpha * a_old[i] + s[i] (a_old[n-1] must be 0 for the new entry), and
 // the candidate (candidate_lo <= position < candidate_hi) with the smallest (a_new, position).
-// `s` holds n values of `dtype`. Positions and bounds must be <= kMaxPosition + 1.
-HeadScan AccumulateAndFindMin(const float* a_old, const void* s, ScoreDType dtype, float* a_new,
+// `s` holds n values of `dtype`. Positions and bounds must be <= kv::kMaxPosition + 1.
+HeadScan AccumulateAndFindMin(const float* a_old, const void* s, kv::ScoreDType dtype, float* a_new,
                               const uint32_t* positions, uint32_t n, float alpha, uint32_t candidate_lo,
                               uint32_t candidate_hi);
 
@@ -33,7 +33,7 @@ HeadScan FindMinPosition(const uint32_t* positions, uint32_t n, uint32_t candida
                          uint32_t candidate_hi);
 
 // One score value as float.
-float LoadScore(const void* data, ScoreDType dtype, size_t index);
+float LoadScore(const void* data, kv::ScoreDType dtype, size_t index);
 
 // True when the processor runs the AVX2 kernels (for benchmarks' labels).
 bool HeadKernelsUseAvx2();

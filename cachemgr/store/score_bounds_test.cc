@@ -29,9 +29,9 @@ absl::Status RunStep(CpuScoreStore* store, SessionHandle session, const Eviction
   step.session = session;
   step.rule = &rule;
   step.position = position;
-  step.scores = {ScoreDType::kFp32, scores.data(), scores.size()};
+  step.scores = {kv::ScoreDType::kFp32, scores.data(), scores.size()};
   absl::Status status;
-  StoreDecision decision;
+  kv::EvictionDecision decision;
   store->ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
   return status;
 }
@@ -41,13 +41,13 @@ TEST(ScoreBounds, KernelFlagsValuesAboveTheBoundOnBothPaths) {
     std::vector<float> a_old(n, 0.0f), a_new(n), s(n, 1.0f);
     std::vector<uint32_t> positions(n);
     for (uint32_t i = 0; i < n; ++i) positions[i] = i;
-    EXPECT_FALSE(AccumulateAndFindMin(a_old.data(), s.data(), ScoreDType::kFp32, a_new.data(), positions.data(), n,
+    EXPECT_FALSE(AccumulateAndFindMin(a_old.data(), s.data(), kv::ScoreDType::kFp32, a_new.data(), positions.data(), n,
                                       1.0f, 0, 1000).invalid);
     s[n - 1] = 3e38f;  // finite, but two of them make inf
-    EXPECT_TRUE(AccumulateAndFindMin(a_old.data(), s.data(), ScoreDType::kFp32, a_new.data(), positions.data(), n,
+    EXPECT_TRUE(AccumulateAndFindMin(a_old.data(), s.data(), kv::ScoreDType::kFp32, a_new.data(), positions.data(), n,
                                      1.0f, 0, 1000).invalid) << n;
     s[n - 1] = kMaxScoreValue;
-    EXPECT_FALSE(AccumulateAndFindMin(a_old.data(), s.data(), ScoreDType::kFp32, a_new.data(), positions.data(), n,
+    EXPECT_FALSE(AccumulateAndFindMin(a_old.data(), s.data(), kv::ScoreDType::kFp32, a_new.data(), positions.data(), n,
                                       1.0f, 0, 1000).invalid) << n;
   }
 }
@@ -91,7 +91,7 @@ TEST(ScoreBounds, BulkPrefillRefusesHugeScores) {
   prefill.session = *session;
   prefill.rule = &rule;
   prefill.prompt_length = 3;
-  prefill.scores = {ScoreDType::kFp32, scores.data(), scores.size()};
+  prefill.scores = {kv::ScoreDType::kFp32, scores.data(), scores.size()};
   auto decision = store.ProcessBulkPrefill(prefill);
   ASSERT_FALSE(decision.ok());
   EXPECT_EQ(decision.status().code(), absl::StatusCode::kInvalidArgument);

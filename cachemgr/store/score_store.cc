@@ -4,20 +4,6 @@
 
 namespace a2sf::cachemgr {
 
-size_t ScoreDTypeBytes(ScoreDType dtype) { return dtype == ScoreDType::kFp32 ? 4 : 2; }
-
-const char* ScoreDTypeName(ScoreDType dtype) {
-  switch (dtype) {
-    case ScoreDType::kFp32:
-      return "fp32";
-    case ScoreDType::kFp16:
-      return "fp16";
-    case ScoreDType::kBf16:
-      return "bf16";
-  }
-  return "?";
-}
-
 absl::Status CheckGeometry(SessionGeometry geometry) {
   if (geometry.num_layers == 0 || geometry.num_kv_heads == 0) {
     return absl::InvalidArgumentError("shape: num_layers and num_kv_heads must be >= 1");
@@ -38,9 +24,9 @@ absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry
   if (step.scores.data == nullptr && expected > 0) {
     return absl::InvalidArgumentError("scores: no data");
   }
-  if (step.position > kMaxPosition) {
+  if (step.position > kv::kMaxPosition) {
     return absl::InvalidArgumentError(
-        absl::StrCat("position: ", step.position, " exceeds the largest supported position ", kMaxPosition));
+        absl::StrCat("position: ", step.position, " exceeds the largest supported position ", kv::kMaxPosition));
   }
   if (entries > 0 && step.position <= newest_position) {
     return absl::InvalidArgumentError(absl::StrCat("position: ", step.position,
@@ -58,7 +44,7 @@ absl::Status CheckSeed(SessionGeometry geometry, uint32_t current_entries, absl:
                                                    " positions, got ", positions.size()));
   }
   for (uint32_t p : positions) {
-    if (p > kMaxPosition) return absl::InvalidArgumentError("seed: position out of range");
+    if (p > kv::kMaxPosition) return absl::InvalidArgumentError("seed: position out of range");
   }
   return absl::OkStatus();
 }
@@ -71,7 +57,7 @@ absl::Status CheckBulkPrefillShape(const BulkPrefill& prefill, SessionGeometry g
   }
   const uint32_t P = prefill.prompt_length;
   if (P == 0) return absl::InvalidArgumentError("prompt_length: must be >= 1");
-  if (uint64_t{prefill.first_position} + P - 1 > kMaxPosition) {
+  if (uint64_t{prefill.first_position} + P - 1 > kv::kMaxPosition) {
     return absl::InvalidArgumentError("position: prompt positions exceed the largest supported position");
   }
   // P * P * heads can pass 2^64 for a hostile P: an overflow is a mismatch, never a wrapped match.

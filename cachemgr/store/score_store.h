@@ -4,8 +4,9 @@
 // Layout and slots. Each (layer, KV head) of a session holds the same number of entries, in slots
 // 0..n-1. A token step appends one entry (at slot n) to every head; when a head then holds more than
 // the rule's budget, exactly enough entries are evicted to return to the budget. Victims are removed
-// in descending slot order, each by moving the entry in the current last slot into the freed slot
-// (swap-remove). Workers apply the same moves to their KV caches, so slots agree on both sides.
+// by the contract's swap-remove rule (common/kv/swap_remove.h); workers apply the same rule to their
+// KV caches, so slots agree on both sides. A step's result is a kv::EvictionDecision, the type the
+// worker receives; scores arrive as kv::ScoreDType values and positions are kv's uint32 positions.
 //
 // Atomicity. A step whose input is invalid (wrong entry count, NaN/Inf/negative scores) returns an
 // error and leaves the session exactly as it was: scores are accumulated into a second buffer that only
@@ -27,38 +28,25 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "cachemgr/policy/eviction_rule.h"
+#include "common/kv/eviction_decision.h"
+#include "common/kv/positions.h"
+#include "common/kv/score_dtype.h"
 
 namespace a2sf::cachemgr {
 
-enum class ScoreDType { kFp32, kFp16, kBf16 };
-
-size_t ScoreDTypeBytes(ScoreDType dtype);
-const char* ScoreDTypeName(ScoreDType dtype);
-
 // Packed little-endian score values, not owned.
 struct ScoreView {
-  ScoreDType dtype = ScoreDType::kFp32;
+  kv::ScoreDType dtype = kv::ScoreDType::kFp32;
   const void* data = nullptr;
   size_t num_values = 0;
 };
 
 // Largest score value a store accepts. A step's score is a sum of softmax probabilities over the query
 // heads of one KV head, so a real one is at most the group size; bounding it keeps every accumulator
-// finite (at most kMaxScoreValue * (kMaxPosition + 1) < 2^48 with alpha <= 1), where a peer's finite
+// finite (at most kMaxScoreValue * (kv::kMaxPosition + 1) < 2^48 with alpha <= 1), where a peer's finite
 // but huge values (3e38) would otherwise overflow them to inf. Larger values are INVALID_ARGUMENT.
 // (cuda_kernels.cu repeats the value: keep them equal.)
 inline constexpr float kMaxScoreValue = 65536.0f;
-
-// Largest token position a store accepts (positions are kept as 32-bit values).
-inline constexpr uint32_t kMaxPosition = 0x7ffffffe;
-
-// What a step evicted. Layout [layer][kv_head][evictions_per_head]; each head's slots descending.
-struct StoreDecision {
-  uint32_t evictions_per_head = 0;
-  std::vector<uint32_t> evicted_slots;
-  std::vector<uint32_t> evicted_positions;
-  uint32_t entries_after = 0;
-};
 
 struct SessionGeometry {
   uint32_t num_layers = 0;
@@ -126,11 +114,11 @@ class ScoreStore {
   // Runs one token step for each element of `steps` (distinct sessions), possibly in parallel.
   // statuses[i] and decisions[i] receive step i's outcome; a failed step changed nothing.
   virtual void ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::Span<absl::Status> statuses,
-                                 absl::Span<StoreDecision> decisions) = 0;
+                                 absl::Span<kv::EvictionDecision> decisions) = 0;
 
   // Appends a whole prompt to an empty session and keeps the `budget` best entries by
   // A_k = sum_{q >= k} alpha^(P-1-q) s[q][k] (or by position for position-keyed rules).
-  virtual absl::StatusOr<StoreDecision> ProcessBulkPrefill(const BulkPrefill& prefill) = 0;
+  virtual absl::StatusOr<kv::EvictionDecision> ProcessBulkPrefill(const BulkPrefill& prefill) = 0;
 
   virtual absl::StatusOr<HeadSnapshot> ReadHead(SessionHandle session, uint32_t layer,
                                                 uint32_t kv_head) const = 0;

@@ -9,7 +9,7 @@
 namespace a2sf::cachemgr {
 
 uint32_t RecentThreshold(const uint32_t* positions, uint32_t n, uint32_t recent) {
-  if (recent == 0) return kMaxPosition + 1;
+  if (recent == 0) return kv::kMaxPosition + 1;
   if (recent >= n) return 0;
   std::vector<uint32_t> sorted(positions, positions + n);
   std::nth_element(sorted.begin(), sorted.begin() + (recent - 1), sorted.end(), std::greater<uint32_t>());
@@ -42,20 +42,6 @@ std::vector<uint32_t> SelectVictims(const EvictionRule& rule, const float* score
   for (uint32_t i = 0; i < k; ++i) slots.push_back(candidates[i].slot);
   std::sort(slots.begin(), slots.end(), std::greater<uint32_t>());
   return slots;
-}
-
-uint32_t ApplySwapRemove(const uint32_t* descending_slots, uint32_t k, float* scores, uint32_t* positions,
-                         uint32_t n, uint32_t* evicted_positions) {
-  for (uint32_t j = 0; j < k; ++j) {
-    const uint32_t slot = descending_slots[j];
-    evicted_positions[j] = positions[slot];
-    const uint32_t last = --n;
-    if (slot != last) {
-      positions[slot] = positions[last];
-      scores[slot] = scores[last];
-    }
-  }
-  return n;
 }
 
 }  // namespace a2sf::cachemgr

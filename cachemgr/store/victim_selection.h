@@ -12,20 +12,16 @@
 
 namespace a2sf::cachemgr {
 
-// Returns the slots of the `k` entries to evict, in descending slot order (the order to apply them).
+// Returns the slots of the `k` entries to evict, in descending slot order (the order in which
+// kv::SwapRemove applies them).
 // `scores` may be null for position-keyed rules. REQUIRES: enough candidates exist (guaranteed when
 // sinks < budget and protected_recent < budget, which the policies validate).
 std::vector<uint32_t> SelectVictims(const EvictionRule& rule, const float* scores,
                                     const uint32_t* positions, uint32_t n, uint32_t k);
 
 // The smallest position that is among the `recent` largest of `positions` (0 if recent == 0 means
-// "no protection": returns kMaxPosition + 1).
+// "no protection": returns kv::kMaxPosition + 1).
 uint32_t RecentThreshold(const uint32_t* positions, uint32_t n, uint32_t recent);
-
-// Applies `k` evictions to parallel per-slot arrays by swap-remove, in the given (descending) order,
-// writing each evicted entry's position to evicted_positions[j]. Returns the new entry count.
-uint32_t ApplySwapRemove(const uint32_t* descending_slots, uint32_t k, float* scores, uint32_t* positions,
-                         uint32_t n, uint32_t* evicted_positions);
 
 }  // namespace a2sf::cachemgr
 

@@ -144,13 +144,13 @@ absl::StatusOr<ReplaySummary> ReplayTrace(std::istream& in, std::ostream& out, c
                               "scores: outer dimensions must be [", geometry.num_layers, "][",
                               geometry.num_kv_heads, "]")));
     }
-    const ScoreView view{ScoreDType::kFp32, values.data(), values.size()};
+    const ScoreView view{kv::ScoreDType::kFp32, values.data(), values.size()};
     absl::StatusOr<StepResult> result =
         bulk ? manager.BulkPrefill(session_id, summary.steps, position,
                                    static_cast<uint32_t>(shape.size() > 2 ? shape[2] : 0), view)
              : manager.Step(session_id, summary.steps, position, view);
     if (!result.ok()) return AtLine(line, result.status());
-    const StoreDecision& d = result->decision;
+    const kv::EvictionDecision& d = result->decision;
     summary.steps++;
     summary.evictions += uint64_t{d.evictions_per_head} * geometry.heads();
     if (options.json) {

@@ -7,12 +7,14 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
 #include <new>
 
 #include "absl/strings/str_cat.h"
+#include "common/peer_strings.h"
 #include "absl/time/clock.h"
 
 namespace a2sf {
@@ -241,6 +243,65 @@ void ScoreRing::Complete(uint64_t seq) {
   auto* header = static_cast<Header*>(base_);
   header->completed.store(uint32_t(seq + 1), std::memory_order_release);
   FutexWakeAll(&header->completed);
+}
+
+absl::Status ScoreRing::CompleteDecision(uint64_t seq, uint64_t step,
+                                         const absl::StatusOr<kv::EvictionDecision>& outcome) {
+  absl::Status status = outcome.status();
+  if (outcome.ok() && outcome->evictions_per_head > kMaxDecisionEvictionsPerHead) {
+    status = absl::ResourceExhaustedError(
+        absl::StrCat("decision of step ", step, " evicts ", outcome->evictions_per_head,
+                     " entries per head, more than a ring slot holds; the session is out of step with the ring"));
+  } else if (outcome.ok() && (outcome->evicted_positions.size() != size_t(heads()) * outcome->evictions_per_head ||
+                              (!outcome->evicted_slots.empty() &&
+                               outcome->evicted_slots.size() != outcome->evicted_positions.size()))) {
+    status = absl::InternalError(absl::StrCat("decision of step ", step, " does not cover the ring's ", heads(),
+                                              " heads"));
+  }
+  RingDecision decision;
+  decision.step = step;
+  if (status.ok()) {
+    const kv::EvictionDecision& d = *outcome;
+    decision.evictions_per_head = d.evictions_per_head;
+    decision.entries_after = d.entries_after;
+    decision.num_values = uint32_t(d.evicted_positions.size());
+    std::copy(d.evicted_positions.begin(), d.evicted_positions.end(), mutable_decision_positions(seq));
+    decision.has_slots = d.evicted_slots.empty() ? 0 : 1;
+    std::copy(d.evicted_slots.begin(), d.evicted_slots.end(), mutable_decision_slots(seq));
+  } else {
+    decision.code = int32_t(status.code());
+    const absl::string_view message = Utf8Prefix(status.message(), sizeof(decision.message) - 1);
+    std::memcpy(decision.message, message.data(), message.size());
+  }
+  std::memcpy(mutable_decision(seq), &decision, sizeof(decision));
+  Complete(seq);
+  return status;
+}
+
+absl::StatusOr<kv::EvictionDecision> ScoreRing::ReadDecision(uint64_t seq, uint64_t step) const {
+  // Copied out of the shared slot first: the peer could rewrite it meanwhile.
+  const RingDecision decision = this->decision(seq);
+  if (decision.code != 0) {
+    return absl::Status(absl::StatusCode(decision.code),
+                        std::string(decision.message, strnlen(decision.message, sizeof(decision.message))));
+  }
+  if (decision.step != step) {
+    return absl::DataLossError(absl::StrCat("cache manager answered step ", decision.step, " to step ", step));
+  }
+  if (decision.evictions_per_head > kMaxDecisionEvictionsPerHead ||
+      decision.num_values != uint64_t{heads()} * decision.evictions_per_head) {
+    return absl::DataLossError("cache manager wrote a malformed decision into the ring");
+  }
+  kv::EvictionDecision out;
+  out.evictions_per_head = decision.evictions_per_head;
+  out.entries_after = decision.entries_after;
+  const uint32_t* positions = decision_positions(seq);
+  out.evicted_positions.assign(positions, positions + decision.num_values);
+  if (decision.has_slots) {
+    const uint32_t* slots = decision_slots(seq);
+    out.evicted_slots.assign(slots, slots + decision.num_values);
+  }
+  return out;
 }
 
 void ScoreRing::Close() {

@@ -25,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/kv/eviction_decision.h"
 
 namespace a2sf {
 
@@ -39,7 +40,8 @@ struct RingStep {
   uint64_t payload_bytes = 0;
 };
 
-// What the cache manager writes back. `code` is an absl::StatusCode value (0: OK).
+// What the cache manager writes back: the slot layout of a kv::EvictionDecision (with its arrays after
+// it), converted only by CompleteDecision and ReadDecision. `code` is an absl::StatusCode value (0: OK).
 struct RingDecision {
   uint64_t step = 0;
   int32_t code = 0;
@@ -94,6 +96,15 @@ class ScoreRing {
   uint32_t* mutable_decision_slots(uint64_t seq);
   uint32_t* mutable_decision_positions(uint64_t seq);
   void Complete(uint64_t seq);
+
+  // The ring's one conversion of the contract's decision. Cache manager: writes the outcome of `seq`
+  // (step `step`) -- the decision, or the error that ends the ring -- and completes the slot. A
+  // decision the slot has no room for (more than kMaxDecisionEvictionsPerHead per head, or not
+  // [heads()][evictions_per_head] values) is written as an error instead. Returns what was written.
+  absl::Status CompleteDecision(uint64_t seq, uint64_t step, const absl::StatusOr<kv::EvictionDecision>& outcome);
+  // Worker: the decision of `seq`, which must answer step `step`. The cache manager's error as itself;
+  // DATA_LOSS for a decision of another step or a malformed slot (everything the peer wrote is checked).
+  absl::StatusOr<kv::EvictionDecision> ReadDecision(uint64_t seq, uint64_t step) const;
 
   // Either side: no more steps (the worker is done, or the cache manager stopped serving).
   void Close();

@@ -10,6 +10,7 @@
 #include "worker/engine/engine.h"
 #include "worker/engine/matmul.h"
 #include "worker/engine/generator.h"
+#include "worker/policy/in_process_policy.h"
 #include "worker/testing/fixtures.h"
 
 namespace a2sf::worker {

@@ -201,8 +201,8 @@ absl::Status Engine::ForwardOnDevice(int token, int position) {
 absl::Status Engine::ReplayMovesOnDevice(uint32_t evictions_per_head) {
   if (device_sequence_ == nullptr || evictions_per_head == 0) return absl::OkStatus();
   std::string error;
-  if (cuda::MoveEntries(device_sequence_, cache_.last_move_destinations().data(), cache_.last_move_sources().data(),
-                        evictions_per_head, &error) != 0) {
+  if (cuda::SwapRemoveEntries(device_sequence_, cache_.last_victim_slots().data(), evictions_per_head,
+                              uint32_t(cache_.last_entries_before_eviction()), &error) != 0) {
     return absl::InternalError(absl::StrCat("GPU eviction: ", error));
   }
   return absl::OkStatus();

@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generator.h"
+#include "worker/policy/in_process_policy.h"
 #include "worker/testing/fixtures.h"
 
 namespace a2sf::worker {

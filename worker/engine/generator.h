@@ -1,7 +1,9 @@
 // Generate: runs a prompt and then samples new tokens on an Engine, handing every step's attention
 // scores to an eviction policy and applying its decisions (per-token mode for prompt tokens too, or
-// one bulk decision after the prompt). The policy sits behind EvictionPolicyClient, so the same loop
-// serves an in-process policy (InProcessPolicy) and, in the worker service, the remote cache manager.
+// one bulk decision after the prompt). The policy sits behind EvictionPolicyClient
+// (worker/policy/eviction_policy_client.h), so the same loop serves an in-process policy
+// (worker/policy/in_process_policy.h) and, in the worker service, the remote cache manager; only the
+// contract's types (common/kv) cross that seam.
 #ifndef A2SF_WORKER_ENGINE_GENERATOR_H_
 #define A2SF_WORKER_ENGINE_GENERATOR_H_
 
@@ -14,69 +16,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
-#include "cachemgr/session/session_manager.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/sampler.h"
+#include "worker/policy/eviction_policy_client.h"
 
 namespace a2sf::worker {
-
-// Decisions for one sequence: slots and positions laid out [layer][kv_head][evictions_per_head].
-using EvictionDecision = cachemgr::StoreDecision;
-
-class EvictionPolicyClient {
- public:
-  virtual ~EvictionPolicyClient() = default;
-  // One token step: `scores` is [n_layers][n_kv_heads][entries] including the new entry.
-  virtual absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) = 0;
-
-  // Pipelined form: SubmitStep hands over a token step without its decision; AwaitDecision returns
-  // the decisions of submitted steps, oldest first. A pipelined policy (decision_lag() = K > 0)
-  // expects its decision of step t to be applied, by evicted_positions, just before the token of
-  // step t + K + 1 (DecisionApplier does that). The defaults run Step at once and keep its answer.
-  virtual uint32_t decision_lag() const { return 0; }
-  virtual absl::Status SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores);
-  virtual absl::StatusOr<EvictionDecision> AwaitDecision();
-
-  // The prompt's causal attention at once: [n_layers][n_kv_heads][P][P]; only as the first step.
-  virtual absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
-                                                       absl::Span<const float> scores) = 0;
-  // Budget in entries per head (the engine's cache needs budget + 1 slots); 0 when it never evicts.
-  virtual uint32_t budget_tokens() const = 0;
-  virtual bool evicts() const = 0;
-
- private:
-  std::deque<EvictionDecision> answered_;  // the default SubmitStep's answers
-};
-
-// A policy run in this process by the policy library (a private SessionManager on the CPU store).
-class InProcessPolicy final : public EvictionPolicyClient {
- public:
-  // INVALID_ARGUMENT for a bad policy, budget or lag.
-  static absl::StatusOr<std::unique_ptr<InProcessPolicy>> Create(const ModelConfig& model,
-                                                                 const cachemgr::PolicySpec& policy,
-                                                                 const cachemgr::BudgetSpec& budget,
-                                                                 uint32_t decision_lag = 0);
-  // Takes over a sequence in progress (synchronously decided from then on): `engine`'s cached
-  // entries -- except the newest, the entry of the step about to be decided, unless `include_newest`
-  // -- become the session's entries, with scores 0; the next step is `next_step`.
-  static absl::StatusOr<std::unique_ptr<InProcessPolicy>> TakeOver(const Engine& engine,
-                                                                   const cachemgr::PolicySpec& policy,
-                                                                   uint32_t budget_tokens, uint64_t next_step,
-                                                                   bool include_newest = false);
-  absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
-  absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
-                                               absl::Span<const float> scores) override;
-  uint32_t budget_tokens() const override { return info_.budget_tokens; }
-  bool evicts() const override { return info_.evicts; }
-  uint32_t decision_lag() const override { return info_.config.decision_lag; }
-  const cachemgr::SessionInfo& session() const { return info_; }
-  cachemgr::SessionManager* manager() { return manager_.get(); }
-
- private:
-  InProcessPolicy();  // a private one-session manager on the CPU store
-  std::unique_ptr<cachemgr::SessionManager> manager_;
-  cachemgr::SessionInfo info_;
-};
 
 struct GenerateOptions {
   int max_new_tokens = 256;  // 0: until a stop condition or until the context is full

@@ -1,10 +1,9 @@
 #include "worker/engine/kv_cache.h"
 
-#include <algorithm>
 #include <cstring>
-#include <functional>
 
 #include "absl/strings/str_cat.h"
+#include "common/kv/swap_remove.h"
 
 namespace a2sf::worker {
 
@@ -42,69 +41,58 @@ absl::Status KvCacheSlots::Evict(uint32_t k, absl::Span<const uint32_t> slots,
   }
   // Check everything before touching anything.
   for (int h = 0; h < heads_; ++h) {
-    for (uint32_t j = 0; j < k; ++j) {
-      const uint32_t slot = slots[size_t(h) * k + j];
-      if (slot >= uint32_t(entries_) || (j > 0 && slot >= slots[size_t(h) * k + j - 1])) {
-        return absl::InvalidArgumentError(absl::StrCat("eviction: head ", h, " slot list is not strictly descending ",
-                                                       "within [0, ", entries_, ")"));
-      }
-      if (!expected_positions.empty() && positions_[size_t(h) * capacity_ + slot] != expected_positions[size_t(h) * k + j]) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "eviction: head ", h, " slot ", slot, " holds position ", positions_[size_t(h) * capacity_ + slot],
-            ", the decision names position ", expected_positions[size_t(h) * k + j], " (out of sync)"));
+    const uint32_t* head_slots = slots.data() + size_t(h) * k;
+    if (!kv::SlotsAreDescendingBelow(head_slots, k, uint32_t(entries_))) {
+      return absl::InvalidArgumentError(absl::StrCat("eviction: head ", h, " slot list is not strictly descending ",
+                                                     "within [0, ", entries_, ")"));
+    }
+    for (uint32_t j = 0; j < k && !expected_positions.empty(); ++j) {
+      const uint32_t held = positions_[size_t(h) * capacity_ + head_slots[j]];
+      if (held != expected_positions[size_t(h) * k + j]) {
+        return absl::FailedPreconditionError(absl::StrCat("eviction: head ", h, " slot ", head_slots[j],
+                                                          " holds position ", held, ", the decision names position ",
+                                                          expected_positions[size_t(h) * k + j], " (out of sync)"));
       }
     }
   }
-  move_dst_.clear();
-  move_src_.clear();
-  for (int h = 0; h < heads_; ++h) {
-    int last = entries_;
-    for (uint32_t j = 0; j < k; ++j) SwapRemove(h, int(slots[size_t(h) * k + j]), --last);
-  }
-  entries_ -= int(k);
+  victim_slots_.assign(slots.begin(), slots.end());
+  RemoveVictims(k);
   return absl::OkStatus();
-}
-
-// Called head by head, each head's slots in order, so the recorded moves are [head][j].
-void KvCacheSlots::SwapRemove(int head, int slot, int last) {
-  move_dst_.push_back(uint32_t(slot));
-  move_src_.push_back(uint32_t(last));
-  if (slot == last) return;
-  positions_[size_t(head) * capacity_ + slot] = positions_[size_t(head) * capacity_ + last];
-  if (!host_storage_) return;
-  const size_t row = size_t(head_dim_) * sizeof(float);
-  const size_t dst = (size_t(head) * capacity_ + slot) * head_dim_, src = (size_t(head) * capacity_ + last) * head_dim_;
-  std::memcpy(&keys_[dst], &keys_[src], row);
-  std::memcpy(&values_[dst], &values_[src], row);
 }
 
 absl::Status KvCacheSlots::EvictPositions(uint32_t k, absl::Span<const uint32_t> positions) {
   if (k == 0) return absl::OkStatus();
   if (absl::Status s = CheckDecisionSize(k, positions.size(), "positions"); !s.ok()) return s;
-  // Find every victim's slot before touching anything (positions are distinct within a head).
+  // Find every victim's slot before touching anything.
   victim_slots_.resize(positions.size());
   for (int h = 0; h < heads_; ++h) {
-    const uint32_t* held = positions_.data() + size_t(h) * capacity_;
-    uint32_t* slots = victim_slots_.data() + size_t(h) * k;
-    for (uint32_t j = 0; j < k; ++j) {
-      const uint32_t wanted = positions[size_t(h) * k + j];
-      const uint32_t* found = std::find(held, held + entries_, wanted);
-      if (found == held + entries_ || std::find(slots, slots + j, uint32_t(found - held)) != slots + j) {
-        return absl::FailedPreconditionError(absl::StrCat("eviction: head ", h, " does not hold position ", wanted,
-                                                          " (or names it twice): out of sync"));
-      }
-      slots[j] = uint32_t(found - held);
+    if (!kv::FindVictimSlots(positions_.data() + size_t(h) * capacity_, uint32_t(entries_),
+                             positions.data() + size_t(h) * k, k, victim_slots_.data() + size_t(h) * k)) {
+      return absl::FailedPreconditionError(absl::StrCat("eviction: head ", h, " does not hold every position of the ",
+                                                        "decision (or it names one twice): out of sync"));
     }
-    std::sort(slots, slots + k, std::greater<uint32_t>());
   }
-  move_dst_.clear();
-  move_src_.clear();
+  RemoveVictims(k);
+  return absl::OkStatus();
+}
+
+// The contract's swap-remove on every head's positions and, in host storage, keys and values.
+void KvCacheSlots::RemoveVictims(uint32_t k) {
+  entries_before_eviction_ = entries_;
   for (int h = 0; h < heads_; ++h) {
-    int last = entries_;
-    for (uint32_t j = 0; j < k; ++j) SwapRemove(h, int(victim_slots_[size_t(h) * k + j]), --last);
+    uint32_t* positions = positions_.data() + size_t(h) * capacity_;
+    kv::SwapRemove(
+        victim_slots_.data() + size_t(h) * k, k, uint32_t(entries_), [](uint32_t, uint32_t) {},
+        [&](uint32_t dst, uint32_t src) {
+          positions[dst] = positions[src];
+          if (!host_storage_) return;
+          const size_t row = size_t(head_dim_) * sizeof(float);
+          const size_t to = (size_t(h) * capacity_ + dst) * head_dim_, from = (size_t(h) * capacity_ + src) * head_dim_;
+          std::memcpy(&keys_[to], &keys_[from], row);
+          std::memcpy(&values_[to], &values_[from], row);
+        });
   }
   entries_ -= int(k);
-  return absl::OkStatus();
 }
 
 }  // namespace a2sf::worker

@@ -1,10 +1,12 @@
 // KvCacheSlots: the evictable KV cache of one sequence. Per layer and per KV head, `capacity` slots
 // of (key, value, position). Keys are stored after RoPE, so evicting one entry never changes another.
 // Every head holds the same number of entries; a token appends one to each, and an eviction decision
-// removes entries per head by swap-remove in descending slot order (docs/POLICIES.md, "Slots").
+// (a kv::EvictionDecision's slots or positions) removes entries per head by the contract's swap-remove
+// (common/kv/swap_remove.h; docs/POLICIES.md, "Slots").
 // Memory is allocated for `capacity` entries -- the budget plus one -- not for the context.
 // With host_storage = false (the CUDA backend) keys and values live on the device: this class keeps
-// the positions and entry count and records each eviction's slot moves for the device to replay.
+// the positions and entry count and keeps each eviction's victim slots for the device to apply the same
+// rule to (cuda::SwapRemoveEntries).
 // Not thread-safe; owned by one Engine.
 #ifndef A2SF_WORKER_ENGINE_KV_CACHE_H_
 #define A2SF_WORKER_ENGINE_KV_CACHE_H_
@@ -52,10 +54,11 @@ class KvCacheSlots {
   size_t bytes_held() const { return size_t(entries_) * heads_ * head_dim_ * 2 * sizeof(float); }
   size_t bytes_allocated() const { return size_t(heads_) * capacity_ * head_dim_ * 2 * sizeof(float); }
 
-  // The slot moves of the last Evict/EvictPositions, [head][evictions_per_head] (dst == src: none), for
-  // a device copy of the keys and values to replay in order.
-  const std::vector<uint32_t>& last_move_destinations() const { return move_dst_; }
-  const std::vector<uint32_t>& last_move_sources() const { return move_src_; }
+  // The last Evict/EvictPositions: its victim slots, [head][evictions_per_head], each head's strictly
+  // descending, and the entries per head before it -- what a device copy of the keys and values needs
+  // to apply the same swap-removes.
+  const std::vector<uint32_t>& last_victim_slots() const { return victim_slots_; }
+  int last_entries_before_eviction() const { return entries_before_eviction_; }
 
  private:
   size_t Index(int layer, int kv_head) const { return size_t(layer) * n_kv_heads_ + kv_head; }
@@ -64,16 +67,17 @@ class KvCacheSlots {
   }
 
   int n_kv_heads_, head_dim_, capacity_, heads_;
-  void SwapRemove(int head, int slot, int last);
+  // Removes victim_slots_ ([heads][k], descending) from every head.
+  void RemoveVictims(uint32_t k);
   // INVALID_ARGUMENT unless k <= entries and there are [heads][k] `what` values.
   absl::Status CheckDecisionSize(uint32_t k, size_t values, const char* what) const;
 
   int entries_ = 0;
   std::vector<float> keys_, values_;
   std::vector<uint32_t> positions_;
-  std::vector<uint32_t> victim_slots_;  // EvictPositions' scratch: [heads][k]
+  std::vector<uint32_t> victim_slots_;  // the last eviction's victims: [heads][k]
+  int entries_before_eviction_ = 0;
   bool host_storage_;
-  std::vector<uint32_t> move_dst_, move_src_;
 };
 
 }  // namespace a2sf::worker

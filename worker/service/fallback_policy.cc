@@ -1,7 +1,7 @@
 #include "worker/service/fallback_policy.h"
 
 #include "absl/strings/str_cat.h"
-#include "cachemgr/service/proto_convert.h"
+#include "cachemgr/policy_library.h"
 #include "common/log.h"
 
 namespace a2sf::worker {

@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "worker/engine/generator.h"
+#include "worker/policy/in_process_policy.h"
 #include "worker/service/remote_policy.h"
 
 namespace a2sf::worker {

@@ -1,9 +1,11 @@
 #include "worker/service/generation_service.h"
 
 #include "absl/strings/str_cat.h"
-#include "cachemgr/service/proto_convert.h"
+#include "cachemgr/policy_library.h"
+#include "common/grpc/status.h"
 #include "common/log.h"
 #include "worker/engine/generator.h"
+#include "worker/policy/in_process_policy.h"
 #include "worker/service/cachemgr_status.h"
 #include "worker/service/job_credentials.h"
 #include "worker/service/request_validation.h"
@@ -72,7 +74,7 @@ void GenerationService::Refuse(const std::shared_ptr<Job>& job) {
 
 RemotePolicyOptions GenerationService::RemoteOptions(const std::string& job_id) const {
   RemotePolicyOptions remote;
-  remote.encoding = options_.score_encoding;
+  remote.score_dtype = options_.score_dtype;
   remote.label = absl::StrCat(options_.worker_name, "/", job_id);
   remote.wait_for_cache_manager = options_.cache_manager_wait;
   remote.decision_lag = options_.decision_lag;
@@ -158,10 +160,10 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
                                          grpc::ServerWriter<v1::GenerateResponse>* writer) {
   const ModelConfig& c = options_.weights->config();
   absl::StatusOr<JobPlan> plan = PlanJob(*request, c, options_.tokenizer);
-  if (!plan.ok()) return cachemgr::ToGrpc(plan.status());
+  if (!plan.ok()) return ToGrpc(plan.status());
   absl::Status status;
   std::shared_ptr<Job> job = Register(request->job_id(), &status);
-  if (job == nullptr) return cachemgr::ToGrpc(status);
+  if (job == nullptr) return ToGrpc(status);
   const absl::Time started = absl::Now();
   JobMetrics job_metrics(options_.metrics);
 
@@ -169,7 +171,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> policy = OpenPolicy(*request, plan->budget, job->id);
   if (!policy.ok()) {
     Refuse(job);
-    return cachemgr::ToGrpc(policy.status());
+    return ToGrpc(policy.status());
   }
   EngineOptions engine_options;
   engine_options.threads = options_.threads_per_job;
@@ -182,7 +184,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.weights, engine_options);
   if (!engine.ok()) {
     Refuse(job);
-    return cachemgr::ToGrpc(engine.status());
+    return ToGrpc(engine.status());
   }
   FallbackPolicy* fallback = nullptr;
   if (options_.fallback_in_process && options_.cache_manager != nullptr) {
@@ -241,7 +243,7 @@ grpc::Status GenerationService::Failed(const std::shared_ptr<Job>& job, const ab
   Retire(job);
   A2SF_LOG(WARNING) << "job " << job->id << " failed: " << error;
   // The cache manager's statuses speak of its internals: the caller gets what it can act on.
-  return cachemgr::ToGrpc(options_.cache_manager != nullptr ? MidJobFailureForClient(error) : error);
+  return ToGrpc(options_.cache_manager != nullptr ? MidJobFailureForClient(error) : error);
 }
 
 std::shared_ptr<GenerationService::Job> GenerationService::FindJob(const std::string& id) {

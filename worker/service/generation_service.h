@@ -27,7 +27,7 @@ struct WorkerOptions {
   const ModelWeights* weights = nullptr;
   const Tokenizer* tokenizer = nullptr;  // may be null: then only token-id prompts are accepted
   std::shared_ptr<grpc::Channel> cache_manager;  // null: policies run in-process
-  ScoreEncoding score_encoding = ScoreEncoding::kFp16;
+  kv::ScoreDType score_dtype = kv::ScoreDType::kFp16;
   // Pipelined decisions: each job's decision of step t is applied before the token of step t + K + 1
   // (0: synchronous, the policy library's exact semantics). See docs/POLICIES.md.
   uint32_t decision_lag = 0;

@@ -7,8 +7,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "cachemgr/service/proto_convert.h"
-#include "common/float16.h"
+#include "common/grpc/status.h"
+#include "common/kv/proto_convert.h"
 #include "common/log.h"
 #include "common/shm/ring_handoff.h"
 
@@ -19,7 +19,7 @@ absl::Status RemotePolicy::OfferRing(const RemotePolicyOptions& options, v1::Sha
   // pages are reserved up front; where shared memory is short, creation fails and the scores go over
   // gRPC instead.
   const uint32_t heads = uint32_t(model_.n_layers * model_.n_kv_heads);
-  const uint64_t payload = uint64_t(heads) * model_.seq_len * (options.encoding == ScoreEncoding::kFp32 ? 4 : 2);
+  const uint64_t payload = uint64_t(heads) * model_.seq_len * kv::ScoreDTypeBytes(options.score_dtype);
   absl::StatusOr<std::unique_ptr<ScoreRing>> ring =
       ScoreRing::Create(std::min<uint32_t>(options.decision_lag + 2, ScoreRing::kMaxSlots),
                         ScoreRing::SlotBytesFor(payload, heads), heads);
@@ -54,7 +54,7 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
   remote->stub_ = v1::CacheManager::NewStub(channel);
   remote->channel_ = channel;
   remote->model_ = model;
-  remote->encoding_ = options.encoding;
+  remote->score_dtype_ = options.score_dtype;
   v1::OpenSessionRequest request;
   request.mutable_shape()->set_num_layers(model.n_layers);
   request.mutable_shape()->set_num_kv_heads(model.n_kv_heads);
@@ -85,7 +85,7 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
     retry.set_deadline(absl::ToChronoTime(absl::Now() + options.wait_for_cache_manager));
     status = remote->stub_->OpenSession(&retry, request, &response);
   }
-  if (!status.ok()) return cachemgr::FromGrpc(status);
+  if (!status.ok()) return FromGrpc(status);
   remote->session_id_ = response.session_id();
   remote->session_secret_ = response.session_secret();
   remote->policy_evicts_ = response.policy_evicts();
@@ -155,7 +155,7 @@ absl::Status RemotePolicy::Broken() {
   }
   if (status.ok()) return absl::UnavailableError("the cache manager closed the stream");
   // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
-  return cachemgr::FromGrpc(status);
+  return FromGrpc(status);
 }
 
 absl::Status RemotePolicy::SendThroughRing(uint64_t step, uint32_t kind, uint32_t position,
@@ -170,21 +170,16 @@ absl::Status RemotePolicy::SendThroughRing(uint64_t step, uint32_t kind, uint32_
     ring_attached_ = true;
     first_message_ = false;
   }
-  const size_t value_bytes = encoding_ == ScoreEncoding::kFp32 ? 4 : 2;
+  const size_t value_bytes = kv::ScoreDTypeBytes(score_dtype_);
   if (scores.size() * value_bytes > ring_->payload_capacity()) {
     return absl::ResourceExhaustedError("scores: larger than a shared-memory ring slot");
   }
   const uint64_t seq = ring_published_++;
-  void* payload = ring_->payload(seq);
-  if (encoding_ == ScoreEncoding::kFp32) {
-    std::memcpy(payload, scores.data(), scores.size() * 4);
-  } else {
-    FloatsToHalves(scores.data(), static_cast<uint16_t*>(payload), scores.size());
-  }
+  kv::EncodeScores(scores.data(), scores.size(), score_dtype_, ring_->payload(seq));
   RingStep header;
   header.step = step;
   header.kind = kind;
-  header.dtype = encoding_ == ScoreEncoding::kFp32 ? v1::SCORE_DTYPE_FP32 : v1::SCORE_DTYPE_FP16;
+  header.dtype = kv::ScoreDTypeToProto(score_dtype_);
   header.position = position;
   header.num_dims = uint32_t(shape.size());
   std::copy(shape.begin(), shape.end(), header.shape);
@@ -216,56 +211,21 @@ absl::StatusOr<EvictionDecision> RemotePolicy::AwaitFromRing() {
   ++ring_read_;
   const uint64_t step = awaiting_.front();
   awaiting_.pop_front();
-  const RingDecision decision = ring_->decision(seq);
-  if (decision.code != 0) {
-    // The cache manager refused the step and stops serving the ring; the stream ends with the same status.
-    broken_ = true;
-    return absl::Status(absl::StatusCode(decision.code),
-                        std::string(decision.message, strnlen(decision.message, sizeof(decision.message))));
-  }
-  if (decision.step != step) {
-    return absl::DataLossError(absl::StrCat("cache manager answered step ", decision.step, " to step ", step));
-  }
-  const size_t heads = size_t(model_.n_layers) * model_.n_kv_heads;
-  if (decision.num_values != heads * decision.evictions_per_head ||
-      decision.evictions_per_head > ScoreRing::kMaxDecisionEvictionsPerHead) {
-    return absl::DataLossError("cache manager wrote a malformed decision into the ring");
-  }
-  EvictionDecision out;
-  out.evictions_per_head = decision.evictions_per_head;
-  out.entries_after = decision.entries_after;
-  const uint32_t* positions = ring_->decision_positions(seq);
-  out.evicted_positions.assign(positions, positions + decision.num_values);
-  if (decision.has_slots) {
-    const uint32_t* slots = ring_->decision_slots(seq);
-    out.evicted_slots.assign(slots, slots + decision.num_values);
-  }
-  return out;
+  absl::StatusOr<EvictionDecision> decision = ring_->ReadDecision(seq, step);
+  // The cache manager's error (it stops serving the ring) or a slot out of step: the ring is done.
+  if (!decision.ok()) broken_ = true;
+  return decision;
 }
 
 void RemotePolicy::Encode(v1::ScoreStep* message, absl::Span<const float> scores,
                           std::initializer_list<uint32_t> shape) {
   v1::ScoreTensor* tensor = message->mutable_scores();
   for (uint32_t d : shape) tensor->add_shape(d);
-  if (encoding_ == ScoreEncoding::kFp32) {
-    tensor->set_dtype(v1::SCORE_DTYPE_FP32);
-    tensor->set_data(reinterpret_cast<const char*>(scores.data()), scores.size() * 4);
-  } else {
-    tensor->set_dtype(v1::SCORE_DTYPE_FP16);
-    // Encoded straight into the message: no second copy of the payload per step.
-    std::string* data = tensor->mutable_data();
-    data->resize(scores.size() * 2);
-    FloatsToHalves(scores.data(), reinterpret_cast<uint16_t*>(data->data()), scores.size());
-  }
-}
-
-EvictionDecision RemotePolicy::FromProto(const v1::EvictionDecision& decision) {
-  EvictionDecision out;
-  out.evictions_per_head = decision.evictions_per_head();
-  out.entries_after = decision.entries_after();
-  out.evicted_slots.assign(decision.evicted_slots().begin(), decision.evicted_slots().end());
-  out.evicted_positions.assign(decision.evicted_positions().begin(), decision.evicted_positions().end());
-  return out;
+  tensor->set_dtype(kv::ScoreDTypeToProto(score_dtype_));
+  // Encoded straight into the message: no second copy of the payload per step.
+  std::string* data = tensor->mutable_data();
+  data->resize(scores.size() * kv::ScoreDTypeBytes(score_dtype_));
+  kv::EncodeScores(scores.data(), scores.size(), score_dtype_, data->data());
 }
 
 absl::Status RemotePolicy::Send(v1::ScoreStep* message, absl::Span<const float> scores,
@@ -296,7 +256,7 @@ absl::StatusOr<EvictionDecision> RemotePolicy::AwaitDecision() {
   if (decision.step() != step) {
     return absl::DataLossError(absl::StrCat("cache manager answered step ", decision.step(), " to step ", step));
   }
-  return FromProto(decision);
+  return kv::DecisionFromProto(decision);
 }
 
 absl::Status RemotePolicy::SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) {
@@ -343,8 +303,8 @@ absl::StatusOr<EvictionDecision> RemotePolicy::BulkPrefill(uint32_t first_positi
                                                       absl::FormatDuration(decision_timeout_),
                                                       " (--decision_timeout_ms)"));
     }
-    if (!status.ok()) return cachemgr::FromGrpc(status);
-    return FromProto(decision);
+    if (!status.ok()) return FromGrpc(status);
+    return kv::DecisionFromProto(decision);
   }
   if (absl::Status s = Send(&message, scores, {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), prompt_length,
                                                prompt_length});

@@ -18,6 +18,7 @@
 
 #include "a2sf/v1/cache_manager.grpc.pb.h"
 #include "absl/time/time.h"
+#include "common/kv/score_dtype.h"
 #include "common/shm/score_ring.h"
 #include "worker/service/call_watchdog.h"
 #include "grpcpp/grpcpp.h"
@@ -25,10 +26,8 @@
 
 namespace a2sf::worker {
 
-enum class ScoreEncoding { kFp32, kFp16 };
-
 struct RemotePolicyOptions {
-  ScoreEncoding encoding = ScoreEncoding::kFp16;
+  kv::ScoreDType score_dtype = kv::ScoreDType::kFp16;  // how the scores travel
   std::string label;  // for the cache manager's logs
   // How long opening waits for an unreachable cache manager (gRPC reconnects with backoff).
   absl::Duration wait_for_cache_manager = absl::Seconds(5);
@@ -73,7 +72,6 @@ class RemotePolicy final : public EvictionPolicyClient {
  private:
   RemotePolicy() = default;
   void Encode(v1::ScoreStep* message, absl::Span<const float> scores, std::initializer_list<uint32_t> shape);
-  static EvictionDecision FromProto(const v1::EvictionDecision& decision);
   absl::Status Send(v1::ScoreStep* message, absl::Span<const float> scores, std::initializer_list<uint32_t> shape);
   absl::Status Broken();  // ends the stream and says why
   absl::Status TimedOut();  // cancels the stream of a cache manager that did not answer in time
@@ -88,7 +86,7 @@ class RemotePolicy final : public EvictionPolicyClient {
   std::unique_ptr<grpc::ClientContext> stream_context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::ScoreStep, v1::EvictionDecision>> stream_;
   ModelConfig model_;
-  ScoreEncoding encoding_ = ScoreEncoding::kFp16;
+  kv::ScoreDType score_dtype_ = kv::ScoreDType::kFp16;
   std::string session_id_;
   std::string session_secret_;  // presented with every call on the session
   bool policy_evicts_ = true;   // from the cache manager's policy itself (OpenSessionResponse)

@@ -20,7 +20,7 @@
 #include "common/log.h"
 #include "common/shm/ring_handoff.h"
 #include "common/metrics/metrics_server.h"
-#include "cachemgr/session/lagged_layout.h"
+#include "cachemgr/policy_library.h"
 #include "worker/http/openai_server.h"
 #include "worker/model/load_flags.h"
 #include "worker/service/cache_manager_watch.h"
@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
     A2SF_LOG(ERROR) << "--score_dtype: fp16 or fp32";
     return 2;
   }
-  options.score_encoding = dtype == "fp32" ? worker::ScoreEncoding::kFp32 : worker::ScoreEncoding::kFp16;
+  options.score_dtype = dtype == "fp32" ? kv::ScoreDType::kFp32 : kv::ScoreDType::kFp16;
   const std::string on_failure = absl::GetFlag(FLAGS_on_cachemgr_failure);
   if (on_failure != "fail" && on_failure != "continue") {
     A2SF_LOG(ERROR) << "--on_cachemgr_failure: fail or continue";

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <vector>
 
+#include "common/kv/swap_remove.h"
 #include "worker/engine/cuda/cuda_forward.h"
 
 namespace a2sf::worker::cuda {
@@ -107,8 +108,8 @@ struct Sequence {
         *hb2 = nullptr, *att = nullptr, *logits = nullptr, *scores = nullptr, *attention = nullptr;
   float *keys = nullptr, *values = nullptr;  // [n_layers * n_kv_heads][capacity][head_dim]
   uint16_t* x16 = nullptr;                   // the input of an f16/bf16 product, in that type
-  uint32_t* moves = nullptr;                 // dst then src, 2 * move_capacity values
-  size_t move_capacity = 0;
+  uint32_t* victims = nullptr;  // an eviction's victim slots, victim_capacity values
+  size_t victim_capacity = 0;
   std::vector<void*> allocations;
 };
 
@@ -265,21 +266,21 @@ __global__ void SwiGluKernel(float* gate, const float* up, int n) {
   if (i < n) gate[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
-// One block per head; its moves in order (a later move may read a slot an earlier one wrote).
-__global__ void MoveKernel(float* keys, float* values, const uint32_t* dst, const uint32_t* src, uint32_t per_head,
-                           int capacity, int head_dim) {
+// One block per head: the contract's swap-remove on the head's keys and values. Each move completes
+// before the next (a later move may read the slot an earlier one wrote).
+__global__ void SwapRemoveKernel(float* keys, float* values, const uint32_t* slots, uint32_t per_head,
+                                 uint32_t entries, int capacity, int head_dim) {
   const size_t head = blockIdx.x;
-  for (uint32_t j = 0; j < per_head; ++j) {
-    const uint32_t to = dst[head * per_head + j], from = src[head * per_head + j];
-    if (to != from) {
-      const size_t d = (head * capacity + to) * head_dim, s = (head * capacity + from) * head_dim;
-      for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
-        keys[d + i] = keys[s + i];
-        values[d + i] = values[s + i];
-      }
-    }
-    __syncthreads();
-  }
+  kv::SwapRemove(
+      slots + head * per_head, per_head, entries, [](uint32_t, uint32_t) {},
+      [&](uint32_t to, uint32_t from) {
+        const size_t d = (head * capacity + to) * head_dim, s = (head * capacity + from) * head_dim;
+        for (int i = threadIdx.x; i < head_dim; i += blockDim.x) {
+          keys[d + i] = keys[s + i];
+          values[d + i] = values[s + i];
+        }
+        __syncthreads();
+      });
 }
 
 // Weight (row, c) of a matrix of any type, as a float (the embedding lookup).
@@ -493,7 +494,7 @@ void DestroySequence(Sequence* s) {
   if (s->stream != nullptr) cudaStreamSynchronize(s->stream);
   if (s->blas != nullptr) s->api->destroy(s->blas);
   for (void* p : s->allocations) cudaFree(p);
-  if (s->moves != nullptr) cudaFree(s->moves);
+  if (s->victims != nullptr) cudaFree(s->victims);
   if (s->stream != nullptr) cudaStreamDestroy(s->stream);
   delete s;
 }
@@ -583,23 +584,23 @@ int MatVecOnce(const HostMatrix& h, const float* x, float* y, std::string* error
   return release(e == cudaSuccess ? 0 : CudaFail(e, error));
 }
 
-int MoveEntries(Sequence* s, const uint32_t* dst, const uint32_t* src, uint32_t per_head, std::string* error) {
+int SwapRemoveEntries(Sequence* s, const uint32_t* descending_slots, uint32_t per_head, uint32_t entries,
+                      std::string* error) {
   if (per_head == 0) return 0;
   const Dims& d = s->w->dims;
   const size_t heads = size_t(d.n_layers) * d.n_kv_heads, count = heads * per_head;
-  if (count > s->move_capacity) {
-    if (s->moves != nullptr) cudaFree(s->moves);
-    s->moves = nullptr;
-    s->move_capacity = 0;
-    cudaError_t e = cudaMalloc(&s->moves, 2 * count * sizeof(uint32_t));
+  if (count > s->victim_capacity) {
+    if (s->victims != nullptr) cudaFree(s->victims);
+    s->victims = nullptr;
+    s->victim_capacity = 0;
+    cudaError_t e = cudaMalloc(&s->victims, count * sizeof(uint32_t));
     if (e != cudaSuccess) return CudaFail(e, error);
-    s->move_capacity = count;
+    s->victim_capacity = count;
   }
-  cudaMemcpyAsync(s->moves, dst, count * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream);
-  cudaMemcpyAsync(s->moves + count, src, count * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream);
-  MoveKernel<<<unsigned(heads), 128, 0, s->stream>>>(s->keys, s->values, s->moves, s->moves + count, per_head,
-                                                     s->capacity, d.head_dim);
-  // The host arrays are reused by the next eviction: wait until they are copied (and the moves done).
+  cudaMemcpyAsync(s->victims, descending_slots, count * sizeof(uint32_t), cudaMemcpyHostToDevice, s->stream);
+  SwapRemoveKernel<<<unsigned(heads), 128, 0, s->stream>>>(s->keys, s->values, s->victims, per_head, entries,
+                                                           s->capacity, d.head_dim);
+  // The host array is reused by the next eviction: wait until it is copied (and the moves done).
   cudaError_t e = cudaStreamSynchronize(s->stream);
   if (e == cudaSuccess) e = cudaGetLastError();
   return e == cudaSuccess ? 0 : CudaFail(e, error);

@@ -66,9 +66,11 @@ void DestroySequence(Sequence* sequence);
 int Forward(Sequence* sequence, int token, int position, int entries, float* logits, float* scores,
             float* attention_outputs, std::string* error);
 
-// Applies swap-remove moves to the device cache: for every head h (layer-major, n_layers * n_kv_heads
-// of them) and j < per_head in order, slot dst[h * per_head + j] <- slot src[...] (equal: no move).
-int MoveEntries(Sequence* sequence, const uint32_t* dst, const uint32_t* src, uint32_t per_head, std::string* error);
+// Applies an eviction to the device cache's keys and values by the contract's swap-remove
+// (common/kv/swap_remove.h): every head h (layer-major, n_layers * n_kv_heads of them) held `entries`
+// entries and loses the slots descending_slots[h * per_head ...], strictly descending.
+int SwapRemoveEntries(Sequence* sequence, const uint32_t* descending_slots, uint32_t per_head, uint32_t entries,
+                      std::string* error);
 
 }  // namespace a2sf::worker::cuda
 

@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "cachemgr/service/cache_manager_service.h"
-#include "cachemgr/store/cpu_score_store.h"
+#include "cachemgr/policy_library.h"
 #include "common/log.h"
 #include "grpcpp/grpcpp.h"
 #include "worker/service/generation_service.h"
