@@ -78,9 +78,9 @@ void PrintUsage(std::ostream& out, const CliUsage& usage, bool full, absl::strin
   }
   out << "  --help      print this and exit\n  --helpfull  print every flag, Abseil's included, and exit\n"
          "  --version   print the version and exit\n";
-  if (!full) return;
-  out << "\nAll other flags (linked in, Abseil's included):\n";
-  for (const absl::CommandLineFlag* flag : OtherFlags(flags, match)) PrintFlag(out, *flag);
+  const std::vector<absl::CommandLineFlag*> others = full ? OtherFlags(flags, match) : std::vector<absl::CommandLineFlag*>();
+  if (!others.empty()) out << "\nAll other flags (linked in, Abseil's included):\n";
+  for (const absl::CommandLineFlag* flag : others) PrintFlag(out, *flag);
 }
 
 bool WantsHelp(int argc, char** argv) {

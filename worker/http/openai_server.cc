@@ -103,6 +103,25 @@ void MergeLogprobs(const json& piece, json* whole) {
   }
 }
 
+// Reads the request body through httplib's content reader, refusing one over `max_bytes` with 413
+// whether its length was declared (httplib refuses that before reading) or it came chunked (counted
+// here as it arrives), and a malformed one with 400. The connection is closed after a refusal, as the
+// rest of the body is not read.
+bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, std::string* body, httplib::Response& response) {
+  bool too_large = false;
+  const bool read = content([&](const char* data, size_t size) {
+    too_large = body->size() + size > max_bytes;
+    if (!too_large) body->append(data, size);
+    return !too_large;
+  });
+  if (read) return true;
+  SendError(response, too_large || response.status == 413
+                          ? Error(413, absl::StrCat("the request body is larger than ", max_bytes, " bytes"))
+                          : Error(400, "the request body could not be read (malformed chunked encoding or cut short)"));
+  response.set_header("Connection", "close");
+  return false;
+}
+
 // One server-sent event; false when the client is gone.
 bool SendEvent(httplib::DataSink& sink, const std::string& data) {
   const std::string event = absl::StrCat("data: ", data, "\n\n");
@@ -188,8 +207,10 @@ void OpenAiServer::Routes() {
   };
   for (const auto& [path, endpoint] : {std::pair{"/v1/completions", Endpoint::kCompletions},
                                        std::pair{"/v1/chat/completions", Endpoint::kChatCompletions}}) {
-    s.Post(path, [this, endpoint = endpoint](const httplib::Request& request, httplib::Response& response) {
-      Generate(request, response, endpoint);
+    s.Post(path, [this, endpoint = endpoint](const httplib::Request& request, httplib::Response& response,
+                                             const httplib::ContentReader& content) {
+      std::string body;
+      if (ReadBody(content, options_.max_body_bytes, &body, response)) Generate(request, body, response, endpoint);
     });
     s.Get(path, method_not_allowed("POST"));
   }
@@ -209,11 +230,11 @@ void OpenAiServer::Routes() {
   });
   for (const char* path : {"/v1/models", "/health"}) s.Post(path, method_not_allowed("GET"));
   // httplib's own refusals (unknown path, oversized or malformed request) in OpenAI's shape.
-  s.set_error_handler([](const httplib::Request& request, httplib::Response& response) {
+  s.set_error_handler([max_body = options_.max_body_bytes](const httplib::Request& request, httplib::Response& response) {
     if (!response.body.empty()) return;
     const int status = response.status;
     SendError(response, Error(status, status == 404   ? absl::StrCat("no such endpoint: ", request.method, " ", request.path)
-                                      : status == 413 ? "the request body is too large"
+                                      : status == 413 ? absl::StrCat("the request body is larger than ", max_body, " bytes")
                                                       : absl::StrCat("bad request (HTTP ", status, ")")));
   });
   s.set_exception_handler([](const httplib::Request&, httplib::Response& response, std::exception_ptr e) {
@@ -227,8 +248,9 @@ void OpenAiServer::Routes() {
   });
 }
 
-void OpenAiServer::Generate(const httplib::Request& request, httplib::Response& response, Endpoint endpoint) {
-  const json parsed = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+void OpenAiServer::Generate(const httplib::Request& request, const std::string& body, httplib::Response& response,
+                            Endpoint endpoint) {
+  const json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
     return SendError(response, Error(400, "We could not parse the JSON body of your request: it is not valid JSON."));
   }

@@ -21,6 +21,7 @@
 #include "worker/http/openai_api.h"
 
 namespace httplib {
+class ContentReader;
 class Server;
 struct Request;
 struct Response;
@@ -55,7 +56,8 @@ class OpenAiServer {
  private:
   OpenAiServer() = default;
   void Routes();
-  void Generate(const httplib::Request& request, httplib::Response& response, Endpoint endpoint);
+  void Generate(const httplib::Request& request, const std::string& body, httplib::Response& response,
+                Endpoint endpoint);
 
   OpenAiServerOptions options_;
   ServedModel model_;
