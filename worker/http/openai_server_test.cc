@@ -9,10 +9,14 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <iostream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "worker/model/model.h"
 #include "worker/service/generation_service.h"
 #include "worker/testing/fixtures.h"
 
@@ -53,6 +57,12 @@ std::string Post(const std::string& path, const std::string& body) {
 
 int Status(const std::string& response) {
   return response.size() > 12 ? std::atoi(response.substr(9, 3).c_str()) : 0;
+}
+
+// The JSON body of a (non-chunked) response.
+nlohmann::json Body(const std::string& response) {
+  const size_t start = response.find("\r\n\r\n");
+  return nlohmann::json::parse(start == std::string::npos ? "" : response.substr(start + 4), nullptr, false);
 }
 
 class OpenAiServerTest : public ::testing::Test {
@@ -165,6 +175,122 @@ TEST_F(OpenAiServerTest, AStreamEndsWithDoneAndUsage) {
   EXPECT_NE(r.find("\"finish_reason\":\"length\""), std::string::npos) << r;
   EXPECT_NE(r.find("\"completion_tokens\":5"), std::string::npos) << r;
   EXPECT_NE(r.find("data: [DONE]"), std::string::npos) << r;
+}
+
+// vLLM's prompt_logprobs from the prefill agree with the logprobs the decoder reports for the same
+// position; echo puts the prompt and its logprobs first.
+TEST_F(OpenAiServerTest, PromptLogprobsAgreeWithDecodeLogprobsAndEchoLeadsWithThePrompt) {
+  auto http = StartPlain();
+  const std::string prompt = "Once upon a time";
+  std::vector<int> ids = *tokenizer_->Encode(prompt, true);
+  ASSERT_GE(ids.size(), 3u);
+  const nlohmann::json all(ids), head(std::vector<int>(ids.begin(), ids.end() - 1));
+  // The decoder's distribution after all but the last prompt token...
+  const nlohmann::json decoded = Body(Exchange(http->port(), Post("/v1/completions", nlohmann::json{
+      {"model", "m"}, {"prompt", head}, {"max_tokens", 1}, {"temperature", 0}, {"logprobs", 5}}.dump())));
+  ASSERT_TRUE(decoded.contains("choices")) << decoded;
+  const nlohmann::json decode_top = decoded["choices"][0]["logprobs"]["top_logprobs"][0];
+  ASSERT_EQ(decode_top.size(), 5u) << decoded;
+  // ... is the prefill's at the last prompt position.
+  const nlohmann::json scored = Body(Exchange(http->port(), Post("/v1/completions", nlohmann::json{
+      {"model", "m"}, {"prompt", all}, {"max_tokens", 1}, {"prompt_logprobs", 5}}.dump())));
+  const nlohmann::json prompt_logprobs = scored["choices"][0]["prompt_logprobs"];
+  ASSERT_EQ(prompt_logprobs.size(), ids.size()) << scored;
+  EXPECT_TRUE(prompt_logprobs[0].is_null());
+  for (size_t i = 1; i < ids.size(); ++i) {
+    const nlohmann::json& position = prompt_logprobs[i];
+    ASSERT_TRUE(position.contains(std::to_string(ids[i]))) << i << ": " << position;  // the prompt's own token
+    EXPECT_GE(position[std::to_string(ids[i])]["rank"].get<int>(), 1);
+    EXPECT_GE(position.size(), 5u);
+    EXPECT_LE(position.size(), 6u);
+  }
+  int top_ranks = 0;
+  for (const auto& [id, entry] : prompt_logprobs.back().items()) {
+    if (entry["rank"].get<int>() > 5) continue;
+    ++top_ranks;
+    const std::string piece = entry["decoded_token"];
+    ASSERT_TRUE(decode_top.contains(piece)) << piece << " not in " << decode_top;
+    EXPECT_NEAR(entry["logprob"].get<double>(), decode_top[piece].get<double>(), 1e-4) << piece;
+  }
+  EXPECT_EQ(top_ranks, 5);
+  // Echo: the text starts with the prompt, the logprobs with its tokens (the first without a logprob).
+  const nlohmann::json echoed = Body(Exchange(http->port(), Post("/v1/completions", nlohmann::json{
+      {"model", "m"}, {"prompt", prompt}, {"max_tokens", 2}, {"echo", true}, {"logprobs", 1}}.dump())));
+  const std::string text = echoed["choices"][0]["text"];
+  EXPECT_EQ(text.substr(0, prompt.size()), prompt) << echoed;
+  const nlohmann::json& lp = echoed["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), ids.size() + 2) << echoed;
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+    const size_t offset = lp["text_offset"][i];
+    const std::string token = lp["tokens"][i];
+    EXPECT_EQ(text.substr(offset, token.size()), token) << i;
+    if (i >= 1 && i < ids.size()) {  // the prompt's tokens: the same logprobs as prompt_logprobs reported
+      EXPECT_NEAR(lp["token_logprobs"][i].get<double>(),
+                  prompt_logprobs[i][std::to_string(ids[i])]["logprob"].get<double>(), 1e-4) << i;
+    }
+  }
+  EXPECT_EQ(lp["text_offset"][ids.size()].get<size_t>(), prompt.size());
+  EXPECT_EQ(echoed["usage"]["completion_tokens"], 2);
+  // Chat reports them beside the choices, as vLLM does.
+  const nlohmann::json chat = Body(Exchange(http->port(), Post("/v1/chat/completions", nlohmann::json{
+      {"model", "m"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 1}, {"prompt_logprobs", 0}}
+      .dump())));
+  ASSERT_TRUE(chat.contains("prompt_logprobs")) << chat;
+  EXPECT_EQ(chat["prompt_logprobs"].size(), chat["usage"]["prompt_tokens"].get<size_t>());
+}
+
+// A client that gives up on a non-streaming request (it closes the socket while the job runs and no
+// byte is due to it yet) gets its job cancelled at once, not when it would have ended.
+TEST_F(OpenAiServerTest, AClientThatHangsUpOnANonStreamingRequestCancelsItsJob) {
+  // A model slow enough that 1000 tokens take seconds: stories110M's shape, one layer, random weights.
+  auto slow = MakeSyntheticModel(*NamedShape("stories110M", 1), 1);
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  WorkerOptions options;
+  options.weights = slow->get();
+  options.default_policy.set_name("a2sf");
+  GenerationService service(options);
+  ServerOptions server;
+  server.listen_addresses = {"127.0.0.1:0"};
+  server.plaintext = true;
+  auto grpc = std::move(*RunningServer::Start(server, {&service}));
+  OpenAiServerOptions http_options;
+  http_options.listen = "127.0.0.1:0";
+  http_options.plaintext = true;
+  auto http = OpenAiServer::Start(http_options, {"m", nullptr}, grpc->server()->InProcessChannel(grpc::ChannelArguments()));
+  ASSERT_TRUE(http.ok()) << http.status();
+
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(uint16_t((*http)->port()));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  const std::string request = Post("/v1/completions", R"({"model":"m","prompt":[1,2,3],"max_tokens":1000,
+      "ignore_eos":true,"temperature":0})");
+  ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL), ssize_t(request.size()));
+  const auto job = [&] {
+    grpc::ServerContext context;
+    v1::ListJobsRequest list;
+    v1::ListJobsResponse jobs;
+    EXPECT_TRUE(service.ListJobs(&context, &list, &jobs).ok());
+    return jobs.jobs_size() == 1 ? jobs.jobs(0) : v1::JobStatus();
+  };
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (job().state() != v1::JOB_STATE_RUNNING && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_EQ(job().state(), v1::JOB_STATE_RUNNING) << job().DebugString();
+  absl::SleepFor(absl::Milliseconds(200));  // generating (the token count is published when the job ends)
+  close(fd);
+  const absl::Time closed = absl::Now();
+  while (job().state() == v1::JOB_STATE_RUNNING && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+  const v1::JobStatus ended = job();
+  EXPECT_EQ(ended.state(), v1::JOB_STATE_CANCELLED) << ended.DebugString();
+  EXPECT_EQ(ended.stats().finish_reason(), v1::FINISH_REASON_CANCELLED);
+  EXPECT_LT(ended.stats().generated_tokens(), 1000u);
+  EXPECT_GT(ended.stats().generated_tokens(), 0u);
+  std::cout << "cancelled " << absl::ToDoubleMilliseconds(absl::Now() - closed) << " ms after the hang-up, after "
+            << ended.stats().generated_tokens() << " of 1000 tokens\n";
 }
 
 TEST_F(OpenAiServerTest, BadAddressesAndMissingTlsFilesAreRefusedAtStart) {
