@@ -16,11 +16,14 @@ namespace a2sf {
 
 namespace {
 
+using Names = std::initializer_list<absl::string_view>;
+using Flags = std::vector<absl::CommandLineFlag*>;
+
 bool IsOwnFlag(const absl::CommandLineFlag& flag) { return !absl::StrContains(flag.Filename(), "absl/"); }
 
 // The first argument before "--" that is one of `names` (a name ending in '=' matches as a prefix);
 // empty if none.
-absl::string_view FindArg(int argc, char** argv, std::initializer_list<absl::string_view> names) {
+absl::string_view FindArg(int argc, char** argv, Names names) {
   for (int i = 1; i < argc; ++i) {
     const absl::string_view arg = argv[i];
     if (arg == "--") return {};
@@ -32,23 +35,23 @@ absl::string_view FindArg(int argc, char** argv, std::initializer_list<absl::str
 }
 
 // Abseil's help flags, which would otherwise print its own (empty) text and exit 1.
-constexpr std::initializer_list<absl::string_view> kShortHelp = {"--help", "-help", "-h", "--helpshort", "-helpshort"};
-constexpr std::initializer_list<absl::string_view> kFullHelp = {"--helpfull", "-helpfull", "--helppackage", "-helppackage",
-                                                                "--helpmatch=", "-helpmatch="};
+constexpr Names kShortHelp = {"--help", "-help", "-h", "--helpshort", "-helpshort"};
+constexpr Names kFullHelp = {"--helpfull", "-helpfull", "--helppackage", "-helppackage", "--helpmatch=", "-helpmatch="};
 
-void SortByName(std::vector<absl::CommandLineFlag*>* flags) {
+void SortByName(Flags* flags) {
   std::sort(flags->begin(), flags->end(), [](auto* a, auto* b) { return a->Name() < b->Name(); });
 }
 
 void PrintFlag(std::ostream& out, const absl::CommandLineFlag& flag) {
   const std::string value = flag.DefaultValue();
-  out << "  --" << flag.Name() << " (default: " << (value.empty() ? "\"\"" : value) << ")\n      " << flag.Help() << "\n";
+  out << "  --" << flag.Name() << " (default: " << (value.empty() ? "\"\"" : value) << ")\n      " << flag.Help()
+      << "\n";
 }
 
 // Every flag the binary has that `usage` did not list (Abseil's own included), sorted by name; with
 // `match`, only those whose name contains it.
-std::vector<absl::CommandLineFlag*> OtherFlags(const std::vector<absl::CommandLineFlag*>& listed, absl::string_view match) {
-  std::vector<absl::CommandLineFlag*> others;
+Flags OtherFlags(const Flags& listed, absl::string_view match) {
+  Flags others;
   for (const auto& [name, flag] : absl::GetAllFlags()) {
     if (std::find(listed.begin(), listed.end(), flag) == listed.end() && absl::StrContains(name, match)) {
       others.push_back(flag);
@@ -78,7 +81,7 @@ void PrintUsage(std::ostream& out, const CliUsage& usage, bool full, absl::strin
   }
   out << "  --help      print this and exit\n  --helpfull  print every flag, Abseil's included, and exit\n"
          "  --version   print the version and exit\n";
-  const std::vector<absl::CommandLineFlag*> others = full ? OtherFlags(flags, match) : std::vector<absl::CommandLineFlag*>();
+  const Flags others = full ? OtherFlags(flags, match) : Flags();
   if (!others.empty()) out << "\nAll other flags (linked in, Abseil's included):\n";
   for (const absl::CommandLineFlag* flag : others) PrintFlag(out, *flag);
 }

@@ -78,7 +78,9 @@ class JobCall {
     v1::GenerateResponse event;
     while (reader_->Read(&event)) {
       if (event.has_prompt_logprobs()) {
-        if (mapped_->prompt_logprobs) outcome.prompt_logprobs = PromptLogprobs(event.prompt_logprobs(), *mapped_->prompt_logprobs);
+        if (mapped_->prompt_logprobs) {
+          outcome.prompt_logprobs = PromptLogprobs(event.prompt_logprobs(), *mapped_->prompt_logprobs);
+        }
         if (!mapped_->echo) continue;
         json logprobs = nullptr;
         const std::string text = EchoPrompt(*mapped_, event.prompt_logprobs(), first_piece_, &logprobs);
