@@ -10,7 +10,9 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <functional>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -241,56 +243,112 @@ TEST_F(OpenAiServerTest, PromptLogprobsAgreeWithDecodeLogprobsAndEchoLeadsWithTh
   EXPECT_EQ(chat["prompt_logprobs"].size(), chat["usage"]["prompt_tokens"].get<size_t>());
 }
 
-// A client that gives up on a non-streaming request (it closes the socket while the job runs and no
-// byte is due to it yet) gets its job cancelled at once, not when it would have ended.
-TEST_F(OpenAiServerTest, AClientThatHangsUpOnANonStreamingRequestCancelsItsJob) {
-  // A model slow enough that 1000 tokens take seconds: stories110M's shape, one layer, random weights.
-  auto slow = MakeSyntheticModel(*NamedShape("stories110M", 1), 1);
-  ASSERT_TRUE(slow.ok()) << slow.status();
-  WorkerOptions options;
-  options.weights = slow->get();
-  options.default_policy.set_name("a2sf");
-  GenerationService service(options);
-  ServerOptions server;
-  server.listen_addresses = {"127.0.0.1:0"};
-  server.plaintext = true;
-  auto grpc = std::move(*RunningServer::Start(server, {&service}));
-  OpenAiServerOptions http_options;
-  http_options.listen = "127.0.0.1:0";
-  http_options.plaintext = true;
-  auto http = OpenAiServer::Start(http_options, {"m", nullptr}, grpc->server()->InProcessChannel(grpc::ChannelArguments()));
-  ASSERT_TRUE(http.ok()) << http.status();
+// A worker on a model slow enough that 1000 tokens take seconds (stories110M's shape, one layer,
+// random weights), for clients that give up on a non-streaming request: they close the connection
+// while the job runs and no byte is due to them yet, and the job must be cancelled at once, not when it
+// would have ended.
+class HangUpTest : public ::testing::Test {
+ protected:
+  static constexpr char kLongRequest[] =
+      R"({"model":"m","prompt":[1,2,3],"max_tokens":1000,"ignore_eos":true,"temperature":0})";
 
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address = {};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(uint16_t((*http)->port()));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
-  const std::string request = Post("/v1/completions", R"({"model":"m","prompt":[1,2,3],"max_tokens":1000,
-      "ignore_eos":true,"temperature":0})");
-  ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL), ssize_t(request.size()));
-  const auto job = [&] {
+  void SetUp() override {
+    auto slow = MakeSyntheticModel(*NamedShape("stories110M", 1), 1);
+    ASSERT_TRUE(slow.ok()) << slow.status();
+    model_ = std::move(*slow);
+    WorkerOptions options;
+    options.weights = model_.get();
+    options.default_policy.set_name("a2sf");
+    service_ = std::make_unique<GenerationService>(options);
+    ServerOptions server;
+    server.listen_addresses = {"127.0.0.1:0"};
+    server.plaintext = true;
+    grpc_ = std::move(*RunningServer::Start(server, {service_.get()}));
+  }
+
+  std::unique_ptr<OpenAiServer> StartHttp(const OpenAiServerOptions& options) {
+    auto http = OpenAiServer::Start(options, {"m", nullptr}, grpc_->server()->InProcessChannel(grpc::ChannelArguments()));
+    EXPECT_TRUE(http.ok()) << http.status();
+    return http.ok() ? std::move(*http) : nullptr;
+  }
+
+  v1::JobStatus Job() {
     grpc::ServerContext context;
     v1::ListJobsRequest list;
     v1::ListJobsResponse jobs;
-    EXPECT_TRUE(service.ListJobs(&context, &list, &jobs).ok());
+    EXPECT_TRUE(service_->ListJobs(&context, &list, &jobs).ok());
     return jobs.jobs_size() == 1 ? jobs.jobs(0) : v1::JobStatus();
-  };
-  const absl::Time give_up = absl::Now() + absl::Seconds(30);
-  while (job().state() != v1::JOB_STATE_RUNNING && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
-  ASSERT_EQ(job().state(), v1::JOB_STATE_RUNNING) << job().DebugString();
-  absl::SleepFor(absl::Milliseconds(200));  // generating (the token count is published when the job ends)
-  close(fd);
-  const absl::Time closed = absl::Now();
-  while (job().state() == v1::JOB_STATE_RUNNING && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
-  const v1::JobStatus ended = job();
-  EXPECT_EQ(ended.state(), v1::JOB_STATE_CANCELLED) << ended.DebugString();
-  EXPECT_EQ(ended.stats().finish_reason(), v1::FINISH_REASON_CANCELLED);
-  EXPECT_LT(ended.stats().generated_tokens(), 1000u);
-  EXPECT_GT(ended.stats().generated_tokens(), 0u);
-  std::cout << "cancelled " << absl::ToDoubleMilliseconds(absl::Now() - closed) << " ms after the hang-up, after "
-            << ended.stats().generated_tokens() << " of 1000 tokens\n";
+  }
+
+  // Waits for the job `send` started to run for a while, calls `hang_up` and expects the job cancelled
+  // within moments, far short of its 1000 tokens.
+  void ExpectCancelledOnHangUp(const std::function<void()>& send, const std::function<void()>& hang_up) {
+    send();
+    const absl::Time give_up = absl::Now() + absl::Seconds(30);
+    while (Job().state() != v1::JOB_STATE_RUNNING && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+    ASSERT_EQ(Job().state(), v1::JOB_STATE_RUNNING) << Job().DebugString();
+    absl::SleepFor(absl::Milliseconds(200));  // generating (the token count is published when the job ends)
+    hang_up();
+    const absl::Time closed = absl::Now();
+    while (Job().state() == v1::JOB_STATE_RUNNING && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+    const double ms = absl::ToDoubleMilliseconds(absl::Now() - closed);
+    const v1::JobStatus ended = Job();
+    EXPECT_EQ(ended.state(), v1::JOB_STATE_CANCELLED) << ended.DebugString();
+    EXPECT_EQ(ended.stats().finish_reason(), v1::FINISH_REASON_CANCELLED);
+    EXPECT_LT(ended.stats().generated_tokens(), 1000u);
+    EXPECT_GT(ended.stats().generated_tokens(), 0u);
+    std::cout << "cancelled " << ms << " ms after the hang-up, after " << ended.stats().generated_tokens()
+              << " of 1000 tokens\n";
+  }
+
+  std::unique_ptr<ModelWeights> model_;
+  std::unique_ptr<GenerationService> service_;
+  std::unique_ptr<RunningServer> grpc_;
+};
+
+TEST_F(HangUpTest, APlaintextClientThatHangsUpOnANonStreamingRequestCancelsItsJob) {
+  OpenAiServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.plaintext = true;
+  auto http = StartHttp(options);
+  ASSERT_NE(http, nullptr);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ExpectCancelledOnHangUp(
+      [&] {
+        sockaddr_in address = {};
+        address.sin_family = AF_INET;
+        address.sin_port = htons(uint16_t(http->port()));
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+        const std::string request = Post("/v1/completions", kLongRequest);
+        ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL), ssize_t(request.size()));
+      },
+      [&] { close(fd); });
+}
+
+TEST_F(HangUpTest, ATlsClientThatGivesUpOnANonStreamingRequestCancelsItsJob) {
+  const std::string dir = std::string(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp") + "/hanguptls";
+  const std::string make = "set -e; mkdir -p " + dir + "; cd " + dir +
+                           "; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
+                           " -keyout server.key -out server.pem -subj /CN=localhost 2>/dev/null";
+  if (std::system(("bash -c \"" + make + "\"").c_str()) != 0 || std::system("command -v curl >/dev/null") != 0) {
+    GTEST_SKIP() << "needs openssl and curl";
+  }
+  OpenAiServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.tls = {dir + "/server.pem", dir + "/server.key", ""};
+  auto http = StartHttp(options);
+  ASSERT_NE(http, nullptr);
+  std::thread curl;  // gives up after 1 s, as a client with a timeout does
+  ExpectCancelledOnHangUp(
+      [&] {
+        curl = std::thread([&] {
+          std::system(absl::StrCat("curl -sk -o /dev/null --max-time 1 https://127.0.0.1:", http->port(),
+                                   "/v1/completions -d '", kLongRequest, "'")
+                          .c_str());
+        });
+      },
+      [&] { curl.join(); });
 }
 
 TEST_F(OpenAiServerTest, BadAddressesAndMissingTlsFilesAreRefusedAtStart) {
