@@ -177,6 +177,13 @@ TEST_F(OpenAiServerTest, AStreamEndsWithDoneAndUsage) {
   EXPECT_NE(r.find("\"finish_reason\":\"length\""), std::string::npos) << r;
   EXPECT_NE(r.find("\"completion_tokens\":5"), std::string::npos) << r;
   EXPECT_NE(r.find("data: [DONE]"), std::string::npos) << r;
+  // With echo the first chunk is the prompt.
+  const std::string echoed = Exchange(http->port(), Post("/v1/completions", R"({"model":"m","prompt":"Once upon",
+      "max_tokens":2,"stream":true,"echo":true})"));
+  const size_t first = echoed.find("data: ");
+  ASSERT_NE(first, std::string::npos) << echoed;
+  const nlohmann::json chunk = nlohmann::json::parse(echoed.substr(first + 6, echoed.find('\n', first) - first - 6));
+  EXPECT_EQ(chunk["choices"][0]["text"], "Once upon") << echoed;
 }
 
 // vLLM's prompt_logprobs from the prefill agree with the logprobs the decoder reports for the same
