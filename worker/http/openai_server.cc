@@ -142,8 +142,9 @@ void MergeLogprobs(const json& piece, json* whole) {
 
 // Reads the request body through httplib's content reader, refusing one over `max_bytes` with 413
 // whether its length was declared (httplib refuses that before reading) or it came chunked (counted
-// here as it arrives), and a malformed one with 400. The connection is closed after a refusal, as the
-// rest of the body is not read.
+// here as it arrives), and a malformed one with 400. The answer says "Connection: close"; httplib 0.11
+// still reads on until the client closes or its read timeout (5 s), and answers what follows a refused
+// chunked body as a malformed request.
 bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, std::string* body, httplib::Response& response) {
   bool too_large = false;
   const bool read = content([&](const char* data, size_t size) {
