@@ -20,7 +20,17 @@ for b in $A2SF $GEN $WORKER $CACHEMGR $EVAL $MAKE_MODEL; do
   out=$($b --help 2>&1) || fail "$b --help exits $?"
   grep -q -- "--help" <<<"$out" || fail "$b --help lists no flags"
   [[ "$($b --version)" == *" 0.1.0" ]] || fail "$b --version: $($b --version)"
+  $b --helpshort >"$T/short" 2>&1 || fail "$b --helpshort exits $?"
+  cmp -s "$T/short" <(echo "$out") || fail "$b --helpshort differs from --help"
+  $b --helpfull >"$T/full" 2>&1 || fail "$b --helpfull exits $?"
+  grep -q -- "--flagfile" "$T/full" || fail "$b --helpfull misses Abseil's --flagfile"
+  while read -r flag; do  # every flag --help lists is in --helpfull too
+    grep -q -- "$flag" "$T/full" || fail "$b --helpfull misses $flag"
+  done < <(grep -o -- '^  --[a-z_0-9]*' <<<"$out")
+  $b --helpmatch=version >"$T/match" 2>&1 || fail "$b --helpmatch exits $?"
 done
+$GEN --helpmatch=top_ | grep -q -- "--top_k" || fail "a2sf-generate --helpmatch=top_ misses --top_k"
+$GEN --helpmatch=top_ | grep -q -- "--max_tokens " && fail "a2sf-generate --helpmatch=top_ lists --max_tokens"
 $GEN --help | grep -q -- "--top_k" || fail "a2sf-generate --help misses --top_k"
 $WORKER --help | grep -q -- "--model_name" || fail "a2sf-worker --help misses --model_name"
 $CACHEMGR --help | grep -q -- "--max_sessions" || fail "a2sf-cachemgr --help misses --max_sessions"
@@ -28,7 +38,11 @@ $EVAL --help | grep -q -- "--corpus" || fail "a2sf-eval --help misses --corpus"
 for cmd in generate policy jobs cancel model health; do
   $A2SF $cmd --help >"$T/help" 2>&1 || fail "a2sf $cmd --help exits $?"
   head -1 "$T/help" | grep -q "^a2sf $cmd " || fail "a2sf $cmd --help shows $(head -1 "$T/help")"
+  $A2SF $cmd --helpfull >"$T/full" 2>&1 || fail "a2sf $cmd --helpfull exits $?"
+  head -1 "$T/full" | grep -q "^a2sf $cmd " || fail "a2sf $cmd --helpfull shows $(head -1 "$T/full")"
+  grep -q -- "--flagfile" "$T/full" || fail "a2sf $cmd --helpfull misses Abseil's --flagfile"
 done
+$A2SF generate --helpfull | grep -q -- "--cachemgr " || fail "a2sf generate --helpfull misses --cachemgr (a flag of another command)"
 $A2SF generate --help | grep -q -- "--min_p" || fail "a2sf generate --help misses --min_p"
 $A2SF generate --help | grep -q -- "--cachemgr " && fail "a2sf generate --help lists --cachemgr"
 $A2SF policy --help | grep -q -- "--job " || fail "a2sf policy --help misses --job"

@@ -1,6 +1,7 @@
 // The worker's HTTP API through the official `openai` npm client (pinned by package-lock.json):
-// completions and chat, streaming and not, stop strings, usage, the eviction policy as extra body
-// fields, OpenAI-shaped errors, and a client that goes away mid-stream cancelling its job.
+// completions and chat, streaming and not, stop strings, usage, logprobs, echo and vLLM's
+// prompt_logprobs, the eviction policy as extra body fields, OpenAI-shaped errors, and a client that
+// goes away mid-stream cancelling its job.
 // Usage: node openai_client_test.mjs <node_modules> <http base url> <metrics url> <model id>
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
@@ -98,6 +99,30 @@ const tests = {
       }
     }
     assert.equal(entries, 5);
+  },
+
+  async promptLogprobsAndEchoAsVllmAndOpenAiReportThem() {
+    // prompt_logprobs is vLLM's extra body field; the client passes unknown fields through.
+    const r = await client.completions.create({
+      model, prompt: 'Once upon a time', max_tokens: 2, temperature: 0, logprobs: 2, echo: true, prompt_logprobs: 2 });
+    const choice = r.choices[0];
+    const prompt = choice.prompt_logprobs;
+    assert.equal(prompt.length, r.usage.prompt_tokens);
+    assert.equal(prompt[0], null);
+    const lp = choice.logprobs;
+    assert.ok(choice.text.startsWith('Once upon a time'), choice.text);
+    assert.equal(lp.tokens.length, r.usage.prompt_tokens + 2);
+    assert.equal(lp.token_logprobs[0], null);
+    for (let i = 1; i < prompt.length; i++) {
+      const entries = Object.entries(prompt[i]);
+      assert.ok(entries.length >= 2 && entries.length <= 3, JSON.stringify(prompt[i]));
+      assert.deepEqual(entries.filter(([, e]) => e.rank <= 2).map(([, e]) => e.rank).sort(), [1, 2]);
+      // The echoed prompt token is the one prompt_logprobs reports with its rank, at the same logprob.
+      const own = entries.find(([, e]) => e.decoded_token === lp.tokens[i] && Math.abs(e.logprob - lp.token_logprobs[i]) < 1e-6);
+      assert.ok(own, `position ${i}: ${lp.tokens[i]} ${lp.token_logprobs[i]} not in ${JSON.stringify(prompt[i])}`);
+    }
+    await assert.rejects(client.completions.create({ model, prompt: 'x', prompt_logprobs: 1, stream: true }),
+                         (e) => e.status === 400 && e.param === 'prompt_logprobs');
   },
 
   async aSeedRepeatsASampledCompletion() {

@@ -230,6 +230,21 @@ bool MapStopExtras(const json& body, MappedRequest* out, ApiError* error) {
   return true;
 }
 
+// vLLM's prompt_logprobs = n alternatives per prompt token (0..20), not with stream; completions'
+// echo (with logprobs: the prompt's tokens first). Both ask the worker for prompt logprobs.
+bool MapPromptLogprobs(Endpoint endpoint, const json& body, MappedRequest* out, ApiError* error) {
+  int64_t top = 0;
+  if (!Integer(body, "prompt_logprobs", 0, 20, &top, error)) return false;
+  if (Field(body, "prompt_logprobs") != nullptr) {
+    if (out->stream) return Fail(error, "prompt_logprobs", "'prompt_logprobs' is not available with 'stream': true");
+    out->prompt_logprobs = uint32_t(top);
+  }
+  if (endpoint == Endpoint::kCompletions && !Bool(body, "echo", &out->echo, error)) return false;
+  if (out->echo && out->logprobs) top = std::max<int64_t>(top, out->top_logprobs);
+  if (out->echo || out->prompt_logprobs) out->generate.mutable_logprobs()->set_prompt(uint32_t(top));
+  return true;
+}
+
 // Completions: logprobs = n alternatives (0..5). Chat: logprobs = true, top_logprobs = n (0..20).
 bool MapLogprobs(Endpoint endpoint, const json& body, MappedRequest* out, ApiError* error) {
   int64_t top = 0;
@@ -244,6 +259,7 @@ bool MapLogprobs(Endpoint endpoint, const json& body, MappedRequest* out, ApiErr
     out->logprobs = Field(body, "logprobs") != nullptr;
   }
   if (out->logprobs) out->generate.mutable_logprobs()->set_generated(uint32_t(top));
+  out->top_logprobs = uint32_t(top);
   return true;
 }
 
@@ -316,8 +332,13 @@ bool MapMaxTokens(Endpoint endpoint, const json& body, MappedRequest* out, ApiEr
 
 // OpenAI fields this server does not implement are refused when they would change the answer, not
 // silently ignored; their "off" values (echo false, best_of 1, empty logit_bias, text format) pass.
-bool RejectUnsupported(const json& body, ApiError* error) {
-  for (const char* name : {"suffix", "echo", "best_of", "logit_bias", "tools", "functions", "response_format",
+bool RejectUnsupported(Endpoint endpoint, const json& body, ApiError* error) {
+  if (endpoint == Endpoint::kChatCompletions) {
+    if (const json* echo = Field(body, "echo"); echo != nullptr && *echo != false) {
+      return Fail(error, "echo", "'echo' is not supported by chat completions");
+    }
+  }
+  for (const char* name : {"suffix", "best_of", "logit_bias", "tools", "functions", "response_format",
                            "audio", "modalities", "prediction"}) {
     const json* v = Field(body, name);
     if (v == nullptr) continue;
@@ -344,12 +365,12 @@ bool MapRequest(Endpoint endpoint, const json& body, const ServedModel& model, M
   if (const json* user = Field(body, "user"); user != nullptr && !user->is_string()) {
     return FailType(error, "user", "a string");
   }
-  if (!RejectUnsupported(body, error)) return false;
+  if (!RejectUnsupported(endpoint, body, error)) return false;
   const bool prompt_ok = endpoint == Endpoint::kCompletions ? MapCompletionPrompt(body, out, error)
                                                             : MapChatPrompt(body, model, out, error);
   return prompt_ok && MapMaxTokens(endpoint, body, out, error) && MapSampling(body, out, error) &&
          MapStop(body, out, error) && MapStopExtras(body, out, error) && MapLogprobs(endpoint, body, out, error) &&
-         MapStreaming(body, out, error) && MapPolicy(body, out, error);
+         MapStreaming(body, out, error) && MapPromptLogprobs(endpoint, body, out, error) && MapPolicy(body, out, error);
 }
 
 namespace {
@@ -442,6 +463,15 @@ json Bytes(const std::string& piece) {
   return bytes;
 }
 
+// Completions' logprobs object, empty, unless `logprobs` is one already.
+void InitCompletionLogprobs(json* logprobs) {
+  if (!logprobs->is_null()) return;
+  *logprobs = {{"tokens", json::array()},
+               {"token_logprobs", json::array()},
+               {"top_logprobs", json::array()},
+               {"text_offset", json::array()}};
+}
+
 }  // namespace
 
 void AppendLogprobs(Endpoint endpoint, const v1::TokenLogprobs& token, size_t text_offset, json* logprobs) {
@@ -456,18 +486,57 @@ void AppendLogprobs(Endpoint endpoint, const v1::TokenLogprobs& token, size_t te
         {{"token", piece}, {"logprob", token.token().logprob()}, {"bytes", Bytes(piece)}, {"top_logprobs", top}});
     return;
   }
-  if (logprobs->is_null()) {
-    *logprobs = {{"tokens", json::array()},
-                 {"token_logprobs", json::array()},
-                 {"top_logprobs", json::array()},
-                 {"text_offset", json::array()}};
-  }
+  InitCompletionLogprobs(logprobs);
   json top = json::object();
   for (const v1::TokenLogprob& alt : token.top()) top[alt.piece()] = alt.logprob();
   (*logprobs)["tokens"].push_back(piece);
   (*logprobs)["token_logprobs"].push_back(token.token().logprob());
   (*logprobs)["top_logprobs"].push_back(top);
   (*logprobs)["text_offset"].push_back(text_offset);
+}
+
+namespace {
+
+// `token` with only its `top` most likely alternatives.
+v1::TokenLogprobs Truncated(const v1::TokenLogprobs& token, uint32_t top) {
+  v1::TokenLogprobs copy = token;
+  while (uint32_t(copy.top_size()) > top) copy.mutable_top()->RemoveLast();
+  return copy;
+}
+
+}  // namespace
+
+json PromptLogprobs(const v1::PromptLogprobs& prompt, uint32_t top) {
+  json out = json::array({nullptr});
+  for (const v1::TokenLogprobs& token : prompt.tokens()) {
+    json position = json::object();
+    const auto add = [&](const v1::TokenLogprob& t, uint32_t rank) {
+      position[std::to_string(t.id())] = {{"logprob", t.logprob()}, {"rank", rank}, {"decoded_token", t.piece()}};
+    };
+    for (int i = 0; i < token.top_size() && uint32_t(i) < top; ++i) add(token.top(i), uint32_t(i + 1));
+    add(token.token(), token.rank());
+    out.push_back(std::move(position));
+  }
+  return out;
+}
+
+std::string EchoPrompt(const MappedRequest& request, const v1::PromptLogprobs& prompt, const std::string& first_piece,
+                       json* logprobs) {
+  std::string pieces = first_piece;
+  for (const v1::TokenLogprobs& token : prompt.tokens()) pieces += token.token().piece();
+  if (request.logprobs) {
+    InitCompletionLogprobs(logprobs);
+    (*logprobs)["tokens"].push_back(first_piece);
+    (*logprobs)["token_logprobs"].push_back(nullptr);
+    (*logprobs)["top_logprobs"].push_back(nullptr);
+    (*logprobs)["text_offset"].push_back(0);
+    size_t offset = first_piece.size();
+    for (const v1::TokenLogprobs& token : prompt.tokens()) {
+      AppendLogprobs(Endpoint::kCompletions, Truncated(token, request.top_logprobs), offset, logprobs);
+      offset += token.token().piece().size();
+    }
+  }
+  return request.generate.has_text() ? request.generate.text() : pieces;
 }
 
 namespace {
@@ -485,16 +554,18 @@ json Usage(uint32_t prompt_tokens, uint32_t completion_tokens) {
 }
 
 json CompleteResponse(const ResponseHeader& h, const std::string& text, const json& finish_reason, const json& usage,
-                      const json& logprobs) {
+                      const json& logprobs, const json& prompt_logprobs) {
   const bool chat = h.endpoint == Endpoint::kChatCompletions;
   json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", logprobs}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", text}};
   } else {
     choice["text"] = text;
+    if (!prompt_logprobs.is_null()) choice["prompt_logprobs"] = prompt_logprobs;
   }
   json response = Header(h, chat ? "chat.completion" : "text_completion");
   response["choices"] = json::array({choice});
+  if (chat && !prompt_logprobs.is_null()) response["prompt_logprobs"] = prompt_logprobs;
   response["usage"] = usage;
   return response;
 }

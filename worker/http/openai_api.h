@@ -8,6 +8,7 @@
 #define A2SF_WORKER_HTTP_OPENAI_API_H_
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,11 @@ struct MappedRequest {
   bool stream = false;
   bool include_usage = false;          // stream_options.include_usage
   bool logprobs = false;               // report per-token logprobs (the count of alternatives is in generate)
+  uint32_t top_logprobs = 0;           // alternatives per token in those logprobs
+  bool echo = false;                   // completions: the prompt precedes the text (and its tokens the logprobs)
+  // vLLM's prompt_logprobs: report this many alternatives per prompt token (the count the worker is
+  // asked for, generate.logprobs.prompt, may be larger when echo wants more); unset: none.
+  std::optional<uint32_t> prompt_logprobs;
   std::string model;
 };
 
@@ -68,6 +74,18 @@ nlohmann::json FinishReason(v1::FinishReason reason);
 // chat's {content: [{token, logprob, bytes, top_logprobs}]}. A null `logprobs` becomes the object.
 void AppendLogprobs(Endpoint endpoint, const v1::TokenLogprobs& token, size_t text_offset, nlohmann::json* logprobs);
 
+// vLLM's prompt_logprobs: null for the first token (nothing precedes it), then for each token a map
+// from token id (a string) to {logprob, rank, decoded_token}: the `top` most likely tokens and the
+// prompt's own token.
+nlohmann::json PromptLogprobs(const v1::PromptLogprobs& prompt, uint32_t top);
+
+// Completions' echo: the prompt text that precedes the output (the request's text, or the token-id
+// prompt's pieces) and, with logprobs, its tokens appended to `logprobs` in completions' format (the
+// first token's logprob and top_logprobs null, as OpenAI reports them). `first_piece` is the first
+// prompt token's text (nothing precedes it, so the worker reports no piece for it).
+std::string EchoPrompt(const MappedRequest& request, const v1::PromptLogprobs& prompt, const std::string& first_piece,
+                       nlohmann::json* logprobs);
+
 // Response documents. `id` is the response id ("cmpl-..." / "chatcmpl-..."), `created` Unix seconds.
 struct ResponseHeader {
   Endpoint endpoint;
@@ -76,9 +94,12 @@ struct ResponseHeader {
   std::string model;
 };
 nlohmann::json Usage(uint32_t prompt_tokens, uint32_t completion_tokens);
+// A non-null `prompt_logprobs` is reported where vLLM does: in the choice (completions) or beside
+// the choices (chat).
 nlohmann::json CompleteResponse(const ResponseHeader& header, const std::string& text,
                                 const nlohmann::json& finish_reason, const nlohmann::json& usage,
-                                const nlohmann::json& logprobs = nullptr);
+                                const nlohmann::json& logprobs = nullptr,
+                                const nlohmann::json& prompt_logprobs = nullptr);
 // A stream chunk with one choice: `text` as the delta (chat: `first` adds role "assistant").
 nlohmann::json StreamChunk(const ResponseHeader& header, const std::string& text, bool first,
                            const nlohmann::json& finish_reason, const nlohmann::json& logprobs = nullptr);

@@ -112,7 +112,11 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
       {"prompt object", with("prompt", {{"a", 1}}), 400, "prompt"},
       {"unknown model", with("model", "gpt-4"), 404, "model"},
       {"model number", with("model", 4), 400, "model"},
-      {"echo", with("echo", true), 400, "echo"},
+      {"echo as string", with("echo", "yes"), 400, "echo"},
+      {"prompt_logprobs > 20", with("prompt_logprobs", 21), 400, "prompt_logprobs"},
+      {"prompt_logprobs negative", with("prompt_logprobs", -1), 400, "prompt_logprobs"},
+      {"prompt_logprobs as bool", with("prompt_logprobs", true), 400, "prompt_logprobs"},
+      {"prompt_logprobs with stream", json({{"model", "stories260K"}, {"prompt", "x"}, {"prompt_logprobs", 1}, {"stream", true}}), 400, "prompt_logprobs"},
       {"best_of 3", with("best_of", 3), 400, "best_of"},
       {"suffix", with("suffix", "end"), 400, "suffix"},
       {"logit_bias", with("logit_bias", {{"50256", -100}}), 400, "logit_bias"},
@@ -289,6 +293,96 @@ TEST_F(ChatTemplateTest, ChatRequestDefaultsMaxTokensToTheRestOfTheContext) {
   ASSERT_EQ(MapError(Endpoint::kChatCompletions, with_max, &m, tokenizer_.get()).http_status, 0);
   EXPECT_EQ(m.generate.max_tokens(), 9u);
   EXPECT_EQ(MapError(Endpoint::kChatCompletions, body).param, "messages");  // no tokenizer
+}
+
+TEST_F(ChatTemplateTest, ChatTakesPromptLogprobs) {
+  MappedRequest m;
+  const json body = {{"model", "stories260K"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"prompt_logprobs", 0}};
+  ASSERT_EQ(MapError(Endpoint::kChatCompletions, body, &m, tokenizer_.get()).http_status, 0);
+  EXPECT_TRUE(m.generate.logprobs().has_prompt());
+  EXPECT_EQ(m.generate.logprobs().prompt(), 0u);
+}
+
+}  // namespace
+}  // namespace a2sf::worker::http
+
+namespace a2sf::worker::http {
+namespace {
+
+// A prompt token's logprobs as the worker reports them: `id` (rank `rank`) and alternatives (id, logprob).
+v1::TokenLogprobs Position(uint32_t id, float logprob, uint32_t rank, std::vector<std::pair<uint32_t, float>> top) {
+  v1::TokenLogprobs t;
+  t.mutable_token()->set_id(id);
+  t.mutable_token()->set_logprob(logprob);
+  t.mutable_token()->set_piece("p" + std::to_string(id));
+  t.set_rank(rank);
+  for (const auto& [alt, lp] : top) {
+    v1::TokenLogprob* a = t.add_top();
+    a->set_id(alt);
+    a->set_logprob(lp);
+    a->set_piece("p" + std::to_string(alt));
+  }
+  return t;
+}
+
+TEST(OpenAiApiTest, PromptLogprobsMapToTheWorkerAndBackToVllmsShape) {
+  MappedRequest m;
+  ASSERT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "x"}, {"prompt_logprobs", 2}}, &m)
+                .http_status,
+            0);
+  ASSERT_TRUE(m.prompt_logprobs.has_value());
+  EXPECT_EQ(*m.prompt_logprobs, 2u);
+  EXPECT_EQ(m.generate.logprobs().prompt(), 2u);
+  EXPECT_FALSE(m.generate.logprobs().has_generated());
+
+  v1::PromptLogprobs prompt;
+  *prompt.add_tokens() = Position(7, -0.5f, 1, {{7, -0.5f}, {9, -1.5f}, {3, -2.f}});  // among the top
+  *prompt.add_tokens() = Position(5, -4.f, 9, {{1, -0.25f}, {2, -1.f}, {4, -3.f}});   // not among them
+  const json out = PromptLogprobs(prompt, 2);
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_TRUE(out[0].is_null());  // the first token has nothing before it
+  EXPECT_EQ(out[1], json::parse(R"({"7": {"logprob": -0.5, "rank": 1, "decoded_token": "p7"},
+                                   "9": {"logprob": -1.5, "rank": 2, "decoded_token": "p9"}})"));
+  EXPECT_EQ(out[2], json::parse(R"({"1": {"logprob": -0.25, "rank": 1, "decoded_token": "p1"},
+                                   "2": {"logprob": -1.0, "rank": 2, "decoded_token": "p2"},
+                                   "5": {"logprob": -4.0, "rank": 9, "decoded_token": "p5"}})"));
+  const ResponseHeader completions{Endpoint::kCompletions, "cmpl-1", 0, "m"};
+  EXPECT_EQ(CompleteResponse(completions, "t", "stop", Usage(3, 1), nullptr, out)["choices"][0]["prompt_logprobs"], out);
+  const ResponseHeader chat_header{Endpoint::kChatCompletions, "chatcmpl-1", 0, "m"};
+  EXPECT_EQ(CompleteResponse(chat_header, "t", "stop", Usage(3, 1), nullptr, out)["prompt_logprobs"], out);
+  EXPECT_FALSE(CompleteResponse(completions, "t", "stop", Usage(3, 1))["choices"][0].contains("prompt_logprobs"));
+}
+
+TEST(OpenAiApiTest, EchoPutsThePromptAndItsLogprobsFirst) {
+  MappedRequest m;
+  ASSERT_EQ(MapError(Endpoint::kCompletions,
+                     {{"model", "stories260K"}, {"prompt", {1, 7, 5}}, {"echo", true}, {"logprobs", 1}}, &m)
+                .http_status,
+            0);
+  EXPECT_TRUE(m.echo);
+  EXPECT_EQ(m.generate.logprobs().prompt(), 1u);  // echo with logprobs asks for the prompt's
+  EXPECT_FALSE(m.prompt_logprobs.has_value());
+  v1::PromptLogprobs prompt;
+  *prompt.add_tokens() = Position(7, -0.5f, 1, {{7, -0.5f}});
+  *prompt.add_tokens() = Position(5, -4.f, 9, {{1, -0.25f}});
+  json logprobs = nullptr;
+  EXPECT_EQ(EchoPrompt(m, prompt, "B", &logprobs), "Bp7p5");  // token ids: the prompt's pieces
+  EXPECT_EQ(logprobs, json::parse(R"({"tokens": ["B", "p7", "p5"], "token_logprobs": [null, -0.5, -4.0],
+      "top_logprobs": [null, {"p7": -0.5}, {"p1": -0.25}], "text_offset": [0, 1, 3]})"));
+  // A text prompt is echoed as sent; without logprobs none are reported.
+  MappedRequest text;
+  ASSERT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", "Once"}, {"echo", true}}, &text)
+                .http_status,
+            0);
+  json none = nullptr;
+  EXPECT_EQ(EchoPrompt(text, prompt, "", &none), "Once");
+  EXPECT_TRUE(none.is_null());
+  // Chat has no echo.
+  EXPECT_EQ(MapError(Endpoint::kChatCompletions,
+                     {{"model", "stories260K"}, {"messages", {{{"role", "user"}, {"content", "hi"}}}}, {"echo", true}},
+                     nullptr)
+                .param,
+            "echo");
 }
 
 }  // namespace

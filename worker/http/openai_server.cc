@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/metrics/metrics_server.h"
 #include "httplib.h"
+#include "worker/http/connection_watcher.h"
 
 namespace a2sf::worker::http {
 
@@ -36,17 +37,31 @@ struct JobOutcome {
   uint32_t prompt_tokens = 0;
   uint32_t completion_tokens = 0;
   json finish_reason = nullptr;
-  size_t text_bytes = 0;  // text produced so far (completions' logprobs text_offset)
+  json prompt_logprobs = nullptr;  // vLLM's, when asked for
+  size_t text_bytes = 0;           // text produced so far, echo included (completions' logprobs text_offset)
 };
+
+// The first prompt token's text, which the worker's prompt logprobs do not carry (nothing precedes
+// it): empty for BOS (a text prompt always starts with it) or without a tokenizer.
+std::string FirstPromptPiece(const v1::GenerateRequest& request, const Tokenizer* tokenizer) {
+  if (!request.has_token_ids() || request.token_ids().ids_size() == 0 || tokenizer == nullptr) return "";
+  const int first = int(request.token_ids().ids(0));
+  return first == tokenizer->bos_id() ? "" : tokenizer->DecodePiece(tokenizer->bos_id(), first);
+}
 
 // One Generate call on the worker's own service. Accept() reads up to the job's `accepted` event, so
 // that a job the worker refuses is an HTTP error before any byte of a stream is sent; Run() reads the
-// rest, handing each event's text and logprobs (null unless asked for) to `on_piece`, which returns
-// false when the client is gone: the call is then cancelled, which cancels the job.
+// rest, handing each event's text and logprobs (null unless asked for) to `on_piece` (with echo, the
+// prompt first), which returns false when the client is gone: the call is then cancelled, which
+// cancels the job.
 class JobCall {
  public:
-  JobCall(v1::Generation::Stub* stub, const MappedRequest& mapped, Endpoint endpoint)
-      : endpoint_(endpoint), reader_(stub->Generate(&context_, mapped.generate)) {}
+  JobCall(v1::Generation::Stub* stub, std::shared_ptr<const MappedRequest> mapped, Endpoint endpoint,
+          const Tokenizer* tokenizer)
+      : endpoint_(endpoint),
+        mapped_(std::move(mapped)),
+        first_piece_(FirstPromptPiece(mapped_->generate, tokenizer)),
+        reader_(stub->Generate(&context_, mapped_->generate)) {}
 
   grpc::Status Accept() {
     v1::GenerateResponse event;
@@ -62,7 +77,16 @@ class JobCall {
   grpc::Status Run(const std::function<bool(const std::string&, const json&)>& on_piece) {
     v1::GenerateResponse event;
     while (reader_->Read(&event)) {
-      if (event.has_tokens()) {
+      if (event.has_prompt_logprobs()) {
+        if (mapped_->prompt_logprobs) {
+          outcome.prompt_logprobs = PromptLogprobs(event.prompt_logprobs(), *mapped_->prompt_logprobs);
+        }
+        if (!mapped_->echo) continue;
+        json logprobs = nullptr;
+        const std::string text = EchoPrompt(*mapped_, event.prompt_logprobs(), first_piece_, &logprobs);
+        outcome.text_bytes = text.size();
+        if (!on_piece(text, logprobs)) return Abandon();
+      } else if (event.has_tokens()) {
         json logprobs = nullptr;
         size_t offset = outcome.text_bytes;
         for (const v1::TokenLogprobs& token : event.tokens().logprobs()) {
@@ -71,9 +95,7 @@ class JobCall {
         }
         outcome.text_bytes += event.tokens().text().size();
         if ((!event.tokens().text().empty() || !logprobs.is_null()) && !on_piece(event.tokens().text(), logprobs)) {
-          context_.TryCancel();
-          reader_->Finish();
-          return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+          return Abandon();
         }
       } else if (event.has_finished()) {
         outcome.completion_tokens = event.finished().generated_tokens();
@@ -83,12 +105,27 @@ class JobCall {
     return reader_->Finish();
   }
 
+  // Cancels the call as soon as the client's socket `fd` hangs up, even while no byte is due to it.
+  void CancelWhenClosed(ConnectionWatcher* watcher, int fd) {
+    watch_ = watcher->Watch(fd, [this] { context_.TryCancel(); });
+  }
+
   JobOutcome outcome;
 
  private:
+  // The client is gone: cancel the call (and so the job).
+  grpc::Status Abandon() {
+    context_.TryCancel();
+    reader_->Finish();
+    return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+  }
+
   const Endpoint endpoint_;
+  const std::shared_ptr<const MappedRequest> mapped_;
+  const std::string first_piece_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader_;
+  std::unique_ptr<ConnectionWatcher::Handle> watch_;  // destroyed first: its callback uses context_
 };
 
 // Appends one piece's logprobs to the whole response's.
@@ -101,6 +138,26 @@ void MergeLogprobs(const json& piece, json* whole) {
   for (auto& [key, values] : whole->items()) {
     for (const json& v : piece[key]) values.push_back(v);
   }
+}
+
+// Reads the request body through httplib's content reader, refusing one over `max_bytes` with 413
+// whether its length was declared (httplib refuses that before reading) or it came chunked (counted
+// here as it arrives), and a malformed one with 400. The answer says "Connection: close"; httplib 0.11
+// still reads on until the client closes or its read timeout (5 s), and answers what follows a refused
+// chunked body as a malformed request.
+bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, std::string* body, httplib::Response& response) {
+  bool too_large = false;
+  const bool read = content([&](const char* data, size_t size) {
+    too_large = body->size() + size > max_bytes;
+    if (!too_large) body->append(data, size);
+    return !too_large;
+  });
+  if (read) return true;
+  SendError(response, too_large || response.status == 413
+                          ? Error(413, absl::StrCat("the request body is larger than ", max_bytes, " bytes"))
+                          : Error(400, "the request body could not be read (malformed chunked encoding or cut short)"));
+  response.set_header("Connection", "close");
+  return false;
 }
 
 // One server-sent event; false when the client is gone.
@@ -137,6 +194,7 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
   server->model_ = std::move(model);
   server->stub_ = v1::Generation::NewStub(std::move(generation));
   server->created_ = absl::ToUnixSeconds(absl::Now());
+  server->watcher_ = std::make_unique<ConnectionWatcher>();
   if (tls) {
     const std::string& ca = options.tls.client_ca_path;
     server->server_ = std::make_unique<httplib::SSLServer>(options.tls.cert_chain_path.c_str(),
@@ -188,8 +246,10 @@ void OpenAiServer::Routes() {
   };
   for (const auto& [path, endpoint] : {std::pair{"/v1/completions", Endpoint::kCompletions},
                                        std::pair{"/v1/chat/completions", Endpoint::kChatCompletions}}) {
-    s.Post(path, [this, endpoint = endpoint](const httplib::Request& request, httplib::Response& response) {
-      Generate(request, response, endpoint);
+    s.Post(path, [this, endpoint = endpoint](const httplib::Request& request, httplib::Response& response,
+                                             const httplib::ContentReader& content) {
+      std::string body;
+      if (ReadBody(content, options_.max_body_bytes, &body, response)) Generate(request, body, response, endpoint);
     });
     s.Get(path, method_not_allowed("POST"));
   }
@@ -209,11 +269,11 @@ void OpenAiServer::Routes() {
   });
   for (const char* path : {"/v1/models", "/health"}) s.Post(path, method_not_allowed("GET"));
   // httplib's own refusals (unknown path, oversized or malformed request) in OpenAI's shape.
-  s.set_error_handler([](const httplib::Request& request, httplib::Response& response) {
+  s.set_error_handler([max_body = options_.max_body_bytes](const httplib::Request& request, httplib::Response& response) {
     if (!response.body.empty()) return;
     const int status = response.status;
     SendError(response, Error(status, status == 404   ? absl::StrCat("no such endpoint: ", request.method, " ", request.path)
-                                      : status == 413 ? "the request body is too large"
+                                      : status == 413 ? absl::StrCat("the request body is larger than ", max_body, " bytes")
                                                       : absl::StrCat("bad request (HTTP ", status, ")")));
   });
   s.set_exception_handler([](const httplib::Request&, httplib::Response& response, std::exception_ptr e) {
@@ -227,15 +287,17 @@ void OpenAiServer::Routes() {
   });
 }
 
-void OpenAiServer::Generate(const httplib::Request& request, httplib::Response& response, Endpoint endpoint) {
-  const json parsed = json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+void OpenAiServer::Generate(const httplib::Request& request, const std::string& body, httplib::Response& response,
+                            Endpoint endpoint) {
+  const json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
     return SendError(response, Error(400, "We could not parse the JSON body of your request: it is not valid JSON."));
   }
   auto mapped = std::make_shared<MappedRequest>();
   ApiError error;
   if (!MapRequest(endpoint, parsed, model_, mapped.get(), &error)) return SendError(response, error);
-  auto call = std::make_shared<JobCall>(stub_.get(), *mapped, endpoint);
+  auto call = std::make_shared<JobCall>(stub_.get(), mapped, endpoint, model_.tokenizer);
+  call->CancelWhenClosed(watcher_.get(), ConnectionSocket(request));
   if (grpc::Status accepted = call->Accept(); !accepted.ok()) return SendError(response, FromGrpc(accepted));
   const char* prefix = endpoint == Endpoint::kCompletions ? "cmpl-" : "chatcmpl-";
   const ResponseHeader header{endpoint, prefix + call->outcome.id, absl::ToUnixSeconds(absl::Now()), model_.id};
@@ -250,7 +312,8 @@ void OpenAiServer::Generate(const httplib::Request& request, httplib::Response& 
     if (!status.ok()) return SendError(response, FromGrpc(status));
     const JobOutcome& o = call->outcome;
     response.set_content(
-        Dump(CompleteResponse(header, text, o.finish_reason, Usage(o.prompt_tokens, o.completion_tokens), logprobs)),
+        Dump(CompleteResponse(header, text, o.finish_reason, Usage(o.prompt_tokens, o.completion_tokens), logprobs,
+                              o.prompt_logprobs)),
         "application/json");
     return;
   }

@@ -3,8 +3,9 @@
 //   GET /v1/models and GET /health,
 // and runs every job through the worker's own Generation service over the channel it is given (an
 // in-process channel to the same gRPC server), so HTTP and gRPC jobs share one path, one job table and
-// one set of limits. A client that disconnects mid-stream cancels its job. The mapping between the
-// two APIs is openai_api.h.
+// one set of limits. A client that disconnects cancels its job at once, streaming or not (the
+// ConnectionWatcher sees the hang-up while the job runs). The mapping between the two APIs is
+// openai_api.h.
 //
 // Thread-safety: httplib serves each connection on one of its pool's threads; the server holds no
 // per-request state. Ownership: the channel is shared; the tokenizer must outlive the server.
@@ -18,9 +19,11 @@
 #include "a2sf/v1/generation.grpc.pb.h"
 #include "absl/status/statusor.h"
 #include "common/grpc/server.h"
+#include "worker/http/connection_watcher.h"
 #include "worker/http/openai_api.h"
 
 namespace httplib {
+class ContentReader;
 class Server;
 struct Request;
 struct Response;
@@ -55,11 +58,13 @@ class OpenAiServer {
  private:
   OpenAiServer() = default;
   void Routes();
-  void Generate(const httplib::Request& request, httplib::Response& response, Endpoint endpoint);
+  void Generate(const httplib::Request& request, const std::string& body, httplib::Response& response,
+                Endpoint endpoint);
 
   OpenAiServerOptions options_;
   ServedModel model_;
   std::unique_ptr<v1::Generation::Stub> stub_;
+  std::unique_ptr<ConnectionWatcher> watcher_;  // notices clients that hang up; outlives the requests
   int64_t created_ = 0;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;

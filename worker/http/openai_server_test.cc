@@ -9,10 +9,16 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <iostream>
+#include <functional>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "worker/model/model.h"
 #include "worker/service/generation_service.h"
 #include "worker/testing/fixtures.h"
 
@@ -53,6 +59,12 @@ std::string Post(const std::string& path, const std::string& body) {
 
 int Status(const std::string& response) {
   return response.size() > 12 ? std::atoi(response.substr(9, 3).c_str()) : 0;
+}
+
+// The JSON body of a (non-chunked) response.
+nlohmann::json Body(const std::string& response) {
+  const size_t start = response.find("\r\n\r\n");
+  return nlohmann::json::parse(start == std::string::npos ? "" : response.substr(start + 4), nullptr, false);
 }
 
 class OpenAiServerTest : public ::testing::Test {
@@ -108,8 +120,26 @@ TEST_F(OpenAiServerTest, OversizedBodiesAre413WhetherDeclaredOrChunked) {
   std::string chunked = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
   for (int i = 0; i < 20; ++i) chunked += absl::StrCat("1000\r\n", std::string(0x1000, ' '), "\r\n");
   chunked += "0\r\n\r\n";
-  const int chunked_status = Status(Exchange(http->port(), chunked));
-  EXPECT_TRUE(chunked_status == 413 || chunked_status == 400) << chunked_status;  // httplib 0.11 says 400
+  const std::string chunked_response = Exchange(http->port(), chunked);
+  EXPECT_EQ(Status(chunked_response), 413) << chunked_response;
+  EXPECT_NE(chunked_response.find(R"("type":"invalid_request_error")"), std::string::npos) << chunked_response;
+  EXPECT_NE(chunked_response.find(R"("message":"the request body is larger than 65536 bytes")"), std::string::npos);
+  // One chunk declared huge: refused as it arrives, not after.
+  const std::string one_chunk = absl::StrCat("POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                             "fffffffff\r\n", std::string(100000, ' '));
+  EXPECT_EQ(Status(Exchange(http->port(), one_chunk)), 413);
+  // Under the limit, chunked bodies are served; a malformed chunked body is a 400.
+  const std::string small = R"({"model":"m","prompt":"Once","max_tokens":2})";
+  const std::string small_chunked = absl::StrCat(
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n",
+      absl::Hex(small.size()), "\r\n", small, "\r\n0\r\n\r\n");
+  EXPECT_EQ(Status(Exchange(http->port(), small_chunked)), 200);
+  const std::string bad_chunked =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n";
+  EXPECT_EQ(Status(Exchange(http->port(), bad_chunked)), 400);
+  const std::string declared_body = Exchange(http->port(), Post("/v1/completions", std::string(70000, ' ')));
+  EXPECT_EQ(Status(declared_body), 413);
+  EXPECT_NE(declared_body.find(R"("message":"the request body is larger than 65536 bytes")"), std::string::npos);
   ExpectServing(http->port());
 }
 
@@ -147,6 +177,185 @@ TEST_F(OpenAiServerTest, AStreamEndsWithDoneAndUsage) {
   EXPECT_NE(r.find("\"finish_reason\":\"length\""), std::string::npos) << r;
   EXPECT_NE(r.find("\"completion_tokens\":5"), std::string::npos) << r;
   EXPECT_NE(r.find("data: [DONE]"), std::string::npos) << r;
+  // With echo the first chunk is the prompt.
+  const std::string echoed = Exchange(http->port(), Post("/v1/completions", R"({"model":"m","prompt":"Once upon",
+      "max_tokens":2,"stream":true,"echo":true})"));
+  const size_t first = echoed.find("data: ");
+  ASSERT_NE(first, std::string::npos) << echoed;
+  const nlohmann::json chunk = nlohmann::json::parse(echoed.substr(first + 6, echoed.find('\n', first) - first - 6));
+  EXPECT_EQ(chunk["choices"][0]["text"], "Once upon") << echoed;
+}
+
+// vLLM's prompt_logprobs from the prefill agree with the logprobs the decoder reports for the same
+// position; echo puts the prompt and its logprobs first.
+TEST_F(OpenAiServerTest, PromptLogprobsAgreeWithDecodeLogprobsAndEchoLeadsWithThePrompt) {
+  auto http = StartPlain();
+  const std::string prompt = "Once upon a time";
+  std::vector<int> ids = *tokenizer_->Encode(prompt, true);
+  ASSERT_GE(ids.size(), 3u);
+  const nlohmann::json all(ids), head(std::vector<int>(ids.begin(), ids.end() - 1));
+  // The decoder's distribution after all but the last prompt token...
+  const nlohmann::json decoded = Body(Exchange(http->port(), Post("/v1/completions", nlohmann::json{
+      {"model", "m"}, {"prompt", head}, {"max_tokens", 1}, {"temperature", 0}, {"logprobs", 5}}.dump())));
+  ASSERT_TRUE(decoded.contains("choices")) << decoded;
+  const nlohmann::json decode_top = decoded["choices"][0]["logprobs"]["top_logprobs"][0];
+  ASSERT_EQ(decode_top.size(), 5u) << decoded;
+  // ... is the prefill's at the last prompt position.
+  const nlohmann::json scored = Body(Exchange(http->port(), Post("/v1/completions", nlohmann::json{
+      {"model", "m"}, {"prompt", all}, {"max_tokens", 1}, {"prompt_logprobs", 5}}.dump())));
+  const nlohmann::json prompt_logprobs = scored["choices"][0]["prompt_logprobs"];
+  ASSERT_EQ(prompt_logprobs.size(), ids.size()) << scored;
+  EXPECT_TRUE(prompt_logprobs[0].is_null());
+  for (size_t i = 1; i < ids.size(); ++i) {
+    const nlohmann::json& position = prompt_logprobs[i];
+    ASSERT_TRUE(position.contains(std::to_string(ids[i]))) << i << ": " << position;  // the prompt's own token
+    EXPECT_GE(position[std::to_string(ids[i])]["rank"].get<int>(), 1);
+    EXPECT_GE(position.size(), 5u);
+    EXPECT_LE(position.size(), 6u);
+  }
+  int top_ranks = 0;
+  for (const auto& [id, entry] : prompt_logprobs.back().items()) {
+    if (entry["rank"].get<int>() > 5) continue;
+    ++top_ranks;
+    const std::string piece = entry["decoded_token"];
+    ASSERT_TRUE(decode_top.contains(piece)) << piece << " not in " << decode_top;
+    EXPECT_NEAR(entry["logprob"].get<double>(), decode_top[piece].get<double>(), 1e-4) << piece;
+  }
+  EXPECT_EQ(top_ranks, 5);
+  // Echo: the text starts with the prompt, the logprobs with its tokens (the first without a logprob).
+  const nlohmann::json echoed = Body(Exchange(http->port(), Post("/v1/completions", nlohmann::json{
+      {"model", "m"}, {"prompt", prompt}, {"max_tokens", 2}, {"echo", true}, {"logprobs", 1}}.dump())));
+  const std::string text = echoed["choices"][0]["text"];
+  EXPECT_EQ(text.substr(0, prompt.size()), prompt) << echoed;
+  const nlohmann::json& lp = echoed["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), ids.size() + 2) << echoed;
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+  for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+    const size_t offset = lp["text_offset"][i];
+    const std::string token = lp["tokens"][i];
+    EXPECT_EQ(text.substr(offset, token.size()), token) << i;
+    if (i >= 1 && i < ids.size()) {  // the prompt's tokens: the same logprobs as prompt_logprobs reported
+      EXPECT_NEAR(lp["token_logprobs"][i].get<double>(),
+                  prompt_logprobs[i][std::to_string(ids[i])]["logprob"].get<double>(), 1e-4) << i;
+    }
+  }
+  EXPECT_EQ(lp["text_offset"][ids.size()].get<size_t>(), prompt.size());
+  EXPECT_EQ(echoed["usage"]["completion_tokens"], 2);
+  // Chat reports them beside the choices, as vLLM does.
+  const nlohmann::json chat = Body(Exchange(http->port(), Post("/v1/chat/completions", nlohmann::json{
+      {"model", "m"}, {"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 1}, {"prompt_logprobs", 0}}
+      .dump())));
+  ASSERT_TRUE(chat.contains("prompt_logprobs")) << chat;
+  EXPECT_EQ(chat["prompt_logprobs"].size(), chat["usage"]["prompt_tokens"].get<size_t>());
+}
+
+// A worker on a model slow enough that 1000 tokens take seconds (stories110M's shape, one layer,
+// random weights), for clients that give up on a non-streaming request: they close the connection
+// while the job runs and no byte is due to them yet, and the job must be cancelled at once, not when it
+// would have ended.
+class HangUpTest : public ::testing::Test {
+ protected:
+  static constexpr char kLongRequest[] =
+      R"({"model":"m","prompt":[1,2,3],"max_tokens":1000,"ignore_eos":true,"temperature":0})";
+
+  void SetUp() override {
+    auto slow = MakeSyntheticModel(*NamedShape("stories110M", 1), 1);
+    ASSERT_TRUE(slow.ok()) << slow.status();
+    model_ = std::move(*slow);
+    WorkerOptions options;
+    options.weights = model_.get();
+    options.default_policy.set_name("a2sf");
+    service_ = std::make_unique<GenerationService>(options);
+    ServerOptions server;
+    server.listen_addresses = {"127.0.0.1:0"};
+    server.plaintext = true;
+    grpc_ = std::move(*RunningServer::Start(server, {service_.get()}));
+  }
+
+  std::unique_ptr<OpenAiServer> StartHttp(const OpenAiServerOptions& options) {
+    auto http = OpenAiServer::Start(options, {"m", nullptr}, grpc_->server()->InProcessChannel(grpc::ChannelArguments()));
+    EXPECT_TRUE(http.ok()) << http.status();
+    return http.ok() ? std::move(*http) : nullptr;
+  }
+
+  v1::JobStatus Job() {
+    grpc::ServerContext context;
+    v1::ListJobsRequest list;
+    v1::ListJobsResponse jobs;
+    EXPECT_TRUE(service_->ListJobs(&context, &list, &jobs).ok());
+    return jobs.jobs_size() == 1 ? jobs.jobs(0) : v1::JobStatus();
+  }
+
+  // Waits for the job `send` started to run for a while, calls `hang_up` and expects the job cancelled
+  // within moments, far short of its 1000 tokens.
+  void ExpectCancelledOnHangUp(const std::function<void()>& send, const std::function<void()>& hang_up) {
+    send();
+    const absl::Time give_up = absl::Now() + absl::Seconds(30);
+    while (Job().state() != v1::JOB_STATE_RUNNING && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+    ASSERT_EQ(Job().state(), v1::JOB_STATE_RUNNING) << Job().DebugString();
+    absl::SleepFor(absl::Milliseconds(200));  // generating (the token count is published when the job ends)
+    hang_up();
+    const absl::Time closed = absl::Now();
+    while (Job().state() == v1::JOB_STATE_RUNNING && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+    const double ms = absl::ToDoubleMilliseconds(absl::Now() - closed);
+    const v1::JobStatus ended = Job();
+    EXPECT_EQ(ended.state(), v1::JOB_STATE_CANCELLED) << ended.DebugString();
+    EXPECT_EQ(ended.stats().finish_reason(), v1::FINISH_REASON_CANCELLED);
+    EXPECT_LT(ended.stats().generated_tokens(), 1000u);
+    EXPECT_GT(ended.stats().generated_tokens(), 0u);
+    std::cout << "cancelled " << ms << " ms after the hang-up, after " << ended.stats().generated_tokens()
+              << " of 1000 tokens\n";
+  }
+
+  std::unique_ptr<ModelWeights> model_;
+  std::unique_ptr<GenerationService> service_;
+  std::unique_ptr<RunningServer> grpc_;
+};
+
+TEST_F(HangUpTest, APlaintextClientThatHangsUpOnANonStreamingRequestCancelsItsJob) {
+  OpenAiServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.plaintext = true;
+  auto http = StartHttp(options);
+  ASSERT_NE(http, nullptr);
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ExpectCancelledOnHangUp(
+      [&] {
+        sockaddr_in address = {};
+        address.sin_family = AF_INET;
+        address.sin_port = htons(uint16_t(http->port()));
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+        const std::string request = Post("/v1/completions", kLongRequest);
+        ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL), ssize_t(request.size()));
+      },
+      [&] { close(fd); });
+}
+
+TEST_F(HangUpTest, ATlsClientThatGivesUpOnANonStreamingRequestCancelsItsJob) {
+  const std::string dir = std::string(std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp") + "/hanguptls";
+  const std::string make = "set -e; mkdir -p " + dir + "; cd " + dir +
+                           "; openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
+                           " -keyout server.key -out server.pem -subj /CN=localhost 2>/dev/null";
+  if (std::system(("bash -c \"" + make + "\"").c_str()) != 0 || std::system("command -v curl >/dev/null") != 0) {
+    GTEST_SKIP() << "needs openssl and curl";
+  }
+  OpenAiServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.tls = {dir + "/server.pem", dir + "/server.key", ""};
+  auto http = StartHttp(options);
+  ASSERT_NE(http, nullptr);
+  std::thread curl;  // gives up after 1 s, as a client with a timeout does
+  ExpectCancelledOnHangUp(
+      [&] {
+        curl = std::thread([&] {
+          std::system(absl::StrCat("curl -sk -o /dev/null --max-time 1 https://127.0.0.1:", http->port(),
+                                   "/v1/completions -d '", kLongRequest, "'")
+                          .c_str());
+        });
+      },
+      [&] { curl.join(); });
 }
 
 TEST_F(OpenAiServerTest, BadAddressesAndMissingTlsFilesAreRefusedAtStart) {
