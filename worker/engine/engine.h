@@ -141,6 +141,8 @@ class Engine {
   const ModelConfig& config() const { return config_; }
   const KvCacheSlots& cache() const { return cache_; }
   int threads() const { return solo_.threads(); }
+  // The engine's own one-sequence pass (its threads), for a batch of one.
+  ForwardPass* own_pass() { return &solo_; }
   EngineDevice device() const { return device_sequence_ != nullptr ? EngineDevice::kCuda : EngineDevice::kCpu; }
   ~Engine();
 
