@@ -19,8 +19,10 @@ using worker::testing::FixturesDir;
 
 class Worker {
  public:
-  explicit Worker(const std::function<void(worker::WorkerOptions*)>& adjust = nullptr) {
-    weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
+  // `model`: instead of stories260K (same vocabulary, for the tokenizer).
+  explicit Worker(const std::function<void(worker::WorkerOptions*)>& adjust = nullptr,
+                  std::unique_ptr<worker::ModelWeights> model = nullptr) {
+    weights_ = model != nullptr ? std::move(model) : std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
     tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
     worker::WorkerOptions options;
     options.weights = weights_.get();
@@ -332,10 +334,15 @@ bool AwaitState(Worker& worker, const std::string& id, v1::JobState state) {
 // while queued ends at once as cancelled with no tokens, and the others run to their end.
 TEST(Serving, BeyondTheQueueJobsAreRefusedAndACancelledQueuedJobEndsAtOnce) {
   A2SF_REQUIRE_FIXTURES();
-  Worker worker([](worker::WorkerOptions* o) {
-    o->max_batch = 1;
-    o->max_waiting = 4;
-  });
+  // A random model 13x stories260K's size, so that each long job decodes for a while.
+  worker::ModelConfig shape = *worker::NamedShape("stories260K");
+  shape.dim = 256, shape.hidden_dim = 688, shape.n_layers = 6, shape.head_dim = 32;
+  Worker worker(
+      [](worker::WorkerOptions* o) {
+        o->max_batch = 1;
+        o->max_waiting = 4;
+      },
+      std::move(*worker::MakeSyntheticModel(shape, 11)));
   std::vector<std::future<absl::StatusOr<client::GenerationResult>>> longs;
   for (int i = 0; i < 4; ++i) {
     v1::GenerateRequest long_job = Greedy(0);  // until the context is full
