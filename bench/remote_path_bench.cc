@@ -17,8 +17,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "cachemgr/service/cache_manager_service.h"
-#include "cachemgr/store/cpu_score_store.h"
+#include "bench/bench_setup.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"
@@ -83,27 +82,8 @@ double Run(const worker::ModelWeights* weights, const Path& path, uint32_t lag, 
 int main(int argc, char** argv) {
   using namespace a2sf;
   absl::ParseCommandLine(argc, argv);
-  cachemgr::SessionManager manager(std::make_unique<cachemgr::CpuScoreStore>(1), &cachemgr::PolicyRegistry::Builtin(),
-                                   {});
-  const std::string socket = "/tmp/a2sf_remote_path_bench-" + std::to_string(getpid()) + ".sock";
-  auto ring_handoff = std::move(*RingHandoffServer::Start(RingSocketPath(socket), 0600));
-  cachemgr::CacheManagerServiceOptions service_options;
-  service_options.ring_handoff = ring_handoff.get();
-  cachemgr::CacheManagerService cache_service(&manager, service_options);
-  ServerOptions options;
-  options.listen_addresses = {"127.0.0.1:0", "unix:" + socket};
-  options.plaintext = true;
-  auto cachemgr = std::move(*RunningServer::Start(options, {&cache_service}));
-
-  std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> models;
-  std::string fixtures = absl::GetFlag(FLAGS_fixtures);
-  if (fixtures.empty() && std::getenv("A2SF_FIXTURES") != nullptr) fixtures = std::getenv("A2SF_FIXTURES");
-  if (!fixtures.empty()) {
-    auto loaded = worker::LoadModel(fixtures + "/stories260K-dq.bin");
-    if (loaded.ok()) models.emplace_back("stories260K", std::move(*loaded));
-  }
-  if (models.empty()) std::fprintf(stderr, "stories260K fixtures not found: only the 110M shape is measured\n");
-  models.emplace_back("stories110M (random)", std::move(*worker::MakeSyntheticModel(*worker::NamedShape("stories110M"), 7)));
+  bench::LocalCacheManager cachemgr("a2sf_remote_path_bench", /*tcp=*/true);
+  const auto models = bench::BenchModels(absl::GetFlag(FLAGS_fixtures));
 
   const Path paths[] = {{"in-process", false, false, false},
                         {"TCP loopback", true, false, false},
@@ -115,7 +95,7 @@ int main(int argc, char** argv) {
     for (uint32_t lag : {0u, 2u}) {
       double baseline = 0;
       for (const Path& path : paths) {
-        const double tps = Run(weights.get(), path, lag, cachemgr->dial_address(0), "unix:" + socket, tokens,
+        const double tps = Run(weights.get(), path, lag, cachemgr.tcp_address(), cachemgr.unix_address(), tokens,
                                absl::GetFlag(FLAGS_runs));
         if (!path.remote) baseline = tps;
         std::printf("%-22s %-28s %4u %10.1f %14.2f\n", name.c_str(), path.name, lag, tps,
@@ -124,6 +104,5 @@ int main(int argc, char** argv) {
       }
     }
   }
-  cachemgr->Shutdown(absl::ZeroDuration());
   return 0;
 }

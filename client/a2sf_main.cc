@@ -111,7 +111,8 @@ int Repeat(WorkerClient* worker, const v1::GenerateRequest& request) {
         if (result.ok()) {
           per_worker[result->finished.worker()]++;
           std::cout << "job " << i << ": ok on " << result->finished.worker() << ", " << result->ids.size()
-                    << " tokens\n";
+                    << " tokens, queue position " << result->finished.queue_position() << ", waited "
+                    << result->finished.queue_wait_ms() << " ms\n";
         } else {
           failures[absl::StatusCodeToString(result.status().code())]++;
           std::cout << "job " << i << ": " << absl::StatusCodeToString(result.status().code()) << ": "

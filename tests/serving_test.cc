@@ -2,6 +2,8 @@
 // tokens, every finish reason, the reported seed, logprobs against an independent log_softmax of the
 // engine's logits, GetModelInfo, and refused jobs kept out of ListJobs.
 #include <cmath>
+#include <future>
+#include <thread>
 
 #include "client/client.h"
 #include "common/grpc/server.h"
@@ -17,8 +19,10 @@ using worker::testing::FixturesDir;
 
 class Worker {
  public:
-  Worker() {
-    weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
+  // `model`: instead of stories260K (same vocabulary, for the tokenizer).
+  explicit Worker(const std::function<void(worker::WorkerOptions*)>& adjust = nullptr,
+                  std::unique_ptr<worker::ModelWeights> model = nullptr) {
+    weights_ = model != nullptr ? std::move(model) : std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
     tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
     worker::WorkerOptions options;
     options.weights = weights_.get();
@@ -27,6 +31,7 @@ class Worker {
     options.worker_name = "w";
     options.model_name = "stories260K";
     options.admin_token = kAdminToken;  // the tests read and cancel jobs from other calls than Generate
+    if (adjust) adjust(&options);
     service_ = std::make_unique<worker::GenerationService>(options);
     ServerOptions server;
     server.listen_addresses = {"127.0.0.1:0"};
@@ -267,6 +272,105 @@ TEST(Serving, RefusedJobsAreNotListedAndBadOptionsNameTheirField) {
   ASSERT_TRUE(jobs.ok());
   ASSERT_EQ(jobs->jobs_size(), 1);
   EXPECT_EQ(jobs->jobs(0).stats().job_id(), "fine");
+}
+
+// Jobs running together in the batch (and queued behind --max_batch) stream exactly the tokens each
+// gets alone, and report where they queued.
+TEST(Serving, ConcurrentJobsGetTheirAloneTokensAndReportTheirQueueing) {
+  A2SF_REQUIRE_FIXTURES();
+  for (int max_batch : {1, 3}) {
+    Worker worker([max_batch](worker::WorkerOptions* o) {
+      o->max_batch = max_batch;
+      o->max_waiting = 8;
+      o->prefill_chunk = 4;
+      o->default_policy.set_name("a2sf");
+    });
+    std::vector<v1::GenerateRequest> requests;
+    for (int i = 0; i < 5; ++i) {
+      v1::GenerateRequest request = Greedy(30 + 5 * i);
+      request.set_text(std::string("Lily and Tom went to the park") + std::string(i, '!'));
+      request.mutable_budget()->set_tokens(8 + 2 * i);
+      requests.push_back(request);
+    }
+    std::vector<std::vector<uint32_t>> alone;
+    for (const auto& request : requests) alone.push_back(worker.client().Generate(request)->ids);
+    std::vector<std::future<absl::StatusOr<client::GenerationResult>>> together;
+    for (const auto& request : requests) {
+      together.push_back(std::async(std::launch::async, [&worker, request] { return worker.client().Generate(request); }));
+    }
+    for (size_t i = 0; i < requests.size(); ++i) {
+      auto result = together[i].get();
+      ASSERT_TRUE(result.ok()) << result.status();
+      EXPECT_EQ(result->ids, alone[i]) << "job " << i << ", max_batch " << max_batch;
+      EXPECT_LT(result->finished.queue_position(), 5u);
+      EXPECT_GE(result->finished.queue_wait_ms(), 0.0);
+    }
+  }
+}
+
+TEST(Serving, AJobWhoseKvCacheCanNeverFitIsRefusedNamingTheLimit) {
+  A2SF_REQUIRE_FIXTURES();
+  Worker worker([](worker::WorkerOptions* o) { o->max_kv_bytes = 4096; });
+  auto result = worker.client().Generate(Greedy(20));
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_NE(result.status().message().find("--max_kv_bytes"), std::string::npos) << result.status();
+  auto jobs = worker.client().ListJobs();
+  ASSERT_TRUE(jobs.ok());
+  EXPECT_EQ(jobs->jobs_size(), 0);
+}
+
+// Polls GetJob until `id` is in `state` (false after ~5 s).
+bool AwaitState(Worker& worker, const std::string& id, v1::JobState state) {
+  for (int i = 0; i < 5000; ++i) {
+    auto job = worker.client().GetJob(id);
+    if (job.ok() && job->state() == state) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return false;
+}
+
+// One job decoding and four queued behind it (long jobs, FIFO): a sixth is refused; a job cancelled
+// while queued ends at once as cancelled with no tokens, and the others run to their end.
+TEST(Serving, BeyondTheQueueJobsAreRefusedAndACancelledQueuedJobEndsAtOnce) {
+  A2SF_REQUIRE_FIXTURES();
+  // A random model 13x stories260K's size, so that each long job decodes for a while.
+  worker::ModelConfig shape = *worker::NamedShape("stories260K");
+  shape.dim = 256, shape.hidden_dim = 688, shape.n_layers = 6, shape.head_dim = 32;
+  Worker worker(
+      [](worker::WorkerOptions* o) {
+        o->max_batch = 1;
+        o->max_waiting = 4;
+      },
+      std::move(*worker::MakeSyntheticModel(shape, 11)));
+  std::vector<std::future<absl::StatusOr<client::GenerationResult>>> longs;
+  for (int i = 0; i < 4; ++i) {
+    v1::GenerateRequest long_job = Greedy(0);  // until the context is full
+    long_job.set_job_id("long" + std::to_string(i));
+    longs.push_back(std::async(std::launch::async, [&worker, long_job] { return worker.client().Generate(long_job); }));
+    ASSERT_TRUE(AwaitState(worker, long_job.job_id(), i == 0 ? v1::JOB_STATE_RUNNING : v1::JOB_STATE_QUEUED));
+  }
+  v1::GenerateRequest queued = Greedy(5);
+  queued.set_job_id("queued");
+  auto second = std::async(std::launch::async, [&] { return worker.client().Generate(queued); });
+  ASSERT_TRUE(AwaitState(worker, "queued", v1::JOB_STATE_QUEUED));
+  auto refused = worker.client().Generate(Greedy(5), nullptr, /*retries=*/0);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  const auto cancelled_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(*worker.client().Cancel("queued"));
+  auto cancelled = second.get();
+  EXPECT_LT(std::chrono::steady_clock::now() - cancelled_at, std::chrono::seconds(2));
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->finished.finish_reason(), v1::FINISH_REASON_CANCELLED);
+  EXPECT_TRUE(cancelled->ids.empty());
+  EXPECT_EQ(cancelled->accepted.queue_position(), 3u);
+  for (int i = 0; i < 4; ++i) {
+    auto result = longs[i].get();
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->finished.finish_reason(), v1::FINISH_REASON_CONTEXT_FULL);
+    EXPECT_EQ(result->accepted.queue_position(), uint32_t(std::max(0, i - 1)));
+    if (i > 0) EXPECT_GT(result->finished.queue_wait_ms(), 0.0);
+  }
 }
 
 }  // namespace

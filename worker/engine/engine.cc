@@ -111,83 +111,191 @@ Engine::~Engine() { cuda::DestroySequence(device_sequence_); }
 Engine::Engine(const ModelWeights* weights, const EngineOptions& options, int capacity)
     : weights_(weights),
       config_(weights->config()),
-      pool_(options.threads),
       cache_(config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity,
-             /*host_storage=*/options.device == EngineDevice::kCpu) {
+             /*host_storage=*/options.device == EngineDevice::kCpu),
+      solo_(weights, options.threads) {
   const ModelConfig& c = config_;
-  x_.resize(c.dim);
-  xb_.resize(std::max(c.dim, c.q_dim()));
-  xb2_.resize(std::max(c.dim, c.q_dim()));
-  q_.resize(c.q_dim());
-  k_.resize(c.kv_dim());
-  v_.resize(c.kv_dim());
-  hb_.resize(c.hidden_dim);
-  hb2_.resize(c.hidden_dim);
   att_.resize(size_t(c.n_heads) * capacity);
-  logits_.resize(c.vocab_size);
-  scores_.resize(size_t(c.n_layers) * c.n_kv_heads * capacity);
+  BeginRows(1);
   if (options.capture_attention_outputs) attention_outputs_.resize(size_t(c.n_layers) * c.q_dim());
-  rope_cos_.resize(c.head_dim / 2);
-  rope_sin_.resize(c.head_dim / 2);
+}
+
+void Engine::BeginRows(int rows) {
+  rows_ = rows;
+  first_entries_ = cache_.entries();
+  if (logits_.size() < size_t(rows) * config_.vocab_size) {
+    logits_.resize(size_t(rows) * config_.vocab_size);
+    scores_.resize(size_t(rows) * score_stride());
+  }
 }
 
 absl::Status Engine::Forward(int token, int position) {
+  const ForwardRow row{this, token, position};
+  return solo_.Run(absl::MakeConstSpan(&row, 1));
+}
+
+ForwardPass::ForwardPass(const ModelWeights* weights, int threads)
+    : weights_(weights), config_(weights->config()), pool_(threads) {
+  rope_cos_.resize(config_.head_dim / 2);
+  rope_sin_.resize(config_.head_dim / 2);
+  Reserve(1);
+}
+
+void ForwardPass::Reserve(int rows) {
+  if (rows <= reserved_rows_) return;
   const ModelConfig& c = config_;
-  if (token < 0 || token >= c.vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat("token id ", token, " is outside the vocabulary [0, ", c.vocab_size, ")"));
-  }
-  if (position < 0 || position >= c.seq_len) {
-    return absl::InvalidArgumentError(absl::StrCat("position ", position, " is outside the context [0, ", c.seq_len, ")"));
-  }
-  if (cache_.entries() >= cache_.capacity()) {
-    return absl::FailedPreconditionError(absl::StrCat("KV cache full (", cache_.capacity(),
-                                                      " entries per head): evict before the next token"));
-  }
-  if (device_sequence_ != nullptr) return ForwardOnDevice(token, position);
-  const int dim = c.dim;
-  weights_->token_embedding().RowToFloat(token, x_.data());
-  const int slot = cache_.append_slot();
-  RopeTable(c.head_dim, position, c.rope_theta, rope_cos_.data(), rope_sin_.data());
-  for (int l = 0; l < c.n_layers; ++l) {
-    const LayerWeights& w = weights_->layer(l);
-    RmsNorm(xb_.data(), x_.data(), w.rms_att, dim, c.norm_eps);
-    MatMul(q_.data(), w.wq, xb_.data(), 1, &pool_);
-    MatMul(k_.data(), w.wk, xb_.data(), 1, &pool_);
-    MatMul(v_.data(), w.wv, xb_.data(), 1, &pool_);
-    ApplyRope(q_.data(), c.q_dim(), c.head_dim, rope_cos_.data(), rope_sin_.data());
-    ApplyRope(k_.data(), c.kv_dim(), c.head_dim, rope_cos_.data(), rope_sin_.data());
-    for (int g = 0; g < c.n_kv_heads; ++g) {
-      std::memcpy(cache_.key(l, g, slot), k_.data() + g * c.head_dim, c.head_dim * sizeof(float));
-      std::memcpy(cache_.value(l, g, slot), v_.data() + g * c.head_dim, c.head_dim * sizeof(float));
-      cache_.set_position(l, g, slot, uint32_t(position));
+  const size_t n = size_t(rows);
+  x_.resize(n * c.dim);
+  xb_.resize(n * std::max(c.dim, c.q_dim()));
+  xb2_.resize(n * std::max(c.dim, c.q_dim()));
+  q_.resize(n * c.q_dim());
+  k_.resize(n * c.kv_dim());
+  v_.resize(n * c.kv_dim());
+  hb_.resize(n * c.hidden_dim);
+  hb2_.resize(n * c.hidden_dim);
+  logits_.resize(n * c.vocab_size);
+  reserved_rows_ = rows;
+}
+
+absl::Status ForwardPass::Check(absl::Span<const ForwardRow> rows) {
+  const ModelConfig& c = config_;
+  groups_.clear();
+  for (int r = 0; r < int(rows.size()); ++r) {
+    const ForwardRow& row = rows[r];
+    if (row.engine == nullptr || row.engine->weights_ != weights_) {
+      return absl::InvalidArgumentError(absl::StrCat("forward row ", r, ": no engine, or an engine of another model"));
     }
-    Attention(l);
-    if (!attention_outputs_.empty()) {
-      std::memcpy(attention_outputs_.data() + size_t(l) * c.q_dim(), xb2_.data(), c.q_dim() * sizeof(float));
+    if (row.token < 0 || row.token >= c.vocab_size) {
+      return absl::InvalidArgumentError(absl::StrCat("token id ", row.token, " is outside the vocabulary [0, ",
+                                                     c.vocab_size, ")"));
     }
-    MatMul(xb_.data(), w.wo, xb2_.data(), 1, &pool_);
-    for (int i = 0; i < dim; ++i) x_[i] += xb_[i];
-    RmsNorm(xb_.data(), x_.data(), w.rms_ffn, dim, c.norm_eps);
-    MatMul(hb_.data(), w.w1, xb_.data(), 1, &pool_);
-    MatMul(hb2_.data(), w.w3, xb_.data(), 1, &pool_);
-    for (int i = 0; i < c.hidden_dim; ++i) {
-      const float gate = hb_[i];
-      hb_[i] = gate / (1.0f + std::exp(-gate)) * hb2_[i];  // SwiGLU: silu(w1 x) * (w3 x)
+    if (row.position < 0 || row.position >= c.seq_len) {
+      return absl::InvalidArgumentError(absl::StrCat("position ", row.position, " is outside the context [0, ",
+                                                     c.seq_len, ")"));
     }
-    MatMul(xb_.data(), w.w2, hb_.data(), 1, &pool_);
-    for (int i = 0; i < dim; ++i) x_[i] += xb_[i];
+    if (!groups_.empty() && groups_.back().engine == row.engine) {
+      if (row.position <= rows[r - 1].position) {
+        return absl::InvalidArgumentError(absl::StrCat("forward row ", r, ": positions of a chunk must increase"));
+      }
+      groups_.back().end = r + 1;
+      continue;
+    }
+    for (const Group& g : groups_) {
+      if (g.engine == row.engine) {
+        return absl::InvalidArgumentError(absl::StrCat("forward row ", r, ": the rows of an engine must be adjacent"));
+      }
+    }
+    groups_.push_back({row.engine, r, r + 1});
   }
-  cache_.CommitAppend();
-  RmsNorm(x_.data(), x_.data(), weights_->rms_final(), dim, c.norm_eps);
-  MatMul(logits_.data(), weights_->classifier(), x_.data(), 1, &pool_);
+  for (const Group& g : groups_) {
+    const KvCacheSlots& cache = g.engine->cache_;
+    if (cache.entries() + (g.end - g.begin) > cache.capacity()) {
+      return absl::FailedPreconditionError(absl::StrCat("KV cache full (", cache.capacity(),
+                                                        " entries per head): evict before the next token"));
+    }
+  }
   return absl::OkStatus();
 }
 
-absl::Status Engine::ForwardOnDevice(int token, int position) {
+absl::Status ForwardPass::Run(absl::Span<const ForwardRow> rows) {
+  if (absl::Status s = Check(rows); !s.ok()) return s;
+  const ModelConfig& c = config_;
+  const int n = int(rows.size());
+  Reserve(n);
+  // The CUDA backend runs its sequences one row after another (the same API, not batched there).
+  std::vector<ForwardRow> host_rows;
+  host_rows.reserve(rows.size());
+  for (const Group& g : groups_) {
+    g.engine->BeginRows(g.end - g.begin);
+    for (int r = g.begin; r < g.end; ++r) {
+      if (g.engine->device_sequence_ == nullptr) {
+        host_rows.push_back(rows[r]);
+        continue;
+      }
+      if (absl::Status s = g.engine->ForwardOnDevice(rows[r].token, rows[r].position, r - g.begin); !s.ok()) {
+        return s;
+      }
+    }
+  }
+  if (host_rows.size() != rows.size()) {
+    if (host_rows.empty()) return absl::OkStatus();
+    if (absl::Status s = Check(host_rows); !s.ok()) return s;  // regroups the host rows
+    rows = host_rows;
+  }
+  for (int r = 0; r < n; ++r) weights_->token_embedding().RowToFloat(rows[r].token, x_.data() + size_t(r) * c.dim);
+  for (int l = 0; l < c.n_layers; ++l) Layer(l, rows);
+  for (const Group& g : groups_) {
+    for (int r = g.begin; r < g.end; ++r) g.engine->cache_.CommitAppend();
+  }
+  for (int r = 0; r < n; ++r) {
+    float* x = x_.data() + size_t(r) * c.dim;
+    RmsNorm(x, x, weights_->rms_final(), c.dim, c.norm_eps);
+  }
+  MatMul(logits_.data(), weights_->classifier(), x_.data(), n, &pool_);
+  for (const Group& g : groups_) {
+    std::memcpy(g.engine->logits_.data(), logits_.data() + size_t(g.begin) * c.vocab_size,
+                size_t(g.end - g.begin) * c.vocab_size * sizeof(float));
+  }
+  return absl::OkStatus();
+}
+
+// One transformer layer for every row: the products for all rows at once, attention per row.
+void ForwardPass::Layer(int l, absl::Span<const ForwardRow> rows) {
+  const ModelConfig& c = config_;
+  const LayerWeights& w = weights_->layer(l);
+  const int n = int(rows.size());
+  const int dim = c.dim, q_dim = c.q_dim(), kv_dim = c.kv_dim(), hd = c.head_dim;
+  for (int r = 0; r < n; ++r) {
+    RmsNorm(xb_.data() + size_t(r) * dim, x_.data() + size_t(r) * dim, w.rms_att, dim, c.norm_eps);
+  }
+  MatMul(q_.data(), w.wq, xb_.data(), n, &pool_);
+  MatMul(k_.data(), w.wk, xb_.data(), n, &pool_);
+  MatMul(v_.data(), w.wv, xb_.data(), n, &pool_);
+  for (const Group& g : groups_) {
+    KvCacheSlots& cache = g.engine->cache_;
+    for (int r = g.begin; r < g.end; ++r) {
+      RopeTable(hd, rows[r].position, c.rope_theta, rope_cos_.data(), rope_sin_.data());
+      float* q = q_.data() + size_t(r) * q_dim;
+      float* k = k_.data() + size_t(r) * kv_dim;
+      const float* v = v_.data() + size_t(r) * kv_dim;
+      ApplyRope(q, q_dim, hd, rope_cos_.data(), rope_sin_.data());
+      ApplyRope(k, kv_dim, hd, rope_cos_.data(), rope_sin_.data());
+      const int slot = cache.append_slot() + (r - g.begin);
+      for (int h = 0; h < c.n_kv_heads; ++h) {
+        std::memcpy(cache.key(l, h, slot), k + h * hd, hd * sizeof(float));
+        std::memcpy(cache.value(l, h, slot), v + h * hd, hd * sizeof(float));
+        cache.set_position(l, h, slot, uint32_t(rows[r].position));
+      }
+    }
+    for (int r = g.begin; r < g.end; ++r) {
+      float* out = xb2_.data() + size_t(r) * q_dim;
+      g.engine->Attention(l, r - g.begin, q_.data() + size_t(r) * q_dim, out, &pool_);
+      if (r == g.end - 1 && !g.engine->attention_outputs_.empty()) {
+        std::memcpy(g.engine->attention_outputs_.data() + size_t(l) * q_dim, out, q_dim * sizeof(float));
+      }
+    }
+  }
+  MatMul(xb_.data(), w.wo, xb2_.data(), n, &pool_);
+  for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb_[i];
+  for (int r = 0; r < n; ++r) {
+    RmsNorm(xb_.data() + size_t(r) * dim, x_.data() + size_t(r) * dim, w.rms_ffn, dim, c.norm_eps);
+  }
+  MatMul(hb_.data(), w.w1, xb_.data(), n, &pool_);
+  MatMul(hb2_.data(), w.w3, xb_.data(), n, &pool_);
+  for (size_t i = 0; i < size_t(n) * c.hidden_dim; ++i) {
+    const float gate = hb_[i];
+    hb_[i] = gate / (1.0f + std::exp(-gate)) * hb2_[i];  // SwiGLU: silu(w1 x) * (w3 x)
+  }
+  MatMul(xb_.data(), w.w2, hb_.data(), n, &pool_);
+  for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb_[i];
+}
+
+absl::Status Engine::ForwardOnDevice(int token, int position, int row) {
   const ModelConfig& c = config_;
   const int slot = cache_.append_slot();
   std::string error;
-  if (cuda::Forward(device_sequence_, token, position, cache_.entries(), logits_.data(), scores_.data(),
+  if (cuda::Forward(device_sequence_, token, position, cache_.entries(), logits_.data() + size_t(row) * c.vocab_size,
+                    scores_.data() + size_t(row) * score_stride(),
                     attention_outputs_.empty() ? nullptr : attention_outputs_.data(), &error) != 0) {
     return absl::InternalError(absl::StrCat("GPU forward pass: ", error));
   }
@@ -219,24 +327,24 @@ absl::Status Engine::EvictPositions(uint32_t evictions_per_head, absl::Span<cons
   return ReplayMovesOnDevice(evictions_per_head);
 }
 
-// Every query head attends over its KV head's entries (slot + 1 of them, the new one included); the
+// Every query head attends over its KV head's entries (those before the row and the row's own); the
 // softmax rows of a group are summed into that KV head's score vector.
-void Engine::Attention(int layer) {
+void Engine::Attention(int layer, int row, const float* q_row, float* out, ThreadPool* pool) {
   const ModelConfig& c = config_;
-  const int n = cache_.entries() + 1;
+  const int n = cache_.entries() + row + 1;
   const int hd = c.head_dim;
   const float scale = 1.0f / std::sqrt(float(hd));
-  float* layer_scores = scores_.data() + size_t(layer) * c.n_kv_heads * n;
+  float* layer_scores = scores_.data() + size_t(row) * score_stride() + size_t(layer) * c.n_kv_heads * n;
   auto head = [&](size_t h) {
     const int g = int(h) / c.group_size();
-    const float* q = q_.data() + h * hd;
+    const float* q = q_row + h * hd;
     float* att = att_.data() + h * cache_.capacity();
     AttentionScores(att, q, cache_.key(layer, g, 0), n, hd, scale);
     Softmax(att, n);
-    WeightedSum(xb2_.data() + h * hd, att, cache_.value(layer, g, 0), n, hd);
+    WeightedSum(out + h * hd, att, cache_.value(layer, g, 0), n, hd);
   };
-  if (pool_.num_threads() > 1 && size_t(n) * hd * c.n_heads >= (size_t(1) << 16)) {
-    pool_.ParallelFor(c.n_heads, head);
+  if (pool->num_threads() > 1 && size_t(n) * hd * c.n_heads >= (size_t(1) << 16)) {
+    pool->ParallelFor(c.n_heads, head);
   } else {
     for (int h = 0; h < c.n_heads; ++h) head(h);
   }

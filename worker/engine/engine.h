@@ -1,6 +1,15 @@
-// Engine: the LLaMA-2 forward pass over an evictable KV cache, one token at a time.
+// Engine: one sequence's state for the LLaMA-2 forward pass -- its evictable KV cache, scores and
+// logits -- and ForwardPass, the pass itself, which runs the next tokens of many engines at once.
 //
-// After Forward(token, position) the engine holds the token's logits and, per layer and KV head, the
+// Batching: ForwardPass::Run takes rows (engine, token, position); every weight product runs once per
+// layer for all rows (MatMul's matrix x N vectors form), and attention runs per row over its own
+// engine's cache. Several rows of one engine are a prefill chunk: consecutive positions, attention
+// causal within the chunk. MatMul's rows are bit-identical whatever N, and every other operation is
+// per row in a fixed order, so a row's logits and scores are bit for bit what it gets alone: a
+// sequence's tokens never depend on what else is in the batch (docs/ARCHITECTURE.md, "Batch
+// invariance"). Engine::Forward is the one-row case of the same code.
+//
+// After a forward pass the engine holds, per row, the token's logits and, per layer and KV head, the
 // score vector s_g -- the sum of the group's softmax attention rows over the cached entries, in slot
 // order -- laid out [layer][kv_head][entries], ready to send to a policy. Evict() then applies the
 // policy's decision before the next token. RMSNorm, RoPE (interleaved pairs), SwiGLU and grouped-query
@@ -13,7 +22,8 @@
 // and shared by every engine). Both export the same scores and apply decisions the same way; the
 // positions and slot bookkeeping stay on the host either way.
 //
-// Not thread-safe: one sequence per Engine (the weights may be shared by many engines).
+// Not thread-safe: one sequence per Engine (the weights may be shared by many engines); a ForwardPass
+// is used by one thread at a time, and the engines of a Run must not be used by others meanwhile.
 #ifndef A2SF_WORKER_ENGINE_ENGINE_H_
 #define A2SF_WORKER_ENGINE_ENGINE_H_
 
@@ -52,22 +62,73 @@ namespace cuda {
 struct Sequence;
 }
 class DeviceModel;
+class Engine;
+
+// One row of a forward pass: `engine`'s token at `position`.
+struct ForwardRow {
+  Engine* engine = nullptr;
+  int token = 0;
+  int position = 0;
+};
+
+// The forward pass over the shared weights, with its thread pool and the batch's activations
+// ([rows][...], grown to the largest batch seen and kept).
+class ForwardPass {
+ public:
+  // REQUIRES: threads in [1, 256].
+  ForwardPass(const ModelWeights* weights, int threads);
+
+  // Appends every row's token to its engine's cache and computes the rows' logits and scores. The rows
+  // of one engine must be adjacent, with increasing positions; each engine at most once per group.
+  // INVALID_ARGUMENT for a bad row (token outside the vocabulary, position outside the context, rows
+  // of an engine split up, an engine of another model); FAILED_PRECONDITION when an engine's cache
+  // cannot take its rows (evict first). Nothing changes on error.
+  absl::Status Run(absl::Span<const ForwardRow> rows);
+
+  int threads() const { return pool_.num_threads(); }
+
+ private:
+  struct Group {  // the rows of one engine: [begin, end)
+    Engine* engine;
+    int begin, end;
+  };
+  absl::Status Check(absl::Span<const ForwardRow> rows);
+  void Reserve(int rows);
+  void Layer(int layer, absl::Span<const ForwardRow> rows);
+
+  const ModelWeights* weights_;
+  const ModelConfig config_;
+  ThreadPool pool_;
+  std::vector<Group> groups_;
+  int reserved_rows_ = 0;
+  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, logits_, rope_cos_, rope_sin_;
+};
 
 class Engine {
  public:
   // INVALID_ARGUMENT for a non-positive thread count or a capacity above the context length.
   static absl::StatusOr<std::unique_ptr<Engine>> Create(const ModelWeights* weights, EngineOptions options);
 
-  // Appends `token` at `position` to every head and computes logits and scores. INVALID_ARGUMENT for
-  // a token outside the vocabulary or a position outside the context; FAILED_PRECONDITION when the
-  // cache is full (evict first).
+  // Appends `token` at `position` to every head and computes logits and scores: a forward pass of one
+  // row on this engine's own pool. INVALID_ARGUMENT for a token outside the vocabulary or a position
+  // outside the context; FAILED_PRECONDITION when the cache is full (evict first).
   absl::Status Forward(int token, int position);
 
-  absl::Span<const float> logits() const { return logits_; }
-  // [n_layers][n_kv_heads][entries()] of the last Forward.
-  absl::Span<const float> step_scores() const {
-    return absl::MakeConstSpan(scores_.data(), size_t(config_.n_layers) * config_.n_kv_heads * cache_.entries());
+  // Rows of the last forward pass that ran this engine (1 after Forward, a chunk's length after a
+  // ForwardPass::Run with several rows of it).
+  int rows() const { return rows_; }
+  // The logits of row `row` of the last pass; logits() is the last row's.
+  absl::Span<const float> logits(int row) const {
+    return absl::MakeConstSpan(logits_.data() + size_t(row) * config_.vocab_size, config_.vocab_size);
   }
+  absl::Span<const float> logits() const { return logits(rows_ - 1); }
+  // [n_layers][n_kv_heads][entries] of row `row` of the last pass, its entries counted as they were
+  // after that row (the row's own included); step_scores() is the last row's.
+  absl::Span<const float> step_scores(int row) const {
+    return absl::MakeConstSpan(scores_.data() + size_t(row) * score_stride(),
+                               size_t(config_.n_layers) * config_.n_kv_heads * (first_entries_ + row + 1));
+  }
+  absl::Span<const float> step_scores() const { return step_scores(rows_ - 1); }
   // Applies a decision (see KvCacheSlots::Evict).
   absl::Status Evict(uint32_t evictions_per_head, absl::Span<const uint32_t> slots,
                      absl::Span<const uint32_t> expected_positions = {});
@@ -79,22 +140,32 @@ class Engine {
 
   const ModelConfig& config() const { return config_; }
   const KvCacheSlots& cache() const { return cache_; }
-  int threads() const { return pool_.num_threads(); }
+  int threads() const { return solo_.threads(); }
+  // The engine's own one-sequence pass (its threads), for a batch of one.
+  ForwardPass* own_pass() { return &solo_; }
   EngineDevice device() const { return device_sequence_ != nullptr ? EngineDevice::kCuda : EngineDevice::kCpu; }
   ~Engine();
 
  private:
+  friend class ForwardPass;
   Engine(const ModelWeights* weights, const EngineOptions& options, int capacity);
-  void Attention(int layer);
-  absl::Status ForwardOnDevice(int token, int position);
+  size_t score_stride() const { return size_t(config_.n_layers) * config_.n_kv_heads * cache_.capacity(); }
+  // Sizes the per-row outputs for `rows` rows (kept for later passes).
+  void BeginRows(int rows);
+  // Row `row` (its slot entries() + row): attention of every query head over the slots up to it, into
+  // `out` ([q_dim]), and the group sums into the row's scores.
+  void Attention(int layer, int row, const float* q, float* out, ThreadPool* pool);
+  absl::Status ForwardOnDevice(int token, int position, int row);
   absl::Status ReplayMovesOnDevice(uint32_t evictions_per_head);
 
   const ModelWeights* weights_;
   const ModelConfig config_;
-  ThreadPool pool_;
   KvCacheSlots cache_;
-  // Activations, allocated once.
-  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, att_, logits_, scores_, rope_cos_, rope_sin_;
+  ForwardPass solo_;  // Forward's pass: this engine's threads, one row
+  int rows_ = 1;
+  int first_entries_ = 0;  // entries before the last pass
+  // Per engine (att_ is reused row by row); logits_ and scores_ hold [rows][...].
+  std::vector<float> att_, logits_, scores_;
   std::vector<float> attention_outputs_;
   std::shared_ptr<const DeviceModel> device_model_;  // kCuda only
   cuda::Sequence* device_sequence_ = nullptr;

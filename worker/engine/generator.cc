@@ -43,9 +43,14 @@ absl::Status DecisionApplier::ApplyDue() {
   return absl::OkStatus();
 }
 
-absl::Status DecisionApplier::AfterToken(uint64_t step, uint32_t position) {
-  if (absl::Status s = policy_->SubmitStep(step, position, engine_->step_scores()); !s.ok()) return s;
+absl::Status DecisionApplier::Submit(uint64_t step, uint32_t position, int row) {
+  if (absl::Status s = policy_->SubmitStep(step, position, engine_->step_scores(row)); !s.ok()) return s;
   in_flight_.emplace_back();
+  return absl::OkStatus();
+}
+
+absl::Status DecisionApplier::AfterToken(uint64_t step, uint32_t position) {
+  if (absl::Status s = Submit(step, position, engine_->rows() - 1); !s.ok()) return s;
   return ApplyDue();
 }
 
@@ -106,14 +111,17 @@ std::vector<int> StopTokens(const GenerateOptions& options, const ModelConfig& c
 
 }  // namespace
 
-absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* policy, absl::Span<const int> prompt,
-                                        const GenerateOptions& options, const GenerateCallbacks& callbacks) {
+absl::StatusOr<std::unique_ptr<SequenceGeneration>> SequenceGeneration::Start(
+    Engine* engine, EvictionPolicyClient* policy, absl::Span<const int> prompt, const GenerateOptions& options,
+    GenerateCallbacks callbacks) {
   const ModelConfig& c = engine->config();
   const int P = int(prompt.size());
   if (absl::Status s = ValidateGenerateOptions(options, c); !s.ok()) return s;
+  if (options.prefill_chunk < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("prefill_chunk: must be >= 1, got ", options.prefill_chunk));
+  }
   if (absl::Status s = ValidatePrompt(c, prompt, options.max_new_tokens); !s.ok()) return s;
-  const bool until_full = options.max_new_tokens == 0;
-  const int max_new_tokens = until_full ? ContextRoom(c, P) : options.max_new_tokens;
+  const int max_new_tokens = options.max_new_tokens == 0 ? ContextRoom(c, P) : options.max_new_tokens;
   const int needed = RequiredCacheCapacity(policy, P, max_new_tokens, options.bulk_prefill);
   if (engine->cache().capacity() < needed) {
     return absl::FailedPreconditionError(absl::StrCat("engine cache holds ", engine->cache().capacity(),
@@ -121,82 +129,185 @@ absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* po
   }
   // A policy that never evicts has nothing to decide: its steps are skipped.
   if (policy != nullptr && !policy->evicts()) policy = nullptr;
-  const bool bulk = options.bulk_prefill && policy != nullptr;
-  const size_t heads = size_t(c.n_layers) * c.n_kv_heads;
-  std::vector<float> prompt_attention(bulk ? heads * P * P : 0, 0.0f);
-  const std::vector<int> stop_tokens = StopTokens(options, c);
-  const std::vector<int> no_tokens;
+  return std::unique_ptr<SequenceGeneration>(
+      new SequenceGeneration(engine, policy, prompt, options, std::move(callbacks)));
+}
 
-  engine->Reset();
-  Sampler sampler(options.sampling, c.vocab_size);
-  sampler.AddPrompt(prompt);
-  GenerateResult result;
-  result.finish_reason = until_full ? FinishReason::kContextFull : FinishReason::kMaxTokens;
-  DecisionApplier applier(engine, policy);
-  const absl::Time start = absl::Now();
-  absl::Time first_token_time = start;
-  uint64_t step = 0;
-  int next = prompt[0];
-  for (int position = 0;; ++position) {
-    const int token = position < P ? prompt[position] : next;
-    if (absl::Status s = engine->Forward(token, position); !s.ok()) return s;
-    result.kv_bytes_peak = std::max(result.kv_bytes_peak, engine->cache().bytes_held());
-    if (policy != nullptr) {
-      const absl::Span<const float> scores = engine->step_scores();
-      if (bulk && position < P) {
-        // Row `position` of every head's P x P causal attention; entries are in position order.
-        const size_t n = size_t(position) + 1;
-        for (size_t h = 0; h < heads; ++h) {
-          std::copy(scores.begin() + h * n, scores.begin() + (h + 1) * n,
-                    prompt_attention.begin() + (h * P + position) * P);
-        }
-        if (position == P - 1) {
-          absl::StatusOr<EvictionDecision> decision = policy->BulkPrefill(0, uint32_t(P), prompt_attention);
-          if (!decision.ok()) return decision.status();
-          if (absl::Status s = applier.AfterBulkPrefill(std::move(*decision)); !s.ok()) return s;
-          ++step;
-        }
-      } else {
-        if (absl::Status s = applier.AfterToken(step, uint32_t(position)); !s.ok()) return s;
-        ++step;
-      }
-    }
-    if (position < P - 1) {
-      if (callbacks.on_prompt_logits) callbacks.on_prompt_logits(position, engine->logits());
-      continue;
-    }
-    const int index = int(result.generated.size());
-    next = sampler.Sample(engine->logits(), index < options.min_tokens ? stop_tokens : no_tokens);
-    result.generated.push_back(next);
-    if (index == 0) first_token_time = absl::Now();
-    const bool eos = options.stop_on_eos && (next == c.eos_id || next == c.bos_id);
-    const bool stop_token = std::find(options.stop_token_ids.begin(), options.stop_token_ids.end(), next) !=
-                            options.stop_token_ids.end();
-    const TokenVerdict verdict = callbacks.on_token ? callbacks.on_token({next, index, engine->logits(), eos || stop_token})
-                                                    : TokenVerdict::kContinue;
-    if (verdict == TokenVerdict::kCancel) {
-      result.finish_reason = FinishReason::kCancelled;
-      break;
-    }
-    if (verdict == TokenVerdict::kStopString) {
-      result.finish_reason = FinishReason::kStopString;
-      break;
-    }
-    if (eos || stop_token) {
-      result.finish_reason = eos ? FinishReason::kEos : FinishReason::kStopToken;
-      break;
-    }
-    if (int(result.generated.size()) == max_new_tokens) break;
+SequenceGeneration::SequenceGeneration(Engine* engine, EvictionPolicyClient* policy, absl::Span<const int> prompt,
+                                       const GenerateOptions& options, GenerateCallbacks callbacks)
+    : engine_(engine),
+      policy_(policy),
+      prompt_(prompt.begin(), prompt.end()),
+      options_(options),
+      callbacks_(std::move(callbacks)),
+      max_new_tokens_(options.max_new_tokens == 0 ? ContextRoom(engine->config(), int(prompt.size()))
+                                                  : options.max_new_tokens),
+      bulk_(options.bulk_prefill && policy != nullptr),
+      stop_tokens_(StopTokens(options, engine->config())),
+      sampler_(options.sampling, engine->config().vocab_size),
+      applier_(engine, policy) {
+  const ModelConfig& c = engine->config();
+  const size_t P = prompt_.size();
+  if (bulk_) prompt_attention_.assign(size_t(c.n_layers) * c.n_kv_heads * P * P, 0.0f);
+  engine_->Reset();
+  sampler_.AddPrompt(prompt_);
+  result_.finish_reason = options.max_new_tokens == 0 ? FinishReason::kContextFull : FinishReason::kMaxTokens;
+  start_ = first_token_time_ = absl::Now();
+}
+
+// A per-token policy's decisions are empty while its entries stay within the budget: every row of a
+// chunk but the last must end a step at most `budget` entries in, so the decisions applied between
+// them (in a token-by-token run) evict nothing and the chunk's scores are those of that run.
+int SequenceGeneration::PromptRows() const {
+  int rows = std::min(options_.prefill_chunk, int(prompt_.size()) - position_);
+  if (policy_ != nullptr && !bulk_) {
+    const int room = int(policy_->budget_tokens()) - engine_->cache().entries() + 1;
+    rows = std::max(1, std::min(rows, room));
   }
-  const absl::Time end = absl::Now();
-  result.evictions = applier.evictions();
-  result.kv_bytes_held = engine->cache().bytes_held();
-  result.time_to_first_token_ms = absl::ToDoubleMilliseconds(first_token_time - start);
-  const double decode_seconds = absl::ToDoubleSeconds(end - first_token_time);
+  return rows;
+}
+
+void SequenceGeneration::AddRows(std::vector<ForwardRow>* rows) {
+  rows_ = prefilling() ? PromptRows() : 1;
+  for (int i = 0; i < rows_; ++i) {
+    const int position = position_ + i;
+    rows->push_back({engine_, position < int(prompt_.size()) ? prompt_[position] : next_, position});
+  }
+}
+
+// Row `row` of every head's P x P causal attention, for a bulk prefill; entries are in position order.
+absl::Status SequenceGeneration::CollectPromptRow(int row, int position) {
+  const size_t P = prompt_.size();
+  const ModelConfig& c = engine_->config();
+  const size_t heads = size_t(c.n_layers) * c.n_kv_heads;
+  const absl::Span<const float> scores = engine_->step_scores(row);
+  const size_t n = size_t(position) + 1;
+  for (size_t h = 0; h < heads; ++h) {
+    std::copy(scores.begin() + h * n, scores.begin() + (h + 1) * n, prompt_attention_.begin() + (h * P + position) * P);
+  }
+  if (position != int(P) - 1) return absl::OkStatus();
+  absl::StatusOr<EvictionDecision> decision = policy_->BulkPrefill(0, uint32_t(P), prompt_attention_);
+  if (!decision.ok()) return decision.status();
+  ++step_;
+  return applier_.AfterBulkPrefill(std::move(*decision));
+}
+
+// Every row but the last awaits its due decisions at once (the calls a token-by-token run makes); the
+// last row's are awaited in Advance, after the other sequences of the batch submitted theirs.
+absl::Status SequenceGeneration::SubmitRow(int row, int position, bool last_row) {
+  if (bulk_ && position < int(prompt_.size())) return CollectPromptRow(row, position);
+  if (absl::Status s = applier_.Submit(step_++, uint32_t(position), row); !s.ok()) return s;
+  if (last_row) return absl::OkStatus();
+  const uint64_t evicted = applier_.evictions();
+  if (absl::Status s = applier_.ApplyDue(); !s.ok()) return s;
+  if (applier_.evictions() != evicted) {
+    return absl::InternalError("a decision inside a prefill chunk evicted entries (the chunk ran past the budget)");
+  }
+  return absl::OkStatus();
+}
+
+void SequenceGeneration::Submit() {
+  if (done_) return;
+  result_.kv_bytes_peak = std::max(result_.kv_bytes_peak, engine_->cache().bytes_held());
+  for (int i = 0; i < rows_ && policy_ != nullptr; ++i) {
+    if (absl::Status s = SubmitRow(i, position_ + i, i == rows_ - 1); !s.ok()) return Fail(s);
+  }
+}
+
+void SequenceGeneration::Advance() {
+  if (done_) return;
+  if (policy_ != nullptr && !(bulk_ && prefilling())) {
+    if (absl::Status s = applier_.ApplyDue(); !s.ok()) return Fail(s);
+  }
+  const int P = int(prompt_.size());
+  for (int i = 0; i < rows_; ++i) {
+    const int position = position_ + i;
+    if (position < P - 1 && callbacks_.on_prompt_logits) callbacks_.on_prompt_logits(position, engine_->logits(i));
+  }
+  position_ += rows_;
+  if (position_ >= P) SampleNext();
+}
+
+void SequenceGeneration::SampleNext() {
+  const ModelConfig& c = engine_->config();
+  const int index = int(result_.generated.size());
+  next_ = sampler_.Sample(engine_->logits(), index < options_.min_tokens ? stop_tokens_ : std::vector<int>{});
+  result_.generated.push_back(next_);
+  if (index == 0) first_token_time_ = absl::Now();
+  const bool eos = options_.stop_on_eos && (next_ == c.eos_id || next_ == c.bos_id);
+  const bool stop_token = std::find(options_.stop_token_ids.begin(), options_.stop_token_ids.end(), next_) !=
+                          options_.stop_token_ids.end();
+  const TokenVerdict verdict = callbacks_.on_token
+                                   ? callbacks_.on_token({next_, index, engine_->logits(), eos || stop_token})
+                                   : TokenVerdict::kContinue;
+  if (verdict == TokenVerdict::kCancel) return Cancel();
+  done_ = true;
+  end_ = absl::Now();
+  if (verdict == TokenVerdict::kStopString) {
+    result_.finish_reason = FinishReason::kStopString;
+  } else if (eos || stop_token) {
+    result_.finish_reason = eos ? FinishReason::kEos : FinishReason::kStopToken;
+  } else {
+    done_ = int(result_.generated.size()) == max_new_tokens_;
+  }
+}
+
+void SequenceGeneration::Cancel() {
+  if (done_) return;
+  result_.finish_reason = FinishReason::kCancelled;
+  done_ = true;
+  end_ = absl::Now();
+}
+
+void SequenceGeneration::Fail(absl::Status error) {
+  if (done_) return;
+  status_ = std::move(error);
+  done_ = true;
+  end_ = absl::Now();
+}
+
+GenerateResult SequenceGeneration::result() const {
+  GenerateResult result = result_;
+  const absl::Time end = done_ ? end_ : absl::Now();
+  result.evictions = applier_.evictions();
+  result.kv_bytes_held = engine_->cache().bytes_held();
+  if (!result.generated.empty()) {
+    result.time_to_first_token_ms = absl::ToDoubleMilliseconds(first_token_time_ - start_);
+  }
+  const double decode_seconds = absl::ToDoubleSeconds(end - first_token_time_);
   if (result.generated.size() > 1 && decode_seconds > 0) {
     result.tokens_per_second = double(result.generated.size() - 1) / decode_seconds;
   }
   return result;
+}
+
+void GenerationBatch::Step(absl::Span<SequenceGeneration* const> sequences) {
+  rows_.clear();
+  stepping_.clear();
+  for (SequenceGeneration* sequence : sequences) {
+    if (sequence->done()) continue;
+    sequence->AddRows(&rows_);
+    stepping_.push_back(sequence);
+  }
+  if (stepping_.empty()) return;
+  if (absl::Status s = pass_->Run(rows_); !s.ok()) {
+    for (SequenceGeneration* sequence : stepping_) sequence->Fail(s);
+    return;
+  }
+  for (SequenceGeneration* sequence : stepping_) sequence->Submit();
+  for (SequenceGeneration* sequence : stepping_) sequence->Advance();
+}
+
+absl::StatusOr<GenerateResult> Generate(Engine* engine, EvictionPolicyClient* policy, absl::Span<const int> prompt,
+                                        const GenerateOptions& options, const GenerateCallbacks& callbacks) {
+  absl::StatusOr<std::unique_ptr<SequenceGeneration>> sequence =
+      SequenceGeneration::Start(engine, policy, prompt, options, callbacks);
+  if (!sequence.ok()) return sequence.status();
+  GenerationBatch batch(engine->own_pass());
+  SequenceGeneration* one = sequence->get();
+  while (!one->done()) batch.Step(absl::MakeConstSpan(&one, 1));
+  if (!one->status().ok()) return one->status();
+  return one->result();
 }
 
 }  // namespace a2sf::worker

@@ -52,7 +52,11 @@ class KvCacheSlots {
 
   void Clear() { entries_ = 0; }
   size_t bytes_held() const { return size_t(entries_) * heads_ * head_dim_ * 2 * sizeof(float); }
-  size_t bytes_allocated() const { return size_t(heads_) * capacity_ * head_dim_ * 2 * sizeof(float); }
+  size_t bytes_allocated() const { return BytesFor(1, heads_, head_dim_, capacity_); }
+  // Bytes of keys and values a cache of this shape allocates.
+  static size_t BytesFor(int n_layers, int n_kv_heads, int head_dim, int capacity) {
+    return size_t(n_layers) * n_kv_heads * capacity * head_dim * 2 * sizeof(float);
+  }
 
   // The last Evict/EvictPositions: its victim slots, [head][evictions_per_head], each head's strictly
   // descending, and the entries per head before it -- what a device copy of the keys and values needs

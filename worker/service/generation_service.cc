@@ -18,9 +18,17 @@ struct GenerationService::Job {
   std::atomic<bool> cancel{false};
   absl::Mutex mutex;
   v1::JobStatus status ABSL_GUARDED_BY(mutex);
+  // Messages the loop's thread produced, for the handler thread to write.
+  absl::Mutex out_mutex;
+  std::deque<v1::GenerateResponse> outbox ABSL_GUARDED_BY(out_mutex);
+  bool sequence_done ABSL_GUARDED_BY(out_mutex) = false;
 };
 
-GenerationService::GenerationService(WorkerOptions options) : options_(std::move(options)) {}
+GenerationService::GenerationService(WorkerOptions options)
+    : options_(std::move(options)),
+      scheduler_(std::make_unique<BatchScheduler>(
+          options_.weights, SchedulerOptions{options_.max_batch, options_.max_waiting, options_.max_kv_bytes,
+                                             options_.threads_per_job})) {}
 
 std::shared_ptr<GenerationService::Job> GenerationService::Register(const std::string& requested_id,
                                                                     absl::Status* status) {
@@ -35,20 +43,12 @@ std::shared_ptr<GenerationService::Job> GenerationService::Register(const std::s
     *status = absl::AlreadyExistsError(absl::StrCat("job_id: '", job->id, "' is already in use"));
     return nullptr;
   }
-  if (running_.load() >= options_.max_jobs) {
-    if (options_.metrics != nullptr) options_.metrics->Rejected();
-    *status = absl::ResourceExhaustedError(absl::StrCat("this worker runs at most ", options_.max_jobs,
-                                                        " jobs at once; retry later or on another worker"));
-    return nullptr;
-  }
-  ++running_;
   jobs_[job->id] = job;
   return job;
 }
 
 void GenerationService::Retire(const std::shared_ptr<Job>& job) {
   absl::MutexLock lock(&mutex_);
-  --running_;
   if (options_.metrics != nullptr) {
     const char* outcome = "failed";
     {
@@ -67,7 +67,6 @@ void GenerationService::Retire(const std::shared_ptr<Job>& job) {
 
 void GenerationService::Refuse(const std::shared_ptr<Job>& job) {
   absl::MutexLock lock(&mutex_);
-  --running_;
   jobs_.erase(job->id);
   if (options_.metrics != nullptr) options_.metrics->Rejected();
 }
@@ -128,32 +127,126 @@ v1::JobStats GenerationService::AcceptedStats(const Job& job, const JobPlan& pla
   return stats;
 }
 
-absl::StatusOr<GenerateResult> GenerationService::Run(Job* job, const JobPlan& plan, Engine* engine,
-                                                      EvictionPolicyClient* policy, JobOutput* output,
-                                                      JobMetrics* job_metrics, grpc::ServerContext* context,
-                                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  v1::GenerateResponse response;
+int GenerationService::CacheCapacity(const JobPlan& plan, const EvictionPolicyClient* policy) const {
+  const ModelConfig& c = options_.weights->config();
+  const int prompt = int(plan.prompt.size());
+  const int max_new_tokens = plan.generate.max_new_tokens == 0 ? ContextRoom(c, prompt) : plan.generate.max_new_tokens;
+  return std::min(c.seq_len,
+                  std::max(1, RequiredCacheCapacity(policy, prompt, max_new_tokens, plan.generate.bulk_prefill)));
+}
+
+absl::StatusOr<std::unique_ptr<BatchScheduler::Place>> GenerationService::Admit(
+    const std::shared_ptr<Job>& job, const JobPlan& plan, const v1::GenerateRequest& request,
+    std::unique_ptr<EvictionPolicyClient>* policy, v1::JobStats* stats,
+    grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  // Refused before it starts (policy, budget, cache manager, queue): not a job (see ListJobs).
+  absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> opened = OpenPolicy(request, plan.budget, job->id);
+  if (!opened.ok()) {
+    Refuse(job);
+    return opened.status();
+  }
+  *policy = std::move(*opened);
+  const ModelConfig& c = options_.weights->config();
+  absl::StatusOr<std::unique_ptr<BatchScheduler::Place>> place = scheduler_->Enqueue(
+      KvCacheSlots::BytesFor(c.n_layers, c.n_kv_heads, c.head_dim, CacheCapacity(plan, policy->get())));
+  if (!place.ok()) {
+    Refuse(job);
+    return place.status();
+  }
+  *stats = AcceptedStats(*job, plan, policy->get());
+  stats->set_queue_position(uint32_t((*place)->queue_position()));
+  {
+    absl::MutexLock lock(&job->mutex);
+    *job->status.mutable_stats() = *stats;
+    job->status.set_state(v1::JOB_STATE_QUEUED);
+  }
+  v1::GenerateResponse accepted;
+  *accepted.mutable_accepted() = *stats;
+  accepted.set_job_token(job->token);
+  writer->Write(accepted);
+  return place;
+}
+
+GenerateCallbacks GenerationService::Callbacks(Job* job, JobOutput* output, JobMetrics* job_metrics,
+                                               const Engine* engine, grpc::ServerContext* context) {
   GenerateCallbacks callbacks;
   if (output->wants_prompt_logprobs()) {
-    callbacks.on_prompt_logits = [&](int position, absl::Span<const float> logits) {
+    callbacks.on_prompt_logits = [output](int position, absl::Span<const float> logits) {
       output->OnPromptLogits(position, logits);
     };
   }
-  callbacks.on_token = [&](const TokenEvent& event) {
+  callbacks.on_token = [this, job, output, job_metrics, engine, context](const TokenEvent& event) {
+    v1::GenerateResponse response;
+    absl::MutexLock lock(&job->out_mutex);
     if (event.index == 0 && output->wants_prompt_logprobs()) {
-      response.Clear();
       *response.mutable_prompt_logprobs() = output->prompt_logprobs();
-      if (!writer->Write(response)) return TokenVerdict::kCancel;
+      job->outbox.push_back(std::move(response));
+      response.Clear();
     }
-    response.Clear();
     const TokenVerdict verdict = output->OnToken(event, response.mutable_tokens());
+    job->outbox.push_back(std::move(response));
     ++tokens_generated_;
     job_metrics->Token(engine->cache().bytes_held());
-    if (!writer->Write(response)) return TokenVerdict::kCancel;  // the client went away
     if (job->cancel.load() || context->IsCancelled()) return TokenVerdict::kCancel;
     return verdict;
   };
-  return worker::Generate(engine, policy, plan.prompt, plan.generate, callbacks);
+  return callbacks;
+}
+
+void GenerationService::Stream(Job* job, grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  bool writing = true;
+  while (true) {
+    std::deque<v1::GenerateResponse> batch;
+    bool done;
+    {
+      absl::MutexLock lock(&job->out_mutex);
+      auto ready = [job]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(job->out_mutex) {
+        return !job->outbox.empty() || job->sequence_done;
+      };
+      job->out_mutex.Await(absl::Condition(&ready));
+      batch.swap(job->outbox);
+      done = job->sequence_done;
+    }
+    for (const v1::GenerateResponse& response : batch) {
+      if (writing && !writer->Write(response)) {
+        writing = false;  // the client went away: the loop cancels the job at its next step
+        job->cancel.store(true);
+      }
+    }
+    if (done) return;
+  }
+}
+
+absl::StatusOr<GenerateResult> GenerationService::Run(const std::shared_ptr<Job>& job, const JobPlan& plan,
+                                                      BatchScheduler::Place* place, EvictionPolicyClient** policy,
+                                                      std::unique_ptr<EvictionPolicyClient>* owned,
+                                                      JobOutput* output, JobMetrics* job_metrics,
+                                                      grpc::ServerContext* context,
+                                                      grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  EngineOptions engine_options;
+  engine_options.device = options_.device;
+  engine_options.cache_capacity = CacheCapacity(plan, owned->get());
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.weights, engine_options);
+  if (!engine.ok()) return engine.status();
+  if (options_.fallback_in_process && options_.cache_manager != nullptr) {
+    *owned = std::make_unique<FallbackPolicy>(
+        std::unique_ptr<RemotePolicy>(static_cast<RemotePolicy*>(owned->release())), engine->get());
+  }
+  *policy = owned->get();
+  GenerateOptions generate = plan.generate;
+  generate.prefill_chunk = std::max(1, options_.prefill_chunk);
+  absl::StatusOr<std::unique_ptr<SequenceGeneration>> sequence = SequenceGeneration::Start(
+      engine->get(), owned->get(), plan.prompt, generate, Callbacks(job.get(), output, job_metrics, engine->get(), context));
+  if (!sequence.ok()) return sequence.status();
+  scheduler_->Join(
+      place, sequence->get(), [job, context] { return job->cancel.load() || context->IsCancelled(); },
+      [job] {
+        absl::MutexLock lock(&job->out_mutex);
+        job->sequence_done = true;
+      });
+  Stream(job.get(), writer);
+  if (!(*sequence)->status().ok()) return (*sequence)->status();
+  return (*sequence)->result();
 }
 
 grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
@@ -166,71 +259,61 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   if (job == nullptr) return ToGrpc(status);
   const absl::Time started = absl::Now();
   JobMetrics job_metrics(options_.metrics);
-
-  // Refused before it starts (policy, budget, cache manager, engine): not a job (see ListJobs).
-  absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> policy = OpenPolicy(*request, plan->budget, job->id);
-  if (!policy.ok()) {
-    Refuse(job);
-    return ToGrpc(policy.status());
-  }
-  EngineOptions engine_options;
-  engine_options.threads = options_.threads_per_job;
-  engine_options.device = options_.device;
-  const int max_new_tokens = plan->generate.max_new_tokens == 0 ? ContextRoom(c, int(plan->prompt.size()))
-                                                                 : plan->generate.max_new_tokens;
-  engine_options.cache_capacity = std::min(
-      c.seq_len, std::max(1, RequiredCacheCapacity(policy->get(), int(plan->prompt.size()), max_new_tokens,
-                                                   plan->generate.bulk_prefill)));
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.weights, engine_options);
-  if (!engine.ok()) {
-    Refuse(job);
-    return ToGrpc(engine.status());
-  }
-  FallbackPolicy* fallback = nullptr;
-  if (options_.fallback_in_process && options_.cache_manager != nullptr) {
-    auto wrapped = std::make_unique<FallbackPolicy>(
-        std::unique_ptr<RemotePolicy>(static_cast<RemotePolicy*>(policy->release())), engine->get());
-    fallback = wrapped.get();
-    *policy = std::move(wrapped);
-  }
-
-  v1::JobStats stats = AcceptedStats(*job, *plan, policy->get());
-  {
-    absl::MutexLock lock(&job->mutex);
-    *job->status.mutable_stats() = stats;
-    job->status.set_state(v1::JOB_STATE_RUNNING);
-  }
-  job_metrics.Started(stats.policy().name(), stats.prompt_tokens());
-  v1::GenerateResponse accepted;
-  *accepted.mutable_accepted() = stats;
-  accepted.set_job_token(job->token);
-  writer->Write(accepted);
+  std::unique_ptr<EvictionPolicyClient> owned;
+  v1::JobStats stats;
+  absl::StatusOr<std::unique_ptr<BatchScheduler::Place>> place = Admit(job, *plan, *request, &owned, &stats, writer);
+  if (!place.ok()) return ToGrpc(place.status());
 
   JobOutput output(options_.tokenizer, plan->prompt, plan->stop, plan->logprobs);
-  absl::StatusOr<GenerateResult> result =
-      Run(job.get(), *plan, engine->get(), policy->get(), &output, &job_metrics, context, writer);
-  if (fallback != nullptr && fallback->fell_back()) stats.set_policy_location(v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
-  policy->reset();  // closes a remote session now rather than at the end of the call
-  if (!result.ok()) return Failed(job, result.status());
-  SetResultStats(c, plan->prompt.size(), *result, output.stop_string(), &stats);
-  job_metrics.Finished(stats);
+  GenerateResult result;
+  result.finish_reason = FinishReason::kCancelled;
+  const absl::Status admitted = scheduler_->AwaitAdmission(
+      place->get(), [&] { return job->cancel.load() || context->IsCancelled(); });
+  stats.set_queue_wait_ms(absl::ToDoubleMilliseconds((*place)->waited()));
+  if (admitted.ok()) {
+    {
+      absl::MutexLock lock(&job->mutex);
+      job->status.mutable_stats()->set_queue_wait_ms(stats.queue_wait_ms());
+      job->status.set_state(v1::JOB_STATE_RUNNING);
+    }
+    job_metrics.Started(stats.policy().name(), stats.prompt_tokens(), (*place)->waited());
+    EvictionPolicyClient* policy = owned.get();
+    absl::StatusOr<GenerateResult> ran =
+        Run(job, *plan, place->get(), &policy, &owned, &output, &job_metrics, context, writer);
+    if (auto* fallback = dynamic_cast<FallbackPolicy*>(policy); fallback != nullptr && fallback->fell_back()) {
+      stats.set_policy_location(v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
+    }
+    owned.reset();  // closes a remote session now rather than at the end of the call
+    if (!ran.ok()) return Failed(job, ran.status());
+    result = std::move(*ran);
+  }
+  owned.reset();
+  place->reset();
+  A2SF_LOG(DEBUG) << "job " << job->id << ": " << result.generated.size() << " tokens in "
+                  << absl::ToDoubleMilliseconds(absl::Now() - started) << " ms";
+  return Finish(job, *plan, result, &output, std::move(stats), &job_metrics, writer);
+}
+
+grpc::Status GenerationService::Finish(const std::shared_ptr<Job>& job, const JobPlan& plan,
+                                       const GenerateResult& result, JobOutput* output, v1::JobStats stats,
+                                       JobMetrics* job_metrics, grpc::ServerWriter<v1::GenerateResponse>* writer) {
+  SetResultStats(options_.weights->config(), plan.prompt.size(), result, output->stop_string(), &stats);
+  job_metrics->Finished(stats);
   {
     absl::MutexLock lock(&job->mutex);
     *job->status.mutable_stats() = stats;
-    job->status.set_state(result->finish_reason == FinishReason::kCancelled ? v1::JOB_STATE_CANCELLED
-                                                                          : v1::JOB_STATE_FINISHED);
+    job->status.set_state(result.finish_reason == FinishReason::kCancelled ? v1::JOB_STATE_CANCELLED
+                                                                         : v1::JOB_STATE_FINISHED);
   }
   Retire(job);
   v1::GenerateResponse finished;
-  if (std::string tail = output.Finish(); !tail.empty()) {
+  if (std::string tail = output->Finish(); !tail.empty()) {
     finished.mutable_tokens()->set_text(std::move(tail));
     writer->Write(finished);
     finished.Clear();
   }
   *finished.mutable_finished() = stats;
   writer->Write(finished);
-  A2SF_LOG(DEBUG) << "job " << job->id << ": " << result->generated.size() << " tokens in "
-                  << absl::ToDoubleMilliseconds(absl::Now() - started) << " ms";
   return grpc::Status::OK;
 }
 
@@ -273,9 +356,14 @@ grpc::Status GenerationService::CancelJob(grpc::ServerContext* context, const v1
                                           v1::CancelJobResponse* response) {
   std::shared_ptr<Job> job = FindAuthorizedJob(context, request->job_id(), request->job_token());
   if (job == nullptr) return NoSuchJob();
-  absl::MutexLock lock(&job->mutex);
-  const bool running = job->status.state() == v1::JOB_STATE_RUNNING || job->status.state() == v1::JOB_STATE_UNSPECIFIED;
-  if (running) job->cancel.store(true);
+  bool running;
+  {
+    absl::MutexLock lock(&job->mutex);
+    const v1::JobState state = job->status.state();
+    running = state == v1::JOB_STATE_RUNNING || state == v1::JOB_STATE_QUEUED || state == v1::JOB_STATE_UNSPECIFIED;
+    if (running) job->cancel.store(true);
+  }
+  if (running) scheduler_->Wake();  // a queued job leaves the queue now
   response->set_cancelled(running);
   return grpc::Status::OK;
 }
@@ -356,7 +444,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::Get
   response->set_device(options_.device == EngineDevice::kCuda ? "cuda" : "cpu");
   *response->mutable_default_policy() = options_.default_policy;
   response->set_decision_lag(options_.decision_lag);
-  response->set_max_jobs(uint32_t(options_.max_jobs));
+  response->set_max_jobs(uint32_t(options_.max_batch));
   response->set_worker(options_.worker_name);
   response->set_remote_policies(options_.cache_manager != nullptr);
   return grpc::Status::OK;

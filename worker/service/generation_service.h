@@ -1,7 +1,9 @@
-// GenerationService: the worker's Generation API. Each job gets its own Engine over the shared
-// weights and an eviction policy that runs either in this process or in the cache manager (when a
-// channel to one is configured); tokens stream back as they are produced, and jobs can be listed,
-// inspected and cancelled. Jobs run concurrently on gRPC's handler threads, up to `max_jobs`.
+// GenerationService: the worker's Generation API. Each job gets its own Engine (its KV cache) over the
+// shared weights and an eviction policy that runs either in this process or in the cache manager
+// (when a channel to one is configured); every running job decodes in the one BatchScheduler loop
+// (continuous batching: one forward pass per step for all of them), queued first when the batch or
+// the KV memory is full. Tokens stream back as they are produced (the gRPC handler thread writes them,
+// so a slow client never stalls the batch), and jobs can be listed, inspected and cancelled.
 #ifndef A2SF_WORKER_SERVICE_GENERATION_SERVICE_H_
 #define A2SF_WORKER_SERVICE_GENERATION_SERVICE_H_
 
@@ -14,6 +16,7 @@
 #include "a2sf/v1/generation.grpc.pb.h"
 #include "absl/synchronization/mutex.h"
 #include "worker/model/model.h"
+#include "worker/service/batch_scheduler.h"
 #include "worker/service/fallback_policy.h"
 #include "worker/service/job_output.h"
 #include "worker/service/job_plan.h"
@@ -45,9 +48,12 @@ struct WorkerOptions {
   // Bearer token that may read, list and cancel every job (job_credentials.h); empty: none.
   std::string admin_token;
   v1::PolicySpec default_policy;  // used when a request names none (in-process mode)
-  int threads_per_job = 1;
+  int threads_per_job = 1;  // threads of the batch's forward pass (all jobs share it)
   EngineDevice device = EngineDevice::kCpu;  // kCuda: every job's engine on the GPU
-  int max_jobs = 16;
+  int max_batch = 16;         // jobs decoding together (sequences per step)
+  int max_waiting = 64;       // jobs queued beyond them; RESOURCE_EXHAUSTED beyond
+  size_t max_kv_bytes = 0;    // the running jobs' KV reservations together; 0: no limit
+  int prefill_chunk = 16;     // prompt tokens a job forwards per step
   std::string worker_name = "worker";
   std::string model_name = "model";  // GetModelInfo's name (and the HTTP API's model id)
   size_t finished_jobs_kept = 256;
@@ -69,7 +75,8 @@ class GenerationService final : public v1::Generation::Service {
   grpc::Status GetModelInfo(grpc::ServerContext* context, const v1::GetModelInfoRequest* request,
                             v1::ModelInfo* response) override;
 
-  int running_jobs() const { return running_.load(); }
+  int running_jobs() const { return scheduler_->running(); }
+  int waiting_jobs() const { return scheduler_->waiting(); }
   uint64_t tokens_generated() const { return tokens_generated_.load(); }
 
  private:
@@ -80,10 +87,29 @@ class GenerationService final : public v1::Generation::Service {
                                                                    const v1::Budget& budget,
                                                                    const std::string& job_id) const;
   v1::JobStats AcceptedStats(const Job& job, const JobPlan& plan, EvictionPolicyClient* policy) const;
-  // Generates, streaming each token (and the prompt logprobs first) to `writer`.
-  absl::StatusOr<GenerateResult> Run(Job* job, const JobPlan& plan, Engine* engine, EvictionPolicyClient* policy,
+  // Engine cache slots the job needs (RequiredCacheCapacity within the context).
+  int CacheCapacity(const JobPlan& plan, const EvictionPolicyClient* policy) const;
+  // Opens the job's policy and takes its place in the scheduler's queue, then writes `accepted`.
+  // Refuses the job (and returns the error) when either fails.
+  absl::StatusOr<std::unique_ptr<BatchScheduler::Place>> Admit(const std::shared_ptr<Job>& job, const JobPlan& plan,
+                                                               const v1::GenerateRequest& request,
+                                                               std::unique_ptr<EvictionPolicyClient>* policy,
+                                                               v1::JobStats* stats,
+                                                               grpc::ServerWriter<v1::GenerateResponse>* writer);
+  // Runs the admitted job in the batch, writing its messages to `writer` as the loop produces them.
+  absl::StatusOr<GenerateResult> Run(const std::shared_ptr<Job>& job, const JobPlan& plan, BatchScheduler::Place* place,
+                                     EvictionPolicyClient** policy, std::unique_ptr<EvictionPolicyClient>* owned,
                                      JobOutput* output, JobMetrics* job_metrics, grpc::ServerContext* context,
                                      grpc::ServerWriter<v1::GenerateResponse>* writer);
+  // The callbacks the loop's thread calls: messages go to the job's outbox.
+  GenerateCallbacks Callbacks(Job* job, JobOutput* output, JobMetrics* job_metrics, const Engine* engine,
+                              grpc::ServerContext* context);
+  // Writes the outbox until the sequence is done; a failed write cancels the job.
+  void Stream(Job* job, grpc::ServerWriter<v1::GenerateResponse>* writer);
+  // The job's end: its statistics, state and last messages.
+  grpc::Status Finish(const std::shared_ptr<Job>& job, const JobPlan& plan, const GenerateResult& result,
+                      JobOutput* output, v1::JobStats stats, JobMetrics* job_metrics,
+                      grpc::ServerWriter<v1::GenerateResponse>* writer);
   std::shared_ptr<Job> Register(const std::string& requested_id, absl::Status* status);
   // A job that ran to its end (finished, cancelled or failed): kept for GetJob and ListJobs.
   void Retire(const std::shared_ptr<Job>& job);
@@ -96,7 +122,7 @@ class GenerationService final : public v1::Generation::Service {
                                          const std::string& presented_token);
 
   const WorkerOptions options_;
-  std::atomic<int> running_{0};
+  std::unique_ptr<BatchScheduler> scheduler_;
   std::atomic<uint64_t> tokens_generated_{0};
   std::atomic<uint64_t> next_job_{1};
   mutable absl::Mutex mutex_;

@@ -68,10 +68,15 @@ ABSL_FLAG(std::string, admin_token, "",
           "bearer token that may list, read and cancel every job (empty: ListJobs is open; GetJob/CancelJob "
           "always need the job's job_token or this token; also $A2SF_WORKER_ADMIN_TOKEN)");
 ABSL_FLAG(std::string, default_policy, "a2sf", "policy of jobs that name none (in-process mode)");
-ABSL_FLAG(int, threads, 1, "threads per job");
+ABSL_FLAG(int, threads, 1, "threads of the batch's forward pass (every running job decodes in it)");
 ABSL_FLAG(std::string, device, "cpu",
           "engine backend: cpu, or cuda (cuBLAS + kernels; weights uploaded once and shared by all jobs)");
-ABSL_FLAG(int, max_jobs, 16, "concurrent jobs (RESOURCE_EXHAUSTED beyond)");
+ABSL_FLAG(int, max_batch, 16, "jobs decoding together, one forward pass per step for all (more wait in the queue)");
+ABSL_FLAG(int, max_waiting, 64, "jobs waiting in the queue beyond --max_batch (RESOURCE_EXHAUSTED beyond)");
+ABSL_FLAG(int64_t, max_kv_bytes, 0,
+          "the running jobs' KV-cache reservations together (a job waits until its reservation fits; one that "
+          "never can is refused); 0: no limit");
+ABSL_FLAG(int, prefill_chunk, 16, "prompt tokens a job forwards per step, interleaved with the others' decoding");
 ABSL_FLAG(std::string, name, "", "worker name in statistics (default: host name)");
 ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP here, e.g. 0.0.0.0:9092 (empty: off)");
 ABSL_FLAG(std::string, http_listen, "",
@@ -132,7 +137,15 @@ int main(int argc, char** argv) {
   }
   if (*device == worker::EngineDevice::kCuda) A2SF_LOG(INFO) << "engine on the GPU";
   options.device = *device;
-  options.max_jobs = absl::GetFlag(FLAGS_max_jobs);
+  options.max_batch = absl::GetFlag(FLAGS_max_batch);
+  options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  if (options.max_batch < 1 || options.max_waiting < 0 || options.prefill_chunk < 1 ||
+      absl::GetFlag(FLAGS_max_kv_bytes) < 0 || options.threads_per_job < 1 || options.threads_per_job > 256) {
+    A2SF_LOG(ERROR) << "--max_batch, --prefill_chunk: >= 1; --max_waiting, --max_kv_bytes: >= 0; --threads: 1..256";
+    return 2;
+  }
+  options.max_kv_bytes = size_t(absl::GetFlag(FLAGS_max_kv_bytes));
   options.default_policy.set_name(absl::GetFlag(FLAGS_default_policy));
   char host[256] = "worker";
   gethostname(host, sizeof(host) - 1);

@@ -37,7 +37,8 @@ auto& Register(Builder builder, const char* name, const char* help, prometheus::
 WorkerMetrics::WorkerMetrics(prometheus::Registry* registry, const std::string& model, const std::string& device)
     : model_(model),
       queued_jobs_(Register(prometheus::BuildGauge(), "a2sf_worker_queued_jobs",
-                            "Jobs admitted and not decoding yet (opening their policy session, allocating the engine)",
+                            "Jobs accepted and not decoding yet (opening their policy session, waiting in the queue for "
+                            "room in the batch or KV memory, allocating the engine)",
                             registry)
                        .Add({})),
       running_jobs_(Register(prometheus::BuildGauge(), "a2sf_worker_running_jobs", "Jobs decoding now", registry).Add({})),
@@ -49,6 +50,10 @@ WorkerMetrics::WorkerMetrics(prometheus::Registry* registry, const std::string& 
           Register(prometheus::BuildCounter(), "a2sf_worker_tokens_total", "Tokens generated", registry)),
       time_to_first_token_(Register(prometheus::BuildHistogram(), "a2sf_worker_time_to_first_token_seconds",
                                     "Time from admitting a job to its first generated token", registry)),
+      queue_wait_(Register(prometheus::BuildHistogram(), "a2sf_worker_queue_wait_seconds",
+                           "Time a job waited in the queue for room in the batch (--max_batch) or KV memory "
+                           "(--max_kv_bytes)",
+                           registry)),
       inter_token_latency_(Register(prometheus::BuildHistogram(), "a2sf_worker_inter_token_latency_seconds",
                                     "Time between consecutive generated tokens of a job", registry)),
       e2e_latency_(Register(prometheus::BuildHistogram(), "a2sf_worker_e2e_request_latency_seconds",
@@ -79,7 +84,7 @@ JobMetrics::~JobMetrics() {
   (started_ ? metrics_->running_jobs_ : metrics_->queued_jobs_).Decrement();
 }
 
-void JobMetrics::Started(const std::string& policy, uint32_t prompt_tokens) {
+void JobMetrics::Started(const std::string& policy, uint32_t prompt_tokens, absl::Duration queued) {
   if (metrics_ == nullptr || started_) return;
   started_ = true;
   policy_ = policy.empty() ? "default" : policy;
@@ -87,6 +92,8 @@ void JobMetrics::Started(const std::string& policy, uint32_t prompt_tokens) {
   metrics_->queued_jobs_.Decrement();
   metrics_->running_jobs_.Increment();
   metrics_->prompt_tokens_.Add(labels).Increment(prompt_tokens);
+  metrics_->queue_wait_.Add({{"model", metrics_->model_}}, TimeToFirstTokenBuckets())
+      .Observe(absl::ToDoubleSeconds(queued));
   generation_tokens_ = &metrics_->generation_tokens_.Add(labels);
   time_to_first_token_ = &metrics_->time_to_first_token_.Add(labels, TimeToFirstTokenBuckets());
   inter_token_latency_ = &metrics_->inter_token_latency_.Add(labels, InterTokenBuckets());

@@ -42,6 +42,7 @@ class WorkerMetrics {
   prometheus::Family<prometheus::Counter>& prompt_tokens_;
   prometheus::Family<prometheus::Counter>& generation_tokens_;
   prometheus::Family<prometheus::Histogram>& time_to_first_token_;
+  prometheus::Family<prometheus::Histogram>& queue_wait_;
   prometheus::Family<prometheus::Histogram>& inter_token_latency_;
   prometheus::Family<prometheus::Histogram>& e2e_latency_;
   prometheus::Family<prometheus::Histogram>& tokens_per_second_;
@@ -59,8 +60,9 @@ class JobMetrics {
   JobMetrics& operator=(const JobMetrics&) = delete;
   ~JobMetrics();
 
-  // The job's policy is known and decoding begins: queued -> running, prompt tokens counted.
-  void Started(const std::string& policy, uint32_t prompt_tokens);
+  // The job's policy is known and decoding begins after `queued` in the scheduler's queue: queued ->
+  // running, prompt tokens counted, the wait observed.
+  void Started(const std::string& policy, uint32_t prompt_tokens, absl::Duration queued = absl::ZeroDuration());
   // A token was produced; `kv_bytes_held` is the job's KV cache now.
   void Token(size_t kv_bytes_held);
   // The job ended normally (finished or cancelled): end-to-end latency, decode speed, evictions.

@@ -60,7 +60,7 @@ struct Harness {
     options.weights = weights.get();
     options.tokenizer = tokenizer.get();
     options.default_policy.set_name("a2sf");
-    options.max_jobs = 4;
+    options.max_batch = 4;
     options.finished_jobs_kept = 4;
     local = std::make_unique<GenerationService>(options);
     options.cache_manager = cache_server->InProcessChannel(grpc::ChannelArguments());

@@ -1,0 +1,40 @@
+#include "bench/bench_setup.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "cachemgr/store/cpu_score_store.h"
+
+namespace a2sf::bench {
+
+std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> BenchModels(std::string fixtures) {
+  std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> models;
+  if (fixtures.empty() && std::getenv("A2SF_FIXTURES") != nullptr) fixtures = std::getenv("A2SF_FIXTURES");
+  if (!fixtures.empty()) {
+    auto loaded = worker::LoadModel(fixtures + "/stories260K-dq.bin");
+    if (loaded.ok()) models.emplace_back("stories260K", std::move(*loaded));
+  }
+  if (models.empty()) std::fprintf(stderr, "stories260K fixtures not found: only the 110M shape is measured\n");
+  models.emplace_back("stories110M (random)", std::move(*worker::MakeSyntheticModel(*worker::NamedShape("stories110M"), 7)));
+  return models;
+}
+
+LocalCacheManager::LocalCacheManager(const std::string& name, bool tcp)
+    : socket_("/tmp/" + name + "-" + std::to_string(getpid()) + ".sock"),
+      manager_(std::make_unique<cachemgr::CpuScoreStore>(1), &cachemgr::PolicyRegistry::Builtin(), {}) {
+  ring_handoff_ = std::move(*RingHandoffServer::Start(RingSocketPath(socket_), 0600));
+  cachemgr::CacheManagerServiceOptions service_options;
+  service_options.ring_handoff = ring_handoff_.get();
+  service_ = std::make_unique<cachemgr::CacheManagerService>(&manager_, service_options);
+  ServerOptions options;
+  if (tcp) options.listen_addresses.push_back("127.0.0.1:0");
+  options.listen_addresses.push_back("unix:" + socket_);
+  options.plaintext = true;
+  server_ = std::move(*RunningServer::Start(options, {service_.get()}));
+}
+
+LocalCacheManager::~LocalCacheManager() { server_->Shutdown(absl::ZeroDuration()); }
+
+}  // namespace a2sf::bench

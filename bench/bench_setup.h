@@ -1,0 +1,42 @@
+// What the serving benchmarks share: the models they measure and a cache manager in their process.
+// Not thread-safe; for benchmark mains.
+#ifndef A2SF_BENCH_BENCH_SETUP_H_
+#define A2SF_BENCH_BENCH_SETUP_H_
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cachemgr/service/cache_manager_service.h"
+#include "cachemgr/session/session_manager.h"
+#include "common/grpc/server.h"
+#include "common/shm/ring_handoff.h"
+#include "worker/model/model.h"
+
+namespace a2sf::bench {
+
+// stories260K from `fixtures` (or $A2SF_FIXTURES when empty; skipped, with a note, without them), then
+// a synthetic stories110M-shaped model (random weights: the trained one's speed, no download).
+std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> BenchModels(std::string fixtures);
+
+// A cache manager (CPU store) serving on a pid-unique Unix socket with the shared-memory ring
+// handoff, and on TCP loopback when `tcp`.
+class LocalCacheManager {
+ public:
+  explicit LocalCacheManager(const std::string& name, bool tcp);
+  ~LocalCacheManager();
+  std::string unix_address() const { return "unix:" + socket_; }
+  std::string tcp_address() const { return server_->dial_address(0); }
+
+ private:
+  std::string socket_;
+  cachemgr::SessionManager manager_;
+  std::unique_ptr<RingHandoffServer> ring_handoff_;
+  std::unique_ptr<cachemgr::CacheManagerService> service_;
+  std::unique_ptr<RunningServer> server_;
+};
+
+}  // namespace a2sf::bench
+
+#endif  // A2SF_BENCH_BENCH_SETUP_H_
