@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/generator.h"
+#include "worker/policy/in_process_policy.h"
 #include "worker/testing/fixtures.h"
 
 namespace a2sf::worker {
