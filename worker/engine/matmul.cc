@@ -274,12 +274,13 @@ struct QuantizedTiles {
   }
 };
 
-// Rows [begin, end) x all vectors in tiles: vectors in pairs (then one); for one vector, kRows rows
-// at a time where the matrix is small enough to sit in the caches (the tile shares the vector's loads
-// and the reductions' latency), else one row at a time: a matrix streamed from memory is read fastest
-// as one contiguous stream that the hardware prefetcher keeps ahead of (bench/matmul_bench: tiles of
-// 3-4 rows read 0.5-0.7x the bytes per second of single rows there). A tile's shape changes only how
-// loads are shared, never a result.
+// Rows [begin, end) x all vectors in tiles. Several vectors: row by row, each row against the
+// vectors in pairs (then one), so a row is read from memory once for all of them. One vector: kRows
+// rows at a time where the matrix is small enough to sit in the caches (the tile shares the vector's
+// loads and the reductions' latency), else one row at a time: a matrix streamed from memory is read
+// fastest as one contiguous stream that the hardware prefetcher keeps ahead of (bench/matmul_bench:
+// tiles of 3-4 rows read 0.5-0.7x the bytes per second of single rows there). A tile's shape changes
+// only how loads are shared, never a result.
 constexpr size_t kCachedMatrixBytes = size_t(256) << 10;
 
 template <class Tiles, int kRows>
@@ -291,25 +292,26 @@ A2SF_AVX2 void RowsAvx2(const WeightMatrix& w, const Activations& x, int n_vecto
   // The row size once per call: WeightMatrix::row() looks it up (and divides) per row, which costs as
   // much as a short row's dot product (stories260K's rows are 64 wide).
   const size_t row_bytes = w.row_bytes();
-  const int64_t rows_per_tile = row_bytes * size_t(w.rows) <= kCachedMatrixBytes ? kRows : 1;
   const uint8_t* const rows = static_cast<const uint8_t*>(w.data);
-  for (int v = 0; v < n_vectors; v += 2) {
-    const bool pair = v + 2 <= n_vectors;
-    Tile t{nullptr, row_bytes, xs + v * x_stride, x_stride, nullptr, size_t(w.rows)};
-    int64_t r = begin;
-    for (; pair && r < end; ++r) {
-      t.row = rows + size_t(r) * row_bytes, t.out = out + size_t(v) * w.rows + r;
-      Tiles::template Run<1, 2>(t, w.cols);
+  Tile t{nullptr, row_bytes, xs, x_stride, nullptr, size_t(w.rows)};
+  auto at = [&](int64_t r, int v) {
+    t.row = rows + size_t(r) * row_bytes;
+    t.x = xs + size_t(v) * x_stride;
+    t.out = out + size_t(v) * w.rows + r;
+  };
+  if (n_vectors > 1) {
+    for (int64_t r = begin; r < end; ++r) {
+      int v = 0;
+      for (; v + 2 <= n_vectors; v += 2) at(r, v), Tiles::template Run<1, 2>(t, w.cols);
+      if (v < n_vectors) at(r, v), Tiles::template Run<1, 1>(t, w.cols);
     }
-    for (; rows_per_tile > 1 && r + kRows <= end; r += kRows) {
-      t.row = rows + size_t(r) * row_bytes, t.out = out + size_t(v) * w.rows + r;
-      Tiles::template Run<kRows, 1>(t, w.cols);
-    }
-    for (; r < end; ++r) {
-      t.row = rows + size_t(r) * row_bytes, t.out = out + size_t(v) * w.rows + r;
-      Tiles::template Run<1, 1>(t, w.cols);
-    }
+    return;
   }
+  int64_t r = begin;
+  if (row_bytes * size_t(w.rows) <= kCachedMatrixBytes) {
+    for (; r + kRows <= end; r += kRows) at(r, 0), Tiles::template Run<kRows, 1>(t, w.cols);
+  }
+  for (; r < end; ++r) at(r, 0), Tiles::template Run<1, 1>(t, w.cols);
 }
 
 // QuantizeQ16Scalar eight lanes at a time, bit for bit: the same amax, d = amax / 32767, id = 1 / d
