@@ -12,12 +12,13 @@
 // result is bit for bit the same for 1 vector or N. Weights are used as they are held (no fp32 copy).
 // Float types (f32, f16, bf16) are expanded to fp32 in registers and multiplied with the fp32
 // vectors. For q8_0 and q4_0 each vector is quantized once per product to 16-bit blocks (BlockQ16:
-// llama.cpp quantizes it to 8 bits, which moves this engine's tiny test model off its fp32 greedy
-// path; 16 bits cost the same instructions) and each pair of blocks is an exact integer dot
+// llama.cpp quantizes it to 8 bits, which took q8_0's top-1 agreement on the fixture model below
+// its 0.99 target, docs/EVALUATION.md; 16 bits cost the same instructions per block) and each pair of blocks is an exact integer dot
 // product scaled by the two block scales and accumulated in fp32: the scalar and AVX2 kernels of
 // these types agree bit for bit.
 //
-// Thread-safety: stateless; concurrent calls are safe (the pool serializes its own use).
+// Thread-safety: no shared state (the quantized vectors go to a scratch buffer of the calling
+// thread); concurrent calls are safe (the pool serializes its own use).
 #ifndef A2SF_WORKER_ENGINE_MATMUL_H_
 #define A2SF_WORKER_ENGINE_MATMUL_H_
 
