@@ -10,41 +10,16 @@
 // `gpu`: only the GPU rows (no triad, no CPU rows): what scripts/gpu_check.sh runs. `types`: the
 // triad and the weight-type rows only. `small`: the stories260K rows only (no triad).
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
-#include "common/thread_pool.h"
+#include "bench/triad.h"
 #include "worker/engine/generator.h"
 
 namespace a2sf::worker {
 namespace {
-
-double Seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// a = b + q * c over float arrays far larger than the caches; best of 5, in GB/s.
-double Triad(int threads) {
-  const size_t n = size_t(1) << 25;  // 3 arrays x 128 MiB
-  std::vector<float> a(n, 1.0f), b(n, 2.0f), c(n, 0.5f);
-  ThreadPool pool(threads);
-  const size_t chunks = size_t(threads) * 8, chunk = n / chunks;
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const double start = Seconds();
-    pool.ParallelFor(chunks, [&](size_t k) {
-      float* __restrict pa = a.data() + k * chunk;
-      const float* __restrict pb = b.data() + k * chunk;
-      const float* __restrict pc = c.data() + k * chunk;
-      for (size_t i = 0; i < chunk; ++i) pa[i] = pb[i] + 3.0f * pc[i];
-    });
-    best = std::max(best, 3.0 * 4 * n / (Seconds() - start) / 1e9);
-  }
-  return best;
-}
 
 struct Row {
   const char* model;
@@ -139,7 +114,7 @@ int main(int argc, char** argv) {
   const bool gpu_only = mode == "gpu", types_only = mode == "types", small_only = mode == "small";
   double triad1 = 0, triad2 = 0;
   if (!gpu_only && !small_only) {
-    triad1 = Triad(1), triad2 = Triad(2);
+    triad1 = a2sf::bench::Triad(1).wall, triad2 = a2sf::bench::Triad(2).wall;
     std::printf("triad: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n\n", triad1, triad2);
   }
   const absl::Status gpu = CheckEngineDevice(EngineDevice::kCuda);

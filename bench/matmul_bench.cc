@@ -1,32 +1,25 @@
 // Kernel throughput of MatMul (one vector, as in decoding) for every weight type on a matrix far
-// larger than the caches: weight GB/s by wall clock and per CPU second (the second is steadier on a
-// shared machine: it does not count time the process waits for a core). Compare with engine_bench's
-// triad. A diagnostic for the kernels; the end-to-end figures are engine_bench's.
+// larger than the caches: weight GB/s by wall clock and per CPU second, each over the same-run
+// triad measured the same way (per CPU second is steadier on a shared machine: it does not count
+// time the process waits for a core). A diagnostic for the kernels; the end-to-end figures are
+// engine_bench's.
 //
 //   bazel run -c opt //bench:matmul_bench [-- ROWS COLS]
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <random>
 #include <vector>
 
+#include "bench/triad.h"
 #include "common/thread_pool.h"
 #include "worker/engine/matmul.h"
 
 namespace a2sf::worker {
 namespace {
 
-double WallSeconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-double CpuSeconds() {
-  timespec t;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
+using bench::CpuSeconds;
+using bench::WallSeconds;
 
 void Run(int64_t rows, int64_t cols) {
   std::mt19937 rng(1);
@@ -36,7 +29,11 @@ void Run(int64_t rows, int64_t cols) {
   for (float& v : x) v = normal(rng);
   std::printf("%lld x %lld, %s kernels\n", static_cast<long long>(rows), static_cast<long long>(cols),
               KernelIsaName(DetectedIsa()));
-  std::printf("%-6s %7s %10s %12s %12s\n", "type", "threads", "MB", "GB/s wall", "GB/s per cpu-s");
+  const bench::TriadGbps triad[2] = {bench::Triad(1), bench::Triad(2)};
+  std::printf("triad: %.1f / %.1f GB/s wall, %.1f / %.1f GB/s per CPU-second (1 / 2 threads)\n", triad[0].wall,
+              triad[1].wall, triad[0].per_cpu_s, triad[1].per_cpu_s);
+  std::printf("%-6s %7s %10s %12s %8s %15s %8s\n", "type", "threads", "MB", "GB/s wall", "/ triad", "GB/s per CPU-s",
+              "/ triad");
   for (int t = 0; t < kWeightTypeCount; ++t) {
     const WeightType type = static_cast<WeightType>(t);
     const size_t row_bytes = RowBytes(type, cols);
@@ -53,8 +50,9 @@ void Run(int64_t rows, int64_t cols) {
       const double wall = WallSeconds(), cpu = CpuSeconds();
       for (int i = 0; i < reps; ++i) MatMul(out.data(), w, x.data(), 1, &pool);
       const double gb = double(bytes.size()) * reps / 1e9;
-      std::printf("%-6s %7d %10.1f %12.2f %12.2f\n", WeightTypeName(type), threads, bytes.size() / 1e6,
-                  gb / (WallSeconds() - wall), gb / (CpuSeconds() - cpu) * threads);
+      const double wall_gbps = gb / (WallSeconds() - wall), cpu_gbps = gb / (CpuSeconds() - cpu);
+      std::printf("%-6s %7d %10.1f %12.2f %8.2f %15.2f %8.2f\n", WeightTypeName(type), threads, bytes.size() / 1e6,
+                  wall_gbps, wall_gbps / triad[threads - 1].wall, cpu_gbps, cpu_gbps / triad[threads - 1].per_cpu_s);
     }
   }
 }
