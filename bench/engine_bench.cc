@@ -6,45 +6,21 @@
 // threads, best of interleaved rounds: weight bytes per token, tok/s, weight GB/s / triad, and tok/s
 // as a multiple of f32's in the same run.
 //
-//   A2SF_FIXTURES=../shared/fixtures bazel run -c opt //bench:engine_bench [-- gpu]
-// `gpu`: only the GPU rows (no triad, no CPU rows): what scripts/gpu_check.sh runs.
+//   A2SF_FIXTURES=../shared/fixtures bazel run -c opt //bench:engine_bench [-- gpu|types|small]
+// `gpu`: only the GPU rows (no triad, no CPU rows): what scripts/gpu_check.sh runs. `types`: the
+// triad and the weight-type rows only. `small`: the stories260K rows only (no triad).
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
-#include "common/thread_pool.h"
+#include "bench/triad.h"
 #include "worker/engine/generator.h"
 #include "worker/policy/in_process_policy.h"
 
 namespace a2sf::worker {
 namespace {
-
-double Seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// a = b + q * c over float arrays far larger than the caches; best of 5, in GB/s.
-double Triad(int threads) {
-  const size_t n = size_t(1) << 25;  // 3 arrays x 128 MiB
-  std::vector<float> a(n, 1.0f), b(n, 2.0f), c(n, 0.5f);
-  ThreadPool pool(threads);
-  const size_t chunks = size_t(threads) * 8, chunk = n / chunks;
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const double start = Seconds();
-    pool.ParallelFor(chunks, [&](size_t k) {
-      float* __restrict pa = a.data() + k * chunk;
-      const float* __restrict pb = b.data() + k * chunk;
-      const float* __restrict pc = c.data() + k * chunk;
-      for (size_t i = 0; i < chunk; ++i) pa[i] = pb[i] + 3.0f * pc[i];
-    });
-    best = std::max(best, 3.0 * 4 * n / (Seconds() - start) / 1e9);
-  }
-  return best;
-}
 
 struct Row {
   const char* model;
@@ -98,53 +74,9 @@ Row Measure(const char* label, const ModelWeights& weights, int threads, bool a2
           best * double(weights.bytes_per_token()) / 1e9};
 }
 
-}  // namespace
-}  // namespace a2sf::worker
-
-int main(int argc, char** argv) {
-  using namespace a2sf::worker;
-  const bool gpu_only = argc > 1 && std::string(argv[1]) == "gpu";
-  double triad1 = 0, triad2 = 0;
-  if (!gpu_only) {
-    triad1 = Triad(1), triad2 = Triad(2);
-    std::printf("triad: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n\n", triad1, triad2);
-  }
-  const absl::Status gpu = CheckEngineDevice(EngineDevice::kCuda);
-  if (gpu_only && !gpu.ok()) {
-    std::printf("GPU rows skipped: %s\n", std::string(gpu.message()).c_str());
-    return 0;
-  }
-
-  std::unique_ptr<ModelWeights> small;
-  const char* fixtures = std::getenv("A2SF_FIXTURES");
-  const char* small_label = "stories260K";
-  if (fixtures != nullptr && *fixtures != '\0') {
-    auto loaded = LoadModel(std::string(fixtures) + "/stories260K-dq.bin");
-    if (loaded.ok()) small = std::move(*loaded);
-  }
-  if (small == nullptr) {
-    small = std::move(*MakeSyntheticModel(*NamedShape("stories260K"), 1));
-    small_label = "stories260K (random)";
-  }
-  auto big = std::move(*MakeSyntheticModel(*NamedShape("stories110M"), 1));
-
-  std::vector<Row> rows;
-  for (int threads : {1, 2}) {
-    if (gpu_only) break;
-    for (bool a2sf : {false, true}) rows.push_back(Measure(small_label, *small, threads, a2sf, 256, 20));
-    for (bool a2sf : {false, true}) rows.push_back(Measure("stories110M (random)", *big, threads, a2sf, 64, 2));
-  }
-  // The CUDA backend, where there is a GPU (its bandwidth is the GPU's, so no triad ratio).
-  if (gpu.ok()) {
-    for (bool a2sf : {false, true}) {
-      rows.push_back(Measure(small_label, *small, 0, a2sf, 256, 5, EngineDevice::kCuda));
-      rows.push_back(Measure("stories110M (random)", *big, 0, a2sf, 64, 2, EngineDevice::kCuda));
-    }
-  } else {
-    std::printf("GPU rows skipped: %s\n\n", std::string(gpu.message()).c_str());
-  }
-  // Every weight type on the 110M shape: rounds interleave types and thread counts so that a noisy
-  // moment (the machine is shared) hits them alike; each cell keeps its best round.
+// Every weight type on the 110M shape: rounds interleave types and thread counts so that a noisy
+// moment (the machine is shared) hits them alike; each cell keeps its best round.
+void TypeRows(double triad1, double triad2) {
   const WeightType types[] = {WeightType::kF32, WeightType::kF16, WeightType::kBF16, WeightType::kQ8_0,
                               WeightType::kQ4_0};
   std::vector<std::unique_ptr<ModelWeights>> typed;
@@ -171,6 +103,58 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("\n");
+
+}
+
+}  // namespace
+}  // namespace a2sf::worker
+
+int main(int argc, char** argv) {
+  using namespace a2sf::worker;
+  const std::string mode = argc > 1 ? argv[1] : "";
+  const bool gpu_only = mode == "gpu", types_only = mode == "types", small_only = mode == "small";
+  double triad1 = 0, triad2 = 0;
+  if (!gpu_only && !small_only) {
+    triad1 = a2sf::bench::Triad(1).wall, triad2 = a2sf::bench::Triad(2).wall;
+    std::printf("triad: %.1f GB/s (1 thread), %.1f GB/s (2 threads)\n\n", triad1, triad2);
+  }
+  const absl::Status gpu = CheckEngineDevice(EngineDevice::kCuda);
+  if (gpu_only && !gpu.ok()) {
+    std::printf("GPU rows skipped: %s\n", std::string(gpu.message()).c_str());
+    return 0;
+  }
+
+  std::unique_ptr<ModelWeights> small;
+  const char* fixtures = std::getenv("A2SF_FIXTURES");
+  const char* small_label = "stories260K";
+  if (fixtures != nullptr && *fixtures != '\0') {
+    auto loaded = LoadModel(std::string(fixtures) + "/stories260K-dq.bin");
+    if (loaded.ok()) small = std::move(*loaded);
+  }
+  if (small == nullptr) {
+    small = std::move(*MakeSyntheticModel(*NamedShape("stories260K"), 1));
+    small_label = "stories260K (random)";
+  }
+  std::unique_ptr<ModelWeights> big;
+  if (!small_only && !types_only) big = std::move(*MakeSyntheticModel(*NamedShape("stories110M"), 1));
+
+  std::vector<Row> rows;
+  for (int threads : {1, 2}) {
+    if (gpu_only || types_only) break;
+    for (bool a2sf : {false, true}) rows.push_back(Measure(small_label, *small, threads, a2sf, 256, 20));
+    if (small_only) continue;
+    for (bool a2sf : {false, true}) rows.push_back(Measure("stories110M (random)", *big, threads, a2sf, 64, 2));
+  }
+  // The CUDA backend, where there is a GPU (its bandwidth is the GPU's, so no triad ratio).
+  if (gpu.ok() && !types_only && !small_only) {
+    for (bool a2sf : {false, true}) {
+      rows.push_back(Measure(small_label, *small, 0, a2sf, 256, 5, EngineDevice::kCuda));
+      rows.push_back(Measure("stories110M (random)", *big, 0, a2sf, 64, 2, EngineDevice::kCuda));
+    }
+  } else if (!gpu.ok()) {
+    std::printf("GPU rows skipped: %s\n\n", std::string(gpu.message()).c_str());
+  }
+  if (!small_only) TypeRows(triad1, triad2);
 
   std::printf("%-22s %7s %-20s %10s %12s %12s %8s\n", "model", "threads", "policy", "tok/s", "KV peak B",
               "weights GB/s", "/ triad");

@@ -1,6 +1,7 @@
 #include "worker/engine/matmul.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -13,18 +14,30 @@
 namespace a2sf::worker {
 namespace {
 
-using RowsKernel = void (*)(const WeightMatrix& w, const float* x, int n_vectors, int64_t begin, int64_t end,
+bool Quantized(WeightType type) { return type == WeightType::kQ8_0 || type == WeightType::kQ4_0; }
+
+// The vectors as a kernel takes them: fp32 for the float types; for q8_0 and q4_0, each vector
+// quantized once per product to 16-bit blocks (BlockQ16), which every row then multiplies with
+// exact integer dot products.
+struct Activations {
+  const float* f32 = nullptr;
+  const BlockQ16* q16 = nullptr;
+  size_t q16_blocks = 0;  // blocks per vector
+};
+
+using RowsKernel = void (*)(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
                             float* out);
 
-// The scalar kernel of every type: a row expanded by the type's to_float (one row of the traits
-// table), then plain dot products in column order.
-void RowsScalar(const WeightMatrix& w, const float* x, int n_vectors, int64_t begin, int64_t end, float* out) {
+// --- Scalar kernels: the references the SIMD ones are compared against. ---
+
+// Float types: a row expanded by the type's to_float, then plain dot products in column order.
+void RowsScalar(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end, float* out) {
   thread_local std::vector<float> row;
   row.resize(size_t(w.cols));
   for (int64_t r = begin; r < end; ++r) {
     w.RowToFloat(r, row.data());
     for (int v = 0; v < n_vectors; ++v) {
-      const float* xv = x + size_t(v) * w.cols;
+      const float* xv = x.f32 + size_t(v) * w.cols;
       float sum = 0.0f;
       for (int64_t c = 0; c < w.cols; ++c) sum += row[c] * xv[c];
       out[size_t(v) * w.rows + r] = sum;
@@ -32,15 +45,79 @@ void RowsScalar(const WeightMatrix& w, const float* x, int n_vectors, int64_t be
   }
 }
 
+// The one rule for 16-bit vector blocks (BlockQ16 in matmul.h).
+void QuantizeQ16Scalar(const float* x, BlockQ16* out, int64_t blocks) {
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* in = x + b * kQuantBlock;
+    float amax = 0.0f;
+    for (int j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(in[j]));
+    const float d = amax / kQ16Max;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    out[b].d = d;
+    for (int j = 0; j < kQuantBlock; ++j) out[b].qs[j] = int16_t(std::round(in[j] * id));
+  }
+}
+
+// The 32 weights of a quantized block as integers (q4_0: nibble - 8, elements 0..15 from the low
+// nibbles, 16..31 from the high ones) and its scale.
+float BlockInts(WeightType type, const uint8_t* block, int16_t q[kQuantBlock]) {
+  uint16_t d;
+  std::memcpy(&d, block, 2);
+  for (int j = 0; j < kQuantBlock; ++j) {
+    q[j] = type == WeightType::kQ8_0 ? int8_t(block[2 + j])
+                                     : int16_t(j < 16 ? (block[2 + j] & 0x0f) - 8 : (block[2 + j - 16] >> 4) - 8);
+  }
+  return HalfToFloat(d);
+}
+
+// Sum of eight lanes in the SIMD kernels' order: (l0+l4 + l2+l6) + (l1+l5 + l3+l7).
+float ReduceLanes(const float lane[8]) {
+  const float h0 = lane[0] + lane[4], h1 = lane[1] + lane[5], h2 = lane[2] + lane[6], h3 = lane[3] + lane[7];
+  return (h0 + h2) + (h1 + h3);
+}
+
+// Quantized types against 16-bit activations, per block: eight exact integer sums of four products
+// (lane m: elements 2m, 2m+1, 16+2m, 17+2m -- how the AVX2 kernel pairs them), each scaled by
+// d_w * d_x and added to lane m's fp32 accumulator with one fused multiply-add: exactly the AVX2
+// kernel's arithmetic, so the two agree bit for bit.
+void RowsScalarQuantized(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
+                         float* out) {
+  const size_t block_bytes = Traits(w.type).block_bytes, row_bytes = w.row_bytes();
+  const int64_t blocks = w.cols / kQuantBlock;
+  for (int64_t r = begin; r < end; ++r) {
+    const uint8_t* row = static_cast<const uint8_t*>(w.data) + size_t(r) * row_bytes;
+    for (int v = 0; v < n_vectors; ++v) {
+      const BlockQ16* xv = x.q16 + size_t(v) * x.q16_blocks;
+      float lane[8] = {};
+      for (int64_t b = 0; b < blocks; ++b) {
+        int16_t wq[kQuantBlock];
+        const float d = BlockInts(w.type, row + size_t(b) * block_bytes, wq) * xv[b].d;
+        const int16_t* xq = xv[b].qs;
+        for (int m = 0; m < 8; ++m) {
+          const int32_t sum = int32_t(wq[2 * m]) * xq[2 * m] + int32_t(wq[2 * m + 1]) * xq[2 * m + 1] +
+                              int32_t(wq[16 + 2 * m]) * xq[16 + 2 * m] + int32_t(wq[17 + 2 * m]) * xq[17 + 2 * m];
+          lane[m] = std::fma(d, float(sum), lane[m]);
+        }
+      }
+      out[size_t(v) * w.rows + r] = ReduceLanes(lane);
+    }
+  }
+}
+
 #if defined(__x86_64__)
 #define A2SF_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define A2SF_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
 
-// Decoders: 32 weights of a row (chunk k: columns 32k..32k+31) as four vectors of eight floats, and
-// single weights for the tail of rows that are not whole chunks (float types only).
+// --- AVX2 kernels. Rows are computed in tiles of R rows x NV vectors sharing every load of a vector
+// (and of a row); each (row, vector) pair keeps its own accumulators, filled in the same order
+// whatever the tile, so a row's result does not depend on its tile, the vector count or the threads.
+// All loops over tile members are unrolled, so the accumulators live in registers.
+
+// Float types: 8 weights (chunk k of 32 columns, lanes 8i..8i+7) as floats, and single weights for
+// the tail of rows that are not whole chunks.
 struct F32Decoder {
-  A2SF_AVX2 static void Chunk(const uint8_t* row, int64_t k, __m256 w[4]) {
-    const float* p = reinterpret_cast<const float*>(row) + 32 * k;
-    for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(p + 8 * i);
+  A2SF_AVX2_INLINE static __m256 Lanes(const uint8_t* row, int64_t k, int i) {
+    return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + 32 * k + 8 * i);
   }
   static float One(const uint8_t* row, int64_t c) {
     float f;
@@ -50,9 +127,8 @@ struct F32Decoder {
 };
 
 struct F16Decoder {
-  A2SF_AVX2 static void Chunk(const uint8_t* row, int64_t k, __m256 w[4]) {
-    const uint8_t* p = row + 64 * k;
-    for (int i = 0; i < 4; ++i) w[i] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * i)));
+  A2SF_AVX2_INLINE static __m256 Lanes(const uint8_t* row, int64_t k, int i) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 64 * k + 16 * i)));
   }
   static float One(const uint8_t* row, int64_t c) {
     uint16_t h;
@@ -62,12 +138,9 @@ struct F16Decoder {
 };
 
 struct Bf16Decoder {
-  A2SF_AVX2 static void Chunk(const uint8_t* row, int64_t k, __m256 w[4]) {
-    const uint8_t* p = row + 64 * k;
-    for (int i = 0; i < 4; ++i) {
-      const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * i)));
-      w[i] = _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-    }
+  A2SF_AVX2_INLINE static __m256 Lanes(const uint8_t* row, int64_t k, int i) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 64 * k + 16 * i)));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
   }
   static float One(const uint8_t* row, int64_t c) {
     uint16_t h;
@@ -76,94 +149,228 @@ struct Bf16Decoder {
   }
 };
 
-// d * q is exact in fp32 (8-bit times 11-bit significands), so the expanded weights are exactly the
-// dequantized ones.
-struct Q8_0Decoder {
-  A2SF_AVX2 static void Chunk(const uint8_t* row, int64_t k, __m256 w[4]) {
-    const uint8_t* block = row + sizeof(BlockQ8_0) * k;
-    uint16_t d16;
-    std::memcpy(&d16, block, 2);
-    const __m256 d = _mm256_set1_ps(_cvtsh_ss(d16));
-    for (int i = 0; i < 4; ++i) {
-      const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * i));
-      w[i] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)));
-    }
-  }
-  static float One(const uint8_t*, int64_t) { return 0.0f; }  // rows are whole blocks
-};
-
-struct Q4_0Decoder {
-  A2SF_AVX2 static void Chunk(const uint8_t* row, int64_t k, __m256 w[4]) {
-    const uint8_t* block = row + sizeof(BlockQ4_0) * k;
-    uint16_t d16;
-    std::memcpy(&d16, block, 2);
-    const __m256 d = _mm256_set1_ps(_cvtsh_ss(d16));
-    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
-    const __m128i mask = _mm_set1_epi8(0x0f), eight = _mm_set1_epi8(8);
-    const __m128i lo = _mm_sub_epi8(_mm_and_si128(bytes, mask), eight);                     // elements 0..15
-    const __m128i hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask), eight);  // elements 16..31
-    w[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)));
-    w[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8))));
-    w[2] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)));
-    w[3] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))));
-  }
-  static float One(const uint8_t*, int64_t) { return 0.0f; }
-};
-
-// Sum of the four accumulators' 32 lanes, in one fixed order.
-A2SF_AVX2 inline float Reduce(const __m256 acc[4]) {
-  const __m256 s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+// Sum of eight lanes: (l0+l4 + l2+l6) + (l1+l5 + l3+l7) (ReduceLanes' order).
+A2SF_AVX2_INLINE float Reduce8(__m256 s) {
   __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
   h = _mm_add_ps(h, _mm_movehl_ps(h, h));
   h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
   return _mm_cvtss_f32(h);
 }
 
-// One row against NV vectors at once: each 32-weight chunk is decoded once and used for every
-// vector; each (row, vector) pair has its own four accumulators (chunk lanes i*8..i*8+7 go to
-// accumulator i), so its arithmetic does not depend on NV.
-template <class Decoder, int NV>
-A2SF_AVX2 void RowAvx2(const uint8_t* row, int64_t cols, const float* x, float* out, int64_t out_stride) {
-  const int64_t chunks = cols / 32;
-  __m256 acc[NV][4];
-  for (int v = 0; v < NV; ++v) {
-    for (int i = 0; i < 4; ++i) acc[v][i] = _mm256_setzero_ps();
-  }
-  for (int64_t k = 0; k < chunks; ++k) {
-    __m256 w[4];
-    Decoder::Chunk(row, k, w);
-    for (int v = 0; v < NV; ++v) {
-      const float* xv = x + size_t(v) * cols + 32 * k;
-      for (int i = 0; i < 4; ++i) acc[v][i] = _mm256_fmadd_ps(w[i], _mm256_loadu_ps(xv + 8 * i), acc[v][i]);
+// Where a tile reads and writes: R rows from `row` (row_bytes apart), NV vectors from `x` (x_stride
+// apart), results at out[v * out_stride + r].
+struct Tile {
+  const uint8_t* row;
+  size_t row_bytes;
+  const uint8_t* x;
+  size_t x_stride;
+  float* out;
+  size_t out_stride;
+};
+
+// Float types: four accumulators per (row, vector); chunk lanes 8i..8i+7 go to accumulator i.
+template <class Decoder>
+struct FloatTiles {
+  template <int R, int NV>
+  A2SF_AVX2_INLINE static void Run(const Tile& t, int64_t cols) {
+    const int64_t chunks = cols / 32;
+    __m256 acc[R][NV][4];
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+      for (int v = 0; v < NV; ++v)
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) acc[r][v][i] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < chunks; ++k) {
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        __m256 xv[NV];
+#pragma GCC unroll 64
+        for (int v = 0; v < NV; ++v) {
+          xv[v] = _mm256_loadu_ps(reinterpret_cast<const float*>(t.x + v * t.x_stride) + 32 * k + 8 * i);
+        }
+#pragma GCC unroll 64
+        for (int r = 0; r < R; ++r) {
+          const __m256 wv = Decoder::Lanes(t.row + r * t.row_bytes, k, i);
+#pragma GCC unroll 64
+          for (int v = 0; v < NV; ++v) acc[r][v][i] = _mm256_fmadd_ps(wv, xv[v], acc[r][v][i]);
+        }
+      }
+    }
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 64
+      for (int v = 0; v < NV; ++v) {
+        const float* xv = reinterpret_cast<const float*>(t.x + v * t.x_stride);
+        float tail = 0.0f;
+        for (int64_t c = chunks * 32; c < cols; ++c) tail += Decoder::One(t.row + r * t.row_bytes, c) * xv[c];
+        const __m256 s = _mm256_add_ps(_mm256_add_ps(acc[r][v][0], acc[r][v][1]),
+                                       _mm256_add_ps(acc[r][v][2], acc[r][v][3]));
+        t.out[v * t.out_stride + r] = Reduce8(s) + tail;
+      }
     }
   }
-  for (int v = 0; v < NV; ++v) {
-    float tail = 0.0f;
-    const float* xv = x + size_t(v) * cols;
-    for (int64_t c = chunks * 32; c < cols; ++c) tail += Decoder::One(row, c) * xv[c];
-    out[size_t(v) * out_stride] = Reduce(acc[v]) + tail;
+};
+
+// Quantized blocks: the 32 weights as 16-bit integers, elements 0..15 and 16..31 (q4_0: nibble - 8).
+struct Q8_0Blocks {
+  static constexpr size_t kBytes = sizeof(BlockQ8_0);
+  A2SF_AVX2_INLINE static void Ints(const uint8_t* block, __m256i* lo, __m256i* hi) {
+    *lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
+    *hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18)));
   }
+};
+struct Q4_0Blocks {
+  static constexpr size_t kBytes = sizeof(BlockQ4_0);
+  A2SF_AVX2_INLINE static void Ints(const uint8_t* block, __m256i* lo, __m256i* hi) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2));
+    const __m128i mask = _mm_set1_epi8(0x0f);
+    const __m256i eight = _mm256_set1_epi16(8);
+    *lo = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(bytes, mask)), eight);
+    *hi = _mm256_sub_epi16(_mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask)), eight);
+  }
+};
+
+A2SF_AVX2_INLINE float HalfScale(const uint8_t* block) {
+  uint16_t d;
+  std::memcpy(&d, block, 2);
+  return _cvtsh_ss(d);
 }
 
-template <class Decoder>
-A2SF_AVX2 void RowsAvx2(const WeightMatrix& w, const float* x, int n_vectors, int64_t begin, int64_t end, float* out) {
-  const size_t stride = size_t(w.cols);
+// Quantized types against 16-bit activations: one accumulator per (row, vector), lane m of it the
+// sum over blocks of d_w * d_x * (exact integer sum of elements 2m, 2m+1, 16+2m, 17+2m: madd pairs
+// the 16-bit products) -- RowsScalarQuantized's arithmetic.
+template <class Blocks>
+struct QuantizedTiles {
+  template <int R, int NV>
+  A2SF_AVX2_INLINE static void Run(const Tile& t, int64_t cols) {
+    const int64_t blocks = cols / kQuantBlock;
+    __m256 acc[R][NV];
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+      for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < blocks; ++b) {
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* block = t.row + r * t.row_bytes + b * Blocks::kBytes;
+        __m256i lo, hi;
+        Blocks::Ints(block, &lo, &hi);
+        const float dw = HalfScale(block);
+#pragma GCC unroll 64
+        for (int v = 0; v < NV; ++v) {
+          const BlockQ16& xb = reinterpret_cast<const BlockQ16*>(t.x + v * t.x_stride)[b];
+          const __m256i sums = _mm256_add_epi32(
+              _mm256_madd_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs))),
+              _mm256_madd_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xb.qs + 16))));
+          acc[r][v] = _mm256_fmadd_ps(_mm256_set1_ps(dw * xb.d), _mm256_cvtepi32_ps(sums), acc[r][v]);
+        }
+      }
+    }
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+      for (int v = 0; v < NV; ++v) t.out[v * t.out_stride + r] = Reduce8(acc[r][v]);
+  }
+};
+
+// Rows [begin, end) x all vectors in tiles. Several vectors: row by row, each row against the
+// vectors in pairs (then one), so a row is read from memory once for all of them. One vector: kRows
+// rows at a time where the matrix is small enough to sit in the caches (the tile shares the vector's
+// loads and the reductions' latency), else one row at a time: a matrix streamed from memory is read
+// fastest as one contiguous stream that the hardware prefetcher keeps ahead of (bench/matmul_bench:
+// tiles of 3-4 rows read 0.5-0.7x the bytes per second of single rows there). A tile's shape changes
+// only how loads are shared, never a result.
+constexpr size_t kCachedMatrixBytes = size_t(256) << 10;
+
+template <class Tiles, int kRows>
+A2SF_AVX2 void RowsAvx2(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
+                        float* out) {
+  const bool quantized = Quantized(w.type);
+  const uint8_t* xs = quantized ? reinterpret_cast<const uint8_t*>(x.q16) : reinterpret_cast<const uint8_t*>(x.f32);
+  const size_t x_stride = quantized ? x.q16_blocks * sizeof(BlockQ16) : size_t(w.cols) * sizeof(float);
   // The row size once per call: WeightMatrix::row() looks it up (and divides) per row, which costs as
   // much as a short row's dot product (stories260K's rows are 64 wide).
   const size_t row_bytes = w.row_bytes();
   const uint8_t* const rows = static_cast<const uint8_t*>(w.data);
-  for (int64_t r = begin; r < end; ++r) {
-    const uint8_t* row = rows + size_t(r) * row_bytes;
-    int v = 0;
-    for (; v + 2 <= n_vectors; v += 2) RowAvx2<Decoder, 2>(row, w.cols, x + v * stride, out + size_t(v) * w.rows + r, w.rows);
-    if (v < n_vectors) RowAvx2<Decoder, 1>(row, w.cols, x + v * stride, out + size_t(v) * w.rows + r, w.rows);
+  Tile t{nullptr, row_bytes, xs, x_stride, nullptr, size_t(w.rows)};
+  auto at = [&](int64_t r, int v) {
+    t.row = rows + size_t(r) * row_bytes;
+    t.x = xs + size_t(v) * x_stride;
+    t.out = out + size_t(v) * w.rows + r;
+  };
+  if (n_vectors > 1) {
+    for (int64_t r = begin; r < end; ++r) {
+      int v = 0;
+      for (; v + 2 <= n_vectors; v += 2) at(r, v), Tiles::template Run<1, 2>(t, w.cols);
+      if (v < n_vectors) at(r, v), Tiles::template Run<1, 1>(t, w.cols);
+    }
+    return;
+  }
+  int64_t r = begin;
+  if (row_bytes * size_t(w.rows) <= kCachedMatrixBytes) {
+    for (; r + kRows <= end; r += kRows) at(r, 0), Tiles::template Run<kRows, 1>(t, w.cols);
+  }
+  for (; r < end; ++r) at(r, 0), Tiles::template Run<1, 1>(t, w.cols);
+}
+
+// QuantizeQ16Scalar eight lanes at a time, bit for bit: the same amax, d = amax / 32767, id = 1 / d
+// and round-half-away-from-zero of x * id (truncation, plus one step where the exact remainder is at
+// least a half).
+A2SF_AVX2 void QuantizeQ16Avx2(const float* in, BlockQ16* out, int64_t blocks) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* x = in + b * kQuantBlock;
+    __m256 v[4];
+    for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(x + 8 * i);
+    const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                   _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    const float d = _mm_cvtss_f32(m4) / kQ16Max;
+    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    out[b].d = d;
+    __m256i q[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m256 scaled = _mm256_mul_ps(v[i], id);
+      const __m256 whole = _mm256_round_ps(scaled, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+      const __m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(scaled, whole)), half, _CMP_GE_OQ);
+      const __m256 step = _mm256_and_ps(up, _mm256_or_ps(_mm256_and_ps(scaled, sign), one));
+      q[i] = _mm256_cvtps_epi32(_mm256_add_ps(whole, step));
+    }
+    // packs works within 128-bit halves: restore element order with a 64-bit permute.
+    for (int i = 0; i < 2; ++i) {
+      const __m256i packed = _mm256_permute4x64_epi64(_mm256_packs_epi32(q[2 * i], q[2 * i + 1]), 0xD8);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(out[b].qs + 16 * i), packed);
+    }
   }
 }
 
-constexpr RowsKernel kAvx2Kernels[kWeightTypeCount] = {RowsAvx2<F32Decoder>, RowsAvx2<F16Decoder>,
-                                                       RowsAvx2<Bf16Decoder>, RowsAvx2<Q8_0Decoder>,
-                                                       RowsAvx2<Q4_0Decoder>};
+constexpr RowsKernel kAvx2Kernels[kWeightTypeCount] = {
+    RowsAvx2<FloatTiles<F32Decoder>, 3>, RowsAvx2<FloatTiles<F16Decoder>, 3>, RowsAvx2<FloatTiles<Bf16Decoder>, 3>,
+    RowsAvx2<QuantizedTiles<Q8_0Blocks>, 4>, RowsAvx2<QuantizedTiles<Q4_0Blocks>, 4>};
 #endif
+
+RowsKernel Kernel(KernelIsa isa, WeightType type) {
+#if defined(__x86_64__)
+  if (isa == KernelIsa::kAvx2) return kAvx2Kernels[static_cast<int>(type)];
+#endif
+  return Quantized(type) ? RowsScalarQuantized : RowsScalar;
+}
+
+// The vectors in the form w's kernels take, quantized into `buffer` where the type needs it.
+Activations Prepare(KernelIsa isa, const WeightMatrix& w, const float* x, int n_vectors,
+                    std::vector<BlockQ16>* buffer) {
+  Activations a;
+  a.f32 = x;
+  if (!Quantized(w.type)) return a;
+  a.q16_blocks = size_t(w.cols / kQuantBlock);
+  buffer->resize(a.q16_blocks * size_t(n_vectors));
+  for (int v = 0; v < n_vectors; ++v) QuantizeQ16(isa, x + size_t(v) * w.cols, w.cols, buffer->data() + v * a.q16_blocks);
+  a.q16 = buffer->data();
+  return a;
+}
 
 }  // namespace
 
@@ -181,28 +388,38 @@ KernelIsa DetectedIsa() {
 
 const char* KernelIsaName(KernelIsa isa) { return isa == KernelIsa::kAvx2 ? "avx2" : "scalar"; }
 
+void QuantizeQ16(KernelIsa isa, const float* x, int64_t n, BlockQ16* out) {
+#if defined(__x86_64__)
+  if (isa == KernelIsa::kAvx2) return QuantizeQ16Avx2(x, out, n / kQuantBlock);
+#endif
+  QuantizeQ16Scalar(x, out, n / kQuantBlock);
+}
+
 void MatMulRows(KernelIsa isa, float* out, const WeightMatrix& w, const float* x, int n_vectors, int64_t row_begin,
                 int64_t row_end) {
-#if defined(__x86_64__)
-  if (isa == KernelIsa::kAvx2) return kAvx2Kernels[static_cast<int>(w.type)](w, x, n_vectors, row_begin, row_end, out);
-#endif
-  RowsScalar(w, x, n_vectors, row_begin, row_end, out);
+  thread_local std::vector<BlockQ16> buffer;
+  Kernel(isa, w.type)(w, Prepare(isa, w, x, n_vectors, &buffer), n_vectors, row_begin, row_end, out);
 }
 
 void MatMul(float* out, const WeightMatrix& w, const float* x, int n_vectors, ThreadPool* pool) {
   const KernelIsa isa = DetectedIsa();
+  const RowsKernel kernel = Kernel(isa, w.type);
+  // The calling thread's buffer: the pool's threads read it while this call waits for them.
+  thread_local std::vector<BlockQ16> buffer;
+  const Activations a = Prepare(isa, w, x, n_vectors, &buffer);
   const int threads = pool == nullptr ? 1 : pool->num_threads();
   // Below ~256K multiply-adds a fork-join costs more than it saves.
   if (threads <= 1 || size_t(w.rows) * w.cols * n_vectors < (size_t(1) << 18)) {
-    return MatMulRows(isa, out, w, x, n_vectors, 0, w.rows);
+    return kernel(w, a, n_vectors, 0, w.rows, out);
   }
-  // Chunks of rows, a few per thread for balance (a row's result does not depend on its chunk).
+  // Chunks of rows, a few per thread for balance, whole tiles of 4 rows (a row's result does not
+  // depend on its chunk or tile).
   const int64_t chunks = threads * 4;
-  const int64_t chunk_rows = (w.rows + chunks - 1) / chunks;
+  const int64_t chunk_rows = ((w.rows + chunks - 1) / chunks + 3) / 4 * 4;
   const int64_t count = (w.rows + chunk_rows - 1) / chunk_rows;
   pool->ParallelFor(size_t(count), [&](size_t c) {
     const int64_t begin = int64_t(c) * chunk_rows;
-    MatMulRows(isa, out, w, x, n_vectors, begin, std::min(w.rows, begin + chunk_rows));
+    kernel(w, a, n_vectors, begin, std::min(w.rows, begin + chunk_rows), out);
   });
 }
 

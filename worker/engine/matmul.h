@@ -9,10 +9,16 @@
 //
 // Batch invariance: each (row, vector) result is computed by the same arithmetic in the same order
 // whatever n_vectors is, whichever rows a thread gets and however many threads there are, so a row's
-// result is bit for bit the same for 1 vector or N. Weights are used as they are held (no fp32 copy);
-// quantized blocks are expanded to fp32 in registers and multiplied with fp32 activations.
+// result is bit for bit the same for 1 vector or N. Weights are used as they are held (no fp32 copy).
+// Float types (f32, f16, bf16) are expanded to fp32 in registers and multiplied with the fp32
+// vectors. For q8_0 and q4_0 each vector is quantized once per product to 16-bit blocks (BlockQ16:
+// llama.cpp quantizes it to 8 bits, which took q8_0's top-1 agreement on the fixture model below
+// its 0.99 target, docs/EVALUATION.md; 16 bits cost the same instructions per block) and each pair of blocks is an exact integer dot
+// product scaled by the two block scales and accumulated in fp32: the scalar and AVX2 kernels of
+// these types agree bit for bit.
 //
-// Thread-safety: stateless; concurrent calls are safe (the pool serializes its own use).
+// Thread-safety: no shared state (the quantized vectors go to a scratch buffer of the calling
+// thread); concurrent calls are safe (the pool serializes its own use).
 #ifndef A2SF_WORKER_ENGINE_MATMUL_H_
 #define A2SF_WORKER_ENGINE_MATMUL_H_
 
@@ -32,6 +38,18 @@ const char* KernelIsaName(KernelIsa isa);
 // out[v * w.rows + r] for all rows, with the detected kernels; rows split over `pool` (may be null)
 // when the product is large enough to pay for a fork-join.
 void MatMul(float* out, const WeightMatrix& w, const float* x, int n_vectors, ThreadPool* pool);
+
+// A vector block as the quantized kernels take it: 32 values as d * qs[j], d = max|x| / 32767,
+// qs = x / d rounded half away from zero.
+struct BlockQ16 {
+  float d;
+  int16_t qs[kQuantBlock];
+};
+inline constexpr float kQ16Max = 32767.0f;
+
+// out[0 .. n / 32) = x[0..n) as BlockQ16 (n % 32 == 0), with the kernels of `isa` (the AVX2
+// quantizer gives the scalar one's bytes). For tests.
+void QuantizeQ16(KernelIsa isa, const float* x, int64_t n, BlockQ16* out);
 
 // Rows [row_begin, row_end) only, with the kernels of `isa` (kAvx2 REQUIRES DetectedIsa() == kAvx2).
 // For tests and benchmarks.

@@ -1,8 +1,10 @@
 #include "worker/engine/matmul.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/float16.h"
@@ -42,8 +44,21 @@ std::vector<KernelIsa> Isas() {
   return isas;
 }
 
+bool Quantized(WeightType type) { return type == WeightType::kQ8_0 || type == WeightType::kQ4_0; }
+
+// The vector the kernels of `type` multiply: x itself for the float types; for q8_0 and q4_0, x as
+// its 16-bit blocks hold it (the quantizer is tested on its own below).
+std::vector<float> EffectiveVector(WeightType type, const float* x, int64_t cols) {
+  std::vector<float> out(x, x + cols);
+  if (!Quantized(type)) return out;
+  std::vector<BlockQ16> blocks(size_t(cols / 32));
+  QuantizeQ16(KernelIsa::kScalar, x, cols, blocks.data());
+  for (int64_t c = 0; c < cols; ++c) out[c] = blocks[c / 32].d * float(blocks[c / 32].qs[c % 32]);
+  return out;
+}
+
 // Every type and kernel against a double-precision product of the dequantized weights (the type's
-// to_float, tested on its own in weights_test) with the vectors.
+// to_float, tested on its own in weights_test) with the vectors as the type's kernels take them.
 TEST(MatMul, EveryTypeAndKernelMatchesTheDequantizedProduct) {
   for (WeightType type : kAllTypes) {
     for (int64_t cols : {64, 96, 172, 768}) {
@@ -53,13 +68,14 @@ TEST(MatMul, EveryTypeAndKernelMatchesTheDequantizedProduct) {
       for (KernelIsa isa : Isas()) {
         std::vector<float> out(size_t(p.n) * p.w.rows, -1.0f);
         MatMulRows(isa, out.data(), p.w, p.x.data(), p.n, 0, p.w.rows);
-        for (int64_t r = 0; r < p.w.rows; ++r) {
-          p.w.RowToFloat(r, row.data());
-          for (int v = 0; v < p.n; ++v) {
+        for (int v = 0; v < p.n; ++v) {
+          const std::vector<float> x = EffectiveVector(type, p.x.data() + v * cols, cols);
+          for (int64_t r = 0; r < p.w.rows; ++r) {
+            p.w.RowToFloat(r, row.data());
             double want = 0.0, scale = 0.0;
             for (int64_t c = 0; c < cols; ++c) {
-              want += double(row[c]) * p.x[v * cols + c];
-              scale += std::fabs(double(row[c]) * p.x[v * cols + c]);
+              want += double(row[c]) * x[c];
+              scale += std::fabs(double(row[c]) * x[c]);
             }
             EXPECT_NEAR(out[v * p.w.rows + r], want, 1e-5 * scale + 1e-6)
                 << WeightTypeName(type) << " " << KernelIsaName(isa) << " cols " << cols << " row " << r;
@@ -70,11 +86,43 @@ TEST(MatMul, EveryTypeAndKernelMatchesTheDequantizedProduct) {
   }
 }
 
+// The quantized kernels' vectors: d = max|x| / 32767 and x / d rounded half away from zero, checked
+// by hand on a block whose scale is exactly 1 (ties included), and against the definition on random
+// blocks; the AVX2 quantizer gives the scalar one's bytes.
+TEST(MatMul, VectorQuantizerRoundsToSixteenBits) {
+  std::vector<float> x(4 * 32);
+  for (int j = 0; j < 32; ++j) x[j] = j == 0 ? -32767.0f : (j % 2 ? 1.0f : -1.0f) * (float(j) + 0.5f);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (size_t j = 32; j < x.size(); ++j) x[j] = j < 64 ? 0.0f : normal(rng);  // an all-zero block too
+  std::vector<BlockQ16> scalar(4), simd(4);
+  QuantizeQ16(KernelIsa::kScalar, x.data(), int64_t(x.size()), scalar.data());
+  EXPECT_EQ(scalar[0].d, 1.0f);
+  EXPECT_EQ(scalar[0].qs[0], -32767);
+  EXPECT_EQ(scalar[0].qs[1], 2);    // 1.5 -> 2
+  EXPECT_EQ(scalar[0].qs[2], -3);   // -2.5 -> -3
+  EXPECT_EQ(scalar[0].qs[31], 32);  // 31.5 -> 32
+  EXPECT_EQ(scalar[1].d, 0.0f);
+  for (int b = 2; b < 4; ++b) {
+    float amax = 0.0f;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+    EXPECT_EQ(scalar[b].d, amax / 32767.0f);
+    for (int j = 0; j < 32; ++j) {
+      EXPECT_LE(std::fabs(scalar[b].d * scalar[b].qs[j] - x[b * 32 + j]), 0.5001f * scalar[b].d) << b << " " << j;
+    }
+  }
+  if (DetectedIsa() != KernelIsa::kAvx2) return;
+  QuantizeQ16(KernelIsa::kAvx2, x.data(), int64_t(x.size()), simd.data());
+  EXPECT_EQ(0, std::memcmp(simd.data(), scalar.data(), sizeof(BlockQ16) * scalar.size()));
+}
+
 // Independent of the traits' to_float: a hand-made q4_0 block whose only non-zero weight is element
 // 16 (the high nibble of byte 0) and a q8_0 block whose only one is element 5.
 TEST(MatMul, QuantizedKernelsReadGgufBlockLayouts) {
+  // Integers, the largest 32767: the vector's 16-bit block has scale 1 and holds them exactly.
   std::vector<float> x(32);
   for (int j = 0; j < 32; ++j) x[j] = float(j + 1);
+  x[31] = 32767.0f;
   BlockQ4_0 q4;
   q4.d = FloatToHalf(0.5f);
   std::memset(q4.qs, 0x88, sizeof(q4.qs));  // every weight 8 - 8 = 0
@@ -92,46 +140,78 @@ TEST(MatMul, QuantizedKernelsReadGgufBlockLayouts) {
   }
 }
 
-// A row's result is the same bit for bit whether it is computed for one vector or among N, and
-// whatever the thread count.
-TEST(MatMul, RowResultsAreBatchAndThreadInvariant) {
-  ThreadPool pool(2);
-  for (WeightType type : kAllTypes) {
-    const int64_t cols = type == WeightType::kQ8_0 || type == WeightType::kQ4_0 ? 256 : 172;
-    Problem p(type, 1031, cols, 5, 3);  // 1031 rows x 5 vectors: large enough to be split over the pool
-    for (KernelIsa isa : Isas()) {
-      std::vector<float> batched(size_t(p.n) * p.w.rows);
-      MatMulRows(isa, batched.data(), p.w, p.x.data(), p.n, 0, p.w.rows);
-      for (int v = 0; v < p.n; ++v) {
-        std::vector<float> single(size_t(p.w.rows));
-        MatMulRows(isa, single.data(), p.w, p.x.data() + v * cols, 1, 0, p.w.rows);
-        EXPECT_EQ(0, std::memcmp(single.data(), batched.data() + v * p.w.rows, single.size() * 4))
-            << WeightTypeName(type) << " " << KernelIsaName(isa) << " vector " << v;
-      }
-      // Odd sub-batches and row ranges give the same rows too.
-      std::vector<float> part(size_t(3) * p.w.rows);
-      MatMulRows(isa, part.data(), p.w, p.x.data() + 2 * cols, 3, 100, 517);
-      for (int v = 0; v < 3; ++v) {
-        EXPECT_EQ(0, std::memcmp(part.data() + v * p.w.rows + 100, batched.data() + (v + 2) * p.w.rows + 100, 417 * 4))
-            << WeightTypeName(type) << " " << KernelIsaName(isa);
-      }
+// Every row of p against the same row computed alone, with other vector counts, and in ranges that
+// start on every phase of a tile of up to four rows.
+void CheckInvariance(const Problem& p, KernelIsa isa, const std::string& label) {
+  const int64_t rows = p.w.rows, cols = p.w.cols;
+  const std::string what = label + " " + KernelIsaName(isa) + " rows " + std::to_string(rows);
+  std::vector<float> batched(size_t(p.n) * rows);
+  MatMulRows(isa, batched.data(), p.w, p.x.data(), p.n, 0, rows);
+  for (int v = 0; v < p.n; ++v) {
+    std::vector<float> single(static_cast<size_t>(rows));
+    MatMulRows(isa, single.data(), p.w, p.x.data() + v * cols, 1, 0, rows);
+    EXPECT_EQ(0, std::memcmp(single.data(), batched.data() + v * rows, single.size() * 4)) << what << " vector " << v;
+  }
+  for (int64_t first : {1, 2, 3}) {
+    std::vector<float> shifted(size_t(p.n) * rows);
+    MatMulRows(isa, shifted.data(), p.w, p.x.data(), p.n, first, rows - first);
+    for (int v = 0; v < p.n; ++v) {
+      const size_t at = size_t(v) * rows + first;
+      EXPECT_EQ(0, std::memcmp(shifted.data() + at, batched.data() + at, size_t(rows - 2 * first) * 4))
+          << what << " from row " << first;
     }
-    std::vector<float> threaded(size_t(p.n) * p.w.rows), alone(size_t(p.n) * p.w.rows);
-    MatMul(threaded.data(), p.w, p.x.data(), p.n, &pool);
-    MatMul(alone.data(), p.w, p.x.data(), p.n, nullptr);
-    EXPECT_EQ(0, std::memcmp(threaded.data(), alone.data(), alone.size() * 4)) << WeightTypeName(type);
+  }
+  for (int64_t r : {int64_t{0}, int64_t{1}, rows / 2, rows - 1}) {
+    std::vector<float> one(static_cast<size_t>(rows));
+    MatMulRows(isa, one.data(), p.w, p.x.data(), 1, r, r + 1);
+    EXPECT_EQ(0, std::memcmp(one.data() + r, batched.data() + r, 4)) << what << " row " << r;
+  }
+  // An odd sub-batch (vectors 2..4) over an odd range of rows.
+  const int64_t begin = rows / 10, end = rows - rows / 7;
+  std::vector<float> part(size_t(3) * rows);
+  MatMulRows(isa, part.data(), p.w, p.x.data() + 2 * cols, 3, begin, end);
+  for (int v = 0; v < 3; ++v) {
+    EXPECT_EQ(0, std::memcmp(part.data() + v * rows + begin, batched.data() + (v + 2) * rows + begin,
+                             size_t(end - begin) * 4))
+        << what;
   }
 }
 
+// A row's result is the same bit for bit whether it is computed for one vector or among N, in any
+// tile of rows and whatever the thread count. Two sizes: a matrix small enough for the kernels' tiles
+// of several rows (cached) and one streamed a row at a time, large enough to be split over the pool.
+TEST(MatMul, RowResultsAreBatchAndThreadInvariant) {
+  ThreadPool pool(2);
+  for (WeightType type : kAllTypes) {
+    const int64_t cols = Quantized(type) ? 256 : 172;
+    for (int64_t rows : {61, 1031}) {
+      Problem p(type, rows, cols, 5, 3);
+      for (KernelIsa isa : Isas()) CheckInvariance(p, isa, WeightTypeName(type));
+      std::vector<float> threaded(size_t(p.n) * p.w.rows), alone(size_t(p.n) * p.w.rows);
+      MatMul(threaded.data(), p.w, p.x.data(), p.n, &pool);
+      MatMul(alone.data(), p.w, p.x.data(), p.n, nullptr);
+      EXPECT_EQ(0, std::memcmp(threaded.data(), alone.data(), alone.size() * 4)) << WeightTypeName(type);
+    }
+  }
+}
+
+// Float types: the same products summed in another order (close). Quantized types: exact integer
+// block sums scaled and accumulated in the same order with the same roundings (bit for bit).
 TEST(MatMul, SimdKernelsAgreeWithScalarOnes) {
   if (DetectedIsa() != KernelIsa::kAvx2) GTEST_SKIP() << "this CPU has no AVX2/FMA/F16C: only the scalar kernels run";
   for (WeightType type : kAllTypes) {
-    Problem p(type, 64, 768, 2, 5);
-    std::vector<float> scalar(size_t(p.n) * p.w.rows), simd(size_t(p.n) * p.w.rows);
-    MatMulRows(KernelIsa::kScalar, scalar.data(), p.w, p.x.data(), p.n, 0, p.w.rows);
-    MatMulRows(KernelIsa::kAvx2, simd.data(), p.w, p.x.data(), p.n, 0, p.w.rows);
-    for (size_t i = 0; i < simd.size(); ++i) {
-      EXPECT_NEAR(simd[i], scalar[i], 1e-4f * (1.0f + std::fabs(scalar[i]))) << WeightTypeName(type) << " " << i;
+    for (int64_t cols : {64, 768, 2048}) {
+      Problem p(type, 67, cols, 3, 5);
+      std::vector<float> scalar(size_t(p.n) * p.w.rows), simd(size_t(p.n) * p.w.rows);
+      MatMulRows(KernelIsa::kScalar, scalar.data(), p.w, p.x.data(), p.n, 0, p.w.rows);
+      MatMulRows(KernelIsa::kAvx2, simd.data(), p.w, p.x.data(), p.n, 0, p.w.rows);
+      if (Quantized(type)) {
+        EXPECT_EQ(0, std::memcmp(simd.data(), scalar.data(), simd.size() * 4)) << WeightTypeName(type) << " " << cols;
+        continue;
+      }
+      for (size_t i = 0; i < simd.size(); ++i) {
+        EXPECT_NEAR(simd[i], scalar[i], 1e-4f * (1.0f + std::fabs(scalar[i]))) << WeightTypeName(type) << " " << i;
+      }
     }
   }
 }

@@ -1,0 +1,23 @@
+// The benchmarks' memory-bandwidth baseline: a STREAM-style triad (a = b + 3c over three 128 MiB
+// float arrays, best of 5), measured in the same process as the figures set against it.
+// Thread-safety: none needed (benchmark code, one caller).
+#ifndef A2SF_BENCH_TRIAD_H_
+#define A2SF_BENCH_TRIAD_H_
+
+namespace a2sf::bench {
+
+struct TriadGbps {
+  double wall;        // bytes moved / wall-clock seconds
+  double per_cpu_s;   // bytes moved / CPU seconds of the process (steadier on a shared machine)
+};
+
+// Triad bandwidth in GB/s with `threads` threads.
+TriadGbps Triad(int threads);
+
+// Wall-clock and process CPU time in seconds.
+double WallSeconds();
+double CpuSeconds();
+
+}  // namespace a2sf::bench
+
+#endif  // A2SF_BENCH_TRIAD_H_
