@@ -1,6 +1,6 @@
 // CUDA IPC: a device buffer and an "it is written" event that one process exports and another opens,
 // so that a co-located worker and cache manager can share a step's scores on the GPU without copying
-// them through the host (docs/ARCHITECTURE.md, "Device-resident hand-off").
+// them through the host (docs/GPU.md, "Device-resident hand-off").
 //
 // ExportedDeviceBuffer is the exporting side: it allocates the buffer (an allocation of its own, so its
 // handle covers exactly it) and an event created with cudaEventInterprocess | cudaEventDisableTiming,

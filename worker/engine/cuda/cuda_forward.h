@@ -66,6 +66,12 @@ void DestroySequence(Sequence* sequence);
 int Forward(Sequence* sequence, int token, int position, int entries, float* logits, float* scores,
             float* attention_outputs, std::string* error);
 
+// Makes Forward write its scores into `scores` (device memory of at least n_layers * n_kv_heads *
+// capacity floats, e.g. a buffer exported to a co-located cache manager: common/cuda/ipc.h) instead of
+// the sequence's own buffer, and record `written_event` (a cudaEvent_t) on the sequence's stream once
+// they are written. Nulls: back to the sequence's own buffer, no event.
+int SetScoreTarget(Sequence* sequence, float* scores, void* written_event, std::string* error);
+
 // Applies swap-remove moves to the device cache: for every head h (layer-major, n_layers * n_kv_heads
 // of them) and j < per_head in order, slot dst[h * per_head + j] <- slot src[...] (equal: no move).
 int MoveEntries(Sequence* sequence, const uint32_t* dst, const uint32_t* src, uint32_t per_head, std::string* error);
