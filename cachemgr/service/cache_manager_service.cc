@@ -189,9 +189,18 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext* context, cons
   if (!ring.ok()) return Error(ToGrpc(ring.status()));
   absl::StatusOr<SessionInfo> info = manager_->Open(config);
   if (!info.ok()) return Error(ToGrpc(info.status()));
+  std::shared_ptr<const DeviceScores> device_scores;
+  if (request->has_device_scores()) {
+    *response->mutable_device_scores() = AnswerDeviceScoresOffer(
+        request->device_scores(), {manager_->store().backend(), *ring != nullptr, config.decision_lag},
+        &device_scores);
+    A2SF_LOG(DEBUG) << info->id << ": device scores "
+                    << (device_scores != nullptr ? "accepted" : response->device_scores().detail());
+  }
   if (*ring != nullptr) {
     absl::MutexLock lock(&rings_mutex_);
     rings_[info->id] = *ring;
+    if (device_scores != nullptr) device_scores_[info->id] = std::move(device_scores);
   }
   response->set_session_id(info->id);
   response->set_session_secret(info->secret);
@@ -212,10 +221,7 @@ grpc::Status CacheManagerService::CloseSession(grpc::ServerContext*, const v1::C
     return Error(ToGrpc(auth));
   }
   absl::StatusOr<SessionInfo> info = manager_->Close(request->session_id());
-  {
-    absl::MutexLock lock(&rings_mutex_);
-    rings_.erase(request->session_id());
-  }
+  ForgetRing(request->session_id());
   if (!info.ok()) return Error(ToGrpc(info.status()));
   response->set_steps(info->steps);
   response->set_evictions(info->evictions);
@@ -260,6 +266,18 @@ std::shared_ptr<ScoreRing> CacheManagerService::RingOf(const std::string& sessio
   return it == rings_.end() ? nullptr : it->second;
 }
 
+std::shared_ptr<const DeviceScores> CacheManagerService::DeviceScoresOf(const std::string& session_id) {
+  absl::MutexLock lock(&rings_mutex_);
+  auto it = device_scores_.find(session_id);
+  return it == device_scores_.end() ? nullptr : it->second;
+}
+
+void CacheManagerService::ForgetRing(const std::string& session_id) {
+  absl::MutexLock lock(&rings_mutex_);
+  rings_.erase(session_id);
+  device_scores_.erase(session_id);
+}
+
 namespace {
 
 // Reads what a worker wrote into a ring slot as a score view; everything is bounds-checked.
@@ -295,6 +313,14 @@ absl::StatusOr<ScoreView> RingScoreView(const ScoreRing& ring, uint64_t seq, con
 
 }  // namespace
 
+absl::StatusOr<ScoreView> CacheManagerService::RingStepScores(const std::string& session_id, const ScoreRing& ring,
+                                                             uint64_t seq, const RingStep& step,
+                                                             std::shared_ptr<const DeviceScores>* in_use) {
+  if (step.kind != kRingStepKindDeviceToken) return RingScoreView(ring, seq, step);
+  *in_use = DeviceScoresOf(session_id);
+  return DeviceScoreView(in_use->get(), step);
+}
+
 grpc::Status CacheManagerService::ServeRing(grpc::ServerContext* context, const std::string& session_id,
                                             ScoreRing* ring, std::atomic<int64_t>* last_active_ns) {
   A2SF_LOG(DEBUG) << session_id << ": serving steps from its shared-memory ring";
@@ -316,9 +342,11 @@ grpc::Status CacheManagerService::ServeRing(grpc::ServerContext* context, const 
 absl::Status CacheManagerService::ServeRingStep(const std::string& session_id, ScoreRing* ring, uint64_t seq) {
   // Copy the step header out of the shared slot: the worker could rewrite it meanwhile.
   const RingStep step = ring->step(seq);
-  absl::StatusOr<ScoreView> view = RingScoreView(*ring, seq, step);
+  std::shared_ptr<const DeviceScores> device_scores;
+  absl::StatusOr<ScoreView> view = RingStepScores(session_id, *ring, seq, step, &device_scores);
+  const v1::StepKind kind = step.kind == kRingStepKindDeviceToken ? v1::STEP_KIND_TOKEN : v1::StepKind(step.kind);
   absl::StatusOr<StepResult> result =
-      view.ok() ? RunStep(session_id, v1::StepKind(step.kind), step.step, step.position,
+      view.ok() ? RunStep(session_id, kind, step.step, step.position,
                           step.kind == v1::STEP_KIND_BULK_PREFILL ? step.shape[2] : 0, *view, step.payload_bytes)
                 : absl::StatusOr<StepResult>(view.status());
   if (result.ok() && result->decision.evictions_per_head > ScoreRing::kMaxDecisionEvictionsPerHead) {
@@ -367,10 +395,7 @@ grpc::Status CacheManagerService::StreamScores(
   if (context->IsCancelled() && !session_id.empty()) {
     // The worker is gone (or the stream sat idle too long): nobody will close this session.
     if (manager_->Close(session_id).ok()) A2SF_LOG(INFO) << "freed " << session_id << ": its stream was cut";
-    {
-      absl::MutexLock lock(&rings_mutex_);
-      rings_.erase(session_id);
-    }
+    ForgetRing(session_id);
   }
   return status;
 }
