@@ -239,6 +239,19 @@ TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
   auto decision = (*remote)->Step(0, 0, scores);
   ASSERT_TRUE(decision.ok()) << decision.status();
   EXPECT_EQ(decision->entries_after, 1u);
+  // No ring socket to hand the ring to (unavailable): the session opens inline over the Unix socket.
+  ChannelOptions unix_channel;
+  unix_channel.plaintext = true;
+  v1::Budget budget;
+  budget.set_tokens(8);
+  auto unavailable = worker::RemotePolicy::Open(
+      *MakeChannel("unix:" + stack.UnixSocketPath(), unix_channel), stack.weights().config(), nullptr, budget,
+      {worker::ScoreEncoding::kFp16, "t", absl::Seconds(3), 0, stack.UnixSocketPath() + ".no-such-ring-socket"});
+  ASSERT_TRUE(unavailable.ok()) << unavailable.status();
+  EXPECT_FALSE((*unavailable)->uses_shared_memory());
+  auto inline_decision = (*unavailable)->Step(0, 0, scores);
+  ASSERT_TRUE(inline_decision.ok()) << inline_decision.status();
+  EXPECT_EQ(inline_decision->entries_after, 1u);
 }
 
 TEST(EndToEnd, CalibratedPerLayerAlphasWorkThroughTheServices) {

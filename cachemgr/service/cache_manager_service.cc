@@ -144,19 +144,22 @@ grpc::Status CacheManagerService::Error(const grpc::Status& status) {
 }
 
 absl::StatusOr<std::shared_ptr<ScoreRing>> CacheManagerService::AttachOfferedRing(
-    const grpc::ServerContext& context, const v1::OpenSessionRequest& request) {
+    const grpc::ServerContext& context, const v1::OpenSessionRequest& request, v1::RingRefusal::Reason* refusal) {
   if (!request.has_shared_memory_ring()) return nullptr;
+  *refusal = v1::RingRefusal::REASON_NOT_UNIX_SOCKET;
   if (!absl::StartsWith(context.peer(), "unix:")) {
     return absl::FailedPreconditionError(absl::StrCat("shared_memory_ring: offered over ", context.peer(),
                                                       "; a ring is accepted only over the cache manager's Unix socket"));
   }
   const v1::SharedMemoryRing& offer = request.shared_memory_ring();
+  *refusal = v1::RingRefusal::REASON_INVALID_OFFER;
   if (!offer.name().empty()) {
     return absl::InvalidArgumentError(
         "shared_memory_ring.name: rings are no longer opened by name; hand the segment's descriptor to the ring "
         "socket and give its handle (shared_memory_ring.handle)");
   }
   if (options_.ring_handoff == nullptr) {
+    *refusal = v1::RingRefusal::REASON_NO_RING_SOCKET;
     return absl::FailedPreconditionError("shared_memory_ring: this cache manager has no ring socket");
   }
   absl::StatusOr<int> fd = options_.ring_handoff->Take(offer.handle());
@@ -185,8 +188,16 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext* context, cons
   config.label = std::string(Utf8Prefix(request->client_label(), 256));
   config.owner = PeerIdentity(*context);
   config.decision_lag = request->decision_lag();
-  absl::StatusOr<std::shared_ptr<ScoreRing>> ring = AttachOfferedRing(*context, *request);
-  if (!ring.ok()) return Error(ToGrpc(ring.status()));
+  v1::RingRefusal::Reason refusal = v1::RingRefusal::REASON_UNSPECIFIED;
+  absl::StatusOr<std::shared_ptr<ScoreRing>> ring = AttachOfferedRing(*context, *request, &refusal);
+  if (!ring.ok()) {
+    if (!request->ring_optional()) return Error(ToGrpc(ring.status()));
+    // A structured refusal: the session opens without the ring and the worker sends inline.
+    response->mutable_ring_refusal()->set_reason(refusal);
+    response->mutable_ring_refusal()->set_message(std::string(Utf8Prefix(ring.status().message(), 512)));
+    A2SF_LOG(DEBUG) << "ring refused, the session goes inline: " << ring.status();
+    ring = std::shared_ptr<ScoreRing>();
+  }
   absl::StatusOr<SessionInfo> info = manager_->Open(config);
   if (!info.ok()) return Error(ToGrpc(info.status()));
   std::shared_ptr<const DeviceScores> device_scores;

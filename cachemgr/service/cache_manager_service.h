@@ -122,9 +122,11 @@ class CacheManagerService final : public v1::CacheManager::Service {
                           std::atomic<int64_t>* last_active_ns);
 
   grpc::Status Error(const grpc::Status& status);
-  // The ring a request offers, mapped; null when it offers none.
+  // The ring a request offers, mapped; null when it offers none. On an error, `refusal` says which
+  // kind of refusal it is (for OpenSessionRequest.ring_optional).
   absl::StatusOr<std::shared_ptr<ScoreRing>> AttachOfferedRing(const grpc::ServerContext& context,
-                                                               const v1::OpenSessionRequest& request);
+                                                               const v1::OpenSessionRequest& request,
+                                                               v1::RingRefusal::Reason* refusal);
   // Admits a new StreamScores call (RESOURCE_EXHAUSTED past max_streams) and tracks its activity.
   // `last_active_ns` lives in the handler's frame until ForgetStream; the handler stores into it
   // (no lock per step), the reaper reads it.

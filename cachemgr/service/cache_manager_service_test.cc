@@ -117,7 +117,8 @@ class CacheManagerServiceTest : public ::testing::Test {
 
   // Opens a Local(budget 2) session over `stub` with the ring behind `handle` offered.
   grpc::Status OpenWithRing(v1::CacheManager::Stub* stub, const std::string& handle, uint32_t slots,
-                            uint64_t slot_bytes, v1::OpenSessionResponse* response, uint32_t layers = 2) {
+                            uint64_t slot_bytes, v1::OpenSessionResponse* response, uint32_t layers = 2,
+                            bool optional = false) {
     v1::OpenSessionRequest request;
     request.mutable_shape()->set_num_layers(layers);
     request.mutable_shape()->set_num_kv_heads(2);
@@ -127,6 +128,7 @@ class CacheManagerServiceTest : public ::testing::Test {
     request.mutable_shared_memory_ring()->set_handle(handle);
     request.mutable_shared_memory_ring()->set_num_slots(slots);
     request.mutable_shared_memory_ring()->set_slot_bytes(slot_bytes);
+    request.set_ring_optional(optional);
     grpc::ClientContext context;
     grpc::Status status = stub->OpenSession(&context, request, response);
     secrets_[response->session_id()] = response->session_secret();
@@ -238,6 +240,36 @@ TEST_F(CacheManagerServiceTest, SharedMemoryRingServesStepsAndRefusesBadOffers) 
   // The session goes on inline (3 entries + 1 new).
   std::vector<float> next(4 * 3, 0.25f);
   EXPECT_TRUE(Submit(MakeStep(response.session_id(), 3, next, 3)).ok());
+}
+
+TEST_F(CacheManagerServiceTest, AnOptionalRingIsRefusedWithAReasonAndTheSessionGoesInline) {
+  const uint64_t slot_bytes = ScoreRing::SlotBytesFor(4 * 64, 4);
+  auto ring = ScoreRing::Create(2, slot_bytes, 4);
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  // Over TCP: the session opens, the refusal says why in a field (no error text to match).
+  v1::OpenSessionResponse tcp;
+  ASSERT_TRUE(OpenWithRing(stub_.get(), Offer(**ring), 2, slot_bytes, &tcp, 2, /*optional=*/true).ok());
+  ASSERT_TRUE(tcp.has_ring_refusal());
+  EXPECT_EQ(tcp.ring_refusal().reason(), v1::RingRefusal::REASON_NOT_UNIX_SOCKET);
+  EXPECT_NE(tcp.ring_refusal().message().find("Unix socket"), std::string::npos) << tcp.ring_refusal().message();
+  // A bad offer over the Unix socket: refused as invalid, the session opens all the same.
+  v1::OpenSessionResponse bad;
+  ASSERT_TRUE(OpenWithRing(unix_stub_.get(), "not-a-handle", 2, slot_bytes, &bad, 2, true).ok());
+  EXPECT_EQ(bad.ring_refusal().reason(), v1::RingRefusal::REASON_INVALID_OFFER);
+  EXPECT_EQ(manager_->session_count(), 2u);
+  // The refused sessions have no ring to attach, and take their steps inline.
+  grpc::ClientContext stream_context;
+  auto stream = unix_stub_->StreamScores(&stream_context);
+  ASSERT_TRUE(stream->Write(AttachMessage(tcp.session_id())));
+  stream->WritesDone();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  v1::EvictionDecision decision;
+  ASSERT_TRUE(Submit(MakeStep(bad.session_id(), 0, std::vector<float>(4, 0.5f), 1), &decision).ok());
+  EXPECT_EQ(decision.entries_after(), 1u);
+  // An offer the server takes carries no refusal.
+  v1::OpenSessionResponse taken;
+  ASSERT_TRUE(OpenWithRing(unix_stub_.get(), Offer(**ring), 2, slot_bytes, &taken, 2, true).ok());
+  EXPECT_FALSE(taken.has_ring_refusal());
 }
 
 TEST_F(CacheManagerServiceTest, AttachWithoutARingIsFailedPrecondition) {
