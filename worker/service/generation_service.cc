@@ -78,6 +78,7 @@ RemotePolicyOptions GenerationService::RemoteOptions(const std::string& job_id) 
   remote.decision_lag = options_.decision_lag;
   remote.ring_socket = options_.ring_socket;
   remote.decision_timeout = options_.decision_timeout;
+  remote.offer_device_scores = options_.offer_device_scores && options_.device == EngineDevice::kCuda;
   return remote;
 }
 
@@ -183,6 +184,12 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
   if (!engine.ok()) {
     Refuse(job);
     return cachemgr::ToGrpc(engine.status());
+  }
+  if (auto* remote = dynamic_cast<RemotePolicy*>(policy->get())) {
+    // CUDA IPC accepted: the engine writes its scores where the cache manager reads them.
+    if (absl::Status bound = remote->BindEngine(engine->get()); !bound.ok()) {
+      A2SF_LOG(WARNING) << "job " << job->id << ": scores go through the ring: " << bound;
+    }
   }
   FallbackPolicy* fallback = nullptr;
   if (options_.fallback_in_process && options_.cache_manager != nullptr) {

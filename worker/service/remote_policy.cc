@@ -39,6 +39,7 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
       request.clear_shared_memory_ring();
     }
   }
+  if (options.offer_device_scores) remote->OfferDeviceScores(options, &request);
   if (absl::Status opened = remote->OpenSession(request, std::move(ring), options); !opened.ok()) return opened;
   return remote;
 }
@@ -51,13 +52,6 @@ absl::Status RemotePolicy::OpenSession(const v1::OpenSessionRequest& request, st
   context.set_deadline(absl::ToChronoTime(absl::Now() + options.wait_for_cache_manager));
   grpc::Status status = stub_->OpenSession(&context, request, &response);
   if (!status.ok()) return cachemgr::FromGrpc(status);
-  if (response.has_ring_refusal()) {
-    // Not a Unix socket, another machine, no ring socket there: the session is open, scores go inline.
-    A2SF_LOG(WARNING) << "cache manager refused the shared-memory ring ("
-                      << v1::RingRefusal::Reason_Name(response.ring_refusal().reason()) << ": "
-                      << response.ring_refusal().message() << "); scores go over gRPC";
-    ring.reset();
-  }
   session_id_ = response.session_id();
   session_secret_ = response.session_secret();
   policy_evicts_ = response.policy_evicts();
@@ -72,8 +66,51 @@ absl::Status RemotePolicy::OpenSession(const v1::OpenSessionRequest& request, st
   session.encoding = options.encoding;
   session.decision_timeout = options.decision_timeout;
   session.heads = uint32_t(model_.n_layers * model_.n_kv_heads);
-  transport_ = ring != nullptr ? MakeRingTransport(session, std::move(ring)) : MakeGrpcTransport(session);
+  ChooseTransport(response, session, std::move(ring));
   return absl::OkStatus();
+}
+
+void RemotePolicy::ChooseTransport(const v1::OpenSessionResponse& response, const TransportSession& session,
+                                   std::unique_ptr<ScoreRing> ring) {
+  if (response.has_ring_refusal()) {
+    // Not a Unix socket, another machine, no ring socket there: the session is open, scores go inline.
+    A2SF_LOG(WARNING) << "cache manager refused the shared-memory ring ("
+                      << v1::RingRefusal::Reason_Name(response.ring_refusal().reason()) << ": "
+                      << response.ring_refusal().message() << "); scores go over gRPC";
+    ring.reset();
+  }
+  if (device_export_ != nullptr && !(ring != nullptr && response.device_scores().accepted())) {
+    A2SF_LOG(WARNING) << "CUDA IPC refused ("
+                      << v1::DeviceScoresRefusal_Name(response.device_scores().refusal()) << ": "
+                      << response.device_scores().detail() << "); scores go through the "
+                      << (ring != nullptr ? "shared-memory ring" : "gRPC stream");
+    device_export_.reset();
+  }
+  if (device_export_ != nullptr) {
+    A2SF_LOG(INFO) << session_id_ << ": scores stay on the GPU (CUDA IPC)";
+    transport_ = MakeCudaIpcTransport(session, std::move(ring), device_export_.get());
+  } else {
+    transport_ = ring != nullptr ? MakeRingTransport(session, std::move(ring)) : MakeGrpcTransport(session);
+  }
+}
+
+void RemotePolicy::OfferDeviceScores(const RemotePolicyOptions& options, v1::OpenSessionRequest* request) {
+  if (!request->has_shared_memory_ring() || options.decision_lag != 0) {
+    A2SF_LOG(INFO) << "no CUDA IPC offer: it needs the shared-memory ring and --decision_lag=0";
+    return;
+  }
+  absl::StatusOr<std::unique_ptr<DeviceScoreExport>> exported = DeviceScoreExport::Create(model_);
+  if (!exported.ok()) {
+    A2SF_LOG(WARNING) << "no CUDA IPC offer (" << exported.status() << "); scores go through the ring, or inline";
+    return;
+  }
+  device_export_ = std::move(*exported);
+  device_export_->FillOffer(request->mutable_device_scores());
+}
+
+absl::Status RemotePolicy::BindEngine(Engine* engine) {
+  if (device_export_ == nullptr) return absl::OkStatus();
+  return device_export_->Bind(engine);
 }
 
 RemotePolicy::~RemotePolicy() {

@@ -9,7 +9,8 @@
 // if it stays connected but does not answer a step within the decision deadline (stopped, overloaded),
 // the stream is cancelled and the step fails with DEADLINE_EXCEEDED.
 // How the steps travel is a ScoreTransport (score_transport.h), chosen once when the session opens:
-// the ring when the cache manager took it, inline gRPC otherwise. RemotePolicy keeps the session
+// CUDA IPC (the scores stay on the GPU, the ring carries headers) when it was offered and the cache
+// manager took it, else the ring when the cache manager took that, else inline gRPC. RemotePolicy keeps the session
 // (open, credentials, close) and the step bookkeeping.
 // Not thread-safe: one generation job uses it.
 #ifndef A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
@@ -41,6 +42,10 @@ struct RemotePolicyOptions {
   // The most one step may wait for its decision (and one score message for the stream to take it);
   // InfiniteDuration: no deadline. See --decision_timeout_ms in worker_main.cc for the default.
   absl::Duration decision_timeout = absl::Seconds(1);
+  // With a ring and decision_lag 0: also offer a score buffer on the GPU (CUDA IPC; the job's engine
+  // must run there and be bound with BindEngine). Without a GPU nothing is offered; refused (another
+  // GPU, a CPU store, ...), the reason is logged and the ring carries the scores.
+  bool offer_device_scores = false;
 };
 
 class RemotePolicy final : public EvictionPolicyClient {
@@ -67,6 +72,12 @@ class RemotePolicy final : public EvictionPolicyClient {
   const std::string& session_id() const { return session_id_; }
   // True when scores travel through a shared-memory ring.
   bool uses_shared_memory() const { return transport_->shared_memory(); }
+  // True when the cache manager took the GPU score buffer (CUDA IPC): token steps' scores stay there.
+  bool uses_device_scores() const { return transport_->device_scores(); }
+  // Makes `engine` (on the GPU) write its scores into the accepted device buffer; until then, or if
+  // this fails (a CPU engine: FAILED_PRECONDITION), steps go through the ring as usual. OK and a no-op
+  // when no device buffer was accepted.
+  absl::Status BindEngine(Engine* engine);
   // Steps submitted whose decision has not been read (including one whose read just failed).
   size_t steps_in_flight() const { return awaiting_.size(); }
 
@@ -75,11 +86,18 @@ class RemotePolicy final : public EvictionPolicyClient {
   // Opens the session and picks the transport: the ring when one was offered and not refused.
   absl::Status OpenSession(const v1::OpenSessionRequest& request, std::unique_ptr<ScoreRing> ring,
                            const RemotePolicyOptions& options);
+  // The transport the answer allows: CUDA IPC, else the ring, else inline gRPC (refusals logged).
+  void ChooseTransport(const v1::OpenSessionResponse& response, const TransportSession& session,
+                       std::unique_ptr<ScoreRing> ring);
+  // Creates the GPU score buffer and describes it in `request` (offer_device_scores with a ring and
+  // lag 0); logs why not otherwise.
+  void OfferDeviceScores(const RemotePolicyOptions& options, v1::OpenSessionRequest* request);
   absl::Status Send(uint64_t step, v1::StepKind kind, uint32_t position, absl::Span<const float> scores,
                     std::vector<uint32_t> shape);
 
   std::unique_ptr<v1::CacheManager::Stub> stub_;
   std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<DeviceScoreExport> device_export_;  // offered; kept only when accepted
   std::unique_ptr<ScoreTransport> transport_;
   ModelConfig model_;
   std::string session_id_;

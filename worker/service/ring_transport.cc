@@ -1,4 +1,5 @@
-// The shared-memory ScoreTransport (score_transport.h): steps and decisions through a ScoreRing.
+// The shared-memory ScoreTransport (score_transport.h): steps and decisions through a ScoreRing; with
+// a device buffer the cache manager accepted (CUDA IPC), token steps' scores stay on the GPU.
 #include <cstring>
 #include <optional>
 
@@ -32,8 +33,9 @@ namespace {
 
 class RingTransport final : public ScoreTransport {
  public:
-  RingTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring)
-      : session_(session), ring_(std::move(ring)), stream_(session.stub, session.decision_timeout) {}
+  RingTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring,
+                const DeviceScoreExport* device = nullptr)
+      : session_(session), ring_(std::move(ring)), device_(device), stream_(session.stub, session.decision_timeout) {}
   ~RingTransport() override { ring_->Close(); }
 
   absl::Status Send(const OutgoingStep& step) override {
@@ -59,6 +61,7 @@ class RingTransport final : public ScoreTransport {
     return stream_.Close(0);  // decisions come through the ring, never on the stream
   }
   bool shared_memory() const override { return true; }
+  bool device_scores() const override { return device_ != nullptr; }
 
  private:
   // The first message names the session and carries no scores: "serve me from the ring".
@@ -73,6 +76,9 @@ class RingTransport final : public ScoreTransport {
   }
 
   absl::Status Publish(const OutgoingStep& step) {
+    if (device_ != nullptr && step.kind == v1::STEP_KIND_TOKEN && device_->Holds(step.scores)) {
+      return PublishDeviceStep(step);
+    }
     const bool fp32 = session_.encoding == ScoreEncoding::kFp32;
     const size_t value_bytes = fp32 ? 4 : 2;
     if (step.scores.size() * value_bytes > ring_->payload_capacity()) {
@@ -94,6 +100,20 @@ class RingTransport final : public ScoreTransport {
     std::copy(step.shape.begin(), step.shape.end(), header.shape);
     header.payload_bytes = step.scores.size() * value_bytes;
     ring_->Publish(seq, header);
+    return absl::OkStatus();
+  }
+
+  // The scores are already in the exported device buffer (the engine wrote them and recorded the
+  // event): only the header travels, in the engine's fp32.
+  absl::Status PublishDeviceStep(const OutgoingStep& step) {
+    RingStep header;
+    header.step = step.step;
+    header.dtype = v1::SCORE_DTYPE_FP32;
+    header.position = step.position;
+    header.num_dims = uint32_t(step.shape.size());
+    std::copy(step.shape.begin(), step.shape.end(), header.shape);
+    header.payload_bytes = step.scores.size() * 4;
+    ring_->PublishDeviceStep(ring_published_++, header);
     return absl::OkStatus();
   }
 
@@ -172,6 +192,7 @@ class RingTransport final : public ScoreTransport {
 
   const TransportSession session_;
   std::unique_ptr<ScoreRing> ring_;
+  const DeviceScoreExport* device_;  // CUDA IPC accepted; null: scores always in the slot
   SessionStream stream_;
   bool attached_ = false;
   uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
@@ -182,6 +203,11 @@ class RingTransport final : public ScoreTransport {
 
 std::unique_ptr<ScoreTransport> MakeRingTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring) {
   return std::make_unique<RingTransport>(session, std::move(ring));
+}
+
+std::unique_ptr<ScoreTransport> MakeCudaIpcTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring,
+                                                     const DeviceScoreExport* device) {
+  return std::make_unique<RingTransport>(session, std::move(ring), device);
 }
 
 }  // namespace a2sf::worker

@@ -5,6 +5,11 @@
 //   - MakeRingTransport: steps and decisions go through a shared-memory ScoreRing the cache manager
 //     accepted at OpenSession (OfferRing), the stream only attaches the ring and carries the end
 //     status. A bulk prefill (larger decisions than a slot holds) goes as one unary SubmitStep.
+//   - MakeCudaIpcTransport: the ring, and the scores of a token step stay on the GPU: the cache
+//     manager accepted the worker's exported score buffer at OpenSession (DeviceScoreExport), the
+//     engine writes each step's scores there, and the ring slot carries only the step header
+//     (kRingStepKindDeviceToken). A step whose scores are not the bound engine's latest (no engine
+//     bound yet, a bulk prefill) goes as on the plain ring.
 // Failures: UNAVAILABLE when the cache manager went away, DEADLINE_EXCEEDED when it did not answer
 // within the decision deadline (the call is then cancelled), the cache manager's own status when it
 // refused a step. After any failure the transport is broken: later calls fail with UNAVAILABLE.
@@ -27,6 +32,7 @@
 #include "grpcpp/grpcpp.h"
 #include "worker/engine/generator.h"
 #include "worker/service/call_watchdog.h"
+#include "worker/service/device_score_export.h"
 
 namespace a2sf::worker {
 
@@ -72,10 +78,15 @@ class ScoreTransport {
   // it frees the session itself when it sees the cancelled call).
   virtual bool Close(size_t in_flight) = 0;
   virtual bool shared_memory() const = 0;
+  // True when token steps' scores stay on the GPU (MakeCudaIpcTransport).
+  virtual bool device_scores() const { return false; }
 };
 
 std::unique_ptr<ScoreTransport> MakeGrpcTransport(const TransportSession& session);
 std::unique_ptr<ScoreTransport> MakeRingTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring);
+// `device` (not owned) outlives the transport.
+std::unique_ptr<ScoreTransport> MakeCudaIpcTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring,
+                                                     const DeviceScoreExport* device);
 
 // Creates a ring sized for `seq_len` entries per head and `decision_lag` decisions in flight, hands
 // its descriptor over `ring_socket` and describes it in `offer`. Errors leave no ring (the caller
