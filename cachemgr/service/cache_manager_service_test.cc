@@ -829,10 +829,44 @@ TEST(DeviceScoresOffer, EachConditionRefusesWithItsOwnReason) {
   EXPECT_EQ(accepted, nullptr);
 }
 
-TEST(DeviceScoresOffer, AHeaderOnlyStepWithoutADeviceBufferIsFailedPrecondition) {
+// What a hostile header can claim about the device buffer: only a step that fits it is read.
+TEST(DeviceScoresOffer, AHeaderOnlyStepMustFitTheSessionsBuffer) {
   RingStep step;
   step.kind = kRingStepKindDeviceToken;
+  step.dtype = v1::SCORE_DTYPE_FP32;
+  step.num_dims = 3;
+  step.shape[0] = 2;
+  step.shape[1] = 2;
+  step.shape[2] = 8;
+  step.payload_bytes = 2 * 2 * 8 * 4;
   EXPECT_EQ(DeviceScoreView(nullptr, step).status().code(), absl::StatusCode::kFailedPrecondition);
+  float fake_device_memory[32];
+  DeviceScores buffer;
+  buffer.pointer = fake_device_memory;
+  buffer.bytes = sizeof(fake_device_memory);
+  absl::StatusOr<ScoreView> view = DeviceScoreView(&buffer, step);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_TRUE(view->on_device);
+  EXPECT_EQ(view->data, fake_device_memory);
+  EXPECT_EQ(view->num_values, 32u);
+  RingStep bad = step;
+  bad.shape[2] = 9;  // past the buffer
+  bad.payload_bytes = 2 * 2 * 9 * 4;
+  EXPECT_EQ(DeviceScoreView(&buffer, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = step;
+  bad.payload_bytes -= 4;  // disagrees with the shape
+  EXPECT_EQ(DeviceScoreView(&buffer, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = step;
+  bad.dtype = v1::SCORE_DTYPE_FP16;  // not the offered dtype
+  bad.payload_bytes /= 2;
+  EXPECT_EQ(DeviceScoreView(&buffer, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = step;
+  bad.num_dims = 4;  // a bulk prefill's rank
+  EXPECT_EQ(DeviceScoreView(&buffer, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = step;
+  bad.shape[0] = 0xffffffffu;  // an overflowing count
+  bad.shape[1] = 0xffffffffu;
+  EXPECT_EQ(DeviceScoreView(&buffer, bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

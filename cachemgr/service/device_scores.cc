@@ -55,8 +55,11 @@ v1::DeviceScoresAnswer AnswerDeviceScoresOffer(const v1::DeviceScoresOffer& offe
                   std::string(buffer.status().message()));
   }
   auto scores = std::make_shared<DeviceScores>();
-  scores->buffer = std::move(*buffer);
+  scores->pointer = (*buffer)->device_pointer();
+  scores->bytes = (*buffer)->bytes();
+  scores->event = (*buffer)->event();
   scores->dtype = *dtype;
+  scores->owner = std::move(*buffer);
   *accepted = std::move(scores);
   v1::DeviceScoresAnswer answer;
   answer.set_accepted(true);
@@ -76,17 +79,17 @@ absl::StatusOr<ScoreView> DeviceScoreView(const DeviceScores* scores, const Ring
   absl::StatusOr<ScoreDType> dtype = ScoreDTypeFromProto(int(step.dtype));
   if (!dtype.ok()) return dtype.status();
   const uint64_t bytes = *values * ScoreDTypeBytes(*dtype);
-  if (*dtype != scores->dtype || bytes != step.payload_bytes || bytes > scores->buffer->bytes()) {
-    return absl::InvalidArgumentError(absl::StrCat("scores: ", step.payload_bytes, " bytes of ",
-                                                   ScoreDTypeName(*dtype), " in the device buffer (", scores->buffer->bytes(),
-                                                   " bytes of ", ScoreDTypeName(scores->dtype), "), shape says ", bytes));
+  if (*dtype != scores->dtype || bytes != step.payload_bytes || bytes > scores->bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("scores: ", step.payload_bytes, " bytes of ", ScoreDTypeName(*dtype),
+                                                   " in the device buffer (", scores->bytes, " bytes of ",
+                                                   ScoreDTypeName(scores->dtype), "), shape says ", bytes));
   }
   ScoreView view;
   view.dtype = *dtype;
-  view.data = scores->buffer->device_pointer();
+  view.data = scores->pointer;
   view.num_values = *values;
   view.on_device = true;
-  view.ready_event = scores->buffer->event();
+  view.ready_event = scores->event;
   return view;
 }
 

@@ -23,10 +23,14 @@
 
 namespace a2sf::cachemgr {
 
-// A session's opened device buffer.
+// A session's opened device buffer: `bytes` of `dtype` scores at `pointer`, written once `event` (a
+// cudaEvent_t) completes; `owner` keeps the mapping open (null in tests that never read).
 struct DeviceScores {
-  std::unique_ptr<cuda_ipc::ImportedDeviceBuffer> buffer;
+  const void* pointer = nullptr;
+  size_t bytes = 0;
+  void* event = nullptr;
   ScoreDType dtype = ScoreDType::kFp32;
+  std::unique_ptr<cuda_ipc::ImportedDeviceBuffer> owner;
 };
 
 struct DeviceScoresContext {

@@ -4,7 +4,8 @@ namespace a2sf::worker {
 
 absl::StatusOr<std::unique_ptr<DeviceScoreExport>> DeviceScoreExport::Create(const ModelConfig& model) {
   const size_t bytes = size_t(model.n_layers) * model.n_kv_heads * model.seq_len * sizeof(float);
-  absl::StatusOr<std::unique_ptr<cuda_ipc::ExportedDeviceBuffer>> buffer = cuda_ipc::ExportedDeviceBuffer::Create(bytes);
+  absl::StatusOr<std::unique_ptr<cuda_ipc::ExportedDeviceBuffer>> buffer =
+      cuda_ipc::ExportedDeviceBuffer::Create(bytes);
   if (!buffer.ok()) return buffer.status();
   return std::unique_ptr<DeviceScoreExport>(new DeviceScoreExport(std::move(*buffer)));
 }
@@ -19,7 +20,8 @@ void DeviceScoreExport::FillOffer(v1::DeviceScoresOffer* offer) const {
 }
 
 absl::Status DeviceScoreExport::Bind(Engine* engine) {
-  absl::Status bound = engine->WriteDeviceScoresTo({buffer_->device_pointer(), buffer_->bytes(), buffer_->event(), buffer_});
+  absl::Status bound =
+      engine->WriteDeviceScoresTo({buffer_->device_pointer(), buffer_->bytes(), buffer_->event(), buffer_});
   if (bound.ok()) engine_ = engine;
   return bound;
 }
