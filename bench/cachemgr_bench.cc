@@ -6,7 +6,8 @@
 // steps handed over in a shared-memory ring (ScoreRing) instead of gRPC messages, next to the
 // decision alone (SessionManager::Step in this process on the same scores) as the baseline. The ring
 // path includes encoding the engine's fp32 scores into the slot; the gRPC path starts from a message
-// already built.
+// already built. With `cuda`, last, the device-resident hand-off (CUDA IPC): a child process exports
+// a GPU buffer holding the scores, and steps carry only their header through the ring.
 //
 //   bazel run -c opt //bench:cachemgr_bench [-- cuda]
 #include <unistd.h>
@@ -23,6 +24,7 @@
 #include "cachemgr/service/cache_manager_service.h"
 #include "cachemgr/store/cpu_score_store.h"
 #include "cachemgr/store/cuda_score_store.h"
+#include "common/cuda/ipc_child.h"
 #include "common/grpc/server.h"
 #include "common/float16.h"
 #include "common/shm/ring_handoff.h"
@@ -129,8 +131,11 @@ double RunInProcess(cachemgr::SessionManager* manager, bool fp16, int steps) {
 }
 
 // The same steps through a shared-memory ring: the "worker" copies the packed scores into a slot and
-// publishes it; the decision comes back in the slot. Returns seconds.
-double RunRing(v1::CacheManager::Stub* stub, const std::string& ring_socket, bool fp16, int steps) {
+// publishes it; the decision comes back in the slot. With `device` (CUDA IPC), the scores stay in the
+// child process's exported GPU buffer: the slot carries the step header only and the CUDA store
+// reads them in place. Returns seconds (-1 on failure, -2 when the device offer was refused).
+double RunRing(v1::CacheManager::Stub* stub, const std::string& ring_socket, bool fp16, int steps,
+               const cuda_ipc::ExportChild* device = nullptr) {
   const uint32_t heads = kLayers * kHeads;
   auto ring = ScoreRing::Create(2, ScoreRing::SlotBytesFor(uint64_t(heads) * (kBudget + 1) * 4, heads), heads);
   if (!ring.ok()) return -1;
@@ -140,9 +145,22 @@ double RunRing(v1::CacheManager::Stub* stub, const std::string& ring_socket, boo
   open.mutable_shared_memory_ring()->set_handle(*handle);
   open.mutable_shared_memory_ring()->set_num_slots((*ring)->num_slots());
   open.mutable_shared_memory_ring()->set_slot_bytes((*ring)->slot_bytes());
+  if (device != nullptr) {
+    v1::DeviceScoresOffer* offer = open.mutable_device_scores();
+    offer->set_memory_handle(device->memory_handle);
+    offer->set_event_handle(device->event_handle);
+    offer->set_buffer_bytes(device->bytes);
+    offer->set_dtype(v1::SCORE_DTYPE_FP32);
+    offer->set_device_uuid(device->device.uuid);
+    offer->set_pci_bus_id(device->device.pci_bus_id);
+  }
   v1::OpenSessionResponse opened;
   grpc::ClientContext open_context;
   if (!stub->OpenSession(&open_context, open, &opened).ok()) return -1;
+  if (device != nullptr && !opened.device_scores().accepted()) {
+    std::fprintf(stderr, "CUDA IPC offer refused: %s\n", opened.device_scores().detail().c_str());
+    return -2;
+  }
   grpc::ClientContext context;
   auto stream = stub->StreamScores(&context);
   v1::ScoreStep attach;
@@ -155,9 +173,9 @@ double RunRing(v1::CacheManager::Stub* stub, const std::string& ring_socket, boo
   const float* engine_scores = reinterpret_cast<const float*>(fp32_step.scores().data().data());
   auto one = [&](uint32_t entries) {
     const size_t values = size_t{kLayers} * kHeads * entries;
-    if (fp16) {
+    if (device == nullptr && fp16) {
       FloatsToHalves(engine_scores, static_cast<uint16_t*>((*ring)->payload(seq)), values);
-    } else {
+    } else if (device == nullptr) {
       std::memcpy((*ring)->payload(seq), engine_scores, values * 4);
     }
     RingStep header;
@@ -170,7 +188,11 @@ double RunRing(v1::CacheManager::Stub* stub, const std::string& ring_socket, boo
     header.shape[1] = kHeads;
     header.shape[2] = entries;
     header.payload_bytes = values * (fp16 ? 2 : 4);
-    (*ring)->Publish(seq, header);
+    if (device != nullptr) {
+      (*ring)->PublishDeviceStep(seq, header);
+    } else {
+      (*ring)->Publish(seq, header);
+    }
     const bool ok = (*ring)->WaitDecision(seq, absl::Seconds(10)) && (*ring)->decision(seq).code == 0;
     ++seq;
     return ok;
@@ -192,6 +214,12 @@ double RunRing(v1::CacheManager::Stub* stub, const std::string& ring_socket, boo
 
 int main(int argc, char** argv) {
   using namespace a2sf;
+  // The CUDA IPC row's exporting process is this binary again: it holds the steady-state fp32 scores.
+  cuda_ipc::RunAsExportChildIfAsked([] {
+    const v1::ScoreStep step = MakeStep(kBudget + 1, /*fp16=*/false);
+    const float* values = reinterpret_cast<const float*>(step.scores().data().data());
+    return std::vector<float>(values, values + size_t{kLayers} * kHeads * (kBudget + 1));
+  });
   // `cachemgr_bench cuda`: the CUDA score store (needs a GPU); default: the CPU store on 2 threads.
   std::unique_ptr<cachemgr::ScoreStore> store = std::make_unique<cachemgr::CpuScoreStore>(2);
   if (argc > 1 && std::string(argv[1]) == "cuda") {
@@ -258,6 +286,34 @@ int main(int argc, char** argv) {
     std::printf("%-26s %-5s %12.3f %16s\n", "decision only (baseline)", dtype, decision, "-");
     std::printf("%-26s %-5s %12.3f %16.3f\n", "shared-memory ring", dtype, ring, ring - decision);
     std::printf("%-26s %-5s %12.3f %16.3f\n", "gRPC over Unix socket", dtype, grpc_unix, grpc_unix - decision);
+  }
+  if (manager.store().backend() == "cuda") {
+    // Device-resident hand-off: the scores are written by another process (as a worker's engine
+    // would) and read in place from its exported buffer; hand-off = this minus the fp32 decision alone
+    // (whose scores are uploaded from the host).
+    absl::StatusOr<std::unique_ptr<cuda_ipc::ExportChild>> child = cuda_ipc::StartExportChild();
+    if (!child.ok()) {
+      std::printf("%-26s %-5s unavailable: %s\n", "CUDA IPC (device scores)", "fp32",
+                  std::string(child.status().message()).c_str());
+    } else {
+      const int steps = 60;
+      double decision = 1e9, ipc = 1e9;
+      for (int repeat = 0; repeat < 3; ++repeat) {
+        decision = std::min(decision, RunInProcess(&manager, false, steps) / steps * 1e3);
+        const double seconds = RunRing(stub.get(), RingSocketPath(socket), false, steps, child->get());
+        if (seconds < 0) {
+          ipc = -1;
+          break;
+        }
+        ipc = std::min(ipc, seconds / steps * 1e3);
+      }
+      if (ipc < 0) {
+        std::printf("%-26s %-5s failed (see above)\n", "CUDA IPC (device scores)", "fp32");
+        server->Shutdown(absl::ZeroDuration());
+        return 1;
+      }
+      std::printf("%-26s %-5s %12.3f %16.3f\n", "CUDA IPC (device scores)", "fp32", ipc, ipc - decision);
+    }
   }
   server->Shutdown(absl::ZeroDuration());
   return 0;

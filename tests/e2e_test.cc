@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -140,6 +141,25 @@ v1::GenerateRequest Request(const std::string& policy, uint32_t budget, uint32_t
   return request;
 }
 
+// The tokens of Request()'s prompt generated on a CPU engine under `policy_client`. `before_run` sees
+// the engine first (a remote policy binds it).
+std::vector<uint32_t> GenerateWith(const worker::ModelWeights& weights, worker::EvictionPolicyClient* policy_client,
+                                   uint32_t max_tokens,
+                                   const std::function<void(worker::Engine*)>& before_run = nullptr) {
+  const std::vector<int> prompt = {1, 317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433};
+  worker::EngineOptions options;
+  options.cache_capacity =
+      worker::RequiredCacheCapacity(policy_client, int(prompt.size()), int(max_tokens), false);
+  auto engine = std::move(*worker::Engine::Create(&weights, options));
+  if (before_run) before_run(engine.get());
+  worker::GenerateOptions generate;
+  generate.max_new_tokens = int(max_tokens);
+  auto result = worker::Generate(engine.get(), policy_client, prompt, generate);
+  EXPECT_TRUE(result.ok()) << result.status();
+  if (!result.ok()) return {};
+  return std::vector<uint32_t>(result->generated.begin(), result->generated.end());
+}
+
 std::vector<uint32_t> InProcess(const worker::ModelWeights& weights, const std::string& policy, uint32_t budget,
                                 uint32_t max_tokens, uint32_t decision_lag = 0) {
   cachemgr::PolicySpec spec;
@@ -149,15 +169,7 @@ std::vector<uint32_t> InProcess(const worker::ModelWeights& weights, const std::
   cachemgr::BudgetSpec b;
   b.tokens = budget;
   auto local = std::move(*worker::InProcessPolicy::Create(weights.config(), spec, b, decision_lag));
-  const std::vector<int> prompt = {1, 317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433};
-  worker::EngineOptions options;
-  options.cache_capacity = worker::RequiredCacheCapacity(local.get(), int(prompt.size()), int(max_tokens), false);
-  auto engine = std::move(*worker::Engine::Create(&weights, options));
-  worker::GenerateOptions generate;
-  generate.max_new_tokens = int(max_tokens);
-  auto result = worker::Generate(engine.get(), local.get(), prompt, generate);
-  EXPECT_TRUE(result.ok()) << result.status();
-  return std::vector<uint32_t>(result->generated.begin(), result->generated.end());
+  return GenerateWith(weights, local.get(), max_tokens);
 }
 
 TEST(EndToEnd, RemotePolicyTokensEqualInProcessTokensForEveryPolicy) {
@@ -240,6 +252,19 @@ TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
   auto decision = (*remote)->Step(0, 0, scores);
   ASSERT_TRUE(decision.ok()) << decision.status();
   EXPECT_EQ(decision->entries_after, 1u);
+  // No ring socket to hand the ring to (unavailable): the session opens inline over the Unix socket.
+  ChannelOptions unix_channel;
+  unix_channel.plaintext = true;
+  v1::Budget budget;
+  budget.set_tokens(8);
+  auto unavailable = worker::RemotePolicy::Open(
+      *MakeChannel("unix:" + stack.UnixSocketPath(), unix_channel), stack.weights().config(), nullptr, budget,
+      {worker::ScoreEncoding::kFp16, "t", absl::Seconds(3), 0, stack.UnixSocketPath() + ".no-such-ring-socket"});
+  ASSERT_TRUE(unavailable.ok()) << unavailable.status();
+  EXPECT_FALSE((*unavailable)->uses_shared_memory());
+  auto inline_decision = (*unavailable)->Step(0, 0, scores);
+  ASSERT_TRUE(inline_decision.ok()) << inline_decision.status();
+  EXPECT_EQ(inline_decision->entries_after, 1u);
 }
 
 TEST(EndToEnd, CalibratedPerLayerAlphasWorkThroughTheServices) {
@@ -596,6 +621,45 @@ TEST(EndToEnd, InProcessWorkerNeedsNoCacheManager) {
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(result->ids, InProcess(stack.weights(), "tova", 12, 120));
   EXPECT_EQ(result->finished.policy_location(), v1::POLICY_LOCATION_IN_PROCESS);
+}
+
+// CUDA IPC offered by the worker: without a GPU nothing is offered, with one a CPU store refuses it;
+// either way the session takes the ring (over the Unix socket) or inline gRPC (over TCP, where the ring
+// is refused too), and the tokens equal the in-process run's.
+TEST(EndToEnd, ADeviceScoresOfferFallsBackToTheRingThenToInline) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, false, false, 0, /*shared_memory=*/true);
+  ChannelOptions plaintext;
+  plaintext.plaintext = true;
+  const std::vector<uint32_t> expected = InProcess(stack.weights(), "a2sf", 16, 60);
+  for (const bool over_unix : {true, false}) {
+    SCOPED_TRACE(over_unix ? "unix socket" : "tcp");
+    const std::string target =
+        over_unix ? "unix:" + stack.UnixSocketPath() : "127.0.0.1:" + std::to_string(stack.cachemgr_port());
+    worker::RemotePolicyOptions options;
+    options.encoding = worker::ScoreEncoding::kFp32;
+    options.label = "ipc-fallback";
+    options.wait_for_cache_manager = absl::Seconds(3);
+    options.ring_socket = RingSocketPath(stack.UnixSocketPath());
+    options.offer_device_scores = true;
+    v1::PolicySpec policy;
+    policy.set_name("a2sf");
+    policy.set_alpha(0.3);
+    v1::Budget budget;
+    budget.set_tokens(16);
+    auto remote = worker::RemotePolicy::Open(*MakeChannel(target, plaintext), stack.weights().config(), &policy,
+                                             budget, options);
+    ASSERT_TRUE(remote.ok()) << remote.status();
+    EXPECT_FALSE((*remote)->uses_device_scores());
+    EXPECT_EQ((*remote)->uses_shared_memory(), over_unix);
+    const std::vector<uint32_t> tokens = GenerateWith(stack.weights(), remote->get(), 60, [&](worker::Engine* engine) {
+      // Nothing accepted: binding is a no-op, the engine keeps its own buffers.
+      EXPECT_TRUE((*remote)->BindEngine(engine).ok());
+      EXPECT_FALSE(engine->writes_device_scores());
+    });
+    EXPECT_EQ(tokens, expected);
+  }
+  EXPECT_EQ(stack.manager()->session_count(), 0u);
 }
 
 }  // namespace

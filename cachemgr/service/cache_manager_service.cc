@@ -146,19 +146,22 @@ grpc::Status CacheManagerService::Error(const grpc::Status& status) {
 }
 
 absl::StatusOr<std::shared_ptr<ScoreRing>> CacheManagerService::AttachOfferedRing(
-    const grpc::ServerContext& context, const v1::OpenSessionRequest& request) {
+    const grpc::ServerContext& context, const v1::OpenSessionRequest& request, v1::RingRefusal::Reason* refusal) {
   if (!request.has_shared_memory_ring()) return nullptr;
+  *refusal = v1::RingRefusal::REASON_NOT_UNIX_SOCKET;
   if (!absl::StartsWith(context.peer(), "unix:")) {
     return absl::FailedPreconditionError(absl::StrCat("shared_memory_ring: offered over ", context.peer(),
                                                       "; a ring is accepted only over the cache manager's Unix socket"));
   }
   const v1::SharedMemoryRing& offer = request.shared_memory_ring();
+  *refusal = v1::RingRefusal::REASON_INVALID_OFFER;
   if (!offer.name().empty()) {
     return absl::InvalidArgumentError(
         "shared_memory_ring.name: rings are no longer opened by name; hand the segment's descriptor to the ring "
         "socket and give its handle (shared_memory_ring.handle)");
   }
   if (options_.ring_handoff == nullptr) {
+    *refusal = v1::RingRefusal::REASON_NO_RING_SOCKET;
     return absl::FailedPreconditionError("shared_memory_ring: this cache manager has no ring socket");
   }
   absl::StatusOr<int> fd = options_.ring_handoff->Take(offer.handle());
@@ -187,13 +190,30 @@ grpc::Status CacheManagerService::OpenSession(grpc::ServerContext* context, cons
   config.label = std::string(Utf8Prefix(request->client_label(), 256));
   config.owner = PeerIdentity(*context);
   config.decision_lag = request->decision_lag();
-  absl::StatusOr<std::shared_ptr<ScoreRing>> ring = AttachOfferedRing(*context, *request);
-  if (!ring.ok()) return Error(ToGrpc(ring.status()));
+  v1::RingRefusal::Reason refusal = v1::RingRefusal::REASON_UNSPECIFIED;
+  absl::StatusOr<std::shared_ptr<ScoreRing>> ring = AttachOfferedRing(*context, *request, &refusal);
+  if (!ring.ok()) {
+    if (!request->ring_optional()) return Error(ToGrpc(ring.status()));
+    // A structured refusal: the session opens without the ring and the worker sends inline.
+    response->mutable_ring_refusal()->set_reason(refusal);
+    response->mutable_ring_refusal()->set_message(std::string(Utf8Prefix(ring.status().message(), 512)));
+    A2SF_LOG(DEBUG) << "ring refused, the session goes inline: " << ring.status();
+    ring = std::shared_ptr<ScoreRing>();
+  }
   absl::StatusOr<SessionInfo> info = manager_->Open(config);
   if (!info.ok()) return Error(ToGrpc(info.status()));
+  std::shared_ptr<const DeviceScores> device_scores;
+  if (request->has_device_scores()) {
+    *response->mutable_device_scores() = AnswerDeviceScoresOffer(
+        request->device_scores(), {manager_->store().backend(), *ring != nullptr, config.decision_lag},
+        &device_scores);
+    A2SF_LOG(DEBUG) << info->id << ": device scores "
+                    << (device_scores != nullptr ? "accepted" : response->device_scores().detail());
+  }
   if (*ring != nullptr) {
     absl::MutexLock lock(&rings_mutex_);
     rings_[info->id] = *ring;
+    if (device_scores != nullptr) device_scores_[info->id] = std::move(device_scores);
   }
   response->set_session_id(info->id);
   response->set_session_secret(info->secret);
@@ -214,10 +234,7 @@ grpc::Status CacheManagerService::CloseSession(grpc::ServerContext*, const v1::C
     return Error(ToGrpc(auth));
   }
   absl::StatusOr<SessionInfo> info = manager_->Close(request->session_id());
-  {
-    absl::MutexLock lock(&rings_mutex_);
-    rings_.erase(request->session_id());
-  }
+  ForgetRing(request->session_id());
   if (!info.ok()) return Error(ToGrpc(info.status()));
   response->set_steps(info->steps);
   response->set_evictions(info->evictions);
@@ -264,6 +281,18 @@ std::shared_ptr<ScoreRing> CacheManagerService::RingOf(const std::string& sessio
   return it == rings_.end() ? nullptr : it->second;
 }
 
+std::shared_ptr<const DeviceScores> CacheManagerService::DeviceScoresOf(const std::string& session_id) {
+  absl::MutexLock lock(&rings_mutex_);
+  auto it = device_scores_.find(session_id);
+  return it == device_scores_.end() ? nullptr : it->second;
+}
+
+void CacheManagerService::ForgetRing(const std::string& session_id) {
+  absl::MutexLock lock(&rings_mutex_);
+  rings_.erase(session_id);
+  device_scores_.erase(session_id);
+}
+
 namespace {
 
 // Reads what a worker wrote into a ring slot as a score view; everything is bounds-checked.
@@ -299,6 +328,14 @@ absl::StatusOr<ScoreView> RingScoreView(const ScoreRing& ring, uint64_t seq, con
 
 }  // namespace
 
+absl::StatusOr<ScoreView> CacheManagerService::RingStepScores(const std::string& session_id, const ScoreRing& ring,
+                                                             uint64_t seq, const RingStep& step,
+                                                             std::shared_ptr<const DeviceScores>* in_use) {
+  if (step.kind != kRingStepKindDeviceToken) return RingScoreView(ring, seq, step);
+  *in_use = DeviceScoresOf(session_id);
+  return DeviceScoreView(in_use->get(), step);
+}
+
 grpc::Status CacheManagerService::ServeRing(grpc::ServerContext* context, const std::string& session_id,
                                             ScoreRing* ring, std::atomic<int64_t>* last_active_ns) {
   A2SF_LOG(DEBUG) << session_id << ": serving steps from its shared-memory ring";
@@ -320,9 +357,11 @@ grpc::Status CacheManagerService::ServeRing(grpc::ServerContext* context, const 
 absl::Status CacheManagerService::ServeRingStep(const std::string& session_id, ScoreRing* ring, uint64_t seq) {
   // Copy the step header out of the shared slot: the worker could rewrite it meanwhile.
   const RingStep step = ring->step(seq);
-  absl::StatusOr<ScoreView> view = RingScoreView(*ring, seq, step);
+  std::shared_ptr<const DeviceScores> device_scores;
+  absl::StatusOr<ScoreView> view = RingStepScores(session_id, *ring, seq, step, &device_scores);
+  const v1::StepKind kind = step.kind == kRingStepKindDeviceToken ? v1::STEP_KIND_TOKEN : v1::StepKind(step.kind);
   absl::StatusOr<StepResult> result =
-      view.ok() ? RunStep(session_id, v1::StepKind(step.kind), step.step, step.position,
+      view.ok() ? RunStep(session_id, kind, step.step, step.position,
                           step.kind == v1::STEP_KIND_BULK_PREFILL ? step.shape[2] : 0, *view, step.payload_bytes)
                 : absl::StatusOr<StepResult>(view.status());
   return ring->CompleteDecision(seq, step.step,
@@ -351,10 +390,7 @@ grpc::Status CacheManagerService::StreamScores(
   if (context->IsCancelled() && !session_id.empty()) {
     // The worker is gone (or the stream sat idle too long): nobody will close this session.
     if (manager_->Close(session_id).ok()) A2SF_LOG(INFO) << "freed " << session_id << ": its stream was cut";
-    {
-      absl::MutexLock lock(&rings_mutex_);
-      rings_.erase(session_id);
-    }
+    ForgetRing(session_id);
   }
   return status;
 }

@@ -23,6 +23,7 @@
 #include <string>
 
 #include "a2sf/v1/cache_manager.grpc.pb.h"
+#include "cachemgr/service/device_scores.h"
 #include "cachemgr/session/session_manager.h"
 #include "prometheus/counter.h"
 #include <map>
@@ -105,6 +106,13 @@ class CacheManagerService final : public v1::CacheManager::Service {
   grpc::Status ServeRing(grpc::ServerContext* context, const std::string& session_id, ScoreRing* ring,
                          std::atomic<int64_t>* last_active_ns);
   std::shared_ptr<ScoreRing> RingOf(const std::string& session_id);
+  std::shared_ptr<const DeviceScores> DeviceScoresOf(const std::string& session_id);
+  // Drops a session's ring and device buffer (closed, or its stream cut).
+  void ForgetRing(const std::string& session_id);
+  // The scores a ring slot names: in the slot, or in the session's device buffer (`in_use` then keeps
+  // that buffer open until the caller has read it, even if the session closes meanwhile).
+  absl::StatusOr<ScoreView> RingStepScores(const std::string& session_id, const ScoreRing& ring, uint64_t seq,
+                                           const RingStep& step, std::shared_ptr<const DeviceScores>* in_use);
   // The messages of an admitted stream; sets `session_id` once the first message authorised it.
   grpc::Status ServeStream(grpc::ServerContext* context,
                            grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream,
@@ -114,9 +122,11 @@ class CacheManagerService final : public v1::CacheManager::Service {
                           std::atomic<int64_t>* last_active_ns);
 
   grpc::Status Error(const grpc::Status& status);
-  // The ring a request offers, mapped; null when it offers none.
+  // The ring a request offers, mapped; null when it offers none. On an error, `refusal` says which
+  // kind of refusal it is (for OpenSessionRequest.ring_optional).
   absl::StatusOr<std::shared_ptr<ScoreRing>> AttachOfferedRing(const grpc::ServerContext& context,
-                                                               const v1::OpenSessionRequest& request);
+                                                               const v1::OpenSessionRequest& request,
+                                                               v1::RingRefusal::Reason* refusal);
   // Admits a new StreamScores call (RESOURCE_EXHAUSTED past max_streams) and tracks its activity.
   // `last_active_ns` lives in the handler's frame until ForgetStream; the handler stores into it
   // (no lock per step), the reaper reads it.
@@ -134,6 +144,8 @@ class CacheManagerService final : public v1::CacheManager::Service {
   absl::Mutex rings_mutex_;
   std::map<std::string, std::shared_ptr<ScoreRing>> rings_ ABSL_GUARDED_BY(rings_mutex_);
   std::set<std::string> serving_ ABSL_GUARDED_BY(rings_mutex_);  // sessions whose ring a stream serves
+  // Sessions whose worker shares its score buffer on the GPU (OpenSessionRequest.device_scores).
+  std::map<std::string, std::shared_ptr<const DeviceScores>> device_scores_ ABSL_GUARDED_BY(rings_mutex_);
 };
 
 class PolicyAdminService final : public v1::PolicyAdmin::Service {

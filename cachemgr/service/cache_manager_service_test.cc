@@ -117,7 +117,8 @@ class CacheManagerServiceTest : public ::testing::Test {
 
   // Opens a Local(budget 2) session over `stub` with the ring behind `handle` offered.
   grpc::Status OpenWithRing(v1::CacheManager::Stub* stub, const std::string& handle, uint32_t slots,
-                            uint64_t slot_bytes, v1::OpenSessionResponse* response, uint32_t layers = 2) {
+                            uint64_t slot_bytes, v1::OpenSessionResponse* response, uint32_t layers = 2,
+                            bool optional = false) {
     v1::OpenSessionRequest request;
     request.mutable_shape()->set_num_layers(layers);
     request.mutable_shape()->set_num_kv_heads(2);
@@ -127,6 +128,7 @@ class CacheManagerServiceTest : public ::testing::Test {
     request.mutable_shared_memory_ring()->set_handle(handle);
     request.mutable_shared_memory_ring()->set_num_slots(slots);
     request.mutable_shared_memory_ring()->set_slot_bytes(slot_bytes);
+    request.set_ring_optional(optional);
     grpc::ClientContext context;
     grpc::Status status = stub->OpenSession(&context, request, response);
     secrets_[response->session_id()] = response->session_secret();
@@ -238,6 +240,36 @@ TEST_F(CacheManagerServiceTest, SharedMemoryRingServesStepsAndRefusesBadOffers) 
   // The session goes on inline (3 entries + 1 new).
   std::vector<float> next(4 * 3, 0.25f);
   EXPECT_TRUE(Submit(MakeStep(response.session_id(), 3, next, 3)).ok());
+}
+
+TEST_F(CacheManagerServiceTest, AnOptionalRingIsRefusedWithAReasonAndTheSessionGoesInline) {
+  const uint64_t slot_bytes = ScoreRing::SlotBytesFor(4 * 64, 4);
+  auto ring = ScoreRing::Create(2, slot_bytes, 4);
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  // Over TCP: the session opens, the refusal says why in a field (no error text to match).
+  v1::OpenSessionResponse tcp;
+  ASSERT_TRUE(OpenWithRing(stub_.get(), Offer(**ring), 2, slot_bytes, &tcp, 2, /*optional=*/true).ok());
+  ASSERT_TRUE(tcp.has_ring_refusal());
+  EXPECT_EQ(tcp.ring_refusal().reason(), v1::RingRefusal::REASON_NOT_UNIX_SOCKET);
+  EXPECT_NE(tcp.ring_refusal().message().find("Unix socket"), std::string::npos) << tcp.ring_refusal().message();
+  // A bad offer over the Unix socket: refused as invalid, the session opens all the same.
+  v1::OpenSessionResponse bad;
+  ASSERT_TRUE(OpenWithRing(unix_stub_.get(), "not-a-handle", 2, slot_bytes, &bad, 2, true).ok());
+  EXPECT_EQ(bad.ring_refusal().reason(), v1::RingRefusal::REASON_INVALID_OFFER);
+  EXPECT_EQ(manager_->session_count(), 2u);
+  // The refused sessions have no ring to attach, and take their steps inline.
+  grpc::ClientContext stream_context;
+  auto stream = unix_stub_->StreamScores(&stream_context);
+  ASSERT_TRUE(stream->Write(AttachMessage(tcp.session_id())));
+  stream->WritesDone();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  v1::EvictionDecision decision;
+  ASSERT_TRUE(Submit(MakeStep(bad.session_id(), 0, std::vector<float>(4, 0.5f), 1), &decision).ok());
+  EXPECT_EQ(decision.entries_after(), 1u);
+  // An offer the server takes carries no refusal.
+  v1::OpenSessionResponse taken;
+  ASSERT_TRUE(OpenWithRing(unix_stub_.get(), Offer(**ring), 2, slot_bytes, &taken, 2, true).ok());
+  EXPECT_FALSE(taken.has_ring_refusal());
 }
 
 TEST_F(CacheManagerServiceTest, AttachWithoutARingIsFailedPrecondition) {
@@ -701,6 +733,147 @@ TEST(CacheManagerIdleStreams, AFloodOfIdleStreamsIsBounded) {
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
   (*server)->Shutdown(absl::ZeroDuration());
+}
+
+}  // namespace
+}  // namespace a2sf::cachemgr
+
+namespace a2sf::cachemgr {
+namespace {
+
+v1::DeviceScoresOffer SomeDeviceOffer() {
+  v1::DeviceScoresOffer offer;
+  offer.set_memory_handle(std::string(64, '\x11'));
+  offer.set_event_handle(std::string(64, '\x22'));
+  offer.set_buffer_bytes(4096);
+  offer.set_dtype(v1::SCORE_DTYPE_FP32);
+  offer.set_device_uuid(std::string(32, 'a'));
+  offer.set_pci_bus_id("0000:00:00.0");
+  return offer;
+}
+
+// CUDA IPC on a CPU store: the offer is refused with the structured reason, the session opens and its
+// ring serves host steps; a header-only (device) step in that session fails only that session.
+TEST_F(CacheManagerServiceTest, ACpuBackendRefusesDeviceScoresWithItsReasonAndKeepsTheRing) {
+  const uint64_t slot_bytes = ScoreRing::SlotBytesFor(4 * 64, 4);
+  auto ring = ScoreRing::Create(2, slot_bytes, 4);
+  ASSERT_TRUE(ring.ok()) << ring.status();
+  v1::OpenSessionRequest request;
+  request.mutable_shape()->set_num_layers(2);
+  request.mutable_shape()->set_num_kv_heads(2);
+  request.mutable_shape()->set_query_heads_per_kv_head(1);
+  request.mutable_policy()->set_name("local");
+  request.mutable_budget()->set_tokens(2);
+  request.mutable_shared_memory_ring()->set_handle(Offer(**ring));
+  request.mutable_shared_memory_ring()->set_num_slots(2);
+  request.mutable_shared_memory_ring()->set_slot_bytes(slot_bytes);
+  *request.mutable_device_scores() = SomeDeviceOffer();
+  v1::OpenSessionResponse response;
+  {
+    grpc::ClientContext context;
+    ASSERT_TRUE(unix_stub_->OpenSession(&context, request, &response).ok());
+  }
+  secrets_[response.session_id()] = response.session_secret();
+  ASSERT_TRUE(response.has_device_scores());
+  EXPECT_FALSE(response.device_scores().accepted());
+  EXPECT_EQ(response.device_scores().refusal(), v1::DEVICE_SCORES_REFUSAL_NOT_CUDA_BACKEND);
+  EXPECT_NE(response.device_scores().detail().find("cpu"), std::string::npos) << response.device_scores().detail();
+
+  grpc::ClientContext stream_context;
+  auto stream = unix_stub_->StreamScores(&stream_context);
+  ASSERT_TRUE(stream->Write(AttachMessage(response.session_id())));
+  // A host step through the ring is decided as usual.
+  const float scores[4] = {0.5f, 0.5f, 0.5f, 0.5f};
+  std::memcpy((*ring)->payload(0), scores, sizeof(scores));
+  RingStep step;
+  step.kind = v1::STEP_KIND_TOKEN;
+  step.dtype = v1::SCORE_DTYPE_FP32;
+  step.num_dims = 3;
+  step.shape[0] = 2;
+  step.shape[1] = 2;
+  step.shape[2] = 1;
+  step.payload_bytes = sizeof(scores);
+  (*ring)->Publish(0, step);
+  ASSERT_TRUE((*ring)->WaitDecision(0, absl::Seconds(10)));
+  EXPECT_EQ((*ring)->decision(0).code, 0) << (*ring)->decision(0).message;
+  // A device step in a session whose offer was refused: FAILED_PRECONDITION, the stream ends with it.
+  step.step = 1;
+  step.position = 1;
+  step.shape[2] = 2;
+  step.payload_bytes = 2 * sizeof(scores);
+  (*ring)->PublishDeviceStep(1, step);
+  ASSERT_TRUE((*ring)->WaitDecision(1, absl::Seconds(10)));
+  EXPECT_EQ((*ring)->decision(1).code, int(absl::StatusCode::kFailedPrecondition)) << (*ring)->decision(1).message;
+  EXPECT_NE(std::string((*ring)->decision(1).message).find("device buffer"), std::string::npos);
+  stream->WritesDone();
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_EQ(StepsOf(response.session_id()), 1u);  // the refused step changed nothing
+}
+
+// The order of the checks, each with its reason; without a GPU a cuda store's offer fails on the device.
+TEST(DeviceScoresOffer, EachConditionRefusesWithItsOwnReason) {
+  std::shared_ptr<const DeviceScores> accepted;
+  const v1::DeviceScoresOffer offer = SomeDeviceOffer();
+  EXPECT_EQ(AnswerDeviceScoresOffer(offer, {"cpu", true, 0}, &accepted).refusal(),
+            v1::DEVICE_SCORES_REFUSAL_NOT_CUDA_BACKEND);
+  EXPECT_EQ(AnswerDeviceScoresOffer(offer, {"cuda", false, 0}, &accepted).refusal(), v1::DEVICE_SCORES_REFUSAL_NO_RING);
+  EXPECT_EQ(AnswerDeviceScoresOffer(offer, {"cuda", true, 2}, &accepted).refusal(),
+            v1::DEVICE_SCORES_REFUSAL_PIPELINED);
+  v1::DeviceScoresOffer bad = offer;
+  bad.set_dtype(v1::SCORE_DTYPE_UNSPECIFIED);
+  EXPECT_EQ(AnswerDeviceScoresOffer(bad, {"cuda", true, 0}, &accepted).refusal(), v1::DEVICE_SCORES_REFUSAL_BAD_OFFER);
+  bad = offer;
+  bad.set_buffer_bytes(0);
+  EXPECT_EQ(AnswerDeviceScoresOffer(bad, {"cuda", true, 0}, &accepted).refusal(), v1::DEVICE_SCORES_REFUSAL_BAD_OFFER);
+  // Well formed, but these handles name no GPU allocation of this machine: another device (no GPU
+  // here), or a handle that does not open.
+  const v1::DeviceScoresAnswer answer = AnswerDeviceScoresOffer(offer, {"cuda", true, 0}, &accepted);
+  EXPECT_FALSE(answer.accepted());
+  EXPECT_TRUE(answer.refusal() == v1::DEVICE_SCORES_REFUSAL_OTHER_DEVICE ||
+              answer.refusal() == v1::DEVICE_SCORES_REFUSAL_OPEN_FAILED)
+      << answer.ShortDebugString();
+  EXPECT_FALSE(answer.detail().empty());
+  EXPECT_EQ(accepted, nullptr);
+}
+
+// What a hostile header can claim about the device buffer: only a step that fits it is read.
+TEST(DeviceScoresOffer, AHeaderOnlyStepMustFitTheSessionsBuffer) {
+  RingStep step;
+  step.kind = kRingStepKindDeviceToken;
+  step.dtype = v1::SCORE_DTYPE_FP32;
+  step.num_dims = 3;
+  step.shape[0] = 2;
+  step.shape[1] = 2;
+  step.shape[2] = 8;
+  step.payload_bytes = 2 * 2 * 8 * 4;
+  EXPECT_EQ(DeviceScoreView(nullptr, step).status().code(), absl::StatusCode::kFailedPrecondition);
+  float fake_device_memory[32];
+  DeviceScores buffer;
+  buffer.pointer = fake_device_memory;
+  buffer.bytes = sizeof(fake_device_memory);
+  absl::StatusOr<ScoreView> view = DeviceScoreView(&buffer, step);
+  ASSERT_TRUE(view.ok()) << view.status();
+  EXPECT_TRUE(view->on_device);
+  EXPECT_EQ(view->data, fake_device_memory);
+  EXPECT_EQ(view->num_values, 32u);
+  RingStep bad = step;
+  bad.shape[2] = 9;  // past the buffer
+  bad.payload_bytes = 2 * 2 * 9 * 4;
+  EXPECT_EQ(DeviceScoreView(&buffer, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = step;
+  bad.payload_bytes -= 4;  // disagrees with the shape
+  EXPECT_EQ(DeviceScoreView(&buffer, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = step;
+  bad.dtype = v1::SCORE_DTYPE_FP16;  // not the offered dtype
+  bad.payload_bytes /= 2;
+  EXPECT_EQ(DeviceScoreView(&buffer, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = step;
+  bad.num_dims = 4;  // a bulk prefill's rank
+  EXPECT_EQ(DeviceScoreView(&buffer, bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = step;
+  bad.shape[0] = 0xffffffffu;  // an overflowing count
+  bad.shape[1] = 0xffffffffu;
+  EXPECT_EQ(DeviceScoreView(&buffer, bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

@@ -93,6 +93,7 @@ absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, kv::Eviction
   Session* s = Find(step.session);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", step.session));
   const uint32_t n_old = s->entries;
+  if (absl::Status st = CheckHostScores(step.scores); !st.ok()) return st;
   if (absl::Status st = CheckTokenStepShape(step, s->geometry, n_old, s->newest_position);
       !st.ok()) {
     return st;
@@ -170,6 +171,7 @@ absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, kv::Eviction
 absl::StatusOr<kv::EvictionDecision> CpuScoreStore::ProcessBulkPrefill(const BulkPrefill& prefill) {
   Session* s = Find(prefill.session);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", prefill.session));
+  if (absl::Status st = CheckHostScores(prefill.scores); !st.ok()) return st;
   if (absl::Status st = CheckBulkPrefillShape(prefill, s->geometry, s->entries); !st.ok()) return st;
   const uint32_t P = prefill.prompt_length;
   const uint32_t heads = s->geometry.heads();

@@ -57,7 +57,7 @@ __global__ void TokenStepKernel(const HeadTask* tasks, const void* input, kv::Sc
     if (is_new) t.positions[i] = t.position;
     float key = 0.0f;
     if (t.uses_scores) {
-      const float v = LoadValue(input, dtype, t.input_offset + i);
+      const float v = LoadValue(t.device_input != nullptr ? t.device_input : input, dtype, t.input_offset + i);
       invalid |= !Valid(v);
       const float old = is_new ? 0.0f : t.a_old[i];
       key = __fadd_rn(__fmul_rn(t.alpha, old), v);
@@ -218,13 +218,19 @@ void DestroyContext(Context* context) {
 }
 
 int RunTokenStep(Context* c, const HeadTask* tasks, uint32_t num_tasks, const void* input, size_t input_bytes,
-                 kv::ScoreDType dtype, HeadResult* results, std::string* error) {
+                 kv::ScoreDType dtype, void* const* wait_events, uint32_t num_wait_events, HeadResult* results,
+                 std::string* error) {
   if (num_tasks == 0) return 0;
   cudaError_t err;
+  for (uint32_t i = 0; i < num_wait_events; ++i) {
+    if ((err = cudaStreamWaitEvent(c->stream, static_cast<cudaEvent_t>(wait_events[i]), 0)) != cudaSuccess) {
+      return Fail(err, error);
+    }
+  }
   if ((err = c->input.Reserve(input_bytes + 16)) != cudaSuccess) return Fail(err, error);
   if ((err = c->tasks.Reserve(num_tasks * sizeof(HeadTask))) != cudaSuccess) return Fail(err, error);
   if ((err = c->results.Reserve(num_tasks * sizeof(HeadResult))) != cudaSuccess) return Fail(err, error);
-  cudaMemcpyAsync(c->input.pointer, input, input_bytes, cudaMemcpyHostToDevice, c->stream);
+  if (input_bytes > 0) cudaMemcpyAsync(c->input.pointer, input, input_bytes, cudaMemcpyHostToDevice, c->stream);
   cudaMemcpyAsync(c->tasks.pointer, tasks, num_tasks * sizeof(HeadTask), cudaMemcpyHostToDevice, c->stream);
   TokenStepKernel<<<num_tasks, kThreads, 0, c->stream>>>(static_cast<const HeadTask*>(c->tasks.pointer),
                                                          c->input.pointer, dtype,

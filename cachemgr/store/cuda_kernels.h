@@ -29,7 +29,8 @@ struct HeadTask {
   const float* a_old;   // current accumulators; slot n-1 is set to 0 by the kernel
   float* a_new;         // receives alpha * a_old + s
   uint32_t* positions;  // slot n-1 receives `position`
-  uint64_t input_offset;  // index of this head's first value in the step input
+  const void* device_input;  // this step's scores in device memory; null: in the uploaded input
+  uint64_t input_offset;  // index of this head's first value in device_input, or in the step input
   uint32_t n;           // entries including the new one
   uint32_t position;
   float alpha;
@@ -51,10 +52,11 @@ struct Context;
 Context* CreateContext();
 void DestroyContext(Context* context);
 
-// Uploads `input` (num_values of `dtype`), runs one block per task, and
-// downloads the results. Synchronous.
+// Uploads `input` (num_values of `dtype`), makes the stream wait for `wait_events` (cudaEvent_t:
+// the writers of tasks' device_input), runs one block per task, and downloads the results. Synchronous.
 int RunTokenStep(Context* context, const HeadTask* tasks, uint32_t num_tasks, const void* input,
-                 size_t input_bytes, kv::ScoreDType dtype, HeadResult* results, std::string* error);
+                 size_t input_bytes, kv::ScoreDType dtype, void* const* wait_events, uint32_t num_wait_events,
+                 HeadResult* results, std::string* error);
 
 struct EvictTask {
   float* scores;        // device, per slot (may be the same buffer as a_new after the commit)

@@ -20,7 +20,8 @@ int CopyRows(void*, size_t, const void*, size_t, size_t, size_t, std::string* er
 }
 Context* CreateContext() { return nullptr; }
 void DestroyContext(Context*) {}
-int RunTokenStep(Context*, const HeadTask*, uint32_t, const void*, size_t, kv::ScoreDType, HeadResult*, std::string* error) {
+int RunTokenStep(Context*, const HeadTask*, uint32_t, const void*, size_t, kv::ScoreDType, void* const*, uint32_t,
+                 HeadResult*, std::string* error) {
   return *error = kReason, kUnavailable;
 }
 int ApplyEvictions(Context*, const EvictTask*, uint32_t, const uint32_t*, uint32_t, uint32_t*, std::string* error) {

@@ -126,6 +126,7 @@ void CudaScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::
     std::vector<size_t> members;
     std::vector<cuda::HeadTask> tasks;
     std::vector<char> input;
+    std::vector<void*> wait_events;
     for (size_t i = 0; i < steps.size(); ++i) {
       const TokenStep& step = steps[i];
       if (step.scores.dtype != dtype) continue;
@@ -142,13 +143,21 @@ void CudaScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::
       const uint32_t recent = rule.protected_recent;
       const uint32_t hi =
           recent == 0 ? kv::kMaxPosition + 1 : (step.position + 1 >= recent ? step.position + 1 - recent : 0);
+      // Host scores are staged into one upload; device scores are read where they are, once their
+      // writer's event has completed.
       const size_t value_bytes = kv::ScoreDTypeBytes(dtype);
-      const uint64_t base = input.size() / value_bytes;
-      const char* data = static_cast<const char*>(step.scores.data);
-      input.insert(input.end(), data, data + step.scores.num_values * value_bytes);
+      uint64_t base = 0;
+      if (step.scores.on_device) {
+        if (step.scores.ready_event != nullptr) wait_events.push_back(step.scores.ready_event);
+      } else {
+        base = input.size() / value_bytes;
+        const char* data = static_cast<const char*>(step.scores.data);
+        input.insert(input.end(), data, data + step.scores.num_values * value_bytes);
+      }
       members.push_back(i);
       for (uint32_t h = 0; h < s->geometry.heads(); ++h) {
         cuda::HeadTask t;
+        t.device_input = step.scores.on_device ? step.scores.data : nullptr;
         t.a_old = s->head(s->current, h);
         t.a_new = s->head(1 - s->current, h);
         t.positions = s->head_positions(h);
@@ -166,7 +175,8 @@ void CudaScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::
     std::vector<cuda::HeadResult> results(tasks.size());
     std::string error;
     if (cuda::RunTokenStep(context, tasks.data(), static_cast<uint32_t>(tasks.size()), input.data(), input.size(),
-                           dtype, results.data(), &error) != 0) {
+                           dtype, wait_events.data(), static_cast<uint32_t>(wait_events.size()),
+                           results.data(), &error) != 0) {
       for (size_t i : members) statuses[i] = CudaError("token step", error);
       continue;
     }
@@ -246,6 +256,7 @@ absl::StatusOr<kv::EvictionDecision> CudaScoreStore::ProcessBulkPrefill(const Bu
   absl::MutexLock lock(&mutex_);
   Session* s = Find(prefill.session);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", prefill.session));
+  if (absl::Status st = CheckHostScores(prefill.scores); !st.ok()) return st;
   if (absl::Status st = CheckBulkPrefillShape(prefill, s->geometry, s->entries); !st.ok()) return st;
   const uint32_t P = prefill.prompt_length;
   const uint32_t heads = s->geometry.heads();

@@ -5,6 +5,7 @@
 
 #include "cachemgr/policy/registry.h"
 #include "cachemgr/store/cpu_score_store.h"
+#include "common/cuda/ipc.h"
 #include "gtest/gtest.h"
 
 namespace a2sf::cachemgr {
@@ -137,6 +138,84 @@ TEST(CudaScoreStore, InvalidScoresChangeNothing) {
   const auto after = *cuda->ReadHead(h, 0, 0);
   EXPECT_EQ(after.scores, before.scores);
   EXPECT_EQ(after.positions, before.positions);
+}
+
+}  // namespace
+}  // namespace a2sf::cachemgr
+
+namespace a2sf::cachemgr {
+namespace {
+
+// Device-resident scores (a worker's exported buffer, here one of this process): read in place after
+// the writer's event, with the decisions of the same scores uploaded from the host; a mixed batch of
+// a device step and a host step decides each as if alone.
+TEST(CudaScoreStoreDeviceScores, TokenStepsReadInPlaceDecideLikeHostScores) {
+  auto cuda = MakeStoreOrSkip();
+  SKIP_WITHOUT_GPU(cuda);
+  const uint32_t layers = 3, kv_heads = 2, budget = 11;
+  const EvictionRule rule = Rule("a2sf", layers, budget, 0.5);
+  const size_t max_values = size_t{layers} * kv_heads * (budget + 1);
+  auto buffer = cuda_ipc::ExportedDeviceBuffer::Create(max_values * 4);
+  ASSERT_TRUE(buffer.ok()) << buffer.status();
+  CpuScoreStore cpu;
+  auto hc = *cpu.CreateSession({layers, kv_heads}, budget + 1);
+  auto hd = *cuda->CreateSession({layers, kv_heads}, budget + 1);
+  auto hh = *cuda->CreateSession({layers, kv_heads}, budget + 1);
+  std::mt19937 rng(5);
+  uint32_t entries = 0;
+  for (uint32_t t = 0; t < 40; ++t) {
+    const size_t count = size_t{layers} * kv_heads * (entries + 1);
+    std::vector<float> scores(count);
+    for (float& v : scores) v = float(rng() % 1000) / 1000.0f;
+    ASSERT_TRUE(cuda_ipc::CopyToDevice((*buffer)->device_pointer(), scores.data(), count * 4).ok());
+    ASSERT_TRUE(cuda_ipc::RecordEvent((*buffer)->event()).ok());
+    ScoreView device{kv::ScoreDType::kFp32, (*buffer)->device_pointer(), count, true, (*buffer)->event()};
+    ScoreView host{kv::ScoreDType::kFp32, scores.data(), count};
+    TokenStep steps[2] = {{hd, &rule, t, device}, {hh, &rule, t, host}};
+    absl::Status statuses[2];
+    StoreDecision decisions[2];
+    cuda->ProcessTokenSteps(steps, statuses, decisions);
+    TokenStep cs{hc, &rule, t, host};
+    absl::Status c_status;
+    StoreDecision c;
+    cpu.ProcessTokenSteps({&cs, 1}, {&c_status, 1}, {&c, 1});
+    ASSERT_TRUE(statuses[0].ok()) << statuses[0];
+    ASSERT_TRUE(statuses[1].ok()) << statuses[1];
+    ASSERT_EQ(decisions[0].evicted_slots, c.evicted_slots) << "step " << t;
+    ASSERT_EQ(decisions[1].evicted_slots, c.evicted_slots) << "step " << t;
+    entries = c.entries_after;
+  }
+  // Invalid values in device memory are refused like host ones, and change nothing.
+  const size_t count = size_t{layers} * kv_heads * (entries + 1);
+  std::vector<float> bad(count, 0.25f);
+  bad[count / 2] = -1.0f;
+  ASSERT_TRUE(cuda_ipc::CopyToDevice((*buffer)->device_pointer(), bad.data(), count * 4).ok());
+  TokenStep step{hd, &rule, 1000, {kv::ScoreDType::kFp32, (*buffer)->device_pointer(), count, true, nullptr}};
+  absl::Status status;
+  StoreDecision decision;
+  cuda->ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_EQ(*cuda->EntriesPerHead(hd), entries);
+}
+
+TEST(CudaScoreStoreDeviceScores, TheCpuStoreAndBulkPrefillsRefuseDeviceScores) {
+  const EvictionRule rule = Rule("a2sf", 1, 4, 0.5);
+  CpuScoreStore cpu;
+  auto session = *cpu.CreateSession({1, 1}, 5);
+  float value = 0.5f;
+  TokenStep step{session, &rule, 0, {kv::ScoreDType::kFp32, &value, 1, true, nullptr}};
+  absl::Status status;
+  StoreDecision decision;
+  cpu.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_NE(status.message().find("GPU memory"), std::string::npos) << status;
+  BulkPrefill prefill{session, &rule, 0, 1, {kv::ScoreDType::kFp32, &value, 1, true, nullptr}};
+  EXPECT_EQ(cpu.ProcessBulkPrefill(prefill).status().code(), absl::StatusCode::kFailedPrecondition);
+  auto cuda = MakeStoreOrSkip();
+  if (cuda == nullptr) return;
+  auto device_session = *cuda->CreateSession({1, 1}, 5);
+  prefill.session = device_session;
+  EXPECT_EQ(cuda->ProcessBulkPrefill(prefill).status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

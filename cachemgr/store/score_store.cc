@@ -36,6 +36,12 @@ absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry
   return absl::OkStatus();
 }
 
+absl::Status CheckHostScores(const ScoreView& scores) {
+  if (!scores.on_device) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      "scores: in GPU memory, which only the cuda score store reads, and only in token steps");
+}
+
 absl::Status CheckSeed(SessionGeometry geometry, uint32_t current_entries, absl::Span<const uint32_t> positions,
                        uint32_t entries) {
   if (current_entries != 0) return absl::FailedPreconditionError("seed: the session already holds entries");

@@ -34,11 +34,16 @@
 
 namespace a2sf::cachemgr {
 
-// Packed little-endian score values, not owned.
+// Packed little-endian score values, not owned: in host memory, or (on_device) in GPU memory that a
+// co-located worker shares (common/cuda/ipc.h), readable once `ready_event` (a cudaEvent_t, may be
+// null) has completed. Only CudaScoreStore reads scores on the device, and only in token steps; the
+// other stores and steps answer FAILED_PRECONDITION (CheckHostScores).
 struct ScoreView {
   kv::ScoreDType dtype = kv::ScoreDType::kFp32;
   const void* data = nullptr;
   size_t num_values = 0;
+  bool on_device = false;
+  void* ready_event = nullptr;
 };
 
 // Largest score value a store accepts. A step's score is a sum of softmax probabilities over the query
@@ -144,6 +149,9 @@ absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry
 // Checks a SeedEntries call: an empty session, [heads][entries] positions within range.
 absl::Status CheckSeed(SessionGeometry geometry, uint32_t current_entries, absl::Span<const uint32_t> positions,
                        uint32_t entries);
+
+// FAILED_PRECONDITION for scores in GPU memory (a store or step that reads them on the host).
+absl::Status CheckHostScores(const ScoreView& scores);
 
 // Checks that a bulk prefill targets an empty session and carries [heads][P][P] values.
 absl::Status CheckBulkPrefillShape(const BulkPrefill& prefill, SessionGeometry geometry, uint32_t entries);

@@ -29,10 +29,16 @@
 
 namespace a2sf {
 
+// RingStep::kind of a token step whose scores are not in the slot but in the session's device buffer
+// (OpenSessionRequest.device_scores, CUDA IPC): the slot carries only the header -- shape, dtype and
+// payload_bytes describe the scores at the start of that buffer -- and the decision comes back in
+// the slot as usual. Outside a2sf.v1.StepKind's values, so no proto step can be mistaken for it.
+inline constexpr uint32_t kRingStepKindDeviceToken = 0x100;
+
 // What the worker writes into a slot before publishing it.
 struct RingStep {
   uint64_t step = 0;
-  uint32_t kind = 0;      // a2sf.v1.StepKind value
+  uint32_t kind = 0;      // a2sf.v1.StepKind value, or kRingStepKindDeviceToken
   uint32_t dtype = 0;     // a2sf.v1.ScoreDType value
   uint32_t position = 0;
   uint32_t num_dims = 0;
@@ -81,6 +87,11 @@ class ScoreRing {
   // num_slots steps outstanding.
   void* payload(uint64_t seq);
   void Publish(uint64_t seq, const RingStep& step);
+  // Publishes a header-only step (kRingStepKindDeviceToken: the scores are on the GPU).
+  void PublishDeviceStep(uint64_t seq, RingStep step) {
+    step.kind = kRingStepKindDeviceToken;
+    Publish(seq, step);
+  }
   // Waits until the decision of `seq` is in (or the peer closed the ring, or `timeout` passed: false).
   bool WaitDecision(uint64_t seq, absl::Duration timeout);
   // The decision of `seq` and its slots/positions arrays.

@@ -6,6 +6,7 @@
 
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
+#include "common/cuda/ipc.h"
 #include "worker/engine/cuda/cuda_forward.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/matmul.h"
@@ -228,6 +229,53 @@ TEST(CudaEngine, BadInputsAreRejectedWithoutHarm) {
                 .code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(engine->cache().entries(), 2);
+}
+
+}  // namespace
+}  // namespace a2sf::worker
+
+namespace a2sf::worker {
+namespace {
+
+TEST(CudaEngineDeviceScores, ACpuEngineRefusesADeviceScoreTarget) {
+  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  auto engine = MakeEngine(weights->get(), EngineDevice::kCpu, 16);
+  ASSERT_NE(engine, nullptr);
+  float unused = 0.0f;
+  absl::Status status = engine->WriteDeviceScoresTo({&unused, sizeof(unused), nullptr, nullptr});
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
+  EXPECT_FALSE(engine->writes_device_scores());
+}
+
+// The redirected device scores equal the host copy, step after step with evictions in between, and a
+// target smaller than the cache's [layers][kv_heads][capacity] is refused.
+TEST(CudaEngineDeviceScores, ScoresWrittenToAnExportedBufferEqualTheHostScores) {
+  A2SF_REQUIRE_GPU();
+  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  const int capacity = 8;
+  auto engine = MakeEngine(weights->get(), EngineDevice::kCuda, capacity);
+  ASSERT_NE(engine, nullptr);
+  const ModelConfig& c = engine->config();
+  const size_t bytes = size_t(c.n_layers) * c.n_kv_heads * capacity * 4;
+  absl::StatusOr<std::unique_ptr<cuda_ipc::ExportedDeviceBuffer>> buffer = cuda_ipc::ExportedDeviceBuffer::Create(bytes);
+  ASSERT_TRUE(buffer.ok()) << buffer.status();
+  std::shared_ptr<cuda_ipc::ExportedDeviceBuffer> shared = std::move(*buffer);
+  EXPECT_EQ(engine->WriteDeviceScoresTo({shared->device_pointer(), bytes - 4, shared->event(), shared}).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(engine->WriteDeviceScoresTo({shared->device_pointer(), bytes, shared->event(), shared}).ok());
+  for (int pos = 0; pos < 12; ++pos) {
+    if (engine->cache().entries() + 1 > capacity - 1) {
+      const size_t heads = size_t(c.n_layers) * c.n_kv_heads;
+      ASSERT_TRUE(engine->Evict(1, std::vector<uint32_t>(heads, 0)).ok());
+    }
+    ASSERT_TRUE(engine->Forward(1 + pos * 7 % 500, pos).ok());
+    const absl::Span<const float> host = engine->step_scores();
+    std::vector<float> device(host.size());
+    ASSERT_TRUE(cuda_ipc::CopyToHost(device.data(), shared->device_pointer(), host.size() * 4).ok());
+    ASSERT_EQ(std::vector<float>(host.begin(), host.end()), device) << "position " << pos;
+  }
 }
 
 }  // namespace

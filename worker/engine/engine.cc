@@ -306,6 +306,23 @@ absl::Status Engine::ForwardOnDevice(int token, int position, int row) {
   return absl::OkStatus();
 }
 
+absl::Status Engine::WriteDeviceScoresTo(DeviceScoreTarget target) {
+  if (device_sequence_ == nullptr) {
+    return absl::FailedPreconditionError("device scores: this engine runs on the CPU");
+  }
+  const size_t needed = size_t(config_.n_layers) * config_.n_kv_heads * cache_.capacity() * sizeof(float);
+  if (target.scores == nullptr || target.bytes < needed) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device scores: the target holds ", target.bytes, " bytes, a step needs up to ", needed));
+  }
+  std::string error;
+  if (cuda::SetScoreTarget(device_sequence_, static_cast<float*>(target.scores), target.written_event, &error) != 0) {
+    return absl::InternalError(absl::StrCat("device scores: ", error));
+  }
+  device_score_target_ = std::move(target);
+  return absl::OkStatus();
+}
+
 absl::Status Engine::ReplayMovesOnDevice(uint32_t evictions_per_head) {
   if (device_sequence_ == nullptr || evictions_per_head == 0) return absl::OkStatus();
   std::string error;

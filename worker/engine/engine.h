@@ -58,6 +58,18 @@ struct EngineOptions {
   EngineDevice device = EngineDevice::kCpu;
 };
 
+// Device memory a CUDA engine writes each step's scores into, in place of its own buffer, so that a
+// co-located cache manager can read them where they are (worker/service's CUDA IPC transport): at
+// least [n_layers][n_kv_heads][cache capacity] fp32 values, laid out as step_scores(); `written_event`
+// (a cudaEvent_t) is recorded on the engine's stream after each Forward wrote them. `keep_alive` owns
+// both for as long as the engine may write (the engine holds it).
+struct DeviceScoreTarget {
+  void* scores = nullptr;
+  size_t bytes = 0;
+  void* written_event = nullptr;
+  std::shared_ptr<const void> keep_alive;
+};
+
 namespace cuda {
 struct Sequence;
 }
@@ -138,6 +150,11 @@ class Engine {
   // [n_layers][q_dim] of the last Forward; empty unless capture_attention_outputs.
   absl::Span<const float> attention_outputs() const { return attention_outputs_; }
 
+  // Redirects the device scores (see DeviceScoreTarget); step_scores() still has them on the host.
+  // FAILED_PRECONDITION on the CPU backend; INVALID_ARGUMENT when `target` is too small.
+  absl::Status WriteDeviceScoresTo(DeviceScoreTarget target);
+  bool writes_device_scores() const { return device_score_target_.scores != nullptr; }
+
   const ModelConfig& config() const { return config_; }
   const KvCacheSlots& cache() const { return cache_; }
   int threads() const { return solo_.threads(); }
@@ -169,6 +186,7 @@ class Engine {
   std::vector<float> attention_outputs_;
   std::shared_ptr<const DeviceModel> device_model_;  // kCuda only
   cuda::Sequence* device_sequence_ = nullptr;
+  DeviceScoreTarget device_score_target_;  // kCuda only, when redirected
 };
 
 }  // namespace a2sf::worker

@@ -79,6 +79,7 @@ RemotePolicyOptions GenerationService::RemoteOptions(const std::string& job_id) 
   remote.decision_lag = options_.decision_lag;
   remote.ring_socket = options_.ring_socket;
   remote.decision_timeout = options_.decision_timeout;
+  remote.offer_device_scores = options_.offer_device_scores && options_.device == EngineDevice::kCuda;
   return remote;
 }
 
@@ -228,6 +229,12 @@ absl::StatusOr<GenerateResult> GenerationService::Run(const std::shared_ptr<Job>
   engine_options.cache_capacity = CacheCapacity(plan, owned->get());
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.weights, engine_options);
   if (!engine.ok()) return engine.status();
+  if (auto* remote = dynamic_cast<RemotePolicy*>(owned->get())) {
+    // CUDA IPC accepted: the engine writes its scores where the cache manager reads them.
+    if (absl::Status bound = remote->BindEngine(engine->get()); !bound.ok()) {
+      A2SF_LOG(WARNING) << "job " << job->id << ": scores go through the ring: " << bound;
+    }
+  }
   if (options_.fallback_in_process && options_.cache_manager != nullptr) {
     *owned = std::make_unique<FallbackPolicy>(
         std::unique_ptr<RemotePolicy>(static_cast<RemotePolicy*>(owned->release())), engine->get());

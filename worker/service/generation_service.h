@@ -37,6 +37,9 @@ struct WorkerOptions {
   // The cache manager's ring socket (RingSocketPath of its Unix socket, which cache_manager dials):
   // offer it a shared-memory ring for the scores. Empty, or if refused: scores go inline over gRPC.
   std::string ring_socket;
+  // With a ring, device == kCuda and decision_lag 0: also offer each job's score buffer on the GPU (CUDA
+  // IPC, docs/GPU.md); refused or unavailable, the ring carries the scores as usual.
+  bool offer_device_scores = true;
   // When the cache manager becomes unreachable mid-job: false = fail the job with UNAVAILABLE;
   // true = continue it with the same policy in-process (FallbackPolicy) and report
   // POLICY_LOCATION_FALLBACK_IN_PROCESS.

@@ -8,6 +8,10 @@
 // tells when the cache manager is gone. If the cache manager goes away, steps fail with UNAVAILABLE;
 // if it stays connected but does not answer a step within the decision deadline (stopped, overloaded),
 // the stream is cancelled and the step fails with DEADLINE_EXCEEDED.
+// How the steps travel is a ScoreTransport (score_transport.h), chosen once when the session opens:
+// CUDA IPC (the scores stay on the GPU, the ring carries headers) when it was offered and the cache
+// manager took it, else the ring when the cache manager took that, else inline gRPC. RemotePolicy keeps the session
+// (open, credentials, close) and the step bookkeeping.
 // Not thread-safe: one generation job uses it.
 #ifndef A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
 #define A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
@@ -18,11 +22,9 @@
 
 #include "a2sf/v1/cache_manager.grpc.pb.h"
 #include "absl/time/time.h"
-#include "common/kv/score_dtype.h"
-#include "common/shm/score_ring.h"
-#include "worker/service/call_watchdog.h"
 #include "grpcpp/grpcpp.h"
 #include "worker/engine/generator.h"
+#include "worker/service/score_transport.h"
 
 namespace a2sf::worker {
 
@@ -34,12 +36,16 @@ struct RemotePolicyOptions {
   uint32_t decision_lag = 0;
   // The cache manager's ring socket (RingSocketPath of its Unix socket; empty: no ring). When set, a
   // shared-memory ring is offered for the scores: its sealed segment is handed over on this socket and
-  // the session opened over the Unix socket. If it cannot be created, handed over or is refused,
-  // scores go inline over gRPC.
+  // the session opened over the Unix socket. If it cannot be created or handed over, or the cache
+  // manager refuses it (OpenSessionResponse.ring_refusal), scores go inline over gRPC.
   std::string ring_socket;
   // The most one step may wait for its decision (and one score message for the stream to take it);
   // InfiniteDuration: no deadline. See --decision_timeout_ms in worker_main.cc for the default.
   absl::Duration decision_timeout = absl::Seconds(1);
+  // With a ring and decision_lag 0: also offer a score buffer on the GPU (CUDA IPC; the job's engine
+  // must run there and be bound with BindEngine). Without a GPU nothing is offered; refused (another
+  // GPU, a CPU store, ...), the reason is logged and the ring carries the scores.
+  bool offer_device_scores = false;
 };
 
 class RemotePolicy final : public EvictionPolicyClient {
@@ -65,28 +71,35 @@ class RemotePolicy final : public EvictionPolicyClient {
   const v1::PolicySpec& policy() const { return policy_; }
   const std::string& session_id() const { return session_id_; }
   // True when scores travel through a shared-memory ring.
-  bool uses_shared_memory() const { return ring_ != nullptr; }
+  bool uses_shared_memory() const { return transport_->shared_memory(); }
+  // True when the cache manager took the GPU score buffer (CUDA IPC): token steps' scores stay there.
+  bool uses_device_scores() const { return transport_->device_scores(); }
+  // Makes `engine` (on the GPU) write its scores into the accepted device buffer; until then, or if
+  // this fails (a CPU engine: FAILED_PRECONDITION), steps go through the ring as usual. OK and a no-op
+  // when no device buffer was accepted.
+  absl::Status BindEngine(Engine* engine);
   // Steps submitted whose decision has not been read (including one whose read just failed).
   size_t steps_in_flight() const { return awaiting_.size(); }
 
  private:
   RemotePolicy() = default;
-  void Encode(v1::ScoreStep* message, absl::Span<const float> scores, std::initializer_list<uint32_t> shape);
-  absl::Status Send(v1::ScoreStep* message, absl::Span<const float> scores, std::initializer_list<uint32_t> shape);
-  absl::Status Broken();  // ends the stream and says why
-  absl::Status TimedOut();  // cancels the stream of a cache manager that did not answer in time
-  bool WriteWithDeadline(const v1::ScoreStep& message);
-  // Creates a ring and hands it to the cache manager; fills `offer`. Errors leave no ring.
-  absl::Status OfferRing(const RemotePolicyOptions& options, v1::SharedMemoryRing* offer);
-  absl::Status SendThroughRing(uint64_t step, uint32_t kind, uint32_t position, absl::Span<const float> scores,
-                               std::initializer_list<uint32_t> shape);
-  absl::StatusOr<EvictionDecision> AwaitFromRing();
+  // Opens the session and picks the transport: the ring when one was offered and not refused.
+  absl::Status OpenSession(const v1::OpenSessionRequest& request, std::unique_ptr<ScoreRing> ring,
+                           const RemotePolicyOptions& options);
+  // The transport the answer allows: CUDA IPC, else the ring, else inline gRPC (refusals logged).
+  void ChooseTransport(const v1::OpenSessionResponse& response, const TransportSession& session,
+                       std::unique_ptr<ScoreRing> ring);
+  // Creates the GPU score buffer and describes it in `request` (offer_device_scores with a ring and
+  // lag 0); logs why not otherwise.
+  void OfferDeviceScores(const RemotePolicyOptions& options, v1::OpenSessionRequest* request);
+  absl::Status Send(uint64_t step, v1::StepKind kind, uint32_t position, absl::Span<const float> scores,
+                    std::vector<uint32_t> shape);
 
   std::unique_ptr<v1::CacheManager::Stub> stub_;
-  std::unique_ptr<grpc::ClientContext> stream_context_;
-  std::unique_ptr<grpc::ClientReaderWriter<v1::ScoreStep, v1::EvictionDecision>> stream_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<DeviceScoreExport> device_export_;  // offered; kept only when accepted
+  std::unique_ptr<ScoreTransport> transport_;
   ModelConfig model_;
-  kv::ScoreDType score_dtype_ = kv::ScoreDType::kFp16;
   std::string session_id_;
   std::string session_secret_;  // presented with every call on the session
   bool policy_evicts_ = true;   // from the cache manager's policy itself (OpenSessionResponse)
@@ -94,15 +107,6 @@ class RemotePolicy final : public EvictionPolicyClient {
   uint32_t budget_tokens_ = 0;
   uint32_t decision_lag_ = 0;
   std::deque<uint64_t> awaiting_;  // steps sent whose decision has not been read, oldest first
-  std::shared_ptr<grpc::Channel> channel_;
-  std::unique_ptr<ScoreRing> ring_;
-  bool ring_attached_ = false;
-  uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
-  bool first_message_ = true;
-  bool broken_ = false;
-  absl::Duration decision_timeout_ = absl::InfiniteDuration();
-  std::unique_ptr<CallWatchdog> watchdog_;  // on stream_context_
-  bool timed_out_ = false;
 };
 
 }  // namespace a2sf::worker

@@ -50,6 +50,9 @@ ABSL_FLAG(uint32_t, decision_lag, 0,
 ABSL_FLAG(bool, shared_memory, true,
           "with --cachemgr=unix:...: hand scores over in a shared-memory ring (gRPC stays the control plane; "
           "falls back to inline scores if the cache manager refuses it)");
+ABSL_FLAG(bool, cuda_ipc, true,
+          "with --device=cuda, the ring and --decision_lag=0: offer the cache manager each job's score buffer on "
+          "the GPU (CUDA IPC), so scores stay on the device; refused or unavailable: the ring as usual");
 ABSL_FLAG(int, cachemgr_wait_ms, 5000, "how long a new job waits for an unreachable cache manager to come back");
 // 1 s: a decision at LLaMA-2-7B shape takes ~1-3 ms for one session and ~90 ms per step with 64
 // sessions sharing one cache-manager core (docs/PERFORMANCE.md), so 1 s is over 10x the most loaded
@@ -166,6 +169,7 @@ int main(int argc, char** argv) {
   if (absl::GetFlag(FLAGS_shared_memory) && absl::StartsWith(absl::GetFlag(FLAGS_cachemgr), "unix:")) {
     options.ring_socket = RingSocketPath(absl::GetFlag(FLAGS_cachemgr).substr(5));
   }
+  options.offer_device_scores = absl::GetFlag(FLAGS_cuda_ipc);
   if (options.decision_lag > cachemgr::kMaxDecisionLag) {
     A2SF_LOG(ERROR) << "--decision_lag: at most " << cachemgr::kMaxDecisionLag;
     return 2;

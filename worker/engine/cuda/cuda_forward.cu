@@ -110,6 +110,8 @@ struct Sequence {
   uint16_t* x16 = nullptr;                   // the input of an f16/bf16 product, in that type
   uint32_t* victims = nullptr;  // an eviction's victim slots, victim_capacity values
   size_t victim_capacity = 0;
+  float* score_target = nullptr;             // SetScoreTarget's buffer, else null (scores above)
+  cudaEvent_t scores_written = nullptr;      // recorded after the scores of each Forward, if set
   std::vector<void*> allocations;
 };
 
@@ -507,6 +509,7 @@ int Forward(Sequence* s, int token, int position, int entries, float* logits, fl
   const int n = entries + 1;
   const float scale = 1.0f / sqrtf(float(d.head_dim));
   cudaStream_t st = s->stream;
+  float* step_scores = s->score_target != nullptr ? s->score_target : s->scores;
   cublasStatus_t b = CUBLAS_STATUS_SUCCESS;
   auto gemv = [&](const DeviceMatrix& m, const float* x, float* y) {
     if (b == CUBLAS_STATUS_SUCCESS) b = Gemv(s->api, s->blas, st, m, x, s->x16, y);
@@ -524,7 +527,7 @@ int Forward(Sequence* s, int token, int position, int entries, float* logits, fl
                                                         s->capacity, entries);
     AttentionKernel<<<d.n_heads, 256, 0, st>>>(s->q, s->keys, s->values, s->att, s->xb2, l, d.n_kv_heads, group,
                                                d.head_dim, s->capacity, n, scale);
-    GroupSumKernel<<<Blocks(d.n_kv_heads * n, 256), 256, 0, st>>>(s->att, s->scores + size_t(l) * d.n_kv_heads * n,
+    GroupSumKernel<<<Blocks(d.n_kv_heads * n, 256), 256, 0, st>>>(s->att, step_scores + size_t(l) * d.n_kv_heads * n,
                                                                    d.n_kv_heads, group, s->capacity, n);
     if (s->capture) {
       cudaMemcpyAsync(s->attention + size_t(l) * q_dim, s->xb2, q_dim * sizeof(float), cudaMemcpyDeviceToDevice, st);
@@ -538,11 +541,12 @@ int Forward(Sequence* s, int token, int position, int entries, float* logits, fl
     gemv(L.w2, s->hb, s->xb);
     AddKernel<<<Blocks(d.dim, 256), 256, 0, st>>>(s->x, s->xb, d.dim);
   }
+  if (s->scores_written != nullptr) cudaEventRecord(s->scores_written, st);
   RmsNormKernel<<<1, 1024, 0, st>>>(s->x, s->x, w.rms_final, d.dim, d.norm_eps);
   gemv(w.classifier, s->x, s->logits);
   if (b != CUBLAS_STATUS_SUCCESS) return BlasFail(s->api, b, error);
   cudaMemcpyAsync(logits, s->logits, d.vocab_size * sizeof(float), cudaMemcpyDeviceToHost, st);
-  cudaMemcpyAsync(scores, s->scores, size_t(d.n_layers) * d.n_kv_heads * n * sizeof(float), cudaMemcpyDeviceToHost,
+  cudaMemcpyAsync(scores, step_scores, size_t(d.n_layers) * d.n_kv_heads * n * sizeof(float), cudaMemcpyDeviceToHost,
                   st);
   if (s->capture && attention_outputs != nullptr) {
     cudaMemcpyAsync(attention_outputs, s->attention, size_t(d.n_layers) * q_dim * sizeof(float),
@@ -551,6 +555,13 @@ int Forward(Sequence* s, int token, int position, int entries, float* logits, fl
   cudaError_t e = cudaStreamSynchronize(st);
   if (e == cudaSuccess) e = cudaGetLastError();
   return e == cudaSuccess ? 0 : CudaFail(e, error);
+}
+
+int SetScoreTarget(Sequence* s, float* scores, void* written_event, std::string*) {
+  cudaStreamSynchronize(s->stream);  // no Forward in flight writes to the old target
+  s->score_target = scores;
+  s->scores_written = static_cast<cudaEvent_t>(written_event);
+  return 0;
 }
 
 int MatVecOnce(const HostMatrix& h, const float* x, float* y, std::string* error) {

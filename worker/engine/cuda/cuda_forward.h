@@ -66,6 +66,12 @@ void DestroySequence(Sequence* sequence);
 int Forward(Sequence* sequence, int token, int position, int entries, float* logits, float* scores,
             float* attention_outputs, std::string* error);
 
+// Makes Forward write its scores into `scores` (device memory of at least n_layers * n_kv_heads *
+// capacity floats, e.g. a buffer exported to a co-located cache manager: common/cuda/ipc.h) instead of
+// the sequence's own buffer, and record `written_event` (a cudaEvent_t) on the sequence's stream once
+// they are written. Nulls: back to the sequence's own buffer, no event.
+int SetScoreTarget(Sequence* sequence, float* scores, void* written_event, std::string* error);
+
 // Applies an eviction to the device cache's keys and values by the contract's swap-remove
 // (common/kv/swap_remove.h): every head h (layer-major, n_layers * n_kv_heads of them) held `entries`
 // entries and loses the slots descending_slots[h * per_head ...], strictly descending.

@@ -28,6 +28,7 @@ void DestroySequence(Sequence*) {}
 int Forward(Sequence*, int, int, int, float*, float*, float*, std::string* error) {
   return *error = kReason, kUnavailable;
 }
+int SetScoreTarget(Sequence*, float*, void*, std::string* error) { return *error = kReason, kUnavailable; }
 int SwapRemoveEntries(Sequence*, const uint32_t*, uint32_t, uint32_t, std::string* error) {
   return *error = kReason, kUnavailable;
 }

@@ -1,0 +1,198 @@
+// The shared-memory ScoreTransport (score_transport.h): steps and decisions through a ScoreRing; with
+// a device buffer the cache manager accepted (CUDA IPC), token steps' scores stay on the GPU.
+#include <cstring>
+#include <optional>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc/status.h"
+#include "common/kv/proto_convert.h"
+#include "common/shm/ring_handoff.h"
+#include "worker/service/score_transport.h"
+
+namespace a2sf::worker {
+
+absl::StatusOr<std::unique_ptr<ScoreRing>> OfferRing(const std::string& ring_socket, uint32_t heads,
+                                                     uint32_t seq_len, kv::ScoreDType score_dtype,
+                                                     uint32_t decision_lag, v1::SharedMemoryRing* offer) {
+  // Room for a whole context of scores per slot, and one slot per decision that can be in flight. The
+  // pages are reserved up front; where shared memory is short, creation fails and the scores go over
+  // gRPC instead.
+  const uint64_t payload = uint64_t(heads) * seq_len * kv::ScoreDTypeBytes(score_dtype);
+  absl::StatusOr<std::unique_ptr<ScoreRing>> ring = ScoreRing::Create(
+      std::min<uint32_t>(decision_lag + 2, ScoreRing::kMaxSlots), ScoreRing::SlotBytesFor(payload, heads), heads);
+  if (!ring.ok()) return ring.status();
+  absl::StatusOr<std::string> handle = OfferRingDescriptor(ring_socket, (*ring)->fd());
+  if (!handle.ok()) return handle.status();
+  offer->set_handle(*handle);
+  offer->set_num_slots((*ring)->num_slots());
+  offer->set_slot_bytes((*ring)->slot_bytes());
+  return std::move(*ring);
+}
+
+namespace {
+
+class RingTransport final : public ScoreTransport {
+ public:
+  RingTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring,
+                const DeviceScoreExport* device = nullptr)
+      : session_(session), ring_(std::move(ring)), device_(device), stream_(session.stub, session.decision_timeout) {}
+  ~RingTransport() override { ring_->Close(); }
+
+  absl::Status Send(const OutgoingStep& step) override {
+    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    if (step.kind == v1::STEP_KIND_BULK_PREFILL) return SendUnary(step);
+    if (absl::Status attached = Attach(); !attached.ok()) return attached;
+    return Publish(step);
+  }
+
+  absl::StatusOr<AnsweredStep> Await() override {
+    if (unary_answer_.has_value()) {
+      absl::StatusOr<AnsweredStep> answer = std::move(*unary_answer_);
+      unary_answer_.reset();
+      return answer;
+    }
+    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    if (absl::Status answered = WaitForDecision(ring_read_); !answered.ok()) return answered;
+    return TakeDecision(ring_read_++);
+  }
+
+  bool Close(size_t) override {
+    ring_->Close();  // ends the cache manager's ring loop, and with it the stream
+    return stream_.Close(0);  // decisions come through the ring, never on the stream
+  }
+  bool shared_memory() const override { return true; }
+  bool device_scores() const override { return device_ != nullptr; }
+
+ private:
+  // The first message names the session and carries no scores: "serve me from the ring".
+  absl::Status Attach() {
+    if (attached_) return absl::OkStatus();
+    v1::ScoreStep attach;
+    attach.set_session_id(session_.session_id);
+    attach.set_session_secret(session_.session_secret);
+    if (!stream_.Write(attach)) return stream_.Broken();
+    attached_ = true;
+    return absl::OkStatus();
+  }
+
+  absl::Status Publish(const OutgoingStep& step) {
+    if (device_ != nullptr && step.kind == v1::STEP_KIND_TOKEN && device_->Holds(step.scores)) {
+      return PublishDeviceStep(step);
+    }
+    const size_t value_bytes = kv::ScoreDTypeBytes(session_.score_dtype);
+    if (step.scores.size() * value_bytes > ring_->payload_capacity()) {
+      return absl::ResourceExhaustedError("scores: larger than a shared-memory ring slot");
+    }
+    const uint64_t seq = ring_published_++;
+    void* payload = ring_->payload(seq);
+    kv::EncodeScores(step.scores.data(), step.scores.size(), session_.score_dtype, payload);
+    RingStep header;
+    header.step = step.step;
+    header.kind = step.kind;
+    header.dtype = kv::ScoreDTypeToProto(session_.score_dtype);
+    header.position = step.position;
+    header.num_dims = uint32_t(step.shape.size());
+    std::copy(step.shape.begin(), step.shape.end(), header.shape);
+    header.payload_bytes = step.scores.size() * value_bytes;
+    ring_->Publish(seq, header);
+    return absl::OkStatus();
+  }
+
+  // The scores are already in the exported device buffer (the engine wrote them and recorded the
+  // event): only the header travels, in the engine's fp32.
+  absl::Status PublishDeviceStep(const OutgoingStep& step) {
+    RingStep header;
+    header.step = step.step;
+    header.dtype = v1::SCORE_DTYPE_FP32;
+    header.position = step.position;
+    header.num_dims = uint32_t(step.shape.size());
+    std::copy(step.shape.begin(), step.shape.end(), header.shape);
+    header.payload_bytes = step.scores.size() * 4;
+    ring_->PublishDeviceStep(ring_published_++, header);
+    return absl::OkStatus();
+  }
+
+  // A prompt's decision evicts many entries per head, more than a ring slot has room for: the bulk
+  // step goes as one unary call, before the ring is attached.
+  absl::Status SendUnary(const OutgoingStep& step) {
+    v1::ScoreStep message;
+    message.set_step(step.step);
+    message.set_position(step.position);
+    message.set_kind(step.kind);
+    message.set_session_id(session_.session_id);
+    message.set_session_secret(session_.session_secret);
+    EncodeScoreTensor(session_.score_dtype, step.scores, step.shape, message.mutable_scores());
+    grpc::ClientContext context;
+    if (session_.decision_timeout != absl::InfiniteDuration()) {
+      context.set_deadline(absl::ToChronoTime(absl::Now() + session_.decision_timeout));
+    }
+    v1::EvictionDecision decision;
+    grpc::Status status = session_.stub->SubmitStep(&context, message, &decision);
+    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer the bulk prefill within ",
+                                                      absl::FormatDuration(session_.decision_timeout),
+                                                      " (--decision_timeout_ms)"));
+    }
+    if (!status.ok()) return FromGrpc(status);
+    absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision);
+    if (!answer.ok()) return answer.status();
+    unary_answer_ = AnsweredStep{decision.step(), *std::move(answer)};
+    return absl::OkStatus();
+  }
+
+  // Waits in short slices, checking between them that the cache manager is still connected and the
+  // decision deadline has not passed.
+  absl::Status WaitForDecision(uint64_t seq) {
+    const absl::Duration timeout = stream_.decision_timeout();
+    const absl::Time deadline =
+        timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + timeout;
+    while (!ring_->WaitDecision(seq, std::min(absl::Milliseconds(100),
+                                              std::max(deadline - absl::Now(), absl::ZeroDuration())))) {
+      if (absl::Now() >= deadline) {
+        if (ring_->WaitDecision(seq, absl::ZeroDuration())) break;
+        return stream_.TimedOut();
+      }
+      const grpc_connectivity_state state = session_.channel->GetState(false);
+      if (ring_->closed() || state == GRPC_CHANNEL_TRANSIENT_FAILURE || state == GRPC_CHANNEL_SHUTDOWN ||
+          state == GRPC_CHANNEL_IDLE) {
+        if (ring_->WaitDecision(seq, absl::ZeroDuration())) break;  // it did answer before going away
+        return stream_.Broken();
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<AnsweredStep> TakeDecision(uint64_t seq) {
+    // The step the slot says it answers; RemotePolicy checks it against the step it awaits.
+    const uint64_t step = ring_->decision(seq).step;
+    absl::StatusOr<EvictionDecision> decision = ring_->ReadDecision(seq, step);
+    if (!decision.ok()) {
+      // The cache manager refused the step (and stops serving the ring) or wrote a malformed slot:
+      // the ring is done; the stream ends with the same status.
+      stream_.Broken().IgnoreError();
+      return decision.status();
+    }
+    return AnsweredStep{step, *std::move(decision)};
+  }
+
+  const TransportSession session_;
+  std::unique_ptr<ScoreRing> ring_;
+  const DeviceScoreExport* device_;  // CUDA IPC accepted; null: scores always in the slot
+  SessionStream stream_;
+  bool attached_ = false;
+  uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
+  std::optional<absl::StatusOr<AnsweredStep>> unary_answer_;  // a bulk prefill's decision
+};
+
+}  // namespace
+
+std::unique_ptr<ScoreTransport> MakeRingTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring) {
+  return std::make_unique<RingTransport>(session, std::move(ring));
+}
+
+std::unique_ptr<ScoreTransport> MakeCudaIpcTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring,
+                                                     const DeviceScoreExport* device) {
+  return std::make_unique<RingTransport>(session, std::move(ring), device);
+}
+
+}  // namespace a2sf::worker

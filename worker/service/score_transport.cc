@@ -1,0 +1,140 @@
+#include "worker/service/score_transport.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc/status.h"
+#include "common/kv/proto_convert.h"
+
+namespace a2sf::worker {
+
+void EncodeScoreTensor(kv::ScoreDType dtype, absl::Span<const float> scores, absl::Span<const uint32_t> shape,
+                       v1::ScoreTensor* tensor) {
+  for (uint32_t d : shape) tensor->add_shape(d);
+  tensor->set_dtype(kv::ScoreDTypeToProto(dtype));
+  // Encoded straight into the message: no second copy of the payload per step.
+  std::string* data = tensor->mutable_data();
+  data->resize(scores.size() * kv::ScoreDTypeBytes(dtype));
+  kv::EncodeScores(scores.data(), scores.size(), dtype, data->data());
+}
+
+SessionStream::SessionStream(v1::CacheManager::Stub* stub, absl::Duration decision_timeout)
+    : watchdog_(&context_), decision_timeout_(decision_timeout) {
+  stream_ = stub->StreamScores(&context_);
+}
+
+SessionStream::~SessionStream() {
+  if (stream_ != nullptr) {
+    context_.TryCancel();
+    stream_->Finish().IgnoreError();
+  }
+}
+
+bool SessionStream::Write(const v1::ScoreStep& message) {
+  if (stream_ == nullptr) return false;
+  watchdog_.Arm(decision_timeout_);
+  const bool written = stream_->Write(message);
+  watchdog_.Disarm();
+  return written;
+}
+
+bool SessionStream::Read(v1::EvictionDecision* decision) {
+  if (stream_ == nullptr) return false;
+  watchdog_.Arm(decision_timeout_);
+  const bool read = stream_->Read(decision);
+  watchdog_.Disarm();
+  return read;
+}
+
+absl::Status SessionStream::TimedOut() {
+  timed_out_ = true;
+  context_.TryCancel();
+  return Broken();
+}
+
+absl::Status SessionStream::Broken() {
+  broken_ = true;
+  if (watchdog_.fired()) timed_out_ = true;
+  grpc::Status status = grpc::Status::OK;
+  if (stream_ != nullptr) {
+    // Finish waits for every incoming message to be read: drain decisions still travelling first.
+    v1::EvictionDecision unused;
+    while (stream_->Read(&unused)) {
+    }
+    status = stream_->Finish();
+    stream_.reset();
+  }
+  if (timed_out_) {
+    return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer within the decision deadline of ",
+                                                    absl::FormatDuration(decision_timeout_),
+                                                    " (--decision_timeout_ms)"));
+  }
+  if (status.ok()) return absl::UnavailableError("the cache manager closed the stream");
+  // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
+  return FromGrpc(status);
+}
+
+bool SessionStream::Close(size_t in_flight) {
+  if (stream_ != nullptr) {
+    // A clean half-close lets the cache manager end the stream (CloseSession then frees the session).
+    // Decisions still travelling (pipelined mode) are read first: Finish expects no unread message.
+    if (broken_ || !stream_->WritesDone()) {
+      context_.TryCancel();
+    } else {
+      v1::EvictionDecision unused;
+      for (; in_flight > 0 && stream_->Read(&unused); --in_flight) {
+      }
+    }
+    stream_->Finish().IgnoreError();
+    stream_.reset();
+  }
+  return !timed_out_ && !watchdog_.fired();
+}
+
+namespace {
+
+// Each step a StreamScores message, each decision its answer.
+class GrpcTransport final : public ScoreTransport {
+ public:
+  explicit GrpcTransport(const TransportSession& session)
+      : session_(session), stream_(session.stub, session.decision_timeout) {}
+
+  absl::Status Send(const OutgoingStep& step) override {
+    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    v1::ScoreStep message;
+    message.set_step(step.step);
+    message.set_position(step.position);
+    message.set_kind(step.kind);
+    if (first_message_) {
+      message.set_session_id(session_.session_id);
+      message.set_session_secret(session_.session_secret);
+    }
+    EncodeScoreTensor(session_.score_dtype, step.scores, step.shape, message.mutable_scores());
+    if (!stream_.Write(message)) return stream_.Broken();
+    first_message_ = false;
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<AnsweredStep> Await() override {
+    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    v1::EvictionDecision decision;
+    if (!stream_.Read(&decision)) return stream_.Broken();
+    absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision);
+    if (!answer.ok()) return answer.status();
+    return AnsweredStep{decision.step(), *std::move(answer)};
+  }
+
+  bool Close(size_t in_flight) override { return stream_.Close(in_flight); }
+  bool shared_memory() const override { return false; }
+
+ private:
+  const TransportSession session_;
+  SessionStream stream_;
+  bool first_message_ = true;
+};
+
+}  // namespace
+
+std::unique_ptr<ScoreTransport> MakeGrpcTransport(const TransportSession& session) {
+  return std::make_unique<GrpcTransport>(session);
+}
+
+}  // namespace a2sf::worker

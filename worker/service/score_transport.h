@@ -1,0 +1,129 @@
+// ScoreTransport: how one remote session's steps travel to the cache manager and its decisions come
+// back. RemotePolicy opens the session and keeps the step bookkeeping (which steps await a decision);
+// it picks one transport when the session opens and then only calls Send, Await and Close:
+//   - MakeGrpcTransport: each step is a StreamScores message, each decision the answer message;
+//   - MakeRingTransport: steps and decisions go through a shared-memory ScoreRing the cache manager
+//     accepted at OpenSession (OfferRing), the stream only attaches the ring and carries the end
+//     status. A bulk prefill (larger decisions than a slot holds) goes as one unary SubmitStep.
+//   - MakeCudaIpcTransport: the ring, and the scores of a token step stay on the GPU: the cache
+//     manager accepted the worker's exported score buffer at OpenSession (DeviceScoreExport), the
+//     engine writes each step's scores there, and the ring slot carries only the step header
+//     (kRingStepKindDeviceToken). A step whose scores are not the bound engine's latest (no engine
+//     bound yet, a bulk prefill) goes as on the plain ring.
+// Failures: UNAVAILABLE when the cache manager went away, DEADLINE_EXCEEDED when it did not answer
+// within the decision deadline (the call is then cancelled), the cache manager's own status when it
+// refused a step. After any failure the transport is broken: later calls fail with UNAVAILABLE.
+//
+// Thread-safety: not thread-safe; one job (one thread) uses a transport.
+// Ownership: a transport owns its stream and ring; the channel and stub are shared (TransportSession).
+#ifndef A2SF_WORKER_SERVICE_SCORE_TRANSPORT_H_
+#define A2SF_WORKER_SERVICE_SCORE_TRANSPORT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "a2sf/v1/cache_manager.grpc.pb.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "common/kv/score_dtype.h"
+#include "common/shm/score_ring.h"
+#include "grpcpp/grpcpp.h"
+#include "worker/engine/generator.h"
+#include "worker/service/call_watchdog.h"
+#include "worker/service/device_score_export.h"
+
+namespace a2sf::worker {
+
+// What every transport of one session shares: the session's credentials and the connection.
+struct TransportSession {
+  std::string session_id;
+  std::string session_secret;  // presented with the session's first message and with unary calls
+  std::shared_ptr<grpc::Channel> channel;
+  v1::CacheManager::Stub* stub = nullptr;  // not owned; outlives the transport
+  kv::ScoreDType score_dtype = kv::ScoreDType::kFp16;
+  // The most one step may wait for its decision; InfiniteDuration: no deadline.
+  absl::Duration decision_timeout = absl::InfiniteDuration();
+  uint32_t heads = 0;  // layers x KV heads: the size of a decision
+};
+
+// One step as the engine hands it over. `shape` is [L, H, entries] for a token step, [L, H, P, P]
+// for a bulk prefill.
+struct OutgoingStep {
+  uint64_t step = 0;
+  v1::StepKind kind = v1::STEP_KIND_TOKEN;
+  uint32_t position = 0;
+  absl::Span<const float> scores;
+  std::vector<uint32_t> shape;
+};
+
+// A decision as it came back, with the step number the cache manager says it answers.
+struct AnsweredStep {
+  uint64_t step = 0;
+  EvictionDecision decision;
+};
+
+class ScoreTransport {
+ public:
+  virtual ~ScoreTransport() = default;
+  // Hands over one step; its decision comes from a later Await (in order).
+  virtual absl::Status Send(const OutgoingStep& step) = 0;
+  // The decision of the oldest step sent and not yet awaited.
+  virtual absl::StatusOr<AnsweredStep> Await() = 0;
+  // Ends the transport; `in_flight` decisions may still be travelling (they are drained, not used).
+  // Returns false when the cache manager missed a deadline (then the session is not worth closing:
+  // it frees the session itself when it sees the cancelled call).
+  virtual bool Close(size_t in_flight) = 0;
+  virtual bool shared_memory() const = 0;
+  // True when token steps' scores stay on the GPU (MakeCudaIpcTransport).
+  virtual bool device_scores() const { return false; }
+};
+
+std::unique_ptr<ScoreTransport> MakeGrpcTransport(const TransportSession& session);
+std::unique_ptr<ScoreTransport> MakeRingTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring);
+// `device` (not owned) outlives the transport.
+std::unique_ptr<ScoreTransport> MakeCudaIpcTransport(const TransportSession& session, std::unique_ptr<ScoreRing> ring,
+                                                     const DeviceScoreExport* device);
+
+// Creates a ring sized for `seq_len` entries per head and `decision_lag` decisions in flight, hands
+// its descriptor over `ring_socket` and describes it in `offer`. Errors leave no ring (the caller
+// then sends inline).
+absl::StatusOr<std::unique_ptr<ScoreRing>> OfferRing(const std::string& ring_socket, uint32_t heads,
+                                                     uint32_t seq_len, kv::ScoreDType score_dtype,
+                                                     uint32_t decision_lag, v1::SharedMemoryRing* offer);
+
+// Packs `scores` into `tensor` with `shape` in the session's score dtype (kv::EncodeScores).
+void EncodeScoreTensor(kv::ScoreDType dtype, absl::Span<const float> scores, absl::Span<const uint32_t> shape,
+                       v1::ScoreTensor* tensor);
+
+// The StreamScores call both transports hold: writes and reads bounded by the decision deadline, and
+// one place that turns its end into a status.
+class SessionStream {
+ public:
+  SessionStream(v1::CacheManager::Stub* stub, absl::Duration decision_timeout);
+  ~SessionStream();
+  bool Write(const v1::ScoreStep& message);  // false: the stream is gone (call Broken)
+  bool Read(v1::EvictionDecision* decision);
+  // Ends the stream and says why: DEADLINE_EXCEEDED after a missed deadline, UNAVAILABLE for a lost
+  // or closed stream, the cache manager's own status otherwise.
+  absl::Status Broken();
+  absl::Status TimedOut();  // cancels the call of a cache manager that did not answer in time
+  // A clean end: half-closes, drains `in_flight` decisions and finishes. False after a missed deadline.
+  bool Close(size_t in_flight);
+  bool broken() const { return broken_; }
+  absl::Duration decision_timeout() const { return decision_timeout_; }
+
+ private:
+  grpc::ClientContext context_;
+  std::unique_ptr<grpc::ClientReaderWriter<v1::ScoreStep, v1::EvictionDecision>> stream_;
+  CallWatchdog watchdog_;
+  absl::Duration decision_timeout_;
+  bool broken_ = false;
+  bool timed_out_ = false;
+};
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_SERVICE_SCORE_TRANSPORT_H_
