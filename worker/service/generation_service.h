@@ -34,6 +34,9 @@ struct WorkerOptions {
   // The cache manager's ring socket (RingSocketPath of its Unix socket, which cache_manager dials):
   // offer it a shared-memory ring for the scores. Empty, or if refused: scores go inline over gRPC.
   std::string ring_socket;
+  // Inline scores of all jobs through one shared connection (ScoreBatcher: the steps that coincide
+  // travel as one message and are decided as one batch). false: a StreamScores stream per job.
+  bool batch_scores = true;
   // When the cache manager becomes unreachable mid-job: false = fail the job with UNAVAILABLE;
   // true = continue it with the same policy in-process (FallbackPolicy) and report
   // POLICY_LOCATION_FALLBACK_IN_PROCESS.
@@ -76,6 +79,8 @@ class GenerationService final : public v1::Generation::Service {
   struct Job;
   // The job's policy: in the cache manager (UNAVAILABLE when unreachable) or in-process.
   RemotePolicyOptions RemoteOptions(const std::string& job_id) const;
+  // The batcher the running jobs share; a new one when there is none (all jobs ended) or it broke.
+  std::shared_ptr<ScoreBatcher> SharedBatcher() const;
   absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> OpenPolicy(const v1::GenerateRequest& request,
                                                                    const v1::Budget& budget,
                                                                    const std::string& job_id) const;
@@ -96,6 +101,8 @@ class GenerationService final : public v1::Generation::Service {
                                          const std::string& presented_token);
 
   const WorkerOptions options_;
+  mutable absl::Mutex batcher_mutex_;
+  mutable std::weak_ptr<ScoreBatcher> batcher_ ABSL_GUARDED_BY(batcher_mutex_);  // owned by the jobs' clients
   std::atomic<int> running_{0};
   std::atomic<uint64_t> tokens_generated_{0};
   std::atomic<uint64_t> next_job_{1};

@@ -72,7 +72,13 @@ absl::Status RemotePolicy::OpenSession(const v1::OpenSessionRequest& request, st
   session.encoding = options.encoding;
   session.decision_timeout = options.decision_timeout;
   session.heads = uint32_t(model_.n_layers * model_.n_kv_heads);
-  transport_ = ring != nullptr ? MakeRingTransport(session, std::move(ring)) : MakeGrpcTransport(session);
+  if (ring != nullptr) {
+    transport_ = MakeRingTransport(session, std::move(ring));
+  } else if (options.batcher != nullptr) {
+    transport_ = MakeBatchedTransport(session, options.batcher);
+  } else {
+    transport_ = MakeGrpcTransport(session);
+  }
   return absl::OkStatus();
 }
 

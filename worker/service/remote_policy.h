@@ -23,6 +23,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "worker/engine/generator.h"
+#include "worker/service/score_batcher.h"
 #include "worker/service/score_transport.h"
 
 namespace a2sf::worker {
@@ -41,6 +42,9 @@ struct RemotePolicyOptions {
   // The most one step may wait for its decision (and one score message for the stream to take it);
   // InfiniteDuration: no deadline. See --decision_timeout_ms in worker_main.cc for the default.
   absl::Duration decision_timeout = absl::Seconds(1);
+  // The worker's shared connection for inline scores: the steps of all its sessions travel together,
+  // one message per worker step (score_batcher.h). Null: a StreamScores stream of this session's own.
+  std::shared_ptr<ScoreBatcher> batcher;
 };
 
 class RemotePolicy final : public EvictionPolicyClient {
