@@ -90,7 +90,7 @@ class CacheManagerService final : public v1::CacheManager::Service {
 
   // Decides one batch (StreamScoreBatches' loop body): authorises each step's session, runs the token
   // steps as one store batch, fills one SessionDecision per step. `served` collects the sessions whose
-  // secret a step presented. Public for the fuzz harness and benchmarks.
+  // secret a step presented. Public so that a harness can drive batches in-process.
   void ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBatch* answer, std::set<std::string>* served);
   grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
                           v1::SessionInfo* response) override;

@@ -85,8 +85,9 @@ absl::Status RemotePolicy::OpenSession(const v1::OpenSessionRequest& request, st
 RemotePolicy::~RemotePolicy() {
   // A cache manager that missed a deadline would keep CloseSession waiting too; it frees the session
   // itself when it sees the cancelled stream.
+  // The transport goes last: a batcher it may be the last user of would cut its stream, which frees
+  // the sessions the stream served before CloseSession could close this one.
   const bool answered = transport_ == nullptr || transport_->Close(awaiting_.size());
-  transport_.reset();
   if (stub_ != nullptr && !session_id_.empty() && answered) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));

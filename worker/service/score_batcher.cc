@@ -14,9 +14,11 @@ struct ScoreBatcher::Ticket {
   absl::StatusOr<AnsweredStep> result = absl::UnknownError("not answered");
 };
 
-ScoreBatcher::ScoreBatcher(std::shared_ptr<grpc::Channel> channel, absl::Duration decision_timeout)
+ScoreBatcher::ScoreBatcher(std::shared_ptr<grpc::Channel> channel, absl::Duration decision_timeout,
+                           size_t flush_bytes)
     : stub_(v1::CacheManager::NewStub(channel)),
       decision_timeout_(decision_timeout),
+      flush_bytes_(flush_bytes),
       write_watchdog_(&context_),
       read_watchdog_(&context_) {}
 
@@ -40,8 +42,12 @@ absl::StatusOr<std::shared_ptr<ScoreBatcher::Ticket>> ScoreBatcher::Submit(v1::S
   }
   auto ticket = std::make_shared<Ticket>();
   ticket->session_id = step.session_id();
+  queued_bytes_ += step.scores().data().size();
   queued_.add_steps()->Swap(&step);
   queued_tickets_.push_back(ticket);
+  if (queued_bytes_ >= flush_bytes_) {
+    if (absl::Status flushed = FlushLocked(); !flushed.ok()) return flushed;
+  }
   return ticket;
 }
 
@@ -67,6 +73,7 @@ absl::Status ScoreBatcher::FlushLocked() {
   in_flight_.push_back(std::move(queued_tickets_));
   queued_tickets_.clear();
   queued_.Clear();
+  queued_bytes_ = 0;
   return absl::OkStatus();
 }
 
@@ -154,6 +161,7 @@ void ScoreBatcher::Break(const absl::Status& status) {
   }
   queued_tickets_.clear();
   queued_.Clear();
+  queued_bytes_ = 0;
   in_flight_.clear();
   answered_.SignalAll();
 }
@@ -162,8 +170,10 @@ void ScoreBatcher::Forget(const std::string& session_id) {
   absl::MutexLock lock(&mutex_);
   v1::ScoreBatch kept;
   std::vector<std::shared_ptr<Ticket>> kept_tickets;
+  queued_bytes_ = 0;
   for (size_t i = 0; i < queued_tickets_.size(); ++i) {
     if (queued_tickets_[i]->session_id == session_id) continue;
+    queued_bytes_ += queued_.steps(int(i)).scores().data().size();
     kept.add_steps()->Swap(queued_.mutable_steps(int(i)));
     kept_tickets.push_back(std::move(queued_tickets_[i]));
   }

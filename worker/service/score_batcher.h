@@ -32,7 +32,12 @@ namespace a2sf::worker {
 class ScoreBatcher {
  public:
   // The stream opens on the first flush. `decision_timeout` bounds each wait for a batch's answer.
-  ScoreBatcher(std::shared_ptr<grpc::Channel> channel, absl::Duration decision_timeout);
+  // Queued steps go as soon as they hold `flush_bytes` of scores: large steps (stories110M: 58 KB)
+  // then travel while the next ones are encoded and the cache manager decides them meanwhile, small
+  // ones (stories260K: 4 KB) still share a message (docs/PERFORMANCE.md, "Batches of sessions").
+  static constexpr size_t kDefaultFlushBytes = 64 << 10;
+  ScoreBatcher(std::shared_ptr<grpc::Channel> channel, absl::Duration decision_timeout,
+               size_t flush_bytes = kDefaultFlushBytes);
   ~ScoreBatcher();
   ScoreBatcher(const ScoreBatcher&) = delete;
   ScoreBatcher& operator=(const ScoreBatcher&) = delete;
@@ -40,7 +45,7 @@ class ScoreBatcher {
   // A session's step waiting for its decision.
   struct Ticket;
   // Queues `step` (session id and secret set) for the next batch. A session's earlier step still
-  // queued is flushed first: one batch holds one step per session.
+  // queued is flushed first: one batch holds one step per session. Flushes once flush_bytes are queued.
   absl::StatusOr<std::shared_ptr<Ticket>> Submit(v1::ScoreStep step);
   // The decision of `ticket`'s step: flushes the queued steps if it is among them, then waits for
   // its batch's answer.
@@ -66,6 +71,7 @@ class ScoreBatcher {
 
   std::unique_ptr<v1::CacheManager::Stub> stub_;
   const absl::Duration decision_timeout_;
+  const size_t flush_bytes_;
   mutable absl::Mutex mutex_;
   absl::CondVar answered_;
   grpc::ClientContext context_;
@@ -74,6 +80,7 @@ class ScoreBatcher {
   CallWatchdog read_watchdog_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::ScoreBatch, v1::DecisionBatch>> stream_ ABSL_GUARDED_BY(mutex_);
   v1::ScoreBatch queued_ ABSL_GUARDED_BY(mutex_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mutex_) = 0;
   std::vector<std::shared_ptr<Ticket>> queued_tickets_ ABSL_GUARDED_BY(mutex_);
   std::deque<std::vector<std::shared_ptr<Ticket>>> in_flight_ ABSL_GUARDED_BY(mutex_);  // oldest first
   bool reading_ ABSL_GUARDED_BY(mutex_) = false;
