@@ -259,7 +259,7 @@ TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
   budget.set_tokens(8);
   auto unavailable = worker::RemotePolicy::Open(
       *MakeChannel("unix:" + stack.UnixSocketPath(), unix_channel), stack.weights().config(), nullptr, budget,
-      {worker::ScoreEncoding::kFp16, "t", absl::Seconds(3), 0, stack.UnixSocketPath() + ".no-such-ring-socket"});
+      {kv::ScoreDType::kFp16, "t", absl::Seconds(3), 0, stack.UnixSocketPath() + ".no-such-ring-socket"});
   ASSERT_TRUE(unavailable.ok()) << unavailable.status();
   EXPECT_FALSE((*unavailable)->uses_shared_memory());
   auto inline_decision = (*unavailable)->Step(0, 0, scores);
@@ -628,7 +628,7 @@ TEST(EndToEnd, InProcessWorkerNeedsNoCacheManager) {
 // is refused too), and the tokens equal the in-process run's.
 TEST(EndToEnd, ADeviceScoresOfferFallsBackToTheRingThenToInline) {
   A2SF_REQUIRE_FIXTURES();
-  Stack stack(/*remote=*/true, worker::ScoreEncoding::kFp32, false, false, 0, /*shared_memory=*/true);
+  Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, false, false, 0, /*shared_memory=*/true);
   ChannelOptions plaintext;
   plaintext.plaintext = true;
   const std::vector<uint32_t> expected = InProcess(stack.weights(), "a2sf", 16, 60);
@@ -637,7 +637,7 @@ TEST(EndToEnd, ADeviceScoresOfferFallsBackToTheRingThenToInline) {
     const std::string target =
         over_unix ? "unix:" + stack.UnixSocketPath() : "127.0.0.1:" + std::to_string(stack.cachemgr_port());
     worker::RemotePolicyOptions options;
-    options.encoding = worker::ScoreEncoding::kFp32;
+    options.score_dtype = kv::ScoreDType::kFp32;
     options.label = "ipc-fallback";
     options.wait_for_cache_manager = absl::Seconds(3);
     options.ring_socket = RingSocketPath(stack.UnixSocketPath());

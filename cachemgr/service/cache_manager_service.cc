@@ -387,12 +387,105 @@ grpc::Status CacheManagerService::StreamScores(
   std::string session_id;
   grpc::Status status = ServeStream(context, stream, &last_active_ns, &session_id);
   ForgetStream(context);
-  if (context->IsCancelled() && !session_id.empty()) {
-    // The worker is gone (or the stream sat idle too long): nobody will close this session.
-    if (manager_->Close(session_id).ok()) A2SF_LOG(INFO) << "freed " << session_id << ": its stream was cut";
-    ForgetRing(session_id);
+  // The worker is gone (or the stream sat idle too long): nobody will close this session.
+  if (context->IsCancelled() && !session_id.empty()) FreeCutSession(session_id);
+  return status;
+}
+
+void CacheManagerService::FreeCutSession(const std::string& session_id) {
+  if (manager_->Close(session_id).ok()) A2SF_LOG(INFO) << "freed " << session_id << ": its stream was cut";
+  ForgetRing(session_id);
+}
+
+namespace {
+
+constexpr int kMaxBatchSteps = 4096;
+
+void SetStepError(const absl::Status& status, v1::SessionDecision* decision) {
+  decision->set_code(int32_t(status.code()));
+  decision->set_message(std::string(Utf8Prefix(status.message(), 1024)));
+}
+
+}  // namespace
+
+grpc::Status CacheManagerService::StreamScoreBatches(
+    grpc::ServerContext* context, grpc::ServerReaderWriter<v1::DecisionBatch, v1::ScoreBatch>* stream) {
+  std::atomic<int64_t> last_active_ns{0};
+  if (grpc::Status admitted = AdmitStream(context, &last_active_ns); !admitted.ok()) return admitted;
+  std::set<std::string> served;
+  grpc::Status status = grpc::Status::OK;
+  v1::ScoreBatch batch;
+  v1::DecisionBatch answer;
+  while (stream->Read(&batch)) {
+    last_active_ns.store(NowNs());
+    if (batch.steps_size() > kMaxBatchSteps) {
+      status = Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                  absl::StrCat("steps: ", batch.steps_size(), " in one batch, at most ", kMaxBatchSteps)));
+      break;
+    }
+    answer.Clear();
+    ServeBatch(batch, &answer, &served);
+    if (!stream->Write(answer)) break;
+  }
+  ForgetStream(context);
+  if (context->IsCancelled()) {
+    for (const std::string& session_id : served) FreeCutSession(session_id);
   }
   return status;
+}
+
+void CacheManagerService::ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBatch* answer,
+                                     std::set<std::string>* served) {
+  std::vector<SessionManager::BatchedStep> tokens;
+  std::vector<int> token_index;  // tokens[k] is batch.steps(token_index[k])
+  uint64_t bytes = 0;
+  for (const v1::ScoreStep& step : batch.steps()) {
+    v1::SessionDecision* decision = answer->add_decisions();
+    decision->set_session_id(std::string(Utf8Prefix(step.session_id(), 128)));
+    absl::Status status = step.session_id().empty() ? absl::InvalidArgumentError("session_id: required on every step of a batch")
+                                                    : manager_->Authorize(step.session_id(), step.session_secret());
+    absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), 3);
+    if (status.ok()) served->insert(step.session_id());
+    if (status.ok() && step.kind() == v1::STEP_KIND_BULK_PREFILL) {
+      // A prompt's bulk step has its own store call; it is rare (a job's first step). Step counts its errors.
+      status = FromGrpc(Step(step.session_id(), step, decision->mutable_decision()));
+      if (!status.ok()) SetStepError(status, decision);
+      continue;
+    }
+    if (status.ok() && step.kind() != v1::STEP_KIND_TOKEN && step.kind() != v1::STEP_KIND_UNSPECIFIED) {
+      status = absl::InvalidArgumentError("kind: unknown step kind");
+    } else if (status.ok() && !view.ok()) {
+      status = view.status();
+    } else if (absl::StatusOr<uint32_t> position = kv::PositionFromWire(step.position(), "position");
+               status.ok() && !position.ok()) {
+      status = position.status();
+    } else if (status.ok()) {
+      tokens.push_back({step.session_id(), step.step(), *position, *view});
+      token_index.push_back(answer->decisions_size() - 1);
+      bytes += step.scores().data().size();
+    }
+    if (!status.ok()) {
+      if (metrics_ != nullptr) metrics_->RecordError(grpc::StatusCode(status.code()));
+      SetStepError(status, decision);
+    }
+  }
+  const absl::Time start = absl::Now();
+  std::vector<absl::StatusOr<StepResult>> results = manager_->StepBatch(tokens);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  for (size_t k = 0; k < results.size(); ++k) {
+    v1::SessionDecision* decision = answer->mutable_decisions(token_index[k]);
+    if (!results[k].ok()) {
+      Error(ToGrpc(results[k].status())).IgnoreError();
+      SetStepError(results[k].status(), decision);
+      continue;
+    }
+    ToProto(*results[k], decision->mutable_decision());
+    // Each step is charged its share of the batch's time.
+    if (metrics_ != nullptr) {
+      metrics_->RecordStep(seconds / double(results.size()), results[k]->decision.evicted_positions.size(),
+                           bytes / results.size());
+    }
+  }
 }
 
 grpc::Status CacheManagerService::ServeStream(grpc::ServerContext* context,

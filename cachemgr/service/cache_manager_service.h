@@ -86,6 +86,13 @@ class CacheManagerService final : public v1::CacheManager::Service {
                             grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream) override;
   grpc::Status SubmitStep(grpc::ServerContext* context, const v1::ScoreStep* request,
                           v1::EvictionDecision* response) override;
+  grpc::Status StreamScoreBatches(grpc::ServerContext* context,
+                                  grpc::ServerReaderWriter<v1::DecisionBatch, v1::ScoreBatch>* stream) override;
+
+  // Decides one batch (StreamScoreBatches' loop body): authorises each step's session, runs the token
+  // steps as one store batch, fills one SessionDecision per step. `served` collects the sessions whose
+  // secret a step presented. Public so that a harness can drive batches in-process.
+  void ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBatch* answer, std::set<std::string>* served);
   grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
                           v1::SessionInfo* response) override;
 
@@ -122,6 +129,8 @@ class CacheManagerService final : public v1::CacheManager::Service {
                           std::atomic<int64_t>* last_active_ns);
 
   grpc::Status Error(const grpc::Status& status);
+  // Frees a session whose stream was cut (the worker is gone: nobody will close it).
+  void FreeCutSession(const std::string& session_id);
   // The ring a request offers, mapped; null when it offers none. On an error, `refusal` says which
   // kind of refusal it is (for OpenSessionRequest.ring_optional).
   absl::StatusOr<std::shared_ptr<ScoreRing>> AttachOfferedRing(const grpc::ServerContext& context,

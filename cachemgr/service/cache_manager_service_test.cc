@@ -272,6 +272,80 @@ TEST_F(CacheManagerServiceTest, AnOptionalRingIsRefusedWithAReasonAndTheSessionG
   EXPECT_FALSE(taken.has_ring_refusal());
 }
 
+TEST_F(CacheManagerServiceTest, ABatchDecidesEverySessionAndABadStepFailsOnlyItself) {
+  // Three Local(2) sessions; the batch stream and, for comparison, one stream per session.
+  const std::string a = Open("local", 2).session_id(), b = Open("local", 2).session_id(),
+                    c = Open("local", 2).session_id();
+  grpc::ClientContext context;
+  auto stream = stub_->StreamScoreBatches(&context);
+  for (uint64_t step = 0; step < 3; ++step) {
+    const uint32_t n = uint32_t(step + 1);
+    v1::ScoreBatch batch;
+    *batch.add_steps() = MakeStep(a, step, std::vector<float>(4 * n, 0.5f), n);
+    // b's step presents c's secret: refused alone, b unchanged.
+    v1::ScoreStep hostile = MakeStep(b, step, std::vector<float>(4 * n, 0.5f), n);
+    hostile.set_session_secret(secrets_[c]);
+    *batch.add_steps() = hostile;
+    *batch.add_steps() = MakeStep(c, step, std::vector<float>(4 * n, 0.5f), n);
+    ASSERT_TRUE(stream->Write(batch));
+    v1::DecisionBatch answer;
+    ASSERT_TRUE(stream->Read(&answer));
+    ASSERT_EQ(answer.decisions_size(), 3);
+    EXPECT_EQ(answer.decisions(0).session_id(), a);
+    EXPECT_EQ(answer.decisions(0).code(), 0) << answer.decisions(0).message();
+    EXPECT_EQ(answer.decisions(1).code(), int(grpc::StatusCode::PERMISSION_DENIED)) << answer.decisions(1).message();
+    EXPECT_EQ(answer.decisions(2).code(), 0) << answer.decisions(2).message();
+    // The same decision a session gets alone (Local keeps the newest 2: step 2 evicts position 0).
+    for (int i : {0, 2}) {
+      EXPECT_EQ(answer.decisions(i).decision().step(), step);
+      EXPECT_EQ(answer.decisions(i).decision().entries_after(), std::min(n, 2u));
+      EXPECT_EQ(answer.decisions(i).decision().evictions_per_head(), step == 2 ? 1u : 0u);
+      if (step == 2) EXPECT_EQ(answer.decisions(i).decision().evicted_positions(0), 0u);
+    }
+  }
+  EXPECT_EQ(StepsOf(a), 3u);
+  EXPECT_EQ(StepsOf(b), 0u);
+  EXPECT_EQ(StepsOf(c), 3u);
+  // Unknown session, missing id, a session twice, an out-of-step step and a bad shape: each alone.
+  v1::ScoreBatch batch;
+  *batch.add_steps() = MakeStep("s-nope", 0, std::vector<float>(4, 0.5f), 1);
+  *batch.add_steps() = MakeStep("", 0, std::vector<float>(4, 0.5f), 1);
+  *batch.add_steps() = MakeStep(b, 0, std::vector<float>(4, 0.5f), 1);
+  *batch.add_steps() = MakeStep(b, 1, std::vector<float>(8, 0.5f), 2);
+  *batch.add_steps() = MakeStep(a, 7, std::vector<float>(16, 0.5f), 4);
+  *batch.add_steps() = MakeStep(c, 3, std::vector<float>(5, 0.5f), 1);
+  ASSERT_TRUE(stream->Write(batch));
+  v1::DecisionBatch answer;
+  ASSERT_TRUE(stream->Read(&answer));
+  ASSERT_EQ(answer.decisions_size(), 6);
+  EXPECT_EQ(answer.decisions(0).code(), int(grpc::StatusCode::NOT_FOUND));
+  EXPECT_EQ(answer.decisions(1).code(), int(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_EQ(answer.decisions(2).code(), 0) << answer.decisions(2).message();
+  EXPECT_EQ(answer.decisions(3).code(), int(grpc::StatusCode::INVALID_ARGUMENT)) << answer.decisions(3).message();
+  EXPECT_EQ(answer.decisions(4).code(), int(grpc::StatusCode::FAILED_PRECONDITION));
+  EXPECT_EQ(answer.decisions(5).code(), int(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_EQ(StepsOf(a), 3u);
+  EXPECT_EQ(StepsOf(b), 1u);
+  EXPECT_EQ(StepsOf(c), 3u);
+  // Cutting the stream frees the sessions its steps named with their secrets.
+  context.TryCancel();
+  stream->Finish().IgnoreError();
+  for (int i = 0; i < 100 && manager_->session_count() > 0; ++i) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(manager_->session_count(), 0u);
+}
+
+TEST_F(CacheManagerServiceTest, AnOversizedBatchEndsTheStream) {
+  grpc::ClientContext context;
+  auto stream = stub_->StreamScoreBatches(&context);
+  v1::ScoreBatch batch;
+  for (int i = 0; i < 4097; ++i) batch.add_steps()->set_session_id("s-x");
+  ASSERT_TRUE(stream->Write(batch));
+  stream->WritesDone();
+  v1::DecisionBatch answer;
+  EXPECT_FALSE(stream->Read(&answer));
+  EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(CacheManagerServiceTest, AttachWithoutARingIsFailedPrecondition) {
   v1::OpenSessionResponse session = Open("local", 2);
   grpc::ClientContext context;

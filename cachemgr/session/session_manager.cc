@@ -1,5 +1,6 @@
 #include "cachemgr/session/session_manager.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <utility>
@@ -287,42 +288,115 @@ auto SessionManager::WithOpenSession(const std::string& id, Fn fn) const {
   return fn(*session);
 }
 
+absl::Status SessionManager::PrepareTokenStep(Session& session, uint64_t step_number, uint32_t position,
+                                              const ScoreView& scores, TokenStep* token)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  if (step_number != session.steps) {
+    return absl::FailedPreconditionError(absl::StrCat("step: expected step ", session.steps, ", got ", step_number,
+                                                      " (worker and cache manager are out of sync)"));
+  }
+  if (position > kv::kMaxPosition) {
+    return absl::InvalidArgumentError(absl::StrCat("position: ", position, " is larger than ", kv::kMaxPosition));
+  }
+  if (absl::Status s = Charge(session, session.entries + 1); !s.ok()) return s;
+  *token = TokenStep{session.handle, &session.rule, position, scores};
+  LaggedLayout* lagged = session.lagged.get();
+  if (lagged != nullptr) {
+    lagged->CatchUp(step_number);
+    const size_t heads = session.config.geometry.heads();
+    const size_t expected = heads * (size_t(lagged->worker_entries()) + 1);
+    if (scores.num_values != expected) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "scores: expected ", expected, " values ([", heads, " heads][", lagged->worker_entries() + 1,
+          " entries], the worker's cache with decisions up to step ", int64_t(step_number) - lagged->lag() - 1,
+          " applied), got ", scores.num_values, " (worker and cache manager are out of sync)"));
+    }
+    const size_t value_bytes = kv::ScoreDTypeBytes(scores.dtype);
+    session.remapped.resize(heads * (size_t(lagged->manager_entries()) + 1) * value_bytes);
+    lagged->ToManagerLayout(scores.data, value_bytes, session.remapped.data());
+    token->scores.data = session.remapped.data();
+    token->scores.num_values = heads * (size_t(lagged->manager_entries()) + 1);
+  }
+  return absl::OkStatus();
+}
+
+StepResult SessionManager::CommitTokenStep(Session& session, uint64_t step_number, const TokenStep& token,
+                                           kv::EvictionDecision decision) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  if (session.lagged != nullptr) {
+    session.lagged->CommitTokenStep(step_number, token.position, decision);
+    decision.evicted_slots.clear();  // the store's slots mean nothing in the worker's layout
+  }
+  return session.Record(std::move(decision));
+}
+
 absl::StatusOr<StepResult> SessionManager::Step(const std::string& id, uint64_t step_number, uint32_t position,
                                                 const ScoreView& scores) {
   return WithOpenSession(id, [&](Session& session) ABSL_NO_THREAD_SAFETY_ANALYSIS -> absl::StatusOr<StepResult> {
-    if (step_number != session.steps) {
-      return absl::FailedPreconditionError(absl::StrCat("step: expected step ", session.steps, ", got ",
-                                                        step_number, " (worker and cache manager are out of sync)"));
-    }
-    if (absl::Status s = Charge(session, session.entries + 1); !s.ok()) return s;
-    TokenStep token{session.handle, &session.rule, position, scores};
-    LaggedLayout* lagged = session.lagged.get();
-    if (lagged != nullptr) {
-      lagged->CatchUp(step_number);
-      const size_t heads = session.config.geometry.heads();
-      const size_t expected = heads * (size_t(lagged->worker_entries()) + 1);
-      if (scores.num_values != expected) {
-        return absl::FailedPreconditionError(absl::StrCat(
-            "scores: expected ", expected, " values ([", heads, " heads][", lagged->worker_entries() + 1,
-            " entries], the worker's cache with decisions up to step ", int64_t(step_number) - lagged->lag() - 1,
-            " applied), got ", scores.num_values, " (worker and cache manager are out of sync)"));
-      }
-      const size_t value_bytes = kv::ScoreDTypeBytes(scores.dtype);
-      session.remapped.resize(heads * (size_t(lagged->manager_entries()) + 1) * value_bytes);
-      lagged->ToManagerLayout(scores.data, value_bytes, session.remapped.data());
-      token.scores.data = session.remapped.data();
-      token.scores.num_values = heads * (size_t(lagged->manager_entries()) + 1);
-    }
+    TokenStep token;
+    if (absl::Status s = PrepareTokenStep(session, step_number, position, scores, &token); !s.ok()) return s;
     absl::Status status;
     kv::EvictionDecision decision;
     store_->ProcessTokenSteps({&token, 1}, {&status, 1}, {&decision, 1});
     if (!status.ok()) return status;
-    if (lagged != nullptr) {
-      lagged->CommitTokenStep(step_number, token.position, decision);
-      decision.evicted_slots.clear();  // the store's slots mean nothing in the worker's layout
-    }
-    return session.Record(std::move(decision));
+    return CommitTokenStep(session, step_number, token, std::move(decision));
   });
+}
+
+std::vector<absl::StatusOr<StepResult>> SessionManager::StepBatch(absl::Span<const BatchedStep> steps)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  std::vector<absl::StatusOr<StepResult>> results(steps.size(), absl::UnknownError("not run"));
+  // Lock every session of the batch in id order (no deadlock with another batch); a session named
+  // twice keeps its first step, the repeat fails alone.
+  std::vector<size_t> order(steps.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return steps[a].id < steps[b].id; });
+  std::vector<std::shared_ptr<Session>> locked;
+  std::vector<size_t> members;             // indices into `steps` that reach the store
+  std::vector<Session*> member_sessions;  // their sessions, locked
+  std::vector<TokenStep> tokens;
+  for (size_t k = 0; k < order.size(); ++k) {
+    const BatchedStep& step = steps[order[k]];
+    if (k > 0 && step.id == steps[order[k - 1]].id) {
+      results[order[k]] = absl::InvalidArgumentError(
+          absl::StrCat("session_id: '", Utf8Prefix(step.id, 80), "' appears twice in one batch"));
+      continue;
+    }
+    std::shared_ptr<Session> session = Find(step.id);
+    if (session == nullptr) {
+      results[order[k]] = NotFound(step.id);
+      continue;
+    }
+    session->mutex.Lock();
+    locked.push_back(session);
+    if (session->closed) {
+      results[order[k]] = NotFound(step.id);
+      continue;
+    }
+    session->Touch();
+    TokenStep token;
+    absl::Status prepared = PrepareTokenStep(*session, step.step_number, step.position, step.scores, &token);
+    if (!prepared.ok()) {
+      results[order[k]] = prepared;
+      continue;
+    }
+    members.push_back(order[k]);
+    member_sessions.push_back(session.get());
+    tokens.push_back(token);
+  }
+  // One batch of the store for every session that got this far.
+  std::vector<absl::Status> statuses(tokens.size());
+  std::vector<kv::EvictionDecision> decisions(tokens.size());
+  store_->ProcessTokenSteps(tokens, absl::MakeSpan(statuses), absl::MakeSpan(decisions));
+  for (size_t m = 0; m < members.size(); ++m) {
+    if (!statuses[m].ok()) {
+      results[members[m]] = statuses[m];
+      continue;
+    }
+    results[members[m]] =
+        CommitTokenStep(*member_sessions[m], steps[members[m]].step_number, tokens[m], std::move(decisions[m]));
+  }
+  for (auto& session : locked) session->mutex.Unlock();
+  return results;
 }
 
 absl::StatusOr<StepResult> SessionManager::BulkPrefill(const std::string& id, uint64_t step_number,

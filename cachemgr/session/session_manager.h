@@ -125,6 +125,17 @@ class SessionManager {
   // Positions are the contract's (common/kv/positions.h): INVALID_ARGUMENT beyond kv::kMaxPosition.
   absl::StatusOr<StepResult> Step(const std::string& id, uint64_t step_number, uint32_t position,
                                   const ScoreView& scores);
+  // Token steps of several sessions at once (one worker step), run as one batch of the score store
+  // (the CPU store's threads over sessions, one CUDA launch). results[i] is steps[i]'s outcome, with
+  // Step's codes; a failed step (unknown session, out of step, bad scores, a session named twice)
+  // fails alone and changes nothing. The caller authorises each session first.
+  struct BatchedStep {
+    std::string id;
+    uint64_t step_number = 0;
+    uint32_t position = 0;  // checked by kv::PositionFromWire at the service edge
+    ScoreView scores;
+  };
+  std::vector<absl::StatusOr<StepResult>> StepBatch(absl::Span<const BatchedStep> steps);
   // A whole prompt at once; only as step 0.
   absl::StatusOr<StepResult> BulkPrefill(const std::string& id, uint64_t step_number, uint32_t first_position,
                                          uint32_t prompt_length, const ScoreView& scores);
@@ -158,6 +169,11 @@ class SessionManager {
   template <typename Fn>
   auto WithOpenSession(const std::string& id, Fn fn) const;
   SessionInfo InfoLocked(const Session& session) const;
+  // The checks and layout work of a token step before the store runs it (session locked), and the
+  // bookkeeping after it succeeded: Step and StepBatch share them.
+  absl::Status PrepareTokenStep(Session& session, uint64_t step_number, uint32_t position, const ScoreView& scores,
+                                TokenStep* token);
+  StepResult CommitTokenStep(Session& session, uint64_t step_number, const TokenStep& token, kv::EvictionDecision decision);
   // Charges the byte budgets for the session to hold `needed` entries per head, before the store
   // grows to it; RESOURCE_EXHAUSTED naming the limit (nothing charged) when it would pass one.
   absl::Status Charge(Session& session, uint32_t needed);

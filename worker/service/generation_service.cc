@@ -80,7 +80,18 @@ RemotePolicyOptions GenerationService::RemoteOptions(const std::string& job_id) 
   remote.ring_socket = options_.ring_socket;
   remote.decision_timeout = options_.decision_timeout;
   remote.offer_device_scores = options_.offer_device_scores && options_.device == EngineDevice::kCuda;
+  if (options_.batch_scores) remote.batcher = SharedBatcher();
   return remote;
+}
+
+std::shared_ptr<ScoreBatcher> GenerationService::SharedBatcher() const {
+  absl::MutexLock lock(&batcher_mutex_);
+  std::shared_ptr<ScoreBatcher> batcher = batcher_.lock();
+  if (batcher == nullptr || batcher->broken()) {
+    batcher = std::make_shared<ScoreBatcher>(options_.cache_manager, options_.decision_timeout);
+    batcher_ = batcher;
+  }
+  return batcher;
 }
 
 absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> GenerationService::OpenPolicy(const v1::GenerateRequest& request,

@@ -40,6 +40,9 @@ struct WorkerOptions {
   // With a ring, device == kCuda and decision_lag 0: also offer each job's score buffer on the GPU (CUDA
   // IPC, docs/GPU.md); refused or unavailable, the ring carries the scores as usual.
   bool offer_device_scores = true;
+  // Inline scores of all jobs through one shared connection (ScoreBatcher: the steps that coincide
+  // travel as one message and are decided as one batch). false: a StreamScores stream per job.
+  bool batch_scores = true;
   // When the cache manager becomes unreachable mid-job: false = fail the job with UNAVAILABLE;
   // true = continue it with the same policy in-process (FallbackPolicy) and report
   // POLICY_LOCATION_FALLBACK_IN_PROCESS.
@@ -86,6 +89,8 @@ class GenerationService final : public v1::Generation::Service {
   struct Job;
   // The job's policy: in the cache manager (UNAVAILABLE when unreachable) or in-process.
   RemotePolicyOptions RemoteOptions(const std::string& job_id) const;
+  // The batcher the running jobs share; a new one when there is none (all jobs ended) or it broke.
+  std::shared_ptr<ScoreBatcher> SharedBatcher() const;
   absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> OpenPolicy(const v1::GenerateRequest& request,
                                                                    const v1::Budget& budget,
                                                                    const std::string& job_id) const;
@@ -126,6 +131,9 @@ class GenerationService final : public v1::Generation::Service {
 
   const WorkerOptions options_;
   std::unique_ptr<BatchScheduler> scheduler_;
+  mutable absl::Mutex batcher_mutex_;
+  mutable std::weak_ptr<ScoreBatcher> batcher_ ABSL_GUARDED_BY(batcher_mutex_);  // owned by the jobs' clients
+  std::atomic<int> running_{0};
   std::atomic<uint64_t> tokens_generated_{0};
   std::atomic<uint64_t> next_job_{1};
   mutable absl::Mutex mutex_;

@@ -66,12 +66,12 @@ absl::Status RemotePolicy::OpenSession(const v1::OpenSessionRequest& request, st
   session.score_dtype = options.score_dtype;
   session.decision_timeout = options.decision_timeout;
   session.heads = uint32_t(model_.n_layers * model_.n_kv_heads);
-  ChooseTransport(response, session, std::move(ring));
+  ChooseTransport(response, session, std::move(ring), options.batcher);
   return absl::OkStatus();
 }
 
 void RemotePolicy::ChooseTransport(const v1::OpenSessionResponse& response, const TransportSession& session,
-                                   std::unique_ptr<ScoreRing> ring) {
+                                   std::unique_ptr<ScoreRing> ring, std::shared_ptr<ScoreBatcher> batcher) {
   if (response.has_ring_refusal()) {
     // Not a Unix socket, another machine, no ring socket there: the session is open, scores go inline.
     A2SF_LOG(WARNING) << "cache manager refused the shared-memory ring ("
@@ -90,7 +90,9 @@ void RemotePolicy::ChooseTransport(const v1::OpenSessionResponse& response, cons
     A2SF_LOG(INFO) << session_id_ << ": scores stay on the GPU (CUDA IPC)";
     transport_ = MakeCudaIpcTransport(session, std::move(ring), device_export_.get());
   } else {
-    transport_ = ring != nullptr ? MakeRingTransport(session, std::move(ring)) : MakeGrpcTransport(session);
+    transport_ = ring != nullptr ? MakeRingTransport(session, std::move(ring))
+                 : batcher != nullptr ? MakeBatchedTransport(session, std::move(batcher))
+                                      : MakeGrpcTransport(session);
   }
 }
 
@@ -116,8 +118,9 @@ absl::Status RemotePolicy::BindEngine(Engine* engine) {
 RemotePolicy::~RemotePolicy() {
   // A cache manager that missed a deadline would keep CloseSession waiting too; it frees the session
   // itself when it sees the cancelled stream.
+  // The transport goes last: a batcher it may be the last user of would cut its stream, which frees
+  // the sessions the stream served before CloseSession could close this one.
   const bool answered = transport_ == nullptr || transport_->Close(awaiting_.size());
-  transport_.reset();
   if (stub_ != nullptr && !session_id_.empty() && answered) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));

@@ -24,6 +24,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "worker/engine/generator.h"
+#include "worker/service/score_batcher.h"
 #include "worker/service/score_transport.h"
 
 namespace a2sf::worker {
@@ -46,6 +47,9 @@ struct RemotePolicyOptions {
   // must run there and be bound with BindEngine). Without a GPU nothing is offered; refused (another
   // GPU, a CPU store, ...), the reason is logged and the ring carries the scores.
   bool offer_device_scores = false;
+  // The worker's shared connection for inline scores: the steps of all its sessions travel together,
+  // one message per worker step (score_batcher.h). Null: a StreamScores stream of this session's own.
+  std::shared_ptr<ScoreBatcher> batcher;
 };
 
 class RemotePolicy final : public EvictionPolicyClient {
@@ -86,9 +90,10 @@ class RemotePolicy final : public EvictionPolicyClient {
   // Opens the session and picks the transport: the ring when one was offered and not refused.
   absl::Status OpenSession(const v1::OpenSessionRequest& request, std::unique_ptr<ScoreRing> ring,
                            const RemotePolicyOptions& options);
-  // The transport the answer allows: CUDA IPC, else the ring, else inline gRPC (refusals logged).
+  // The transport the answer allows: CUDA IPC, else the ring, else inline gRPC (through the worker's
+  // shared `batcher` when there is one); refusals logged.
   void ChooseTransport(const v1::OpenSessionResponse& response, const TransportSession& session,
-                       std::unique_ptr<ScoreRing> ring);
+                       std::unique_ptr<ScoreRing> ring, std::shared_ptr<ScoreBatcher> batcher);
   // Creates the GPU score buffer and describes it in `request` (offer_device_scores with a ring and
   // lag 0); logs why not otherwise.
   void OfferDeviceScores(const RemotePolicyOptions& options, v1::OpenSessionRequest* request);

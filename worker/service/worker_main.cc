@@ -47,6 +47,9 @@ ABSL_FLAG(std::string, on_cachemgr_failure, "fail",
 ABSL_FLAG(uint32_t, decision_lag, 0,
           "pipelined decisions: apply each step's eviction decision K steps late, so it travels while the next "
           "tokens are computed (the cache holds up to K extra entries); 0: synchronous");
+ABSL_FLAG(bool, batch_scores, true,
+          "send the inline scores of all jobs over one stream, the steps that coincide as one message "
+          "(StreamScoreBatches); false: a StreamScores stream per job (cache managers before batches)");
 ABSL_FLAG(bool, shared_memory, true,
           "with --cachemgr=unix:...: hand scores over in a shared-memory ring (gRPC stays the control plane; "
           "falls back to inline scores if the cache manager refuses it)");
@@ -166,6 +169,7 @@ int main(int argc, char** argv) {
   }
   options.fallback_in_process = on_failure == "continue";
   options.decision_lag = absl::GetFlag(FLAGS_decision_lag);
+  options.batch_scores = absl::GetFlag(FLAGS_batch_scores);
   if (absl::GetFlag(FLAGS_shared_memory) && absl::StartsWith(absl::GetFlag(FLAGS_cachemgr), "unix:")) {
     options.ring_socket = RingSocketPath(absl::GetFlag(FLAGS_cachemgr).substr(5));
   }

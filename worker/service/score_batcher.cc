@@ -1,0 +1,259 @@
+#include "worker/service/score_batcher.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "common/grpc/status.h"
+#include "common/kv/proto_convert.h"
+
+namespace a2sf::worker {
+
+struct ScoreBatcher::Ticket {
+  std::string session_id;
+  bool sent = false;
+  bool done = false;
+  absl::StatusOr<AnsweredStep> result = absl::UnknownError("not answered");
+};
+
+ScoreBatcher::ScoreBatcher(std::shared_ptr<grpc::Channel> channel, absl::Duration decision_timeout,
+                           size_t flush_bytes)
+    : stub_(v1::CacheManager::NewStub(channel)),
+      decision_timeout_(decision_timeout),
+      flush_bytes_(flush_bytes),
+      write_watchdog_(&context_),
+      read_watchdog_(&context_) {}
+
+ScoreBatcher::~ScoreBatcher() {
+  absl::MutexLock lock(&mutex_);
+  if (stream_ != nullptr && !finished_) {
+    // Every session's client is gone (and closed its session): nothing is left to answer.
+    context_.TryCancel();
+    stream_->Finish().IgnoreError();
+  }
+}
+
+absl::StatusOr<std::shared_ptr<ScoreBatcher::Ticket>> ScoreBatcher::Submit(v1::ScoreStep step) {
+  absl::MutexLock lock(&mutex_);
+  if (!broken_.ok()) return broken_;
+  for (const std::shared_ptr<Ticket>& queued : queued_tickets_) {
+    if (queued->session_id == step.session_id()) {
+      if (absl::Status flushed = FlushLocked(); !flushed.ok()) return flushed;
+      break;
+    }
+  }
+  auto ticket = std::make_shared<Ticket>();
+  ticket->session_id = step.session_id();
+  queued_bytes_ += step.scores().data().size();
+  queued_.add_steps()->Swap(&step);
+  queued_tickets_.push_back(ticket);
+  if (queued_bytes_ >= flush_bytes_) {
+    if (absl::Status flushed = FlushLocked(); !flushed.ok()) return flushed;
+  }
+  return ticket;
+}
+
+absl::Status ScoreBatcher::Flush() {
+  absl::MutexLock lock(&mutex_);
+  return FlushLocked();
+}
+
+absl::Status ScoreBatcher::FlushLocked() {
+  if (!broken_.ok()) return broken_;
+  if (queued_tickets_.empty()) return absl::OkStatus();
+  if (stream_ == nullptr) stream_ = stub_->StreamScoreBatches(&context_);
+  write_watchdog_.Arm(decision_timeout_);
+  const bool written = stream_->Write(queued_);
+  write_watchdog_.Disarm();
+  if (!written) {
+    Break(FinishedStatus());
+    return broken_;
+  }
+  ++batches_sent_;
+  steps_sent_ += queued_tickets_.size();
+  for (const std::shared_ptr<Ticket>& ticket : queued_tickets_) ticket->sent = true;
+  in_flight_.push_back(std::move(queued_tickets_));
+  queued_tickets_.clear();
+  queued_.Clear();
+  queued_bytes_ = 0;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AnsweredStep> ScoreBatcher::Await(const std::shared_ptr<Ticket>& ticket) {
+  absl::MutexLock lock(&mutex_);
+  while (!ticket->done) {
+    if (!broken_.ok()) return broken_;
+    if (!ticket->sent) {
+      if (absl::Status flushed = FlushLocked(); !flushed.ok()) return flushed;
+    } else if (!reading_) {
+      ReadOneBatch();
+    } else {
+      answered_.Wait(&mutex_);
+    }
+  }
+  return std::move(ticket->result);
+}
+
+void ScoreBatcher::ReadOneBatch() {
+  // One reader at a time, without the mutex: other sessions keep submitting and flushing meanwhile.
+  reading_ = true;
+  grpc::ClientReaderWriter<v1::ScoreBatch, v1::DecisionBatch>* stream = stream_.get();
+  v1::DecisionBatch batch;
+  mutex_.Unlock();
+  read_watchdog_.Arm(decision_timeout_);
+  const bool read = stream->Read(&batch);
+  read_watchdog_.Disarm();
+  mutex_.Lock();
+  reading_ = false;
+  answered_.SignalAll();
+  if (!broken_.ok()) return;  // a writer failed meanwhile: every ticket has its answer already
+  if (!read) {
+    Break(FinishedStatus());
+    return;
+  }
+  std::vector<std::shared_ptr<Ticket>> tickets = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  if (size_t(batch.decisions_size()) != tickets.size()) {
+    Break(absl::DataLossError(absl::StrCat("the cache manager answered a batch of ", tickets.size(), " steps with ",
+                                           batch.decisions_size(), " decisions")));
+    for (const std::shared_ptr<Ticket>& ticket : tickets) ticket->result = broken_, ticket->done = true;
+    return;
+  }
+  for (size_t i = 0; i < tickets.size(); ++i) {
+    const v1::SessionDecision& decision = batch.decisions(int(i));
+    Ticket& ticket = *tickets[i];
+    if (decision.session_id() != ticket.session_id) {
+      ticket.result = absl::DataLossError("the cache manager answered another session's step");
+    } else if (decision.code() != 0) {
+      ticket.result = absl::Status(absl::StatusCode(decision.code()), decision.message());
+    } else {
+      absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision.decision());
+      if (answer.ok()) {
+        ticket.result = AnsweredStep{decision.decision().step(), *std::move(answer)};
+      } else {
+        ticket.result = answer.status();
+      }
+    }
+    ticket.done = true;
+  }
+}
+
+absl::Status ScoreBatcher::FinishedStatus() {
+  if (write_watchdog_.fired() || read_watchdog_.fired()) {
+    timed_out_ = true;
+    return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer within the decision deadline of ",
+                                                    absl::FormatDuration(decision_timeout_),
+                                                    " (--decision_timeout_ms)"));
+  }
+  if (reading_) {
+    // A read is in progress (a write failed): it fails too; the stream's status cannot be read now.
+    context_.TryCancel();
+    return absl::UnavailableError("lost the score stream to the cache manager");
+  }
+  context_.TryCancel();  // ends a half-broken stream so that Finish returns
+  grpc::Status status = stream_->Finish();
+  finished_ = true;
+  if (status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) {
+    return absl::UnavailableError("the cache manager closed the score stream");
+  }
+  // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
+  return FromGrpc(status);
+}
+
+void ScoreBatcher::Break(const absl::Status& status) {
+  if (broken_.ok()) broken_ = status;
+  for (const std::shared_ptr<Ticket>& ticket : queued_tickets_) ticket->result = broken_, ticket->done = true;
+  for (const auto& batch : in_flight_) {
+    for (const std::shared_ptr<Ticket>& ticket : batch) ticket->result = broken_, ticket->done = true;
+  }
+  queued_tickets_.clear();
+  queued_.Clear();
+  queued_bytes_ = 0;
+  in_flight_.clear();
+  answered_.SignalAll();
+}
+
+void ScoreBatcher::Forget(const std::string& session_id) {
+  absl::MutexLock lock(&mutex_);
+  v1::ScoreBatch kept;
+  std::vector<std::shared_ptr<Ticket>> kept_tickets;
+  queued_bytes_ = 0;
+  for (size_t i = 0; i < queued_tickets_.size(); ++i) {
+    if (queued_tickets_[i]->session_id == session_id) continue;
+    queued_bytes_ += queued_.steps(int(i)).scores().data().size();
+    kept.add_steps()->Swap(queued_.mutable_steps(int(i)));
+    kept_tickets.push_back(std::move(queued_tickets_[i]));
+  }
+  queued_.Swap(&kept);
+  queued_tickets_ = std::move(kept_tickets);
+}
+
+bool ScoreBatcher::broken() const {
+  absl::MutexLock lock(&mutex_);
+  return !broken_.ok();
+}
+
+bool ScoreBatcher::timed_out() const {
+  absl::MutexLock lock(&mutex_);
+  return timed_out_;
+}
+
+uint64_t ScoreBatcher::batches_sent() const {
+  absl::MutexLock lock(&mutex_);
+  return batches_sent_;
+}
+
+uint64_t ScoreBatcher::steps_sent() const {
+  absl::MutexLock lock(&mutex_);
+  return steps_sent_;
+}
+
+namespace {
+
+// One session's steps through the worker's shared batcher.
+class BatchedTransport final : public ScoreTransport {
+ public:
+  BatchedTransport(const TransportSession& session, std::shared_ptr<ScoreBatcher> batcher)
+      : session_(session), batcher_(std::move(batcher)) {}
+
+  absl::Status Send(const OutgoingStep& step) override {
+    v1::ScoreStep message;
+    message.set_session_id(session_.session_id);
+    message.set_session_secret(session_.session_secret);
+    message.set_step(step.step);
+    message.set_position(step.position);
+    message.set_kind(step.kind);
+    EncodeScoreTensor(session_.score_dtype, step.scores, step.shape, message.mutable_scores());
+    absl::StatusOr<std::shared_ptr<ScoreBatcher::Ticket>> ticket = batcher_->Submit(std::move(message));
+    if (!ticket.ok()) return ticket.status();
+    tickets_.push_back(std::move(*ticket));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<AnsweredStep> Await() override {
+    if (tickets_.empty()) return absl::FailedPreconditionError("no step is waiting for its decision");
+    std::shared_ptr<ScoreBatcher::Ticket> ticket = std::move(tickets_.front());
+    tickets_.pop_front();
+    return batcher_->Await(ticket);
+  }
+
+  bool Close(size_t) override {
+    // Decisions still travelling are simply not read; steps not yet sent are dropped.
+    batcher_->Forget(session_.session_id);
+    return !batcher_->timed_out();
+  }
+  bool shared_memory() const override { return false; }
+
+ private:
+  const TransportSession session_;
+  std::shared_ptr<ScoreBatcher> batcher_;
+  std::deque<std::shared_ptr<ScoreBatcher::Ticket>> tickets_;
+};
+
+}  // namespace
+
+std::unique_ptr<ScoreTransport> MakeBatchedTransport(const TransportSession& session,
+                                                     std::shared_ptr<ScoreBatcher> batcher) {
+  return std::make_unique<BatchedTransport>(session, std::move(batcher));
+}
+
+}  // namespace a2sf::worker
