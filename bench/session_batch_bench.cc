@@ -24,6 +24,7 @@
 #include "cachemgr/store/cpu_score_store.h"
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"
+#include "worker/policy/in_process_policy.h"
 #include "worker/service/remote_policy.h"
 
 ABSL_FLAG(int, steps, 150, "measured steps per run");

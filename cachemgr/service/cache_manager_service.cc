@@ -479,7 +479,7 @@ void CacheManagerService::ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBa
       SetStepError(results[k].status(), decision);
       continue;
     }
-    ToProto(*results[k], decision->mutable_decision());
+    kv::DecisionToProto(results[k]->step, results[k]->decision, results[k]->policy_name, decision->mutable_decision());
     // Each step is charged its share of the batch's time.
     if (metrics_ != nullptr) {
       metrics_->RecordStep(seconds / double(results.size()), results[k]->decision.evicted_positions.size(),

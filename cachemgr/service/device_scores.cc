@@ -1,5 +1,7 @@
 #include "cachemgr/service/device_scores.h"
 
+#include "common/kv/proto_convert.h"
+
 #include "absl/strings/str_cat.h"
 #include "cachemgr/service/proto_convert.h"
 
@@ -34,7 +36,7 @@ v1::DeviceScoresAnswer AnswerDeviceScoresOffer(const v1::DeviceScoresOffer& offe
                   absl::StrCat("decision_lag ", context.decision_lag, ": a pipelined worker rewrites the buffer "
                                "before its step is read"));
   }
-  absl::StatusOr<kv::ScoreDType> dtype = ScoreDTypeFromProto(int(offer.dtype()));
+  absl::StatusOr<kv::ScoreDType> dtype = kv::ScoreDTypeFromProto(int(offer.dtype()));
   if (!dtype.ok() || offer.buffer_bytes() == 0 || offer.buffer_bytes() > kMaxDeviceBufferBytes) {
     return Refuse(v1::DEVICE_SCORES_REFUSAL_BAD_OFFER,
                   absl::StrCat("device_scores: dtype ", int(offer.dtype()), " and buffer_bytes ",
@@ -76,9 +78,9 @@ absl::StatusOr<ScoreView> DeviceScoreView(const DeviceScores* scores, const Ring
   }
   absl::StatusOr<uint64_t> values = ScoreValueCount(absl::MakeConstSpan(step.shape, 3), 3);
   if (!values.ok()) return values.status();
-  absl::StatusOr<kv::ScoreDType> dtype = ScoreDTypeFromProto(int(step.dtype));
+  absl::StatusOr<kv::ScoreDType> dtype = kv::ScoreDTypeFromProto(int(step.dtype));
   if (!dtype.ok()) return dtype.status();
-  const uint64_t bytes = *values * ScoreDTypeBytes(*dtype);
+  const uint64_t bytes = *values * kv::ScoreDTypeBytes(*dtype);
   if (*dtype != scores->dtype || bytes != step.payload_bytes || bytes > scores->bytes) {
     return absl::InvalidArgumentError(absl::StrCat("scores: ", step.payload_bytes, " bytes of ", kv::ScoreDTypeName(*dtype),
                                                    " in the device buffer (", scores->bytes, " bytes of ",

@@ -173,11 +173,11 @@ TEST(CudaScoreStoreDeviceScores, TokenStepsReadInPlaceDecideLikeHostScores) {
     ScoreView host{kv::ScoreDType::kFp32, scores.data(), count};
     TokenStep steps[2] = {{hd, &rule, t, device}, {hh, &rule, t, host}};
     absl::Status statuses[2];
-    StoreDecision decisions[2];
+    kv::EvictionDecision decisions[2];
     cuda->ProcessTokenSteps(steps, statuses, decisions);
     TokenStep cs{hc, &rule, t, host};
     absl::Status c_status;
-    StoreDecision c;
+    kv::EvictionDecision c;
     cpu.ProcessTokenSteps({&cs, 1}, {&c_status, 1}, {&c, 1});
     ASSERT_TRUE(statuses[0].ok()) << statuses[0];
     ASSERT_TRUE(statuses[1].ok()) << statuses[1];
@@ -192,7 +192,7 @@ TEST(CudaScoreStoreDeviceScores, TokenStepsReadInPlaceDecideLikeHostScores) {
   ASSERT_TRUE(cuda_ipc::CopyToDevice((*buffer)->device_pointer(), bad.data(), count * 4).ok());
   TokenStep step{hd, &rule, 1000, {kv::ScoreDType::kFp32, (*buffer)->device_pointer(), count, true, nullptr}};
   absl::Status status;
-  StoreDecision decision;
+  kv::EvictionDecision decision;
   cuda->ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
   EXPECT_EQ(*cuda->EntriesPerHead(hd), entries);
@@ -205,7 +205,7 @@ TEST(CudaScoreStoreDeviceScores, TheCpuStoreAndBulkPrefillsRefuseDeviceScores) {
   float value = 0.5f;
   TokenStep step{session, &rule, 0, {kv::ScoreDType::kFp32, &value, 1, true, nullptr}};
   absl::Status status;
-  StoreDecision decision;
+  kv::EvictionDecision decision;
   cpu.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
   EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << status;
   EXPECT_NE(status.message().find("GPU memory"), std::string::npos) << status;

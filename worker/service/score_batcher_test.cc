@@ -6,7 +6,7 @@
 #include <random>
 
 #include "cachemgr/service/cache_manager_service.h"
-#include "cachemgr/store/cpu_score_store.h"
+#include "cachemgr/policy_library.h"
 #include "common/grpc/server.h"
 #include "gtest/gtest.h"
 #include "worker/service/remote_policy.h"
