@@ -17,7 +17,7 @@
 
 #include "bench/triad.h"
 #include "worker/engine/generator.h"
-#include "worker/policy/in_process_policy.h"
+#include "worker/policy/in_process_policy_client.h"
 
 namespace a2sf::worker {
 namespace {
@@ -34,7 +34,7 @@ struct Row {
 Row Measure(const char* label, const ModelWeights& weights, int threads, bool a2sf, int tokens, int runs,
             EngineDevice device = EngineDevice::kCpu) {
   const ModelConfig& c = weights.config();
-  std::unique_ptr<InProcessPolicy> policy;
+  std::unique_ptr<InProcessPolicyClient> policy;
   if (a2sf) {
     cachemgr::PolicySpec spec;
     spec.name = "a2sf";
@@ -42,7 +42,7 @@ Row Measure(const char* label, const ModelWeights& weights, int threads, bool a2
     cachemgr::BudgetSpec budget;
     budget.ratio = 0.2;
     budget.reference_length = uint32_t(tokens);
-    policy = std::move(*InProcessPolicy::Create(c, spec, budget));
+    policy = std::move(*InProcessPolicyClient::Create(c, spec, budget));
   }
   EngineOptions options;
   options.threads = std::max(threads, 1);
@@ -59,7 +59,7 @@ Row Measure(const char* label, const ModelWeights& weights, int threads, bool a2
       cachemgr::PolicySpec spec = policy->session().policy;
       cachemgr::BudgetSpec budget;
       budget.tokens = policy->budget_tokens();
-      policy = std::move(*InProcessPolicy::Create(c, spec, budget));
+      policy = std::move(*InProcessPolicyClient::Create(c, spec, budget));
     }
     auto result = Generate(engine.get(), policy.get(), {c.bos_id}, generate);
     if (!result.ok()) {

@@ -24,8 +24,8 @@
 #include "cachemgr/store/cpu_score_store.h"
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"
-#include "worker/policy/in_process_policy.h"
-#include "worker/service/remote_policy.h"
+#include "worker/policy/in_process_policy_client.h"
+#include "worker/service/remote_policy_client.h"
 
 ABSL_FLAG(int, steps, 150, "measured steps per run");
 ABSL_FLAG(int, runs, 5, "runs per configuration, interleaved with the other paths' (the best is reported)");
@@ -61,7 +61,7 @@ std::vector<std::unique_ptr<worker::EvictionPolicyClient>> OpenClients(Path path
     if (path == Path::kInProcess) {
       cachemgr::BudgetSpec budget;
       budget.tokens = uint32_t(absl::GetFlag(FLAGS_budget));
-      clients.push_back(std::move(*worker::InProcessPolicy::Create(model, {"a2sf", 0.3, {}, {}, {}}, budget)));
+      clients.push_back(std::move(*worker::InProcessPolicyClient::Create(model, {"a2sf", 0.3, {}, {}, {}}, budget)));
       continue;
     }
     v1::PolicySpec policy;
@@ -73,7 +73,7 @@ std::vector<std::unique_ptr<worker::EvictionPolicyClient>> OpenClients(Path path
     options.decision_timeout = absl::Seconds(10);
     if (path == Path::kBatched || path == Path::kWholeStep) options.batcher = batcher;
     if (path == Path::kRing) options.ring_socket = RingSocketPath(unix_socket);
-    clients.push_back(std::move(*worker::RemotePolicy::Open(channel, model, &policy, budget, options)));
+    clients.push_back(std::move(*worker::RemotePolicyClient::Open(channel, model, &policy, budget, options)));
   }
   return clients;
 }

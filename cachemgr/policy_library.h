@@ -1,5 +1,5 @@
 // The policy library's public API: everything code outside cachemgr/ may use to run eviction policies
-// in its own process -- the worker's InProcessPolicy, eval, cross-component tests -- without a cache
+// in its own process -- the worker's InProcessPolicyClient, eval, cross-component tests -- without a cache
 // manager. It is the cache manager's own engine, exposed deliberately:
 //   - cachemgr::SessionManager (session_manager.h): open a session with a PolicySpec and a BudgetSpec,
 //     step it with scores (kv::ScoreDType values), get kv::EvictionDecisions back; thread-safe.

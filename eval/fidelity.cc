@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generator.h"
-#include "worker/policy/in_process_policy.h"
+#include "worker/policy/in_process_policy_client.h"
 
 namespace a2sf::eval {
 
@@ -75,8 +75,8 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
     if (cell.recent_half_budget) spec.recent_window = budget / 2;
     cachemgr::BudgetSpec budget_spec;
     budget_spec.tokens = budget;
-    absl::StatusOr<std::unique_ptr<worker::InProcessPolicy>> policy =
-        worker::InProcessPolicy::Create(c, spec, budget_spec, cell.decision_lag);
+    absl::StatusOr<std::unique_ptr<worker::InProcessPolicyClient>> policy =
+        worker::InProcessPolicyClient::Create(c, spec, budget_spec, cell.decision_lag);
     if (!policy.ok()) return policy.status();
     worker::EngineOptions options;
     options.capture_attention_outputs = true;

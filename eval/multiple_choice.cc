@@ -13,7 +13,7 @@
 #include "eval/fidelity.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generator.h"
-#include "worker/policy/in_process_policy.h"
+#include "worker/policy/in_process_policy_client.h"
 
 namespace a2sf::eval {
 
@@ -188,8 +188,8 @@ absl::StatusOr<double> ContinuationLogLikelihood(const worker::ModelWeights& wei
   budget.tokens = std::max<uint32_t>(1, uint32_t(policy.budget_ratio * total));
   cachemgr::PolicySpec spec = policy.spec;
   if (policy.recent_half_budget) spec.recent_window = *budget.tokens / 2;
-  absl::StatusOr<std::unique_ptr<worker::InProcessPolicy>> evictor =
-      worker::InProcessPolicy::Create(weights.config(), spec, budget);
+  absl::StatusOr<std::unique_ptr<worker::InProcessPolicyClient>> evictor =
+      worker::InProcessPolicyClient::Create(weights.config(), spec, budget);
   if (!evictor.ok()) return evictor.status();
   worker::EngineOptions options;
   options.cache_capacity = std::min<int>(int(*budget.tokens) + 1, total);

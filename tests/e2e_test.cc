@@ -21,9 +21,9 @@
 #include "common/metrics/metrics_server.h"
 #include "gtest/gtest.h"
 #include "worker/engine/generator.h"
-#include "worker/policy/in_process_policy.h"
+#include "worker/policy/in_process_policy_client.h"
 #include "worker/service/generation_service.h"
-#include "worker/service/remote_policy.h"
+#include "worker/service/remote_policy_client.h"
 #include "worker/testing/fixtures.h"
 
 namespace a2sf {
@@ -168,7 +168,7 @@ std::vector<uint32_t> InProcess(const worker::ModelWeights& weights, const std::
   if (policy == "streaming_llm") spec.sinks = 2;
   cachemgr::BudgetSpec b;
   b.tokens = budget;
-  auto local = std::move(*worker::InProcessPolicy::Create(weights.config(), spec, b, decision_lag));
+  auto local = std::move(*worker::InProcessPolicyClient::Create(weights.config(), spec, b, decision_lag));
   return GenerateWith(weights, local.get(), max_tokens);
 }
 
@@ -240,7 +240,7 @@ TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
   ChannelOptions plaintext;
   plaintext.plaintext = true;
   // The ring is handed over on the ring socket, but the session is opened over TCP: refused.
-  auto remote = worker::RemotePolicy::Open(*MakeChannel("127.0.0.1:" + std::to_string(stack.cachemgr_port()), plaintext),
+  auto remote = worker::RemotePolicyClient::Open(*MakeChannel("127.0.0.1:" + std::to_string(stack.cachemgr_port()), plaintext),
                                            stack.weights().config(), nullptr, [] {
                                              v1::Budget b;
                                              b.set_tokens(8);
@@ -257,7 +257,7 @@ TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
   unix_channel.plaintext = true;
   v1::Budget budget;
   budget.set_tokens(8);
-  auto unavailable = worker::RemotePolicy::Open(
+  auto unavailable = worker::RemotePolicyClient::Open(
       *MakeChannel("unix:" + stack.UnixSocketPath(), unix_channel), stack.weights().config(), nullptr, budget,
       {kv::ScoreDType::kFp16, "t", absl::Seconds(3), 0, stack.UnixSocketPath() + ".no-such-ring-socket"});
   ASSERT_TRUE(unavailable.ok()) << unavailable.status();
@@ -283,7 +283,7 @@ TEST(EndToEnd, CalibratedPerLayerAlphasWorkThroughTheServices) {
   spec.layer_alphas = alphas;
   cachemgr::BudgetSpec budget;
   budget.tokens = 16;
-  auto local = std::move(*worker::InProcessPolicy::Create(stack.weights().config(), spec, budget));
+  auto local = std::move(*worker::InProcessPolicyClient::Create(stack.weights().config(), spec, budget));
   const std::vector<int> prompt = {1, 317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433};
   worker::EngineOptions options;
   options.cache_capacity = 17;
@@ -539,7 +539,7 @@ TEST(EndToEnd, CacheManagerKilledMidJobFailsOrFallsBackAsConfigured) {
 // Swaps the policy of its in-process session just before `swap_step`, as the cache manager did.
 class SwappingPolicy final : public worker::EvictionPolicyClient {
  public:
-  SwappingPolicy(std::unique_ptr<worker::InProcessPolicy> inner, uint64_t swap_step, cachemgr::PolicySpec next)
+  SwappingPolicy(std::unique_ptr<worker::InProcessPolicyClient> inner, uint64_t swap_step, cachemgr::PolicySpec next)
       : inner_(std::move(inner)), swap_step_(swap_step), next_(std::move(next)) {}
   absl::StatusOr<kv::EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override {
     if (step == swap_step_) {
@@ -554,7 +554,7 @@ class SwappingPolicy final : public worker::EvictionPolicyClient {
   bool evicts() const override { return true; }
 
  private:
-  std::unique_ptr<worker::InProcessPolicy> inner_;
+  std::unique_ptr<worker::InProcessPolicyClient> inner_;
   uint64_t swap_step_;
   cachemgr::PolicySpec next_;
 };
@@ -598,7 +598,7 @@ TEST(EndToEnd, RuntimeSwapOfARunningSessionChangesDecisionsFromTheNextStep) {
   a2sf.alpha = 0.1;
   const std::vector<int> prompt = {1, 317, 269, 274, 287, 263, 377, 267, 265, 282, 295, 433};
   auto run = [&](uint64_t at) {
-    SwappingPolicy policy(std::move(*worker::InProcessPolicy::Create(stack.weights().config(), h2o, budget)), at, a2sf);
+    SwappingPolicy policy(std::move(*worker::InProcessPolicyClient::Create(stack.weights().config(), h2o, budget)), at, a2sf);
     worker::EngineOptions options;
     options.cache_capacity = 13;
     auto engine = std::move(*worker::Engine::Create(&stack.weights(), options));
@@ -647,7 +647,7 @@ TEST(EndToEnd, ADeviceScoresOfferFallsBackToTheRingThenToInline) {
     policy.set_alpha(0.3);
     v1::Budget budget;
     budget.set_tokens(16);
-    auto remote = worker::RemotePolicy::Open(*MakeChannel(target, plaintext), stack.weights().config(), &policy,
+    auto remote = worker::RemotePolicyClient::Open(*MakeChannel(target, plaintext), stack.weights().config(), &policy,
                                              budget, options);
     ASSERT_TRUE(remote.ok()) << remote.status();
     EXPECT_FALSE((*remote)->uses_device_scores());

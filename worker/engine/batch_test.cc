@@ -9,7 +9,7 @@
 #include "gtest/gtest.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/generator.h"
-#include "worker/policy/in_process_policy.h"
+#include "worker/policy/in_process_policy_client.h"
 #include "worker/testing/fixtures.h"
 
 namespace a2sf::worker {
@@ -35,7 +35,7 @@ struct Trace {
 // One job's engine, policy and generation, recording its trace.
 struct Job {
   std::unique_ptr<Engine> engine;
-  std::unique_ptr<InProcessPolicy> policy;
+  std::unique_ptr<InProcessPolicyClient> policy;
   std::unique_ptr<SequenceGeneration> sequence;
   Trace trace;
 };
@@ -55,7 +55,7 @@ std::unique_ptr<Job> StartJob(const ModelWeights& weights, const JobSpec& spec, 
     policy.name = spec.policy;
     cachemgr::BudgetSpec budget;
     budget.tokens = spec.budget;
-    auto created = InProcessPolicy::Create(weights.config(), policy, budget, spec.lag);
+    auto created = InProcessPolicyClient::Create(weights.config(), policy, budget, spec.lag);
     EXPECT_TRUE(created.ok()) << created.status();
     job->policy = std::move(*created);
   }

@@ -11,7 +11,7 @@
 #include "worker/engine/engine.h"
 #include "worker/engine/matmul.h"
 #include "worker/engine/generator.h"
-#include "worker/policy/in_process_policy.h"
+#include "worker/policy/in_process_policy_client.h"
 #include "worker/testing/fixtures.h"
 
 namespace a2sf::worker {
@@ -168,7 +168,7 @@ TEST(CudaEngine, MatchesTheCpuEngineStepByStepWithEvictions) {
     spec.alpha = 0.5;
     cachemgr::BudgetSpec budget;
     budget.tokens = 12;
-    auto policy = std::move(*InProcessPolicy::Create(c, spec, budget, lag));
+    auto policy = std::move(*InProcessPolicyClient::Create(c, spec, budget, lag));
     const int capacity = RequiredCacheCapacity(policy.get(), 1, 200, false);
     auto cpu = MakeEngine(weights.get(), EngineDevice::kCpu, capacity);
     auto gpu = MakeEngine(weights.get(), EngineDevice::kCuda, capacity);

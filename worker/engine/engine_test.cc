@@ -11,7 +11,7 @@
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generator.h"
-#include "worker/policy/in_process_policy.h"
+#include "worker/policy/in_process_policy_client.h"
 #include "worker/testing/fixtures.h"
 
 namespace a2sf::worker {
@@ -131,14 +131,14 @@ TEST(Engine, TwoThreadsGiveBitIdenticalLogits) {
   }
 }
 
-std::unique_ptr<InProcessPolicy> Policy(const ModelWeights& w, const std::string& name, uint32_t budget,
+std::unique_ptr<InProcessPolicyClient> Policy(const ModelWeights& w, const std::string& name, uint32_t budget,
                                         std::optional<double> alpha = {}, uint32_t lag = 0) {
   cachemgr::PolicySpec spec;
   spec.name = name;
   spec.alpha = alpha;
   cachemgr::BudgetSpec b;
   b.tokens = budget;
-  auto policy = InProcessPolicy::Create(w.config(), spec, b, lag);
+  auto policy = InProcessPolicyClient::Create(w.config(), spec, b, lag);
   EXPECT_TRUE(policy.ok()) << policy.status();
   return std::move(*policy);
 }

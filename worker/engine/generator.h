@@ -2,7 +2,7 @@
 // scores to an eviction policy and applying its decisions (per-token mode for prompt tokens too, or
 // one bulk decision after the prompt). The policy sits behind EvictionPolicyClient
 // (worker/policy/eviction_policy_client.h), so the same loop serves an in-process policy
-// (worker/policy/in_process_policy.h) and, in the worker service, the remote cache manager; only the
+// (worker/policy/in_process_policy_client.h) and, in the worker service, the remote cache manager; only the
 // contract's types (common/kv) cross that seam.
 //
 // SequenceGeneration is one sequence's generation as a state machine; GenerationBatch steps many of
@@ -84,7 +84,7 @@ int ContextRoom(const ModelConfig& model, int prompt_length);
 // Cache slots an engine needs for a policy and a sequence: budget + 1 (the new token), or the whole
 // sequence for a policy that never evicts; a bulk prefill holds the whole prompt first. A pipelined
 // policy needs K more for its pending victims, and one more so that an in-process fallback can take
-// over every entry it holds (FallbackPolicy).
+// over every entry it holds (FallbackPolicyClient).
 int RequiredCacheCapacity(const EvictionPolicyClient* policy, int prompt_length, int max_new_tokens, bool bulk_prefill);
 
 // Hands each step's scores to a policy and applies its decisions to the engine: at once, or

@@ -1,7 +1,7 @@
 // EvictionPolicyClient: the worker's side of the eviction seam, one object per sequence. The engine's
 // generation loop hands it each step's attention scores and applies the kv::EvictionDecision it
-// returns; what decides -- the policy library in this process (InProcessPolicy), the cache manager
-// over gRPC or a shared-memory ring (RemotePolicy), or either with a fall-back (FallbackPolicy) -- is
+// returns; what decides -- the policy library in this process (InProcessPolicyClient), the cache manager
+// over gRPC or a shared-memory ring (RemotePolicyClient), or either with a fall-back (FallbackPolicyClient) -- is
 // an implementation of this interface. Only the contract types (common/kv) cross it, so the engine
 // never sees cache-manager internals. Not thread-safe: one sequence's loop drives its client.
 #ifndef A2SF_WORKER_POLICY_EVICTION_POLICY_CLIENT_H_

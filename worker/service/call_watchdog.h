@@ -1,7 +1,7 @@
 // CallWatchdog: bounds how long one blocking operation on a synchronous gRPC call may take. The owner
 // arms it before a Read or Write on the call and disarms it after; if the deadline passes first, the
 // watchdog cancels the call (ClientContext::TryCancel), which makes the blocked operation return, and
-// remembers that it did. Used by RemotePolicy for the per-step decision deadline: a cache manager that
+// remembers that it did. Used by RemotePolicyClient for the per-step decision deadline: a cache manager that
 // is alive but does not answer (stopped, overloaded, deadlocked) would otherwise freeze the job.
 //
 // Cost: one mutex per Arm/Disarm; the watchdog's thread wakes at most once per deadline, not per step.

@@ -5,7 +5,7 @@
 #include "common/grpc/status.h"
 #include "common/log.h"
 #include "worker/engine/generator.h"
-#include "worker/policy/in_process_policy.h"
+#include "worker/policy/in_process_policy_client.h"
 #include "worker/service/cachemgr_status.h"
 #include "worker/service/job_credentials.h"
 #include "worker/service/request_validation.h"
@@ -99,8 +99,8 @@ absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> GenerationService::OpenPol
                                                                                     const std::string& job_id) const {
   const ModelConfig& c = options_.weights->config();
   if (options_.cache_manager != nullptr) {
-    absl::StatusOr<std::unique_ptr<RemotePolicy>> remote =
-        RemotePolicy::Open(options_.cache_manager, c, request.has_policy() ? &request.policy() : nullptr, budget,
+    absl::StatusOr<std::unique_ptr<RemotePolicyClient>> remote =
+        RemotePolicyClient::Open(options_.cache_manager, c, request.has_policy() ? &request.policy() : nullptr, budget,
                            RemoteOptions(job_id));
     if (!remote.ok()) {
       A2SF_LOG(WARNING) << "job " << job_id << ": no cache-manager session: " << remote.status();
@@ -110,7 +110,7 @@ absl::StatusOr<std::unique_ptr<EvictionPolicyClient>> GenerationService::OpenPol
   }
   absl::StatusOr<cachemgr::BudgetSpec> spec_budget = cachemgr::FromProto(budget);
   if (!spec_budget.ok()) return spec_budget.status();
-  absl::StatusOr<std::unique_ptr<InProcessPolicy>> local = InProcessPolicy::Create(
+  absl::StatusOr<std::unique_ptr<InProcessPolicyClient>> local = InProcessPolicyClient::Create(
       c, cachemgr::FromProto(request.has_policy() ? request.policy() : options_.default_policy), *spec_budget,
       options_.decision_lag);
   if (!local.ok()) return local.status();
@@ -127,13 +127,13 @@ v1::JobStats GenerationService::AcceptedStats(const Job& job, const JobPlan& pla
   stats.set_worker(options_.worker_name);
   stats.set_decision_lag(policy->decision_lag());
   stats.set_seed(plan.generate.sampling.seed);
-  const RemotePolicy* remote = dynamic_cast<RemotePolicy*>(policy);
-  if (auto* fallback = dynamic_cast<FallbackPolicy*>(policy)) remote = fallback->remote();
+  const RemotePolicyClient* remote = dynamic_cast<RemotePolicyClient*>(policy);
+  if (auto* fallback = dynamic_cast<FallbackPolicyClient*>(policy)) remote = fallback->remote();
   if (remote != nullptr) {
     *stats.mutable_policy() = remote->policy();
     stats.set_shared_memory(remote->uses_shared_memory());
     stats.set_session_id(remote->session_id());
-  } else if (auto* local = dynamic_cast<InProcessPolicy*>(policy)) {
+  } else if (auto* local = dynamic_cast<InProcessPolicyClient*>(policy)) {
     *stats.mutable_policy() = cachemgr::ToProto(local->session().policy);
   }
   return stats;
@@ -240,15 +240,15 @@ absl::StatusOr<GenerateResult> GenerationService::Run(const std::shared_ptr<Job>
   engine_options.cache_capacity = CacheCapacity(plan, owned->get());
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.weights, engine_options);
   if (!engine.ok()) return engine.status();
-  if (auto* remote = dynamic_cast<RemotePolicy*>(owned->get())) {
+  if (auto* remote = dynamic_cast<RemotePolicyClient*>(owned->get())) {
     // CUDA IPC accepted: the engine writes its scores where the cache manager reads them.
     if (absl::Status bound = remote->BindEngine(engine->get()); !bound.ok()) {
       A2SF_LOG(WARNING) << "job " << job->id << ": scores go through the ring: " << bound;
     }
   }
   if (options_.fallback_in_process && options_.cache_manager != nullptr) {
-    *owned = std::make_unique<FallbackPolicy>(
-        std::unique_ptr<RemotePolicy>(static_cast<RemotePolicy*>(owned->release())), engine->get());
+    *owned = std::make_unique<FallbackPolicyClient>(
+        std::unique_ptr<RemotePolicyClient>(static_cast<RemotePolicyClient*>(owned->release())), engine->get());
   }
   *policy = owned->get();
   GenerateOptions generate = plan.generate;
@@ -298,7 +298,7 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
     EvictionPolicyClient* policy = owned.get();
     absl::StatusOr<GenerateResult> ran =
         Run(job, *plan, place->get(), &policy, &owned, &output, &job_metrics, context, writer);
-    if (auto* fallback = dynamic_cast<FallbackPolicy*>(policy); fallback != nullptr && fallback->fell_back()) {
+    if (auto* fallback = dynamic_cast<FallbackPolicyClient*>(policy); fallback != nullptr && fallback->fell_back()) {
       stats.set_policy_location(v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
     }
     owned.reset();  // closes a remote session now rather than at the end of the call

@@ -17,10 +17,10 @@
 #include "absl/synchronization/mutex.h"
 #include "worker/model/model.h"
 #include "worker/service/batch_scheduler.h"
-#include "worker/service/fallback_policy.h"
+#include "worker/service/fallback_policy_client.h"
 #include "worker/service/job_output.h"
 #include "worker/service/job_plan.h"
-#include "worker/service/remote_policy.h"
+#include "worker/service/remote_policy_client.h"
 #include "worker/service/worker_metrics.h"
 #include "worker/tokenizer/tokenizer.h"
 
@@ -44,7 +44,7 @@ struct WorkerOptions {
   // travel as one message and are decided as one batch). false: a StreamScores stream per job.
   bool batch_scores = true;
   // When the cache manager becomes unreachable mid-job: false = fail the job with UNAVAILABLE;
-  // true = continue it with the same policy in-process (FallbackPolicy) and report
+  // true = continue it with the same policy in-process (FallbackPolicyClient) and report
   // POLICY_LOCATION_FALLBACK_IN_PROCESS.
   bool fallback_in_process = false;
   // How long a new job waits for an unreachable cache manager to come back before failing.

@@ -163,7 +163,7 @@ class RingTransport final : public ScoreTransport {
   }
 
   absl::StatusOr<AnsweredStep> TakeDecision(uint64_t seq) {
-    // The step the slot says it answers; RemotePolicy checks it against the step it awaits.
+    // The step the slot says it answers; RemotePolicyClient checks it against the step it awaits.
     const uint64_t step = ring_->decision(seq).step;
     absl::StatusOr<EvictionDecision> decision = ring_->ReadDecision(seq, step);
     if (!decision.ok()) {

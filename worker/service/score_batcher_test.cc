@@ -9,7 +9,7 @@
 #include "cachemgr/policy_library.h"
 #include "common/grpc/server.h"
 #include "gtest/gtest.h"
-#include "worker/service/remote_policy.h"
+#include "worker/service/remote_policy_client.h"
 
 namespace a2sf::worker {
 namespace {
@@ -34,7 +34,7 @@ class ScoreBatcherTest : public ::testing::Test {
     model_.seq_len = 64;
   }
 
-  std::unique_ptr<RemotePolicy> Open(std::shared_ptr<ScoreBatcher> batcher) {
+  std::unique_ptr<RemotePolicyClient> Open(std::shared_ptr<ScoreBatcher> batcher) {
     v1::PolicySpec policy;
     policy.set_name("a2sf");
     policy.set_alpha(0.5);
@@ -43,7 +43,7 @@ class ScoreBatcherTest : public ::testing::Test {
     RemotePolicyOptions options;
     options.score_dtype = kv::ScoreDType::kFp32;
     options.batcher = std::move(batcher);
-    auto remote = RemotePolicy::Open(channel_, model_, &policy, budget, options);
+    auto remote = RemotePolicyClient::Open(channel_, model_, &policy, budget, options);
     EXPECT_TRUE(remote.ok()) << remote.status();
     return remote.ok() ? std::move(*remote) : nullptr;
   }
@@ -58,7 +58,7 @@ class ScoreBatcherTest : public ::testing::Test {
 TEST_F(ScoreBatcherTest, OneMessagePerStepAndTheDecisionsOfAStreamPerSession) {
   constexpr int kSessions = 4, kSteps = 10;
   auto batcher = std::make_shared<ScoreBatcher>(channel_, absl::Seconds(10));
-  std::vector<std::unique_ptr<RemotePolicy>> batched, alone;
+  std::vector<std::unique_ptr<RemotePolicyClient>> batched, alone;
   for (int i = 0; i < kSessions; ++i) {
     batched.push_back(Open(batcher));
     alone.push_back(Open(nullptr));
@@ -95,7 +95,7 @@ TEST_F(ScoreBatcherTest, OneMessagePerStepAndTheDecisionsOfAStreamPerSession) {
 
 TEST_F(ScoreBatcherTest, ASessionThatFailsInABatchFailsAlone) {
   auto batcher = std::make_shared<ScoreBatcher>(channel_, absl::Seconds(10));
-  std::vector<std::unique_ptr<RemotePolicy>> sessions;
+  std::vector<std::unique_ptr<RemotePolicyClient>> sessions;
   for (int i = 0; i < 3; ++i) sessions.push_back(Open(batcher));
   std::vector<float> first(4, 0.5f), second(8, 0.5f);
   for (auto& s : sessions) ASSERT_TRUE(s->Step(0, 0, first).ok());

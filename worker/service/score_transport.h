@@ -1,5 +1,5 @@
 // ScoreTransport: how one remote session's steps travel to the cache manager and its decisions come
-// back. RemotePolicy opens the session and keeps the step bookkeeping (which steps await a decision);
+// back. RemotePolicyClient opens the session and keeps the step bookkeeping (which steps await a decision);
 // it picks one transport when the session opens and then only calls Send, Await and Close:
 //   - MakeGrpcTransport: each step is a StreamScores message, each decision the answer message;
 //   - MakeRingTransport: steps and decisions go through a shared-memory ScoreRing the cache manager

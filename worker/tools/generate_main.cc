@@ -15,7 +15,7 @@
 #include "client/request_flags.h"
 #include "common/cli.h"
 #include "worker/engine/generator.h"
-#include "worker/policy/in_process_policy.h"
+#include "worker/policy/in_process_policy_client.h"
 #include "worker/model/load_flags.h"
 #include "worker/service/job_output.h"
 #include "worker/service/job_plan.h"
@@ -37,7 +37,7 @@ int Fail(const absl::Status& status) {
 }
 
 // The statistics a worker would report for the same job, in-process.
-v1::JobStats AcceptedStats(const JobPlan& plan, const InProcessPolicy& policy) {
+v1::JobStats AcceptedStats(const JobPlan& plan, const InProcessPolicyClient& policy) {
   v1::JobStats stats;
   stats.set_prompt_tokens(uint32_t(plan.prompt.size()));
   stats.set_policy_location(v1::POLICY_LOCATION_IN_PROCESS);
@@ -82,8 +82,8 @@ int Main() {
   full.set_name("full");
   absl::StatusOr<cachemgr::BudgetSpec> budget = cachemgr::FromProto(plan->budget);
   if (!budget.ok()) return Fail(budget.status());
-  absl::StatusOr<std::unique_ptr<InProcessPolicy>> policy =
-      InProcessPolicy::Create(c, cachemgr::FromProto(request->has_policy() ? request->policy() : full), *budget,
+  absl::StatusOr<std::unique_ptr<InProcessPolicyClient>> policy =
+      InProcessPolicyClient::Create(c, cachemgr::FromProto(request->has_policy() ? request->policy() : full), *budget,
                               uint32_t(absl::GetFlag(FLAGS_decision_lag)));
   if (!policy.ok()) return Fail(policy.status());
 

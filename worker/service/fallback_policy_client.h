@@ -1,4 +1,4 @@
-// FallbackPolicy: a RemotePolicy that, when the cache manager becomes unreachable mid-job, continues
+// FallbackPolicyClient: a RemotePolicyClient that, when the cache manager becomes unreachable mid-job, continues
 // the job with the same policy in-process (WorkerOptions.fallback_in_process, flag
 // --on_cachemgr_failure=continue). The in-process session takes over the engine's cached entries as
 // they are; their accumulated scores were in the cache manager and restart from 0 at the switch, so
@@ -9,21 +9,21 @@
 // come back empty, and the in-process policy decides synchronously from the next step, taking over
 // every entry the engine holds (pending victims included), so its first decision may evict several
 // entries per head. RequiredCacheCapacity leaves room for that.
-#ifndef A2SF_WORKER_SERVICE_FALLBACK_POLICY_H_
-#define A2SF_WORKER_SERVICE_FALLBACK_POLICY_H_
+#ifndef A2SF_WORKER_SERVICE_FALLBACK_POLICY_CLIENT_H_
+#define A2SF_WORKER_SERVICE_FALLBACK_POLICY_CLIENT_H_
 
 #include <memory>
 
 #include "worker/engine/generator.h"
-#include "worker/policy/in_process_policy.h"
-#include "worker/service/remote_policy.h"
+#include "worker/policy/in_process_policy_client.h"
+#include "worker/service/remote_policy_client.h"
 
 namespace a2sf::worker {
 
-class FallbackPolicy final : public EvictionPolicyClient {
+class FallbackPolicyClient final : public EvictionPolicyClient {
  public:
   // `engine` must outlive this object; it is read only when falling back.
-  FallbackPolicy(std::unique_ptr<RemotePolicy> remote, const Engine* engine);
+  FallbackPolicyClient(std::unique_ptr<RemotePolicyClient> remote, const Engine* engine);
 
   absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
   absl::Status SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
@@ -34,14 +34,14 @@ class FallbackPolicy final : public EvictionPolicyClient {
   uint32_t budget_tokens() const override { return budget_tokens_; }
   bool evicts() const override { return evicts_; }
   bool fell_back() const { return local_ != nullptr; }
-  const RemotePolicy* remote() const { return remote_.get(); }
+  const RemotePolicyClient* remote() const { return remote_.get(); }
 
  private:
   absl::Status SwitchToLocal(const absl::Status& cause, uint64_t next_step, bool seed_from_engine,
                              bool include_newest = false);
 
-  std::unique_ptr<RemotePolicy> remote_;
-  std::unique_ptr<InProcessPolicy> local_;
+  std::unique_ptr<RemotePolicyClient> remote_;
+  std::unique_ptr<InProcessPolicyClient> local_;
   const Engine* engine_;
   cachemgr::PolicySpec spec_;
   uint32_t budget_tokens_;
@@ -56,4 +56,4 @@ bool IsTransportFailure(const absl::Status& status);
 
 }  // namespace a2sf::worker
 
-#endif  // A2SF_WORKER_SERVICE_FALLBACK_POLICY_H_
+#endif  // A2SF_WORKER_SERVICE_FALLBACK_POLICY_CLIENT_H_

@@ -1,4 +1,4 @@
-#include "worker/service/remote_policy.h"
+#include "worker/service/remote_policy_client.h"
 
 #include <utility>
 
@@ -8,12 +8,12 @@
 
 namespace a2sf::worker {
 
-absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr<grpc::Channel> channel,
+absl::StatusOr<std::unique_ptr<RemotePolicyClient>> RemotePolicyClient::Open(std::shared_ptr<grpc::Channel> channel,
                                                                  const ModelConfig& model,
                                                                  const v1::PolicySpec* policy,
                                                                  const v1::Budget& budget,
                                                                  const RemotePolicyOptions& options) {
-  std::unique_ptr<RemotePolicy> remote(new RemotePolicy());
+  std::unique_ptr<RemotePolicyClient> remote(new RemotePolicyClient());
   remote->stub_ = v1::CacheManager::NewStub(channel);
   remote->channel_ = channel;
   remote->model_ = model;
@@ -44,7 +44,7 @@ absl::StatusOr<std::unique_ptr<RemotePolicy>> RemotePolicy::Open(std::shared_ptr
   return remote;
 }
 
-absl::Status RemotePolicy::OpenSession(const v1::OpenSessionRequest& request, std::unique_ptr<ScoreRing> ring,
+absl::Status RemotePolicyClient::OpenSession(const v1::OpenSessionRequest& request, std::unique_ptr<ScoreRing> ring,
                                        const RemotePolicyOptions& options) {
   v1::OpenSessionResponse response;
   grpc::ClientContext context;
@@ -70,7 +70,7 @@ absl::Status RemotePolicy::OpenSession(const v1::OpenSessionRequest& request, st
   return absl::OkStatus();
 }
 
-void RemotePolicy::ChooseTransport(const v1::OpenSessionResponse& response, const TransportSession& session,
+void RemotePolicyClient::ChooseTransport(const v1::OpenSessionResponse& response, const TransportSession& session,
                                    std::unique_ptr<ScoreRing> ring, std::shared_ptr<ScoreBatcher> batcher) {
   if (response.has_ring_refusal()) {
     // Not a Unix socket, another machine, no ring socket there: the session is open, scores go inline.
@@ -96,7 +96,7 @@ void RemotePolicy::ChooseTransport(const v1::OpenSessionResponse& response, cons
   }
 }
 
-void RemotePolicy::OfferDeviceScores(const RemotePolicyOptions& options, v1::OpenSessionRequest* request) {
+void RemotePolicyClient::OfferDeviceScores(const RemotePolicyOptions& options, v1::OpenSessionRequest* request) {
   if (!request->has_shared_memory_ring() || options.decision_lag != 0) {
     A2SF_LOG(INFO) << "no CUDA IPC offer: it needs the shared-memory ring and --decision_lag=0";
     return;
@@ -110,12 +110,12 @@ void RemotePolicy::OfferDeviceScores(const RemotePolicyOptions& options, v1::Ope
   device_export_->FillOffer(request->mutable_device_scores());
 }
 
-absl::Status RemotePolicy::BindEngine(Engine* engine) {
+absl::Status RemotePolicyClient::BindEngine(Engine* engine) {
   if (device_export_ == nullptr) return absl::OkStatus();
   return device_export_->Bind(engine);
 }
 
-RemotePolicy::~RemotePolicy() {
+RemotePolicyClient::~RemotePolicyClient() {
   // A cache manager that missed a deadline would keep CloseSession waiting too; it frees the session
   // itself when it sees the cancelled stream.
   // The transport goes last: a batcher it may be the last user of would cut its stream, which frees
@@ -132,7 +132,7 @@ RemotePolicy::~RemotePolicy() {
   }
 }
 
-absl::Status RemotePolicy::Send(uint64_t step, v1::StepKind kind, uint32_t position, absl::Span<const float> scores,
+absl::Status RemotePolicyClient::Send(uint64_t step, v1::StepKind kind, uint32_t position, absl::Span<const float> scores,
                                 std::vector<uint32_t> shape) {
   OutgoingStep outgoing;
   outgoing.step = step;
@@ -145,7 +145,7 @@ absl::Status RemotePolicy::Send(uint64_t step, v1::StepKind kind, uint32_t posit
   return absl::OkStatus();
 }
 
-absl::StatusOr<EvictionDecision> RemotePolicy::AwaitDecision() {
+absl::StatusOr<EvictionDecision> RemotePolicyClient::AwaitDecision() {
   if (awaiting_.empty()) return absl::FailedPreconditionError("AwaitDecision: no step was submitted");
   absl::StatusOr<AnsweredStep> answer = transport_->Await();
   if (!answer.ok()) return answer.status();
@@ -157,19 +157,19 @@ absl::StatusOr<EvictionDecision> RemotePolicy::AwaitDecision() {
   return std::move(answer->decision);
 }
 
-absl::Status RemotePolicy::SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) {
+absl::Status RemotePolicyClient::SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) {
   const uint32_t heads = uint32_t(model_.n_layers * model_.n_kv_heads);
   return Send(step, v1::STEP_KIND_TOKEN, position, scores,
               {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), uint32_t(scores.size() / heads)});
 }
 
-absl::StatusOr<EvictionDecision> RemotePolicy::Step(uint64_t step, uint32_t position, absl::Span<const float> scores) {
+absl::StatusOr<EvictionDecision> RemotePolicyClient::Step(uint64_t step, uint32_t position, absl::Span<const float> scores) {
   if (!awaiting_.empty()) return absl::FailedPreconditionError("Step: decisions of submitted steps are still unread");
   if (absl::Status s = SubmitStep(step, position, scores); !s.ok()) return s;
   return AwaitDecision();
 }
 
-absl::StatusOr<EvictionDecision> RemotePolicy::BulkPrefill(uint32_t first_position, uint32_t prompt_length,
+absl::StatusOr<EvictionDecision> RemotePolicyClient::BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                            absl::Span<const float> scores) {
   if (!awaiting_.empty()) return absl::FailedPreconditionError("BulkPrefill: only as the first step");
   if (absl::Status s = Send(0, v1::STEP_KIND_BULK_PREFILL, first_position, scores,

@@ -1,10 +1,10 @@
-// InProcessPolicy: an EvictionPolicyClient that runs the policy library in this process -- a private
+// InProcessPolicyClient: an EvictionPolicyClient that runs the policy library in this process -- a private
 // one-session SessionManager on the CPU score store, reached only through the cache manager's public
 // library target (//cachemgr:policy_library). The same rules as the cache manager, without a
 // transport: the reference the remote path must equal, and the fall-back when the cache manager goes
-// away (FallbackPolicy). Not thread-safe: one sequence uses it.
-#ifndef A2SF_WORKER_POLICY_IN_PROCESS_POLICY_H_
-#define A2SF_WORKER_POLICY_IN_PROCESS_POLICY_H_
+// away (FallbackPolicyClient). Not thread-safe: one sequence uses it.
+#ifndef A2SF_WORKER_POLICY_IN_PROCESS_POLICY_CLIENT_H_
+#define A2SF_WORKER_POLICY_IN_PROCESS_POLICY_CLIENT_H_
 
 #include <cstdint>
 #include <memory>
@@ -17,17 +17,17 @@
 
 namespace a2sf::worker {
 
-class InProcessPolicy final : public EvictionPolicyClient {
+class InProcessPolicyClient final : public EvictionPolicyClient {
  public:
   // INVALID_ARGUMENT for a bad policy, budget or lag.
-  static absl::StatusOr<std::unique_ptr<InProcessPolicy>> Create(const ModelConfig& model,
+  static absl::StatusOr<std::unique_ptr<InProcessPolicyClient>> Create(const ModelConfig& model,
                                                                  const cachemgr::PolicySpec& policy,
                                                                  const cachemgr::BudgetSpec& budget,
                                                                  uint32_t decision_lag = 0);
   // Takes over a sequence in progress (synchronously decided from then on): `engine`'s cached
   // entries -- except the newest, the entry of the step about to be decided, unless `include_newest`
   // -- become the session's entries, with scores 0; the next step is `next_step`.
-  static absl::StatusOr<std::unique_ptr<InProcessPolicy>> TakeOver(const Engine& engine,
+  static absl::StatusOr<std::unique_ptr<InProcessPolicyClient>> TakeOver(const Engine& engine,
                                                                    const cachemgr::PolicySpec& policy,
                                                                    uint32_t budget_tokens, uint64_t next_step,
                                                                    bool include_newest = false);
@@ -41,11 +41,11 @@ class InProcessPolicy final : public EvictionPolicyClient {
   cachemgr::SessionManager* manager() { return manager_.get(); }
 
  private:
-  InProcessPolicy();  // a private one-session manager on the CPU store
+  InProcessPolicyClient();  // a private one-session manager on the CPU store
   std::unique_ptr<cachemgr::SessionManager> manager_;
   cachemgr::SessionInfo info_;
 };
 
 }  // namespace a2sf::worker
 
-#endif  // A2SF_WORKER_POLICY_IN_PROCESS_POLICY_H_
+#endif  // A2SF_WORKER_POLICY_IN_PROCESS_POLICY_CLIENT_H_

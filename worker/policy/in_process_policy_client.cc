@@ -1,4 +1,4 @@
-#include "worker/policy/in_process_policy.h"
+#include "worker/policy/in_process_policy_client.h"
 
 #include <utility>
 #include <vector>
@@ -21,7 +21,7 @@ cachemgr::SessionConfig InProcessConfig(const ModelConfig& model, const cachemgr
 
 }  // namespace
 
-InProcessPolicy::InProcessPolicy() {
+InProcessPolicyClient::InProcessPolicyClient() {
   cachemgr::SessionManagerOptions options;
   options.max_sessions = 1;
   options.idle_timeout = absl::ZeroDuration();
@@ -29,11 +29,11 @@ InProcessPolicy::InProcessPolicy() {
                                                         &cachemgr::PolicyRegistry::Builtin(), options);
 }
 
-absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::Create(const ModelConfig& model,
+absl::StatusOr<std::unique_ptr<InProcessPolicyClient>> InProcessPolicyClient::Create(const ModelConfig& model,
                                                                          const cachemgr::PolicySpec& policy,
                                                                          const cachemgr::BudgetSpec& budget,
                                                                          uint32_t decision_lag) {
-  std::unique_ptr<InProcessPolicy> out(new InProcessPolicy());
+  std::unique_ptr<InProcessPolicyClient> out(new InProcessPolicyClient());
   cachemgr::SessionConfig config = InProcessConfig(model, policy, budget, "in-process");
   config.decision_lag = decision_lag;
   absl::StatusOr<cachemgr::SessionInfo> info = out->manager_->Open(config);
@@ -42,7 +42,7 @@ absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::Create(const M
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::TakeOver(const Engine& engine,
+absl::StatusOr<std::unique_ptr<InProcessPolicyClient>> InProcessPolicyClient::TakeOver(const Engine& engine,
                                                                            const cachemgr::PolicySpec& policy,
                                                                            uint32_t budget_tokens, uint64_t next_step,
                                                                            bool include_newest) {
@@ -59,7 +59,7 @@ absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::TakeOver(const
   }
   cachemgr::BudgetSpec budget;
   budget.tokens = budget_tokens;
-  std::unique_ptr<InProcessPolicy> out(new InProcessPolicy());
+  std::unique_ptr<InProcessPolicyClient> out(new InProcessPolicyClient());
   absl::StatusOr<cachemgr::SessionInfo> info = out->manager_->OpenSeeded(
       InProcessConfig(model, policy, budget, "in-process (took over)"), positions, entries, next_step);
   if (!info.ok()) return info.status();
@@ -67,7 +67,7 @@ absl::StatusOr<std::unique_ptr<InProcessPolicy>> InProcessPolicy::TakeOver(const
   return out;
 }
 
-absl::StatusOr<EvictionDecision> InProcessPolicy::Step(uint64_t step, uint32_t position,
+absl::StatusOr<EvictionDecision> InProcessPolicyClient::Step(uint64_t step, uint32_t position,
                                                        absl::Span<const float> scores) {
   absl::StatusOr<cachemgr::StepResult> result =
       manager_->Step(info_.id, step, position, {kv::ScoreDType::kFp32, scores.data(), scores.size()});
@@ -75,7 +75,7 @@ absl::StatusOr<EvictionDecision> InProcessPolicy::Step(uint64_t step, uint32_t p
   return std::move(result->decision);
 }
 
-absl::StatusOr<EvictionDecision> InProcessPolicy::BulkPrefill(uint32_t first_position, uint32_t prompt_length,
+absl::StatusOr<EvictionDecision> InProcessPolicyClient::BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                               absl::Span<const float> scores) {
   absl::StatusOr<cachemgr::StepResult> result = manager_->BulkPrefill(
       info_.id, 0, first_position, prompt_length, {kv::ScoreDType::kFp32, scores.data(), scores.size()});

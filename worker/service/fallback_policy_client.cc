@@ -1,4 +1,4 @@
-#include "worker/service/fallback_policy.h"
+#include "worker/service/fallback_policy_client.h"
 
 #include "absl/strings/str_cat.h"
 #include "cachemgr/policy_library.h"
@@ -18,24 +18,24 @@ bool IsTransportFailure(const absl::Status& status) {
   }
 }
 
-FallbackPolicy::FallbackPolicy(std::unique_ptr<RemotePolicy> remote, const Engine* engine)
+FallbackPolicyClient::FallbackPolicyClient(std::unique_ptr<RemotePolicyClient> remote, const Engine* engine)
     : remote_(std::move(remote)),
       engine_(engine),
       spec_(cachemgr::FromProto(remote_->policy())),
       budget_tokens_(remote_->budget_tokens()),
       evicts_(remote_->evicts()) {}
 
-absl::Status FallbackPolicy::SwitchToLocal(const absl::Status& cause, uint64_t next_step, bool seed_from_engine,
+absl::Status FallbackPolicyClient::SwitchToLocal(const absl::Status& cause, uint64_t next_step, bool seed_from_engine,
                                            bool include_newest) {
   A2SF_LOG(WARNING) << "cache manager lost (" << cause << "); continuing session " << remote_->session_id()
                     << " in-process with " << cachemgr::PolicySpecToString(spec_) << " (scores restart from 0)";
-  absl::StatusOr<std::unique_ptr<InProcessPolicy>> local;
+  absl::StatusOr<std::unique_ptr<InProcessPolicyClient>> local;
   if (seed_from_engine) {
-    local = InProcessPolicy::TakeOver(*engine_, spec_, budget_tokens_, next_step, include_newest);
+    local = InProcessPolicyClient::TakeOver(*engine_, spec_, budget_tokens_, next_step, include_newest);
   } else {
     cachemgr::BudgetSpec budget;
     budget.tokens = budget_tokens_;
-    local = InProcessPolicy::Create(engine_->config(), spec_, budget);
+    local = InProcessPolicyClient::Create(engine_->config(), spec_, budget);
   }
   if (!local.ok()) {
     return absl::UnavailableError(absl::StrCat("cache manager lost (", cause.message(),
@@ -45,7 +45,7 @@ absl::Status FallbackPolicy::SwitchToLocal(const absl::Status& cause, uint64_t n
   return absl::OkStatus();
 }
 
-absl::StatusOr<EvictionDecision> FallbackPolicy::Step(uint64_t step, uint32_t position, absl::Span<const float> scores) {
+absl::StatusOr<EvictionDecision> FallbackPolicyClient::Step(uint64_t step, uint32_t position, absl::Span<const float> scores) {
   if (local_ == nullptr) {
     absl::StatusOr<EvictionDecision> decision = remote_->Step(step, position, scores);
     if (decision.ok() || !IsTransportFailure(decision.status())) return decision;
@@ -54,7 +54,7 @@ absl::StatusOr<EvictionDecision> FallbackPolicy::Step(uint64_t step, uint32_t po
   return local_->Step(step, position, scores);
 }
 
-absl::Status FallbackPolicy::SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) {
+absl::Status FallbackPolicyClient::SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) {
   next_step_ = step + 1;
   last_position_ = position;
   if (local_ == nullptr) {
@@ -68,7 +68,7 @@ absl::Status FallbackPolicy::SubmitStep(uint64_t step, uint32_t position, absl::
   return local_->SubmitStep(step, position, scores);
 }
 
-absl::StatusOr<EvictionDecision> FallbackPolicy::AwaitDecision() {
+absl::StatusOr<EvictionDecision> FallbackPolicyClient::AwaitDecision() {
   if (lost_ > 0) {
     --lost_;
     return EvictionDecision{};
@@ -89,7 +89,7 @@ absl::StatusOr<EvictionDecision> FallbackPolicy::AwaitDecision() {
   return EvictionDecision{};
 }
 
-absl::StatusOr<EvictionDecision> FallbackPolicy::BulkPrefill(uint32_t first_position, uint32_t prompt_length,
+absl::StatusOr<EvictionDecision> FallbackPolicyClient::BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                              absl::Span<const float> scores) {
   if (local_ == nullptr) {
     absl::StatusOr<EvictionDecision> decision = remote_->BulkPrefill(first_position, prompt_length, scores);

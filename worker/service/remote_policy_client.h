@@ -1,4 +1,4 @@
-// RemotePolicy: an EvictionPolicyClient whose policy runs in the cache manager. It opens a session,
+// RemotePolicyClient: an EvictionPolicyClient whose policy runs in the cache manager. It opens a session,
 // keeps one StreamScores stream for it, sends each step's scores (fp16 by default, fp32 on request)
 // and waits for the decision before the next token (synchronous mode: the exact semantics of the
 // policy library), or, opened with a decision lag K, lets up to K + 1 decisions travel while the engine
@@ -10,11 +10,11 @@
 // the stream is cancelled and the step fails with DEADLINE_EXCEEDED.
 // How the steps travel is a ScoreTransport (score_transport.h), chosen once when the session opens:
 // CUDA IPC (the scores stay on the GPU, the ring carries headers) when it was offered and the cache
-// manager took it, else the ring when the cache manager took that, else inline gRPC. RemotePolicy keeps the session
+// manager took it, else the ring when the cache manager took that, else inline gRPC. RemotePolicyClient keeps the session
 // (open, credentials, close) and the step bookkeeping.
 // Not thread-safe: one generation job uses it.
-#ifndef A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
-#define A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
+#ifndef A2SF_WORKER_SERVICE_REMOTE_POLICY_CLIENT_H_
+#define A2SF_WORKER_SERVICE_REMOTE_POLICY_CLIENT_H_
 
 #include <deque>
 #include <memory>
@@ -52,17 +52,17 @@ struct RemotePolicyOptions {
   std::shared_ptr<ScoreBatcher> batcher;
 };
 
-class RemotePolicy final : public EvictionPolicyClient {
+class RemotePolicyClient final : public EvictionPolicyClient {
  public:
   // Opens the session (the cache manager validates policy and budget). `policy` unset: its default.
   // While the cache manager is unreachable the call waits, up to `wait_for_cache_manager`, for the
   // channel to reconnect (gRPC reconnects with exponential backoff), then fails with UNAVAILABLE or
   // DEADLINE_EXCEEDED.
-  static absl::StatusOr<std::unique_ptr<RemotePolicy>> Open(std::shared_ptr<grpc::Channel> channel,
+  static absl::StatusOr<std::unique_ptr<RemotePolicyClient>> Open(std::shared_ptr<grpc::Channel> channel,
                                                             const ModelConfig& model,
                                                             const v1::PolicySpec* policy, const v1::Budget& budget,
                                                             const RemotePolicyOptions& options);
-  ~RemotePolicy() override;  // half-closes the stream and closes the session
+  ~RemotePolicyClient() override;  // half-closes the stream and closes the session
 
   absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
   absl::Status SubmitStep(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
@@ -86,7 +86,7 @@ class RemotePolicy final : public EvictionPolicyClient {
   size_t steps_in_flight() const { return awaiting_.size(); }
 
  private:
-  RemotePolicy() = default;
+  RemotePolicyClient() = default;
   // Opens the session and picks the transport: the ring when one was offered and not refused.
   absl::Status OpenSession(const v1::OpenSessionRequest& request, std::unique_ptr<ScoreRing> ring,
                            const RemotePolicyOptions& options);
@@ -116,4 +116,4 @@ class RemotePolicy final : public EvictionPolicyClient {
 
 }  // namespace a2sf::worker
 
-#endif  // A2SF_WORKER_SERVICE_REMOTE_POLICY_H_
+#endif  // A2SF_WORKER_SERVICE_REMOTE_POLICY_CLIENT_H_
