@@ -301,6 +301,10 @@ absl::Status SessionManager::PrepareTokenStep(Session& session, uint64_t step_nu
   if (absl::Status s = Charge(session, session.entries + 1); !s.ok()) return s;
   *token = TokenStep{session.handle, &session.rule, position, scores};
   LaggedLayout* lagged = session.lagged.get();
+  if (lagged != nullptr && scores.on_device) {
+    // The lagged layout remaps the scores on the host (pipelined sessions are refused CUDA IPC).
+    return absl::FailedPreconditionError("scores: a pipelined session's scores must be in host memory");
+  }
   if (lagged != nullptr) {
     lagged->CatchUp(step_number);
     const size_t heads = session.config.geometry.heads();

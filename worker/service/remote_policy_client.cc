@@ -83,7 +83,7 @@ void RemotePolicyClient::ChooseTransport(const v1::OpenSessionResponse& response
     A2SF_LOG(WARNING) << "CUDA IPC refused ("
                       << v1::DeviceScoresRefusal_Name(response.device_scores().refusal()) << ": "
                       << response.device_scores().detail() << "); scores go through the "
-                      << (ring != nullptr ? "shared-memory ring" : "gRPC stream");
+                      << (ring != nullptr ? "shared-memory ring" : "gRPC");
     device_export_.reset();
   }
   if (device_export_ != nullptr) {

@@ -1,6 +1,7 @@
 // The shared-memory ScoreTransport (score_transport.h): steps and decisions through a ScoreRing; with
 // a device buffer the cache manager accepted (CUDA IPC), token steps' scores stay on the GPU.
 #include <cstring>
+#include <deque>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -88,6 +89,7 @@ class RingTransport final : public ScoreTransport {
     kv::EncodeScores(step.scores.data(), step.scores.size(), session_.score_dtype, payload);
     RingStep header;
     header.step = step.step;
+    published_steps_.push_back(step.step);
     header.kind = step.kind;
     header.dtype = kv::ScoreDTypeToProto(session_.score_dtype);
     header.position = step.position;
@@ -103,6 +105,7 @@ class RingTransport final : public ScoreTransport {
   absl::Status PublishDeviceStep(const OutgoingStep& step) {
     RingStep header;
     header.step = step.step;
+    published_steps_.push_back(step.step);
     header.dtype = v1::SCORE_DTYPE_FP32;
     header.position = step.position;
     header.num_dims = uint32_t(step.shape.size());
@@ -163,8 +166,9 @@ class RingTransport final : public ScoreTransport {
   }
 
   absl::StatusOr<AnsweredStep> TakeDecision(uint64_t seq) {
-    // The step the slot says it answers; RemotePolicyClient checks it against the step it awaits.
-    const uint64_t step = ring_->decision(seq).step;
+    // Slots are answered in the order they were published: the decision must be for that step.
+    const uint64_t step = published_steps_.front();
+    published_steps_.pop_front();
     absl::StatusOr<EvictionDecision> decision = ring_->ReadDecision(seq, step);
     if (!decision.ok()) {
       // The cache manager refused the step (and stops serving the ring) or wrote a malformed slot:
@@ -181,6 +185,7 @@ class RingTransport final : public ScoreTransport {
   SessionStream stream_;
   bool attached_ = false;
   uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
+  std::deque<uint64_t> published_steps_;  // the step of each published slot not yet read, oldest first
   std::optional<absl::StatusOr<AnsweredStep>> unary_answer_;  // a bulk prefill's decision
 };
 

@@ -2,6 +2,8 @@
 // back. RemotePolicyClient opens the session and keeps the step bookkeeping (which steps await a decision);
 // it picks one transport when the session opens and then only calls Send, Await and Close:
 //   - MakeGrpcTransport: each step is a StreamScores message, each decision the answer message;
+//   - MakeBatchedTransport (score_batcher.h): the steps of all the worker's sessions that coincide
+//     travel as one StreamScoreBatches message and are decided as one batch;
 //   - MakeRingTransport: steps and decisions go through a shared-memory ScoreRing the cache manager
 //     accepted at OpenSession (OfferRing), the stream only attaches the ring and carries the end
 //     status. A bulk prefill (larger decisions than a slot holds) goes as one unary SubmitStep.
@@ -9,7 +11,7 @@
 //     manager accepted the worker's exported score buffer at OpenSession (DeviceScoreExport), the
 //     engine writes each step's scores there, and the ring slot carries only the step header
 //     (kRingStepKindDeviceToken). A step whose scores are not the bound engine's latest (no engine
-//     bound yet, a bulk prefill) goes as on the plain ring.
+//     bound yet) goes as on the plain ring; a bulk prefill goes as one unary SubmitStep.
 // Failures: UNAVAILABLE when the cache manager went away, DEADLINE_EXCEEDED when it did not answer
 // within the decision deadline (the call is then cancelled), the cache manager's own status when it
 // refused a step. After any failure the transport is broken: later calls fail with UNAVAILABLE.
