@@ -118,13 +118,7 @@ class RingTransport final : public ScoreTransport {
   // A prompt's decision evicts many entries per head, more than a ring slot has room for: the bulk
   // step goes as one unary call, before the ring is attached.
   absl::Status SendUnary(const OutgoingStep& step) {
-    v1::ScoreStep message;
-    message.set_step(step.step);
-    message.set_position(step.position);
-    message.set_kind(step.kind);
-    message.set_session_id(session_.session_id);
-    message.set_session_secret(session_.session_secret);
-    EncodeScoreTensor(session_.score_dtype, step.scores, step.shape, message.mutable_scores());
+    const v1::ScoreStep message = StepMessage(session_, step, /*with_credentials=*/true);
     grpc::ClientContext context;
     if (session_.decision_timeout != absl::InfiniteDuration()) {
       context.set_deadline(absl::ToChronoTime(absl::Now() + session_.decision_timeout));

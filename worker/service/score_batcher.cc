@@ -216,14 +216,8 @@ class BatchedTransport final : public ScoreTransport {
       : session_(session), batcher_(std::move(batcher)) {}
 
   absl::Status Send(const OutgoingStep& step) override {
-    v1::ScoreStep message;
-    message.set_session_id(session_.session_id);
-    message.set_session_secret(session_.session_secret);
-    message.set_step(step.step);
-    message.set_position(step.position);
-    message.set_kind(step.kind);
-    EncodeScoreTensor(session_.score_dtype, step.scores, step.shape, message.mutable_scores());
-    absl::StatusOr<std::shared_ptr<ScoreBatcher::Ticket>> ticket = batcher_->Submit(std::move(message));
+    absl::StatusOr<std::shared_ptr<ScoreBatcher::Ticket>> ticket =
+        batcher_->Submit(StepMessage(session_, step, /*with_credentials=*/true));
     if (!ticket.ok()) return ticket.status();
     tickets_.push_back(std::move(*ticket));
     return absl::OkStatus();

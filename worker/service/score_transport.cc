@@ -16,6 +16,19 @@ void EncodeScoreTensor(kv::ScoreDType dtype, absl::Span<const float> scores, abs
   kv::EncodeScores(scores.data(), scores.size(), dtype, data->data());
 }
 
+v1::ScoreStep StepMessage(const TransportSession& session, const OutgoingStep& step, bool with_credentials) {
+  v1::ScoreStep message;
+  message.set_step(step.step);
+  message.set_position(step.position);
+  message.set_kind(step.kind);
+  if (with_credentials) {
+    message.set_session_id(session.session_id);
+    message.set_session_secret(session.session_secret);
+  }
+  EncodeScoreTensor(session.score_dtype, step.scores, step.shape, message.mutable_scores());
+  return message;
+}
+
 SessionStream::SessionStream(v1::CacheManager::Stub* stub, absl::Duration decision_timeout)
     : watchdog_(&context_), decision_timeout_(decision_timeout) {
   stream_ = stub->StreamScores(&context_);
@@ -99,15 +112,7 @@ class GrpcTransport final : public ScoreTransport {
 
   absl::Status Send(const OutgoingStep& step) override {
     if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
-    v1::ScoreStep message;
-    message.set_step(step.step);
-    message.set_position(step.position);
-    message.set_kind(step.kind);
-    if (first_message_) {
-      message.set_session_id(session_.session_id);
-      message.set_session_secret(session_.session_secret);
-    }
-    EncodeScoreTensor(session_.score_dtype, step.scores, step.shape, message.mutable_scores());
+    const v1::ScoreStep message = StepMessage(session_, step, /*with_credentials=*/first_message_);
     if (!stream_.Write(message)) return stream_.Broken();
     first_message_ = false;
     return absl::OkStatus();

@@ -100,6 +100,10 @@ absl::StatusOr<std::unique_ptr<ScoreRing>> OfferRing(const std::string& ring_soc
 void EncodeScoreTensor(kv::ScoreDType dtype, absl::Span<const float> scores, absl::Span<const uint32_t> shape,
                        v1::ScoreTensor* tensor);
 
+// `step` as the wire's message, its scores in the session's dtype; `with_credentials`: the session's
+// id and secret too (every unary or batched step, a stream's first).
+v1::ScoreStep StepMessage(const TransportSession& session, const OutgoingStep& step, bool with_credentials);
+
 // The StreamScores call both transports hold: writes and reads bounded by the decision deadline, and
 // one place that turns its end into a status.
 class SessionStream {
