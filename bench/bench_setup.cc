@@ -37,4 +37,24 @@ LocalCacheManager::LocalCacheManager(const std::string& name, bool tcp)
 
 LocalCacheManager::~LocalCacheManager() { server_->Shutdown(absl::ZeroDuration()); }
 
+LocalWorker::LocalWorker(const worker::WorkerOptions& options) : service(options) {
+  ServerOptions server_options;
+  server_options.listen_addresses = {"127.0.0.1:0"};
+  server_options.plaintext = true;
+  server = std::move(*RunningServer::Start(server_options, {&service}));
+  ChannelOptions plaintext;
+  plaintext.plaintext = true;
+  client = std::make_unique<client::WorkerClient>(*MakeChannel(server->dial_address(0), plaintext));
+}
+
+v1::GenerateRequest BosJob(const worker::ModelWeights& weights, int tokens) {
+  v1::GenerateRequest request;
+  request.mutable_token_ids()->add_ids(uint32_t(weights.config().bos_id));
+  request.set_max_tokens(uint32_t(tokens));
+  request.mutable_stop()->set_stop_on_eos(false);
+  request.mutable_policy()->set_name("a2sf");
+  request.mutable_budget()->set_ratio(0.2);
+  return request;
+}
+
 }  // namespace a2sf::bench

@@ -8,11 +8,14 @@
 #include <utility>
 #include <vector>
 
+#include "a2sf/v1/generation.pb.h"
 #include "cachemgr/service/cache_manager_service.h"
+#include "client/client.h"
 #include "cachemgr/session/session_manager.h"
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"
 #include "worker/model/model.h"
+#include "worker/service/generation_service.h"
 
 namespace a2sf::bench {
 
@@ -36,6 +39,17 @@ class LocalCacheManager {
   std::unique_ptr<cachemgr::CacheManagerService> service_;
   std::unique_ptr<RunningServer> server_;
 };
+
+// A worker serving `options` in this process on TCP loopback (plaintext), and a client of it.
+struct LocalWorker {
+  explicit LocalWorker(const worker::WorkerOptions& options);
+  worker::GenerationService service;
+  std::unique_ptr<RunningServer> server;
+  std::unique_ptr<client::WorkerClient> client;
+};
+
+// The benchmarks' job: from BOS, `tokens` tokens with EOS ignored, A2SF at a 20 % budget.
+v1::GenerateRequest BosJob(const worker::ModelWeights& weights, int tokens);
 
 }  // namespace a2sf::bench
 

@@ -120,18 +120,9 @@ void RunModel(const std::string& name, const worker::ModelWeights* weights, cons
     options.cache_manager = *MakeChannel(cachemgr_unix, plaintext);
     options.ring_socket = RingSocketPath(cachemgr_unix.substr(5));
   }
-  worker::GenerationService service(options);
-  ServerOptions server_options;
-  server_options.listen_addresses = {"127.0.0.1:0"};
-  server_options.plaintext = true;
-  auto server = std::move(*RunningServer::Start(server_options, {&service}));
-  client::WorkerClient client(*MakeChannel(server->dial_address(0), plaintext));
-  v1::GenerateRequest request;
-  request.mutable_token_ids()->add_ids(uint32_t(weights->config().bos_id));
-  request.set_max_tokens(uint32_t(tokens));
-  request.mutable_stop()->set_stop_on_eos(false);
-  request.mutable_policy()->set_name("a2sf");
-  request.mutable_budget()->set_ratio(0.2);
+  bench::LocalWorker local(options);
+  client::WorkerClient& client = *local.client;
+  const v1::GenerateRequest request = bench::BosJob(*weights, tokens);
   Measure(&client, request, 1);  // warm-up
   Load one;
   for (int jobs : JobCounts()) {
@@ -143,7 +134,7 @@ void RunModel(const std::string& name, const worker::ModelWeights* weights, cons
                 load.ttft_p50_ms, load.ttft_p99_ms, load.failed > 0 ? "(failures)" : "");
     std::fflush(stdout);
   }
-  server->Shutdown(absl::ZeroDuration());
+  local.server->Shutdown(absl::ZeroDuration());
 }
 
 }  // namespace

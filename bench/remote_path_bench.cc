@@ -50,19 +50,10 @@ double Run(const worker::ModelWeights* weights, const Path& path, uint32_t lag, 
   if (path.shared_memory) options.ring_socket = RingSocketPath(cachemgr_unix.substr(5));
   options.default_policy.set_name("a2sf");
   if (path.remote) options.cache_manager = *MakeChannel(path.unix_socket ? cachemgr_unix : cachemgr_tcp, plaintext);
-  worker::GenerationService service(options);
-  ServerOptions server_options;
-  server_options.listen_addresses = {"127.0.0.1:0"};
-  server_options.plaintext = true;
-  auto server = std::move(*RunningServer::Start(server_options, {&service}));
-  client::WorkerClient client(*MakeChannel(server->dial_address(0), plaintext));
-  v1::GenerateRequest request;
-  request.mutable_token_ids()->add_ids(uint32_t(weights->config().bos_id));
-  request.set_max_tokens(uint32_t(tokens));
-  request.mutable_stop()->set_stop_on_eos(false);
-  request.mutable_policy()->set_name("a2sf");
+  bench::LocalWorker local(options);
+  client::WorkerClient& client = *local.client;
+  v1::GenerateRequest request = bench::BosJob(*weights, tokens);
   request.mutable_policy()->set_alpha(0.3);
-  request.mutable_budget()->set_ratio(0.2);
   double best = 0;
   for (int i = 0; i < runs; ++i) {
     auto result = client.Generate(request);
@@ -72,7 +63,7 @@ double Run(const worker::ModelWeights* weights, const Path& path, uint32_t lag, 
     }
     best = std::max(best, result->finished.tokens_per_second());
   }
-  server->Shutdown(absl::ZeroDuration());
+  local.server->Shutdown(absl::ZeroDuration());
   return best;
 }
 

@@ -13,11 +13,14 @@
 #include "worker/engine/generator.h"
 #include "worker/policy/in_process_policy_client.h"
 #include "worker/testing/fixtures.h"
+#include "worker/testing/goldens.h"
 
 namespace a2sf::worker {
 namespace {
 
 using testing::FixturesDir;
+using testing::GoldenLogits;
+using testing::Goldens;
 
 std::unique_ptr<ModelWeights> Load(const std::string& name) {
   auto weights = LoadModel(FixturesDir() + "/" + name);
@@ -25,17 +28,7 @@ std::unique_ptr<ModelWeights> Load(const std::string& name) {
   return weights.ok() ? std::move(*weights) : nullptr;
 }
 
-std::vector<float> GoldenLogits() {
-  std::ifstream in(FixturesDir() + "/golden_logits16.f32", std::ios::binary);
-  std::vector<float> values(16 * 512);
-  in.read(reinterpret_cast<char*>(values.data()), values.size() * 4);
-  return values;
-}
 
-nlohmann::json Goldens() {
-  std::ifstream in(FixturesDir() + "/golden_greedy.json");
-  return nlohmann::json::parse(in);
-}
 
 const int kGoldenTokens[16] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426};
 

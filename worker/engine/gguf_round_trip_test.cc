@@ -11,12 +11,15 @@
 #include "worker/model/gguf.h"
 #include "worker/model/model_writers.h"
 #include "worker/testing/fixtures.h"
+#include "worker/testing/goldens.h"
 #include "worker/tokenizer/vocabulary.h"
 
 namespace a2sf::worker {
 namespace {
 
 using testing::FixturesDir;
+using testing::GoldenLogits;
+using testing::Goldens;
 
 const int kGoldenTokens[16] = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426};
 
@@ -36,17 +39,7 @@ std::string Convert(const std::string& source, std::optional<WeightType> type, c
   return path;
 }
 
-std::vector<float> GoldenLogits() {
-  std::ifstream in(FixturesDir() + "/golden_logits16.f32", std::ios::binary);
-  std::vector<float> values(16 * 512);
-  in.read(reinterpret_cast<char*>(values.data()), values.size() * 4);
-  return values;
-}
 
-nlohmann::json Goldens() {
-  std::ifstream in(FixturesDir() + "/golden_greedy.json");
-  return nlohmann::json::parse(in);
-}
 
 // Largest |logit - golden| over the 16 golden positions, and how many argmaxes agree.
 std::pair<float, int> CompareWithGoldens(const ModelWeights& weights) {

@@ -10,16 +10,15 @@
 #include "worker/tokenizer/sentencepiece_model.h"
 #include "worker/tokenizer/vocabulary.h"
 #include "worker/testing/fixtures.h"
+#include "worker/testing/goldens.h"
 
 namespace a2sf::worker {
 namespace {
 
 using testing::FixturesDir;
+using testing::GoldenLogits;
+using testing::Goldens;
 
-nlohmann::json Goldens() {
-  std::ifstream in(FixturesDir() + "/golden_greedy.json");
-  return nlohmann::json::parse(in);
-}
 
 std::string TempDir() { return std::getenv("TEST_TMPDIR") ? std::getenv("TEST_TMPDIR") : "/tmp"; }
 
