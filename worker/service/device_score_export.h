@@ -34,6 +34,8 @@ class DeviceScoreExport {
   // Whether `scores` are the bound engine's latest step scores, i.e. the buffer holds them too (and
   // a header-only ring step may stand for them).
   bool Holds(absl::Span<const float> scores) const;
+  // Whether an engine writes into the buffer (Bind succeeded).
+  bool bound() const { return engine_ != nullptr; }
 
  private:
   explicit DeviceScoreExport(std::shared_ptr<cuda_ipc::ExportedDeviceBuffer> buffer) : buffer_(std::move(buffer)) {}

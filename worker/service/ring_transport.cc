@@ -62,7 +62,8 @@ class RingTransport final : public ScoreTransport {
     return stream_.Close(0);  // decisions come through the ring, never on the stream
   }
   bool shared_memory() const override { return true; }
-  bool device_scores() const override { return device_ != nullptr; }
+  // Accepted and bound: an unbound export (Bind failed) leaves every step's scores in the ring slot.
+  bool device_scores() const override { return device_ != nullptr && device_->bound(); }
 
  private:
   // The first message names the session and carries no scores: "serve me from the ring".
