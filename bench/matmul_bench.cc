@@ -1,17 +1,21 @@
 // Kernel throughput of MatMul (one vector, as in decoding) for every weight type on a matrix far
 // larger than the caches: weight GB/s by wall clock and per CPU second, each over the same-run
 // triad measured the same way (per CPU second is steadier on a shared machine: it does not count
-// time the process waits for a core). A diagnostic for the kernels; the end-to-end figures are
-// engine_bench's.
+// time the process waits for a core). Then several vectors (batching): multiply-adds per CPU-second
+// of each SIMD kernel set this CPU runs, one thread, on the same streamed matrix and on one that sits
+// in the caches. A diagnostic for the kernels; the end-to-end figures are engine_bench's and
+// forward_pass_bench's.
 //
-//   bazel run -c opt //bench:matmul_bench [-- ROWS COLS]
+//   bazel run -c opt //bench:matmul_bench [-- ROWS COLS [vectors]]
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "bench/triad.h"
+#include "common/aligned_vector.h"
 #include "common/thread_pool.h"
 #include "worker/engine/matmul.h"
 
@@ -57,11 +61,56 @@ void Run(int64_t rows, int64_t cols) {
   }
 }
 
+// A matrix of `type` with 64 distinct random rows repeated (quick to build, the same traffic).
+AlignedVector<uint8_t> MatrixBytes(WeightType type, int64_t rows, int64_t cols) {
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> source(static_cast<size_t>(cols) * 64);
+  for (float& v : source) v = normal(rng);
+  const size_t row_bytes = RowBytes(type, cols);
+  AlignedVector<uint8_t> bytes(row_bytes * size_t(rows));
+  for (int64_t r = 0; r < rows; ++r) {
+    if (r < 64) Traits(type).from_float(source.data() + r * cols, bytes.data() + r * row_bytes, cols);
+    else std::copy_n(bytes.data() + (r % 64) * row_bytes, row_bytes, bytes.data() + r * row_bytes);
+  }
+  return bytes;
+}
+
+// GFMA per CPU-second of MatMulRows(isa) over all rows of w with n vectors.
+double GfmaPerCpuSecond(KernelIsa isa, const WeightMatrix& w, int n) {
+  AlignedVector<float> x(size_t(n) * w.cols, 0.5f), out(size_t(n) * w.rows);
+  MatMulRows(isa, out.data(), w, x.data(), n, 0, w.rows);  // warm
+  const double fma = double(w.rows) * w.cols * n;
+  const int reps = std::max(3, int(2e9 / fma));
+  const double cpu = CpuSeconds();
+  for (int i = 0; i < reps; ++i) MatMulRows(isa, out.data(), w, x.data(), n, 0, w.rows);
+  return fma * reps / 1e9 / (CpuSeconds() - cpu);
+}
+
+void RunVectors(int64_t rows, int64_t cols) {
+  std::printf("\nseveral vectors, 1 thread: GFMA per CPU-second, streamed %lld x %lld / cached 64 x %lld\n",
+              static_cast<long long>(rows), static_cast<long long>(cols), static_cast<long long>(cols));
+  std::printf("%-6s %-7s %8s %18s %18s\n", "type", "kernels", "vectors", "streamed", "cached");
+  for (WeightType type : {WeightType::kF32, WeightType::kBF16, WeightType::kQ8_0}) {
+    const AlignedVector<uint8_t> big = MatrixBytes(type, rows, cols), small = MatrixBytes(type, 64, cols);
+    for (KernelIsa isa : {KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+      if (!CpuSupports(isa)) continue;
+      for (int n : {1, 2, 4, 8, 16}) {
+        std::printf("%-6s %-7s %8d %18.2f %18.2f\n", WeightTypeName(type), KernelIsaName(isa), n,
+                    GfmaPerCpuSecond(isa, {type, big.data(), rows, cols}, n),
+                    GfmaPerCpuSecond(isa, {type, small.data(), 64, cols}, n));
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace a2sf::worker
 
 int main(int argc, char** argv) {
   const int64_t rows = argc > 2 ? std::atoll(argv[1]) : 16384, cols = argc > 2 ? std::atoll(argv[2]) : 4096;
-  a2sf::worker::Run(rows, cols);
+  const bool vectors_only = argc > 3 && std::string(argv[3]) == "vectors";
+  if (!vectors_only) a2sf::worker::Run(rows, cols);
+  a2sf::worker::RunVectors(rows, cols);
   return 0;
 }

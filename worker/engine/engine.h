@@ -33,6 +33,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/aligned_vector.h"
 #include "common/thread_pool.h"
 #include "worker/engine/kv_cache.h"
 #include "worker/model/model.h"
@@ -113,7 +114,8 @@ class ForwardPass {
   ThreadPool pool_;
   std::vector<Group> groups_;
   int reserved_rows_ = 0;
-  std::vector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, logits_, rope_cos_, rope_sin_;
+  AlignedVector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, logits_;  // 64-byte aligned for the kernels
+  std::vector<float> rope_cos_, rope_sin_;
 };
 
 class Engine {

@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__)
@@ -116,6 +119,7 @@ void RowsScalarQuantized(const WeightMatrix& w, const Activations& x, int n_vect
 // Float types: 8 weights (chunk k of 32 columns, lanes 8i..8i+7) as floats, and single weights for
 // the tail of rows that are not whole chunks.
 struct F32Decoder {
+  static constexpr size_t kChunkBytes = 128;  // 32 columns
   A2SF_AVX2_INLINE static __m256 Lanes(const uint8_t* row, int64_t k, int i) {
     return _mm256_loadu_ps(reinterpret_cast<const float*>(row) + 32 * k + 8 * i);
   }
@@ -127,6 +131,7 @@ struct F32Decoder {
 };
 
 struct F16Decoder {
+  static constexpr size_t kChunkBytes = 64;
   A2SF_AVX2_INLINE static __m256 Lanes(const uint8_t* row, int64_t k, int i) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 64 * k + 16 * i)));
   }
@@ -138,6 +143,7 @@ struct F16Decoder {
 };
 
 struct Bf16Decoder {
+  static constexpr size_t kChunkBytes = 64;
   A2SF_AVX2_INLINE static __m256 Lanes(const uint8_t* row, int64_t k, int i) {
     const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 64 * k + 16 * i)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
@@ -168,6 +174,23 @@ struct Tile {
   size_t out_stride;
 };
 
+// Several vectors make a tile slow enough per byte that the hardware prefetchers fall behind a
+// streamed matrix (bench/matmul_bench: 8 vectors read 0.5x the bytes per second of 4): the tile asks
+// for its rows' bytes kPrefetchBytes ahead itself (past a row's end is the next row; past the
+// matrix's end a prefetch is dropped, never a fault). Prefetches change no result.
+constexpr size_t kPrefetchBytes = 8192;
+
+template <int R>
+A2SF_AVX2_INLINE void PrefetchAhead(const Tile& t, size_t offset, size_t bytes) {
+#pragma GCC unroll 64
+  for (int r = 0; r < R; ++r) {
+    for (size_t line = 0; line < bytes; line += 64) {
+      const uintptr_t at = reinterpret_cast<uintptr_t>(t.row) + r * t.row_bytes + offset + line + kPrefetchBytes;
+      _mm_prefetch(reinterpret_cast<const char*>(at), _MM_HINT_T0);
+    }
+  }
+}
+
 // Float types: four accumulators per (row, vector); chunk lanes 8i..8i+7 go to accumulator i.
 template <class Decoder>
 struct FloatTiles {
@@ -182,6 +205,7 @@ struct FloatTiles {
 #pragma GCC unroll 4
         for (int i = 0; i < 4; ++i) acc[r][v][i] = _mm256_setzero_ps();
     for (int64_t k = 0; k < chunks; ++k) {
+      if constexpr (NV > 1) PrefetchAhead<R>(t, Decoder::kChunkBytes * k, Decoder::kChunkBytes);
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         __m256 xv[NV];
@@ -251,6 +275,7 @@ struct QuantizedTiles {
 #pragma GCC unroll 64
       for (int v = 0; v < NV; ++v) acc[r][v] = _mm256_setzero_ps();
     for (int64_t b = 0; b < blocks; ++b) {
+      if constexpr (NV > 1) PrefetchAhead<R>(t, b * Blocks::kBytes, 1);
 #pragma GCC unroll 64
       for (int r = 0; r < R; ++r) {
         const uint8_t* block = t.row + r * t.row_bytes + b * Blocks::kBytes;
@@ -283,35 +308,52 @@ struct QuantizedTiles {
 // only how loads are shared, never a result.
 constexpr size_t kCachedMatrixBytes = size_t(256) << 10;
 
+// Where the tile at (row r, vector v) of one product reads and writes.
+class TileCursor {
+ public:
+  TileCursor(const WeightMatrix& w, const Activations& x, float* out)
+      : rows_(static_cast<const uint8_t*>(w.data)), out_(out), matrix_rows_(w.rows) {
+    const bool quantized = Quantized(w.type);
+    tile_.row_bytes = w.row_bytes();  // once per product: row() looks it up and divides per row
+    tile_.x = quantized ? reinterpret_cast<const uint8_t*>(x.q16) : reinterpret_cast<const uint8_t*>(x.f32);
+    tile_.x_stride = quantized ? x.q16_blocks * sizeof(BlockQ16) : size_t(w.cols) * sizeof(float);
+    tile_.out_stride = size_t(w.rows);
+    x_ = tile_.x;
+  }
+  // Whether the whole matrix fits the caches (one vector then goes in tiles of several rows).
+  bool cached() const { return tile_.row_bytes * size_t(matrix_rows_) <= kCachedMatrixBytes; }
+  const Tile& At(int64_t r, int v) {
+    tile_.row = rows_ + size_t(r) * tile_.row_bytes;
+    tile_.x = x_ + size_t(v) * tile_.x_stride;
+    tile_.out = out_ + size_t(v) * tile_.out_stride + r;
+    return tile_;
+  }
+
+ private:
+  const uint8_t* rows_;
+  const uint8_t* x_;
+  float* out_;
+  int64_t matrix_rows_;
+  Tile tile_;
+};
+
 template <class Tiles, int kRows>
 A2SF_AVX2 void RowsAvx2(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
                         float* out) {
-  const bool quantized = Quantized(w.type);
-  const uint8_t* xs = quantized ? reinterpret_cast<const uint8_t*>(x.q16) : reinterpret_cast<const uint8_t*>(x.f32);
-  const size_t x_stride = quantized ? x.q16_blocks * sizeof(BlockQ16) : size_t(w.cols) * sizeof(float);
-  // The row size once per call: WeightMatrix::row() looks it up (and divides) per row, which costs as
-  // much as a short row's dot product (stories260K's rows are 64 wide).
-  const size_t row_bytes = w.row_bytes();
-  const uint8_t* const rows = static_cast<const uint8_t*>(w.data);
-  Tile t{nullptr, row_bytes, xs, x_stride, nullptr, size_t(w.rows)};
-  auto at = [&](int64_t r, int v) {
-    t.row = rows + size_t(r) * row_bytes;
-    t.x = xs + size_t(v) * x_stride;
-    t.out = out + size_t(v) * w.rows + r;
-  };
+  TileCursor cursor(w, x, out);
   if (n_vectors > 1) {
     for (int64_t r = begin; r < end; ++r) {
       int v = 0;
-      for (; v + 2 <= n_vectors; v += 2) at(r, v), Tiles::template Run<1, 2>(t, w.cols);
-      if (v < n_vectors) at(r, v), Tiles::template Run<1, 1>(t, w.cols);
+      for (; v + 2 <= n_vectors; v += 2) Tiles::template Run<1, 2>(cursor.At(r, v), w.cols);
+      if (v < n_vectors) Tiles::template Run<1, 1>(cursor.At(r, v), w.cols);
     }
     return;
   }
   int64_t r = begin;
-  if (row_bytes * size_t(w.rows) <= kCachedMatrixBytes) {
-    for (; r + kRows <= end; r += kRows) at(r, 0), Tiles::template Run<kRows, 1>(t, w.cols);
+  if (cursor.cached()) {
+    for (; r + kRows <= end; r += kRows) Tiles::template Run<kRows, 1>(cursor.At(r, 0), w.cols);
   }
-  for (; r < end; ++r) at(r, 0), Tiles::template Run<1, 1>(t, w.cols);
+  for (; r < end; ++r) Tiles::template Run<1, 1>(cursor.At(r, 0), w.cols);
 }
 
 // QuantizeQ16Scalar eight lanes at a time, bit for bit: the same amax, d = amax / 32767, id = 1 / d
@@ -347,6 +389,188 @@ A2SF_AVX2 void QuantizeQ16Avx2(const float* in, BlockQ16* out, int64_t blocks) {
   }
 }
 
+// --- AVX-512 kernels: the AVX2 kernels' arithmetic, bit for bit, on 512-bit registers (32 of
+// them, for tiles of more rows x vectors). Lane-wise operations are the same on any register width,
+// so a kernel that gives each lane the AVX2 kernel's sequence of operations gives its bits:
+// - float types: accumulator A of a (row, vector) holds the AVX2 kernel's accumulators 0 and 1
+//   (columns 32k..32k+15 of every chunk), B its 2 and 3; the end splits them and sums in the AVX2
+//   order;
+// - quantized types: one register holds two vectors' 8 lanes (weights broadcast to both halves), so
+//   each block's integer sums, scale and FMA serve two vectors at once; a single vector runs the AVX2
+//   tile.
+#define A2SF_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx2,fma,f16c")))
+#define A2SF_AVX512_INLINE __attribute__((target("avx512f,avx512vl,avx512bw,avx2,fma,f16c"), always_inline)) inline
+
+// 16 weights: columns 32k + 16h .. 32k + 16h + 15 as floats.
+struct F32Decoder512 : F32Decoder {
+  A2SF_AVX512_INLINE static __m512 Lanes16(const uint8_t* row, int64_t k, int h) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + 32 * k + 16 * h);
+  }
+};
+struct F16Decoder512 : F16Decoder {
+  A2SF_AVX512_INLINE static __m512 Lanes16(const uint8_t* row, int64_t k, int h) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 64 * k + 32 * h)));
+  }
+};
+struct Bf16Decoder512 : Bf16Decoder {
+  A2SF_AVX512_INLINE static __m512 Lanes16(const uint8_t* row, int64_t k, int h) {
+    const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 64 * k + 32 * h)));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+  }
+};
+
+A2SF_AVX512_INLINE __m256 Low8(__m512 a) { return _mm512_castps512_ps256(a); }
+A2SF_AVX512_INLINE __m256 High8(__m512 a) { return _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)); }
+
+template <class Decoder>
+struct FloatTiles512 {
+  template <int R, int NV>
+  A2SF_AVX512_INLINE static void Run(const Tile& t, int64_t cols) {
+    const int64_t chunks = cols / 32;
+    __m512 acc[R][NV][2];
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+      for (int v = 0; v < NV; ++v) acc[r][v][0] = acc[r][v][1] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < chunks; ++k) {
+      if constexpr (NV > 1) PrefetchAhead<R>(t, Decoder::kChunkBytes * k, Decoder::kChunkBytes);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        __m512 xv[NV];
+#pragma GCC unroll 64
+        for (int v = 0; v < NV; ++v) {
+          xv[v] = _mm512_loadu_ps(reinterpret_cast<const float*>(t.x + v * t.x_stride) + 32 * k + 16 * h);
+        }
+#pragma GCC unroll 64
+        for (int r = 0; r < R; ++r) {
+          const __m512 wv = Decoder::Lanes16(t.row + r * t.row_bytes, k, h);
+#pragma GCC unroll 64
+          for (int v = 0; v < NV; ++v) acc[r][v][h] = _mm512_fmadd_ps(wv, xv[v], acc[r][v][h]);
+        }
+      }
+    }
+#pragma GCC unroll 64
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 64
+      for (int v = 0; v < NV; ++v) {
+        const float* xv = reinterpret_cast<const float*>(t.x + v * t.x_stride);
+        float tail = 0.0f;
+        for (int64_t c = chunks * 32; c < cols; ++c) tail += Decoder::One(t.row + r * t.row_bytes, c) * xv[c];
+        const __m512 a = acc[r][v][0], b = acc[r][v][1];
+        const __m256 s = _mm256_add_ps(_mm256_add_ps(Low8(a), High8(a)), _mm256_add_ps(Low8(b), High8(b)));
+        t.out[v * t.out_stride + r] = Reduce8(s) + tail;
+      }
+    }
+  }
+};
+
+// A block's 32 weights as 16-bit integers, elements 0..15 in both halves of `lo`, 16..31 in both of `hi`.
+struct Q8_0Blocks512 : Q8_0Blocks {
+  A2SF_AVX512_INLINE static void Ints2(const uint8_t* block, __m512i* lo, __m512i* hi) {
+    *lo = _mm512_cvtepi8_epi16(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2))));
+    *hi = _mm512_cvtepi8_epi16(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18))));
+  }
+};
+struct Q4_0Blocks512 : Q4_0Blocks {
+  A2SF_AVX512_INLINE static void Ints2(const uint8_t* block, __m512i* lo, __m512i* hi) {
+    const __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
+    const __m256i mask = _mm256_set1_epi8(0x0f);
+    const __m512i eight = _mm512_set1_epi16(8);
+    *lo = _mm512_sub_epi16(_mm512_cvtepu8_epi16(_mm256_and_si256(bytes, mask)), eight);
+    *hi = _mm512_sub_epi16(_mm512_cvtepu8_epi16(_mm256_and_si256(_mm256_srli_epi16(bytes, 4), mask)), eight);
+  }
+};
+
+// 16 int16 from `a` in the low half, 16 from `b` in the high one.
+A2SF_AVX512_INLINE __m512i Halves(const int16_t* a, const int16_t* b) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(a))),
+                            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b)), 1);
+}
+
+// Quantized types, vectors in pairs: lanes 0..7 of acc[r][p] are vector 2p's AVX2 accumulator, lanes
+// 8..15 vector 2p+1's; each gets d_w * d_x (one fp32 product, as in the AVX2 kernel) times its exact
+// integer sum, by one FMA. NV == 1 is the AVX2 tile.
+template <class Blocks>
+struct QuantizedTiles512 {
+  template <int R, int NV>
+  A2SF_AVX512_INLINE static void Run(const Tile& t, int64_t cols) {
+    if constexpr (NV == 1) {
+      QuantizedTiles<Blocks>::template Run<R, 1>(t, cols);
+    } else {
+      static_assert(NV % 2 == 0, "vectors go in pairs");
+      constexpr int NP = NV / 2;
+      const int64_t blocks = cols / kQuantBlock;
+      __m512 acc[R][NP];
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 64
+        for (int p = 0; p < NP; ++p) acc[r][p] = _mm512_setzero_ps();
+      for (int64_t b = 0; b < blocks; ++b) {
+        PrefetchAhead<R>(t, b * Blocks::kBytes, 1);
+        __m512i xlo[NP], xhi[NP];
+        __m512 dx[NP];
+#pragma GCC unroll 64
+        for (int p = 0; p < NP; ++p) {
+          const BlockQ16& x0 = reinterpret_cast<const BlockQ16*>(t.x + (2 * p) * t.x_stride)[b];
+          const BlockQ16& x1 = reinterpret_cast<const BlockQ16*>(t.x + (2 * p + 1) * t.x_stride)[b];
+          xlo[p] = Halves(x0.qs, x1.qs);
+          xhi[p] = Halves(x0.qs + 16, x1.qs + 16);
+          dx[p] = _mm512_castpd_ps(
+              _mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(x0.d)), _mm256_castps_pd(_mm256_set1_ps(x1.d)), 1));
+        }
+#pragma GCC unroll 64
+        for (int r = 0; r < R; ++r) {
+          const uint8_t* block = t.row + r * t.row_bytes + b * Blocks::kBytes;
+          __m512i lo, hi;
+          Blocks::Ints2(block, &lo, &hi);
+          const __m512 dw = _mm512_set1_ps(HalfScale(block));
+#pragma GCC unroll 64
+          for (int p = 0; p < NP; ++p) {
+            const __m512i sums = _mm512_add_epi32(_mm512_madd_epi16(lo, xlo[p]), _mm512_madd_epi16(hi, xhi[p]));
+            acc[r][p] = _mm512_fmadd_ps(_mm512_mul_ps(dw, dx[p]), _mm512_cvtepi32_ps(sums), acc[r][p]);
+          }
+        }
+      }
+#pragma GCC unroll 64
+      for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 64
+        for (int p = 0; p < NP; ++p) {
+          t.out[(2 * p) * t.out_stride + r] = Reduce8(Low8(acc[r][p]));
+          t.out[(2 * p + 1) * t.out_stride + r] = Reduce8(High8(acc[r][p]));
+        }
+      }
+    }
+  }
+};
+
+// Rows [begin, end) x all vectors. Several vectors: row by row (a matrix streamed from memory is read
+// fastest as one stream, see RowsAvx2), each row against four vectors at a time, then two, one
+// (eight at a time measured no faster and needs twice the registers). One vector as RowsAvx2 walks it.
+template <class Tiles, int kRows>
+A2SF_AVX512 void RowsAvx512(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
+                            float* out) {
+  TileCursor cursor(w, x, out);
+  int64_t r = begin;
+  if (n_vectors == 1) {
+    if (cursor.cached()) {
+      for (; r + kRows <= end; r += kRows) Tiles::template Run<kRows, 1>(cursor.At(r, 0), w.cols);
+    }
+    for (; r < end; ++r) Tiles::template Run<1, 1>(cursor.At(r, 0), w.cols);
+    return;
+  }
+  for (; r < end; ++r) {
+    int v = 0;
+    for (; v + 4 <= n_vectors; v += 4) Tiles::template Run<1, 4>(cursor.At(r, v), w.cols);
+    if (v + 2 <= n_vectors) Tiles::template Run<1, 2>(cursor.At(r, v), w.cols), v += 2;
+    if (v < n_vectors) Tiles::template Run<1, 1>(cursor.At(r, v), w.cols);
+  }
+}
+
+constexpr RowsKernel kAvx512Kernels[kWeightTypeCount] = {
+    RowsAvx512<FloatTiles512<F32Decoder512>, 3>, RowsAvx512<FloatTiles512<F16Decoder512>, 3>,
+    RowsAvx512<FloatTiles512<Bf16Decoder512>, 3>, RowsAvx512<QuantizedTiles512<Q8_0Blocks512>, 4>,
+    RowsAvx512<QuantizedTiles512<Q4_0Blocks512>, 4>};
+
 constexpr RowsKernel kAvx2Kernels[kWeightTypeCount] = {
     RowsAvx2<FloatTiles<F32Decoder>, 3>, RowsAvx2<FloatTiles<F16Decoder>, 3>, RowsAvx2<FloatTiles<Bf16Decoder>, 3>,
     RowsAvx2<QuantizedTiles<Q8_0Blocks>, 4>, RowsAvx2<QuantizedTiles<Q4_0Blocks>, 4>};
@@ -354,6 +578,7 @@ constexpr RowsKernel kAvx2Kernels[kWeightTypeCount] = {
 
 RowsKernel Kernel(KernelIsa isa, WeightType type) {
 #if defined(__x86_64__)
+  if (isa == KernelIsa::kAvx512) return kAvx512Kernels[static_cast<int>(type)];
   if (isa == KernelIsa::kAvx2) return kAvx2Kernels[static_cast<int>(type)];
 #endif
   return Quantized(type) ? RowsScalarQuantized : RowsScalar;
@@ -374,23 +599,67 @@ Activations Prepare(KernelIsa isa, const WeightMatrix& w, const float* x, int n_
 
 }  // namespace
 
-KernelIsa DetectedIsa() {
+bool CpuSupports(KernelIsa isa) {
 #if defined(__x86_64__)
-  static const KernelIsa isa = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                                       __builtin_cpu_supports("f16c")
-                                   ? KernelIsa::kAvx2
-                                   : KernelIsa::kScalar;
-  return isa;
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  switch (isa) {
+    case KernelIsa::kScalar:
+      return true;
+    case KernelIsa::kAvx2:
+      return avx2;
+    case KernelIsa::kAvx512:
+      return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+             __builtin_cpu_supports("avx512bw");
+  }
+  return false;
 #else
-  return KernelIsa::kScalar;
+  return isa == KernelIsa::kScalar;
 #endif
 }
 
-const char* KernelIsaName(KernelIsa isa) { return isa == KernelIsa::kAvx2 ? "avx2" : "scalar"; }
+const char* KernelIsaName(KernelIsa isa) {
+  switch (isa) {
+    case KernelIsa::kAvx512:
+      return "avx512";
+    case KernelIsa::kAvx2:
+      return "avx2";
+    case KernelIsa::kScalar:
+      break;
+  }
+  return "scalar";
+}
+
+namespace {
+
+KernelIsa CappedIsa() {
+  constexpr KernelIsa kOrder[] = {KernelIsa::kAvx512, KernelIsa::kAvx2, KernelIsa::kScalar};
+  int first = 0;
+  if (const char* cap = std::getenv("A2SF_MAX_KERNEL_ISA"); cap != nullptr && *cap != '\0') {
+    first = -1;
+    for (int i = 0; i < 3; ++i) {
+      if (std::strcmp(cap, KernelIsaName(kOrder[i])) == 0) first = i;
+    }
+    if (first < 0) {
+      std::fprintf(stderr, "A2SF_MAX_KERNEL_ISA=%s is not scalar, avx2 or avx512: ignored\n", cap);
+      first = 0;
+    }
+  }
+  for (int i = first; i < 3; ++i) {
+    if (CpuSupports(kOrder[i])) return kOrder[i];
+  }
+  return KernelIsa::kScalar;
+}
+
+}  // namespace
+
+KernelIsa DetectedIsa() {
+  static const KernelIsa isa = CappedIsa();
+  return isa;
+}
 
 void QuantizeQ16(KernelIsa isa, const float* x, int64_t n, BlockQ16* out) {
 #if defined(__x86_64__)
-  if (isa == KernelIsa::kAvx2) return QuantizeQ16Avx2(x, out, n / kQuantBlock);
+  if (isa != KernelIsa::kScalar) return QuantizeQ16Avx2(x, out, n / kQuantBlock);
 #endif
   QuantizeQ16Scalar(x, out, n / kQuantBlock);
 }

@@ -3,9 +3,11 @@
 //
 // out[v][r] = sum_c W[r][c] * x[v][c] for v < n_vectors (x is [n_vectors][cols], out is
 // [n_vectors][rows], both contiguous); the same code serves one vector (decoding) and several
-// (prefill, batching). Kernels per type: AVX2/FMA/F16C ones, chosen at run time by CPUID, and a
-// portable scalar one of each (the reference the tests compare against; the fallback on CPUs
-// without AVX2).
+// (prefill, batching). Kernels per type: AVX-512 ones and AVX2/FMA/F16C ones, chosen at run time
+// by CPUID, and a portable scalar one of each (the reference the tests compare against; the fallback
+// on CPUs without AVX2). The AVX-512 kernels give the AVX2 kernels' bits (wider registers, more of
+// them for larger tiles of rows x vectors, the same operations in every lane), so a result does not
+// depend on which of the two a machine has.
 //
 // Batch invariance: each (row, vector) result is computed by the same arithmetic in the same order
 // whatever n_vectors is, whichever rows a thread gets and however many threads there are, so a row's
@@ -29,10 +31,14 @@
 
 namespace a2sf::worker {
 
-enum class KernelIsa { kScalar, kAvx2 };
+enum class KernelIsa { kScalar, kAvx2, kAvx512 };
 
-// kAvx2 when the CPU has AVX2, FMA and F16C (CPUID), else kScalar.
+// The best kernels this CPU runs (CPUID): kAvx512 with AVX-512 F/VL/BW, kAvx2 with AVX2, FMA and
+// F16C, else kScalar. The environment variable A2SF_MAX_KERNEL_ISA=scalar|avx2|avx512 caps it (read
+// once; for benchmarks and debugging; an unknown value is ignored with a warning on stderr).
 KernelIsa DetectedIsa();
+// Whether this CPU runs the kernels of `isa` (whatever the cap).
+bool CpuSupports(KernelIsa isa);
 const char* KernelIsaName(KernelIsa isa);
 
 // out[v * w.rows + r] for all rows, with the detected kernels; rows split over `pool` (may be null)
@@ -47,11 +53,11 @@ struct BlockQ16 {
 };
 inline constexpr float kQ16Max = 32767.0f;
 
-// out[0 .. n / 32) = x[0..n) as BlockQ16 (n % 32 == 0), with the kernels of `isa` (the AVX2
+// out[0 .. n / 32) = x[0..n) as BlockQ16 (n % 32 == 0), with the kernels of `isa` (the SIMD
 // quantizer gives the scalar one's bytes). For tests.
 void QuantizeQ16(KernelIsa isa, const float* x, int64_t n, BlockQ16* out);
 
-// Rows [row_begin, row_end) only, with the kernels of `isa` (kAvx2 REQUIRES DetectedIsa() == kAvx2).
+// Rows [row_begin, row_end) only, with the kernels of `isa` (REQUIRES CpuSupports(isa)).
 // For tests and benchmarks.
 void MatMulRows(KernelIsa isa, float* out, const WeightMatrix& w, const float* x, int n_vectors, int64_t row_begin,
                 int64_t row_end);

@@ -38,9 +38,12 @@ struct Problem {
   int n;
 };
 
+// The kernels this CPU runs, scalar first.
 std::vector<KernelIsa> Isas() {
-  std::vector<KernelIsa> isas = {KernelIsa::kScalar};
-  if (DetectedIsa() == KernelIsa::kAvx2) isas.push_back(KernelIsa::kAvx2);
+  std::vector<KernelIsa> isas;
+  for (KernelIsa isa : {KernelIsa::kScalar, KernelIsa::kAvx2, KernelIsa::kAvx512}) {
+    if (CpuSupports(isa)) isas.push_back(isa);
+  }
   return isas;
 }
 
@@ -111,9 +114,10 @@ TEST(MatMul, VectorQuantizerRoundsToSixteenBits) {
       EXPECT_LE(std::fabs(scalar[b].d * scalar[b].qs[j] - x[b * 32 + j]), 0.5001f * scalar[b].d) << b << " " << j;
     }
   }
-  if (DetectedIsa() != KernelIsa::kAvx2) return;
-  QuantizeQ16(KernelIsa::kAvx2, x.data(), int64_t(x.size()), simd.data());
-  EXPECT_EQ(0, std::memcmp(simd.data(), scalar.data(), sizeof(BlockQ16) * scalar.size()));
+  for (KernelIsa isa : Isas()) {
+    QuantizeQ16(isa, x.data(), int64_t(x.size()), simd.data());
+    EXPECT_EQ(0, std::memcmp(simd.data(), scalar.data(), sizeof(BlockQ16) * scalar.size())) << KernelIsaName(isa);
+  }
 }
 
 // Independent of the traits' to_float: a hand-made q4_0 block whose only non-zero weight is element
@@ -198,7 +202,7 @@ TEST(MatMul, RowResultsAreBatchAndThreadInvariant) {
 // Float types: the same products summed in another order (close). Quantized types: exact integer
 // block sums scaled and accumulated in the same order with the same roundings (bit for bit).
 TEST(MatMul, SimdKernelsAgreeWithScalarOnes) {
-  if (DetectedIsa() != KernelIsa::kAvx2) GTEST_SKIP() << "this CPU has no AVX2/FMA/F16C: only the scalar kernels run";
+  if (!CpuSupports(KernelIsa::kAvx2)) GTEST_SKIP() << "this CPU has no AVX2/FMA/F16C: only the scalar kernels run";
   for (WeightType type : kAllTypes) {
     for (int64_t cols : {64, 768, 2048}) {
       Problem p(type, 67, cols, 3, 5);
@@ -211,6 +215,35 @@ TEST(MatMul, SimdKernelsAgreeWithScalarOnes) {
       }
       for (size_t i = 0; i < simd.size(); ++i) {
         EXPECT_NEAR(simd[i], scalar[i], 1e-4f * (1.0f + std::fabs(scalar[i]))) << WeightTypeName(type) << " " << i;
+      }
+    }
+  }
+}
+
+// The AVX-512 kernels give the AVX2 kernels' bits for every type, vector count (every tile shape and
+// remainder: 1..9 vectors), column count (whole 32-column chunks and float tails) and row range (odd
+// starts and ends, so tiles of two rows meet a last row alone), cached or streamed.
+TEST(MatMul, Avx512KernelsGiveTheAvx2KernelsBits) {
+  if (!CpuSupports(KernelIsa::kAvx512)) GTEST_SKIP() << "this CPU has no AVX-512 F/VL/BW: its kernels cannot run here";
+  for (WeightType type : kAllTypes) {
+    for (int64_t cols : {32, 96, 172, 768}) {
+      if (cols % Traits(type).block_size != 0) continue;
+      for (int64_t rows : {7, 3001}) {
+        if (rows > 1000 && cols != 768) continue;
+        Problem p(type, rows, cols, 9, uint32_t(cols + rows));
+        for (int n = 1; n <= p.n; ++n) {
+          for (auto [begin, end] : {std::pair<int64_t, int64_t>{0, rows}, {1, rows}, {1, rows - 2}}) {
+            std::vector<float> avx2(size_t(n) * rows, -1.0f), avx512(size_t(n) * rows, -2.0f);
+            MatMulRows(KernelIsa::kAvx2, avx2.data(), p.w, p.x.data(), n, begin, end);
+            MatMulRows(KernelIsa::kAvx512, avx512.data(), p.w, p.x.data(), n, begin, end);
+            for (int v = 0; v < n; ++v) {
+              const size_t at = size_t(v) * rows + begin;
+              EXPECT_EQ(0, std::memcmp(avx2.data() + at, avx512.data() + at, size_t(end - begin) * 4))
+                  << WeightTypeName(type) << " cols " << cols << " rows " << rows << " vectors " << n << " vector " << v
+                  << " from " << begin << " to " << end;
+            }
+          }
+        }
       }
     }
   }
