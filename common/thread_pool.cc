@@ -1,6 +1,30 @@
 #include "common/thread_pool.h"
 
+#include <algorithm>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 namespace a2sf {
+namespace {
+
+constexpr int kIndexBits = 24, kCountBits = 24;
+constexpr uint64_t kIndexMask = (uint64_t(1) << kIndexBits) - 1;
+
+uint64_t Call(uint64_t word) { return word >> (kIndexBits + kCountBits); }
+uint64_t Count(uint64_t word) { return (word >> kIndexBits) & ((uint64_t(1) << kCountBits) - 1); }
+uint64_t Index(uint64_t word) { return word & kIndexMask; }
+
+void Pause() {
+#if defined(__x86_64__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int num_threads) {
   for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
@@ -8,32 +32,47 @@ ThreadPool::ThreadPool(int num_threads) {
 
 ThreadPool::~ThreadPool() {
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
+    std::lock_guard<std::mutex> lock(sleep_mutex_);
+    stop_.store(true);
   }
   wake_.notify_all();
   for (std::thread& t : workers_) t.join();
 }
 
-void ThreadPool::RunShare() {
-  for (size_t i = next_.fetch_add(1); i < n_; i = next_.fetch_add(1)) (*fn_)(i);
+void ThreadPool::RunItems(uint64_t word) {
+  while (Index(word) < Count(word)) {
+    // Claim item Index(word) of this call only: a word of another call fails the exchange.
+    if (!word_.compare_exchange_weak(word, word + 1, std::memory_order_acq_rel)) {
+      continue;  // `word` now holds the current word (maybe of a later call: its items are as good)
+    }
+    // The call is running (this item is claimed and unfinished), so fn_ is its function.
+    (*fn_.load(std::memory_order_acquire))(size_t(Index(word)));
+    pending_.fetch_sub(1, std::memory_order_acq_rel);
+    word = word_.load(std::memory_order_acquire);
+  }
+}
+
+bool ThreadPool::AwaitCall(uint64_t seen) {
+  const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; ++i) {
+    if (stop_.load(std::memory_order_acquire)) return false;
+    if (Call(word_.load(std::memory_order_acquire)) != seen) return true;
+    if (i % 64 == 63 && std::chrono::steady_clock::now() > spin_until) break;
+    Pause();
+  }
+  std::unique_lock<std::mutex> lock(sleep_mutex_);
+  sleeping_.fetch_add(1, std::memory_order_seq_cst);
+  wake_.wait(lock, [&] { return stop_.load() || Call(word_.load(std::memory_order_seq_cst)) != seen; });
+  sleeping_.fetch_sub(1, std::memory_order_seq_cst);
+  return !stop_.load();
 }
 
 void ThreadPool::WorkerLoop() {
-  size_t seen = 0;
-  for (;;) {
-    {
-      std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      ++busy_;
-    }
-    RunShare();
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--busy_ == 0) done_.notify_all();
-    }
+  uint64_t seen = 0;
+  while (AwaitCall(seen)) {
+    const uint64_t word = word_.load(std::memory_order_acquire);
+    seen = Call(word);
+    RunItems(word);
   }
 }
 
@@ -43,20 +82,30 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
     for (size_t i = 0; i < n; ++i) fn(i);
     return;
   }
-  std::lock_guard<std::mutex> call_lock(call_mutex_);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    fn_ = &fn;
-    n_ = n;
-    next_.store(0);
-    ++generation_;
+  if (n > kMaxItems) {  // in calls of at most kMaxItems items
+    for (size_t base = 0; base < n; base += kMaxItems) {
+      const std::function<void(size_t)> slice = [&fn, base](size_t i) { fn(base + i); };
+      ParallelFor(std::min(kMaxItems, n - base), slice);
+    }
+    return;
   }
-  wake_.notify_all();
-  RunShare();
-  std::unique_lock<std::mutex> lock(mutex_);
-  // Workers that woke for this generation finish their share; late ones find nothing left.
-  done_.wait(lock, [&] { return busy_ == 0 && next_.load() >= n_; });
-  fn_ = nullptr;
+  std::lock_guard<std::mutex> call_lock(call_mutex_);
+  // Every item of the last call is finished, so no worker reads fn_ now.
+  fn_.store(&fn, std::memory_order_release);
+  pending_.store(n, std::memory_order_relaxed);
+  const uint64_t call = (Call(word_.load(std::memory_order_relaxed)) + 1) & 0xffff;
+  const uint64_t word = (call << (kIndexBits + kCountBits)) | (uint64_t(n) << kIndexBits);
+  word_.store(word, std::memory_order_seq_cst);
+  if (sleeping_.load(std::memory_order_seq_cst) > 0) {
+    std::lock_guard<std::mutex> lock(sleep_mutex_);
+    wake_.notify_all();
+  }
+  RunItems(word);
+  // Items other threads claimed are running: they are short, so wait without sleeping.
+  for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+    if (i < 4096) Pause();
+    else std::this_thread::yield();
+  }
 }
 
 }  // namespace a2sf

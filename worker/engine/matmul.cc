@@ -402,17 +402,25 @@ A2SF_AVX2 void QuantizeQ16Avx2(const float* in, BlockQ16* out, int64_t blocks) {
 #define A2SF_AVX512_INLINE __attribute__((target("avx512f,avx512vl,avx512bw,avx2,fma,f16c"), always_inline)) inline
 
 // 16 weights: columns 32k + 16h .. 32k + 16h + 15 as floats.
+// kOneVectorOnAvx2: one vector runs the AVX2 tile (f32 streamed one vector at a time was read
+// slower with 512-bit loads, bench/matmul_bench; the two give the same bits).
 struct F32Decoder512 : F32Decoder {
+  using Avx2 = F32Decoder;
+  static constexpr bool kOneVectorOnAvx2 = true;
   A2SF_AVX512_INLINE static __m512 Lanes16(const uint8_t* row, int64_t k, int h) {
     return _mm512_loadu_ps(reinterpret_cast<const float*>(row) + 32 * k + 16 * h);
   }
 };
 struct F16Decoder512 : F16Decoder {
+  using Avx2 = F16Decoder;
+  static constexpr bool kOneVectorOnAvx2 = false;
   A2SF_AVX512_INLINE static __m512 Lanes16(const uint8_t* row, int64_t k, int h) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 64 * k + 32 * h)));
   }
 };
 struct Bf16Decoder512 : Bf16Decoder {
+  using Avx2 = Bf16Decoder;
+  static constexpr bool kOneVectorOnAvx2 = false;
   A2SF_AVX512_INLINE static __m512 Lanes16(const uint8_t* row, int64_t k, int h) {
     const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + 64 * k + 32 * h)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
@@ -426,6 +434,10 @@ template <class Decoder>
 struct FloatTiles512 {
   template <int R, int NV>
   A2SF_AVX512_INLINE static void Run(const Tile& t, int64_t cols) {
+    if constexpr (NV == 1 && Decoder::kOneVectorOnAvx2) {
+      FloatTiles<typename Decoder::Avx2>::template Run<R, 1>(t, cols);
+      return;
+    }
     const int64_t chunks = cols / 32;
     __m512 acc[R][NV][2];
 #pragma GCC unroll 64
