@@ -1,9 +1,14 @@
 // Cost of one ForwardPass step against the number of rows (sequences decoded together), on the
 // stories110M shape (random weights): the batch's ms per step and tokens/s, as ratios to one row.
+// --device=cuda: the same rows on CUDA engines, the batched device step (one step for all rows)
+// against the rows run one after another (each engine's own one-row step, the serial baseline),
+// both measured here; without a GPU it says why and exits 1.
 //
 //   bazel run -c opt //bench:forward_pass_bench -- --threads=2
+//   bazel run -c opt //bench:forward_pass_bench -- --device=cuda
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -14,33 +19,100 @@
 
 ABSL_FLAG(int, threads, 2, "threads of the pass");
 ABSL_FLAG(int, steps, 8, "steps per row count");
+ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda (batched device step against serial one-row steps)");
 
-int main(int argc, char** argv) {
-  using namespace a2sf::worker;
-  absl::ParseCommandLine(argc, argv);
-  auto weights = std::move(*MakeSyntheticModel(*NamedShape("stories110M"), 7));
-  ForwardPass pass(weights.get(), absl::GetFlag(FLAGS_threads));
-  const int steps = absl::GetFlag(FLAGS_steps);
+namespace a2sf::worker {
+namespace {
+
+constexpr int kRowCounts[] = {1, 2, 4, 8, 16};
+
+std::vector<std::unique_ptr<Engine>> MakeEngines(const ModelWeights* weights, EngineDevice device, int count,
+                                                 int steps) {
+  std::vector<std::unique_ptr<Engine>> engines;
+  EngineOptions options;
+  options.cache_capacity = steps + 2;
+  options.device = device;
+  for (int r = 0; r < count; ++r) engines.push_back(std::move(*Engine::Create(weights, options)));
+  return engines;
+}
+
+// Average ms of `step(s)` for s = 1..steps (s = 0 warms up), after an untimed `prepare(s)`; -1 if a
+// step failed.
+template <typename Prepare, typename Step>
+double MsPerStep(int steps, Prepare prepare, Step step) {
+  absl::Duration total;
+  for (int s = 0; s <= steps; ++s) {
+    prepare(s);
+    const absl::Time start = absl::Now();
+    if (!step(s)) return -1;
+    if (s > 0) total += absl::Now() - start;
+  }
+  return absl::ToDoubleMilliseconds(total) / steps;
+}
+
+int RunCpu(const ModelWeights* weights, int steps) {
+  ForwardPass pass(weights, absl::GetFlag(FLAGS_threads));
   double one = 0;
   std::printf("%5s %12s %10s %8s\n", "rows", "ms/step", "tok/s", "vs 1");
-  for (int rows : {1, 2, 4, 8, 16}) {
-    std::vector<std::unique_ptr<Engine>> engines;
-    EngineOptions options;
-    options.cache_capacity = steps + 2;
-    for (int r = 0; r < rows; ++r) engines.push_back(std::move(*Engine::Create(weights.get(), options)));
+  for (int rows : kRowCounts) {
+    auto engines = MakeEngines(weights, EngineDevice::kCpu, rows, steps);
     std::vector<ForwardRow> batch;
-    absl::Duration total;
-    for (int s = 0; s <= steps; ++s) {
+    auto prepare = [&](int s) {
       batch.clear();
       for (int r = 0; r < rows; ++r) batch.push_back({engines[r].get(), 1 + r, s});
-      const absl::Time start = absl::Now();
-      if (!pass.Run(batch).ok()) return 1;
-      if (s > 0) total += absl::Now() - start;  // step 0 warms up
-    }
-    const double ms = absl::ToDoubleMilliseconds(total) / steps;
+    };
+    const double ms = MsPerStep(steps, prepare, [&](int) { return pass.Run(batch).ok(); });
+    if (ms < 0) return 1;
     const double tps = rows * 1000.0 / ms;
     if (rows == 1) one = tps;
     std::printf("%5d %12.2f %10.1f %7.2fx\n", rows, ms, tps, tps / one);
   }
   return 0;
+}
+
+int RunCuda(const ModelWeights* weights, int steps) {
+  ForwardPass pass(weights, 1);
+  std::printf("%5s %12s %12s %10s %14s\n", "rows", "batched ms", "serial ms", "tok/s", "serial/batched");
+  for (int rows : kRowCounts) {
+    auto batched = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
+    auto serial = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
+    std::vector<ForwardRow> batch;
+    auto prepare = [&](int s) {
+      batch.clear();
+      for (int r = 0; r < rows; ++r) batch.push_back({batched[r].get(), 1 + r, s});
+    };
+    const double batched_ms = MsPerStep(steps, prepare, [&](int) { return pass.Run(batch).ok(); });
+    const double serial_ms = MsPerStep(steps, [](int) {}, [&](int s) {
+      for (int r = 0; r < rows; ++r) {
+        if (!serial[r]->Forward(1 + r, s).ok()) return false;
+      }
+      return true;
+    });
+    if (batched_ms < 0 || serial_ms < 0) return 1;
+    std::printf("%5d %12.3f %12.3f %10.1f %13.2fx\n", rows, batched_ms, serial_ms, rows * 1000.0 / batched_ms,
+                serial_ms / batched_ms);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace a2sf::worker
+
+int main(int argc, char** argv) {
+  using namespace a2sf::worker;
+  absl::ParseCommandLine(argc, argv);
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "cpu" && device != "cuda") {
+    std::fprintf(stderr, "--device: cpu or cuda, got '%s'\n", device.c_str());
+    return 2;
+  }
+  if (device == "cuda") {
+    if (absl::Status gpu = CheckEngineDevice(EngineDevice::kCuda); !gpu.ok()) {
+      std::printf("cuda: %s\n", std::string(gpu.message()).c_str());
+      return 1;
+    }
+  }
+  auto weights = std::move(*MakeSyntheticModel(*NamedShape("stories110M"), 7));
+  const int steps = absl::GetFlag(FLAGS_steps);
+  return device == "cuda" ? RunCuda(weights.get(), steps) : RunCpu(weights.get(), steps);
 }
