@@ -36,6 +36,12 @@ std::vector<std::unique_ptr<Engine>> MakeEngines(const ModelWeights* weights, En
   return engines;
 }
 
+// Row r of step s: engine r's token 1 + r at position s.
+void StepRows(const std::vector<std::unique_ptr<Engine>>& engines, int s, std::vector<ForwardRow>* rows) {
+  rows->clear();
+  for (size_t r = 0; r < engines.size(); ++r) rows->push_back({engines[r].get(), 1 + int(r), s});
+}
+
 // Average ms of `step(s)` for s = 1..steps (s = 0 warms up), after an untimed `prepare(s)`; -1 if a
 // step failed.
 template <typename Prepare, typename Step>
@@ -57,10 +63,7 @@ int RunCpu(const ModelWeights* weights, int steps) {
   for (int rows : kRowCounts) {
     auto engines = MakeEngines(weights, EngineDevice::kCpu, rows, steps);
     std::vector<ForwardRow> batch;
-    auto prepare = [&](int s) {
-      batch.clear();
-      for (int r = 0; r < rows; ++r) batch.push_back({engines[r].get(), 1 + r, s});
-    };
+    auto prepare = [&](int s) { StepRows(engines, s, &batch); };
     const double ms = MsPerStep(steps, prepare, [&](int) { return pass.Run(batch).ok(); });
     if (ms < 0) return 1;
     const double tps = rows * 1000.0 / ms;
@@ -77,10 +80,7 @@ int RunCuda(const ModelWeights* weights, int steps) {
     auto batched = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
     auto serial = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
     std::vector<ForwardRow> batch;
-    auto prepare = [&](int s) {
-      batch.clear();
-      for (int r = 0; r < rows; ++r) batch.push_back({batched[r].get(), 1 + r, s});
-    };
+    auto prepare = [&](int s) { StepRows(batched, s, &batch); };
     const double batched_ms = MsPerStep(steps, prepare, [&](int) { return pass.Run(batch).ok(); });
     const double serial_ms = MsPerStep(steps, [](int) {}, [&](int s) {
       for (int r = 0; r < rows; ++r) {

@@ -187,22 +187,13 @@ struct Failure {
   }
 };
 
+// `count` T from `allocate`: cudaMalloc, or cudaMallocHost for page-locked host memory (so that a
+// step's copies back are one DMA each); recorded in `allocations` for freeing.
 template <typename T>
-cudaError_t Alloc(T** out, size_t count, std::vector<void*>* allocations) {
+cudaError_t Alloc(T** out, size_t count, std::vector<void*>* allocations,
+                  cudaError_t (*allocate)(void**, size_t) = cudaMalloc) {
   void* p = nullptr;
-  const cudaError_t e = cudaMalloc(&p, count * sizeof(T));
-  if (e == cudaSuccess) {
-    allocations->push_back(p);
-    *out = static_cast<T*>(p);
-  }
-  return e;
-}
-
-// Page-locked host memory, so that the step's copies back are one DMA each.
-template <typename T>
-cudaError_t AllocPinned(T** out, size_t count, std::vector<void*>* allocations) {
-  void* p = nullptr;
-  const cudaError_t e = cudaMallocHost(&p, count * sizeof(T));
+  const cudaError_t e = allocate(&p, count * sizeof(T));
   if (e == cudaSuccess) {
     allocations->push_back(p);
     *out = static_cast<T*>(p);
@@ -420,7 +411,7 @@ constexpr int kQuantVectors = 8;
 // y[v][row] = W x[v] for GGUF q8_0 / q4_0 blocks, vectors [blockIdx.y * kVectors, + kVectors) of n:
 // one warp per row, lanes over the row's blocks; each block is read and unpacked once for all the
 // vectors, its integer-weighted sum of each fp32 vector scaled by its fp16 d, the warp sums the lanes.
-// A vector's arithmetic is the same whatever n is.
+// A vector gets the same operations in the same order whatever n is.
 template <int kType, int kVectors>
 __global__ void QuantMatMulKernel(const DeviceMatrix m, const float* x, int n, float* y) {
   const int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -684,7 +675,7 @@ cudaError_t ReserveRows(DeviceBatch* b, int n) {
   if (e == cudaSuccess) e = Alloc(&b->logits, rows * d.vocab_size, device);
   if (e == cudaSuccess) e = Alloc(&b->x16, rows * widest, device);
   if (e == cudaSuccess) e = Alloc(&b->rows, rows, device);
-  if (e == cudaSuccess) e = AllocPinned(&b->host_logits, rows * d.vocab_size, &b->row_buffers.pinned);
+  if (e == cudaSuccess) e = Alloc(&b->host_logits, rows * d.vocab_size, &b->row_buffers.pinned, cudaMallocHost);
   if (e != cudaSuccess) {
     b->row_buffers.Free();
     return e;
@@ -704,7 +695,7 @@ cudaError_t ReserveEntries(DeviceBatch* b, size_t entries) {
   const size_t heads = size_t(d.n_layers) * d.n_kv_heads;
   cudaError_t e = Alloc(&b->att, size_t(d.n_heads) * capacity, &b->entry_buffers.device);
   if (e == cudaSuccess) e = Alloc(&b->scores, heads * capacity, &b->entry_buffers.device);
-  if (e == cudaSuccess) e = AllocPinned(&b->host_scores, heads * capacity, &b->entry_buffers.pinned);
+  if (e == cudaSuccess) e = Alloc(&b->host_scores, heads * capacity, &b->entry_buffers.pinned, cudaMallocHost);
   if (e != cudaSuccess) {
     b->entry_buffers.Free();
     return e;
