@@ -419,11 +419,16 @@ TEST(CudaForwardPass, EveryRowOfABatchEqualsItsEngineAloneAndTheCpu) {
 
 // The other weight types go through GemmEx in 16 bits or the q8_0/q4_0 kernel's eight-vector tiles:
 // the batch equals each engine alone (the CPU comparison of these types is
-// EveryWeightTypeFollowsTheCpuEngineOfThatType's).
+// EveryWeightTypeFollowsTheCpuEngineOfThatType's). The q8_0/q4_0 kernel does the same operations for a
+// vector whatever the batch: 1e-4. f16/bf16 products round the activations to 16 bits first, so an
+// activation that differs in its last fp32 bits between the batched and the lone GEMM may round to
+// the neighbouring 16-bit value (2^-11 / 2^-8 relative) and carry that through the layers: wider bounds.
 TEST(CudaForwardPass, EveryWeightTypesBatchEqualsItsEnginesAlone) {
   A2SF_REQUIRE_GPU();
   A2SF_REQUIRE_FIXTURES();
-  for (WeightType type : {WeightType::kF16, WeightType::kBF16, WeightType::kQ8_0, WeightType::kQ4_0}) {
+  const std::pair<WeightType, double> types[] = {
+      {WeightType::kF16, 2e-3}, {WeightType::kBF16, 1e-2}, {WeightType::kQ8_0, 1e-4}, {WeightType::kQ4_0, 1e-4}};
+  for (auto [type, bound] : types) {
     LoadOptions options;
     options.weights = type;
     auto weights = LoadModel(FixturesDir() + "/stories260K-dq.bin", options);
@@ -432,7 +437,7 @@ TEST(CudaForwardPass, EveryWeightTypesBatchEqualsItsEnginesAlone) {
     // Nine rows in the first passes: more than one q8_0/q4_0 tile of eight vectors.
     jobs.push_back({{1, 261, 378, 432}, 0, 0});
     const Worst worst = RunJobsBatched(weights->get(), &jobs, 16);
-    EXPECT_LT(worst.alone, 1e-4) << WeightTypeName(type);
+    EXPECT_LT(worst.alone, bound) << WeightTypeName(type);
     EXPECT_GE(worst.multi_engine_passes, 12) << WeightTypeName(type);
   }
 }
