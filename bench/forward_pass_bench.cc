@@ -1,13 +1,17 @@
 // Cost of one ForwardPass step against the number of rows (sequences decoded together), on the
 // stories110M shape (random weights): the batch's ms per step and tokens/s, as ratios to one row,
 // from the mean step and from the fastest one (steadier on a shared machine: other processes only
-// ever add time). The kernels are the CPU's best (worker/engine/matmul.h); A2SF_MAX_KERNEL_ISA=avx2
-// compares the AVX2 ones in the same conditions.
+// ever add time). The CPU kernels are the machine's best (worker/engine/matmul.h);
+// A2SF_MAX_KERNEL_ISA=avx2 compares the AVX2 ones in the same conditions. --device=cuda: the same rows on CUDA engines, the batched device step (one step for all rows)
+// against the rows run one after another (each engine's own one-row step, the serial baseline),
+// both measured here; without a GPU it says why and exits 1.
 //
 //   bazel run -c opt //bench:forward_pass_bench -- --threads=2
+//   bazel run -c opt //bench:forward_pass_bench -- --device=cuda
 #include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -19,38 +23,108 @@
 
 ABSL_FLAG(int, threads, 2, "threads of the pass");
 ABSL_FLAG(int, steps, 8, "steps per row count");
+ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda (batched device step against serial one-row steps)");
+
+namespace a2sf::worker {
+namespace {
+
+constexpr int kRowCounts[] = {1, 2, 4, 8, 16};
+
+std::vector<std::unique_ptr<Engine>> MakeEngines(const ModelWeights* weights, EngineDevice device, int count,
+                                                 int steps) {
+  std::vector<std::unique_ptr<Engine>> engines;
+  EngineOptions options;
+  options.cache_capacity = steps + 2;
+  options.device = device;
+  for (int r = 0; r < count; ++r) engines.push_back(std::move(*Engine::Create(weights, options)));
+  return engines;
+}
+
+// Row r of step s: engine r's token 1 + r at position s.
+void StepRows(const std::vector<std::unique_ptr<Engine>>& engines, int s, std::vector<ForwardRow>* rows) {
+  rows->clear();
+  for (size_t r = 0; r < engines.size(); ++r) rows->push_back({engines[r].get(), 1 + int(r), s});
+}
+
+struct StepMs {
+  double mean = -1, fastest = -1;  // -1: a step failed
+};
+
+// Mean and fastest ms of `step(s)` for s = 1..steps (s = 0 warms up), after an untimed `prepare(s)`.
+template <typename Prepare, typename Step>
+StepMs MsPerStep(int steps, Prepare prepare, Step step) {
+  absl::Duration total, fastest = absl::InfiniteDuration();
+  for (int s = 0; s <= steps; ++s) {
+    prepare(s);
+    const absl::Time start = absl::Now();
+    if (!step(s)) return {};
+    const absl::Duration took = absl::Now() - start;
+    if (s == 0) continue;
+    total += took;
+    fastest = std::min(fastest, took);
+  }
+  return {absl::ToDoubleMilliseconds(total) / steps, absl::ToDoubleMilliseconds(fastest)};
+}
+
+int RunCpu(const ModelWeights* weights, int steps) {
+  ForwardPass pass(weights, absl::GetFlag(FLAGS_threads));
+  double one = 0, one_fastest = 0;
+  std::printf("%s kernels, %d threads\n", KernelIsaName(DetectedIsa()), absl::GetFlag(FLAGS_threads));
+  std::printf("%5s %12s %10s %8s %14s %8s\n", "rows", "ms/step", "tok/s", "vs 1", "fastest ms", "vs 1");
+  for (int rows : kRowCounts) {
+    auto engines = MakeEngines(weights, EngineDevice::kCpu, rows, steps);
+    std::vector<ForwardRow> batch;
+    auto prepare = [&](int s) { StepRows(engines, s, &batch); };
+    const StepMs ms = MsPerStep(steps, prepare, [&](int) { return pass.Run(batch).ok(); });
+    if (ms.mean < 0) return 1;
+    const double tps = rows * 1000.0 / ms.mean, fastest_tps = rows * 1000.0 / ms.fastest;
+    if (rows == 1) one = tps, one_fastest = fastest_tps;
+    std::printf("%5d %12.2f %10.1f %7.2fx %14.2f %7.2fx\n", rows, ms.mean, tps, tps / one, ms.fastest,
+                fastest_tps / one_fastest);
+  }
+  return 0;
+}
+
+int RunCuda(const ModelWeights* weights, int steps) {
+  ForwardPass pass(weights, 1);
+  std::printf("%5s %12s %12s %10s %14s\n", "rows", "batched ms", "serial ms", "tok/s", "serial/batched");
+  for (int rows : kRowCounts) {
+    auto batched = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
+    auto serial = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
+    std::vector<ForwardRow> batch;
+    auto prepare = [&](int s) { StepRows(batched, s, &batch); };
+    const double batched_ms = MsPerStep(steps, prepare, [&](int) { return pass.Run(batch).ok(); }).mean;
+    const double serial_ms = MsPerStep(steps, [](int) {}, [&](int s) {
+      for (int r = 0; r < rows; ++r) {
+        if (!serial[r]->Forward(1 + r, s).ok()) return false;
+      }
+      return true;
+    }).mean;
+    if (batched_ms < 0 || serial_ms < 0) return 1;
+    std::printf("%5d %12.3f %12.3f %10.1f %13.2fx\n", rows, batched_ms, serial_ms, rows * 1000.0 / batched_ms,
+                serial_ms / batched_ms);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace a2sf::worker
 
 int main(int argc, char** argv) {
   using namespace a2sf::worker;
   absl::ParseCommandLine(argc, argv);
-  auto weights = std::move(*MakeSyntheticModel(*NamedShape("stories110M"), 7));
-  ForwardPass pass(weights.get(), absl::GetFlag(FLAGS_threads));
-  const int steps = absl::GetFlag(FLAGS_steps);
-  double one = 0, one_fastest = 0;
-  std::printf("%s kernels, %d threads\n", KernelIsaName(DetectedIsa()), absl::GetFlag(FLAGS_threads));
-  std::printf("%5s %12s %10s %8s %14s %8s\n", "rows", "ms/step", "tok/s", "vs 1", "fastest ms", "vs 1");
-  for (int rows : {1, 2, 4, 8, 16}) {
-    std::vector<std::unique_ptr<Engine>> engines;
-    EngineOptions options;
-    options.cache_capacity = steps + 2;
-    for (int r = 0; r < rows; ++r) engines.push_back(std::move(*Engine::Create(weights.get(), options)));
-    std::vector<ForwardRow> batch;
-    absl::Duration total, fastest = absl::InfiniteDuration();
-    for (int s = 0; s <= steps; ++s) {
-      batch.clear();
-      for (int r = 0; r < rows; ++r) batch.push_back({engines[r].get(), 1 + r, s});
-      const absl::Time start = absl::Now();
-      if (!pass.Run(batch).ok()) return 1;
-      if (s == 0) continue;  // step 0 warms up
-      total += absl::Now() - start;
-      fastest = std::min(fastest, absl::Now() - start);
-    }
-    const double ms = absl::ToDoubleMilliseconds(total) / steps;
-    const double tps = rows * 1000.0 / ms, fastest_ms = absl::ToDoubleMilliseconds(fastest);
-    const double fastest_tps = rows * 1000.0 / fastest_ms;
-    if (rows == 1) one = tps, one_fastest = fastest_tps;
-    std::printf("%5d %12.2f %10.1f %7.2fx %14.2f %7.2fx\n", rows, ms, tps, tps / one, fastest_ms,
-                fastest_tps / one_fastest);
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "cpu" && device != "cuda") {
+    std::fprintf(stderr, "--device: cpu or cuda, got '%s'\n", device.c_str());
+    return 2;
   }
-  return 0;
+  if (device == "cuda") {
+    if (absl::Status gpu = CheckEngineDevice(EngineDevice::kCuda); !gpu.ok()) {
+      std::printf("cuda: %s\n", std::string(gpu.message()).c_str());
+      return 1;
+    }
+  }
+  auto weights = std::move(*MakeSyntheticModel(*NamedShape("stories110M"), 7));
+  const int steps = absl::GetFlag(FLAGS_steps);
+  return device == "cuda" ? RunCuda(weights.get(), steps) : RunCpu(weights.get(), steps);
 }

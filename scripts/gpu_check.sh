@@ -3,7 +3,8 @@
 #   scripts/gpu_check.sh [--bundle-only] DIR RESULTS   (--bundle-only: stop after the library checks)
 # Steps: the bundle is self-contained; the CUDA runtime, cuBLAS and NCCL are found ($LD_LIBRARY_PATH,
 # the usual install paths, or Python `nvidia-*` wheels) and the driver; cuda_info; the CUDA tests;
-# engine_bench's GPU rows (stories260K, 110M shape); cachemgr_bench on the CUDA store at LLaMA-2-7B
+# engine_bench's GPU rows (stories260K, 110M shape); forward_pass_bench --device=cuda (the batched
+# device step of 1..16 rows against the same rows one after another, 110M shape); cachemgr_bench on the CUDA store at LLaMA-2-7B
 # shape (decision alone, shared-memory ring hand-off, gRPC, and the CUDA IPC device-resident hand-off as
 # its own line, cuda_ipc_handoff); the services (a2sf-cachemgr
 # --backend=cuda + a2sf-worker --device=cuda over a Unix socket): a greedy job per policy, tokens
@@ -159,6 +160,22 @@ if run_logged engine_bench 150 "$(bin engine_bench)" gpu; then
   fi
 else
   record engine_bench fail "exit status $? (see logs/engine_bench.log)"
+fi
+# The batched device step (one step for all rows) against the same rows run one after another (each
+# engine's one-row step): ms per step for 1, 2, 4, 8 and 16 rows, 110M shape, fp32.
+if run_logged forward_pass_gpu 90 "$(bin forward_pass_bench)" --device=cuda --steps=8; then
+  if [ "$gpu" = yes ]; then
+    record forward_pass_gpu pass "rows batched-ms serial-ms tok/s serial/batched: $(grep -E '^ +[0-9]+ ' "$logs/forward_pass_gpu.log" | tr -s ' ' | sed 's/^ //' | paste -sd ';' -)"
+  else
+    record forward_pass_gpu fail "ran without a GPU instead of refusing (see logs/forward_pass_gpu.log)"
+  fi
+else
+  rc=$?
+  if [ "$gpu" != yes ] && [ "$rc" = 1 ] && grep -q '^cuda: ' "$logs/forward_pass_gpu.log"; then
+    record forward_pass_gpu skip "$no_gpu_reason"
+  else
+    record forward_pass_gpu fail "exit status $rc (see logs/forward_pass_gpu.log)"
+  fi
 fi
 if [ "$gpu" = yes ]; then
   if run_logged cachemgr_bench 150 "$(bin cachemgr_bench)" cuda; then

@@ -18,14 +18,14 @@ env -i PATH=/usr/bin:/bin bash "$scripts/gpu_check.sh" "$tmp/bundle" "$tmp/resul
 summary="$tmp/results/summary.txt"
 cat "$summary"
 for step in cuda_libs bundle cuda_info cuda_link_test cuda_score_store_test cuda_engine_test cuda_ipc_test \
-            engine_bench cachemgr_bench cuda_ipc_handoff services_cpu services_gpu total; do
+            engine_bench forward_pass_gpu cachemgr_bench cuda_ipc_handoff services_cpu services_gpu total; do
   grep -q "^$step " "$summary" || fail "no line for step $step"
 done
 grep -q '^bundle  *pass ' "$summary" || fail "bundle step did not pass"
 if ! grep -q '^GPUs: [1-9]' "$tmp/results/logs/cuda_info.log"; then
   # Without a GPU every GPU step is skipped, each with a reason.
-  for step in cuda_link_test cuda_score_store_test cuda_engine_test cuda_ipc_test engine_bench cachemgr_bench \
-              cuda_ipc_handoff services_gpu; do
+  for step in cuda_link_test cuda_score_store_test cuda_engine_test cuda_ipc_test engine_bench forward_pass_gpu \
+              cachemgr_bench cuda_ipc_handoff services_gpu; do
     grep -qE "^$step +skip .*(no usable GPU|without CUDA)" "$summary" || fail "step $step not skipped with a reason"
   done
 fi

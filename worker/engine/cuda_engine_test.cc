@@ -78,31 +78,36 @@ TEST_P(CudaGoldenLogitsTest, SixteenPositionsWithinOneTenThousandth) {
 INSTANTIATE_TEST_SUITE_P(Formats, CudaGoldenLogitsTest,
                          ::testing::Values("stories260K-dq.bin", "stories260K-hf"));
 
-// Each weight type's GPU product (cuBLAS Sgemv / GemmEx, the q8_0 and q4_0 kernels) against the CPU
-// kernel of the same weights. f16/bf16 products round x to the weights' type (GemmEx takes A and B
-// of one type), hence their wider bounds.
-TEST(CudaMatVec, EveryWeightTypeMatchesTheCpuKernel) {
+// Each weight type's GPU product (cuBLAS GemmEx, the q8_0 and q4_0 kernels) against the CPU kernel of
+// the same weights, for one vector and for several (11: a q8_0/q4_0 pass of eight and one of three).
+// f16/bf16 products round x to the weights' type (GemmEx takes A and B of one type), hence their
+// wider bounds.
+TEST(CudaMatMul, EveryWeightTypeMatchesTheCpuKernelForOneOrManyVectors) {
   A2SF_REQUIRE_GPU();
   std::mt19937 rng(9);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   for (WeightType type : {WeightType::kF32, WeightType::kF16, WeightType::kBF16, WeightType::kQ8_0, WeightType::kQ4_0}) {
     const int64_t rows = 300, cols = 256;
-    std::vector<float> values(size_t(rows) * cols), x(cols);
+    std::vector<float> values(size_t(rows) * cols);
     for (float& v : values) v = normal(rng);
-    for (float& v : x) v = normal(rng);
     std::vector<uint8_t> bytes(size_t(rows) * RowBytes(type, cols));
     for (int64_t r = 0; r < rows; ++r) {
       Traits(type).from_float(values.data() + r * cols, bytes.data() + r * RowBytes(type, cols), cols);
     }
     const WeightMatrix w{type, bytes.data(), rows, cols};
-    std::vector<float> cpu(rows), gpu(rows);
-    MatMulRows(KernelIsa::kScalar, cpu.data(), w, x.data(), 1, 0, rows);
-    std::string error;
-    ASSERT_EQ(cuda::MatVecOnce({int(type), bytes.data(), rows, cols, bytes.size()}, x.data(), gpu.data(), &error), 0)
-        << error;
-    const double relative = type == WeightType::kBF16 ? 0x1p-7 : type == WeightType::kF16 ? 0x1p-10 : 1e-5;
-    for (int64_t r = 0; r < rows; ++r) {
-      EXPECT_NEAR(gpu[r], cpu[r], relative * std::sqrt(double(cols)) * 4 + 1e-4) << WeightTypeName(type) << " row " << r;
+    for (int n : {1, 3, 11}) {
+      std::vector<float> x(size_t(n) * cols);
+      for (float& v : x) v = normal(rng);
+      std::vector<float> cpu(size_t(n) * rows), gpu(size_t(n) * rows);
+      MatMulRows(KernelIsa::kScalar, cpu.data(), w, x.data(), n, 0, rows);
+      std::string error;
+      ASSERT_EQ(cuda::MatMulOnce({int(type), bytes.data(), rows, cols, bytes.size()}, x.data(), n, gpu.data(), &error), 0)
+          << error;
+      const double relative = type == WeightType::kBF16 ? 0x1p-7 : type == WeightType::kF16 ? 0x1p-10 : 1e-5;
+      for (size_t i = 0; i < cpu.size(); ++i) {
+        ASSERT_NEAR(gpu[i], cpu[i], relative * std::sqrt(double(cols)) * 4 + 1e-4)
+            << WeightTypeName(type) << ", " << n << " vectors, vector " << i / rows << " row " << i % rows;
+      }
     }
   }
 }
@@ -276,6 +281,301 @@ TEST(CudaEngineDeviceScores, ScoresWrittenToAnExportedBufferEqualTheHostScores) 
     ASSERT_TRUE(cuda_ipc::CopyToHost(device.data(), shared->device_pointer(), host.size() * 4).ok());
     ASSERT_EQ(std::vector<float>(host.begin(), host.end()), device) << "position " << pos;
   }
+}
+
+}  // namespace
+}  // namespace a2sf::worker
+
+// The batched device step: a ForwardPass over several CUDA engines runs their rows as one device step
+// (each weight read once for all rows); every row must equal its engine run alone, one token at a time,
+// within float rounding (cuBLAS may choose another algorithm for another number of columns), and the
+// CPU engine's values as the tests above bound them.
+namespace a2sf::worker {
+namespace {
+
+// |a - b| / (1 + |b|), the worst over the elements: relative for large values, absolute near zero.
+double WorstDifference(absl::Span<const float> a, absl::Span<const float> b) {
+  EXPECT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    worst = std::max(worst, std::fabs(double(a[i]) - double(b[i])) / (1.0 + std::fabs(double(b[i]))));
+  }
+  return worst;
+}
+
+// Evicts slot 1 of every head (a fixed, arbitrary victim) until `rows` more entries fit.
+void MakeRoom(Engine* engine, int rows) {
+  const ModelConfig& c = engine->config();
+  while (engine->cache().entries() + rows > engine->cache().capacity()) {
+    ASSERT_TRUE(engine->Evict(1, std::vector<uint32_t>(size_t(c.n_layers) * c.n_kv_heads, 1)).ok());
+  }
+}
+
+// A job of the batch: a prompt fed in chunks of up to four rows (fewer when the cache is small), then
+// its greedy tokens; a cache capacity (0: the context) and the pass it joins at. Three engines run it:
+// `batched` in the shared pass, `alone` (CUDA) and `cpu` one token at a time, all fed the same tokens
+// and the same evictions.
+struct BatchJob {
+  std::vector<int> prompt;
+  int capacity = 0;
+  int join = 0;
+  std::unique_ptr<Engine> batched, alone, cpu;
+  size_t fed = 0;
+  int position = 0, next = 0;
+};
+
+struct Worst {
+  double alone = 0, cpu_logits = 0, cpu_scores = 0;
+  int chunk_rows = 0, multi_engine_passes = 0;
+};
+
+// This pass's rows of `job` (appended to `rows`); makes room in its three caches first.
+int AddJobRows(BatchJob* job, std::vector<ForwardRow>* rows) {
+  int take = 1;
+  if (job->fed < job->prompt.size()) {
+    take = std::min<int>({4, int(job->prompt.size() - job->fed), job->batched->cache().capacity() - 1});
+  }
+  for (Engine* e : {job->batched.get(), job->alone.get(), job->cpu.get()}) MakeRoom(e, take);
+  for (int i = 0; i < take; ++i) {
+    const int token = job->fed < job->prompt.size() ? job->prompt[job->fed++] : job->next;
+    rows->push_back({job->batched.get(), token, job->position++});
+  }
+  return take;
+}
+
+// Runs the pass's rows of `job` alone on the other two engines and compares row by row.
+void CompareJobRows(BatchJob* job, const ForwardRow* rows, int take, Worst* worst) {
+  for (int i = 0; i < take; ++i) {
+    ASSERT_TRUE(job->alone->Forward(rows[i].token, rows[i].position).ok());
+    ASSERT_TRUE(job->cpu->Forward(rows[i].token, rows[i].position).ok());
+    worst->alone = std::max({worst->alone, WorstDifference(job->batched->logits(i), job->alone->logits()),
+                             WorstDifference(job->batched->step_scores(i), job->alone->step_scores())});
+    worst->cpu_logits = std::max(worst->cpu_logits, WorstDifference(job->batched->logits(i), job->cpu->logits()));
+    worst->cpu_scores =
+        std::max(worst->cpu_scores, WorstDifference(job->batched->step_scores(i), job->cpu->step_scores()));
+  }
+  if (take > 1) worst->chunk_rows += take;
+  const absl::Span<const float> logits = job->batched->logits();
+  job->next = int(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+Worst RunJobsBatched(const ModelWeights* weights, std::vector<BatchJob>* jobs, int passes) {
+  ForwardPass pass(weights, 1);
+  Worst worst;
+  for (BatchJob& job : *jobs) {
+    job.batched = MakeEngine(weights, EngineDevice::kCuda, job.capacity);
+    job.alone = MakeEngine(weights, EngineDevice::kCuda, job.capacity);
+    job.cpu = MakeEngine(weights, EngineDevice::kCpu, job.capacity);
+    if (job.batched == nullptr || job.alone == nullptr || job.cpu == nullptr) return worst;
+  }
+  std::vector<ForwardRow> rows;
+  std::vector<std::pair<BatchJob*, int>> takes;
+  for (int p = 0; p < passes; ++p) {
+    rows.clear();
+    takes.clear();
+    for (BatchJob& job : *jobs) {
+      if (p >= job.join) takes.push_back({&job, AddJobRows(&job, &rows)});
+    }
+    const absl::Status run = pass.Run(rows);
+    EXPECT_TRUE(run.ok()) << run;
+    if (!run.ok()) return worst;
+    if (takes.size() > 1) ++worst.multi_engine_passes;
+    const ForwardRow* at = rows.data();
+    for (auto [job, take] : takes) {
+      CompareJobRows(job, at, take, &worst);
+      at += take;
+    }
+  }
+  return worst;
+}
+
+std::vector<BatchJob> MixedJobs() {
+  std::vector<BatchJob> jobs(4);
+  jobs[0].prompt = {1, 403, 407, 261, 378, 432, 383, 286, 261};  // a long prompt, the whole context
+  jobs[1].prompt = {1, 298, 315, 421, 395};                       // a small cache: evictions
+  jobs[1].capacity = 6;
+  jobs[2].prompt = {1};  // BOS only, joins at the third pass
+  jobs[2].join = 2;
+  jobs[3].prompt = {1, 376, 298};  // the smallest cache, joins at the second pass
+  jobs[3].capacity = 4;
+  jobs[3].join = 1;
+  return jobs;
+}
+
+TEST(CudaForwardPass, EveryRowOfABatchEqualsItsEngineAloneAndTheCpu) {
+  A2SF_REQUIRE_GPU();
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  ASSERT_NE(weights, nullptr);
+  std::vector<BatchJob> jobs = MixedJobs();
+  const Worst worst = RunJobsBatched(weights.get(), &jobs, 24);
+  EXPECT_LT(worst.alone, 1e-4);
+  EXPECT_LT(worst.cpu_logits, 1e-3);
+  EXPECT_LT(worst.cpu_scores, 1e-4);
+  EXPECT_GE(worst.chunk_rows, 8);  // prefill chunks went through
+  EXPECT_GE(worst.multi_engine_passes, 20);
+  for (const BatchJob& job : jobs) EXPECT_EQ(job.batched->cache().entries(), job.alone->cache().entries());
+}
+
+// The other weight types go through GemmEx in 16 bits or the q8_0/q4_0 kernel's eight-vector tiles:
+// the batch equals each engine alone (the CPU comparison of these types is
+// EveryWeightTypeFollowsTheCpuEngineOfThatType's). The q8_0/q4_0 kernel does the same operations for a
+// vector whatever the batch: 1e-4. f16/bf16 products round the activations to 16 bits first, so an
+// activation that differs in its last fp32 bits between the batched and the lone GEMM may round to
+// the neighbouring 16-bit value (2^-11 / 2^-8 relative) and carry that through the layers: wider bounds.
+TEST(CudaForwardPass, EveryWeightTypesBatchEqualsItsEnginesAlone) {
+  A2SF_REQUIRE_GPU();
+  A2SF_REQUIRE_FIXTURES();
+  const std::pair<WeightType, double> types[] = {
+      {WeightType::kF16, 2e-3}, {WeightType::kBF16, 1e-2}, {WeightType::kQ8_0, 1e-4}, {WeightType::kQ4_0, 1e-4}};
+  for (auto [type, bound] : types) {
+    LoadOptions options;
+    options.weights = type;
+    auto weights = LoadModel(FixturesDir() + "/stories260K-dq.bin", options);
+    ASSERT_TRUE(weights.ok()) << weights.status();
+    std::vector<BatchJob> jobs = MixedJobs();
+    // Nine rows in the first passes: more than one q8_0/q4_0 tile of eight vectors.
+    jobs.push_back({{1, 261, 378, 432}, 0, 0});
+    const Worst worst = RunJobsBatched(weights->get(), &jobs, 16);
+    EXPECT_LT(worst.alone, bound) << WeightTypeName(type);
+    EXPECT_GE(worst.multi_engine_passes, 12) << WeightTypeName(type);
+  }
+}
+
+// A CPU engine in the same pass as CUDA engines runs on the host as alone, bit for bit.
+TEST(CudaForwardPass, ACpuEngineInAPassWithCudaEnginesIsBitForBitAlone) {
+  A2SF_REQUIRE_GPU();
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  ASSERT_NE(weights, nullptr);
+  auto gpu_a = MakeEngine(weights.get(), EngineDevice::kCuda);
+  auto cpu = MakeEngine(weights.get(), EngineDevice::kCpu);
+  auto gpu_b = MakeEngine(weights.get(), EngineDevice::kCuda);
+  auto cpu_alone = MakeEngine(weights.get(), EngineDevice::kCpu);
+  auto gpu_alone = MakeEngine(weights.get(), EngineDevice::kCuda);
+  ForwardPass pass(weights.get(), 2);
+  const int tokens[6] = {1, 403, 407, 261, 378, 432};
+  for (int pos = 0; pos < 6; ++pos) {
+    const ForwardRow rows[] = {{gpu_a.get(), tokens[pos], pos}, {cpu.get(), tokens[pos], pos},
+                               {gpu_b.get(), tokens[5 - pos], pos}};
+    ASSERT_TRUE(pass.Run(rows).ok());
+    ASSERT_TRUE(cpu_alone->Forward(tokens[pos], pos).ok());
+    ASSERT_TRUE(gpu_alone->Forward(tokens[pos], pos).ok());
+    EXPECT_EQ(std::vector<float>(cpu->logits().begin(), cpu->logits().end()),
+              std::vector<float>(cpu_alone->logits().begin(), cpu_alone->logits().end()));
+    EXPECT_LT(WorstDifference(gpu_a->logits(), gpu_alone->logits()), 1e-4);
+    EXPECT_LT(WorstDifference(gpu_a->step_scores(), gpu_alone->step_scores()), 1e-4);
+  }
+}
+
+// Each engine's device score target receives its own last row's scores of a batched pass (chunks
+// included), equal to the host copy.
+TEST(CudaForwardPass, EachEnginesDeviceScoresHoldItsLastRowOfThePass) {
+  A2SF_REQUIRE_GPU();
+  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1);
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  const int capacity = 16;
+  const ModelConfig& c = (*weights)->config();
+  const size_t bytes = size_t(c.n_layers) * c.n_kv_heads * capacity * 4;
+  std::vector<std::unique_ptr<Engine>> engines;
+  std::vector<std::shared_ptr<cuda_ipc::ExportedDeviceBuffer>> targets;
+  for (int e = 0; e < 3; ++e) {
+    engines.push_back(MakeEngine(weights->get(), EngineDevice::kCuda, capacity));
+    ASSERT_NE(engines.back(), nullptr);
+    if (e == 2) continue;  // the third writes no device scores
+    auto buffer = cuda_ipc::ExportedDeviceBuffer::Create(bytes);
+    ASSERT_TRUE(buffer.ok()) << buffer.status();
+    targets.push_back(std::move(*buffer));
+    ASSERT_TRUE(engines[e]->WriteDeviceScoresTo({targets[e]->device_pointer(), bytes, targets[e]->event(), targets[e]})
+                    .ok());
+  }
+  ForwardPass pass(weights->get(), 1);
+  const int chunk[4][3] = {{3, 1, 2}, {1, 2, 1}, {2, 1, 3}, {1, 1, 1}};  // rows per engine and pass
+  for (int p = 0; p < 4; ++p) {
+    std::vector<ForwardRow> rows;
+    for (int e = 0; e < 3; ++e) {
+      for (int i = 0; i < chunk[p][e]; ++i) {
+        const int position = engines[e]->cache().entries() + i;
+        rows.push_back({engines[e].get(), 1 + (position * 31 + e * 7) % 500, position});
+      }
+    }
+    ASSERT_TRUE(pass.Run(rows).ok());
+    for (int e = 0; e < 2; ++e) {
+      ASSERT_EQ(engines[e]->rows(), chunk[p][e]);
+      const absl::Span<const float> host = engines[e]->step_scores();
+      std::vector<float> device(host.size());
+      ASSERT_TRUE(cuda_ipc::CopyToHost(device.data(), targets[e]->device_pointer(), host.size() * 4).ok());
+      ASSERT_EQ(std::vector<float>(host.begin(), host.end()), device) << "engine " << e << ", pass " << p;
+    }
+  }
+}
+
+// A one-layer f32 model small enough to write by hand, uploaded for cuda_forward.h's own API.
+cuda::DeviceWeights* UploadTinyModel(cuda::Dims* dims) {
+  *dims = {};
+  dims->dim = 64, dims->hidden_dim = 128, dims->n_layers = 1, dims->n_heads = 2, dims->n_kv_heads = 1;
+  dims->head_dim = 32, dims->vocab_size = 16;
+  static const std::vector<float>* values = [] {
+    auto* v = new std::vector<float>(128 * 64);
+    for (size_t i = 0; i < v->size(); ++i) v->at(i) = float(int(i * 37 % 101) - 50) / 400.0f;
+    return v;
+  }();
+  static const std::vector<float>* ones = new std::vector<float>(128, 1.0f);
+  auto matrix = [](int64_t rows, int64_t cols) {
+    return cuda::HostMatrix{0, values->data(), rows, cols, size_t(rows * cols) * 4};
+  };
+  const cuda::HostLayer layer{ones->data(),      matrix(64, 64),  matrix(32, 64),  matrix(32, 64), matrix(64, 64),
+                              ones->data(),      matrix(128, 64), matrix(64, 128), matrix(128, 64)};
+  cuda::DeviceWeights* weights = nullptr;
+  std::string error;
+  EXPECT_EQ(cuda::UploadWeights(*dims, matrix(16, 64), &layer, ones->data(), matrix(16, 64), &weights, &error), 0)
+      << error;
+  return weights;
+}
+
+// cuda::ForwardBatch refuses malformed rows with the reason and still runs the next good step.
+TEST(CudaForwardBatch, MalformedRowsAreRefusedWithTheReason) {
+  A2SF_REQUIRE_GPU();
+  cuda::Dims dims;
+  cuda::DeviceWeights* weights = UploadTinyModel(&dims);
+  cuda::DeviceWeights* other = UploadTinyModel(&dims);
+  ASSERT_NE(weights, nullptr);
+  ASSERT_NE(other, nullptr);
+  std::string error;
+  cuda::Sequence *a = nullptr, *b = nullptr, *foreign = nullptr;
+  cuda::DeviceBatch* batch = nullptr;
+  ASSERT_EQ(cuda::CreateSequence(weights, 4, false, &a, &error), 0) << error;
+  ASSERT_EQ(cuda::CreateSequence(weights, 4, false, &b, &error), 0) << error;
+  ASSERT_EQ(cuda::CreateSequence(other, 4, false, &foreign, &error), 0) << error;
+  ASSERT_EQ(cuda::CreateBatch(weights, &batch, &error), 0) << error;
+  std::vector<float> logits(3 * 16), scores(3 * 4);
+  auto row = [&](cuda::Sequence* s, int token, int entries, int i) {
+    return cuda::BatchRow{s, token, entries, entries, logits.data() + i * 16, scores.data() + i * 4, nullptr};
+  };
+  const std::vector<std::pair<std::vector<cuda::BatchRow>, std::string>> bad = {
+      {{}, "1 to 65535 rows"},
+      {{row(a, 16, 0, 0)}, "token 16 outside"},
+      {{row(a, -1, 0, 0)}, "token -1 outside"},
+      {{row(a, 1, 4, 0)}, "slot 4 outside"},
+      {{row(foreign, 1, 0, 0)}, "other weights"},
+      {{row(a, 1, 0, 0), row(a, 2, 2, 1)}, "consecutive slots"},
+      {{row(a, 1, 0, 0), row(b, 2, 0, 1), row(a, 3, 1, 2)}, "must be adjacent"},
+      {{{a, 1, 0, 0, nullptr, scores.data(), nullptr}}, "no host logits"},
+  };
+  for (const auto& [rows, reason] : bad) {
+    error.clear();
+    EXPECT_EQ(cuda::ForwardBatch(batch, rows.data(), int(rows.size()), &error), -1) << reason;
+    EXPECT_NE(error.find(reason), std::string::npos) << error;
+  }
+  const std::vector<cuda::BatchRow> good = {row(a, 1, 0, 0), row(a, 2, 1, 1), row(b, 3, 0, 2)};
+  ASSERT_EQ(cuda::ForwardBatch(batch, good.data(), 3, &error), 0) << error;
+  for (float v : logits) EXPECT_TRUE(std::isfinite(v));
+  // Row 1 attends over two entries of one KV head: its softmax sums to the group size (two heads).
+  EXPECT_NEAR(scores[4] + scores[5], 2.0f, 1e-5f);
+  cuda::DestroyBatch(batch);
+  for (cuda::Sequence* s : {a, b, foreign}) cuda::DestroySequence(s);
+  cuda::FreeWeights(weights);
+  cuda::FreeWeights(other);
 }
 
 }  // namespace

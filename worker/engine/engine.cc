@@ -199,29 +199,71 @@ absl::Status ForwardPass::Check(absl::Span<const ForwardRow> rows) {
 
 absl::Status ForwardPass::Run(absl::Span<const ForwardRow> rows) {
   if (absl::Status s = Check(rows); !s.ok()) return s;
+  for (const Group& g : groups_) g.engine->BeginRows(g.end - g.begin);
+  if (absl::Status s = RunOnDevice(rows); !s.ok()) return s;
+  host_rows_.clear();
+  for (const ForwardRow& row : rows) {
+    if (row.engine->device_sequence_ == nullptr) host_rows_.push_back(row);
+  }
+  if (host_rows_.empty()) return absl::OkStatus();
+  if (host_rows_.size() != rows.size()) {
+    if (absl::Status s = Check(host_rows_); !s.ok()) return s;  // regroups the host rows
+  }
+  RunOnHost(host_rows_);
+  return absl::OkStatus();
+}
+
+ForwardPass::~ForwardPass() = default;
+
+void ForwardPass::DeviceBatchDeleter::operator()(cuda::DeviceBatch* batch) const { cuda::DestroyBatch(batch); }
+
+absl::Status ForwardPass::BindDevice(const Engine& engine) {
+  if (device_batch_ != nullptr) {
+    if (engine.device_model_ == device_model_) return absl::OkStatus();
+    // Engines of one model share one device model while any of them lives (DeviceModel::For).
+    return absl::InternalError("GPU forward pass: an engine of another device copy of the model");
+  }
+  cuda::DeviceBatch* batch = nullptr;
+  std::string error;
+  if (cuda::CreateBatch(engine.device_model_->weights(), &batch, &error) != 0) {
+    return absl::ResourceExhaustedError(absl::StrCat("creating a GPU forward pass: ", error));
+  }
+  device_model_ = engine.device_model_;
+  device_batch_.reset(batch);
+  return absl::OkStatus();
+}
+
+absl::Status ForwardPass::RunOnDevice(absl::Span<const ForwardRow> rows) {
+  const size_t vocab = size_t(config_.vocab_size);
+  device_rows_.clear();
+  for (const Group& g : groups_) {
+    Engine* e = g.engine;
+    if (e->device_sequence_ == nullptr) continue;
+    if (absl::Status s = BindDevice(*e); !s.ok()) return s;
+    for (int r = g.begin; r < g.end; ++r) {
+      const int row = r - g.begin;
+      float* attention = r == g.end - 1 && !e->attention_outputs_.empty() ? e->attention_outputs_.data() : nullptr;
+      device_rows_.push_back({e->device_sequence_, rows[r].token, rows[r].position, e->cache_.entries() + row,
+                              e->logits_.data() + row * vocab, e->scores_.data() + row * e->score_stride(),
+                              attention});
+    }
+  }
+  if (device_rows_.empty()) return absl::OkStatus();
+  std::string error;
+  if (cuda::ForwardBatch(device_batch_.get(), device_rows_.data(), int(device_rows_.size()), &error) != 0) {
+    return absl::InternalError(absl::StrCat("GPU forward pass: ", error));
+  }
+  for (const Group& g : groups_) {
+    if (g.engine->device_sequence_ == nullptr) continue;
+    for (int r = g.begin; r < g.end; ++r) g.engine->CommitDeviceRow(rows[r].position);
+  }
+  return absl::OkStatus();
+}
+
+void ForwardPass::RunOnHost(absl::Span<const ForwardRow> rows) {
   const ModelConfig& c = config_;
   const int n = int(rows.size());
   Reserve(n);
-  // The CUDA backend runs its sequences one row after another (the same API, not batched there).
-  std::vector<ForwardRow> host_rows;
-  host_rows.reserve(rows.size());
-  for (const Group& g : groups_) {
-    g.engine->BeginRows(g.end - g.begin);
-    for (int r = g.begin; r < g.end; ++r) {
-      if (g.engine->device_sequence_ == nullptr) {
-        host_rows.push_back(rows[r]);
-        continue;
-      }
-      if (absl::Status s = g.engine->ForwardOnDevice(rows[r].token, rows[r].position, r - g.begin); !s.ok()) {
-        return s;
-      }
-    }
-  }
-  if (host_rows.size() != rows.size()) {
-    if (host_rows.empty()) return absl::OkStatus();
-    if (absl::Status s = Check(host_rows); !s.ok()) return s;  // regroups the host rows
-    rows = host_rows;
-  }
   for (int r = 0; r < n; ++r) weights_->token_embedding().RowToFloat(rows[r].token, x_.data() + size_t(r) * c.dim);
   for (int l = 0; l < c.n_layers; ++l) Layer(l, rows);
   for (const Group& g : groups_) {
@@ -236,7 +278,6 @@ absl::Status ForwardPass::Run(absl::Span<const ForwardRow> rows) {
     std::memcpy(g.engine->logits_.data(), logits_.data() + size_t(g.begin) * c.vocab_size,
                 size_t(g.end - g.begin) * c.vocab_size * sizeof(float));
   }
-  return absl::OkStatus();
 }
 
 // One transformer layer for every row: the products for all rows at once, attention per row.
@@ -290,20 +331,12 @@ void ForwardPass::Layer(int l, absl::Span<const ForwardRow> rows) {
   for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb_[i];
 }
 
-absl::Status Engine::ForwardOnDevice(int token, int position, int row) {
-  const ModelConfig& c = config_;
+void Engine::CommitDeviceRow(int position) {
   const int slot = cache_.append_slot();
-  std::string error;
-  if (cuda::Forward(device_sequence_, token, position, cache_.entries(), logits_.data() + size_t(row) * c.vocab_size,
-                    scores_.data() + size_t(row) * score_stride(),
-                    attention_outputs_.empty() ? nullptr : attention_outputs_.data(), &error) != 0) {
-    return absl::InternalError(absl::StrCat("GPU forward pass: ", error));
-  }
-  for (int l = 0; l < c.n_layers; ++l) {
-    for (int g = 0; g < c.n_kv_heads; ++g) cache_.set_position(l, g, slot, uint32_t(position));
+  for (int l = 0; l < config_.n_layers; ++l) {
+    for (int g = 0; g < config_.n_kv_heads; ++g) cache_.set_position(l, g, slot, uint32_t(position));
   }
   cache_.CommitAppend();
-  return absl::OkStatus();
 }
 
 absl::Status Engine::WriteDeviceScoresTo(DeviceScoreTarget target) {

@@ -18,9 +18,13 @@
 // Weights may be held in any of the five weight types (worker/model/weights.h); every product with
 // them goes through MatMul (worker/engine/matmul.h), so the forward pass below is type-agnostic.
 // Two backends behind this one class: the CPU (AVX2/FMA/F16C kernels, a thread pool) and CUDA (cuBLAS
-// products for f32/f16/bf16, kernels for q8_0/q4_0 and the rest in worker/engine/cuda, weights uploaded once per model and device
-// and shared by every engine). Both export the same scores and apply decisions the same way; the
-// positions and slot bookkeeping stay on the host either way.
+// products for f32/f16/bf16, kernels for q8_0/q4_0 and the rest in worker/engine/cuda, weights uploaded
+// once per model and device and shared by every engine). On CUDA the rows of a pass are one batched
+// device step (cuda::ForwardBatch): each weight matrix is read once for all rows there too, attention
+// per row over its engine's device cache. Both export the same scores and apply decisions the same
+// way; the positions and slot bookkeeping stay on the host either way. The device step is not bitwise
+// batch-invariant (cuBLAS may pick another algorithm for another N); it equals a row alone within
+// float rounding (cuda_engine_test).
 //
 // Not thread-safe: one sequence per Engine (the weights may be shared by many engines); a ForwardPass
 // is used by one thread at a time, and the engines of a Run must not be used by others meanwhile.
@@ -72,8 +76,10 @@ struct DeviceScoreTarget {
 };
 
 namespace cuda {
+struct BatchRow;
+struct DeviceBatch;
 struct Sequence;
-}
+}  // namespace cuda
 class DeviceModel;
 class Engine;
 
@@ -85,11 +91,13 @@ struct ForwardRow {
 };
 
 // The forward pass over the shared weights, with its thread pool and the batch's activations
-// ([rows][...], grown to the largest batch seen and kept).
+// ([rows][...], grown to the largest batch seen and kept), on the host and, once a CUDA engine's row
+// came, on the device (a cuda::DeviceBatch of that engine's device model, kept with the model).
 class ForwardPass {
  public:
   // REQUIRES: threads in [1, 256].
   ForwardPass(const ModelWeights* weights, int threads);
+  ~ForwardPass();
 
   // Appends every row's token to its engine's cache and computes the rows' logits and scores. The rows
   // of one engine must be adjacent, with increasing positions; each engine at most once per group.
@@ -105,9 +113,19 @@ class ForwardPass {
     Engine* engine;
     int begin, end;
   };
+  struct DeviceBatchDeleter {
+    void operator()(cuda::DeviceBatch* batch) const;
+  };
   absl::Status Check(absl::Span<const ForwardRow> rows);
   void Reserve(int rows);
+  // The rows of CUDA engines (groups_ tells which), as one device step; their caches advance only if
+  // it succeeds.
+  absl::Status RunOnDevice(absl::Span<const ForwardRow> rows);
+  // All rows, every one a CPU engine's, grouped in groups_.
+  void RunOnHost(absl::Span<const ForwardRow> rows);
   void Layer(int layer, absl::Span<const ForwardRow> rows);
+  // Creates the device batch on the first CUDA engine's device model; later engines must share it.
+  absl::Status BindDevice(const Engine& engine);
 
   const ModelWeights* weights_;
   const ModelConfig config_;
@@ -116,6 +134,10 @@ class ForwardPass {
   int reserved_rows_ = 0;
   AlignedVector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, logits_;  // 64-byte aligned for the kernels
   std::vector<float> rope_cos_, rope_sin_;
+  std::vector<ForwardRow> host_rows_;
+  std::shared_ptr<const DeviceModel> device_model_;  // before device_batch_: outlives it
+  std::unique_ptr<cuda::DeviceBatch, DeviceBatchDeleter> device_batch_;
+  std::vector<cuda::BatchRow> device_rows_;
 };
 
 class Engine {
@@ -174,7 +196,8 @@ class Engine {
   // Row `row` (its slot entries() + row): attention of every query head over the slots up to it, into
   // `out` ([q_dim]), and the group sums into the row's scores.
   void Attention(int layer, int row, const float* q, float* out, ThreadPool* pool);
-  absl::Status ForwardOnDevice(int token, int position, int row);
+  // After a device step: the next slot of every head holds `position`.
+  void CommitDeviceRow(int position);
   absl::Status ReplayMovesOnDevice(uint32_t evictions_per_head);
 
   const ModelWeights* weights_;

@@ -9,6 +9,7 @@ constexpr char kReason[] = "this binary was built without CUDA";
 
 struct DeviceWeights {};
 struct Sequence {};
+struct DeviceBatch {};
 
 int CountDevices(int* count, std::string* error) {
   *count = 0;
@@ -18,16 +19,18 @@ int UploadWeights(const Dims&, const HostMatrix&, const HostLayer*, const float*
                   std::string* error) {
   return *error = kReason, kUnavailable;
 }
-int MatVecOnce(const HostMatrix&, const float*, float*, std::string* error) { return *error = kReason, kUnavailable; }
 void FreeWeights(DeviceWeights*) {}
 size_t WeightBytes(const DeviceWeights*) { return 0; }
+int MatMulOnce(const HostMatrix&, const float*, int, float*, std::string* error) {
+  return *error = kReason, kUnavailable;
+}
 int CreateSequence(const DeviceWeights*, int, bool, Sequence**, std::string* error) {
   return *error = kReason, kUnavailable;
 }
 void DestroySequence(Sequence*) {}
-int Forward(Sequence*, int, int, int, float*, float*, float*, std::string* error) {
-  return *error = kReason, kUnavailable;
-}
+int CreateBatch(const DeviceWeights*, DeviceBatch**, std::string* error) { return *error = kReason, kUnavailable; }
+void DestroyBatch(DeviceBatch*) {}
+int ForwardBatch(DeviceBatch*, const BatchRow*, int, std::string* error) { return *error = kReason, kUnavailable; }
 int SetScoreTarget(Sequence*, float*, void*, std::string* error) { return *error = kReason, kUnavailable; }
 int SwapRemoveEntries(Sequence*, const uint32_t*, uint32_t, uint32_t, std::string* error) {
   return *error = kReason, kUnavailable;
