@@ -26,7 +26,7 @@ void Pause() {
 
 }  // namespace
 
-ThreadPool::ThreadPool(int num_threads) {
+ThreadPool::ThreadPool(int num_threads, std::chrono::microseconds spin) : spin_(spin) {
   for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
 }
 
@@ -53,11 +53,11 @@ void ThreadPool::RunItems(uint64_t word) {
 }
 
 bool ThreadPool::AwaitCall(uint64_t seen) {
-  const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+  const auto spin_until = std::chrono::steady_clock::now() + spin_;
   for (int i = 0;; ++i) {
     if (stop_.load(std::memory_order_acquire)) return false;
     if (Call(word_.load(std::memory_order_acquire)) != seen) return true;
-    if (i % 64 == 63 && std::chrono::steady_clock::now() > spin_until) break;
+    if (spin_.count() == 0 || (i % 64 == 63 && std::chrono::steady_clock::now() > spin_until)) break;
     Pause();
   }
   std::unique_lock<std::mutex> lock(sleep_mutex_);

@@ -3,9 +3,11 @@
 // one thread is a plain loop.
 //
 // Built for many short loops in a row (a decoder step is ~100 of them, some of a few microseconds):
-// idle workers spin for a short while (kSpin) before they sleep, so a loop that follows another
-// starts on every thread at once instead of after a futex wake-up; the caller never waits for a
-// worker that has not started (it takes the items itself), only for items already running.
+// idle workers spin for a short while (`spin`, kSpin by default) before they sleep, so a loop that
+// follows another starts on every thread at once instead of after a futex wake-up. A pool whose loops
+// come milliseconds apart (the cache manager's store) passes zero and its workers sleep at once. The
+// caller never waits for a worker that has not started (it takes the items itself), only for items
+// already running.
 //
 // Each call's items are claimed from one atomic word holding (call, count, next item), so a worker
 // that looks late at a call that has ended can never run an item of it, or of the next call, twice.
@@ -29,13 +31,13 @@ namespace a2sf {
 
 class ThreadPool {
  public:
-  // How long an idle worker looks for the next call before it sleeps.
+  // How long an idle worker looks for the next call before it sleeps, by default.
   static constexpr std::chrono::microseconds kSpin{100};
   // The most items one call has (the claim word's 24 bits).
   static constexpr size_t kMaxItems = (size_t(1) << 24) - 1;
 
   // num_threads >= 1 (values below are raised to 1).
-  explicit ThreadPool(int num_threads);
+  explicit ThreadPool(int num_threads, std::chrono::microseconds spin = kSpin);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -53,6 +55,7 @@ class ThreadPool {
   // Runs items of the call whose word was `word` until none are left.
   void RunItems(uint64_t word);
 
+  const std::chrono::microseconds spin_;
   std::vector<std::thread> workers_;
   std::mutex call_mutex_;  // one ParallelFor at a time
   // (call number: 16 bits, item count: 24 bits, next item: 24 bits).

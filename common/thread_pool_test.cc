@@ -56,6 +56,19 @@ TEST(ThreadPool, SleepingAndSpinningWorkersBothTakePart) {
   }
 }
 
+// A pool that never spins (its workers sleep at once) still runs every item once, and its workers
+// take part (the blocking pair below needs two threads).
+TEST(ThreadPool, APoolThatDoesNotSpinStillUsesItsWorkers) {
+  ThreadPool pool(2, std::chrono::microseconds(0));
+  for (int call = 0; call < 200; ++call) ExpectEachOnce(&pool, size_t(call % 40));
+  std::atomic<int> started{0};
+  pool.ParallelFor(2, [&](size_t) {
+    started.fetch_add(1);
+    while (started.load() < 2) std::this_thread::yield();
+  });
+  EXPECT_EQ(started.load(), 2);
+}
+
 TEST(ThreadPool, SeveralCallersShareOnePool) {
   ThreadPool pool(2);
   std::vector<std::thread> callers;

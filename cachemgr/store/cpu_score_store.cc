@@ -48,7 +48,9 @@ struct CpuScoreStore::Session {
   }
 };
 
-CpuScoreStore::CpuScoreStore(int num_threads) : pool_(num_threads) {}
+// Steps come milliseconds apart: the workers sleep between them instead of spinning (a node's
+// workers share its cores with the cache manager).
+CpuScoreStore::CpuScoreStore(int num_threads) : pool_(num_threads, std::chrono::microseconds(0)) {}
 CpuScoreStore::~CpuScoreStore() = default;
 
 absl::StatusOr<SessionHandle> CpuScoreStore::CreateSession(SessionGeometry geometry,
