@@ -113,26 +113,52 @@ CacheManagerService::~CacheManagerService() {
 
 grpc::Status CacheManagerService::AdmitStream(grpc::ServerContext* context, std::atomic<int64_t>* last_active_ns) {
   last_active_ns->store(NowNs());
+  std::string peer = PeerIdentity(*context);
   absl::MutexLock lock(&streams_mutex_);
+  size_t& of_peer = streams_per_peer_[peer];
+  if (options_.max_streams_per_peer > 0 && of_peer >= options_.max_streams_per_peer) {
+    return Error(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              absl::StrCat("this peer (", Quoted(peer), ") has ", of_peer,
+                                           " score streams open, the most one peer may hold at once ",
+                                           "(--max_streams_per_peer=", options_.max_streams_per_peer,
+                                           "); end one of them first")));
+  }
   if (options_.max_streams > 0 && streams_.size() >= options_.max_streams) {
+    if (of_peer == 0) streams_per_peer_.erase(peer);
     return Error(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                               absl::StrCat(streams_.size(), " score streams are open, the most this cache manager ",
                                            "serves at once (--max_streams=", options_.max_streams, ")")));
   }
-  streams_[context] = last_active_ns;
+  ++of_peer;
+  streams_[context] = {last_active_ns, std::move(peer)};
   return grpc::Status::OK;
 }
 
 void CacheManagerService::ForgetStream(grpc::ServerContext* context) {
   absl::MutexLock lock(&streams_mutex_);
-  streams_.erase(context);
+  auto it = streams_.find(context);
+  if (it == streams_.end()) return;
+  auto of_peer = streams_per_peer_.find(it->second.peer);
+  if (of_peer != streams_per_peer_.end() && --of_peer->second == 0) streams_per_peer_.erase(of_peer);
+  streams_.erase(it);
+}
+
+size_t CacheManagerService::open_streams() const {
+  absl::MutexLock lock(&streams_mutex_);
+  return streams_.size();
+}
+
+size_t CacheManagerService::open_streams(const std::string& peer) const {
+  absl::MutexLock lock(&streams_mutex_);
+  auto it = streams_per_peer_.find(peer);
+  return it == streams_per_peer_.end() ? 0 : it->second;
 }
 
 void CacheManagerService::CancelIdleStreams() {
   const int64_t cutoff = NowNs() - absl::ToInt64Nanoseconds(options_.stream_idle_timeout);
   absl::MutexLock lock(&streams_mutex_);  // held while cancelling: a handler forgets its stream first
-  for (const auto& [context, last_active_ns] : streams_) {
-    if (last_active_ns->load() < cutoff && !context->IsCancelled()) {
+  for (const auto& [context, stream] : streams_) {
+    if (stream.last_active_ns->load() < cutoff && !context->IsCancelled()) {
       A2SF_LOG(INFO) << "cancelling a score stream idle for more than " << options_.stream_idle_timeout
                      << " (--stream_idle_timeout_s)";
       context->TryCancel();
