@@ -94,9 +94,12 @@ class CacheManagerService final : public v1::CacheManager::Service {
                                   grpc::ServerReaderWriter<v1::DecisionBatch, v1::ScoreBatch>* stream) override;
 
   // Decides one batch (StreamScoreBatches' loop body): authorises each step's session, runs the token
-  // steps as one store batch, fills one SessionDecision per step. `served` collects the sessions whose
-  // secret a step presented. Public so that a harness can drive batches in-process.
-  void ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBatch* answer, std::set<std::string>* served);
+  // steps as one store batch, fills one SessionDecision per step (a step that fails fails alone, with
+  // its code and message). `served` collects the sessions whose secret a step presented. Fails as a
+  // whole (INVALID_ARGUMENT, which ends the stream) only for more than kMaxBatchSteps steps. Public so
+  // that a harness can drive batches in-process.
+  static constexpr int kMaxBatchSteps = 4096;
+  grpc::Status ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBatch* answer, std::set<std::string>* served);
   grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
                           v1::SessionInfo* response) override;
 
@@ -110,6 +113,10 @@ class CacheManagerService final : public v1::CacheManager::Service {
   absl::Status ServeRingStep(const std::string& session_id, ScoreRing* ring, uint64_t seq);
 
  private:
+  // Checks one step of a batch and, when it is a token step that may run, appends it to `tokens`; a
+  // bulk prefill runs at once. Returns the step's error (OK: decided now, or queued in `tokens`).
+  absl::Status AdmitBatchStep(const v1::ScoreStep& step, v1::SessionDecision* decision,
+                              std::vector<SessionManager::BatchedStep>* tokens, std::set<std::string>* served);
   // Runs one step of `session_id`; fills `decision`.
   grpc::Status Step(const std::string& session_id, const v1::ScoreStep& step, v1::EvictionDecision* decision);
   // The step itself, for inline and shared-memory scores alike (prompt_length: bulk prefills only).
