@@ -1,5 +1,6 @@
 #include "cachemgr/session/session_manager.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "cachemgr/store/cpu_score_store.h"
@@ -248,6 +249,20 @@ TEST(SessionManager, ConcurrentSessionsOnManyThreads) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(manager->session_count(), 0u);
+}
+
+TEST(SessionManager, IdsAreTheOpenSessions) {
+  SessionManager manager(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(), {});
+  auto first = manager.Open(Config("local", 2));
+  auto second = manager.Open(Config("local", 2));
+  ASSERT_TRUE(first.ok() && second.ok());
+  std::vector<std::string> ids = manager.Ids();
+  std::sort(ids.begin(), ids.end());
+  std::vector<std::string> expected = {first->id, second->id};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(ids, expected);
+  ASSERT_TRUE(manager.Close(first->id).ok());
+  EXPECT_EQ(manager.Ids(), std::vector<std::string>{second->id});
 }
 
 // Issue 11, finding 3: one peer cannot fill --max_sessions.
