@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -546,28 +547,33 @@ class SwappingPolicy final : public worker::EvictionPolicyClient {
 
 TEST(EndToEnd, RuntimeSwapOfARunningSessionChangesDecisionsFromTheNextStep) {
   A2SF_REQUIRE_FIXTURES();
-  Stack stack(/*remote=*/true);
+  Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, false, false, 0, false, /*gated=*/true);
   v1::GenerateRequest request = Request("h2o", 12, 200);
   request.mutable_stop()->set_stop_on_eos(false);
   v1::PolicySpec next;
   next.set_name("a2sf");
   next.set_alpha(0.1);
-  uint64_t swap_step = 0;
-  size_t seen = 0;
-  std::string swapped_session;
-  auto result = stack.client().Generate(request, [&](const v1::GeneratedTokens& tokens) {
-    seen += size_t(tokens.ids_size());
-    if (seen >= 30 && swap_step == 0) {
-      auto sessions = stack.admin().ListSessions();
-      ASSERT_TRUE(sessions.ok());
-      ASSERT_EQ(sessions->sessions_size(), 1);
-      swapped_session = sessions->sessions(0).session_id();
-      auto swap = stack.admin().SetSessionPolicy(swapped_session, next);
-      ASSERT_TRUE(swap.ok()) << swap.status();
-      EXPECT_EQ(swap->previous_policy().name(), "h2o");
-      swap_step = swap->effective_from_step();
-    }
-  });
+  // Swap while the job's 31st token step waits at the gate. The swap waits for that step's session
+  // lock; the gate lets the job on one step at a time until the swap is in, so the job cannot end
+  // first.
+  stack.gate().HoldAfter(30);
+  absl::StatusOr<client::GenerationResult> result;
+  std::thread job([&] { result = stack.client().Generate(request); });
+  ASSERT_TRUE(stack.gate().AwaitHeld(absl::Seconds(30)));
+  const std::vector<std::string> sessions = stack.manager()->Ids();
+  ASSERT_EQ(sessions.size(), 1u);
+  const std::string swapped_session = sessions[0];
+  auto swapped = std::async(std::launch::async, [&] { return stack.admin().SetSessionPolicy(swapped_session, next); });
+  while (swapped.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready) {
+    stack.gate().PassOne();
+    ASSERT_TRUE(stack.gate().AwaitHeld(absl::Seconds(30)));
+  }
+  stack.gate().Release();
+  job.join();
+  auto swap = swapped.get();
+  ASSERT_TRUE(swap.ok()) << swap.status();
+  EXPECT_EQ(swap->previous_policy().name(), "h2o");
+  const uint64_t swap_step = swap->effective_from_step();
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_GT(swap_step, 0u);
   // The job's statistics name the session that was swapped.

@@ -39,6 +39,33 @@ class Worker : public worker::testing::LocalWorker {
   }
 };
 
+// A Worker whose evicting policies run in a cache manager with a gated store: a test holds a job
+// mid-step (gate) while it acts, instead of racing a job a fast machine may finish first.
+struct GatedNode {
+  explicit GatedNode(const std::function<void(worker::WorkerOptions*)>& adjust = nullptr)
+      : gate(new cachemgr::testing::GatedScoreStore(std::make_unique<cachemgr::CpuScoreStore>(1))),
+        cachemgr([this] {
+          worker::testing::LocalCacheManagerOptions options;
+          options.store.reset(gate);
+          return options;
+        }()),
+        worker([&](worker::WorkerOptions* o) {
+          o->cache_manager = worker::testing::PlaintextChannel(cachemgr.tcp_address());
+          o->decision_timeout = absl::InfiniteDuration();
+          if (adjust) adjust(o);
+        }) {}
+  cachemgr::testing::GatedScoreStore* gate;  // owned by cachemgr's session manager
+  worker::testing::LocalCacheManager cachemgr;
+  Worker worker;
+};
+
+// A job whose steps reach the cache manager's store (an evicting policy).
+v1::GenerateRequest Evicting(v1::GenerateRequest request) {
+  request.mutable_policy()->set_name("a2sf");
+  request.mutable_budget()->set_tokens(16);
+  return request;
+}
+
 v1::GenerateRequest Greedy(uint32_t max_tokens) {
   v1::GenerateRequest request;
   request.set_text("Lily and Tom went to the park");
@@ -116,11 +143,19 @@ TEST(Serving, EveryFinishReason) {
   EXPECT_EQ(ended->finished.finish_reason(), v1::FINISH_REASON_EOS);
   EXPECT_TRUE(ended->ids.back() == 1 || ended->ids.back() == 2);
 
-  client::WorkerClient client = worker.client();
-  v1::GenerateRequest long_job = Greedy(0);
+  // Cancelled while it waits at the gate mid-decode (it cannot have ended first).
+  GatedNode node;
+  client::WorkerClient client = node.worker.client();
+  v1::GenerateRequest long_job = Evicting(Greedy(0));
   long_job.set_job_id("to-cancel");
-  auto cancelled = client.Generate(long_job, [&](const v1::GeneratedTokens&) { (void)client.Cancel("to-cancel"); });
-  ASSERT_TRUE(cancelled.ok());
+  node.gate->HoldAfter(20);
+  absl::StatusOr<client::GenerationResult> cancelled;
+  std::thread job([&] { cancelled = client.Generate(long_job); });
+  ASSERT_TRUE(node.gate->AwaitHeld(absl::Seconds(30)));
+  EXPECT_TRUE(*client.Cancel("to-cancel"));
+  node.gate->Release();
+  job.join();
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
   EXPECT_EQ(cancelled->finished.finish_reason(), v1::FINISH_REASON_CANCELLED);
   EXPECT_EQ(client.GetJob("to-cancel")->state(), v1::JOB_STATE_CANCELLED);
 }
@@ -321,24 +356,17 @@ bool AwaitState(Worker& worker, const std::string& id, v1::JobState state) {
 // token steps wait at a gate until the test opens it.
 TEST(Serving, BeyondTheQueueJobsAreRefusedAndACancelledQueuedJobEndsAtOnce) {
   A2SF_REQUIRE_FIXTURES();
-  auto gated = std::make_unique<cachemgr::testing::GatedScoreStore>(std::make_unique<cachemgr::CpuScoreStore>(1));
-  cachemgr::testing::GatedScoreStore& gate = *gated;
-  gate.HoldAfter(2);
-  worker::testing::LocalCacheManagerOptions cachemgr_options;
-  cachemgr_options.store = std::move(gated);
-  worker::testing::LocalCacheManager cachemgr(std::move(cachemgr_options));
-  Worker worker([&cachemgr](worker::WorkerOptions* o) {
+  GatedNode node([](worker::WorkerOptions* o) {
     o->max_batch = 1;
     o->max_waiting = 4;
-    o->cache_manager = worker::testing::PlaintextChannel(cachemgr.tcp_address());
-    o->decision_timeout = absl::InfiniteDuration();
   });
+  Worker& worker = node.worker;
+  cachemgr::testing::GatedScoreStore& gate = *node.gate;
+  gate.HoldAfter(2);
   std::vector<std::future<absl::StatusOr<client::GenerationResult>>> longs;
   for (int i = 0; i < 4; ++i) {
-    v1::GenerateRequest long_job = Greedy(0);  // until the context is full
+    v1::GenerateRequest long_job = Evicting(Greedy(0));  // until the context is full
     long_job.set_job_id("long" + std::to_string(i));
-    long_job.mutable_policy()->set_name("a2sf");  // evicting: its steps reach the cache manager's store
-    long_job.mutable_budget()->set_tokens(16);
     longs.push_back(std::async(std::launch::async, [&worker, long_job] { return worker.client().Generate(long_job); }));
     if (i == 0) ASSERT_TRUE(gate.AwaitHeld(absl::Seconds(30)));
     ASSERT_TRUE(AwaitState(worker, long_job.job_id(), i == 0 ? v1::JOB_STATE_RUNNING : v1::JOB_STATE_QUEUED));

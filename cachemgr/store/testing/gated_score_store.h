@@ -34,6 +34,11 @@ class GatedScoreStore final : public ScoreStore {
     absl::MutexLock lock(&mutex_);
     return mutex_.AwaitWithTimeout(absl::Condition(&waiting_), timeout);
   }
+  // Lets the waiting step (or the next one) pass and holds the one after it.
+  void PassOne() {
+    absl::MutexLock lock(&mutex_);
+    hold_at_ = passed_ + 1;
+  }
   // Opens the gate: the waiting step and all later ones pass (until the next HoldAfter).
   void Release() {
     absl::MutexLock lock(&mutex_);
