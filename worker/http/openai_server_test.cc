@@ -298,12 +298,15 @@ class HangUpTest : public ::testing::Test {
     return jobs.jobs_size() == 1 ? jobs.jobs(0) : v1::JobStatus();
   }
 
-  // Lets the job `send` started decode 20 tokens, calls `hang_up` while it waits at the gate, and
+  // Lets the job `send` started decode a few tokens, calls `hang_up` while it waits at the gate, and
   // expects the job cancelled within moments, far short of its 1000 tokens.
   void ExpectCancelledOnHangUp(const std::function<void()>& send, const std::function<void()>& hang_up) {
-    gate_->HoldAfter(20);
+    gate_->HoldAfter(4);
     send();
-    ASSERT_TRUE(gate_->AwaitHeld(absl::Seconds(30)));
+    if (!gate_->AwaitHeld(absl::Seconds(30))) {
+      hang_up();
+      FAIL() << "the job did not reach its fifth token step: " << Job().DebugString();
+    }
     ASSERT_EQ(Job().state(), v1::JOB_STATE_RUNNING) << Job().DebugString();
     hang_up();
     gate_->Release();
@@ -360,11 +363,11 @@ TEST_F(HangUpTest, ATlsClientThatGivesUpOnANonStreamingRequestCancelsItsJob) {
   options.tls = {dir + "/server.pem", dir + "/server.key", ""};
   auto http = StartHttp(options);
   ASSERT_NE(http, nullptr);
-  std::thread curl;  // gives up after 1 s, as a client with a timeout does
+  std::thread curl;  // gives up after 3 s, as a client with a timeout does (the job waits at the gate)
   ExpectCancelledOnHangUp(
       [&] {
         curl = std::thread([&] {
-          std::system(absl::StrCat("curl -sk -o /dev/null --max-time 1 https://127.0.0.1:", http->port(),
+          std::system(absl::StrCat("curl -sk -o /dev/null --max-time 3 https://127.0.0.1:", http->port(),
                                    "/v1/completions -d '", kLongRequest, "'")
                           .c_str());
         });
