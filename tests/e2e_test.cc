@@ -77,11 +77,7 @@ class Stack {
     options.service.metrics = cachemgr_metrics_.get();
     options.unix_socket = socket_path_;
     options.port = port;
-    if (gated_) {
-      auto gated = std::make_unique<cachemgr::testing::GatedScoreStore>(std::make_unique<cachemgr::CpuScoreStore>(1));
-      gate_ = gated.get();
-      options.store = std::move(gated);
-    }
+    if (gated_) gate_ = worker::testing::InstallGate(&options);
     cachemgr_.reset();
     cachemgr_ = std::make_unique<worker::testing::LocalCacheManager>(std::move(options));
   }

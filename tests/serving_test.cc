@@ -43,10 +43,9 @@ class Worker : public worker::testing::LocalWorker {
 // mid-step (gate) while it acts, instead of racing a job a fast machine may finish first.
 struct GatedNode {
   explicit GatedNode(const std::function<void(worker::WorkerOptions*)>& adjust = nullptr)
-      : gate(new cachemgr::testing::GatedScoreStore(std::make_unique<cachemgr::CpuScoreStore>(1))),
-        cachemgr([this] {
+      : cachemgr([this] {
           worker::testing::LocalCacheManagerOptions options;
-          options.store.reset(gate);
+          gate = worker::testing::InstallGate(&options);
           return options;
         }()),
         worker([&](worker::WorkerOptions* o) {
@@ -54,7 +53,7 @@ struct GatedNode {
           o->decision_timeout = absl::InfiniteDuration();
           if (adjust) adjust(o);
         }) {}
-  cachemgr::testing::GatedScoreStore* gate;  // owned by cachemgr's session manager
+  cachemgr::testing::GatedScoreStore* gate = nullptr;  // owned by cachemgr's session manager
   worker::testing::LocalCacheManager cachemgr;
   Worker worker;
 };

@@ -43,9 +43,7 @@ class Node {
       if (setup.shared_memory) cachemgr.unix_socket = worker::testing::UniqueSocketPath();
       cachemgr.tls = setup.cachemgr_tls;
       if (setup.gated) {
-        auto gated = std::make_unique<cachemgr::testing::GatedScoreStore>(std::make_unique<cachemgr::CpuScoreStore>(1));
-        gate_ = gated.get();
-        cachemgr.store = std::move(gated);
+        gate_ = worker::testing::InstallGate(&cachemgr);
         options.decision_timeout = absl::InfiniteDuration();
       }
       cachemgr_ = std::make_unique<worker::testing::LocalCacheManager>(std::move(cachemgr));

@@ -267,10 +267,8 @@ class HangUpTest : public ::testing::Test {
     auto slow = MakeSyntheticModel(*NamedShape("stories110M", 1), 1);
     ASSERT_TRUE(slow.ok()) << slow.status();
     model_ = std::move(*slow);
-    auto gated = std::make_unique<cachemgr::testing::GatedScoreStore>(std::make_unique<cachemgr::CpuScoreStore>(1));
-    gate_ = gated.get();
     testing::LocalCacheManagerOptions cachemgr_options;
-    cachemgr_options.store = std::move(gated);
+    gate_ = testing::InstallGate(&cachemgr_options);
     cachemgr_ = std::make_unique<testing::LocalCacheManager>(std::move(cachemgr_options));
     WorkerOptions options;
     options.weights = model_.get();

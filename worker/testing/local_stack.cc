@@ -33,6 +33,13 @@ std::string UniqueSocketPath() {
   return absl::StrCat("/tmp/a2sf-stack-", getpid(), "-", next++, ".sock");
 }
 
+cachemgr::testing::GatedScoreStore* InstallGate(LocalCacheManagerOptions* options) {
+  auto gated = std::make_unique<cachemgr::testing::GatedScoreStore>(std::make_unique<cachemgr::CpuScoreStore>(1));
+  cachemgr::testing::GatedScoreStore* gate = gated.get();
+  options->store = std::move(gated);
+  return gate;
+}
+
 LocalCacheManager::LocalCacheManager(LocalCacheManagerOptions options) {
   std::unique_ptr<cachemgr::ScoreStore> store =
       options.store != nullptr ? std::move(options.store) : std::make_unique<cachemgr::CpuScoreStore>(1);

@@ -13,6 +13,7 @@
 
 #include "cachemgr/policy_library.h"
 #include "cachemgr/service/cache_manager_service.h"
+#include "cachemgr/store/testing/gated_score_store.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"
@@ -43,6 +44,10 @@ struct LocalCacheManagerOptions {
   int port = 0;          // 0: any free port
   std::string admin_token;  // PolicyAdmin's
 };
+
+// Makes `options`' store a GatedScoreStore over a one-thread CpuScoreStore; returns the gate (owned by
+// the cache manager's session manager once it starts).
+cachemgr::testing::GatedScoreStore* InstallGate(LocalCacheManagerOptions* options);
 
 class LocalCacheManager {
  public:
