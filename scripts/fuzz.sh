@@ -46,8 +46,11 @@ if [[ $which_targets == all || $which_targets == service ]]; then
     proto/a2sf/v1/policy.proto proto/a2sf/v1/scores.proto proto/a2sf/v1/cache_manager.proto
   sources=(cachemgr/service/fuzz/libfuzzer_main.cc cachemgr/service/fuzz/service_fuzz_target.cc
     cachemgr/service/cache_manager_service.cc cachemgr/service/proto_convert.cc
+    cachemgr/service/device_scores.cc cachemgr/policy_proto.cc
     cachemgr/session/session_manager.cc cachemgr/session/lagged_layout.cc
     $(ls cachemgr/policy/*.cc | grep -v _test) $(ls cachemgr/store/*.cc | grep -v -e _test -e cuda)
+    $(ls common/kv/*.cc | grep -v _test) common/grpc/bearer_token.cc common/grpc/status.cc
+    common/cuda/ipc.cc common/cuda/ipc_runtime_stub.cc
     common/log.cc common/peer_strings.cc common/thread_pool.cc common/float16.cc common/unix_socket.cc
     common/shm/score_ring.cc common/shm/ring_handoff.cc
     "$gen"/a2sf/v1/*.cc)

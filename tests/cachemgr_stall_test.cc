@@ -23,11 +23,10 @@
 #include "worker/service/cache_manager_watch.h"
 #include "worker/service/generation_service.h"
 #include "worker/testing/fixtures.h"
+#include "worker/testing/local_stack.h"
 
 namespace a2sf {
 namespace {
-
-using worker::testing::FixturesDir;
 
 // An a2sf-cachemgr child process on 127.0.0.1:<free port> and a pid-unique Unix socket.
 class CacheManagerProcess {
@@ -81,45 +80,38 @@ struct WorkerSetup {
   absl::Duration keepalive_time = absl::ZeroDuration();
 };
 
-// A worker (GenerationService on a RunningServer) in this process.
-class Worker {
+// A worker in this process using `cachemgr` (inline gRPC over TCP, or the shared-memory ring beside its
+// Unix socket).
+class Worker : public worker::testing::LocalWorker {
  public:
-  Worker(const CacheManagerProcess& cachemgr, const WorkerSetup& setup) {
-    weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
-    tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
+  Worker(const CacheManagerProcess& cachemgr, const WorkerSetup& setup)
+      : Worker(CacheManagerChannel(cachemgr, setup), cachemgr, setup) {}
+  std::shared_ptr<grpc::Channel> cache_manager_channel() { return channel_; }
+  std::shared_ptr<grpc::Channel> worker_channel() { return channel(); }
+
+ private:
+  Worker(std::shared_ptr<grpc::Channel> to_cachemgr, const CacheManagerProcess& cachemgr, const WorkerSetup& setup)
+      : LocalWorker(Options(to_cachemgr, cachemgr, setup)), channel_(std::move(to_cachemgr)) {}
+  static std::shared_ptr<grpc::Channel> CacheManagerChannel(const CacheManagerProcess& cachemgr,
+                                                            const WorkerSetup& setup) {
     ChannelOptions to_cachemgr;
     to_cachemgr.plaintext = true;
     to_cachemgr.keepalive_time = setup.keepalive_time;
     to_cachemgr.keepalive_timeout = absl::Milliseconds(500);
-    channel_ = *MakeChannel(setup.shared_memory ? cachemgr.unix_address() : cachemgr.tcp_address(), to_cachemgr);
+    return *MakeChannel(setup.shared_memory ? cachemgr.unix_address() : cachemgr.tcp_address(), to_cachemgr);
+  }
+  static worker::WorkerOptions Options(std::shared_ptr<grpc::Channel> to_cachemgr, const CacheManagerProcess& cachemgr,
+                                       const WorkerSetup& setup) {
     worker::WorkerOptions options;
-    options.weights = weights_.get();
-    options.tokenizer = tokenizer_.get();
-    options.cache_manager = channel_;
+    options.cache_manager = std::move(to_cachemgr);
     options.fallback_in_process = setup.fallback;
     if (setup.shared_memory) options.ring_socket = cachemgr.ring_socket();
     options.decision_timeout = setup.decision_timeout;
     options.cache_manager_wait = absl::Seconds(3);
-    service_ = std::make_unique<worker::GenerationService>(options);
-    ServerOptions server;
-    server.listen_addresses = {"127.0.0.1:0"};
-    server.plaintext = true;
-    server_ = std::move(*RunningServer::Start(server, {service_.get()}));
-    ChannelOptions plaintext;
-    plaintext.plaintext = true;
-    worker_channel_ = *MakeChannel(server_->dial_address(0), plaintext);
+    return options;
   }
-  client::WorkerClient client() { return client::WorkerClient(worker_channel_); }
-  std::shared_ptr<grpc::Channel> cache_manager_channel() { return channel_; }
-  std::shared_ptr<grpc::Channel> worker_channel() { return worker_channel_; }
-  RunningServer* server() { return server_.get(); }
 
- private:
-  std::unique_ptr<worker::ModelWeights> weights_;
-  std::unique_ptr<worker::Tokenizer> tokenizer_;
-  std::shared_ptr<grpc::Channel> channel_, worker_channel_;
-  std::unique_ptr<worker::GenerationService> service_;
-  std::unique_ptr<RunningServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
 };
 
 v1::GenerateRequest LongJob() {

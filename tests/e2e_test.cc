@@ -10,11 +10,13 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "cachemgr/service/cache_manager_service.h"
 #include "cachemgr/policy_library.h"
+#include "cachemgr/store/testing/gated_score_store.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"
@@ -25,6 +27,7 @@
 #include "worker/service/generation_service.h"
 #include "worker/service/remote_policy_client.h"
 #include "worker/testing/fixtures.h"
+#include "worker/testing/local_stack.h"
 
 namespace a2sf {
 namespace {
@@ -33,9 +36,11 @@ using worker::testing::FixturesDir;
 
 class Stack {
  public:
+  // `gate`: the cache manager's token steps pass it (a test holds a job mid-step with it).
   explicit Stack(bool remote, kv::ScoreDType encoding = kv::ScoreDType::kFp32, bool metrics = false,
-                 bool fallback = false, uint32_t decision_lag = 0, bool shared_memory = false) {
-    shared_memory_ = shared_memory;
+                 bool fallback = false, uint32_t decision_lag = 0, bool shared_memory = false, bool gated = false)
+      : gated_(gated) {
+    if (shared_memory) socket_path_ = worker::testing::UniqueSocketPath();
     if (metrics) {
       cachemgr_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
       worker_metrics_server_ = std::move(*MetricsServer::Start("127.0.0.1:0"));
@@ -43,91 +48,65 @@ class Stack {
       worker_metrics_ = std::make_unique<worker::WorkerMetrics>(&worker_metrics_server_->registry(), "stories260K",
                                                                 "cpu");
       cachemgr_metrics_server_->OnScrape([this] {
-        if (manager_ != nullptr) cachemgr_metrics_->Refresh(*manager_);
+        cachemgr_scraped_ = true;
+        if (cachemgr_ != nullptr) cachemgr_metrics_->Refresh(*cachemgr_->manager());
       });
     }
-    weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
-    tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
-    ChannelOptions plaintext;
-    plaintext.plaintext = true;
     if (remote) StartCacheManager();
     worker::WorkerOptions options;
-    options.weights = weights_.get();
-    options.tokenizer = tokenizer_.get();
     options.score_dtype = encoding;
     options.default_policy.set_name("a2sf");
     options.worker_name = "w";
     options.metrics = worker_metrics_.get();
     options.fallback_in_process = fallback;
     options.decision_lag = decision_lag;
-    if (shared_memory) options.ring_socket = RingSocketPath(UnixSocketPath());
     options.cache_manager_wait = absl::Seconds(3);
-    // With shared memory the worker dials the cache manager's Unix socket (its second address).
-    if (remote) options.cache_manager = *MakeChannel(cachemgr_server_->dial_address(shared_memory ? 1 : 0), plaintext);
-    generation_ = std::make_unique<worker::GenerationService>(options);
-    ServerOptions server;
-    server.listen_addresses = {"127.0.0.1:0"};
-    server.plaintext = true;
-    worker_server_ = std::move(*RunningServer::Start(server, {generation_.get()}));
-    worker_channel_ = *MakeChannel(worker_server_->dial_address(0), plaintext);
-  }
-
-  void StartCacheManager(int port = 0) {
-    manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
-                                                          &cachemgr::PolicyRegistry::Builtin(),
-                                                          cachemgr::SessionManagerOptions{});
-    if (shared_memory_ && ring_handoff_ == nullptr) {
-      ring_handoff_ = std::move(*RingHandoffServer::Start(RingSocketPath(UnixSocketPath()), 0600));
+    if (gated) options.decision_timeout = absl::Seconds(10);  // a held step is no stalled cache manager
+    if (remote) {
+      // With shared memory the worker dials the cache manager's Unix socket.
+      options.cache_manager = worker::testing::PlaintextChannel(shared_memory ? cachemgr_->unix_address()
+                                                                              : cachemgr_->tcp_address());
+      if (shared_memory) options.ring_socket = cachemgr_->ring_socket();
     }
-    cachemgr::CacheManagerServiceOptions service_options;
-    service_options.metrics = cachemgr_metrics_.get();
-    service_options.ring_handoff = ring_handoff_.get();
-    cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get(), service_options);
-    admin_service_ = std::make_unique<cachemgr::PolicyAdminService>(manager_.get(), "");
-    ServerOptions server;
-    server.listen_addresses = {"127.0.0.1:" + std::to_string(port)};
-    if (shared_memory_) server.listen_addresses.push_back("unix:" + UnixSocketPath());
-    server.plaintext = true;
-    cachemgr_server_ = std::move(*RunningServer::Start(server, {cache_service_.get(), admin_service_.get()}));
+    worker_ = std::make_unique<worker::testing::LocalWorker>(options);
   }
 
-  void StopCacheManager() {
-    cachemgr_server_->Shutdown(absl::ZeroDuration());
-    cachemgr_server_->Wait();
-  }
-  int cachemgr_port() const { return cachemgr_server_->bound_port(0); }
-  std::string UnixSocketPath() const {
-    // TEST_TMPDIR is too deep for a socket path (108 bytes); /tmp with the pid and the object is unique.
-    return absl::StrCat("/tmp/a2sf-e2e-", getpid(), "-", reinterpret_cast<uintptr_t>(this) % 100000, ".sock");
-  }
-  client::AdminClient admin() {
-    ChannelOptions plaintext;
-    plaintext.plaintext = true;
-    return client::AdminClient(*MakeChannel(cachemgr_server_->dial_address(0), plaintext), "");
+  // A new cache manager (on `port`, and the same Unix socket); the last one must be stopped.
+  void StartCacheManager(int port = 0) {
+    worker::testing::LocalCacheManagerOptions options;
+    options.service.metrics = cachemgr_metrics_.get();
+    options.unix_socket = socket_path_;
+    options.port = port;
+    if (gated_) gate_ = worker::testing::InstallGate(&options);
+    cachemgr_.reset();
+    cachemgr_ = std::make_unique<worker::testing::LocalCacheManager>(std::move(options));
   }
 
-  client::WorkerClient client() { return client::WorkerClient(worker_channel_); }
-  const worker::ModelWeights& weights() const { return *weights_; }
-  cachemgr::SessionManager* manager() { return manager_.get(); }
-  std::shared_ptr<grpc::Channel> worker_channel() { return worker_channel_; }
+  void StopCacheManager() { cachemgr_->Stop(); }
+  // The cache manager's Unix socket (with shared memory).
+  const std::string& UnixSocketPath() const { return socket_path_; }
+  int cachemgr_port() const { return cachemgr_->port(); }
+  client::AdminClient admin() { return client::AdminClient(worker::testing::PlaintextChannel(cachemgr_->tcp_address()), ""); }
+
+  client::WorkerClient client() { return worker_->client(); }
+  const worker::ModelWeights& weights() const { return worker_->weights(); }
+  cachemgr::SessionManager* manager() { return cachemgr_->manager(); }
+  cachemgr::testing::GatedScoreStore& gate() { return *gate_; }
+  std::shared_ptr<grpc::Channel> worker_channel() { return worker_->channel(); }
   int cachemgr_metrics_port() const { return cachemgr_metrics_server_->port(); }
+  bool cachemgr_scraped() const { return cachemgr_scraped_; }  // a scrape of the cache manager began
   int worker_metrics_port() const { return worker_metrics_server_->port(); }
 
  private:
+  const bool gated_;
+  std::atomic<bool> cachemgr_scraped_{false};
+  std::string socket_path_;  // the cache manager's Unix socket (shared memory), kept across restarts
   std::unique_ptr<MetricsServer> cachemgr_metrics_server_, worker_metrics_server_;
   std::shared_ptr<cachemgr::CacheManagerMetrics> cachemgr_metrics_;
   std::unique_ptr<worker::WorkerMetrics> worker_metrics_;
-  std::unique_ptr<worker::ModelWeights> weights_;
-  std::unique_ptr<worker::Tokenizer> tokenizer_;
-  std::unique_ptr<RingHandoffServer> ring_handoff_;
-  std::unique_ptr<cachemgr::SessionManager> manager_;
-  std::unique_ptr<cachemgr::CacheManagerService> cache_service_;
-  std::unique_ptr<cachemgr::PolicyAdminService> admin_service_;
-  std::unique_ptr<RunningServer> cachemgr_server_;
-  std::unique_ptr<worker::GenerationService> generation_;
-  std::unique_ptr<RunningServer> worker_server_;
-  std::shared_ptr<grpc::Channel> worker_channel_;
-  bool shared_memory_ = false;
+  cachemgr::testing::GatedScoreStore* gate_ = nullptr;  // owned by cachemgr_'s session manager
+  std::unique_ptr<worker::testing::LocalCacheManager> cachemgr_;
+  std::unique_ptr<worker::testing::LocalWorker> worker_;
 };
 
 v1::GenerateRequest Request(const std::string& policy, uint32_t budget, uint32_t max_tokens = 120) {
@@ -384,16 +363,22 @@ TEST(EndToEnd, PrometheusMetricsCountStepsTokensAndJobs) {
 
 TEST(EndToEnd, MetricsShowARunningJobWhileItRuns) {
   A2SF_REQUIRE_FIXTURES();
-  Stack stack(/*remote=*/true, kv::ScoreDType::kFp16, /*metrics=*/true);
-  // Scrape from inside the job's token callback: the job is mid-decode, its session open.
+  Stack stack(/*remote=*/true, kv::ScoreDType::kFp16, /*metrics=*/true, false, 0, false, /*gated=*/true);
+  // Scrape while the job's 21st token step waits at the gate (past the prompt): the job is mid-decode,
+  // its session open. The cache manager's scrape reads every session under its lock, which the held
+  // step holds: it starts while the step is held and reads the session as soon as the step lets it go
+  // (the job has hundreds of steps left).
+  stack.gate().HoldAfter(20);
+  absl::StatusOr<client::GenerationResult> result;
+  std::thread job([&] { result = stack.client().Generate(Request("h2o", 16, 400)); });
   std::string worker_text, cachemgr_text;
-  // 400 tokens, each a round trip to the cache manager: the job outlasts the two scrapes by far.
-  auto result = stack.client().Generate(Request("h2o", 16, 400), [&](const v1::GeneratedTokens&) {
-    if (worker_text.empty()) {
-      worker_text = Scrape(stack.worker_metrics_port());
-      cachemgr_text = Scrape(stack.cachemgr_metrics_port());
-    }
-  });
+  ASSERT_TRUE(stack.gate().AwaitHeld(absl::Seconds(30)));
+  worker_text = Scrape(stack.worker_metrics_port());
+  std::thread cachemgr_scrape([&] { cachemgr_text = Scrape(stack.cachemgr_metrics_port()); });
+  while (!stack.cachemgr_scraped()) absl::SleepFor(absl::Milliseconds(1));
+  stack.gate().Release();
+  cachemgr_scrape.join();
+  job.join();
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_EQ(MetricValue(worker_text, "a2sf_worker_running_jobs"), 1.0) << worker_text;
   EXPECT_GT(SeriesSum(worker_text, "a2sf_worker_kv_bytes_in_use", {"policy=\"h2o\""}), 0.0);
@@ -497,27 +482,24 @@ TEST(EndToEnd, CacheManagerKilledMidJobFailsOrFallsBackAsConfigured) {
                                               Case{true, 3, false}, Case{false, 0, true}, Case{true, 2, true}}) {
     SCOPED_TRACE(::testing::Message() << (fallback ? "continue in-process" : "fail") << ", lag " << lag
                                       << (shared_memory ? ", shared memory" : ""));
-    Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, /*metrics=*/false, fallback, lag, shared_memory);
+    Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, /*metrics=*/false, fallback, lag, shared_memory,
+                /*gated=*/true);
     const int port = stack.cachemgr_port();
-    // Stop the cache manager once the session has decided 20 steps: watched on the cache manager
-    // itself, since a job on the shared-memory ring can finish before its streamed tokens arrive.
+    // Stop the cache manager while the session's 21st token step waits at the gate: the job cannot
+    // have ended. The step is let go only once the job has (the server's stop cancelled its calls
+    // first), so no decision after the stop reaches the worker.
+    stack.gate().HoldAfter(20);
     std::atomic<bool> stopped{false};
-    std::thread watcher([&] {
-      for (const absl::Time deadline = absl::Now() + absl::Seconds(30); absl::Now() < deadline;) {
-        for (const cachemgr::SessionInfo& session : stack.manager()->List()) {
-          if (session.steps >= 20) {
-            stack.StopCacheManager();
-            stopped = true;
-            return;
-          }
-        }
-        absl::SleepFor(absl::Microseconds(100));
-      }
+    std::thread stopper([&] {
+      if (!stack.gate().AwaitHeld(absl::Seconds(30))) return;
+      stopped = true;
+      stack.StopCacheManager();  // returns once the held step's handler has
     });
     v1::GenerateRequest request = Request("a2sf", 16, 400);
     request.mutable_stop()->set_stop_on_eos(false);  // the job must outlast the switch
     auto result = stack.client().Generate(request, nullptr, 0, absl::Seconds(60));
-    watcher.join();
+    stack.gate().Release();
+    stopper.join();
     ASSERT_TRUE(stopped);
     if (fallback) {
       ASSERT_TRUE(result.ok()) << result.status();
@@ -561,28 +543,33 @@ class SwappingPolicy final : public worker::EvictionPolicyClient {
 
 TEST(EndToEnd, RuntimeSwapOfARunningSessionChangesDecisionsFromTheNextStep) {
   A2SF_REQUIRE_FIXTURES();
-  Stack stack(/*remote=*/true);
+  Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, false, false, 0, false, /*gated=*/true);
   v1::GenerateRequest request = Request("h2o", 12, 200);
   request.mutable_stop()->set_stop_on_eos(false);
   v1::PolicySpec next;
   next.set_name("a2sf");
   next.set_alpha(0.1);
-  uint64_t swap_step = 0;
-  size_t seen = 0;
-  std::string swapped_session;
-  auto result = stack.client().Generate(request, [&](const v1::GeneratedTokens& tokens) {
-    seen += size_t(tokens.ids_size());
-    if (seen >= 30 && swap_step == 0) {
-      auto sessions = stack.admin().ListSessions();
-      ASSERT_TRUE(sessions.ok());
-      ASSERT_EQ(sessions->sessions_size(), 1);
-      swapped_session = sessions->sessions(0).session_id();
-      auto swap = stack.admin().SetSessionPolicy(swapped_session, next);
-      ASSERT_TRUE(swap.ok()) << swap.status();
-      EXPECT_EQ(swap->previous_policy().name(), "h2o");
-      swap_step = swap->effective_from_step();
-    }
-  });
+  // Swap while the job's 31st token step waits at the gate. The swap waits for that step's session
+  // lock; the gate lets the job on one step at a time until the swap is in, so the job cannot end
+  // first.
+  stack.gate().HoldAfter(30);
+  absl::StatusOr<client::GenerationResult> result;
+  std::thread job([&] { result = stack.client().Generate(request); });
+  ASSERT_TRUE(stack.gate().AwaitHeld(absl::Seconds(30)));
+  const std::vector<std::string> sessions = stack.manager()->Ids();
+  ASSERT_EQ(sessions.size(), 1u);
+  const std::string swapped_session = sessions[0];
+  auto swapped = std::async(std::launch::async, [&] { return stack.admin().SetSessionPolicy(swapped_session, next); });
+  while (swapped.wait_for(std::chrono::milliseconds(20)) != std::future_status::ready) {
+    stack.gate().PassOne();
+    ASSERT_TRUE(stack.gate().AwaitHeld(absl::Seconds(30)));
+  }
+  stack.gate().Release();
+  job.join();
+  auto swap = swapped.get();
+  ASSERT_TRUE(swap.ok()) << swap.status();
+  EXPECT_EQ(swap->previous_policy().name(), "h2o");
+  const uint64_t swap_step = swap->effective_from_step();
   ASSERT_TRUE(result.ok()) << result.status();
   ASSERT_GT(swap_step, 0u);
   // The job's statistics name the session that was swapped.

@@ -5,54 +5,65 @@
 #include <future>
 #include <thread>
 
+#include "cachemgr/store/testing/gated_score_store.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
 #include "gtest/gtest.h"
 #include "worker/engine/generator.h"
 #include "worker/service/generation_service.h"
 #include "worker/testing/fixtures.h"
+#include "worker/testing/local_stack.h"
 
 namespace a2sf {
 namespace {
 
-using worker::testing::FixturesDir;
-
-class Worker {
+// A worker on stories260K (or `model`, same vocabulary, for the tokenizer), policy "full" by default;
+// the tests read and cancel jobs from other calls than Generate, with the admin token.
+class Worker : public worker::testing::LocalWorker {
  public:
-  // `model`: instead of stories260K (same vocabulary, for the tokenizer).
   explicit Worker(const std::function<void(worker::WorkerOptions*)>& adjust = nullptr,
-                  std::unique_ptr<worker::ModelWeights> model = nullptr) {
-    weights_ = model != nullptr ? std::move(model) : std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
-    tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
+                  std::unique_ptr<worker::ModelWeights> model = nullptr)
+      : LocalWorker(Options(adjust), std::move(model)) {}
+  static constexpr char kAdminToken[] = "serving-test";
+  client::WorkerClient client() { return LocalWorker::client(kAdminToken); }
+
+ private:
+  static worker::WorkerOptions Options(const std::function<void(worker::WorkerOptions*)>& adjust) {
     worker::WorkerOptions options;
-    options.weights = weights_.get();
-    options.tokenizer = tokenizer_.get();
     options.default_policy.set_name("full");
     options.worker_name = "w";
     options.model_name = "stories260K";
-    options.admin_token = kAdminToken;  // the tests read and cancel jobs from other calls than Generate
+    options.admin_token = kAdminToken;
     if (adjust) adjust(&options);
-    service_ = std::make_unique<worker::GenerationService>(options);
-    ServerOptions server;
-    server.listen_addresses = {"127.0.0.1:0"};
-    server.plaintext = true;
-    server_ = std::move(*RunningServer::Start(server, {service_.get()}));
-    ChannelOptions plaintext;
-    plaintext.plaintext = true;
-    channel_ = *MakeChannel(server_->dial_address(0), plaintext);
+    return options;
   }
-  static constexpr char kAdminToken[] = "serving-test";
-  client::WorkerClient client() { return client::WorkerClient(channel_, kAdminToken); }
-  const worker::ModelWeights& weights() const { return *weights_; }
-  const worker::Tokenizer& tokenizer() const { return *tokenizer_; }
-
- private:
-  std::unique_ptr<worker::ModelWeights> weights_;
-  std::unique_ptr<worker::Tokenizer> tokenizer_;
-  std::unique_ptr<worker::GenerationService> service_;
-  std::unique_ptr<RunningServer> server_;
-  std::shared_ptr<grpc::Channel> channel_;
 };
+
+// A Worker whose evicting policies run in a cache manager with a gated store: a test holds a job
+// mid-step (gate) while it acts, instead of racing a job a fast machine may finish first.
+struct GatedNode {
+  explicit GatedNode(const std::function<void(worker::WorkerOptions*)>& adjust = nullptr)
+      : cachemgr([this] {
+          worker::testing::LocalCacheManagerOptions options;
+          gate = worker::testing::InstallGate(&options);
+          return options;
+        }()),
+        worker([&](worker::WorkerOptions* o) {
+          o->cache_manager = worker::testing::PlaintextChannel(cachemgr.tcp_address());
+          o->decision_timeout = absl::InfiniteDuration();
+          if (adjust) adjust(o);
+        }) {}
+  cachemgr::testing::GatedScoreStore* gate = nullptr;  // owned by cachemgr's session manager
+  worker::testing::LocalCacheManager cachemgr;
+  Worker worker;
+};
+
+// A job whose steps reach the cache manager's store (an evicting policy).
+v1::GenerateRequest Evicting(v1::GenerateRequest request) {
+  request.mutable_policy()->set_name("a2sf");
+  request.mutable_budget()->set_tokens(16);
+  return request;
+}
 
 v1::GenerateRequest Greedy(uint32_t max_tokens) {
   v1::GenerateRequest request;
@@ -131,11 +142,19 @@ TEST(Serving, EveryFinishReason) {
   EXPECT_EQ(ended->finished.finish_reason(), v1::FINISH_REASON_EOS);
   EXPECT_TRUE(ended->ids.back() == 1 || ended->ids.back() == 2);
 
-  client::WorkerClient client = worker.client();
-  v1::GenerateRequest long_job = Greedy(0);
+  // Cancelled while it waits at the gate mid-decode (it cannot have ended first).
+  GatedNode node;
+  client::WorkerClient client = node.worker.client();
+  v1::GenerateRequest long_job = Evicting(Greedy(0));
   long_job.set_job_id("to-cancel");
-  auto cancelled = client.Generate(long_job, [&](const v1::GeneratedTokens&) { (void)client.Cancel("to-cancel"); });
-  ASSERT_TRUE(cancelled.ok());
+  node.gate->HoldAfter(20);
+  absl::StatusOr<client::GenerationResult> cancelled;
+  std::thread job([&] { cancelled = client.Generate(long_job); });
+  ASSERT_TRUE(node.gate->AwaitHeld(absl::Seconds(30)));
+  EXPECT_TRUE(*client.Cancel("to-cancel"));
+  node.gate->Release();
+  job.join();
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
   EXPECT_EQ(cancelled->finished.finish_reason(), v1::FINISH_REASON_CANCELLED);
   EXPECT_EQ(client.GetJob("to-cancel")->state(), v1::JOB_STATE_CANCELLED);
 }
@@ -330,24 +349,25 @@ bool AwaitState(Worker& worker, const std::string& id, v1::JobState state) {
   return false;
 }
 
-// One job decoding and four queued behind it (long jobs, FIFO): a sixth is refused; a job cancelled
-// while queued ends at once as cancelled with no tokens, and the others run to their end.
+// One job decoding and four queued behind it (FIFO): a sixth is refused; a job cancelled while queued
+// ends at once as cancelled with no tokens, and the others run to their end. The decoding job cannot
+// end (and let the queue move) before the test has looked: its policy runs in a cache manager whose
+// token steps wait at a gate until the test opens it.
 TEST(Serving, BeyondTheQueueJobsAreRefusedAndACancelledQueuedJobEndsAtOnce) {
   A2SF_REQUIRE_FIXTURES();
-  // A random model 13x stories260K's size, so that each long job decodes for a while.
-  worker::ModelConfig shape = *worker::NamedShape("stories260K");
-  shape.dim = 256, shape.hidden_dim = 688, shape.n_layers = 6, shape.head_dim = 32;
-  Worker worker(
-      [](worker::WorkerOptions* o) {
-        o->max_batch = 1;
-        o->max_waiting = 4;
-      },
-      std::move(*worker::MakeSyntheticModel(shape, 11)));
+  GatedNode node([](worker::WorkerOptions* o) {
+    o->max_batch = 1;
+    o->max_waiting = 4;
+  });
+  Worker& worker = node.worker;
+  cachemgr::testing::GatedScoreStore& gate = *node.gate;
+  gate.HoldAfter(2);
   std::vector<std::future<absl::StatusOr<client::GenerationResult>>> longs;
   for (int i = 0; i < 4; ++i) {
-    v1::GenerateRequest long_job = Greedy(0);  // until the context is full
+    v1::GenerateRequest long_job = Evicting(Greedy(0));  // until the context is full
     long_job.set_job_id("long" + std::to_string(i));
     longs.push_back(std::async(std::launch::async, [&worker, long_job] { return worker.client().Generate(long_job); }));
+    if (i == 0) ASSERT_TRUE(gate.AwaitHeld(absl::Seconds(30)));
     ASSERT_TRUE(AwaitState(worker, long_job.job_id(), i == 0 ? v1::JOB_STATE_RUNNING : v1::JOB_STATE_QUEUED));
   }
   v1::GenerateRequest queued = Greedy(5);
@@ -364,6 +384,7 @@ TEST(Serving, BeyondTheQueueJobsAreRefusedAndACancelledQueuedJobEndsAtOnce) {
   EXPECT_EQ(cancelled->finished.finish_reason(), v1::FINISH_REASON_CANCELLED);
   EXPECT_TRUE(cancelled->ids.empty());
   EXPECT_EQ(cancelled->accepted.queue_position(), 3u);
+  gate.Release();
   for (int i = 0; i < 4; ++i) {
     auto result = longs[i].get();
     ASSERT_TRUE(result.ok()) << result.status();

@@ -6,19 +6,16 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "cachemgr/service/cache_manager_service.h"
-#include "cachemgr/policy_library.h"
+#include "cachemgr/store/testing/gated_score_store.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
-#include "common/shm/ring_handoff.h"
 #include "gtest/gtest.h"
 #include "worker/service/generation_service.h"
 #include "worker/testing/fixtures.h"
+#include "worker/testing/local_stack.h"
 
 namespace a2sf {
 namespace {
-
-using worker::testing::FixturesDir;
 
 struct NodeSetup {
   bool remote = true;
@@ -27,66 +24,45 @@ struct NodeSetup {
   std::string admin_token;
   ChannelOptions to_cachemgr;   // plaintext unless a test says otherwise
   ServerTlsOptions cachemgr_tls;  // set: the cache manager's TCP port speaks TLS
+  // The cache manager's token steps pass a gate (Node::gate) the test opens and closes; the worker then
+  // waits for decisions without a deadline.
+  bool gated = false;
 };
 
 // A cache manager (in this process) and a worker using it.
 class Node {
  public:
   explicit Node(NodeSetup setup) {
-    weights_ = std::move(*worker::LoadModel(FixturesDir() + "/stories260K-dq.bin"));
-    tokenizer_ = std::move(*worker::LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512));
     worker::WorkerOptions options;
-    options.weights = weights_.get();
-    options.tokenizer = tokenizer_.get();
     options.default_policy.set_name("a2sf");
     options.admin_token = setup.admin_token;
     options.cache_manager_wait = absl::Seconds(1);
     if (setup.remote) {
-      cachemgr::SessionManagerOptions session_options;
-      session_options.max_sessions = setup.max_sessions;
-      manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
-                                                            &cachemgr::PolicyRegistry::Builtin(), session_options);
-      const std::string unix_socket = absl::StrCat("/tmp/a2sf-edge-", getpid(), ".sock");
-      cachemgr::CacheManagerServiceOptions service_options;
-      if (setup.shared_memory) {
-        ring_handoff_ = std::move(*RingHandoffServer::Start(RingSocketPath(unix_socket), 0600));
-        service_options.ring_handoff = ring_handoff_.get();
-        options.ring_socket = RingSocketPath(unix_socket);
+      worker::testing::LocalCacheManagerOptions cachemgr;
+      cachemgr.sessions.max_sessions = setup.max_sessions;
+      if (setup.shared_memory) cachemgr.unix_socket = worker::testing::UniqueSocketPath();
+      cachemgr.tls = setup.cachemgr_tls;
+      if (setup.gated) {
+        gate_ = worker::testing::InstallGate(&cachemgr);
+        options.decision_timeout = absl::InfiniteDuration();
       }
-      cache_service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get(), service_options);
-      ServerOptions server;
-      server.listen_addresses = {"127.0.0.1:0"};
-      if (setup.shared_memory) server.listen_addresses.push_back("unix:" + unix_socket);
-      server.plaintext = setup.cachemgr_tls.cert_chain_path.empty();
-      server.tls = setup.cachemgr_tls;
-      cachemgr_server_ = std::move(*RunningServer::Start(server, {cache_service_.get()}));
+      cachemgr_ = std::make_unique<worker::testing::LocalCacheManager>(std::move(cachemgr));
       if (setup.cachemgr_tls.cert_chain_path.empty()) setup.to_cachemgr.plaintext = true;
-      options.cache_manager = *MakeChannel(cachemgr_server_->dial_address(setup.shared_memory ? 1 : 0), setup.to_cachemgr);
+      options.cache_manager = *MakeChannel(
+          setup.shared_memory ? cachemgr_->unix_address() : cachemgr_->tcp_address(), setup.to_cachemgr);
+      if (setup.shared_memory) options.ring_socket = cachemgr_->ring_socket();
     }
-    service_ = std::make_unique<worker::GenerationService>(options);
-    ServerOptions server;
-    server.listen_addresses = {"127.0.0.1:0"};
-    server.plaintext = true;
-    worker_server_ = std::move(*RunningServer::Start(server, {service_.get()}));
-    ChannelOptions plaintext;
-    plaintext.plaintext = true;
-    channel_ = *MakeChannel(worker_server_->dial_address(0), plaintext);
+    worker_ = std::make_unique<worker::testing::LocalWorker>(options);
   }
-  client::WorkerClient client() { return client::WorkerClient(channel_); }
-  std::unique_ptr<v1::Generation::Stub> stub() { return v1::Generation::NewStub(channel_); }
-  cachemgr::SessionManager* manager() { return manager_.get(); }
-  std::shared_ptr<grpc::Channel> channel() { return channel_; }
+  client::WorkerClient client() { return worker_->client(); }
+  std::unique_ptr<v1::Generation::Stub> stub() { return worker_->stub(); }
+  cachemgr::SessionManager* manager() { return cachemgr_->manager(); }
+  cachemgr::testing::GatedScoreStore& gate() { return *gate_; }
 
  private:
-  std::unique_ptr<worker::ModelWeights> weights_;
-  std::unique_ptr<worker::Tokenizer> tokenizer_;
-  std::unique_ptr<cachemgr::SessionManager> manager_;
-  std::unique_ptr<RingHandoffServer> ring_handoff_;
-  std::unique_ptr<cachemgr::CacheManagerService> cache_service_;
-  std::unique_ptr<RunningServer> cachemgr_server_;
-  std::unique_ptr<worker::GenerationService> service_;
-  std::unique_ptr<RunningServer> worker_server_;
-  std::shared_ptr<grpc::Channel> channel_;
+  cachemgr::testing::GatedScoreStore* gate_ = nullptr;  // owned by cachemgr_'s session manager
+  std::unique_ptr<worker::testing::LocalCacheManager> cachemgr_;
+  std::unique_ptr<worker::testing::LocalWorker> worker_;
 };
 
 v1::GenerateRequest Job(uint32_t max_tokens = 40) {
@@ -111,14 +87,15 @@ TEST(WorkerEdge, AFullCacheManagerIsResourceExhaustedInTheCallersTerms) {
   A2SF_REQUIRE_FIXTURES();
   NodeSetup setup;
   setup.max_sessions = 1;
+  setup.gated = true;
   Node node(setup);
-  // One long job holds the only session while a second one asks.
-  std::atomic<bool> started{false};
-  std::thread holder([&] {
-    node.client().Generate(Job(480), [&](const v1::GeneratedTokens&) { started = true; }).IgnoreError();
-  });
-  while (!started) absl::SleepFor(absl::Milliseconds(1));
+  // One job holds the only session: it waits at the gate in its fourth token step (it cannot have
+  // ended) while a second one asks.
+  node.gate().HoldAfter(3);
+  std::thread holder([&] { node.client().Generate(Job(480), nullptr, 0).IgnoreError(); });
+  ASSERT_TRUE(node.gate().AwaitHeld(absl::Seconds(30)));
   auto second = node.client().Generate(Job(), nullptr, 0);
+  node.gate().Release();
   holder.join();
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), absl::StatusCode::kResourceExhausted) << second.status();
@@ -128,13 +105,22 @@ TEST(WorkerEdge, AFullCacheManagerIsResourceExhaustedInTheCallersTerms) {
 
 TEST(WorkerEdge, ASessionEndedUnderARunningJobIsAbortedWithoutItsId) {
   A2SF_REQUIRE_FIXTURES();
-  Node node(NodeSetup{});
-  bool closed = false;
-  auto result = node.client().Generate(Job(480), [&](const v1::GeneratedTokens&) {
-    if (closed) return;
-    for (const cachemgr::SessionInfo& session : node.manager()->List()) closed |= node.manager()->Close(session.id).ok();
-  });
-  ASSERT_TRUE(closed);
+  NodeSetup setup;
+  setup.gated = true;
+  Node node(setup);
+  node.gate().HoldAfter(3);
+  absl::StatusOr<client::GenerationResult> result;
+  std::thread job([&] { result = node.client().Generate(Job(480), nullptr, 0); });
+  // The job waits at the gate mid-step, its session locked: Close takes the session out at once
+  // (then waits for that step), so the job's next step finds it gone.
+  ASSERT_TRUE(node.gate().AwaitHeld(absl::Seconds(30)));
+  const std::vector<std::string> ids = node.manager()->Ids();
+  ASSERT_EQ(ids.size(), 1u);
+  std::thread closer([&] { EXPECT_TRUE(node.manager()->Close(ids[0]).ok()); });
+  while (node.manager()->session_count() > 0) absl::SleepFor(absl::Milliseconds(1));
+  node.gate().Release();
+  closer.join();
+  job.join();
   ASSERT_FALSE(result.ok());
   EXPECT_EQ(result.status().code(), absl::StatusCode::kAborted) << result.status();
   ExpectNoInternals(result.status());
@@ -236,8 +222,8 @@ grpc::Status ListAs(v1::Generation::Stub* stub, const std::string& bearer, v1::L
 TEST(WorkerEdge, AThirdPartyCannotReadOrCancelAnotherClientsJob) {
   A2SF_REQUIRE_FIXTURES();
   NodeSetup setup;
-  setup.remote = false;
   setup.admin_token = "op-secret";
+  setup.gated = true;  // the jobs to cancel wait at the gate until they are cancelled
   Node node(setup);
   auto owner = node.stub();
   auto third = node.stub();  // another client, on its own connection too
@@ -271,14 +257,18 @@ TEST(WorkerEdge, AThirdPartyCannotReadOrCancelAnotherClientsJob) {
   while (reader->Read(&response)) tokens += size_t(response.tokens().ids_size());
   ASSERT_TRUE(reader->Finish().ok());
   EXPECT_EQ(tokens, 480u);
-  // The owner's token, or the admin token, does cancel.
+  // The owner's token, or the admin token, does cancel (the job cannot have ended: it waits at the
+  // gate in its third token step until the cancellation is in).
   for (const bool as_admin : {false, true}) {
+    node.gate().HoldAfter(2);
     grpc::ClientContext second_context;
     request.set_job_id(as_admin ? "second" : "first");
     auto second = owner->Generate(&second_context, request);
     ASSERT_TRUE(second->Read(&response));
+    ASSERT_TRUE(node.gate().AwaitHeld(absl::Seconds(30)));
     ASSERT_TRUE(CancelAs(third.get(), request.job_id(), as_admin ? "" : response.job_token(),
                          as_admin ? "op-secret" : "", &cancelled).ok());
+    node.gate().Release();
     EXPECT_TRUE(cancelled.cancelled());
     v1::JobStats finished;
     while (second->Read(&response)) {

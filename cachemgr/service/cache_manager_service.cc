@@ -113,26 +113,52 @@ CacheManagerService::~CacheManagerService() {
 
 grpc::Status CacheManagerService::AdmitStream(grpc::ServerContext* context, std::atomic<int64_t>* last_active_ns) {
   last_active_ns->store(NowNs());
+  std::string peer = PeerIdentity(*context);
   absl::MutexLock lock(&streams_mutex_);
+  size_t& of_peer = streams_per_peer_[peer];
+  if (options_.max_streams_per_peer > 0 && of_peer >= options_.max_streams_per_peer) {
+    return Error(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              absl::StrCat("this peer (", Quoted(peer), ") has ", of_peer,
+                                           " score streams open, the most one peer may hold at once ",
+                                           "(--max_streams_per_peer=", options_.max_streams_per_peer,
+                                           "); end one of them first")));
+  }
   if (options_.max_streams > 0 && streams_.size() >= options_.max_streams) {
+    if (of_peer == 0) streams_per_peer_.erase(peer);
     return Error(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
                               absl::StrCat(streams_.size(), " score streams are open, the most this cache manager ",
                                            "serves at once (--max_streams=", options_.max_streams, ")")));
   }
-  streams_[context] = last_active_ns;
+  ++of_peer;
+  streams_[context] = {last_active_ns, std::move(peer)};
   return grpc::Status::OK;
 }
 
 void CacheManagerService::ForgetStream(grpc::ServerContext* context) {
   absl::MutexLock lock(&streams_mutex_);
-  streams_.erase(context);
+  auto it = streams_.find(context);
+  if (it == streams_.end()) return;
+  auto of_peer = streams_per_peer_.find(it->second.peer);
+  if (of_peer != streams_per_peer_.end() && --of_peer->second == 0) streams_per_peer_.erase(of_peer);
+  streams_.erase(it);
+}
+
+size_t CacheManagerService::open_streams() const {
+  absl::MutexLock lock(&streams_mutex_);
+  return streams_.size();
+}
+
+size_t CacheManagerService::open_streams(const std::string& peer) const {
+  absl::MutexLock lock(&streams_mutex_);
+  auto it = streams_per_peer_.find(peer);
+  return it == streams_per_peer_.end() ? 0 : it->second;
 }
 
 void CacheManagerService::CancelIdleStreams() {
   const int64_t cutoff = NowNs() - absl::ToInt64Nanoseconds(options_.stream_idle_timeout);
   absl::MutexLock lock(&streams_mutex_);  // held while cancelling: a handler forgets its stream first
-  for (const auto& [context, last_active_ns] : streams_) {
-    if (last_active_ns->load() < cutoff && !context->IsCancelled()) {
+  for (const auto& [context, stream] : streams_) {
+    if (stream.last_active_ns->load() < cutoff && !context->IsCancelled()) {
       A2SF_LOG(INFO) << "cancelling a score stream idle for more than " << options_.stream_idle_timeout
                      << " (--stream_idle_timeout_s)";
       context->TryCancel();
@@ -399,8 +425,6 @@ void CacheManagerService::FreeCutSession(const std::string& session_id) {
 
 namespace {
 
-constexpr int kMaxBatchSteps = 4096;
-
 void SetStepError(const absl::Status& status, v1::SessionDecision* decision) {
   decision->set_code(int32_t(status.code()));
   decision->set_message(std::string(Utf8Prefix(status.message(), 1024)));
@@ -418,14 +442,9 @@ grpc::Status CacheManagerService::StreamScoreBatches(
   v1::DecisionBatch answer;
   while (stream->Read(&batch)) {
     last_active_ns.store(NowNs());
-    if (batch.steps_size() > kMaxBatchSteps) {
-      status = Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                  absl::StrCat("steps: ", batch.steps_size(), " in one batch, at most ", kMaxBatchSteps)));
-      break;
-    }
     answer.Clear();
-    ServeBatch(batch, &answer, &served);
-    if (!stream->Write(answer)) break;
+    status = ServeBatch(batch, &answer, &served);
+    if (!status.ok() || !stream->Write(answer)) break;
   }
   ForgetStream(context);
   if (context->IsCancelled()) {
@@ -434,40 +453,52 @@ grpc::Status CacheManagerService::StreamScoreBatches(
   return status;
 }
 
-void CacheManagerService::ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBatch* answer,
-                                     std::set<std::string>* served) {
+absl::Status CacheManagerService::AdmitBatchStep(const v1::ScoreStep& step, v1::SessionDecision* decision,
+                                                 std::vector<SessionManager::BatchedStep>* tokens,
+                                                 std::set<std::string>* served) {
+  auto refuse = [this](absl::Status status) {
+    if (metrics_ != nullptr) metrics_->RecordError(grpc::StatusCode(status.code()));
+    return status;
+  };
+  if (step.session_id().empty()) return refuse(absl::InvalidArgumentError("session_id: required on every step of a batch"));
+  if (absl::Status auth = manager_->Authorize(step.session_id(), step.session_secret()); !auth.ok()) {
+    return refuse(auth);
+  }
+  served->insert(step.session_id());
+  if (step.kind() == v1::STEP_KIND_BULK_PREFILL) {
+    // A prompt's bulk step has its own store call; it is rare (a job's first step). Step counts its errors.
+    return FromGrpc(Step(step.session_id(), step, decision->mutable_decision()));
+  }
+  if (step.kind() != v1::STEP_KIND_TOKEN && step.kind() != v1::STEP_KIND_UNSPECIFIED) {
+    return refuse(absl::InvalidArgumentError("kind: unknown step kind"));
+  }
+  absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), 3);
+  if (!view.ok()) return refuse(view.status());
+  absl::StatusOr<uint32_t> position = kv::PositionFromWire(step.position(), "position");
+  if (!position.ok()) return refuse(position.status());
+  tokens->push_back({step.session_id(), step.step(), *position, *view});
+  return absl::OkStatus();
+}
+
+grpc::Status CacheManagerService::ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBatch* answer,
+                                             std::set<std::string>* served) {
+  if (batch.steps_size() > kMaxBatchSteps) {
+    return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              absl::StrCat("steps: ", batch.steps_size(), " in one batch, at most ", kMaxBatchSteps)));
+  }
   std::vector<SessionManager::BatchedStep> tokens;
   std::vector<int> token_index;  // tokens[k] is batch.steps(token_index[k])
   uint64_t bytes = 0;
   for (const v1::ScoreStep& step : batch.steps()) {
     v1::SessionDecision* decision = answer->add_decisions();
     decision->set_session_id(std::string(Utf8Prefix(step.session_id(), 128)));
-    absl::Status status = step.session_id().empty() ? absl::InvalidArgumentError("session_id: required on every step of a batch")
-                                                    : manager_->Authorize(step.session_id(), step.session_secret());
-    absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), 3);
-    if (status.ok()) served->insert(step.session_id());
-    if (status.ok() && step.kind() == v1::STEP_KIND_BULK_PREFILL) {
-      // A prompt's bulk step has its own store call; it is rare (a job's first step). Step counts its errors.
-      status = FromGrpc(Step(step.session_id(), step, decision->mutable_decision()));
-      if (!status.ok()) SetStepError(status, decision);
-      continue;
-    }
-    if (status.ok() && step.kind() != v1::STEP_KIND_TOKEN && step.kind() != v1::STEP_KIND_UNSPECIFIED) {
-      status = absl::InvalidArgumentError("kind: unknown step kind");
-    } else if (status.ok() && !view.ok()) {
-      status = view.status();
-    } else if (absl::StatusOr<uint32_t> position = kv::PositionFromWire(step.position(), "position");
-               status.ok() && !position.ok()) {
-      status = position.status();
-    } else if (status.ok()) {
-      tokens.push_back({step.session_id(), step.step(), *position, *view});
+    const size_t queued = tokens.size();
+    absl::Status status = AdmitBatchStep(step, decision, &tokens, served);
+    if (tokens.size() > queued) {
       token_index.push_back(answer->decisions_size() - 1);
       bytes += step.scores().data().size();
     }
-    if (!status.ok()) {
-      if (metrics_ != nullptr) metrics_->RecordError(grpc::StatusCode(status.code()));
-      SetStepError(status, decision);
-    }
+    if (!status.ok()) SetStepError(status, decision);  // counted where it was found
   }
   const absl::Time start = absl::Now();
   std::vector<absl::StatusOr<StepResult>> results = manager_->StepBatch(tokens);
@@ -486,6 +517,7 @@ void CacheManagerService::ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBa
                            bytes / results.size());
     }
   }
+  return grpc::Status::OK;
 }
 
 grpc::Status CacheManagerService::ServeStream(grpc::ServerContext* context,

@@ -12,10 +12,12 @@
 // SetSessionPolicy) and ListSessions need "authorization: Bearer <token>" when `admin_token` is
 // non-empty: UNAUTHENTICATED without a token, PERMISSION_DENIED with a wrong one.
 //
-// Limits: sessions per peer (SessionManagerOptions), concurrent StreamScores streams (max_streams:
-// RESOURCE_EXHAUSTED beyond it) and how long a stream may sit without a message or a ring step
-// (stream_idle_timeout: then it is cancelled, which frees its session), so idle streams cannot hold
-// every server thread.
+// Limits: sessions per peer (SessionManagerOptions), concurrent score streams (StreamScores and
+// StreamScoreBatches) in all (max_streams) and per peer (max_streams_per_peer, the peer as PeerIdentity
+// names it), each RESOURCE_EXHAUSTED beyond it, and how long a stream may sit without a message or a
+// ring step (stream_idle_timeout: then it is cancelled, which frees its session), so idle streams cannot
+// hold every server thread and one peer cannot hold every stream. A stream's place is freed when its
+// handler returns, however it ended (finished, cancelled, disconnected, idle).
 #ifndef A2SF_CACHEMGR_SERVICE_CACHE_MANAGER_SERVICE_H_
 #define A2SF_CACHEMGR_SERVICE_CACHE_MANAGER_SERVICE_H_
 
@@ -65,12 +67,14 @@ class CacheManagerMetrics {
 struct CacheManagerServiceOptions {
   CacheManagerMetrics* metrics = nullptr;     // may be null
   RingHandoffServer* ring_handoff = nullptr;  // null: shared-memory rings are refused
-  size_t max_streams = 256;                   // concurrent StreamScores calls (0: unbounded)
+  size_t max_streams = 256;                   // concurrent score streams (0: unbounded)
+  size_t max_streams_per_peer = 64;           // concurrent score streams of one peer (0: only max_streams)
   absl::Duration stream_idle_timeout = absl::Seconds(120);  // 0: never
 };
 
-// The identity sessions are counted under for --max_sessions_per_peer: the authenticated TLS
-// identity if any, else the peer's address without its port ("unix:" for every local process).
+// The identity sessions and streams are counted under for --max_sessions_per_peer and
+// --max_streams_per_peer: the authenticated TLS identity if any, else the peer's address without its
+// port ("unix:" for every local process).
 std::string PeerIdentity(const grpc::ServerContext& context);
 
 class CacheManagerService final : public v1::CacheManager::Service {
@@ -90,11 +94,18 @@ class CacheManagerService final : public v1::CacheManager::Service {
                                   grpc::ServerReaderWriter<v1::DecisionBatch, v1::ScoreBatch>* stream) override;
 
   // Decides one batch (StreamScoreBatches' loop body): authorises each step's session, runs the token
-  // steps as one store batch, fills one SessionDecision per step. `served` collects the sessions whose
-  // secret a step presented. Public so that a harness can drive batches in-process.
-  void ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBatch* answer, std::set<std::string>* served);
+  // steps as one store batch, fills one SessionDecision per step (a step that fails fails alone, with
+  // its code and message). `served` collects the sessions whose secret a step presented. Fails as a
+  // whole (INVALID_ARGUMENT, which ends the stream) only for more than kMaxBatchSteps steps. Public so
+  // that a harness can drive batches in-process.
+  static constexpr int kMaxBatchSteps = 4096;
+  grpc::Status ServeBatch(const v1::ScoreBatch& batch, v1::DecisionBatch* answer, std::set<std::string>* served);
   grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
                           v1::SessionInfo* response) override;
+
+  // Score streams admitted and not yet ended, in all and of one peer (a PeerIdentity).
+  size_t open_streams() const;
+  size_t open_streams(const std::string& peer) const;
 
   // One step of `session_id` from slot `seq` of its ring: checks what the slot says, decides, writes
   // the decision (or the error) into the slot and completes it. The stream handler's loop body;
@@ -102,6 +113,10 @@ class CacheManagerService final : public v1::CacheManager::Service {
   absl::Status ServeRingStep(const std::string& session_id, ScoreRing* ring, uint64_t seq);
 
  private:
+  // Checks one step of a batch and, when it is a token step that may run, appends it to `tokens`; a
+  // bulk prefill runs at once. Returns the step's error (OK: decided now, or queued in `tokens`).
+  absl::Status AdmitBatchStep(const v1::ScoreStep& step, v1::SessionDecision* decision,
+                              std::vector<SessionManager::BatchedStep>* tokens, std::set<std::string>* served);
   // Runs one step of `session_id`; fills `decision`.
   grpc::Status Step(const std::string& session_id, const v1::ScoreStep& step, v1::EvictionDecision* decision);
   // The step itself, for inline and shared-memory scores alike (prompt_length: bulk prefills only).
@@ -136,9 +151,10 @@ class CacheManagerService final : public v1::CacheManager::Service {
   absl::StatusOr<std::shared_ptr<ScoreRing>> AttachOfferedRing(const grpc::ServerContext& context,
                                                                const v1::OpenSessionRequest& request,
                                                                v1::RingRefusal::Reason* refusal);
-  // Admits a new StreamScores call (RESOURCE_EXHAUSTED past max_streams) and tracks its activity.
-  // `last_active_ns` lives in the handler's frame until ForgetStream; the handler stores into it
-  // (no lock per step), the reaper reads it.
+  // Admits a new score stream (RESOURCE_EXHAUSTED past max_streams or its peer's max_streams_per_peer)
+  // and tracks its activity. `last_active_ns` lives in the handler's frame until ForgetStream; the
+  // handler stores into it (no lock per step), the reaper reads it. Every admitted stream's handler
+  // calls ForgetStream before it returns.
   grpc::Status AdmitStream(grpc::ServerContext* context, std::atomic<int64_t>* last_active_ns);
   void ForgetStream(grpc::ServerContext* context);
   void CancelIdleStreams();  // runs on reaper_
@@ -146,8 +162,13 @@ class CacheManagerService final : public v1::CacheManager::Service {
   SessionManager* manager_;
   const CacheManagerServiceOptions options_;
   CacheManagerMetrics* metrics_;
-  absl::Mutex streams_mutex_;
-  std::map<grpc::ServerContext*, std::atomic<int64_t>*> streams_ ABSL_GUARDED_BY(streams_mutex_);
+  struct OpenStream {
+    std::atomic<int64_t>* last_active_ns;
+    std::string peer;  // PeerIdentity
+  };
+  mutable absl::Mutex streams_mutex_;
+  std::map<grpc::ServerContext*, OpenStream> streams_ ABSL_GUARDED_BY(streams_mutex_);
+  std::map<std::string, size_t> streams_per_peer_ ABSL_GUARDED_BY(streams_mutex_);  // no zero counts
   absl::Notification stop_reaper_;
   std::thread reaper_;
   absl::Mutex rings_mutex_;

@@ -17,6 +17,8 @@
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"
 #include "common/shm/score_ring.h"
+#include "grpcpp/create_channel.h"
+#include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
 
 namespace a2sf::cachemgr {
@@ -807,6 +809,164 @@ TEST(CacheManagerIdleStreams, AFloodOfIdleStreamsIsBounded) {
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
   (*server)->Shutdown(absl::ZeroDuration());
+}
+
+// --max_streams_per_peer: a server on 127.0.0.1 (peer "ipv4:127.0.0.1") and a Unix socket (peer "unix:"),
+// at most 2 score streams per peer and 8 in all.
+class CacheManagerStreamQuota : public ::testing::Test {
+ protected:
+  void Start(absl::Duration stream_idle_timeout) {
+    manager_ = std::make_unique<SessionManager>(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(),
+                                                SessionManagerOptions{});
+    CacheManagerServiceOptions options;
+    options.max_streams = 8;
+    options.max_streams_per_peer = 2;
+    options.stream_idle_timeout = stream_idle_timeout;
+    service_ = std::make_unique<CacheManagerService>(manager_.get(), options);
+    ServerOptions server_options;
+    server_options.listen_addresses = {"127.0.0.1:0", "unix:/tmp/a2sf-quota-" + std::to_string(getpid()) + ".sock"};
+    server_options.plaintext = true;
+    server_ = std::move(*RunningServer::Start(server_options, {service_.get()}));
+    tcp_ = NewStub(0);
+    unix_ = NewStub(1);
+  }
+  void TearDown() override {
+    if (server_ != nullptr) server_->Shutdown(absl::ZeroDuration());
+  }
+
+  // A stub on a connection of its own (a local subchannel pool: dropping the stub's channel hangs up).
+  std::unique_ptr<v1::CacheManager::Stub> NewStub(int listener) {
+    grpc::ChannelArguments arguments;
+    arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+    return v1::CacheManager::NewStub(
+        grpc::CreateCustomChannel(server_->dial_address(listener), grpc::InsecureChannelCredentials(), arguments));
+  }
+
+  struct BatchStream {
+    std::unique_ptr<grpc::ClientContext> context = std::make_unique<grpc::ClientContext>();
+    std::unique_ptr<grpc::ClientReaderWriter<v1::ScoreBatch, v1::DecisionBatch>> stream;
+  };
+  // Opens a StreamScoreBatches stream; admitted: the server answered an empty batch. Refused: its status.
+  BatchStream Open(v1::CacheManager::Stub* stub, grpc::Status* refused = nullptr) {
+    BatchStream opened;
+    opened.context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    opened.stream = stub->StreamScoreBatches(opened.context.get());
+    v1::DecisionBatch answer;
+    if (opened.stream->Write(v1::ScoreBatch()) && opened.stream->Read(&answer)) return opened;
+    const grpc::Status status = opened.stream->Finish();
+    if (refused != nullptr) *refused = status;
+    opened.stream.reset();
+    return opened;
+  }
+  static void Close(BatchStream* open) {
+    open->stream->WritesDone();
+    EXPECT_TRUE(open->stream->Finish().ok());
+  }
+
+  // Waits (up to 10 s) until the server has forgotten every stream of `peer` (a hang-up reaches it
+  // asynchronously).
+  bool AwaitNoStreamsOf(const std::string& peer) {
+    for (absl::Time end = absl::Now() + absl::Seconds(10); absl::Now() < end; absl::SleepFor(absl::Milliseconds(5))) {
+      if (service_->open_streams(peer) == 0) return true;
+    }
+    return false;
+  }
+
+  std::unique_ptr<SessionManager> manager_;
+  std::unique_ptr<CacheManagerService> service_;
+  std::unique_ptr<RunningServer> server_;
+  std::unique_ptr<v1::CacheManager::Stub> tcp_, unix_;
+};
+
+TEST_F(CacheManagerStreamQuota, APeerAtItsQuotaIsRefusedWhileAnotherPeerIsServed) {
+  Start(absl::ZeroDuration());
+  BatchStream first = Open(tcp_.get()), second = Open(tcp_.get());
+  ASSERT_NE(first.stream, nullptr);
+  ASSERT_NE(second.stream, nullptr);
+  // Its third stream is refused, on another connection too (the quota is the peer's, not the
+  // connection's), and so is a StreamScores call (both kinds count).
+  auto other_connection = NewStub(0);
+  grpc::Status refused;
+  EXPECT_EQ(Open(other_connection.get(), &refused).stream, nullptr);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << refused.error_message();
+  EXPECT_NE(refused.error_message().find("--max_streams_per_peer=2"), std::string::npos) << refused.error_message();
+  EXPECT_NE(refused.error_message().find("127.0.0.1"), std::string::npos) << refused.error_message();
+  {
+    grpc::ClientContext context;
+    auto stream = tcp_->StreamScores(&context);
+    stream->WritesDone();
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  // Another peer is served meanwhile.
+  BatchStream local = Open(unix_.get());
+  ASSERT_NE(local.stream, nullptr) << "the Unix-socket peer was starved";
+  EXPECT_EQ(service_->open_streams("ipv4:127.0.0.1"), 2u);
+  EXPECT_EQ(service_->open_streams("unix:"), 1u);
+  EXPECT_EQ(service_->open_streams(), 3u);
+  // A stream that ends frees its place: the handler forgot it before its status was sent.
+  Close(&first);
+  BatchStream again = Open(tcp_.get());
+  EXPECT_NE(again.stream, nullptr);
+  Close(&again);
+  Close(&second);
+  Close(&local);
+  EXPECT_EQ(service_->open_streams(), 0u);
+}
+
+// A hostile peer that fills its quota and hangs up, over and over (cancelling its calls, or dropping
+// its connection with the calls open), leaks no place: afterwards it has exactly its quota again.
+TEST_F(CacheManagerStreamQuota, APeerThatHangsUpRepeatedlyLeaksNoPlaces) {
+  Start(absl::ZeroDuration());
+  BatchStream bystander = Open(unix_.get());
+  ASSERT_NE(bystander.stream, nullptr);
+  for (int round = 0; round < 20; ++round) {
+    auto stub = NewStub(0);
+    BatchStream a = Open(stub.get()), b = Open(stub.get());
+    ASSERT_NE(a.stream, nullptr) << "round " << round;
+    ASSERT_NE(b.stream, nullptr) << "round " << round;
+    if (round % 2 == 0) {
+      a.context->TryCancel();
+      b.context->TryCancel();
+      EXPECT_EQ(a.stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+      EXPECT_EQ(b.stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    } else {
+      // Gone without a word: the calls and the connection are dropped unfinished.
+      for (BatchStream* dropped : {&a, &b}) {
+        dropped->stream.reset();
+        dropped->context.reset();
+      }
+      stub.reset();
+    }
+    ASSERT_TRUE(AwaitNoStreamsOf("ipv4:127.0.0.1")) << "round " << round << ": a hung-up stream kept its place";
+  }
+  EXPECT_EQ(service_->open_streams(), 1u);  // the bystander's
+  BatchStream a = Open(tcp_.get()), b = Open(tcp_.get());
+  EXPECT_NE(a.stream, nullptr);
+  EXPECT_NE(b.stream, nullptr);
+  grpc::Status refused;
+  EXPECT_EQ(Open(tcp_.get(), &refused).stream, nullptr);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // The bystander's stream was served throughout.
+  v1::DecisionBatch answer;
+  ASSERT_TRUE(bystander.stream->Write(v1::ScoreBatch()));
+  EXPECT_TRUE(bystander.stream->Read(&answer));
+  Close(&a);
+  Close(&b);
+  Close(&bystander);
+}
+
+TEST_F(CacheManagerStreamQuota, AStreamCancelledForIdlingFreesItsPlace) {
+  Start(absl::Seconds(1));
+  BatchStream a = Open(tcp_.get()), b = Open(tcp_.get());
+  ASSERT_NE(a.stream, nullptr);
+  ASSERT_NE(b.stream, nullptr);
+  // Neither sends again: the reaper cancels both.
+  EXPECT_EQ(a.stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_EQ(b.stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  ASSERT_TRUE(AwaitNoStreamsOf("ipv4:127.0.0.1"));
+  BatchStream again = Open(tcp_.get());
+  EXPECT_NE(again.stream, nullptr);
+  Close(&again);
 }
 
 }  // namespace

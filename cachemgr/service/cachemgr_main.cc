@@ -47,7 +47,12 @@ ABSL_FLAG(int, max_sessions_per_peer, 256,
           "limit beyond --max_sessions)");
 ABSL_FLAG(int64_t, max_store_bytes, 0, "score-store bytes all sessions may hold (0: a quarter of physical memory)");
 ABSL_FLAG(int64_t, max_session_bytes, 0, "score-store bytes one session may hold (0: a quarter of --max_store_bytes)");
-ABSL_FLAG(int, max_streams, 256, "concurrent StreamScores streams (RESOURCE_EXHAUSTED beyond it; 0: no limit)");
+ABSL_FLAG(int, max_streams, 256,
+          "concurrent score streams (StreamScores and StreamScoreBatches) of all peers together "
+          "(RESOURCE_EXHAUSTED beyond it; 0: no limit)");
+ABSL_FLAG(int, max_streams_per_peer, 64,
+          "concurrent score streams one peer may hold (TLS identity, else IP address; every Unix-socket client is "
+          "one peer; RESOURCE_EXHAUSTED beyond it; 0: no limit beyond --max_streams)");
 ABSL_FLAG(int, stream_idle_timeout_s, 120,
           "cancel a score stream (and free its session) after this long without a message or ring step (0: never)");
 ABSL_FLAG(int, max_threads, 512, "most server threads (gRPC resource quota; calls beyond get RESOURCE_EXHAUSTED)");
@@ -135,7 +140,10 @@ int main(int argc, char** argv) {
   service_options.metrics = metrics.get();
   service_options.ring_handoff = ring_handoff.get();
   service_options.max_streams = size_t(std::max(0, absl::GetFlag(FLAGS_max_streams)));
+  service_options.max_streams_per_peer = size_t(std::max(0, absl::GetFlag(FLAGS_max_streams_per_peer)));
   service_options.stream_idle_timeout = absl::Seconds(std::max(0, absl::GetFlag(FLAGS_stream_idle_timeout_s)));
+  A2SF_LOG(INFO) << "streams: " << service_options.max_streams << ", " << service_options.max_streams_per_peer
+                 << " per peer";
   cachemgr::CacheManagerService cache_service(&manager, service_options);
   cachemgr::PolicyAdminService admin_service(&manager, admin_token);
 

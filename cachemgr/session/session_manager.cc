@@ -488,6 +488,13 @@ std::vector<SessionInfo> SessionManager::List() const {
   return out;
 }
 
+std::vector<std::string> SessionManager::Ids() const {
+  absl::MutexLock lock(&mutex_);
+  std::vector<std::string> ids;
+  for (const auto& [id, session] : sessions_) ids.push_back(id);
+  return ids;
+}
+
 size_t SessionManager::session_count() const {
   absl::MutexLock lock(&mutex_);
   return sessions_.size();

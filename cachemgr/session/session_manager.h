@@ -152,6 +152,9 @@ class SessionManager {
 
   absl::StatusOr<SessionInfo> Get(const std::string& id) const;
   std::vector<SessionInfo> List() const;
+  // The open sessions' ids. Unlike List, it does not wait for steps in flight (List takes each
+  // session's lock).
+  std::vector<std::string> Ids() const;
   size_t session_count() const;
   const ScoreStore& store() const { return *store_; }
   // Score-store bytes charged to all sessions (an upper bound of what the store holds for them).

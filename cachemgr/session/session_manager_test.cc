@@ -1,5 +1,6 @@
 #include "cachemgr/session/session_manager.h"
 
+#include <algorithm>
 #include <thread>
 
 #include "cachemgr/store/cpu_score_store.h"
@@ -213,10 +214,15 @@ TEST(SessionManager, OpenSeededTakesOverEntriesAndStepNumbers) {
 }
 
 TEST(SessionManager, IdleSessionsExpire) {
+  // A session idle for less than the timeout stays (a timeout no test can outlast: a slow machine
+  // cannot make the session look idle), one idle for longer goes.
+  auto patient = MakeManager(8, absl::Hours(1));
+  auto kept = *patient->Open(Config("local", 2));
   auto manager = MakeManager(8, absl::Milliseconds(50));
   auto info = *manager->Open(Config("local", 2));
-  EXPECT_EQ(manager->ExpireIdleSessions(), 0u);
   std::this_thread::sleep_for(std::chrono::milliseconds(120));
+  EXPECT_EQ(patient->ExpireIdleSessions(), 0u);
+  EXPECT_TRUE(patient->Get(kept.id).ok());
   EXPECT_EQ(manager->ExpireIdleSessions(), 1u);
   EXPECT_EQ(manager->Get(info.id).status().code(), absl::StatusCode::kNotFound);
 }
@@ -248,6 +254,20 @@ TEST(SessionManager, ConcurrentSessionsOnManyThreads) {
   for (auto& t : threads) t.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(manager->session_count(), 0u);
+}
+
+TEST(SessionManager, IdsAreTheOpenSessions) {
+  SessionManager manager(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(), {});
+  auto first = manager.Open(Config("local", 2));
+  auto second = manager.Open(Config("local", 2));
+  ASSERT_TRUE(first.ok() && second.ok());
+  std::vector<std::string> ids = manager.Ids();
+  std::sort(ids.begin(), ids.end());
+  std::vector<std::string> expected = {first->id, second->id};
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(ids, expected);
+  ASSERT_TRUE(manager.Close(first->id).ok());
+  EXPECT_EQ(manager.Ids(), std::vector<std::string>{second->id});
 }
 
 // Issue 11, finding 3: one peer cannot fill --max_sessions.

@@ -8,6 +8,7 @@
 #include "cachemgr/policy/registry.h"
 #include "cachemgr/store/head_kernels.h"
 #include "cachemgr/store/testing/reference_cache.h"
+#include "cachemgr/store/testing/store_steps.h"
 #include "gtest/gtest.h"
 
 namespace a2sf::cachemgr {
@@ -15,31 +16,13 @@ namespace {
 
 using testing::ReferenceCache;
 
-EvictionRule Rule(const std::string& name, uint32_t layers, uint32_t budget,
-                  std::optional<double> alpha = std::nullopt, std::optional<uint32_t> extra = std::nullopt) {
-  PolicySpec spec;
-  spec.name = name;
-  spec.alpha = alpha;
-  if (name == "streaming_llm") spec.sinks = extra;
-  if (name == "a2sf") spec.recent_window = extra;
-  auto policy = PolicyRegistry::Builtin().Create(spec);
-  EXPECT_TRUE(policy.ok()) << policy.status();
-  auto rule = (*policy)->RuleFor(layers, budget);
-  EXPECT_TRUE(rule.ok()) << rule.status();
-  return *rule;
-}
+using testing::BuiltinRule;
 
 // Runs one step on a one-head session and returns the evicted slots.
 std::vector<uint32_t> Step(CpuScoreStore* store, SessionHandle session, const EvictionRule& rule,
                            uint32_t position, const std::vector<float>& scores) {
-  TokenStep step;
-  step.session = session;
-  step.rule = &rule;
-  step.position = position;
-  step.scores = {kv::ScoreDType::kFp32, scores.data(), scores.size()};
-  absl::Status status;
   kv::EvictionDecision decision;
-  store->ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
+  const absl::Status status = testing::RunTokenStep(store, session, rule, position, scores, &decision);
   EXPECT_TRUE(status.ok()) << status;
   return decision.evicted_slots;
 }
@@ -106,7 +89,7 @@ TEST(CpuScoreStore, ThreeStepsByHand) {
   CpuScoreStore store;
   auto session = store.CreateSession({1, 1}, 4);
   ASSERT_TRUE(session.ok());
-  const EvictionRule rule = Rule("a2sf", 1, 10, 0.8);
+  const EvictionRule rule = BuiltinRule("a2sf", 1, 10, 0.8);
   Step(&store, *session, rule, 0, {1.0f});
   Step(&store, *session, rule, 1, {0.4f, 0.3f});
   Step(&store, *session, rule, 2, {0.5f, 0.2f, 0.3f});
@@ -123,7 +106,7 @@ TEST(CpuScoreStore, AlphaOneGivesPlainSumsAndAlphaZeroTheLatestRow) {
   for (double alpha : {1.0, 0.0}) {
     CpuScoreStore store;
     auto session = store.CreateSession({1, 1}, 4);
-    const EvictionRule rule = Rule("a2sf", 1, 10, alpha);
+    const EvictionRule rule = BuiltinRule("a2sf", 1, 10, alpha);
     Step(&store, *session, rule, 0, {0.5f});
     Step(&store, *session, rule, 1, {0.25f, 0.75f});
     Step(&store, *session, rule, 2, {0.125f, 0.5f, 0.375f});
@@ -155,10 +138,8 @@ TEST(CpuScoreStore, EvictionOrderOfEachPolicyOnAHandTrace) {
     auto session = store.CreateSession({1, 1}, 4);
     std::vector<std::vector<uint32_t>> positions;
     for (uint32_t t = 0; t < rows.size(); ++t) {
-      TokenStep step{*session, &rule, t, {kv::ScoreDType::kFp32, rows[t].data(), rows[t].size()}};
-      absl::Status status;
       kv::EvictionDecision decision;
-      store.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
+      absl::Status status = testing::RunTokenStep(&store, *session, rule, t, rows[t], &decision);
       EXPECT_TRUE(status.ok()) << status;
       positions.push_back(decision.evicted_positions);
     }
@@ -166,27 +147,27 @@ TEST(CpuScoreStore, EvictionOrderOfEachPolicyOnAHandTrace) {
   };
   using V = std::vector<std::vector<uint32_t>>;
   // Local: evicts the oldest each time.
-  EXPECT_EQ(run(Rule("local", 1, 3)), (V{{}, {}, {}, {0}, {1}}));
+  EXPECT_EQ(run(BuiltinRule("local", 1, 3)), (V{{}, {}, {}, {0}, {1}}));
   // StreamingLLM with 1 sink: position 0 stays; then the oldest of the rest.
-  EXPECT_EQ(run(Rule("streaming_llm", 1, 3, std::nullopt, 1)), (V{{}, {}, {}, {1}, {2}}));
+  EXPECT_EQ(run(BuiltinRule("streaming_llm", 1, 3, std::nullopt, 1)), (V{{}, {}, {}, {1}, {2}}));
   // H2O (alpha 1, recent = 1): step 3 sums A = (1.8, 1.3, 0.2, 0.7), recent {3} protected -> evict 2.
   // Slots become (0, 1, 3) with A (1.8, 1.3, 0.7); step 4 adds (0.3, 0.3, 0.2) and the new 0.2:
   // A = (2.1, 1.6, 0.9, 0.2); recent {4} protected -> evict 3 (0.9).
-  EXPECT_EQ(run(Rule("h2o", 1, 3)), (V{{}, {}, {}, {2}, {3}}));
+  EXPECT_EQ(run(BuiltinRule("h2o", 1, 3)), (V{{}, {}, {}, {2}, {3}}));
   // TOVA (alpha 0): step 3 row (0.1, 0.1, 0.1, 0.7): three-way tie, the smallest position 0 goes.
   // Slots become (3, 1, 2) with A (0.7, 0.1, 0.1); step 4: A = (0.3, 0.3, 0.2, 0.2) for positions
   // (3, 1, 2, 4): tie 0.2 between positions 2 and 4 -> 2 goes.
-  EXPECT_EQ(run(Rule("tova", 1, 3)), (V{{}, {}, {}, {0}, {2}}));
+  EXPECT_EQ(run(BuiltinRule("tova", 1, 3)), (V{{}, {}, {}, {0}, {2}}));
   // A2SF alpha 0.5: step 3 A = (0.5*(0.5*(0.5*1+0.5)+0.2)+0.1, 0.5*(0.5*0.5+0.7)+0.1, 0.5*0.1+0.1, 0.7)
   //                            = (0.45, 0.575, 0.15, 0.7) -> evict position 2.
   // Slots (0, 1, 3): A (0.45, 0.575, 0.7); step 4: (0.525, 0.5875, 0.55, 0.2) -> evict position 4.
-  EXPECT_EQ(run(Rule("a2sf", 1, 3, 0.5)), (V{{}, {}, {}, {2}, {4}}));
+  EXPECT_EQ(run(BuiltinRule("a2sf", 1, 3, 0.5)), (V{{}, {}, {}, {2}, {4}}));
 }
 
 TEST(CpuScoreStore, DecisionSlotsFollowSwapRemove) {
   CpuScoreStore store;
   auto session = store.CreateSession({1, 1}, 4);
-  const EvictionRule rule = Rule("local", 1, 2);
+  const EvictionRule rule = BuiltinRule("local", 1, 2);
   Step(&store, *session, rule, 0, {1});
   Step(&store, *session, rule, 1, {1, 1});
   EXPECT_EQ(Step(&store, *session, rule, 2, {1, 1, 1}), (std::vector<uint32_t>{0}));
@@ -210,7 +191,7 @@ class RandomAgainstReference : public ::testing::TestWithParam<RandomCase> {};
 TEST_P(RandomAgainstReference, PerTokenDecisionsAndScoresMatchTheSlowReference) {
   const RandomCase& c = GetParam();
   const uint32_t layers = 3, kv_heads = 2, budget = 13, steps = 80;
-  const EvictionRule rule = Rule(c.policy, layers, budget, c.alpha, c.extra);
+  const EvictionRule rule = BuiltinRule(c.policy, layers, budget, c.alpha, c.extra);
   for (int threads : {1, 2}) {
     CpuScoreStore store(threads);
     auto session = store.CreateSession({layers, kv_heads}, budget + 1);
@@ -223,10 +204,8 @@ TEST_P(RandomAgainstReference, PerTokenDecisionsAndScoresMatchTheSlowReference) 
       std::vector<float> scores(layers * kv_heads * n);
       // Quantised values make ties common, which exercises the tie rule.
       for (float& v : scores) v = float(rng() % 8) / 8.0f;
-      TokenStep step{*session, &rule, position, {kv::ScoreDType::kFp32, scores.data(), scores.size()}};
-      absl::Status status;
       kv::EvictionDecision decision;
-      store.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
+      absl::Status status = testing::RunTokenStep(&store, *session, rule, position, scores, &decision);
       ASSERT_TRUE(status.ok()) << status;
       const auto expected = reference.Step(rule, position, scores);
       for (uint32_t h = 0; h < layers * kv_heads; ++h) {
@@ -271,7 +250,7 @@ TEST(CpuScoreStore, BulkPrefillEqualsPerTokenScoresAndTheFinalTopBudget) {
   }
   for (const char* name : {"a2sf", "h2o", "tova", "local", "streaming_llm"}) {
     SCOPED_TRACE(name);
-    const EvictionRule rule = Rule(name, layers, budget, std::string(name) == "a2sf" ? std::optional<double>(0.7) : std::nullopt);
+    const EvictionRule rule = BuiltinRule(name, layers, budget, std::string(name) == "a2sf" ? std::optional<double>(0.7) : std::nullopt);
     // Per-token with no eviction (Full's rule with the same alphas) reaches the same accumulators.
     EvictionRule keep_all = rule;
     keep_all.key = rule.uses_scores() ? EvictionRule::Key::kScore : EvictionRule::Key::kPosition;
@@ -283,10 +262,8 @@ TEST(CpuScoreStore, BulkPrefillEqualsPerTokenScoresAndTheFinalTopBudget) {
       for (uint32_t h = 0; h < layers * kv_heads; ++h) {
         for (uint32_t k = 0; k <= q; ++k) row.push_back(matrix[(h * P + q) * P + k]);
       }
-      TokenStep step{*per_token, &keep_all, q, {kv::ScoreDType::kFp32, row.data(), row.size()}};
-      absl::Status status;
       kv::EvictionDecision decision;
-      store.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
+      absl::Status status = testing::RunTokenStep(&store, *per_token, keep_all, q, row, &decision);
       ASSERT_TRUE(status.ok());
     }
     auto bulk = store.CreateSession({layers, kv_heads}, P);
@@ -321,7 +298,7 @@ class InvalidStep : public ::testing::Test {
  protected:
   void SetUp() override {
     session_ = *store_.CreateSession({2, 2}, 6);
-    rule_ = Rule("a2sf", 2, 3, 0.5);
+    rule_ = BuiltinRule("a2sf", 2, 3, 0.5);
     for (uint32_t t = 0; t < 5; ++t) {
       std::vector<float> scores(4 * std::min(t + 1, 4u), 0.25f);
       scores[t % scores.size()] = 0.5f;
@@ -335,10 +312,8 @@ class InvalidStep : public ::testing::Test {
     return all;
   }
   absl::Status Try(const std::vector<float>& scores, uint32_t position) {
-    TokenStep step{session_, &rule_, position, {kv::ScoreDType::kFp32, scores.data(), scores.size()}};
-    absl::Status status;
     kv::EvictionDecision decision;
-    store_.ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
+    absl::Status status = testing::RunTokenStep(&store_, session_, rule_, position, scores, &decision);
     return status;
   }
   void ExpectUnchanged() {
@@ -405,7 +380,7 @@ TEST_F(InvalidStep, HalfPrecisionNanInfinityAndNegativeAreRejected) {
 
 TEST(CpuScoreStore, BadBulkPrefillsAreRejectedAndLeaveTheSessionEmpty) {
   CpuScoreStore store;
-  const EvictionRule rule = Rule("a2sf", 1, 2, 0.5);
+  const EvictionRule rule = BuiltinRule("a2sf", 1, 2, 0.5);
   auto session = *store.CreateSession({1, 1}, 4);
   std::vector<float> matrix = {1.0f, 0.0f, 0.0f, 0.5f, 0.5f, 0.0f, 0.2f, 0.3f, 0.5f};  // P = 3
   auto bulk = [&](uint32_t P, const std::vector<float>& m) {
@@ -431,7 +406,7 @@ TEST(CpuScoreStore, BadBulkPrefillsAreRejectedAndLeaveTheSessionEmpty) {
 
 TEST(CpuScoreStore, UnknownSessionIsNotFound) {
   CpuScoreStore store;
-  EvictionRule rule = Rule("local", 1, 2);
+  EvictionRule rule = BuiltinRule("local", 1, 2);
   float s = 1.0f;
   TokenStep step{42, &rule, 0, {kv::ScoreDType::kFp32, &s, 1}};
   absl::Status status;
@@ -446,8 +421,8 @@ TEST(CpuScoreStore, SwappingTheRuleTakesOverTheScoresFromTheNextStep) {
   // Same inputs; after step 5 one run switches from alpha 0.9 to alpha 0.1. Scores up to step 5 are
   // identical; from step 6 they follow the new alpha applied to the old accumulators.
   const std::vector<float> row = {0.5f, 0.25f, 0.125f, 0.125f};
-  const EvictionRule slow = Rule("a2sf", 1, 10, 0.9);
-  const EvictionRule fast = Rule("a2sf", 1, 10, 0.1);
+  const EvictionRule slow = BuiltinRule("a2sf", 1, 10, 0.9);
+  const EvictionRule fast = BuiltinRule("a2sf", 1, 10, 0.1);
   CpuScoreStore store;
   auto a = *store.CreateSession({1, 1}, 8);
   auto b = *store.CreateSession({1, 1}, 8);
@@ -468,7 +443,7 @@ TEST(CpuScoreStore, SwappingTheRuleTakesOverTheScoresFromTheNextStep) {
 TEST(CpuScoreStore, BatchOfSessionsOnSeveralThreadsMatchesOneAtATime) {
   const uint32_t sessions = 9;
   CpuScoreStore batched(2), serial(1);
-  const EvictionRule rule = Rule("a2sf", 2, 7, 0.6);
+  const EvictionRule rule = BuiltinRule("a2sf", 2, 7, 0.6);
   std::vector<SessionHandle> hb, hs;
   for (uint32_t i = 0; i < sessions; ++i) {
     hb.push_back(*batched.CreateSession({2, 3}, 8));

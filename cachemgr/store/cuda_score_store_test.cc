@@ -5,6 +5,7 @@
 
 #include "cachemgr/policy/registry.h"
 #include "cachemgr/store/cpu_score_store.h"
+#include "cachemgr/store/testing/store_steps.h"
 #include "common/cuda/ipc.h"
 #include "gtest/gtest.h"
 
@@ -22,12 +23,7 @@ std::unique_ptr<CudaScoreStore> MakeStoreOrSkip() {
     GTEST_SKIP() << "skipping: " << CudaScoreStore::Create().status().message();         \
   }
 
-EvictionRule Rule(const std::string& name, uint32_t layers, uint32_t budget, std::optional<double> alpha = {}) {
-  PolicySpec spec;
-  spec.name = name;
-  spec.alpha = alpha;
-  return *(*PolicyRegistry::Builtin().Create(spec))->RuleFor(layers, budget);
-}
+using testing::BuiltinRule;
 
 TEST(CudaScoreStore, ReportsUnavailableWithAReasonWhenThereIsNoGpu) {
   absl::StatusOr<std::unique_ptr<CudaScoreStore>> store = CudaScoreStore::Create();
@@ -46,7 +42,7 @@ TEST(CudaScoreStore, TokenStepsMatchTheCpuStoreForEveryPolicyAndDtype) {
   for (const char* name : {"a2sf", "h2o", "tova", "local", "streaming_llm", "full"}) {
     for (kv::ScoreDType dtype : {kv::ScoreDType::kFp32, kv::ScoreDType::kFp16}) {
       SCOPED_TRACE(std::string(name) + " " + kv::ScoreDTypeName(dtype));
-      const EvictionRule rule = Rule(name, layers, budget, std::string(name) == "a2sf" ? std::optional<double>(0.4) : std::nullopt);
+      const EvictionRule rule = BuiltinRule(name, layers, budget, std::string(name) == "a2sf" ? std::optional<double>(0.4) : std::nullopt);
       CpuScoreStore cpu;
       auto hc = *cpu.CreateSession({layers, kv_heads}, budget + 1);
       auto hg = *cuda->CreateSession({layers, kv_heads}, budget + 1);
@@ -103,7 +99,7 @@ TEST(CudaScoreStore, BulkPrefillMatchesTheCpuStore) {
   }
   for (const char* name : {"a2sf", "h2o", "local", "streaming_llm"}) {
     SCOPED_TRACE(name);
-    const EvictionRule rule = Rule(name, layers, budget);
+    const EvictionRule rule = BuiltinRule(name, layers, budget);
     CpuScoreStore cpu;
     auto hc = *cpu.CreateSession({layers, kv_heads}, P);
     auto hg = *cuda->CreateSession({layers, kv_heads}, P);
@@ -119,7 +115,7 @@ TEST(CudaScoreStore, BulkPrefillMatchesTheCpuStore) {
 TEST(CudaScoreStore, InvalidScoresChangeNothing) {
   auto cuda = MakeStoreOrSkip();
   SKIP_WITHOUT_GPU(cuda);
-  const EvictionRule rule = Rule("a2sf", 1, 2, 0.5);
+  const EvictionRule rule = BuiltinRule("a2sf", 1, 2, 0.5);
   auto h = *cuda->CreateSession({1, 1}, 3);
   std::vector<float> ok1 = {0.5f}, ok2 = {0.5f, 0.5f}, bad = {0.1f, std::nanf(""), 0.2f};
   for (auto* v : {&ok1, &ok2}) {
@@ -153,7 +149,7 @@ TEST(CudaScoreStoreDeviceScores, TokenStepsReadInPlaceDecideLikeHostScores) {
   auto cuda = MakeStoreOrSkip();
   SKIP_WITHOUT_GPU(cuda);
   const uint32_t layers = 3, kv_heads = 2, budget = 11;
-  const EvictionRule rule = Rule("a2sf", layers, budget, 0.5);
+  const EvictionRule rule = BuiltinRule("a2sf", layers, budget, 0.5);
   const size_t max_values = size_t{layers} * kv_heads * (budget + 1);
   auto buffer = cuda_ipc::ExportedDeviceBuffer::Create(max_values * 4);
   ASSERT_TRUE(buffer.ok()) << buffer.status();
@@ -199,7 +195,7 @@ TEST(CudaScoreStoreDeviceScores, TokenStepsReadInPlaceDecideLikeHostScores) {
 }
 
 TEST(CudaScoreStoreDeviceScores, TheCpuStoreAndBulkPrefillsRefuseDeviceScores) {
-  const EvictionRule rule = Rule("a2sf", 1, 4, 0.5);
+  const EvictionRule rule = BuiltinRule("a2sf", 1, 4, 0.5);
   CpuScoreStore cpu;
   auto session = *cpu.CreateSession({1, 1}, 5);
   float value = 0.5f;

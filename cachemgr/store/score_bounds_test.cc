@@ -5,36 +5,17 @@
 #include <cmath>
 #include <vector>
 
-#include "cachemgr/policy/registry.h"
 #include "cachemgr/store/cpu_score_store.h"
 #include "cachemgr/store/head_kernels.h"
+#include "cachemgr/store/testing/store_steps.h"
 #include "gtest/gtest.h"
 
 namespace a2sf::cachemgr {
 namespace {
 
-EvictionRule H2oRule(uint32_t budget) {
-  PolicySpec spec;
-  spec.name = "h2o";
-  auto policy = PolicyRegistry::Builtin().Create(spec);
-  EXPECT_TRUE(policy.ok()) << policy.status();
-  auto rule = (*policy)->RuleFor(1, budget);
-  EXPECT_TRUE(rule.ok()) << rule.status();
-  return *rule;
-}
+EvictionRule H2oRule(uint32_t budget) { return testing::BuiltinRule("h2o", 1, budget); }
 
-absl::Status RunStep(CpuScoreStore* store, SessionHandle session, const EvictionRule& rule, uint32_t position,
-                     const std::vector<float>& scores) {
-  TokenStep step;
-  step.session = session;
-  step.rule = &rule;
-  step.position = position;
-  step.scores = {kv::ScoreDType::kFp32, scores.data(), scores.size()};
-  absl::Status status;
-  kv::EvictionDecision decision;
-  store->ProcessTokenSteps({&step, 1}, {&status, 1}, {&decision, 1});
-  return status;
-}
+using testing::RunTokenStep;
 
 TEST(ScoreBounds, KernelFlagsValuesAboveTheBoundOnBothPaths) {
   for (uint32_t n : {3u, 19u}) {  // scalar tail only, and vector + tail
@@ -57,12 +38,12 @@ TEST(ScoreBounds, HugeFiniteScoresAreRefusedAndTheSessionStaysUsable) {
   const EvictionRule rule = H2oRule(4);
   auto session = store.CreateSession({1, 1}, 64);
   ASSERT_TRUE(session.ok()) << session.status();
-  ASSERT_TRUE(RunStep(&store, *session, rule, 0, {1.0f}).ok());
-  const absl::Status huge = RunStep(&store, *session, rule, 1, {3e38f, 3e38f});
+  ASSERT_TRUE(RunTokenStep(&store, *session, rule, 0, {1.0f}).ok());
+  const absl::Status huge = RunTokenStep(&store, *session, rule, 1, {3e38f, 3e38f});
   EXPECT_EQ(huge.code(), absl::StatusCode::kInvalidArgument) << huge;
   EXPECT_NE(huge.message().find("65536"), std::string::npos) << huge;
   // The refused step changed nothing: the same step with valid scores goes through.
-  EXPECT_TRUE(RunStep(&store, *session, rule, 1, {0.5f, 0.5f}).ok());
+  EXPECT_TRUE(RunTokenStep(&store, *session, rule, 1, {0.5f, 0.5f}).ok());
 }
 
 TEST(ScoreBounds, TheLargestValidScoresAccumulateToFiniteValues) {
@@ -73,7 +54,7 @@ TEST(ScoreBounds, TheLargestValidScoresAccumulateToFiniteValues) {
   std::vector<float> scores;
   for (uint32_t p = 0; p < 300; ++p) {
     scores.assign(std::min<size_t>(p + 1, 9), kMaxScoreValue);
-    ASSERT_TRUE(RunStep(&store, *session, rule, p, scores).ok()) << p;
+    ASSERT_TRUE(RunTokenStep(&store, *session, rule, p, scores).ok()) << p;
   }
   auto head = store.ReadHead(*session, 0, 0);
   ASSERT_TRUE(head.ok());

@@ -16,11 +16,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "cachemgr/store/testing/gated_score_store.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/model.h"
 #include "worker/service/generation_service.h"
 #include "worker/testing/fixtures.h"
+#include "worker/testing/local_stack.h"
 
 namespace a2sf::worker::http {
 namespace {
@@ -253,7 +255,9 @@ TEST_F(OpenAiServerTest, PromptLogprobsAgreeWithDecodeLogprobsAndEchoLeadsWithTh
 // A worker on a model slow enough that 1000 tokens take seconds (stories110M's shape, one layer,
 // random weights), for clients that give up on a non-streaming request: they close the connection
 // while the job runs and no byte is due to them yet, and the job must be cancelled at once, not when it
-// would have ended.
+// would have ended. The job's policy runs in a cache manager whose token steps pass a gate: the client
+// hangs up while the job waits at it (however fast the machine, the job cannot have ended), and the
+// job goes on only then.
 class HangUpTest : public ::testing::Test {
  protected:
   static constexpr char kLongRequest[] =
@@ -263,9 +267,14 @@ class HangUpTest : public ::testing::Test {
     auto slow = MakeSyntheticModel(*NamedShape("stories110M", 1), 1);
     ASSERT_TRUE(slow.ok()) << slow.status();
     model_ = std::move(*slow);
+    testing::LocalCacheManagerOptions cachemgr_options;
+    gate_ = testing::InstallGate(&cachemgr_options);
+    cachemgr_ = std::make_unique<testing::LocalCacheManager>(std::move(cachemgr_options));
     WorkerOptions options;
     options.weights = model_.get();
     options.default_policy.set_name("a2sf");
+    options.cache_manager = testing::PlaintextChannel(cachemgr_->tcp_address());
+    options.decision_timeout = absl::InfiniteDuration();
     service_ = std::make_unique<GenerationService>(options);
     ServerOptions server;
     server.listen_addresses = {"127.0.0.1:0"};
@@ -287,15 +296,19 @@ class HangUpTest : public ::testing::Test {
     return jobs.jobs_size() == 1 ? jobs.jobs(0) : v1::JobStatus();
   }
 
-  // Waits for the job `send` started to run for a while, calls `hang_up` and expects the job cancelled
-  // within moments, far short of its 1000 tokens.
+  // Lets the job `send` started decode a few tokens, calls `hang_up` while it waits at the gate, and
+  // expects the job cancelled within moments, far short of its 1000 tokens.
   void ExpectCancelledOnHangUp(const std::function<void()>& send, const std::function<void()>& hang_up) {
+    gate_->HoldAfter(4);
     send();
-    const absl::Time give_up = absl::Now() + absl::Seconds(30);
-    while (Job().state() != v1::JOB_STATE_RUNNING && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+    if (!gate_->AwaitHeld(absl::Seconds(30))) {
+      hang_up();
+      FAIL() << "the job did not reach its fifth token step: " << Job().DebugString();
+    }
     ASSERT_EQ(Job().state(), v1::JOB_STATE_RUNNING) << Job().DebugString();
-    absl::SleepFor(absl::Milliseconds(200));  // generating (the token count is published when the job ends)
     hang_up();
+    gate_->Release();
+    const absl::Time give_up = absl::Now() + absl::Seconds(30);
     const absl::Time closed = absl::Now();
     while (Job().state() == v1::JOB_STATE_RUNNING && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
     const double ms = absl::ToDoubleMilliseconds(absl::Now() - closed);
@@ -309,6 +322,8 @@ class HangUpTest : public ::testing::Test {
   }
 
   std::unique_ptr<ModelWeights> model_;
+  cachemgr::testing::GatedScoreStore* gate_ = nullptr;  // owned by cachemgr_'s session manager
+  std::unique_ptr<testing::LocalCacheManager> cachemgr_;
   std::unique_ptr<GenerationService> service_;
   std::unique_ptr<RunningServer> grpc_;
 };
@@ -346,11 +361,11 @@ TEST_F(HangUpTest, ATlsClientThatGivesUpOnANonStreamingRequestCancelsItsJob) {
   options.tls = {dir + "/server.pem", dir + "/server.key", ""};
   auto http = StartHttp(options);
   ASSERT_NE(http, nullptr);
-  std::thread curl;  // gives up after 1 s, as a client with a timeout does
+  std::thread curl;  // gives up after 3 s, as a client with a timeout does (the job waits at the gate)
   ExpectCancelledOnHangUp(
       [&] {
         curl = std::thread([&] {
-          std::system(absl::StrCat("curl -sk -o /dev/null --max-time 1 https://127.0.0.1:", http->port(),
+          std::system(absl::StrCat("curl -sk -o /dev/null --max-time 3 https://127.0.0.1:", http->port(),
                                    "/v1/completions -d '", kLongRequest, "'")
                           .c_str());
         });

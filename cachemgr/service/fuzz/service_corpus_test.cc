@@ -1,6 +1,6 @@
 // Replays the kept fuzz corpus (cachemgr/service/fuzz/corpus) through the cache-manager service:
 // every script runs to its end (a finding aborts), and the corpus as a whole reaches both accepted
-// and refused calls.
+// and refused calls and decided steps of ScoreBatches.
 #include <dirent.h>
 
 #include <fstream>
@@ -34,9 +34,11 @@ TEST(ServiceCorpus, EveryScriptRunsAndCallsAreAnsweredWithClearStatuses) {
     total.calls += counts.calls;
     total.ok += counts.ok;
     total.refused += counts.refused;
+    total.batch_steps_decided += counts.batch_steps_decided;
   }
   EXPECT_GT(total.ok, 0);
   EXPECT_GT(total.refused, 0);
+  EXPECT_GT(total.batch_steps_decided, 0) << "no seed reaches a decided step of a ScoreBatch";
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -49,6 +51,9 @@ struct Opened {
   uint32_t layers = 0, heads = 0, entries = 0;
   uint64_t steps = 0;
 };
+
+// Operation bytes from here up send a ScoreBatch (below: what % 8 picks the other calls).
+constexpr uint8_t kBatchOp = 0xE0;
 
 const char* const kPolicies[] = {"a2sf", "h2o", "full", "local", "streaming_llm", "tova", "bogus", ""};
 
@@ -104,8 +109,8 @@ void Open(Script& in, CacheManagerService& service, std::vector<Opened>* session
   }
 }
 
-// Scores for a session: usually the right shape and step, sometimes anything.
-void Submit(Script& in, CacheManagerService& service, Opened& session, FuzzRunCounts* counts) {
+// A step of a session: usually the right shape and step, sometimes anything.
+v1::ScoreStep FuzzStep(Script& in, const Opened& session) {
   v1::ScoreStep step;
   step.set_session_id(session.id);
   const uint8_t mode = in.Byte();
@@ -128,6 +133,11 @@ void Submit(Script& in, CacheManagerService& service, Opened& session, FuzzRunCo
   std::string data(bytes, '\0');
   for (size_t i = 0; i < bytes; ++i) data[i] = char(i % 7 == 0 ? in.Byte() : 0x3c);  // 0x3c3c: a finite fp16
   scores->set_data(data);
+  return step;
+}
+
+void Submit(Script& in, CacheManagerService& service, Opened& session, FuzzRunCounts* counts) {
+  const v1::ScoreStep step = FuzzStep(in, session);
   grpc::ServerContext context;
   v1::EvictionDecision decision;
   const grpc::Status status = service.SubmitStep(&context, &step, &decision);
@@ -135,6 +145,75 @@ void Submit(Script& in, CacheManagerService& service, Opened& session, FuzzRunCo
   if (status.ok()) {
     session.steps = decision.step() + 1;
     session.entries = decision.entries_after();
+  }
+}
+
+void Finding(const char* what) {
+  std::fprintf(stderr, "fuzz finding: %s\n", what);
+  std::abort();
+}
+
+// How many steps a batch has: mostly a few, sometimes hundreds, sometimes about the batch limit.
+int BatchSize(Script& in) {
+  const uint8_t size = in.Byte();
+  if (size < 240) return size % 12;
+  if (size < 248) return int(in.U32() % 600);
+  return CacheManagerService::kMaxBatchSteps - 4 + (size - 248);  // 4092 .. 4099
+}
+
+// A ScoreBatch as one worker step sends it: steps of many sessions (by index, or an unknown id), each
+// fuzzed like a SubmitStep and then maybe twisted (no scores at all, as a header-only ring step;
+// scores without data; another session's id with this one's secret; no id). Sessions may repeat.
+// Served as StreamScoreBatches serves it; checked: one decision per step, every refusal with a clear
+// code and message, at most one decided token step per session, and a session counted as served (a
+// cut stream would free it) only when a step presented its secret.
+void Batch(Script& in, CacheManagerService& service, std::vector<Opened>& sessions, FuzzRunCounts* counts) {
+  v1::ScoreBatch batch;
+  std::set<std::string> presented;  // ids whose right secret a step carried
+  const int size = BatchSize(in);
+  for (int i = 0; i < size; ++i) {
+    const uint8_t pick = in.Byte();
+    Opened stranger;  // an id no OpenSession returned (maybe empty)
+    if (sessions.empty() || pick >= 0xF0) stranger = {in.Bytes(40), "", 1, 1, 0, 0};
+    const Opened& session = stranger.layers != 0 ? stranger : sessions[pick % sessions.size()];
+    v1::ScoreStep step = FuzzStep(in, session);
+    switch (in.Byte() % 8) {
+      case 4: step.clear_scores(); break;
+      case 5: step.mutable_scores()->clear_data(); break;
+      case 6: if (!sessions.empty()) step.set_session_id(sessions[(pick + 1) % sessions.size()].id); break;
+      case 7: step.clear_session_id(); break;
+      default: break;
+    }
+    if (!step.session_id().empty() && step.session_id() == session.id && step.session_secret() == session.secret) {
+      presented.insert(session.id);
+    }
+    *batch.add_steps() = std::move(step);
+  }
+  v1::DecisionBatch answer;
+  std::set<std::string> served;
+  const grpc::Status status = service.ServeBatch(batch, &answer, &served);
+  Check(status, counts);
+  if (status.ok() != (size <= CacheManagerService::kMaxBatchSteps)) Finding("the batch limit was not applied");
+  if (!status.ok()) return;
+  if (answer.decisions_size() != batch.steps_size()) Finding("not one decision per step");
+  std::map<std::string, int> decided_tokens;
+  for (int k = 0; k < answer.decisions_size(); ++k) {
+    const v1::SessionDecision& decision = answer.decisions(k);
+    Check(grpc::Status(grpc::StatusCode(decision.code()), decision.message()), counts);
+    if (decision.code() != 0) continue;
+    ++counts->batch_steps_decided;
+    if (batch.steps(k).kind() != v1::STEP_KIND_BULK_PREFILL && ++decided_tokens[decision.session_id()] > 1) {
+      Finding("two token steps of one session decided in one batch");
+    }
+    for (Opened& s : sessions) {
+      if (s.id == decision.session_id() && decision.decision().step() + 1 > s.steps) {
+        s.steps = decision.decision().step() + 1;
+        s.entries = decision.decision().entries_after();
+      }
+    }
+  }
+  for (const std::string& id : served) {
+    if (presented.count(id) == 0) Finding("a session counted as served without its secret");
   }
 }
 
@@ -186,6 +265,10 @@ FuzzRunCounts RunServiceFuzzInput(const uint8_t* data, size_t size) {
     const uint8_t what = in.Byte();
     Opened* session = sessions.empty() ? nullptr : &sessions[in.Byte() % sessions.size()];
     grpc::ServerContext context;
+    if (what >= kBatchOp) {
+      Batch(in, service, sessions, &counts);
+      continue;
+    }
     switch (what % 8) {
       case 0:
         Open(in, service, &sessions, &counts);
