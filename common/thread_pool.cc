@@ -101,10 +101,12 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
     wake_.notify_all();
   }
   RunItems(word);
-  // Items other threads claimed are running: they are short, so wait without sleeping.
+  // Items other threads claimed are running: most are short, so wait spinning, then yielding, and
+  // only for a long one (an eval sweep's) by sleeping in short naps.
   for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
     if (i < 4096) Pause();
-    else std::this_thread::yield();
+    else if (i < 8192) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
 }
 

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "common/testing/temp_socket.h"
 #include "absl/strings/str_cat.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
@@ -28,10 +29,10 @@
 namespace a2sf {
 namespace {
 
-// An a2sf-cachemgr child process on 127.0.0.1:<free port> and a pid-unique Unix socket.
+// An a2sf-cachemgr child process on 127.0.0.1:<free port> and a unique Unix socket.
 class CacheManagerProcess {
  public:
-  CacheManagerProcess() : socket_(absl::StrCat("/tmp/a2sf-stall-", getpid(), ".sock")) {}
+  CacheManagerProcess() : socket_(a2sf::testing::TempSocketPath("stall")) {}
   ~CacheManagerProcess() { Kill(); }
 
   void Start() {

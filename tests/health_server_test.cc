@@ -9,6 +9,7 @@
 #include <fstream>
 #include <memory>
 
+#include "common/testing/temp_socket.h"
 #include "common/grpc/server.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "gtest/gtest.h"
@@ -60,7 +61,7 @@ TEST(HealthServer, EmptyServerOnEphemeralPortReportsServing) {
 }
 
 TEST(HealthServer, UnixSocketListener) {
-  const std::string path = "/tmp/a2sf_health_test_" + std::to_string(getpid()) + ".sock";
+  const std::string path = a2sf::testing::TempSocketPath("health");
   ServerOptions options;
   options.listen_addresses = {"unix:" + path};
   absl::StatusOr<std::unique_ptr<RunningServer>> server = RunningServer::Start(options, {});
@@ -106,7 +107,7 @@ TEST(HealthServer, OverlongUnixSocketPathIsRefusedWithAMessage) {
 
 // Issue 11, finding 8: the socket path is claimed, never blindly unlinked, and gets an explicit mode.
 TEST(HealthServer, UnixSocketPathIsClaimedSafelyAndGetsItsMode) {
-  const std::string path = "/tmp/a2sf_claim_test_" + std::to_string(getpid()) + ".sock";
+  const std::string path = a2sf::testing::TempSocketPath("claim");
   ServerOptions options;
   options.listen_addresses = {"unix:" + path};
   // A regular file at the path is refused and left as it was.

@@ -1,5 +1,6 @@
 // The cache-manager service on 127.0.0.1 with an ephemeral port: decisions equal the library's,
 // hostile requests get the right codes and leave sessions and the server healthy.
+#include "common/testing/temp_socket.h"
 #include "cachemgr/service/cache_manager_service.h"
 
 #include <cmath>
@@ -31,7 +32,7 @@ class CacheManagerServiceTest : public ::testing::Test {
     options.max_sessions = 4;
     options.max_session_bytes = 1 << 20;
     manager_ = std::make_unique<SessionManager>(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(), options);
-    socket_path_ = "/tmp/a2sf-cmst-" + std::to_string(getpid()) + ".sock";
+    socket_path_ = a2sf::testing::TempSocketPath("cmst");
     ring_handoff_ = std::move(*RingHandoffServer::Start(RingSocketPath(socket_path_), 0600));
     CacheManagerServiceOptions service_options;
     service_options.ring_handoff = ring_handoff_.get();
@@ -824,7 +825,7 @@ class CacheManagerStreamQuota : public ::testing::Test {
     options.stream_idle_timeout = stream_idle_timeout;
     service_ = std::make_unique<CacheManagerService>(manager_.get(), options);
     ServerOptions server_options;
-    server_options.listen_addresses = {"127.0.0.1:0", "unix:/tmp/a2sf-quota-" + std::to_string(getpid()) + ".sock"};
+    server_options.listen_addresses = {"127.0.0.1:0", "unix:" + a2sf::testing::TempSocketPath("quota")};
     server_options.plaintext = true;
     server_ = std::move(*RunningServer::Start(server_options, {service_.get()}));
     tcp_ = NewStub(0);

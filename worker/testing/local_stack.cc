@@ -1,3 +1,4 @@
+#include "common/testing/temp_socket.h"
 #include "worker/testing/local_stack.h"
 
 #include <unistd.h>
@@ -28,10 +29,7 @@ std::shared_ptr<grpc::Channel> PlaintextChannel(const std::string& address) {
   return *MakeChannel(address, plaintext);
 }
 
-std::string UniqueSocketPath() {
-  static std::atomic<int> next{0};
-  return absl::StrCat("/tmp/a2sf-stack-", getpid(), "-", next++, ".sock");
-}
+std::string UniqueSocketPath() { return a2sf::testing::TempSocketPath("stack"); }
 
 cachemgr::testing::GatedScoreStore* InstallGate(LocalCacheManagerOptions* options) {
   auto gated = std::make_unique<cachemgr::testing::GatedScoreStore>(std::make_unique<cachemgr::CpuScoreStore>(1));
