@@ -191,6 +191,16 @@ A2SF_AVX2_INLINE void PrefetchAhead(const Tile& t, size_t offset, size_t bytes) 
   }
 }
 
+// Columns [from, cols) of row r against vector v, one at a time: the tail of a row that is not whole
+// 32-column chunks (both float kernels).
+template <class Decoder>
+float TailDot(const Tile& t, int r, int v, int64_t from, int64_t cols) {
+  const float* xv = reinterpret_cast<const float*>(t.x + v * t.x_stride);
+  float tail = 0.0f;
+  for (int64_t c = from; c < cols; ++c) tail += Decoder::One(t.row + r * t.row_bytes, c) * xv[c];
+  return tail;
+}
+
 // Float types: four accumulators per (row, vector); chunk lanes 8i..8i+7 go to accumulator i.
 template <class Decoder>
 struct FloatTiles {
@@ -225,9 +235,7 @@ struct FloatTiles {
     for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 64
       for (int v = 0; v < NV; ++v) {
-        const float* xv = reinterpret_cast<const float*>(t.x + v * t.x_stride);
-        float tail = 0.0f;
-        for (int64_t c = chunks * 32; c < cols; ++c) tail += Decoder::One(t.row + r * t.row_bytes, c) * xv[c];
+        const float tail = TailDot<Decoder>(t, r, v, chunks * 32, cols);
         const __m256 s = _mm256_add_ps(_mm256_add_ps(acc[r][v][0], acc[r][v][1]),
                                        _mm256_add_ps(acc[r][v][2], acc[r][v][3]));
         t.out[v * t.out_stride + r] = Reduce8(s) + tail;
@@ -465,9 +473,7 @@ struct FloatTiles512 {
     for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 64
       for (int v = 0; v < NV; ++v) {
-        const float* xv = reinterpret_cast<const float*>(t.x + v * t.x_stride);
-        float tail = 0.0f;
-        for (int64_t c = chunks * 32; c < cols; ++c) tail += Decoder::One(t.row + r * t.row_bytes, c) * xv[c];
+        const float tail = TailDot<Decoder>(t, r, v, chunks * 32, cols);
         const __m512 a = acc[r][v][0], b = acc[r][v][1];
         const __m256 s = _mm256_add_ps(_mm256_add_ps(Low8(a), High8(a)), _mm256_add_ps(Low8(b), High8(b)));
         t.out[v * t.out_stride + r] = Reduce8(s) + tail;
