@@ -68,7 +68,7 @@ struct CacheManagerServiceOptions {
   CacheManagerMetrics* metrics = nullptr;     // may be null
   RingHandoffServer* ring_handoff = nullptr;  // null: shared-memory rings are refused
   size_t max_streams = 256;                   // concurrent score streams (0: unbounded)
-  size_t max_streams_per_peer = 64;           // concurrent score streams of one peer (0: only max_streams)
+  size_t max_streams_per_peer = 128;          // concurrent score streams of one peer (0: only max_streams)
   absl::Duration stream_idle_timeout = absl::Seconds(120);  // 0: never
 };
 

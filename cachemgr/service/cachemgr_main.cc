@@ -50,9 +50,10 @@ ABSL_FLAG(int64_t, max_session_bytes, 0, "score-store bytes one session may hold
 ABSL_FLAG(int, max_streams, 256,
           "concurrent score streams (StreamScores and StreamScoreBatches) of all peers together "
           "(RESOURCE_EXHAUSTED beyond it; 0: no limit)");
-ABSL_FLAG(int, max_streams_per_peer, 64,
+ABSL_FLAG(int, max_streams_per_peer, 128,
           "concurrent score streams one peer may hold (TLS identity, else IP address; every Unix-socket client is "
-          "one peer; RESOURCE_EXHAUSTED beyond it; 0: no limit beyond --max_streams)");
+          "one peer; RESOURCE_EXHAUSTED beyond it; 0: no limit beyond --max_streams). A worker on the ring holds "
+          "one per open job, queued ones included (--max_batch + --max_waiting: 80 by default), plus one");
 ABSL_FLAG(int, stream_idle_timeout_s, 120,
           "cancel a score stream (and free its session) after this long without a message or ring step (0: never)");
 ABSL_FLAG(int, max_threads, 512, "most server threads (gRPC resource quota; calls beyond get RESOURCE_EXHAUSTED)");
