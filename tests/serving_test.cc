@@ -394,5 +394,41 @@ TEST(Serving, BeyondTheQueueJobsAreRefusedAndACancelledQueuedJobEndsAtOnce) {
   }
 }
 
+// A job waiting in the worker's queue holds its cache-manager session but no stream: its transport
+// (on the ring: the stream that attaches the ring) is made at its first step. Before, every queued job
+// held a stream and a worker's queue could use up the cache manager's --max_streams_per_peer.
+TEST(Serving, AQueuedJobHoldsItsSessionButNoStream) {
+  A2SF_REQUIRE_FIXTURES();
+  worker::testing::LocalCacheManagerOptions options;
+  cachemgr::testing::GatedScoreStore& gate = *worker::testing::InstallGate(&options);
+  options.unix_socket = worker::testing::UniqueSocketPath();
+  worker::testing::LocalCacheManager cachemgr(std::move(options));
+  Worker worker([&](worker::WorkerOptions* o) {
+    o->cache_manager = worker::testing::PlaintextChannel(cachemgr.unix_address());
+    o->ring_socket = cachemgr.ring_socket();
+    o->decision_timeout = absl::InfiniteDuration();
+    o->max_batch = 1;
+  });
+  gate.HoldAfter(2);
+  v1::GenerateRequest running = Evicting(Greedy(40));
+  running.set_job_id("running");
+  auto first = std::async(std::launch::async, [&] { return worker.client().Generate(running); });
+  ASSERT_TRUE(gate.AwaitHeld(absl::Seconds(30)));
+  v1::GenerateRequest waiting = Evicting(Greedy(5));
+  waiting.set_job_id("waiting");
+  auto second = std::async(std::launch::async, [&] { return worker.client().Generate(waiting); });
+  ASSERT_TRUE(AwaitState(worker, "waiting", v1::JOB_STATE_QUEUED));
+  EXPECT_EQ(cachemgr.manager()->Ids().size(), 2u);     // both sessions are open
+  EXPECT_EQ(cachemgr.service()->open_streams(), 1u);  // the running job's ring stream only
+  gate.Release();
+  for (auto* job : {&first, &second}) {
+    auto result = job->get();
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_TRUE(result->accepted.shared_memory());
+    EXPECT_TRUE(result->finished.shared_memory());
+  }
+  EXPECT_EQ(cachemgr.manager()->Ids().size(), 0u);
+}
+
 }  // namespace
 }  // namespace a2sf

@@ -71,7 +71,7 @@ absl::Status RemotePolicyClient::OpenSession(const v1::OpenSessionRequest& reque
 }
 
 void RemotePolicyClient::ChooseTransport(const v1::OpenSessionResponse& response, const TransportSession& session,
-                                   std::unique_ptr<ScoreRing> ring, std::shared_ptr<ScoreBatcher> batcher) {
+                                         std::unique_ptr<ScoreRing> ring, std::shared_ptr<ScoreBatcher> batcher) {
   if (response.has_ring_refusal()) {
     // Not a Unix socket, another machine, no ring socket there: the session is open, scores go inline.
     A2SF_LOG(WARNING) << "cache manager refused the shared-memory ring ("
@@ -86,14 +86,37 @@ void RemotePolicyClient::ChooseTransport(const v1::OpenSessionResponse& response
                       << (ring != nullptr ? "shared-memory ring" : "gRPC");
     device_export_.reset();
   }
-  if (device_export_ != nullptr) {
-    A2SF_LOG(INFO) << session_id_ << ": scores stay on the GPU (CUDA IPC)";
-    transport_ = MakeCudaIpcTransport(session, std::move(ring), device_export_.get());
-  } else {
-    transport_ = ring != nullptr ? MakeRingTransport(session, std::move(ring))
-                 : batcher != nullptr ? MakeBatchedTransport(session, std::move(batcher))
-                                      : MakeGrpcTransport(session);
+  if (device_export_ != nullptr) A2SF_LOG(INFO) << session_id_ << ": scores stay on the GPU (CUDA IPC)";
+  route_ = device_export_ != nullptr ? Route::kDevice
+           : ring != nullptr         ? Route::kRing
+           : batcher != nullptr      ? Route::kBatched
+                                     : Route::kGrpc;
+  transport_session_ = session;
+  ring_ = std::move(ring);
+  batcher_ = std::move(batcher);
+}
+
+ScoreTransport* RemotePolicyClient::Transport() {
+  if (transport_ != nullptr) return transport_.get();
+  switch (route_) {
+    case Route::kDevice:
+      transport_ = MakeCudaIpcTransport(transport_session_, std::move(ring_), device_export_.get());
+      break;
+    case Route::kRing:
+      transport_ = MakeRingTransport(transport_session_, std::move(ring_));
+      break;
+    case Route::kBatched:
+      transport_ = MakeBatchedTransport(transport_session_, std::move(batcher_));
+      break;
+    case Route::kGrpc:
+      transport_ = MakeGrpcTransport(transport_session_);
+      break;
   }
+  return transport_.get();
+}
+
+bool RemotePolicyClient::uses_device_scores() const {
+  return route_ == Route::kDevice && device_export_ != nullptr && device_export_->bound();
 }
 
 void RemotePolicyClient::OfferDeviceScores(const RemotePolicyOptions& options, v1::OpenSessionRequest* request) {
@@ -140,14 +163,14 @@ absl::Status RemotePolicyClient::Send(uint64_t step, v1::StepKind kind, uint32_t
   outgoing.position = position;
   outgoing.scores = scores;
   outgoing.shape = std::move(shape);
-  if (absl::Status sent = transport_->Send(outgoing); !sent.ok()) return sent;
+  if (absl::Status sent = Transport()->Send(outgoing); !sent.ok()) return sent;
   awaiting_.push_back(step);
   return absl::OkStatus();
 }
 
 absl::StatusOr<EvictionDecision> RemotePolicyClient::AwaitDecision() {
   if (awaiting_.empty()) return absl::FailedPreconditionError("AwaitDecision: no step was submitted");
-  absl::StatusOr<AnsweredStep> answer = transport_->Await();
+  absl::StatusOr<AnsweredStep> answer = Transport()->Await();
   if (!answer.ok()) return answer.status();
   const uint64_t step = awaiting_.front();
   awaiting_.pop_front();

@@ -10,8 +10,10 @@
 // the stream is cancelled and the step fails with DEADLINE_EXCEEDED.
 // How the steps travel is a ScoreTransport (score_transport.h), chosen once when the session opens:
 // CUDA IPC (the scores stay on the GPU, the ring carries headers) when it was offered and the cache
-// manager took it, else the ring when the cache manager took that, else inline gRPC. RemotePolicyClient keeps the session
-// (open, credentials, close) and the step bookkeeping.
+// manager took it, else the ring when the cache manager took that, else inline gRPC. The transport
+// (and with it a stream to the cache manager) is made at the first step, so a job waiting in the
+// worker's queue holds its session but no stream. RemotePolicyClient keeps the session (open,
+// credentials, close) and the step bookkeeping.
 // Not thread-safe: one generation job uses it.
 #ifndef A2SF_WORKER_SERVICE_REMOTE_POLICY_CLIENT_H_
 #define A2SF_WORKER_SERVICE_REMOTE_POLICY_CLIENT_H_
@@ -75,9 +77,9 @@ class RemotePolicyClient final : public EvictionPolicyClient {
   const v1::PolicySpec& policy() const { return policy_; }
   const std::string& session_id() const { return session_id_; }
   // True when scores travel through a shared-memory ring.
-  bool uses_shared_memory() const { return transport_->shared_memory(); }
+  bool uses_shared_memory() const { return route_ == Route::kDevice || route_ == Route::kRing; }
   // True when the cache manager took the GPU score buffer (CUDA IPC): token steps' scores stay there.
-  bool uses_device_scores() const { return transport_->device_scores(); }
+  bool uses_device_scores() const;
   // Makes `engine` (on the GPU) write its scores into the accepted device buffer; until then, or if
   // this fails (a CPU engine: FAILED_PRECONDITION), steps go through the ring as usual. OK and a no-op
   // when no device buffer was accepted.
@@ -90,8 +92,8 @@ class RemotePolicyClient final : public EvictionPolicyClient {
   // Opens the session and picks the transport: the ring when one was offered and not refused.
   absl::Status OpenSession(const v1::OpenSessionRequest& request, std::unique_ptr<ScoreRing> ring,
                            const RemotePolicyOptions& options);
-  // The transport the answer allows: CUDA IPC, else the ring, else inline gRPC (through the worker's
-  // shared `batcher` when there is one); refusals logged.
+  // The route the answer allows: CUDA IPC, else the ring, else inline gRPC (through the worker's
+  // shared `batcher` when there is one); refusals logged. Transport() makes it at the first step.
   void ChooseTransport(const v1::OpenSessionResponse& response, const TransportSession& session,
                        std::unique_ptr<ScoreRing> ring, std::shared_ptr<ScoreBatcher> batcher);
   // Creates the GPU score buffer and describes it in `request` (offer_device_scores with a ring and
@@ -99,11 +101,18 @@ class RemotePolicyClient final : public EvictionPolicyClient {
   void OfferDeviceScores(const RemotePolicyOptions& options, v1::OpenSessionRequest* request);
   absl::Status Send(uint64_t step, v1::StepKind kind, uint32_t position, absl::Span<const float> scores,
                     std::vector<uint32_t> shape);
+  // The chosen route's transport, made at the first call.
+  ScoreTransport* Transport();
 
   std::unique_ptr<v1::CacheManager::Stub> stub_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<DeviceScoreExport> device_export_;  // offered; kept only when accepted
-  std::unique_ptr<ScoreTransport> transport_;
+  enum class Route { kDevice, kRing, kBatched, kGrpc };
+  Route route_ = Route::kGrpc;
+  TransportSession transport_session_;       // what Transport() makes the transport with
+  std::unique_ptr<ScoreRing> ring_;           // until the ring or CUDA IPC transport takes it
+  std::shared_ptr<ScoreBatcher> batcher_;     // until the batched transport takes it
+  std::unique_ptr<ScoreTransport> transport_;  // null until the first step
   ModelConfig model_;
   std::string session_id_;
   std::string session_secret_;  // presented with every call on the session

@@ -1,7 +1,7 @@
 // In-process serving stacks for cross-component tests: the stories260K fixture model, a worker
 // (GenerationService on a RunningServer at 127.0.0.1:<free port>) and a cache manager
 // (CacheManagerService, and PolicyAdminService, on 127.0.0.1:<free port> and, when asked, on a
-// pid-unique Unix socket with its ring socket for shared-memory rings). Each object owns what it starts
+// unique Unix socket with its ring socket for shared-memory rings). Each object owns what it starts
 // and stops it when destroyed. Construction asserts success (a test that cannot start its stack
 // cannot test anything); tests check A2SF_REQUIRE_FIXTURES() first. Not thread-safe to construct; the
 // servers themselves are.
@@ -28,8 +28,7 @@ std::unique_ptr<Tokenizer> LoadFixtureTokenizer();
 // A plaintext channel to `address` ("127.0.0.1:port", "unix:/path").
 std::shared_ptr<grpc::Channel> PlaintextChannel(const std::string& address);
 
-// A Unix socket path unique among concurrent tests and within one (/tmp, the pid and a counter:
-// TEST_TMPDIR is too deep for a socket path's 108 bytes).
+// A Unix socket path unique among concurrent tests and within one (common/testing/temp_socket.h).
 std::string UniqueSocketPath();
 
 struct LocalCacheManagerOptions {
@@ -59,6 +58,7 @@ class LocalCacheManager {
   std::string unix_address() const { return "unix:" + socket_path_; }
   std::string ring_socket() const { return RingSocketPath(socket_path_); }
   cachemgr::SessionManager* manager() { return manager_.get(); }
+  const cachemgr::CacheManagerService* service() const { return cache_service_.get(); }
   // Stops serving at once (in-flight calls are cancelled) and waits for the handlers; the object keeps
   // its state. Destroying it stops it too.
   void Stop();
