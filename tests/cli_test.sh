@@ -2,7 +2,8 @@
 # The command-line surface: every binary's --help (exit 0, its own flags) and --version; a2sf's
 # subcommands list their own flags; conflicting or unused options are refused (exit 2) with a
 # message; a2sf generate and a2sf-generate print one JSON schema; `a2sf policy set --job` swaps a
-# running job's policy; a cancelled job exits 4 with its finish reason; --timeout_s bounds a job.
+# running job's policy; a cancelled job exits 4 with its finish reason; --timeout_s bounds a job;
+# --repeat/--concurrency queue behind a worker's --max_batch.
 set -u
 F="${A2SF_FIXTURES:-}"
 if [[ -z "$F" || ! -f "$F/stories260K-dq.bin" ]]; then echo "SKIP: A2SF_FIXTURES not set"; exit 0; fi
@@ -111,6 +112,21 @@ $A2SF generate $SA --prompt_ids=1 --max_tokens=0 --ignore_eos --policy=full --ti
 rc=$?
 [[ $rc != 0 ]] && grep -q DEADLINE_EXCEEDED "$T/to.err" || fail "--timeout_s=1: exit $rc, $(cat "$T/to.err")"
 (( $(date +%s) - start < 30 )) || fail "--timeout_s=1 took $(( $(date +%s) - start )) s"
+
+# generate --repeat/--concurrency through a worker that decodes one job at a time: the others queue
+# (FIFO), every job still succeeds, and the per-job lines show the queue at work.
+$WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --listen=127.0.0.1:0 --plaintext \
+  --max_batch=1 --max_waiting=8 --port_file="$T/q.port" 2>"$T/q.log" &
+Q=$!
+trap 'kill $CM $W $SLOW $Q 2>/dev/null' EXIT
+for _ in $(seq 300); do [[ -s "$T/q.port" ]] && break; sleep 0.1; done
+$A2SF generate --worker=127.0.0.1:$(cat "$T/q.port") --plaintext --prompt_ids=1 --max_tokens=400 --ignore_eos \
+  --repeat=6 --concurrency=3 >"$T/q.out" 2>&1 || fail "generate --repeat=6 --concurrency=3 exits $?: $(tail -3 "$T/q.out")"
+[[ $(grep -c ": ok on " "$T/q.out") == 6 ]] || fail "not 6 jobs ok: $(cat "$T/q.out")"
+grep -q "^summary: 6 jobs; [^ ]*=6$" "$T/q.out" || fail "summary: $(tail -1 "$T/q.out")"
+# Three clients at once against one place: at least one job waited, and one stood behind another.
+grep -Eq "waited [0-9]*[1-9][0-9.]* ms|waited 0\.[0-9]*[1-9]" "$T/q.out" || fail "no job waited: $(cat "$T/q.out")"
+grep -q "queue position [1-9]" "$T/q.out" || fail "no job queued behind another: $(cat "$T/q.out")"
 
 [[ $failures == 0 ]] && echo PASS
 exit $((failures > 0))
