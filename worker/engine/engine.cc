@@ -289,9 +289,8 @@ void ForwardPass::Layer(int l, absl::Span<const ForwardRow> rows) {
   for (int r = 0; r < n; ++r) {
     RmsNorm(xb_.data() + size_t(r) * dim, x_.data() + size_t(r) * dim, w.rms_att, dim, c.norm_eps);
   }
-  MatMul(q_.data(), w.wq, xb_.data(), n, &pool_);
-  MatMul(k_.data(), w.wk, xb_.data(), n, &pool_);
-  MatMul(v_.data(), w.wv, xb_.data(), n, &pool_);
+  const Product qkv[] = {{q_.data(), &w.wq, xb_.data()}, {k_.data(), &w.wk, xb_.data()}, {v_.data(), &w.wv, xb_.data()}};
+  MatMuls(qkv, n, &pool_);
   for (const Group& g : groups_) {
     KvCacheSlots& cache = g.engine->cache_;
     for (int r = g.begin; r < g.end; ++r) {
@@ -321,8 +320,8 @@ void ForwardPass::Layer(int l, absl::Span<const ForwardRow> rows) {
   for (int r = 0; r < n; ++r) {
     RmsNorm(xb_.data() + size_t(r) * dim, x_.data() + size_t(r) * dim, w.rms_ffn, dim, c.norm_eps);
   }
-  MatMul(hb_.data(), w.w1, xb_.data(), n, &pool_);
-  MatMul(hb2_.data(), w.w3, xb_.data(), n, &pool_);
+  const Product gate_up[] = {{hb_.data(), &w.w1, xb_.data()}, {hb2_.data(), &w.w3, xb_.data()}};
+  MatMuls(gate_up, n, &pool_);
   for (size_t i = 0; i < size_t(n) * c.hidden_dim; ++i) {
     const float gate = hb_[i];
     hb_[i] = gate / (1.0f + std::exp(-gate)) * hb2_[i];  // SwiGLU: silu(w1 x) * (w3 x)

@@ -709,25 +709,50 @@ void MatMulRows(KernelIsa isa, float* out, const WeightMatrix& w, const float* x
 }
 
 void MatMul(float* out, const WeightMatrix& w, const float* x, int n_vectors, ThreadPool* pool) {
+  const Product product{out, &w, x};
+  MatMuls({&product, 1}, n_vectors, pool);
+}
+
+void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool) {
   const KernelIsa isa = DetectedIsa();
-  const RowsKernel kernel = Kernel(isa, w.type);
-  // The calling thread's buffer: the pool's threads read it while this call waits for them.
-  thread_local std::vector<BlockQ16> buffer;
-  const Activations a = Prepare(isa, w, x, n_vectors, &buffer);
+  // The calling thread's buffers: the pool's threads read them while this call waits for them.
+  thread_local std::vector<std::vector<BlockQ16>> buffers;
+  if (buffers.size() < products.size()) buffers.resize(products.size());
+  struct Chunk {
+    const Product* product;
+    RowsKernel kernel;
+    Activations a;
+    int64_t begin, end;
+  };
+  thread_local std::vector<Chunk> chunks;
+  chunks.clear();
   const int threads = pool == nullptr ? 1 : pool->num_threads();
+  size_t work = 0;
+  for (const Product& product : products) work += size_t(product.w->rows) * product.w->cols * n_vectors;
   // Below ~256K multiply-adds a fork-join costs more than it saves.
-  if (threads <= 1 || size_t(w.rows) * w.cols * n_vectors < (size_t(1) << 18)) {
-    return kernel(w, a, n_vectors, 0, w.rows, out);
+  const bool parallel = threads > 1 && work >= (size_t(1) << 18);
+  for (size_t p = 0; p < products.size(); ++p) {
+    const WeightMatrix& w = *products[p].w;
+    const Activations a = Prepare(isa, w, products[p].x, n_vectors, &buffers[p]);
+    // Chunks of rows, a few per thread for balance, whole tiles of 4 rows (a row's result does not
+    // depend on its chunk or tile); one chunk when the products run on this thread alone.
+    const int64_t per_product = parallel ? threads * 4 : 1;
+    const int64_t chunk_rows = ((w.rows + per_product - 1) / per_product + 3) / 4 * 4;
+    for (int64_t begin = 0; begin < w.rows; begin += chunk_rows) {
+      chunks.push_back({&products[p], Kernel(isa, w.type), a, begin, std::min(w.rows, begin + chunk_rows)});
+    }
   }
-  // Chunks of rows, a few per thread for balance, whole tiles of 4 rows (a row's result does not
-  // depend on its chunk or tile).
-  const int64_t chunks = threads * 4;
-  const int64_t chunk_rows = ((w.rows + chunks - 1) / chunks + 3) / 4 * 4;
-  const int64_t count = (w.rows + chunk_rows - 1) / chunk_rows;
-  pool->ParallelFor(size_t(count), [&](size_t c) {
-    const int64_t begin = int64_t(c) * chunk_rows;
-    kernel(w, a, n_vectors, begin, std::min(w.rows, begin + chunk_rows), out);
-  });
+  // A thread_local named in the lambda would be each pool thread's own (empty) list: name this one.
+  const std::vector<Chunk>& list = chunks;
+  auto run = [&list, n_vectors](size_t c) {
+    const Chunk& k = list[c];
+    k.kernel(*k.product->w, k.a, n_vectors, k.begin, k.end, k.product->out);
+  };
+  if (!parallel) {
+    for (size_t c = 0; c < chunks.size(); ++c) run(c);
+    return;
+  }
+  pool->ParallelFor(chunks.size(), run);
 }
 
 }  // namespace a2sf::worker

@@ -26,6 +26,7 @@
 
 #include <cstdint>
 
+#include "absl/types/span.h"
 #include "common/thread_pool.h"
 #include "worker/model/weights.h"
 
@@ -44,6 +45,16 @@ const char* KernelIsaName(KernelIsa isa);
 // out[v * w.rows + r] for all rows, with the detected kernels; rows split over `pool` (may be null)
 // when the product is large enough to pay for a fork-join.
 void MatMul(float* out, const WeightMatrix& w, const float* x, int n_vectors, ThreadPool* pool);
+
+// Several products of the same n_vectors vectors (q, k and v of one input; w1 and w3): each as MatMul
+// computes it, with the rows of all of them in one fork-join (one wait for the slowest thread instead
+// of one per product).
+struct Product {
+  float* out;
+  const WeightMatrix* w;
+  const float* x;
+};
+void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool);
 
 // A vector block as the quantized kernels take it: 32 values as d * qs[j], d = max|x| / 32767,
 // qs = x / d rounded half away from zero.

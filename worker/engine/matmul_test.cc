@@ -199,6 +199,30 @@ TEST(MatMul, RowResultsAreBatchAndThreadInvariant) {
   }
 }
 
+// Several products in one fork-join give each product's MatMul bits, whatever their types and sizes,
+// with a pool of two threads and alone.
+TEST(MatMul, SeveralProductsAtOnceGiveEachProductsResult) {
+  ThreadPool pool(2);
+  const Problem a(WeightType::kF32, 1031, 256, 3, 21), b(WeightType::kQ8_0, 64, 256, 3, 22),
+      c(WeightType::kBF16, 517, 256, 3, 23);
+  for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
+    std::vector<float> alone[3], together[3];
+    const Problem* problems[] = {&a, &b, &c};
+    std::vector<Product> products;
+    for (int i = 0; i < 3; ++i) {
+      const Problem& p = *problems[i];
+      alone[i].assign(size_t(p.n) * p.w.rows, -1.0f);
+      together[i].assign(size_t(p.n) * p.w.rows, -2.0f);
+      MatMul(alone[i].data(), p.w, a.x.data(), p.n, threads);
+      products.push_back({together[i].data(), &p.w, a.x.data()});
+    }
+    MatMuls(products, a.n, threads);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(0, std::memcmp(alone[i].data(), together[i].data(), alone[i].size() * 4)) << "product " << i;
+    }
+  }
+}
+
 // Float types: the same products summed in another order (close). Quantized types: exact integer
 // block sums scaled and accumulated in the same order with the same roundings (bit for bit).
 TEST(MatMul, SimdKernelsAgreeWithScalarOnes) {
