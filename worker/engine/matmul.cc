@@ -331,7 +331,7 @@ class TileCursor {
   }
   // Whether the whole matrix fits the caches (one vector then goes in tiles of several rows).
   bool cached() const { return tile_.row_bytes * size_t(matrix_rows_) <= kCachedMatrixBytes; }
-  // Rows r and r + apart (one tile of two rows far apart).
+  // Rows r, r + apart, ... (a tile of rows far apart; apart 1: At's rows).
   Tile AtFar(int64_t r, int v, int64_t apart) {
     Tile t = At(r, v);
     t.row_bytes *= size_t(apart);
@@ -452,8 +452,14 @@ struct FloatTiles512 {
   A2SF_AVX512_INLINE static void Run(const Tile& t, int64_t cols) {
     if constexpr (NV == 1 && Decoder::kOneVectorOnAvx2) {
       FloatTiles<typename Decoder::Avx2>::template Run<R, 1>(t, cols);
-      return;
+    } else {
+      Wide<R, NV>(t, cols);
     }
+  }
+
+ private:
+  template <int R, int NV>
+  A2SF_AVX512_INLINE static void Wide(const Tile& t, int64_t cols) {
     const int64_t chunks = cols / 32;
     __m512 acc[R][NV][2];
 #pragma GCC unroll 64
@@ -569,6 +575,15 @@ struct QuantizedTiles512 {
   }
 };
 
+// R rows `apart` rows apart from row r against all vectors: four at a time, then two, then one.
+template <class Tiles, int R>
+A2SF_AVX512_INLINE void VectorTiles512(TileCursor* cursor, int64_t r, int64_t apart, int n_vectors, int64_t cols) {
+  int v = 0;
+  for (; v + 4 <= n_vectors; v += 4) Tiles::template Run<R, 4>(cursor->AtFar(r, v, apart), cols);
+  if (v + 2 <= n_vectors) Tiles::template Run<R, 2>(cursor->AtFar(r, v, apart), cols), v += 2;
+  if (v < n_vectors) Tiles::template Run<R, 1>(cursor->AtFar(r, v, apart), cols);
+}
+
 // Rows [begin, end) x all vectors. Several vectors: tiles of two rows half the range apart (adjacent
 // rows interleaved read a streamed matrix slower, see RowsAvx2; two far-apart streams read it as fast
 // and each vector load serves both rows: the 110M shape's 8-row step 17.4-18.0 -> 15.2-15.7 ms, 16 rows
@@ -587,21 +602,10 @@ A2SF_AVX512 void RowsAvx512(const WeightMatrix& w, const Activations& x, int n_v
     return;
   }
   // Rows in pairs half the range apart: two clean sequential streams, each weight load shared by
-  // four vectors' FMAs and each vector load by two rows.
+  // four vectors' FMAs and each vector load by two rows; an odd last row alone.
   const int64_t half = (end - begin) / 2;
-  for (int64_t i = 0; i < half; ++i) {
-    int v = 0;
-    for (; v + 4 <= n_vectors; v += 4) Tiles::template Run<2, 4>(cursor.AtFar(begin + i, v, half), w.cols);
-    if (v + 2 <= n_vectors) Tiles::template Run<2, 2>(cursor.AtFar(begin + i, v, half), w.cols), v += 2;
-    if (v < n_vectors) Tiles::template Run<2, 1>(cursor.AtFar(begin + i, v, half), w.cols);
-  }
-  r = begin + 2 * half;  // the odd last row
-  for (; r < end; ++r) {
-    int v = 0;
-    for (; v + 4 <= n_vectors; v += 4) Tiles::template Run<1, 4>(cursor.At(r, v), w.cols);
-    if (v + 2 <= n_vectors) Tiles::template Run<1, 2>(cursor.At(r, v), w.cols), v += 2;
-    if (v < n_vectors) Tiles::template Run<1, 1>(cursor.At(r, v), w.cols);
-  }
+  for (int64_t i = 0; i < half; ++i) VectorTiles512<Tiles, 2>(&cursor, begin + i, half, n_vectors, w.cols);
+  if (begin + 2 * half < end) VectorTiles512<Tiles, 1>(&cursor, end - 1, 1, n_vectors, w.cols);
 }
 
 constexpr RowsKernel kAvx512Kernels[kWeightTypeCount] = {
