@@ -113,7 +113,7 @@ Engine::Engine(const ModelWeights* weights, const EngineOptions& options, int ca
       config_(weights->config()),
       cache_(config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity,
              /*host_storage=*/options.device == EngineDevice::kCpu),
-      solo_(weights, options.threads) {
+      threads_(options.threads) {
   const ModelConfig& c = config_;
   att_.resize(size_t(c.n_heads) * capacity);
   BeginRows(1);
@@ -129,9 +129,14 @@ void Engine::BeginRows(int rows) {
   }
 }
 
+ForwardPass* Engine::own_pass() {
+  if (solo_ == nullptr) solo_ = std::make_unique<ForwardPass>(weights_, threads_);
+  return solo_.get();
+}
+
 absl::Status Engine::Forward(int token, int position) {
   const ForwardRow row{this, token, position};
-  return solo_.Run(absl::MakeConstSpan(&row, 1));
+  return own_pass()->Run(absl::MakeConstSpan(&row, 1));
 }
 
 ForwardPass::ForwardPass(const ModelWeights* weights, int threads)

@@ -181,9 +181,10 @@ class Engine {
 
   const ModelConfig& config() const { return config_; }
   const KvCacheSlots& cache() const { return cache_; }
-  int threads() const { return solo_.threads(); }
-  // The engine's own one-sequence pass (its threads), for a batch of one.
-  ForwardPass* own_pass() { return &solo_; }
+  int threads() const { return threads_; }
+  // The engine's own one-sequence pass (its threads), for a batch of one; made at the first call (an
+  // engine that a scheduler's pass runs never needs its own activations and threads).
+  ForwardPass* own_pass();
   EngineDevice device() const { return device_sequence_ != nullptr ? EngineDevice::kCuda : EngineDevice::kCpu; }
   ~Engine();
 
@@ -203,7 +204,8 @@ class Engine {
   const ModelWeights* weights_;
   const ModelConfig config_;
   KvCacheSlots cache_;
-  ForwardPass solo_;  // Forward's pass: this engine's threads, one row
+  const int threads_;
+  std::unique_ptr<ForwardPass> solo_;  // own_pass(): this engine's threads, one row
   int rows_ = 1;
   int first_entries_ = 0;  // entries before the last pass
   // Per engine (att_ is reused row by row); logits_ and scores_ hold [rows][...].
