@@ -213,6 +213,27 @@ TEST(EndToEnd, SharedMemoryRingGivesTheSameTokensAsGrpc) {
   }
 }
 
+// A bulk prefill sent inline goes as its own unary call, not in the worker's shared batch (its P x P
+// scores would hold up every other session's step there), and decides exactly what the ring's does.
+TEST(EndToEnd, ABulkPrefillInlineGivesTheRingsTokens) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack ring(/*remote=*/true, kv::ScoreDType::kFp32, false, false, 0, /*shared_memory=*/true);
+  Stack inline_scores(/*remote=*/true, kv::ScoreDType::kFp32);
+  for (const char* policy : {"h2o", "a2sf"}) {
+    SCOPED_TRACE(policy);
+    v1::GenerateRequest bulk = Request(policy, 4, 20);
+    bulk.set_prefill(v1::PREFILL_MODE_BULK);
+    auto over_ring = ring.client().Generate(bulk);
+    auto inline_result = inline_scores.client().Generate(bulk);
+    ASSERT_TRUE(over_ring.ok()) << over_ring.status();
+    ASSERT_TRUE(inline_result.ok()) << inline_result.status();
+    EXPECT_FALSE(inline_result->finished.shared_memory());
+    EXPECT_GT(inline_result->finished.evictions(), 0u);
+    EXPECT_EQ(inline_result->ids, over_ring->ids);
+  }
+  EXPECT_EQ(inline_scores.manager()->session_count(), 0u);
+}
+
 TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
   A2SF_REQUIRE_FIXTURES();
   Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, false, false, 0, /*shared_memory=*/true);

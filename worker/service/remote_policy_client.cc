@@ -65,7 +65,6 @@ absl::Status RemotePolicyClient::OpenSession(const v1::OpenSessionRequest& reque
   session.stub = stub_.get();
   session.score_dtype = options.score_dtype;
   session.decision_timeout = options.decision_timeout;
-  session.heads = uint32_t(model_.n_layers * model_.n_kv_heads);
   ChooseTransport(response, session, std::move(ring), options.batcher);
   return absl::OkStatus();
 }

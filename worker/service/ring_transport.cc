@@ -116,25 +116,11 @@ class RingTransport final : public ScoreTransport {
     return absl::OkStatus();
   }
 
-  // A prompt's decision evicts many entries per head, more than a ring slot has room for: the bulk
-  // step goes as one unary call, before the ring is attached.
+  // The bulk step goes as one unary call (SubmitUnary), before the ring is attached.
   absl::Status SendUnary(const OutgoingStep& step) {
-    const v1::ScoreStep message = StepMessage(session_, step, /*with_credentials=*/true);
-    grpc::ClientContext context;
-    if (session_.decision_timeout != absl::InfiniteDuration()) {
-      context.set_deadline(absl::ToChronoTime(absl::Now() + session_.decision_timeout));
-    }
-    v1::EvictionDecision decision;
-    grpc::Status status = session_.stub->SubmitStep(&context, message, &decision);
-    if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-      return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer the bulk prefill within ",
-                                                      absl::FormatDuration(session_.decision_timeout),
-                                                      " (--decision_timeout_ms)"));
-    }
-    if (!status.ok()) return FromGrpc(status);
-    absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision);
+    absl::StatusOr<AnsweredStep> answer = SubmitUnary(session_, step);
     if (!answer.ok()) return answer.status();
-    unary_answer_ = AnsweredStep{decision.step(), *std::move(answer)};
+    unary_answer_ = *std::move(answer);
     return absl::OkStatus();
   }
 

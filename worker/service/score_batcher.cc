@@ -1,5 +1,6 @@
 #include "worker/service/score_batcher.h"
 
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -216,6 +217,12 @@ class BatchedTransport final : public ScoreTransport {
       : session_(session), batcher_(std::move(batcher)) {}
 
   absl::Status Send(const OutgoingStep& step) override {
+    if (step.kind == v1::STEP_KIND_BULK_PREFILL) {  // apart from the batch: it would hold every session up
+      absl::StatusOr<AnsweredStep> answer = SubmitUnary(session_, step);
+      if (!answer.ok()) return answer.status();
+      unary_answer_ = *std::move(answer);
+      return absl::OkStatus();
+    }
     absl::StatusOr<std::shared_ptr<ScoreBatcher::Ticket>> ticket =
         batcher_->Submit(StepMessage(session_, step, /*with_credentials=*/true));
     if (!ticket.ok()) return ticket.status();
@@ -224,6 +231,11 @@ class BatchedTransport final : public ScoreTransport {
   }
 
   absl::StatusOr<AnsweredStep> Await() override {
+    if (unary_answer_.has_value()) {  // a bulk prefill is a job's first step: nothing is queued before it
+      AnsweredStep answer = *std::move(unary_answer_);
+      unary_answer_.reset();
+      return answer;
+    }
     if (tickets_.empty()) return absl::FailedPreconditionError("no step is waiting for its decision");
     std::shared_ptr<ScoreBatcher::Ticket> ticket = std::move(tickets_.front());
     tickets_.pop_front();
@@ -241,6 +253,7 @@ class BatchedTransport final : public ScoreTransport {
   const TransportSession session_;
   std::shared_ptr<ScoreBatcher> batcher_;
   std::deque<std::shared_ptr<ScoreBatcher::Ticket>> tickets_;
+  std::optional<AnsweredStep> unary_answer_;  // a bulk prefill's decision
 };
 
 }  // namespace

@@ -29,6 +29,25 @@ v1::ScoreStep StepMessage(const TransportSession& session, const OutgoingStep& s
   return message;
 }
 
+absl::StatusOr<AnsweredStep> SubmitUnary(const TransportSession& session, const OutgoingStep& step) {
+  const v1::ScoreStep message = StepMessage(session, step, /*with_credentials=*/true);
+  grpc::ClientContext context;
+  if (session.decision_timeout != absl::InfiniteDuration()) {
+    context.set_deadline(absl::ToChronoTime(absl::Now() + session.decision_timeout));
+  }
+  v1::EvictionDecision decision;
+  grpc::Status status = session.stub->SubmitStep(&context, message, &decision);
+  if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer the bulk prefill within ",
+                                                    absl::FormatDuration(session.decision_timeout),
+                                                    " (--decision_timeout_ms)"));
+  }
+  if (!status.ok()) return FromGrpc(status);
+  absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision);
+  if (!answer.ok()) return answer.status();
+  return AnsweredStep{decision.step(), *std::move(answer)};
+}
+
 SessionStream::SessionStream(v1::CacheManager::Stub* stub, absl::Duration decision_timeout)
     : watchdog_(&context_), decision_timeout_(decision_timeout) {
   stream_ = stub->StreamScores(&context_);

@@ -48,7 +48,6 @@ struct TransportSession {
   kv::ScoreDType score_dtype = kv::ScoreDType::kFp16;
   // The most one step may wait for its decision; InfiniteDuration: no deadline.
   absl::Duration decision_timeout = absl::InfiniteDuration();
-  uint32_t heads = 0;  // layers x KV heads: the size of a decision
 };
 
 // One step as the engine hands it over. `shape` is [L, H, entries] for a token step, [L, H, P, P]
@@ -103,6 +102,11 @@ void EncodeScoreTensor(kv::ScoreDType dtype, absl::Span<const float> scores, abs
 // `step` as the wire's message, its scores in the session's dtype; `with_credentials`: the session's
 // id and secret too (every unary or batched step, a stream's first).
 v1::ScoreStep StepMessage(const TransportSession& session, const OutgoingStep& step, bool with_credentials);
+
+// A prompt's bulk prefill step as one unary SubmitStep within the decision deadline. Its decision
+// evicts many entries per head (more than a ring slot holds) and its P x P scores take the store a
+// while, so it travels apart from the ring and from the shared batch of the other sessions' steps.
+absl::StatusOr<AnsweredStep> SubmitUnary(const TransportSession& session, const OutgoingStep& step);
 
 // The StreamScores call both transports hold: writes and reads bounded by the decision deadline, and
 // one place that turns its end into a status.
