@@ -437,6 +437,7 @@ grpc::Status CacheManagerService::StreamScoreBatches(
   std::atomic<int64_t> last_active_ns{0};
   if (grpc::Status admitted = AdmitStream(context, &last_active_ns); !admitted.ok()) return admitted;
   std::set<std::string> served;
+  size_t prune_at = 64;
   grpc::Status status = grpc::Status::OK;
   v1::ScoreBatch batch;
   v1::DecisionBatch answer;
@@ -445,6 +446,14 @@ grpc::Status CacheManagerService::StreamScoreBatches(
     answer.Clear();
     status = ServeBatch(batch, &answer, &served);
     if (!status.ok() || !stream->Write(answer)) break;
+    // A worker's batch stream lives as long as it has jobs: forget the sessions closed since, each time
+    // the set has doubled (amortised: one pass over the open ids per doubling).
+    if (served.size() >= prune_at) {
+      const std::vector<std::string> open = manager_->Ids();
+      const std::set<std::string> still_open(open.begin(), open.end());
+      for (auto it = served.begin(); it != served.end();) it = still_open.count(*it) ? std::next(it) : served.erase(it);
+      prune_at = std::max<size_t>(64, 2 * served.size());
+    }
   }
   ForgetStream(context);
   if (context->IsCancelled()) {
