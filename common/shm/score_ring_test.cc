@@ -10,12 +10,13 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/shm/ring_handoff.h"
+#include "common/testing/temp_socket.h"
 #include "gtest/gtest.h"
 
 namespace a2sf {
 namespace {
 
-std::string SocketPath(const char* what) { return absl::StrCat("/tmp/a2sf-ring-test-", what, "-", getpid(), ".sock"); }
+std::string SocketPath(const char* what) { return a2sf::testing::TempSocketPath(std::string("ring-") + what); }
 
 // The ring's one decision conversion: a kv::EvictionDecision written by CompleteDecision reads back
 // equal; errors travel as themselves; what the slot cannot hold becomes an error; a slot a hostile
