@@ -53,7 +53,8 @@ ABSL_FLAG(int, max_streams, 256,
 ABSL_FLAG(int, max_streams_per_peer, 128,
           "concurrent score streams one peer may hold (TLS identity, else IP address; every Unix-socket client is "
           "one peer; RESOURCE_EXHAUSTED beyond it; 0: no limit beyond --max_streams). A worker on the ring holds "
-          "one per running job (--max_batch: 16 by default; queued jobs hold none) plus its batch stream");
+          "one per running job (--max_batch: 16 by default; queued jobs hold none), plus one batch stream once "
+          "any job's scores go inline");
 ABSL_FLAG(int, stream_idle_timeout_s, 120,
           "cancel a score stream (and free its session) after this long without a message or ring step (0: never)");
 ABSL_FLAG(int, max_threads, 512, "most server threads (gRPC resource quota; calls beyond get RESOURCE_EXHAUSTED)");
