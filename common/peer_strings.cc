@@ -42,4 +42,9 @@ absl::string_view Utf8Prefix(absl::string_view text, size_t max_bytes) {
   return text.substr(0, end);
 }
 
+absl::Status PeerError(int64_t code, absl::string_view message) {
+  const absl::StatusCode known = code >= 1 && code <= 16 ? absl::StatusCode(code) : absl::StatusCode::kUnknown;
+  return absl::Status(known, Utf8Prefix(message, 1024));
+}
+
 }  // namespace a2sf

@@ -40,5 +40,20 @@ TEST(Utf8PrefixTest, NeverCutsACharacter) {
   EXPECT_EQ(Utf8Prefix(emoji + emoji, 7), emoji);
 }
 
+// A peer's code outside absl's range (or 0, "no error", sent as an error) is UNKNOWN; its message
+// is kept but cut to 1024 bytes without splitting a character.
+TEST(PeerErrorTest, UnknownCodesAndLongMessagesAreTamed) {
+  EXPECT_EQ(PeerError(5, "gone").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(PeerError(5, "gone").message(), "gone");
+  EXPECT_EQ(PeerError(16, "").code(), absl::StatusCode::kUnauthenticated);
+  for (int64_t code : {int64_t{0}, int64_t{17}, int64_t{-3}, int64_t{1} << 40}) {
+    EXPECT_EQ(PeerError(code, "x").code(), absl::StatusCode::kUnknown) << code;
+  }
+  const std::string euro = "\xE2\x82\xAC";
+  std::string long_message(1023, 'a');
+  long_message += euro;  // straddles byte 1024
+  EXPECT_EQ(PeerError(3, long_message).message(), std::string(1023, 'a'));
+}
+
 }  // namespace
 }  // namespace a2sf

@@ -82,8 +82,7 @@ absl::StatusOr<std::string> OfferRingDescriptor(const std::string& socket_path, 
   if (text.rfind("OK ", 0) == 0) return text.substr(3);
   const size_t space = text.find(' ');
   const int code = std::atoi(text.substr(0, space).c_str());
-  return absl::Status(code > 0 && code <= 16 ? absl::StatusCode(code) : absl::StatusCode::kUnknown,
-                      space == std::string::npos ? text : text.substr(space + 1));
+  return PeerError(code, space == std::string::npos ? text : text.substr(space + 1));
 }
 
 absl::StatusOr<std::unique_ptr<RingHandoffServer>> RingHandoffServer::Start(const std::string& socket_path,

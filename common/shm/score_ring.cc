@@ -282,8 +282,7 @@ absl::StatusOr<kv::EvictionDecision> ScoreRing::ReadDecision(uint64_t seq, uint6
   // Copied out of the shared slot first: the peer could rewrite it meanwhile.
   const RingDecision decision = this->decision(seq);
   if (decision.code != 0) {
-    return absl::Status(absl::StatusCode(decision.code),
-                        std::string(decision.message, strnlen(decision.message, sizeof(decision.message))));
+    return PeerError(decision.code, absl::string_view(decision.message, strnlen(decision.message, sizeof(decision.message))));
   }
   if (decision.step != step) {
     return absl::DataLossError(absl::StrCat("cache manager answered step ", decision.step, " to step ", step));

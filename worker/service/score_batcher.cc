@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/grpc/status.h"
 #include "common/kv/proto_convert.h"
+#include "common/peer_strings.h"
 
 namespace a2sf::worker {
 
@@ -125,7 +126,7 @@ void ScoreBatcher::ReadOneBatch() {
     if (decision.session_id() != ticket.session_id) {
       ticket.result = absl::DataLossError("the cache manager answered another session's step");
     } else if (decision.code() != 0) {
-      ticket.result = absl::Status(absl::StatusCode(decision.code()), decision.message());
+      ticket.result = PeerError(decision.code(), decision.message());
     } else {
       absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision.decision());
       if (answer.ok()) {
