@@ -330,6 +330,21 @@ TEST_F(CacheManagerServiceTest, ABatchDecidesEverySessionAndABadStepFailsOnlyIts
   EXPECT_EQ(StepsOf(a), 3u);
   EXPECT_EQ(StepsOf(b), 1u);
   EXPECT_EQ(StepsOf(c), 3u);
+  // An unknown step kind and a position beyond the wire's range: refused alone, the sessions unchanged.
+  v1::ScoreBatch odd;
+  v1::ScoreStep unknown_kind = MakeStep(a, 3, std::vector<float>(16, 0.5f), 4);
+  unknown_kind.set_kind(v1::StepKind(77));
+  *odd.add_steps() = unknown_kind;
+  v1::ScoreStep far_position = MakeStep(c, 3, std::vector<float>(16, 0.5f), 4);
+  far_position.set_position(uint64_t(1) << 40);
+  *odd.add_steps() = far_position;
+  ASSERT_TRUE(stream->Write(odd));
+  ASSERT_TRUE(stream->Read(&answer));
+  ASSERT_EQ(answer.decisions_size(), 2);
+  EXPECT_EQ(answer.decisions(0).code(), int(grpc::StatusCode::INVALID_ARGUMENT)) << answer.decisions(0).message();
+  EXPECT_EQ(answer.decisions(1).code(), int(grpc::StatusCode::INVALID_ARGUMENT)) << answer.decisions(1).message();
+  EXPECT_EQ(StepsOf(a), 3u);
+  EXPECT_EQ(StepsOf(c), 3u);
   // Cutting the stream frees the sessions its steps named with their secrets.
   context.TryCancel();
   stream->Finish().IgnoreError();
