@@ -5,20 +5,40 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "absl/strings/str_split.h"
 #include "cachemgr/store/cpu_score_store.h"
 
 namespace a2sf::bench {
 
-std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> BenchModels(std::string fixtures) {
+std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> BenchModels(
+    std::string fixtures, const std::vector<worker::WeightType>& types_110m) {
   std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> models;
   if (fixtures.empty() && std::getenv("A2SF_FIXTURES") != nullptr) fixtures = std::getenv("A2SF_FIXTURES");
-  if (!fixtures.empty()) {
-    auto loaded = worker::LoadModel(fixtures + "/stories260K-dq.bin");
-    if (loaded.ok()) models.emplace_back("stories260K", std::move(*loaded));
+  if (fixtures != "none") {
+    auto loaded = fixtures.empty() ? absl::NotFoundError("no fixtures") : worker::LoadModel(fixtures + "/stories260K-dq.bin");
+    if (loaded.ok()) {
+      models.emplace_back("stories260K", std::move(*loaded));
+    } else {
+      std::fprintf(stderr, "stories260K fixtures not found: only the 110M shape is measured\n");
+    }
   }
-  if (models.empty()) std::fprintf(stderr, "stories260K fixtures not found: only the 110M shape is measured\n");
-  models.emplace_back("stories110M (random)", std::move(*worker::MakeSyntheticModel(*worker::NamedShape("stories110M"), 7)));
+  for (worker::WeightType type : types_110m) {
+    std::string name = "stories110M (random)";
+    if (type != worker::WeightType::kF32) name += std::string(" ") + worker::WeightTypeName(type);
+    models.emplace_back(name, std::move(*worker::MakeSyntheticModel(*worker::NamedShape("stories110M"), 7, type)));
+  }
   return models;
+}
+
+absl::StatusOr<std::vector<worker::WeightType>> ParseWeightTypes(const std::string& list) {
+  std::vector<worker::WeightType> types;
+  for (absl::string_view name : absl::StrSplit(list, ',')) {
+    absl::StatusOr<std::optional<worker::WeightType>> type = worker::ParseWeightsFlag(std::string(name));
+    if (!type.ok()) return type.status();
+    if (!type->has_value()) return absl::InvalidArgumentError("name weight types (f32, f16, bf16, q8_0, q4_0), not auto");
+    types.push_back(**type);
+  }
+  return types;
 }
 
 LocalCacheManager::LocalCacheManager(const std::string& name, bool tcp)

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "a2sf/v1/generation.pb.h"
+#include "absl/status/statusor.h"
 #include "cachemgr/service/cache_manager_service.h"
 #include "client/client.h"
 #include "cachemgr/session/session_manager.h"
@@ -19,9 +20,16 @@
 
 namespace a2sf::bench {
 
-// stories260K from `fixtures` (or $A2SF_FIXTURES when empty; skipped, with a note, without them), then
-// a synthetic stories110M-shaped model (random weights: the trained one's speed, no download).
-std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> BenchModels(std::string fixtures);
+// stories260K from `fixtures` (or $A2SF_FIXTURES when empty; skipped, with a note, without them; skipped
+// silently when `fixtures` is "none"), then
+// a synthetic stories110M-shaped model (random weights: the trained one's speed, no download) held in
+// each of `types_110m`, all quantized from the same fp32 draws (named "stories110M (random) TYPE" when
+// the type is not f32).
+std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> BenchModels(
+    std::string fixtures, const std::vector<worker::WeightType>& types_110m = {worker::WeightType::kF32});
+
+// A comma-separated list of weight type names (the --weights flag's values, "auto" excepted).
+absl::StatusOr<std::vector<worker::WeightType>> ParseWeightTypes(const std::string& list);
 
 // A cache manager (CPU store) serving on a pid-unique Unix socket with the shared-memory ring
 // handoff, and on TCP loopback when `tcp`.

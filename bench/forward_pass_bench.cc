@@ -1,5 +1,6 @@
 // Cost of one ForwardPass step against the number of rows (sequences decoded together), on the
-// stories110M shape (random weights): the batch's ms per step and tokens/s, as ratios to one row,
+// stories110M shape (or --shape/--layers, held in --weights; random weights): the batch's ms per step
+// and tokens/s, as ratios to one row,
 // from the mean step and from the fastest one (steadier on a shared machine: other processes only
 // ever add time). The CPU kernels are the machine's best (worker/engine/matmul.h);
 // A2SF_MAX_KERNEL_ISA=avx2 compares the AVX2 ones in the same conditions. --device=cuda: the same rows on CUDA engines, the batched device step (one step for all rows)
@@ -8,7 +9,9 @@
 //
 //   bazel run -c opt //bench:forward_pass_bench -- --threads=2
 //   bazel run -c opt //bench:forward_pass_bench -- --device=cuda
+//   bazel run -c opt //bench:forward_pass_bench -- --shape=llama2-7b --layers=2 --weights=q8_0
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -20,15 +23,26 @@
 #include "worker/engine/engine.h"
 #include "worker/engine/matmul.h"
 #include "worker/model/model.h"
+#include "worker/model/weights.h"
 
 ABSL_FLAG(int, threads, 2, "threads of the pass");
 ABSL_FLAG(int, steps, 8, "steps per row count");
 ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda (batched device step against serial one-row steps)");
+ABSL_FLAG(std::string, shape, "stories110M", "a2sf-make-model's shape name (stories110M, llama2-7b, ...)");
+ABSL_FLAG(std::vector<std::string>, rows, std::vector<std::string>({"1", "2", "4", "8", "16"}),
+          "row counts to measure (the first is the ratios' base)");
+ABSL_FLAG(int, layers, 0, "layers of the shape (0: the shape's own)");
+ABSL_FLAG(std::string, weights, "f32", "weight type: f32, f16, bf16, q8_0, q4_0");
 
 namespace a2sf::worker {
 namespace {
 
-constexpr int kRowCounts[] = {1, 2, 4, 8, 16};
+std::vector<int> RowCounts() {
+  std::vector<int> counts;
+  for (const std::string& n : absl::GetFlag(FLAGS_rows)) counts.push_back(std::max(1, std::atoi(n.c_str())));
+  return counts;
+}
+
 
 std::vector<std::unique_ptr<Engine>> MakeEngines(const ModelWeights* weights, EngineDevice device, int count,
                                                  int steps) {
@@ -71,14 +85,14 @@ int RunCpu(const ModelWeights* weights, int steps) {
   double one = 0, one_fastest = 0;
   std::printf("%s kernels, %d threads\n", KernelIsaName(DetectedIsa()), absl::GetFlag(FLAGS_threads));
   std::printf("%5s %12s %10s %8s %14s %8s\n", "rows", "ms/step", "tok/s", "vs 1", "fastest ms", "vs 1");
-  for (int rows : kRowCounts) {
+  for (int rows : RowCounts()) {
     auto engines = MakeEngines(weights, EngineDevice::kCpu, rows, steps);
     std::vector<ForwardRow> batch;
     auto prepare = [&](int s) { StepRows(engines, s, &batch); };
     const StepMs ms = MsPerStep(steps, prepare, [&](int) { return pass.Run(batch).ok(); });
     if (ms.mean < 0) return 1;
     const double tps = rows * 1000.0 / ms.mean, fastest_tps = rows * 1000.0 / ms.fastest;
-    if (rows == 1) one = tps, one_fastest = fastest_tps;
+    if (one == 0) one = tps, one_fastest = fastest_tps;
     std::printf("%5d %12.2f %10.1f %7.2fx %14.2f %7.2fx\n", rows, ms.mean, tps, tps / one, ms.fastest,
                 fastest_tps / one_fastest);
   }
@@ -88,7 +102,7 @@ int RunCpu(const ModelWeights* weights, int steps) {
 int RunCuda(const ModelWeights* weights, int steps) {
   ForwardPass pass(weights, 1);
   std::printf("%5s %12s %12s %10s %14s\n", "rows", "batched ms", "serial ms", "tok/s", "serial/batched");
-  for (int rows : kRowCounts) {
+  for (int rows : RowCounts()) {
     auto batched = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
     auto serial = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
     std::vector<ForwardRow> batch;
@@ -124,7 +138,17 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  auto weights = std::move(*MakeSyntheticModel(*NamedShape("stories110M"), 7));
+  const auto shape = NamedShape(absl::GetFlag(FLAGS_shape), absl::GetFlag(FLAGS_layers));
+  const auto type = ParseWeightsFlag(absl::GetFlag(FLAGS_weights));
+  if (!shape.ok() || !type.ok() || !type->has_value()) {
+    std::fprintf(stderr, "--shape/--layers/--weights: %s\n",
+                 std::string(!shape.ok() ? shape.status().message()
+                             : !type.ok() ? type.status().message() : "name a type, not auto").c_str());
+    return 2;
+  }
+  std::printf("%s, %d layers, %s weights\n", absl::GetFlag(FLAGS_shape).c_str(), shape->n_layers,
+              WeightTypeName(**type));
+  auto weights = std::move(*MakeSyntheticModel(*shape, 7, **type));
   const int steps = absl::GetFlag(FLAGS_steps);
   return device == "cuda" ? RunCuda(weights.get(), steps) : RunCpu(weights.get(), steps);
 }

@@ -7,8 +7,12 @@
 //
 //   bazel run -c opt //bench:load_bench -- --fixtures=/path/to/shared/fixtures
 //
-// Models: stories260K from the fixtures (skipped without them) and a synthetic stories110M-shaped
-// model (random weights: same speed as the trained one, no download).
+// Models: stories260K from the fixtures (skipped without them or with --stories260k=false) and a
+// synthetic stories110M-shaped model (random weights: same speed as the trained one, no download) in
+// each type of --weights. Each (model, path) is measured in --rounds rounds that each run every job
+// count in turn, so a round's N jobs and its 1 job are minutes apart at most; a row gives the median
+// over rounds and, for the ratio to 1 job, the range of the rounds' own ratios (this machine's speed
+// drifts by tens of percent over minutes, which one round's ratio would carry).
 #include <unistd.h>
 
 #include <algorithm>
@@ -34,6 +38,9 @@ ABSL_FLAG(int, tokens_260k, 200, "tokens per stories260K job");
 ABSL_FLAG(int, tokens_110m, 24, "tokens per stories110M job");
 ABSL_FLAG(std::string, jobs, "1,2,4,8,16", "concurrent job counts");
 ABSL_FLAG(bool, remote, true, "also measure policies in a cache manager over the shared-memory ring");
+ABSL_FLAG(std::string, weights, "f32", "types the stories110M shape is held in (comma-separated: f32,f16,bf16,q8_0,q4_0)");
+ABSL_FLAG(int, rounds, 3, "rounds over all job counts per model and path (rows: medians over rounds)");
+ABSL_FLAG(bool, stories260k, true, "also measure stories260K from the fixtures");
 
 namespace a2sf {
 namespace {
@@ -107,6 +114,36 @@ std::vector<int> JobCounts() {
   return counts;
 }
 
+double Median(const std::vector<Load>& rounds, double Load::*field) {
+  std::vector<double> values;
+  for (const Load& load : rounds) values.push_back(load.*field);
+  return Percentile(values, 0.5);
+}
+
+// One row: medians over rounds; "vs 1" is the ratio of the medians to 1 job's, followed by the range
+// of the rounds' own ratios (round r's N jobs over round r's 1 job).
+void PrintRow(const std::string& name, const char* path, int jobs, const std::vector<Load>& rounds,
+              const std::vector<Load>* one) {
+  const double tps = Median(rounds, &Load::tokens_per_second), p99 = Median(rounds, &Load::token_p99_ms);
+  double ratio = 0, p99_ratio = 0, low = 0, high = 0;
+  if (one != nullptr) {
+    ratio = tps / std::max(1e-9, Median(*one, &Load::tokens_per_second));
+    p99_ratio = p99 / std::max(1e-9, Median(*one, &Load::token_p99_ms));
+    std::vector<double> per_round;
+    for (size_t r = 0; r < rounds.size(); ++r) {
+      per_round.push_back(rounds[r].tokens_per_second / std::max(1e-9, (*one)[r].tokens_per_second));
+    }
+    low = *std::min_element(per_round.begin(), per_round.end());
+    high = *std::max_element(per_round.begin(), per_round.end());
+  }
+  int failed = 0;
+  for (const Load& load : rounds) failed += load.failed;
+  std::printf("%-27s %-14s %4d %10.1f %7.2fx %5.2f-%-5.2f %9.2f %9.2f %7.2fx %9.1f %9.1f %s\n", name.c_str(), path,
+              jobs, tps, ratio, low, high, Median(rounds, &Load::token_p50_ms), p99, p99_ratio,
+              Median(rounds, &Load::ttft_p50_ms), Median(rounds, &Load::ttft_p99_ms), failed > 0 ? "(failures)" : "");
+  std::fflush(stdout);
+}
+
 void RunModel(const std::string& name, const worker::ModelWeights* weights, const char* path,
               const std::string& cachemgr_unix, int tokens) {
   ChannelOptions plaintext;
@@ -124,16 +161,14 @@ void RunModel(const std::string& name, const worker::ModelWeights* weights, cons
   client::WorkerClient& client = *local.client;
   const v1::GenerateRequest request = bench::BosJob(*weights, tokens);
   Measure(&client, request, 1);  // warm-up
-  Load one;
-  for (int jobs : JobCounts()) {
-    const Load load = Measure(&client, request, jobs);
-    if (jobs == 1) one = load;
-    std::printf("%-22s %-14s %4d %10.1f %7.2fx %9.2f %9.2f %7.2fx %9.1f %9.1f %s\n", name.c_str(), path, jobs,
-                load.tokens_per_second, one.tokens_per_second > 0 ? load.tokens_per_second / one.tokens_per_second : 0.0,
-                load.token_p50_ms, load.token_p99_ms, one.token_p99_ms > 0 ? load.token_p99_ms / one.token_p99_ms : 0.0,
-                load.ttft_p50_ms, load.ttft_p99_ms, load.failed > 0 ? "(failures)" : "");
-    std::fflush(stdout);
+  const std::vector<int> counts = JobCounts();
+  std::vector<std::vector<Load>> rounds(counts.size());  // [count][round]
+  for (int round = 0; round < std::max(1, absl::GetFlag(FLAGS_rounds)); ++round) {
+    for (size_t c = 0; c < counts.size(); ++c) rounds[c].push_back(Measure(&client, request, counts[c]));
   }
+  const auto one = std::find(counts.begin(), counts.end(), 1);
+  const std::vector<Load>* one_rounds = one == counts.end() ? nullptr : &rounds[one - counts.begin()];
+  for (size_t c = 0; c < counts.size(); ++c) PrintRow(name, path, counts[c], rounds[c], one_rounds);
   local.server->Shutdown(absl::ZeroDuration());
 }
 
@@ -143,10 +178,17 @@ void RunModel(const std::string& name, const worker::ModelWeights* weights, cons
 int main(int argc, char** argv) {
   using namespace a2sf;
   absl::ParseCommandLine(argc, argv);
+  const auto types = bench::ParseWeightTypes(absl::GetFlag(FLAGS_weights));
+  if (!types.ok()) {
+    std::fprintf(stderr, "--weights: %s\n", std::string(types.status().message()).c_str());
+    return 2;
+  }
   bench::LocalCacheManager cachemgr("a2sf_load_bench", /*tcp=*/false);
-  const auto models = bench::BenchModels(absl::GetFlag(FLAGS_fixtures));
-  std::printf("%-22s %-14s %4s %10s %8s %9s %9s %8s %9s %9s\n", "model", "policy", "jobs", "tok/s", "vs 1",
-              "tok p50", "tok p99", "p99 vs 1", "TTFT p50", "TTFT p99");
+  const auto models = bench::BenchModels(absl::GetFlag(FLAGS_stories260k) ? absl::GetFlag(FLAGS_fixtures) : "none", *types);
+  std::printf("%d rounds per model and path; medians over rounds, \"rounds\": range of the rounds' own ratios\n",
+              std::max(1, absl::GetFlag(FLAGS_rounds)));
+  std::printf("%-27s %-14s %4s %10s %8s %-11s %9s %9s %8s %9s %9s\n", "model", "policy", "jobs", "tok/s", "vs 1",
+              "rounds", "tok p50", "tok p99", "p99 vs 1", "TTFT p50", "TTFT p99");
   for (const auto& [name, weights] : models) {
     const int tokens = name == "stories260K" ? absl::GetFlag(FLAGS_tokens_260k) : absl::GetFlag(FLAGS_tokens_110m);
     RunModel(name, weights.get(), "in-process", "", tokens);
