@@ -413,7 +413,7 @@ A2SF_AVX2 void QuantizeQ16Avx2(const float* in, BlockQ16* out, int64_t blocks) {
 //   order;
 // - quantized types: one register holds two vectors' 8 lanes (weights broadcast to both halves), so
 //   each block's integer sums, scale and FMA serve two vectors at once; a single vector runs the AVX2
-//   tile over a cached matrix and is its own pair over a streamed one (OneVectorAsPairs).
+//   tile (q8_0 over a streamed matrix: its own pair, OneVectorAsPairs).
 #define A2SF_AVX512 __attribute__((target("avx512f,avx512vl,avx512bw,avx2,fma,f16c")))
 #define A2SF_AVX512_INLINE __attribute__((target("avx512f,avx512vl,avx512bw,avx2,fma,f16c"), always_inline)) inline
 
@@ -499,12 +499,14 @@ struct FloatTiles512 {
 
 // A block's 32 weights as 16-bit integers, elements 0..15 in both halves of `lo`, 16..31 in both of `hi`.
 struct Q8_0Blocks512 : Q8_0Blocks {
+  static constexpr bool kOneVectorAsPair = true;
   A2SF_AVX512_INLINE static void Ints2(const uint8_t* block, __m512i* lo, __m512i* hi) {
     *lo = _mm512_cvtepi8_epi16(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2))));
     *hi = _mm512_cvtepi8_epi16(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 18))));
   }
 };
 struct Q4_0Blocks512 : Q4_0Blocks {
+  static constexpr bool kOneVectorAsPair = false;  // self-paired measured ~10% slower (nibble unpacking)
   A2SF_AVX512_INLINE static void Ints2(const uint8_t* block, __m512i* lo, __m512i* hi) {
     const __m256i bytes = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 2)));
     const __m256i mask = _mm256_set1_epi8(0x0f);
@@ -525,7 +527,7 @@ A2SF_AVX512_INLINE __m512i Halves(const int16_t* a, const int16_t* b) {
 // integer sum, by one FMA. NV == 1 is the AVX2 tile.
 template <class Blocks>
 struct QuantizedTiles512 {
-  static constexpr bool kOneVectorAsPair = true;  // see OneVectorAsPairs
+  static constexpr bool kOneVectorAsPair = Blocks::kOneVectorAsPair;  // see OneVectorAsPairs
   template <int R, int NV>
   A2SF_AVX512_INLINE static void Run(const Tile& t, int64_t cols) {
     if constexpr (NV == 1) {
@@ -587,10 +589,11 @@ A2SF_AVX512_INLINE void VectorTiles512(TileCursor* cursor, int64_t r, int64_t ap
 }
 
 // One vector over a streamed matrix, for tiles whose pair-of-vectors form costs what their one-vector
-// form does (the quantized ones: one 512-bit register carries both vectors' lanes): the vector is its
-// own pair (stride 0; both halves compute, and write, the same bits), so it runs the several-vector
-// walk -- two rows half the range apart, prefetched. At the LLaMA-2-7B width (4096 columns, 2 threads)
-// a q8_0 step reads its weights ~1.2x as fast as row by row with the AVX2 tile (bench/forward_pass_bench).
+// form does (q8_0: one 512-bit register carries both vectors' lanes): the vector is its own pair
+// (stride 0; both halves compute, and write, the same bits), so it runs the several-vector walk -- two
+// rows half the range apart, prefetched. Same-run pairs (bench/forward_pass_bench, fastest step of 16,
+// one row): at the LLaMA-2-7B width (4096 columns) q8_0 takes ~15% less time at 1 and 2 threads; at
+// the 110M width (768) it is level; q4_0 was ~10% slower self-paired and keeps the AVX2 tile.
 template <class Tiles>
 A2SF_AVX512_INLINE void OneVectorAsPairs(TileCursor* cursor, int64_t begin, int64_t end, int64_t cols) {
   auto self_paired = [&](int64_t r, int64_t apart) {
