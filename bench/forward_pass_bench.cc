@@ -33,6 +33,7 @@ ABSL_FLAG(std::vector<std::string>, rows, std::vector<std::string>({"1", "2", "4
           "row counts to measure (the first is the ratios' base)");
 ABSL_FLAG(int, layers, 0, "layers of the shape (0: the shape's own)");
 ABSL_FLAG(std::string, weights, "f32", "weight type: f32, f16, bf16, q8_0, q4_0");
+ABSL_FLAG(std::string, model, "", "a model file to measure instead of a synthetic shape (its weights as held)");
 
 namespace a2sf::worker {
 namespace {
@@ -78,6 +79,18 @@ StepMs MsPerStep(int steps, Prepare prepare, Step step) {
     fastest = std::min(fastest, took);
   }
   return {absl::ToDoubleMilliseconds(total) / steps, absl::ToDoubleMilliseconds(fastest)};
+}
+
+// --shape/--layers held in --weights, random (INVALID_ARGUMENT for a bad flag).
+absl::StatusOr<std::unique_ptr<ModelWeights>> SyntheticWeights() {
+  const auto shape = NamedShape(absl::GetFlag(FLAGS_shape), absl::GetFlag(FLAGS_layers));
+  if (!shape.ok()) return shape.status();
+  const auto type = ParseWeightsFlag(absl::GetFlag(FLAGS_weights));
+  if (!type.ok()) return type.status();
+  if (!type->has_value()) return absl::InvalidArgumentError("--weights: name a type, not auto");
+  std::printf("%s, %d layers, %s weights\n", absl::GetFlag(FLAGS_shape).c_str(), shape->n_layers,
+              WeightTypeName(**type));
+  return MakeSyntheticModel(*shape, 7, **type);
 }
 
 int RunCpu(const ModelWeights* weights, int steps) {
@@ -138,17 +151,13 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  const auto shape = NamedShape(absl::GetFlag(FLAGS_shape), absl::GetFlag(FLAGS_layers));
-  const auto type = ParseWeightsFlag(absl::GetFlag(FLAGS_weights));
-  if (!shape.ok() || !type.ok() || !type->has_value()) {
-    std::fprintf(stderr, "--shape/--layers/--weights: %s\n",
-                 std::string(!shape.ok() ? shape.status().message()
-                             : !type.ok() ? type.status().message() : "name a type, not auto").c_str());
+  absl::StatusOr<std::unique_ptr<ModelWeights>> weights = absl::GetFlag(FLAGS_model).empty()
+                                                               ? SyntheticWeights()
+                                                               : LoadModel(absl::GetFlag(FLAGS_model));
+  if (!weights.ok()) {
+    std::fprintf(stderr, "%s\n", std::string(weights.status().message()).c_str());
     return 2;
   }
-  std::printf("%s, %d layers, %s weights\n", absl::GetFlag(FLAGS_shape).c_str(), shape->n_layers,
-              WeightTypeName(**type));
-  auto weights = std::move(*MakeSyntheticModel(*shape, 7, **type));
   const int steps = absl::GetFlag(FLAGS_steps);
-  return device == "cuda" ? RunCuda(weights.get(), steps) : RunCpu(weights.get(), steps);
+  return device == "cuda" ? RunCuda(weights->get(), steps) : RunCpu(weights->get(), steps);
 }
