@@ -1,0 +1,109 @@
+// A cache manager that breaks the batch stream's protocol mid-job (HostileCacheManager: a decision
+// for another session, for another step, one missing, one extra, or the stream ended after a batch)
+// is a cache manager the worker has lost: its jobs fail with UNAVAILABLE under
+// --on_cachemgr_failure=fail and continue in-process under continue, within seconds, never hanging;
+// the worker serves the next job on a new batch stream.
+#include <memory>
+#include <string>
+
+#include "cachemgr/policy_library.h"
+#include "cachemgr/service/cache_manager_service.h"
+#include "cachemgr/service/testing/hostile_cache_manager.h"
+#include "client/client.h"
+#include "common/grpc/server.h"
+#include "gtest/gtest.h"
+#include "worker/service/generation_service.h"
+#include "worker/testing/fixtures.h"
+#include "worker/testing/local_stack.h"
+
+namespace a2sf {
+namespace {
+
+using cachemgr::testing::Breach;
+
+class HostileCacheManagerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    A2SF_REQUIRE_FIXTURES();
+    manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
+                                                          &cachemgr::PolicyRegistry::Builtin(),
+                                                          cachemgr::SessionManagerOptions{});
+    service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get());
+    hostile_ = std::make_unique<cachemgr::testing::HostileCacheManager>(service_.get());
+    ServerOptions options;
+    options.listen_addresses = {"127.0.0.1:0"};
+    options.plaintext = true;
+    server_ = std::move(*RunningServer::Start(options, {hostile_.get()}));
+  }
+
+  std::unique_ptr<worker::testing::LocalWorker> Worker(bool fallback) {
+    worker::WorkerOptions options;
+    options.cache_manager = worker::testing::PlaintextChannel(server_->dial_address(0));
+    options.fallback_in_process = fallback;
+    options.batch_scores = true;
+    options.decision_timeout = absl::Seconds(20);  // far above the bound checked: the violation ends it
+    return std::make_unique<worker::testing::LocalWorker>(std::move(options));
+  }
+
+  static v1::GenerateRequest Job() {
+    v1::GenerateRequest request;
+    request.set_text("Lily and Tom went to the park");
+    request.set_max_tokens(64);
+    request.mutable_stop()->set_stop_on_eos(false);
+    request.mutable_policy()->set_name("a2sf");
+    request.mutable_policy()->set_alpha(0.3);
+    request.mutable_budget()->set_tokens(16);
+    return request;
+  }
+
+  std::unique_ptr<cachemgr::SessionManager> manager_;
+  std::unique_ptr<cachemgr::CacheManagerService> service_;
+  std::unique_ptr<cachemgr::testing::HostileCacheManager> hostile_;
+  std::unique_ptr<RunningServer> server_;
+};
+
+constexpr Breach kBreaches[] = {Breach::kWrongSession, Breach::kUnknownSession, Breach::kMissingDecision,
+                                Breach::kExtraDecision, Breach::kWrongStep, Breach::kCutStream};
+
+// Every token step from step 30 on (the job is decoding by then) is answered with the breach.
+void TargetFromStep30(cachemgr::testing::HostileCacheManager& hostile, Breach breach) {
+  hostile.Target([](const v1::ScoreStep& step) { return step.step() >= 30; }, breach);
+}
+
+TEST_F(HostileCacheManagerTest, InFailModeTheJobFailsUnavailableAndTheNextJobIsServed) {
+  auto worker = Worker(/*fallback=*/false);
+  for (Breach breach : kBreaches) {
+    SCOPED_TRACE(cachemgr::testing::BreachName(breach));
+    TargetFromStep30(*hostile_, breach);
+    const int breaches = hostile_->breaches();
+    const absl::Time start = absl::Now();
+    auto result = worker->client().Generate(Job(), nullptr, 0, absl::Seconds(30));
+    EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+    ASSERT_FALSE(result.ok());
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
+    EXPECT_NE(result.status().message().find("lost its cache manager"), std::string::npos) << result.status();
+    EXPECT_EQ(hostile_->breaches(), breaches + 1);
+    hostile_->Target(nullptr, Breach::kNone);
+    auto next = worker->client().Generate(Job(), nullptr, 0, absl::Seconds(30));
+    ASSERT_TRUE(next.ok()) << next.status();
+    EXPECT_EQ(next->finished.policy_location(), v1::POLICY_LOCATION_REMOTE);
+  }
+}
+
+TEST_F(HostileCacheManagerTest, InContinueModeTheJobFinishesInProcess) {
+  auto worker = Worker(/*fallback=*/true);
+  for (Breach breach : kBreaches) {
+    SCOPED_TRACE(cachemgr::testing::BreachName(breach));
+    TargetFromStep30(*hostile_, breach);
+    const absl::Time start = absl::Now();
+    auto result = worker->client().Generate(Job(), nullptr, 0, absl::Seconds(30));
+    EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_EQ(result->ids.size(), 64u);
+    EXPECT_EQ(result->finished.policy_location(), v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
+    hostile_->Target(nullptr, Breach::kNone);
+  }
+}
+
+}  // namespace
+}  // namespace a2sf
