@@ -33,7 +33,7 @@ CacheManagerMetrics::CacheManagerMetrics(prometheus::Registry* registry)
                            .Add({})),
       bytes_received_(prometheus::BuildCounter()
                           .Name("a2sf_cachemgr_score_bytes_received_total")
-                          .Help("Bytes of attention scores received")
+                          .Help("Bytes of attention scores of the steps decided (a refused step's are not counted)")
                           .Register(*registry)
                           .Add({})),
       step_latency_(prometheus::BuildHistogram()
@@ -497,16 +497,12 @@ grpc::Status CacheManagerService::ServeBatch(const v1::ScoreBatch& batch, v1::De
   }
   std::vector<SessionManager::BatchedStep> tokens;
   std::vector<int> token_index;  // tokens[k] is batch.steps(token_index[k])
-  uint64_t bytes = 0;
   for (const v1::ScoreStep& step : batch.steps()) {
     v1::SessionDecision* decision = answer->add_decisions();
     decision->set_session_id(std::string(Utf8Prefix(step.session_id(), 128)));
     const size_t queued = tokens.size();
     absl::Status status = AdmitBatchStep(step, decision, &tokens, served);
-    if (tokens.size() > queued) {
-      token_index.push_back(answer->decisions_size() - 1);
-      bytes += step.scores().data().size();
-    }
+    if (tokens.size() > queued) token_index.push_back(answer->decisions_size() - 1);
     if (!status.ok()) SetStepError(status, decision);  // counted where it was found
   }
   const absl::Time start = absl::Now();
@@ -520,10 +516,11 @@ grpc::Status CacheManagerService::ServeBatch(const v1::ScoreBatch& batch, v1::De
       continue;
     }
     kv::DecisionToProto(results[k]->step, results[k]->decision, results[k]->policy_name, decision->mutable_decision());
-    // Each step is charged its share of the batch's time.
+    // Each step decided is charged its share of the batch's time and its own scores' bytes (as a
+    // step alone is): a step that failed counts as an error, not as scores decided.
     if (metrics_ != nullptr) {
       metrics_->RecordStep(seconds / double(results.size()), results[k]->decision.evicted_positions.size(),
-                           bytes / results.size());
+                           batch.steps(token_index[k]).scores().data().size());
     }
   }
   return grpc::Status::OK;

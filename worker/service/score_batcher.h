@@ -60,7 +60,8 @@ class ScoreBatcher {
   void Forget(const std::string& session_id);
   bool broken() const;
   bool timed_out() const;
-  // Batches sent and steps they carried, for statistics and benchmarks.
+  // Batches written to the stream and the steps they carried, whether or not they were then answered
+  // (what travelled, for statistics and benchmarks; a step refused or lost is not a decision).
   uint64_t batches_sent() const;
   uint64_t steps_sent() const;
 
