@@ -4,7 +4,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/grpc/status.h"
 #include "common/kv/proto_convert.h"
 #include "common/peer_strings.h"
 
@@ -170,9 +169,7 @@ absl::StatusOr<std::vector<absl::StatusOr<AnsweredStep>>> ScoreBatcher::AnswersO
 absl::Status ScoreBatcher::FinishedStatus() {
   if (write_watchdog_.fired() || read_watchdog_.fired()) {
     timed_out_ = true;
-    return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer within the decision deadline of ",
-                                                    absl::FormatDuration(decision_timeout_),
-                                                    " (--decision_timeout_ms)"));
+    return StreamEndStatus(/*timed_out=*/true, decision_timeout_, grpc::Status::OK);
   }
   if (reading_) {
     // A read is in progress (a write failed): it fails too; the stream's status cannot be read now.
@@ -182,11 +179,7 @@ absl::Status ScoreBatcher::FinishedStatus() {
   context_.TryCancel();  // ends a half-broken stream so that Finish returns
   grpc::Status status = stream_->Finish();
   finished_ = true;
-  if (status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) {
-    return absl::UnavailableError("the cache manager closed the score stream");
-  }
-  // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
-  return FromGrpc(status);
+  return StreamEndStatus(/*timed_out=*/false, decision_timeout_, status);
 }
 
 void ScoreBatcher::Break(const absl::Status& status) {

@@ -76,7 +76,7 @@ class ScoreBatcher {
       const v1::DecisionBatch& batch, const std::vector<std::shared_ptr<Ticket>>& tickets);
   // Fails every ticket in flight and marks the batcher broken.
   void Break(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
-  // Why the stream failed: DEADLINE_EXCEEDED after a missed deadline, else the stream's own status.
+  // Why the stream failed (StreamEndStatus), after finishing it unless a read is in progress.
   absl::Status FinishedStatus() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   std::unique_ptr<v1::CacheManager::Stub> stub_;

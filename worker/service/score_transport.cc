@@ -94,14 +94,19 @@ absl::Status SessionStream::Broken() {
     status = stream_->Finish();
     stream_.reset();
   }
-  if (timed_out_) {
+  return StreamEndStatus(timed_out_, decision_timeout_, status);
+}
+
+absl::Status StreamEndStatus(bool timed_out, absl::Duration decision_timeout, const grpc::Status& finished) {
+  if (timed_out) {
     return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer within the decision deadline of ",
-                                                    absl::FormatDuration(decision_timeout_),
+                                                    absl::FormatDuration(decision_timeout),
                                                     " (--decision_timeout_ms)"));
   }
-  if (status.ok()) return absl::UnavailableError("the cache manager closed the stream");
-  // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
-  return FromGrpc(status);
+  if (finished.ok() || finished.error_code() == grpc::StatusCode::CANCELLED) {
+    return absl::UnavailableError("the cache manager closed the score stream");
+  }
+  return FromGrpc(finished);
 }
 
 bool SessionStream::Close(size_t in_flight) {

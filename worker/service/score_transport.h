@@ -108,6 +108,12 @@ v1::ScoreStep StepMessage(const TransportSession& session, const OutgoingStep& s
 // while, so it travels apart from the ring and from the shared batch of the other sessions' steps.
 absl::StatusOr<AnsweredStep> SubmitUnary(const TransportSession& session, const OutgoingStep& step);
 
+// Why a score stream (StreamScores, StreamScoreBatches) ended, one rule for every transport:
+// DEADLINE_EXCEEDED naming --decision_timeout_ms when the cache manager missed the decision deadline
+// (`timed_out`); UNAVAILABLE when it closed the stream (OK) or the call was cancelled; otherwise the
+// stream's own status (UNAVAILABLE for transport failures; the cache manager's errors keep their code).
+absl::Status StreamEndStatus(bool timed_out, absl::Duration decision_timeout, const grpc::Status& finished);
+
 // The StreamScores call both transports hold: writes and reads bounded by the decision deadline, and
 // one place that turns its end into a status.
 class SessionStream {
