@@ -6,11 +6,8 @@
 #include <memory>
 #include <string>
 
-#include "cachemgr/policy_library.h"
-#include "cachemgr/service/cache_manager_service.h"
 #include "cachemgr/service/testing/hostile_cache_manager.h"
 #include "client/client.h"
-#include "common/grpc/server.h"
 #include "gtest/gtest.h"
 #include "worker/service/generation_service.h"
 #include "worker/testing/fixtures.h"
@@ -25,20 +22,12 @@ class HostileCacheManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     A2SF_REQUIRE_FIXTURES();
-    manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(1),
-                                                          &cachemgr::PolicyRegistry::Builtin(),
-                                                          cachemgr::SessionManagerOptions{});
-    service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get());
-    hostile_ = std::make_unique<cachemgr::testing::HostileCacheManager>(service_.get());
-    ServerOptions options;
-    options.listen_addresses = {"127.0.0.1:0"};
-    options.plaintext = true;
-    server_ = std::move(*RunningServer::Start(options, {hostile_.get()}));
+    hostile_ = stack_.hostile();
   }
 
   std::unique_ptr<worker::testing::LocalWorker> Worker(bool fallback) {
     worker::WorkerOptions options;
-    options.cache_manager = worker::testing::PlaintextChannel(server_->dial_address(0));
+    options.cache_manager = worker::testing::PlaintextChannel(stack_.hostile_address());
     options.fallback_in_process = fallback;
     options.batch_scores = true;
     options.decision_timeout = absl::Seconds(20);  // far above the bound checked: the violation ends it
@@ -56,10 +45,8 @@ class HostileCacheManagerTest : public ::testing::Test {
     return request;
   }
 
-  std::unique_ptr<cachemgr::SessionManager> manager_;
-  std::unique_ptr<cachemgr::CacheManagerService> service_;
-  std::unique_ptr<cachemgr::testing::HostileCacheManager> hostile_;
-  std::unique_ptr<RunningServer> server_;
+  cachemgr::testing::HostileCacheManagerStack stack_;
+  cachemgr::testing::HostileCacheManager* hostile_ = nullptr;
 };
 
 constexpr Breach kBreaches[] = {Breach::kWrongSession, Breach::kUnknownSession, Breach::kMissingDecision,

@@ -7,10 +7,7 @@
 
 #include <random>
 
-#include "cachemgr/service/cache_manager_service.h"
 #include "cachemgr/service/testing/hostile_cache_manager.h"
-#include "cachemgr/policy_library.h"
-#include "common/grpc/server.h"
 #include "gtest/gtest.h"
 #include "worker/service/remote_policy_client.h"
 
@@ -20,21 +17,11 @@ namespace {
 class ScoreBatcherTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(2),
-                                                          &cachemgr::PolicyRegistry::Builtin(),
-                                                          cachemgr::SessionManagerOptions{});
-    service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get());
-    hostile_ = std::make_unique<cachemgr::testing::HostileCacheManager>(service_.get());
-    ServerOptions options;
-    options.listen_addresses = {"127.0.0.1:0"};
-    options.plaintext = true;
-    // The honest service on the first port, the hostile one (the same sessions) on the second.
-    server_ = std::move(*RunningServer::Start(options, {service_.get()}));
-    hostile_server_ = std::move(*RunningServer::Start(options, {hostile_.get()}));
-    ChannelOptions channel_options;
-    channel_options.plaintext = true;
-    channel_ = *MakeChannel(server_->dial_address(0), channel_options);
-    hostile_channel_ = *MakeChannel(hostile_server_->dial_address(0), channel_options);
+    manager_ = stack_.manager();
+    hostile_ = stack_.hostile();
+    server_ = stack_.honest_server();
+    channel_ = stack_.honest_channel();
+    hostile_channel_ = stack_.hostile_channel();
     model_.n_layers = 2;
     model_.n_heads = 4;
     model_.n_kv_heads = 2;
@@ -56,11 +43,11 @@ class ScoreBatcherTest : public ::testing::Test {
     return remote.ok() ? std::move(*remote) : nullptr;
   }
 
-  std::unique_ptr<cachemgr::SessionManager> manager_;
-  std::unique_ptr<cachemgr::CacheManagerService> service_;
-  std::unique_ptr<cachemgr::testing::HostileCacheManager> hostile_;
-  std::unique_ptr<RunningServer> server_;
-  std::unique_ptr<RunningServer> hostile_server_;
+  // The honest service (server_, channel_) and the hostile one over it (hostile_channel_).
+  cachemgr::testing::HostileCacheManagerStack stack_;
+  cachemgr::SessionManager* manager_ = nullptr;
+  cachemgr::testing::HostileCacheManager* hostile_ = nullptr;
+  RunningServer* server_ = nullptr;
   std::shared_ptr<grpc::Channel> channel_;
   std::shared_ptr<grpc::Channel> hostile_channel_;
   ModelConfig model_;

@@ -3,6 +3,8 @@
 #include <set>
 #include <utility>
 
+#include "cachemgr/policy_library.h"
+
 namespace a2sf::cachemgr::testing {
 
 const char* BreachName(Breach breach) {
@@ -87,6 +89,28 @@ grpc::Status HostileCacheManager::StreamScoreBatches(
     if (!stream->Write(answer)) break;
   }
   return grpc::Status::OK;
+}
+
+HostileCacheManagerStack::HostileCacheManagerStack() {
+  manager_ = std::make_unique<SessionManager>(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(),
+                                              SessionManagerOptions{});
+  service_ = std::make_unique<CacheManagerService>(manager_.get());
+  hostile_ = std::make_unique<HostileCacheManager>(service_.get());
+  ServerOptions options;
+  options.listen_addresses = {"127.0.0.1:0"};
+  options.plaintext = true;
+  honest_server_ = std::move(*RunningServer::Start(options, {service_.get()}));
+  hostile_server_ = std::move(*RunningServer::Start(options, {hostile_.get()}));
+  ChannelOptions channel_options;
+  channel_options.plaintext = true;
+  honest_channel_ = *MakeChannel(honest_server_->dial_address(0), channel_options);
+  hostile_channel_ = *MakeChannel(hostile_server_->dial_address(0), channel_options);
+}
+
+HostileCacheManagerStack::~HostileCacheManagerStack() {
+  // The servers go first: their handlers use the services and the session manager.
+  hostile_server_.reset();
+  honest_server_.reset();
 }
 
 }  // namespace a2sf::cachemgr::testing

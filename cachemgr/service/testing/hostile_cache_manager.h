@@ -15,6 +15,7 @@
 #include "a2sf/v1/cache_manager.grpc.pb.h"
 #include "absl/synchronization/mutex.h"
 #include "cachemgr/service/cache_manager_service.h"
+#include "common/grpc/server.h"
 
 namespace a2sf::cachemgr::testing {
 
@@ -69,6 +70,32 @@ class HostileCacheManager final : public v1::CacheManager::Service {
   std::function<bool(const v1::ScoreStep&)> targets_ ABSL_GUARDED_BY(mutex_);
   Breach breach_ ABSL_GUARDED_BY(mutex_) = Breach::kNone;
   int breaches_ ABSL_GUARDED_BY(mutex_) = 0;
+};
+
+// What the worker's tests of a hostile cache manager run against: a SessionManager (a one-thread CPU
+// store, the built-in policies), its CacheManagerService on 127.0.0.1:<free port>, and a
+// HostileCacheManager over that same service (the same sessions) on another free port; plaintext.
+// Construction fails the process if a server cannot start (a test cannot test anything then).
+class HostileCacheManagerStack {
+ public:
+  HostileCacheManagerStack();
+  ~HostileCacheManagerStack();
+
+  SessionManager* manager() { return manager_.get(); }
+  HostileCacheManager* hostile() { return hostile_.get(); }
+  RunningServer* honest_server() { return honest_server_.get(); }
+  const std::shared_ptr<grpc::Channel>& honest_channel() const { return honest_channel_; }
+  const std::shared_ptr<grpc::Channel>& hostile_channel() const { return hostile_channel_; }
+  std::string hostile_address() const { return hostile_server_->dial_address(0); }
+
+ private:
+  std::unique_ptr<SessionManager> manager_;
+  std::unique_ptr<CacheManagerService> service_;
+  std::unique_ptr<HostileCacheManager> hostile_;
+  std::unique_ptr<RunningServer> honest_server_;
+  std::unique_ptr<RunningServer> hostile_server_;
+  std::shared_ptr<grpc::Channel> honest_channel_;
+  std::shared_ptr<grpc::Channel> hostile_channel_;
 };
 
 }  // namespace a2sf::cachemgr::testing
