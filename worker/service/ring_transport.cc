@@ -56,9 +56,9 @@ class RingTransport final : public ScoreTransport {
     return TakeDecision(ring_read_++);
   }
 
-  bool Close(size_t) override {
+  bool Close() override {
     ring_->Close();  // ends the cache manager's ring loop, and with it the stream
-    return stream_.Close(0);  // decisions come through the ring, never on the stream
+    return stream_.Close();  // decisions come through the ring, never on the stream
   }
   bool shared_memory() const override { return true; }
   // Accepted and bound: an unbound export (Bind failed) leaves every step's scores in the ring slot.

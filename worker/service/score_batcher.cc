@@ -264,7 +264,7 @@ class BatchedTransport final : public ScoreTransport {
     return batcher_->Await(ticket);
   }
 
-  bool Close(size_t) override {
+  bool Close() override {
     // Decisions still travelling are simply not read; steps not yet sent are dropped.
     batcher_->Forget(session_.session_id);
     return !batcher_->timed_out();

@@ -75,6 +75,28 @@ void Tamper(Breach breach, v1::DecisionBatch* answer) {
 
 }  // namespace
 
+grpc::Status HostileCacheManager::StreamScores(grpc::ServerContext* context,
+                                               grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream) {
+  // The stream's first message names the session; every step then goes through the unary SubmitStep
+  // (as a batch of one, for BreachFor).
+  v1::ScoreBatch one;
+  v1::ScoreStep* step = one.add_steps();
+  std::string session_id, secret;
+  while (stream->Read(step)) {
+    if (session_id.empty()) session_id = step->session_id(), secret = step->session_secret();
+    step->set_session_id(session_id);
+    step->set_session_secret(secret);
+    const Breach breach = BreachFor(one);
+    if (breach == Breach::kCutStream) return grpc::Status::OK;
+    v1::EvictionDecision decision;
+    if (grpc::Status status = honest_->SubmitStep(context, step, &decision); !status.ok()) return status;
+    if (breach == Breach::kWrongStep) decision.set_step(decision.step() + 1000);
+    if (!stream->Write(decision)) break;
+    if (breach == Breach::kExtraDecision && !stream->Write(decision)) break;
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status HostileCacheManager::StreamScoreBatches(
     grpc::ServerContext*, grpc::ServerReaderWriter<v1::DecisionBatch, v1::ScoreBatch>* stream) {
   std::set<std::string> served;

@@ -1,8 +1,11 @@
-// HostileCacheManager: a CacheManager service for tests of the worker's side of the batch stream. It
-// serves every call through a real CacheManagerService, but answers the StreamScoreBatches batches it
-// is told to target in a way that breaks the protocol (one decision per step, in order, each for its
-// step's session and step): a decision for another session, one for a session the batch never named,
-// one missing, one extra, one for another step, or the stream ended after the batch was read.
+// HostileCacheManager: a CacheManager service for tests of the worker's side of the score streams. It
+// serves every call through a real CacheManagerService, but answers the steps it is told to target in
+// a way that breaks the protocol (one decision per step, in order, each for its step's session and
+// step): on StreamScoreBatches a decision for another session, one for a session the batch never
+// named, one missing, one extra, one for another step, or the stream ended after the batch was read;
+// on a session's StreamScores (served step by step through the real SubmitStep; no rings) one extra
+// decision, one for another step, or the stream ended after the step was read (the other breaches
+// do not apply there and are served honestly).
 //
 // Thread-safety: thread-safe (gRPC calls its handlers on any threads; Target may be called meanwhile).
 // Ownership: `honest` is not owned and outlives the service.
@@ -48,9 +51,7 @@ class HostileCacheManager final : public v1::CacheManager::Service {
     return honest_->CloseSession(context, request, response);
   }
   grpc::Status StreamScores(grpc::ServerContext* context,
-                            grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream) override {
-    return honest_->StreamScores(context, stream);
-  }
+                            grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream) override;
   grpc::Status SubmitStep(grpc::ServerContext* context, const v1::ScoreStep* request,
                           v1::EvictionDecision* response) override {
     return honest_->SubmitStep(context, request, response);
@@ -63,6 +64,7 @@ class HostileCacheManager final : public v1::CacheManager::Service {
                                   grpc::ServerReaderWriter<v1::DecisionBatch, v1::ScoreBatch>* stream) override;
 
  private:
+  // The breach to answer `batch` with (kNone when none of its steps is targeted); counts it.
   Breach BreachFor(const v1::ScoreBatch& batch);
 
   CacheManagerService* const honest_;
