@@ -1,7 +1,8 @@
 // A cache manager that stops answering must not freeze the worker's jobs. A real a2sf-cachemgr
 // process is stopped with SIGSTOP mid-job (its connections stay open, so nothing looks broken):
 //   - the per-step decision deadline fails the job with DEADLINE_EXCEEDED, or continues it in-process,
-//     within the deadline, on inline gRPC scores and on the shared-memory ring;
+//     within the deadline, on inline gRPC scores (the worker's one batch stream, and a StreamScores
+//     stream per session with --batch_scores=false) and on the shared-memory ring;
 //   - without a deadline, gRPC keepalive still finds the stopped peer and the job fails UNAVAILABLE;
 //   - the worker's health is NOT_SERVING while its cache manager does not answer (failure mode fail)
 //     and SERVING again once it does.
@@ -77,6 +78,7 @@ class CacheManagerProcess {
 struct WorkerSetup {
   bool fallback = false;
   bool shared_memory = false;
+  bool batch_scores = true;  // inline scores on the worker's batch stream; false: a stream per session
   absl::Duration decision_timeout = absl::Milliseconds(500);
   absl::Duration keepalive_time = absl::ZeroDuration();
 };
@@ -106,6 +108,7 @@ class Worker : public worker::testing::LocalWorker {
     worker::WorkerOptions options;
     options.cache_manager = std::move(to_cachemgr);
     options.fallback_in_process = setup.fallback;
+    options.batch_scores = setup.batch_scores;
     if (setup.shared_memory) options.ring_socket = cachemgr.ring_socket();
     options.decision_timeout = setup.decision_timeout;
     options.cache_manager_wait = absl::Seconds(3);
@@ -158,6 +161,26 @@ StalledJob RunAndStall(Worker& worker, CacheManagerProcess& cachemgr) {
   return job;
 }
 
+// The routes a job's scores can take to the cache manager.
+struct Route {
+  const char* name;
+  bool shared_memory;
+  bool batch_scores;
+};
+constexpr Route kRoutes[] = {
+    {"inline gRPC, the worker's batch stream", false, true},
+    {"inline gRPC, a stream per session (--batch_scores=false)", false, false},
+    {"shared-memory ring", true, true},
+};
+
+WorkerSetup SetupFor(const Route& route, bool fallback) {
+  WorkerSetup setup;
+  setup.fallback = fallback;
+  setup.shared_memory = route.shared_memory;
+  setup.batch_scores = route.batch_scores;
+  return setup;
+}
+
 class CacheManagerStallTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -169,9 +192,9 @@ class CacheManagerStallTest : public ::testing::Test {
 };
 
 TEST_F(CacheManagerStallTest, AStoppedCacheManagerFailsTheJobWithDeadlineExceededWithinTheDeadline) {
-  for (bool shared_memory : {false, true}) {
-    SCOPED_TRACE(shared_memory ? "shared-memory ring" : "inline gRPC");
-    Worker worker(cachemgr_, {/*fallback=*/false, shared_memory});
+  for (const Route& route : kRoutes) {
+    SCOPED_TRACE(route.name);
+    Worker worker(cachemgr_, SetupFor(route, /*fallback=*/false));
     StalledJob job = RunAndStall(worker, cachemgr_);
     ASSERT_FALSE(job.result.ok());
     EXPECT_EQ(job.result.status().code(), absl::StatusCode::kDeadlineExceeded) << job.result.status();
@@ -186,9 +209,9 @@ TEST_F(CacheManagerStallTest, AStoppedCacheManagerFailsTheJobWithDeadlineExceede
 }
 
 TEST_F(CacheManagerStallTest, AStoppedCacheManagerIsTakenOverInProcessWithinTheDeadline) {
-  for (bool shared_memory : {false, true}) {
-    SCOPED_TRACE(shared_memory ? "shared-memory ring" : "inline gRPC");
-    Worker worker(cachemgr_, {/*fallback=*/true, shared_memory});
+  for (const Route& route : kRoutes) {
+    SCOPED_TRACE(route.name);
+    Worker worker(cachemgr_, SetupFor(route, /*fallback=*/true));
     StalledJob job = RunAndStall(worker, cachemgr_);
     ASSERT_TRUE(job.result.ok()) << job.result.status();
     EXPECT_EQ(job.result->ids.size(), 480u);

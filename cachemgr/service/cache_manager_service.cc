@@ -33,7 +33,7 @@ CacheManagerMetrics::CacheManagerMetrics(prometheus::Registry* registry)
                            .Add({})),
       bytes_received_(prometheus::BuildCounter()
                           .Name("a2sf_cachemgr_score_bytes_received_total")
-                          .Help("Bytes of attention scores received")
+                          .Help("Bytes of attention scores of the steps decided (a refused step's are not counted)")
                           .Register(*registry)
                           .Add({})),
       step_latency_(prometheus::BuildHistogram()
@@ -280,22 +280,47 @@ absl::StatusOr<StepResult> CacheManagerService::RunStep(const std::string& sessi
   return result;
 }
 
-grpc::Status CacheManagerService::Step(const std::string& session_id, const v1::ScoreStep& step,
-                                       v1::EvictionDecision* decision) {
+namespace {
+
+// A wire step's own fields, checked (kind, scores, position, a bulk prefill's square shape): the one
+// place every inline step -- unary, streamed or batched -- is read.
+struct CheckedStep {
+  v1::StepKind kind = v1::STEP_KIND_TOKEN;  // TOKEN (UNSPECIFIED reads as TOKEN) or BULK_PREFILL
+  ScoreView scores;
+  uint32_t position = 0;
+  uint32_t prompt_length = 0;  // bulk prefills only
+};
+
+absl::StatusOr<CheckedStep> CheckWireStep(const v1::ScoreStep& step) {
   const bool bulk = step.kind() == v1::STEP_KIND_BULK_PREFILL;
   if (!bulk && step.kind() != v1::STEP_KIND_TOKEN && step.kind() != v1::STEP_KIND_UNSPECIFIED) {
-    return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "kind: unknown step kind"));
+    return absl::InvalidArgumentError("kind: unknown step kind");
   }
+  CheckedStep checked;
+  checked.kind = bulk ? v1::STEP_KIND_BULK_PREFILL : v1::STEP_KIND_TOKEN;
   absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), bulk ? 4 : 3);
-  if (!view.ok()) return Error(ToGrpc(view.status()));
+  if (!view.ok()) return view.status();
+  checked.scores = *view;
   absl::StatusOr<uint32_t> position = kv::PositionFromWire(step.position(), "position");
-  if (!position.ok()) return Error(ToGrpc(position.status()));
-  if (bulk && step.scores().shape(2) != step.scores().shape(3)) {
-    return Error(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "scores.shape: a bulk prefill needs [L, H, P, P]"));
+  if (!position.ok()) return position.status();
+  checked.position = *position;
+  if (bulk) {
+    if (step.scores().shape(2) != step.scores().shape(3)) {
+      return absl::InvalidArgumentError("scores.shape: a bulk prefill needs [L, H, P, P]");
+    }
+    checked.prompt_length = step.scores().shape(2);
   }
-  absl::StatusOr<StepResult> result = RunStep(session_id, bulk ? v1::STEP_KIND_BULK_PREFILL : v1::STEP_KIND_TOKEN,
-                                              step.step(), *position, bulk ? step.scores().shape(2) : 0, *view,
-                                              step.scores().data().size());
+  return checked;
+}
+
+}  // namespace
+
+grpc::Status CacheManagerService::Step(const std::string& session_id, const v1::ScoreStep& step,
+                                       v1::EvictionDecision* decision) {
+  absl::StatusOr<CheckedStep> checked = CheckWireStep(step);
+  if (!checked.ok()) return Error(ToGrpc(checked.status()));
+  absl::StatusOr<StepResult> result = RunStep(session_id, checked->kind, step.step(), checked->position,
+                                              checked->prompt_length, checked->scores, step.scores().data().size());
   if (!result.ok()) return Error(ToGrpc(result.status()));
   kv::DecisionToProto(result->step, result->decision, result->policy_name, decision);
   return grpc::Status::OK;
@@ -470,22 +495,17 @@ absl::Status CacheManagerService::AdmitBatchStep(const v1::ScoreStep& step, v1::
     return status;
   };
   if (step.session_id().empty()) return refuse(absl::InvalidArgumentError("session_id: required on every step of a batch"));
-  if (absl::Status auth = manager_->Authorize(step.session_id(), step.session_secret()); !auth.ok()) {
-    return refuse(auth);
-  }
+  absl::StatusOr<SessionManager::AuthorizedSession> session =
+      manager_->AuthorizeSession(step.session_id(), step.session_secret());
+  if (!session.ok()) return refuse(session.status());
   served->insert(step.session_id());
   if (step.kind() == v1::STEP_KIND_BULK_PREFILL) {
     // A prompt's bulk step has its own store call; it is rare (a job's first step). Step counts its errors.
     return FromGrpc(Step(step.session_id(), step, decision->mutable_decision()));
   }
-  if (step.kind() != v1::STEP_KIND_TOKEN && step.kind() != v1::STEP_KIND_UNSPECIFIED) {
-    return refuse(absl::InvalidArgumentError("kind: unknown step kind"));
-  }
-  absl::StatusOr<ScoreView> view = ScoreViewOf(step.scores(), 3);
-  if (!view.ok()) return refuse(view.status());
-  absl::StatusOr<uint32_t> position = kv::PositionFromWire(step.position(), "position");
-  if (!position.ok()) return refuse(position.status());
-  tokens->push_back({step.session_id(), step.step(), *position, *view});
+  absl::StatusOr<CheckedStep> checked = CheckWireStep(step);
+  if (!checked.ok()) return refuse(checked.status());
+  tokens->push_back({*std::move(session), step.step(), checked->position, checked->scores});
   return absl::OkStatus();
 }
 
@@ -497,16 +517,12 @@ grpc::Status CacheManagerService::ServeBatch(const v1::ScoreBatch& batch, v1::De
   }
   std::vector<SessionManager::BatchedStep> tokens;
   std::vector<int> token_index;  // tokens[k] is batch.steps(token_index[k])
-  uint64_t bytes = 0;
   for (const v1::ScoreStep& step : batch.steps()) {
     v1::SessionDecision* decision = answer->add_decisions();
     decision->set_session_id(std::string(Utf8Prefix(step.session_id(), 128)));
     const size_t queued = tokens.size();
     absl::Status status = AdmitBatchStep(step, decision, &tokens, served);
-    if (tokens.size() > queued) {
-      token_index.push_back(answer->decisions_size() - 1);
-      bytes += step.scores().data().size();
-    }
+    if (tokens.size() > queued) token_index.push_back(answer->decisions_size() - 1);
     if (!status.ok()) SetStepError(status, decision);  // counted where it was found
   }
   const absl::Time start = absl::Now();
@@ -520,10 +536,11 @@ grpc::Status CacheManagerService::ServeBatch(const v1::ScoreBatch& batch, v1::De
       continue;
     }
     kv::DecisionToProto(results[k]->step, results[k]->decision, results[k]->policy_name, decision->mutable_decision());
-    // Each step is charged its share of the batch's time.
+    // Each step decided is charged its share of the batch's time and its own scores' bytes (as a
+    // step alone is): a step that failed counts as an error, not as scores decided.
     if (metrics_ != nullptr) {
       metrics_->RecordStep(seconds / double(results.size()), results[k]->decision.evicted_positions.size(),
-                           bytes / results.size());
+                           batch.steps(token_index[k]).scores().data().size());
     }
   }
   return grpc::Status::OK;

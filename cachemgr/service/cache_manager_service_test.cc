@@ -21,6 +21,7 @@
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "prometheus/registry.h"
 
 namespace a2sf::cachemgr {
 namespace {
@@ -350,6 +351,42 @@ TEST_F(CacheManagerServiceTest, ABatchDecidesEverySessionAndABadStepFailsOnlyIts
   stream->Finish().IgnoreError();
   for (int i = 0; i < 100 && manager_->session_count() > 0; ++i) absl::SleepFor(absl::Milliseconds(20));
   EXPECT_EQ(manager_->session_count(), 0u);
+}
+
+double CounterValue(prometheus::Registry& registry, const std::string& name) {
+  for (const prometheus::MetricFamily& family : registry.Collect()) {
+    if (family.name == name && !family.metric.empty()) return family.metric[0].counter.value;
+  }
+  ADD_FAILURE() << name << " not registered";
+  return -1;
+}
+
+// A batch's metrics count what was decided: each decided step's own score bytes, not a share of every
+// step's that reached the store (a step the store then refused, here one out of step, is an error).
+TEST_F(CacheManagerServiceTest, ABatchCountsTheScoreBytesOfTheStepsItDecidedOnly) {
+  prometheus::Registry registry;
+  CacheManagerMetrics metrics(&registry);
+  CacheManagerServiceOptions options;
+  options.metrics = &metrics;
+  CacheManagerService service(manager_.get(), options);
+  const std::string a = Open("local", 2).session_id(), b = Open("local", 2).session_id(),
+                    c = Open("local", 2).session_id();
+  v1::ScoreBatch batch;
+  *batch.add_steps() = MakeStep(a, 0, std::vector<float>(4, 0.5f), 1);  // 16 bytes of fp32
+  v1::ScoreStep half = MakeStep(b, 0, {}, 1);                            // 8 bytes of fp16
+  half.mutable_scores()->set_dtype(v1::SCORE_DTYPE_FP16);
+  half.mutable_scores()->set_data(std::string(8, '\0'));
+  *batch.add_steps() = half;
+  *batch.add_steps() = MakeStep(c, 5, std::vector<float>(4, 0.5f), 1);  // out of step: refused by the store
+  v1::DecisionBatch answer;
+  std::set<std::string> served;
+  ASSERT_TRUE(service.ServeBatch(batch, &answer, &served).ok());
+  ASSERT_EQ(answer.decisions_size(), 3);
+  EXPECT_EQ(answer.decisions(0).code(), 0) << answer.decisions(0).message();
+  EXPECT_EQ(answer.decisions(1).code(), 0) << answer.decisions(1).message();
+  EXPECT_EQ(answer.decisions(2).code(), int(grpc::StatusCode::FAILED_PRECONDITION));
+  EXPECT_EQ(CounterValue(registry, "a2sf_cachemgr_steps_total"), 2.0);
+  EXPECT_EQ(CounterValue(registry, "a2sf_cachemgr_score_bytes_received_total"), 16.0 + 8.0);
 }
 
 TEST_F(CacheManagerServiceTest, AnOversizedBatchEndsTheStream) {

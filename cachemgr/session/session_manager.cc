@@ -265,27 +265,62 @@ absl::StatusOr<SessionInfo> SessionManager::Close(const std::string& id) {
   return InfoLocked(*session);
 }
 
-absl::Status SessionManager::Authorize(const std::string& id, const std::string& secret) const {
-  std::shared_ptr<Session> session = Find(id);
-  if (session == nullptr) return NotFound(id);
+const std::string& SessionManager::AuthorizedSession::id() const {
+  static const std::string* const kNone = new std::string();
+  return session_ != nullptr ? session_->id : *kNone;
+}
+
+absl::StatusOr<SessionManager::AuthorizedSession> SessionManager::AuthorizeSession(const std::string& id,
+                                                                                   const std::string& secret) const {
+  AuthorizedSession authorized;
+  authorized.session_ = Find(id);
+  if (authorized.session_ == nullptr) return NotFound(id);
   if (secret.empty()) {
     return absl::PermissionDeniedError("session_secret: required (OpenSessionResponse.session_secret)");
   }
-  if (!ConstantTimeEquals(secret, session->secret)) {
+  if (!ConstantTimeEquals(secret, authorized.session_->secret)) {
     return absl::PermissionDeniedError("session_secret: not this session's secret");
   }
-  return absl::OkStatus();
+  return authorized;
+}
+
+absl::Status SessionManager::Authorize(const std::string& id, const std::string& secret) const {
+  return AuthorizeSession(id, secret).status();
+}
+
+class SessionManager::OpenLock {
+ public:
+  explicit OpenLock(std::shared_ptr<Session> session) ABSL_NO_THREAD_SAFETY_ANALYSIS : session_(std::move(session)) {
+    session_->mutex.Lock();
+  }
+  OpenLock(OpenLock&& other) = default;  // the moved-from lock holds nothing
+  OpenLock& operator=(OpenLock&&) = delete;
+  ~OpenLock() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (session_ != nullptr) session_->mutex.Unlock();
+  }
+  Session& operator*() const { return *session_; }
+  Session* operator->() const { return session_.get(); }
+
+ private:
+  std::shared_ptr<Session> session_;
+};
+
+absl::StatusOr<SessionManager::OpenLock> SessionManager::LockOpen(std::shared_ptr<Session> session,
+                                                                  const std::string& id)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  if (session == nullptr) return NotFound(id);
+  OpenLock lock(std::move(session));
+  if (lock->closed) return NotFound(id);
+  lock->Touch();
+  return lock;
 }
 
 template <typename Fn>
 auto SessionManager::WithOpenSession(const std::string& id, Fn fn) const {
   using Result = decltype(fn(std::declval<Session&>()));
-  std::shared_ptr<Session> session = Find(id);
-  if (session == nullptr) return Result(NotFound(id));
-  absl::MutexLock lock(&session->mutex);
-  if (session->closed) return Result(NotFound(id));
-  session->Touch();
-  return fn(*session);
+  absl::StatusOr<OpenLock> lock = LockOpen(Find(id), id);
+  if (!lock.ok()) return Result(lock.status());
+  return fn(**lock);
 }
 
 absl::Status SessionManager::PrepareTokenStep(Session& session, uint64_t step_number, uint32_t position,
@@ -294,9 +329,6 @@ absl::Status SessionManager::PrepareTokenStep(Session& session, uint64_t step_nu
   if (step_number != session.steps) {
     return absl::FailedPreconditionError(absl::StrCat("step: expected step ", session.steps, ", got ", step_number,
                                                       " (worker and cache manager are out of sync)"));
-  }
-  if (position > kv::kMaxPosition) {
-    return absl::InvalidArgumentError(absl::StrCat("position: ", position, " is larger than ", kv::kMaxPosition));
   }
   if (absl::Status s = Charge(session, session.entries + 1); !s.ok()) return s;
   *token = TokenStep{session.handle, &session.rule, position, scores};
@@ -353,38 +385,35 @@ std::vector<absl::StatusOr<StepResult>> SessionManager::StepBatch(absl::Span<con
   // twice keeps its first step, the repeat fails alone.
   std::vector<size_t> order(steps.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return steps[a].id < steps[b].id; });
-  std::vector<std::shared_ptr<Session>> locked;
+  auto id_of = [&](size_t i) -> const std::string& { return steps[i].session.id(); };
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return id_of(a) < id_of(b); });
+  std::vector<OpenLock> locked;
+  locked.reserve(steps.size());
   std::vector<size_t> members;             // indices into `steps` that reach the store
   std::vector<Session*> member_sessions;  // their sessions, locked
   std::vector<TokenStep> tokens;
   for (size_t k = 0; k < order.size(); ++k) {
     const BatchedStep& step = steps[order[k]];
-    if (k > 0 && step.id == steps[order[k - 1]].id) {
+    if (k > 0 && id_of(order[k]) == id_of(order[k - 1])) {
       results[order[k]] = absl::InvalidArgumentError(
-          absl::StrCat("session_id: '", Utf8Prefix(step.id, 80), "' appears twice in one batch"));
+          absl::StrCat("session_id: '", Utf8Prefix(id_of(order[k]), 80), "' appears twice in one batch"));
       continue;
     }
-    std::shared_ptr<Session> session = Find(step.id);
-    if (session == nullptr) {
-      results[order[k]] = NotFound(step.id);
+    absl::StatusOr<OpenLock> lock = LockOpen(step.session.session_, id_of(order[k]));
+    if (!lock.ok()) {
+      results[order[k]] = lock.status();
       continue;
     }
-    session->mutex.Lock();
-    locked.push_back(session);
-    if (session->closed) {
-      results[order[k]] = NotFound(step.id);
-      continue;
-    }
-    session->Touch();
+    locked.push_back(*std::move(lock));
+    Session& session = *locked.back();
     TokenStep token;
-    absl::Status prepared = PrepareTokenStep(*session, step.step_number, step.position, step.scores, &token);
+    absl::Status prepared = PrepareTokenStep(session, step.step_number, step.position, step.scores, &token);
     if (!prepared.ok()) {
       results[order[k]] = prepared;
       continue;
     }
     members.push_back(order[k]);
-    member_sessions.push_back(session.get());
+    member_sessions.push_back(&session);
     tokens.push_back(token);
   }
   // One batch of the store for every session that got this far.
@@ -399,8 +428,7 @@ std::vector<absl::StatusOr<StepResult>> SessionManager::StepBatch(absl::Span<con
     results[members[m]] =
         CommitTokenStep(*member_sessions[m], steps[members[m]].step_number, tokens[m], std::move(decisions[m]));
   }
-  for (auto& session : locked) session->mutex.Unlock();
-  return results;
+  return results;  // `locked` unlocks every session
 }
 
 absl::StatusOr<StepResult> SessionManager::BulkPrefill(const std::string& id, uint64_t step_number,

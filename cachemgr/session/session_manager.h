@@ -96,6 +96,8 @@ struct SessionManagerOptions {
 };
 
 class SessionManager {
+  struct Session;
+
  public:
   SessionManager(std::unique_ptr<ScoreStore> store, const PolicyRegistry* registry,
                  SessionManagerOptions options);
@@ -115,6 +117,20 @@ class SessionManager {
   // OK when `secret` is the session's (compared in constant time); NOT_FOUND for an unknown id,
   // PERMISSION_DENIED for a missing or wrong secret.
   absl::Status Authorize(const std::string& id, const std::string& secret) const;
+  // A session a caller presented its secret for: what Authorize checked, kept so that the step it
+  // authorises (StepBatch) does not look the session up again. Holds the session's memory, not the
+  // session open: a session closed since is NOT_FOUND when the step runs.
+  class AuthorizedSession {
+   public:
+    AuthorizedSession() = default;
+    const std::string& id() const;
+
+   private:
+    friend class SessionManager;
+    std::shared_ptr<Session> session_;
+  };
+  // Authorize's checks and codes; on success, the session.
+  absl::StatusOr<AuthorizedSession> AuthorizeSession(const std::string& id, const std::string& secret) const;
 
   // NOT_FOUND for an unknown id. Returns the session's final counters.
   absl::StatusOr<SessionInfo> Close(const std::string& id);
@@ -127,12 +143,12 @@ class SessionManager {
                                   const ScoreView& scores);
   // Token steps of several sessions at once (one worker step), run as one batch of the score store
   // (the CPU store's threads over sessions, one CUDA launch). results[i] is steps[i]'s outcome, with
-  // Step's codes; a failed step (unknown session, out of step, bad scores, a session named twice)
-  // fails alone and changes nothing. The caller authorises each session first.
+  // Step's codes; a failed step (closed session, out of step, bad scores, a session named twice)
+  // fails alone and changes nothing. Each step names its session as AuthorizeSession returned it.
   struct BatchedStep {
-    std::string id;
+    AuthorizedSession session;
     uint64_t step_number = 0;
-    uint32_t position = 0;  // checked by kv::PositionFromWire at the service edge
+    uint32_t position = 0;
     ScoreView scores;
   };
   std::vector<absl::StatusOr<StepResult>> StepBatch(absl::Span<const BatchedStep> steps);
@@ -165,10 +181,13 @@ class SessionManager {
   size_t ExpireIdleSessions();
 
  private:
-  struct Session;
   std::shared_ptr<Session> Find(const std::string& id) const;
-  // Calls fn(session) with the open session `id` locked and its idle clock reset; NOT_FOUND if there
-  // is no such session (or it was closed meanwhile).
+  // A session's lock, held from LockOpen until destroyed.
+  class OpenLock;
+  // Locks `session` (`id`'s, null when there is none) and resets its idle clock; NOT_FOUND, nothing
+  // held, if there is no such session or it was closed meanwhile. The one way a call takes a session.
+  static absl::StatusOr<OpenLock> LockOpen(std::shared_ptr<Session> session, const std::string& id);
+  // Calls fn(session) with the open session `id` locked (LockOpen).
   template <typename Fn>
   auto WithOpenSession(const std::string& id, Fn fn) const;
   SessionInfo InfoLocked(const Session& session) const;

@@ -357,5 +357,32 @@ TEST(SessionManagerLimits, AuthorizeNeedsTheSessionsSecret) {
   for (const SessionInfo& info : manager->List()) EXPECT_TRUE(info.secret.empty());
 }
 
+// A batch names its sessions as AuthorizeSession returned them: a session closed since is NOT_FOUND,
+// a session twice keeps its first step, a position beyond kv::kMaxPosition is refused; each fails
+// alone and changes nothing, the other steps are decided.
+TEST(SessionManager, ABatchOfAuthorizedSessionsFailsEachBadStepAlone) {
+  auto manager = MakeManager();
+  auto a = *manager->Open(Config("local", 2)), b = *manager->Open(Config("local", 2)),
+       c = *manager->Open(Config("local", 2));
+  EXPECT_EQ(manager->AuthorizeSession(a.id, b.secret).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(manager->AuthorizeSession("s-none", a.secret).status().code(), absl::StatusCode::kNotFound);
+  auto as = *manager->AuthorizeSession(a.id, a.secret), bs = *manager->AuthorizeSession(b.id, b.secret),
+       cs = *manager->AuthorizeSession(c.id, c.secret);
+  EXPECT_EQ(as.id(), a.id);
+  ASSERT_TRUE(manager->Close(c.id).ok());  // between the authorisation and the step
+  const std::vector<float> one(2, 0.5f);
+  std::vector<SessionManager::BatchedStep> steps = {
+      {bs, 0, kv::kMaxPosition + 1, View(one)}, {as, 0, 0, View(one)}, {cs, 0, 0, View(one)}, {as, 0, 0, View(one)}};
+  std::vector<absl::StatusOr<StepResult>> results = manager->StepBatch(steps);
+  ASSERT_EQ(results.size(), 4u);
+  EXPECT_EQ(results[0].status().code(), absl::StatusCode::kInvalidArgument) << results[0].status();
+  EXPECT_TRUE(results[1].ok()) << results[1].status();
+  EXPECT_EQ(results[2].status().code(), absl::StatusCode::kNotFound) << results[2].status();
+  EXPECT_EQ(results[3].status().code(), absl::StatusCode::kInvalidArgument) << results[3].status();
+  EXPECT_EQ(manager->Get(a.id)->steps, 1u);
+  EXPECT_EQ(manager->Get(b.id)->steps, 0u);
+  EXPECT_TRUE(manager->Step(b.id, 0, 0, View(one)).ok());  // b's position check changed nothing
+}
+
 }  // namespace
 }  // namespace a2sf::cachemgr

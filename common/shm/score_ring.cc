@@ -278,15 +278,13 @@ absl::Status ScoreRing::CompleteDecision(uint64_t seq, uint64_t step,
   return status;
 }
 
-absl::StatusOr<kv::EvictionDecision> ScoreRing::ReadDecision(uint64_t seq, uint64_t step) const {
+absl::StatusOr<kv::EvictionDecision> ScoreRing::ReadDecision(uint64_t seq, uint64_t* step) const {
   // Copied out of the shared slot first: the peer could rewrite it meanwhile.
   const RingDecision decision = this->decision(seq);
   if (decision.code != 0) {
     return PeerError(decision.code, absl::string_view(decision.message, strnlen(decision.message, sizeof(decision.message))));
   }
-  if (decision.step != step) {
-    return absl::DataLossError(absl::StrCat("cache manager answered step ", decision.step, " to step ", step));
-  }
+  *step = decision.step;
   if (decision.evictions_per_head > kMaxDecisionEvictionsPerHead ||
       decision.num_values != uint64_t{heads()} * decision.evictions_per_head) {
     return absl::DataLossError("cache manager wrote a malformed decision into the ring");

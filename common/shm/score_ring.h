@@ -113,9 +113,10 @@ class ScoreRing {
   // decision the slot has no room for (more than kMaxDecisionEvictionsPerHead per head, or not
   // [heads()][evictions_per_head] values) is written as an error instead. Returns what was written.
   absl::Status CompleteDecision(uint64_t seq, uint64_t step, const absl::StatusOr<kv::EvictionDecision>& outcome);
-  // Worker: the decision of `seq`, which must answer step `step`. The cache manager's error as itself;
-  // DATA_LOSS for a decision of another step or a malformed slot (everything the peer wrote is checked).
-  absl::StatusOr<kv::EvictionDecision> ReadDecision(uint64_t seq, uint64_t step) const;
+  // Worker: the decision of `seq`, and in `*step` the step the cache manager says it answers (the
+  // caller, which knows which step it published there, checks it). The cache manager's error as
+  // itself; DATA_LOSS for a malformed slot (everything the peer wrote is checked).
+  absl::StatusOr<kv::EvictionDecision> ReadDecision(uint64_t seq, uint64_t* step) const;
 
   // Either side: no more steps (the worker is done, or the cache manager stopped serving).
   void Close();

@@ -142,7 +142,7 @@ RemotePolicyClient::~RemotePolicyClient() {
   // itself when it sees the cancelled stream.
   // The transport goes last: a batcher it may be the last user of would cut its stream, which frees
   // the sessions the stream served before CloseSession could close this one.
-  const bool answered = transport_ == nullptr || transport_->Close(awaiting_.size());
+  const bool answered = transport_ == nullptr || transport_->Close();
   if (stub_ != nullptr && !session_id_.empty() && answered) {
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -172,10 +172,14 @@ absl::StatusOr<EvictionDecision> RemotePolicyClient::AwaitDecision() {
   absl::StatusOr<AnsweredStep> answer = Transport()->Await();
   if (!answer.ok()) return answer.status();
   const uint64_t step = awaiting_.front();
-  awaiting_.pop_front();
   if (answer->step != step) {
-    return absl::DataLossError(absl::StrCat("cache manager answered step ", answer->step, " to step ", step));
+    // A peer that answers another step than the one asked is broken, not refusing: the session is lost
+    // as with a dropped connection (UNAVAILABLE: the job fails or continues in-process, as
+    // --on_cachemgr_failure says), the step still counted in flight like one whose read failed.
+    return absl::UnavailableError(absl::StrCat("the cache manager broke the protocol: it answered step ", answer->step,
+                                               " to step ", step));
   }
+  awaiting_.pop_front();
   return std::move(answer->decision);
 }
 

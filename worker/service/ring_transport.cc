@@ -1,7 +1,6 @@
 // The shared-memory ScoreTransport (score_transport.h): steps and decisions through a ScoreRing; with
 // a device buffer the cache manager accepted (CUDA IPC), token steps' scores stay on the GPU.
 #include <cstring>
-#include <deque>
 #include <optional>
 
 #include "absl/strings/str_cat.h"
@@ -57,9 +56,9 @@ class RingTransport final : public ScoreTransport {
     return TakeDecision(ring_read_++);
   }
 
-  bool Close(size_t) override {
+  bool Close() override {
     ring_->Close();  // ends the cache manager's ring loop, and with it the stream
-    return stream_.Close(0);  // decisions come through the ring, never on the stream
+    return stream_.Close();  // decisions come through the ring, never on the stream
   }
   bool shared_memory() const override { return true; }
   // Accepted and bound: an unbound export (Bind failed) leaves every step's scores in the ring slot.
@@ -79,41 +78,32 @@ class RingTransport final : public ScoreTransport {
 
   absl::Status Publish(const OutgoingStep& step) {
     if (device_ != nullptr && step.kind == v1::STEP_KIND_TOKEN && device_->Holds(step.scores)) {
-      return PublishDeviceStep(step);
+      // The scores are already in the exported device buffer (the engine wrote them and recorded the
+      // event): only the header travels, in the engine's fp32.
+      ring_->PublishDeviceStep(ring_published_++, Header(step, v1::SCORE_DTYPE_FP32, 4));
+      return absl::OkStatus();
     }
     const size_t value_bytes = kv::ScoreDTypeBytes(session_.score_dtype);
     if (step.scores.size() * value_bytes > ring_->payload_capacity()) {
       return absl::ResourceExhaustedError("scores: larger than a shared-memory ring slot");
     }
     const uint64_t seq = ring_published_++;
-    void* payload = ring_->payload(seq);
-    kv::EncodeScores(step.scores.data(), step.scores.size(), session_.score_dtype, payload);
+    kv::EncodeScores(step.scores.data(), step.scores.size(), session_.score_dtype, ring_->payload(seq));
+    ring_->Publish(seq, Header(step, kv::ScoreDTypeToProto(session_.score_dtype), value_bytes));
+    return absl::OkStatus();
+  }
+
+  // The slot header of `step`, its scores as `dtype` (`value_bytes` each).
+  static RingStep Header(const OutgoingStep& step, v1::ScoreDType dtype, size_t value_bytes) {
     RingStep header;
     header.step = step.step;
-    published_steps_.push_back(step.step);
     header.kind = step.kind;
-    header.dtype = kv::ScoreDTypeToProto(session_.score_dtype);
+    header.dtype = dtype;
     header.position = step.position;
     header.num_dims = uint32_t(step.shape.size());
     std::copy(step.shape.begin(), step.shape.end(), header.shape);
     header.payload_bytes = step.scores.size() * value_bytes;
-    ring_->Publish(seq, header);
-    return absl::OkStatus();
-  }
-
-  // The scores are already in the exported device buffer (the engine wrote them and recorded the
-  // event): only the header travels, in the engine's fp32.
-  absl::Status PublishDeviceStep(const OutgoingStep& step) {
-    RingStep header;
-    header.step = step.step;
-    published_steps_.push_back(step.step);
-    header.dtype = v1::SCORE_DTYPE_FP32;
-    header.position = step.position;
-    header.num_dims = uint32_t(step.shape.size());
-    std::copy(step.shape.begin(), step.shape.end(), header.shape);
-    header.payload_bytes = step.scores.size() * 4;
-    ring_->PublishDeviceStep(ring_published_++, header);
-    return absl::OkStatus();
+    return header;
   }
 
   // The bulk step goes as one unary call (SubmitUnary), before the ring is attached.
@@ -146,11 +136,11 @@ class RingTransport final : public ScoreTransport {
     return absl::OkStatus();
   }
 
+  // The decision in slot `seq` and the step it says it answers (RemotePolicyClient, which knows which
+  // step each decision is for, checks that).
   absl::StatusOr<AnsweredStep> TakeDecision(uint64_t seq) {
-    // Slots are answered in the order they were published: the decision must be for that step.
-    const uint64_t step = published_steps_.front();
-    published_steps_.pop_front();
-    absl::StatusOr<EvictionDecision> decision = ring_->ReadDecision(seq, step);
+    uint64_t step = 0;
+    absl::StatusOr<EvictionDecision> decision = ring_->ReadDecision(seq, &step);
     if (!decision.ok()) {
       // The cache manager refused the step (and stops serving the ring) or wrote a malformed slot:
       // the ring is done; the stream ends with the same status.
@@ -166,7 +156,6 @@ class RingTransport final : public ScoreTransport {
   SessionStream stream_;
   bool attached_ = false;
   uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
-  std::deque<uint64_t> published_steps_;  // the step of each published slot not yet read, oldest first
   std::optional<absl::StatusOr<AnsweredStep>> unary_answer_;  // a bulk prefill's decision
 };
 

@@ -4,7 +4,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "common/grpc/status.h"
 #include "common/kv/proto_convert.h"
 #include "common/peer_strings.h"
 
@@ -12,6 +11,7 @@ namespace a2sf::worker {
 
 struct ScoreBatcher::Ticket {
   std::string session_id;
+  uint64_t step = 0;
   bool sent = false;
   bool done = false;
   absl::StatusOr<AnsweredStep> result = absl::UnknownError("not answered");
@@ -45,6 +45,7 @@ absl::StatusOr<std::shared_ptr<ScoreBatcher::Ticket>> ScoreBatcher::Submit(v1::S
   }
   auto ticket = std::make_shared<Ticket>();
   ticket->session_id = step.session_id();
+  ticket->step = step.step();
   queued_bytes_ += step.scores().data().size();
   queued_.add_steps()->Swap(&step);
   queued_tickets_.push_back(ticket);
@@ -112,39 +113,63 @@ void ScoreBatcher::ReadOneBatch() {
     Break(FinishedStatus());
     return;
   }
-  std::vector<std::shared_ptr<Ticket>> tickets = std::move(in_flight_.front());
-  in_flight_.pop_front();
-  if (size_t(batch.decisions_size()) != tickets.size()) {
-    Break(absl::DataLossError(absl::StrCat("the cache manager answered a batch of ", tickets.size(), " steps with ",
-                                           batch.decisions_size(), " decisions")));
-    for (const std::shared_ptr<Ticket>& ticket : tickets) ticket->result = broken_, ticket->done = true;
+  absl::StatusOr<std::vector<absl::StatusOr<AnsweredStep>>> answers = AnswersOf(batch, in_flight_.front());
+  if (!answers.ok()) {
+    // The peer broke the protocol: no later answer on this stream can be trusted, whichever ticket it
+    // names. Every session on it fails with the violation (UNAVAILABLE: the jobs take their
+    // --on_cachemgr_failure route), and the call is cancelled so the cache manager frees its sessions.
+    Break(answers.status());
+    context_.TryCancel();
     return;
   }
+  std::vector<std::shared_ptr<Ticket>> tickets = std::move(in_flight_.front());
+  in_flight_.pop_front();
+  for (size_t i = 0; i < tickets.size(); ++i) {
+    tickets[i]->result = std::move((*answers)[i]);
+    tickets[i]->done = true;
+  }
+}
+
+absl::StatusOr<std::vector<absl::StatusOr<AnsweredStep>>> ScoreBatcher::AnswersOf(
+    const v1::DecisionBatch& batch, const std::vector<std::shared_ptr<Ticket>>& tickets) {
+  auto violation = [](absl::string_view what) {
+    return absl::UnavailableError(absl::StrCat("the cache manager broke the score-batch protocol (", what,
+                                               "); the stream is dropped for every session on it"));
+  };
+  if (size_t(batch.decisions_size()) != tickets.size()) {
+    return violation(absl::StrCat("answered a batch of ", tickets.size(), " steps with ", batch.decisions_size(),
+                                  " decisions"));
+  }
+  std::vector<absl::StatusOr<AnsweredStep>> answers;
+  answers.reserve(tickets.size());
   for (size_t i = 0; i < tickets.size(); ++i) {
     const v1::SessionDecision& decision = batch.decisions(int(i));
-    Ticket& ticket = *tickets[i];
+    const Ticket& ticket = *tickets[i];
     if (decision.session_id() != ticket.session_id) {
-      ticket.result = absl::DataLossError("the cache manager answered another session's step");
-    } else if (decision.code() != 0) {
-      ticket.result = PeerError(decision.code(), decision.message());
-    } else {
-      absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision.decision());
-      if (answer.ok()) {
-        ticket.result = AnsweredStep{decision.decision().step(), *std::move(answer)};
-      } else {
-        ticket.result = answer.status();
-      }
+      return violation(absl::StrCat("decision ", i, " names session '", Utf8Prefix(decision.session_id(), 80),
+                                    "', its step was session '", ticket.session_id, "''s"));
     }
-    ticket.done = true;
+    if (decision.code() != 0) {  // the cache manager refused this step: it fails alone
+      answers.push_back(PeerError(decision.code(), decision.message()));
+      continue;
+    }
+    if (decision.decision().step() != ticket.step) {
+      return violation(absl::StrCat("decision ", i, " answers step ", decision.decision().step(), " of session '",
+                                    ticket.session_id, "', its step was ", ticket.step));
+    }
+    absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision.decision());
+    if (!answer.ok()) {
+      return violation(absl::StrCat("decision ", i, " is malformed: ", answer.status().message()));
+    }
+    answers.push_back(AnsweredStep{ticket.step, *std::move(answer)});
   }
+  return answers;
 }
 
 absl::Status ScoreBatcher::FinishedStatus() {
   if (write_watchdog_.fired() || read_watchdog_.fired()) {
     timed_out_ = true;
-    return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer within the decision deadline of ",
-                                                    absl::FormatDuration(decision_timeout_),
-                                                    " (--decision_timeout_ms)"));
+    return StreamEndStatus(/*timed_out=*/true, decision_timeout_, grpc::Status::OK);
   }
   if (reading_) {
     // A read is in progress (a write failed): it fails too; the stream's status cannot be read now.
@@ -154,11 +179,7 @@ absl::Status ScoreBatcher::FinishedStatus() {
   context_.TryCancel();  // ends a half-broken stream so that Finish returns
   grpc::Status status = stream_->Finish();
   finished_ = true;
-  if (status.ok() || status.error_code() == grpc::StatusCode::CANCELLED) {
-    return absl::UnavailableError("the cache manager closed the score stream");
-  }
-  // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
-  return FromGrpc(status);
+  return StreamEndStatus(/*timed_out=*/false, decision_timeout_, status);
 }
 
 void ScoreBatcher::Break(const absl::Status& status) {
@@ -243,7 +264,7 @@ class BatchedTransport final : public ScoreTransport {
     return batcher_->Await(ticket);
   }
 
-  bool Close(size_t) override {
+  bool Close() override {
     // Decisions still travelling are simply not read; steps not yet sent are dropped.
     batcher_->Forget(session_.session_id);
     return !batcher_->timed_out();

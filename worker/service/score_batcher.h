@@ -7,7 +7,11 @@
 //
 // Sessions stay separate: each step carries its session id and secret, and a step the cache manager
 // refuses fails only its own session. A deadline missed or a lost connection fails every session
-// waiting on the stream (they wait on the same cache manager); the batcher is then broken() and the
+// waiting on the stream (they wait on the same cache manager), and so does an answer that breaks the
+// protocol -- not one decision per step, a decision naming another session or step than the one it
+// stands for, a malformed decision: such a peer cannot be trusted with any session, so every one on
+// the stream fails with UNAVAILABLE naming the violation (their jobs then fail or continue in-process
+// as --on_cachemgr_failure says) and the stream is cancelled. The batcher is then broken() and the
 // owner makes a new one for later sessions.
 //
 // Thread-safety: thread-safe; any number of sessions' clients, on any threads, share one batcher.
@@ -56,7 +60,8 @@ class ScoreBatcher {
   void Forget(const std::string& session_id);
   bool broken() const;
   bool timed_out() const;
-  // Batches sent and steps they carried, for statistics and benchmarks.
+  // Batches written to the stream and the steps they carried, whether or not they were then answered
+  // (what travelled, for statistics and benchmarks; a step refused or lost is not a decision).
   uint64_t batches_sent() const;
   uint64_t steps_sent() const;
 
@@ -64,9 +69,14 @@ class ScoreBatcher {
   absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Reads one DecisionBatch (mutex_ released meanwhile) and hands its decisions to their tickets.
   void ReadOneBatch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // The answers of `tickets` (the oldest batch in flight) in `batch`: a step the cache manager refused
+  // fails alone with its status. UNAVAILABLE naming the violation when the answer breaks the protocol
+  // (not one decision per step, a decision naming another session or step, a malformed decision).
+  static absl::StatusOr<std::vector<absl::StatusOr<AnsweredStep>>> AnswersOf(
+      const v1::DecisionBatch& batch, const std::vector<std::shared_ptr<Ticket>>& tickets);
   // Fails every ticket in flight and marks the batcher broken.
   void Break(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
-  // Why the stream failed: DEADLINE_EXCEEDED after a missed deadline, else the stream's own status.
+  // Why the stream failed (StreamEndStatus), after finishing it unless a read is in progress.
   absl::Status FinishedStatus() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
 
   std::unique_ptr<v1::CacheManager::Stub> stub_;

@@ -1,13 +1,13 @@
 // Remote sessions sharing one ScoreBatcher against a real cache-manager service (127.0.0.1, port 0):
 // one message per worker step, the same decisions as a stream per session, and a session that fails
-// fails alone.
+// fails alone. Against a cache manager that breaks the batch protocol (HostileCacheManager), every
+// session on that stream fails at once with UNAVAILABLE naming the violation, and sessions on other
+// streams go on.
 #include "worker/service/score_batcher.h"
 
 #include <random>
 
-#include "cachemgr/service/cache_manager_service.h"
-#include "cachemgr/policy_library.h"
-#include "common/grpc/server.h"
+#include "cachemgr/service/testing/hostile_cache_manager.h"
 #include "gtest/gtest.h"
 #include "worker/service/remote_policy_client.h"
 
@@ -17,24 +17,19 @@ namespace {
 class ScoreBatcherTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    manager_ = std::make_unique<cachemgr::SessionManager>(std::make_unique<cachemgr::CpuScoreStore>(2),
-                                                          &cachemgr::PolicyRegistry::Builtin(),
-                                                          cachemgr::SessionManagerOptions{});
-    service_ = std::make_unique<cachemgr::CacheManagerService>(manager_.get());
-    ServerOptions options;
-    options.listen_addresses = {"127.0.0.1:0"};
-    options.plaintext = true;
-    server_ = std::move(*RunningServer::Start(options, {service_.get()}));
-    ChannelOptions channel_options;
-    channel_options.plaintext = true;
-    channel_ = *MakeChannel(server_->dial_address(0), channel_options);
+    manager_ = stack_.manager();
+    hostile_ = stack_.hostile();
+    server_ = stack_.honest_server();
+    channel_ = stack_.honest_channel();
+    hostile_channel_ = stack_.hostile_channel();
     model_.n_layers = 2;
     model_.n_heads = 4;
     model_.n_kv_heads = 2;
     model_.seq_len = 64;
   }
 
-  std::unique_ptr<RemotePolicyClient> Open(std::shared_ptr<ScoreBatcher> batcher) {
+  std::unique_ptr<RemotePolicyClient> Open(std::shared_ptr<ScoreBatcher> batcher,
+                                           std::shared_ptr<grpc::Channel> channel = nullptr) {
     v1::PolicySpec policy;
     policy.set_name("a2sf");
     policy.set_alpha(0.5);
@@ -43,15 +38,18 @@ class ScoreBatcherTest : public ::testing::Test {
     RemotePolicyOptions options;
     options.score_dtype = kv::ScoreDType::kFp32;
     options.batcher = std::move(batcher);
-    auto remote = RemotePolicyClient::Open(channel_, model_, &policy, budget, options);
+    auto remote = RemotePolicyClient::Open(channel != nullptr ? channel : channel_, model_, &policy, budget, options);
     EXPECT_TRUE(remote.ok()) << remote.status();
     return remote.ok() ? std::move(*remote) : nullptr;
   }
 
-  std::unique_ptr<cachemgr::SessionManager> manager_;
-  std::unique_ptr<cachemgr::CacheManagerService> service_;
-  std::unique_ptr<RunningServer> server_;
+  // The honest service (server_, channel_) and the hostile one over it (hostile_channel_).
+  cachemgr::testing::HostileCacheManagerStack stack_;
+  cachemgr::SessionManager* manager_ = nullptr;
+  cachemgr::testing::HostileCacheManager* hostile_ = nullptr;
+  RunningServer* server_ = nullptr;
   std::shared_ptr<grpc::Channel> channel_;
+  std::shared_ptr<grpc::Channel> hostile_channel_;
   ModelConfig model_;
 };
 
@@ -127,6 +125,65 @@ TEST_F(ScoreBatcherTest, ACacheManagerThatGoesAwayFailsTheWaitingSessionsWithUna
   absl::Status status = sent.ok() ? a->AwaitDecision().status() : sent;
   EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
   EXPECT_TRUE(batcher->broken());
+}
+
+using cachemgr::testing::Breach;
+
+// Sessions a and b share one batch stream to the hostile cache manager, c has a batch stream of its
+// own to the same server. At step 1 the answer to a and b's batch breaks the protocol: both fail at
+// once (long before the 10 s decision deadline) with UNAVAILABLE naming the violation, the batcher is
+// broken, and c, on the other stream, is decided as usual then and after.
+TEST_F(ScoreBatcherTest, ACacheManagerThatBreaksTheBatchProtocolFailsEverySessionOnTheStreamAndNoOther) {
+  for (Breach breach : {Breach::kWrongSession, Breach::kUnknownSession, Breach::kMissingDecision,
+                        Breach::kExtraDecision, Breach::kWrongStep, Breach::kCutStream}) {
+    SCOPED_TRACE(cachemgr::testing::BreachName(breach));
+    auto broken = std::make_shared<ScoreBatcher>(hostile_channel_, absl::Seconds(10));
+    auto other = std::make_shared<ScoreBatcher>(hostile_channel_, absl::Seconds(10));
+    auto a = Open(broken, hostile_channel_), b = Open(broken, hostile_channel_), c = Open(other, hostile_channel_);
+    ASSERT_TRUE(a && b && c);
+    std::vector<float> first(4, 0.5f), second(8, 0.5f), third(12, 0.5f);
+    for (auto* s : {a.get(), b.get(), c.get()}) ASSERT_TRUE(s->Step(0, 0, first).ok());
+    const std::string a_id = a->session_id(), b_id = b->session_id();
+    hostile_->Target([a_id, b_id](const v1::ScoreStep& step) { return step.session_id() == a_id || step.session_id() == b_id; },
+                     breach);
+    const int breaches = hostile_->breaches();
+    ASSERT_TRUE(a->SubmitStep(1, 1, second).ok());
+    ASSERT_TRUE(b->SubmitStep(1, 1, second).ok());
+    ASSERT_TRUE(c->SubmitStep(1, 1, second).ok());
+    const absl::Time start = absl::Now();
+    absl::Status a_status = a->AwaitDecision().status(), b_status = b->AwaitDecision().status();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "the sessions waited for the deadline, not the violation";
+    EXPECT_EQ(hostile_->breaches(), breaches + 1) << "a and b travelled in one batch";
+    for (const absl::Status& status : {a_status, b_status}) {
+      EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+      const bool named = breach == Breach::kCutStream
+                             ? status.message().find("closed the score stream") != std::string::npos
+                             : status.message().find("broke the score-batch protocol") != std::string::npos;
+      EXPECT_TRUE(named) << status;
+    }
+    EXPECT_TRUE(broken->broken());
+    // Later steps of a and b fail at once; the other stream is unharmed.
+    EXPECT_EQ(a->SubmitStep(2, 2, third).code(), absl::StatusCode::kUnavailable);
+    auto c_decision = c->AwaitDecision();
+    ASSERT_TRUE(c_decision.ok()) << c_decision.status();
+    EXPECT_TRUE(c->Step(2, 2, third).ok());
+    EXPECT_FALSE(other->broken());
+    hostile_->Target(nullptr, Breach::kNone);
+  }
+}
+
+// A refusal is not a violation: the cache manager's own error for one step of a batch fails that
+// step alone (checked above against the honest service), also on the hostile server when it does not
+// tamper.
+TEST_F(ScoreBatcherTest, TheCheckedAnswerStillPassesRefusalsThroughAlone) {
+  auto batcher = std::make_shared<ScoreBatcher>(hostile_channel_, absl::Seconds(10));
+  auto a = Open(batcher, hostile_channel_), b = Open(batcher, hostile_channel_);
+  std::vector<float> first(4, 0.5f);
+  ASSERT_TRUE(a->SubmitStep(0, 0, first).ok());
+  ASSERT_TRUE(b->SubmitStep(0, 0, std::vector<float>(5, 0.5f)).ok());  // the wrong size: refused
+  EXPECT_TRUE(a->AwaitDecision().ok());
+  EXPECT_EQ(b->AwaitDecision().status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(batcher->broken());
 }
 
 }  // namespace

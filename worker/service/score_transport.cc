@@ -84,37 +84,49 @@ absl::Status SessionStream::TimedOut() {
 
 absl::Status SessionStream::Broken() {
   broken_ = true;
-  if (watchdog_.fired()) timed_out_ = true;
   grpc::Status status = grpc::Status::OK;
   if (stream_ != nullptr) {
-    // Finish waits for every incoming message to be read: drain decisions still travelling first.
+    // Finish waits for every incoming message to be read: drain decisions still travelling first,
+    // within the deadline (a peer that keeps the stream open after failing a step is cancelled).
+    watchdog_.Arm(decision_timeout_);
     v1::EvictionDecision unused;
     while (stream_->Read(&unused)) {
     }
+    watchdog_.Disarm();
     status = stream_->Finish();
     stream_.reset();
   }
-  if (timed_out_) {
-    return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer within the decision deadline of ",
-                                                    absl::FormatDuration(decision_timeout_),
-                                                    " (--decision_timeout_ms)"));
-  }
-  if (status.ok()) return absl::UnavailableError("the cache manager closed the stream");
-  // UNAVAILABLE for transport failures; the cache manager's own errors keep their code.
-  return FromGrpc(status);
+  if (watchdog_.fired()) timed_out_ = true;
+  return StreamEndStatus(timed_out_, decision_timeout_, status);
 }
 
-bool SessionStream::Close(size_t in_flight) {
+absl::Status StreamEndStatus(bool timed_out, absl::Duration decision_timeout, const grpc::Status& finished) {
+  if (timed_out) {
+    return absl::DeadlineExceededError(absl::StrCat("the cache manager did not answer within the decision deadline of ",
+                                                    absl::FormatDuration(decision_timeout),
+                                                    " (--decision_timeout_ms)"));
+  }
+  if (finished.ok() || finished.error_code() == grpc::StatusCode::CANCELLED) {
+    return absl::UnavailableError("the cache manager closed the score stream");
+  }
+  return FromGrpc(finished);
+}
+
+bool SessionStream::Close() {
   if (stream_ != nullptr) {
     // A clean half-close lets the cache manager end the stream (CloseSession then frees the session).
-    // Decisions still travelling (pipelined mode) are read first: Finish expects no unread message.
+    // Finish waits for every incoming message to be read, so everything the peer still sends is read
+    // first: the decisions travelling in pipelined mode, and whatever a broken peer sends beyond them
+    // (a decision answered twice would otherwise hold Finish forever). The deadline bounds it all.
+    watchdog_.Arm(decision_timeout_);
     if (broken_ || !stream_->WritesDone()) {
       context_.TryCancel();
     } else {
       v1::EvictionDecision unused;
-      for (; in_flight > 0 && stream_->Read(&unused); --in_flight) {
+      while (stream_->Read(&unused)) {
       }
     }
+    watchdog_.Disarm();
     stream_->Finish().IgnoreError();
     stream_.reset();
   }
@@ -146,7 +158,7 @@ class GrpcTransport final : public ScoreTransport {
     return AnsweredStep{decision.step(), *std::move(answer)};
   }
 
-  bool Close(size_t in_flight) override { return stream_.Close(in_flight); }
+  bool Close() override { return stream_.Close(); }
   bool shared_memory() const override { return false; }
 
  private:

@@ -73,10 +73,10 @@ class ScoreTransport {
   virtual absl::Status Send(const OutgoingStep& step) = 0;
   // The decision of the oldest step sent and not yet awaited.
   virtual absl::StatusOr<AnsweredStep> Await() = 0;
-  // Ends the transport; `in_flight` decisions may still be travelling (they are drained, not used).
-  // Returns false when the cache manager missed a deadline (then the session is not worth closing:
-  // it frees the session itself when it sees the cancelled call).
-  virtual bool Close(size_t in_flight) = 0;
+  // Ends the transport; decisions may still be travelling (they are drained, not used). Returns false
+  // when the cache manager missed a deadline (then the session is not worth closing: it frees the
+  // session itself when it sees the cancelled call).
+  virtual bool Close() = 0;
   virtual bool shared_memory() const = 0;
   // True when token steps' scores stay on the GPU (MakeCudaIpcTransport).
   virtual bool device_scores() const { return false; }
@@ -108,6 +108,12 @@ v1::ScoreStep StepMessage(const TransportSession& session, const OutgoingStep& s
 // while, so it travels apart from the ring and from the shared batch of the other sessions' steps.
 absl::StatusOr<AnsweredStep> SubmitUnary(const TransportSession& session, const OutgoingStep& step);
 
+// Why a score stream (StreamScores, StreamScoreBatches) ended, one rule for every transport:
+// DEADLINE_EXCEEDED naming --decision_timeout_ms when the cache manager missed the decision deadline
+// (`timed_out`); UNAVAILABLE when it closed the stream (OK) or the call was cancelled; otherwise the
+// stream's own status (UNAVAILABLE for transport failures; the cache manager's errors keep their code).
+absl::Status StreamEndStatus(bool timed_out, absl::Duration decision_timeout, const grpc::Status& finished);
+
 // The StreamScores call both transports hold: writes and reads bounded by the decision deadline, and
 // one place that turns its end into a status.
 class SessionStream {
@@ -120,8 +126,10 @@ class SessionStream {
   // or closed stream, the cache manager's own status otherwise.
   absl::Status Broken();
   absl::Status TimedOut();  // cancels the call of a cache manager that did not answer in time
-  // A clean end: half-closes, drains `in_flight` decisions and finishes. False after a missed deadline.
-  bool Close(size_t in_flight);
+  // A clean end: half-closes, reads every decision still travelling (however many the peer sends)
+  // and finishes, all within the decision deadline (past it the call is cancelled). False after a
+  // missed deadline.
+  bool Close();
   bool broken() const { return broken_; }
   absl::Duration decision_timeout() const { return decision_timeout_; }
 
