@@ -45,11 +45,11 @@ absl::StatusOr<std::unique_ptr<InProcessPolicyClient>> InProcessPolicyClient::Cr
 absl::StatusOr<std::unique_ptr<InProcessPolicyClient>> InProcessPolicyClient::TakeOver(const Engine& engine,
                                                                            const cachemgr::PolicySpec& policy,
                                                                            uint32_t budget_tokens, uint64_t next_step,
-                                                                           bool include_newest) {
+                                                                           uint32_t next_position) {
   const ModelConfig& model = engine.config();
   const KvCacheSlots& cache = engine.cache();
-  const uint32_t entries = include_newest || cache.entries() == 0 ? uint32_t(cache.entries())
-                                                                  : uint32_t(cache.entries() - 1);
+  uint32_t entries = uint32_t(cache.entries());
+  while (entries > 0 && cache.position(0, 0, int(entries - 1)) >= next_position) --entries;
   std::vector<uint32_t> positions;
   positions.reserve(size_t(model.n_layers) * model.n_kv_heads * entries);
   for (int l = 0; l < model.n_layers; ++l) {

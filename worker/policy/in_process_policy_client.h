@@ -25,12 +25,14 @@ class InProcessPolicyClient final : public EvictionPolicyClient {
                                                                  const cachemgr::BudgetSpec& budget,
                                                                  uint32_t decision_lag = 0);
   // Takes over a sequence in progress (synchronously decided from then on): `engine`'s cached
-  // entries -- except the newest, the entry of the step about to be decided, unless `include_newest`
-  // -- become the session's entries, with scores 0; the next step is `next_step`.
+  // entries at positions before `next_position` become the session's entries, with scores 0; the
+  // next step is `next_step`, at `next_position`. Entries at `next_position` and after -- a prefill
+  // chunk's rows, forwarded together but not yet submitted -- are left for the steps that submit them
+  // (a pass appends its rows' entries in position order, so they are each head's last slots).
   static absl::StatusOr<std::unique_ptr<InProcessPolicyClient>> TakeOver(const Engine& engine,
                                                                    const cachemgr::PolicySpec& policy,
                                                                    uint32_t budget_tokens, uint64_t next_step,
-                                                                   bool include_newest = false);
+                                                                   uint32_t next_position);
   absl::StatusOr<EvictionDecision> Step(uint64_t step, uint32_t position, absl::Span<const float> scores) override;
   absl::StatusOr<EvictionDecision> BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                absl::Span<const float> scores) override;

@@ -13,6 +13,7 @@
 #define A2SF_WORKER_SERVICE_FALLBACK_POLICY_CLIENT_H_
 
 #include <memory>
+#include <optional>
 
 #include "worker/engine/generator.h"
 #include "worker/policy/in_process_policy_client.h"
@@ -37,8 +38,9 @@ class FallbackPolicyClient final : public EvictionPolicyClient {
   const RemotePolicyClient* remote() const { return remote_.get(); }
 
  private:
-  absl::Status SwitchToLocal(const absl::Status& cause, uint64_t next_step, bool seed_from_engine,
-                             bool include_newest = false);
+  // The in-process policy from `next_step` on: seeded with the engine's entries before
+  // `next_position`, or empty (nullopt: nothing cached yet, a bulk prefill).
+  absl::Status SwitchToLocal(const absl::Status& cause, uint64_t next_step, std::optional<uint32_t> next_position);
 
   std::unique_ptr<RemotePolicyClient> remote_;
   std::unique_ptr<InProcessPolicyClient> local_;
@@ -49,6 +51,7 @@ class FallbackPolicyClient final : public EvictionPolicyClient {
   uint64_t lost_ = 0;               // steps lost with the cache manager, still to be answered empty
   uint64_t next_step_ = 0;          // the step after the last one submitted
   uint32_t last_position_ = 0;      // of the last step submitted
+  absl::Span<const float> last_scores_;  // of the last step submitted: the engine's, valid until its next pass
 };
 
 // True for failures of the connection rather than answers of the cache manager.
