@@ -1,7 +1,8 @@
 // A cache manager that breaks the score streams' protocol mid-job (HostileCacheManager: on the batch
-// stream a decision for another session, for another step, one missing, one extra, or the stream
-// ended after a batch; on a session's own stream, --batch_scores=false, a decision for another step,
-// one extra, or the stream ended) is a cache manager the worker has lost: its jobs fail with
+// stream a decision for another session, for another step, one missing, one extra, a malformed one,
+// or the stream ended after a batch; on a session's own stream, --batch_scores=false, a decision for
+// another step, one extra, a malformed one, or the stream ended) is a cache manager the worker has
+// lost: its jobs fail with
 // UNAVAILABLE under --on_cachemgr_failure=fail and continue in-process under continue, within
 // seconds, never hanging; the worker serves the next job on a new stream.
 #include <memory>
@@ -55,9 +56,11 @@ struct Case {
   Breach breach;
 };
 constexpr Case kCases[] = {
-    {true, Breach::kWrongSession},    {true, Breach::kUnknownSession}, {true, Breach::kMissingDecision},
-    {true, Breach::kExtraDecision},   {true, Breach::kWrongStep},      {true, Breach::kCutStream},
-    {false, Breach::kExtraDecision},  {false, Breach::kWrongStep},     {false, Breach::kCutStream},
+    // (A swap of two sessions' decisions needs two sessions in one batch: score_batcher_test has it.)
+    {true, Breach::kUnknownSession}, {true, Breach::kMissingDecision}, {true, Breach::kExtraDecision},
+    {true, Breach::kWrongStep},      {true, Breach::kCutStream},       {true, Breach::kMalformed},
+    {false, Breach::kExtraDecision}, {false, Breach::kWrongStep},      {false, Breach::kCutStream},
+    {false, Breach::kMalformed},
 };
 
 std::string Name(const Case& c) {
@@ -113,7 +116,7 @@ TEST_F(HostileCacheManagerTest, InContinueModeTheJobFinishesInProcess) {
 // in-process take-over holds only the entries the policy knew of, and the job finishes in-process.
 TEST_F(HostileCacheManagerTest, InContinueModeALossInsideAPrefillChunkFinishesInProcess) {
   for (bool batch_scores : {true, false}) {
-    for (Breach breach : {Breach::kCutStream, Breach::kWrongStep}) {
+    for (Breach breach : {Breach::kCutStream, Breach::kWrongStep, Breach::kMalformed}) {
       SCOPED_TRACE(Name({batch_scores, breach}));
       auto worker = Worker(/*fallback=*/true, batch_scores);
       hostile_->Target([](const v1::ScoreStep& step) { return step.step() >= 3; }, breach);

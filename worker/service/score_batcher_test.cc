@@ -135,7 +135,7 @@ using cachemgr::testing::Breach;
 // broken, and c, on the other stream, is decided as usual then and after.
 TEST_F(ScoreBatcherTest, ACacheManagerThatBreaksTheBatchProtocolFailsEverySessionOnTheStreamAndNoOther) {
   for (Breach breach : {Breach::kWrongSession, Breach::kUnknownSession, Breach::kMissingDecision,
-                        Breach::kExtraDecision, Breach::kWrongStep, Breach::kCutStream}) {
+                        Breach::kExtraDecision, Breach::kWrongStep, Breach::kCutStream, Breach::kMalformed}) {
     SCOPED_TRACE(cachemgr::testing::BreachName(breach));
     auto broken = std::make_shared<ScoreBatcher>(hostile_channel_, absl::Seconds(10));
     auto other = std::make_shared<ScoreBatcher>(hostile_channel_, absl::Seconds(10));

@@ -127,8 +127,8 @@ class SessionStream {
   absl::Status Broken();
   absl::Status TimedOut();  // cancels the call of a cache manager that did not answer in time
   // A clean end: half-closes, reads every decision still travelling (however many the peer sends)
-  // and finishes, all within the decision deadline (past it the call is cancelled). False after a
-  // missed deadline.
+  // and finishes, all within the decision deadline when there is one (past it the call is
+  // cancelled; an infinite deadline bounds nothing). False after a missed deadline.
   bool Close();
   bool broken() const { return broken_; }
   absl::Duration decision_timeout() const { return decision_timeout_; }

@@ -16,6 +16,7 @@ const char* BreachName(Breach breach) {
     case Breach::kExtraDecision: return "extra decision";
     case Breach::kWrongStep: return "wrong step";
     case Breach::kCutStream: return "stream cut mid-batch";
+    case Breach::kMalformed: return "malformed decision";
   }
   return "?";
 }
@@ -45,6 +46,13 @@ Breach HostileCacheManager::BreachFor(const v1::ScoreBatch& batch) {
 
 namespace {
 
+// A decision that claims more evictions per head than it lists: what no honest cache manager sends.
+void Malform(v1::EvictionDecision* decision) {
+  decision->set_evictions_per_head(decision->evictions_per_head() + 3);
+  decision->clear_evicted_positions();
+  decision->clear_evicted_slots();
+}
+
 void Tamper(Breach breach, v1::DecisionBatch* answer) {
   if (answer->decisions_size() == 0) return;
   v1::SessionDecision* first = answer->mutable_decisions(0);
@@ -66,6 +74,9 @@ void Tamper(Breach breach, v1::DecisionBatch* answer) {
       break;
     case Breach::kWrongStep:
       first->mutable_decision()->set_step(first->decision().step() + 1000);
+      break;
+    case Breach::kMalformed:
+      Malform(first->mutable_decision());
       break;
     case Breach::kNone:
     case Breach::kCutStream:
@@ -91,6 +102,7 @@ grpc::Status HostileCacheManager::StreamScores(grpc::ServerContext* context,
     v1::EvictionDecision decision;
     if (grpc::Status status = honest_->SubmitStep(context, step, &decision); !status.ok()) return status;
     if (breach == Breach::kWrongStep) decision.set_step(decision.step() + 1000);
+    if (breach == Breach::kMalformed) Malform(&decision);
     if (!stream->Write(decision)) break;
     if (breach == Breach::kExtraDecision && !stream->Write(decision)) break;
   }

@@ -30,6 +30,7 @@ enum class Breach {
   kExtraDecision,    // the first decision sent twice
   kWrongStep,        // the first decision answers another step of its session
   kCutStream,        // the batch is read and the stream ends (OK) without an answer
+  kMalformed,        // the first decision claims evictions it does not list
 };
 const char* BreachName(Breach breach);
 
