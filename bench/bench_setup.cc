@@ -11,10 +11,10 @@
 namespace a2sf::bench {
 
 std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> BenchModels(
-    std::string fixtures, const std::vector<worker::WeightType>& types_110m) {
+    std::string fixtures, const std::vector<worker::WeightType>& types_110m, bool with_260k) {
   std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> models;
   if (fixtures.empty() && std::getenv("A2SF_FIXTURES") != nullptr) fixtures = std::getenv("A2SF_FIXTURES");
-  if (fixtures != "none") {
+  if (with_260k) {
     auto loaded = fixtures.empty() ? absl::NotFoundError("no fixtures") : worker::LoadModel(fixtures + "/stories260K-dq.bin");
     if (loaded.ok()) {
       models.emplace_back("stories260K", std::move(*loaded));

@@ -20,13 +20,14 @@
 
 namespace a2sf::bench {
 
-// stories260K from `fixtures` (or $A2SF_FIXTURES when empty; skipped, with a note, without them; skipped
-// silently when `fixtures` is "none"), then
+// stories260K from `fixtures` (or $A2SF_FIXTURES when empty; skipped, with a note, without them) when
+// `with_260k`, then
 // a synthetic stories110M-shaped model (random weights: the trained one's speed, no download) held in
 // each of `types_110m`, all quantized from the same fp32 draws (named "stories110M (random) TYPE" when
 // the type is not f32).
 std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> BenchModels(
-    std::string fixtures, const std::vector<worker::WeightType>& types_110m = {worker::WeightType::kF32});
+    std::string fixtures, const std::vector<worker::WeightType>& types_110m = {worker::WeightType::kF32},
+    bool with_260k = true);
 
 // A comma-separated list of weight type names (the --weights flag's values, "auto" excepted).
 absl::StatusOr<std::vector<worker::WeightType>> ParseWeightTypes(const std::string& list);

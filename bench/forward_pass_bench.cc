@@ -11,7 +11,6 @@
 //   bazel run -c opt //bench:forward_pass_bench -- --device=cuda
 //   bazel run -c opt //bench:forward_pass_bench -- --shape=llama2-7b --layers=2 --weights=q8_0
 #include <algorithm>
-#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -19,6 +18,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
 #include "absl/time/clock.h"
 #include "worker/engine/engine.h"
 #include "worker/engine/matmul.h"
@@ -38,9 +38,14 @@ ABSL_FLAG(std::string, model, "", "a model file to measure instead of a syntheti
 namespace a2sf::worker {
 namespace {
 
+// --rows as numbers 1..4096; empty when one is not.
 std::vector<int> RowCounts() {
   std::vector<int> counts;
-  for (const std::string& n : absl::GetFlag(FLAGS_rows)) counts.push_back(std::max(1, std::atoi(n.c_str())));
+  for (const std::string& n : absl::GetFlag(FLAGS_rows)) {
+    int rows = 0;
+    if (!absl::SimpleAtoi(n, &rows) || rows < 1 || rows > 4096) return {};
+    counts.push_back(rows);
+  }
   return counts;
 }
 
@@ -150,6 +155,10 @@ int main(int argc, char** argv) {
       std::printf("cuda: %s\n", std::string(gpu.message()).c_str());
       return 1;
     }
+  }
+  if (RowCounts().empty()) {
+    std::fprintf(stderr, "--rows: a comma-separated list of row counts 1..4096\n");
+    return 2;
   }
   absl::StatusOr<std::unique_ptr<ModelWeights>> weights = absl::GetFlag(FLAGS_model).empty()
                                                                ? SyntheticWeights()

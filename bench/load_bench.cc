@@ -184,7 +184,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   bench::LocalCacheManager cachemgr("a2sf_load_bench", /*tcp=*/false);
-  const auto models = bench::BenchModels(absl::GetFlag(FLAGS_stories260k) ? absl::GetFlag(FLAGS_fixtures) : "none", *types);
+  const auto models = bench::BenchModels(absl::GetFlag(FLAGS_fixtures), *types, absl::GetFlag(FLAGS_stories260k));
   std::printf("%d rounds per model and path; medians over rounds, \"rounds\": range of the rounds' own ratios\n",
               std::max(1, absl::GetFlag(FLAGS_rounds)));
   std::printf("%-27s %-14s %4s %10s %8s %-11s %9s %9s %8s %9s %9s\n", "model", "policy", "jobs", "tok/s", "vs 1",

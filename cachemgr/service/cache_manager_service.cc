@@ -536,8 +536,9 @@ grpc::Status CacheManagerService::ServeBatch(const v1::ScoreBatch& batch, v1::De
       continue;
     }
     kv::DecisionToProto(results[k]->step, results[k]->decision, results[k]->policy_name, decision->mutable_decision());
-    // Each step decided is charged its share of the batch's time and its own scores' bytes (as a
-    // step alone is): a step that failed counts as an error, not as scores decided.
+    // Each step decided is charged an equal share of the batch's store time (shared with the batch's
+    // refused steps, which took part in it) and its own scores' bytes (as a step alone is): a step
+    // that failed counts as an error, not as scores decided.
     if (metrics_ != nullptr) {
       metrics_->RecordStep(seconds / double(results.size()), results[k]->decision.evicted_positions.size(),
                            batch.steps(token_index[k]).scores().data().size());

@@ -592,8 +592,9 @@ A2SF_AVX512_INLINE void VectorTiles512(TileCursor* cursor, int64_t r, int64_t ap
 // form does (q8_0: one 512-bit register carries both vectors' lanes): the vector is its own pair
 // (stride 0; both halves compute, and write, the same bits), so it runs the several-vector walk -- two
 // rows half the range apart, prefetched. Same-run pairs (bench/forward_pass_bench, fastest step of 16,
-// one row): at the LLaMA-2-7B width (4096 columns) q8_0 takes ~15% less time at 1 and 2 threads; at
-// the 110M width (768) it is level; q4_0 was ~10% slower self-paired and keeps the AVX2 tile.
+// one row, three pairs): at the LLaMA-2-7B width (4096 columns) q8_0 takes ~12% less time at 1
+// thread and ~6% at 2 (one pair of three slower); at the 110M width (768) it is level; q4_0 was ~10%
+// slower self-paired and keeps the AVX2 tile.
 template <class Tiles>
 A2SF_AVX512_INLINE void OneVectorAsPairs(TileCursor* cursor, int64_t begin, int64_t end, int64_t cols) {
   auto self_paired = [&](int64_t r, int64_t apart) {
@@ -610,7 +611,8 @@ A2SF_AVX512_INLINE void OneVectorAsPairs(TileCursor* cursor, int64_t begin, int6
 // rows interleaved read a streamed matrix slower, see RowsAvx2; two far-apart streams read it as fast
 // and each vector load serves both rows: the 110M shape's 8-row step 17.4-18.0 -> 15.2-15.7 ms, 16 rows
 // 42-43 -> 28 ms) x four vectors at a time, then two, one (eight at a time measured no faster and
-// needs twice the registers). One vector as RowsAvx2 walks it.
+// needs twice the registers). One vector as RowsAvx2 walks it (q8_0 over a streamed matrix: as its
+// own pair, OneVectorAsPairs).
 template <class Tiles, int kRows>
 A2SF_AVX512 void RowsAvx512(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
                             float* out) {

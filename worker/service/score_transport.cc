@@ -85,19 +85,25 @@ absl::Status SessionStream::TimedOut() {
 absl::Status SessionStream::Broken() {
   broken_ = true;
   grpc::Status status = grpc::Status::OK;
-  if (stream_ != nullptr) {
-    // Finish waits for every incoming message to be read: drain decisions still travelling first,
-    // within the deadline (a peer that keeps the stream open after failing a step is cancelled).
-    watchdog_.Arm(decision_timeout_);
-    v1::EvictionDecision unused;
-    while (stream_->Read(&unused)) {
-    }
-    watchdog_.Disarm();
-    status = stream_->Finish();
-    stream_.reset();
-  }
+  if (stream_ != nullptr) status = DrainAndFinish(/*half_close=*/false);
   if (watchdog_.fired()) timed_out_ = true;
   return StreamEndStatus(timed_out_, decision_timeout_, status);
+}
+
+// Finish waits for every incoming message to be read, so everything the peer still sends is read
+// first: the decisions travelling in pipelined mode, and whatever a broken peer sends beyond them (a
+// decision answered twice would otherwise hold Finish forever). The decision deadline, when there is
+// one, bounds it all (the call is then cancelled).
+grpc::Status SessionStream::DrainAndFinish(bool half_close) {
+  watchdog_.Arm(decision_timeout_);
+  if (half_close && !stream_->WritesDone()) context_.TryCancel();
+  v1::EvictionDecision unused;
+  while (stream_->Read(&unused)) {
+  }
+  watchdog_.Disarm();
+  grpc::Status status = stream_->Finish();
+  stream_.reset();
+  return status;
 }
 
 absl::Status StreamEndStatus(bool timed_out, absl::Duration decision_timeout, const grpc::Status& finished) {
@@ -113,23 +119,8 @@ absl::Status StreamEndStatus(bool timed_out, absl::Duration decision_timeout, co
 }
 
 bool SessionStream::Close() {
-  if (stream_ != nullptr) {
-    // A clean half-close lets the cache manager end the stream (CloseSession then frees the session).
-    // Finish waits for every incoming message to be read, so everything the peer still sends is read
-    // first: the decisions travelling in pipelined mode, and whatever a broken peer sends beyond them
-    // (a decision answered twice would otherwise hold Finish forever). The deadline bounds it all.
-    watchdog_.Arm(decision_timeout_);
-    if (broken_ || !stream_->WritesDone()) {
-      context_.TryCancel();
-    } else {
-      v1::EvictionDecision unused;
-      while (stream_->Read(&unused)) {
-      }
-    }
-    watchdog_.Disarm();
-    stream_->Finish().IgnoreError();
-    stream_.reset();
-  }
+  // A clean half-close lets the cache manager end the stream (CloseSession then frees the session).
+  if (stream_ != nullptr) DrainAndFinish(/*half_close=*/true).IgnoreError();
   return !timed_out_ && !watchdog_.fired();
 }
 

@@ -134,6 +134,10 @@ class SessionStream {
   absl::Duration decision_timeout() const { return decision_timeout_; }
 
  private:
+  // Reads what the peer still sends and finishes the call (after a half-close when `half_close`),
+  // within the decision deadline when there is one.
+  grpc::Status DrainAndFinish(bool half_close);
+
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReaderWriter<v1::ScoreStep, v1::EvictionDecision>> stream_;
   CallWatchdog watchdog_;
