@@ -27,8 +27,9 @@ class HostileCacheManagerTest : public ::testing::Test {
     hostile_ = stack_.hostile();
   }
 
-  std::unique_ptr<worker::testing::LocalWorker> Worker(bool fallback, bool batch_scores) {
+  std::unique_ptr<worker::testing::LocalWorker> Worker(bool fallback, bool batch_scores, uint32_t decision_lag = 0) {
     worker::WorkerOptions options;
+    options.decision_lag = decision_lag;
     options.cache_manager = worker::testing::PlaintextChannel(stack_.hostile_address());
     options.fallback_in_process = fallback;
     options.batch_scores = batch_scores;
@@ -113,19 +114,22 @@ TEST_F(HostileCacheManagerTest, InContinueModeTheJobFinishesInProcess) {
 
 // A cache manager lost while a prompt's chunk is being submitted row by row (the chunk's rows were
 // all forwarded in one pass, so the engine already caches the rows the policy has not seen): the
-// in-process take-over holds only the entries the policy knew of, and the job finishes in-process.
+// in-process take-over holds only the entries the policy knew of, and the job finishes in-process --
+// synchronous (the lost decision is the newest step's) and pipelined (several lost in flight).
 TEST_F(HostileCacheManagerTest, InContinueModeALossInsideAPrefillChunkFinishesInProcess) {
-  for (bool batch_scores : {true, false}) {
-    for (Breach breach : {Breach::kCutStream, Breach::kWrongStep, Breach::kMalformed}) {
-      SCOPED_TRACE(Name({batch_scores, breach}));
-      auto worker = Worker(/*fallback=*/true, batch_scores);
-      hostile_->Target([](const v1::ScoreStep& step) { return step.step() >= 3; }, breach);
-      auto result = worker->client().Generate(Job(), nullptr, 0, absl::Seconds(30));
-      ASSERT_TRUE(result.ok()) << result.status();
-      EXPECT_EQ(result->ids.size(), 64u);
-      EXPECT_EQ(result->finished.policy_location(), v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
-      EXPECT_GE(result->finished.prompt_tokens(), 6u);  // step 3 lies inside the prompt's one chunk
-      hostile_->Target(nullptr, Breach::kNone);
+  for (uint32_t lag : {0u, 2u}) {
+    for (bool batch_scores : {true, false}) {
+      for (Breach breach : {Breach::kCutStream, Breach::kWrongStep, Breach::kMalformed}) {
+        SCOPED_TRACE(Name({batch_scores, breach}) + ", decision lag " + std::to_string(lag));
+        auto worker = Worker(/*fallback=*/true, batch_scores, lag);
+        hostile_->Target([](const v1::ScoreStep& step) { return step.step() >= 3; }, breach);
+        auto result = worker->client().Generate(Job(), nullptr, 0, absl::Seconds(30));
+        ASSERT_TRUE(result.ok()) << result.status();
+        EXPECT_EQ(result->ids.size(), 64u);
+        EXPECT_EQ(result->finished.policy_location(), v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
+        EXPECT_GE(result->finished.prompt_tokens(), 6u);  // step 3 lies inside the prompt's one chunk
+        hostile_->Target(nullptr, Breach::kNone);
+      }
     }
   }
 }
