@@ -10,7 +10,7 @@
 // Models: stories260K from the fixtures (skipped without them or with --stories260k=false) and a
 // synthetic stories110M-shaped model (random weights: same speed as the trained one, no download) in
 // each type of --weights. Each (model, path) is measured in --rounds rounds that each run every job
-// count in turn, so a round's N jobs and its 1 job are minutes apart at most; a row gives the median
+// count in turn, so a round's N jobs and its 1 job are seconds apart; a row gives the median
 // over rounds and, for the ratio to 1 job, the range of the rounds' own ratios (this machine's speed
 // drifts by tens of percent over minutes, which one round's ratio would carry).
 #include <unistd.h>
