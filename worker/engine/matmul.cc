@@ -756,7 +756,9 @@ void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool
     int64_t begin, end;
   };
   thread_local std::vector<Chunk> chunks;
+  thread_local std::vector<Activations> prepared;  // per product
   chunks.clear();
+  prepared.clear();
   const int threads = pool == nullptr ? 1 : pool->num_threads();
   size_t work = 0;
   for (const Product& product : products) work += size_t(product.w->rows) * product.w->cols * n_vectors;
@@ -764,7 +766,16 @@ void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool
   const bool parallel = threads > 1 && work >= (size_t(1) << 18);
   for (size_t p = 0; p < products.size(); ++p) {
     const WeightMatrix& w = *products[p].w;
-    const Activations a = Prepare(isa, w, products[p].x, n_vectors, &buffers[p]);
+    // Products of the same vectors (q/k/v, w1/w3) take them as the first of them prepared them: the
+    // quantized types' vectors are quantized once per call, not once per product.
+    auto same_input = [&](size_t q) {
+      return products[q].x == products[p].x && products[q].w->cols == w.cols &&
+             Quantized(products[q].w->type) == Quantized(w.type);
+    };
+    size_t first = 0;
+    while (first < p && !same_input(first)) ++first;
+    const Activations a = first < p ? prepared[first] : Prepare(isa, w, products[p].x, n_vectors, &buffers[p]);
+    prepared.push_back(a);
     // Chunks of rows, a few per thread for balance, whole tiles of 4 rows (a row's result does not
     // depend on its chunk or tile); one chunk when the products run on this thread alone.
     const int64_t per_product = parallel ? threads * 4 : 1;

@@ -203,13 +203,14 @@ TEST(MatMul, RowResultsAreBatchAndThreadInvariant) {
 // with a pool of two threads and alone.
 TEST(MatMul, SeveralProductsAtOnceGiveEachProductsResult) {
   ThreadPool pool(2);
+  // b and d (both quantized) share the vectors quantized once.
   const Problem a(WeightType::kF32, 1031, 256, 3, 21), b(WeightType::kQ8_0, 64, 256, 3, 22),
-      c(WeightType::kBF16, 517, 256, 3, 23);
+      c(WeightType::kBF16, 517, 256, 3, 23), d(WeightType::kQ4_0, 300, 256, 3, 24);
   for (ThreadPool* threads : {&pool, static_cast<ThreadPool*>(nullptr)}) {
-    std::vector<float> alone[3], together[3];
-    const Problem* problems[] = {&a, &b, &c};
+    std::vector<float> alone[4], together[4];
+    const Problem* problems[] = {&a, &b, &c, &d};
     std::vector<Product> products;
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 4; ++i) {
       const Problem& p = *problems[i];
       alone[i].assign(size_t(p.n) * p.w.rows, -1.0f);
       together[i].assign(size_t(p.n) * p.w.rows, -2.0f);
@@ -217,7 +218,7 @@ TEST(MatMul, SeveralProductsAtOnceGiveEachProductsResult) {
       products.push_back({together[i].data(), &p.w, a.x.data()});
     }
     MatMuls(products, a.n, threads);
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 4; ++i) {
       EXPECT_EQ(0, std::memcmp(alone[i].data(), together[i].data(), alone[i].size() * 4)) << "product " << i;
     }
   }
