@@ -7,6 +7,9 @@
 #include <cstdlib>
 #include <vector>
 
+#include "absl/strings/escaping.h"
+#include "common/utf8.h"
+
 namespace a2sf {
 
 std::string RandomHexSecret(size_t bytes) {
@@ -44,7 +47,11 @@ absl::string_view Utf8Prefix(absl::string_view text, size_t max_bytes) {
 
 absl::Status PeerError(int64_t code, absl::string_view message) {
   const absl::StatusCode known = code >= 1 && code <= 16 ? absl::StatusCode(code) : absl::StatusCode::kUnknown;
-  return absl::Status(known, Utf8Prefix(message, 1024));
+  if (IsValidUtf8(message)) return absl::Status(known, Utf8Prefix(message, 1024));
+  // Raw bytes (a ring slot, a hand-off reply) that are not UTF-8: escaped, so that the message can go
+  // on into proto3 strings (a job's error in GetJob/ListJobs) and logs.
+  const std::string escaped = absl::CHexEscape(message);
+  return absl::Status(known, Utf8Prefix(escaped, 1024));
 }
 
 }  // namespace a2sf

@@ -24,8 +24,9 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 absl::string_view Utf8Prefix(absl::string_view text, size_t max_bytes);
 
 // The error a peer reports as a numeric code and a message (a ring slot, a batch's decision, a ring
-// hand-off reply): a code outside absl's 1..16 becomes UNKNOWN, the message is cut to 1024 bytes on a
-// character boundary. Code 0 gives UNKNOWN too: a peer that says "error" with code 0 is wrong.
+// hand-off reply): a code outside absl's 1..16 becomes UNKNOWN, a message that is not valid UTF-8 is
+// C-escaped, and the message is cut to 1024 bytes on a character boundary. Code 0 gives UNKNOWN too:
+// a peer that says "error" with code 0 is wrong.
 absl::Status PeerError(int64_t code, absl::string_view message);
 
 }  // namespace a2sf

@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "common/utf8.h"
 #include "gtest/gtest.h"
 
 namespace a2sf {
@@ -53,6 +54,19 @@ TEST(PeerErrorTest, UnknownCodesAndLongMessagesAreTamed) {
   std::string long_message(1023, 'a');
   long_message += euro;  // straddles byte 1024
   EXPECT_EQ(PeerError(3, long_message).message(), std::string(1023, 'a'));
+}
+
+// Raw bytes from a ring slot or a hand-off reply may be anything: what comes out is valid UTF-8 (it
+// goes on into proto3 strings) and still shows the bytes.
+TEST(PeerErrorTest, BytesThatAreNotUtf8AreEscaped) {
+  const absl::Status status = PeerError(9, "bad \xff\xfe slot");
+  EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(IsValidUtf8(status.message())) << status.message();
+  EXPECT_EQ(status.message(), "bad \\xff\\xfe slot");
+  const std::string euro = "\xE2\x82\xAC";
+  EXPECT_EQ(PeerError(9, euro).message(), euro);  // valid UTF-8 is kept as it is
+  EXPECT_TRUE(IsValidUtf8(PeerError(9, std::string(2000, '\xC3')).message()));
+  EXPECT_LE(PeerError(9, std::string(2000, '\xC3')).message().size(), 1024u);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/utf8.h"  // IsValidUtf8, for the tokenizers' users
 
 namespace a2sf::worker {
 
@@ -38,9 +39,6 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerForModel(const std::stri
                                                                  const std::string& tokenizer_path);
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadLlama2cTokenizer(const std::string& path, int vocab_size);
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& path);
-
-// True if `text` is valid UTF-8 (no overlongs, surrogates or code points above U+10FFFF).
-bool IsValidUtf8(const std::string& text);
 
 // Turns a stream of token pieces into text that never splits a UTF-8 character: bytes of an
 // unfinished character are held back until it completes. Bytes that can never form a valid character
