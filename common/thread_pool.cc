@@ -11,6 +11,7 @@ namespace {
 
 constexpr int kIndexBits = 24, kCountBits = 24;
 constexpr uint64_t kIndexMask = (uint64_t(1) << kIndexBits) - 1;
+constexpr uint64_t kCallMask = (uint64_t(1) << (64 - kIndexBits - kCountBits)) - 1;  // the call number wraps
 
 uint64_t Call(uint64_t word) { return word >> (kIndexBits + kCountBits); }
 uint64_t Count(uint64_t word) { return (word >> kIndexBits) & ((uint64_t(1) << kCountBits) - 1); }
@@ -93,7 +94,7 @@ void ThreadPool::ParallelFor(size_t n, const std::function<void(size_t)>& fn) {
   // Every item of the last call is finished, so no worker reads fn_ now.
   fn_.store(&fn, std::memory_order_release);
   pending_.store(n, std::memory_order_relaxed);
-  const uint64_t call = (Call(word_.load(std::memory_order_relaxed)) + 1) & 0xffff;
+  const uint64_t call = (Call(word_.load(std::memory_order_relaxed)) + 1) & kCallMask;
   const uint64_t word = (call << (kIndexBits + kCountBits)) | (uint64_t(n) << kIndexBits);
   word_.store(word, std::memory_order_seq_cst);
   if (sleeping_.load(std::memory_order_seq_cst) > 0) {

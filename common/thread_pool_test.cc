@@ -87,6 +87,40 @@ TEST(ThreadPool, SeveralCallersShareOnePool) {
   EXPECT_EQ(failures.load(), 0);
 }
 
+// Past the wrap of the claim word's call number (it has fewer bits than a run makes calls), on a pool
+// that sleeps at once and on a spinning one, no call is mistaken for another: every item runs once,
+// and every ~500 calls a barrier of one item per thread completes only if every worker woke for that
+// call (a lost wakeup or a call skipped fails it within 5 s instead of hanging).
+TEST(ThreadPool, CallsPastTheCallNumbersWrapWakeEveryWorker) {
+  for (std::chrono::microseconds spin : {std::chrono::microseconds(0), ThreadPool::kSpin}) {
+    ThreadPool pool(3, spin);
+    int failed_barriers = 0;
+    for (int call = 0; call < 70000; ++call) {
+      if (call % 500 != 499) {
+        std::atomic<int> runs{0};
+        pool.ParallelFor(2, [&](size_t) { runs.fetch_add(1); });
+        ASSERT_EQ(runs.load(), 2) << "call " << call;
+        continue;
+      }
+      std::atomic<int> arrived{0};
+      std::atomic<bool> timed_out{false};
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      pool.ParallelFor(size_t(pool.num_threads()), [&](size_t) {
+        arrived.fetch_add(1);
+        while (arrived.load() < pool.num_threads()) {
+          if (std::chrono::steady_clock::now() > deadline) {
+            timed_out.store(true);
+            return;
+          }
+          std::this_thread::yield();
+        }
+      });
+      failed_barriers += timed_out.load();
+    }
+    EXPECT_EQ(failed_barriers, 0) << "spin " << spin.count() << " us";
+  }
+}
+
 // More items than one claim word holds: split into calls, still each once.
 TEST(ThreadPool, MoreItemsThanOneCallHolds) {
   ThreadPool pool(2);
@@ -98,7 +132,7 @@ TEST(ThreadPool, MoreItemsThanOneCallHolds) {
   EXPECT_EQ(wrong, 0u);
 }
 
-TEST(ThreadPool, DestroyedIdleBusyOrNeverUsed) {
+TEST(ThreadPool, DestroyedIdleSpinningAsleepOrNeverUsed) {
   { ThreadPool never(4); }
   {
     auto pool = std::make_unique<ThreadPool>(4);

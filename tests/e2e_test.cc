@@ -396,7 +396,9 @@ TEST(EndToEnd, MetricsShowARunningJobWhileItRuns) {
   ASSERT_TRUE(stack.gate().AwaitHeld(absl::Seconds(30)));
   worker_text = Scrape(stack.worker_metrics_port());
   std::thread cachemgr_scrape([&] { cachemgr_text = Scrape(stack.cachemgr_metrics_port()); });
-  while (!stack.cachemgr_scraped()) absl::SleepFor(absl::Milliseconds(1));
+  const absl::Time scrape_deadline = absl::Now() + absl::Seconds(30);
+  while (!stack.cachemgr_scraped() && absl::Now() < scrape_deadline) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_TRUE(stack.cachemgr_scraped()) << "the cache manager's metrics were not scraped within 30 s";
   stack.gate().Release();
   cachemgr_scrape.join();
   job.join();

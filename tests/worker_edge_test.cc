@@ -117,7 +117,9 @@ TEST(WorkerEdge, ASessionEndedUnderARunningJobIsAbortedWithoutItsId) {
   const std::vector<std::string> ids = node.manager()->Ids();
   ASSERT_EQ(ids.size(), 1u);
   std::thread closer([&] { EXPECT_TRUE(node.manager()->Close(ids[0]).ok()); });
-  while (node.manager()->session_count() > 0) absl::SleepFor(absl::Milliseconds(1));
+  const absl::Time close_deadline = absl::Now() + absl::Seconds(30);
+  while (node.manager()->session_count() > 0 && absl::Now() < close_deadline) absl::SleepFor(absl::Milliseconds(1));
+  EXPECT_EQ(node.manager()->session_count(), 0u) << "the session was not closed within 30 s";
   node.gate().Release();
   closer.join();
   job.join();

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/log.h"
 #include "common/peer_strings.h"
@@ -81,7 +82,8 @@ absl::StatusOr<std::string> OfferRingDescriptor(const std::string& socket_path, 
   const std::string text(reply, size_t(got));
   if (text.rfind("OK ", 0) == 0) return text.substr(3);
   const size_t space = text.find(' ');
-  const int code = std::atoi(text.substr(0, space).c_str());
+  int64_t code = 0;  // not a number: UNKNOWN (PeerError)
+  if (!absl::SimpleAtoi(text.substr(0, space), &code)) code = 0;
   return PeerError(code, space == std::string::npos ? text : text.substr(space + 1));
 }
 

@@ -1,15 +1,30 @@
-#include "common/testing/temp_socket.h"
 #include "worker/testing/local_stack.h"
 
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 
 #include "absl/strings/str_cat.h"
+#include "common/testing/temp_socket.h"
 #include "gtest/gtest.h"
 #include "worker/testing/fixtures.h"
 
 namespace a2sf::worker::testing {
+namespace {
+
+// A test stack whose server cannot start is no stack: every later call would use it, so the test
+// binary stops here with the reason instead of failing on a null server later.
+std::unique_ptr<RunningServer> StartedOrAbort(absl::StatusOr<std::unique_ptr<RunningServer>> started) {
+  if (!started.ok()) {
+    std::fprintf(stderr, "test stack: the server did not start: %s\n", std::string(started.status().message()).c_str());
+    std::abort();
+  }
+  return *std::move(started);
+}
+
+}  // namespace
 
 std::unique_ptr<ModelWeights> LoadFixtureWeights() {
   absl::StatusOr<std::unique_ptr<ModelWeights>> weights = LoadModel(FixturesDir() + "/stories260K-dq.bin");
@@ -58,10 +73,7 @@ LocalCacheManager::LocalCacheManager(LocalCacheManagerOptions options) {
   admin_service_ = std::make_unique<cachemgr::PolicyAdminService>(manager_.get(), options.admin_token);
   server.plaintext = options.tls.cert_chain_path.empty();
   server.tls = options.tls;
-  absl::StatusOr<std::unique_ptr<RunningServer>> started =
-      RunningServer::Start(server, {cache_service_.get(), admin_service_.get()});
-  EXPECT_TRUE(started.ok()) << started.status();
-  if (started.ok()) server_ = std::move(*started);
+  server_ = StartedOrAbort(RunningServer::Start(server, {cache_service_.get(), admin_service_.get()}));
 }
 
 void LocalCacheManager::Stop() {
@@ -84,9 +96,7 @@ LocalWorker::LocalWorker(WorkerOptions options, std::unique_ptr<ModelWeights> we
   ServerOptions server;
   server.listen_addresses = {"127.0.0.1:0"};
   server.plaintext = true;
-  absl::StatusOr<std::unique_ptr<RunningServer>> started = RunningServer::Start(server, {service_.get()});
-  EXPECT_TRUE(started.ok()) << started.status();
-  if (started.ok()) server_ = std::move(*started);
+  server_ = StartedOrAbort(RunningServer::Start(server, {service_.get()}));
   channel_ = PlaintextChannel(server_->dial_address(0));
 }
 

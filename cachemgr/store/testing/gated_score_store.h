@@ -1,8 +1,9 @@
 // GatedScoreStore: a ScoreStore for tests that runs everything through another store and can hold
 // token steps at a gate, so that a test can act while a job is certainly in the middle of a step
 // (instead of polling a job that a fast machine may finish first). A held step blocks inside
-// SessionManager's step, with its session's lock held, until Release (or, so that a failed test
-// cannot hang, kMaxHold); the worker waiting for the decision blocks with it. Thread-safe.
+// SessionManager's step, with its session's lock held, until Release; the worker waiting for the
+// decision blocks with it. So that a failed test cannot hang, a hold that lasts kMaxHold opens the
+// gate for good (as Release does). Thread-safe.
 #ifndef A2SF_CACHEMGR_STORE_TESTING_GATED_SCORE_STORE_H_
 #define A2SF_CACHEMGR_STORE_TESTING_GATED_SCORE_STORE_H_
 
@@ -32,7 +33,8 @@ class GatedScoreStore final : public ScoreStore {
   // Waits until a token step waits at the gate; false after `timeout`.
   bool AwaitHeld(absl::Duration timeout) {
     absl::MutexLock lock(&mutex_);
-    return mutex_.AwaitWithTimeout(absl::Condition(&waiting_), timeout);
+    auto held = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_) { return waiting_ > 0 && !Open(); };
+    return mutex_.AwaitWithTimeout(absl::Condition(&held), timeout);
   }
   // Lets the waiting step (or the next one) pass and holds the one after it.
   void PassOne() {
@@ -58,9 +60,9 @@ class GatedScoreStore final : public ScoreStore {
     {
       absl::MutexLock lock(&mutex_);
       if (passed_ >= hold_at_) {
-        waiting_ = true;
-        mutex_.AwaitWithTimeout(absl::Condition(this, &GatedScoreStore::Open), kMaxHold);
-        waiting_ = false;
+        ++waiting_;
+        if (!mutex_.AwaitWithTimeout(absl::Condition(this, &GatedScoreStore::Open), kMaxHold)) hold_at_ = kNever;
+        --waiting_;
       }
       ++passed_;
     }
@@ -85,7 +87,7 @@ class GatedScoreStore final : public ScoreStore {
   absl::Mutex mutex_;
   uint64_t passed_ ABSL_GUARDED_BY(mutex_) = 0;
   uint64_t hold_at_ ABSL_GUARDED_BY(mutex_) = kNever;
-  bool waiting_ ABSL_GUARDED_BY(mutex_) = false;
+  int waiting_ ABSL_GUARDED_BY(mutex_) = 0;  // steps at the gate
 };
 
 }  // namespace a2sf::cachemgr::testing
