@@ -472,11 +472,9 @@ grpc::Status CacheManagerService::StreamScoreBatches(
     status = ServeBatch(batch, &answer, &served);
     if (!status.ok() || !stream->Write(answer)) break;
     // A worker's batch stream lives as long as it has jobs: forget the sessions closed since, each time
-    // the set has doubled (amortised: one pass over the open ids per doubling).
+    // the set has doubled (amortised: one lookup per served session per doubling).
     if (served.size() >= prune_at) {
-      const std::vector<std::string> open = manager_->Ids();
-      const std::set<std::string> still_open(open.begin(), open.end());
-      for (auto it = served.begin(); it != served.end();) it = still_open.count(*it) ? std::next(it) : served.erase(it);
+      for (auto it = served.begin(); it != served.end();) it = manager_->IsOpen(*it) ? std::next(it) : served.erase(it);
       prune_at = std::max<size_t>(64, 2 * served.size());
     }
   }

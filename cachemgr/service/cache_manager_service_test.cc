@@ -30,7 +30,7 @@ class CacheManagerServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     SessionManagerOptions options;
-    options.max_sessions = 4;
+    options.max_sessions = MaxSessions();
     options.max_session_bytes = 1 << 20;
     manager_ = std::make_unique<SessionManager>(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(), options);
     socket_path_ = a2sf::testing::TempSocketPath("cmst");
@@ -52,6 +52,8 @@ class CacheManagerServiceTest : public ::testing::Test {
     unix_stub_ = v1::CacheManager::NewStub(*MakeChannel(server_->dial_address(1), channel_options));
     admin_stub_ = v1::PolicyAdmin::NewStub(channel);
   }
+
+  virtual size_t MaxSessions() const { return 4; }
 
   v1::OpenSessionResponse Open(const std::string& policy, uint32_t budget, std::optional<double> alpha = {}) {
     v1::OpenSessionRequest request;
@@ -347,6 +349,34 @@ TEST_F(CacheManagerServiceTest, ABatchDecidesEverySessionAndABadStepFailsOnlyIts
   EXPECT_EQ(StepsOf(a), 3u);
   EXPECT_EQ(StepsOf(c), 3u);
   // Cutting the stream frees the sessions its steps named with their secrets.
+  context.TryCancel();
+  stream->Finish().IgnoreError();
+  for (int i = 0; i < 100 && manager_->session_count() > 0; ++i) absl::SleepFor(absl::Milliseconds(20));
+  EXPECT_EQ(manager_->session_count(), 0u);
+}
+
+// A batch stream that has served more sessions than its pruning threshold (64: the set is pruned
+// after the first batch here) still frees every open one it served when it is cut: the pruning
+// forgets closed sessions only.
+class CacheManagerManySessionsTest : public CacheManagerServiceTest {
+ protected:
+  size_t MaxSessions() const override { return 128; }
+};
+
+TEST_F(CacheManagerManySessionsTest, ACutBatchStreamFreesItsOpenSessionsPastThePruning) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 80; ++i) ids.push_back(Open("local", 2).session_id());
+  grpc::ClientContext context;
+  auto stream = stub_->StreamScoreBatches(&context);
+  v1::ScoreBatch batch;
+  for (const std::string& id : ids) *batch.add_steps() = MakeStep(id, 0, std::vector<float>(4, 0.5f), 1);
+  ASSERT_TRUE(stream->Write(batch));
+  v1::DecisionBatch answer;
+  ASSERT_TRUE(stream->Read(&answer));
+  ASSERT_EQ(answer.decisions_size(), 80);
+  // Half closed by their workers; the other half is still open when the stream is cut.
+  for (int i = 0; i < 40; ++i) ASSERT_TRUE(manager_->Close(ids[size_t(i)]).ok());
+  EXPECT_EQ(manager_->session_count(), 40u);
   context.TryCancel();
   stream->Finish().IgnoreError();
   for (int i = 0; i < 100 && manager_->session_count() > 0; ++i) absl::SleepFor(absl::Milliseconds(20));

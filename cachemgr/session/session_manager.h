@@ -171,6 +171,8 @@ class SessionManager {
   // The open sessions' ids. Unlike List, it does not wait for steps in flight (List takes each
   // session's lock).
   std::vector<std::string> Ids() const;
+  // Whether session `id` is open (a lookup; the session is not locked).
+  bool IsOpen(const std::string& id) const { return Find(id) != nullptr; }
   size_t session_count() const;
   const ScoreStore& store() const { return *store_; }
   // Score-store bytes charged to all sessions (an upper bound of what the store holds for them).
