@@ -463,6 +463,8 @@ TEST(CudaForwardPass, ACpuEngineInAPassWithCudaEnginesIsBitForBitAlone) {
     ASSERT_TRUE(gpu_alone->Forward(tokens[pos], pos).ok());
     EXPECT_EQ(std::vector<float>(cpu->logits().begin(), cpu->logits().end()),
               std::vector<float>(cpu_alone->logits().begin(), cpu_alone->logits().end()));
+    EXPECT_EQ(std::vector<float>(cpu->step_scores().begin(), cpu->step_scores().end()),
+              std::vector<float>(cpu_alone->step_scores().begin(), cpu_alone->step_scores().end()));
     EXPECT_LT(WorstDifference(gpu_a->logits(), gpu_alone->logits()), 1e-4);
     EXPECT_LT(WorstDifference(gpu_a->step_scores(), gpu_alone->step_scores()), 1e-4);
   }

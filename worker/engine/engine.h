@@ -17,11 +17,11 @@
 //
 // Weights may be held in any of the five weight types (worker/model/weights.h); every product with
 // them goes through MatMul (worker/engine/matmul.h), so the forward pass below is type-agnostic.
-// Two backends behind this one class: the CPU (AVX2/FMA/F16C kernels, a thread pool) and CUDA (cuBLAS
-// products for f32/f16/bf16, kernels for q8_0/q4_0 and the rest in worker/engine/cuda, weights uploaded
-// once per model and device and shared by every engine). On CUDA the rows of a pass are one batched
-// device step (cuda::ForwardBatch): each weight matrix is read once for all rows there too, attention
-// per row over its engine's device cache. Both export the same scores and apply decisions the same
+// Two backends behind this one class: the CPU (AVX-512 or AVX2 kernels, a thread pool) and CUDA
+// (cuBLAS products for f32/f16/bf16, kernels for q8_0/q4_0 and the rest in worker/engine/cuda, weights
+// uploaded once per model and device and shared by every engine). On CUDA the rows of a pass are one
+// batched device step (cuda::ForwardBatch): each weight matrix is read once for all rows there too
+// (q8_0/q4_0: once per tile of up to eight rows), attention per row over its engine's device cache. Both export the same scores and apply decisions the same
 // way; the positions and slot bookkeeping stay on the host either way. The device step is not bitwise
 // batch-invariant (cuBLAS may pick another algorithm for another N); it equals a row alone within
 // float rounding (cuda_engine_test).

@@ -47,7 +47,7 @@ struct HostLayer {
 };
 
 // cudaGetDeviceCount; non-zero (with the reason) when there is no usable GPU. Needs only the CUDA
-// runtime: cuBLAS is loaded (dlopen) when the first batch is created.
+// runtime: cuBLAS is loaded (dlopen) when the first sequence or batch is created.
 int CountDevices(int* count, std::string* error);
 
 // A model's weights in device memory, shared by every sequence and batch on the device.
