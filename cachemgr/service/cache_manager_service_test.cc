@@ -407,7 +407,7 @@ TEST_F(CacheManagerServiceTest, ABatchCountsTheScoreBytesOfTheStepsItDecidedOnly
   half.mutable_scores()->set_dtype(v1::SCORE_DTYPE_FP16);
   half.mutable_scores()->set_data(std::string(8, '\0'));
   *batch.add_steps() = half;
-  *batch.add_steps() = MakeStep(c, 5, std::vector<float>(4, 0.5f), 1);  // out of step: refused by the store
+  *batch.add_steps() = MakeStep(c, 5, std::vector<float>(4, 0.5f), 1);  // out of step: refused before the store
   v1::DecisionBatch answer;
   std::set<std::string> served;
   ASSERT_TRUE(service.ServeBatch(batch, &answer, &served).ok());
