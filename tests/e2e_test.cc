@@ -13,6 +13,7 @@
 #include <future>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "cachemgr/service/cache_manager_service.h"
 #include "cachemgr/policy_library.h"
@@ -392,6 +393,10 @@ TEST(EndToEnd, MetricsShowARunningJobWhileItRuns) {
   stack.gate().HoldAfter(20);
   absl::StatusOr<client::GenerationResult> result;
   std::thread job([&] { result = stack.client().Generate(Request("h2o", 16, 400)); });
+  absl::Cleanup end_job = [&] {  // a failed ASSERT below still lets the job go and joins it
+    stack.gate().Release();
+    if (job.joinable()) job.join();
+  };
   std::string worker_text, cachemgr_text;
   ASSERT_TRUE(stack.gate().AwaitHeld(absl::Seconds(30)));
   worker_text = Scrape(stack.worker_metrics_port());
@@ -578,6 +583,10 @@ TEST(EndToEnd, RuntimeSwapOfARunningSessionChangesDecisionsFromTheNextStep) {
   stack.gate().HoldAfter(30);
   absl::StatusOr<client::GenerationResult> result;
   std::thread job([&] { result = stack.client().Generate(request); });
+  absl::Cleanup end_job = [&] {  // a failed ASSERT below still lets the job go and joins it
+    stack.gate().Release();
+    if (job.joinable()) job.join();
+  };
   ASSERT_TRUE(stack.gate().AwaitHeld(absl::Seconds(30)));
   const std::vector<std::string> sessions = stack.manager()->Ids();
   ASSERT_EQ(sessions.size(), 1u);

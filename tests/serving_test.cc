@@ -5,6 +5,7 @@
 #include <future>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "cachemgr/store/testing/gated_score_store.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
@@ -150,6 +151,10 @@ TEST(Serving, EveryFinishReason) {
   node.gate->HoldAfter(20);
   absl::StatusOr<client::GenerationResult> cancelled;
   std::thread job([&] { cancelled = client.Generate(long_job); });
+  absl::Cleanup end_job = [&] {  // a failed ASSERT below still lets the job go and joins it
+    node.gate->Release();
+    if (job.joinable()) job.join();
+  };
   ASSERT_TRUE(node.gate->AwaitHeld(absl::Seconds(30)));
   EXPECT_TRUE(*client.Cancel("to-cancel"));
   node.gate->Release();

@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "cachemgr/store/testing/gated_score_store.h"
@@ -93,6 +94,10 @@ TEST(WorkerEdge, AFullCacheManagerIsResourceExhaustedInTheCallersTerms) {
   // ended) while a second one asks.
   node.gate().HoldAfter(3);
   std::thread holder([&] { node.client().Generate(Job(480), nullptr, 0).IgnoreError(); });
+  absl::Cleanup end_holder = [&] {  // a failed ASSERT below still lets the job go and joins it
+    node.gate().Release();
+    if (holder.joinable()) holder.join();
+  };
   ASSERT_TRUE(node.gate().AwaitHeld(absl::Seconds(30)));
   auto second = node.client().Generate(Job(), nullptr, 0);
   node.gate().Release();
@@ -111,6 +116,10 @@ TEST(WorkerEdge, ASessionEndedUnderARunningJobIsAbortedWithoutItsId) {
   node.gate().HoldAfter(3);
   absl::StatusOr<client::GenerationResult> result;
   std::thread job([&] { result = node.client().Generate(Job(480), nullptr, 0); });
+  absl::Cleanup end_job = [&] {  // a failed ASSERT below still lets the job go and joins it
+    node.gate().Release();
+    if (job.joinable()) job.join();
+  };
   // The job waits at the gate mid-step, its session locked: Close takes the session out at once
   // (then waits for that step), so the job's next step finds it gone.
   ASSERT_TRUE(node.gate().AwaitHeld(absl::Seconds(30)));
