@@ -145,11 +145,20 @@ int main(int argc, char** argv) {
     if (small_only) continue;
     for (bool a2sf : {false, true}) rows.push_back(Measure("stories110M (random)", *big, threads, a2sf, 64, 2));
   }
-  // The CUDA backend, where there is a GPU (its bandwidth is the GPU's, so no triad ratio).
+  // The CUDA backend, where there is a GPU (its bandwidth is the GPU's, so no triad ratio), on the
+  // same weights held row-major (the GPU kernels' layout).
   if (gpu.ok() && !types_only && !small_only) {
+    LoadOptions rows_layout;
+    rows_layout.float_panels = false;
+    std::unique_ptr<ModelWeights> small_rows =
+        fixtures != nullptr && *fixtures != '\0' && small_label == std::string("stories260K")
+            ? std::move(*LoadModel(std::string(fixtures) + "/stories260K-dq.bin", rows_layout))
+            : std::move(*MakeSyntheticModel(*NamedShape("stories260K"), 1, WeightType::kF32, false));
+    std::unique_ptr<ModelWeights> big_rows =
+        std::move(*MakeSyntheticModel(*NamedShape("stories110M"), 1, WeightType::kF32, false));
     for (bool a2sf : {false, true}) {
-      rows.push_back(Measure(small_label, *small, 0, a2sf, 256, 5, EngineDevice::kCuda));
-      rows.push_back(Measure("stories110M (random)", *big, 0, a2sf, 64, 2, EngineDevice::kCuda));
+      rows.push_back(Measure(small_label, *small_rows, 0, a2sf, 256, 5, EngineDevice::kCuda));
+      rows.push_back(Measure("stories110M (random)", *big_rows, 0, a2sf, 64, 2, EngineDevice::kCuda));
     }
   } else if (!gpu.ok()) {
     std::printf("GPU rows skipped: %s\n\n", std::string(gpu.message()).c_str());

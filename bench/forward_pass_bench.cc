@@ -28,6 +28,8 @@
 ABSL_FLAG(int, threads, 2, "threads of the pass");
 ABSL_FLAG(int, steps, 8, "steps per row count");
 ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda (batched device step against serial one-row steps)");
+ABSL_FLAG(bool, float_panels, true,
+          "hold float matrices in CPU panels (false: row-major, the layout before panels; cuda: always rows)");
 ABSL_FLAG(std::string, shape, "stories110M", "a2sf-make-model's shape name (stories110M, llama2-7b, ...)");
 ABSL_FLAG(std::vector<std::string>, rows, std::vector<std::string>({"1", "2", "4", "8", "16"}),
           "row counts to measure (the first is the ratios' base)");
@@ -87,6 +89,8 @@ StepMs MsPerStep(int steps, Prepare prepare, Step step) {
 }
 
 // --shape/--layers held in --weights, random (INVALID_ARGUMENT for a bad flag).
+bool FloatPanels() { return absl::GetFlag(FLAGS_float_panels) && absl::GetFlag(FLAGS_device) != "cuda"; }
+
 absl::StatusOr<std::unique_ptr<ModelWeights>> SyntheticWeights() {
   const auto shape = NamedShape(absl::GetFlag(FLAGS_shape), absl::GetFlag(FLAGS_layers));
   if (!shape.ok()) return shape.status();
@@ -95,7 +99,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> SyntheticWeights() {
   if (!type->has_value()) return absl::InvalidArgumentError("--weights: name a type, not auto");
   std::printf("%s, %d layers, %s weights\n", absl::GetFlag(FLAGS_shape).c_str(), shape->n_layers,
               WeightTypeName(**type));
-  return MakeSyntheticModel(*shape, 7, **type);
+  return MakeSyntheticModel(*shape, 7, **type, FloatPanels());
 }
 
 int RunCpu(const ModelWeights* weights, int steps) {
@@ -160,9 +164,11 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--rows: a comma-separated list of row counts 1..4096\n");
     return 2;
   }
+  LoadOptions load;
+  load.float_panels = FloatPanels();
   absl::StatusOr<std::unique_ptr<ModelWeights>> weights = absl::GetFlag(FLAGS_model).empty()
                                                                ? SyntheticWeights()
-                                                               : LoadModel(absl::GetFlag(FLAGS_model));
+                                                               : LoadModel(absl::GetFlag(FLAGS_model), load);
   if (!weights.ok()) {
     std::fprintf(stderr, "%s\n", std::string(weights.status().message()).c_str());
     return 2;

@@ -34,6 +34,18 @@ cuda::HostMatrix Host(const WeightMatrix& m) {
   return {static_cast<int>(m.type), m.data, m.rows, m.cols, m.bytes()};
 }
 
+// The GPU kernels read row-major matrices: a model loaded in panels (LoadOptions::float_panels) is
+// refused rather than misread.
+absl::Status AllInRows(const ModelWeights& weights) {
+  bool rows = !weights.token_embedding().panels() && !weights.classifier().panels();
+  for (int l = 0; l < weights.config().n_layers; ++l) {
+    for (const LayerMatrixField& f : kLayerMatrices) rows = rows && !(weights.layer(l).*f.member).panels();
+  }
+  if (rows) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      "device cuda: the model was loaded with float matrices in CPU panels; load it with float_panels off");
+}
+
 // A model's weights on the GPU, uploaded once and shared by every engine of that model; freed with
 // the last engine that uses it.
 class DeviceModel {
@@ -45,6 +57,7 @@ class DeviceModel {
     if (auto it = models->find(weights); it != models->end()) {
       if (std::shared_ptr<const DeviceModel> model = it->second.lock()) return model;
     }
+    if (absl::Status rows = AllInRows(*weights); !rows.ok()) return rows;
     const ModelConfig& c = weights->config();
     cuda::Dims dims;
     dims.dim = c.dim;

@@ -13,6 +13,7 @@
 #endif
 
 #include "common/float16.h"
+#include "worker/engine/panel_kernels.h"
 
 namespace a2sf::worker {
 namespace {
@@ -449,6 +450,7 @@ A2SF_AVX512_INLINE __m256 High8(__m512 a) { return _mm256_castpd_ps(_mm512_extra
 template <class Decoder>
 struct FloatTiles512 {
   static constexpr bool kOneVectorAsPair = false;  // a pair costs twice one vector's FMAs
+  static constexpr int kFarRows = 3;
   template <int R, int NV>
   A2SF_AVX512_INLINE static void Run(const Tile& t, int64_t cols) {
     if constexpr (NV == 1 && Decoder::kOneVectorOnAvx2) {
@@ -528,6 +530,7 @@ A2SF_AVX512_INLINE __m512i Halves(const int16_t* a, const int16_t* b) {
 template <class Blocks>
 struct QuantizedTiles512 {
   static constexpr bool kOneVectorAsPair = Blocks::kOneVectorAsPair;  // see OneVectorAsPairs
+  static constexpr int kFarRows = 2;
   template <int R, int NV>
   A2SF_AVX512_INLINE static void Run(const Tile& t, int64_t cols) {
     if constexpr (NV == 1) {
@@ -630,9 +633,10 @@ A2SF_AVX512 void RowsAvx512(const WeightMatrix& w, const Activations& x, int n_v
   }
   // Rows in pairs half the range apart: two clean sequential streams, each weight load shared by
   // four vectors' FMAs and each vector load by two rows; an odd last row alone.
-  const int64_t half = (end - begin) / 2;
-  for (int64_t i = 0; i < half; ++i) VectorTiles512<Tiles, 2>(&cursor, begin + i, half, n_vectors, w.cols);
-  if (begin + 2 * half < end) VectorTiles512<Tiles, 1>(&cursor, end - 1, 1, n_vectors, w.cols);
+  constexpr int kFar = Tiles::kFarRows;
+  const int64_t apart = (end - begin) / kFar;
+  for (int64_t i = 0; i < apart; ++i) VectorTiles512<Tiles, kFar>(&cursor, begin + i, apart, n_vectors, w.cols);
+  for (r = begin + kFar * apart; r < end; ++r) VectorTiles512<Tiles, 1>(&cursor, r, 1, n_vectors, w.cols);
 }
 
 constexpr RowsKernel kAvx512Kernels[kWeightTypeCount] = {
@@ -651,6 +655,33 @@ RowsKernel Kernel(KernelIsa isa, WeightType type) {
   if (isa == KernelIsa::kAvx2) return kAvx2Kernels[static_cast<int>(type)];
 #endif
   return Quantized(type) ? RowsScalarQuantized : RowsScalar;
+}
+
+// Panels' kernels in RowsKernel's form (panel kernels take the fp32 vectors).
+template <KernelIsa kIsa, WeightType kType>
+void PanelsAsRows(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end, float* out) {
+  static const PanelKernel kernel = PanelKernelFor(kIsa, kType);
+  kernel(w, x.f32, n_vectors, begin, end, out);
+}
+
+template <KernelIsa kIsa>
+RowsKernel PanelsKernel(WeightType type) {
+  switch (type) {
+    case WeightType::kF16:
+      return PanelsAsRows<kIsa, WeightType::kF16>;
+    case WeightType::kBF16:
+      return PanelsAsRows<kIsa, WeightType::kBF16>;
+    default:
+      return PanelsAsRows<kIsa, WeightType::kF32>;
+  }
+}
+
+// The kernel for w's type and layout.
+RowsKernel KernelFor(KernelIsa isa, const WeightMatrix& w) {
+  if (!w.panels()) return Kernel(isa, w.type);
+  if (isa == KernelIsa::kAvx512) return PanelsKernel<KernelIsa::kAvx512>(w.type);
+  if (isa == KernelIsa::kAvx2) return PanelsKernel<KernelIsa::kAvx2>(w.type);
+  return PanelsKernel<KernelIsa::kScalar>(w.type);
 }
 
 // The vectors in the form w's kernels take, quantized into `buffer` where the type needs it.
@@ -736,7 +767,7 @@ void QuantizeQ16(KernelIsa isa, const float* x, int64_t n, BlockQ16* out) {
 void MatMulRows(KernelIsa isa, float* out, const WeightMatrix& w, const float* x, int n_vectors, int64_t row_begin,
                 int64_t row_end) {
   thread_local std::vector<BlockQ16> buffer;
-  Kernel(isa, w.type)(w, Prepare(isa, w, x, n_vectors, &buffer), n_vectors, row_begin, row_end, out);
+  KernelFor(isa, w)(w, Prepare(isa, w, x, n_vectors, &buffer), n_vectors, row_begin, row_end, out);
 }
 
 void MatMul(float* out, const WeightMatrix& w, const float* x, int n_vectors, ThreadPool* pool) {
@@ -776,12 +807,13 @@ void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool
     while (first < p && !same_input(first)) ++first;
     const Activations a = first < p ? prepared[first] : Prepare(isa, w, products[p].x, n_vectors, &buffers[p]);
     prepared.push_back(a);
-    // Chunks of rows, a few per thread for balance, whole tiles of 4 rows (a row's result does not
-    // depend on its chunk or tile); one chunk when the products run on this thread alone.
+    // Chunks of rows, a few per thread for balance, whole tiles of 4 rows or whole panels (a row's
+    // result does not depend on its chunk or tile); one chunk when the products run on this thread alone.
     const int64_t per_product = parallel ? threads * 4 : 1;
-    const int64_t chunk_rows = ((w.rows + per_product - 1) / per_product + 3) / 4 * 4;
+    const int64_t unit = w.panels() ? kPanelRows : 4;
+    const int64_t chunk_rows = ((w.rows + per_product - 1) / per_product + unit - 1) / unit * unit;
     for (int64_t begin = 0; begin < w.rows; begin += chunk_rows) {
-      chunks.push_back({&products[p], Kernel(isa, w.type), a, begin, std::min(w.rows, begin + chunk_rows)});
+      chunks.push_back({&products[p], KernelFor(isa, w), a, begin, std::min(w.rows, begin + chunk_rows)});
     }
   }
   // A thread_local named in the lambda would be each pool thread's own (empty) list: name this one.

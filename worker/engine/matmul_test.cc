@@ -16,27 +16,38 @@ namespace {
 constexpr WeightType kAllTypes[] = {WeightType::kF32, WeightType::kF16, WeightType::kBF16, WeightType::kQ8_0,
                                     WeightType::kQ4_0};
 
-// A random matrix held in `type` (bytes owned by the fixture) and random vectors.
+// A random matrix held in `type` (bytes owned by the fixture) and random vectors. `rows` is the
+// row-major matrix; `w` is it, or with `panels` (a float type) the same matrix placed in panels.
 struct Problem {
-  Problem(WeightType type, int64_t rows, int64_t cols, int n_vectors, uint32_t seed) {
+  Problem(WeightType type, int64_t n_rows, int64_t cols, int n_vectors, uint32_t seed, bool panels = false) {
     std::mt19937 rng(seed);
     std::normal_distribution<float> normal(0.0f, 1.0f);
-    std::vector<float> values(size_t(rows) * cols);
+    std::vector<float> values(size_t(n_rows) * cols);
     for (float& v : values) v = normal(rng);
-    bytes.resize(size_t(rows) * RowBytes(type, cols));
-    for (int64_t r = 0; r < rows; ++r) {
+    bytes.resize(size_t(n_rows) * RowBytes(type, cols));
+    for (int64_t r = 0; r < n_rows; ++r) {
       Traits(type).from_float(values.data() + r * cols, bytes.data() + r * RowBytes(type, cols), cols);
     }
-    w = {type, bytes.data(), rows, cols};
+    rows = {type, bytes.data(), n_rows, cols};
+    w = rows;
+    if (panels) {
+      PlaceOptions options;
+      options.panels = true;
+      w = *PlaceMatrix(rows, options, "w", &storage, nullptr);
+    }
     x.resize(size_t(n_vectors) * cols);
     for (float& v : x) v = normal(rng);
     n = n_vectors;
   }
   std::vector<uint8_t> bytes;
+  WeightStorage storage;
+  WeightMatrix rows;
   WeightMatrix w;
   std::vector<float> x;
   int n;
 };
+
+constexpr WeightType kFloatTypes[] = {WeightType::kF32, WeightType::kF16, WeightType::kBF16};
 
 // The kernels this CPU runs, scalar first.
 std::vector<KernelIsa> Isas() {
@@ -178,6 +189,74 @@ void CheckInvariance(const Problem& p, KernelIsa isa, const std::string& label) 
     EXPECT_EQ(0, std::memcmp(part.data() + v * rows + begin, batched.data() + (v + 2) * rows + begin,
                              size_t(end - begin) * 4))
         << what;
+  }
+}
+
+// Panels: every kernel gives, bit for bit, the fused multiply-adds of the row's weights and the vector
+// in column order -- computed here from the row-major matrix with std::fma -- for every float type,
+// column count, row count (a padded last panel or none) and vector count (every tile shape: 1..9).
+TEST(MatMulPanels, EveryKernelGivesTheFusedSumInColumnOrder) {
+  for (WeightType type : kFloatTypes) {
+    for (int64_t cols : {5, 64, 172, 768}) {
+      for (int64_t n_rows : {7, 48, 61, 200}) {
+        Problem p(type, n_rows, cols, 9, uint32_t(cols * 7 + n_rows), /*panels=*/true);
+        ASSERT_TRUE(p.w.panels());
+        std::vector<float> want(size_t(p.n) * n_rows), row(static_cast<size_t>(cols));
+        for (int64_t r = 0; r < n_rows; ++r) {
+          p.rows.RowToFloat(r, row.data());
+          for (int v = 0; v < p.n; ++v) {
+            float acc = 0.0f;
+            for (int64_t c = 0; c < cols; ++c) acc = std::fma(row[size_t(c)], p.x[size_t(v * cols + c)], acc);
+            want[size_t(v) * n_rows + r] = acc;
+          }
+        }
+        for (KernelIsa isa : Isas()) {
+          for (int n = 1; n <= p.n; n += (n < 5 ? 1 : 4)) {
+            std::vector<float> out(size_t(n) * n_rows, -1.0f);
+            MatMulRows(isa, out.data(), p.w, p.x.data(), n, 0, n_rows);
+            for (int v = 0; v < n; ++v) {
+              EXPECT_EQ(0, std::memcmp(out.data() + v * n_rows, want.data() + v * n_rows, size_t(n_rows) * 4))
+                  << WeightTypeName(type) << " " << KernelIsaName(isa) << " cols " << cols << " rows " << n_rows
+                  << " vectors " << n << " vector " << v;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Panels: a row's result does not depend on the rows computed with it (panel-aligned ranges, as
+// MatMuls' chunks are), on the vectors beside it, or on the threads; large enough to be streamed
+// and split over the pool, with a padded last panel.
+TEST(MatMulPanels, RowResultsAreBatchRangeAndThreadInvariant) {
+  ThreadPool pool(2);
+  for (WeightType type : kFloatTypes) {
+    const int64_t n_rows = 3001, cols = 768;  // 187 whole panels and 9 rows
+    Problem p(type, n_rows, cols, 9, 17, /*panels=*/true);
+    for (KernelIsa isa : Isas()) {
+      const std::string what = std::string(WeightTypeName(type)) + " " + KernelIsaName(isa);
+      std::vector<float> all(size_t(p.n) * n_rows);
+      MatMulRows(isa, all.data(), p.w, p.x.data(), p.n, 0, n_rows);
+      for (int v = 0; v < p.n; ++v) {
+        std::vector<float> single(static_cast<size_t>(n_rows));
+        MatMulRows(isa, single.data(), p.w, p.x.data() + v * cols, 1, 0, n_rows);
+        EXPECT_EQ(0, std::memcmp(single.data(), all.data() + v * n_rows, single.size() * 4)) << what << " vector " << v;
+      }
+      for (auto [begin, end] : {std::pair<int64_t, int64_t>{16, n_rows}, {32, 48}, {1600, 2992}, {2992, n_rows}}) {
+        std::vector<float> part(size_t(3) * n_rows);
+        MatMulRows(isa, part.data(), p.w, p.x.data() + 2 * cols, 3, begin, end);
+        for (int v = 0; v < 3; ++v) {
+          EXPECT_EQ(0, std::memcmp(part.data() + v * n_rows + begin, all.data() + (v + 2) * n_rows + begin,
+                                   size_t(end - begin) * 4))
+              << what << " rows " << begin << ".." << end;
+        }
+      }
+    }
+    std::vector<float> threaded(size_t(p.n) * n_rows), alone(size_t(p.n) * n_rows);
+    MatMul(threaded.data(), p.w, p.x.data(), p.n, &pool);
+    MatMul(alone.data(), p.w, p.x.data(), p.n, nullptr);
+    EXPECT_EQ(0, std::memcmp(threaded.data(), alone.data(), alone.size() * 4)) << WeightTypeName(type);
   }
 }
 

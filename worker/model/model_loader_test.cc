@@ -34,9 +34,16 @@ std::vector<float> Floats(const WeightMatrix& m) {
   return out;
 }
 
+// Matrices as the files hold them (row-major, used in place where the type allows).
+LoadOptions InRows() {
+  LoadOptions options;
+  options.float_panels = false;
+  return options;
+}
+
 TEST(ModelLoader, ReadsTheStories260KConfig) {
   A2SF_REQUIRE_FIXTURES();
-  auto w = LoadModel(FixturesDir() + "/stories260K-dq.bin");
+  auto w = LoadModel(FixturesDir() + "/stories260K-dq.bin", InRows());
   ASSERT_TRUE(w.ok()) << w.status();
   const ModelConfig& c = (*w)->config();
   EXPECT_EQ(c.dim, 64);
@@ -51,6 +58,32 @@ TEST(ModelLoader, ReadsTheStories260KConfig) {
   EXPECT_EQ((*w)->classifier().data, (*w)->token_embedding().data);
   EXPECT_EQ((*w)->weight_types(), "f32");
   EXPECT_EQ((*w)->owned_bytes(), 0u);  // every tensor used in place from the map
+}
+
+// By default float matrices are copied into panels (weights.h): the same values row by row, each
+// matrix owned with its rows padded to whole panels; the norms stay in place.
+TEST(ModelLoader, FloatMatricesGoInPanelsByDefault) {
+  A2SF_REQUIRE_FIXTURES();
+  auto rows = LoadModel(FixturesDir() + "/stories260K-dq.bin", InRows());
+  auto panels = LoadModel(FixturesDir() + "/stories260K-dq.bin");
+  ASSERT_TRUE(rows.ok() && panels.ok());
+  const ModelWeights &a = **rows, &b = **panels;
+  EXPECT_FALSE(a.classifier().panels());
+  EXPECT_TRUE(b.classifier().panels());
+  EXPECT_EQ(b.classifier().data, b.token_embedding().data);  // still one tied matrix
+  EXPECT_EQ(Floats(a.token_embedding()), Floats(b.token_embedding()));
+  size_t expected_owned = b.token_embedding().bytes();
+  for (int l = 0; l < a.config().n_layers; ++l) {
+    for (const LayerMatrixField& f : kLayerMatrices) {
+      const WeightMatrix &m = a.layer(l).*f.member, &p = b.layer(l).*f.member;
+      EXPECT_TRUE(p.panels()) << f.gguf_name;
+      EXPECT_EQ(Floats(m), Floats(p)) << "layer " << l << " " << f.gguf_name;
+      // hidden 172 = 10 panels and 12 rows: w1 and w3 are padded to 176 rows.
+      EXPECT_EQ(p.bytes(), size_t((m.rows + 15) / 16 * 16) * m.cols * 4) << f.gguf_name;
+      expected_owned += p.bytes();
+    }
+  }
+  EXPECT_EQ(b.owned_bytes(), expected_owned);
 }
 
 // The int8 export is held as q8_0: its int8 values as they are, each group's fp32 scale rounded to
@@ -172,7 +205,7 @@ TEST(ModelLoader, HalfAndBfloatSafetensorsAreUsedInPlace) {
     WriteAll(dir + "/config.json", ReadAll(FixturesDir() + "/stories260K-hf/config.json"));
     uint64_t len = fixed.size();
     WriteAll(dir + "/model.safetensors", std::string(reinterpret_cast<char*>(&len), 8) + fixed + out_data);
-    auto w = LoadModel(dir);
+    auto w = LoadModel(dir, InRows());
     ASSERT_TRUE(w.ok()) << dtype << ": " << w.status();
     EXPECT_NE((*w)->format().find(dtype), std::string::npos);
     // Held in the file's type: only q/k (permuted rows) and the norms (as fp32) are owned copies.

@@ -29,7 +29,7 @@ absl::StatusOr<ModelConfig> NamedShape(const std::string& name, int layers) {
 }
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig& config, uint64_t seed,
-                                                                  WeightType type) {
+                                                                  WeightType type, bool float_panels) {
   if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
   auto w = std::make_unique<ModelWeights>();
   w->mutable_config() = config;
@@ -55,11 +55,13 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConf
   };
   PlaceOptions place;
   place.wanted = type;
+  place.panels = float_panels;
   absl::Status status;
   auto matrix = [&](int64_t rows, int64_t cols, const char* name) -> WeightMatrix {
     const size_t n = size_t(rows) * cols;
-    float* v = type == WeightType::kF32 ? reinterpret_cast<float*>(w->storage().Allocate(n * 4))
-                                        : (scratch.resize(n), scratch.data());
+    // Drawn in place where Place keeps it (f32 rows), else into scratch that Place converts from.
+    float* v = type == WeightType::kF32 && !float_panels ? reinterpret_cast<float*>(w->storage().Allocate(n * 4))
+                                                         : (scratch.resize(n), scratch.data());
     draw(v, n, int(cols), false);
     absl::StatusOr<WeightMatrix> m = w->Place({WeightType::kF32, v, rows, cols}, place, name);
     if (!m.ok()) {

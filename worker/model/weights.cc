@@ -184,6 +184,29 @@ void WeightStorage::Release(const void* p, size_t bytes) const {
   }
 }
 
+namespace {
+
+// Byte offset of element (r, c) in a panel-layout matrix of `m`'s shape.
+size_t PanelOffset(const WeightMatrix& m, int64_t r, int64_t c) {
+  const size_t element = m.row_bytes() / size_t(m.cols);
+  return (size_t(r / kPanelRows) * size_t(m.cols) * kPanelRows + size_t(c) * kPanelRows + size_t(r % kPanelRows)) *
+         element;
+}
+
+// Row r (`row`: its bytes in m's type, row-major) into panel-layout `dst`.
+void ScatterIntoPanel(const uint8_t* row, const WeightMatrix& m, int64_t r, uint8_t* dst) {
+  const size_t element = m.row_bytes() / size_t(m.cols);
+  for (int64_t c = 0; c < m.cols; ++c) std::memcpy(dst + PanelOffset(m, r, c), row + size_t(c) * element, element);
+}
+
+}  // namespace
+
+void WeightMatrix::RowToFloat(int64_t r, float* out) const {
+  if (!panels()) return Traits(type).to_float(row(r), out, cols);
+  const uint8_t* base = static_cast<const uint8_t*>(data);
+  for (int64_t c = 0; c < cols; ++c) Traits(type).to_float(base + PanelOffset(*this, r, c), out + c, 1);
+}
+
 absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const PlaceOptions& options,
                                          const std::string& name, WeightStorage* storage, std::string* note) {
   if (source.rows <= 0 || source.cols <= 0 || source.cols % Traits(source.type).block_size != 0) {
@@ -205,10 +228,11 @@ absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const Place
     *note = absl::StrCat(name, ": rows of ", source.cols, " weights are not a multiple of ", Traits(wanted).block_size,
                          ": kept as ", WeightTypeName(type), " instead of ", WeightTypeName(wanted));
   }
+  const WeightLayout layout = options.panels && PanelsHold(type) ? WeightLayout::kPanels : WeightLayout::kRows;
   const bool aligned = reinterpret_cast<uintptr_t>(source.data) % InPlaceAlignment(source.type) == 0;
-  if (type == source.type && options.row_order.empty() && aligned) return source;
+  if (type == source.type && options.row_order.empty() && layout == WeightLayout::kRows && aligned) return source;
 
-  WeightMatrix out{type, nullptr, source.rows, source.cols};
+  WeightMatrix out{type, nullptr, source.rows, source.cols, layout};
   uint8_t* dst = storage->Allocate(out.bytes());
   if (dst == nullptr) {
     return absl::ResourceExhaustedError(absl::StrCat("tensor '", name, "': cannot allocate ", out.bytes(), " bytes"));
@@ -216,14 +240,21 @@ absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const Place
   out.data = dst;
   const size_t dst_row = out.row_bytes(), src_row = source.row_bytes();
   std::vector<float> row(size_t(source.cols));
+  std::vector<uint8_t> converted(layout == WeightLayout::kPanels ? dst_row : 0);
   for (int64_t r = 0; r < source.rows; ++r) {
     const int64_t from = options.row_order.empty() ? r : options.row_order[r];
+    uint8_t* to = layout == WeightLayout::kPanels ? converted.data() : dst + size_t(r) * dst_row;
     if (type == source.type) {
-      std::memcpy(dst + size_t(r) * dst_row, source.row(from), src_row);
+      std::memcpy(to, source.row(from), src_row);
     } else {
       source.RowToFloat(from, row.data());
-      Traits(type).from_float(row.data(), dst + size_t(r) * dst_row, source.cols);
+      Traits(type).from_float(row.data(), to, source.cols);
     }
+    if (layout == WeightLayout::kPanels) ScatterIntoPanel(converted.data(), out, r, dst);
+  }
+  if (layout == WeightLayout::kPanels) {  // the padding rows of the last panel: zeros
+    std::vector<uint8_t> zeros(dst_row, 0);
+    for (int64_t r = source.rows; r < out.stored_rows(); ++r) ScatterIntoPanel(zeros.data(), out, r, dst);
   }
   storage->Release(source.data, source.bytes());
   return out;

@@ -11,8 +11,8 @@
 // file's tensors are used in place. Quantizing follows llama.cpp's reference rules
 // (quantize_row_q8_0_ref / quantize_row_q4_0_ref), so our q8_0/q4_0 of a tensor equal llama.cpp's.
 //
-// A WeightMatrix is a non-owning view: row-major [rows][cols], y = W x, each row a whole number of
-// blocks (cols % block_size == 0). Its bytes belong to a WeightStorage: either a read-only memory map
+// A WeightMatrix is a non-owning view: [rows][cols], y = W x, each row a whole number of blocks
+// (cols % block_size == 0), row-major as in the files or, for the CPU kernels, in panels (below). Its bytes belong to a WeightStorage: either a read-only memory map
 // of the model file (weights used in place) or an owned, 64-byte-aligned buffer (tensors that had to
 // change: converted, permuted, re-laid-out). Views stay valid as long as their storage lives.
 //
@@ -81,18 +81,37 @@ WeightType FallbackType(WeightType wanted, int64_t cols);
 // Bytes of one row of `cols` weights. REQUIRES: cols % block_size == 0.
 size_t RowBytes(WeightType type, int64_t cols);
 
-// A non-owning view of a row-major matrix [rows][cols] of one type.
+// How a matrix's elements are laid out.
+//   kRows:   row-major [rows][cols] (every type; the files' layout).
+//   kPanels: float types only (f32, f16, bf16), for the CPU kernels: rows in panels of kPanelRows,
+//            each panel column-major -- element (r, c) at panel r / 16, position c * 16 + r % 16 --
+//            and the last panel padded with zero rows. A column of a panel is one 64-byte line of
+//            f32 (32 bytes of f16/bf16) that serves 16 rows at once; matmul.h says why.
+enum class WeightLayout : uint8_t { kRows, kPanels };
+inline constexpr int64_t kPanelRows = 16;
+
+// Whether `type` can be held in panels (one weight per block).
+inline bool PanelsHold(WeightType type) { return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16; }
+
+// A non-owning view of a matrix [rows][cols] of one type, in `layout`.
 struct WeightMatrix {
   WeightType type = WeightType::kF32;
   const void* data = nullptr;
   int64_t rows = 0;
   int64_t cols = 0;
+  WeightLayout layout = WeightLayout::kRows;
 
   size_t row_bytes() const { return RowBytes(type, cols); }
-  size_t bytes() const { return size_t(rows) * row_bytes(); }
+  bool panels() const { return layout == WeightLayout::kPanels; }
+  // Rows as stored: rows, or whole panels.
+  int64_t stored_rows() const { return panels() ? (rows + kPanelRows - 1) / kPanelRows * kPanelRows : rows; }
+  size_t bytes() const { return size_t(stored_rows()) * row_bytes(); }
+  // Row r's bytes. REQUIRES: layout kRows.
   const uint8_t* row(int64_t r) const { return static_cast<const uint8_t*>(data) + size_t(r) * row_bytes(); }
-  // out[0..cols) = row r as floats (the embedding lookup).
-  void RowToFloat(int64_t r, float* out) const { Traits(type).to_float(row(r), out, cols); }
+  // Panel p's bytes (kPanelRows * row_bytes() of them). REQUIRES: layout kPanels.
+  const uint8_t* panel(int64_t p) const { return row(p * kPanelRows); }
+  // out[0..cols) = row r as floats, in either layout (the embedding lookup, writers).
+  void RowToFloat(int64_t r, float* out) const;
   bool empty() const { return data == nullptr; }
 };
 
@@ -129,10 +148,12 @@ struct PlaceOptions {
   std::optional<WeightType> wanted;  // nullopt: keep the file's type
   // If not empty, destination row r is source row row_order[r] (HF q/k rows to interleaved RoPE).
   std::vector<int64_t> row_order;
+  // Hold a float type (f32, f16, bf16; the type after `wanted`) in panels; other types stay rows.
+  bool panels = false;
 };
 
-// Returns the view the engine should use for `source`: `source` itself when it can be used in place
-// (type kept, no reordering, aligned for its type), else an owned copy in `storage`, converted row by
+// Returns the view the engine should use for `source` (layout kRows): `source` itself when it can be
+// used in place (type kept, no reordering, rows asked for, aligned for its type), else an owned copy in `storage`, converted row by
 // row (never the whole tensor in fp32), in `wanted` or its FallbackType. A fallback is described in
 // `*note` (e.g. "w2: rows of 172 weights are not a multiple of 32: kept as f16 instead of q8_0").
 // The mapped source pages of a converted tensor are released (MappedFile::Release), so loading never

@@ -1,5 +1,6 @@
 #include "worker/model/weights.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -153,6 +154,66 @@ TEST(PlaceMatrix, RowsNotWholeBlocksFallBackToF16WithANote) {
   EXPECT_EQ(placed->type, WeightType::kF16);
   EXPECT_NE(note.find("blk.0.ffn_down"), std::string::npos);
   EXPECT_NE(note.find("f16 instead of q4_0"), std::string::npos);
+}
+
+// Panels: element (r, c) at panel r / 16, position c * 16 + r % 16; the last panel padded with zero
+// rows. Checked against that formula on the raw bytes, and RowToFloat reads the rows back.
+TEST(PlaceMatrix, PanelsHoldColumnsOfSixteenRowsAndPadTheLastPanel) {
+  const int64_t rows = 21, cols = 5;  // one whole panel and one of 5 rows
+  std::vector<float> values(size_t(rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t c = 0; c < cols; ++c) values[size_t(r * cols + c)] = float(100 * r + c) + 0.5f;
+  }
+  WeightStorage storage;
+  PlaceOptions options;
+  options.panels = true;
+  absl::StatusOr<WeightMatrix> placed = PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
+  ASSERT_TRUE(placed.ok());
+  EXPECT_TRUE(placed->panels());
+  EXPECT_EQ(placed->stored_rows(), 32);
+  EXPECT_EQ(placed->bytes(), size_t(32 * cols * 4));
+  EXPECT_EQ(storage.owned_bytes(), placed->bytes());
+  const float* raw = static_cast<const float*>(placed->data);
+  for (int64_t r = 0; r < 32; ++r) {
+    for (int64_t c = 0; c < cols; ++c) {
+      const float expected = r < rows ? values[size_t(r * cols + c)] : 0.0f;
+      EXPECT_EQ(raw[(r / 16) * 16 * cols + c * 16 + r % 16], expected) << r << "," << c;
+    }
+  }
+  std::vector<float> row(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    placed->RowToFloat(r, row.data());
+    EXPECT_TRUE(std::equal(row.begin(), row.end(), values.begin() + r * cols)) << r;
+  }
+}
+
+// Panels take the type asked for first (f16 and bf16 keep 2 bytes a weight); quantized types and
+// reordered rows combine with them as with rows.
+TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrderAndNeverHoldQuantizedTypes) {
+  std::vector<float> values(3 * 32);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = float(i) * 0.25f - 7.0f;
+  for (WeightType type : {WeightType::kF16, WeightType::kBF16}) {
+    WeightStorage storage;
+    PlaceOptions options;
+    options.wanted = type;
+    options.panels = true;
+    options.row_order = {2, 0, 1};
+    absl::StatusOr<WeightMatrix> placed = PlaceMatrix({WeightType::kF32, values.data(), 3, 32}, options, "w", &storage, nullptr);
+    ASSERT_TRUE(placed.ok());
+    EXPECT_TRUE(placed->panels());
+    EXPECT_EQ(placed->bytes(), size_t(16 * 32 * 2));
+    std::vector<float> row(32);
+    placed->RowToFloat(0, row.data());  // source row 2: quarters below 2^7 are exact in f16 and bf16
+    for (int c = 0; c < 32; ++c) EXPECT_EQ(row[size_t(c)], values[size_t(64 + c)]) << WeightTypeName(type);
+  }
+  WeightStorage storage;
+  PlaceOptions options;
+  options.wanted = WeightType::kQ8_0;
+  options.panels = true;
+  absl::StatusOr<WeightMatrix> placed = PlaceMatrix({WeightType::kF32, values.data(), 3, 32}, options, "w", &storage, nullptr);
+  ASSERT_TRUE(placed.ok());
+  EXPECT_FALSE(placed->panels());
+  EXPECT_EQ(placed->bytes(), 3 * sizeof(BlockQ8_0));
 }
 
 TEST(PlaceMatrix, RejectsBadRowOrders) {
