@@ -193,10 +193,50 @@ size_t PanelOffset(const WeightMatrix& m, int64_t r, int64_t c) {
          element;
 }
 
-// Row r (`row`: its bytes in m's type, row-major) into panel-layout `dst`.
-void ScatterIntoPanel(const uint8_t* row, const WeightMatrix& m, int64_t r, uint8_t* dst) {
-  const size_t element = m.row_bytes() / size_t(m.cols);
-  for (int64_t c = 0; c < m.cols; ++c) std::memcpy(dst + PanelOffset(m, r, c), row + size_t(c) * element, element);
+// A block of 16 rows (row-major, `row_bytes` each, elements of kElement bytes) as one panel:
+// column c's 16 elements at panel + c * 16 * kElement, written in order.
+template <size_t kElement>
+void Transpose(const uint8_t* block, size_t row_bytes, int64_t cols, uint8_t* panel) {
+  for (int64_t c = 0; c < cols; ++c) {
+    for (int64_t lane = 0; lane < kPanelRows; ++lane, panel += kElement) {
+      std::memcpy(panel, block + size_t(lane) * row_bytes + size_t(c) * kElement, kElement);
+    }
+  }
+}
+
+// Source row `from` into `to`, in `type` (bytes copied when the type is the source's).
+void PlaceRow(const WeightMatrix& source, int64_t from, WeightType type, uint8_t* to, std::vector<float>* scratch) {
+  if (type == source.type) {
+    std::memcpy(to, source.row(from), source.row_bytes());
+    return;
+  }
+  scratch->resize(size_t(source.cols));
+  source.RowToFloat(from, scratch->data());
+  Traits(type).from_float(scratch->data(), to, source.cols);
+}
+
+// All rows of `out` (its type and layout) from `source`; row r is source row row_order[r] (or r).
+void PlaceRows(const WeightMatrix& source, const std::vector<int64_t>& row_order, const WeightMatrix& out,
+               uint8_t* dst) {
+  auto from = [&](int64_t r) { return row_order.empty() ? r : row_order[size_t(r)]; };
+  const size_t row_bytes = out.row_bytes();
+  std::vector<float> scratch;
+  if (!out.panels()) {
+    for (int64_t r = 0; r < out.rows; ++r) PlaceRow(source, from(r), out.type, dst + size_t(r) * row_bytes, &scratch);
+    return;
+  }
+  std::vector<uint8_t> block(size_t(kPanelRows) * row_bytes);
+  for (int64_t first = 0; first < out.rows; first += kPanelRows, dst += block.size()) {
+    std::fill(block.begin(), block.end(), 0);  // the last panel's padding rows stay zeros
+    for (int64_t r = first; r < std::min(out.rows, first + kPanelRows); ++r) {
+      PlaceRow(source, from(r), out.type, block.data() + size_t(r - first) * row_bytes, &scratch);
+    }
+    if (row_bytes == size_t(out.cols) * 4) {
+      Transpose<4>(block.data(), row_bytes, out.cols, dst);
+    } else {
+      Transpose<2>(block.data(), row_bytes, out.cols, dst);  // f16, bf16 (PanelsHold)
+    }
+  }
 }
 
 }  // namespace
@@ -238,24 +278,7 @@ absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const Place
     return absl::ResourceExhaustedError(absl::StrCat("tensor '", name, "': cannot allocate ", out.bytes(), " bytes"));
   }
   out.data = dst;
-  const size_t dst_row = out.row_bytes(), src_row = source.row_bytes();
-  std::vector<float> row(size_t(source.cols));
-  std::vector<uint8_t> converted(layout == WeightLayout::kPanels ? dst_row : 0);
-  for (int64_t r = 0; r < source.rows; ++r) {
-    const int64_t from = options.row_order.empty() ? r : options.row_order[r];
-    uint8_t* to = layout == WeightLayout::kPanels ? converted.data() : dst + size_t(r) * dst_row;
-    if (type == source.type) {
-      std::memcpy(to, source.row(from), src_row);
-    } else {
-      source.RowToFloat(from, row.data());
-      Traits(type).from_float(row.data(), to, source.cols);
-    }
-    if (layout == WeightLayout::kPanels) ScatterIntoPanel(converted.data(), out, r, dst);
-  }
-  if (layout == WeightLayout::kPanels) {  // the padding rows of the last panel: zeros
-    std::vector<uint8_t> zeros(dst_row, 0);
-    for (int64_t r = source.rows; r < out.stored_rows(); ++r) ScatterIntoPanel(zeros.data(), out, r, dst);
-  }
+  PlaceRows(source, options.row_order, out, dst);
   storage->Release(source.data, source.bytes());
   return out;
 }
