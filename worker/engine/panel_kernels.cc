@@ -89,14 +89,15 @@ inline PanelTile FromVector(PanelTile t, int v) {
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx2,fma,f16c")
 namespace avx512 {
 
-// One register per (panel, vector). Several vectors: two far-apart panels x up to eight vectors (16
-// accumulators), so eight jobs read each weight once and never revisit it; same-run
+// One register per (panel, vector). Eight vectors or more: tiles of two far-apart panels x eight
+// vectors (16 accumulators), so eight jobs read each weight once and never revisit it; same-run
 // forward_pass_bench, 110M f32, 8 rows: 10.2-12.8 ms against 11.4-13.6 for 4 panels x 4 vectors
-// (3 x 8 measured level with 2 x 8). One vector: four panels, whose independent accumulators hide
-// the fused multiply-add's latency (eight were slower: 7.6-9.5 ms against 6.3-7.3 per step).
+// (3 x 8 measured level with 2 x 8). Fewer vectors: four panels, so a tile still has enough
+// independent accumulators to hide the fused multiply-add's latency (one vector: eight panels were
+// slower, 7.6-9.5 ms against 6.3-7.3 per step).
 template <class Column>
 struct Tiles {
-  static constexpr int kPanels = 2, kVectors = 8, kOneVectorPanels = 4;
+  static constexpr int kPanels = 2, kVectors = 8, kFewVectorPanels = 4;
   template <int G, int NV>
   A2SF_PANEL_AVX512_INLINE static void Run(const PanelTile& t, int64_t cols) {
     __m512 acc[G][NV];
@@ -134,7 +135,7 @@ namespace avx2 {
 // Two 8-lane registers per (panel, vector), the same operations per lane as AVX-512's.
 template <class Column>
 struct Tiles {
-  static constexpr int kPanels = 2, kVectors = 2, kOneVectorPanels = 4;
+  static constexpr int kPanels = 2, kVectors = 2, kFewVectorPanels = 4;  // 16 registers: 8 accumulators
   template <int G, int NV>
   A2SF_PANEL_AVX2_INLINE static void Run(const PanelTile& t, int64_t cols) {
     __m256 acc[G][NV][2];
