@@ -88,9 +88,10 @@ StepMs MsPerStep(int steps, Prepare prepare, Step step) {
   return {absl::ToDoubleMilliseconds(total) / steps, absl::ToDoubleMilliseconds(fastest)};
 }
 
-// --shape/--layers held in --weights, random (INVALID_ARGUMENT for a bad flag).
+// Whether float matrices go in panels: --float_panels, and never for the GPU (its kernels read rows).
 bool FloatPanels() { return absl::GetFlag(FLAGS_float_panels) && absl::GetFlag(FLAGS_device) != "cuda"; }
 
+// --shape/--layers held in --weights, random (INVALID_ARGUMENT for a bad flag).
 absl::StatusOr<std::unique_ptr<ModelWeights>> SyntheticWeights() {
   const auto shape = NamedShape(absl::GetFlag(FLAGS_shape), absl::GetFlag(FLAGS_layers));
   if (!shape.ok()) return shape.status();

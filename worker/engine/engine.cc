@@ -57,7 +57,6 @@ class DeviceModel {
     if (auto it = models->find(weights); it != models->end()) {
       if (std::shared_ptr<const DeviceModel> model = it->second.lock()) return model;
     }
-    if (absl::Status rows = AllInRows(*weights); !rows.ok()) return rows;
     const ModelConfig& c = weights->config();
     cuda::Dims dims;
     dims.dim = c.dim;
@@ -103,6 +102,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights* weigh
   if (capacity < 1 || capacity > c.seq_len) {
     return absl::InvalidArgumentError(absl::StrCat("cache capacity ", capacity, " must be in [1, ", c.seq_len,
                                                    "] (the model's context)"));
+  }
+  if (options.device == EngineDevice::kCuda) {
+    if (absl::Status rows = AllInRows(*weights); !rows.ok()) return rows;  // before the GPU: testable anywhere
   }
   std::unique_ptr<Engine> engine(new Engine(weights, options, capacity));
   if (options.device == EngineDevice::kCuda) {

@@ -554,5 +554,20 @@ TEST(Generate, PromptLogitsAreTheEnginesAtEachPromptPosition) {
   EXPECT_EQ(worst, 0.0f);
 }
 
+// The GPU kernels read rows: an engine on the GPU refuses a model loaded in panels (checked before
+// looking for a GPU, so this runs anywhere), and a model loaded in rows gets past that check.
+TEST(Engine, TheGpuEngineRefusesAModelInPanels) {
+  EngineOptions options;
+  options.device = EngineDevice::kCuda;
+  auto panels = MakeSyntheticModel(*NamedShape("stories260K"), 1);
+  ASSERT_TRUE(panels.ok());
+  absl::StatusOr<std::unique_ptr<Engine>> refused = Engine::Create(panels->get(), options);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.status().message().find("float_panels"), std::string::npos) << refused.status();
+  auto rows = MakeSyntheticModel(*NamedShape("stories260K"), 1, WeightType::kF32, /*float_panels=*/false);
+  ASSERT_TRUE(rows.ok());
+  EXPECT_NE(Engine::Create(rows->get(), options).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace a2sf::worker

@@ -13,24 +13,13 @@
 #endif
 
 #include "common/float16.h"
+#include "worker/engine/matmul_kernel.h"
 #include "worker/engine/panel_kernels.h"
 
 namespace a2sf::worker {
 namespace {
 
 bool Quantized(WeightType type) { return type == WeightType::kQ8_0 || type == WeightType::kQ4_0; }
-
-// The vectors as a kernel takes them: fp32 for the float types; for q8_0 and q4_0, each vector
-// quantized once per product to 16-bit blocks (BlockQ16), which every row then multiplies with
-// exact integer dot products.
-struct Activations {
-  const float* f32 = nullptr;
-  const BlockQ16* q16 = nullptr;
-  size_t q16_blocks = 0;  // blocks per vector
-};
-
-using RowsKernel = void (*)(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
-                            float* out);
 
 // --- Scalar kernels: the references the SIMD ones are compared against. ---
 
@@ -450,7 +439,6 @@ A2SF_AVX512_INLINE __m256 High8(__m512 a) { return _mm256_castpd_ps(_mm512_extra
 template <class Decoder>
 struct FloatTiles512 {
   static constexpr bool kOneVectorAsPair = false;  // a pair costs twice one vector's FMAs
-  static constexpr int kFarRows = 3;
   template <int R, int NV>
   A2SF_AVX512_INLINE static void Run(const Tile& t, int64_t cols) {
     if constexpr (NV == 1 && Decoder::kOneVectorOnAvx2) {
@@ -530,7 +518,6 @@ A2SF_AVX512_INLINE __m512i Halves(const int16_t* a, const int16_t* b) {
 template <class Blocks>
 struct QuantizedTiles512 {
   static constexpr bool kOneVectorAsPair = Blocks::kOneVectorAsPair;  // see OneVectorAsPairs
-  static constexpr int kFarRows = 2;
   template <int R, int NV>
   A2SF_AVX512_INLINE static void Run(const Tile& t, int64_t cols) {
     if constexpr (NV == 1) {
@@ -633,10 +620,9 @@ A2SF_AVX512 void RowsAvx512(const WeightMatrix& w, const Activations& x, int n_v
   }
   // Rows in pairs half the range apart: two clean sequential streams, each weight load shared by
   // four vectors' FMAs and each vector load by two rows; an odd last row alone.
-  constexpr int kFar = Tiles::kFarRows;
-  const int64_t apart = (end - begin) / kFar;
-  for (int64_t i = 0; i < apart; ++i) VectorTiles512<Tiles, kFar>(&cursor, begin + i, apart, n_vectors, w.cols);
-  for (r = begin + kFar * apart; r < end; ++r) VectorTiles512<Tiles, 1>(&cursor, r, 1, n_vectors, w.cols);
+  const int64_t half = (end - begin) / 2;
+  for (int64_t i = 0; i < half; ++i) VectorTiles512<Tiles, 2>(&cursor, begin + i, half, n_vectors, w.cols);
+  if (begin + 2 * half < end) VectorTiles512<Tiles, 1>(&cursor, end - 1, 1, n_vectors, w.cols);
 }
 
 constexpr RowsKernel kAvx512Kernels[kWeightTypeCount] = {
@@ -657,31 +643,9 @@ RowsKernel Kernel(KernelIsa isa, WeightType type) {
   return Quantized(type) ? RowsScalarQuantized : RowsScalar;
 }
 
-// Panels' kernels in RowsKernel's form (panel kernels take the fp32 vectors).
-template <KernelIsa kIsa, WeightType kType>
-void PanelsAsRows(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end, float* out) {
-  static const PanelKernel kernel = PanelKernelFor(kIsa, kType);
-  kernel(w, x.f32, n_vectors, begin, end, out);
-}
-
-template <KernelIsa kIsa>
-RowsKernel PanelsKernel(WeightType type) {
-  switch (type) {
-    case WeightType::kF16:
-      return PanelsAsRows<kIsa, WeightType::kF16>;
-    case WeightType::kBF16:
-      return PanelsAsRows<kIsa, WeightType::kBF16>;
-    default:
-      return PanelsAsRows<kIsa, WeightType::kF32>;
-  }
-}
-
 // The kernel for w's type and layout.
 RowsKernel KernelFor(KernelIsa isa, const WeightMatrix& w) {
-  if (!w.panels()) return Kernel(isa, w.type);
-  if (isa == KernelIsa::kAvx512) return PanelsKernel<KernelIsa::kAvx512>(w.type);
-  if (isa == KernelIsa::kAvx2) return PanelsKernel<KernelIsa::kAvx2>(w.type);
-  return PanelsKernel<KernelIsa::kScalar>(w.type);
+  return w.panels() ? PanelKernelFor(isa, w.type) : Kernel(isa, w.type);
 }
 
 // The vectors in the form w's kernels take, quantized into `buffer` where the type needs it.
@@ -766,6 +730,11 @@ void QuantizeQ16(KernelIsa isa, const float* x, int64_t n, BlockQ16* out) {
 
 void MatMulRows(KernelIsa isa, float* out, const WeightMatrix& w, const float* x, int n_vectors, int64_t row_begin,
                 int64_t row_end) {
+  if (w.panels() && (row_begin % kPanelRows != 0 || (row_end % kPanelRows != 0 && row_end != w.rows))) {
+    std::fprintf(stderr, "MatMulRows: rows [%lld, %lld) of a panels matrix must start and end on panels\n",
+                 static_cast<long long>(row_begin), static_cast<long long>(row_end));
+    std::abort();
+  }
   thread_local std::vector<BlockQ16> buffer;
   KernelFor(isa, w)(w, Prepare(isa, w, x, n_vectors, &buffer), n_vectors, row_begin, row_end, out);
 }

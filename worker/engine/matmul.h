@@ -70,8 +70,9 @@ inline constexpr float kQ16Max = 32767.0f;
 // quantizer gives the scalar one's bytes). For tests.
 void QuantizeQ16(KernelIsa isa, const float* x, int64_t n, BlockQ16* out);
 
-// Rows [row_begin, row_end) only, with the kernels of `isa` (REQUIRES CpuSupports(isa)).
-// For tests and benchmarks.
+// Rows [row_begin, row_end) only, with the kernels of `isa` (REQUIRES CpuSupports(isa)); a matrix in
+// panels needs whole panels (row_begin a multiple of kPanelRows, row_end too or w.rows), else the
+// process aborts with a message. For tests and benchmarks.
 void MatMulRows(KernelIsa isa, float* out, const WeightMatrix& w, const float* x, int n_vectors, int64_t row_begin,
                 int64_t row_end);
 

@@ -194,12 +194,14 @@ void CheckInvariance(const Problem& p, KernelIsa isa, const std::string& label) 
 
 // Panels: every kernel gives, bit for bit, the fused multiply-adds of the row's weights and the vector
 // in column order -- computed here from the row-major matrix with std::fma -- for every float type,
-// column count, row count (a padded last panel or none) and vector count (every tile shape: 1..9).
+// column count, row count (a padded last panel or none) and vector count (every tile shape and
+// remainder: 1..17), writing nothing past its results.
 TEST(MatMulPanels, EveryKernelGivesTheFusedSumInColumnOrder) {
+  constexpr size_t kGuard = 64;
   for (WeightType type : kFloatTypes) {
     for (int64_t cols : {5, 64, 172, 768}) {
       for (int64_t n_rows : {7, 48, 61, 200}) {
-        Problem p(type, n_rows, cols, 9, uint32_t(cols * 7 + n_rows), /*panels=*/true);
+        Problem p(type, n_rows, cols, 17, uint32_t(cols * 7 + n_rows), /*panels=*/true);
         ASSERT_TRUE(p.w.panels());
         std::vector<float> want(size_t(p.n) * n_rows), row(static_cast<size_t>(cols));
         for (int64_t r = 0; r < n_rows; ++r) {
@@ -212,13 +214,16 @@ TEST(MatMulPanels, EveryKernelGivesTheFusedSumInColumnOrder) {
         }
         for (KernelIsa isa : Isas()) {
           for (int n = 1; n <= p.n; ++n) {
-            std::vector<float> out(size_t(n) * n_rows, -1.0f);
+            std::vector<float> out(size_t(n) * n_rows + kGuard, -1.0f);
             MatMulRows(isa, out.data(), p.w, p.x.data(), n, 0, n_rows);
+            const std::string what = std::string(WeightTypeName(type)) + " " + KernelIsaName(isa) + " cols " +
+                                     std::to_string(cols) + " rows " + std::to_string(n_rows) + " vectors " +
+                                     std::to_string(n);
             for (int v = 0; v < n; ++v) {
               EXPECT_EQ(0, std::memcmp(out.data() + v * n_rows, want.data() + v * n_rows, size_t(n_rows) * 4))
-                  << WeightTypeName(type) << " " << KernelIsaName(isa) << " cols " << cols << " rows " << n_rows
-                  << " vectors " << n << " vector " << v;
+                  << what << " vector " << v;
             }
+            EXPECT_TRUE(std::all_of(out.end() - kGuard, out.end(), [](float f) { return f == -1.0f; })) << what;
           }
         }
       }
@@ -227,8 +232,8 @@ TEST(MatMulPanels, EveryKernelGivesTheFusedSumInColumnOrder) {
 }
 
 // Panels: a row's result does not depend on the rows computed with it (panel-aligned ranges, as
-// MatMuls' chunks are), on the vectors beside it, or on the threads; large enough to be streamed
-// and split over the pool, with a padded last panel.
+// MatMuls' chunks are; rows outside the range are left alone), on the vectors beside it, or on the
+// threads; large enough to be streamed and split over the pool, with a padded last panel.
 TEST(MatMulPanels, RowResultsAreBatchRangeAndThreadInvariant) {
   ThreadPool pool(2);
   for (WeightType type : kFloatTypes) {
@@ -244,12 +249,15 @@ TEST(MatMulPanels, RowResultsAreBatchRangeAndThreadInvariant) {
         EXPECT_EQ(0, std::memcmp(single.data(), all.data() + v * n_rows, single.size() * 4)) << what << " vector " << v;
       }
       for (auto [begin, end] : {std::pair<int64_t, int64_t>{16, n_rows}, {32, 48}, {1600, 2992}, {2992, n_rows}}) {
-        std::vector<float> part(size_t(3) * n_rows);
+        std::vector<float> part(size_t(3) * n_rows, -7.0f);
         MatMulRows(isa, part.data(), p.w, p.x.data() + 2 * cols, 3, begin, end);
         for (int v = 0; v < 3; ++v) {
-          EXPECT_EQ(0, std::memcmp(part.data() + v * n_rows + begin, all.data() + (v + 2) * n_rows + begin,
-                                   size_t(end - begin) * 4))
+          const float* mine = part.data() + v * n_rows;
+          EXPECT_EQ(0, std::memcmp(mine + begin, all.data() + (v + 2) * n_rows + begin, size_t(end - begin) * 4))
               << what << " rows " << begin << ".." << end;
+          const bool untouched = std::all_of(mine, mine + begin, [](float f) { return f == -7.0f; }) &&
+                                 std::all_of(mine + end, mine + n_rows, [](float f) { return f == -7.0f; });
+          EXPECT_TRUE(untouched) << what << " rows " << begin << ".." << end << " vector " << v;
         }
       }
     }
@@ -258,6 +266,14 @@ TEST(MatMulPanels, RowResultsAreBatchRangeAndThreadInvariant) {
     MatMul(alone.data(), p.w, p.x.data(), p.n, nullptr);
     EXPECT_EQ(0, std::memcmp(threaded.data(), alone.data(), alone.size() * 4)) << WeightTypeName(type);
   }
+}
+
+// A range that does not start on a panel would compute rows outside it: refused loudly.
+TEST(MatMulPanelsDeathTest, RangesOffPanelBoundariesAbort) {
+  Problem p(WeightType::kF32, 40, 32, 1, 3, /*panels=*/true);
+  std::vector<float> out(40);
+  EXPECT_DEATH(MatMulRows(KernelIsa::kScalar, out.data(), p.w, p.x.data(), 1, 8, 40), "must start and end on panels");
+  EXPECT_DEATH(MatMulRows(KernelIsa::kScalar, out.data(), p.w, p.x.data(), 1, 0, 24), "must start and end on panels");
 }
 
 // A row's result is the same bit for bit whether it is computed for one vector or among N, in any

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #if defined(__x86_64__)
@@ -13,9 +15,10 @@ namespace {
 
 // --- Scalar: the reference the SIMD kernels are compared against (and the fallback). ---
 
-void PanelsScalar(const WeightMatrix& w, const float* x, int n_vectors, int64_t begin, int64_t end, float* out) {
+void PanelsScalar(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end, float* out) {
   const WeightTypeTraits& traits = Traits(w.type);
-  const size_t column_bytes = w.row_bytes() / size_t(w.cols) * kPanelRows;
+  const float* x = a.f32;
+  const size_t column_bytes = traits.block_bytes * kPanelRows;  // a float type's block is one weight
   float weights[kPanelRows];
   for (int64_t first = begin; first < end; first += kPanelRows) {
     const uint8_t* panel = w.panel(first / kPanelRows);
@@ -34,7 +37,8 @@ void PanelsScalar(const WeightMatrix& w, const float* x, int n_vectors, int64_t 
 
 #if defined(__x86_64__)
 #define A2SF_PANEL_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
-#define A2SF_PANEL_AVX512_INLINE __attribute__((target("avx512f,avx512vl,avx512bw,avx2,fma,f16c"), always_inline)) inline
+#define A2SF_PANEL_AVX512_INLINE \
+  __attribute__((target("avx512f,avx512vl,avx512bw,avx2,fma,f16c"), always_inline)) inline
 
 // Where a tile of G panels x NV vectors reads and writes: panels `apart` bytes apart from `panel`,
 // vectors x_stride floats apart from `x`, results at out[v * out_stride + g * out_apart + lane].
@@ -51,7 +55,9 @@ struct PanelTile {
 // One panel column (16 rows' weights at one column) as floats: all 16 (AVX-512) or lanes 8h..8h+7.
 struct F32Column {
   static constexpr size_t kBytes = 64;
-  A2SF_PANEL_AVX512_INLINE static __m512 Load16(const uint8_t* p) { return _mm512_loadu_ps(reinterpret_cast<const float*>(p)); }
+  A2SF_PANEL_AVX512_INLINE static __m512 Load16(const uint8_t* p) {
+    return _mm512_loadu_ps(reinterpret_cast<const float*>(p));
+  }
   A2SF_PANEL_AVX2_INLINE static __m256 Load8(const uint8_t* p, int h) {
     return _mm256_loadu_ps(reinterpret_cast<const float*>(p) + 8 * h);
   }
@@ -174,17 +180,20 @@ struct Tiles {
 
 #endif  // __x86_64__
 
-int TypeIndex(WeightType type) { return type == WeightType::kF32 ? 0 : type == WeightType::kF16 ? 1 : 2; }
-
 }  // namespace
 
-PanelKernel PanelKernelFor(KernelIsa isa, WeightType type) {
+RowsKernel PanelKernelFor(KernelIsa isa, WeightType type) {
+  if (!PanelsHold(type)) {
+    std::fprintf(stderr, "PanelKernelFor: %s is not held in panels\n", WeightTypeName(type));
+    std::abort();
+  }
 #if defined(__x86_64__)
-  static constexpr PanelKernel kAvx512[] = {avx512::Panels<F32Column>, avx512::Panels<F16Column>,
-                                            avx512::Panels<Bf16Column>};
-  static constexpr PanelKernel kAvx2[] = {avx2::Panels<F32Column>, avx2::Panels<F16Column>, avx2::Panels<Bf16Column>};
-  if (isa == KernelIsa::kAvx512) return kAvx512[TypeIndex(type)];
-  if (isa == KernelIsa::kAvx2) return kAvx2[TypeIndex(type)];
+  // In WeightType order: f32, f16, bf16.
+  static constexpr RowsKernel kAvx512[] = {avx512::Panels<F32Column>, avx512::Panels<F16Column>,
+                                           avx512::Panels<Bf16Column>};
+  static constexpr RowsKernel kAvx2[] = {avx2::Panels<F32Column>, avx2::Panels<F16Column>, avx2::Panels<Bf16Column>};
+  if (isa == KernelIsa::kAvx512) return kAvx512[static_cast<int>(type)];
+  if (isa == KernelIsa::kAvx2) return kAvx2[static_cast<int>(type)];
 #endif
   return PanelsScalar;
 }

@@ -19,17 +19,15 @@
 #include <cstdint>
 
 #include "worker/engine/matmul.h"
+#include "worker/engine/matmul_kernel.h"
 #include "worker/model/weights.h"
 
 namespace a2sf::worker {
 
-// out[v * w.rows + r] for rows [begin, end) and v < n_vectors, x as [n_vectors][w.cols].
-// REQUIRES: w.panels(); begin a multiple of kPanelRows; end a multiple of it or w.rows.
-using PanelKernel = void (*)(const WeightMatrix& w, const float* x, int n_vectors, int64_t begin, int64_t end,
-                             float* out);
-
-// The kernel of `isa` (REQUIRES CpuSupports(isa)) for a float type (REQUIRES PanelsHold(type)).
-PanelKernel PanelKernelFor(KernelIsa isa, WeightType type);
+// The kernel of `isa` (REQUIRES CpuSupports(isa)) for a float type (REQUIRES PanelsHold(type)); it
+// reads x.f32 ([n_vectors][w.cols]). Its rows: REQUIRES w.panels(), begin a multiple of kPanelRows,
+// end a multiple of it or w.rows (MatMuls' chunks are whole panels).
+RowsKernel PanelKernelFor(KernelIsa isa, WeightType type);
 
 }  // namespace a2sf::worker
 

@@ -260,7 +260,9 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::s
     const WeightMatrix blocks = Int8ToBlocks(values, scales, rows, cols, header->group_size, &w->storage(), &note, name);
     w->storage().Release(values, n + groups * 4);
     if (!note.empty() && !place.wanted) w->AddNote(std::move(note));
-    return w->Place(blocks, place, name);
+    absl::StatusOr<WeightMatrix> placed = w->Place(blocks, place, name);
+    if (placed.ok() && placed->data != blocks.data) w->storage().Free(blocks.data);  // held once
+    return placed;
   };
   // llama2.c's layouts: v0 stores each tensor for all layers back to back, embedding first; v2 the
   // fp32 norms first, then the int8 tensors.

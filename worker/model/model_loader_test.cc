@@ -114,6 +114,13 @@ TEST(ModelLoader, Int8ExportIsHeldAsQ8_0WithFp16RoundedScales) {
     EXPECT_TRUE(SameFloats(a.rms_ffn, b.rms_ffn, 64));
   }
   EXPECT_TRUE(SameFloats(fp32->rms_final(), int8->rms_final(), 64));
+  // Each tensor is held once: the f32 w2 (in panels) does not keep its row-major intermediate.
+  EXPECT_TRUE(int8->layer(0).w2.panels());
+  size_t held = int8->token_embedding().bytes();  // the fp32 norms are used in place
+  for (int l = 0; l < 5; ++l) {
+    for (const LayerMatrixField& f : kLayerMatrices) held += (int8->layer(l).*f.member).bytes();
+  }
+  EXPECT_EQ(int8->owned_bytes(), held);
 }
 
 TEST(ModelLoader, WeightsOptionConvertsOnLoadAndKeepsUnfitRowsInF16) {

@@ -167,9 +167,18 @@ uint8_t* WeightStorage::Allocate(size_t bytes) {
   const size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
   auto* p = static_cast<uint8_t*>(std::aligned_alloc(64, rounded));
   if (p == nullptr) return nullptr;
-  owned_.emplace_back(p);
+  owned_.push_back({std::unique_ptr<uint8_t, FreeAligned>(p), bytes});
   owned_bytes_ += bytes;
   return p;
+}
+
+void WeightStorage::Free(const void* p) {
+  for (auto it = owned_.begin(); it != owned_.end(); ++it) {
+    if (it->bytes.get() != p) continue;
+    owned_bytes_ -= it->size;
+    owned_.erase(it);
+    return;
+  }
 }
 
 size_t WeightStorage::mapped_bytes() const {
@@ -188,7 +197,7 @@ namespace {
 
 // Byte offset of element (r, c) in a panel-layout matrix of `m`'s shape.
 size_t PanelOffset(const WeightMatrix& m, int64_t r, int64_t c) {
-  const size_t element = m.row_bytes() / size_t(m.cols);
+  const size_t element = Traits(m.type).block_bytes;  // a float type's block is one weight
   return (size_t(r / kPanelRows) * size_t(m.cols) * kPanelRows + size_t(c) * kPanelRows + size_t(r % kPanelRows)) *
          element;
 }
@@ -231,7 +240,7 @@ void PlaceRows(const WeightMatrix& source, const std::vector<int64_t>& row_order
     for (int64_t r = first; r < std::min(out.rows, first + kPanelRows); ++r) {
       PlaceRow(source, from(r), out.type, block.data() + size_t(r - first) * row_bytes, &scratch);
     }
-    if (row_bytes == size_t(out.cols) * 4) {
+    if (Traits(out.type).block_bytes == 4) {
       Transpose<4>(block.data(), row_bytes, out.cols, dst);
     } else {
       Transpose<2>(block.data(), row_bytes, out.cols, dst);  // f16, bf16 (PanelsHold)
@@ -249,6 +258,9 @@ void WeightMatrix::RowToFloat(int64_t r, float* out) const {
 
 absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const PlaceOptions& options,
                                          const std::string& name, WeightStorage* storage, std::string* note) {
+  if (source.panels()) {
+    return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': the source must be row-major"));
+  }
   if (source.rows <= 0 || source.cols <= 0 || source.cols % Traits(source.type).block_size != 0) {
     return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': shape [", source.rows, ", ", source.cols,
                                                    "] is not whole ", WeightTypeName(source.type), " blocks"));
@@ -259,7 +271,9 @@ absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const Place
                                                      " rows for ", source.rows));
     }
     for (int64_t r : options.row_order) {
-      if (r < 0 || r >= source.rows) return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': bad row order"));
+      if (r < 0 || r >= source.rows) {
+        return absl::InvalidArgumentError(absl::StrCat("tensor '", name, "': bad row order"));
+      }
     }
   }
   const WeightType wanted = options.wanted.value_or(source.type);

@@ -91,7 +91,9 @@ enum class WeightLayout : uint8_t { kRows, kPanels };
 inline constexpr int64_t kPanelRows = 16;
 
 // Whether `type` can be held in panels (one weight per block).
-inline bool PanelsHold(WeightType type) { return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16; }
+inline bool PanelsHold(WeightType type) {
+  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
+}
 
 // A non-owning view of a matrix [rows][cols] of one type, in `layout`.
 struct WeightMatrix {
@@ -127,6 +129,8 @@ class WeightStorage {
   const MappedFile& Keep(MappedFile file);
   // `bytes` fresh, 64-byte-aligned bytes owned by the storage.
   uint8_t* Allocate(size_t bytes);
+  // Frees bytes Allocate returned (an intermediate tensor that was placed again); others are ignored.
+  void Free(const void* p);
   // Bytes of owned (converted) tensors; the mapped files are not counted.
   size_t owned_bytes() const { return owned_bytes_; }
   size_t mapped_bytes() const;
@@ -139,7 +143,11 @@ class WeightStorage {
     void operator()(uint8_t* p) const;
   };
   std::vector<std::unique_ptr<MappedFile>> files_;  // stable addresses
-  std::vector<std::unique_ptr<uint8_t, FreeAligned>> owned_;
+  struct Owned {
+    std::unique_ptr<uint8_t, FreeAligned> bytes;
+    size_t size;
+  };
+  std::vector<Owned> owned_;
   size_t owned_bytes_ = 0;
 };
 
@@ -152,9 +160,10 @@ struct PlaceOptions {
   bool panels = false;
 };
 
-// Returns the view the engine should use for `source` (layout kRows): `source` itself when it can be
-// used in place (type kept, no reordering, rows asked for, aligned for its type), else an owned copy in `storage`, converted row by
-// row (never the whole tensor in fp32), in `wanted` or its FallbackType. A fallback is described in
+// Returns the view the engine should use for `source` (row-major; a panels source is INVALID_ARGUMENT):
+// `source` itself when it can be used in place (type kept, no reordering, rows asked for, aligned for
+// its type), else an owned copy in `storage` -- in rows, or in panels when asked for and the type
+// allows -- converted a row at a time (never the whole tensor in fp32), in `wanted` or its FallbackType. A fallback is described in
 // `*note` (e.g. "w2: rows of 172 weights are not a multiple of 32: kept as f16 instead of q8_0").
 // The mapped source pages of a converted tensor are released (MappedFile::Release), so loading never
 // holds a tensor twice. INVALID_ARGUMENT if source cols are not whole blocks or row_order is bad.

@@ -167,7 +167,8 @@ TEST(PlaceMatrix, PanelsHoldColumnsOfSixteenRowsAndPadTheLastPanel) {
   WeightStorage storage;
   PlaceOptions options;
   options.panels = true;
-  absl::StatusOr<WeightMatrix> placed = PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
+  absl::StatusOr<WeightMatrix> placed =
+      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
   ASSERT_TRUE(placed.ok());
   EXPECT_TRUE(placed->panels());
   EXPECT_EQ(placed->stored_rows(), 32);
@@ -198,7 +199,8 @@ TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrderAndNeverHoldQuantizedTypes
     options.wanted = type;
     options.panels = true;
     options.row_order = {2, 0, 1};
-    absl::StatusOr<WeightMatrix> placed = PlaceMatrix({WeightType::kF32, values.data(), 3, 32}, options, "w", &storage, nullptr);
+    absl::StatusOr<WeightMatrix> placed =
+        PlaceMatrix({WeightType::kF32, values.data(), 3, 32}, options, "w", &storage, nullptr);
     ASSERT_TRUE(placed.ok());
     EXPECT_TRUE(placed->panels());
     EXPECT_EQ(placed->bytes(), size_t(16 * 32 * 2));
@@ -210,7 +212,8 @@ TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrderAndNeverHoldQuantizedTypes
   PlaceOptions options;
   options.wanted = WeightType::kQ8_0;
   options.panels = true;
-  absl::StatusOr<WeightMatrix> placed = PlaceMatrix({WeightType::kF32, values.data(), 3, 32}, options, "w", &storage, nullptr);
+  absl::StatusOr<WeightMatrix> placed =
+      PlaceMatrix({WeightType::kF32, values.data(), 3, 32}, options, "w", &storage, nullptr);
   ASSERT_TRUE(placed.ok());
   EXPECT_FALSE(placed->panels());
   EXPECT_EQ(placed->bytes(), 3 * sizeof(BlockQ8_0));

@@ -37,7 +37,9 @@ int Main() {
   if (format != "gguf" && format != "hf") return Fail(absl::InvalidArgumentError("--format: gguf or hf"));
   absl::StatusOr<std::optional<WeightType>> type = ParseWeightsFlag(absl::GetFlag(FLAGS_weights));
   if (!type.ok()) return Fail(type.status());
-  absl::StatusOr<std::unique_ptr<ModelWeights>> model = LoadModel(in);  // as the file holds it
+  LoadOptions as_held;
+  as_held.float_panels = false;  // as the file holds it: rows, used in place where the type allows
+  absl::StatusOr<std::unique_ptr<ModelWeights>> model = LoadModel(in, as_held);
   if (!model.ok()) return Fail(model.status());
   std::cout << "read " << in << ": " << (*model)->format() << "\n";
 

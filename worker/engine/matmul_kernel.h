@@ -1,0 +1,29 @@
+// What a MatMul kernel takes (internal to the engine's matmul.cc and panel_kernels.cc): the vectors
+// in the form the matrix's type needs, and the one kernel signature every type and layout shares.
+#ifndef A2SF_WORKER_ENGINE_MATMUL_KERNEL_H_
+#define A2SF_WORKER_ENGINE_MATMUL_KERNEL_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "worker/engine/matmul.h"
+#include "worker/model/weights.h"
+
+namespace a2sf::worker {
+
+// The vectors as a kernel takes them: fp32 for the float types; for q8_0 and q4_0, each vector
+// quantized once per product to 16-bit blocks (BlockQ16), which every row then multiplies with
+// exact integer dot products.
+struct Activations {
+  const float* f32 = nullptr;
+  const BlockQ16* q16 = nullptr;
+  size_t q16_blocks = 0;  // blocks per vector
+};
+
+// out[v * w.rows + r] for rows [begin, end) and v < n_vectors.
+using RowsKernel = void (*)(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
+                            float* out);
+
+}  // namespace a2sf::worker
+
+#endif  // A2SF_WORKER_ENGINE_MATMUL_KERNEL_H_
