@@ -5,7 +5,9 @@
 //
 // Thread-safety: every method may be called concurrently. Steps of one session are serialised (a
 // per-session lock), steps of different sessions run in parallel. A step that fails (bad shape, bad
-// scores, wrong step number) changes nothing in its session.
+// scores, wrong step number) changes nothing in its session's scores, step count or decisions; only
+// its score-store charge may already have grown to the size that step needed (charged_bytes is an
+// upper bound, and the session's next step needs that size anyway).
 #ifndef A2SF_CACHEMGR_SESSION_SESSION_MANAGER_H_
 #define A2SF_CACHEMGR_SESSION_SESSION_MANAGER_H_
 
@@ -144,7 +146,7 @@ class SessionManager {
   // Token steps of several sessions at once (one worker step), run as one batch of the score store
   // (the CPU store's threads over sessions, one CUDA launch). results[i] is steps[i]'s outcome, with
   // Step's codes; a failed step (closed session, out of step, bad scores, a session named twice)
-  // fails alone and changes nothing. Each step names its session as AuthorizeSession returned it.
+  // fails alone and changes no scores, counts or decisions (as Step: at most its charge grew). Each step names its session as AuthorizeSession returned it.
   struct BatchedStep {
     AuthorizedSession session;
     uint64_t step_number = 0;
