@@ -1,5 +1,5 @@
 set terminal pngcairo size 800,480 noenhanced
-set output '/tmp/evalw/weights.png'
+set output 'docs/eval/weights.png'
 set grid
 set key bottom left
 set ylabel 'top-1 agreement with f32'
@@ -8,4 +8,4 @@ set logscale y2
 set y2tics
 set xlabel 'weights'
 set offsets 0.3, 0.3, 0, 0
-plot '/tmp/evalw/weights.dat' using 0:2:xtic(1) with linespoints title 'top-1 agreement', '/tmp/evalw/weights.dat' using 0:($3 > 0 ? $3 : 1e-9) axes x1y2 with linespoints title 'mean KL'
+plot 'docs/eval/weights.dat' using 0:2:xtic(1) with linespoints title 'top-1 agreement', 'docs/eval/weights.dat' using 0:($3 > 0 ? $3 : 1e-9) axes x1y2 with linespoints title 'mean KL'
