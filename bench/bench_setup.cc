@@ -11,11 +11,11 @@
 namespace a2sf::bench {
 
 std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> BenchModels(
-    std::string fixtures, const std::vector<worker::WeightType>& types_110m, bool with_260k, bool float_panels) {
+    std::string fixtures, const std::vector<worker::WeightType>& types_110m, bool with_260k, bool panels) {
   std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> models;
   if (fixtures.empty() && std::getenv("A2SF_FIXTURES") != nullptr) fixtures = std::getenv("A2SF_FIXTURES");
   worker::LoadOptions load;
-  load.float_panels = float_panels;
+  load.panels = panels;
   if (with_260k) {
     auto loaded = fixtures.empty() ? absl::NotFoundError("no fixtures") : worker::LoadModel(fixtures + "/stories260K-dq.bin", load);
     if (loaded.ok()) {
@@ -27,7 +27,7 @@ std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> Bench
   for (worker::WeightType type : types_110m) {
     std::string name = "stories110M (random)";
     if (type != worker::WeightType::kF32) name += std::string(" ") + worker::WeightTypeName(type);
-    models.emplace_back(name, std::move(*worker::MakeSyntheticModel(*worker::NamedShape("stories110M"), 7, type, float_panels)));
+    models.emplace_back(name, std::move(*worker::MakeSyntheticModel(*worker::NamedShape("stories110M"), 7, type, panels)));
   }
   return models;
 }

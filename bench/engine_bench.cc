@@ -149,7 +149,7 @@ int main(int argc, char** argv) {
   // same weights held row-major (the GPU kernels' layout).
   if (gpu.ok() && !types_only && !small_only) {
     LoadOptions rows_layout;
-    rows_layout.float_panels = false;
+    rows_layout.panels = false;
     std::unique_ptr<ModelWeights> small_rows =
         fixtures != nullptr && *fixtures != '\0' && small_label == std::string("stories260K")
             ? std::move(*LoadModel(std::string(fixtures) + "/stories260K-dq.bin", rows_layout))

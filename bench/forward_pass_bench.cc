@@ -28,8 +28,8 @@
 ABSL_FLAG(int, threads, 2, "threads of the pass");
 ABSL_FLAG(int, steps, 8, "steps per row count");
 ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda (batched device step against serial one-row steps)");
-ABSL_FLAG(bool, float_panels, true,
-          "hold float matrices in CPU panels (false: row-major, the layout before panels; cuda: always rows)");
+ABSL_FLAG(bool, panels, true,
+          "hold f32/f16/bf16/q8_0 matrices in CPU panels (false: row-major, the layout before panels; cuda: always rows)");
 ABSL_FLAG(std::string, shape, "stories110M", "a2sf-make-model's shape name (stories110M, llama2-7b, ...)");
 ABSL_FLAG(std::vector<std::string>, rows, std::vector<std::string>({"1", "2", "4", "8", "16"}),
           "row counts to measure (the first is the ratios' base)");
@@ -88,8 +88,8 @@ StepMs MsPerStep(int steps, Prepare prepare, Step step) {
   return {absl::ToDoubleMilliseconds(total) / steps, absl::ToDoubleMilliseconds(fastest)};
 }
 
-// Whether float matrices go in panels: --float_panels, and never for the GPU (its kernels read rows).
-bool FloatPanels() { return absl::GetFlag(FLAGS_float_panels) && absl::GetFlag(FLAGS_device) != "cuda"; }
+// Whether matrices go in panels: --panels, and never for the GPU (its kernels read rows).
+bool Panels() { return absl::GetFlag(FLAGS_panels) && absl::GetFlag(FLAGS_device) != "cuda"; }
 
 // --shape/--layers held in --weights, random (INVALID_ARGUMENT for a bad flag).
 absl::StatusOr<std::unique_ptr<ModelWeights>> SyntheticWeights() {
@@ -100,7 +100,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> SyntheticWeights() {
   if (!type->has_value()) return absl::InvalidArgumentError("--weights: name a type, not auto");
   std::printf("%s, %d layers, %s weights\n", absl::GetFlag(FLAGS_shape).c_str(), shape->n_layers,
               WeightTypeName(**type));
-  return MakeSyntheticModel(*shape, 7, **type, FloatPanels());
+  return MakeSyntheticModel(*shape, 7, **type, Panels());
 }
 
 int RunCpu(const ModelWeights* weights, int steps) {
@@ -166,7 +166,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   LoadOptions load;
-  load.float_panels = FloatPanels();
+  load.panels = Panels();
   absl::StatusOr<std::unique_ptr<ModelWeights>> weights = absl::GetFlag(FLAGS_model).empty()
                                                                ? SyntheticWeights()
                                                                : LoadModel(absl::GetFlag(FLAGS_model), load);

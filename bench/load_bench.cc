@@ -41,7 +41,7 @@ ABSL_FLAG(bool, remote, true, "also measure policies in a cache manager over the
 ABSL_FLAG(std::string, weights, "f32", "types the stories110M shape is held in (comma-separated: f32,f16,bf16,q8_0,q4_0)");
 ABSL_FLAG(int, rounds, 3, "rounds over all job counts per model and path (rows: medians over rounds)");
 ABSL_FLAG(bool, stories260k, true, "also measure stories260K from the fixtures");
-ABSL_FLAG(bool, float_panels, true, "hold float matrices in panels (false: row-major, the layout before panels)");
+ABSL_FLAG(bool, panels, true, "hold f32/f16/bf16/q8_0 matrices in panels (false: row-major, the layout before panels)");
 
 namespace a2sf {
 namespace {
@@ -186,7 +186,7 @@ int main(int argc, char** argv) {
   }
   bench::LocalCacheManager cachemgr("a2sf_load_bench", /*tcp=*/false);
   const auto models = bench::BenchModels(absl::GetFlag(FLAGS_fixtures), *types, absl::GetFlag(FLAGS_stories260k),
-                                         absl::GetFlag(FLAGS_float_panels));
+                                         absl::GetFlag(FLAGS_panels));
   std::printf("%d rounds per model and path; medians over rounds, \"rounds\": range of the rounds' own ratios\n",
               std::max(1, absl::GetFlag(FLAGS_rounds)));
   std::printf("%-27s %-14s %4s %10s %8s %-11s %9s %9s %8s %9s %9s\n", "model", "policy", "jobs", "tok/s", "vs 1",

@@ -26,7 +26,7 @@ using testing::FixturesDir;
 
 std::unique_ptr<ModelWeights> Load(const std::string& name) {
   LoadOptions rows;
-  rows.float_panels = false;  // the GPU kernels read rows
+  rows.panels = false;  // the GPU kernels read rows
   auto weights = LoadModel(FixturesDir() + "/" + name, rows);
   EXPECT_TRUE(weights.ok()) << weights.status();
   return weights.ok() ? std::move(*weights) : nullptr;
@@ -43,7 +43,7 @@ std::unique_ptr<Engine> MakeEngine(const ModelWeights* weights, EngineDevice dev
 
 TEST(CudaEngine, WithoutAGpuCreateIsUnavailableWithTheReason) {
   if (CheckEngineDevice(EngineDevice::kCuda).ok()) GTEST_SKIP() << "a GPU is present: this test covers machines without one";
-  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1, WeightType::kF32, /*float_panels=*/false);
+  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1, WeightType::kF32, /*panels=*/false);
   ASSERT_TRUE(weights.ok()) << weights.status();
   EngineOptions options;
   options.device = EngineDevice::kCuda;
@@ -120,7 +120,7 @@ TEST(CudaEngine, EveryWeightTypeFollowsTheCpuEngineOfThatType) {
   const int tokens[8] = {1, 403, 407, 261, 378, 432, 383, 286};
   for (WeightType type : {WeightType::kF16, WeightType::kBF16, WeightType::kQ8_0, WeightType::kQ4_0}) {
     LoadOptions options;
-    options.float_panels = false;
+    options.panels = false;
     options.weights = type;
     auto weights = LoadModel(FixturesDir() + "/stories260K-dq.bin", options);
     ASSERT_TRUE(weights.ok()) << weights.status();
@@ -223,7 +223,7 @@ TEST(CudaEngine, MatchesTheCpuEngineStepByStepWithEvictions) {
 
 TEST(CudaEngine, BadInputsAreRejectedWithoutHarm) {
   A2SF_REQUIRE_GPU();
-  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 3, WeightType::kF32, /*float_panels=*/false);
+  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 3, WeightType::kF32, /*panels=*/false);
   ASSERT_TRUE(weights.ok());
   auto engine = MakeEngine(weights->get(), EngineDevice::kCuda, 2);
   EXPECT_EQ(engine->Forward(-1, 0).code(), absl::StatusCode::kInvalidArgument);
@@ -246,7 +246,7 @@ namespace a2sf::worker {
 namespace {
 
 TEST(CudaEngineDeviceScores, ACpuEngineRefusesADeviceScoreTarget) {
-  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1, WeightType::kF32, /*float_panels=*/false);
+  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1, WeightType::kF32, /*panels=*/false);
   ASSERT_TRUE(weights.ok()) << weights.status();
   auto engine = MakeEngine(weights->get(), EngineDevice::kCpu, 16);
   ASSERT_NE(engine, nullptr);
@@ -260,7 +260,7 @@ TEST(CudaEngineDeviceScores, ACpuEngineRefusesADeviceScoreTarget) {
 // target smaller than the cache's [layers][kv_heads][capacity] is refused.
 TEST(CudaEngineDeviceScores, ScoresWrittenToAnExportedBufferEqualTheHostScores) {
   A2SF_REQUIRE_GPU();
-  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1, WeightType::kF32, /*float_panels=*/false);
+  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1, WeightType::kF32, /*panels=*/false);
   ASSERT_TRUE(weights.ok()) << weights.status();
   const int capacity = 8;
   auto engine = MakeEngine(weights->get(), EngineDevice::kCuda, capacity);
@@ -433,7 +433,7 @@ TEST(CudaForwardPass, EveryWeightTypesBatchEqualsItsEnginesAlone) {
       {WeightType::kF16, 2e-3}, {WeightType::kBF16, 1e-2}, {WeightType::kQ8_0, 1e-4}, {WeightType::kQ4_0, 1e-4}};
   for (auto [type, bound] : types) {
     LoadOptions options;
-    options.float_panels = false;
+    options.panels = false;
     options.weights = type;
     auto weights = LoadModel(FixturesDir() + "/stories260K-dq.bin", options);
     ASSERT_TRUE(weights.ok()) << weights.status();
@@ -478,7 +478,7 @@ TEST(CudaForwardPass, ACpuEngineInAPassWithCudaEnginesIsBitForBitAlone) {
 // included), equal to the host copy.
 TEST(CudaForwardPass, EachEnginesDeviceScoresHoldItsLastRowOfThePass) {
   A2SF_REQUIRE_GPU();
-  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1, WeightType::kF32, /*float_panels=*/false);
+  auto weights = MakeSyntheticModel(*NamedShape("stories260K"), 1, WeightType::kF32, /*panels=*/false);
   ASSERT_TRUE(weights.ok()) << weights.status();
   const int capacity = 16;
   const ModelConfig& c = (*weights)->config();

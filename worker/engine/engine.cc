@@ -34,7 +34,7 @@ cuda::HostMatrix Host(const WeightMatrix& m) {
   return {static_cast<int>(m.type), m.data, m.rows, m.cols, m.bytes()};
 }
 
-// The GPU kernels read row-major matrices: a model loaded in panels (LoadOptions::float_panels) is
+// The GPU kernels read row-major matrices: a model loaded in panels (LoadOptions::panels) is
 // refused rather than misread.
 absl::Status AllInRows(const ModelWeights& weights) {
   bool rows = !weights.token_embedding().panels() && !weights.classifier().panels();
@@ -43,7 +43,7 @@ absl::Status AllInRows(const ModelWeights& weights) {
   }
   if (rows) return absl::OkStatus();
   return absl::FailedPreconditionError(
-      "device cuda: the model was loaded with float matrices in CPU panels; load it with float_panels off");
+      "device cuda: the model was loaded with matrices in CPU panels; load it with panels off (LoadOptions::panels)");
 }
 
 // A model's weights on the GPU, uploaded once and shared by every engine of that model; freed with

@@ -231,6 +231,43 @@ TEST(MatMulPanels, EveryKernelGivesTheFusedSumInColumnOrder) {
   }
 }
 
+// q8_0 in panels gives the row layout's bits (exact integer pair sums, the same scale FMAs and lane
+// order) on every ISA -- the AVX-512 panel kernel and the row kernels over unpacked panels -- for
+// every vector count (1..17), padded last panels and panel-aligned ranges, writing nothing else.
+TEST(MatMulPanels, Q8_0InPanelsGivesTheRowLayoutsBits) {
+  constexpr size_t kGuard = 64;
+  for (int64_t cols : {32, 64, 256, 768}) {
+    for (int64_t n_rows : {7, 48, 61, 200}) {
+      Problem p(WeightType::kQ8_0, n_rows, cols, 17, uint32_t(cols * 3 + n_rows), /*panels=*/true);
+      ASSERT_TRUE(p.w.panels());
+      std::vector<float> want(size_t(p.n) * n_rows);
+      MatMulRows(KernelIsa::kScalar, want.data(), p.rows, p.x.data(), p.n, 0, n_rows);
+      for (KernelIsa isa : Isas()) {
+        for (int n = 1; n <= p.n; ++n) {
+          for (int64_t begin : {int64_t{0}, int64_t{16}}) {
+            if (begin >= n_rows) continue;
+            std::vector<float> out(size_t(n) * n_rows + kGuard, -1.0f);
+            MatMulRows(isa, out.data(), p.w, p.x.data(), n, begin, n_rows);
+            const std::string what = std::string(KernelIsaName(isa)) + " cols " + std::to_string(cols) + " rows " +
+                                     std::to_string(n_rows) + " vectors " + std::to_string(n) + " from " +
+                                     std::to_string(begin);
+            for (int v = 0; v < n; ++v) {
+              // want's vector v is the same vector (the first n of p.x)
+              EXPECT_EQ(0, std::memcmp(out.data() + v * n_rows + begin, want.data() + v * n_rows + begin,
+                                       size_t(n_rows - begin) * 4))
+                  << what << " vector " << v;
+              EXPECT_TRUE(std::all_of(out.data() + v * n_rows, out.data() + v * n_rows + begin,
+                                      [](float f) { return f == -1.0f; }))
+                  << what;
+            }
+            EXPECT_TRUE(std::all_of(out.end() - kGuard, out.end(), [](float f) { return f == -1.0f; })) << what;
+          }
+        }
+      }
+    }
+  }
+}
+
 // Panels: a row's result does not depend on the rows computed with it (panel-aligned ranges, as
 // MatMuls' chunks are; rows outside the range are left alone), on the vectors beside it, or on the
 // threads; large enough to be streamed and split over the pool, with a padded last panel.

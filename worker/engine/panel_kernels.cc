@@ -131,6 +131,76 @@ struct Tiles {
 
 #include "worker/engine/panel_walk.inc"
 
+// q8_0 panels (weights.h): per block, lane m of each row's sum takes the integer pair products of
+// columns (2m, 2m+1) and (16+2m, 17+2m) -- one vpmaddwd each for 16 rows -- and then
+// fma(d_w * d_x, sum, lane m): RowsScalarQuantized's arithmetic, lanes reduced in ReduceLanes'
+// order, so q8_0 gives the same bits in panels as in rows. NV vectors per tile (8 accumulators each).
+template <int NV>
+inline void Q8_0Tile(const uint8_t* panel, int64_t blocks, const BlockQ16* x, size_t x_stride, float* out,
+                     size_t out_stride) {
+  constexpr size_t kBlock = kPanelRows * sizeof(BlockQ8_0);
+  __m512 acc[NV][8];
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v)
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; ++m) acc[v][m] = _mm512_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* block = panel + size_t(b) * kBlock;
+    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
+    __m512 scale[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) scale[v] = _mm512_mul_ps(dw, _mm512_set1_ps(x[v * x_stride + size_t(b)].d));
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; ++m) {
+      const uint8_t* pairs = block + 2 * kPanelRows;
+      const __m512i lo = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pairs + 32 * m)));
+      const __m512i hi = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pairs + 32 * (m + 8))));
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        const int16_t* xq = x[v * x_stride + size_t(b)].qs;
+        int32_t x_lo, x_hi;
+        std::memcpy(&x_lo, xq + 2 * m, 4);
+        std::memcpy(&x_hi, xq + 16 + 2 * m, 4);
+        const __m512i sum = _mm512_add_epi32(_mm512_madd_epi16(lo, _mm512_set1_epi32(x_lo)),
+                                             _mm512_madd_epi16(hi, _mm512_set1_epi32(x_hi)));
+        acc[v][m] = _mm512_fmadd_ps(scale[v], _mm512_cvtepi32_ps(sum), acc[v][m]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < NV; ++v) {
+    const __m512 even = _mm512_add_ps(_mm512_add_ps(acc[v][0], acc[v][4]), _mm512_add_ps(acc[v][2], acc[v][6]));
+    const __m512 odd = _mm512_add_ps(_mm512_add_ps(acc[v][1], acc[v][5]), _mm512_add_ps(acc[v][3], acc[v][7]));
+    _mm512_storeu_ps(out + v * out_stride, _mm512_add_ps(even, odd));
+  }
+}
+
+// Rows [begin, end) of a q8_0 panels matrix: each panel against the vectors two at a time, then one;
+// a last panel with fewer rows in range through a scratch block.
+void PanelsQ8_0(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end, float* out) {
+  const int64_t blocks = w.cols / kQuantBlock;
+  alignas(64) float scratch[2 * kPanelRows];
+  for (int64_t first = begin; first < end; first += kPanelRows) {
+    const uint8_t* panel = w.panel(first / kPanelRows);
+    const int64_t lanes = std::min(kPanelRows, end - first);
+    const bool whole = lanes == kPanelRows;
+    const size_t stride = whole ? size_t(w.rows) : size_t(kPanelRows);
+    for (int v = 0; v < n_vectors; v += 2) {
+      const BlockQ16* x = a.q16 + size_t(v) * a.q16_blocks;
+      float* to = whole ? out + size_t(v) * w.rows + first : scratch;
+      if (v + 1 < n_vectors) {
+        Q8_0Tile<2>(panel, blocks, x, a.q16_blocks, to, stride);
+      } else {
+        Q8_0Tile<1>(panel, blocks, x, a.q16_blocks, to, stride);
+      }
+      if (whole) continue;
+      for (int u = v; u < std::min(v + 2, n_vectors); ++u) {
+        std::memcpy(out + size_t(u) * w.rows + first, scratch + size_t(u - v) * kPanelRows, size_t(lanes) * 4);
+      }
+    }
+  }
+}
+
 }  // namespace avx512
 #pragma GCC pop_options
 
@@ -186,6 +256,12 @@ RowsKernel PanelKernelFor(KernelIsa isa, WeightType type) {
   if (!PanelsHold(type)) {
     std::fprintf(stderr, "PanelKernelFor: %s is not held in panels\n", WeightTypeName(type));
     std::abort();
+  }
+  if (type == WeightType::kQ8_0) {
+#if defined(__x86_64__)
+    if (isa == KernelIsa::kAvx512) return avx512::PanelsQ8_0;
+#endif
+    return nullptr;  // the row kernels over unpacked panels (matmul.cc)
   }
 #if defined(__x86_64__)
   // In WeightType order: f32, f16, bf16.

@@ -139,7 +139,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(const std::string& p
 
   PlaceOptions place;
   place.wanted = options.weights;
-  place.panels = options.float_panels;
+  place.panels = options.panels;
   std::vector<std::string> file_types;
   auto matrix = [&](int layer, const char* stem, int64_t rows, int64_t cols) -> absl::StatusOr<WeightMatrix> {
     const std::string name = GgufTensorName(layer, stem);

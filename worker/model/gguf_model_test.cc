@@ -79,7 +79,7 @@ TEST(GgufModel, Fp32RoundTripOfTheFixtureIsExact) {
   const std::string path = FixtureAsGguf(WeightType::kF32, "f32.gguf");
   auto bin = *LoadModel(FixturesDir() + "/stories260K-dq.bin");
   LoadOptions in_place;
-  in_place.float_panels = false;  // as the file holds them
+  in_place.panels = false;  // as the file holds them
   auto gguf_model = LoadModel(path, in_place);  // LoadModel recognises the magic
   ASSERT_TRUE(gguf_model.ok()) << gguf_model.status();
   ExpectSameWeights(*bin, **gguf_model);
@@ -121,7 +121,7 @@ TEST(GgufModel, Q8_0IsWrittenAsGgufBlocksAndUsedInPlace) {
   EXPECT_NE(notes[0].find("ffn_down"), std::string::npos) << notes[0];
   auto bin = *LoadModel(FixturesDir() + "/stories260K-dq.bin");
   LoadOptions in_place;
-  in_place.float_panels = false;  // the f16 rows as the file holds them
+  in_place.panels = false;  // the f16 rows as the file holds them
   auto q8 = LoadModel(path, in_place);
   ASSERT_TRUE(q8.ok()) << q8.status();
   EXPECT_EQ((*q8)->layer(0).wq.type, WeightType::kQ8_0);
@@ -141,7 +141,7 @@ TEST(GgufModel, Q8_0IsWrittenAsGgufBlocksAndUsedInPlace) {
   // Re-written as q8_0 from q8_0: the blocks are copied, byte for byte.
   gguf::GgufWriter writer;
   ASSERT_TRUE(WriteGgufModel(**q8, std::nullopt, &writer, TempPath("q8-again.gguf")).ok());
-  auto again = *LoadModel(TempPath("q8-again.gguf"));
+  auto again = *LoadModel(TempPath("q8-again.gguf"), in_place);
   EXPECT_EQ(0, std::memcmp(again->layer(2).wq.data, (*q8)->layer(2).wq.data, (*q8)->layer(2).wq.bytes()));
   // Loading with --weights=f32 converts on load.
   LoadOptions f32;

@@ -72,12 +72,13 @@ inline constexpr LayerMatrixField kLayerMatrices[] = {
     {&LayerWeights::wo, "attn_output"}, {&LayerWeights::w1, "ffn_gate"}, {&LayerWeights::w2, "ffn_down"},
     {&LayerWeights::w3, "ffn_up"}};
 
-// How to load: the weight type to hold matrices in (nullopt: the file's own, "auto"), and whether float
-// matrices go in panels (weights.h), the layout the CPU kernels run fastest on; the GPU engine
-// takes rows (cuda_forward.h), so a model loaded for --device=cuda sets it false.
+// How to load: the weight type to hold matrices in (nullopt: the file's own, "auto"), and whether
+// matrices of the types panels hold (f32, f16, bf16, q8_0) go in panels (weights.h), the layout the
+// CPU kernels run fastest on; the GPU engine takes rows (cuda_forward.h), so a model loaded for
+// --device=cuda sets it false.
 struct LoadOptions {
   std::optional<WeightType> weights;
-  bool float_panels = true;
+  bool panels = true;
 };
 
 class ModelWeights {
@@ -134,7 +135,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadModel(const std::string& path,
 // with a = 1/sqrt(fan_in), norms 1; held in `type` (quantized from those fp32 values, tensor by tensor).
 absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig& config, uint64_t seed,
                                                                   WeightType type = WeightType::kF32,
-                                                                  bool float_panels = true);
+                                                                  bool panels = true);
 
 // Shapes for synthetic models: "stories110M" (dim 768, hidden 2048, 12 layers, 12 heads, vocab 32000,
 // context 1024), "stories260K", "llama2-7b" (32 layers; `layers` > 0 reduces the depth).

@@ -224,7 +224,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::s
   Reader r(file, header->data_offset);
   PlaceOptions place;
   place.wanted = options.weights;
-  place.panels = options.float_panels;
+  place.panels = options.panels;
   // `count` fp32 values at the read position, as a [rows][cols] view.
   auto take_f32 = [&](int64_t rows, int64_t cols, const char* what) -> absl::StatusOr<WeightMatrix> {
     const size_t bytes = size_t(rows) * cols * 4;
@@ -497,7 +497,7 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadHuggingFaceFolder(const std::s
   };
   PlaceOptions place;
   place.wanted = options.weights;
-  place.panels = options.float_panels;
+  place.panels = options.panels;
   auto matrix = [&](const std::string& name, std::vector<int64_t> shape, int permute_heads) -> absl::StatusOr<WeightMatrix> {
     absl::StatusOr<WeightMatrix> m = tensor(name, shape, permute_heads, &place);
     if (!m.ok()) return m.status();

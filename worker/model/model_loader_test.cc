@@ -37,7 +37,7 @@ std::vector<float> Floats(const WeightMatrix& m) {
 // Matrices as the files hold them (row-major, used in place where the type allows).
 LoadOptions InRows() {
   LoadOptions options;
-  options.float_panels = false;
+  options.panels = false;
   return options;
 }
 

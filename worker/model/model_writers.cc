@@ -12,14 +12,14 @@
 namespace a2sf::worker {
 namespace {
 
-// Appends row `r` of `m` to `out` in type `to`, row-major (bytes copied when the type is already `to`
-// and `m` is in rows; a float type's trip through fp32 is exact).
+// Appends row `r` of `m` to `out` in type `to`, row-major (its bytes copied when the type is already
+// `to`, whatever m's layout).
 void AppendRow(const WeightMatrix& m, int64_t r, WeightType to, std::vector<float>* scratch, std::vector<uint8_t>* out) {
   const size_t at = out->size();
   const size_t bytes = RowBytes(to, m.cols);
   out->resize(at + bytes);
-  if (m.type == to && !m.panels()) {
-    std::memcpy(out->data() + at, m.row(r), bytes);
+  if (m.type == to) {
+    m.CopyRow(r, out->data() + at);
     return;
   }
   scratch->resize(size_t(m.cols));

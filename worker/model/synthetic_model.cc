@@ -29,7 +29,7 @@ absl::StatusOr<ModelConfig> NamedShape(const std::string& name, int layers) {
 }
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig& config, uint64_t seed,
-                                                                  WeightType type, bool float_panels) {
+                                                                  WeightType type, bool panels) {
   if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
   auto w = std::make_unique<ModelWeights>();
   w->mutable_config() = config;
@@ -55,12 +55,12 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConf
   };
   PlaceOptions place;
   place.wanted = type;
-  place.panels = float_panels;
+  place.panels = panels;
   absl::Status status;
   auto matrix = [&](int64_t rows, int64_t cols, const char* name) -> WeightMatrix {
     const size_t n = size_t(rows) * cols;
     // Drawn in place where Place keeps it (f32 rows), else into scratch that Place converts from.
-    float* v = type == WeightType::kF32 && !float_panels ? reinterpret_cast<float*>(w->storage().Allocate(n * 4))
+    float* v = type == WeightType::kF32 && !panels ? reinterpret_cast<float*>(w->storage().Allocate(n * 4))
                                                          : (scratch.resize(n), scratch.data());
     draw(v, n, int(cols), false);
     absl::StatusOr<WeightMatrix> m = w->Place({WeightType::kF32, v, rows, cols}, place, name);

@@ -195,21 +195,34 @@ void WeightStorage::Release(const void* p, size_t bytes) const {
 
 namespace {
 
-// Byte offset of element (r, c) in a panel-layout matrix of `m`'s shape.
-size_t PanelOffset(const WeightMatrix& m, int64_t r, int64_t c) {
-  const size_t element = Traits(m.type).block_bytes;  // a float type's block is one weight
-  return (size_t(r / kPanelRows) * size_t(m.cols) * kPanelRows + size_t(c) * kPanelRows + size_t(r % kPanelRows)) *
-         element;
+// A q8_0 panel's bytes for one 32-column block: the 16 rows' fp16 scales, then the 16 column pairs
+// (2q, 2q + 1), each as 16 rows x 2 int8.
+constexpr size_t kQ8PanelBlock = kPanelRows * sizeof(BlockQ8_0);
+
+// Calls fn(panel offset, row offset, bytes) for every unit of panel row `lane` -- a float weight, a
+// q8_0 scale or column pair -- where weights.h's layout puts it (a LLaMA-2-7B model is ~10^10 bytes).
+template <typename Fn>
+void ForEachUnit(const WeightMatrix& m, int64_t lane, Fn fn) {
+  const size_t row_bytes = m.row_bytes();
+  if (m.type != WeightType::kQ8_0) {
+    const size_t element = Traits(m.type).block_bytes;
+    for (size_t at = 0, to = size_t(lane) * element; at < row_bytes; at += element, to += kPanelRows * element) {
+      fn(to, at, element);
+    }
+    return;
+  }
+  for (size_t block = 0; block * sizeof(BlockQ8_0) < row_bytes; ++block) {
+    const size_t at = block * sizeof(BlockQ8_0), to = block * kQ8PanelBlock + size_t(lane) * 2;
+    fn(to, at, 2);  // the scale
+    for (size_t pair = 0; pair < kQuantBlock / 2; ++pair) fn(to + (pair + 1) * kPanelRows * 2, at + 2 + 2 * pair, 2);
+  }
 }
 
-// A block of 16 rows (row-major, `row_bytes` each, elements of kElement bytes) as one panel:
-// column c's 16 elements at panel + c * 16 * kElement, written in order.
-template <size_t kElement>
-void Transpose(const uint8_t* block, size_t row_bytes, int64_t cols, uint8_t* panel) {
-  for (int64_t c = 0; c < cols; ++c) {
-    for (int64_t lane = 0; lane < kPanelRows; ++lane, panel += kElement) {
-      std::memcpy(panel, block + size_t(lane) * row_bytes + size_t(c) * kElement, kElement);
-    }
+// A block of 16 rows (row-major, m.row_bytes() each) as one panel of m's type.
+void Pack(const WeightMatrix& m, const uint8_t* block, uint8_t* panel) {
+  for (int64_t lane = 0; lane < kPanelRows; ++lane) {
+    const uint8_t* row = block + size_t(lane) * m.row_bytes();
+    ForEachUnit(m, lane, [&](size_t to, size_t at, size_t n) { std::memcpy(panel + to, row + at, n); });
   }
 }
 
@@ -240,20 +253,26 @@ void PlaceRows(const WeightMatrix& source, const std::vector<int64_t>& row_order
     for (int64_t r = first; r < std::min(out.rows, first + kPanelRows); ++r) {
       PlaceRow(source, from(r), out.type, block.data() + size_t(r - first) * row_bytes, &scratch);
     }
-    if (Traits(out.type).block_bytes == 4) {
-      Transpose<4>(block.data(), row_bytes, out.cols, dst);
-    } else {
-      Transpose<2>(block.data(), row_bytes, out.cols, dst);  // f16, bf16 (PanelsHold)
-    }
+    Pack(out, block.data(), dst);
   }
 }
 
 }  // namespace
 
+void WeightMatrix::CopyRow(int64_t r, uint8_t* out) const {
+  if (!panels()) {
+    std::memcpy(out, row(r), row_bytes());
+    return;
+  }
+  const uint8_t* p = panel(r / kPanelRows);
+  ForEachUnit(*this, r % kPanelRows, [&](size_t from, size_t at, size_t n) { std::memcpy(out + at, p + from, n); });
+}
+
 void WeightMatrix::RowToFloat(int64_t r, float* out) const {
   if (!panels()) return Traits(type).to_float(row(r), out, cols);
-  const uint8_t* base = static_cast<const uint8_t*>(data);
-  for (int64_t c = 0; c < cols; ++c) Traits(type).to_float(base + PanelOffset(*this, r, c), out + c, 1);
+  std::vector<uint8_t> bytes(row_bytes());
+  CopyRow(r, bytes.data());
+  Traits(type).to_float(bytes.data(), out, cols);
 }
 
 absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const PlaceOptions& options,

@@ -83,16 +83,19 @@ size_t RowBytes(WeightType type, int64_t cols);
 
 // How a matrix's elements are laid out.
 //   kRows:   row-major [rows][cols] (every type; the files' layout).
-//   kPanels: float types only (f32, f16, bf16), for the CPU kernels: rows in panels of kPanelRows,
-//            each panel column-major -- element (r, c) at panel r / 16, position c * 16 + r % 16 --
-//            and the last panel padded with zero rows. A column of a panel is one 64-byte line of
-//            f32 (32 bytes of f16/bf16) that serves 16 rows at once; matmul.h says why.
+//   kPanels: f32, f16, bf16 and q8_0, for the CPU kernels: rows in panels of kPanelRows, the last
+//            panel padded with zero rows. Float types: each panel column-major -- element (r, c) at
+//            panel r / 16, position c * 16 + r % 16 -- so a column is one 64-byte line of f32 (32
+//            bytes of f16/bf16) that serves 16 rows at once. q8_0: per 32-column block, the 16 rows'
+//            fp16 scales, then the 16 column pairs (2q, 2q + 1) as 16 rows x 2 int8, so one load
+//            feeds 16 rows' integer pair products (panel_kernels.h).
 enum class WeightLayout : uint8_t { kRows, kPanels };
 inline constexpr int64_t kPanelRows = 16;
 
-// Whether `type` can be held in panels (one weight per block).
+// Whether `type` can be held in panels.
 inline bool PanelsHold(WeightType type) {
-  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16;
+  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16 ||
+         type == WeightType::kQ8_0;
 }
 
 // A non-owning view of a matrix [rows][cols] of one type, in `layout`.
@@ -112,6 +115,8 @@ struct WeightMatrix {
   const uint8_t* row(int64_t r) const { return static_cast<const uint8_t*>(data) + size_t(r) * row_bytes(); }
   // Panel p's bytes (kPanelRows * row_bytes() of them). REQUIRES: layout kPanels.
   const uint8_t* panel(int64_t p) const { return row(p * kPanelRows); }
+  // out[0..row_bytes()) = row r's bytes as a row-major matrix holds them, in either layout.
+  void CopyRow(int64_t r, uint8_t* out) const;
   // out[0..cols) = row r as floats, in either layout (the embedding lookup, writers).
   void RowToFloat(int64_t r, float* out) const;
   bool empty() const { return data == nullptr; }
@@ -156,7 +161,7 @@ struct PlaceOptions {
   std::optional<WeightType> wanted;  // nullopt: keep the file's type
   // If not empty, destination row r is source row row_order[r] (HF q/k rows to interleaved RoPE).
   std::vector<int64_t> row_order;
-  // Hold a float type (f32, f16, bf16; the type after `wanted`) in panels; other types stay rows.
+  // Hold the matrix in panels when its type (the one after `wanted`) allows (PanelsHold); q4_0 stays rows.
   bool panels = false;
 };
 

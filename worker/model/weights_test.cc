@@ -188,9 +188,9 @@ TEST(PlaceMatrix, PanelsHoldColumnsOfSixteenRowsAndPadTheLastPanel) {
   }
 }
 
-// Panels take the type asked for first (f16 and bf16 keep 2 bytes a weight); quantized types and
-// reordered rows combine with them as with rows.
-TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrderAndNeverHoldQuantizedTypes) {
+// Panels take the type asked for first (f16 and bf16 keep 2 bytes a weight) and combine with
+// reordered rows as rows do; q4_0 is never held in panels.
+TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrderAndNeverHoldQ4_0) {
   std::vector<float> values(3 * 32);
   for (size_t i = 0; i < values.size(); ++i) values[i] = float(i) * 0.25f - 7.0f;
   for (WeightType type : {WeightType::kF16, WeightType::kBF16}) {
@@ -210,13 +210,51 @@ TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrderAndNeverHoldQuantizedTypes
   }
   WeightStorage storage;
   PlaceOptions options;
-  options.wanted = WeightType::kQ8_0;
+  options.wanted = WeightType::kQ4_0;
   options.panels = true;
   absl::StatusOr<WeightMatrix> placed =
       PlaceMatrix({WeightType::kF32, values.data(), 3, 32}, options, "w", &storage, nullptr);
   ASSERT_TRUE(placed.ok());
   EXPECT_FALSE(placed->panels());
-  EXPECT_EQ(placed->bytes(), 3 * sizeof(BlockQ8_0));
+  EXPECT_EQ(placed->bytes(), 3 * sizeof(BlockQ4_0));
+}
+
+// q8_0 panels: per 32-column block the 16 rows' scales, then column pairs (2q, 2q + 1) as 16 rows x
+// 2 int8 -- checked on the raw bytes against the row-major blocks, and CopyRow gives the blocks back.
+TEST(PlaceMatrix, Q8_0PanelsHoldScalesThenColumnPairsOfSixteenRows) {
+  const int64_t rows = 19, cols = 64;  // two blocks per row; one whole panel and one of 3 rows
+  std::vector<float> values(size_t(rows * cols));
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(float(i) * 0.37f) * float(1 + i % 5);
+  WeightStorage storage;
+  PlaceOptions options;
+  options.wanted = WeightType::kQ8_0;
+  absl::StatusOr<WeightMatrix> in_rows =
+      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
+  options.panels = true;
+  absl::StatusOr<WeightMatrix> in_panels =
+      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
+  ASSERT_TRUE(in_rows.ok() && in_panels.ok());
+  ASSERT_TRUE(in_panels->panels());
+  EXPECT_EQ(in_panels->bytes(), size_t(32 / 16 * 16) * in_rows->row_bytes());
+  const uint8_t* raw = static_cast<const uint8_t*>(in_panels->data);
+  for (int64_t r = 0; r < 32; ++r) {
+    for (int64_t b = 0; b < cols / 32; ++b) {
+      BlockQ8_0 want{};  // the padding rows are zeros
+      if (r < rows) std::memcpy(&want, in_rows->row(r) + b * sizeof(BlockQ8_0), sizeof(want));
+      const uint8_t* block = raw + size_t(r / 16) * 16 * in_rows->row_bytes() + size_t(b) * 16 * sizeof(BlockQ8_0);
+      uint16_t scale;
+      std::memcpy(&scale, block + (r % 16) * 2, 2);
+      EXPECT_EQ(scale, want.d) << r << "," << b;
+      for (int j = 0; j < 32; ++j) {
+        EXPECT_EQ(int8_t(block[32 + (j / 2) * 32 + (r % 16) * 2 + j % 2]), want.qs[j]) << r << "," << b << "," << j;
+      }
+    }
+  }
+  std::vector<uint8_t> copy(in_rows->row_bytes());
+  for (int64_t r = 0; r < rows; ++r) {
+    in_panels->CopyRow(r, copy.data());
+    EXPECT_EQ(0, std::memcmp(copy.data(), in_rows->row(r), copy.size())) << r;
+  }
 }
 
 TEST(PlaceMatrix, RejectsBadRowOrders) {

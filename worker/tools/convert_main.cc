@@ -38,7 +38,7 @@ int Main() {
   absl::StatusOr<std::optional<WeightType>> type = ParseWeightsFlag(absl::GetFlag(FLAGS_weights));
   if (!type.ok()) return Fail(type.status());
   LoadOptions as_held;
-  as_held.float_panels = false;  // as the file holds it: rows, used in place where the type allows
+  as_held.panels = false;  // as the file holds it: rows, used in place where the type allows
   absl::StatusOr<std::unique_ptr<ModelWeights>> model = LoadModel(in, as_held);
   if (!model.ok()) return Fail(model.status());
   std::cout << "read " << in << ": " << (*model)->format() << "\n";

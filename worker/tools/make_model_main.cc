@@ -44,7 +44,7 @@ int Main() {
   absl::StatusOr<ModelConfig> shape = NamedShape(absl::GetFlag(FLAGS_shape), absl::GetFlag(FLAGS_layers));
   if (!shape.ok()) return Fail(shape.status());
   absl::StatusOr<std::unique_ptr<ModelWeights>> model = MakeSyntheticModel(*shape, absl::GetFlag(FLAGS_seed), weights,
-                                                                              /*float_panels=*/false);  // written row by row
+                                                                              /*panels=*/false);  // written row by row
   if (!model.ok()) return Fail(model.status());
   absl::Status written;
   if (format == "llama2c") {
