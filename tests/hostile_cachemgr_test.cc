@@ -1,10 +1,10 @@
-// A cache manager that breaks the score streams' protocol mid-job (HostileCacheManager: on the batch
-// stream a decision for another session, for another step, one missing, one extra, a malformed one,
-// or the stream ended after a batch; on a session's own stream, --batch_scores=false, a decision for
-// another step, one extra, a malformed one, or the stream ended) is a cache manager the worker has
-// lost: its jobs fail with
-// UNAVAILABLE under --on_cachemgr_failure=fail and continue in-process under continue, within
-// seconds, never hanging; the worker serves the next job on a new stream.
+// A cache manager that breaks the score protocol mid-job (HostileCacheManager: on the batch stream a
+// decision for another session, for another step, one missing, one extra, a malformed one, or the
+// stream ended after a batch; on a session's own stream, --batch_scores=false, a decision for another
+// step, one extra, a malformed one, or the stream ended; on a session's shared-memory ring a decision
+// for another step, a malformed slot, or the ring closed) is a cache manager the worker has lost: its
+// jobs fail with UNAVAILABLE under --on_cachemgr_failure=fail and continue in-process under continue,
+// within seconds, never hanging; the worker serves the next job on a new stream.
 #include <memory>
 #include <string>
 
@@ -20,6 +20,9 @@ namespace {
 
 using cachemgr::testing::Breach;
 
+// How the job's scores travel to the cache manager.
+enum class Route { kBatchStream, kSessionStream, kRing };
+
 class HostileCacheManagerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -27,12 +30,13 @@ class HostileCacheManagerTest : public ::testing::Test {
     hostile_ = stack_.hostile();
   }
 
-  std::unique_ptr<worker::testing::LocalWorker> Worker(bool fallback, bool batch_scores, uint32_t decision_lag = 0) {
+  std::unique_ptr<worker::testing::LocalWorker> Worker(bool fallback, Route route, uint32_t decision_lag = 0) {
     worker::WorkerOptions options;
     options.decision_lag = decision_lag;
     options.cache_manager = worker::testing::PlaintextChannel(stack_.hostile_address());
     options.fallback_in_process = fallback;
-    options.batch_scores = batch_scores;
+    options.batch_scores = route == Route::kBatchStream;
+    if (route == Route::kRing) options.ring_socket = stack_.hostile_ring_socket();
     options.decision_timeout = absl::Seconds(20);  // far above the bound checked: the violation ends it
     return std::make_unique<worker::testing::LocalWorker>(std::move(options));
   }
@@ -53,20 +57,25 @@ class HostileCacheManagerTest : public ::testing::Test {
 };
 
 struct Case {
-  bool batch_scores;
+  Route route;
   Breach breach;
 };
 constexpr Case kCases[] = {
     // (A swap of two sessions' decisions needs two sessions in one batch: score_batcher_test has it.)
-    {true, Breach::kUnknownSession}, {true, Breach::kMissingDecision}, {true, Breach::kExtraDecision},
-    {true, Breach::kWrongStep},      {true, Breach::kCutStream},       {true, Breach::kMalformed},
-    {false, Breach::kExtraDecision}, {false, Breach::kWrongStep},      {false, Breach::kCutStream},
-    {false, Breach::kMalformed},
+    {Route::kBatchStream, Breach::kUnknownSession},  {Route::kBatchStream, Breach::kMissingDecision},
+    {Route::kBatchStream, Breach::kExtraDecision},   {Route::kBatchStream, Breach::kWrongStep},
+    {Route::kBatchStream, Breach::kCutStream},       {Route::kBatchStream, Breach::kMalformed},
+    {Route::kSessionStream, Breach::kExtraDecision}, {Route::kSessionStream, Breach::kWrongStep},
+    {Route::kSessionStream, Breach::kCutStream},     {Route::kSessionStream, Breach::kMalformed},
+    {Route::kRing, Breach::kWrongStep},              {Route::kRing, Breach::kCutStream},
+    {Route::kRing, Breach::kMalformed},
 };
 
 std::string Name(const Case& c) {
-  return std::string(c.batch_scores ? "batch stream: " : "a stream per session: ") +
-         cachemgr::testing::BreachName(c.breach);
+  const char* route = c.route == Route::kBatchStream     ? "batch stream: "
+                      : c.route == Route::kSessionStream ? "a stream per session: "
+                                                         : "shared-memory ring: ";
+  return route + std::string(cachemgr::testing::BreachName(c.breach));
 }
 
 // Every token step from step 30 on (the job is decoding by then) is answered with the breach.
@@ -77,7 +86,7 @@ void TargetFromStep30(cachemgr::testing::HostileCacheManager& hostile, Breach br
 TEST_F(HostileCacheManagerTest, InFailModeTheJobFailsUnavailableAndTheNextJobIsServed) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(Name(c));
-    auto worker = Worker(/*fallback=*/false, c.batch_scores);
+    auto worker = Worker(/*fallback=*/false, c.route);
     TargetFromStep30(*hostile_, c.breach);
     const int breaches = hostile_->breaches();
     const absl::Time start = absl::Now();
@@ -88,19 +97,20 @@ TEST_F(HostileCacheManagerTest, InFailModeTheJobFailsUnavailableAndTheNextJobIsS
     EXPECT_NE(result.status().message().find("lost its cache manager"), std::string::npos) << result.status();
     // The job ends at the first breach it can see: on a session's own stream a decision sent twice
     // shows only when the next step reads it.
-    const bool seen_next_step = !c.batch_scores && c.breach == Breach::kExtraDecision;
+    const bool seen_next_step = c.route == Route::kSessionStream && c.breach == Breach::kExtraDecision;
     EXPECT_EQ(hostile_->breaches(), breaches + (seen_next_step ? 2 : 1));
     hostile_->Target(nullptr, Breach::kNone);
     auto next = worker->client().Generate(Job(), nullptr, 0, absl::Seconds(30));
     ASSERT_TRUE(next.ok()) << next.status();
     EXPECT_EQ(next->finished.policy_location(), v1::POLICY_LOCATION_REMOTE);
+    EXPECT_EQ(next->finished.shared_memory(), c.route == Route::kRing);
   }
 }
 
 TEST_F(HostileCacheManagerTest, InContinueModeTheJobFinishesInProcess) {
   for (const Case& c : kCases) {
     SCOPED_TRACE(Name(c));
-    auto worker = Worker(/*fallback=*/true, c.batch_scores);
+    auto worker = Worker(/*fallback=*/true, c.route);
     TargetFromStep30(*hostile_, c.breach);
     const absl::Time start = absl::Now();
     auto result = worker->client().Generate(Job(), nullptr, 0, absl::Seconds(30));
@@ -108,6 +118,33 @@ TEST_F(HostileCacheManagerTest, InContinueModeTheJobFinishesInProcess) {
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_EQ(result->ids.size(), 64u);
     EXPECT_EQ(result->finished.policy_location(), v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
+    EXPECT_EQ(result->finished.shared_memory(), c.route == Route::kRing);
+    hostile_->Target(nullptr, Breach::kNone);
+  }
+}
+
+// A ring that breaks the protocol at the job's first step: the in-process policy takes over before
+// anything is cached, so the job's tokens are exactly an in-process run's (the budget makes it evict).
+TEST_F(HostileCacheManagerTest, InContinueModeARingBreachAtTheFirstStepGivesTheTokensOfAnInProcessRun) {
+  worker::WorkerOptions in_process_options;
+  worker::testing::LocalWorker in_process(std::move(in_process_options));
+  auto expected = in_process.client().Generate(Job(), nullptr, 0, absl::Seconds(30));
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ASSERT_EQ(expected->finished.policy_location(), v1::POLICY_LOCATION_IN_PROCESS);
+  ASSERT_GT(expected->finished.evictions(), 0u);
+  for (Breach breach : {Breach::kWrongStep, Breach::kMalformed}) {
+    SCOPED_TRACE(Name({Route::kRing, breach}));
+    auto worker = Worker(/*fallback=*/true, Route::kRing);
+    hostile_->Target([](const v1::ScoreStep&) { return true; }, breach);
+    const int breaches = hostile_->breaches();
+    const absl::Time start = absl::Now();
+    auto result = worker->client().Generate(Job(), nullptr, 0, absl::Seconds(30));
+    EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+    ASSERT_TRUE(result.ok()) << result.status();
+    EXPECT_TRUE(result->finished.shared_memory());
+    EXPECT_EQ(result->finished.policy_location(), v1::POLICY_LOCATION_FALLBACK_IN_PROCESS);
+    EXPECT_EQ(hostile_->breaches(), breaches + 1) << "only the first step went to the cache manager";
+    EXPECT_EQ(result->ids, expected->ids);
     hostile_->Target(nullptr, Breach::kNone);
   }
 }
@@ -118,10 +155,10 @@ TEST_F(HostileCacheManagerTest, InContinueModeTheJobFinishesInProcess) {
 // synchronous (the lost decision is the newest step's) and pipelined (several lost in flight).
 TEST_F(HostileCacheManagerTest, InContinueModeALossInsideAPrefillChunkFinishesInProcess) {
   for (uint32_t lag : {0u, 2u}) {
-    for (bool batch_scores : {true, false}) {
+    for (Route route : {Route::kBatchStream, Route::kSessionStream, Route::kRing}) {
       for (Breach breach : {Breach::kCutStream, Breach::kWrongStep, Breach::kMalformed}) {
-        SCOPED_TRACE(Name({batch_scores, breach}) + ", decision lag " + std::to_string(lag));
-        auto worker = Worker(/*fallback=*/true, batch_scores, lag);
+        SCOPED_TRACE(Name({route, breach}) + ", decision lag " + std::to_string(lag));
+        auto worker = Worker(/*fallback=*/true, route, lag);
         hostile_->Target([](const v1::ScoreStep& step) { return step.step() >= 3; }, breach);
         auto result = worker->client().Generate(Job(), nullptr, 0, absl::Seconds(30));
         ASSERT_TRUE(result.ok()) << result.status();

@@ -142,8 +142,11 @@ class RingTransport final : public ScoreTransport {
     uint64_t step = 0;
     absl::StatusOr<EvictionDecision> decision = ring_->ReadDecision(seq, &step);
     if (!decision.ok()) {
-      // The cache manager refused the step (and stops serving the ring) or wrote a malformed slot:
-      // the ring is done; the stream ends with the same status.
+      // The cache manager refused the step (and stops serving the ring) or wrote a malformed slot
+      // (and, believing it answered, serves on): the ring is done. Closed here, it ends the cache
+      // manager's ring loop and with it the stream that Broken reads to its end -- else that read
+      // would wait for the decision deadline (forever without one).
+      ring_->Close();
       stream_.Broken().IgnoreError();
       return decision.status();
     }

@@ -1,9 +1,15 @@
 #include "cachemgr/service/testing/hostile_cache_manager.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <set>
 #include <utility>
 
 #include "cachemgr/policy_library.h"
+#include "common/grpc/status.h"
+#include "common/kv/proto_convert.h"
+#include "common/testing/temp_socket.h"
 
 namespace a2sf::cachemgr::testing {
 
@@ -86,6 +92,115 @@ void Tamper(Breach breach, v1::DecisionBatch* answer) {
 
 }  // namespace
 
+namespace {
+
+// The ring a worker offered: its descriptor taken from the hand-off server and mapped.
+absl::StatusOr<std::shared_ptr<ScoreRing>> AttachOffered(RingHandoffServer* handoff, const v1::SharedMemoryRing& offer) {
+  absl::StatusOr<int> fd = handoff->Take(offer.handle());
+  if (!fd.ok()) return fd.status();
+  absl::StatusOr<std::unique_ptr<ScoreRing>> ring = ScoreRing::Attach(*fd, offer.num_slots(), offer.slot_bytes());
+  close(*fd);
+  if (!ring.ok()) return ring.status();
+  return std::shared_ptr<ScoreRing>(std::move(*ring));
+}
+
+// Ring slot `seq` (its header `header`) as a wire step, into `step`; the honest service checks the rest.
+absl::Status StepFromSlot(const ScoreRing& ring, uint64_t seq, const RingStep& header, v1::ScoreStep* step) {
+  if (header.kind == kRingStepKindDeviceToken || header.num_dims > 4 || header.payload_bytes > ring.payload_capacity()) {
+    return absl::InvalidArgumentError("the hostile cache manager serves only ring slots that hold their scores");
+  }
+  step->set_step(header.step);
+  step->set_kind(v1::StepKind(header.kind));
+  step->set_position(header.position);
+  v1::ScoreTensor* scores = step->mutable_scores();
+  scores->Clear();
+  for (uint32_t d = 0; d < header.num_dims; ++d) scores->add_shape(header.shape[d]);
+  scores->set_dtype(v1::ScoreDType(header.dtype));
+  scores->set_data(static_cast<const char*>(ring.step_payload(seq)), header.payload_bytes);
+  return absl::OkStatus();
+}
+
+// Writes `decision`, of ring slot `seq` (step `step`), back into the slot as `breach` says.
+void WriteRingDecision(ScoreRing* ring, uint64_t seq, uint64_t step, const kv::EvictionDecision& decision,
+                       Breach breach) {
+  if (breach == Breach::kMalformed) {
+    // More evictions per head than it lists (within a slot's room: only the count gives it away).
+    RingDecision* malformed = ring->mutable_decision(seq);
+    *malformed = RingDecision{};
+    malformed->step = step;
+    malformed->evictions_per_head = std::min(decision.evictions_per_head + 3, ScoreRing::kMaxDecisionEvictionsPerHead);
+    ring->Complete(seq);
+    return;
+  }
+  ring->CompleteDecision(seq, breach == Breach::kWrongStep ? step + 1000 : step, decision).IgnoreError();
+}
+
+}  // namespace
+
+grpc::Status HostileCacheManager::OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
+                                              v1::OpenSessionResponse* response) {
+  if (ring_handoff_ == nullptr || !request->has_shared_memory_ring()) {
+    return honest_->OpenSession(context, request, response);
+  }
+  // The ring stays here, where its decisions can be tampered with; the honest service opens the
+  // session without one (so the worker, not refused, uses the ring).
+  absl::StatusOr<std::shared_ptr<ScoreRing>> ring = AttachOffered(ring_handoff_, request->shared_memory_ring());
+  if (!ring.ok()) return ToGrpc(ring.status());
+  v1::OpenSessionRequest without_ring = *request;
+  without_ring.clear_shared_memory_ring();
+  grpc::Status opened = honest_->OpenSession(context, &without_ring, response);
+  if (opened.ok()) {
+    absl::MutexLock lock(&mutex_);
+    rings_[response->session_id()] = *std::move(ring);
+  }
+  return opened;
+}
+
+grpc::Status HostileCacheManager::CloseSession(grpc::ServerContext* context, const v1::CloseSessionRequest* request,
+                                               v1::CloseSessionResponse* response) {
+  {
+    absl::MutexLock lock(&mutex_);
+    rings_.erase(request->session_id());
+  }
+  return honest_->CloseSession(context, request, response);
+}
+
+std::shared_ptr<ScoreRing> HostileCacheManager::RingOf(const std::string& session_id) {
+  absl::MutexLock lock(&mutex_);
+  auto it = rings_.find(session_id);
+  return it == rings_.end() ? nullptr : it->second;
+}
+
+grpc::Status HostileCacheManager::ServeRing(grpc::ServerContext* context, const v1::ScoreStep& attach,
+                                            ScoreRing* ring) {
+  v1::ScoreBatch one;
+  v1::ScoreStep* step = one.add_steps();
+  *step = attach;  // the session's id and secret, presented with every SubmitStep
+  auto refuse = [ring](uint64_t seq, uint64_t step_number, const absl::Status& status) {
+    ring->CompleteDecision(seq, step_number, absl::StatusOr<kv::EvictionDecision>(status)).IgnoreError();
+    ring->Close();
+    return ToGrpc(status);
+  };
+  for (uint64_t seq = 0;; ++seq) {
+    while (!ring->WaitStep(seq, absl::Milliseconds(50)) || context->IsCancelled()) {
+      if (ring->closed() || context->IsCancelled()) return grpc::Status::OK;
+    }
+    const RingStep header = ring->step(seq);  // copied: the worker could rewrite the slot
+    if (absl::Status read = StepFromSlot(*ring, seq, header, step); !read.ok()) return refuse(seq, header.step, read);
+    const Breach breach = BreachFor(one);
+    if (breach == Breach::kCutStream) {
+      ring->Close();
+      return grpc::Status::OK;
+    }
+    v1::EvictionDecision answer;
+    grpc::Status decided = honest_->SubmitStep(context, step, &answer);
+    absl::StatusOr<kv::EvictionDecision> decision =
+        decided.ok() ? kv::DecisionFromProto(answer) : absl::StatusOr<kv::EvictionDecision>(FromGrpc(decided));
+    if (!decision.ok()) return refuse(seq, header.step, decision.status());
+    WriteRingDecision(ring, seq, header.step, *decision, breach);
+  }
+}
+
 grpc::Status HostileCacheManager::StreamScores(grpc::ServerContext* context,
                                                grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream) {
   // The stream's first message names the session; every step then goes through the unary SubmitStep
@@ -95,6 +210,11 @@ grpc::Status HostileCacheManager::StreamScores(grpc::ServerContext* context,
   std::string session_id, secret;
   while (stream->Read(step)) {
     if (session_id.empty()) session_id = step->session_id(), secret = step->session_secret();
+    const bool attaches = step->scores().payload_case() == v1::ScoreTensor::PAYLOAD_NOT_SET &&
+                          step->scores().shape_size() == 0;  // "serve me from the ring"
+    if (std::shared_ptr<ScoreRing> ring = attaches ? RingOf(session_id) : nullptr; ring != nullptr) {
+      return ServeRing(context, *step, ring.get());
+    }
     step->set_session_id(session_id);
     step->set_session_secret(secret);
     const Breach breach = BreachFor(one);
@@ -129,7 +249,9 @@ HostileCacheManagerStack::HostileCacheManagerStack() {
   manager_ = std::make_unique<SessionManager>(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(),
                                               SessionManagerOptions{});
   service_ = std::make_unique<CacheManagerService>(manager_.get());
-  hostile_ = std::make_unique<HostileCacheManager>(service_.get());
+  ring_socket_ = a2sf::testing::TempSocketPath("hostile-ring");
+  ring_handoff_ = std::move(*RingHandoffServer::Start(ring_socket_, 0600));
+  hostile_ = std::make_unique<HostileCacheManager>(service_.get(), ring_handoff_.get());
   ServerOptions options;
   options.listen_addresses = {"127.0.0.1:0"};
   options.plaintext = true;
@@ -142,9 +264,10 @@ HostileCacheManagerStack::HostileCacheManagerStack() {
 }
 
 HostileCacheManagerStack::~HostileCacheManagerStack() {
-  // The servers go first: their handlers use the services and the session manager.
+  // The servers go first: their handlers use the services, the ring hand-off and the session manager.
   hostile_server_.reset();
   honest_server_.reset();
+  ring_handoff_.reset();
 }
 
 }  // namespace a2sf::cachemgr::testing

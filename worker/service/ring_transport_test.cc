@@ -1,0 +1,134 @@
+// RemotePolicyClient over a shared-memory ring whose cache manager breaks the protocol
+// (HostileCacheManager attaches the ring and serves its slots): a decision written for another step,
+// or a malformed decision slot, fails the step with UNAVAILABLE "the cache manager broke the
+// protocol" (AwaitDecision's one rule for every transport), synchronous and pipelined, at once rather
+// than at the decision deadline, the step still counted in flight. Without a breach the ring carries
+// the honest service's decisions.
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cachemgr/service/testing/hostile_cache_manager.h"
+#include "gtest/gtest.h"
+#include "worker/service/remote_policy_client.h"
+
+namespace a2sf::worker {
+namespace {
+
+using cachemgr::testing::Breach;
+
+// Far above every bound checked: a step that fails by the deadline fails those checks.
+constexpr absl::Duration kDecisionTimeout = absl::Seconds(10);
+constexpr uint32_t kHeads = 4;  // 2 layers x 2 KV heads
+
+class RingTransportTest : public ::testing::Test {
+ protected:
+  RingTransportTest() {
+    model_.n_layers = 2;
+    model_.n_heads = 4;
+    model_.n_kv_heads = 2;
+    model_.seq_len = 64;
+  }
+
+  // An a2sf session with a budget of 4 on `channel`; its scores go through a ring when `ring_socket`
+  // is set (the test fails unless the ring was taken).
+  std::unique_ptr<RemotePolicyClient> Open(const std::shared_ptr<grpc::Channel>& channel,
+                                           const std::string& ring_socket, uint32_t decision_lag = 0) {
+    v1::PolicySpec policy;
+    policy.set_name("a2sf");
+    policy.set_alpha(0.5);
+    v1::Budget budget;
+    budget.set_tokens(4);
+    RemotePolicyOptions options;
+    options.score_dtype = kv::ScoreDType::kFp32;
+    options.decision_lag = decision_lag;
+    options.ring_socket = ring_socket;
+    options.decision_timeout = kDecisionTimeout;
+    auto remote = RemotePolicyClient::Open(channel, model_, &policy, budget, options);
+    EXPECT_TRUE(remote.ok()) << remote.status();
+    if (!remote.ok()) return nullptr;
+    EXPECT_EQ((*remote)->uses_shared_memory(), !ring_socket.empty());
+    return std::move(*remote);
+  }
+
+  std::unique_ptr<RemotePolicyClient> OpenOverHostileRing(uint32_t decision_lag = 0) {
+    return Open(stack_.hostile_channel(), stack_.hostile_ring_socket(), decision_lag);
+  }
+
+  // Step 0 decided honestly, then `breach` from step 1 on: steps 1 .. lag + 1 submitted (the most a
+  // pipelined session has in flight) and the status of the first decision awaited after them, which
+  // must come long before the decision deadline.
+  absl::Status FirstStatusAfterBreach(RemotePolicyClient* remote, Breach breach) {
+    EXPECT_TRUE(remote->SubmitStep(0, 0, Scores(0)).ok());
+    EXPECT_TRUE(remote->AwaitDecision().ok());
+    stack_.hostile()->Target([](const v1::ScoreStep& step) { return step.step() >= 1; }, breach);
+    for (uint64_t step = 1; step <= remote->decision_lag() + 1; ++step) {
+      EXPECT_TRUE(remote->SubmitStep(step, uint32_t(step), Scores(step)).ok());
+    }
+    const absl::Time start = absl::Now();
+    absl::Status status = remote->AwaitDecision().status();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "the step waited for the deadline, not the breach";
+    return status;
+  }
+
+  // Scores of step `step` while nothing has been evicted yet (step + 1 entries per head, budget 4).
+  static std::vector<float> Scores(uint64_t step) { return std::vector<float>(kHeads * (step + 1), 0.5f); }
+
+  cachemgr::testing::HostileCacheManagerStack stack_;
+  ModelConfig model_;
+};
+
+TEST_F(RingTransportTest, WithoutABreachTheRingCarriesTheHonestDecisions) {
+  auto ring = OpenOverHostileRing();
+  auto inline_scores = Open(stack_.honest_channel(), /*ring_socket=*/"");
+  ASSERT_TRUE(ring && inline_scores);
+  std::mt19937 random(11);
+  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
+  uint32_t entries = 0;
+  for (uint64_t step = 0; step < 10; ++step) {
+    std::vector<float> scores(kHeads * (entries + 1));
+    for (float& v : scores) v = uniform(random);
+    auto got = ring->Step(step, uint32_t(step), scores);
+    auto want = inline_scores->Step(step, uint32_t(step), scores);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_EQ(got->evicted_slots, want->evicted_slots);
+    EXPECT_EQ(got->evicted_positions, want->evicted_positions);
+    EXPECT_EQ(got->entries_after, want->entries_after);
+    entries = got->entries_after;
+  }
+  EXPECT_EQ(entries, 4u);  // the budget was reached: the ring's decisions did evict
+  EXPECT_EQ(stack_.hostile()->breaches(), 0);
+}
+
+TEST_F(RingTransportTest, ADecisionForAnotherStepFailsTheStepUnavailableAsABrokenProtocol) {
+  for (uint32_t lag : {0u, 2u}) {
+    SCOPED_TRACE(::testing::Message() << "decision lag " << lag);
+    auto remote = OpenOverHostileRing(lag);
+    ASSERT_NE(remote, nullptr);
+    const absl::Status status = FirstStatusAfterBreach(remote.get(), Breach::kWrongStep);
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+    // The hostile ring wrote step 1's decision as step 1001's.
+    EXPECT_EQ(status.message(), "the cache manager broke the protocol: it answered step 1001 to step 1");
+    EXPECT_EQ(remote->steps_in_flight(), lag + 1) << "the failed step and those behind it stay in flight";
+    stack_.hostile()->Target(nullptr, Breach::kNone);
+  }
+}
+
+TEST_F(RingTransportTest, AMalformedDecisionSlotFailsTheStepUnavailableAsABrokenProtocol) {
+  for (uint32_t lag : {0u, 2u}) {
+    SCOPED_TRACE(::testing::Message() << "decision lag " << lag);
+    auto remote = OpenOverHostileRing(lag);
+    ASSERT_NE(remote, nullptr);
+    const absl::Status status = FirstStatusAfterBreach(remote.get(), Breach::kMalformed);
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+    EXPECT_EQ(status.message(),
+              "the cache manager broke the protocol: cache manager wrote a malformed decision into the ring");
+    EXPECT_EQ(remote->steps_in_flight(), lag + 1);
+    stack_.hostile()->Target(nullptr, Breach::kNone);
+  }
+}
+
+}  // namespace
+}  // namespace a2sf::worker
