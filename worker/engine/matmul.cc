@@ -643,10 +643,9 @@ RowsKernel Kernel(KernelIsa isa, WeightType type) {
   return Quantized(type) ? RowsScalarQuantized : RowsScalar;
 }
 
-// Panels of a type that has no panel kernel for `kIsa` (q8_0 below AVX-512): each panel's rows
-// unpacked into a row-major block (WeightMatrix::CopyRow) and run by the row kernel, which gives
-// the row layout's bits (the panel kernels that exist give them too).
-template <KernelIsa kIsa>
+// q8_0 panels on the scalar ISA (no panel kernel there): each panel's rows unpacked into a
+// row-major block (WeightMatrix::CopyRow) and run by the scalar row kernel, whose bits the q8_0
+// panel kernels give too.
 void UnpackedPanels(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
                     float* out) {
   thread_local std::vector<uint8_t> rows;
@@ -657,7 +656,7 @@ void UnpackedPanels(const WeightMatrix& w, const Activations& x, int n_vectors, 
     rows.resize(size_t(count) * row_bytes);
     for (int64_t i = 0; i < count; ++i) w.CopyRow(first + i, rows.data() + size_t(i) * row_bytes);
     results.resize(size_t(n_vectors) * count);
-    Kernel(kIsa, w.type)({w.type, rows.data(), count, w.cols}, x, n_vectors, 0, count, results.data());
+    Kernel(KernelIsa::kScalar, w.type)({w.type, rows.data(), count, w.cols}, x, n_vectors, 0, count, results.data());
     for (int v = 0; v < n_vectors; ++v) {
       std::memcpy(out + size_t(v) * w.rows + first, results.data() + size_t(v) * count, size_t(count) * 4);
     }
@@ -667,9 +666,8 @@ void UnpackedPanels(const WeightMatrix& w, const Activations& x, int n_vectors, 
 // The kernel for w's type and layout.
 RowsKernel KernelFor(KernelIsa isa, const WeightMatrix& w) {
   if (!w.panels()) return Kernel(isa, w.type);
-  if (RowsKernel panels = PanelKernelFor(isa, w.type); panels != nullptr) return panels;
-  if (isa == KernelIsa::kAvx512) return UnpackedPanels<KernelIsa::kAvx512>;
-  return isa == KernelIsa::kAvx2 ? UnpackedPanels<KernelIsa::kAvx2> : UnpackedPanels<KernelIsa::kScalar>;
+  RowsKernel panels = PanelKernelFor(isa, w.type);
+  return panels != nullptr ? panels : UnpackedPanels;
 }
 
 // The vectors in the form w's kernels take, quantized into `buffer` where the type needs it.

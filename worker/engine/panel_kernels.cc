@@ -245,6 +245,50 @@ struct Tiles {
 
 #include "worker/engine/panel_walk.inc"
 
+// q8_0 panels on AVX2 (see avx512::Q8_0Tile): rows 8h..8h+7 of a panel at a time (the second 16
+// bytes of each column pair's 32), one vector at a time: 8 lane accumulators, the same operations
+// per row as the row kernels.
+inline void Q8_0HalfPanel(const uint8_t* panel, int64_t blocks, int h, const BlockQ16* x, float* out) {
+  constexpr size_t kBlock = kPanelRows * sizeof(BlockQ8_0);
+  __m256 acc[8];
+#pragma GCC unroll 8
+  for (int m = 0; m < 8; ++m) acc[m] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* block = panel + size_t(b) * kBlock;
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * h)));
+    const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(x[b].d));
+    const uint8_t* pairs = block + 2 * kPanelRows + 16 * h;
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; ++m) {
+      const __m256i lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 32 * m)));
+      const __m256i hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 32 * (m + 8))));
+      int32_t x_lo, x_hi;
+      std::memcpy(&x_lo, x[b].qs + 2 * m, 4);
+      std::memcpy(&x_hi, x[b].qs + 16 + 2 * m, 4);
+      const __m256i sum = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_set1_epi32(x_lo)),
+                                           _mm256_madd_epi16(hi, _mm256_set1_epi32(x_hi)));
+      acc[m] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum), acc[m]);
+    }
+  }
+  const __m256 even = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
+  const __m256 odd = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
+  _mm256_storeu_ps(out, _mm256_add_ps(even, odd));
+}
+
+void PanelsQ8_0(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end, float* out) {
+  const int64_t blocks = w.cols / kQuantBlock;
+  alignas(32) float scratch[kPanelRows];
+  for (int64_t first = begin; first < end; first += kPanelRows) {
+    const uint8_t* panel = w.panel(first / kPanelRows);
+    const int64_t lanes = std::min(kPanelRows, end - first);
+    for (int v = 0; v < n_vectors; ++v) {
+      const BlockQ16* x = a.q16 + size_t(v) * a.q16_blocks;
+      for (int h = 0; h < 2; ++h) Q8_0HalfPanel(panel, blocks, h, x, scratch + 8 * h);
+      std::memcpy(out + size_t(v) * w.rows + first, scratch, size_t(lanes) * 4);
+    }
+  }
+}
+
 }  // namespace avx2
 #pragma GCC pop_options
 
@@ -260,8 +304,9 @@ RowsKernel PanelKernelFor(KernelIsa isa, WeightType type) {
   if (type == WeightType::kQ8_0) {
 #if defined(__x86_64__)
     if (isa == KernelIsa::kAvx512) return avx512::PanelsQ8_0;
+    if (isa == KernelIsa::kAvx2) return avx2::PanelsQ8_0;
 #endif
-    return nullptr;  // the row kernels over unpacked panels (matmul.cc)
+    return nullptr;  // the scalar row kernel over unpacked panels (matmul.cc)
   }
 #if defined(__x86_64__)
   // In WeightType order: f32, f16, bf16.

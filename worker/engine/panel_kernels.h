@@ -9,7 +9,8 @@
 //
 // q8_0: the row kernels' arithmetic exactly (matmul.h: exact integer pair sums, one scale FMA per
 // block into 8 lanes, the lanes reduced in a fixed order), so q8_0 gives the same bits in panels as
-// in rows; the AVX-512 kernel computes it for 16 rows at once from a column pair's one load.
+// in rows; the AVX-512 kernel computes it for 16 rows at once from a column pair's one load, AVX2
+// for 8.
 //
 // Why panels: one column of a panel is 16 rows' weights in one 64-byte line (f32), so a weight load
 // serves every vector of a tile and a vector's value is one broadcast shared by the tile's panels.
@@ -29,7 +30,7 @@
 namespace a2sf::worker {
 
 // The panel kernel of `isa` (REQUIRES CpuSupports(isa)) for `type` (REQUIRES PanelsHold(type)), or
-// null where there is none (q8_0 has an AVX-512 one only; matmul.cc then runs the row kernels over
+// null where there is none (q8_0 on the scalar ISA; matmul.cc then runs the scalar row kernel over
 // unpacked panels). Its rows: REQUIRES w.panels(), begin a multiple of kPanelRows, end a multiple of
 // it or w.rows (MatMuls' chunks are whole panels).
 RowsKernel PanelKernelFor(KernelIsa isa, WeightType type);
