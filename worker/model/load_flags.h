@@ -1,6 +1,8 @@
-// The --weights flag, shared by every tool that loads a model (a2sf-generate, a2sf-worker,
-// a2sf-eval): "auto" (what the file holds) or f32, f16, bf16, q8_0, q4_0 (converted on load, tensor by
-// tensor). Defined once here so the three tools accept and explain it the same way.
+// The --weights and --panels flags, shared by every tool that loads a model (a2sf-generate,
+// a2sf-worker, a2sf-eval). --weights: "auto" (what the file holds) or f32, f16, bf16, q8_0, q4_0
+// (converted on load, tensor by tensor). --panels: hold f32/f16/bf16/q8_0 matrices in panels for the
+// CPU kernels (LoadOptions::panels). Defined once here so the three tools accept and explain them the
+// same way.
 #ifndef A2SF_WORKER_MODEL_LOAD_FLAGS_H_
 #define A2SF_WORKER_MODEL_LOAD_FLAGS_H_
 
@@ -11,10 +13,12 @@
 #include "worker/model/model.h"
 
 ABSL_DECLARE_FLAG(std::string, weights);
+ABSL_DECLARE_FLAG(bool, panels);
 
 namespace a2sf::worker {
 
-// LoadOptions from --weights; INVALID_ARGUMENT naming the accepted values for anything else.
+// LoadOptions from --weights and --panels; INVALID_ARGUMENT naming the accepted values for a bad
+// --weights. (A tool whose engine runs on the GPU sets panels false: the GPU kernels read rows.)
 absl::StatusOr<LoadOptions> LoadOptionsFromFlags();
 
 // One line per fact worth logging after a load: the format and types, owned bytes, fallbacks.

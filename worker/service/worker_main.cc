@@ -108,7 +108,7 @@ int main(int argc, char** argv) {
     A2SF_LOG(ERROR) << load.status().message();
     return 2;
   }
-  load->panels = absl::GetFlag(FLAGS_device) != "cuda";  // the GPU kernels read rows
+  if (absl::GetFlag(FLAGS_device) == "cuda") load->panels = false;  // the GPU kernels read rows
   auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model), *load);
   if (!weights.ok()) {
     A2SF_LOG(ERROR) << weights.status().message();

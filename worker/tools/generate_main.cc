@@ -60,7 +60,7 @@ int Main() {
   if (absl::GetFlag(FLAGS_decision_lag) < 0) return Fail(absl::InvalidArgumentError("--decision_lag: must be >= 0"));
   absl::StatusOr<LoadOptions> load = LoadOptionsFromFlags();
   if (!load.ok()) return Fail(load.status());
-  load->panels = absl::GetFlag(FLAGS_device) != "cuda";  // the GPU kernels read rows
+  if (absl::GetFlag(FLAGS_device) == "cuda") load->panels = false;  // the GPU kernels read rows
   absl::StatusOr<std::unique_ptr<ModelWeights>> weights = LoadModel(absl::GetFlag(FLAGS_model), *load);
   if (!weights.ok()) return Fail(weights.status());
   std::cerr << "model: " << DescribeLoadedModel(**weights) << "\n";

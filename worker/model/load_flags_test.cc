@@ -1,0 +1,33 @@
+#include "worker/model/load_flags.h"
+
+#include "absl/flags/flag.h"
+#include "gtest/gtest.h"
+
+namespace a2sf::worker {
+namespace {
+
+// The shared flags reach LoadOptions: --weights names the type (a bad name is INVALID_ARGUMENT and
+// names the accepted values), --panels the layout (on unless turned off).
+TEST(LoadFlags, WeightsAndPanelsReachTheLoadOptions) {
+  absl::StatusOr<LoadOptions> defaults = LoadOptionsFromFlags();
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_FALSE(defaults->weights.has_value());
+  EXPECT_TRUE(defaults->panels);
+
+  absl::SetFlag(&FLAGS_weights, "q8_0");
+  absl::SetFlag(&FLAGS_panels, false);
+  absl::StatusOr<LoadOptions> set = LoadOptionsFromFlags();
+  ASSERT_TRUE(set.ok());
+  EXPECT_EQ(set->weights, WeightType::kQ8_0);
+  EXPECT_FALSE(set->panels);
+
+  absl::SetFlag(&FLAGS_weights, "q5_k");
+  absl::StatusOr<LoadOptions> bad = LoadOptionsFromFlags();
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("q4_0"), std::string::npos) << bad.status();
+  absl::SetFlag(&FLAGS_weights, "auto");
+  absl::SetFlag(&FLAGS_panels, true);
+}
+
+}  // namespace
+}  // namespace a2sf::worker
