@@ -3,8 +3,8 @@
 // the same-run triad measured the same way (its best of 5) (per CPU second is steadier on a shared machine: it does not count
 // time the process waits for a core). Then several vectors (batching): multiply-adds per CPU-second
 // of each SIMD kernel set this CPU runs, one thread, on the same streamed matrix and on one that sits
-// in the caches, with f32, bf16 and q8_0 matrices both row-major and in panels. A diagnostic for the kernels; the end-to-end figures are engine_bench's and
-// forward_pass_bench's.
+// in the caches, with f32, bf16 and q8_0 matrices both row-major and in panels. A diagnostic for the
+// kernels; the end-to-end figures are engine_bench's and forward_pass_bench's.
 //
 //   bazel run -c opt //bench:matmul_bench [-- ROWS COLS [vectors]]
 #include <algorithm>

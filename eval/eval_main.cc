@@ -114,6 +114,7 @@ std::string Table(const std::vector<CellResult>& results, const std::vector<doub
 absl::StatusOr<std::unique_ptr<worker::ModelWeights>> LoadAs(worker::WeightType type) {
   worker::LoadOptions options;
   options.weights = type;
+  options.panels = absl::GetFlag(FLAGS_panels);
   return worker::LoadModel(absl::GetFlag(FLAGS_model), options);
 }
 

@@ -232,7 +232,7 @@ TEST(MatMulPanels, EveryKernelGivesTheFusedSumInColumnOrder) {
 }
 
 // q8_0 in panels gives the row layout's bits (exact integer pair sums, the same scale FMAs and lane
-// order) on every ISA -- the AVX-512 panel kernel and the row kernels over unpacked panels -- for
+// order) on every ISA -- the AVX-512 and AVX2 panel kernels, the scalar row kernel over unpacked panels -- for
 // every vector count (1..17), padded last panels and panel-aligned ranges, writing nothing else.
 TEST(MatMulPanels, Q8_0InPanelsGivesTheRowLayoutsBits) {
   constexpr size_t kGuard = 64;
@@ -273,7 +273,7 @@ TEST(MatMulPanels, Q8_0InPanelsGivesTheRowLayoutsBits) {
 // threads; large enough to be streamed and split over the pool, with a padded last panel.
 TEST(MatMulPanels, RowResultsAreBatchRangeAndThreadInvariant) {
   ThreadPool pool(2);
-  for (WeightType type : kFloatTypes) {
+  for (WeightType type : {WeightType::kF32, WeightType::kF16, WeightType::kBF16, WeightType::kQ8_0}) {
     const int64_t n_rows = 3001, cols = 768;  // 187 whole panels and 9 rows
     Problem p(type, n_rows, cols, 9, 17, /*panels=*/true);
     for (KernelIsa isa : Isas()) {

@@ -138,23 +138,24 @@ struct Tiles {
 template <int NV>
 inline void Q8_0Tile(const uint8_t* panel, int64_t blocks, const BlockQ16* x, size_t x_stride, float* out,
                      size_t out_stride) {
-  constexpr size_t kBlock = kPanelRows * sizeof(BlockQ8_0);
   __m512 acc[NV][8];
 #pragma GCC unroll 8
   for (int v = 0; v < NV; ++v)
 #pragma GCC unroll 8
     for (int m = 0; m < 8; ++m) acc[v][m] = _mm512_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* block = panel + size_t(b) * kBlock;
+    const uint8_t* block = panel + size_t(b) * kQ8_0PanelBlockBytes;
     const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
     __m512 scale[NV];
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) scale[v] = _mm512_mul_ps(dw, _mm512_set1_ps(x[v * x_stride + size_t(b)].d));
 #pragma GCC unroll 8
     for (int m = 0; m < 8; ++m) {
-      const uint8_t* pairs = block + 2 * kPanelRows;
-      const __m512i lo = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pairs + 32 * m)));
-      const __m512i hi = _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pairs + 32 * (m + 8))));
+      const uint8_t* pairs = block + kQ8_0PanelPairs;
+      auto pair = [&](int q) {  // columns 2q, 2q + 1 of the 16 rows, as int16
+        return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pairs + 32 * q)));
+      };
+      const __m512i lo = pair(m), hi = pair(m + 8);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
         const int16_t* xq = x[v * x_stride + size_t(b)].qs;
@@ -249,19 +250,20 @@ struct Tiles {
 // bytes of each column pair's 32), one vector at a time: 8 lane accumulators, the same operations
 // per row as the row kernels.
 inline void Q8_0HalfPanel(const uint8_t* panel, int64_t blocks, int h, const BlockQ16* x, float* out) {
-  constexpr size_t kBlock = kPanelRows * sizeof(BlockQ8_0);
   __m256 acc[8];
 #pragma GCC unroll 8
   for (int m = 0; m < 8; ++m) acc[m] = _mm256_setzero_ps();
   for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* block = panel + size_t(b) * kBlock;
+    const uint8_t* block = panel + size_t(b) * kQ8_0PanelBlockBytes;
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * h)));
     const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(x[b].d));
-    const uint8_t* pairs = block + 2 * kPanelRows + 16 * h;
+    const uint8_t* pairs = block + kQ8_0PanelPairs + 16 * h;
 #pragma GCC unroll 8
     for (int m = 0; m < 8; ++m) {
-      const __m256i lo = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 32 * m)));
-      const __m256i hi = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 32 * (m + 8))));
+      auto pair = [&](int q) {  // columns 2q, 2q + 1 of rows 8h..8h+7, as int16
+        return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 32 * q)));
+      };
+      const __m256i lo = pair(m), hi = pair(m + 8);
       int32_t x_lo, x_hi;
       std::memcpy(&x_lo, x[b].qs + 2 * m, 4);
       std::memcpy(&x_hi, x[b].qs + 16 + 2 * m, 4);

@@ -195,10 +195,6 @@ void WeightStorage::Release(const void* p, size_t bytes) const {
 
 namespace {
 
-// A q8_0 panel's bytes for one 32-column block: the 16 rows' fp16 scales, then the 16 column pairs
-// (2q, 2q + 1), each as 16 rows x 2 int8.
-constexpr size_t kQ8PanelBlock = kPanelRows * sizeof(BlockQ8_0);
-
 // Calls fn(panel offset, row offset, bytes) for every unit of panel row `lane` -- a float weight, a
 // q8_0 scale or column pair -- where weights.h's layout puts it (a LLaMA-2-7B model is ~10^10 bytes).
 template <typename Fn>
@@ -212,9 +208,11 @@ void ForEachUnit(const WeightMatrix& m, int64_t lane, Fn fn) {
     return;
   }
   for (size_t block = 0; block * sizeof(BlockQ8_0) < row_bytes; ++block) {
-    const size_t at = block * sizeof(BlockQ8_0), to = block * kQ8PanelBlock + size_t(lane) * 2;
+    const size_t at = block * sizeof(BlockQ8_0), to = block * kQ8_0PanelBlockBytes + size_t(lane) * 2;
     fn(to, at, 2);  // the scale
-    for (size_t pair = 0; pair < kQuantBlock / 2; ++pair) fn(to + (pair + 1) * kPanelRows * 2, at + 2 + 2 * pair, 2);
+    for (size_t pair = 0; pair < kQuantBlock / 2; ++pair) {
+      fn(to + kQ8_0PanelPairs + pair * kPanelRows * 2, at + 2 + 2 * pair, 2);
+    }
   }
 }
 

@@ -92,6 +92,11 @@ size_t RowBytes(WeightType type, int64_t cols);
 enum class WeightLayout : uint8_t { kRows, kPanels };
 inline constexpr int64_t kPanelRows = 16;
 
+// A q8_0 panel's bytes per 32-column block (the 16 rows' blocks), and where its column pairs start
+// (after the 16 fp16 scales); pair q (columns 2q, 2q + 1) is 16 rows x 2 int8 from there.
+inline constexpr size_t kQ8_0PanelBlockBytes = kPanelRows * sizeof(BlockQ8_0);
+inline constexpr size_t kQ8_0PanelPairs = kPanelRows * 2;
+
 // Whether `type` can be held in panels.
 inline bool PanelsHold(WeightType type) {
   return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16 ||
@@ -168,8 +173,9 @@ struct PlaceOptions {
 // Returns the view the engine should use for `source` (row-major; a panels source is INVALID_ARGUMENT):
 // `source` itself when it can be used in place (type kept, no reordering, rows asked for, aligned for
 // its type), else an owned copy in `storage` -- in rows, or in panels when asked for and the type
-// allows -- converted a row at a time (never the whole tensor in fp32), in `wanted` or its FallbackType. A fallback is described in
-// `*note` (e.g. "w2: rows of 172 weights are not a multiple of 32: kept as f16 instead of q8_0").
+// allows -- converted a row at a time (never the whole tensor in fp32), in `wanted` or its
+// FallbackType. A fallback is described in `*note` (e.g. "w2: rows of 172 weights are not a multiple
+// of 32: kept as f16 instead of q8_0").
 // The mapped source pages of a converted tensor are released (MappedFile::Release), so loading never
 // holds a tensor twice. INVALID_ARGUMENT if source cols are not whole blocks or row_order is bad.
 absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const PlaceOptions& options,
