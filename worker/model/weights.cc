@@ -268,7 +268,9 @@ void WeightMatrix::CopyRow(int64_t r, uint8_t* out) const {
 
 void WeightMatrix::RowToFloat(int64_t r, float* out) const {
   if (!panels()) return Traits(type).to_float(row(r), out, cols);
-  std::vector<uint8_t> bytes(row_bytes());
+  // The embedding lookup runs this for every row of every step: no allocation once the buffer grew.
+  thread_local std::vector<uint8_t> bytes;
+  bytes.resize(row_bytes());
   CopyRow(r, bytes.data());
   Traits(type).to_float(bytes.data(), out, cols);
 }
