@@ -200,7 +200,7 @@ TEST(MatMulPanels, EveryKernelGivesTheFusedSumInColumnOrder) {
   constexpr size_t kGuard = 64;
   for (WeightType type : kFloatTypes) {
     for (int64_t cols : {5, 64, 172, 768}) {
-      for (int64_t n_rows : {7, 48, 61, 200}) {
+      for (int64_t n_rows : {23, 48, 61, 200}) {
         Problem p(type, n_rows, cols, 17, uint32_t(cols * 7 + n_rows), /*panels=*/true);
         ASSERT_TRUE(p.w.panels());
         std::vector<float> want(size_t(p.n) * n_rows), row(static_cast<size_t>(cols));
@@ -237,7 +237,7 @@ TEST(MatMulPanels, EveryKernelGivesTheFusedSumInColumnOrder) {
 TEST(MatMulPanels, Q8_0InPanelsGivesTheRowLayoutsBits) {
   constexpr size_t kGuard = 64;
   for (int64_t cols : {32, 64, 256, 768}) {
-    for (int64_t n_rows : {7, 48, 61, 200}) {
+    for (int64_t n_rows : {23, 48, 61, 200}) {
       Problem p(WeightType::kQ8_0, n_rows, cols, 17, uint32_t(cols * 3 + n_rows), /*panels=*/true);
       ASSERT_TRUE(p.w.panels());
       std::vector<float> want(size_t(p.n) * n_rows);

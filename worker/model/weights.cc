@@ -301,7 +301,10 @@ absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const Place
     *note = absl::StrCat(name, ": rows of ", source.cols, " weights are not a multiple of ", Traits(wanted).block_size,
                          ": kept as ", WeightTypeName(type), " instead of ", WeightTypeName(wanted));
   }
-  const WeightLayout layout = options.panels && PanelsHold(type) ? WeightLayout::kPanels : WeightLayout::kRows;
+  // A matrix of fewer rows than a panel stays rows: its padding could multiply its size by up to 16
+  // (a hostile file's 1-row matrices), and no LLaMA model has one.
+  const bool panels = options.panels && PanelsHold(type) && source.rows >= kPanelRows;
+  const WeightLayout layout = panels ? WeightLayout::kPanels : WeightLayout::kRows;
   const bool aligned = reinterpret_cast<uintptr_t>(source.data) % InPlaceAlignment(source.type) == 0;
   if (type == source.type && options.row_order.empty() && layout == WeightLayout::kRows && aligned) return source;
 

@@ -166,7 +166,8 @@ struct PlaceOptions {
   std::optional<WeightType> wanted;  // nullopt: keep the file's type
   // If not empty, destination row r is source row row_order[r] (HF q/k rows to interleaved RoPE).
   std::vector<int64_t> row_order;
-  // Hold the matrix in panels when its type (the one after `wanted`) allows (PanelsHold); q4_0 stays rows.
+  // Hold the matrix in panels when its type (the one after `wanted`) allows (PanelsHold; q4_0 stays
+  // rows) and it has at least kPanelRows rows (fewer: rows, as padding could multiply its size by 16).
   bool panels = false;
 };
 

@@ -191,19 +191,22 @@ TEST(PlaceMatrix, PanelsHoldColumnsOfSixteenRowsAndPadTheLastPanel) {
 // Panels take the type asked for first (f16 and bf16 keep 2 bytes a weight) and combine with
 // reordered rows as rows do; q4_0 is never held in panels.
 TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrderAndNeverHoldQ4_0) {
-  std::vector<float> values(3 * 32);
-  for (size_t i = 0; i < values.size(); ++i) values[i] = float(i) * 0.25f - 7.0f;
+  const int64_t rows = 17;  // one whole panel and one of a row
+  std::vector<float> values(size_t(rows) * 32);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = float(i % 96) * 0.25f - 7.0f;
+  std::vector<int64_t> order(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r) order[size_t(r)] = (r + 2) % rows;  // row 0 is source row 2
   for (WeightType type : {WeightType::kF16, WeightType::kBF16}) {
     WeightStorage storage;
     PlaceOptions options;
     options.wanted = type;
     options.panels = true;
-    options.row_order = {2, 0, 1};
+    options.row_order = order;
     absl::StatusOr<WeightMatrix> placed =
-        PlaceMatrix({WeightType::kF32, values.data(), 3, 32}, options, "w", &storage, nullptr);
+        PlaceMatrix({WeightType::kF32, values.data(), rows, 32}, options, "w", &storage, nullptr);
     ASSERT_TRUE(placed.ok());
     EXPECT_TRUE(placed->panels());
-    EXPECT_EQ(placed->bytes(), size_t(16 * 32 * 2));
+    EXPECT_EQ(placed->bytes(), size_t(32 * 32 * 2));
     std::vector<float> row(32);
     placed->RowToFloat(0, row.data());  // source row 2: quarters below 2^7 are exact in f16 and bf16
     for (int c = 0; c < 32; ++c) EXPECT_EQ(row[size_t(c)], values[size_t(64 + c)]) << WeightTypeName(type);
@@ -213,10 +216,27 @@ TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrderAndNeverHoldQ4_0) {
   options.wanted = WeightType::kQ4_0;
   options.panels = true;
   absl::StatusOr<WeightMatrix> placed =
-      PlaceMatrix({WeightType::kF32, values.data(), 3, 32}, options, "w", &storage, nullptr);
+      PlaceMatrix({WeightType::kF32, values.data(), rows, 32}, options, "w", &storage, nullptr);
   ASSERT_TRUE(placed.ok());
   EXPECT_FALSE(placed->panels());
-  EXPECT_EQ(placed->bytes(), 3 * sizeof(BlockQ4_0));
+  EXPECT_EQ(placed->bytes(), size_t(rows) * sizeof(BlockQ4_0));
+}
+
+// A matrix of fewer rows than a panel stays rows, whatever is asked: padded to a panel, a hostile
+// file's 1-row matrix would take 16 times its bytes.
+TEST(PlaceMatrix, MatricesOfFewerRowsThanAPanelStayRows) {
+  std::vector<float> values(size_t(kPanelRows - 1) * 64, 0.5f);
+  for (int64_t rows : {int64_t{1}, kPanelRows - 1}) {
+    WeightStorage storage;
+    PlaceOptions options;
+    options.panels = true;
+    options.wanted = WeightType::kF16;
+    absl::StatusOr<WeightMatrix> placed =
+        PlaceMatrix({WeightType::kF32, values.data(), rows, 64}, options, "w", &storage, nullptr);
+    ASSERT_TRUE(placed.ok());
+    EXPECT_FALSE(placed->panels()) << rows;
+    EXPECT_EQ(storage.owned_bytes(), size_t(rows) * 64 * 2) << rows;
+  }
 }
 
 // q8_0 panels: per 32-column block the 16 rows' scales, then column pairs (2q, 2q + 1) as 16 rows x
