@@ -643,31 +643,9 @@ RowsKernel Kernel(KernelIsa isa, WeightType type) {
   return Quantized(type) ? RowsScalarQuantized : RowsScalar;
 }
 
-// q8_0 panels on the scalar ISA (no panel kernel there): each panel's rows unpacked into a
-// row-major block (WeightMatrix::CopyRow) and run by the scalar row kernel, whose bits the q8_0
-// panel kernels give too.
-void UnpackedPanels(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
-                    float* out) {
-  thread_local std::vector<uint8_t> rows;
-  thread_local std::vector<float> results;
-  const size_t row_bytes = w.row_bytes();
-  for (int64_t first = begin; first < end; first += kPanelRows) {
-    const int64_t count = std::min(kPanelRows, end - first);
-    rows.resize(size_t(count) * row_bytes);
-    for (int64_t i = 0; i < count; ++i) w.CopyRow(first + i, rows.data() + size_t(i) * row_bytes);
-    results.resize(size_t(n_vectors) * count);
-    Kernel(KernelIsa::kScalar, w.type)({w.type, rows.data(), count, w.cols}, x, n_vectors, 0, count, results.data());
-    for (int v = 0; v < n_vectors; ++v) {
-      std::memcpy(out + size_t(v) * w.rows + first, results.data() + size_t(v) * count, size_t(count) * 4);
-    }
-  }
-}
-
 // The kernel for w's type and layout.
 RowsKernel KernelFor(KernelIsa isa, const WeightMatrix& w) {
-  if (!w.panels()) return Kernel(isa, w.type);
-  RowsKernel panels = PanelKernelFor(isa, w.type);
-  return panels != nullptr ? panels : UnpackedPanels;
+  return w.panels() ? PanelKernelFor(isa, w.type) : Kernel(isa, w.type);
 }
 
 // The vectors in the form w's kernels take, quantized into `buffer` where the type needs it.

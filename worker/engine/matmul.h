@@ -15,8 +15,8 @@
 // Float types (f32, f16, bf16) are expanded to fp32 in registers and multiplied with the fp32
 // vectors. A float matrix in panels (weights.h; how the CPU engine loads them) runs panel_kernels.h's
 // kernels: one fused multiply-add chain per (row, vector) in column order. A row-major float matrix
-// runs the row kernels: 32 lane sums per (row, vector), reduced in a fixed order. q8_0 gives the same
-// bits in either layout. For q8_0 and q4_0 each vector is quantized once per product to 16-bit blocks (BlockQ16:
+// runs the row kernels: 32 lane sums per (row, vector), reduced in a fixed order (q8_0 likewise: one
+// chain of block sums per (row, vector) in panels, eight lane sums in rows). For q8_0 and q4_0 each vector is quantized once per product to 16-bit blocks (BlockQ16:
 // llama.cpp quantizes it to 8 bits, which took q8_0's top-1 agreement on the fixture model below
 // its 0.99 target, docs/EVALUATION.md; 16 bits cost the same instructions per block) and each pair of blocks is an exact integer dot
 // product scaled by the two block scales and accumulated in fp32: the scalar and AVX2 kernels of

@@ -231,17 +231,31 @@ TEST(MatMulPanels, EveryKernelGivesTheFusedSumInColumnOrder) {
   }
 }
 
-// q8_0 in panels gives the row layout's bits (exact integer pair sums, the same scale FMAs and lane
-// order) on every ISA -- the AVX-512 and AVX2 panel kernels, the scalar row kernel over unpacked panels -- for
-// every vector count (1..17), padded last panels and panel-aligned ranges, writing nothing else.
-TEST(MatMulPanels, Q8_0InPanelsGivesTheRowLayoutsBits) {
+// q8_0 in panels: every kernel gives, bit for bit, one fused multiply-add chain per (row, vector) in
+// block order -- acc = fma(d_w * d_x, float(exact integer dot product of the block), acc) -- computed
+// here from the row-major GGUF blocks and the vector's 16-bit blocks, for every vector count (1..17),
+// padded last panels and panel-aligned ranges, writing nothing else.
+TEST(MatMulPanels, Q8_0InPanelsGivesOneScaledBlockSumChainPerRow) {
   constexpr size_t kGuard = 64;
   for (int64_t cols : {32, 64, 256, 768}) {
     for (int64_t n_rows : {23, 48, 61, 200}) {
       Problem p(WeightType::kQ8_0, n_rows, cols, 17, uint32_t(cols * 3 + n_rows), /*panels=*/true);
       ASSERT_TRUE(p.w.panels());
       std::vector<float> want(size_t(p.n) * n_rows);
-      MatMulRows(KernelIsa::kScalar, want.data(), p.rows, p.x.data(), p.n, 0, n_rows);
+      std::vector<BlockQ16> xq(size_t(cols / 32));
+      for (int v = 0; v < p.n; ++v) {
+        QuantizeQ16(KernelIsa::kScalar, p.x.data() + v * cols, cols, xq.data());
+        for (int64_t r = 0; r < n_rows; ++r) {
+          const auto* blocks = reinterpret_cast<const BlockQ8_0*>(p.rows.row(r));
+          float acc = 0.0f;
+          for (int64_t b = 0; b < cols / 32; ++b) {
+            int32_t dot = 0;
+            for (int j = 0; j < 32; ++j) dot += int32_t(blocks[b].qs[j]) * xq[size_t(b)].qs[j];
+            acc = std::fma(HalfToFloat(blocks[b].d) * xq[size_t(b)].d, float(dot), acc);
+          }
+          want[size_t(v) * n_rows + r] = acc;
+        }
+      }
       for (KernelIsa isa : Isas()) {
         for (int n = 1; n <= p.n; ++n) {
           for (int64_t begin : {int64_t{0}, int64_t{16}}) {
@@ -265,6 +279,31 @@ TEST(MatMulPanels, Q8_0InPanelsGivesTheRowLayoutsBits) {
         }
       }
     }
+  }
+}
+
+// q8_0 in panels at the integer extremes: weights of -128 (GGUF allows it) against a vector whose
+// 16-bit values are all -32767 make each block's dot product 32 x 128 x 32767 = 134,213,632: every
+// row of a two-block matrix is 2 x 4096 to within fp32 rounding on every ISA (a 16-bit sum would wrap,
+// a weight widened without its sign would flip the result).
+TEST(MatMulPanels, Q8_0ExtremeBlocksSumWithoutOverflow) {
+  constexpr int64_t kRows = 20, kCols = 64;
+  std::vector<BlockQ8_0> blocks(size_t(kRows * kCols / 32));
+  for (BlockQ8_0& b : blocks) {
+    b.d = 0x3c00;  // fp16 1.0
+    std::fill(std::begin(b.qs), std::end(b.qs), int8_t(-128));
+  }
+  const WeightMatrix rows{WeightType::kQ8_0, blocks.data(), kRows, kCols};
+  PlaceOptions options;
+  options.panels = true;
+  WeightStorage storage;
+  const WeightMatrix w = *PlaceMatrix(rows, options, "w", &storage, nullptr);
+  ASSERT_TRUE(w.panels());
+  const std::vector<float> x(kCols, -1.0f);  // quantizes to d = 1/32767, every value -32767
+  for (KernelIsa isa : Isas()) {
+    std::vector<float> out(kRows, 0.0f);
+    MatMulRows(isa, out.data(), w, x.data(), 1, 0, kRows);
+    for (int64_t r = 0; r < kRows; ++r) EXPECT_NEAR(out[r], 8192.0f, 8192.0f * 1e-6f) << KernelIsaName(isa) << " row " << r;
   }
 }
 

@@ -10,6 +10,8 @@
 #include <immintrin.h>
 #endif
 
+#include "common/float16.h"
+
 namespace a2sf::worker {
 namespace {
 
@@ -35,22 +37,78 @@ void PanelsScalar(const WeightMatrix& w, const Activations& a, int n_vectors, in
   }
 }
 
+// q8_0 in panels: per (row, vector), block by block, the exact integer dot product of the block's 32
+// weights and the vector block's 32 16-bit values, then acc = fma(d_w * d_x, float(dot), acc). The
+// dot product is below 2^31 in magnitude (32 x 128 x 32767), so every order of summing it is exact.
+void PanelsScalarQ8_0(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end,
+                      float* out) {
+  const int64_t blocks = w.cols / kQuantBlock;
+  for (int64_t first = begin; first < end; first += kPanelRows) {
+    const uint8_t* panel = w.panel(first / kPanelRows);
+    const int64_t lanes = std::min(kPanelRows, end - first);
+    for (int v = 0; v < n_vectors; ++v) {
+      const BlockQ16* x = a.q16 + size_t(v) * a.q16_blocks;
+      for (int64_t l = 0; l < lanes; ++l) {
+        float acc = 0.0f;
+        for (int64_t b = 0; b < blocks; ++b) {
+          const uint8_t* block = panel + size_t(b) * kQ8_0PanelBlockBytes;
+          const int8_t* pairs = reinterpret_cast<const int8_t*>(block + kQ8_0PanelPairs) + 2 * l;
+          int32_t dot = 0;
+          for (int j = 0; j < kQuantBlock; ++j) dot += int32_t(pairs[(j / 2) * 2 * kPanelRows + j % 2]) * x[b].qs[j];
+          uint16_t half;
+          std::memcpy(&half, block + 2 * l, 2);
+          acc = std::fma(HalfToFloat(half) * x[b].d, float(dot), acc);
+        }
+        out[size_t(v) * w.rows + first + l] = acc;
+      }
+    }
+  }
+}
+
 #if defined(__x86_64__)
 #define A2SF_PANEL_AVX2_INLINE __attribute__((target("avx2,fma,f16c"), always_inline)) inline
 #define A2SF_PANEL_AVX512_INLINE \
   __attribute__((target("avx512f,avx512vl,avx512bw,avx2,fma,f16c"), always_inline)) inline
+#define A2SF_PANEL_VNNI_INLINE \
+  __attribute__((target("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma,f16c"), always_inline)) inline
 
 // Where a tile of G panels x NV vectors reads and writes: panels `apart` bytes apart from `panel`,
-// vectors x_stride floats apart from `x`, results at out[v * out_stride + g * out_apart + lane].
+// vectors x_stride bytes apart from `x` (floats for the float types, BlockQ16s for q8_0), results
+// at out[v * out_stride + g * out_apart + lane].
 struct PanelTile {
   const uint8_t* panel;
   size_t apart;
-  const float* x;
+  const uint8_t* x;
   size_t x_stride;
   float* out;
   size_t out_stride;
   size_t out_apart;
 };
+
+// The tile moved to vector v.
+inline PanelTile FromVector(PanelTile t, int v) {
+  t.x += size_t(v) * t.x_stride;
+  t.out += size_t(v) * t.out_stride;
+  return t;
+}
+
+// Vector v of a tile, as floats / as its q8_0 blocks.
+inline const float* FloatVector(const PanelTile& t, int v) {
+  return reinterpret_cast<const float*>(t.x + size_t(v) * t.x_stride);
+}
+inline const BlockQ16* BlockVector(const PanelTile& t, int v) {
+  return reinterpret_cast<const BlockQ16*>(t.x + size_t(v) * t.x_stride);
+}
+
+// The vectors' first byte and stride as the matrix's kernels take them.
+struct VectorBytes {
+  const uint8_t* x;
+  size_t stride;
+};
+inline VectorBytes VectorsOf(const WeightMatrix& w, const Activations& a) {
+  if (a.q16 != nullptr) return {reinterpret_cast<const uint8_t*>(a.q16), a.q16_blocks * sizeof(BlockQ16)};
+  return {reinterpret_cast<const uint8_t*>(a.f32), size_t(w.cols) * sizeof(float)};
+}
 
 // One panel column (16 rows' weights at one column) as floats: all 16 (AVX-512) or lanes 8h..8h+7.
 struct F32Column {
@@ -83,11 +141,16 @@ struct Bf16Column {
   }
 };
 
-// The tile moved to vector v.
-inline PanelTile FromVector(PanelTile t, int v) {
-  t.x += size_t(v) * t.x_stride;
-  t.out += size_t(v) * t.out_stride;
-  return t;
+// Column pair q of a q8_0 panel block, vector v's two 16-bit values there as one 32-bit word (to
+// broadcast), and the fp32 scale d_w * d_x of lanes [first, first + N) for vector block xb.
+inline int32_t PairWord(const BlockQ16& xb, int q) {
+  int32_t word;
+  std::memcpy(&word, xb.qs + 2 * q, 4);
+  return word;
+}
+inline const uint8_t* PanelBlock(const uint8_t* panel, int64_t b) { return panel + size_t(b) * kQ8_0PanelBlockBytes; }
+inline const uint8_t* PanelPair(const uint8_t* block, int q) {
+  return block + kQ8_0PanelPairs + size_t(q) * kPanelRows * 2;
 }
 
 // Each ISA's tiles, then panel_walk.inc (the walk over panels and vectors) compiled for that ISA.
@@ -117,7 +180,7 @@ struct Tiles {
       for (int g = 0; g < G; ++g) wc[g] = Column::Load16(t.panel + g * t.apart + size_t(c) * Column::kBytes);
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) {
-        const __m512 xb = _mm512_set1_ps(t.x[v * t.x_stride + size_t(c)]);
+        const __m512 xb = _mm512_set1_ps(FloatVector(t, v)[c]);
 #pragma GCC unroll 8
         for (int g = 0; g < G; ++g) acc[g][v] = _mm512_fmadd_ps(wc[g], xb, acc[g][v]);
       }
@@ -131,78 +194,68 @@ struct Tiles {
 
 #include "worker/engine/panel_walk.inc"
 
-// q8_0 panels (weights.h): per block, lane m of each row's sum takes the integer pair products of
-// columns (2m, 2m+1) and (16+2m, 17+2m) -- one vpmaddwd each for 16 rows -- and then
-// fma(d_w * d_x, sum, lane m): RowsScalarQuantized's arithmetic, lanes reduced in ReduceLanes'
-// order, so q8_0 gives the same bits in panels as in rows. NV vectors per tile (8 accumulators each).
-template <int NV>
-inline void Q8_0Tile(const uint8_t* panel, int64_t blocks, const BlockQ16* x, size_t x_stride, float* out,
-                     size_t out_stride) {
-  __m512 acc[NV][8];
-#pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v)
-#pragma GCC unroll 8
-    for (int m = 0; m < 8; ++m) acc[v][m] = _mm512_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* block = panel + size_t(b) * kQ8_0PanelBlockBytes;
-    const __m512 dw = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(block)));
-    __m512 scale[NV];
-#pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) scale[v] = _mm512_mul_ps(dw, _mm512_set1_ps(x[v * x_stride + size_t(b)].d));
-#pragma GCC unroll 8
-    for (int m = 0; m < 8; ++m) {
-      const uint8_t* pairs = block + kQ8_0PanelPairs;
-      auto pair = [&](int q) {  // columns 2q, 2q + 1 of the 16 rows, as int16
-        return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(pairs + 32 * q)));
-      };
-      const __m512i lo = pair(m), hi = pair(m + 8);
-#pragma GCC unroll 8
-      for (int v = 0; v < NV; ++v) {
-        const int16_t* xq = x[v * x_stride + size_t(b)].qs;
-        int32_t x_lo, x_hi;
-        std::memcpy(&x_lo, xq + 2 * m, 4);
-        std::memcpy(&x_hi, xq + 16 + 2 * m, 4);
-        const __m512i sum = _mm512_add_epi32(_mm512_madd_epi16(lo, _mm512_set1_epi32(x_lo)),
-                                             _mm512_madd_epi16(hi, _mm512_set1_epi32(x_hi)));
-        acc[v][m] = _mm512_fmadd_ps(scale[v], _mm512_cvtepi32_ps(sum), acc[v][m]);
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int v = 0; v < NV; ++v) {
-    const __m512 even = _mm512_add_ps(_mm512_add_ps(acc[v][0], acc[v][4]), _mm512_add_ps(acc[v][2], acc[v][6]));
-    const __m512 odd = _mm512_add_ps(_mm512_add_ps(acc[v][1], acc[v][5]), _mm512_add_ps(acc[v][3], acc[v][7]));
-    _mm512_storeu_ps(out + v * out_stride, _mm512_add_ps(even, odd));
-  }
-}
-
-// Rows [begin, end) of a q8_0 panels matrix: each panel against the vectors two at a time, then one;
-// a last panel with fewer rows in range through a scratch block.
-void PanelsQ8_0(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end, float* out) {
-  const int64_t blocks = w.cols / kQuantBlock;
-  alignas(64) float scratch[2 * kPanelRows];
-  for (int64_t first = begin; first < end; first += kPanelRows) {
-    const uint8_t* panel = w.panel(first / kPanelRows);
-    const int64_t lanes = std::min(kPanelRows, end - first);
-    const bool whole = lanes == kPanelRows;
-    const size_t stride = whole ? size_t(w.rows) : size_t(kPanelRows);
-    for (int v = 0; v < n_vectors; v += 2) {
-      const BlockQ16* x = a.q16 + size_t(v) * a.q16_blocks;
-      float* to = whole ? out + size_t(v) * w.rows + first : scratch;
-      if (v + 1 < n_vectors) {
-        Q8_0Tile<2>(panel, blocks, x, a.q16_blocks, to, stride);
-      } else {
-        Q8_0Tile<1>(panel, blocks, x, a.q16_blocks, to, stride);
-      }
-      if (whole) continue;
-      for (int u = v; u < std::min(v + 2, n_vectors); ++u) {
-        std::memcpy(out + size_t(u) * w.rows + first, scratch + size_t(u - v) * kPanelRows, size_t(lanes) * 4);
-      }
-    }
-  }
-}
-
 }  // namespace avx512
+#pragma GCC pop_options
+
+// q8_0 on AVX-512 needs VNNI (vpdpwssd: Ice Lake, Zen 4 and later); AVX-512 CPUs without it run the
+// AVX2 panel kernel, which gives the same bits.
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma,f16c")
+namespace avx512vnni {
+
+// One fp32 accumulator per (panel, vector), 16 rows' lanes. Per block: each column pair's 16 rows x 2
+// int8, sign-extended to 16 bits by one instruction, feeds every vector of the tile, whose pair of
+// 16-bit values is one broadcast word; vpdpwssd adds the 16 rows' pair products to the block's exact
+// integer sums, which then take one scale FMA each. Registers: G x NV accumulators and as many sums.
+struct Q8_0Tiles {
+  static constexpr int kPanels = 2, kVectors = 4, kFewVectorPanels = 4;
+  template <int G, int NV>
+  A2SF_PANEL_VNNI_INLINE static void Run(const PanelTile& t, int64_t cols) {
+    __m512 acc[G][NV];
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[g][v] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < cols / kQuantBlock; ++b) {
+      __m512i sum[G][NV];
+#pragma GCC unroll 16
+      for (int q = 0; q < kQuantBlock / 2; ++q) {
+        __m512i pair[G];
+#pragma GCC unroll 8
+        for (int g = 0; g < G; ++g) {
+          pair[g] = _mm512_cvtepi8_epi16(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(PanelPair(PanelBlock(t.panel + g * t.apart, b), q))));
+        }
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) {
+          const __m512i xq = _mm512_set1_epi32(PairWord(BlockVector(t, v)[b], q));
+#pragma GCC unroll 8
+          for (int g = 0; g < G; ++g) {
+            sum[g][v] = q == 0 ? _mm512_madd_epi16(pair[g], xq) : _mm512_dpwssd_epi32(sum[g][v], pair[g], xq);
+          }
+        }
+      }
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) {
+        const __m512 dw = _mm512_cvtph_ps(
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(PanelBlock(t.panel + g * t.apart, b))));
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; ++v) {
+          const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(BlockVector(t, v)[b].d));
+          acc[g][v] = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(sum[g][v]), acc[g][v]);
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) _mm512_storeu_ps(t.out + v * t.out_stride + g * t.out_apart, acc[g][v]);
+  }
+};
+
+#include "worker/engine/panel_walk.inc"
+
+}  // namespace avx512vnni
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -228,7 +281,7 @@ struct Tiles {
         for (int g = 0; g < G; ++g) wc[g] = Column::Load8(t.panel + g * t.apart + size_t(c) * Column::kBytes, h);
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) {
-          const __m256 xb = _mm256_set1_ps(t.x[v * t.x_stride + size_t(c)]);
+          const __m256 xb = _mm256_set1_ps(FloatVector(t, v)[c]);
 #pragma GCC unroll 8
           for (int g = 0; g < G; ++g) acc[g][v][h] = _mm256_fmadd_ps(wc[g], xb, acc[g][v][h]);
         }
@@ -244,52 +297,66 @@ struct Tiles {
   }
 };
 
+// q8_0 as avx512vnni::Q8_0Tiles computes it, in two 8-row halves (rows 8h..8h+7: the second 16
+// bytes of each column pair's 32) and with madd + add for vpdpwssd. Registers: G x NV x 2
+// accumulators and as many sums.
+struct Q8_0Tiles {
+  static constexpr int kPanels = 1, kVectors = 2, kFewVectorPanels = 2;
+  template <int G, int NV>
+  A2SF_PANEL_AVX2_INLINE static void Run(const PanelTile& t, int64_t cols) {
+    __m256 acc[G][NV][2];
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) acc[g][v][0] = acc[g][v][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < cols / kQuantBlock; ++b) {
+      __m256i sum[G][NV][2];
+#pragma GCC unroll 16
+      for (int q = 0; q < kQuantBlock / 2; ++q) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          __m256i pair[G];
+#pragma GCC unroll 8
+          for (int g = 0; g < G; ++g) {
+            pair[g] = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                reinterpret_cast<const __m128i*>(PanelPair(PanelBlock(t.panel + g * t.apart, b), q) + 16 * h)));
+          }
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) {
+            const __m256i xq = _mm256_set1_epi32(PairWord(BlockVector(t, v)[b], q));
+#pragma GCC unroll 8
+            for (int g = 0; g < G; ++g) {
+              const __m256i products = _mm256_madd_epi16(pair[g], xq);
+              sum[g][v][h] = q == 0 ? products : _mm256_add_epi32(sum[g][v][h], products);
+            }
+          }
+        }
+      }
+#pragma GCC unroll 8
+      for (int g = 0; g < G; ++g) {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; ++h) {
+          const __m256 dw = _mm256_cvtph_ps(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(PanelBlock(t.panel + g * t.apart, b) + 16 * h)));
+#pragma GCC unroll 8
+          for (int v = 0; v < NV; ++v) {
+            const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(BlockVector(t, v)[b].d));
+            acc[g][v][h] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum[g][v][h]), acc[g][v][h]);
+          }
+        }
+      }
+    }
+#pragma GCC unroll 8
+    for (int g = 0; g < G; ++g)
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) {
+        _mm256_storeu_ps(t.out + v * t.out_stride + g * t.out_apart, acc[g][v][0]);
+        _mm256_storeu_ps(t.out + v * t.out_stride + g * t.out_apart + 8, acc[g][v][1]);
+      }
+  }
+};
+
 #include "worker/engine/panel_walk.inc"
-
-// q8_0 panels on AVX2 (see avx512::Q8_0Tile): rows 8h..8h+7 of a panel at a time (the second 16
-// bytes of each column pair's 32), one vector at a time: 8 lane accumulators, the same operations
-// per row as the row kernels.
-inline void Q8_0HalfPanel(const uint8_t* panel, int64_t blocks, int h, const BlockQ16* x, float* out) {
-  __m256 acc[8];
-#pragma GCC unroll 8
-  for (int m = 0; m < 8; ++m) acc[m] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < blocks; ++b) {
-    const uint8_t* block = panel + size_t(b) * kQ8_0PanelBlockBytes;
-    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + 16 * h)));
-    const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(x[b].d));
-    const uint8_t* pairs = block + kQ8_0PanelPairs + 16 * h;
-#pragma GCC unroll 8
-    for (int m = 0; m < 8; ++m) {
-      auto pair = [&](int q) {  // columns 2q, 2q + 1 of rows 8h..8h+7, as int16
-        return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(pairs + 32 * q)));
-      };
-      const __m256i lo = pair(m), hi = pair(m + 8);
-      int32_t x_lo, x_hi;
-      std::memcpy(&x_lo, x[b].qs + 2 * m, 4);
-      std::memcpy(&x_hi, x[b].qs + 16 + 2 * m, 4);
-      const __m256i sum = _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_set1_epi32(x_lo)),
-                                           _mm256_madd_epi16(hi, _mm256_set1_epi32(x_hi)));
-      acc[m] = _mm256_fmadd_ps(scale, _mm256_cvtepi32_ps(sum), acc[m]);
-    }
-  }
-  const __m256 even = _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[2], acc[6]));
-  const __m256 odd = _mm256_add_ps(_mm256_add_ps(acc[1], acc[5]), _mm256_add_ps(acc[3], acc[7]));
-  _mm256_storeu_ps(out, _mm256_add_ps(even, odd));
-}
-
-void PanelsQ8_0(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end, float* out) {
-  const int64_t blocks = w.cols / kQuantBlock;
-  alignas(32) float scratch[kPanelRows];
-  for (int64_t first = begin; first < end; first += kPanelRows) {
-    const uint8_t* panel = w.panel(first / kPanelRows);
-    const int64_t lanes = std::min(kPanelRows, end - first);
-    for (int v = 0; v < n_vectors; ++v) {
-      const BlockQ16* x = a.q16 + size_t(v) * a.q16_blocks;
-      for (int h = 0; h < 2; ++h) Q8_0HalfPanel(panel, blocks, h, x, scratch + 8 * h);
-      std::memcpy(out + size_t(v) * w.rows + first, scratch, size_t(lanes) * 4);
-    }
-  }
-}
 
 }  // namespace avx2
 #pragma GCC pop_options
@@ -303,22 +370,21 @@ RowsKernel PanelKernelFor(KernelIsa isa, WeightType type) {
     std::fprintf(stderr, "PanelKernelFor: %s is not held in panels\n", WeightTypeName(type));
     std::abort();
   }
+#if defined(__x86_64__)
   if (type == WeightType::kQ8_0) {
-#if defined(__x86_64__)
-    if (isa == KernelIsa::kAvx512) return avx512::PanelsQ8_0;
-    if (isa == KernelIsa::kAvx2) return avx2::PanelsQ8_0;
-#endif
-    return nullptr;  // the scalar row kernel over unpacked panels (matmul.cc)
+    if (isa == KernelIsa::kAvx512 && __builtin_cpu_supports("avx512vnni")) return avx512vnni::Panels<avx512vnni::Q8_0Tiles>;
+    if (isa != KernelIsa::kScalar) return avx2::Panels<avx2::Q8_0Tiles>;
   }
-#if defined(__x86_64__)
   // In WeightType order: f32, f16, bf16.
-  static constexpr RowsKernel kAvx512[] = {avx512::Panels<F32Column>, avx512::Panels<F16Column>,
-                                           avx512::Panels<Bf16Column>};
-  static constexpr RowsKernel kAvx2[] = {avx2::Panels<F32Column>, avx2::Panels<F16Column>, avx2::Panels<Bf16Column>};
-  if (isa == KernelIsa::kAvx512) return kAvx512[static_cast<int>(type)];
-  if (isa == KernelIsa::kAvx2) return kAvx2[static_cast<int>(type)];
+  static constexpr RowsKernel kAvx512[] = {avx512::Panels<avx512::Tiles<F32Column>>,
+                                           avx512::Panels<avx512::Tiles<F16Column>>,
+                                           avx512::Panels<avx512::Tiles<Bf16Column>>};
+  static constexpr RowsKernel kAvx2[] = {avx2::Panels<avx2::Tiles<F32Column>>, avx2::Panels<avx2::Tiles<F16Column>>,
+                                         avx2::Panels<avx2::Tiles<Bf16Column>>};
+  if (type != WeightType::kQ8_0 && isa == KernelIsa::kAvx512) return kAvx512[static_cast<int>(type)];
+  if (type != WeightType::kQ8_0 && isa == KernelIsa::kAvx2) return kAvx2[static_cast<int>(type)];
 #endif
-  return PanelsScalar;
+  return type == WeightType::kQ8_0 ? PanelsScalarQ8_0 : PanelsScalar;
 }
 
 }  // namespace a2sf::worker
