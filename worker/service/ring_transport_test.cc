@@ -2,8 +2,9 @@
 // (HostileCacheManager attaches the ring and serves its slots): a decision written for another step,
 // or a malformed decision slot, fails the step with UNAVAILABLE "the cache manager broke the
 // protocol" (AwaitDecision's one rule for every transport), synchronous and pipelined, at once rather
-// than at the decision deadline, the step still counted in flight. Without a breach the ring carries
-// the honest service's decisions.
+// than at the decision deadline, the step still counted in flight; the transport is then broken, so
+// later steps fail at once with UNAVAILABLE and reach neither the ring nor the cache manager. Without
+// a breach the ring carries the honest service's decisions.
 #include <memory>
 #include <random>
 #include <string>
@@ -113,6 +114,33 @@ TEST_F(RingTransportTest, ADecisionForAnotherStepFailsTheStepUnavailableAsABroke
     EXPECT_EQ(status.message(), "the cache manager broke the protocol: it answered step 1001 to step 1");
     EXPECT_EQ(remote->steps_in_flight(), lag + 1) << "the failed step and those behind it stay in flight";
     stack_.hostile()->Target(nullptr, Breach::kNone);
+  }
+}
+
+// After a decision for another step the ring is out of step with the session's steps: the transport
+// is broken, so a later step fails at once with UNAVAILABLE instead of reaching the cache manager or
+// reading the slot behind the wrong one as the failed step's decision (the cache manager, honest
+// again, would answer it). Pipelined, the decisions still in flight fail the same way.
+TEST_F(RingTransportTest, AfterADecisionForAnotherStepLaterStepsFailAtOnceUnavailable) {
+  for (uint32_t lag : {0u, 2u}) {
+    SCOPED_TRACE(::testing::Message() << "decision lag " << lag);
+    auto remote = OpenOverHostileRing(lag);
+    ASSERT_NE(remote, nullptr);
+    ASSERT_EQ(FirstStatusAfterBreach(remote.get(), Breach::kWrongStep).code(), absl::StatusCode::kUnavailable);
+    stack_.hostile()->Target(nullptr, Breach::kNone);
+    const uint64_t next = lag + 2;
+    const absl::Time start = absl::Now();
+    const absl::Status awaited = remote->AwaitDecision().status();
+    const absl::Status sent = remote->SubmitStep(next, uint32_t(next), Scores(next));
+    EXPECT_LT(absl::Now() - start, absl::Seconds(1)) << "a later step waited instead of failing";
+    for (const absl::Status& status : {awaited, sent}) {
+      EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+      EXPECT_EQ(status.message(), "the stream to the cache manager is broken");
+    }
+    EXPECT_EQ(remote->steps_in_flight(), lag + 1) << "no decision was taken, no step was added";
+    auto session = stack_.manager()->Get(remote->session_id());
+    ASSERT_TRUE(session.ok()) << session.status();
+    EXPECT_EQ(session->steps, next) << "the cache manager got no step after the violation";
   }
 }
 

@@ -6,7 +6,9 @@
 //     travel as one StreamScoreBatches message and are decided as one batch;
 //   - MakeRingTransport: steps and decisions go through a shared-memory ScoreRing the cache manager
 //     accepted at OpenSession (OfferRing), the stream only attaches the ring and carries the end
-//     status. A bulk prefill (larger decisions than a slot holds) goes as one unary SubmitStep.
+//     status. A bulk prefill (larger decisions than a slot holds) goes as one unary SubmitStep. A
+//     malformed decision slot, or a decision for another step than the one its slot carried, is
+//     DATA_LOSS: the cache manager broke the protocol and no later slot can be matched to its step.
 //   - MakeCudaIpcTransport: the ring, and the scores of a token step stay on the GPU: the cache
 //     manager accepted the worker's exported score buffer at OpenSession (DeviceScoreExport), the
 //     engine writes each step's scores there, and the ring slot carries only the step header
