@@ -13,6 +13,7 @@
 #include "cachemgr/service/testing/hostile_cache_manager.h"
 #include "gtest/gtest.h"
 #include "worker/service/remote_policy_client.h"
+#include "worker/service/testing/remote_session.h"
 
 namespace a2sf::worker {
 namespace {
@@ -21,36 +22,21 @@ using cachemgr::testing::Breach;
 
 // Far above every bound checked: a step that fails by the deadline fails those checks.
 constexpr absl::Duration kDecisionTimeout = absl::Seconds(10);
-constexpr uint32_t kHeads = 4;  // 2 layers x 2 KV heads
+constexpr uint32_t kHeads = testing::kSmallModelScoreHeads;
 
 class RingTransportTest : public ::testing::Test {
  protected:
-  RingTransportTest() {
-    model_.n_layers = 2;
-    model_.n_heads = 4;
-    model_.n_kv_heads = 2;
-    model_.seq_len = 64;
-  }
-
-  // An a2sf session with a budget of 4 on `channel`; its scores go through a ring when `ring_socket`
-  // is set (the test fails unless the ring was taken).
+  // The tests' a2sf session (testing::OpenA2sfSession) on `channel`; its scores go through a ring when
+  // `ring_socket` is set (the test fails unless the ring was taken).
   std::unique_ptr<RemotePolicyClient> Open(const std::shared_ptr<grpc::Channel>& channel,
                                            const std::string& ring_socket, uint32_t decision_lag = 0) {
-    v1::PolicySpec policy;
-    policy.set_name("a2sf");
-    policy.set_alpha(0.5);
-    v1::Budget budget;
-    budget.set_tokens(4);
     RemotePolicyOptions options;
-    options.score_dtype = kv::ScoreDType::kFp32;
     options.decision_lag = decision_lag;
     options.ring_socket = ring_socket;
     options.decision_timeout = kDecisionTimeout;
-    auto remote = RemotePolicyClient::Open(channel, model_, &policy, budget, options);
-    EXPECT_TRUE(remote.ok()) << remote.status();
-    if (!remote.ok()) return nullptr;
-    EXPECT_EQ((*remote)->uses_shared_memory(), !ring_socket.empty());
-    return std::move(*remote);
+    auto remote = testing::OpenA2sfSession(channel, options);
+    if (remote != nullptr) EXPECT_EQ(remote->uses_shared_memory(), !ring_socket.empty());
+    return remote;
   }
 
   std::unique_ptr<RemotePolicyClient> OpenOverHostileRing(uint32_t decision_lag = 0) {
@@ -77,7 +63,6 @@ class RingTransportTest : public ::testing::Test {
   static std::vector<float> Scores(uint64_t step) { return std::vector<float>(kHeads * (step + 1), 0.5f); }
 
   cachemgr::testing::HostileCacheManagerStack stack_;
-  ModelConfig model_;
 };
 
 TEST_F(RingTransportTest, WithoutABreachTheRingCarriesTheHonestDecisions) {
