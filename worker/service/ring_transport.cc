@@ -1,10 +1,8 @@
 // The shared-memory ScoreTransport (score_transport.h): steps and decisions through a ScoreRing; with
 // a device buffer the cache manager accepted (CUDA IPC), token steps' scores stay on the GPU.
 #include <cstring>
-#include <deque>
 #include <optional>
 
-#include "absl/strings/str_cat.h"
 #include "common/grpc/status.h"
 #include "common/kv/proto_convert.h"
 #include "common/shm/ring_handoff.h"
@@ -40,7 +38,7 @@ class RingTransport final : public ScoreTransport {
   ~RingTransport() override { ring_->Close(); }
 
   absl::Status Send(const OutgoingStep& step) override {
-    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    if (stream_.broken()) return TransportBrokenError();
     if (step.kind == v1::STEP_KIND_BULK_PREFILL) return SendUnary(step);
     if (absl::Status attached = Attach(); !attached.ok()) return attached;
     return Publish(step);
@@ -52,8 +50,8 @@ class RingTransport final : public ScoreTransport {
       unary_answer_.reset();
       return answer;
     }
-    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
-    if (published_steps_.empty()) return absl::FailedPreconditionError("no step is waiting for its decision");
+    if (stream_.broken()) return TransportBrokenError();
+    if (awaiting_.empty()) return absl::FailedPreconditionError("no step is waiting for its decision");
     if (absl::Status answered = WaitForDecision(ring_read_); !answered.ok()) return answered;
     return TakeDecision(ring_read_++);
   }
@@ -83,7 +81,7 @@ class RingTransport final : public ScoreTransport {
       // The scores are already in the exported device buffer (the engine wrote them and recorded the
       // event): only the header travels, in the engine's fp32.
       ring_->PublishDeviceStep(ring_published_++, Header(step, v1::SCORE_DTYPE_FP32, 4));
-      published_steps_.push_back(step.step);
+      awaiting_.Sent(step.step);
       return absl::OkStatus();
     }
     const size_t value_bytes = kv::ScoreDTypeBytes(session_.score_dtype);
@@ -93,7 +91,7 @@ class RingTransport final : public ScoreTransport {
     const uint64_t seq = ring_published_++;
     kv::EncodeScores(step.scores.data(), step.scores.size(), session_.score_dtype, ring_->payload(seq));
     ring_->Publish(seq, Header(step, kv::ScoreDTypeToProto(session_.score_dtype), value_bytes));
-    published_steps_.push_back(step.step);
+    awaiting_.Sent(step.step);
     return absl::OkStatus();
   }
 
@@ -144,12 +142,10 @@ class RingTransport final : public ScoreTransport {
   // slot (DATA_LOSS) or a decision for another step (DATA_LOSS naming both) ends the ring: the slots
   // behind it cannot be matched to their steps any more.
   absl::StatusOr<AnsweredStep> TakeDecision(uint64_t seq) {
-    const uint64_t asked = published_steps_.front();
-    published_steps_.pop_front();
     uint64_t step = 0;
     absl::StatusOr<EvictionDecision> decision = ring_->ReadDecision(seq, &step);
     if (!decision.ok()) return Break(decision.status());
-    if (step != asked) return Break(absl::DataLossError(absl::StrCat("it answered step ", step, " to step ", asked)));
+    if (absl::Status matched = awaiting_.Answered(step); !matched.ok()) return Break(matched);
     return AnsweredStep{step, *std::move(decision)};
   }
 
@@ -169,7 +165,7 @@ class RingTransport final : public ScoreTransport {
   SessionStream stream_;
   bool attached_ = false;
   uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
-  std::deque<uint64_t> published_steps_;  // the step published in each slot not yet read, oldest first
+  StepsAwaitingDecision awaiting_;  // the step published in each slot not yet read
   std::optional<absl::StatusOr<AnsweredStep>> unary_answer_;  // a bulk prefill's decision
 };
 

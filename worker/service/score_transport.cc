@@ -48,6 +48,19 @@ absl::StatusOr<AnsweredStep> SubmitUnary(const TransportSession& session, const 
   return AnsweredStep{decision.step(), *std::move(answer)};
 }
 
+absl::Status CheckAnsweredStep(uint64_t asked, uint64_t answered) {
+  if (answered == asked) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("it answered step ", answered, " to step ", asked));
+}
+
+absl::Status StepsAwaitingDecision::Answered(uint64_t answered) {
+  const uint64_t asked = steps_.front();
+  steps_.pop_front();
+  return CheckAnsweredStep(asked, answered);
+}
+
+absl::Status TransportBrokenError() { return absl::UnavailableError("the stream to the cache manager is broken"); }
+
 SessionStream::SessionStream(v1::CacheManager::Stub* stub, absl::Duration decision_timeout)
     : watchdog_(&context_), decision_timeout_(decision_timeout) {
   stream_ = stub->StreamScores(&context_);
@@ -133,7 +146,7 @@ class GrpcTransport final : public ScoreTransport {
       : session_(session), stream_(session.stub, session.decision_timeout) {}
 
   absl::Status Send(const OutgoingStep& step) override {
-    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    if (stream_.broken()) return TransportBrokenError();
     const v1::ScoreStep message = StepMessage(session_, step, /*with_credentials=*/first_message_);
     if (!stream_.Write(message)) return stream_.Broken();
     first_message_ = false;
@@ -141,7 +154,7 @@ class GrpcTransport final : public ScoreTransport {
   }
 
   absl::StatusOr<AnsweredStep> Await() override {
-    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    if (stream_.broken()) return TransportBrokenError();
     v1::EvictionDecision decision;
     if (!stream_.Read(&decision)) return stream_.Broken();
     absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision);

@@ -16,7 +16,9 @@
 //     bound yet) goes as on the plain ring; a bulk prefill goes as one unary SubmitStep.
 // Failures: UNAVAILABLE when the cache manager went away, DEADLINE_EXCEEDED when it did not answer
 // within the decision deadline (the call is then cancelled), the cache manager's own status when it
-// refused a step. After any failure the transport is broken: later calls fail with UNAVAILABLE.
+// refused a step. After any failure the transport is broken: later calls fail at once with
+// UNAVAILABLE (TransportBrokenError). Decisions are matched to their steps by one rule
+// (CheckAnsweredStep; StepsAwaitingDecision keeps a transport's steps sent).
 //
 // Thread-safety: not thread-safe; one job (one thread) uses a transport.
 // Ownership: a transport owns its stream and ring; the channel and stub are shared (TransportSession).
@@ -24,6 +26,7 @@
 #define A2SF_WORKER_SERVICE_SCORE_TRANSPORT_H_
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +70,29 @@ struct AnsweredStep {
   uint64_t step = 0;
   EvictionDecision decision;
 };
+
+// The rule every transport matches a decision to its step by: decisions come back in the order the
+// steps were sent, each naming the step it answers. OK when `answered` is `asked`, else DATA_LOSS
+// "it answered step <answered> to step <asked>" (the cache manager broke the protocol).
+absl::Status CheckAnsweredStep(uint64_t asked, uint64_t answered);
+
+// The steps one transport has sent whose decisions have not come back, oldest first, each decision
+// checked against its step by CheckAnsweredStep.
+// Thread-safety: not thread-safe (its transport's thread).
+class StepsAwaitingDecision {
+ public:
+  void Sent(uint64_t step) { steps_.push_back(step); }
+  bool empty() const { return steps_.empty(); }
+  // The oldest step's decision came back saying it answers `answered`: the step leaves (either way)
+  // and the check's status is returned. REQUIRES: !empty().
+  absl::Status Answered(uint64_t answered);
+
+ private:
+  std::deque<uint64_t> steps_;
+};
+
+// What Send and Await of a broken transport fail with: UNAVAILABLE, at once.
+absl::Status TransportBrokenError();
 
 class ScoreTransport {
  public:
