@@ -103,6 +103,11 @@ absl::Status SessionStream::Broken() {
   return StreamEndStatus(timed_out_, decision_timeout_, status);
 }
 
+void SessionStream::End() {
+  broken_ = true;
+  if (stream_ != nullptr) DrainAndFinish(/*half_close=*/true).IgnoreError();
+}
+
 // Finish waits for every incoming message to be read, so everything the peer still sends is read
 // first: the decisions travelling in pipelined mode, and whatever a broken peer sends beyond them (a
 // decision answered twice would otherwise hold Finish forever). The decision deadline, when there is
@@ -150,15 +155,18 @@ class GrpcTransport final : public ScoreTransport {
     const v1::ScoreStep message = StepMessage(session_, step, /*with_credentials=*/first_message_);
     if (!stream_.Write(message)) return stream_.Broken();
     first_message_ = false;
+    awaiting_.Sent(step.step);
     return absl::OkStatus();
   }
 
   absl::StatusOr<AnsweredStep> Await() override {
     if (stream_.broken()) return TransportBrokenError();
+    if (awaiting_.empty()) return absl::FailedPreconditionError("no step is waiting for its decision");
     v1::EvictionDecision decision;
     if (!stream_.Read(&decision)) return stream_.Broken();
     absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision);
-    if (!answer.ok()) return answer.status();
+    if (!answer.ok()) return Break(answer.status());
+    if (absl::Status matched = awaiting_.Answered(decision.step()); !matched.ok()) return Break(matched);
     return AnsweredStep{decision.step(), *std::move(answer)};
   }
 
@@ -166,9 +174,17 @@ class GrpcTransport final : public ScoreTransport {
   bool shared_memory() const override { return false; }
 
  private:
+  // Ends the transport after a protocol violation (`why`, returned): the stream's next message can no
+  // longer be matched to its step, so no step follows (later calls fail with UNAVAILABLE).
+  absl::Status Break(absl::Status why) {
+    stream_.End();
+    return why;
+  }
+
   const TransportSession session_;
   SessionStream stream_;
   bool first_message_ = true;
+  StepsAwaitingDecision awaiting_;
 };
 
 }  // namespace

@@ -1,7 +1,9 @@
 // ScoreTransport: how one remote session's steps travel to the cache manager and its decisions come
 // back. RemotePolicyClient opens the session and keeps the step bookkeeping (which steps await a decision);
 // it picks one transport when the session opens and then only calls Send, Await and Close:
-//   - MakeGrpcTransport: each step is a StreamScores message, each decision the answer message;
+//   - MakeGrpcTransport: each step is a StreamScores message, each decision the answer message. A
+//     malformed decision, or one for another step than the oldest sent, is DATA_LOSS; the stream
+//     is then ended (half-closed and drained), and the cache manager gets no later step from it;
 //   - MakeBatchedTransport (score_batcher.h): the steps of all the worker's sessions that coincide
 //     travel as one StreamScoreBatches message and are decided as one batch;
 //   - MakeRingTransport: steps and decisions go through a shared-memory ScoreRing the cache manager
@@ -154,6 +156,10 @@ class SessionStream {
   // or closed stream, the cache manager's own status otherwise.
   absl::Status Broken();
   absl::Status TimedOut();  // cancels the call of a cache manager that did not answer in time
+  // Ends the stream after the cache manager broke the protocol: half-closes it (no step follows),
+  // reads what is still travelling and finishes, within the decision deadline when there is one (past
+  // it the call is cancelled). broken() from then on.
+  void End();
   // A clean end: half-closes, reads every decision still travelling (however many the peer sends)
   // and finishes, all within the decision deadline when there is one (past it the call is
   // cancelled; an infinite deadline bounds nothing). False after a missed deadline.

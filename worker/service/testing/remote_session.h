@@ -1,5 +1,5 @@
 // The remote session that the worker's tests of RemotePolicyClient against a cache manager open
-// (score_batcher_test, ring_transport_test), written once: the small model shape they step and an
+// (score_batcher_test, session_transport_test), written once: the small model shape they step and an
 // a2sf session for it. The tests pick only how the scores travel (ring, batcher, decision lag,
 // deadline) and which channel they go to.
 //
