@@ -3,7 +3,6 @@
 #include <cstring>
 #include <optional>
 
-#include "absl/strings/str_cat.h"
 #include "common/grpc/status.h"
 #include "common/kv/proto_convert.h"
 #include "common/shm/ring_handoff.h"
@@ -39,7 +38,7 @@ class RingTransport final : public ScoreTransport {
   ~RingTransport() override { ring_->Close(); }
 
   absl::Status Send(const OutgoingStep& step) override {
-    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    if (stream_.broken()) return TransportBrokenError();
     if (step.kind == v1::STEP_KIND_BULK_PREFILL) return SendUnary(step);
     if (absl::Status attached = Attach(); !attached.ok()) return attached;
     return Publish(step);
@@ -51,7 +50,8 @@ class RingTransport final : public ScoreTransport {
       unary_answer_.reset();
       return answer;
     }
-    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    if (stream_.broken()) return TransportBrokenError();
+    if (awaiting_.empty()) return absl::FailedPreconditionError("no step is waiting for its decision");
     if (absl::Status answered = WaitForDecision(ring_read_); !answered.ok()) return answered;
     return TakeDecision(ring_read_++);
   }
@@ -81,6 +81,7 @@ class RingTransport final : public ScoreTransport {
       // The scores are already in the exported device buffer (the engine wrote them and recorded the
       // event): only the header travels, in the engine's fp32.
       ring_->PublishDeviceStep(ring_published_++, Header(step, v1::SCORE_DTYPE_FP32, 4));
+      awaiting_.Sent(step.step);
       return absl::OkStatus();
     }
     const size_t value_bytes = kv::ScoreDTypeBytes(session_.score_dtype);
@@ -90,6 +91,7 @@ class RingTransport final : public ScoreTransport {
     const uint64_t seq = ring_published_++;
     kv::EncodeScores(step.scores.data(), step.scores.size(), session_.score_dtype, ring_->payload(seq));
     ring_->Publish(seq, Header(step, kv::ScoreDTypeToProto(session_.score_dtype), value_bytes));
+    awaiting_.Sent(step.step);
     return absl::OkStatus();
   }
 
@@ -136,21 +138,25 @@ class RingTransport final : public ScoreTransport {
     return absl::OkStatus();
   }
 
-  // The decision in slot `seq` and the step it says it answers (RemotePolicyClient, which knows which
-  // step each decision is for, checks that).
+  // The decision in slot `seq`, which must answer the step published there. A refusal, a malformed
+  // slot (DATA_LOSS) or a decision for another step (DATA_LOSS naming both) ends the ring: the slots
+  // behind it cannot be matched to their steps any more.
   absl::StatusOr<AnsweredStep> TakeDecision(uint64_t seq) {
     uint64_t step = 0;
     absl::StatusOr<EvictionDecision> decision = ring_->ReadDecision(seq, &step);
-    if (!decision.ok()) {
-      // The cache manager refused the step (and stops serving the ring) or wrote a malformed slot
-      // (and, believing it answered, serves on): the ring is done. Closed here, it ends the cache
-      // manager's ring loop and with it the stream that Broken reads to its end -- else that read
-      // would wait for the decision deadline (forever without one).
-      ring_->Close();
-      stream_.Broken().IgnoreError();
-      return decision.status();
-    }
+    if (!decision.ok()) return Break(decision.status());
+    if (absl::Status matched = awaiting_.Answered(step); !matched.ok()) return Break(matched);
     return AnsweredStep{step, *std::move(decision)};
+  }
+
+  // Ends the transport after a refusal or a protocol violation (`why`, returned): later calls fail
+  // with UNAVAILABLE. A refusing cache manager stops serving the ring, a broken one believes it answered
+  // and serves on: closing the ring ends its ring loop and with it the stream that Broken reads to its
+  // end -- else that read would wait for the decision deadline (forever without one).
+  absl::Status Break(absl::Status why) {
+    ring_->Close();
+    stream_.Broken().IgnoreError();
+    return why;
   }
 
   const TransportSession session_;
@@ -159,6 +165,7 @@ class RingTransport final : public ScoreTransport {
   SessionStream stream_;
   bool attached_ = false;
   uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
+  StepsAwaitingDecision awaiting_;  // the step published in each slot not yet read
   std::optional<absl::StatusOr<AnsweredStep>> unary_answer_;  // a bulk prefill's decision
 };
 

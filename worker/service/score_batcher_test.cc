@@ -10,6 +10,7 @@
 #include "cachemgr/service/testing/hostile_cache_manager.h"
 #include "gtest/gtest.h"
 #include "worker/service/remote_policy_client.h"
+#include "worker/service/testing/remote_session.h"
 
 namespace a2sf::worker {
 namespace {
@@ -22,25 +23,15 @@ class ScoreBatcherTest : public ::testing::Test {
     server_ = stack_.honest_server();
     channel_ = stack_.honest_channel();
     hostile_channel_ = stack_.hostile_channel();
-    model_.n_layers = 2;
-    model_.n_heads = 4;
-    model_.n_kv_heads = 2;
-    model_.seq_len = 64;
   }
 
+  // The tests' a2sf session (testing::OpenA2sfSession) on `channel` (null: the honest service), its
+  // steps through `batcher` (null: a stream of its own).
   std::unique_ptr<RemotePolicyClient> Open(std::shared_ptr<ScoreBatcher> batcher,
                                            std::shared_ptr<grpc::Channel> channel = nullptr) {
-    v1::PolicySpec policy;
-    policy.set_name("a2sf");
-    policy.set_alpha(0.5);
-    v1::Budget budget;
-    budget.set_tokens(4);
     RemotePolicyOptions options;
-    options.score_dtype = kv::ScoreDType::kFp32;
     options.batcher = std::move(batcher);
-    auto remote = RemotePolicyClient::Open(channel != nullptr ? channel : channel_, model_, &policy, budget, options);
-    EXPECT_TRUE(remote.ok()) << remote.status();
-    return remote.ok() ? std::move(*remote) : nullptr;
+    return testing::OpenA2sfSession(channel != nullptr ? channel : channel_, options);
   }
 
   // The honest service (server_, channel_) and the hostile one over it (hostile_channel_).
@@ -50,7 +41,6 @@ class ScoreBatcherTest : public ::testing::Test {
   RunningServer* server_ = nullptr;
   std::shared_ptr<grpc::Channel> channel_;
   std::shared_ptr<grpc::Channel> hostile_channel_;
-  ModelConfig model_;
 };
 
 TEST_F(ScoreBatcherTest, OneMessagePerStepAndTheDecisionsOfAStreamPerSession) {

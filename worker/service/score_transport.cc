@@ -48,6 +48,19 @@ absl::StatusOr<AnsweredStep> SubmitUnary(const TransportSession& session, const 
   return AnsweredStep{decision.step(), *std::move(answer)};
 }
 
+absl::Status CheckAnsweredStep(uint64_t asked, uint64_t answered) {
+  if (answered == asked) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat("it answered step ", answered, " to step ", asked));
+}
+
+absl::Status StepsAwaitingDecision::Answered(uint64_t answered) {
+  const uint64_t asked = steps_.front();
+  steps_.pop_front();
+  return CheckAnsweredStep(asked, answered);
+}
+
+absl::Status TransportBrokenError() { return absl::UnavailableError("the stream to the cache manager is broken"); }
+
 SessionStream::SessionStream(v1::CacheManager::Stub* stub, absl::Duration decision_timeout)
     : watchdog_(&context_), decision_timeout_(decision_timeout) {
   stream_ = stub->StreamScores(&context_);
@@ -88,6 +101,11 @@ absl::Status SessionStream::Broken() {
   if (stream_ != nullptr) status = DrainAndFinish(/*half_close=*/false);
   if (watchdog_.fired()) timed_out_ = true;
   return StreamEndStatus(timed_out_, decision_timeout_, status);
+}
+
+void SessionStream::End() {
+  broken_ = true;
+  if (stream_ != nullptr) DrainAndFinish(/*half_close=*/true).IgnoreError();
 }
 
 // Finish waits for every incoming message to be read, so everything the peer still sends is read
@@ -133,19 +151,22 @@ class GrpcTransport final : public ScoreTransport {
       : session_(session), stream_(session.stub, session.decision_timeout) {}
 
   absl::Status Send(const OutgoingStep& step) override {
-    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    if (stream_.broken()) return TransportBrokenError();
     const v1::ScoreStep message = StepMessage(session_, step, /*with_credentials=*/first_message_);
     if (!stream_.Write(message)) return stream_.Broken();
     first_message_ = false;
+    awaiting_.Sent(step.step);
     return absl::OkStatus();
   }
 
   absl::StatusOr<AnsweredStep> Await() override {
-    if (stream_.broken()) return absl::UnavailableError("the stream to the cache manager is broken");
+    if (stream_.broken()) return TransportBrokenError();
+    if (awaiting_.empty()) return absl::FailedPreconditionError("no step is waiting for its decision");
     v1::EvictionDecision decision;
     if (!stream_.Read(&decision)) return stream_.Broken();
     absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision);
-    if (!answer.ok()) return answer.status();
+    if (!answer.ok()) return Break(answer.status());
+    if (absl::Status matched = awaiting_.Answered(decision.step()); !matched.ok()) return Break(matched);
     return AnsweredStep{decision.step(), *std::move(answer)};
   }
 
@@ -153,9 +174,17 @@ class GrpcTransport final : public ScoreTransport {
   bool shared_memory() const override { return false; }
 
  private:
+  // Ends the transport after a protocol violation (`why`, returned): the stream's next message can no
+  // longer be matched to its step, so no step follows (later calls fail with UNAVAILABLE).
+  absl::Status Break(absl::Status why) {
+    stream_.End();
+    return why;
+  }
+
   const TransportSession session_;
   SessionStream stream_;
   bool first_message_ = true;
+  StepsAwaitingDecision awaiting_;
 };
 
 }  // namespace

@@ -1,12 +1,16 @@
 // ScoreTransport: how one remote session's steps travel to the cache manager and its decisions come
 // back. RemotePolicyClient opens the session and keeps the step bookkeeping (which steps await a decision);
 // it picks one transport when the session opens and then only calls Send, Await and Close:
-//   - MakeGrpcTransport: each step is a StreamScores message, each decision the answer message;
+//   - MakeGrpcTransport: each step is a StreamScores message, each decision the answer message. A
+//     malformed decision, or one for another step than the oldest sent, is DATA_LOSS; the stream
+//     is then ended (half-closed and drained), and the cache manager gets no later step from it;
 //   - MakeBatchedTransport (score_batcher.h): the steps of all the worker's sessions that coincide
 //     travel as one StreamScoreBatches message and are decided as one batch;
 //   - MakeRingTransport: steps and decisions go through a shared-memory ScoreRing the cache manager
 //     accepted at OpenSession (OfferRing), the stream only attaches the ring and carries the end
-//     status. A bulk prefill (larger decisions than a slot holds) goes as one unary SubmitStep.
+//     status. A bulk prefill (larger decisions than a slot holds) goes as one unary SubmitStep. A
+//     malformed decision slot, or a decision for another step than the one its slot carried, is
+//     DATA_LOSS: the cache manager broke the protocol and no later slot can be matched to its step.
 //   - MakeCudaIpcTransport: the ring, and the scores of a token step stay on the GPU: the cache
 //     manager accepted the worker's exported score buffer at OpenSession (DeviceScoreExport), the
 //     engine writes each step's scores there, and the ring slot carries only the step header
@@ -14,7 +18,9 @@
 //     bound yet) goes as on the plain ring; a bulk prefill goes as one unary SubmitStep.
 // Failures: UNAVAILABLE when the cache manager went away, DEADLINE_EXCEEDED when it did not answer
 // within the decision deadline (the call is then cancelled), the cache manager's own status when it
-// refused a step. After any failure the transport is broken: later calls fail with UNAVAILABLE.
+// refused a step. After any failure the transport is broken: later calls fail at once with
+// UNAVAILABLE (TransportBrokenError). Decisions are matched to their steps by one rule
+// (CheckAnsweredStep; StepsAwaitingDecision keeps a transport's steps sent).
 //
 // Thread-safety: not thread-safe; one job (one thread) uses a transport.
 // Ownership: a transport owns its stream and ring; the channel and stub are shared (TransportSession).
@@ -22,6 +28,7 @@
 #define A2SF_WORKER_SERVICE_SCORE_TRANSPORT_H_
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <string>
 #include <vector>
@@ -65,6 +72,29 @@ struct AnsweredStep {
   uint64_t step = 0;
   EvictionDecision decision;
 };
+
+// The rule every transport matches a decision to its step by: decisions come back in the order the
+// steps were sent, each naming the step it answers. OK when `answered` is `asked`, else DATA_LOSS
+// "it answered step <answered> to step <asked>" (the cache manager broke the protocol).
+absl::Status CheckAnsweredStep(uint64_t asked, uint64_t answered);
+
+// The steps one transport has sent whose decisions have not come back, oldest first, each decision
+// checked against its step by CheckAnsweredStep.
+// Thread-safety: not thread-safe (its transport's thread).
+class StepsAwaitingDecision {
+ public:
+  void Sent(uint64_t step) { steps_.push_back(step); }
+  bool empty() const { return steps_.empty(); }
+  // The oldest step's decision came back saying it answers `answered`: the step leaves (either way)
+  // and the check's status is returned. REQUIRES: !empty().
+  absl::Status Answered(uint64_t answered);
+
+ private:
+  std::deque<uint64_t> steps_;
+};
+
+// What Send and Await of a broken transport fail with: UNAVAILABLE, at once.
+absl::Status TransportBrokenError();
 
 class ScoreTransport {
  public:
@@ -126,6 +156,10 @@ class SessionStream {
   // or closed stream, the cache manager's own status otherwise.
   absl::Status Broken();
   absl::Status TimedOut();  // cancels the call of a cache manager that did not answer in time
+  // Ends the stream after the cache manager broke the protocol: half-closes it (no step follows),
+  // reads what is still travelling and finishes, within the decision deadline when there is one (past
+  // it the call is cancelled). broken() from then on.
+  void End();
   // A clean end: half-closes, reads every decision still travelling (however many the peer sends)
   // and finishes, all within the decision deadline when there is one (past it the call is
   // cancelled; an infinite deadline bounds nothing). False after a missed deadline.
