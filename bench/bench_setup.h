@@ -24,7 +24,7 @@ namespace a2sf::bench {
 // `with_260k`, then
 // a synthetic stories110M-shaped model (random weights: the trained one's speed, no download) held in
 // each of `types_110m`, all quantized from the same fp32 draws (named "stories110M (random) TYPE" when
-// the type is not f32). f32/f16/bf16/q8_0 matrices in panels unless `panels` is false (for comparisons).
+// the type is not f32). Matrices in panels unless `panels` is false (for comparisons).
 std::vector<std::pair<std::string, std::unique_ptr<worker::ModelWeights>>> BenchModels(
     std::string fixtures, const std::vector<worker::WeightType>& types_110m = {worker::WeightType::kF32},
     bool with_260k = true, bool panels = true);

@@ -29,7 +29,7 @@ ABSL_FLAG(int, threads, 2, "threads of the pass");
 ABSL_FLAG(int, steps, 8, "steps per row count");
 ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda (batched device step against serial one-row steps)");
 ABSL_FLAG(bool, panels, true,
-          "hold f32/f16/bf16/q8_0 matrices in CPU panels (false: row-major, the layout before panels; cuda: always rows)");
+          "hold matrices in CPU panels (false: row-major, the layout before panels; cuda: always rows)");
 ABSL_FLAG(std::string, shape, "stories110M", "a2sf-make-model's shape name (stories110M, llama2-7b, ...)");
 ABSL_FLAG(std::vector<std::string>, rows, std::vector<std::string>({"1", "2", "4", "8", "16"}),
           "row counts to measure (the first is the ratios' base)");

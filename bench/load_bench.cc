@@ -41,7 +41,7 @@ ABSL_FLAG(bool, remote, true, "also measure policies in a cache manager over the
 ABSL_FLAG(std::string, weights, "f32", "types the stories110M shape is held in (comma-separated: f32,f16,bf16,q8_0,q4_0)");
 ABSL_FLAG(int, rounds, 3, "rounds over all job counts per model and path (rows: medians over rounds)");
 ABSL_FLAG(bool, stories260k, true, "also measure stories260K from the fixtures");
-ABSL_FLAG(bool, panels, true, "hold f32/f16/bf16/q8_0 matrices in panels (false: row-major, the layout before panels)");
+ABSL_FLAG(bool, panels, true, "hold matrices in panels (false: row-major, the layout before panels)");
 
 namespace a2sf {
 namespace {

@@ -3,7 +3,7 @@
 // the same-run triad measured the same way (its best of 5) (per CPU second is steadier on a shared machine: it does not count
 // time the process waits for a core). Then several vectors (batching): multiply-adds per CPU-second
 // of each SIMD kernel set this CPU runs, one thread, on the same streamed matrix and on one that sits
-// in the caches, with f32, bf16 and q8_0 matrices both row-major and in panels. A diagnostic for the
+// in the caches, with f32, bf16, q8_0 and q4_0 matrices both row-major and in panels. A diagnostic for the
 // kernels; the end-to-end figures are engine_bench's and forward_pass_bench's.
 //
 //   bazel run -c opt //bench:matmul_bench [-- ROWS COLS [vectors]]
@@ -104,12 +104,12 @@ void RunVectors(int64_t rows, int64_t cols) {
   std::printf("\nseveral vectors, 1 thread: GFMA per CPU-second, streamed %lld x %lld / cached 64 x %lld\n",
               static_cast<long long>(rows), static_cast<long long>(cols), static_cast<long long>(cols));
   std::printf("%-6s %-7s %-7s %8s %18s %18s\n", "type", "layout", "kernels", "vectors", "streamed", "cached");
-  for (WeightType type : {WeightType::kF32, WeightType::kBF16, WeightType::kQ8_0}) {
+  for (WeightType type : {WeightType::kF32, WeightType::kBF16, WeightType::kQ8_0, WeightType::kQ4_0}) {
     const AlignedVector<uint8_t> big = MatrixBytes(type, rows, cols), small = MatrixBytes(type, 64, cols);
     const WeightMatrix big_rows{type, big.data(), rows, cols}, small_rows{type, small.data(), 64, cols};
     WeightStorage storage;
     std::vector<std::pair<WeightMatrix, WeightMatrix>> layouts = {{big_rows, small_rows}};
-    if (PanelsHold(type)) layouts.push_back({InPanels(big_rows, &storage), InPanels(small_rows, &storage)});
+    layouts.push_back({InPanels(big_rows, &storage), InPanels(small_rows, &storage)});
     for (const auto& [streamed, cached] : layouts) {
       for (KernelIsa isa : {KernelIsa::kAvx2, KernelIsa::kAvx512}) {
         if (!CpuSupports(isa)) continue;

@@ -13,14 +13,15 @@
 // whatever n_vectors is, whichever rows a thread gets and however many threads there are, so a row's
 // result is bit for bit the same for 1 vector or N. Weights are used as they are held (no fp32 copy).
 // Float types (f32, f16, bf16) are expanded to fp32 in registers and multiplied with the fp32
-// vectors. A float matrix in panels (weights.h; how the CPU engine loads them) runs panel_kernels.h's
-// kernels: one fused multiply-add chain per (row, vector) in column order. A row-major float matrix
-// runs the row kernels: 32 lane sums per (row, vector), reduced in a fixed order (q8_0 likewise: one
-// chain of block sums per (row, vector) in panels, eight lane sums in rows). For q8_0 and q4_0 each vector is quantized once per product to 16-bit blocks (BlockQ16:
-// llama.cpp quantizes it to 8 bits, which took q8_0's top-1 agreement on the fixture model below
-// its 0.99 target, docs/EVALUATION.md; 16 bits cost the same instructions per block) and each pair of blocks is an exact integer dot
-// product scaled by the two block scales and accumulated in fp32: the scalar and AVX2 kernels of
-// these types agree bit for bit.
+// vectors. A matrix in panels (weights.h; how the CPU engine loads them) runs panel_kernels.h's
+// kernels: one chain of fused multiply-adds per (row, vector), in column order for the float types
+// and in block order of exact integer block sums for q8_0 and q4_0. A row-major matrix runs the row
+// kernels: lane sums per (row, vector), reduced in a fixed order. For q8_0 and q4_0 each vector is
+// quantized once per product to 16-bit blocks (BlockQ16: llama.cpp quantizes it to 8 bits, which
+// took q8_0's top-1 agreement on the fixture model below its 0.99 target, docs/EVALUATION.md; 16 bits
+// cost the same instructions per block) and each pair of blocks is an exact integer dot product
+// scaled by the two block scales and accumulated in fp32: the scalar and SIMD kernels of these types
+// agree bit for bit.
 //
 // Thread-safety: no shared state (the quantized vectors go to a scratch buffer of the calling
 // thread); concurrent calls are safe (the pool serializes its own use).

@@ -17,7 +17,7 @@ constexpr WeightType kAllTypes[] = {WeightType::kF32, WeightType::kF16, WeightTy
                                     WeightType::kQ4_0};
 
 // A random matrix held in `type` (bytes owned by the fixture) and random vectors. `rows` is the
-// row-major matrix; `w` is it, or with `panels` (a float type) the same matrix placed in panels.
+// row-major matrix; `w` is it, or with `panels` the same matrix placed in panels.
 struct Problem {
   Problem(WeightType type, int64_t n_rows, int64_t cols, int n_vectors, uint32_t seed, bool panels = false) {
     std::mt19937 rng(seed);
@@ -231,50 +231,66 @@ TEST(MatMulPanels, EveryKernelGivesTheFusedSumInColumnOrder) {
   }
 }
 
-// q8_0 in panels: every kernel gives, bit for bit, one fused multiply-add chain per (row, vector) in
-// block order -- acc = fma(d_w * d_x, float(exact integer dot product of the block), acc) -- computed
-// here from the row-major GGUF blocks and the vector's 16-bit blocks, for every vector count (1..17),
-// padded last panels and panel-aligned ranges, writing nothing else.
-TEST(MatMulPanels, Q8_0InPanelsGivesOneScaledBlockSumChainPerRow) {
+// Weight j of a row-major GGUF block of `type` as an integer (q8_0: int8; q4_0: nibble - 8, low
+// nibbles first) and the block's fp16 scale.
+int GgufWeight(WeightType type, const uint8_t* block, int j) {
+  if (type == WeightType::kQ8_0) return reinterpret_cast<const BlockQ8_0*>(block)->qs[j];
+  const uint8_t byte = reinterpret_cast<const BlockQ4_0*>(block)->qs[j % 16];
+  return (j < 16 ? byte & 0x0f : byte >> 4) - 8;
+}
+uint16_t GgufScale(const uint8_t* block) {
+  uint16_t d;
+  std::memcpy(&d, block, 2);
+  return d;
+}
+
+// q8_0 and q4_0 in panels: every kernel gives, bit for bit, one fused multiply-add chain per (row,
+// vector) in block order -- acc = fma(d_w * d_x, float(exact integer dot product of the block), acc)
+// -- computed here from the row-major GGUF blocks and the vector's 16-bit blocks, for every vector
+// count (1..17), padded last panels and panel-aligned ranges, writing nothing else.
+TEST(MatMulPanels, QuantizedPanelsGiveOneScaledBlockSumChainPerRow) {
   constexpr size_t kGuard = 64;
-  for (int64_t cols : {32, 64, 256, 768}) {
-    for (int64_t n_rows : {23, 48, 61, 200}) {
-      Problem p(WeightType::kQ8_0, n_rows, cols, 17, uint32_t(cols * 3 + n_rows), /*panels=*/true);
-      ASSERT_TRUE(p.w.panels());
-      std::vector<float> want(size_t(p.n) * n_rows);
-      std::vector<BlockQ16> xq(size_t(cols / 32));
-      for (int v = 0; v < p.n; ++v) {
-        QuantizeQ16(KernelIsa::kScalar, p.x.data() + v * cols, cols, xq.data());
-        for (int64_t r = 0; r < n_rows; ++r) {
-          const auto* blocks = reinterpret_cast<const BlockQ8_0*>(p.rows.row(r));
-          float acc = 0.0f;
-          for (int64_t b = 0; b < cols / 32; ++b) {
-            int32_t dot = 0;
-            for (int j = 0; j < 32; ++j) dot += int32_t(blocks[b].qs[j]) * xq[size_t(b)].qs[j];
-            acc = std::fma(HalfToFloat(blocks[b].d) * xq[size_t(b)].d, float(dot), acc);
-          }
-          want[size_t(v) * n_rows + r] = acc;
-        }
-      }
-      for (KernelIsa isa : Isas()) {
-        for (int n = 1; n <= p.n; ++n) {
-          for (int64_t begin : {int64_t{0}, int64_t{16}}) {
-            if (begin >= n_rows) continue;
-            std::vector<float> out(size_t(n) * n_rows + kGuard, -1.0f);
-            MatMulRows(isa, out.data(), p.w, p.x.data(), n, begin, n_rows);
-            const std::string what = std::string(KernelIsaName(isa)) + " cols " + std::to_string(cols) + " rows " +
-                                     std::to_string(n_rows) + " vectors " + std::to_string(n) + " from " +
-                                     std::to_string(begin);
-            for (int v = 0; v < n; ++v) {
-              // want's vector v is the same vector (the first n of p.x)
-              EXPECT_EQ(0, std::memcmp(out.data() + v * n_rows + begin, want.data() + v * n_rows + begin,
-                                       size_t(n_rows - begin) * 4))
-                  << what << " vector " << v;
-              EXPECT_TRUE(std::all_of(out.data() + v * n_rows, out.data() + v * n_rows + begin,
-                                      [](float f) { return f == -1.0f; }))
-                  << what;
+  for (WeightType type : {WeightType::kQ8_0, WeightType::kQ4_0}) {
+    for (int64_t cols : {32, 64, 256, 768}) {
+      for (int64_t n_rows : {23, 48, 61, 200}) {
+        Problem p(type, n_rows, cols, 17, uint32_t(cols * 3 + n_rows), /*panels=*/true);
+        ASSERT_TRUE(p.w.panels());
+        std::vector<float> want(size_t(p.n) * n_rows);
+        std::vector<BlockQ16> xq(size_t(cols / 32));
+        const size_t block_bytes = Traits(type).block_bytes;
+        for (int v = 0; v < p.n; ++v) {
+          QuantizeQ16(KernelIsa::kScalar, p.x.data() + v * cols, cols, xq.data());
+          for (int64_t r = 0; r < n_rows; ++r) {
+            float acc = 0.0f;
+            for (int64_t b = 0; b < cols / 32; ++b) {
+              const uint8_t* block = p.rows.row(r) + size_t(b) * block_bytes;
+              int32_t dot = 0;
+              for (int j = 0; j < 32; ++j) dot += GgufWeight(type, block, j) * int32_t(xq[size_t(b)].qs[j]);
+              acc = std::fma(HalfToFloat(GgufScale(block)) * xq[size_t(b)].d, float(dot), acc);
             }
-            EXPECT_TRUE(std::all_of(out.end() - kGuard, out.end(), [](float f) { return f == -1.0f; })) << what;
+            want[size_t(v) * n_rows + r] = acc;
+          }
+        }
+        for (KernelIsa isa : Isas()) {
+          for (int n = 1; n <= p.n; ++n) {
+            for (int64_t begin : {int64_t{0}, int64_t{16}}) {
+              if (begin >= n_rows) continue;
+              std::vector<float> out(size_t(n) * n_rows + kGuard, -1.0f);
+              MatMulRows(isa, out.data(), p.w, p.x.data(), n, begin, n_rows);
+              const std::string what = std::string(WeightTypeName(type)) + " " + KernelIsaName(isa) + " cols " +
+                                       std::to_string(cols) + " rows " + std::to_string(n_rows) + " vectors " +
+                                       std::to_string(n) + " from " + std::to_string(begin);
+              for (int v = 0; v < n; ++v) {
+                // want's vector v is the same vector (the first n of p.x)
+                EXPECT_EQ(0, std::memcmp(out.data() + v * n_rows + begin, want.data() + v * n_rows + begin,
+                                         size_t(n_rows - begin) * 4))
+                    << what << " vector " << v;
+                EXPECT_TRUE(std::all_of(out.data() + v * n_rows, out.data() + v * n_rows + begin,
+                                        [](float f) { return f == -1.0f; }))
+                    << what;
+              }
+              EXPECT_TRUE(std::all_of(out.end() - kGuard, out.end(), [](float f) { return f == -1.0f; })) << what;
+            }
           }
         }
       }
@@ -303,7 +319,9 @@ TEST(MatMulPanels, Q8_0ExtremeBlocksSumWithoutOverflow) {
   for (KernelIsa isa : Isas()) {
     std::vector<float> out(kRows, 0.0f);
     MatMulRows(isa, out.data(), w, x.data(), 1, 0, kRows);
-    for (int64_t r = 0; r < kRows; ++r) EXPECT_NEAR(out[r], 8192.0f, 8192.0f * 1e-6f) << KernelIsaName(isa) << " row " << r;
+    for (int64_t r = 0; r < kRows; ++r) {
+      EXPECT_NEAR(out[r], 8192.0f, 8192.0f * 1e-6f) << KernelIsaName(isa) << " row " << r;
+    }
   }
 }
 
@@ -312,7 +330,7 @@ TEST(MatMulPanels, Q8_0ExtremeBlocksSumWithoutOverflow) {
 // threads; large enough to be streamed and split over the pool, with a padded last panel.
 TEST(MatMulPanels, RowResultsAreBatchRangeAndThreadInvariant) {
   ThreadPool pool(2);
-  for (WeightType type : {WeightType::kF32, WeightType::kF16, WeightType::kBF16, WeightType::kQ8_0}) {
+  for (WeightType type : kAllTypes) {
     const int64_t n_rows = 3001, cols = 768;  // 187 whole panels and 9 rows
     Problem p(type, n_rows, cols, 9, 17, /*panels=*/true);
     for (KernelIsa isa : Isas()) {

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 
 #if defined(__x86_64__)
@@ -37,12 +35,22 @@ void PanelsScalar(const WeightMatrix& w, const Activations& a, int n_vectors, in
   }
 }
 
-// q8_0 in panels: per (row, vector), block by block, the exact integer dot product of the block's 32
-// weights and the vector block's 32 16-bit values, then acc = fma(d_w * d_x, float(dot), acc). The
-// dot product is below 2^31 in magnitude (32 x 128 x 32767), so every order of summing it is exact.
-void PanelsScalarQ8_0(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end,
-                      float* out) {
+// Weight j (column j of the block) of panel row l in a quantized panel block, as an integer: q8_0's
+// int8; q4_0's nibble - 8 (low nibbles of unit u: columns 2u, 2u + 1; high: 16 + 2u, 17 + 2u).
+int QuantWeight(WeightType type, const uint8_t* block, int64_t l, int j) {
+  if (type == WeightType::kQ8_0) return int8_t(block[kQuantPanelUnits + (j / 2) * 2 * kPanelRows + 2 * l + j % 2]);
+  const uint8_t byte = block[kQuantPanelUnits + ((j % 16) / 2) * 2 * kPanelRows + 2 * l + j % 2];
+  return (j < 16 ? byte & 0x0f : byte >> 4) - 8;
+}
+
+// q8_0 and q4_0 in panels: per (row, vector), block by block, the exact integer dot product of the
+// block's 32 weights and the vector block's 32 16-bit values, then acc = fma(d_w * d_x, float(dot),
+// acc). The dot product is below 2^31 in magnitude (32 x 128 x 32767), so every order of summing it is
+// exact.
+void PanelsScalarQuantized(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end,
+                           float* out) {
   const int64_t blocks = w.cols / kQuantBlock;
+  const size_t block_bytes = QuantPanelBlockBytes(w.type);
   for (int64_t first = begin; first < end; first += kPanelRows) {
     const uint8_t* panel = w.panel(first / kPanelRows);
     const int64_t lanes = std::min(kPanelRows, end - first);
@@ -51,10 +59,9 @@ void PanelsScalarQ8_0(const WeightMatrix& w, const Activations& a, int n_vectors
       for (int64_t l = 0; l < lanes; ++l) {
         float acc = 0.0f;
         for (int64_t b = 0; b < blocks; ++b) {
-          const uint8_t* block = panel + size_t(b) * kQ8_0PanelBlockBytes;
-          const int8_t* pairs = reinterpret_cast<const int8_t*>(block + kQ8_0PanelPairs) + 2 * l;
+          const uint8_t* block = panel + size_t(b) * block_bytes;
           int32_t dot = 0;
-          for (int j = 0; j < kQuantBlock; ++j) dot += int32_t(pairs[(j / 2) * 2 * kPanelRows + j % 2]) * x[b].qs[j];
+          for (int j = 0; j < kQuantBlock; ++j) dot += QuantWeight(w.type, block, l, j) * int32_t(x[b].qs[j]);
           uint16_t half;
           std::memcpy(&half, block + 2 * l, 2);
           acc = std::fma(HalfToFloat(half) * x[b].d, float(dot), acc);
@@ -141,17 +148,46 @@ struct Bf16Column {
   }
 };
 
-// Column pair q of a q8_0 panel block, vector v's two 16-bit values there as one 32-bit word (to
-// broadcast), and the fp32 scale d_w * d_x of lanes [first, first + N) for vector block xb.
+// A vector block's two 16-bit values at columns (2q, 2q + 1) as one 32-bit word (to broadcast).
 inline int32_t PairWord(const BlockQ16& xb, int q) {
   int32_t word;
   std::memcpy(&word, xb.qs + 2 * q, 4);
   return word;
 }
-inline const uint8_t* PanelBlock(const uint8_t* panel, int64_t b) { return panel + size_t(b) * kQ8_0PanelBlockBytes; }
-inline const uint8_t* PanelPair(const uint8_t* block, int q) {
-  return block + kQ8_0PanelPairs + size_t(q) * kPanelRows * 2;
-}
+
+// A quantized panel's blocks (weights.h): block b of a panel, and its 2-byte unit u (16 rows x 2
+// bytes). Pair16 / Pair8 give columns (2q, 2q + 1) of 16 rows / of rows 8h..8h+7 as 16-bit integers,
+// row by row, ready for vpmaddwd against a PairWord.
+template <WeightType kType>
+struct QuantPanel {
+  static constexpr WeightType type = kType;
+  static const uint8_t* Block(const uint8_t* panel, int64_t b) {
+    return panel + size_t(b) * QuantPanelBlockBytes(kType);
+  }
+  static const uint8_t* Unit(const uint8_t* block, int u) {
+    return block + kQuantPanelUnits + size_t(u) * kPanelRows * 2;
+  }
+};
+struct Q8_0Panel : QuantPanel<WeightType::kQ8_0> {
+  A2SF_PANEL_VNNI_INLINE static __m512i Pair16(const uint8_t* block, int q) {
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(Unit(block, q))));
+  }
+  A2SF_PANEL_AVX2_INLINE static __m256i Pair8(const uint8_t* block, int q, int h) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(Unit(block, q) + 16 * h)));
+  }
+};
+struct Q4_0Panel : QuantPanel<WeightType::kQ4_0> {  // pair q < 8: unit q's low nibbles, else unit q - 8's high
+  A2SF_PANEL_VNNI_INLINE static __m512i Pair16(const uint8_t* block, int q) {
+    const __m256i bytes = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Unit(block, q % 8)));
+    const __m256i nibbles = _mm256_and_si256(q < 8 ? bytes : _mm256_srli_epi16(bytes, 4), _mm256_set1_epi8(0x0f));
+    return _mm512_sub_epi16(_mm512_cvtepu8_epi16(nibbles), _mm512_set1_epi16(8));
+  }
+  A2SF_PANEL_AVX2_INLINE static __m256i Pair8(const uint8_t* block, int q, int h) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(Unit(block, q % 8) + 16 * h));
+    const __m128i nibbles = _mm_and_si128(q < 8 ? bytes : _mm_srli_epi16(bytes, 4), _mm_set1_epi8(0x0f));
+    return _mm256_sub_epi16(_mm256_cvtepu8_epi16(nibbles), _mm256_set1_epi16(8));
+  }
+};
 
 // Each ISA's tiles, then panel_walk.inc (the walk over panels and vectors) compiled for that ISA.
 #pragma GCC push_options
@@ -203,11 +239,13 @@ struct Tiles {
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma,f16c")
 namespace avx512vnni {
 
-// One fp32 accumulator per (panel, vector), 16 rows' lanes. Per block: each column pair's 16 rows x 2
-// int8, sign-extended to 16 bits by one instruction, feeds every vector of the tile, whose pair of
+// q8_0 and q4_0 (Panel: Q8_0Panel, Q4_0Panel). One fp32 accumulator per (panel, vector), 16 rows'
+// lanes. Per block: each column pair's 16 rows x 2 weights, widened to 16 bits (q8_0: one
+// instruction; q4_0: mask or shift, widen, subtract 8), feeds every vector of the tile, whose pair of
 // 16-bit values is one broadcast word; vpdpwssd adds the 16 rows' pair products to the block's exact
 // integer sums, which then take one scale FMA each. Registers: G x NV accumulators and as many sums.
-struct Q8_0Tiles {
+template <class Panel>
+struct QuantTiles {
   static constexpr int kPanels = 2, kVectors = 4, kFewVectorPanels = 4;
   template <int G, int NV>
   A2SF_PANEL_VNNI_INLINE static void Run(const PanelTile& t, int64_t cols) {
@@ -222,10 +260,7 @@ struct Q8_0Tiles {
       for (int q = 0; q < kQuantBlock / 2; ++q) {
         __m512i pair[G];
 #pragma GCC unroll 8
-        for (int g = 0; g < G; ++g) {
-          pair[g] = _mm512_cvtepi8_epi16(
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(PanelPair(PanelBlock(t.panel + g * t.apart, b), q))));
-        }
+        for (int g = 0; g < G; ++g) pair[g] = Panel::Pair16(Panel::Block(t.panel + g * t.apart, b), q);
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) {
           const __m512i xq = _mm512_set1_epi32(PairWord(BlockVector(t, v)[b], q));
@@ -238,7 +273,7 @@ struct Q8_0Tiles {
 #pragma GCC unroll 8
       for (int g = 0; g < G; ++g) {
         const __m512 dw = _mm512_cvtph_ps(
-            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(PanelBlock(t.panel + g * t.apart, b))));
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(Panel::Block(t.panel + g * t.apart, b))));
 #pragma GCC unroll 8
         for (int v = 0; v < NV; ++v) {
           const __m512 scale = _mm512_mul_ps(dw, _mm512_set1_ps(BlockVector(t, v)[b].d));
@@ -297,10 +332,11 @@ struct Tiles {
   }
 };
 
-// q8_0 as avx512vnni::Q8_0Tiles computes it, in two 8-row halves (rows 8h..8h+7: the second 16
-// bytes of each column pair's 32) and with madd + add for vpdpwssd. Registers: G x NV x 2
+// q8_0 and q4_0 as avx512vnni::QuantTiles computes them, in two 8-row halves (rows 8h..8h+7: bytes
+// 16h..16h+15 of each unit's 32) and with madd + add for vpdpwssd. Registers: G x NV x 2
 // accumulators and as many sums.
-struct Q8_0Tiles {
+template <class Panel>
+struct QuantTiles {
   static constexpr int kPanels = 1, kVectors = 2, kFewVectorPanels = 2;
   template <int G, int NV>
   A2SF_PANEL_AVX2_INLINE static void Run(const PanelTile& t, int64_t cols) {
@@ -317,10 +353,7 @@ struct Q8_0Tiles {
         for (int h = 0; h < 2; ++h) {
           __m256i pair[G];
 #pragma GCC unroll 8
-          for (int g = 0; g < G; ++g) {
-            pair[g] = _mm256_cvtepi8_epi16(_mm_loadu_si128(
-                reinterpret_cast<const __m128i*>(PanelPair(PanelBlock(t.panel + g * t.apart, b), q) + 16 * h)));
-          }
+          for (int g = 0; g < G; ++g) pair[g] = Panel::Pair8(Panel::Block(t.panel + g * t.apart, b), q, h);
 #pragma GCC unroll 8
           for (int v = 0; v < NV; ++v) {
             const __m256i xq = _mm256_set1_epi32(PairWord(BlockVector(t, v)[b], q));
@@ -337,7 +370,7 @@ struct Q8_0Tiles {
 #pragma GCC unroll 2
         for (int h = 0; h < 2; ++h) {
           const __m256 dw = _mm256_cvtph_ps(
-              _mm_loadu_si128(reinterpret_cast<const __m128i*>(PanelBlock(t.panel + g * t.apart, b) + 16 * h)));
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(Panel::Block(t.panel + g * t.apart, b) + 16 * h)));
 #pragma GCC unroll 8
           for (int v = 0; v < NV; ++v) {
             const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(BlockVector(t, v)[b].d));
@@ -366,14 +399,14 @@ struct Q8_0Tiles {
 }  // namespace
 
 RowsKernel PanelKernelFor(KernelIsa isa, WeightType type) {
-  if (!PanelsHold(type)) {
-    std::fprintf(stderr, "PanelKernelFor: %s is not held in panels\n", WeightTypeName(type));
-    std::abort();
-  }
+  const bool quantized = type == WeightType::kQ8_0 || type == WeightType::kQ4_0;
 #if defined(__x86_64__)
-  if (type == WeightType::kQ8_0) {
-    if (isa == KernelIsa::kAvx512 && __builtin_cpu_supports("avx512vnni")) return avx512vnni::Panels<avx512vnni::Q8_0Tiles>;
-    if (isa != KernelIsa::kScalar) return avx2::Panels<avx2::Q8_0Tiles>;
+  const bool vnni = isa == KernelIsa::kAvx512 && __builtin_cpu_supports("avx512vnni");
+  if (type == WeightType::kQ8_0 && isa != KernelIsa::kScalar) {
+    return vnni ? avx512vnni::Panels<avx512vnni::QuantTiles<Q8_0Panel>> : avx2::Panels<avx2::QuantTiles<Q8_0Panel>>;
+  }
+  if (type == WeightType::kQ4_0 && isa != KernelIsa::kScalar) {
+    return vnni ? avx512vnni::Panels<avx512vnni::QuantTiles<Q4_0Panel>> : avx2::Panels<avx2::QuantTiles<Q4_0Panel>>;
   }
   // In WeightType order: f32, f16, bf16.
   static constexpr RowsKernel kAvx512[] = {avx512::Panels<avx512::Tiles<F32Column>>,
@@ -381,10 +414,10 @@ RowsKernel PanelKernelFor(KernelIsa isa, WeightType type) {
                                            avx512::Panels<avx512::Tiles<Bf16Column>>};
   static constexpr RowsKernel kAvx2[] = {avx2::Panels<avx2::Tiles<F32Column>>, avx2::Panels<avx2::Tiles<F16Column>>,
                                          avx2::Panels<avx2::Tiles<Bf16Column>>};
-  if (type != WeightType::kQ8_0 && isa == KernelIsa::kAvx512) return kAvx512[static_cast<int>(type)];
-  if (type != WeightType::kQ8_0 && isa == KernelIsa::kAvx2) return kAvx2[static_cast<int>(type)];
+  if (!quantized && isa == KernelIsa::kAvx512) return kAvx512[static_cast<int>(type)];
+  if (!quantized && isa == KernelIsa::kAvx2) return kAvx2[static_cast<int>(type)];
 #endif
-  return type == WeightType::kQ8_0 ? PanelsScalarQ8_0 : PanelsScalar;
+  return quantized ? PanelsScalarQuantized : PanelsScalar;
 }
 
 }  // namespace a2sf::worker

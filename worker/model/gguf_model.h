@@ -8,7 +8,7 @@
 // [rows][cols] matrix stored with dims {cols, rows}. llama.cpp's converter has already permuted the
 // q/k rows into interleaved RoPE pairs, the engine's layout, so nothing is reordered: tensors of the
 // types the engine runs (f32, f16, bf16, q8_0, q4_0) are used in place from the memory map unless
-// LoadOptions asks for another type.
+// LoadOptions asks for another type or for panels (LoadOptions::panels, the CPU engine's default).
 //
 // Writing GGUF (and Hugging Face folders) is in model_writers.h. The returned model is immutable and thread-safe like every ModelWeights.
 #ifndef A2SF_WORKER_MODEL_GGUF_MODEL_H_

@@ -6,7 +6,7 @@
 ABSL_FLAG(std::string, weights, "auto",
           "weight type in memory: auto (as the file holds them), f32, f16, bf16, q8_0 or q4_0 (converted on load)");
 ABSL_FLAG(bool, panels, true,
-          "CPU engine: hold f32, f16, bf16 and q8_0 matrices in panels, the layout the kernels read fastest "
+          "CPU engine: hold matrices in panels, the layout the kernels read fastest "
           "(the load copies them: ~1 minute for LLaMA-2-7B q8_0 on 2 cores); false: row-major, used in place "
           "from the memory map where the type allows (a faster start, slower decoding and batching). "
           "Ignored with --device=cuda (rows)");

@@ -1,6 +1,6 @@
 // The --weights and --panels flags, shared by every tool that loads a model (a2sf-generate,
 // a2sf-worker, a2sf-eval). --weights: "auto" (what the file holds) or f32, f16, bf16, q8_0, q4_0
-// (converted on load, tensor by tensor). --panels: hold f32/f16/bf16/q8_0 matrices in panels for the
+// (converted on load, tensor by tensor). --panels: hold matrices (every type) in panels for the
 // CPU kernels (LoadOptions::panels). Defined once here so the three tools accept and explain them the
 // same way.
 #ifndef A2SF_WORKER_MODEL_LOAD_FLAGS_H_

@@ -196,22 +196,23 @@ void WeightStorage::Release(const void* p, size_t bytes) const {
 namespace {
 
 // Calls fn(panel offset, row offset, bytes) for every unit of panel row `lane` -- a float weight, a
-// q8_0 scale or column pair -- where weights.h's layout puts it (a LLaMA-2-7B model is ~10^10 bytes).
+// quantized block's scale or 2-byte unit -- where weights.h's layout puts it (a LLaMA-2-7B model is
+// ~10^10 bytes).
 template <typename Fn>
 void ForEachUnit(const WeightMatrix& m, int64_t lane, Fn fn) {
-  const size_t row_bytes = m.row_bytes();
-  if (m.type != WeightType::kQ8_0) {
-    const size_t element = Traits(m.type).block_bytes;
-    for (size_t at = 0, to = size_t(lane) * element; at < row_bytes; at += element, to += kPanelRows * element) {
-      fn(to, at, element);
+  const size_t row_bytes = m.row_bytes(), block_bytes = Traits(m.type).block_bytes;
+  if (Traits(m.type).block_size == 1) {
+    for (size_t at = 0, to = size_t(lane) * block_bytes; at < row_bytes;
+         at += block_bytes, to += kPanelRows * block_bytes) {
+      fn(to, at, block_bytes);
     }
     return;
   }
-  for (size_t block = 0; block * sizeof(BlockQ8_0) < row_bytes; ++block) {
-    const size_t at = block * sizeof(BlockQ8_0), to = block * kQ8_0PanelBlockBytes + size_t(lane) * 2;
+  for (size_t block = 0; block * block_bytes < row_bytes; ++block) {
+    const size_t at = block * block_bytes, to = block * kPanelRows * block_bytes + size_t(lane) * 2;
     fn(to, at, 2);  // the scale
-    for (size_t pair = 0; pair < kQuantBlock / 2; ++pair) {
-      fn(to + kQ8_0PanelPairs + pair * kPanelRows * 2, at + 2 + 2 * pair, 2);
+    for (size_t unit = 0; unit + 1 < block_bytes / 2; ++unit) {
+      fn(to + kQuantPanelUnits + unit * kPanelRows * 2, at + 2 + 2 * unit, 2);
     }
   }
 }
@@ -303,7 +304,7 @@ absl::StatusOr<WeightMatrix> PlaceMatrix(const WeightMatrix& source, const Place
   }
   // A matrix of fewer rows than a panel stays rows: its padding could multiply its size by up to 16
   // (a hostile file's 1-row matrices), and no LLaMA model has one.
-  const bool panels = options.panels && PanelsHold(type) && source.rows >= kPanelRows;
+  const bool panels = options.panels && source.rows >= kPanelRows;
   const WeightLayout layout = panels ? WeightLayout::kPanels : WeightLayout::kRows;
   const bool aligned = reinterpret_cast<uintptr_t>(source.data) % InPlaceAlignment(source.type) == 0;
   if (type == source.type && options.row_order.empty() && layout == WeightLayout::kRows && aligned) return source;

@@ -83,25 +83,24 @@ size_t RowBytes(WeightType type, int64_t cols);
 
 // How a matrix's elements are laid out.
 //   kRows:   row-major [rows][cols] (every type; the files' layout).
-//   kPanels: f32, f16, bf16 and q8_0, for the CPU kernels: rows in panels of kPanelRows, the last
-//            panel padded with zero rows. Float types: each panel column-major -- element (r, c) at
-//            panel r / 16, position c * 16 + r % 16 -- so a column is one 64-byte line of f32 (32
-//            bytes of f16/bf16) that serves 16 rows at once. q8_0: per 32-column block, the 16 rows'
-//            fp16 scales, then the 16 column pairs (2q, 2q + 1) as 16 rows x 2 int8, so one load
-//            feeds 16 rows' integer pair products (panel_kernels.h).
+//   kPanels: every type, for the CPU kernels: rows in panels of kPanelRows, the last panel padded
+//            with zero rows. Float types: each panel column-major -- element (r, c) at panel r / 16,
+//            position c * 16 + r % 16 -- so a column is one 64-byte line of f32 (32 bytes of
+//            f16/bf16) that serves 16 rows at once. q8_0 and q4_0: per 32-column block, the 16 rows'
+//            fp16 scales, then the rest of each row's block in 2-byte units, unit u of the 16 rows
+//            together (16 rows x 2 bytes): q8_0's 16 units are its column pairs (2u, 2u + 1); q4_0's
+//            8 are its bytes 2u, 2u + 1, whose low nibbles are columns (2u, 2u + 1) and high nibbles
+//            columns (16 + 2u, 17 + 2u). One load feeds 16 rows' integer pair products
+//            (panel_kernels.h).
 enum class WeightLayout : uint8_t { kRows, kPanels };
 inline constexpr int64_t kPanelRows = 16;
 
-// A q8_0 panel's bytes per 32-column block (the 16 rows' blocks), and where its column pairs start
-// (after the 16 fp16 scales); pair q (columns 2q, 2q + 1) is 16 rows x 2 int8 from there.
-inline constexpr size_t kQ8_0PanelBlockBytes = kPanelRows * sizeof(BlockQ8_0);
-inline constexpr size_t kQ8_0PanelPairs = kPanelRows * 2;
-
-// Whether `type` can be held in panels.
-inline bool PanelsHold(WeightType type) {
-  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kBF16 ||
-         type == WeightType::kQ8_0;
+// A quantized panel's bytes per 32-column block (the 16 rows' blocks), and where its 2-byte units
+// start (after the 16 fp16 scales); unit u is 16 rows x 2 bytes from there.
+inline constexpr size_t QuantPanelBlockBytes(WeightType type) {
+  return kPanelRows * (type == WeightType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
 }
+inline constexpr size_t kQuantPanelUnits = kPanelRows * 2;
 
 // A non-owning view of a matrix [rows][cols] of one type, in `layout`.
 struct WeightMatrix {
@@ -166,8 +165,8 @@ struct PlaceOptions {
   std::optional<WeightType> wanted;  // nullopt: keep the file's type
   // If not empty, destination row r is source row row_order[r] (HF q/k rows to interleaved RoPE).
   std::vector<int64_t> row_order;
-  // Hold the matrix in panels when its type (the one after `wanted`) allows (PanelsHold; q4_0 stays
-  // rows) and it has at least kPanelRows rows (fewer: rows, as padding could multiply its size by 16).
+  // Hold the matrix in panels when it has at least kPanelRows rows (fewer: rows, as padding could
+  // multiply its size by 16).
   bool panels = false;
 };
 

@@ -188,9 +188,9 @@ TEST(PlaceMatrix, PanelsHoldColumnsOfSixteenRowsAndPadTheLastPanel) {
   }
 }
 
-// Panels take the type asked for first (f16 and bf16 keep 2 bytes a weight) and combine with
-// reordered rows as rows do; q4_0 is never held in panels.
-TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrderAndNeverHoldQ4_0) {
+// Panels take the type asked for first (f16 and bf16 keep 2 bytes a weight, q4_0 its 18-byte blocks)
+// and combine with reordered rows as rows do.
+TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrder) {
   const int64_t rows = 17;  // one whole panel and one of a row
   std::vector<float> values(size_t(rows) * 32);
   for (size_t i = 0; i < values.size(); ++i) values[i] = float(i % 96) * 0.25f - 7.0f;
@@ -218,8 +218,8 @@ TEST(PlaceMatrix, PanelsFollowTheWantedTypeAndRowOrderAndNeverHoldQ4_0) {
   absl::StatusOr<WeightMatrix> placed =
       PlaceMatrix({WeightType::kF32, values.data(), rows, 32}, options, "w", &storage, nullptr);
   ASSERT_TRUE(placed.ok());
-  EXPECT_FALSE(placed->panels());
-  EXPECT_EQ(placed->bytes(), size_t(rows) * sizeof(BlockQ4_0));
+  EXPECT_TRUE(placed->panels());
+  EXPECT_EQ(placed->bytes(), size_t(32) * sizeof(BlockQ4_0));  // two panels of 16 rows
 }
 
 // A matrix of fewer rows than a panel stays rows, whatever is asked: padded to a panel, a hostile
@@ -274,6 +274,49 @@ TEST(PlaceMatrix, Q8_0PanelsHoldScalesThenColumnPairsOfSixteenRows) {
   for (int64_t r = 0; r < rows; ++r) {
     in_panels->CopyRow(r, copy.data());
     EXPECT_EQ(0, std::memcmp(copy.data(), in_rows->row(r), copy.size())) << r;
+  }
+}
+
+// q4_0 panels: per 32-column block the 16 rows' scales, then the block's 16 nibble bytes in 2-byte
+// units of 16 rows (unit u: bytes 2u, 2u + 1 of each row's block) -- checked on the raw bytes against
+// the row-major blocks -- and CopyRow and RowToFloat give the rows back.
+TEST(PlaceMatrix, Q4_0PanelsHoldScalesThenByteUnitsOfSixteenRows) {
+  const int64_t rows = 19, cols = 64;
+  std::vector<float> values(size_t(rows * cols));
+  for (size_t i = 0; i < values.size(); ++i) values[i] = std::cos(float(i) * 0.29f) * float(1 + i % 7);
+  WeightStorage storage;
+  PlaceOptions options;
+  options.wanted = WeightType::kQ4_0;
+  absl::StatusOr<WeightMatrix> in_rows =
+      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
+  options.panels = true;
+  absl::StatusOr<WeightMatrix> in_panels =
+      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
+  ASSERT_TRUE(in_rows.ok() && in_panels.ok());
+  ASSERT_TRUE(in_panels->panels());
+  EXPECT_EQ(in_panels->bytes(), size_t(32) * in_rows->row_bytes());
+  const uint8_t* raw = static_cast<const uint8_t*>(in_panels->data);
+  for (int64_t r = 0; r < 32; ++r) {
+    for (int64_t b = 0; b < cols / 32; ++b) {
+      BlockQ4_0 want{};  // the padding rows are zeros
+      if (r < rows) std::memcpy(&want, in_rows->row(r) + b * sizeof(BlockQ4_0), sizeof(want));
+      const uint8_t* block = raw + size_t(r / 16) * 16 * in_rows->row_bytes() + size_t(b) * 16 * sizeof(BlockQ4_0);
+      uint16_t scale;
+      std::memcpy(&scale, block + (r % 16) * 2, 2);
+      EXPECT_EQ(scale, want.d) << r << "," << b;
+      for (int k = 0; k < 16; ++k) {
+        EXPECT_EQ(block[32 + (k / 2) * 32 + (r % 16) * 2 + k % 2], want.qs[k]) << r << "," << b << "," << k;
+      }
+    }
+  }
+  std::vector<uint8_t> copy(in_rows->row_bytes());
+  std::vector<float> a(static_cast<size_t>(cols)), b(static_cast<size_t>(cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    in_panels->CopyRow(r, copy.data());
+    EXPECT_EQ(0, std::memcmp(copy.data(), in_rows->row(r), copy.size())) << r;
+    in_panels->RowToFloat(r, a.data());
+    in_rows->RowToFloat(r, b.data());
+    EXPECT_EQ(a, b) << r;
   }
 }
 
