@@ -665,7 +665,7 @@ Activations Prepare(KernelIsa isa, const WeightMatrix& w, const float* x, int n_
 
 bool CpuSupports(KernelIsa isa) {
 #if defined(__x86_64__)
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && CpuHasAvxF16c();
   switch (isa) {
     case KernelIsa::kScalar:
       return true;
