@@ -189,20 +189,18 @@ struct Q4_0Panel : QuantPanel<WeightType::kQ4_0> {  // pair q < 8: unit q's low 
   }
 };
 
-// Each ISA's tiles, then panel_walk.inc (the walk over panels and vectors) compiled for that ISA:
-// GCC takes the region's target from `#pragma GCC target`, clang (which ignores it; scripts/fuzz.sh
-// builds with clang) from `#pragma clang attribute`.
-#if defined(__clang__)
+// Each ISA's tiles, then panel_walk.inc (the walk over panels and vectors) compiled for that ISA,
+// between A2SF_TARGET_PUSH and A2SF_TARGET_POP: GCC's `#pragma GCC target`, or clang's `#pragma clang
+// attribute` (scripts/fuzz.sh builds with clang, which ignores GCC's).
 #define A2SF_PRAGMA(x) _Pragma(#x)
-#define A2SF_CLANG_TARGET_PUSH(isa) A2SF_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
-#define A2SF_CLANG_TARGET_POP() _Pragma("clang attribute pop")
+#if defined(__clang__)
+#define A2SF_TARGET_PUSH(isa) A2SF_PRAGMA(clang attribute push(__attribute__((target(isa))), apply_to = function))
+#define A2SF_TARGET_POP() _Pragma("clang attribute pop")
 #else
-#define A2SF_CLANG_TARGET_PUSH(isa)
-#define A2SF_CLANG_TARGET_POP()
+#define A2SF_TARGET_PUSH(isa) _Pragma("GCC push_options") A2SF_PRAGMA(GCC target(isa))
+#define A2SF_TARGET_POP() _Pragma("GCC pop_options")
 #endif
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx2,fma,f16c")
-A2SF_CLANG_TARGET_PUSH("avx512f,avx512vl,avx512bw,avx2,fma,f16c")
+A2SF_TARGET_PUSH("avx512f,avx512vl,avx512bw,avx2,fma,f16c")
 namespace avx512 {
 
 // One register per (panel, vector). Eight vectors or more: tiles of two far-apart panels x eight
@@ -242,14 +240,11 @@ struct Tiles {
 #include "worker/engine/panel_walk.inc"
 
 }  // namespace avx512
-A2SF_CLANG_TARGET_POP()
-#pragma GCC pop_options
+A2SF_TARGET_POP()
 
 // q8_0 on AVX-512 needs VNNI (vpdpwssd: Ice Lake, Zen 4 and later); AVX-512 CPUs without it run the
 // AVX2 panel kernel, which gives the same bits.
-#pragma GCC push_options
-#pragma GCC target("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma,f16c")
-A2SF_CLANG_TARGET_PUSH("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma,f16c")
+A2SF_TARGET_PUSH("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma,f16c")
 namespace avx512vnni {
 
 // q8_0 and q4_0 (Panel: Q8_0Panel, Q4_0Panel). One fp32 accumulator per (panel, vector), 16 rows'
@@ -304,12 +299,9 @@ struct QuantTiles {
 #include "worker/engine/panel_walk.inc"
 
 }  // namespace avx512vnni
-A2SF_CLANG_TARGET_POP()
-#pragma GCC pop_options
+A2SF_TARGET_POP()
 
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c")
-A2SF_CLANG_TARGET_PUSH("avx2,fma,f16c")
+A2SF_TARGET_PUSH("avx2,fma,f16c")
 namespace avx2 {
 
 // Two 8-lane registers per (panel, vector), the same operations per lane as AVX-512's.
@@ -407,8 +399,7 @@ struct QuantTiles {
 #include "worker/engine/panel_walk.inc"
 
 }  // namespace avx2
-A2SF_CLANG_TARGET_POP()
-#pragma GCC pop_options
+A2SF_TARGET_POP()
 
 #endif  // __x86_64__
 
