@@ -349,5 +349,27 @@ TEST(SyntheticModel, WritesACheckpointThatLoadsBackIdentically) {
   EXPECT_EQ(NamedShape("stories110M")->vocab_size, 32000);
 }
 
+// A matrix of fewer rows than a panel stays row-major even when panels are asked for; a synthetic
+// model must still own it (it was once left pointing into the scratch the next matrix is drawn into,
+// then freed: found by scripts/fuzz.sh's generate fuzzer under AddressSanitizer). Same draws with and
+// without panels give the same weights.
+TEST(SyntheticModel, MatricesTooSmallForPanelsAreOwnedAndKeepTheirValues) {
+  ModelConfig c;
+  c.dim = 16, c.hidden_dim = 32, c.n_layers = 2, c.n_heads = 2, c.n_kv_heads = 1, c.head_dim = 8;
+  c.vocab_size = 64, c.seq_len = 16, c.shared_classifier = true;
+  auto rows = MakeSyntheticModel(c, 3, WeightType::kF32, /*panels=*/false);
+  auto panels = MakeSyntheticModel(c, 3, WeightType::kF32, /*panels=*/true);
+  ASSERT_TRUE(rows.ok() && panels.ok());
+  for (int l = 0; l < c.n_layers; ++l) {
+    const LayerWeights &a = (*rows)->layer(l), &b = (*panels)->layer(l);
+    EXPECT_FALSE(b.wk.panels());  // 8 rows
+    EXPECT_TRUE(b.wq.panels());   // 16 rows
+    EXPECT_EQ(Floats(a.wk), Floats(b.wk)) << l;
+    EXPECT_EQ(Floats(a.wv), Floats(b.wv)) << l;
+    EXPECT_EQ(Floats(a.wq), Floats(b.wq)) << l;
+    EXPECT_EQ(Floats(a.w2), Floats(b.w2)) << l;
+  }
+}
+
 }  // namespace
 }  // namespace a2sf::worker

@@ -68,6 +68,11 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConf
       status.Update(m.status());
       return {};
     }
+    if (m->data == scratch.data()) {  // kept in place (f32 with too few rows for panels): own a copy
+      uint8_t* owned = w->storage().Allocate(m->bytes());
+      std::memcpy(owned, m->data, m->bytes());
+      m->data = owned;
+    }
     return *m;
   };
   const ModelConfig& c = config;
