@@ -169,19 +169,17 @@ absl::Status RemotePolicyClient::Send(uint64_t step, v1::StepKind kind, uint32_t
 
 absl::StatusOr<EvictionDecision> RemotePolicyClient::AwaitDecision() {
   if (awaiting_.empty()) return absl::FailedPreconditionError("AwaitDecision: no step was submitted");
-  // A peer that answers with a decision no transport can decode (DATA_LOSS from the decoders: the
-  // gRPC messages', the ring's slots') or answers another step than the one asked (DATA_LOSS from
-  // CheckAnsweredStep) is broken, not refusing: the session is lost as with a dropped connection
-  // (UNAVAILABLE: the job fails or continues in-process, as --on_cachemgr_failure says), the step
-  // still counted in flight like one whose read failed. One rule for every transport (the batch
-  // stream applies it to whole batches). The stream and the ring check the step themselves, and end
-  // on a violation; checked again here, it also covers a bulk prefill's unary answer.
+  // A peer that answers with a decision the transport cannot decode or for another step than the one
+  // asked (DATA_LOSS from the gRPC messages' and the ring slots' decoders and from CheckAnsweredStep,
+  // on the stream, the ring and a bulk prefill's unary answer; the transport has ended itself) is
+  // broken, not refusing: the session is lost as with a dropped connection (UNAVAILABLE: the job
+  // fails or continues in-process, as --on_cachemgr_failure says), the step still counted in flight
+  // like one whose read failed. The batch stream reports its violations as UNAVAILABLE itself.
   absl::StatusOr<AnsweredStep> answer = Transport()->Await();
-  const absl::Status matched = answer.ok() ? CheckAnsweredStep(awaiting_.front(), answer->step) : answer.status();
-  if (matched.code() == absl::StatusCode::kDataLoss) {
-    return absl::UnavailableError(absl::StrCat("the cache manager broke the protocol: ", matched.message()));
+  if (answer.status().code() == absl::StatusCode::kDataLoss) {
+    return absl::UnavailableError(absl::StrCat("the cache manager broke the protocol: ", answer.status().message()));
   }
-  if (!matched.ok()) return matched;
+  if (!answer.ok()) return answer.status();
   awaiting_.pop_front();
   return std::move(answer->decision);
 }

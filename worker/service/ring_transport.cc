@@ -39,15 +39,18 @@ class RingTransport final : public ScoreTransport {
 
   absl::Status Send(const OutgoingStep& step) override {
     if (stream_.broken()) return TransportBrokenError();
-    if (step.kind == v1::STEP_KIND_BULK_PREFILL) return SendUnary(step);
+    if (step.kind == v1::STEP_KIND_BULK_PREFILL) {  // before the ring is attached: a job's first step
+      unary_.Send(session_, step);
+      return absl::OkStatus();
+    }
     if (absl::Status attached = Attach(); !attached.ok()) return attached;
     return Publish(step);
   }
 
   absl::StatusOr<AnsweredStep> Await() override {
-    if (unary_answer_.has_value()) {
-      absl::StatusOr<AnsweredStep> answer = std::move(*unary_answer_);
-      unary_answer_.reset();
+    if (unary_.answered()) {
+      absl::StatusOr<AnsweredStep> answer = unary_.Take();
+      if (!answer.ok()) return Break(answer.status());
       return answer;
     }
     if (stream_.broken()) return TransportBrokenError();
@@ -108,14 +111,6 @@ class RingTransport final : public ScoreTransport {
     return header;
   }
 
-  // The bulk step goes as one unary call (SubmitUnary), before the ring is attached.
-  absl::Status SendUnary(const OutgoingStep& step) {
-    absl::StatusOr<AnsweredStep> answer = SubmitUnary(session_, step);
-    if (!answer.ok()) return answer.status();
-    unary_answer_ = *std::move(answer);
-    return absl::OkStatus();
-  }
-
   // Waits in short slices, checking between them that the cache manager is still connected and the
   // decision deadline has not passed.
   absl::Status WaitForDecision(uint64_t seq) {
@@ -153,9 +148,15 @@ class RingTransport final : public ScoreTransport {
   // with UNAVAILABLE. A refusing cache manager stops serving the ring, a broken one believes it answered
   // and serves on: closing the ring ends its ring loop and with it the stream that Broken reads to its
   // end -- else that read would wait for the decision deadline (forever without one).
+  // Before the ring is attached (a failed bulk prefill) the cache manager still waits for the
+  // stream's first message: the stream is half-closed instead.
   absl::Status Break(absl::Status why) {
     ring_->Close();
-    stream_.Broken().IgnoreError();
+    if (attached_) {
+      stream_.Broken().IgnoreError();
+    } else {
+      stream_.End();
+    }
     return why;
   }
 
@@ -166,7 +167,7 @@ class RingTransport final : public ScoreTransport {
   bool attached_ = false;
   uint64_t ring_published_ = 0, ring_read_ = 0;  // sequence numbers in the ring
   StepsAwaitingDecision awaiting_;  // the step published in each slot not yet read
-  std::optional<absl::StatusOr<AnsweredStep>> unary_answer_;  // a bulk prefill's decision
+  UnaryStep unary_;  // a bulk prefill
 };
 
 }  // namespace

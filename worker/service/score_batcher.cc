@@ -239,10 +239,9 @@ class BatchedTransport final : public ScoreTransport {
       : session_(session), batcher_(std::move(batcher)) {}
 
   absl::Status Send(const OutgoingStep& step) override {
+    if (broken_) return TransportBrokenError();
     if (step.kind == v1::STEP_KIND_BULK_PREFILL) {  // apart from the batch: it would hold every session up
-      absl::StatusOr<AnsweredStep> answer = SubmitUnary(session_, step);
-      if (!answer.ok()) return answer.status();
-      unary_answer_ = *std::move(answer);
+      unary_.Send(session_, step);
       return absl::OkStatus();
     }
     absl::StatusOr<std::shared_ptr<ScoreBatcher::Ticket>> ticket =
@@ -253,9 +252,10 @@ class BatchedTransport final : public ScoreTransport {
   }
 
   absl::StatusOr<AnsweredStep> Await() override {
-    if (unary_answer_.has_value()) {  // a bulk prefill is a job's first step: nothing is queued before it
-      AnsweredStep answer = *std::move(unary_answer_);
-      unary_answer_.reset();
+    if (broken_) return TransportBrokenError();
+    if (unary_.answered()) {  // a bulk prefill is a job's first step: nothing is queued before it
+      absl::StatusOr<AnsweredStep> answer = unary_.Take();
+      broken_ = !answer.ok();  // no step follows a failed bulk prefill
       return answer;
     }
     if (tickets_.empty()) return absl::FailedPreconditionError("no step is waiting for its decision");
@@ -275,7 +275,8 @@ class BatchedTransport final : public ScoreTransport {
   const TransportSession session_;
   std::shared_ptr<ScoreBatcher> batcher_;
   std::deque<std::shared_ptr<ScoreBatcher::Ticket>> tickets_;
-  std::optional<AnsweredStep> unary_answer_;  // a bulk prefill's decision
+  UnaryStep unary_;  // a bulk prefill
+  bool broken_ = false;
 };
 
 }  // namespace

@@ -176,5 +176,32 @@ TEST_F(ScoreBatcherTest, TheCheckedAnswerStillPassesRefusalsThroughAlone) {
   EXPECT_FALSE(batcher->broken());
 }
 
+// A bulk prefill travels apart from the batch (a unary SubmitStep): a broken answer to it fails that
+// session alone with UNAVAILABLE "the cache manager broke the protocol", and its next step fails at
+// once; the batch stream and the other session on it go on.
+TEST_F(ScoreBatcherTest, ABrokenBulkPrefillAnswerFailsItsSessionAloneAndEndsItsSteps) {
+  constexpr uint32_t kPrompt = 6;
+  for (Breach breach : {Breach::kWrongStep, Breach::kMalformed}) {
+    SCOPED_TRACE(cachemgr::testing::BreachName(breach));
+    auto batcher = std::make_shared<ScoreBatcher>(hostile_channel_, absl::Seconds(10));
+    auto a = Open(batcher, hostile_channel_), b = Open(batcher, hostile_channel_);
+    ASSERT_TRUE(a && b);
+    ASSERT_TRUE(b->Step(0, 0, std::vector<float>(4, 0.5f)).ok());
+    hostile_->Target([](const v1::ScoreStep& step) { return step.kind() == v1::STEP_KIND_BULK_PREFILL; }, breach);
+    const absl::Status status = a->BulkPrefill(0, kPrompt, testing::BulkPrefillScores(kPrompt)).status();
+    hostile_->Target(nullptr, Breach::kNone);
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+    EXPECT_EQ(status.message().rfind("the cache manager broke the protocol: ", 0), 0u) << status;
+    const absl::Status sent = a->SubmitStep(1, kPrompt, std::vector<float>(16, 0.5f));
+    EXPECT_EQ(sent.code(), absl::StatusCode::kUnavailable) << sent;
+    EXPECT_EQ(sent.message(), "the stream to the cache manager is broken") << sent;
+    auto session = manager_->Get(a->session_id());
+    ASSERT_TRUE(session.ok()) << session.status();
+    EXPECT_EQ(session->steps, 1u) << "the cache manager got no step after the bulk prefill";
+    EXPECT_TRUE(b->Step(1, 1, std::vector<float>(8, 0.5f)).ok());
+    EXPECT_FALSE(batcher->broken());
+  }
+}
+
 }  // namespace
 }  // namespace a2sf::worker

@@ -29,6 +29,8 @@ v1::ScoreStep StepMessage(const TransportSession& session, const OutgoingStep& s
   return message;
 }
 
+namespace {
+
 absl::StatusOr<AnsweredStep> SubmitUnary(const TransportSession& session, const OutgoingStep& step) {
   const v1::ScoreStep message = StepMessage(session, step, /*with_credentials=*/true);
   grpc::ClientContext context;
@@ -45,7 +47,20 @@ absl::StatusOr<AnsweredStep> SubmitUnary(const TransportSession& session, const 
   if (!status.ok()) return FromGrpc(status);
   absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision);
   if (!answer.ok()) return answer.status();
+  if (absl::Status matched = CheckAnsweredStep(step.step, decision.step()); !matched.ok()) return matched;
   return AnsweredStep{decision.step(), *std::move(answer)};
+}
+
+}  // namespace
+
+void UnaryStep::Send(const TransportSession& session, const OutgoingStep& step) {
+  answer_ = SubmitUnary(session, step);
+}
+
+absl::StatusOr<AnsweredStep> UnaryStep::Take() {
+  absl::StatusOr<AnsweredStep> answer = *std::move(answer_);
+  answer_.reset();
+  return answer;
 }
 
 absl::Status CheckAnsweredStep(uint64_t asked, uint64_t answered) {

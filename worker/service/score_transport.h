@@ -8,9 +8,10 @@
 //     travel as one StreamScoreBatches message and are decided as one batch;
 //   - MakeRingTransport: steps and decisions go through a shared-memory ScoreRing the cache manager
 //     accepted at OpenSession (OfferRing), the stream only attaches the ring and carries the end
-//     status. A bulk prefill (larger decisions than a slot holds) goes as one unary SubmitStep. A
-//     malformed decision slot, or a decision for another step than the one its slot carried, is
-//     DATA_LOSS: the cache manager broke the protocol and no later slot can be matched to its step.
+//     status. A bulk prefill (larger decisions than a slot holds) goes as one unary SubmitStep
+//     (UnaryStep, as on the batched transport). A malformed decision slot, or a decision for another
+//     step than the one its slot carried, is DATA_LOSS: the cache manager broke the protocol and no
+//     later slot can be matched to its step.
 //   - MakeCudaIpcTransport: the ring, and the scores of a token step stay on the GPU: the cache
 //     manager accepted the worker's exported score buffer at OpenSession (DeviceScoreExport), the
 //     engine writes each step's scores there, and the ring slot carries only the step header
@@ -30,6 +31,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -135,8 +137,22 @@ v1::ScoreStep StepMessage(const TransportSession& session, const OutgoingStep& s
 
 // A prompt's bulk prefill step as one unary SubmitStep within the decision deadline. Its decision
 // evicts many entries per head (more than a ring slot holds) and its P x P scores take the store a
-// while, so it travels apart from the ring and from the shared batch of the other sessions' steps.
-absl::StatusOr<AnsweredStep> SubmitUnary(const TransportSession& session, const OutgoingStep& step);
+// while, so on the ring and the batched transports it travels apart from the ring and from the
+// shared batch of the other sessions' steps. Send makes the call; its outcome waits for the
+// transport's next Await (Take), where every transport reports its decisions' failures: the
+// decision, decoded and matched to its step by CheckAnsweredStep (DATA_LOSS when it is malformed or
+// answers another step), or the call's failure (DEADLINE_EXCEEDED past the decision deadline).
+// Thread-safety: not thread-safe (its transport's thread).
+class UnaryStep {
+ public:
+  void Send(const TransportSession& session, const OutgoingStep& step);
+  bool answered() const { return answer_.has_value(); }
+  // The outcome of the step sent, once. REQUIRES: answered().
+  absl::StatusOr<AnsweredStep> Take();
+
+ private:
+  std::optional<absl::StatusOr<AnsweredStep>> answer_;
+};
 
 // Why a score stream (StreamScores, StreamScoreBatches) ended, one rule for every transport:
 // DEADLINE_EXCEEDED naming --decision_timeout_ms when the cache manager missed the decision deadline

@@ -4,8 +4,8 @@
 // step, or a malformed decision, fails the step with UNAVAILABLE "the cache manager broke the
 // protocol" (AwaitDecision's one rule for every transport), synchronous and pipelined, at once rather
 // than at the decision deadline, the step still counted in flight; the transport is then broken, so
-// later steps fail at once with UNAVAILABLE and reach the cache manager no more. Both transports
-// behave alike. Without a breach the ring carries the honest service's decisions.
+// later steps fail at once with UNAVAILABLE and reach the cache manager no more. So too when the
+// broken answer is a bulk prefill's (on the ring: its unary SubmitStep). Both transports behave alike. Without a breach the ring carries the honest service's decisions.
 #include <memory>
 #include <ostream>
 #include <random>
@@ -167,6 +167,40 @@ TEST_P(SessionTransportBreachTest, AfterADecisionForAnotherStepLaterStepsFailAtO
 
 TEST_P(SessionTransportBreachTest, AfterAMalformedDecisionLaterStepsFailAtOnceUnavailable) {
   ExpectLaterStepsFailAtOnceUnavailable(GetParam(), Breach::kMalformed);
+}
+
+// A bulk prefill (the stream: a message like any step; the ring: a unary SubmitStep before the ring is
+// attached) answered with a decision for another step or a malformed one fails with UNAVAILABLE "the
+// cache manager broke the protocol", at once, the step still in flight; the transport is broken, so
+// the next step fails at once and never reaches the cache manager.
+TEST_P(SessionTransportBreachTest, ABrokenBulkPrefillAnswerFailsItAndEndsTheTransport) {
+  constexpr uint32_t kPrompt = 6;  // budget 4: its decision evicts 2 entries per head
+  for (Breach breach : {Breach::kWrongStep, Breach::kMalformed}) {
+    SCOPED_TRACE(cachemgr::testing::BreachName(breach));
+    auto remote = OpenOverHostile(GetParam());
+    ASSERT_NE(remote, nullptr);
+    stack_.hostile()->Target([](const v1::ScoreStep& step) { return step.kind() == v1::STEP_KIND_BULK_PREFILL; },
+                             breach);
+    const int breaches = stack_.hostile()->breaches();
+    const absl::Time start = absl::Now();
+    const absl::Status status = remote->BulkPrefill(0, kPrompt, testing::BulkPrefillScores(kPrompt)).status();
+    stack_.hostile()->Target(nullptr, Breach::kNone);
+    EXPECT_EQ(stack_.hostile()->breaches(), breaches + 1);
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+    EXPECT_EQ(status.message(), breach == Breach::kWrongStep
+                                    ? "the cache manager broke the protocol: it answered step 1000 to step 0"
+                                    : "the cache manager broke the protocol: evicted_positions: 0 values for 5 "
+                                      "evictions per head")
+        << status;
+    EXPECT_EQ(remote->steps_in_flight(), 1u);
+    const absl::Status sent = remote->SubmitStep(1, kPrompt, Scores(4));
+    EXPECT_LT(absl::Now() - start, absl::Seconds(5)) << "waited for the deadline, not the breach";
+    EXPECT_EQ(sent.code(), absl::StatusCode::kUnavailable) << sent;
+    EXPECT_EQ(sent.message(), "the stream to the cache manager is broken") << sent;
+    auto session = stack_.manager()->Get(remote->session_id());
+    ASSERT_TRUE(session.ok()) << session.status();
+    EXPECT_EQ(session->steps, 1u) << "the cache manager got no step after the bulk prefill";
+  }
 }
 
 }  // namespace

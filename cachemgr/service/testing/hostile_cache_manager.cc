@@ -38,14 +38,16 @@ int HostileCacheManager::breaches() const {
   return breaches_;
 }
 
-Breach HostileCacheManager::BreachFor(const v1::ScoreBatch& batch) {
+Breach HostileCacheManager::BreachFor(const v1::ScoreStep& step) {
   absl::MutexLock lock(&mutex_);
-  if (breach_ == Breach::kNone || !targets_) return Breach::kNone;
+  if (breach_ == Breach::kNone || !targets_ || !targets_(step)) return Breach::kNone;
+  ++breaches_;
+  return breach_;
+}
+
+Breach HostileCacheManager::BreachFor(const v1::ScoreBatch& batch) {
   for (const v1::ScoreStep& step : batch.steps()) {
-    if (targets_(step)) {
-      ++breaches_;
-      return breach_;
-    }
+    if (const Breach breach = BreachFor(step); breach != Breach::kNone) return breach;
   }
   return Breach::kNone;
 }
@@ -57,6 +59,12 @@ void Malform(v1::EvictionDecision* decision) {
   decision->set_evictions_per_head(decision->evictions_per_head() + 3);
   decision->clear_evicted_positions();
   decision->clear_evicted_slots();
+}
+
+// A single step's decision as `breach` says (the breaches of one decision; the others leave it).
+void TamperDecision(Breach breach, v1::EvictionDecision* decision) {
+  if (breach == Breach::kWrongStep) decision->set_step(decision->step() + 1000);
+  if (breach == Breach::kMalformed) Malform(decision);
 }
 
 void Tamper(Breach breach, v1::DecisionBatch* answer) {
@@ -79,10 +87,8 @@ void Tamper(Breach breach, v1::DecisionBatch* answer) {
       *answer->add_decisions() = *first;
       break;
     case Breach::kWrongStep:
-      first->mutable_decision()->set_step(first->decision().step() + 1000);
-      break;
     case Breach::kMalformed:
-      Malform(first->mutable_decision());
+      TamperDecision(breach, first->mutable_decision());
       break;
     case Breach::kNone:
     case Breach::kCutStream:
@@ -173,9 +179,8 @@ std::shared_ptr<ScoreRing> HostileCacheManager::RingOf(const std::string& sessio
 
 grpc::Status HostileCacheManager::ServeRing(grpc::ServerContext* context, const v1::ScoreStep& attach,
                                             ScoreRing* ring) {
-  v1::ScoreBatch one;
-  v1::ScoreStep* step = one.add_steps();
-  *step = attach;  // the session's id and secret, presented with every SubmitStep
+  v1::ScoreStep slot_step = attach;  // the session's id and secret, presented with every SubmitStep
+  v1::ScoreStep* step = &slot_step;
   auto refuse = [ring](uint64_t seq, uint64_t step_number, const absl::Status& status) {
     ring->CompleteDecision(seq, step_number, absl::StatusOr<kv::EvictionDecision>(status)).IgnoreError();
     ring->Close();
@@ -187,7 +192,7 @@ grpc::Status HostileCacheManager::ServeRing(grpc::ServerContext* context, const 
     }
     const RingStep header = ring->step(seq);  // copied: the worker could rewrite the slot
     if (absl::Status read = StepFromSlot(*ring, seq, header, step); !read.ok()) return refuse(seq, header.step, read);
-    const Breach breach = BreachFor(one);
+    const Breach breach = BreachFor(*step);
     if (breach == Breach::kCutStream) {
       ring->Close();
       return grpc::Status::OK;
@@ -201,12 +206,19 @@ grpc::Status HostileCacheManager::ServeRing(grpc::ServerContext* context, const 
   }
 }
 
+grpc::Status HostileCacheManager::SubmitStep(grpc::ServerContext* context, const v1::ScoreStep* request,
+                                             v1::EvictionDecision* response) {
+  const Breach breach = BreachFor(*request);
+  grpc::Status status = honest_->SubmitStep(context, request, response);
+  if (status.ok()) TamperDecision(breach, response);
+  return status;
+}
+
 grpc::Status HostileCacheManager::StreamScores(grpc::ServerContext* context,
                                                grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream) {
-  // The stream's first message names the session; every step then goes through the unary SubmitStep
-  // (as a batch of one, for BreachFor).
-  v1::ScoreBatch one;
-  v1::ScoreStep* step = one.add_steps();
+  // The stream's first message names the session; every step then goes through the unary SubmitStep.
+  v1::ScoreStep message;
+  v1::ScoreStep* step = &message;
   std::string session_id, secret;
   while (stream->Read(step)) {
     if (session_id.empty()) session_id = step->session_id(), secret = step->session_secret();
@@ -217,12 +229,11 @@ grpc::Status HostileCacheManager::StreamScores(grpc::ServerContext* context,
     }
     step->set_session_id(session_id);
     step->set_session_secret(secret);
-    const Breach breach = BreachFor(one);
+    const Breach breach = BreachFor(*step);
     if (breach == Breach::kCutStream) return grpc::Status::OK;
     v1::EvictionDecision decision;
     if (grpc::Status status = honest_->SubmitStep(context, step, &decision); !status.ok()) return status;
-    if (breach == Breach::kWrongStep) decision.set_step(decision.step() + 1000);
-    if (breach == Breach::kMalformed) Malform(&decision);
+    TamperDecision(breach, &decision);
     if (!stream->Write(decision)) break;
     if (breach == Breach::kExtraDecision && !stream->Write(decision)) break;
   }

@@ -7,8 +7,9 @@
 // one for another step, or the stream ended after the step was read; on a session's shared-memory
 // ring (given a ring hand-off server: the ring is attached here, the honest service opens the session
 // without it, and each slot is served through the real SubmitStep) a decision for another step, a
-// malformed one, or the ring closed and the stream ended after the step was read. Breaches that do not
-// apply to a path are served honestly there.
+// malformed one, or the ring closed and the stream ended after the step was read; on a unary
+// SubmitStep (how a ring or a batching worker sends a bulk prefill) a decision for another step or a
+// malformed one. Breaches that do not apply to a path are served honestly there.
 //
 // Thread-safety: thread-safe (gRPC calls its handlers on any threads; Target may be called meanwhile).
 // Ownership: `honest` and `ring_handoff` are not owned and outlive the service.
@@ -59,9 +60,7 @@ class HostileCacheManager final : public v1::CacheManager::Service {
   grpc::Status StreamScores(grpc::ServerContext* context,
                             grpc::ServerReaderWriter<v1::EvictionDecision, v1::ScoreStep>* stream) override;
   grpc::Status SubmitStep(grpc::ServerContext* context, const v1::ScoreStep* request,
-                          v1::EvictionDecision* response) override {
-    return honest_->SubmitStep(context, request, response);
-  }
+                          v1::EvictionDecision* response) override;
   grpc::Status GetSession(grpc::ServerContext* context, const v1::GetSessionRequest* request,
                           v1::SessionInfo* response) override {
     return honest_->GetSession(context, request, response);
@@ -70,6 +69,8 @@ class HostileCacheManager final : public v1::CacheManager::Service {
                                   grpc::ServerReaderWriter<v1::DecisionBatch, v1::ScoreBatch>* stream) override;
 
  private:
+  // The breach to answer `step` with (kNone when it is not targeted); counts it.
+  Breach BreachFor(const v1::ScoreStep& step);
   // The breach to answer `batch` with (kNone when none of its steps is targeted); counts it.
   Breach BreachFor(const v1::ScoreBatch& batch);
   // The ring a session was opened with here; null when none.

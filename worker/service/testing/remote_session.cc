@@ -13,6 +13,10 @@ ModelConfig SmallModel() {
   return model;
 }
 
+std::vector<float> BulkPrefillScores(uint32_t prompt_length) {
+  return std::vector<float>(size_t(kSmallModelScoreHeads) * prompt_length * prompt_length, 0.5f);
+}
+
 std::unique_ptr<RemotePolicyClient> OpenA2sfSession(const std::shared_ptr<grpc::Channel>& channel,
                                                     RemotePolicyOptions options) {
   v1::PolicySpec policy;

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "grpcpp/grpcpp.h"
 #include "worker/model/model.h"
@@ -20,6 +21,10 @@ namespace a2sf::worker::testing {
 inline constexpr uint32_t kSmallModelScoreHeads = 4;
 // 2 layers, 4 query heads over 2 KV heads, 64 positions.
 ModelConfig SmallModel();
+
+// A bulk prefill's scores for a prompt of `prompt_length` tokens of SmallModel() (kSmallModelScoreHeads
+// P x P matrices), all 0.5.
+std::vector<float> BulkPrefillScores(uint32_t prompt_length);
 
 // Opens an a2sf session (alpha 0.5, a budget of 4 tokens) for SmallModel() on `channel`, its scores
 // as fp32 (`options.score_dtype` is overridden), travelling as the rest of `options` says. When it
