@@ -776,9 +776,12 @@ void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool
     while (first < p && !same_input(first)) ++first;
     const Activations a = first < p ? prepared[first] : Prepare(isa, w, products[p].x, n_vectors, &buffers[p]);
     prepared.push_back(a);
-    // Chunks of rows, a few per thread for balance, whole tiles of 4 rows or whole panels (a row's
-    // result does not depend on its chunk or tile); one chunk when the products run on this thread alone.
-    const int64_t per_product = parallel ? threads * 4 : 1;
+    // One chunk of rows per thread (whole tiles of 4 rows or whole panels; a row's result does not
+    // depend on its chunk or tile). Not more for balance: a chunk's walk reads its panels as a few
+    // sequential streams (panel_walk.inc), and every cut shortens them -- the same product in eight
+    // chunks ran q4_0 at 0.6x and q8_0 at 0.85x the speed of one, even on one thread
+    // (docs/PERFORMANCE.md, weight types: "one chunk of rows per thread").
+    const int64_t per_product = parallel ? threads : 1;
     const int64_t unit = w.panels() ? kPanelRows : 4;
     const int64_t chunk_rows = ((w.rows + per_product - 1) / per_product + unit - 1) / unit * unit;
     for (int64_t begin = 0; begin < w.rows; begin += chunk_rows) {
