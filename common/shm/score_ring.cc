@@ -278,18 +278,21 @@ absl::Status ScoreRing::CompleteDecision(uint64_t seq, uint64_t step,
   return status;
 }
 
-absl::StatusOr<kv::EvictionDecision> ScoreRing::ReadDecision(uint64_t seq, uint64_t* step) const {
+absl::StatusOr<RingAnswer> ScoreRing::ReadDecision(uint64_t seq) const {
   // Copied out of the shared slot first: the peer could rewrite it meanwhile.
   const RingDecision decision = this->decision(seq);
+  RingAnswer answer;
   if (decision.code != 0) {
-    return PeerError(decision.code, absl::string_view(decision.message, strnlen(decision.message, sizeof(decision.message))));
+    answer.refusal =
+        PeerError(decision.code, absl::string_view(decision.message, strnlen(decision.message, sizeof(decision.message))));
+    return answer;
   }
-  *step = decision.step;
+  answer.step = decision.step;
   if (decision.evictions_per_head > kMaxDecisionEvictionsPerHead ||
       decision.num_values != uint64_t{heads()} * decision.evictions_per_head) {
     return absl::DataLossError("cache manager wrote a malformed decision into the ring");
   }
-  kv::EvictionDecision out;
+  kv::EvictionDecision& out = answer.decision;
   out.evictions_per_head = decision.evictions_per_head;
   out.entries_after = decision.entries_after;
   const uint32_t* positions = decision_positions(seq);
@@ -298,7 +301,7 @@ absl::StatusOr<kv::EvictionDecision> ScoreRing::ReadDecision(uint64_t seq, uint6
     const uint32_t* slots = decision_slots(seq);
     out.evicted_slots.assign(slots, slots + decision.num_values);
   }
-  return out;
+  return answer;
 }
 
 void ScoreRing::Close() {

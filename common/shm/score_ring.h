@@ -58,6 +58,15 @@ struct RingDecision {
   char message[240] = {};   // the error, when code != 0
 };
 
+// A decision slot as the worker reads it (ScoreRing::ReadDecision): the cache manager's refusal, or
+// the decision and the step the cache manager says it answers (the reader, which knows which step it
+// published there, checks it).
+struct RingAnswer {
+  absl::Status refusal;  // not OK: the cache manager refused the step (its code and message)
+  uint64_t step = 0;
+  kv::EvictionDecision decision;
+};
+
 class ScoreRing {
  public:
   static constexpr uint32_t kMaxSlots = 64;
@@ -113,10 +122,9 @@ class ScoreRing {
   // decision the slot has no room for (more than kMaxDecisionEvictionsPerHead per head, or not
   // [heads()][evictions_per_head] values) is written as an error instead. Returns what was written.
   absl::Status CompleteDecision(uint64_t seq, uint64_t step, const absl::StatusOr<kv::EvictionDecision>& outcome);
-  // Worker: the decision of `seq`, and in `*step` the step the cache manager says it answers (the
-  // caller, which knows which step it published there, checks it). The cache manager's error as
-  // itself; DATA_LOSS for a malformed slot (everything the peer wrote is checked).
-  absl::StatusOr<kv::EvictionDecision> ReadDecision(uint64_t seq, uint64_t* step) const;
+  // Worker: what the cache manager wrote into slot `seq`. DATA_LOSS for a malformed slot (everything
+  // the peer wrote is checked); its refusal, whatever its code, is a RingAnswer.
+  absl::StatusOr<RingAnswer> ReadDecision(uint64_t seq) const;
 
   // Either side: no more steps (the worker is done, or the cache manager stopped serving).
   void Close();

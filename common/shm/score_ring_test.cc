@@ -19,8 +19,9 @@ namespace {
 std::string SocketPath(const char* what) { return a2sf::testing::TempSocketPath(std::string("ring-") + what); }
 
 // The ring's one decision conversion: a kv::EvictionDecision written by CompleteDecision reads back
-// equal with the step it answers; errors travel as themselves; what the slot cannot hold becomes an
-// error; a slot a hostile peer rewrote is DATA_LOSS, never a decision.
+// equal with the step it answers; errors travel as refusals with their own code (DATA_LOSS too);
+// what the slot cannot hold becomes an error; a slot a hostile peer rewrote is DATA_LOSS, never a
+// decision nor a refusal.
 TEST(ScoreRing, DecisionsRoundTripAndMalformedSlotsAreDataLoss) {
   constexpr uint32_t kHeads = 2;
   auto ring = ScoreRing::Create(2, ScoreRing::SlotBytesFor(64, kHeads), kHeads);
@@ -31,40 +32,52 @@ TEST(ScoreRing, DecisionsRoundTripAndMalformedSlotsAreDataLoss) {
   d.evicted_positions = {40, 10, 30, 0};
   d.entries_after = 3;
   ASSERT_TRUE((*ring)->CompleteDecision(0, 7, d).ok());
-  uint64_t step = 0;
-  absl::StatusOr<kv::EvictionDecision> back = (*ring)->ReadDecision(0, &step);
+  absl::StatusOr<RingAnswer> back = (*ring)->ReadDecision(0);
   ASSERT_TRUE(back.ok()) << back.status();
-  EXPECT_EQ(step, 7u);
-  EXPECT_EQ(back->evicted_slots, d.evicted_slots);
-  EXPECT_EQ(back->evicted_positions, d.evicted_positions);
-  EXPECT_EQ(back->evictions_per_head, 2u);
-  EXPECT_EQ(back->entries_after, 3u);
+  EXPECT_TRUE(back->refusal.ok()) << back->refusal;
+  EXPECT_EQ(back->step, 7u);
+  EXPECT_EQ(back->decision.evicted_slots, d.evicted_slots);
+  EXPECT_EQ(back->decision.evicted_positions, d.evicted_positions);
+  EXPECT_EQ(back->decision.evictions_per_head, 2u);
+  EXPECT_EQ(back->decision.entries_after, 3u);
 
   kv::EvictionDecision pipelined = d;  // positions only
   pipelined.evicted_slots.clear();
   ASSERT_TRUE((*ring)->CompleteDecision(1, 8, pipelined).ok());
-  EXPECT_TRUE((*ring)->ReadDecision(1, &step)->evicted_slots.empty());
-  EXPECT_EQ(step, 8u);
+  back = (*ring)->ReadDecision(1);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->decision.evicted_slots.empty());
+  EXPECT_EQ(back->decision.evicted_positions, d.evicted_positions);
+  EXPECT_EQ(back->step, 8u);
 
   ASSERT_EQ((*ring)->CompleteDecision(0, 9, absl::FailedPreconditionError("step: out of sync")).code(),
             absl::StatusCode::kFailedPrecondition);
-  EXPECT_EQ((*ring)->ReadDecision(0, &step).status(), absl::FailedPreconditionError("step: out of sync"));
+  back = (*ring)->ReadDecision(0);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->refusal, absl::FailedPreconditionError("step: out of sync"));
+  // The cache manager's own DATA_LOSS is a refusal like any other, not a malformed slot.
+  ASSERT_EQ((*ring)->CompleteDecision(0, 9, absl::DataLossError("store lost")).code(), absl::StatusCode::kDataLoss);
+  back = (*ring)->ReadDecision(0);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->refusal, absl::DataLossError("store lost"));
 
   kv::EvictionDecision too_many;
   too_many.evictions_per_head = ScoreRing::kMaxDecisionEvictionsPerHead + 1;
   too_many.evicted_positions.assign(size_t(kHeads) * too_many.evictions_per_head, 1);
   EXPECT_EQ((*ring)->CompleteDecision(1, 10, too_many).code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ((*ring)->ReadDecision(1, &step).status().code(), absl::StatusCode::kResourceExhausted);
+  back = (*ring)->ReadDecision(1);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->refusal.code(), absl::StatusCode::kResourceExhausted);
   kv::EvictionDecision short_one = d;
   short_one.evicted_positions.pop_back();
   EXPECT_EQ((*ring)->CompleteDecision(1, 11, short_one).code(), absl::StatusCode::kInternal);
 
   ASSERT_TRUE((*ring)->CompleteDecision(0, 12, d).ok());
   (*ring)->mutable_decision(0)->num_values = 1000;  // a hostile peer's count
-  EXPECT_EQ((*ring)->ReadDecision(0, &step).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ((*ring)->ReadDecision(0).status().code(), absl::StatusCode::kDataLoss);
   (*ring)->mutable_decision(0)->num_values = kHeads * 2;
   (*ring)->mutable_decision(0)->evictions_per_head = 0xffffffff;
-  EXPECT_EQ((*ring)->ReadDecision(0, &step).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ((*ring)->ReadDecision(0).status().code(), absl::StatusCode::kDataLoss);
 }
 
 // A second process serves 200 steps: each decision carries the sum of the step's payload values and

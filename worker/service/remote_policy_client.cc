@@ -163,24 +163,17 @@ absl::Status RemotePolicyClient::Send(uint64_t step, v1::StepKind kind, uint32_t
   outgoing.scores = scores;
   outgoing.shape = std::move(shape);
   if (absl::Status sent = Transport()->Send(outgoing); !sent.ok()) return sent;
-  awaiting_.push_back(step);
+  ++steps_in_flight_;
   return absl::OkStatus();
 }
 
 absl::StatusOr<EvictionDecision> RemotePolicyClient::AwaitDecision() {
-  if (awaiting_.empty()) return absl::FailedPreconditionError("AwaitDecision: no step was submitted");
-  // A peer that answers with a decision the transport cannot decode or for another step than the one
-  // asked (DATA_LOSS from the gRPC messages' and the ring slots' decoders and from CheckAnsweredStep,
-  // on the stream, the ring and a bulk prefill's unary answer; the transport has ended itself) is
-  // broken, not refusing: the session is lost as with a dropped connection (UNAVAILABLE: the job
-  // fails or continues in-process, as --on_cachemgr_failure says), the step still counted in flight
-  // like one whose read failed. The batch stream reports its violations as UNAVAILABLE itself.
+  if (steps_in_flight_ == 0) return absl::FailedPreconditionError("AwaitDecision: no step was submitted");
+  // A peer that broke the protocol fails the step with UNAVAILABLE (ProtocolViolation): the session is
+  // lost as with a dropped connection; the step stays counted in flight like one whose read failed.
   absl::StatusOr<AnsweredStep> answer = Transport()->Await();
-  if (answer.status().code() == absl::StatusCode::kDataLoss) {
-    return absl::UnavailableError(absl::StrCat("the cache manager broke the protocol: ", answer.status().message()));
-  }
   if (!answer.ok()) return answer.status();
-  awaiting_.pop_front();
+  --steps_in_flight_;
   return std::move(answer->decision);
 }
 
@@ -191,14 +184,14 @@ absl::Status RemotePolicyClient::SubmitStep(uint64_t step, uint32_t position, ab
 }
 
 absl::StatusOr<EvictionDecision> RemotePolicyClient::Step(uint64_t step, uint32_t position, absl::Span<const float> scores) {
-  if (!awaiting_.empty()) return absl::FailedPreconditionError("Step: decisions of submitted steps are still unread");
+  if (steps_in_flight_ != 0) return absl::FailedPreconditionError("Step: decisions of submitted steps are still unread");
   if (absl::Status s = SubmitStep(step, position, scores); !s.ok()) return s;
   return AwaitDecision();
 }
 
 absl::StatusOr<EvictionDecision> RemotePolicyClient::BulkPrefill(uint32_t first_position, uint32_t prompt_length,
                                                            absl::Span<const float> scores) {
-  if (!awaiting_.empty()) return absl::FailedPreconditionError("BulkPrefill: only as the first step");
+  if (steps_in_flight_ != 0) return absl::FailedPreconditionError("BulkPrefill: only as the first step");
   if (absl::Status s = Send(0, v1::STEP_KIND_BULK_PREFILL, first_position, scores,
                             {uint32_t(model_.n_layers), uint32_t(model_.n_kv_heads), prompt_length, prompt_length});
       !s.ok()) {

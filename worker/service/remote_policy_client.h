@@ -18,7 +18,6 @@
 #ifndef A2SF_WORKER_SERVICE_REMOTE_POLICY_CLIENT_H_
 #define A2SF_WORKER_SERVICE_REMOTE_POLICY_CLIENT_H_
 
-#include <deque>
 #include <memory>
 #include <string>
 
@@ -85,7 +84,7 @@ class RemotePolicyClient final : public EvictionPolicyClient {
   // when no device buffer was accepted.
   absl::Status BindEngine(Engine* engine);
   // Steps submitted whose decision has not been read (including one whose read just failed).
-  size_t steps_in_flight() const { return awaiting_.size(); }
+  size_t steps_in_flight() const { return steps_in_flight_; }
 
  private:
   RemotePolicyClient() = default;
@@ -120,7 +119,7 @@ class RemotePolicyClient final : public EvictionPolicyClient {
   v1::PolicySpec policy_;
   uint32_t budget_tokens_ = 0;
   uint32_t decision_lag_ = 0;
-  std::deque<uint64_t> awaiting_;  // steps sent whose decision has not been read, oldest first
+  size_t steps_in_flight_ = 0;  // steps sent whose decision has not been read (the transport knows which)
 };
 
 }  // namespace a2sf::worker

@@ -134,29 +134,22 @@ class RingTransport final : public ScoreTransport {
   }
 
   // The decision in slot `seq`, which must answer the step published there. A refusal, a malformed
-  // slot (DATA_LOSS) or a decision for another step (DATA_LOSS naming both) ends the ring: the slots
-  // behind it cannot be matched to their steps any more.
+  // slot or a decision for another step (ProtocolViolation) ends the ring: the slots behind it cannot
+  // be matched to their steps any more.
   absl::StatusOr<AnsweredStep> TakeDecision(uint64_t seq) {
-    uint64_t step = 0;
-    absl::StatusOr<EvictionDecision> decision = ring_->ReadDecision(seq, &step);
-    if (!decision.ok()) return Break(decision.status());
-    if (absl::Status matched = awaiting_.Answered(step); !matched.ok()) return Break(matched);
-    return AnsweredStep{step, *std::move(decision)};
+    absl::StatusOr<RingAnswer> answer = ring_->ReadDecision(seq);
+    if (!answer.ok()) return Break(ProtocolViolation(answer.status().message()));
+    if (!answer->refusal.ok()) return Break(answer->refusal);
+    if (absl::Status matched = awaiting_.Answered(answer->step); !matched.ok()) return Break(matched);
+    return AnsweredStep{answer->step, std::move(answer->decision)};
   }
 
   // Ends the transport after a refusal or a protocol violation (`why`, returned): later calls fail
-  // with UNAVAILABLE. A refusing cache manager stops serving the ring, a broken one believes it answered
-  // and serves on: closing the ring ends its ring loop and with it the stream that Broken reads to its
-  // end -- else that read would wait for the decision deadline (forever without one).
-  // Before the ring is attached (a failed bulk prefill) the cache manager still waits for the
-  // stream's first message: the stream is half-closed instead.
+  // with UNAVAILABLE. Closing the ring ends an honest cache manager's ring loop; the stream is
+  // abandoned (cancelled), so a broken peer that serves on, or never ends the stream, holds nothing.
   absl::Status Break(absl::Status why) {
     ring_->Close();
-    if (attached_) {
-      stream_.Broken().IgnoreError();
-    } else {
-      stream_.End();
-    }
+    stream_.Abandon();
     return why;
   }
 

@@ -133,8 +133,7 @@ void ScoreBatcher::ReadOneBatch() {
 absl::StatusOr<std::vector<absl::StatusOr<AnsweredStep>>> ScoreBatcher::AnswersOf(
     const v1::DecisionBatch& batch, const std::vector<std::shared_ptr<Ticket>>& tickets) {
   auto violation = [](absl::string_view what) {
-    return absl::UnavailableError(absl::StrCat("the cache manager broke the score-batch protocol (", what,
-                                               "); the stream is dropped for every session on it"));
+    return ProtocolViolation(absl::StrCat("score batch: ", what, " (the stream is dropped for every session on it)"));
   };
   if (size_t(batch.decisions_size()) != tickets.size()) {
     return violation(absl::StrCat("answered a batch of ", tickets.size(), " steps with ", batch.decisions_size(),
@@ -255,13 +254,15 @@ class BatchedTransport final : public ScoreTransport {
     if (broken_) return TransportBrokenError();
     if (unary_.answered()) {  // a bulk prefill is a job's first step: nothing is queued before it
       absl::StatusOr<AnsweredStep> answer = unary_.Take();
-      broken_ = !answer.ok();  // no step follows a failed bulk prefill
+      if (!answer.ok()) Break();
       return answer;
     }
     if (tickets_.empty()) return absl::FailedPreconditionError("no step is waiting for its decision");
     std::shared_ptr<ScoreBatcher::Ticket> ticket = std::move(tickets_.front());
     tickets_.pop_front();
-    return batcher_->Await(ticket);
+    absl::StatusOr<AnsweredStep> answer = batcher_->Await(ticket);
+    if (!answer.ok()) Break();
+    return answer;
   }
 
   bool Close() override {
@@ -272,6 +273,14 @@ class BatchedTransport final : public ScoreTransport {
   bool shared_memory() const override { return false; }
 
  private:
+  // After a failed step (refused, lost, a broken protocol) no step of the session follows: its steps
+  // still queued are dropped, those in flight are answered and not read, later calls fail at once.
+  void Break() {
+    broken_ = true;
+    batcher_->Forget(session_.session_id);
+    tickets_.clear();
+  }
+
   const TransportSession session_;
   std::shared_ptr<ScoreBatcher> batcher_;
   std::deque<std::shared_ptr<ScoreBatcher::Ticket>> tickets_;

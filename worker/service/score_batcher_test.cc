@@ -125,7 +125,8 @@ using cachemgr::testing::Breach;
 // broken, and c, on the other stream, is decided as usual then and after.
 TEST_F(ScoreBatcherTest, ACacheManagerThatBreaksTheBatchProtocolFailsEverySessionOnTheStreamAndNoOther) {
   for (Breach breach : {Breach::kWrongSession, Breach::kUnknownSession, Breach::kMissingDecision,
-                        Breach::kExtraDecision, Breach::kWrongStep, Breach::kCutStream, Breach::kMalformed}) {
+                        Breach::kExtraDecision, Breach::kWrongStep, Breach::kCutStream, Breach::kMalformed,
+                        Breach::kWrongStepThenHold}) {
     SCOPED_TRACE(cachemgr::testing::BreachName(breach));
     auto broken = std::make_shared<ScoreBatcher>(hostile_channel_, absl::Seconds(10));
     auto other = std::make_shared<ScoreBatcher>(hostile_channel_, absl::Seconds(10));
@@ -148,7 +149,7 @@ TEST_F(ScoreBatcherTest, ACacheManagerThatBreaksTheBatchProtocolFailsEverySessio
       EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
       const bool named = breach == Breach::kCutStream
                              ? status.message().find("closed the score stream") != std::string::npos
-                             : status.message().find("broke the score-batch protocol") != std::string::npos;
+                             : status.message().find("broke the protocol: score batch: ") != std::string::npos;
       EXPECT_TRUE(named) << status;
     }
     EXPECT_TRUE(broken->broken());
@@ -174,6 +175,13 @@ TEST_F(ScoreBatcherTest, TheCheckedAnswerStillPassesRefusalsThroughAlone) {
   EXPECT_TRUE(a->AwaitDecision().ok());
   EXPECT_EQ(b->AwaitDecision().status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(batcher->broken());
+  // The refused session's transport is broken: its next step fails at once and is not sent; a's goes on.
+  const uint64_t steps_sent = batcher->steps_sent();
+  const absl::Status sent = b->SubmitStep(1, 1, std::vector<float>(8, 0.5f));
+  EXPECT_EQ(sent.code(), absl::StatusCode::kUnavailable) << sent;
+  EXPECT_EQ(sent.message(), "the stream to the cache manager is broken") << sent;
+  EXPECT_TRUE(a->Step(1, 1, std::vector<float>(8, 0.5f)).ok());
+  EXPECT_EQ(batcher->steps_sent(), steps_sent + 1) << "only a's step travelled";
 }
 
 // A bulk prefill travels apart from the batch (a unary SubmitStep): a broken answer to it fails that

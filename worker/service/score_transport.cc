@@ -46,7 +46,7 @@ absl::StatusOr<AnsweredStep> SubmitUnary(const TransportSession& session, const 
   }
   if (!status.ok()) return FromGrpc(status);
   absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision);
-  if (!answer.ok()) return answer.status();
+  if (!answer.ok()) return ProtocolViolation(answer.status().message());
   if (absl::Status matched = CheckAnsweredStep(step.step, decision.step()); !matched.ok()) return matched;
   return AnsweredStep{decision.step(), *std::move(answer)};
 }
@@ -63,9 +63,13 @@ absl::StatusOr<AnsweredStep> UnaryStep::Take() {
   return answer;
 }
 
+absl::Status ProtocolViolation(absl::string_view why) {
+  return absl::UnavailableError(absl::StrCat("the cache manager broke the protocol: ", why));
+}
+
 absl::Status CheckAnsweredStep(uint64_t asked, uint64_t answered) {
   if (answered == asked) return absl::OkStatus();
-  return absl::DataLossError(absl::StrCat("it answered step ", answered, " to step ", asked));
+  return ProtocolViolation(absl::StrCat("it answered step ", answered, " to step ", asked));
 }
 
 absl::Status StepsAwaitingDecision::Answered(uint64_t answered) {
@@ -81,12 +85,7 @@ SessionStream::SessionStream(v1::CacheManager::Stub* stub, absl::Duration decisi
   stream_ = stub->StreamScores(&context_);
 }
 
-SessionStream::~SessionStream() {
-  if (stream_ != nullptr) {
-    context_.TryCancel();
-    stream_->Finish().IgnoreError();
-  }
-}
+SessionStream::~SessionStream() { Abandon(); }
 
 bool SessionStream::Write(const v1::ScoreStep& message) {
   if (stream_ == nullptr) return false;
@@ -118,9 +117,12 @@ absl::Status SessionStream::Broken() {
   return StreamEndStatus(timed_out_, decision_timeout_, status);
 }
 
-void SessionStream::End() {
+void SessionStream::Abandon() {
   broken_ = true;
-  if (stream_ != nullptr) DrainAndFinish(/*half_close=*/true).IgnoreError();
+  if (stream_ == nullptr) return;
+  context_.TryCancel();
+  stream_->Finish().IgnoreError();
+  stream_.reset();
 }
 
 // Finish waits for every incoming message to be read, so everything the peer still sends is read
@@ -180,7 +182,7 @@ class GrpcTransport final : public ScoreTransport {
     v1::EvictionDecision decision;
     if (!stream_.Read(&decision)) return stream_.Broken();
     absl::StatusOr<EvictionDecision> answer = kv::DecisionFromProto(decision);
-    if (!answer.ok()) return Break(answer.status());
+    if (!answer.ok()) return Break(ProtocolViolation(answer.status().message()));
     if (absl::Status matched = awaiting_.Answered(decision.step()); !matched.ok()) return Break(matched);
     return AnsweredStep{decision.step(), *std::move(answer)};
   }
@@ -192,7 +194,7 @@ class GrpcTransport final : public ScoreTransport {
   // Ends the transport after a protocol violation (`why`, returned): the stream's next message can no
   // longer be matched to its step, so no step follows (later calls fail with UNAVAILABLE).
   absl::Status Break(absl::Status why) {
-    stream_.End();
+    stream_.Abandon();
     return why;
   }
 

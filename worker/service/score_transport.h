@@ -1,17 +1,13 @@
 // ScoreTransport: how one remote session's steps travel to the cache manager and its decisions come
-// back. RemotePolicyClient opens the session and keeps the step bookkeeping (which steps await a decision);
-// it picks one transport when the session opens and then only calls Send, Await and Close:
-//   - MakeGrpcTransport: each step is a StreamScores message, each decision the answer message. A
-//     malformed decision, or one for another step than the oldest sent, is DATA_LOSS; the stream
-//     is then ended (half-closed and drained), and the cache manager gets no later step from it;
+// back. RemotePolicyClient opens the session and picks one transport when the session opens; it then
+// only calls Send, Await and Close (each transport keeps its own steps in flight):
+//   - MakeGrpcTransport: each step is a StreamScores message, each decision the answer message;
 //   - MakeBatchedTransport (score_batcher.h): the steps of all the worker's sessions that coincide
 //     travel as one StreamScoreBatches message and are decided as one batch;
 //   - MakeRingTransport: steps and decisions go through a shared-memory ScoreRing the cache manager
 //     accepted at OpenSession (OfferRing), the stream only attaches the ring and carries the end
 //     status. A bulk prefill (larger decisions than a slot holds) goes as one unary SubmitStep
-//     (UnaryStep, as on the batched transport). A malformed decision slot, or a decision for another
-//     step than the one its slot carried, is DATA_LOSS: the cache manager broke the protocol and no
-//     later slot can be matched to its step.
+//     (UnaryStep, as on the batched transport);
 //   - MakeCudaIpcTransport: the ring, and the scores of a token step stay on the GPU: the cache
 //     manager accepted the worker's exported score buffer at OpenSession (DeviceScoreExport), the
 //     engine writes each step's scores there, and the ring slot carries only the step header
@@ -19,9 +15,12 @@
 //     bound yet) goes as on the plain ring; a bulk prefill goes as one unary SubmitStep.
 // Failures: UNAVAILABLE when the cache manager went away, DEADLINE_EXCEEDED when it did not answer
 // within the decision deadline (the call is then cancelled), the cache manager's own status when it
-// refused a step. After any failure the transport is broken: later calls fail at once with
-// UNAVAILABLE (TransportBrokenError). Decisions are matched to their steps by one rule
-// (CheckAnsweredStep; StepsAwaitingDecision keeps a transport's steps sent).
+// refused a step, UNAVAILABLE "the cache manager broke the protocol: ..." (ProtocolViolation) when a
+// decision is malformed or answers another step than the oldest sent -- on every transport, by one
+// rule (CheckAnsweredStep; StepsAwaitingDecision keeps a transport's steps sent). After any failure
+// the transport is broken: its call is cancelled (the cache manager frees the session when it sees
+// that), nothing more is read from a peer that may never stop sending, and later calls fail at once
+// with UNAVAILABLE (TransportBrokenError).
 //
 // Thread-safety: not thread-safe; one job (one thread) uses a transport.
 // Ownership: a transport owns its stream and ring; the channel and stub are shared (TransportSession).
@@ -37,6 +36,7 @@
 
 #include "a2sf/v1/cache_manager.grpc.pb.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/kv/score_dtype.h"
@@ -75,9 +75,16 @@ struct AnsweredStep {
   EvictionDecision decision;
 };
 
+// What a transport fails a step with when the cache manager broke the protocol (`why`: a decision it
+// cannot decode, one for another step, a batch that does not match its steps): UNAVAILABLE "the cache
+// manager broke the protocol: <why>". The session is lost as with a dropped connection (the job fails
+// or continues in-process, as --on_cachemgr_failure says), not refused: the peer's own refusals keep
+// their codes, DATA_LOSS included.
+absl::Status ProtocolViolation(absl::string_view why);
+
 // The rule every transport matches a decision to its step by: decisions come back in the order the
-// steps were sent, each naming the step it answers. OK when `answered` is `asked`, else DATA_LOSS
-// "it answered step <answered> to step <asked>" (the cache manager broke the protocol).
+// steps were sent, each naming the step it answers. OK when `answered` is `asked`, else
+// ProtocolViolation "it answered step <answered> to step <asked>".
 absl::Status CheckAnsweredStep(uint64_t asked, uint64_t answered);
 
 // The steps one transport has sent whose decisions have not come back, oldest first, each decision
@@ -140,8 +147,9 @@ v1::ScoreStep StepMessage(const TransportSession& session, const OutgoingStep& s
 // while, so on the ring and the batched transports it travels apart from the ring and from the
 // shared batch of the other sessions' steps. Send makes the call; its outcome waits for the
 // transport's next Await (Take), where every transport reports its decisions' failures: the
-// decision, decoded and matched to its step by CheckAnsweredStep (DATA_LOSS when it is malformed or
-// answers another step), or the call's failure (DEADLINE_EXCEEDED past the decision deadline).
+// decision, decoded and matched to its step by CheckAnsweredStep (ProtocolViolation when it is
+// malformed or answers another step), or the call's failure (DEADLINE_EXCEEDED past the decision
+// deadline, the cache manager's refusal with its own code).
 // Thread-safety: not thread-safe (its transport's thread).
 class UnaryStep {
  public:
@@ -172,10 +180,11 @@ class SessionStream {
   // or closed stream, the cache manager's own status otherwise.
   absl::Status Broken();
   absl::Status TimedOut();  // cancels the call of a cache manager that did not answer in time
-  // Ends the stream after the cache manager broke the protocol: half-closes it (no step follows),
-  // reads what is still travelling and finishes, within the decision deadline when there is one (past
-  // it the call is cancelled). broken() from then on.
-  void End();
+  // Ends the stream after a failure whose end status is not needed (a refusal, a protocol violation):
+  // cancels the call and finishes it at once -- nothing more is read from a peer that may never stop
+  // sending or never end the stream. The cache manager frees the session when it sees the cancelled
+  // call. broken() from then on.
+  void Abandon();
   // A clean end: half-closes, reads every decision still travelling (however many the peer sends)
   // and finishes, all within the decision deadline when there is one (past it the call is
   // cancelled; an infinite deadline bounds nothing). False after a missed deadline.

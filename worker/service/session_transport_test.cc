@@ -36,11 +36,12 @@ class SessionTransportTest : public ::testing::Test {
   // The tests' a2sf session (testing::OpenA2sfSession) on `channel`; its scores go through a ring when
   // `ring_socket` is set (the test fails unless the ring was taken), else on its own stream.
   std::unique_ptr<RemotePolicyClient> Open(const std::shared_ptr<grpc::Channel>& channel,
-                                           const std::string& ring_socket, uint32_t decision_lag = 0) {
+                                           const std::string& ring_socket, uint32_t decision_lag = 0,
+                                           absl::Duration decision_timeout = kDecisionTimeout) {
     RemotePolicyOptions options;
     options.decision_lag = decision_lag;
     options.ring_socket = ring_socket;
-    options.decision_timeout = kDecisionTimeout;
+    options.decision_timeout = decision_timeout;
     auto remote = testing::OpenA2sfSession(channel, options);
     if (remote != nullptr) {
       EXPECT_EQ(remote->uses_shared_memory(), !ring_socket.empty());
@@ -48,8 +49,10 @@ class SessionTransportTest : public ::testing::Test {
     return remote;
   }
 
-  std::unique_ptr<RemotePolicyClient> OpenOverHostile(Route route, uint32_t decision_lag = 0) {
-    return Open(stack_.hostile_channel(), route == Route::kRing ? stack_.hostile_ring_socket() : "", decision_lag);
+  std::unique_ptr<RemotePolicyClient> OpenOverHostile(Route route, uint32_t decision_lag = 0,
+                                                      absl::Duration decision_timeout = kDecisionTimeout) {
+    return Open(stack_.hostile_channel(), route == Route::kRing ? stack_.hostile_ring_socket() : "", decision_lag,
+                decision_timeout);
   }
 
   // Step 0 decided honestly, then `breach` from step 1 on: steps 1 .. lag + 1 submitted (the most a
@@ -167,6 +170,28 @@ TEST_P(SessionTransportBreachTest, AfterADecisionForAnotherStepLaterStepsFailAtO
 
 TEST_P(SessionTransportBreachTest, AfterAMalformedDecisionLaterStepsFailAtOnceUnavailable) {
   ExpectLaterStepsFailAtOnceUnavailable(GetParam(), Breach::kMalformed);
+}
+
+// A peer that breaks the protocol and then holds the call open -- never ends the stream, ignores the
+// closed ring -- holds nothing of the worker's, even without a decision deadline
+// (--decision_timeout_ms=0): the step fails at once, the transport is abandoned (its call cancelled,
+// nothing more read), and the session's end (its Close and CloseSession) returns at once too.
+TEST_P(SessionTransportBreachTest, APeerThatHoldsTheCallOpenAfterABreachHoldsNothing) {
+  for (uint32_t lag : {0u, 2u}) {
+    SCOPED_TRACE(::testing::Message() << "decision lag " << lag);
+    auto remote = OpenOverHostile(GetParam(), lag, absl::InfiniteDuration());
+    ASSERT_NE(remote, nullptr);
+    const absl::Time start = absl::Now();
+    const absl::Status status = FirstStatusAfterBreach(remote.get(), Breach::kWrongStepThenHold);
+    stack_.hostile()->Target(nullptr, Breach::kNone);
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+    EXPECT_EQ(status.message(), "the cache manager broke the protocol: it answered step 1001 to step 1") << status;
+    const absl::Status sent = remote->SubmitStep(lag + 2, lag + 2, Scores(lag + 2));
+    EXPECT_EQ(sent.code(), absl::StatusCode::kUnavailable) << sent;
+    remote.reset();
+    EXPECT_LT(absl::Now() - start, absl::Seconds(5))
+        << "the worker waited for the peer to let go (held for up to " << cachemgr::testing::kHoldCap << ")";
+  }
 }
 
 // A bulk prefill (the stream: a message like any step; the ring: a unary SubmitStep before the ring is

@@ -23,6 +23,7 @@ const char* BreachName(Breach breach) {
     case Breach::kWrongStep: return "wrong step";
     case Breach::kCutStream: return "stream cut mid-batch";
     case Breach::kMalformed: return "malformed decision";
+    case Breach::kWrongStepThenHold: return "wrong step, then the call held open";
   }
   return "?";
 }
@@ -63,7 +64,7 @@ void Malform(v1::EvictionDecision* decision) {
 
 // A single step's decision as `breach` says (the breaches of one decision; the others leave it).
 void TamperDecision(Breach breach, v1::EvictionDecision* decision) {
-  if (breach == Breach::kWrongStep) decision->set_step(decision->step() + 1000);
+  if (breach == Breach::kWrongStep || breach == Breach::kWrongStepThenHold) decision->set_step(decision->step() + 1000);
   if (breach == Breach::kMalformed) Malform(decision);
 }
 
@@ -87,6 +88,7 @@ void Tamper(Breach breach, v1::DecisionBatch* answer) {
       *answer->add_decisions() = *first;
       break;
     case Breach::kWrongStep:
+    case Breach::kWrongStepThenHold:
     case Breach::kMalformed:
       TamperDecision(breach, first->mutable_decision());
       break;
@@ -138,7 +140,15 @@ void WriteRingDecision(ScoreRing* ring, uint64_t seq, uint64_t step, const kv::E
     ring->Complete(seq);
     return;
   }
-  ring->CompleteDecision(seq, breach == Breach::kWrongStep ? step + 1000 : step, decision).IgnoreError();
+  const bool wrong_step = breach == Breach::kWrongStep || breach == Breach::kWrongStepThenHold;
+  ring->CompleteDecision(seq, wrong_step ? step + 1000 : step, decision).IgnoreError();
+}
+
+// A kWrongStepThenHold call after its breach: held, answering nothing, until the worker cancels it.
+grpc::Status HoldUntilCancelled(grpc::ServerContext* context) {
+  const absl::Time cap = absl::Now() + kHoldCap;
+  while (!context->IsCancelled() && absl::Now() < cap) absl::SleepFor(absl::Milliseconds(5));
+  return grpc::Status::OK;
 }
 
 }  // namespace
@@ -203,6 +213,7 @@ grpc::Status HostileCacheManager::ServeRing(grpc::ServerContext* context, const 
         decided.ok() ? kv::DecisionFromProto(answer) : absl::StatusOr<kv::EvictionDecision>(FromGrpc(decided));
     if (!decision.ok()) return refuse(seq, header.step, decision.status());
     WriteRingDecision(ring, seq, header.step, *decision, breach);
+    if (breach == Breach::kWrongStepThenHold) return HoldUntilCancelled(context);
   }
 }
 
@@ -236,12 +247,13 @@ grpc::Status HostileCacheManager::StreamScores(grpc::ServerContext* context,
     TamperDecision(breach, &decision);
     if (!stream->Write(decision)) break;
     if (breach == Breach::kExtraDecision && !stream->Write(decision)) break;
+    if (breach == Breach::kWrongStepThenHold) return HoldUntilCancelled(context);
   }
   return grpc::Status::OK;
 }
 
 grpc::Status HostileCacheManager::StreamScoreBatches(
-    grpc::ServerContext*, grpc::ServerReaderWriter<v1::DecisionBatch, v1::ScoreBatch>* stream) {
+    grpc::ServerContext* context, grpc::ServerReaderWriter<v1::DecisionBatch, v1::ScoreBatch>* stream) {
   std::set<std::string> served;
   v1::ScoreBatch batch;
   v1::DecisionBatch answer;
@@ -252,6 +264,7 @@ grpc::Status HostileCacheManager::StreamScoreBatches(
     if (grpc::Status status = honest_->ServeBatch(batch, &answer, &served); !status.ok()) return status;
     Tamper(breach, &answer);
     if (!stream->Write(answer)) break;
+    if (breach == Breach::kWrongStepThenHold) return HoldUntilCancelled(context);
   }
   return grpc::Status::OK;
 }

@@ -9,7 +9,9 @@
 // without it, and each slot is served through the real SubmitStep) a decision for another step, a
 // malformed one, or the ring closed and the stream ended after the step was read; on a unary
 // SubmitStep (how a ring or a batching worker sends a bulk prefill) a decision for another step or a
-// malformed one. Breaches that do not apply to a path are served honestly there.
+// malformed one. On every stream and ring, a decision for another step can be followed by the call
+// held open until the worker cancels it (kWrongStepThenHold: a peer that never lets go). Breaches
+// that do not apply to a path are served honestly there.
 //
 // Thread-safety: thread-safe (gRPC calls its handlers on any threads; Target may be called meanwhile).
 // Ownership: `honest` and `ring_handoff` are not owned and outlive the service.
@@ -23,6 +25,7 @@
 
 #include "a2sf/v1/cache_manager.grpc.pb.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "cachemgr/service/cache_manager_service.h"
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"
@@ -39,7 +42,11 @@ enum class Breach {
   kWrongStep,        // the first decision answers another step of its session
   kCutStream,        // the batch is read and the stream ends (OK) without an answer (a ring: closed)
   kMalformed,        // the first decision claims evictions it does not list
+  kWrongStepThenHold,  // kWrongStep, then the call is held open -- nothing more read, written or served
+                       // (the ring neither) -- until the worker cancels it (or kHoldCap passes)
 };
+// The longest a kWrongStepThenHold call is held: far above what a test waits for the worker to let go.
+inline constexpr absl::Duration kHoldCap = absl::Seconds(30);
 const char* BreachName(Breach breach);
 
 class HostileCacheManager final : public v1::CacheManager::Service {
