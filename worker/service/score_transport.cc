@@ -113,7 +113,8 @@ absl::Status SessionStream::Broken() {
   broken_ = true;
   grpc::Status status = grpc::Status::OK;
   if (stream_ != nullptr) status = DrainAndFinish(/*half_close=*/false);
-  if (watchdog_.fired()) timed_out_ = true;
+  // Past the decision deadline (not the grace of a stream without one: that peer was merely cut off).
+  if (watchdog_.fired() && decision_timeout_ != absl::InfiniteDuration()) timed_out_ = true;
   return StreamEndStatus(timed_out_, decision_timeout_, status);
 }
 
@@ -127,10 +128,10 @@ void SessionStream::Abandon() {
 
 // Finish waits for every incoming message to be read, so everything the peer still sends is read
 // first: the decisions travelling in pipelined mode, and whatever a broken peer sends beyond them (a
-// decision answered twice would otherwise hold Finish forever). The decision deadline, when there is
-// one, bounds it all (the call is then cancelled).
+// decision answered twice would otherwise hold Finish forever). The decision deadline, or without one
+// kDrainGrace, bounds it all (the call is then cancelled).
 grpc::Status SessionStream::DrainAndFinish(bool half_close) {
-  watchdog_.Arm(decision_timeout_);
+  watchdog_.Arm(decision_timeout_ != absl::InfiniteDuration() ? decision_timeout_ : kDrainGrace);
   if (half_close && !stream_->WritesDone()) context_.TryCancel();
   v1::EvictionDecision unused;
   while (stream_->Read(&unused)) {

@@ -172,12 +172,18 @@ absl::Status StreamEndStatus(bool timed_out, absl::Duration decision_timeout, co
 // one place that turns its end into a status.
 class SessionStream {
  public:
+  // How long ending the stream reads what the peer still sends when there is no decision deadline
+  // (--decision_timeout_ms=0): an honest cache manager ends the stream within milliseconds of the
+  // half-close; one that never does is cancelled, not waited for.
+  static constexpr absl::Duration kDrainGrace = absl::Seconds(2);
+
   SessionStream(v1::CacheManager::Stub* stub, absl::Duration decision_timeout);
   ~SessionStream();
   bool Write(const v1::ScoreStep& message);  // false: the stream is gone (call Broken)
   bool Read(v1::EvictionDecision* decision);
   // Ends the stream and says why: DEADLINE_EXCEEDED after a missed deadline, UNAVAILABLE for a lost
-  // or closed stream, the cache manager's own status otherwise.
+  // or closed stream, the cache manager's own status otherwise. What the peer still sends is read
+  // first, within the decision deadline or kDrainGrace.
   absl::Status Broken();
   absl::Status TimedOut();  // cancels the call of a cache manager that did not answer in time
   // Ends the stream after a failure whose end status is not needed (a refusal, a protocol violation):
@@ -186,15 +192,16 @@ class SessionStream {
   // call. broken() from then on.
   void Abandon();
   // A clean end: half-closes, reads every decision still travelling (however many the peer sends)
-  // and finishes, all within the decision deadline when there is one (past it the call is
-  // cancelled; an infinite deadline bounds nothing). False after a missed deadline.
+  // and finishes, all within the decision deadline, or kDrainGrace when there is none (past it the
+  // call is cancelled). False when the deadline or the grace passed (the cache manager frees the
+  // session when it sees the cancelled call).
   bool Close();
   bool broken() const { return broken_; }
   absl::Duration decision_timeout() const { return decision_timeout_; }
 
  private:
   // Reads what the peer still sends and finishes the call (after a half-close when `half_close`),
-  // within the decision deadline when there is one.
+  // within the decision deadline, or kDrainGrace without one.
   grpc::Status DrainAndFinish(bool half_close);
 
   grpc::ClientContext context_;

@@ -24,6 +24,7 @@ const char* BreachName(Breach breach) {
     case Breach::kCutStream: return "stream cut mid-batch";
     case Breach::kMalformed: return "malformed decision";
     case Breach::kWrongStepThenHold: return "wrong step, then the call held open";
+    case Breach::kHoldAfterAnswer: return "answered, then the call held open";
   }
   return "?";
 }
@@ -144,7 +145,10 @@ void WriteRingDecision(ScoreRing* ring, uint64_t seq, uint64_t step, const kv::E
   ring->CompleteDecision(seq, wrong_step ? step + 1000 : step, decision).IgnoreError();
 }
 
-// A kWrongStepThenHold call after its breach: held, answering nothing, until the worker cancels it.
+// Whether `breach` holds the call open after its answer.
+bool Holds(Breach breach) { return breach == Breach::kWrongStepThenHold || breach == Breach::kHoldAfterAnswer; }
+
+// A call after a holding breach's answer: held, answering nothing, until the worker cancels it.
 grpc::Status HoldUntilCancelled(grpc::ServerContext* context) {
   const absl::Time cap = absl::Now() + kHoldCap;
   while (!context->IsCancelled() && absl::Now() < cap) absl::SleepFor(absl::Milliseconds(5));
@@ -213,7 +217,7 @@ grpc::Status HostileCacheManager::ServeRing(grpc::ServerContext* context, const 
         decided.ok() ? kv::DecisionFromProto(answer) : absl::StatusOr<kv::EvictionDecision>(FromGrpc(decided));
     if (!decision.ok()) return refuse(seq, header.step, decision.status());
     WriteRingDecision(ring, seq, header.step, *decision, breach);
-    if (breach == Breach::kWrongStepThenHold) return HoldUntilCancelled(context);
+    if (Holds(breach)) return HoldUntilCancelled(context);
   }
 }
 
@@ -247,7 +251,7 @@ grpc::Status HostileCacheManager::StreamScores(grpc::ServerContext* context,
     TamperDecision(breach, &decision);
     if (!stream->Write(decision)) break;
     if (breach == Breach::kExtraDecision && !stream->Write(decision)) break;
-    if (breach == Breach::kWrongStepThenHold) return HoldUntilCancelled(context);
+    if (Holds(breach)) return HoldUntilCancelled(context);
   }
   return grpc::Status::OK;
 }
@@ -264,7 +268,7 @@ grpc::Status HostileCacheManager::StreamScoreBatches(
     if (grpc::Status status = honest_->ServeBatch(batch, &answer, &served); !status.ok()) return status;
     Tamper(breach, &answer);
     if (!stream->Write(answer)) break;
-    if (breach == Breach::kWrongStepThenHold) return HoldUntilCancelled(context);
+    if (Holds(breach)) return HoldUntilCancelled(context);
   }
   return grpc::Status::OK;
 }

@@ -10,7 +10,8 @@
 // malformed one, or the ring closed and the stream ended after the step was read; on a unary
 // SubmitStep (how a ring or a batching worker sends a bulk prefill) a decision for another step or a
 // malformed one. On every stream and ring, a decision for another step can be followed by the call
-// held open until the worker cancels it (kWrongStepThenHold: a peer that never lets go). Breaches
+// held open until the worker cancels it (kWrongStepThenHold: a peer that never lets go), and so can
+// an honest answer (kHoldAfterAnswer: the worker's clean close meets a peer that never ends). Breaches
 // that do not apply to a path are served honestly there.
 //
 // Thread-safety: thread-safe (gRPC calls its handlers on any threads; Target may be called meanwhile).
@@ -44,8 +45,10 @@ enum class Breach {
   kMalformed,        // the first decision claims evictions it does not list
   kWrongStepThenHold,  // kWrongStep, then the call is held open -- nothing more read, written or served
                        // (the ring neither) -- until the worker cancels it (or kHoldCap passes)
+  kHoldAfterAnswer,    // answered honestly, then the call is held open so, even after the worker's
+                       // half-close or closed ring
 };
-// The longest a kWrongStepThenHold call is held: far above what a test waits for the worker to let go.
+// The longest a call is held: far above what a test waits for the worker to let go.
 inline constexpr absl::Duration kHoldCap = absl::Seconds(30);
 const char* BreachName(Breach breach);
 
