@@ -19,8 +19,6 @@
 namespace a2sf::worker {
 namespace {
 
-bool Quantized(WeightType type) { return type == WeightType::kQ8_0 || type == WeightType::kQ4_0; }
-
 // --- Scalar kernels: the references the SIMD ones are compared against. ---
 
 // Float types: a row expanded by the type's to_float, then plain dot products in column order.
@@ -312,7 +310,7 @@ class TileCursor {
  public:
   TileCursor(const WeightMatrix& w, const Activations& x, float* out)
       : rows_(static_cast<const uint8_t*>(w.data)), out_(out), matrix_rows_(w.rows) {
-    const bool quantized = Quantized(w.type);
+    const bool quantized = IsQuantized(w.type);
     tile_.row_bytes = w.row_bytes();  // once per product: row() looks it up and divides per row
     tile_.x = quantized ? reinterpret_cast<const uint8_t*>(x.q16) : reinterpret_cast<const uint8_t*>(x.f32);
     tile_.x_stride = quantized ? x.q16_blocks * sizeof(BlockQ16) : size_t(w.cols) * sizeof(float);
@@ -640,7 +638,7 @@ RowsKernel Kernel(KernelIsa isa, WeightType type) {
   if (isa == KernelIsa::kAvx512) return kAvx512Kernels[static_cast<int>(type)];
   if (isa == KernelIsa::kAvx2) return kAvx2Kernels[static_cast<int>(type)];
 #endif
-  return Quantized(type) ? RowsScalarQuantized : RowsScalar;
+  return IsQuantized(type) ? RowsScalarQuantized : RowsScalar;
 }
 
 // The kernel for w's type and layout.
@@ -653,7 +651,7 @@ Activations Prepare(KernelIsa isa, const WeightMatrix& w, const float* x, int n_
                     std::vector<BlockQ16>* buffer) {
   Activations a;
   a.f32 = x;
-  if (!Quantized(w.type)) return a;
+  if (!IsQuantized(w.type)) return a;
   a.q16_blocks = size_t(w.cols / kQuantBlock);
   buffer->resize(a.q16_blocks * size_t(n_vectors));
   for (int v = 0; v < n_vectors; ++v) QuantizeQ16(isa, x + size_t(v) * w.cols, w.cols, buffer->data() + v * a.q16_blocks);
@@ -770,7 +768,7 @@ void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool
     // quantized types' vectors are quantized once per call, not once per product.
     auto same_input = [&](size_t q) {
       return products[q].x == products[p].x && products[q].w->cols == w.cols &&
-             Quantized(products[q].w->type) == Quantized(w.type);
+             IsQuantized(products[q].w->type) == IsQuantized(w.type);
     };
     size_t first = 0;
     while (first < p && !same_input(first)) ++first;

@@ -58,13 +58,11 @@ std::vector<KernelIsa> Isas() {
   return isas;
 }
 
-bool Quantized(WeightType type) { return type == WeightType::kQ8_0 || type == WeightType::kQ4_0; }
-
 // The vector the kernels of `type` multiply: x itself for the float types; for q8_0 and q4_0, x as
 // its 16-bit blocks hold it (the quantizer is tested on its own below).
 std::vector<float> EffectiveVector(WeightType type, const float* x, int64_t cols) {
   std::vector<float> out(x, x + cols);
-  if (!Quantized(type)) return out;
+  if (!IsQuantized(type)) return out;
   std::vector<BlockQ16> blocks(size_t(cols / 32));
   QuantizeQ16(KernelIsa::kScalar, x, cols, blocks.data());
   for (int64_t c = 0; c < cols; ++c) out[c] = blocks[c / 32].d * float(blocks[c / 32].qs[c % 32]);
@@ -327,9 +325,10 @@ TEST(MatMulPanels, Q8_0ExtremeBlocksSumWithoutOverflow) {
 
 // Panels: a row's result does not depend on the rows computed with it (panel-aligned ranges, as
 // MatMuls' chunks are; rows outside the range are left alone), on the vectors beside it, or on the
-// threads; large enough to be streamed and split over the pool, with a padded last panel.
+// threads; large enough to be streamed and split over the pool (one chunk per thread: with 3 and 7
+// threads the chunks end inside the matrix off a power of two, the last one holding the padded panel).
 TEST(MatMulPanels, RowResultsAreBatchRangeAndThreadInvariant) {
-  ThreadPool pool(2);
+  ThreadPool pool2(2), pool3(3), pool7(7);
   for (WeightType type : kAllTypes) {
     const int64_t n_rows = 3001, cols = 768;  // 187 whole panels and 9 rows
     Problem p(type, n_rows, cols, 9, 17, /*panels=*/true);
@@ -355,10 +354,14 @@ TEST(MatMulPanels, RowResultsAreBatchRangeAndThreadInvariant) {
         }
       }
     }
-    std::vector<float> threaded(size_t(p.n) * n_rows), alone(size_t(p.n) * n_rows);
-    MatMul(threaded.data(), p.w, p.x.data(), p.n, &pool);
+    std::vector<float> alone(size_t(p.n) * n_rows);
     MatMul(alone.data(), p.w, p.x.data(), p.n, nullptr);
-    EXPECT_EQ(0, std::memcmp(threaded.data(), alone.data(), alone.size() * 4)) << WeightTypeName(type);
+    for (ThreadPool* pool : {&pool2, &pool3, &pool7}) {
+      std::vector<float> threaded(size_t(p.n) * n_rows, -7.0f);
+      MatMul(threaded.data(), p.w, p.x.data(), p.n, pool);
+      EXPECT_EQ(0, std::memcmp(threaded.data(), alone.data(), alone.size() * 4))
+          << WeightTypeName(type) << " on " << pool->num_threads() << " threads";
+    }
   }
 }
 
@@ -376,7 +379,7 @@ TEST(MatMulPanelsDeathTest, RangesOffPanelBoundariesAbort) {
 TEST(MatMul, RowResultsAreBatchAndThreadInvariant) {
   ThreadPool pool(2);
   for (WeightType type : kAllTypes) {
-    const int64_t cols = Quantized(type) ? 256 : 172;
+    const int64_t cols = IsQuantized(type) ? 256 : 172;
     for (int64_t rows : {61, 1031}) {
       Problem p(type, rows, cols, 5, 3);
       for (KernelIsa isa : Isas()) CheckInvariance(p, isa, WeightTypeName(type));
@@ -423,7 +426,7 @@ TEST(MatMul, SimdKernelsAgreeWithScalarOnes) {
       std::vector<float> scalar(size_t(p.n) * p.w.rows), simd(size_t(p.n) * p.w.rows);
       MatMulRows(KernelIsa::kScalar, scalar.data(), p.w, p.x.data(), p.n, 0, p.w.rows);
       MatMulRows(KernelIsa::kAvx2, simd.data(), p.w, p.x.data(), p.n, 0, p.w.rows);
-      if (Quantized(type)) {
+      if (IsQuantized(type)) {
         EXPECT_EQ(0, std::memcmp(simd.data(), scalar.data(), simd.size() * 4)) << WeightTypeName(type) << " " << cols;
         continue;
       }

@@ -37,20 +37,26 @@ void PanelsScalar(const WeightMatrix& w, const Activations& a, int n_vectors, in
 
 // Weight j (column j of the block) of panel row l in a quantized panel block, as an integer: q8_0's
 // int8; q4_0's nibble - 8 (low nibbles of unit u: columns 2u, 2u + 1; high: 16 + 2u, 17 + 2u).
-int QuantWeight(WeightType type, const uint8_t* block, int64_t l, int j) {
-  if (type == WeightType::kQ8_0) return int8_t(block[kQuantPanelUnits + (j / 2) * 2 * kPanelRows + 2 * l + j % 2]);
-  const uint8_t byte = block[kQuantPanelUnits + ((j % 16) / 2) * 2 * kPanelRows + 2 * l + j % 2];
-  return (j < 16 ? byte & 0x0f : byte >> 4) - 8;
+template <WeightType kType>
+int QuantWeight(const uint8_t* block, int64_t l, int j) {
+  static_assert(IsQuantized(kType));
+  if constexpr (kType == WeightType::kQ8_0) {
+    return int8_t(block[kQuantPanelUnits + (j / 2) * 2 * kPanelRows + 2 * l + j % 2]);
+  } else {
+    const uint8_t byte = block[kQuantPanelUnits + ((j % 16) / 2) * 2 * kPanelRows + 2 * l + j % 2];
+    return (j < 16 ? byte & 0x0f : byte >> 4) - 8;
+  }
 }
 
 // q8_0 and q4_0 in panels: per (row, vector), block by block, the exact integer dot product of the
 // block's 32 weights and the vector block's 32 16-bit values, then acc = fma(d_w * d_x, float(dot),
 // acc). The dot product is below 2^31 in magnitude (32 x 128 x 32767), so every order of summing it is
 // exact.
+template <WeightType kType>
 void PanelsScalarQuantized(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end,
                            float* out) {
   const int64_t blocks = w.cols / kQuantBlock;
-  const size_t block_bytes = QuantPanelBlockBytes(w.type);
+  constexpr size_t kBlockBytes = QuantPanelBlockBytes(kType);
   for (int64_t first = begin; first < end; first += kPanelRows) {
     const uint8_t* panel = w.panel(first / kPanelRows);
     const int64_t lanes = std::min(kPanelRows, end - first);
@@ -59,9 +65,9 @@ void PanelsScalarQuantized(const WeightMatrix& w, const Activations& a, int n_ve
       for (int64_t l = 0; l < lanes; ++l) {
         float acc = 0.0f;
         for (int64_t b = 0; b < blocks; ++b) {
-          const uint8_t* block = panel + size_t(b) * block_bytes;
+          const uint8_t* block = panel + size_t(b) * kBlockBytes;
           int32_t dot = 0;
-          for (int j = 0; j < kQuantBlock; ++j) dot += QuantWeight(w.type, block, l, j) * int32_t(x[b].qs[j]);
+          for (int j = 0; j < kQuantBlock; ++j) dot += QuantWeight<kType>(block, l, j) * int32_t(x[b].qs[j]);
           uint16_t half;
           std::memcpy(&half, block + 2 * l, 2);
           acc = std::fma(HalfToFloat(half) * x[b].d, float(dot), acc);
@@ -80,7 +86,7 @@ void PanelsScalarQuantized(const WeightMatrix& w, const Activations& a, int n_ve
   __attribute__((target("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma,f16c"), always_inline)) inline
 
 // Where a tile of G panels x NV vectors reads and writes: panels `apart` bytes apart from `panel`,
-// vectors x_stride bytes apart from `x` (floats for the float types, BlockQ16s for q8_0), results
+// vectors x_stride bytes apart from `x` (floats for the float types, BlockQ16s for q8_0 and q4_0), results
 // at out[v * out_stride + g * out_apart + lane].
 struct PanelTile {
   const uint8_t* panel;
@@ -99,7 +105,7 @@ inline PanelTile FromVector(PanelTile t, int v) {
   return t;
 }
 
-// Vector v of a tile, as floats / as its q8_0 blocks.
+// Vector v of a tile, as floats / as its 16-bit blocks (q8_0, q4_0).
 inline const float* FloatVector(const PanelTile& t, int v) {
   return reinterpret_cast<const float*>(t.x + size_t(v) * t.x_stride);
 }
@@ -242,8 +248,8 @@ struct Tiles {
 }  // namespace avx512
 A2SF_TARGET_POP()
 
-// q8_0 on AVX-512 needs VNNI (vpdpwssd: Ice Lake, Zen 4 and later); AVX-512 CPUs without it run the
-// AVX2 panel kernel, which gives the same bits.
+// q8_0 and q4_0 on AVX-512 need VNNI (vpdpwssd: Ice Lake, Zen 4 and later); AVX-512 CPUs without it
+// run the AVX2 panel kernels, which give the same bits.
 A2SF_TARGET_PUSH("avx512f,avx512vl,avx512bw,avx512vnni,avx2,fma,f16c")
 namespace avx512vnni {
 
@@ -403,28 +409,39 @@ A2SF_TARGET_POP()
 
 #endif  // __x86_64__
 
+// In WeightType order (weights.h).
+constexpr RowsKernel kScalarPanels[kWeightTypeCount] = {PanelsScalar, PanelsScalar, PanelsScalar,
+                                                        PanelsScalarQuantized<WeightType::kQ8_0>,
+                                                        PanelsScalarQuantized<WeightType::kQ4_0>};
+#if defined(__x86_64__)
+// AVX-512 without VNNI runs the quantized types' AVX2 tiles (their pair sums need vpdpwssd's
+// 16-row form or AVX2's madd + add).
+constexpr RowsKernel kAvx512Panels[kWeightTypeCount] = {
+    avx512::Panels<avx512::Tiles<F32Column>>, avx512::Panels<avx512::Tiles<F16Column>>,
+    avx512::Panels<avx512::Tiles<Bf16Column>>, avx2::Panels<avx2::QuantTiles<Q8_0Panel>>,
+    avx2::Panels<avx2::QuantTiles<Q4_0Panel>>};
+constexpr RowsKernel kVnniPanels[kWeightTypeCount] = {
+    avx512::Panels<avx512::Tiles<F32Column>>, avx512::Panels<avx512::Tiles<F16Column>>,
+    avx512::Panels<avx512::Tiles<Bf16Column>>, avx512vnni::Panels<avx512vnni::QuantTiles<Q8_0Panel>>,
+    avx512vnni::Panels<avx512vnni::QuantTiles<Q4_0Panel>>};
+constexpr RowsKernel kAvx2Panels[kWeightTypeCount] = {
+    avx2::Panels<avx2::Tiles<F32Column>>, avx2::Panels<avx2::Tiles<F16Column>>,
+    avx2::Panels<avx2::Tiles<Bf16Column>>, avx2::Panels<avx2::QuantTiles<Q8_0Panel>>,
+    avx2::Panels<avx2::QuantTiles<Q4_0Panel>>};
+#endif
+
 }  // namespace
 
 RowsKernel PanelKernelFor(KernelIsa isa, WeightType type) {
-  const bool quantized = type == WeightType::kQ8_0 || type == WeightType::kQ4_0;
+  const int t = static_cast<int>(type);
 #if defined(__x86_64__)
-  const bool vnni = isa == KernelIsa::kAvx512 && __builtin_cpu_supports("avx512vnni");
-  if (type == WeightType::kQ8_0 && isa != KernelIsa::kScalar) {
-    return vnni ? avx512vnni::Panels<avx512vnni::QuantTiles<Q8_0Panel>> : avx2::Panels<avx2::QuantTiles<Q8_0Panel>>;
+  if (isa == KernelIsa::kAvx512) {
+    static const bool vnni = __builtin_cpu_supports("avx512vnni");
+    return vnni ? kVnniPanels[t] : kAvx512Panels[t];
   }
-  if (type == WeightType::kQ4_0 && isa != KernelIsa::kScalar) {
-    return vnni ? avx512vnni::Panels<avx512vnni::QuantTiles<Q4_0Panel>> : avx2::Panels<avx2::QuantTiles<Q4_0Panel>>;
-  }
-  // In WeightType order: f32, f16, bf16.
-  static constexpr RowsKernel kAvx512[] = {avx512::Panels<avx512::Tiles<F32Column>>,
-                                           avx512::Panels<avx512::Tiles<F16Column>>,
-                                           avx512::Panels<avx512::Tiles<Bf16Column>>};
-  static constexpr RowsKernel kAvx2[] = {avx2::Panels<avx2::Tiles<F32Column>>, avx2::Panels<avx2::Tiles<F16Column>>,
-                                         avx2::Panels<avx2::Tiles<Bf16Column>>};
-  if (!quantized && isa == KernelIsa::kAvx512) return kAvx512[static_cast<int>(type)];
-  if (!quantized && isa == KernelIsa::kAvx2) return kAvx2[static_cast<int>(type)];
+  if (isa == KernelIsa::kAvx2) return kAvx2Panels[t];
 #endif
-  return quantized ? PanelsScalarQuantized : PanelsScalar;
+  return kScalarPanels[t];
 }
 
 }  // namespace a2sf::worker

@@ -34,9 +34,17 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConf
   auto w = std::make_unique<ModelWeights>();
   w->mutable_config() = config;
   uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
-  // Values are drawn in fp32, then placed (converted) into `type` one tensor at a time; fp32 tensors
-  // and norms are drawn straight into owned storage.
-  std::vector<float> scratch;
+  // Values are drawn in fp32 into owned storage, then placed: as a loader does with an intermediate
+  // tensor, a draw that Place converted (another type, panels) is freed once placed, so the model
+  // holds each tensor once and never more than one extra fp32 matrix at a time.
+  absl::Status status;
+  auto allocate = [&](size_t n) -> float* {
+    float* v = reinterpret_cast<float*>(w->storage().Allocate(n * 4));
+    if (v == nullptr) {
+      status.Update(absl::ResourceExhaustedError(absl::StrCat("synthetic model: no memory for ", n, " weights")));
+    }
+    return v;
+  };
   auto draw = [&](float* v, size_t n, int fan_in, bool norm) {
     const float a = 1.0f / std::sqrt(float(fan_in));
     for (size_t i = 0; i < n; ++i) {
@@ -49,30 +57,24 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConf
     }
   };
   auto norm = [&](int64_t n) {
-    float* v = reinterpret_cast<float*>(w->storage().Allocate(size_t(n) * 4));
-    draw(v, size_t(n), 1, true);
+    float* v = allocate(size_t(n));
+    if (v != nullptr) draw(v, size_t(n), 1, true);
     return v;
   };
   PlaceOptions place;
   place.wanted = type;
   place.panels = panels;
-  absl::Status status;
   auto matrix = [&](int64_t rows, int64_t cols, const char* name) -> WeightMatrix {
     const size_t n = size_t(rows) * cols;
-    // Drawn in place where Place keeps it (f32 rows), else into scratch that Place converts from.
-    float* v = type == WeightType::kF32 && !panels ? reinterpret_cast<float*>(w->storage().Allocate(n * 4))
-                                                         : (scratch.resize(n), scratch.data());
+    float* v = allocate(n);
+    if (v == nullptr) return {};
     draw(v, n, int(cols), false);
     absl::StatusOr<WeightMatrix> m = w->Place({WeightType::kF32, v, rows, cols}, place, name);
     if (!m.ok()) {
       status.Update(m.status());
       return {};
     }
-    if (m->data == scratch.data()) {  // kept in place (f32 with too few rows for panels): own a copy
-      uint8_t* owned = w->storage().Allocate(m->bytes());
-      std::memcpy(owned, m->data, m->bytes());
-      m->data = owned;
-    }
+    if (m->data != v) w->storage().Free(v);
     return *m;
   };
   const ModelConfig& c = config;

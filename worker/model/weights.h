@@ -37,6 +37,12 @@ namespace a2sf::worker {
 // In order of decreasing precision (the order FallbackType walks).
 enum class WeightType : uint8_t { kF32, kF16, kBF16, kQ8_0, kQ4_0 };
 inline constexpr int kWeightTypeCount = 5;
+// Tables indexed by WeightType (traits, kernels) list the types in this order.
+static_assert(int(WeightType::kF32) == 0 && int(WeightType::kF16) == 1 && int(WeightType::kBF16) == 2 &&
+                  int(WeightType::kQ8_0) == 3 && int(WeightType::kQ4_0) == 4 && kWeightTypeCount == 5,
+              "WeightType-indexed tables follow this order");
+// q8_0 and q4_0: blocks of kQuantBlock weights with a scale, multiplied against 16-bit activations.
+inline constexpr bool IsQuantized(WeightType type) { return type == WeightType::kQ8_0 || type == WeightType::kQ4_0; }
 
 inline constexpr int kQuantBlock = 32;  // weights per q8_0 / q4_0 block (GGUF's QK8_0, QK4_0)
 
@@ -95,12 +101,20 @@ size_t RowBytes(WeightType type, int64_t cols);
 enum class WeightLayout : uint8_t { kRows, kPanels };
 inline constexpr int64_t kPanelRows = 16;
 
-// A quantized panel's bytes per 32-column block (the 16 rows' blocks), and where its 2-byte units
-// start (after the 16 fp16 scales); unit u is 16 rows x 2 bytes from there.
+// A quantized panel's bytes per 32-column block (the 16 rows' blocks; 0 for a float type), and where
+// its 2-byte units start (after the 16 fp16 scales); unit u is 16 rows x 2 bytes from there.
 inline constexpr size_t QuantPanelBlockBytes(WeightType type) {
-  return kPanelRows * (type == WeightType::kQ8_0 ? sizeof(BlockQ8_0) : sizeof(BlockQ4_0));
+  switch (type) {
+    case WeightType::kQ8_0: return kPanelRows * sizeof(BlockQ8_0);
+    case WeightType::kQ4_0: return kPanelRows * sizeof(BlockQ4_0);
+    default: return 0;
+  }
 }
 inline constexpr size_t kQuantPanelUnits = kPanelRows * 2;
+// The panel layout holds a quantized block as its fp16 scale and then whole 2-byte units; a block type
+// of another shape (q4_1's two scales, q5_0's high bits) needs a layout of its own.
+static_assert(sizeof(BlockQ8_0) == 2 + 16 * 2 && sizeof(BlockQ4_0) == 2 + 8 * 2,
+              "quantized panels hold a block as one fp16 scale and 2-byte units");
 
 // A non-owning view of a matrix [rows][cols] of one type, in `layout`.
 struct WeightMatrix {
@@ -172,8 +186,8 @@ struct PlaceOptions {
 
 // Returns the view the engine should use for `source` (row-major; a panels source is INVALID_ARGUMENT):
 // `source` itself when it can be used in place (type kept, no reordering, rows asked for, aligned for
-// its type), else an owned copy in `storage` -- in rows, or in panels when asked for and the type
-// allows -- converted a row at a time (never the whole tensor in fp32), in `wanted` or its
+// its type), else an owned copy in `storage` -- in rows, or in panels when asked for and the matrix
+// has kPanelRows rows or more -- converted a row at a time (never the whole tensor in fp32), in `wanted` or its
 // FallbackType. A fallback is described in `*note` (e.g. "w2: rows of 172 weights are not a multiple
 // of 32: kept as f16 instead of q8_0").
 // The mapped source pages of a converted tensor are released (MappedFile::Release), so loading never
