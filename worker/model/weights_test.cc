@@ -239,6 +239,25 @@ TEST(PlaceMatrix, MatricesOfFewerRowsThanAPanelStayRows) {
   }
 }
 
+// `values` ([rows][cols] f32) placed as `type` twice, in rows and in panels, into `storage`.
+struct RowsAndPanels {
+  WeightMatrix rows, panels;
+};
+RowsAndPanels PlaceBoth(WeightType type, const std::vector<float>& values, int64_t rows, int64_t cols,
+                        WeightStorage* storage) {
+  PlaceOptions options;
+  options.wanted = type;
+  absl::StatusOr<WeightMatrix> in_rows =
+      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", storage, nullptr);
+  options.panels = true;
+  absl::StatusOr<WeightMatrix> in_panels =
+      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", storage, nullptr);
+  EXPECT_TRUE(in_rows.ok()) << in_rows.status();
+  EXPECT_TRUE(in_panels.ok()) << in_panels.status();
+  if (!in_rows.ok() || !in_panels.ok()) return {};
+  return {*in_rows, *in_panels};
+}
+
 // q8_0 panels: per 32-column block the 16 rows' scales, then column pairs (2q, 2q + 1) as 16 rows x
 // 2 int8 -- checked on the raw bytes against the row-major blocks, and CopyRow gives the blocks back.
 TEST(PlaceMatrix, Q8_0PanelsHoldScalesThenColumnPairsOfSixteenRows) {
@@ -246,14 +265,9 @@ TEST(PlaceMatrix, Q8_0PanelsHoldScalesThenColumnPairsOfSixteenRows) {
   std::vector<float> values(size_t(rows * cols));
   for (size_t i = 0; i < values.size(); ++i) values[i] = std::sin(float(i) * 0.37f) * float(1 + i % 5);
   WeightStorage storage;
-  PlaceOptions options;
-  options.wanted = WeightType::kQ8_0;
-  absl::StatusOr<WeightMatrix> in_rows =
-      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
-  options.panels = true;
-  absl::StatusOr<WeightMatrix> in_panels =
-      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
-  ASSERT_TRUE(in_rows.ok() && in_panels.ok());
+  const RowsAndPanels placed = PlaceBoth(WeightType::kQ8_0, values, rows, cols, &storage);
+  const WeightMatrix* in_rows = &placed.rows;
+  const WeightMatrix* in_panels = &placed.panels;
   ASSERT_TRUE(in_panels->panels());
   EXPECT_EQ(in_panels->bytes(), size_t(32 / 16 * 16) * in_rows->row_bytes());
   const uint8_t* raw = static_cast<const uint8_t*>(in_panels->data);
@@ -285,14 +299,9 @@ TEST(PlaceMatrix, Q4_0PanelsHoldScalesThenByteUnitsOfSixteenRows) {
   std::vector<float> values(size_t(rows * cols));
   for (size_t i = 0; i < values.size(); ++i) values[i] = std::cos(float(i) * 0.29f) * float(1 + i % 7);
   WeightStorage storage;
-  PlaceOptions options;
-  options.wanted = WeightType::kQ4_0;
-  absl::StatusOr<WeightMatrix> in_rows =
-      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
-  options.panels = true;
-  absl::StatusOr<WeightMatrix> in_panels =
-      PlaceMatrix({WeightType::kF32, values.data(), rows, cols}, options, "w", &storage, nullptr);
-  ASSERT_TRUE(in_rows.ok() && in_panels.ok());
+  const RowsAndPanels placed = PlaceBoth(WeightType::kQ4_0, values, rows, cols, &storage);
+  const WeightMatrix* in_rows = &placed.rows;
+  const WeightMatrix* in_panels = &placed.panels;
   ASSERT_TRUE(in_panels->panels());
   EXPECT_EQ(in_panels->bytes(), size_t(32) * in_rows->row_bytes());
   const uint8_t* raw = static_cast<const uint8_t*>(in_panels->data);
