@@ -43,8 +43,15 @@ int HostileCacheManager::breaches() const {
 Breach HostileCacheManager::BreachFor(const v1::ScoreStep& step) {
   absl::MutexLock lock(&mutex_);
   if (breach_ == Breach::kNone || !targets_ || !targets_(step)) return Breach::kNone;
-  ++breaches_;
   return breach_;
+}
+
+Breach HostileCacheManager::Count(Breach breach) {
+  if (breach != Breach::kNone) {
+    absl::MutexLock lock(&mutex_);
+    ++breaches_;
+  }
+  return breach;
 }
 
 Breach HostileCacheManager::BreachFor(const v1::ScoreBatch& batch) {
@@ -208,6 +215,7 @@ grpc::Status HostileCacheManager::ServeRing(grpc::ServerContext* context, const 
     if (absl::Status read = StepFromSlot(*ring, seq, header, step); !read.ok()) return refuse(seq, header.step, read);
     const Breach breach = BreachFor(*step);
     if (breach == Breach::kCutStream) {
+      Count(breach);
       ring->Close();
       return grpc::Status::OK;
     }
@@ -216,7 +224,7 @@ grpc::Status HostileCacheManager::ServeRing(grpc::ServerContext* context, const 
     absl::StatusOr<kv::EvictionDecision> decision =
         decided.ok() ? kv::DecisionFromProto(answer) : absl::StatusOr<kv::EvictionDecision>(FromGrpc(decided));
     if (!decision.ok()) return refuse(seq, header.step, decision.status());
-    WriteRingDecision(ring, seq, header.step, *decision, breach);
+    WriteRingDecision(ring, seq, header.step, *decision, Count(breach));
     if (Holds(breach)) return HoldUntilCancelled(context);
   }
 }
@@ -225,7 +233,7 @@ grpc::Status HostileCacheManager::SubmitStep(grpc::ServerContext* context, const
                                              v1::EvictionDecision* response) {
   const Breach breach = BreachFor(*request);
   grpc::Status status = honest_->SubmitStep(context, request, response);
-  if (status.ok()) TamperDecision(breach, response);
+  if (status.ok()) TamperDecision(Count(breach), response);
   return status;
 }
 
@@ -245,10 +253,13 @@ grpc::Status HostileCacheManager::StreamScores(grpc::ServerContext* context,
     step->set_session_id(session_id);
     step->set_session_secret(secret);
     const Breach breach = BreachFor(*step);
-    if (breach == Breach::kCutStream) return grpc::Status::OK;
+    if (breach == Breach::kCutStream) {
+      Count(breach);
+      return grpc::Status::OK;
+    }
     v1::EvictionDecision decision;
     if (grpc::Status status = honest_->SubmitStep(context, step, &decision); !status.ok()) return status;
-    TamperDecision(breach, &decision);
+    TamperDecision(Count(breach), &decision);
     if (!stream->Write(decision)) break;
     if (breach == Breach::kExtraDecision && !stream->Write(decision)) break;
     if (Holds(breach)) return HoldUntilCancelled(context);
@@ -263,10 +274,13 @@ grpc::Status HostileCacheManager::StreamScoreBatches(
   v1::DecisionBatch answer;
   while (stream->Read(&batch)) {
     const Breach breach = BreachFor(batch);
-    if (breach == Breach::kCutStream) return grpc::Status::OK;
+    if (breach == Breach::kCutStream) {
+      Count(breach);
+      return grpc::Status::OK;
+    }
     answer.Clear();
     if (grpc::Status status = honest_->ServeBatch(batch, &answer, &served); !status.ok()) return status;
-    Tamper(breach, &answer);
+    Tamper(Count(breach), &answer);
     if (!stream->Write(answer)) break;
     if (Holds(breach)) return HoldUntilCancelled(context);
   }

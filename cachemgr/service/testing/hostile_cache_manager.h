@@ -60,7 +60,7 @@ class HostileCacheManager final : public v1::CacheManager::Service {
 
   // From now on a batch holding a step for which `targets` is true is answered with `breach`.
   void Target(std::function<bool(const v1::ScoreStep&)> targets, Breach breach);
-  // Batches answered with a breach so far.
+  // Answers (batches, steps, ring slots) carried out with a breach so far.
   int breaches() const;
 
   grpc::Status OpenSession(grpc::ServerContext* context, const v1::OpenSessionRequest* request,
@@ -79,10 +79,13 @@ class HostileCacheManager final : public v1::CacheManager::Service {
                                   grpc::ServerReaderWriter<v1::DecisionBatch, v1::ScoreBatch>* stream) override;
 
  private:
-  // The breach to answer `step` with (kNone when it is not targeted); counts it.
+  // The breach to answer `step` with (kNone when it is not targeted).
   Breach BreachFor(const v1::ScoreStep& step);
-  // The breach to answer `batch` with (kNone when none of its steps is targeted); counts it.
+  // The breach to answer `batch` with (kNone when none of its steps is targeted).
   Breach BreachFor(const v1::ScoreBatch& batch);
+  // Counts `breach` as committed (none for kNone) and returns it: called where it is carried out, so
+  // a targeted step the honest service refused is not counted.
+  Breach Count(Breach breach);
   // The ring a session was opened with here; null when none.
   std::shared_ptr<ScoreRing> RingOf(const std::string& session_id);
   // Serves the ring of the session `attach` names, slot by slot through the honest SubmitStep, until

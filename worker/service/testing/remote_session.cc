@@ -6,9 +6,9 @@ namespace a2sf::worker::testing {
 
 ModelConfig SmallModel() {
   ModelConfig model;
-  model.n_layers = 2;
+  model.n_layers = int(kSmallModelLayers);
   model.n_heads = 4;
-  model.n_kv_heads = 2;
+  model.n_kv_heads = int(kSmallModelKvHeads);
   model.seq_len = 64;
   return model;
 }

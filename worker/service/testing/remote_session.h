@@ -17,8 +17,9 @@
 
 namespace a2sf::worker::testing {
 
-// Score heads per step of SmallModel(): 2 layers x 2 KV heads.
-inline constexpr uint32_t kSmallModelScoreHeads = 4;
+// SmallModel()'s layers and KV heads, and so its score heads per step.
+inline constexpr uint32_t kSmallModelLayers = 2, kSmallModelKvHeads = 2;
+inline constexpr uint32_t kSmallModelScoreHeads = kSmallModelLayers * kSmallModelKvHeads;
 // 2 layers, 4 query heads over 2 KV heads, 64 positions.
 ModelConfig SmallModel();
 
