@@ -2,10 +2,13 @@
 // batcher) and its shared-memory ring -- whose cache manager breaks the protocol (HostileCacheManager
 // serves the stream step by step, or attaches the ring and serves its slots): a decision for another
 // step, or a malformed decision, fails the step with UNAVAILABLE "the cache manager broke the
-// protocol" (AwaitDecision's one rule for every transport), synchronous and pipelined, at once rather
-// than at the decision deadline, the step still counted in flight; the transport is then broken, so
-// later steps fail at once with UNAVAILABLE and reach the cache manager no more. So too when the
-// broken answer is a bulk prefill's (on the ring: its unary SubmitStep). Both transports behave alike. Without a breach the ring carries the honest service's decisions.
+// protocol" (ProtocolViolation, one rule for every transport), synchronous and pipelined, at once
+// rather than at the decision deadline, the step still counted in flight; the transport is then
+// broken, so later steps fail at once with UNAVAILABLE and reach the cache manager no more. So too
+// when the broken answer is a bulk prefill's (on the ring: its unary SubmitStep). A peer that holds
+// the call open after a breach, or after an honest answer, holds neither the job nor its end, even
+// without a decision deadline. Both transports behave alike. Without a breach the ring carries the
+// honest service's decisions.
 #include <memory>
 #include <ostream>
 #include <random>
