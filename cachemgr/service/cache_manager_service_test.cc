@@ -793,6 +793,40 @@ TEST_F(CacheManagerServiceTest, SwapsThatChangeWhetherThePolicyEvictsAreRefused)
 
 // Issue 11, finding 7: a label cut at 256 bytes stays valid UTF-8, so GetSession and ListSessions
 // keep working for everybody.
+// Errors that echo a peer's oversized string -- a 100 KB policy name, a 100 KB session id -- reach
+// the client with their code and a message cut to kMaxStatusMessageBytes (uncut, the trailing
+// metadata would exceed gRPC's limit and the client would get no status), and the connection serves on.
+TEST_F(CacheManagerServiceTest, ErrorsEchoingOversizedStringsArriveCut) {
+  const std::string huge(100000, 'p');
+  v1::OpenSessionRequest request;
+  request.mutable_shape()->set_num_layers(2);
+  request.mutable_shape()->set_num_kv_heads(2);
+  request.mutable_shape()->set_query_heads_per_kv_head(2);
+  request.mutable_policy()->set_name(huge);
+  request.mutable_budget()->set_tokens(4);
+  grpc::ClientContext open_context;
+  open_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::OpenSessionResponse opened;
+  const grpc::Status refused = stub_->OpenSession(&open_context, request, &opened);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << refused.error_message().substr(0, 200);
+  EXPECT_LE(refused.error_message().size(), kMaxStatusMessageBytes);
+  EXPECT_NE(refused.error_message().find("more bytes cut]"), std::string::npos) << refused.error_message();
+
+  grpc::ClientContext get_context;
+  get_context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::GetSessionRequest get;
+  get.set_session_id(huge);
+  get.set_session_secret("x");
+  v1::SessionInfo info;
+  const grpc::Status missing = stub_->GetSession(&get_context, get, &info);
+  EXPECT_NE(missing.error_code(), grpc::StatusCode::OK);
+  EXPECT_NE(missing.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_NE(missing.error_code(), grpc::StatusCode::INTERNAL) << missing.error_message().substr(0, 200);
+  EXPECT_LE(missing.error_message().size(), kMaxStatusMessageBytes);
+
+  Open("a2sf", 4);  // the same connection serves on
+}
+
 TEST_F(CacheManagerServiceTest, LongLabelsAreCutOnACharacterBoundary) {
   v1::OpenSessionRequest request;
   request.mutable_shape()->set_num_layers(2);
