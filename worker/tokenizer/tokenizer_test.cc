@@ -4,6 +4,7 @@
 #include <functional>
 #include <fstream>
 
+#include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "worker/model/gguf.h"
@@ -87,6 +88,24 @@ TEST(Llama2cTokenizer, RoundTripsTextIncludingBytesOutsideTheVocabulary) {
   for (const std::string text : {"Once upon a time, Lily saw a dog.", "naïve café — 日本 🙂", "a\tb\nc"}) {
     auto ids = tokenizer->Encode(text, true);
     ASSERT_TRUE(ids.ok());
+    EXPECT_EQ(DecodeAll(*tokenizer, *ids), text);
+  }
+}
+
+// A prompt of 32 KB (the most the worker takes for a 512-token context) of the corpus's text, and
+// one of 32 KB of one word repeated (thousands of equal candidates at each merge: the leftmost rule
+// decides), round-trip.
+TEST(Llama2cTokenizer, LongPromptsRoundTrip) {
+  A2SF_REQUIRE_FIXTURES();
+  auto tokenizer = *LoadLlama2cTokenizer(FixturesDir() + "/tok512.bin", 512);
+  std::string stories;
+  while (stories.size() < (size_t(32) << 10)) {
+    for (const Story& s : CorpusStories()) stories += s.text + "\n";
+  }
+  for (const std::string& text : {stories.substr(0, size_t(32) << 10), absl::StrJoin(std::vector<std::string>(8192, "the"), " ")}) {
+    auto ids = tokenizer->Encode(text, true);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    EXPECT_LT(ids->size(), text.size()) << "the text merged into pieces";
     EXPECT_EQ(DecodeAll(*tokenizer, *ids), text);
   }
 }
@@ -260,6 +279,13 @@ TEST(SentencePieceTokenizer, ItsVocabularyInGgufEncodesLikeLibsentencepiece) {
   EXPECT_EQ((*tokenizer)->bos_id(), reference->bos_id());
   EXPECT_EQ((*tokenizer)->eos_id(), reference->eos_id());
   stories.push_back({"Tom said: \"hi\"  twice 日本 🙂 42", {}});
+  // The stories (repeated to 32 KB) as one prompt: the merges (a heap of candidate pairs) still follow
+  // libsentencepiece's order exactly.
+  std::string all;
+  while (all.size() < (size_t(32) << 10)) {
+    for (const Story& s : stories) all += s.text + " ";
+  }
+  stories.push_back({all, {}});
   for (const Story& s : stories) {
     const std::vector<int> want = *reference->Encode(s.text, true);
     EXPECT_EQ(*(*tokenizer)->Encode(s.text, true), want) << s.text;
