@@ -1,5 +1,6 @@
 #include "worker/http/openai_server.h"
 
+#include <algorithm>
 #include <functional>
 
 #include "absl/strings/str_cat.h"
@@ -8,6 +9,7 @@
 #include "common/log.h"
 #include "common/metrics/metrics_server.h"
 #include "httplib.h"
+#include "worker/http/connection_pool.h"
 #include "worker/http/connection_watcher.h"
 
 namespace a2sf::worker::http {
@@ -206,8 +208,8 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
   if (!server->server_->is_valid()) {
     return absl::InvalidArgumentError("http: cannot set up TLS with --tls_cert, --tls_key and --tls_client_ca");
   }
-  const int threads = options.threads;
-  server->server_->new_task_queue = [threads] { return new httplib::ThreadPool(size_t(threads)); };
+  const size_t warm = size_t(std::max(options.threads, 1)), max = size_t(std::max(options.max_connections, 1));
+  server->server_->new_task_queue = [warm, max] { return new ConnectionPool(warm, max); };
   server->server_->set_payload_max_length(options.max_body_bytes);
   server->Routes();
   const auto [host, port] = SplitHostPort(options.listen);

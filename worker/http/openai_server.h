@@ -7,8 +7,8 @@
 // ConnectionWatcher sees the hang-up while the job runs). The mapping between the two APIs is
 // openai_api.h.
 //
-// Thread-safety: httplib serves each connection on one of its pool's threads; the server holds no
-// per-request state. Ownership: the channel is shared; the tokenizer must outlive the server.
+// Thread-safety: httplib serves each connection on a thread of its own (ConnectionPool); the server
+// holds no per-request state. Ownership: the channel is shared; the tokenizer must outlive the server.
 #ifndef A2SF_WORKER_HTTP_OPENAI_SERVER_H_
 #define A2SF_WORKER_HTTP_OPENAI_SERVER_H_
 
@@ -36,7 +36,10 @@ struct OpenAiServerOptions {
   bool plaintext = false;               // as the gRPC port: TLS unless chosen explicitly
   ServerTlsOptions tls;                 // the gRPC port's certificate, key and client CA
   size_t max_body_bytes = 4 << 20;      // larger bodies are refused with 413
-  int threads = 32;                     // concurrent connections served (each stream holds one)
+  // Connections are served one thread each (a stream holds its thread): `threads` are kept, more
+  // start on demand up to `max_connections` (ConnectionPool); beyond that connections wait.
+  int threads = 32;
+  int max_connections = 512;
 };
 
 class OpenAiServer {

@@ -8,11 +8,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <iostream>
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -143,6 +145,42 @@ TEST_F(OpenAiServerTest, OversizedBodiesAre413WhetherDeclaredOrChunked) {
   EXPECT_EQ(Status(declared_body), 413);
   EXPECT_NE(declared_body.find(R"("message":"the request body is larger than 65536 bytes")"), std::string::npos);
   ExpectServing(http->port());
+}
+
+// A slowloris: 40 clients (more than the 32 warm threads) each dribble a header byte every 500 ms,
+// inside httplib's per-read timeout, for 6 s. Meanwhile a real client is served at once (each
+// connection gets a thread of its own: ConnectionPool); with a fixed pool of 32 it waited for them.
+TEST_F(OpenAiServerTest, ClientsDribblingTheirHeadersDoNotStarveOthers) {
+  auto http = StartPlain();
+  const int port = http->port();
+  std::vector<int> fds;
+  for (int i = 0; i < 40; ++i) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address = {};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(uint16_t(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    const std::string start = "GET /health HTTP/1.1\r\nX-Slow: ";
+    ASSERT_EQ(send(fd, start.data(), start.size(), MSG_NOSIGNAL), ssize_t(start.size()));
+    fds.push_back(fd);
+  }
+  std::atomic<bool> stop{false};
+  std::thread dribble([&] {
+    for (int round = 0; round < 12 && !stop; ++round) {
+      absl::SleepFor(absl::Milliseconds(500));
+      for (int fd : fds) send(fd, "a", 1, MSG_NOSIGNAL);
+    }
+  });
+  absl::SleepFor(absl::Milliseconds(200));  // every slow connection has reached the server
+  const absl::Time start = absl::Now();
+  const std::string health = Exchange(port, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(Status(health), 200) << health;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(2)) << "a real client waited for the slow ones";
+  ExpectServing(port);
+  stop = true;
+  dribble.join();
+  for (int fd : fds) close(fd);
 }
 
 TEST_F(OpenAiServerTest, MalformedRequestsAre4xxAndTheServerKeepsServing) {
