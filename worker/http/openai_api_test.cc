@@ -87,6 +87,10 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
       {"n > 1", with("n", 2), 400, "n"},
       {"max_tokens as string", with("max_tokens", "10"), 400, "max_tokens"},
       {"max_tokens 0", with("max_tokens", 0), 400, "max_tokens"},
+      // As the server parses a body: a non-negative integer is held unsigned, its lower bound too.
+      {"max_tokens 0 parsed", json::parse(R"({"model":"stories260K","prompt":"x","max_tokens":0})"), 400,
+       "max_tokens"},
+      {"n 0 parsed", json::parse(R"({"model":"stories260K","prompt":"x","n":0})"), 400, "n"},
       {"max_tokens negative", with("max_tokens", -5), 400, "max_tokens"},
       {"max_tokens huge", with("max_tokens", 1e30), 400, "max_tokens"},
       {"temperature 3", with("temperature", 3), 400, "temperature"},
