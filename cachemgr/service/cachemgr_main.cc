@@ -1,7 +1,6 @@
 // a2sf-cachemgr: the KV-cache manager server (CacheManager + PolicyAdmin, health, reflection).
 //   a2sf-cachemgr --listen=0.0.0.0:50051 --unix_socket=/run/a2sf/cachemgr.sock --tls_cert=... --tls_key=...
 //   a2sf-cachemgr --listen=127.0.0.1:50051 --plaintext     (logged as such)
-#include <unistd.h>
 
 #include <csignal>
 #include <thread>
@@ -18,6 +17,7 @@
 #include "common/grpc/server.h"
 #include "common/grpc/server_main.h"
 #include "common/log.h"
+#include "common/memory_limit.h"
 #include "common/metrics/metrics_server.h"
 #include "common/shm/ring_handoff.h"
 
@@ -45,7 +45,8 @@ ABSL_FLAG(int, max_sessions, 1024, "session capacity (RESOURCE_EXHAUSTED beyond 
 ABSL_FLAG(int, max_sessions_per_peer, 256,
           "sessions one peer may hold (TLS identity, else IP address; every Unix-socket client is one peer; 0: no "
           "limit beyond --max_sessions)");
-ABSL_FLAG(int64_t, max_store_bytes, 0, "score-store bytes all sessions may hold (0: a quarter of physical memory)");
+ABSL_FLAG(int64_t, max_store_bytes, 0, "score-store bytes all sessions may hold (0: a quarter of the memory the process may use: physical "
+          "memory, or its cgroup's (container's) limit when lower)");
 ABSL_FLAG(int64_t, max_session_bytes, 0, "score-store bytes one session may hold (0: a quarter of --max_store_bytes)");
 ABSL_FLAG(int, max_streams, 256,
           "concurrent score streams (StreamScores and StreamScoreBatches) of all peers together "
@@ -97,9 +98,9 @@ int main(int argc, char** argv) {
   cachemgr::SessionManagerOptions options;
   options.max_sessions = size_t(std::max(1, absl::GetFlag(FLAGS_max_sessions)));
   options.max_sessions_per_peer = size_t(std::max(0, absl::GetFlag(FLAGS_max_sessions_per_peer)));
-  const uint64_t physical = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
+  // A container's memory limit, not the node's memory, where there is one.
   options.max_store_bytes = absl::GetFlag(FLAGS_max_store_bytes) > 0 ? uint64_t(absl::GetFlag(FLAGS_max_store_bytes))
-                                                                      : physical / 4;
+                                                                      : MemoryLimitBytes() / 4;
   options.max_session_bytes = absl::GetFlag(FLAGS_max_session_bytes) > 0
                                   ? uint64_t(absl::GetFlag(FLAGS_max_session_bytes))
                                   : options.max_store_bytes / 4;

@@ -1,0 +1,64 @@
+#include "common/memory_limit.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+
+namespace a2sf {
+namespace {
+
+std::optional<std::string> ReadSmallFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return std::nullopt;
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+uint64_t MemoryLimitFrom(uint64_t physical, const std::string& proc_self_cgroup,
+                         const std::function<std::optional<std::string>(const std::string&)>& read) {
+  std::vector<std::string> files;
+  for (absl::string_view line : absl::StrSplit(proc_self_cgroup, '\n', absl::SkipEmpty())) {
+    const std::vector<absl::string_view> fields = absl::StrSplit(line, absl::MaxSplits(':', 2));
+    if (fields.size() != 3) continue;
+    std::string path(absl::StripSuffix(fields[2], "/"));
+    if (fields[0] == "0" && fields[1].empty()) {
+      for (const char* root : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}) {
+        files.push_back(std::string(root) + path + "/memory.max");
+        files.push_back(std::string(root) + "/memory.max");
+      }
+      continue;
+    }
+    const std::vector<absl::string_view> controllers = absl::StrSplit(fields[1], ',');
+    if (std::find(controllers.begin(), controllers.end(), "memory") != controllers.end()) {
+      files.push_back("/sys/fs/cgroup/memory" + path + "/memory.limit_in_bytes");
+      files.push_back("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    }
+  }
+  uint64_t limit = physical;
+  for (const std::string& file : files) {
+    const std::optional<std::string> text = read(file);
+    uint64_t bytes = 0;
+    if (!text.has_value() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &bytes)) continue;
+    if (bytes >= (uint64_t{1} << 62)) continue;  // v1's "no limit" (2^63 - a page)
+    if (bytes > 0) limit = std::min(limit, bytes);
+  }
+  return limit;
+}
+
+uint64_t MemoryLimitBytes() {
+  const uint64_t physical = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
+  return MemoryLimitFrom(physical, ReadSmallFile("/proc/self/cgroup").value_or(""), ReadSmallFile);
+}
+
+}  // namespace a2sf
