@@ -9,6 +9,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -124,15 +126,44 @@ RingHandoffServer::~RingHandoffServer() {
   for (auto& [handle, pending] : pending_) close(pending.fd);
 }
 
+// One poll over the listening socket and every connection not yet served: a connection is served
+// when its offer has arrived (a SOCK_SEQPACKET message arrives whole, so reading it never waits), and
+// closed unanswered after kIoTimeout without one -- a peer that connects and sends nothing delays no
+// other. Past kMaxConnections waiting, the oldest is closed for the newest.
 void RingHandoffServer::Serve() {
+  struct Waiting {
+    int fd;
+    absl::Time deadline;
+  };
+  std::vector<Waiting> waiting;
+  std::vector<pollfd> polled;
   while (!stop_.HasBeenNotified()) {
-    pollfd p{listen_fd_, POLLIN, 0};
-    if (poll(&p, 1, 100) <= 0) continue;
+    polled.assign(1, pollfd{listen_fd_, POLLIN, 0});
+    for (const Waiting& w : waiting) polled.push_back(pollfd{w.fd, POLLIN, 0});
+    if (poll(polled.data(), polled.size(), 100) < 0) continue;
+    const absl::Time now = absl::Now();
+    std::vector<Waiting> still;
+    for (size_t i = 0; i < waiting.size(); ++i) {
+      const short events = polled[i + 1].revents;
+      if ((events & POLLIN) != 0) {
+        ServeConnection(waiting[i].fd);
+      } else if ((events & (POLLHUP | POLLERR | POLLNVAL)) == 0 && now < waiting[i].deadline) {
+        still.push_back(waiting[i]);
+        continue;
+      }
+      close(waiting[i].fd);
+    }
+    waiting = std::move(still);
+    if ((polled[0].revents & POLLIN) == 0) continue;
     const int connection = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
     if (connection < 0) continue;
-    ServeConnection(connection);
-    close(connection);
+    if (waiting.size() >= kMaxConnections) {
+      close(waiting.front().fd);
+      waiting.erase(waiting.begin());
+    }
+    waiting.push_back({connection, now + kIoTimeout});
   }
+  for (const Waiting& w : waiting) close(w.fd);
 }
 
 void RingHandoffServer::ServeConnection(int connection) {

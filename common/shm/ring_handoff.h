@@ -8,7 +8,8 @@
 // descriptor is a sealed memfd owned by the connecting peer's uid (SO_PEERCRED).
 //
 // Bounds: at most kMaxPending descriptors wait for their OpenSession, each at most kPendingTtl; a
-// peer gets kIoTimeout to send its message, and connections are served one at a time.
+// peer gets kIoTimeout to send its message, and at most kMaxConnections wait to (the oldest goes);
+// connections are served as their messages arrive, so an idle one delays no other.
 //
 // Thread-safety: RingHandoffServer's methods may be called concurrently; it serves on its own thread.
 #ifndef A2SF_COMMON_SHM_RING_HANDOFF_H_
@@ -38,6 +39,7 @@ class RingHandoffServer {
   static constexpr size_t kMaxPending = 64;
   static constexpr absl::Duration kPendingTtl = absl::Seconds(30);
   static constexpr absl::Duration kIoTimeout = absl::Milliseconds(500);
+  static constexpr size_t kMaxConnections = 64;
 
   // Binds `socket_path` (an existing socket there is replaced only if nothing answers on it) with
   // file mode `mode`, and starts serving.

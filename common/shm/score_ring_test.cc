@@ -2,11 +2,14 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/shm/ring_handoff.h"
@@ -198,6 +201,40 @@ TEST(RingHandoff, HandsOverASealedSegmentOnceAndRefusesOthers) {
   EXPECT_EQ((*server)->pending(), 0u);
   server->reset();
   EXPECT_EQ(OfferRingDescriptor(path, (*ring)->fd()).status().code(), absl::StatusCode::kUnavailable);
+}
+
+// Peers that connect to the ring socket and send nothing -- more of them than may wait -- delay no
+// one: an offer made meanwhile is answered at once (served as its message arrives), and the idle
+// connections are closed after kIoTimeout. Served one connection at a time, the offer waited 500 ms
+// per idle peer ahead of it.
+TEST(RingHandoff, IdlePeersDelayNoOffer) {
+  const std::string path = SocketPath("idle");
+  auto server = RingHandoffServer::Start(path, 0600);
+  ASSERT_TRUE(server.ok()) << server.status();
+  std::vector<int> idle;
+  for (size_t i = 0; i < RingHandoffServer::kMaxConnections + 16; ++i) {
+    const int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un address = {};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path.c_str(), sizeof(address.sun_path) - 1);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    idle.push_back(fd);
+  }
+  auto ring = ScoreRing::Create(2, ScoreRing::SlotBytesFor(256, 1), 1);
+  ASSERT_TRUE(ring.ok());
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::string> handle = OfferRingDescriptor(path, (*ring)->fd());
+  ASSERT_TRUE(handle.ok()) << handle.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(1)) << "the offer waited for the idle peers";
+  EXPECT_TRUE((*server)->Take(*handle).ok());
+  // The idle connections are closed: a read sees the end.
+  char byte;
+  for (int fd : idle) {
+    timeval timeout = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+    EXPECT_EQ(recv(fd, &byte, 1, 0), 0);
+    close(fd);
+  }
 }
 
 TEST(ScoreRing, WaitsEndOnTimeoutAndOnClose) {
