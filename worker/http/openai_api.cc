@@ -321,6 +321,50 @@ bool MapChatPrompt(const json& body, const ServedModel& model, MappedRequest* ou
   return true;
 }
 
+// Counts what a body would build, and stops the parse at the first limit passed (json::sax_parse).
+class JsonShape final : public nlohmann::json_sax<json> {
+ public:
+  bool null() override { return Value(); }
+  bool boolean(bool) override { return Value(); }
+  bool number_integer(number_integer_t) override { return Value(); }
+  bool number_unsigned(number_unsigned_t) override { return Value(); }
+  bool number_float(number_float_t, const string_t&) override { return Value(); }
+  bool string(string_t&) override { return Value(); }
+  bool binary(binary_t&) override { return Value(); }
+  bool start_object(std::size_t) override { return Open(); }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return Close(); }
+  bool start_array(std::size_t) override { return Open(); }
+  bool end_array() override { return Close(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    malformed_ = true;
+    return false;
+  }
+  // Empty when the body is within the limits and well-formed.
+  std::string Fault() const { return fault_; }
+  bool malformed() const { return malformed_; }
+
+ private:
+  bool Value() {
+    if (++values_ <= kMaxJsonValues) return true;
+    fault_ = absl::StrCat("the request body holds more than ", kMaxJsonValues, " JSON values");
+    return false;
+  }
+  bool Open() {
+    if (++depth_ <= kMaxJsonDepth) return Value();
+    fault_ = absl::StrCat("the request body nests JSON deeper than ", kMaxJsonDepth, " levels");
+    return false;
+  }
+  bool Close() {
+    --depth_;
+    return true;
+  }
+  int depth_ = 0;
+  size_t values_ = 0;
+  bool malformed_ = false;
+  std::string fault_;
+};
+
 bool MapMaxTokens(Endpoint endpoint, const json& body, MappedRequest* out, ApiError* error) {
   // OpenAI's defaults: 16 for completions; for chat, until a stop or the context is full (0).
   int64_t max_tokens = endpoint == Endpoint::kCompletions ? 16 : 0;
@@ -350,6 +394,17 @@ bool RejectUnsupported(Endpoint endpoint, const json& body, ApiError* error) {
                      (std::string(name) == "best_of" && *v == 1) ||
                      (std::string(name) == "response_format" && v->is_object() && v->value("type", "") == "text");
     if (!off) return Fail(error, name, absl::StrCat("'", name, "' is not supported by this server"));
+  }
+  return true;
+}
+
+bool ParseBody(const std::string& body, json* out, ApiError* error) {
+  JsonShape shape;
+  const bool whole = json::sax_parse(body, &shape);
+  if (!whole && !shape.malformed()) return Fail(error, "", shape.Fault());
+  *out = whole ? json::parse(body, nullptr, /*allow_exceptions=*/false) : json(json::value_t::discarded);
+  if (out->is_discarded()) {
+    return Fail(error, "", "We could not parse the JSON body of your request: it is not valid JSON.");
   }
   return true;
 }

@@ -53,6 +53,14 @@ struct MappedRequest {
   std::string model;
 };
 
+// A request body as JSON. Refused (400) before a value is built when it nests deeper than
+// kMaxJsonDepth or holds more than kMaxJsonValues values (strings, numbers, ... each count): a body of
+// small values builds ~30x its bytes in memory, so the body limit alone does not bound what parsing a
+// request costs (32 bodies of 4 MiB of "[[[..." held 3.6 GB). Not JSON at all: 400 too.
+inline constexpr int kMaxJsonDepth = 64;
+inline constexpr size_t kMaxJsonValues = size_t(1) << 17;
+bool ParseBody(const std::string& body, nlohmann::json* out, ApiError* error);
+
 // Parses and validates `body`; on failure fills `error` and returns false. Unknown fields are ignored
 // (as OpenAI's servers do); known fields of the wrong type or range are 400s naming the field.
 bool MapRequest(Endpoint endpoint, const nlohmann::json& body, const ServedModel& model, MappedRequest* out,

@@ -76,6 +76,39 @@ struct BadCase {
   const char* param;
 };
 
+// Bodies are bounded in what they build, not only in bytes: too deep or too many values is a 400
+// before anything is built; at the limits, and for a request's usual shapes, they parse.
+TEST(OpenAiApiTest, ParseBodyBoundsDepthAndValues) {
+  json out;
+  ApiError error;
+  const std::string deep_ok = std::string(kMaxJsonDepth, '[') + std::string(kMaxJsonDepth, ']');
+  EXPECT_TRUE(ParseBody(deep_ok, &out, &error)) << error.message;
+  const std::string too_deep = std::string(kMaxJsonDepth + 1, '[') + std::string(kMaxJsonDepth + 1, ']');
+  EXPECT_FALSE(ParseBody(too_deep, &out, &error));
+  EXPECT_EQ(error.http_status, 400);
+  EXPECT_NE(error.message.find("deeper than 64"), std::string::npos) << error.message;
+  // Unclosed: the depth is passed before the end is found missing.
+  EXPECT_FALSE(ParseBody(std::string(1000000, '['), &out, &error));
+  EXPECT_NE(error.message.find("deeper"), std::string::npos) << error.message;
+
+  // A prompt of token ids: the array and its values count.
+  auto prompt_of = [](size_t ids) {
+    std::string body = R"({"model":"m","prompt":[)";
+    for (size_t i = 0; i < ids; ++i) body += i == 0 ? "1" : ",1";
+    return body + "]}";
+  };
+  EXPECT_TRUE(ParseBody(prompt_of(kMaxJsonValues - 3), &out, &error)) << error.message;  // + object, model, array
+  EXPECT_EQ(out["prompt"].size(), kMaxJsonValues - 3);
+  EXPECT_FALSE(ParseBody(prompt_of(kMaxJsonValues - 2), &out, &error));
+  EXPECT_NE(error.message.find("more than 131072 JSON values"), std::string::npos) << error.message;
+
+  EXPECT_FALSE(ParseBody("{not json", &out, &error));
+  EXPECT_NE(error.message.find("not valid JSON"), std::string::npos) << error.message;
+  EXPECT_FALSE(ParseBody("", &out, &error));
+  EXPECT_TRUE(ParseBody(R"({"model":"m","messages":[{"role":"user","content":"hi"}],"stop":["a"]})", &out, &error));
+  EXPECT_EQ(out["messages"][0]["content"], "hi");
+}
+
 TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
   const json ok = {{"model", "stories260K"}, {"prompt", "x"}};
   const auto with = [&](const char* key, json value) {

@@ -1,6 +1,7 @@
 #include "worker/http/openai_server.h"
 
 #include <algorithm>
+#include <atomic>
 #include <functional>
 
 #include "absl/strings/str_cat.h"
@@ -147,17 +148,35 @@ void MergeLogprobs(const json& piece, json* whole) {
 // here as it arrives), and a malformed one with 400. The answer says "Connection: close"; httplib 0.11
 // still reads on until the client closes or its read timeout (5 s), and answers what follows a refused
 // chunked body as a malformed request.
-bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, std::string* body, httplib::Response& response) {
-  bool too_large = false;
+// Reads the request body into `body`: at most `max_bytes` (else 413), each chunk first reserved in
+// `in_flight` (the bytes every request's body holds at once, released by the caller) up to
+// `max_in_flight` (else 503, retried by OpenAI's clients). False, with the error sent, on any failure.
+bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, std::atomic<size_t>* in_flight,
+              size_t max_in_flight, size_t* reserved, std::string* body, httplib::Response& response) {
+  bool too_large = false, busy = false;
   const bool read = content([&](const char* data, size_t size) {
     too_large = body->size() + size > max_bytes;
-    if (!too_large) body->append(data, size);
-    return !too_large;
+    if (too_large) return false;
+    if (in_flight->fetch_add(size) + size > max_in_flight) {
+      in_flight->fetch_sub(size);
+      busy = true;
+      return false;
+    }
+    *reserved += size;
+    body->append(data, size);
+    return true;
   });
   if (read) return true;
-  SendError(response, too_large || response.status == 413
-                          ? Error(413, absl::StrCat("the request body is larger than ", max_bytes, " bytes"))
-                          : Error(400, "the request body could not be read (malformed chunked encoding or cut short)"));
+  if (busy) {
+    SendError(response, Error(503, absl::StrCat("the server is reading more request bodies than it holds at once (",
+                                                max_in_flight, " bytes); retry"),
+                              "server_error"));
+    response.set_header("Retry-After", "1");
+  } else {
+    SendError(response, too_large || response.status == 413
+                            ? Error(413, absl::StrCat("the request body is larger than ", max_bytes, " bytes"))
+                            : Error(400, "the request body could not be read (malformed chunked encoding or cut short)"));
+  }
   response.set_header("Connection", "close");
   return false;
 }
@@ -251,7 +270,12 @@ void OpenAiServer::Routes() {
     s.Post(path, [this, endpoint = endpoint](const httplib::Request& request, httplib::Response& response,
                                              const httplib::ContentReader& content) {
       std::string body;
-      if (ReadBody(content, options_.max_body_bytes, &body, response)) Generate(request, body, response, endpoint);
+      size_t reserved = 0;  // held until the request is answered: its body, and what is parsed from it
+      if (ReadBody(content, options_.max_body_bytes, &body_bytes_in_flight_, options_.max_body_bytes_in_flight,
+                   &reserved, &body, response)) {
+        Generate(request, body, response, endpoint);
+      }
+      body_bytes_in_flight_.fetch_sub(reserved);
     });
     s.Get(path, method_not_allowed("POST"));
   }
@@ -291,12 +315,10 @@ void OpenAiServer::Routes() {
 
 void OpenAiServer::Generate(const httplib::Request& request, const std::string& body, httplib::Response& response,
                             Endpoint endpoint) {
-  const json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) {
-    return SendError(response, Error(400, "We could not parse the JSON body of your request: it is not valid JSON."));
-  }
-  auto mapped = std::make_shared<MappedRequest>();
+  json parsed;
   ApiError error;
+  if (!ParseBody(body, &parsed, &error)) return SendError(response, error);
+  auto mapped = std::make_shared<MappedRequest>();
   if (!MapRequest(endpoint, parsed, model_, mapped.get(), &error)) return SendError(response, error);
   auto call = std::make_shared<JobCall>(stub_.get(), mapped, endpoint, model_.tokenizer);
   call->CancelWhenClosed(watcher_.get(), ConnectionSocket(request));

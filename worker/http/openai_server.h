@@ -12,6 +12,7 @@
 #ifndef A2SF_WORKER_HTTP_OPENAI_SERVER_H_
 #define A2SF_WORKER_HTTP_OPENAI_SERVER_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -36,6 +37,8 @@ struct OpenAiServerOptions {
   bool plaintext = false;               // as the gRPC port: TLS unless chosen explicitly
   ServerTlsOptions tls;                 // the gRPC port's certificate, key and client CA
   size_t max_body_bytes = 4 << 20;      // larger bodies are refused with 413
+  // Bytes of request bodies all connections hold at once (as 32 bodies of 4 MiB); past it 503.
+  size_t max_body_bytes_in_flight = size_t(128) << 20;
   // Connections are served one thread each (a stream holds its thread): `threads` are kept, more
   // start on demand up to `max_connections` (ConnectionPool); beyond that connections wait.
   int threads = 32;
@@ -67,6 +70,7 @@ class OpenAiServer {
   OpenAiServerOptions options_;
   ServedModel model_;
   std::unique_ptr<v1::Generation::Stub> stub_;
+  std::atomic<size_t> body_bytes_in_flight_{0};  // ReadBody's reservations
   std::unique_ptr<ConnectionWatcher> watcher_;  // notices clients that hang up; outlives the requests
   int64_t created_ = 0;
   std::unique_ptr<httplib::Server> server_;

@@ -183,6 +183,39 @@ TEST_F(OpenAiServerTest, ClientsDribblingTheirHeadersDoNotStarveOthers) {
   for (int fd : fds) close(fd);
 }
 
+// Request bodies being read are bounded in all (max_body_bytes_in_flight), not only one by one: with
+// one client holding 50 KB of an unfinished body, another's 20 KB is refused 503 with Retry-After
+// (past a 64 KB bound); once the first is gone, bodies are read again.
+TEST_F(OpenAiServerTest, BodiesInFlightAreBoundedTogether) {
+  OpenAiServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.plaintext = true;
+  options.max_body_bytes = 64 << 10;
+  options.max_body_bytes_in_flight = 64 << 10;
+  auto http = StartHttp(options);
+  const int port = http->port();
+  const int slow = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(uint16_t(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(slow, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  const std::string head =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n";
+  const std::string part = head + std::string(50000, ' ');
+  ASSERT_EQ(send(slow, part.data(), part.size(), MSG_NOSIGNAL), ssize_t(part.size()));
+  absl::SleepFor(absl::Milliseconds(300));  // the server has read what was sent
+  const std::string body = R"({"model":"m","prompt":"Once","max_tokens":3})" + std::string(20000, ' ');
+  const std::string busy = Exchange(port, Post("/v1/completions", body));
+  EXPECT_EQ(Status(busy), 503) << busy.substr(0, 300);
+  EXPECT_NE(busy.find("Retry-After: 1"), std::string::npos) << busy.substr(0, 300);
+  EXPECT_EQ(Body(busy)["error"]["type"], "server_error") << busy.substr(0, 300);
+  close(slow);
+  absl::SleepFor(absl::Milliseconds(300));  // its reservation is released
+  const std::string served = Exchange(port, Post("/v1/completions", body));
+  EXPECT_EQ(Status(served), 200) << served.substr(0, 300);
+}
+
 TEST_F(OpenAiServerTest, MalformedRequestsAre4xxAndTheServerKeepsServing) {
   auto http = StartPlain();
   const int port = http->port();
