@@ -191,6 +191,14 @@ TEST(WorkerEdge, TheRequestContractIsEnforced) {
   result = node.client().Generate(unknown, nullptr, 0);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
   EXPECT_TRUE(absl::StrContains(result.status().message(), "prefill")) << result.status();
+  // Job ids are logged and listed: too long, or with a line break or a terminal escape, is refused.
+  for (const std::string& id : {std::string(129, 'j'), std::string("a\nfake log line"), std::string("x\x1b[2J")}) {
+    v1::GenerateRequest named = Job();
+    named.set_job_id(id);
+    result = node.client().Generate(named, nullptr, 0);
+    EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+    EXPECT_TRUE(absl::StrContains(result.status().message(), "job_id")) << result.status();
+  }
   // Temperatures too small to divide by sample greedily: the greedy run's tokens, not garbage.
   auto greedy = node.client().Generate(Job(), nullptr, 0);
   ASSERT_TRUE(greedy.ok()) << greedy.status();

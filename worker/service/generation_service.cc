@@ -1,5 +1,7 @@
 #include "worker/service/generation_service.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "cachemgr/policy_library.h"
 #include "common/grpc/status.h"
@@ -36,6 +38,11 @@ std::shared_ptr<GenerationService::Job> GenerationService::Register(const std::s
   job->id = requested_id.empty() ? absl::StrCat(options_.worker_name, "-", next_job_++) : requested_id;
   if (job->id.size() > 128) {
     *status = absl::InvalidArgumentError("job_id: at most 128 characters");
+    return nullptr;
+  }
+  // Ids are logged and listed: no line breaks or terminal escapes in them.
+  if (std::any_of(job->id.begin(), job->id.end(), [](char c) { return uint8_t(c) < 0x20 || c == 0x7f; })) {
+    *status = absl::InvalidArgumentError("job_id: control characters (line breaks, escapes) are not allowed");
     return nullptr;
   }
   absl::MutexLock lock(&mutex_);
