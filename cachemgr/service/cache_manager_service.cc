@@ -374,6 +374,8 @@ absl::StatusOr<ScoreView> RingScoreView(const ScoreRing& ring, uint64_t seq, con
   }
   view.data = ring.step_payload(seq);
   view.num_values = count;
+  view.layers = step.shape[0];  // rank >= 3 was checked
+  view.kv_heads = step.shape[1];
   return view;
 }
 

@@ -793,6 +793,39 @@ TEST_F(CacheManagerServiceTest, SwapsThatChangeWhetherThePolicyEvictsAreRefused)
 
 // Issue 11, finding 7: a label cut at 256 bytes stays valid UTF-8, so GetSession and ListSessions
 // keep working for everybody.
+// A step's shape must be the session's [layers, KV heads, entries], not only hold as many values: a
+// session of 3 layers x 2 KV heads refuses scores shaped [2, 3, 1] (transposed: the same count) and
+// takes [3, 2, 1]; so too a bulk prefill.
+TEST_F(CacheManagerServiceTest, ATransposedScoreShapeIsRefused) {
+  v1::OpenSessionRequest request;
+  request.mutable_shape()->set_num_layers(3);
+  request.mutable_shape()->set_num_kv_heads(2);
+  request.mutable_shape()->set_query_heads_per_kv_head(1);
+  request.mutable_policy()->set_name("a2sf");
+  request.mutable_budget()->set_tokens(4);
+  grpc::ClientContext context;
+  v1::OpenSessionResponse opened;
+  ASSERT_TRUE(stub_->OpenSession(&context, request, &opened).ok());
+  secrets_[opened.session_id()] = opened.session_secret();
+  auto shaped = [&](v1::StepKind kind, std::vector<uint32_t> shape, size_t values) {
+    v1::ScoreStep step = MakeStep(opened.session_id(), 0, std::vector<float>(values, 0.5f), 1);
+    step.set_kind(kind);
+    step.mutable_scores()->clear_shape();
+    for (uint32_t d : shape) step.mutable_scores()->add_shape(d);
+    return step;
+  };
+  const grpc::Status transposed = Submit(shaped(v1::STEP_KIND_TOKEN, {2, 3, 1}, 6));
+  EXPECT_EQ(transposed.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(transposed.error_message().find("scores.shape: [2, 3, ...]"), std::string::npos)
+      << transposed.error_message();
+  const grpc::Status bulk = Submit(shaped(v1::STEP_KIND_BULK_PREFILL, {2, 3, 2, 2}, 24));
+  EXPECT_EQ(bulk.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bulk.error_message().find("scores.shape: [2, 3, ...]"), std::string::npos) << bulk.error_message();
+  EXPECT_EQ(StepsOf(opened.session_id()), 0u) << "neither was applied";
+  const grpc::Status right = Submit(shaped(v1::STEP_KIND_TOKEN, {3, 2, 1}, 6));
+  EXPECT_TRUE(right.ok()) << right.error_message();
+}
+
 // Errors that echo a peer's oversized string -- a 100 KB policy name, a 100 KB session id -- reach
 // the client with their code and a message cut to kMaxStatusMessageBytes (uncut, the trailing
 // metadata would exceed gRPC's limit and the client would get no status), and the connection serves on.

@@ -77,6 +77,8 @@ absl::StatusOr<ScoreView> ScoreViewOf(const v1::ScoreTensor& tensor, int expecte
   // Packed little-endian values; fp32 needs 4-byte alignment for the vector loads' scalar tails.
   view.data = tensor.data().data();
   view.num_values = count;
+  view.layers = tensor.shape(0);  // expected_rank >= 3 was checked
+  view.kv_heads = tensor.shape(1);
   return view;
 }
 

@@ -11,9 +11,23 @@ absl::Status CheckGeometry(SessionGeometry geometry) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The view's [layers, KV heads] against the session's, where the sender gave them.
+absl::Status CheckLeadingDims(const ScoreView& scores, SessionGeometry geometry) {
+  if (scores.layers == 0 && scores.kv_heads == 0) return absl::OkStatus();
+  if (scores.layers == geometry.num_layers && scores.kv_heads == geometry.num_kv_heads) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("scores.shape: [", scores.layers, ", ", scores.kv_heads,
+                                                 ", ...] (layers, KV heads), the session's are [", geometry.num_layers,
+                                                 ", ", geometry.num_kv_heads, "]"));
+}
+
+}  // namespace
+
 absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry, uint32_t entries,
                                  uint32_t newest_position) {
   if (step.rule == nullptr) return absl::InvalidArgumentError("token step without an eviction rule");
+  if (absl::Status dims = CheckLeadingDims(step.scores, geometry); !dims.ok()) return dims;
   const uint64_t expected = uint64_t{geometry.heads()} * (uint64_t{entries} + 1);
   if (step.scores.num_values != expected) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -63,6 +77,7 @@ absl::Status CheckBulkPrefillShape(const BulkPrefill& prefill, SessionGeometry g
   }
   const uint32_t P = prefill.prompt_length;
   if (P == 0) return absl::InvalidArgumentError("prompt_length: must be >= 1");
+  if (absl::Status dims = CheckLeadingDims(prefill.scores, geometry); !dims.ok()) return dims;
   if (uint64_t{prefill.first_position} + P - 1 > kv::kMaxPosition) {
     return absl::InvalidArgumentError("position: prompt positions exceed the largest supported position");
   }

@@ -44,6 +44,9 @@ struct ScoreView {
   size_t num_values = 0;
   bool on_device = false;
   void* ready_event = nullptr;
+  // The sender's shape's first two dimensions, [layers, KV heads, ...], checked against the session's
+  // (a transposed shape has the right count); 0: not given.
+  uint32_t layers = 0, kv_heads = 0;
 };
 
 // Largest score value a store accepts. A step's score is a sum of softmax probabilities over the query
@@ -141,8 +144,9 @@ class ScoreStore {
 // INVALID_ARGUMENT unless both dimensions are >= 1.
 absl::Status CheckGeometry(SessionGeometry geometry);
 
-// Checks that a token step's payload has [heads][entries + 1] values and that its position comes
-// after `newest_position` (when the session holds entries).
+// Checks that a token step's payload is [layers][KV heads][entries + 1] (its count, and its first two
+// dimensions where the view has them) and that its position comes after `newest_position` (when the
+// session holds entries).
 absl::Status CheckTokenStepShape(const TokenStep& step, SessionGeometry geometry, uint32_t entries,
                                  uint32_t newest_position);
 
@@ -153,7 +157,7 @@ absl::Status CheckSeed(SessionGeometry geometry, uint32_t current_entries, absl:
 // FAILED_PRECONDITION for scores in GPU memory (a store or step that reads them on the host).
 absl::Status CheckHostScores(const ScoreView& scores);
 
-// Checks that a bulk prefill targets an empty session and carries [heads][P][P] values.
+// Checks that a bulk prefill targets an empty session and carries [layers][KV heads][P][P] values.
 absl::Status CheckBulkPrefillShape(const BulkPrefill& prefill, SessionGeometry geometry, uint32_t entries);
 
 }  // namespace a2sf::cachemgr
