@@ -72,6 +72,13 @@ const json* Field(const json& body, const char* name) {
   return it == body.end() || it->is_null() ? nullptr : &*it;
 }
 
+// True when `object` is an object whose `key` is the string `value`; any other type is false (json's
+// value(key, default) throws on a field of another type).
+bool StringFieldIs(const json& object, const char* key, absl::string_view value) {
+  const json* v = object.is_object() ? Field(object, key) : nullptr;
+  return v != nullptr && v->is_string() && v->get_ref<const std::string&>() == value;
+}
+
 bool Number(const json& body, const char* name, double lo, double hi, double* out, ApiError* error) {
   const json* v = Field(body, name);
   if (v == nullptr) return true;
@@ -392,7 +399,7 @@ bool RejectUnsupported(Endpoint endpoint, const json& body, ApiError* error) {
     if (v == nullptr) continue;
     const bool off = (v->is_boolean() && !v->get<bool>()) || ((v->is_object() || v->is_array()) && v->empty()) ||
                      (std::string(name) == "best_of" && *v == 1) ||
-                     (std::string(name) == "response_format" && v->is_object() && v->value("type", "") == "text");
+                     (std::string(name) == "response_format" && StringFieldIs(*v, "type", "text"));
     if (!off) return Fail(error, name, absl::StrCat("'", name, "' is not supported by this server"));
   }
   return true;
@@ -443,7 +450,7 @@ bool MessageContent(const json& message, size_t index, std::string* content, Api
     *content = c->get<std::string>();
   } else if (c->is_array()) {
     for (const json& part : *c) {
-      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") || !part["text"].is_string()) {
+      if (!StringFieldIs(part, "type", "text") || !part.contains("text") || !part["text"].is_string()) {
         return Fail(error, param, absl::StrCat("'", param, "' parts must be {\"type\": \"text\", \"text\": string}"));
       }
       content->append(part["text"].get<std::string>());
@@ -484,7 +491,7 @@ bool ChatPromptIds(const json& messages, const Tokenizer& tokenizer, std::vector
     turns.push_back(std::move(content));
   }
   if (turns.size() % 2 == 0) return Fail(error, "messages", "the last message must be from the user");
-  if (!system.empty() || messages[0].value("role", "") == "system") {
+  if (!system.empty() || StringFieldIs(messages[0], "role", "system")) {
     turns[0] = std::string(absl::StripAsciiWhitespace(absl::StrCat("<<SYS>>\n", system, "\n<</SYS>>\n\n", turns[0])));
   }
   const auto append = [&](const std::string& text) {

@@ -158,6 +158,7 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
       {"suffix", with("suffix", "end"), 400, "suffix"},
       {"logit_bias", with("logit_bias", {{"50256", -100}}), 400, "logit_bias"},
       {"json mode", with("response_format", {{"type", "json_object"}}), 400, "response_format"},
+      {"response_format type number", with("response_format", {{"type", 7}}), 400, "response_format"},
   };
   for (const BadCase& c : cases) {
     const ApiError e = MapError(Endpoint::kCompletions, c.body);
@@ -311,6 +312,9 @@ TEST_F(ChatTemplateTest, BadConversationsAre400s) {
       {{{{"role", "user"}, {"content", 5}}}, "messages[0].content"},
       {{{{"role", 1}, {"content", "x"}}}, "messages[0]"},
       {{{{"role", "user"}, {"content", {{{"type", "image_url"}}}}}}, "messages[0].content"},
+      // A part whose "type" is not a string is a 400, not an exception (json's value() throws).
+      {{{{"role", "user"}, {"content", {{{"type", 1}, {"text", "x"}}}}}}, "messages[0].content"},
+      {{{{"role", "user"}, {"content", {"just a string"}}}}, "messages[0].content"},
   };
   for (const auto& [messages, param] : cases) {
     std::vector<uint32_t> ids;

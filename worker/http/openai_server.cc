@@ -143,35 +143,62 @@ void MergeLogprobs(const json& piece, json* whole) {
   }
 }
 
-// Reads the request body through httplib's content reader, refusing one over `max_bytes` with 413
-// whether its length was declared (httplib refuses that before reading) or it came chunked (counted
-// here as it arrives), and a malformed one with 400. The answer says "Connection: close"; httplib 0.11
-// still reads on until the client closes or its read timeout (5 s), and answers what follows a refused
-// chunked body as a malformed request.
-// Reads the request body into `body`: at most `max_bytes` (else 413), each chunk first reserved in
-// `in_flight` (the bytes every request's body holds at once, released by the caller) up to
-// `max_in_flight` (else 503, retried by OpenAI's clients). False, with the error sent, on any failure.
-bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, std::atomic<size_t>* in_flight,
-              size_t max_in_flight, size_t* reserved, std::string* body, httplib::Response& response) {
-  bool too_large = false, busy = false;
-  const bool read = content([&](const char* data, size_t size) {
-    too_large = body->size() + size > max_bytes;
-    if (too_large) return false;
-    if (in_flight->fetch_add(size) + size > max_in_flight) {
-      in_flight->fetch_sub(size);
-      busy = true;
+// Bytes of request bodies reserved in a shared budget (OpenAiServer::body_bytes_in_flight_), given
+// back when the reservation ends, whatever way its request ends.
+class BodyReservation {
+ public:
+  BodyReservation(std::atomic<size_t>* in_flight, size_t max) : in_flight_(in_flight), max_(max) {}
+  ~BodyReservation() { in_flight_->fetch_sub(bytes_); }
+  BodyReservation(const BodyReservation&) = delete;
+  BodyReservation& operator=(const BodyReservation&) = delete;
+  // False (nothing reserved) when `bytes` more would pass the budget.
+  bool Add(size_t bytes) {
+    if (in_flight_->fetch_add(bytes) + bytes > max_) {
+      in_flight_->fetch_sub(bytes);
       return false;
     }
-    *reserved += size;
+    bytes_ += bytes;
+    return true;
+  }
+  size_t max() const { return max_; }
+
+ private:
+  std::atomic<size_t>* const in_flight_;
+  const size_t max_;
+  size_t bytes_ = 0;
+};
+
+// A request body must have arrived this long after its headers: a client that dribbles its body
+// holds its thread and its reservation no longer.
+constexpr absl::Duration kBodyDeadline = absl::Seconds(30);
+
+// Reads the request body into `body`: at most `max_bytes` (else 413, whether its length was declared
+// -- httplib refuses that before reading -- or it came chunked), within kBodyDeadline (else 408), each
+// chunk first reserved in `reservation` (else 503, which OpenAI's clients retry); a malformed one is
+// 400. False, with the error sent, on any failure. The answer says "Connection: close"; httplib 0.11
+// still reads on until the client closes or its read timeout (5 s), and answers what follows a
+// refused chunked body as a malformed request.
+bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, BodyReservation* reservation,
+              std::string* body, httplib::Response& response) {
+  const absl::Time deadline = absl::Now() + kBodyDeadline;
+  bool too_large = false, busy = false, late = false;
+  const bool read = content([&](const char* data, size_t size) {
+    too_large = body->size() + size > max_bytes;
+    late = !too_large && absl::Now() > deadline;
+    busy = !too_large && !late && !reservation->Add(size);
+    if (too_large || late || busy) return false;
     body->append(data, size);
     return true;
   });
   if (read) return true;
   if (busy) {
     SendError(response, Error(503, absl::StrCat("the server is reading more request bodies than it holds at once (",
-                                                max_in_flight, " bytes); retry"),
+                                                reservation->max(), " bytes); retry"),
                               "server_error"));
     response.set_header("Retry-After", "1");
+  } else if (late) {
+    SendError(response, Error(408, absl::StrCat("the request body did not arrive within ",
+                                                absl::FormatDuration(kBodyDeadline))));
   } else {
     SendError(response, too_large || response.status == 413
                             ? Error(413, absl::StrCat("the request body is larger than ", max_bytes, " bytes"))
@@ -269,13 +296,8 @@ void OpenAiServer::Routes() {
                                        std::pair{"/v1/chat/completions", Endpoint::kChatCompletions}}) {
     s.Post(path, [this, endpoint = endpoint](const httplib::Request& request, httplib::Response& response,
                                              const httplib::ContentReader& content) {
-      std::string body;
-      size_t reserved = 0;  // held until the request is answered: its body, and what is parsed from it
-      if (ReadBody(content, options_.max_body_bytes, &body_bytes_in_flight_, options_.max_body_bytes_in_flight,
-                   &reserved, &body, response)) {
-        Generate(request, body, response, endpoint);
-      }
-      body_bytes_in_flight_.fetch_sub(reserved);
+      std::shared_ptr<MappedRequest> mapped = ReadRequest(content, endpoint, response);
+      if (mapped != nullptr) Generate(request, std::move(mapped), response, endpoint);
     });
     s.Get(path, method_not_allowed("POST"));
   }
@@ -313,13 +335,24 @@ void OpenAiServer::Routes() {
   });
 }
 
-void OpenAiServer::Generate(const httplib::Request& request, const std::string& body, httplib::Response& response,
-                            Endpoint endpoint) {
+std::shared_ptr<MappedRequest> OpenAiServer::ReadRequest(const httplib::ContentReader& content, Endpoint endpoint,
+                                                         httplib::Response& response) {
+  // The body and its JSON live (and stay reserved) only while the request is read and mapped.
+  BodyReservation reservation(&body_bytes_in_flight_, options_.max_body_bytes_in_flight);
+  std::string body;
+  if (!ReadBody(content, options_.max_body_bytes, &reservation, &body, response)) return nullptr;
   json parsed;
   ApiError error;
-  if (!ParseBody(body, &parsed, &error)) return SendError(response, error);
   auto mapped = std::make_shared<MappedRequest>();
-  if (!MapRequest(endpoint, parsed, model_, mapped.get(), &error)) return SendError(response, error);
+  if (!ParseBody(body, &parsed, &error) || !MapRequest(endpoint, parsed, model_, mapped.get(), &error)) {
+    SendError(response, error);
+    return nullptr;
+  }
+  return mapped;
+}
+
+void OpenAiServer::Generate(const httplib::Request& request, std::shared_ptr<MappedRequest> mapped,
+                            httplib::Response& response, Endpoint endpoint) {
   auto call = std::make_shared<JobCall>(stub_.get(), mapped, endpoint, model_.tokenizer);
   call->CancelWhenClosed(watcher_.get(), ConnectionSocket(request));
   if (grpc::Status accepted = call->Accept(); !accepted.ok()) return SendError(response, FromGrpc(accepted));

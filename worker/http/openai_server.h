@@ -37,7 +37,8 @@ struct OpenAiServerOptions {
   bool plaintext = false;               // as the gRPC port: TLS unless chosen explicitly
   ServerTlsOptions tls;                 // the gRPC port's certificate, key and client CA
   size_t max_body_bytes = 4 << 20;      // larger bodies are refused with 413
-  // Bytes of request bodies all connections hold at once (as 32 bodies of 4 MiB); past it 503.
+  // Bytes of request bodies all connections hold at once while they are read and mapped (as 32
+  // bodies of 4 MiB); past it 503.
   size_t max_body_bytes_in_flight = size_t(128) << 20;
   // Connections are served one thread each (a stream holds its thread): `threads` are kept, more
   // start on demand up to `max_connections` (ConnectionPool); beyond that connections wait.
@@ -64,13 +65,18 @@ class OpenAiServer {
  private:
   OpenAiServer() = default;
   void Routes();
-  void Generate(const httplib::Request& request, const std::string& body, httplib::Response& response,
+  // Reads, parses and maps a POST's body (its bytes reserved in body_bytes_in_flight_ meanwhile);
+  // null, with the error sent, when it fails.
+  std::shared_ptr<MappedRequest> ReadRequest(const httplib::ContentReader& content, Endpoint endpoint,
+                                             httplib::Response& response);
+  // Runs the job and answers it (JSON, or a stream of events).
+  void Generate(const httplib::Request& request, std::shared_ptr<MappedRequest> mapped, httplib::Response& response,
                 Endpoint endpoint);
 
   OpenAiServerOptions options_;
   ServedModel model_;
   std::unique_ptr<v1::Generation::Stub> stub_;
-  std::atomic<size_t> body_bytes_in_flight_{0};  // ReadBody's reservations
+  std::atomic<size_t> body_bytes_in_flight_{0};  // BodyReservations of the requests being read
   std::unique_ptr<ConnectionWatcher> watcher_;  // notices clients that hang up; outlives the requests
   int64_t created_ = 0;
   std::unique_ptr<httplib::Server> server_;

@@ -214,6 +214,20 @@ TEST_F(OpenAiServerTest, BodiesInFlightAreBoundedTogether) {
   absl::SleepFor(absl::Milliseconds(300));  // its reservation is released
   const std::string served = Exchange(port, Post("/v1/completions", body));
   EXPECT_EQ(Status(served), 200) << served.substr(0, 300);
+  // Every way a request fails gives its bytes back: ten failures of 40 KB each, then 40 KB is served.
+  const std::string pad(40000, ' ');
+  for (int i = 0; i < 2; ++i) {
+    for (const std::string& bad :
+         {"{not json" + pad, R"({"model":"m","prompt":"x","max_tokens":0})" + pad,
+          R"({"model":"m","messages":[{"role":"user","content":[{"type":1,"text":"x"}]}]})" + pad,
+          R"({"model":"nope","prompt":"x"})" + pad, std::string(70 << 10, 'x')}) {
+      const std::string path = bad.find("messages") != std::string::npos ? "/v1/chat/completions" : "/v1/completions";
+      const int status = Status(Exchange(port, Post(path, bad)));
+      EXPECT_TRUE(status == 400 || status == 404 || status == 413) << status;
+    }
+  }
+  const std::string after = Exchange(port, Post("/v1/completions", body + pad));
+  EXPECT_EQ(Status(after), 200) << after.substr(0, 300);
 }
 
 TEST_F(OpenAiServerTest, MalformedRequestsAre4xxAndTheServerKeepsServing) {
