@@ -1,6 +1,7 @@
 #include "worker/http/connection_pool.h"
 
 #include <algorithm>
+#include <system_error>
 #include <utility>
 
 namespace a2sf::worker::http {
@@ -19,9 +20,16 @@ void ConnectionPool::enqueue(std::function<void()> fn) {
     wake_.notify_one();
     return;
   }
-  const int id = next_id_++;
-  ++live_;
-  threads_.emplace(id, std::thread(&ConnectionPool::Run, this, id));
+  const int id = next_id_;
+  std::thread thread;
+  try {
+    thread = std::thread(&ConnectionPool::Run, this, id);
+  } catch (const std::system_error&) {  // no thread to be had (a process or memory limit): the task
+    return;                             // waits for a thread that is running
+  }
+  ++next_id_;
+  ++live_;  // the new thread waits for the mutex this call holds before it counts itself idle
+  threads_.emplace(id, std::move(thread));
 }
 
 void ConnectionPool::Run(int id) {

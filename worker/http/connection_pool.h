@@ -4,7 +4,8 @@
 // within httplib's per-read timeout) starve every other client. Here `warm` threads are kept and more
 // start on demand up to `max`; a thread above `warm` ends after `idle_retire` without a connection.
 // Beyond `max` connections wait for a thread (so `max` is what a slowloris must hold; put a proxy with
-// a whole-header deadline in front where more is at stake).
+// a whole-header deadline in front where more is at stake), each holding its socket meanwhile: the
+// queue is not bounded. Where no thread can be started (a process limit), the task waits likewise.
 //
 // Thread-safety: enqueue and shutdown may be called from any thread (httplib: its listen thread).
 // Ownership: the pool owns its threads; shutdown (or the destructor) runs what is queued and joins them.
@@ -43,7 +44,8 @@ class ConnectionPool final : public httplib::TaskQueue {
 
  private:
   void Run(int id);
-  // Joins the threads that retired (they have left Run). REQUIRES: mutex_ held.
+  // Joins the threads that retired (they have left Run). REQUIRES: mutex_ held through `lock`, which
+  // is released while joining: what the caller read before may have changed after.
   void JoinRetired(std::unique_lock<std::mutex>* lock);
 
   const size_t warm_, max_;

@@ -1,9 +1,14 @@
 #include "worker/tokenizer/tokenizer.h"
 
+#include <cmath>
 #include <cstdlib>
-#include <functional>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+#include <set>
 
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -222,6 +227,85 @@ TEST(Utf8StreamDecoder, NeverSplitsACharacter) {
   EXPECT_EQ(decoder.Push("a\xff" "b"), "a\xEF\xBF\xBD" "b");
   EXPECT_EQ(decoder.Push("\xE6\x97"), "");
   EXPECT_EQ(decoder.Flush(), "\xEF\xBF\xBD");
+}
+
+// The merge rule, written as plainly as it reads (llama2.c's loop: every pair rescanned per merge,
+// the highest score, the leftmost of equal ones): what the tokenizer's heap must reproduce.
+std::vector<int> ReferenceEncode(const Vocabulary& v, const std::string& text) {
+  std::map<std::string, int> lookup;
+  std::map<int, int> bytes;
+  for (size_t i = 0; i < v.pieces.size(); ++i) {
+    if (v.types[i] == TokenType::kNormal) lookup.emplace(v.pieces[i], int(i));
+    if (v.types[i] == TokenType::kByte) bytes[std::stoi(v.pieces[i].substr(3, 2), nullptr, 16)] = int(i);
+  }
+  if (text.empty()) return {};  // no space prefix for nothing
+  std::string escaped = "\xE2\x96\x81";
+  for (char c : text) escaped += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
+  std::vector<std::pair<int, bool>> symbols;  // id, mergeable
+  for (size_t i = 0; i < escaped.size();) {
+    size_t len = 1;
+    while (i + len < escaped.size() && (uint8_t(escaped[i + len]) & 0xC0) == 0x80) ++len;
+    auto it = lookup.find(escaped.substr(i, len));
+    if (it != lookup.end()) {
+      symbols.push_back({it->second, true});
+    } else {
+      for (size_t k = 0; k < len; ++k) symbols.push_back({bytes.at(uint8_t(escaped[i + k])), false});
+    }
+    i += len;
+  }
+  for (;;) {
+    int best = -1;
+    size_t at = 0;
+    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
+      if (!symbols[i].second || !symbols[i + 1].second) continue;
+      auto it = lookup.find(v.pieces[symbols[i].first] + v.pieces[symbols[i + 1].first]);
+      if (it != lookup.end() && (best < 0 || v.scores[it->second] > v.scores[best])) best = it->second, at = i;
+    }
+    if (best < 0) break;
+    symbols[at].first = best;
+    symbols.erase(symbols.begin() + at + 1);
+  }
+  std::vector<int> ids;
+  for (const auto& s : symbols) ids.push_back(s.first);
+  return ids;
+}
+
+// A vocabulary whose merged pieces share three scores (so the leftmost rule decides between
+// different pieces at every turn, as in GGUF files whose scores are all 0), on 3000 random texts.
+TEST(VocabularyTokenizer, HeapMergesEqualThePlainLoopIncludingTies) {
+  std::mt19937 random(5);
+  Vocabulary v;
+  auto add = [&](std::string piece, float score, TokenType type) {
+    v.pieces.push_back(std::move(piece));
+    v.scores.push_back(score);
+    v.types.push_back(type);
+  };
+  add("<unk>", 0, TokenType::kUnknown);
+  add("<s>", 0, TokenType::kControl);
+  add("</s>", 0, TokenType::kControl);
+  for (int b = 0; b < 256; ++b) add(absl::StrFormat("<0x%02X>", b), 0, TokenType::kByte);
+  const std::vector<std::string> alphabet = {"a", "b", "c", "\xE2\x96\x81"};
+  for (const std::string& c : alphabet) add(c, 0, TokenType::kNormal);
+  std::set<std::string> merged;
+  while (merged.size() < 60) {
+    std::string piece;
+    for (int k = 2 + int(random() % 3); k > 0; --k) piece += alphabet[random() % alphabet.size()];
+    merged.insert(piece);
+  }
+  for (const std::string& piece : merged) add(piece, float(random() % 3), TokenType::kNormal);
+  auto tokenizer = MakeVocabularyTokenizer(v);
+  ASSERT_TRUE(tokenizer.ok()) << tokenizer.status();
+  const std::vector<std::string> letters = {"a", "b", "c", " ", "\xC3\xA9"};  // é: bytes, never merged
+  for (int t = 0; t < 3000; ++t) {
+    std::string text;
+    for (int k = int(random() % 40); k > 0; --k) text += letters[random() % letters.size()];
+    auto ids = (*tokenizer)->Encode(text, /*add_bos=*/false);
+    ASSERT_TRUE(ids.ok()) << ids.status();
+    ASSERT_EQ(*ids, ReferenceEncode(v, text)) << "'" << text << "'";
+  }
+  // A NaN score has no place in the merge order: refused.
+  v.scores.back() = std::nanf("");
+  EXPECT_EQ(MakeVocabularyTokenizer(v).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Utf8, Validation) {

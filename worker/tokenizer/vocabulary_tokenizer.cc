@@ -97,7 +97,7 @@ class VocabularyTokenizer final : public Tokenizer {
   // leftmost of equal ones (llama2.c's and sentencepiece's BPE rule). Each merge rescans only the two
   // pairs it changed: candidates wait in a heap and are checked when taken, so a prompt of n symbols
   // costs O(n log n), not the O(n^2) of rescanning every pair per merge (a 32 KB prompt: seconds).
-  // A NaN score ranks below every other.
+  // Scores are never NaN (ValidateVocabulary).
   void Merge(std::vector<Symbol>* symbols) const {
     std::vector<Symbol>& s = *symbols;
     const size_t n = s.size();
@@ -109,8 +109,7 @@ class VocabularyTokenizer final : public Tokenizer {
       int left_id, right_id, merged;
     };
     auto after = [](const Candidate& a, const Candidate& b) {  // b is taken before a
-      const float sa = std::isnan(a.score) ? -INFINITY : a.score, sb = std::isnan(b.score) ? -INFINITY : b.score;
-      return sa != sb ? sa < sb : a.left > b.left;
+      return a.score != b.score ? a.score < b.score : a.left > b.left;
     };
     std::priority_queue<Candidate, std::vector<Candidate>, decltype(after)> heap(after);
     auto offer = [&](size_t left) {
@@ -159,6 +158,9 @@ absl::Status ValidateVocabulary(const Vocabulary& v) {
     }
   }
   for (size_t i = 0; i < n; ++i) {
+    if (std::isnan(v.scores[i])) {  // merges are ordered by score: NaN has no place in that order
+      return absl::InvalidArgumentError(absl::StrCat("tokenizer vocabulary: token ", i, " has a NaN score"));
+    }
     if (int32_t(v.types[i]) < 0 || int32_t(v.types[i]) > int32_t(TokenType::kByte)) {
       return absl::InvalidArgumentError(absl::StrCat("tokenizer vocabulary: token ", i, " has unknown type ",
                                                      int32_t(v.types[i])));
