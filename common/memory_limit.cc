@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
@@ -31,18 +32,22 @@ uint64_t MemoryLimitFrom(uint64_t physical, const std::string& proc_self_cgroup,
   for (absl::string_view line : absl::StrSplit(proc_self_cgroup, '\n', absl::SkipEmpty())) {
     const std::vector<absl::string_view> fields = absl::StrSplit(line, absl::MaxSplits(':', 2));
     if (fields.size() != 3) continue;
-    std::string path(absl::StripSuffix(fields[2], "/"));
-    if (fields[0] == "0" && fields[1].empty()) {
-      for (const char* root : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}) {
-        files.push_back(std::string(root) + path + "/memory.max");
-        files.push_back(std::string(root) + "/memory.max");
-      }
-      continue;
+    // The group and every group above it up to the mount's root: a limit on any of them holds.
+    std::vector<std::string> groups = {""};
+    std::string group;
+    for (absl::string_view part : absl::StrSplit(fields[2], '/', absl::SkipEmpty())) {
+      absl::StrAppend(&group, "/", part);
+      groups.push_back(group);
     }
     const std::vector<absl::string_view> controllers = absl::StrSplit(fields[1], ',');
-    if (std::find(controllers.begin(), controllers.end(), "memory") != controllers.end()) {
-      files.push_back("/sys/fs/cgroup/memory" + path + "/memory.limit_in_bytes");
-      files.push_back("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    const bool v2 = fields[0] == "0" && fields[1].empty();
+    const bool v1_memory = std::find(controllers.begin(), controllers.end(), "memory") != controllers.end();
+    for (const std::string& g : groups) {
+      if (v2) {
+        for (const char* root : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}) files.push_back(root + g + "/memory.max");
+      } else if (v1_memory) {
+        files.push_back("/sys/fs/cgroup/memory" + g + "/memory.limit_in_bytes");
+      }
     }
   }
   uint64_t limit = physical;

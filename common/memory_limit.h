@@ -19,8 +19,9 @@ uint64_t MemoryLimitBytes();
 // The rule, given physical memory, /proc/self/cgroup's text and a file reader (nullopt: unreadable).
 // Each cgroup line "id:controllers:path" names a v2 group ("0::path": memory.max under
 // /sys/fs/cgroup or /sys/fs/cgroup/unified) or, with "memory" among its controllers, a v1 group
-// (memory.limit_in_bytes under /sys/fs/cgroup/memory); the group's own directory and the mount's root
-// (a container sees its own group there) are read. "max", v1's "no limit" (2^63 rounded to a page)
+// (memory.limit_in_bytes under /sys/fs/cgroup/memory); the group, every group above it (a slice's
+// limit holds for what it contains) and the mount's root (a container sees its own group there) are
+// read. "max", v1's "no limit" (2^63 rounded to a page)
 // and text that is not a number count as no limit.
 uint64_t MemoryLimitFrom(uint64_t physical, const std::string& proc_self_cgroup,
                          const std::function<std::optional<std::string>(const std::string&)>& read);

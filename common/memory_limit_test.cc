@@ -33,6 +33,17 @@ TEST(MemoryLimit, CgroupV2GroupLimit) {
   EXPECT_EQ(MemoryLimitFrom(kPhysical, "0::/\n", Reader({{"/sys/fs/cgroup/memory.max", "max\n"}})), kPhysical);
 }
 
+// A limit on a group above the process's (a systemd slice, a pod around its containers) holds too.
+TEST(MemoryLimit, ALimitOnAnEnclosingGroupHolds) {
+  EXPECT_EQ(MemoryLimitFrom(kPhysical, "0::/kubepods/pod1/c1\n",
+                            Reader({{"/sys/fs/cgroup/kubepods/pod1/memory.max", "2147483648"},
+                                    {"/sys/fs/cgroup/kubepods/pod1/c1/memory.max", "max"}})),
+            uint64_t{2} << 30);
+  EXPECT_EQ(MemoryLimitFrom(kPhysical, "4:memory:/system.slice/a2sf.service\n",
+                            Reader({{"/sys/fs/cgroup/memory/system.slice/memory.limit_in_bytes", "1073741824"}})),
+            uint64_t{1} << 30);
+}
+
 TEST(MemoryLimit, CgroupV1MemoryControllerLimit) {
   const std::string cgroup = "4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n0::/\n";
   EXPECT_EQ(MemoryLimitFrom(kPhysical, cgroup,

@@ -191,8 +191,10 @@ TEST(WorkerEdge, TheRequestContractIsEnforced) {
   result = node.client().Generate(unknown, nullptr, 0);
   EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
   EXPECT_TRUE(absl::StrContains(result.status().message(), "prefill")) << result.status();
-  // Job ids are logged and listed: too long, or with a line break or a terminal escape, is refused.
-  for (const std::string& id : {std::string(129, 'j'), std::string("a\nfake log line"), std::string("x\x1b[2J")}) {
+  // Job ids are logged and listed: too long, or not printable ASCII (a line break, a terminal escape,
+  // U+0085 NEXT LINE, U+202E RIGHT-TO-LEFT OVERRIDE), is refused.
+  for (const std::string& id : {std::string(129, 'j'), std::string("a\nfake log line"), std::string("x\x1b[2J"),
+                                std::string("next\xC2\x85line"), std::string("\xE2\x80\xAEreversed")}) {
     v1::GenerateRequest named = Job();
     named.set_job_id(id);
     result = node.client().Generate(named, nullptr, 0);

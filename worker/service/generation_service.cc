@@ -40,9 +40,10 @@ std::shared_ptr<GenerationService::Job> GenerationService::Register(const std::s
     *status = absl::InvalidArgumentError("job_id: at most 128 characters");
     return nullptr;
   }
-  // Ids are logged and listed: no line breaks or terminal escapes in them.
-  if (std::any_of(job->id.begin(), job->id.end(), [](char c) { return uint8_t(c) < 0x20 || c == 0x7f; })) {
-    *status = absl::InvalidArgumentError("job_id: control characters (line breaks, escapes) are not allowed");
+  // Ids are logged and listed: printable ASCII only, so no line break, terminal escape or bidi
+  // override (ASCII's, or Unicode's C1 and format characters) can forge what an operator reads.
+  if (std::any_of(job->id.begin(), job->id.end(), [](char c) { return uint8_t(c) < 0x20 || uint8_t(c) > 0x7e; })) {
+    *status = absl::InvalidArgumentError("job_id: printable ASCII only (no control characters or other scripts)");
     return nullptr;
   }
   absl::MutexLock lock(&mutex_);
