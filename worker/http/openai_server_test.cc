@@ -29,20 +29,27 @@
 namespace a2sf::worker::http {
 namespace {
 
-// Sends `request` as is and returns all the server answers until it closes (or 10 s pass; requests
-// say Connection: close).
-std::string Exchange(int port, const std::string& request) {
+// A TCP connection to 127.0.0.1:`port`; -1 if it cannot be made.
+int Connect(int port) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in address = {};
   address.sin_family = AF_INET;
   address.sin_port = htons(uint16_t(port));
   address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  timeval timeout = {10, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
     close(fd);
-    return "";
+    return -1;
   }
+  return fd;
+}
+
+// Sends `request` as is and returns all the server answers until it closes (or 10 s pass; requests
+// say Connection: close).
+std::string Exchange(int port, const std::string& request) {
+  const int fd = Connect(port);
+  if (fd < 0) return "";
+  timeval timeout = {10, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   for (size_t sent = 0; sent < request.size();) {
     const ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
     if (n <= 0) break;  // the server may answer (413) and close before reading everything
@@ -155,12 +162,8 @@ TEST_F(OpenAiServerTest, ClientsDribblingTheirHeadersDoNotStarveOthers) {
   const int port = http->port();
   std::vector<int> fds;
   for (int i = 0; i < 40; ++i) {
-    const int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address = {};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(uint16_t(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+    const int fd = Connect(port);
+    ASSERT_GE(fd, 0);
     const std::string start = "GET /health HTTP/1.1\r\nX-Slow: ";
     ASSERT_EQ(send(fd, start.data(), start.size(), MSG_NOSIGNAL), ssize_t(start.size()));
     fds.push_back(fd);
@@ -194,12 +197,8 @@ TEST_F(OpenAiServerTest, BodiesInFlightAreBoundedTogether) {
   options.max_body_bytes_in_flight = 64 << 10;
   auto http = StartHttp(options);
   const int port = http->port();
-  const int slow = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address = {};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(uint16_t(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(slow, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  const int slow = Connect(port);
+  ASSERT_GE(slow, 0);
   const std::string head =
       "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 60000\r\n\r\n";
   const std::string part = head + std::string(50000, ' ');
@@ -419,14 +418,11 @@ TEST_F(HangUpTest, APlaintextClientThatHangsUpOnANonStreamingRequestCancelsItsJo
   options.plaintext = true;
   auto http = StartHttp(options);
   ASSERT_NE(http, nullptr);
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = -1;
   ExpectCancelledOnHangUp(
       [&] {
-        sockaddr_in address = {};
-        address.sin_family = AF_INET;
-        address.sin_port = htons(uint16_t(http->port()));
-        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+        fd = Connect(http->port());
+        ASSERT_GE(fd, 0);
         const std::string request = Post("/v1/completions", kLongRequest);
         ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL), ssize_t(request.size()));
       },
