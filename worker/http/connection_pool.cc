@@ -6,14 +6,24 @@
 
 namespace a2sf::worker::http {
 
-ConnectionPool::ConnectionPool(size_t warm, size_t max, std::chrono::milliseconds idle_retire)
-    : warm_(std::max<size_t>(warm, 1)), max_(std::max(max, std::max<size_t>(warm, 1))), idle_retire_(idle_retire) {}
+ConnectionPool::ConnectionPool(size_t warm, size_t max, size_t max_queued,
+                               std::shared_ptr<const std::atomic<bool>> stopping, std::chrono::milliseconds idle_retire)
+    : warm_(std::max<size_t>(warm, 1)),
+      max_(std::max(max, std::max<size_t>(warm, 1))),
+      max_queued_(max_queued),
+      stopping_(std::move(stopping)),
+      idle_retire_(idle_retire) {}
 
 ConnectionPool::~ConnectionPool() { shutdown(); }
 
 void ConnectionPool::enqueue(std::function<void()> fn) {
   std::unique_lock<std::mutex> lock(mutex_);
   JoinRetired(&lock);
+  // Full: wait for a thread to take a queued task (in slices, to notice `stopping`).
+  while (max_queued_ > 0 && tasks_.size() >= max_queued_ && !stop_ &&
+         !(stopping_ != nullptr && stopping_->load())) {
+    room_.wait_for(lock, std::chrono::milliseconds(50));
+  }
   tasks_.push_back(std::move(fn));
   // A thread that is idle takes it; else one more thread, while there is room.
   if (idle_ >= tasks_.size() || live_ >= max_) {
@@ -42,6 +52,7 @@ void ConnectionPool::Run(int id) {
     if (tasks_.empty()) continue;
     std::function<void()> task = std::move(tasks_.front());
     tasks_.pop_front();
+    room_.notify_one();
     lock.unlock();
     task();
     lock.lock();

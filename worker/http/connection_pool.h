@@ -4,20 +4,25 @@
 // within httplib's per-read timeout) starve every other client. Here `warm` threads are kept and more
 // start on demand up to `max`; a thread above `warm` ends after `idle_retire` without a connection.
 // Beyond `max` connections wait for a thread (so `max` is what a slowloris must hold; put a proxy with
-// a whole-header deadline in front where more is at stake), each holding its socket meanwhile: the
-// queue is not bounded. Where no thread can be started (a process limit), the task waits likewise.
+// a whole-header deadline in front where more is at stake), each holding its socket meanwhile; past
+// `max_queued` of them httplib's listen thread waits in enqueue for room, so further connections stay
+// in the kernel's backlog (or are refused) rather than each holding a descriptor here. `stopping`,
+// when its owner sets it (before stopping the server), ends that wait. Where no thread can be started
+// (a process limit), the task waits for a running one likewise.
 //
 // Thread-safety: enqueue and shutdown may be called from any thread (httplib: its listen thread).
 // Ownership: the pool owns its threads; shutdown (or the destructor) runs what is queued and joins them.
 #ifndef A2SF_WORKER_HTTP_CONNECTION_POOL_H_
 #define A2SF_WORKER_HTTP_CONNECTION_POOL_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -30,8 +35,10 @@ class ConnectionPool final : public httplib::TaskQueue {
  public:
   static constexpr std::chrono::seconds kIdleRetire{30};
 
-  // 1 <= warm <= max (values are raised to that).
-  ConnectionPool(size_t warm, size_t max, std::chrono::milliseconds idle_retire = kIdleRetire);
+  // 1 <= warm <= max (values are raised to that); max_queued 0: no bound.
+  ConnectionPool(size_t warm, size_t max, size_t max_queued = 0,
+                 std::shared_ptr<const std::atomic<bool>> stopping = nullptr,
+                 std::chrono::milliseconds idle_retire = kIdleRetire);
   ~ConnectionPool() override;
   ConnectionPool(const ConnectionPool&) = delete;
   ConnectionPool& operator=(const ConnectionPool&) = delete;
@@ -48,10 +55,12 @@ class ConnectionPool final : public httplib::TaskQueue {
   // is released while joining: what the caller read before may have changed after.
   void JoinRetired(std::unique_lock<std::mutex>* lock);
 
-  const size_t warm_, max_;
+  const size_t warm_, max_, max_queued_;
+  const std::shared_ptr<const std::atomic<bool>> stopping_;
   const std::chrono::milliseconds idle_retire_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
+  std::condition_variable room_;  // a queued task was taken
   std::deque<std::function<void()>> tasks_;
   std::map<int, std::thread> threads_;  // by id, until joined
   std::vector<int> retired_;            // left Run, not yet joined

@@ -4,6 +4,8 @@
 #include "worker/http/connection_pool.h"
 
 #include <atomic>
+#include <memory>
+#include <thread>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -25,7 +27,7 @@ bool Eventually(const std::function<bool()>& done) {
 // Eight tasks that block until released all run at once on a pool of 2 warm threads (as eight
 // clients that hold their connections would); a ninth, beyond max, waits for one of them.
 TEST(ConnectionPool, GrowsToMaxThenQueues) {
-  ConnectionPool pool(2, 8, std::chrono::milliseconds(50));
+  ConnectionPool pool(2, 8, /*max_queued=*/0, nullptr, std::chrono::milliseconds(50));
   absl::Notification release;
   std::atomic<int> running{0}, finished{0};
   for (int i = 0; i < 9; ++i) {
@@ -54,6 +56,39 @@ TEST(ConnectionPool, GrowsToMaxThenQueues) {
   }
   EXPECT_TRUE(Eventually([&] { return second.load() == 5; })) << second.load();
   again.Notify();
+}
+
+// Past max_queued waiting tasks enqueue waits until a thread takes one (the listen thread stops
+// accepting), or until its owner says the server is stopping.
+TEST(ConnectionPool, AFullQueueHoldsEnqueueUntilThereIsRoomOrTheServerStops) {
+  auto stopping = std::make_shared<std::atomic<bool>>(false);
+  ConnectionPool pool(1, 2, /*max_queued=*/3, stopping);
+  absl::Notification release;
+  std::atomic<int> ran{0};
+  auto blocking = [&] {
+    release.WaitForNotification();
+    ++ran;
+  };
+  for (int i = 0; i < 5; ++i) pool.enqueue(blocking);  // 2 running, 3 queued
+  std::atomic<bool> sixth_in{false};
+  std::thread sixth([&] {
+    pool.enqueue(blocking);
+    sixth_in = true;
+  });
+  absl::SleepFor(absl::Milliseconds(200));
+  EXPECT_FALSE(sixth_in.load()) << "the queue was full";
+  release.Notify();  // the running tasks end, queued ones are taken: room
+  sixth.join();
+  EXPECT_TRUE(sixth_in.load());
+  ASSERT_TRUE(Eventually([&] { return ran.load() == 6; }));
+
+  absl::Notification hold;
+  for (int i = 0; i < 5; ++i) pool.enqueue([&] { hold.WaitForNotification(); });
+  std::thread stopped([&] { pool.enqueue([] {}); });
+  absl::SleepFor(absl::Milliseconds(100));
+  *stopping = true;  // the waiting enqueue returns without room
+  stopped.join();
+  hold.Notify();
 }
 
 TEST(ConnectionPool, ShutdownRunsWhatIsQueuedAndJoins) {

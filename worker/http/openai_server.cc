@@ -255,7 +255,10 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
     return absl::InvalidArgumentError("http: cannot set up TLS with --tls_cert, --tls_key and --tls_client_ca");
   }
   const size_t warm = size_t(std::max(options.threads, 1)), max = size_t(std::max(options.max_connections, 1));
-  server->server_->new_task_queue = [warm, max] { return new ConnectionPool(warm, max); };
+  const size_t queued = size_t(std::max(options.max_queued_connections, 0));
+  server->server_->new_task_queue = [warm, max, queued, stopping = server->stopping_] {
+    return new ConnectionPool(warm, max, queued, stopping);
+  };
   server->server_->set_payload_max_length(options.max_body_bytes);
   server->Routes();
   const auto [host, port] = SplitHostPort(options.listen);
@@ -279,6 +282,7 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::StartIfAsked(const O
 }
 
 OpenAiServer::~OpenAiServer() {
+  *stopping_ = true;  // a listen thread waiting for room in a full connection queue goes on
   if (server_ != nullptr) server_->stop();
   if (thread_.joinable()) thread_.join();
 }

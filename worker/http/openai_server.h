@@ -44,6 +44,9 @@ struct OpenAiServerOptions {
   // start on demand up to `max_connections` (ConnectionPool); beyond that connections wait.
   int threads = 32;
   int max_connections = 512;
+  // Connections waiting for a thread past max_connections; past this httplib stops accepting until
+  // there is room (0: no bound).
+  int max_queued_connections = 1024;
 };
 
 class OpenAiServer {
@@ -77,6 +80,8 @@ class OpenAiServer {
   ServedModel model_;
   std::unique_ptr<v1::Generation::Stub> stub_;
   std::atomic<size_t> body_bytes_in_flight_{0};  // BodyReservations of the requests being read
+  // Set before the server stops (ConnectionPool: a full queue's wait ends).
+  std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
   std::unique_ptr<ConnectionWatcher> watcher_;  // notices clients that hang up; outlives the requests
   int64_t created_ = 0;
   std::unique_ptr<httplib::Server> server_;
