@@ -48,6 +48,9 @@ ABSL_FLAG(int, max_sessions_per_peer, 256,
 ABSL_FLAG(int64_t, max_store_bytes, 0, "score-store bytes all sessions may hold (0: a quarter of the memory the process may use: physical "
           "memory, or its cgroup's (container's) limit when lower)");
 ABSL_FLAG(int64_t, max_session_bytes, 0, "score-store bytes one session may hold (0: a quarter of --max_store_bytes)");
+ABSL_FLAG(int64_t, max_peer_store_bytes, 0,
+          "score-store bytes the sessions of one peer may hold together, so that one peer cannot fill the store "
+          "for the others (0: no limit beyond --max_store_bytes; every worker on the Unix socket counts as one peer)");
 ABSL_FLAG(int, max_streams, 256,
           "concurrent score streams (StreamScores and StreamScoreBatches) of all peers together "
           "(RESOURCE_EXHAUSTED beyond it; 0: no limit)");
@@ -104,9 +107,10 @@ int main(int argc, char** argv) {
   options.max_session_bytes = absl::GetFlag(FLAGS_max_session_bytes) > 0
                                   ? uint64_t(absl::GetFlag(FLAGS_max_session_bytes))
                                   : options.max_store_bytes / 4;
+  options.max_peer_store_bytes = uint64_t(std::max<int64_t>(0, absl::GetFlag(FLAGS_max_peer_store_bytes)));
   A2SF_LOG(INFO) << "limits: " << options.max_sessions << " sessions, " << options.max_sessions_per_peer
                  << " per peer, " << options.max_store_bytes << " store bytes, " << options.max_session_bytes
-                 << " per session";
+                 << " per session, " << options.max_peer_store_bytes << " per peer (0: none)";
   int socket_mode = 0;
   if (!ParseOctal(absl::GetFlag(FLAGS_unix_socket_mode), &socket_mode)) {
     A2SF_LOG(ERROR) << "--unix_socket_mode: an octal file mode such as 0660";

@@ -48,6 +48,8 @@ struct SessionManager::Session {
   uint32_t entries ABSL_GUARDED_BY(mutex) = 0;
   // Entries per head the byte budgets were charged for (the store's capacity by its growth rule).
   uint32_t charged_capacity ABSL_GUARDED_BY(mutex) = 0;
+  // The bytes charged to all sessions of config.owner (SessionManager::bytes_per_owner_); set at open.
+  std::shared_ptr<std::atomic<uint64_t>> owner_bytes;
   bool closed ABSL_GUARDED_BY(mutex) = false;
   // Set for pipelined sessions; `remapped` holds a step's scores translated to the store's layout.
   std::unique_ptr<LaggedLayout> lagged ABSL_GUARDED_BY(mutex);
@@ -119,11 +121,19 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   absl::StatusOr<EvictionRule> rule = (*policy)->RuleFor(g.num_layers, *budget);
   if (!rule.ok()) return rule.status();
 
+  std::shared_ptr<std::atomic<uint64_t>> owner_bytes;
   {
     absl::MutexLock lock(&mutex_);
     if (absl::Status s = CheckCapacityLocked(config.owner); !s.ok()) return s;
+    owner_bytes = OwnerBytesLocked(config.owner);
   }
   auto session = std::make_shared<Session>();
+  session->owner_bytes = std::move(owner_bytes);
+  // A session that is not opened after all gives its owner's counter back to the map's pruning.
+  auto forget = [this, &session] {
+    absl::MutexLock lock(&mutex_);
+    ForgetOwnerBytesLocked(*session);
+  };
   session->id = NewSessionId();
   session->secret = RandomHexSecret();
   session->evicts = (*policy)->evicts();
@@ -137,10 +147,14 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   // Memory grows with use: a session starts small and the store doubles it as entries arrive (an
   // evicting policy stops at budget + 1), each growth charged to the byte budgets first.
   const uint32_t expected = std::min<uint32_t>(*budget + 1, kInitialEntries);
-  if (absl::Status s = Charge(*session, InitialCapacity(expected)); !s.ok()) return s;
+  if (absl::Status s = Charge(*session, InitialCapacity(expected)); !s.ok()) {
+    forget();
+    return s;
+  }
   absl::StatusOr<SessionHandle> handle = store_->CreateSession(g, expected);
   if (!handle.ok()) {
     Release(*session);
+    forget();
     return handle.status();
   }
   session->handle = *handle;
@@ -150,6 +164,7 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
     if (absl::Status s = CheckCapacityLocked(config.owner); !s.ok()) {
       store_->DestroySession(*handle).IgnoreError();
       Release(*session);
+      ForgetOwnerBytesLocked(*session);
       return s;
     }
     sessions_[session->id] = session;
@@ -186,9 +201,20 @@ absl::Status SessionManager::Charge(Session& session, uint32_t needed) {
                                                      capacity, " entries x ", heads, " heads), more than ",
                                                      "--max_session_bytes=", options_.max_session_bytes));
   }
+  // The owner's share first, then the store's; a refusal of the second gives the first back.
+  std::atomic<uint64_t>& of_owner = *session.owner_bytes;
+  uint64_t owner_total = of_owner.load();
+  do {
+    if (options_.max_peer_store_bytes > 0 && owner_total - current + wanted > options_.max_peer_store_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat("this peer's sessions would hold ", owner_total - current + wanted,
+                                                       " bytes of scores, more than --max_peer_store_bytes=",
+                                                       options_.max_peer_store_bytes, "; close some of them"));
+    }
+  } while (!of_owner.compare_exchange_weak(owner_total, owner_total - current + wanted));
   uint64_t total = charged_bytes_.load();
   do {
     if (options_.max_store_bytes > 0 && total - current + wanted > options_.max_store_bytes) {
+      of_owner.fetch_sub(wanted - current);
       return absl::ResourceExhaustedError(absl::StrCat("the score store would hold ", total - current + wanted,
                                                        " bytes, more than --max_store_bytes=", options_.max_store_bytes,
                                                        "; close sessions or raise it"));
@@ -199,8 +225,31 @@ absl::Status SessionManager::Charge(Session& session, uint32_t needed) {
 }
 
 void SessionManager::Release(Session& session) {
-  charged_bytes_.fetch_sub(uint64_t{session.config.geometry.heads()} * session.charged_capacity * kStoreBytesPerEntry);
+  const uint64_t bytes = uint64_t{session.config.geometry.heads()} * session.charged_capacity * kStoreBytesPerEntry;
+  charged_bytes_.fetch_sub(bytes);
+  session.owner_bytes->fetch_sub(bytes);
   session.charged_capacity = 0;
+}
+
+std::shared_ptr<std::atomic<uint64_t>> SessionManager::OwnerBytesLocked(const std::string& owner) {
+  std::shared_ptr<std::atomic<uint64_t>>& counter = bytes_per_owner_[owner];
+  if (counter == nullptr) counter = std::make_shared<std::atomic<uint64_t>>(0);
+  return counter;
+}
+
+void SessionManager::ForgetOwnerBytesLocked(const Session& session) {
+  // Copies are made only here, under mutex_: the map's and this session's are the only ones left
+  // when the count is 2 (a session being destroyed elsewhere can only lower it).
+  auto it = bytes_per_owner_.find(session.config.owner);
+  if (it != bytes_per_owner_.end() && it->second == session.owner_bytes && it->second.use_count() <= 2) {
+    bytes_per_owner_.erase(it);
+  }
+}
+
+uint64_t SessionManager::charged_bytes_of(const std::string& owner) const {
+  absl::MutexLock lock(&mutex_);
+  auto it = bytes_per_owner_.find(owner);
+  return it == bytes_per_owner_.end() ? 0 : it->second->load();
 }
 
 absl::StatusOr<SessionInfo> SessionManager::OpenSeeded(const SessionConfig& config, absl::Span<const uint32_t> positions,
@@ -258,11 +307,17 @@ absl::StatusOr<SessionInfo> SessionManager::Close(const std::string& id) {
     auto owner = sessions_per_owner_.find(session->config.owner);
     if (owner != sessions_per_owner_.end() && --owner->second == 0) sessions_per_owner_.erase(owner);
   }
-  absl::MutexLock lock(&session->mutex);  // waits for a step in flight
-  session->closed = true;
-  store_->DestroySession(session->handle).IgnoreError();
-  Release(*session);
-  return InfoLocked(*session);
+  SessionInfo info;
+  {
+    absl::MutexLock lock(&session->mutex);  // waits for a step in flight
+    session->closed = true;
+    store_->DestroySession(session->handle).IgnoreError();
+    Release(*session);
+    info = InfoLocked(*session);
+  }
+  absl::MutexLock lock(&mutex_);  // not nested in the session's lock: no order between the two
+  ForgetOwnerBytesLocked(*session);
+  return info;
 }
 
 const std::string& SessionManager::AuthorizedSession::id() const {

@@ -92,6 +92,9 @@ struct SessionManagerOptions {
   // charged by the store's growth rule (score_store.h) before the store allocates.
   uint64_t max_store_bytes = 0;
   uint64_t max_session_bytes = 0;
+  // Bytes the sessions of one owner (a peer) may hold together (0: no limit beyond max_store_bytes),
+  // so that one peer cannot fill the store for the others.
+  uint64_t max_peer_store_bytes = 0;
   // Sessions with no call for this long are freed by ExpireIdleSessions (0: never).
   absl::Duration idle_timeout = absl::Minutes(10);
   PolicySpec default_policy = {"a2sf", kDefaultA2sfAlpha, {}, std::nullopt, std::nullopt};
@@ -108,7 +111,7 @@ class SessionManager {
   SessionManager& operator=(const SessionManager&) = delete;
 
   // INVALID_ARGUMENT for a bad shape, policy or budget; RESOURCE_EXHAUSTED, naming the limit, at
-  // max_sessions, max_sessions_per_peer, max_store_bytes or max_session_bytes.
+  // max_sessions, max_sessions_per_peer, max_store_bytes, max_peer_store_bytes or max_session_bytes.
   absl::StatusOr<SessionInfo> Open(const SessionConfig& config);
   // Opens a session that takes over a sequence already in progress: every head holds `entries`
   // entries at `positions` ([heads][entries], slot order) with scores 0, and the next expected step
@@ -179,6 +182,8 @@ class SessionManager {
   const ScoreStore& store() const { return *store_; }
   // Score-store bytes charged to all sessions (an upper bound of what the store holds for them).
   uint64_t charged_bytes() const { return charged_bytes_.load(); }
+  // The same for the sessions of `owner` (0 when it holds none).
+  uint64_t charged_bytes_of(const std::string& owner) const;
   const PolicyRegistry& registry() const { return *registry_; }
 
   // Frees sessions idle for longer than the idle timeout; returns how many.
@@ -204,6 +209,11 @@ class SessionManager {
   // grows to it; RESOURCE_EXHAUSTED naming the limit (nothing charged) when it would pass one.
   absl::Status Charge(Session& session, uint32_t needed);
   void Release(Session& session);  // returns the session's charge
+  // The byte counter the sessions of `owner` share, made at its first session.
+  std::shared_ptr<std::atomic<uint64_t>> OwnerBytesLocked(const std::string& owner)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Drops `session`'s owner counter from the map when no other session or opening holds it.
+  void ForgetOwnerBytesLocked(const Session& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // RESOURCE_EXHAUSTED naming --max_sessions or --max_sessions_per_peer when `owner` may not open one.
   absl::Status CheckCapacityLocked(const std::string& owner) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // Entries per head a new session starts with (or budget + 1 if smaller).
@@ -215,6 +225,7 @@ class SessionManager {
   mutable absl::Mutex mutex_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mutex_);
   std::map<std::string, size_t> sessions_per_owner_ ABSL_GUARDED_BY(mutex_);
+  std::map<std::string, std::shared_ptr<std::atomic<uint64_t>>> bytes_per_owner_ ABSL_GUARDED_BY(mutex_);
   std::atomic<uint64_t> charged_bytes_{0};
   PolicySpec default_policy_ ABSL_GUARDED_BY(mutex_);
 };

@@ -328,6 +328,46 @@ TEST(SessionManagerLimits, StoreBytesAreChargedBeforeAllocatingAndGrowWithUse) {
   EXPECT_EQ(manager.charged_bytes(), 0u);
 }
 
+// One peer cannot fill the store for the others (--max_peer_store_bytes): its sessions share a byte
+// share, refused past it while another peer still opens; closing gives the share back, and a
+// session the store refused does not keep any of it.
+TEST(SessionManagerLimits, StoreBytesPerPeerAreCounted) {
+  SessionManagerOptions options;
+  options.max_store_bytes = 10000;
+  options.max_peer_store_bytes = 2 * 12 * 64 * 2;  // two heads: two sessions of 64 entries per peer
+  SessionManager manager(std::make_unique<CpuScoreStore>(1), &PolicyRegistry::Builtin(), options);
+  SessionConfig config = Config("full", 100);
+  config.owner = "ipv4:10.0.0.1";
+  auto first = manager.Open(config);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(manager.Open(config).ok());
+  EXPECT_EQ(manager.charged_bytes_of("ipv4:10.0.0.1"), 2u * 12 * 64 * 2);
+  const absl::Status third = manager.Open(config).status();
+  EXPECT_EQ(third.code(), absl::StatusCode::kResourceExhausted) << third;
+  EXPECT_NE(third.message().find("--max_peer_store_bytes"), std::string::npos) << third;
+  EXPECT_EQ(manager.charged_bytes_of("ipv4:10.0.0.1"), 2u * 12 * 64 * 2) << "the refused one holds nothing";
+  // Growing a session past the share is refused too, and the session stays usable.
+  uint64_t t = 0;
+  absl::Status grown;
+  for (; t < 100 && grown.ok(); ++t) {
+    grown = manager.Step(first->id, t, t, View(std::vector<float>(2 * (t + 1), 0.5f))).status();
+  }
+  EXPECT_EQ(grown.code(), absl::StatusCode::kResourceExhausted) << grown;
+  EXPECT_NE(grown.message().find("--max_peer_store_bytes"), std::string::npos) << grown;
+  EXPECT_EQ(manager.Get(first->id)->steps, 64u);
+  config.owner = "ipv4:10.0.0.2";  // another peer is not locked out
+  auto other = manager.Open(config);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(manager.charged_bytes(), 3u * 2 * 12 * 64);
+  ASSERT_TRUE(manager.Close(first->id).ok());  // closing gives the share back
+  config.owner = "ipv4:10.0.0.1";
+  EXPECT_TRUE(manager.Open(config).ok());
+  for (const std::string& id : manager.Ids()) ASSERT_TRUE(manager.Close(id).ok());
+  EXPECT_EQ(manager.charged_bytes(), 0u);
+  EXPECT_EQ(manager.charged_bytes_of("ipv4:10.0.0.1"), 0u);
+  EXPECT_EQ(manager.charged_bytes_of("ipv4:10.0.0.2"), 0u);
+}
+
 // Issue 11, finding 5: heads x P x P must not wrap around 2^64 into a size that matches.
 TEST(SessionManagerLimits, BulkPrefillSizeCheckDoesNotOverflow) {
   const uint32_t P = 0x7fffffffu;
