@@ -129,7 +129,7 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   }
   auto session = std::make_shared<Session>();
   session->owner_bytes = std::move(owner_bytes);
-  // A session that is not opened after all gives its owner's counter back to the map's pruning.
+  // A session that is not opened after all lets go of its owner's counter (ForgetOwnerBytesLocked).
   auto forget = [this, &session] {
     absl::MutexLock lock(&mutex_);
     ForgetOwnerBytesLocked(*session);
@@ -232,24 +232,21 @@ void SessionManager::Release(Session& session) {
 }
 
 std::shared_ptr<std::atomic<uint64_t>> SessionManager::OwnerBytesLocked(const std::string& owner) {
-  std::shared_ptr<std::atomic<uint64_t>>& counter = bytes_per_owner_[owner];
-  if (counter == nullptr) counter = std::make_shared<std::atomic<uint64_t>>(0);
-  return counter;
+  OwnerBytes& entry = bytes_per_owner_[owner];
+  if (entry.bytes == nullptr) entry.bytes = std::make_shared<std::atomic<uint64_t>>(0);
+  ++entry.sessions;
+  return entry.bytes;
 }
 
 void SessionManager::ForgetOwnerBytesLocked(const Session& session) {
-  // Copies are made only here, under mutex_: the map's and this session's are the only ones left
-  // when the count is 2 (a session being destroyed elsewhere can only lower it).
   auto it = bytes_per_owner_.find(session.config.owner);
-  if (it != bytes_per_owner_.end() && it->second == session.owner_bytes && it->second.use_count() <= 2) {
-    bytes_per_owner_.erase(it);
-  }
+  if (it != bytes_per_owner_.end() && --it->second.sessions == 0) bytes_per_owner_.erase(it);
 }
 
 uint64_t SessionManager::charged_bytes_of(const std::string& owner) const {
   absl::MutexLock lock(&mutex_);
   auto it = bytes_per_owner_.find(owner);
-  return it == bytes_per_owner_.end() ? 0 : it->second->load();
+  return it == bytes_per_owner_.end() ? 0 : it->second.bytes->load();
 }
 
 absl::StatusOr<SessionInfo> SessionManager::OpenSeeded(const SessionConfig& config, absl::Span<const uint32_t> positions,
@@ -257,9 +254,12 @@ absl::StatusOr<SessionInfo> SessionManager::OpenSeeded(const SessionConfig& conf
   absl::StatusOr<SessionInfo> info = Open(config);
   if (!info.ok()) return info;
   std::shared_ptr<Session> session = Find(info->id);
+  if (session == nullptr) return NotFound(info->id);  // expired (or closed) since it opened
   absl::Status seeded;
   {
     absl::MutexLock lock(&session->mutex);
+    // Closed meanwhile: its charge was returned, so none may be taken now.
+    if (session->closed) return NotFound(info->id);
     seeded = Charge(*session, entries + 1);
     if (seeded.ok()) seeded = store_->SeedEntries(session->handle, positions, entries);
     if (seeded.ok()) {
@@ -315,7 +315,9 @@ absl::StatusOr<SessionInfo> SessionManager::Close(const std::string& id) {
     Release(*session);
     info = InfoLocked(*session);
   }
-  absl::MutexLock lock(&mutex_);  // not nested in the session's lock: no order between the two
+  // Taken after the session's lock is given up. (Open takes it inside its new session's lock, which
+  // no one else can hold yet; nothing takes a session's lock inside mutex_.)
+  absl::MutexLock lock(&mutex_);
   ForgetOwnerBytesLocked(*session);
   return info;
 }

@@ -209,10 +209,11 @@ class SessionManager {
   // grows to it; RESOURCE_EXHAUSTED naming the limit (nothing charged) when it would pass one.
   absl::Status Charge(Session& session, uint32_t needed);
   void Release(Session& session);  // returns the session's charge
-  // The byte counter the sessions of `owner` share, made at its first session.
+  // The byte counter the sessions of `owner` share, made at its first session; one more holder.
   std::shared_ptr<std::atomic<uint64_t>> OwnerBytesLocked(const std::string& owner)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
-  // Drops `session`'s owner counter from the map when no other session or opening holds it.
+  // `session` (opened, or failed to open) no longer holds its owner's counter; the map drops the
+  // counter with its last holder. Called once per OwnerBytesLocked.
   void ForgetOwnerBytesLocked(const Session& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // RESOURCE_EXHAUSTED naming --max_sessions or --max_sessions_per_peer when `owner` may not open one.
   absl::Status CheckCapacityLocked(const std::string& owner) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -225,7 +226,11 @@ class SessionManager {
   mutable absl::Mutex mutex_;
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mutex_);
   std::map<std::string, size_t> sessions_per_owner_ ABSL_GUARDED_BY(mutex_);
-  std::map<std::string, std::shared_ptr<std::atomic<uint64_t>>> bytes_per_owner_ ABSL_GUARDED_BY(mutex_);
+  struct OwnerBytes {
+    std::shared_ptr<std::atomic<uint64_t>> bytes;  // what the owner's sessions are charged
+    size_t sessions = 0;                           // sessions holding it, opened or opening
+  };
+  std::map<std::string, OwnerBytes> bytes_per_owner_ ABSL_GUARDED_BY(mutex_);
   std::atomic<uint64_t> charged_bytes_{0};
   PolicySpec default_policy_ ABSL_GUARDED_BY(mutex_);
 };
