@@ -3,8 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <fstream>
-#include <sstream>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -12,20 +11,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
+#include "common/files.h"
 
 namespace a2sf {
-namespace {
-
-std::optional<std::string> ReadSmallFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return std::nullopt;
-  std::ostringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
-
-}  // namespace
-
 uint64_t MemoryLimitFrom(uint64_t physical, const std::string& proc_self_cgroup,
                          const std::function<std::optional<std::string>(const std::string&)>& read) {
   std::vector<std::string> files;
@@ -63,7 +51,11 @@ uint64_t MemoryLimitFrom(uint64_t physical, const std::string& proc_self_cgroup,
 
 uint64_t MemoryLimitBytes() {
   const uint64_t physical = uint64_t(sysconf(_SC_PHYS_PAGES)) * uint64_t(sysconf(_SC_PAGESIZE));
-  return MemoryLimitFrom(physical, ReadSmallFile("/proc/self/cgroup").value_or(""), ReadSmallFile);
+  auto read = [](const std::string& path) -> std::optional<std::string> {
+    absl::StatusOr<std::string> text = ReadFileToString(path);
+    return text.ok() ? std::optional<std::string>(*std::move(text)) : std::nullopt;
+  };
+  return MemoryLimitFrom(physical, read("/proc/self/cgroup").value_or(""), read);
 }
 
 }  // namespace a2sf

@@ -48,8 +48,9 @@ struct SessionManager::Session {
   uint32_t entries ABSL_GUARDED_BY(mutex) = 0;
   // Entries per head the byte budgets were charged for (the store's capacity by its growth rule).
   uint32_t charged_capacity ABSL_GUARDED_BY(mutex) = 0;
-  // The bytes charged to all sessions of config.owner (SessionManager::bytes_per_owner_); set at open.
-  std::shared_ptr<std::atomic<uint64_t>> owner_bytes;
+  // The bytes charged to all sessions of config.owner (SessionManager::bytes_per_owner_); set at open,
+  // valid until the session lets go of it (Close, or a failed Open).
+  std::atomic<uint64_t>* owner_bytes = nullptr;
   bool closed ABSL_GUARDED_BY(mutex) = false;
   // Set for pipelined sessions; `remapped` holds a step's scores translated to the store's layout.
   std::unique_ptr<LaggedLayout> lagged ABSL_GUARDED_BY(mutex);
@@ -121,14 +122,14 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   absl::StatusOr<EvictionRule> rule = (*policy)->RuleFor(g.num_layers, *budget);
   if (!rule.ok()) return rule.status();
 
-  std::shared_ptr<std::atomic<uint64_t>> owner_bytes;
+  std::atomic<uint64_t>* owner_bytes = nullptr;
   {
     absl::MutexLock lock(&mutex_);
     if (absl::Status s = CheckCapacityLocked(config.owner); !s.ok()) return s;
     owner_bytes = OwnerBytesLocked(config.owner);
   }
   auto session = std::make_shared<Session>();
-  session->owner_bytes = std::move(owner_bytes);
+  session->owner_bytes = owner_bytes;
   // A session that is not opened after all lets go of its owner's counter (ForgetOwnerBytesLocked).
   auto forget = [this, &session] {
     absl::MutexLock lock(&mutex_);
@@ -231,11 +232,10 @@ void SessionManager::Release(Session& session) {
   session.charged_capacity = 0;
 }
 
-std::shared_ptr<std::atomic<uint64_t>> SessionManager::OwnerBytesLocked(const std::string& owner) {
+std::atomic<uint64_t>* SessionManager::OwnerBytesLocked(const std::string& owner) {
   OwnerBytes& entry = bytes_per_owner_[owner];
-  if (entry.bytes == nullptr) entry.bytes = std::make_shared<std::atomic<uint64_t>>(0);
   ++entry.sessions;
-  return entry.bytes;
+  return &entry.bytes;
 }
 
 void SessionManager::ForgetOwnerBytesLocked(const Session& session) {
@@ -246,7 +246,7 @@ void SessionManager::ForgetOwnerBytesLocked(const Session& session) {
 uint64_t SessionManager::charged_bytes_of(const std::string& owner) const {
   absl::MutexLock lock(&mutex_);
   auto it = bytes_per_owner_.find(owner);
-  return it == bytes_per_owner_.end() ? 0 : it->second.bytes->load();
+  return it == bytes_per_owner_.end() ? 0 : it->second.bytes.load();
 }
 
 absl::StatusOr<SessionInfo> SessionManager::OpenSeeded(const SessionConfig& config, absl::Span<const uint32_t> positions,

@@ -210,8 +210,8 @@ class SessionManager {
   absl::Status Charge(Session& session, uint32_t needed);
   void Release(Session& session);  // returns the session's charge
   // The byte counter the sessions of `owner` share, made at its first session; one more holder.
-  std::shared_ptr<std::atomic<uint64_t>> OwnerBytesLocked(const std::string& owner)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // The counter stays where it is until its last holder lets go (ForgetOwnerBytesLocked).
+  std::atomic<uint64_t>* OwnerBytesLocked(const std::string& owner) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   // `session` (opened, or failed to open) no longer holds its owner's counter; the map drops the
   // counter with its last holder. Called once per OwnerBytesLocked.
   void ForgetOwnerBytesLocked(const Session& session) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
@@ -227,9 +227,10 @@ class SessionManager {
   std::map<std::string, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mutex_);
   std::map<std::string, size_t> sessions_per_owner_ ABSL_GUARDED_BY(mutex_);
   struct OwnerBytes {
-    std::shared_ptr<std::atomic<uint64_t>> bytes;  // what the owner's sessions are charged
-    size_t sessions = 0;                           // sessions holding it, opened or opening
+    std::atomic<uint64_t> bytes{0};  // what the owner's sessions are charged
+    size_t sessions = 0;             // sessions holding it, opened or opening
   };
+  // A map's entries stay in place: sessions point at their owner's `bytes`.
   std::map<std::string, OwnerBytes> bytes_per_owner_ ABSL_GUARDED_BY(mutex_);
   std::atomic<uint64_t> charged_bytes_{0};
   PolicySpec default_policy_ ABSL_GUARDED_BY(mutex_);

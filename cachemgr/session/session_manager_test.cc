@@ -30,6 +30,16 @@ SessionConfig Config(const std::string& policy, uint32_t budget_tokens, std::opt
 
 ScoreView View(const std::vector<float>& v) { return {kv::ScoreDType::kFp32, v.data(), v.size()}; }
 
+// Steps a two-head session of no evictions (`full`) from step `*t` on, one entry more each, until a
+// step fails (or `limit` steps); returns that failure, `*t` left at the failed step.
+absl::Status GrowUntilRefused(SessionManager& manager, const std::string& id, uint64_t* t, uint64_t limit) {
+  for (; *t < limit; ++*t) {
+    absl::Status grown = manager.Step(id, *t, *t, View(std::vector<float>(2 * (*t + 1), 0.5f))).status();
+    if (!grown.ok()) return grown;
+  }
+  return absl::OkStatus();
+}
+
 TEST(ResolveBudget, TokensRatiosAndTheirErrors) {
   EXPECT_EQ(*ResolveBudget({5u, {}, 0}), 5u);
   EXPECT_EQ(*ResolveBudget({{}, 0.2, 4096}), 819u);  // floor(0.2 * 4096)
@@ -307,18 +317,13 @@ TEST(SessionManagerLimits, StoreBytesAreChargedBeforeAllocatingAndGrowWithUse) {
   EXPECT_EQ(manager.charged_bytes(), 2u * 12 * 128);
   // Grow `full` entry by entry: 64 -> 128 fits the store only once `big_budget` is closed.
   uint64_t t = 0;
-  absl::Status grown;
-  for (; t < 200 && grown.ok(); ++t) {
-    grown = manager.Step(full->id, t, t, View(std::vector<float>(2 * (t + 1), 0.5f))).status();
-  }
+  const absl::Status grown = GrowUntilRefused(manager, full->id, &t, 200);
   EXPECT_EQ(grown.code(), absl::StatusCode::kResourceExhausted) << grown;
   EXPECT_NE(grown.message().find("--max_store_bytes"), std::string::npos) << grown;
-  EXPECT_EQ(t - 1, 64u) << "the 65th entry needs the second allocation";
+  EXPECT_EQ(t, 64u) << "the 65th entry needs the second allocation";
   ASSERT_TRUE(manager.Close(big_budget->id).ok());
   EXPECT_EQ(manager.charged_bytes(), 2u * 12 * 64);
-  for (--t; t < 128; ++t) {
-    ASSERT_TRUE(manager.Step(full->id, t, t, View(std::vector<float>(2 * (t + 1), 0.5f))).ok()) << t;
-  }
+  ASSERT_TRUE(GrowUntilRefused(manager, full->id, &t, 128).ok()) << t;
   // The 129th entry would need 256 entries per head: past --max_session_bytes.
   absl::Status over = manager.Step(full->id, t, t, View(std::vector<float>(2 * (t + 1), 0.5f))).status();
   EXPECT_EQ(over.code(), absl::StatusCode::kResourceExhausted);
@@ -348,10 +353,7 @@ TEST(SessionManagerLimits, StoreBytesPerPeerAreCounted) {
   EXPECT_EQ(manager.charged_bytes_of("ipv4:10.0.0.1"), 2u * 12 * 64 * 2) << "the refused one holds nothing";
   // Growing a session past the share is refused too, and the session stays usable.
   uint64_t t = 0;
-  absl::Status grown;
-  for (; t < 100 && grown.ok(); ++t) {
-    grown = manager.Step(first->id, t, t, View(std::vector<float>(2 * (t + 1), 0.5f))).status();
-  }
+  const absl::Status grown = GrowUntilRefused(manager, first->id, &t, 100);
   EXPECT_EQ(grown.code(), absl::StatusCode::kResourceExhausted) << grown;
   EXPECT_NE(grown.message().find("--max_peer_store_bytes"), std::string::npos) << grown;
   EXPECT_EQ(manager.Get(first->id)->steps, 64u);

@@ -6,12 +6,12 @@
 
 namespace a2sf::worker::http {
 
-ConnectionPool::ConnectionPool(size_t warm, size_t max, size_t max_queued,
-                               std::shared_ptr<const std::atomic<bool>> stopping, std::chrono::milliseconds idle_retire)
+ConnectionPool::ConnectionPool(size_t warm, size_t max, size_t max_queued, const std::atomic<bool>* stopping,
+                               std::chrono::milliseconds idle_retire)
     : warm_(std::max<size_t>(warm, 1)),
       max_(std::max(max, std::max<size_t>(warm, 1))),
       max_queued_(max_queued),
-      stopping_(std::move(stopping)),
+      stopping_(stopping),
       idle_retire_(idle_retire) {}
 
 ConnectionPool::~ConnectionPool() { shutdown(); }

@@ -22,7 +22,6 @@
 #include <deque>
 #include <functional>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -36,8 +35,8 @@ class ConnectionPool final : public httplib::TaskQueue {
   static constexpr std::chrono::seconds kIdleRetire{30};
 
   // 1 <= warm <= max (values are raised to that); max_queued 0: no bound.
-  ConnectionPool(size_t warm, size_t max, size_t max_queued = 0,
-                 std::shared_ptr<const std::atomic<bool>> stopping = nullptr,
+  // `stopping` (may be null) outlives the pool.
+  ConnectionPool(size_t warm, size_t max, size_t max_queued = 0, const std::atomic<bool>* stopping = nullptr,
                  std::chrono::milliseconds idle_retire = kIdleRetire);
   ~ConnectionPool() override;
   ConnectionPool(const ConnectionPool&) = delete;
@@ -56,7 +55,7 @@ class ConnectionPool final : public httplib::TaskQueue {
   void JoinRetired(std::unique_lock<std::mutex>* lock);
 
   const size_t warm_, max_, max_queued_;
-  const std::shared_ptr<const std::atomic<bool>> stopping_;
+  const std::atomic<bool>* const stopping_;
   const std::chrono::milliseconds idle_retire_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -4,7 +4,6 @@
 #include "worker/http/connection_pool.h"
 
 #include <atomic>
-#include <memory>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
@@ -61,8 +60,8 @@ TEST(ConnectionPool, GrowsToMaxThenQueues) {
 // Past max_queued waiting tasks enqueue waits until a thread takes one (the listen thread stops
 // accepting), or until its owner says the server is stopping.
 TEST(ConnectionPool, AFullQueueHoldsEnqueueUntilThereIsRoomOrTheServerStops) {
-  auto stopping = std::make_shared<std::atomic<bool>>(false);
-  ConnectionPool pool(1, 2, /*max_queued=*/3, stopping);
+  std::atomic<bool> stopping{false};
+  ConnectionPool pool(1, 2, /*max_queued=*/3, &stopping);
   absl::Notification release;
   std::atomic<int> ran{0};
   auto blocking = [&] {
@@ -86,7 +85,7 @@ TEST(ConnectionPool, AFullQueueHoldsEnqueueUntilThereIsRoomOrTheServerStops) {
   for (int i = 0; i < 5; ++i) pool.enqueue([&] { hold.WaitForNotification(); });
   std::thread stopped([&] { pool.enqueue([] {}); });
   absl::SleepFor(absl::Milliseconds(100));
-  *stopping = true;  // the waiting enqueue returns without room
+  stopping = true;  // the waiting enqueue returns without room
   stopped.join();
   hold.Notify();
 }

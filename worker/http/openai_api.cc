@@ -93,14 +93,14 @@ bool Integer(const json& body, const char* name, int64_t lo, int64_t hi, int64_t
   const json* v = Field(body, name);
   if (v == nullptr) return true;
   if (!v->is_number_integer()) return FailType(error, name, "an integer");
-  // The parser holds every non-negative integer as unsigned: both bounds are checked either way.
-  const bool outside = v->is_number_unsigned()
-                           ? (lo > 0 && v->get<uint64_t>() < uint64_t(lo)) || hi < 0 || v->get<uint64_t>() > uint64_t(hi)
-                           : v->get<int64_t>() < lo || v->get<int64_t>() > hi;
-  if (outside) {
+  // The parser holds every non-negative integer as unsigned: past int64's range it is out of [lo, hi]
+  // (hi is an int64), below it both bounds are compared as signed.
+  const bool huge = v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(INT64_MAX);
+  const int64_t value = huge ? 0 : v->get<int64_t>();
+  if (huge || value < lo || value > hi) {
     return Fail(error, name, absl::StrCat("'", name, "' must be in [", lo, ", ", hi, "]"));
   }
-  *out = v->is_number_unsigned() ? int64_t(v->get<uint64_t>()) : v->get<int64_t>();
+  *out = value;
   return true;
 }
 

@@ -256,8 +256,8 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::Start(const OpenAiSe
   }
   const size_t warm = size_t(std::max(options.threads, 1)), max = size_t(std::max(options.max_connections, 1));
   const size_t queued = size_t(std::max(options.max_queued_connections, 0));
-  server->server_->new_task_queue = [warm, max, queued, stopping = server->stopping_] {
-    return new ConnectionPool(warm, max, queued, stopping);
+  server->server_->new_task_queue = [warm, max, queued, stopping = &server->stopping_] {
+    return new ConnectionPool(warm, max, queued, stopping);  // ends before the server (its thread is joined)
   };
   server->server_->set_payload_max_length(options.max_body_bytes);
   server->Routes();
@@ -282,7 +282,7 @@ absl::StatusOr<std::unique_ptr<OpenAiServer>> OpenAiServer::StartIfAsked(const O
 }
 
 OpenAiServer::~OpenAiServer() {
-  *stopping_ = true;  // a listen thread waiting for room in a full connection queue goes on
+  stopping_ = true;  // a listen thread waiting for room in a full connection queue goes on
   if (server_ != nullptr) server_->stop();
   if (thread_.joinable()) thread_.join();
 }

@@ -81,7 +81,7 @@ class OpenAiServer {
   std::unique_ptr<v1::Generation::Stub> stub_;
   std::atomic<size_t> body_bytes_in_flight_{0};  // BodyReservations of the requests being read
   // Set before the server stops (ConnectionPool: a full queue's wait ends).
-  std::shared_ptr<std::atomic<bool>> stopping_ = std::make_shared<std::atomic<bool>>(false);
+  std::atomic<bool> stopping_{false};
   std::unique_ptr<ConnectionWatcher> watcher_;  // notices clients that hang up; outlives the requests
   int64_t created_ = 0;
   std::unique_ptr<httplib::Server> server_;

@@ -1,9 +1,9 @@
 // VocabularyTokenizer (the rules are in vocabulary.h) and the llama2.c tokenizer.bin reader.
 #include <array>
 #include <cmath>
-#include <queue>
 #include <cstdio>
 #include <cstring>
+#include <queue>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
@@ -103,9 +103,9 @@ class VocabularyTokenizer final : public Tokenizer {
     const size_t n = s.size();
     std::vector<size_t> next(n), prev(n);
     for (size_t i = 0; i < n; ++i) next[i] = i + 1, prev[i] = i - 1;  // prev[0] wraps: never read
-    struct Candidate {
+    struct Candidate {  // the pair at `left` and its next symbol, as they were when offered
       float score;
-      size_t left, right;
+      size_t left;
       int left_id, right_id, merged;
     };
     auto after = [](const Candidate& a, const Candidate& b) {  // b is taken before a
@@ -117,18 +117,20 @@ class VocabularyTokenizer final : public Tokenizer {
       const size_t right = next[left];
       if (!s[left].mergeable || !s[right].mergeable) return;
       const int id = Find(v_.pieces[s[left].id] + v_.pieces[s[right].id]);
-      if (id >= 0) heap.push({v_.scores[id], left, right, s[left].id, s[right].id, id});
+      if (id >= 0) heap.push({v_.scores[id], left, s[left].id, s[right].id, id});
     };
     for (size_t i = 0; i + 1 < n; ++i) offer(i);
     while (!heap.empty()) {
       const Candidate c = heap.top();
       heap.pop();
-      // Stale: a side was merged away or into something else since the candidate was offered.
-      if (next[c.left] != c.right || s[c.left].id != c.left_id || s[c.right].id != c.right_id) continue;
+      // Stale: a side merged since the pair was offered (a symbol's next changes only when its id
+      // does, so an unchanged left id means the same right neighbour).
+      const size_t right = next[c.left];
+      if (s[c.left].id != c.left_id || right >= n || s[right].id != c.right_id) continue;
       s[c.left].id = c.merged;
-      s[c.right].id = -1;
-      next[c.left] = next[c.right];
-      if (next[c.right] < n) prev[next[c.right]] = c.left;
+      s[right].id = -1;
+      next[c.left] = next[right];
+      if (next[right] < n) prev[next[right]] = c.left;
       if (c.left > 0) offer(prev[c.left]);
       offer(c.left);
     }
