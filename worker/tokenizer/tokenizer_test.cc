@@ -14,6 +14,7 @@
 #include "nlohmann/json.hpp"
 #include "worker/model/gguf.h"
 #include "worker/tokenizer/sentencepiece_model.h"
+#include "worker/tokenizer/testing/reference_bpe.h"
 #include "worker/tokenizer/vocabulary.h"
 #include "worker/testing/fixtures.h"
 #include "worker/testing/goldens.h"
@@ -107,6 +108,12 @@ TEST(Llama2cTokenizer, LongPromptsRoundTrip) {
   while (stories.size() < (size_t(32) << 10)) {
     for (const Story& s : CorpusStories()) stories += s.text + "\n";
   }
+  // The first 4 KB merge exactly as the plain loop merges them over tok512's own vocabulary (the
+  // 32 KB would take it seconds).
+  auto vocabulary = ReadVocabulary(FixturesDir() + "/tok512.bin", 512);
+  ASSERT_TRUE(vocabulary.ok()) << vocabulary.status();
+  const std::string head = stories.substr(0, size_t(4) << 10);
+  EXPECT_EQ(*tokenizer->Encode(head, false), testing::ReferenceEncode(*vocabulary, head));
   for (const std::string& text : {stories.substr(0, size_t(32) << 10), absl::StrJoin(std::vector<std::string>(8192, "the"), " ")}) {
     auto ids = tokenizer->Encode(text, true);
     ASSERT_TRUE(ids.ok()) << ids.status();
@@ -229,47 +236,6 @@ TEST(Utf8StreamDecoder, NeverSplitsACharacter) {
   EXPECT_EQ(decoder.Flush(), "\xEF\xBF\xBD");
 }
 
-// The merge rule, written as plainly as it reads (llama2.c's loop: every pair rescanned per merge,
-// the highest score, the leftmost of equal ones): what the tokenizer's heap must reproduce.
-std::vector<int> ReferenceEncode(const Vocabulary& v, const std::string& text) {
-  std::map<std::string, int> lookup;
-  std::map<int, int> bytes;
-  for (size_t i = 0; i < v.pieces.size(); ++i) {
-    if (v.types[i] == TokenType::kNormal) lookup.emplace(v.pieces[i], int(i));
-    if (v.types[i] == TokenType::kByte) bytes[std::stoi(v.pieces[i].substr(3, 2), nullptr, 16)] = int(i);
-  }
-  if (text.empty()) return {};  // no space prefix for nothing
-  std::string escaped = "\xE2\x96\x81";
-  for (char c : text) escaped += c == ' ' ? std::string("\xE2\x96\x81") : std::string(1, c);
-  std::vector<std::pair<int, bool>> symbols;  // id, mergeable
-  for (size_t i = 0; i < escaped.size();) {
-    size_t len = 1;
-    while (i + len < escaped.size() && (uint8_t(escaped[i + len]) & 0xC0) == 0x80) ++len;
-    auto it = lookup.find(escaped.substr(i, len));
-    if (it != lookup.end()) {
-      symbols.push_back({it->second, true});
-    } else {
-      for (size_t k = 0; k < len; ++k) symbols.push_back({bytes.at(uint8_t(escaped[i + k])), false});
-    }
-    i += len;
-  }
-  for (;;) {
-    int best = -1;
-    size_t at = 0;
-    for (size_t i = 0; i + 1 < symbols.size(); ++i) {
-      if (!symbols[i].second || !symbols[i + 1].second) continue;
-      auto it = lookup.find(v.pieces[symbols[i].first] + v.pieces[symbols[i + 1].first]);
-      if (it != lookup.end() && (best < 0 || v.scores[it->second] > v.scores[best])) best = it->second, at = i;
-    }
-    if (best < 0) break;
-    symbols[at].first = best;
-    symbols.erase(symbols.begin() + at + 1);
-  }
-  std::vector<int> ids;
-  for (const auto& s : symbols) ids.push_back(s.first);
-  return ids;
-}
-
 // A vocabulary whose merged pieces share three scores (so the leftmost rule decides between
 // different pieces at every turn, as in GGUF files whose scores are all 0), on 3000 random texts.
 TEST(VocabularyTokenizer, HeapMergesEqualThePlainLoopIncludingTies) {
@@ -301,7 +267,7 @@ TEST(VocabularyTokenizer, HeapMergesEqualThePlainLoopIncludingTies) {
     for (int k = int(random() % 40); k > 0; --k) text += letters[random() % letters.size()];
     auto ids = (*tokenizer)->Encode(text, /*add_bos=*/false);
     ASSERT_TRUE(ids.ok()) << ids.status();
-    ASSERT_EQ(*ids, ReferenceEncode(v, text)) << "'" << text << "'";
+    ASSERT_EQ(*ids, testing::ReferenceEncode(v, text)) << "'" << text << "'";
   }
   // A NaN score has no place in the merge order: refused.
   v.scores.back() = std::nanf("");
