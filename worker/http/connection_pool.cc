@@ -19,8 +19,9 @@ ConnectionPool::~ConnectionPool() { shutdown(); }
 void ConnectionPool::enqueue(std::function<void()> fn) {
   std::unique_lock<std::mutex> lock(mutex_);
   JoinRetired(&lock);
-  // Full: wait for a thread to take a queued task (in slices, to notice `stopping`).
-  while (max_queued_ > 0 && tasks_.size() >= max_queued_ && !stop_ &&
+  // Full: wait for a thread to take a queued task (in slices, to notice `stopping`), while there is
+  // one that will.
+  while (max_queued_ > 0 && tasks_.size() >= max_queued_ && live_ > 0 && !stop_ &&
          !(stopping_ != nullptr && stopping_->load())) {
     room_.wait_for(lock, std::chrono::milliseconds(50));
   }

@@ -168,19 +168,15 @@ class BodyReservation {
   size_t bytes_ = 0;
 };
 
-// A request body must have arrived this long after its headers: a client that dribbles its body
-// holds its thread and its reservation no longer.
-constexpr absl::Duration kBodyDeadline = absl::Seconds(30);
-
 // Reads the request body into `body`: at most `max_bytes` (else 413, whether its length was declared
-// -- httplib refuses that before reading -- or it came chunked), within kBodyDeadline (else 408), each
+// -- httplib refuses that before reading -- or it came chunked), within `time` (else 408), each
 // chunk first reserved in `reservation` (else 503, which OpenAI's clients retry); a malformed one is
 // 400. False, with the error sent, on any failure. The answer says "Connection: close"; httplib 0.11
 // still reads on until the client closes or its read timeout (5 s), and answers what follows a
 // refused chunked body as a malformed request.
-bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, BodyReservation* reservation,
-              std::string* body, httplib::Response& response) {
-  const absl::Time deadline = absl::Now() + kBodyDeadline;
+bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, absl::Duration time,
+              BodyReservation* reservation, std::string* body, httplib::Response& response) {
+  const absl::Time deadline = absl::Now() + time;
   bool too_large = false, busy = false, late = false;
   const bool read = content([&](const char* data, size_t size) {
     too_large = body->size() + size > max_bytes;
@@ -197,8 +193,8 @@ bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, BodyReser
                               "server_error"));
     response.set_header("Retry-After", "1");
   } else if (late) {
-    SendError(response, Error(408, absl::StrCat("the request body did not arrive within ",
-                                                absl::FormatDuration(kBodyDeadline))));
+    SendError(response,
+              Error(408, absl::StrCat("the request body did not arrive within ", absl::FormatDuration(time))));
   } else {
     SendError(response, too_large || response.status == 413
                             ? Error(413, absl::StrCat("the request body is larger than ", max_bytes, " bytes"))
@@ -344,7 +340,9 @@ std::shared_ptr<MappedRequest> OpenAiServer::ReadRequest(const httplib::ContentR
   // The body and its JSON live (and stay reserved) only while the request is read and mapped.
   BodyReservation reservation(&body_bytes_in_flight_, options_.max_body_bytes_in_flight);
   std::string body;
-  if (!ReadBody(content, options_.max_body_bytes, &reservation, &body, response)) return nullptr;
+  if (!ReadBody(content, options_.max_body_bytes, options_.body_deadline, &reservation, &body, response)) {
+    return nullptr;
+  }
   json parsed;
   ApiError error;
   auto mapped = std::make_shared<MappedRequest>();

@@ -19,6 +19,7 @@
 
 #include "a2sf/v1/generation.grpc.pb.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "common/grpc/server.h"
 #include "worker/http/connection_watcher.h"
 #include "worker/http/openai_api.h"
@@ -40,6 +41,9 @@ struct OpenAiServerOptions {
   // Bytes of request bodies all connections hold at once while they are read and mapped (as 32
   // bodies of 4 MiB); past it 503.
   size_t max_body_bytes_in_flight = size_t(128) << 20;
+  // A request body must have arrived this long after its headers (else 408): a client that dribbles
+  // its body holds its thread and its reservation no longer.
+  absl::Duration body_deadline = absl::Seconds(30);
   // Connections are served one thread each (a stream holds its thread): `threads` are kept, more
   // start on demand up to `max_connections` (ConnectionPool); beyond that connections wait.
   int threads = 32;

@@ -229,6 +229,36 @@ TEST_F(OpenAiServerTest, BodiesInFlightAreBoundedTogether) {
   EXPECT_EQ(Status(after), 200) << after.substr(0, 300);
 }
 
+// A client that dribbles its body (a byte every 300 ms, each read inside httplib's timeout) is
+// answered 408 once body_deadline (here 1 s) has passed, and the server serves on.
+TEST_F(OpenAiServerTest, ABodyThatDoesNotArriveInTimeIs408) {
+  OpenAiServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.plaintext = true;
+  options.body_deadline = absl::Seconds(1);
+  auto http = StartHttp(options);
+  const int port = http->port();
+  const int fd = Connect(port);
+  ASSERT_GE(fd, 0);
+  const std::string head =
+      "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n";
+  ASSERT_EQ(send(fd, head.data(), head.size(), MSG_NOSIGNAL), ssize_t(head.size()));
+  timeval timeout = {0, 100000};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+  std::string answer;
+  const absl::Time start = absl::Now();
+  char buffer[4096];
+  for (int i = 0; i < 30 && answer.empty(); ++i) {  // at most 30 bytes: 9 s
+    send(fd, " ", 1, MSG_NOSIGNAL);
+    absl::SleepFor(absl::Milliseconds(200));
+    for (ssize_t n; (n = recv(fd, buffer, sizeof(buffer), 0)) > 0;) answer.append(buffer, size_t(n));
+  }
+  close(fd);
+  EXPECT_EQ(Status(answer), 408) << answer;
+  EXPECT_LT(absl::Now() - start, absl::Seconds(4)) << "answered at the deadline, not at the body's end";
+  ExpectServing(port);
+}
+
 TEST_F(OpenAiServerTest, MalformedRequestsAre4xxAndTheServerKeepsServing) {
   auto http = StartPlain();
   const int port = http->port();
