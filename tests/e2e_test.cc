@@ -301,6 +301,32 @@ TEST(EndToEnd, CalibratedPerLayerAlphasWorkThroughTheServices) {
   EXPECT_NE(bad.status().message().find("layer_alphas"), std::string::npos) << bad.status();
 }
 
+TEST(EndToEnd, AnOperatorsDefaultPolicyThatDoesNotFitTheModelIsAServerError) {
+  A2SF_REQUIRE_FIXTURES();
+  Stack stack(/*remote=*/true);
+  v1::PolicySpec six_layers;  // the fixture model has 5
+  six_layers.set_name("a2sf");
+  for (double a : {0.1, 0.2, 0.3, 0.4, 0.5, 0.6}) six_layers.add_layer_alphas(a);
+  ASSERT_TRUE(stack.admin().SetDefault(six_layers).ok());
+  v1::GenerateRequest unnamed = Request("a2sf", 16, 10);
+  unnamed.clear_policy();
+  auto refused = stack.client().Generate(unnamed);
+  ASSERT_FALSE(refused.ok());
+  // Not INVALID_ARGUMENT (HTTP 400): the request is fine; the message names the default and the way out.
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInternal) << refused.status();
+  EXPECT_NE(refused.status().message().find("default policy"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("name a policy in the request"), std::string::npos) << refused.status();
+  // A request naming its own policy is served, and a default that fits serves the unnamed one again.
+  EXPECT_TRUE(stack.client().Generate(Request("a2sf", 16, 10)).ok());
+  v1::PolicySpec h2o;
+  h2o.set_name("h2o");
+  ASSERT_TRUE(stack.admin().SetDefault(h2o).ok());
+  auto served = stack.client().Generate(unnamed);
+  ASSERT_TRUE(served.ok()) << served.status();
+  EXPECT_EQ(served->finished.policy().name(), "h2o");
+  EXPECT_EQ(stack.manager()->session_count(), 0u);
+}
+
 // GET http://127.0.0.1:port/metrics with a plain socket.
 std::string Scrape(int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);

@@ -92,6 +92,17 @@ absl::Status NotFound(const std::string& id) {
   return absl::NotFoundError(absl::StrCat("session_id: no session '", id, "' (closed, expired or never opened)"));
 }
 
+// The operator's default policy, applied to a session that names none, does not fit that session (e.g.
+// layer_alphas for another model's depth). Not the request's fault: FAILED_PRECONDITION, saying whose
+// setting it is and both ways out.
+absl::Status DefaultPolicyMisfit(const PolicySpec& spec, const absl::Status& why) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("the cache manager's default policy (", PolicySpecToString(spec),
+                   ") does not fit this session: ", why.message(),
+                   "; name a policy in the request, or have an operator set a default that fits "
+                   "(PolicyAdmin.SetDefaultPolicy)"));
+}
+
 }  // namespace
 
 absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
@@ -120,7 +131,7 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   absl::StatusOr<std::shared_ptr<const Policy>> policy = registry_->Create(spec);
   if (!policy.ok()) return policy.status();
   absl::StatusOr<EvictionRule> rule = (*policy)->RuleFor(g.num_layers, *budget);
-  if (!rule.ok()) return rule.status();
+  if (!rule.ok()) return config.policy.has_value() ? rule.status() : DefaultPolicyMisfit(spec, rule.status());
 
   std::atomic<uint64_t>* owner_bytes = nullptr;
   {

@@ -110,8 +110,10 @@ class SessionManager {
   SessionManager(const SessionManager&) = delete;
   SessionManager& operator=(const SessionManager&) = delete;
 
-  // INVALID_ARGUMENT for a bad shape, policy or budget; RESOURCE_EXHAUSTED, naming the limit, at
-  // max_sessions, max_sessions_per_peer, max_store_bytes, max_peer_store_bytes or max_session_bytes.
+  // INVALID_ARGUMENT for a bad shape, policy or budget; FAILED_PRECONDITION when the session names no
+  // policy and the default does not fit it (layer_alphas of another depth, a recent window >= budget);
+  // RESOURCE_EXHAUSTED, naming the limit, at max_sessions, max_sessions_per_peer, max_store_bytes,
+  // max_peer_store_bytes or max_session_bytes.
   absl::StatusOr<SessionInfo> Open(const SessionConfig& config);
   // Opens a session that takes over a sequence already in progress: every head holds `entries`
   // entries at `positions` ([heads][entries], slot order) with scores 0, and the next expected step

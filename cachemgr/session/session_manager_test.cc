@@ -130,6 +130,35 @@ TEST(SessionManager, DefaultPolicyAppliesToSessionsThatNameNone) {
   EXPECT_EQ(manager->default_policy().name, "h2o");
 }
 
+TEST(SessionManager, ADefaultThatDoesNotFitTheSessionIsTheOperatorsNotTheRequests) {
+  // The operator's default carries layer_alphas for three layers; this session's model has two.
+  auto manager = MakeManager();
+  PolicySpec three_layers;
+  three_layers.name = "a2sf";
+  three_layers.layer_alphas = {0.1, 0.2, 0.3};
+  ASSERT_TRUE(manager->SetDefaultPolicy(three_layers).ok());
+  SessionConfig unnamed = Config("local", 4);
+  unnamed.policy.reset();
+  absl::Status misfit = manager->Open(unnamed).status();
+  EXPECT_EQ(misfit.code(), absl::StatusCode::kFailedPrecondition) << misfit;
+  EXPECT_NE(misfit.message().find("default policy"), std::string::npos) << misfit;
+  EXPECT_NE(misfit.message().find("layer_alphas"), std::string::npos) << misfit;
+  // The same policy named by the request is the request's own mistake.
+  SessionConfig named = unnamed;
+  named.policy = three_layers;
+  EXPECT_EQ(manager->Open(named).status().code(), absl::StatusCode::kInvalidArgument);
+  // A default whose recent window leaves nothing to evict in this budget: the same, and a session
+  // with a larger budget fits it.
+  PolicySpec window;
+  window.name = "a2sf";
+  window.recent_window = 4;
+  ASSERT_TRUE(manager->SetDefaultPolicy(window).ok());
+  EXPECT_EQ(manager->Open(unnamed).status().code(), absl::StatusCode::kFailedPrecondition);
+  unnamed.budget.tokens = 8;
+  EXPECT_TRUE(manager->Open(unnamed).ok());
+  EXPECT_EQ(manager->session_count(), 1u);
+}
+
 TEST(SessionManager, SwapChangesDecisionsFromTheNextStep) {
   // Two identical sessions under H2O; one is swapped to A2SF(alpha 0.1) before step 6. Decisions are
   // equal before the swap, and the swapped session's decisions then follow A2SF over the same scores.

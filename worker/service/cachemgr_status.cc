@@ -29,6 +29,9 @@ absl::Status OpenFailureForClient(const absl::Status& status, const std::shared_
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange:
       return status;  // about the request's own policy or budget, with the field named
+    case absl::StatusCode::kFailedPrecondition:
+      // The operator's default policy does not fit the job (the message says so and how to get past it).
+      return absl::InternalError(status.message());
     case absl::StatusCode::kResourceExhausted:
       return absl::ResourceExhaustedError(
           "the cache manager serving this worker has no room for another job now; retry later or on another worker");
