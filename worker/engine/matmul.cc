@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <type_traits>
 #include <vector>
 
@@ -641,9 +642,27 @@ RowsKernel Kernel(KernelIsa isa, WeightType type) {
   return IsQuantized(type) ? RowsScalarQuantized : RowsScalar;
 }
 
-// The kernel for w's type and layout.
-RowsKernel KernelFor(KernelIsa isa, const WeightMatrix& w) {
-  return w.panels() ? PanelKernelFor(isa, w.type) : Kernel(isa, w.type);
+// Rows [begin, end) of one product, as one thread's work: in panels, the chunk may be shared through
+// `claims` (PanelClaims) with threads that run out of work; row-major, its thread runs it whole.
+struct Chunk {
+  const WeightMatrix* w;
+  Activations a;
+  float* out;
+  int64_t begin, end;
+  RowsKernel rows_kernel;    // row-major matrices
+  PanelKernel panel_kernel;  // matrices in panels
+  PanelClaims* claims;       // panels: shared by the helpers; nullptr: run by one thread alone
+
+  // `helping`: a thread that has run out of its own work takes panels from the back, if any are left.
+  void Run(int n_vectors, bool helping) const {
+    if (panel_kernel != nullptr) return panel_kernel(*w, a, n_vectors, begin, end, out, {claims, helping});
+    if (!helping) rows_kernel(*w, a, n_vectors, begin, end, out);
+  }
+};
+
+Chunk MakeChunk(KernelIsa isa, const WeightMatrix& w, const Activations& a, float* out, int64_t begin, int64_t end) {
+  if (w.panels()) return {&w, a, out, begin, end, nullptr, PanelKernelFor(isa, w.type), nullptr};
+  return {&w, a, out, begin, end, Kernel(isa, w.type), nullptr, nullptr};
 }
 
 // The vectors in the form w's kernels take, quantized into `buffer` where the type needs it.
@@ -734,7 +753,7 @@ void MatMulRows(KernelIsa isa, float* out, const WeightMatrix& w, const float* x
     std::abort();
   }
   thread_local std::vector<BlockQ16> buffer;
-  KernelFor(isa, w)(w, Prepare(isa, w, x, n_vectors, &buffer), n_vectors, row_begin, row_end, out);
+  MakeChunk(isa, w, Prepare(isa, w, x, n_vectors, &buffer), out, row_begin, row_end).Run(n_vectors, false);
 }
 
 void MatMul(float* out, const WeightMatrix& w, const float* x, int n_vectors, ThreadPool* pool) {
@@ -747,13 +766,8 @@ void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool
   // The calling thread's buffers: the pool's threads read them while this call waits for them.
   thread_local std::vector<std::vector<BlockQ16>> buffers;
   if (buffers.size() < products.size()) buffers.resize(products.size());
-  struct Chunk {
-    const Product* product;
-    RowsKernel kernel;
-    Activations a;
-    int64_t begin, end;
-  };
   thread_local std::vector<Chunk> chunks;
+  thread_local std::deque<PanelClaims> claims;  // chunks[c]'s; a deque, as PanelClaims does not move
   thread_local std::vector<Activations> prepared;  // per product
   chunks.clear();
   prepared.clear();
@@ -778,25 +792,31 @@ void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool
     // depend on its chunk or tile). Not more for balance: a chunk's walk reads its panels as a few
     // sequential streams (panel_walk.inc), and every cut shortens them -- the same product in eight
     // chunks ran q4_0 at 0.6x and q8_0 at 0.85x the speed of one, even on one thread
-    // (docs/PERFORMANCE.md, weight types: "one chunk of rows per thread").
+    // (docs/PERFORMANCE.md, weight types: "one chunk of rows per thread"). Balance comes from sharing
+    // instead: a thread out of work takes a panel chunk's last panels (PanelClaims).
     const int64_t per_product = parallel ? threads : 1;
     const int64_t unit = w.panels() ? kPanelRows : 4;
     const int64_t chunk_rows = ((w.rows + per_product - 1) / per_product + unit - 1) / unit * unit;
     for (int64_t begin = 0; begin < w.rows; begin += chunk_rows) {
-      chunks.push_back({&products[p], KernelFor(isa, w), a, begin, std::min(w.rows, begin + chunk_rows)});
+      chunks.push_back(MakeChunk(isa, w, a, products[p].out, begin, std::min(w.rows, begin + chunk_rows)));
     }
   }
-  // A thread_local named in the lambda would be each pool thread's own (empty) list: name this one.
-  const std::vector<Chunk>& list = chunks;
-  auto run = [&list, n_vectors](size_t c) {
-    const Chunk& k = list[c];
-    k.kernel(*k.product->w, k.a, n_vectors, k.begin, k.end, k.product->out);
-  };
   if (!parallel) {
-    for (size_t c = 0; c < chunks.size(); ++c) run(c);
+    for (const Chunk& chunk : chunks) chunk.Run(n_vectors, /*helping=*/false);
     return;
   }
-  pool->ParallelFor(chunks.size(), run);
+  while (claims.size() < chunks.size()) claims.emplace_back();
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    if (chunks[c].panel_kernel == nullptr) continue;
+    claims[c].Reset(uint32_t((chunks[c].end - chunks[c].begin + kPanelRows - 1) / kPanelRows));
+    chunks[c].claims = &claims[c];
+  }
+  // Items [0, n): each chunk by the thread that claims it; items [n, 2n): a thread with none of those
+  // left helps chunk i - n from its back. A thread_local named in the lambda would be each pool
+  // thread's own (empty) list: name this one.
+  const std::vector<Chunk>& list = chunks;
+  const size_t n = chunks.size();
+  pool->ParallelFor(2 * n, [&list, n, n_vectors](size_t i) { list[i % n].Run(n_vectors, /*helping=*/i >= n); });
 }
 
 }  // namespace a2sf::worker

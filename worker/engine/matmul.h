@@ -47,7 +47,8 @@ bool CpuSupports(KernelIsa isa);
 const char* KernelIsaName(KernelIsa isa);
 
 // out[v * w.rows + r] for all rows, with the detected kernels; rows split over `pool` (may be null)
-// when the product is large enough to pay for a fork-join.
+// when the product is large enough to pay for a fork-join: one chunk of rows per thread, and (in
+// panels) a thread that finishes early takes the last panels of a chunk still running (PanelClaims).
 void MatMul(float* out, const WeightMatrix& w, const float* x, int n_vectors, ThreadPool* pool);
 
 // Several products of the same n_vectors vectors (q, k and v of one input; w1 and w3): each as MatMul

@@ -1,5 +1,6 @@
 // What a MatMul kernel takes (internal to the engine's matmul.cc and panel_kernels.cc): the vectors
-// in the form the matrix's type needs, and the one kernel signature every type and layout shares.
+// in the form the matrix's type needs, and the kernel signature of each layout (row-major matrices:
+// RowsKernel; panels: PanelKernel, whose chunk of rows threads can share).
 #ifndef A2SF_WORKER_ENGINE_MATMUL_KERNEL_H_
 #define A2SF_WORKER_ENGINE_MATMUL_KERNEL_H_
 
@@ -7,6 +8,7 @@
 #include <cstdint>
 
 #include "worker/engine/matmul.h"
+#include "worker/engine/panel_claims.h"
 #include "worker/model/weights.h"
 
 namespace a2sf::worker {
@@ -23,6 +25,17 @@ struct Activations {
 // out[v * w.rows + r] for rows [begin, end) and v < n_vectors.
 using RowsKernel = void (*)(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
                             float* out);
+
+// Which of a chunk's panels a panel kernel's call runs: all of them in order (claims == nullptr), or
+// the pieces it takes from `claims`, from the front (the chunk's own thread) or the back (a helper).
+struct PanelShare {
+  PanelClaims* claims = nullptr;
+  bool from_back = false;
+};
+
+// RowsKernel for a matrix in panels, running the part of rows [begin, end) that `share` gives it.
+using PanelKernel = void (*)(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
+                             float* out, PanelShare share);
 
 }  // namespace a2sf::worker
 

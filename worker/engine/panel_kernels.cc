@@ -15,12 +15,24 @@ namespace {
 
 // --- Scalar: the reference the SIMD kernels are compared against (and the fallback). ---
 
-void PanelsScalar(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end, float* out) {
+
+// Calls run(first row) for each panel of rows [begin, end) that `share` gives, one panel at a time.
+template <class Fn>
+void ForSharedPanels(int64_t begin, int64_t end, PanelShare share, Fn run) {
+  PanelClaims all(uint32_t((end - begin + kPanelRows - 1) / kPanelRows));
+  PanelClaims* claims = share.claims != nullptr ? share.claims : &all;
+  for (uint32_t first, n; claims->Take(share.from_back, 0, 1, &first, &n);) {
+    for (uint32_t j = first; j < first + n; ++j) run(begin + int64_t(j) * kPanelRows);
+  }
+}
+
+void PanelsScalar(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end, float* out,
+                  PanelShare share) {
   const WeightTypeTraits& traits = Traits(w.type);
   const float* x = a.f32;
   const size_t column_bytes = traits.block_bytes * kPanelRows;  // a float type's block is one weight
   float weights[kPanelRows];
-  for (int64_t first = begin; first < end; first += kPanelRows) {
+  ForSharedPanels(begin, end, share, [&](int64_t first) {
     const uint8_t* panel = w.panel(first / kPanelRows);
     const int64_t lanes = std::min(kPanelRows, end - first);
     for (int v = 0; v < n_vectors; ++v) {
@@ -32,7 +44,7 @@ void PanelsScalar(const WeightMatrix& w, const Activations& a, int n_vectors, in
       }
       std::memcpy(out + size_t(v) * w.rows + first, acc, size_t(lanes) * sizeof(float));
     }
-  }
+  });
 }
 
 // Weight j (column j of the block) of panel row l in a quantized panel block, as an integer: q8_0's
@@ -54,10 +66,10 @@ int QuantWeight(const uint8_t* block, int64_t l, int j) {
 // exact.
 template <WeightType kType>
 void PanelsScalarQuantized(const WeightMatrix& w, const Activations& a, int n_vectors, int64_t begin, int64_t end,
-                           float* out) {
+                           float* out, PanelShare share) {
   const int64_t blocks = w.cols / kQuantBlock;
   constexpr size_t kBlockBytes = QuantPanelBlockBytes(kType);
-  for (int64_t first = begin; first < end; first += kPanelRows) {
+  ForSharedPanels(begin, end, share, [&](int64_t first) {
     const uint8_t* panel = w.panel(first / kPanelRows);
     const int64_t lanes = std::min(kPanelRows, end - first);
     for (int v = 0; v < n_vectors; ++v) {
@@ -75,7 +87,7 @@ void PanelsScalarQuantized(const WeightMatrix& w, const Activations& a, int n_ve
         out[size_t(v) * w.rows + first + l] = acc;
       }
     }
-  }
+  });
 }
 
 #if defined(__x86_64__)
@@ -410,21 +422,21 @@ A2SF_TARGET_POP()
 #endif  // __x86_64__
 
 // In WeightType order (weights.h).
-constexpr RowsKernel kScalarPanels[kWeightTypeCount] = {PanelsScalar, PanelsScalar, PanelsScalar,
+constexpr PanelKernel kScalarPanels[kWeightTypeCount] = {PanelsScalar, PanelsScalar, PanelsScalar,
                                                         PanelsScalarQuantized<WeightType::kQ8_0>,
                                                         PanelsScalarQuantized<WeightType::kQ4_0>};
 #if defined(__x86_64__)
 // AVX-512 without VNNI runs the quantized types' AVX2 tiles (their pair sums need vpdpwssd's
 // 16-row form or AVX2's madd + add).
-constexpr RowsKernel kAvx512Panels[kWeightTypeCount] = {
+constexpr PanelKernel kAvx512Panels[kWeightTypeCount] = {
     avx512::Panels<avx512::Tiles<F32Column>>, avx512::Panels<avx512::Tiles<F16Column>>,
     avx512::Panels<avx512::Tiles<Bf16Column>>, avx2::Panels<avx2::QuantTiles<Q8_0Panel>>,
     avx2::Panels<avx2::QuantTiles<Q4_0Panel>>};
-constexpr RowsKernel kVnniPanels[kWeightTypeCount] = {
+constexpr PanelKernel kVnniPanels[kWeightTypeCount] = {
     avx512::Panels<avx512::Tiles<F32Column>>, avx512::Panels<avx512::Tiles<F16Column>>,
     avx512::Panels<avx512::Tiles<Bf16Column>>, avx512vnni::Panels<avx512vnni::QuantTiles<Q8_0Panel>>,
     avx512vnni::Panels<avx512vnni::QuantTiles<Q4_0Panel>>};
-constexpr RowsKernel kAvx2Panels[kWeightTypeCount] = {
+constexpr PanelKernel kAvx2Panels[kWeightTypeCount] = {
     avx2::Panels<avx2::Tiles<F32Column>>, avx2::Panels<avx2::Tiles<F16Column>>,
     avx2::Panels<avx2::Tiles<Bf16Column>>, avx2::Panels<avx2::QuantTiles<Q8_0Panel>>,
     avx2::Panels<avx2::QuantTiles<Q4_0Panel>>};
@@ -432,7 +444,7 @@ constexpr RowsKernel kAvx2Panels[kWeightTypeCount] = {
 
 }  // namespace
 
-RowsKernel PanelKernelFor(KernelIsa isa, WeightType type) {
+PanelKernel PanelKernelFor(KernelIsa isa, WeightType type) {
   const int t = static_cast<int>(type);
 #if defined(__x86_64__)
   if (isa == KernelIsa::kAvx512) {

@@ -38,8 +38,10 @@ namespace a2sf::worker {
 
 // The panel kernel of `isa` (REQUIRES CpuSupports(isa)) for `type`; q8_0 and q4_0 on an AVX-512
 // CPU without VNNI get the AVX2 kernels (the same bits). Its rows: REQUIRES w.panels(), begin a
-// multiple of kPanelRows, end a multiple of it or w.rows (MatMuls' chunks are whole panels).
-RowsKernel PanelKernelFor(KernelIsa isa, WeightType type);
+// multiple of kPanelRows, end a multiple of it or w.rows (MatMuls' chunks are whole panels); a shared
+// chunk's claims count its panels, ceil((end - begin) / kPanelRows), and every call on them passes the
+// same rows and n_vectors (which fix the walk's order).
+PanelKernel PanelKernelFor(KernelIsa isa, WeightType type);
 
 }  // namespace a2sf::worker
 
