@@ -315,7 +315,7 @@ TEST(EndToEnd, AnOperatorsDefaultPolicyThatDoesNotFitTheModelIsAServerError) {
   // Not INVALID_ARGUMENT (HTTP 400): the request is fine; the message names the default and the way out.
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kInternal) << refused.status();
   EXPECT_NE(refused.status().message().find("default policy"), std::string::npos) << refused.status();
-  EXPECT_NE(refused.status().message().find("name a policy in the request"), std::string::npos) << refused.status();
+  EXPECT_NE(refused.status().message().find("Name a policy in the request"), std::string::npos) << refused.status();
   // A request naming its own policy is served, and a default that fits serves the unnamed one again.
   EXPECT_TRUE(stack.client().Generate(Request("a2sf", 16, 10)).ok());
   v1::PolicySpec h2o;

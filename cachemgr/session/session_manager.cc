@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/default_policy_misfit.h"
 #include "common/peer_strings.h"
 
 namespace a2sf::cachemgr {
@@ -93,14 +94,15 @@ absl::Status NotFound(const std::string& id) {
 }
 
 // The operator's default policy, applied to a session that names none, does not fit that session (e.g.
-// layer_alphas for another model's depth). Not the request's fault: FAILED_PRECONDITION, saying whose
-// setting it is and both ways out.
+// layer_alphas for another model's depth): FAILED_PRECONDITION in the contract's words
+// (common/default_policy_misfit.h), saying why and the ways out before the (maybe long) policy, so
+// that a message cut at the edge keeps them.
 absl::Status DefaultPolicyMisfit(const PolicySpec& spec, const absl::Status& why) {
   return absl::FailedPreconditionError(
-      absl::StrCat("the cache manager's default policy (", PolicySpecToString(spec),
-                   ") does not fit this session: ", why.message(),
-                   "; name a policy in the request, or have an operator set a default that fits "
-                   "(PolicyAdmin.SetDefaultPolicy)"));
+      absl::StrCat(kDefaultPolicyMisfit, ": ", why.message(),
+                   ". Name a policy in the request (or a budget the default fits), or have an operator set a "
+                   "default that fits (PolicyAdmin.SetDefaultPolicy). The default: ",
+                   PolicySpecToString(spec)));
 }
 
 }  // namespace
@@ -131,7 +133,12 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   absl::StatusOr<std::shared_ptr<const Policy>> policy = registry_->Create(spec);
   if (!policy.ok()) return policy.status();
   absl::StatusOr<EvictionRule> rule = (*policy)->RuleFor(g.num_layers, *budget);
-  if (!rule.ok()) return config.policy.has_value() ? rule.status() : DefaultPolicyMisfit(spec, rule.status());
+  if (!rule.ok()) {
+    // A policy's RuleFor answers INVALID_ARGUMENT when it does not fit the session; anything else is
+    // its own failure and passes as it is.
+    const bool misfit = !config.policy.has_value() && absl::IsInvalidArgument(rule.status());
+    return misfit ? DefaultPolicyMisfit(spec, rule.status()) : rule.status();
+  }
 
   std::atomic<uint64_t>* owner_bytes = nullptr;
   {

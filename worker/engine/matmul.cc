@@ -811,12 +811,14 @@ void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool
     claims[c].Reset(uint32_t((chunks[c].end - chunks[c].begin + kPanelRows - 1) / kPanelRows));
     chunks[c].claims = &claims[c];
   }
-  // Items [0, n): each chunk by the thread that claims it; items [n, 2n): a thread with none of those
-  // left helps chunk i - n from its back. A thread_local named in the lambda would be each pool
-  // thread's own (empty) list: name this one.
+  // Items [0, n): each chunk by the thread that claims it; items [n, 2n) where the matrices are in
+  // panels: a thread with none of those left helps chunk i - n from its back. A thread_local named in
+  // the lambda would be each pool thread's own (empty) list: name this one.
   const std::vector<Chunk>& list = chunks;
   const size_t n = chunks.size();
-  pool->ParallelFor(2 * n, [&list, n, n_vectors](size_t i) { list[i % n].Run(n_vectors, /*helping=*/i >= n); });
+  const bool shared = std::any_of(list.begin(), list.end(), [](const Chunk& c) { return c.claims != nullptr; });
+  pool->ParallelFor(shared ? 2 * n : n,
+                    [&list, n, n_vectors](size_t i) { list[i % n].Run(n_vectors, /*helping=*/i >= n); });
 }
 
 }  // namespace a2sf::worker

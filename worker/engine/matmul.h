@@ -48,7 +48,8 @@ const char* KernelIsaName(KernelIsa isa);
 
 // out[v * w.rows + r] for all rows, with the detected kernels; rows split over `pool` (may be null)
 // when the product is large enough to pay for a fork-join: one chunk of rows per thread, and (in
-// panels) a thread that finishes early takes the last panels of a chunk still running (PanelClaims).
+// panels) a thread that finishes early takes the last panels of a chunk still running (PanelClaims;
+// one helper per chunk, so beyond two threads a slow chunk is still shared by two at most).
 void MatMul(float* out, const WeightMatrix& w, const float* x, int n_vectors, ThreadPool* pool);
 
 // Several products of the same n_vectors vectors (q, k and v of one input; w1 and w3): each as MatMul

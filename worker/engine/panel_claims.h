@@ -13,11 +13,12 @@ namespace a2sf::worker {
 // The panels of one chunk of a panel matrix's rows, shared between the thread the chunk is for, which
 // takes them from the front, and threads left without work, which take them from the back. The first
 // keeps its walk's few long sequential streams (panel_walk.inc: cutting a chunk shortens them, and
-// that costs), and no thread waits at the end of a product for one that started late or runs slower
-// (a busy core, a noisy neighbour). Panels are numbered in the walk's order, 0..count-1: [0, grouped)
+// that costs), and a thread that finishes early does not wait idle for one that started late or runs
+// slower (a busy core, a noisy neighbour). Panels are numbered in the walk's order, 0..count-1: [0, grouped)
 // in groups of `group` (a tile's panels; grouped a multiple of group), then one at a time. The owner
 // takes one piece (a group, or one panel) at a time, so that a helper can always come in; a helper
-// takes half of what is left (whole pieces), so the two meet on the claim's cache line a few times
+// takes half of what is left in whole pieces -- of the single panels while any are left, then of
+// the groups -- so the two meet on the claim's cache line a few times
 // per chunk, not once per tile (helpers that took one tile at a time ran q4_0, whose tiles are
 // smallest, 2-15% slower than before sharing).
 // Thread-safety: Take may be called from any threads at once; each panel is taken exactly once.

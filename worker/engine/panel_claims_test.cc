@@ -49,6 +49,38 @@ TEST(PanelClaims, FrontAndBackMeetWithoutOverlap) {
   EXPECT_EQ(Drain(claims, true, 0, 1), (std::vector<Piece>{{1, 2}, {0, 1}}));
 }
 
+// Every order in which the owner and a helper can take (each Take is one atomic step, so these are
+// all the schedules two threads can make), for small chunks: each panel exactly once, groups whole.
+TEST(PanelClaims, EveryOrderOfOwnerAndHelperTakesCoversEachPanelOnce) {
+  int orders = 0;
+  for (uint32_t group = 1; group <= 4; ++group) {
+    for (uint32_t groups = 0; groups <= 4; ++groups) {
+      for (uint32_t singles = 0; singles <= 5; ++singles) {
+        const uint32_t grouped = group * groups, count = grouped + singles;
+        // Bit k of `order`: who takes at step k (1: the helper), until nothing is left.
+        for (uint32_t order = 0; order < (1u << 12); ++order) {
+          PanelClaims claims(count);
+          std::vector<int> taken(count, 0);
+          uint32_t first = 0, n = 0;
+          for (int k = 0; claims.Take((order >> k) & 1, grouped, group, &first, &n); ++k) {
+            ASSERT_LE(first + n, count);
+            if (first < grouped) {
+              ASSERT_EQ(first % group, 0u);
+              ASSERT_EQ(n % group, 0u);
+              ASSERT_LE(first + n, grouped);
+            }
+            for (uint32_t j = first; j < first + n; ++j) ++taken[j];
+            ASSERT_LT(k, 12) << "more steps than panels";
+          }
+          for (uint32_t j = 0; j < count; ++j) ASSERT_EQ(taken[j], 1) << "panel " << j << " of " << count;
+          ++orders;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(orders, 4 * 5 * 6 * 4096);
+}
+
 TEST(PanelClaims, ConcurrentTakersGetEveryPanelExactlyOnceInWholeGroups) {
   constexpr uint32_t kGroup = 4, kGrouped = 4 * 50000, kCount = kGrouped + 3;
   for (int round = 0; round < 20; ++round) {

@@ -3,6 +3,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/default_policy_misfit.h"
 #include "worker/service/cache_manager_watch.h"
 
 namespace a2sf::worker {
@@ -25,13 +26,12 @@ absl::Status UnreachableCacheManager(const grpc::Status& status) {
 }
 
 absl::Status OpenFailureForClient(const absl::Status& status, const std::shared_ptr<grpc::Channel>& channel) {
+  // The operator's default policy does not fit the job: the message says so and how to get past it.
+  if (IsDefaultPolicyMisfit(status)) return absl::InternalError(status.message());
   switch (status.code()) {
     case absl::StatusCode::kInvalidArgument:
     case absl::StatusCode::kOutOfRange:
       return status;  // about the request's own policy or budget, with the field named
-    case absl::StatusCode::kFailedPrecondition:
-      // The operator's default policy does not fit the job (the message says so and how to get past it).
-      return absl::InternalError(status.message());
     case absl::StatusCode::kResourceExhausted:
       return absl::ResourceExhaustedError(
           "the cache manager serving this worker has no room for another job now; retry later or on another worker");

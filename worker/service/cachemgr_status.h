@@ -6,9 +6,9 @@
 //
 // One place for the rule:
 //   opening a session:  INVALID_ARGUMENT / OUT_OF_RANGE pass through (they name the request's
-//                       policy or budget fields); FAILED_PRECONDITION (the operator's default policy
-//                       does not fit the job) -> INTERNAL with the cache manager's message, which
-//                       names the default and both ways out; RESOURCE_EXHAUSTED -> RESOURCE_EXHAUSTED "no room";
+//                       policy or budget fields); the operator's default policy not fitting the job
+//                       (IsDefaultPolicyMisfit) -> INTERNAL with the cache manager's message, which
+//                       says why and the ways out; RESOURCE_EXHAUSTED -> RESOURCE_EXHAUSTED "no room";
 //                       unreachable (incl. TLS) -> UNAVAILABLE; anything else -> UNAVAILABLE.
 //   during a job:       a missed decision deadline -> DEADLINE_EXCEEDED; a lost connection ->
 //                       UNAVAILABLE; anything the cache manager answered -> ABORTED (retryable).
