@@ -651,7 +651,7 @@ struct Chunk {
   int64_t begin, end;
   RowsKernel rows_kernel;    // row-major matrices
   PanelKernel panel_kernel;  // matrices in panels
-  PanelClaims* claims;       // panels: shared by the helpers; nullptr: run by one thread alone
+  PanelClaims* claims;       // panels: counting PanelsIn(begin, end); shared with helpers in a pool
 
   // `helping`: a thread that has run out of its own work takes panels from the back, if any are left.
   void Run(int n_vectors, bool helping) const {
@@ -753,7 +753,10 @@ void MatMulRows(KernelIsa isa, float* out, const WeightMatrix& w, const float* x
     std::abort();
   }
   thread_local std::vector<BlockQ16> buffer;
-  MakeChunk(isa, w, Prepare(isa, w, x, n_vectors, &buffer), out, row_begin, row_end).Run(n_vectors, false);
+  PanelClaims all(PanelsIn(row_begin, row_end));
+  Chunk chunk = MakeChunk(isa, w, Prepare(isa, w, x, n_vectors, &buffer), out, row_begin, row_end);
+  chunk.claims = &all;
+  chunk.Run(n_vectors, /*helping=*/false);
 }
 
 void MatMul(float* out, const WeightMatrix& w, const float* x, int n_vectors, ThreadPool* pool) {
@@ -801,15 +804,15 @@ void MatMuls(absl::Span<const Product> products, int n_vectors, ThreadPool* pool
       chunks.push_back(MakeChunk(isa, w, a, products[p].out, begin, std::min(w.rows, begin + chunk_rows)));
     }
   }
-  if (!parallel) {
-    for (const Chunk& chunk : chunks) chunk.Run(n_vectors, /*helping=*/false);
-    return;
-  }
   while (claims.size() < chunks.size()) claims.emplace_back();
   for (size_t c = 0; c < chunks.size(); ++c) {
     if (chunks[c].panel_kernel == nullptr) continue;
-    claims[c].Reset(uint32_t((chunks[c].end - chunks[c].begin + kPanelRows - 1) / kPanelRows));
+    claims[c].Reset(PanelsIn(chunks[c].begin, chunks[c].end));
     chunks[c].claims = &claims[c];
+  }
+  if (!parallel) {
+    for (const Chunk& chunk : chunks) chunk.Run(n_vectors, /*helping=*/false);
+    return;
   }
   // Items [0, n): each chunk by the thread that claims it; items [n, 2n) where the matrices are in
   // panels: a thread with none of those left helps chunk i - n from its back. A thread_local named in

@@ -26,10 +26,14 @@ struct Activations {
 using RowsKernel = void (*)(const WeightMatrix& w, const Activations& x, int n_vectors, int64_t begin, int64_t end,
                             float* out);
 
-// Which of a chunk's panels a panel kernel's call runs: all of them in order (claims == nullptr), or
-// the pieces it takes from `claims`, from the front (the chunk's own thread) or the back (a helper).
+// Panels in rows [begin, end) of a panel matrix (the last may be partial): what a chunk's claims count.
+inline uint32_t PanelsIn(int64_t begin, int64_t end) { return uint32_t((end - begin + kPanelRows - 1) / kPanelRows); }
+
+// Which of a chunk's panels a panel kernel's call runs: the pieces it takes from `claims` (REQUIRED,
+// counting PanelsIn(begin, end)), from the front (the chunk's own thread, or the only one) or the back
+// (a helper).
 struct PanelShare {
-  PanelClaims* claims = nullptr;
+  PanelClaims* claims;
   bool from_back = false;
 };
 

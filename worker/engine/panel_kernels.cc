@@ -15,13 +15,10 @@ namespace {
 
 // --- Scalar: the reference the SIMD kernels are compared against (and the fallback). ---
 
-
 // Calls run(first row) for each panel of rows [begin, end) that `share` gives, one panel at a time.
 template <class Fn>
-void ForSharedPanels(int64_t begin, int64_t end, PanelShare share, Fn run) {
-  PanelClaims all(uint32_t((end - begin + kPanelRows - 1) / kPanelRows));
-  PanelClaims* claims = share.claims != nullptr ? share.claims : &all;
-  for (uint32_t first, n; claims->Take(share.from_back, 0, 1, &first, &n);) {
+void ForSharedPanels(int64_t begin, PanelShare share, Fn run) {
+  for (uint32_t first, n; share.claims->Take(share.from_back, 0, 1, &first, &n);) {
     for (uint32_t j = first; j < first + n; ++j) run(begin + int64_t(j) * kPanelRows);
   }
 }
@@ -32,7 +29,7 @@ void PanelsScalar(const WeightMatrix& w, const Activations& a, int n_vectors, in
   const float* x = a.f32;
   const size_t column_bytes = traits.block_bytes * kPanelRows;  // a float type's block is one weight
   float weights[kPanelRows];
-  ForSharedPanels(begin, end, share, [&](int64_t first) {
+  ForSharedPanels(begin, share, [&](int64_t first) {
     const uint8_t* panel = w.panel(first / kPanelRows);
     const int64_t lanes = std::min(kPanelRows, end - first);
     for (int v = 0; v < n_vectors; ++v) {
@@ -69,7 +66,7 @@ void PanelsScalarQuantized(const WeightMatrix& w, const Activations& a, int n_ve
                            float* out, PanelShare share) {
   const int64_t blocks = w.cols / kQuantBlock;
   constexpr size_t kBlockBytes = QuantPanelBlockBytes(kType);
-  ForSharedPanels(begin, end, share, [&](int64_t first) {
+  ForSharedPanels(begin, share, [&](int64_t first) {
     const uint8_t* panel = w.panel(first / kPanelRows);
     const int64_t lanes = std::min(kPanelRows, end - first);
     for (int v = 0; v < n_vectors; ++v) {
