@@ -164,21 +164,27 @@ __attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* x, int n) {
   for (; i < n; ++i) x[i] *= 1.0f / sum;
 }
 
+// Scores of rows [t, t + 8): eight accumulators, one per row, kept in registers (the unroll
+// pragmas: without them GCC kept them in memory, one row's fused multiply-adds a chain through it).
+__attribute__((target("avx2,fma"), always_inline)) inline void ScoreBlockAvx2(float* scores, const float* q,
+                                                                            const float* keys, int t, int head_dim,
+                                                                            __m256 vscale) {
+  __m256 acc[8];
+#pragma GCC unroll 8
+  for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
+  for (int c = 0; c < head_dim; c += 8) {
+    const __m256 qv = _mm256_loadu_ps(q + c);
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(keys + size_t(t + r) * head_dim + c), qv, acc[r]);
+  }
+  _mm256_storeu_ps(scores + t, _mm256_mul_ps(TransposeSum8(acc), vscale));
+}
+
 __attribute__((target("avx2,fma"))) void AttentionScoresAvx2(float* scores, const float* q, const float* keys, int n,
                                                             int head_dim, float scale) {
   const __m256 vscale = _mm256_set1_ps(scale);
   int t = 0;
-  for (; t + 8 <= n; t += 8) {
-    __m256 acc[8];
-    for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
-    for (int c = 0; c < head_dim; c += 8) {
-      const __m256 qv = _mm256_loadu_ps(q + c);
-      for (int r = 0; r < 8; ++r) {
-        acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(keys + size_t(t + r) * head_dim + c), qv, acc[r]);
-      }
-    }
-    _mm256_storeu_ps(scores + t, _mm256_mul_ps(TransposeSum8(acc), vscale));
-  }
+  for (; t + 8 <= n; t += 8) ScoreBlockAvx2(scores, q, keys, t, head_dim, vscale);
   for (; t < n; ++t) scores[t] = DotAvx2(q, keys + size_t(t) * head_dim, head_dim) * scale;
 }
 

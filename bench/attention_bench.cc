@@ -1,0 +1,90 @@
+// Attention's cost per token on one thread, apart from the weight products: for each cached-token
+// count, the 110M shape's 12 layers x 12 heads (head width 64) of fp32 keys and values run through
+// AttentionScores, Softmax and WeightedSum (worker/engine/math.h) as a decode step does. In a real
+// step the weight stream pushes the keys and values out of the caches between two tokens, so each
+// round here reads its own copy of them, from at least 256 MiB of copies taken in turn: every round's
+// keys and values come from memory. Reported: KV bytes per token, ms per token (best and median of
+// --rounds), KV GB/s at the median and its ratio to the same-run one-thread triad.
+//
+//   bazel run -c opt //bench:attention_bench
+#include <algorithm>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "bench/triad.h"
+#include "worker/engine/math.h"
+
+ABSL_FLAG(int, rounds, 21, "rounds per cached-token count");
+ABSL_FLAG(std::vector<std::string>, tokens, std::vector<std::string>({"64", "256", "512", "1024", "2048"}),
+          "cached-token counts");
+
+namespace a2sf::worker {
+namespace {
+
+constexpr int kLayers = 12, kHeads = 12, kHeadDim = 64;
+constexpr double kCopiesBytes = 256.0 * (1 << 20);
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int Run() {
+  const int rounds = absl::GetFlag(FLAGS_rounds);
+  std::vector<int> counts;
+  for (const std::string& text : absl::GetFlag(FLAGS_tokens)) {
+    int n = 0;
+    if (!absl::SimpleAtoi(text, &n) || n < 1 || n > 65536) {
+      std::fprintf(stderr, "--tokens: '%s' is not a count in [1, 65536]\n", text.c_str());
+      return 2;
+    }
+    counts.push_back(n);
+  }
+  if (rounds < 1) {
+    std::fprintf(stderr, "--rounds must be at least 1\n");
+    return 2;
+  }
+  const bench::TriadGbps triad = bench::Triad(1);
+  std::printf("attention, 12 layers x 12 heads x 64, fp32 KV, 1 thread; triad %.1f GB/s\n", triad.wall);
+  std::printf("%8s %12s %10s %10s %10s %10s\n", "tokens", "KV MB/token", "best ms", "median ms", "KV GB/s", "/ triad");
+  volatile float sink = 0.0f;
+  for (const int n : counts) {
+    const size_t head_floats = size_t(n) * kHeadDim;
+    const size_t kv_floats = size_t(kLayers) * kHeads * head_floats;  // keys, and as many values
+    const double kv_bytes = 2.0 * kv_floats * sizeof(float);
+    const size_t copies = size_t(std::max(2.0, kCopiesBytes / kv_bytes + 1.0));
+    std::vector<float> kv(copies * 2 * kv_floats);
+    for (size_t i = 0; i < kv.size(); ++i) kv[i] = float(i % 97) * 0.01f;
+    std::vector<float> q(kHeadDim, 0.1f), att(n), out(kHeadDim);
+    std::vector<double> step_ms;
+    for (int round = 0; round < rounds; ++round) {
+      const float* keys = kv.data() + (round % copies) * 2 * kv_floats;
+      const float* values = keys + kv_floats;
+      const double start = bench::WallSeconds();
+      for (size_t at = 0; at < kv_floats; at += head_floats) {  // layer by layer, head by head
+        AttentionScores(att.data(), q.data(), keys + at, n, kHeadDim, 0.125f);
+        Softmax(att.data(), n);
+        WeightedSum(out.data(), att.data(), values + at, n, kHeadDim);
+        sink = sink + out[0];
+      }
+      step_ms.push_back((bench::WallSeconds() - start) * 1e3);
+    }
+    const double best = *std::min_element(step_ms.begin(), step_ms.end());
+    const double median = Median(step_ms);
+    const double gbps = kv_bytes / (median * 1e-3) / 1e9;
+    std::printf("%8d %12.2f %10.3f %10.3f %10.1f %10.2f\n", n, kv_bytes / 1e6, best, median, gbps, gbps / triad.wall);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace a2sf::worker
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  return a2sf::worker::Run();
+}

@@ -1,0 +1,98 @@
+// Attention's kernels (math.h) against double-precision sums, over head widths and row counts that
+// reach every path: blocks of 8 rows and the rows after them, odd row counts (the even/odd sums), head
+// widths that are multiples of 8 (the AVX2 kernels) and not (the portable ones, on every CPU). Rows
+// past n are NaN: a kernel that read one would return NaN.
+#include "worker/engine/math.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <random>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace a2sf::worker {
+namespace {
+
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+
+struct Rows {
+  std::vector<float> q, rows, weights;
+};
+
+// n rows of width head_dim in [-1, 1), then 40 NaN rows; a query and softmax-like weights.
+Rows MakeRows(int n, int head_dim, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  Rows r;
+  r.rows.assign(size_t(n + 40) * head_dim, kNaN);
+  for (size_t i = 0; i < size_t(n) * head_dim; ++i) r.rows[i] = u(rng);
+  for (int i = 0; i < head_dim; ++i) r.q.push_back(u(rng));
+  for (int t = 0; t < n; ++t) r.weights.push_back(0.5f * (u(rng) + 1.0f));
+  r.weights.push_back(kNaN);
+  return r;
+}
+
+class AttentionKernels : public ::testing::TestWithParam<int> {};  // head_dim
+
+TEST_P(AttentionKernels, ScoresAreScaledDotProducts) {
+  const int head_dim = GetParam();
+  for (int n : {1, 2, 7, 8, 9, 15, 16, 17, 31, 64, 100, 333}) {
+    const Rows r = MakeRows(n, head_dim, unsigned(n * 131 + head_dim));
+    std::vector<float> scores(n + 1, -7.0f);
+    AttentionScores(scores.data(), r.q.data(), r.rows.data(), n, head_dim, 0.125f);
+    for (int t = 0; t < n; ++t) {
+      double dot = 0.0, magnitude = 0.0;
+      for (int c = 0; c < head_dim; ++c) {
+        dot += double(r.q[c]) * r.rows[size_t(t) * head_dim + c];
+        magnitude += std::fabs(double(r.q[c]) * r.rows[size_t(t) * head_dim + c]);
+      }
+      ASSERT_NEAR(scores[t], 0.125 * dot, 0.125 * magnitude * 1e-6 + 1e-12)
+          << "head_dim " << head_dim << " n " << n << " row " << t;
+    }
+    EXPECT_EQ(scores[n], -7.0f) << "wrote past n";
+  }
+}
+
+TEST_P(AttentionKernels, WeightedSumsOfValueRows) {
+  const int head_dim = GetParam();
+  for (int n : {1, 2, 3, 16, 17, 18, 33, 100, 333}) {
+    const Rows r = MakeRows(n, head_dim, unsigned(n * 977 + head_dim));
+    std::vector<float> out(head_dim + 1, -7.0f);
+    WeightedSum(out.data(), r.weights.data(), r.rows.data(), n, head_dim);
+    for (int c = 0; c < head_dim; ++c) {
+      double sum = 0.0, magnitude = 0.0;
+      for (int t = 0; t < n; ++t) {
+        sum += double(r.weights[t]) * r.rows[size_t(t) * head_dim + c];
+        magnitude += std::fabs(double(r.weights[t]) * r.rows[size_t(t) * head_dim + c]);
+      }
+      ASSERT_NEAR(out[c], sum, magnitude * 1e-6 + 1e-12) << "head_dim " << head_dim << " n " << n << " column " << c;
+    }
+    EXPECT_EQ(out[head_dim], -7.0f) << "wrote past head_dim";
+  }
+}
+
+// Head widths of LLaMA-family models (64, 128) and others, including ones that are no multiple of 8.
+INSTANTIATE_TEST_SUITE_P(HeadWidths, AttentionKernels, ::testing::Values(4, 6, 8, 24, 32, 40, 64, 72, 128));
+
+TEST(Softmax, SumsToOneAndKeepsOrder) {
+  for (int n : {1, 5, 8, 13, 64, 257}) {
+    std::vector<float> x(n);
+    for (int i = 0; i < n; ++i) x[i] = std::sin(0.37f * i) * 20.0f;
+    const std::vector<float> before = x;
+    Softmax(x.data(), n);
+    double total = 0.0, max = before[0];
+    for (float v : before) max = std::max<double>(max, v);
+    double denominator = 0.0;
+    for (float v : before) denominator += std::exp(double(v) - max);
+    for (int i = 0; i < n; ++i) {
+      EXPECT_NEAR(x[i], std::exp(double(before[i]) - max) / denominator, 1e-6) << "n " << n << " i " << i;
+      total += x[i];
+    }
+    EXPECT_NEAR(total, 1.0, 1e-5) << "n " << n;
+  }
+}
+
+}  // namespace
+}  // namespace a2sf::worker
