@@ -102,6 +102,7 @@ void Tamper(Breach breach, v1::DecisionBatch* answer) {
       break;
     case Breach::kNone:
     case Breach::kCutStream:
+    case Breach::kHoldAfterAnswer:  // an honest answer; the hold comes after it (Holds)
       break;
   }
 }
