@@ -235,6 +235,16 @@ TEST(EndToEnd, ABulkPrefillInlineGivesTheRingsTokens) {
   EXPECT_EQ(inline_scores.manager()->session_count(), 0u);
 }
 
+// fp16 scores offered over the ring socket `ring_socket`, with a 3 s wait for the cache manager.
+worker::RemotePolicyOptions RingOptions(const std::string& ring_socket) {
+  worker::RemotePolicyOptions options;
+  options.score_dtype = kv::ScoreDType::kFp16;
+  options.label = "t";
+  options.wait_for_cache_manager = absl::Seconds(3);
+  options.ring_socket = ring_socket;
+  return options;
+}
+
 TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
   A2SF_REQUIRE_FIXTURES();
   Stack stack(/*remote=*/true, kv::ScoreDType::kFp32, false, false, 0, /*shared_memory=*/true);
@@ -246,7 +256,7 @@ TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
                                              v1::Budget b;
                                              b.set_tokens(8);
                                              return b;
-                                           }(), {kv::ScoreDType::kFp16, "t", absl::Seconds(3), 0, RingSocketPath(stack.UnixSocketPath())});
+                                           }(), RingOptions(RingSocketPath(stack.UnixSocketPath())));
   ASSERT_TRUE(remote.ok()) << remote.status();
   EXPECT_FALSE((*remote)->uses_shared_memory());
   std::vector<float> scores(size_t(stack.weights().config().n_layers) * stack.weights().config().n_kv_heads, 1.0f);
@@ -260,7 +270,7 @@ TEST(EndToEnd, SharedMemoryOverTcpIsRefusedAndScoresGoInline) {
   budget.set_tokens(8);
   auto unavailable = worker::RemotePolicyClient::Open(
       *MakeChannel("unix:" + stack.UnixSocketPath(), unix_channel), stack.weights().config(), nullptr, budget,
-      {kv::ScoreDType::kFp16, "t", absl::Seconds(3), 0, stack.UnixSocketPath() + ".no-such-ring-socket"});
+      RingOptions(stack.UnixSocketPath() + ".no-such-ring-socket"));
   ASSERT_TRUE(unavailable.ok()) << unavailable.status();
   EXPECT_FALSE((*unavailable)->uses_shared_memory());
   auto inline_decision = (*unavailable)->Step(0, 0, scores);

@@ -372,7 +372,9 @@ TEST(Serving, BeyondTheQueueJobsAreRefusedAndACancelledQueuedJobEndsAtOnce) {
     v1::GenerateRequest long_job = Evicting(Greedy(0));  // until the context is full
     long_job.set_job_id("long" + std::to_string(i));
     longs.push_back(std::async(std::launch::async, [&worker, long_job] { return worker.client().Generate(long_job); }));
-    if (i == 0) ASSERT_TRUE(gate.AwaitHeld(absl::Seconds(30)));
+    if (i == 0) {
+      ASSERT_TRUE(gate.AwaitHeld(absl::Seconds(30)));
+    }
     ASSERT_TRUE(AwaitState(worker, long_job.job_id(), i == 0 ? v1::JOB_STATE_RUNNING : v1::JOB_STATE_QUEUED));
   }
   v1::GenerateRequest queued = Greedy(5);
@@ -395,7 +397,9 @@ TEST(Serving, BeyondTheQueueJobsAreRefusedAndACancelledQueuedJobEndsAtOnce) {
     ASSERT_TRUE(result.ok()) << result.status();
     EXPECT_EQ(result->finished.finish_reason(), v1::FINISH_REASON_CONTEXT_FULL);
     EXPECT_EQ(result->accepted.queue_position(), uint32_t(std::max(0, i - 1)));
-    if (i > 0) EXPECT_GT(result->finished.queue_wait_ms(), 0.0);
+    if (i > 0) {
+      EXPECT_GT(result->finished.queue_wait_ms(), 0.0);
+    }
   }
 }
 

@@ -306,7 +306,9 @@ TEST_F(CacheManagerServiceTest, ABatchDecidesEverySessionAndABadStepFailsOnlyIts
       EXPECT_EQ(answer.decisions(i).decision().step(), step);
       EXPECT_EQ(answer.decisions(i).decision().entries_after(), std::min(n, 2u));
       EXPECT_EQ(answer.decisions(i).decision().evictions_per_head(), step == 2 ? 1u : 0u);
-      if (step == 2) EXPECT_EQ(answer.decisions(i).decision().evicted_positions(0), 0u);
+      if (step == 2) {
+        EXPECT_EQ(answer.decisions(i).decision().evicted_positions(0), 0u);
+      }
     }
   }
   EXPECT_EQ(StepsOf(a), 3u);

@@ -439,7 +439,9 @@ TEST(CudaForwardPass, EveryWeightTypesBatchEqualsItsEnginesAlone) {
     ASSERT_TRUE(weights.ok()) << weights.status();
     std::vector<BatchJob> jobs = MixedJobs();
     // Nine rows in the first passes: more than one q8_0/q4_0 tile of eight vectors.
-    jobs.push_back({{1, 261, 378, 432}, 0, 0});
+    BatchJob nine_rows;
+    nine_rows.prompt = {1, 261, 378, 432};
+    jobs.push_back(std::move(nine_rows));
     const Worst worst = RunJobsBatched(weights->get(), &jobs, 16);
     EXPECT_LT(worst.alone, bound) << WeightTypeName(type);
     EXPECT_GE(worst.multi_engine_passes, 12) << WeightTypeName(type);

@@ -476,7 +476,7 @@ TEST_F(HangUpTest, ATlsClientThatGivesUpOnANonStreamingRequestCancelsItsJob) {
   ExpectCancelledOnHangUp(
       [&] {
         curl = std::thread([&] {
-          std::system(absl::StrCat("curl -sk -o /dev/null --max-time 3 https://127.0.0.1:", http->port(),
+          (void)!std::system(absl::StrCat("curl -sk -o /dev/null --max-time 3 https://127.0.0.1:", http->port(),
                                    "/v1/completions -d '", kLongRequest, "'")
                           .c_str());
         });

@@ -33,7 +33,7 @@ absl::Status AdmittedWithin(BatchScheduler* scheduler, BatchScheduler::Place* pl
     return admitted.get();
   }
   cancel->store(true);  // lets the waiter go before the future's destructor joins it
-  admitted.get();
+  admitted.get().IgnoreError();  // the waiter let go: its status is the cancellation
   return absl::DeadlineExceededError("still queued");
 }
 
