@@ -6,6 +6,12 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+// GCC 12's avx512fintrin.h makes the unused merge operand of its intrinsics a self-initialised
+// value (`__m512 __Y = __Y`), which -Wmaybe-uninitialized reports at each inlined use (GCC bug
+// 105593, fixed in GCC 13): hundreds of false warnings from this file alone.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #endif
 
 #include "common/float16.h"
