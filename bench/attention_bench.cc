@@ -38,8 +38,8 @@ int Run() {
   std::vector<int> counts;
   for (const std::string& text : absl::GetFlag(FLAGS_tokens)) {
     int n = 0;
-    if (!absl::SimpleAtoi(text, &n) || n < 1 || n > 65536) {
-      std::fprintf(stderr, "--tokens: '%s' is not a count in [1, 65536]\n", text.c_str());
+    if (!absl::SimpleAtoi(text, &n) || n < 1 || n > 16384) {
+      std::fprintf(stderr, "--tokens: '%s' is not a count in [1, 16384]\n", text.c_str());
       return 2;
     }
     counts.push_back(n);

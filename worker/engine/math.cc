@@ -175,7 +175,9 @@ __attribute__((target("avx2,fma"), always_inline)) inline void ScoreBlockAvx2(fl
   for (int c = 0; c < head_dim; c += 8) {
     const __m256 qv = _mm256_loadu_ps(q + c);
 #pragma GCC unroll 8
-    for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(keys + size_t(t + r) * head_dim + c), qv, acc[r]);
+    for (int r = 0; r < 8; ++r) {
+      acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(keys + size_t(t + r) * head_dim + c), qv, acc[r]);
+    }
   }
   _mm256_storeu_ps(scores + t, _mm256_mul_ps(TransposeSum8(acc), vscale));
 }
