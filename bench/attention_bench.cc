@@ -1,13 +1,16 @@
 // Attention's cost per token on one thread, apart from the weight products: for each cached-token
-// count, the 110M shape's 12 layers x 12 heads (head width 64) of fp32 keys and values run through
-// AttentionScores, Softmax and WeightedSum (worker/engine/math.h) as a decode step does. In a real
+// count and KV type (f32, f16: EngineOptions::kv_type), the 110M shape's 12 layers x 12 heads (head
+// width 64) of keys and values run through AttentionScores, Softmax and WeightedSum
+// (worker/engine/math.h) as a decode step does. In a real
 // step the weight stream pushes the keys and values out of the caches between two tokens, so each
 // round here reads its own copy of them, from at least 256 MiB of copies taken in turn: every round's
 // keys and values come from memory. Reported: KV bytes per token, ms per token (best and median of
-// --rounds), KV GB/s at the median and its ratio to the same-run one-thread triad.
+// --rounds), KV GB/s at the median and its ratio to the same-run one-thread triad, and the f16 rows'
+// speed-up over the f32 rows of the same count (median against median).
 //
 //   bazel run -c opt //bench:attention_bench
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -49,34 +52,41 @@ int Run() {
     return 2;
   }
   const bench::TriadGbps triad = bench::Triad(1);
-  std::printf("attention, 12 layers x 12 heads x 64, fp32 KV, 1 thread; triad %.1f GB/s\n", triad.wall);
-  std::printf("%8s %12s %10s %10s %10s %10s\n", "tokens", "KV MB/token", "best ms", "median ms", "KV GB/s", "/ triad");
+  std::printf("attention, 12 layers x 12 heads x 64, 1 thread; triad %.1f GB/s\n", triad.wall);
+  std::printf("%8s %5s %12s %10s %10s %10s %10s %10s\n", "tokens", "KV", "KV MB/token", "best ms", "median ms",
+              "KV GB/s", "/ triad", "x f32");
   volatile float sink = 0.0f;
   for (const int n : counts) {
-    const size_t head_floats = size_t(n) * kHeadDim;
-    const size_t kv_floats = size_t(kLayers) * kHeads * head_floats;  // keys, and as many values
-    const double kv_bytes = 2.0 * kv_floats * sizeof(float);
-    const size_t copies = size_t(std::max(2.0, kCopiesBytes / kv_bytes + 1.0));
-    std::vector<float> kv(copies * 2 * kv_floats);
-    for (size_t i = 0; i < kv.size(); ++i) kv[i] = float(i % 97) * 0.01f;
-    std::vector<float> q(kHeadDim, 0.1f), att(n), out(kHeadDim);
-    std::vector<double> step_ms;
-    for (int round = 0; round < rounds; ++round) {
-      const float* keys = kv.data() + (round % copies) * 2 * kv_floats;
-      const float* values = keys + kv_floats;
-      const double start = bench::WallSeconds();
-      for (size_t at = 0; at < kv_floats; at += head_floats) {  // layer by layer, head by head
-        AttentionScores(att.data(), q.data(), keys + at, n, kHeadDim, 0.125f);
-        Softmax(att.data(), n);
-        WeightedSum(out.data(), att.data(), values + at, n, kHeadDim);
-        sink = sink + out[0];
+    double f32_median = 0.0;
+    for (const WeightType type : {WeightType::kF32, WeightType::kF16}) {
+      const size_t element_bytes = Traits(type).block_bytes;
+      const size_t head_elements = size_t(n) * kHeadDim;
+      const size_t kv_elements = size_t(kLayers) * kHeads * head_elements;  // keys, and as many values
+      const double kv_bytes = 2.0 * kv_elements * element_bytes;
+      const size_t copies = size_t(std::max(2.0, kCopiesBytes / kv_bytes + 1.0));
+      std::vector<uint8_t> kv(size_t(copies * kv_bytes));
+      for (size_t i = 0; i < kv.size(); ++i) kv[i] = uint8_t(i % 61);  // finite values in either type
+      std::vector<float> q(kHeadDim, 0.1f), att(n), out(kHeadDim);
+      std::vector<double> step_ms;
+      for (int round = 0; round < rounds; ++round) {
+        const uint8_t* keys = kv.data() + size_t((round % copies) * kv_bytes);
+        const uint8_t* values = keys + kv_elements * element_bytes;
+        const double start = bench::WallSeconds();
+        for (size_t at = 0; at < kv_elements * element_bytes; at += head_elements * element_bytes) {  // head by head
+          AttentionScores(att.data(), q.data(), KvRows{keys + at, type}, n, kHeadDim, 0.125f);
+          Softmax(att.data(), n);
+          WeightedSum(out.data(), att.data(), KvRows{values + at, type}, n, kHeadDim);
+          sink = sink + out[0];
+        }
+        step_ms.push_back((bench::WallSeconds() - start) * 1e3);
       }
-      step_ms.push_back((bench::WallSeconds() - start) * 1e3);
+      const double best = *std::min_element(step_ms.begin(), step_ms.end());
+      const double median = Median(step_ms);
+      if (type == WeightType::kF32) f32_median = median;
+      const double gbps = kv_bytes / (median * 1e-3) / 1e9;
+      std::printf("%8d %5s %12.2f %10.3f %10.3f %10.1f %10.2f %10.2f\n", n, WeightTypeName(type), kv_bytes / 1e6, best,
+                  median, gbps, gbps / triad.wall, f32_median / median);
     }
-    const double best = *std::min_element(step_ms.begin(), step_ms.end());
-    const double median = Median(step_ms);
-    const double gbps = kv_bytes / (median * 1e-3) / 1e9;
-    std::printf("%8d %12.2f %10.3f %10.3f %10.1f %10.2f\n", n, kv_bytes / 1e6, best, median, gbps, gbps / triad.wall);
   }
   return 0;
 }

@@ -35,6 +35,7 @@ ABSL_FLAG(std::vector<std::string>, rows, std::vector<std::string>({"1", "2", "4
           "row counts to measure (the first is the ratios' base)");
 ABSL_FLAG(int, layers, 0, "layers of the shape (0: the shape's own)");
 ABSL_FLAG(std::string, weights, "f32", "weight type: f32, f16, bf16, q8_0, q4_0");
+ABSL_FLAG(std::string, kv_type, "f32", "KV cache element type: f32 or f16 (CPU engines)");
 ABSL_FLAG(std::string, model, "", "a model file to measure instead of a synthetic shape (its weights as held)");
 
 namespace a2sf::worker {
@@ -52,13 +53,21 @@ std::vector<int> RowCounts() {
 }
 
 
-std::vector<std::unique_ptr<Engine>> MakeEngines(const ModelWeights* weights, EngineDevice device, int count,
-                                                 int steps) {
+// `count` engines with room for `steps` tokens, their KV cache as --kv_type; the first error otherwise.
+absl::StatusOr<std::vector<std::unique_ptr<Engine>>> MakeEngines(const ModelWeights* weights, EngineDevice device,
+                                                                 int count, int steps) {
+  const auto kv_type = ParseWeightsFlag(absl::GetFlag(FLAGS_kv_type));
+  if (!kv_type.ok()) return kv_type.status();
   std::vector<std::unique_ptr<Engine>> engines;
   EngineOptions options;
   options.cache_capacity = steps + 2;
   options.device = device;
-  for (int r = 0; r < count; ++r) engines.push_back(std::move(*Engine::Create(weights, options)));
+  options.kv_type = kv_type->value_or(WeightType::kF32);
+  for (int r = 0; r < count; ++r) {
+    absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(weights, options);
+    if (!engine.ok()) return engine.status();
+    engines.push_back(std::move(*engine));
+  }
   return engines;
 }
 
@@ -106,10 +115,16 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> SyntheticWeights() {
 int RunCpu(const ModelWeights* weights, int steps) {
   ForwardPass pass(weights, absl::GetFlag(FLAGS_threads));
   double one = 0, one_fastest = 0;
-  std::printf("%s kernels, %d threads\n", KernelIsaName(DetectedIsa()), absl::GetFlag(FLAGS_threads));
+  std::printf("%s kernels, %d threads, %s KV cache\n", KernelIsaName(DetectedIsa()), absl::GetFlag(FLAGS_threads),
+              absl::GetFlag(FLAGS_kv_type).c_str());
   std::printf("%5s %12s %10s %8s %14s %8s\n", "rows", "ms/step", "tok/s", "vs 1", "fastest ms", "vs 1");
   for (int rows : RowCounts()) {
-    auto engines = MakeEngines(weights, EngineDevice::kCpu, rows, steps);
+    auto made = MakeEngines(weights, EngineDevice::kCpu, rows, steps);
+    if (!made.ok()) {
+      std::fprintf(stderr, "forward_pass_bench: %s\n", std::string(made.status().message()).c_str());
+      return 2;
+    }
+    std::vector<std::unique_ptr<Engine>>& engines = *made;
     std::vector<ForwardRow> batch;
     auto prepare = [&](int s) { StepRows(engines, s, &batch); };
     const StepMs ms = MsPerStep(steps, prepare, [&](int) { return pass.Run(batch).ok(); });
@@ -126,8 +141,16 @@ int RunCuda(const ModelWeights* weights, int steps) {
   ForwardPass pass(weights, 1);
   std::printf("%5s %12s %12s %10s %14s\n", "rows", "batched ms", "serial ms", "tok/s", "serial/batched");
   for (int rows : RowCounts()) {
-    auto batched = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
-    auto serial = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
+    auto made_batched = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
+    auto made_serial = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
+    for (const auto* made : {&made_batched, &made_serial}) {
+      if (!made->ok()) {
+        std::fprintf(stderr, "forward_pass_bench: %s\n", std::string(made->status().message()).c_str());
+        return 2;
+      }
+    }
+    std::vector<std::unique_ptr<Engine>>& batched = *made_batched;
+    std::vector<std::unique_ptr<Engine>>& serial = *made_serial;
     std::vector<ForwardRow> batch;
     auto prepare = [&](int s) { StepRows(batched, s, &batch); };
     const double batched_ms = MsPerStep(steps, prepare, [&](int) { return pass.Run(batch).ok(); }).mean;

@@ -1,5 +1,5 @@
 // a2sf-eval: the evaluation harness.
-//   a2sf-eval fidelity  --model=M --corpus=C --out_dir=D [--ratios=0.1,0.2,0.3,0.5,0.8] [--threads=2]
+//   a2sf-eval fidelity  --model=M --corpus=C --out_dir=D [--ratios=0.1,0.2,0.3,0.5,0.8] [--threads=2] [--kv_type=f16]
 //   a2sf-eval calibrate --model=M --corpus=C --ratio=0.2 --calibrate=1-10 --heldout=11-20 --out=policy.json
 //   a2sf-eval mc        --model=M --tokenizer=T --tasks=F.jsonl [--shots=0] [--ratio=0.2 | --ratios=0.1,0.2]
 //                       [--policies=full,h2o,a2sf,a2sf+recent,{"name":"a2sf","alpha":0.9},@spec.json] [--alphas=0.5,0.9]
@@ -80,10 +80,11 @@ absl::StatusOr<std::vector<double>> Numbers(const std::string& flag, const std::
 }
 
 absl::StatusOr<std::vector<FullReference>> References(const worker::ModelWeights& w,
-                                                      const std::vector<std::vector<int>>& sequences) {
+                                                      const std::vector<std::vector<int>>& sequences,
+                                                      worker::WeightType kv_type = worker::WeightType::kF32) {
   std::vector<FullReference> refs;
   for (const auto& ids : sequences) {
-    absl::StatusOr<FullReference> ref = RunFullCache(w, ids);
+    absl::StatusOr<FullReference> ref = RunFullCache(w, ids, kv_type);
     if (!ref.ok()) return ref.status();
     refs.push_back(std::move(*ref));
   }
@@ -127,10 +128,13 @@ int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>&
   for (double r : ratios) {
     if (!(r > 0 && r <= 1)) return Fail(absl::InvalidArgumentError("--ratios: values in (0, 1]"));
   }
+  absl::StatusOr<worker::WeightType> kv_type = worker::KvTypeFromFlags();
+  if (!kv_type.ok()) return Fail(kv_type.status());
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<FullReference>> refs = References(w, *sequences);
+  absl::StatusOr<std::vector<FullReference>> refs = References(w, *sequences, *kv_type);
   if (!refs.ok()) return Fail(refs.status());
-  const std::vector<Cell> cells = SweepCells(ratios);
+  std::vector<Cell> cells = SweepCells(ratios);
+  for (Cell& cell : cells) cell.kv_type = *kv_type;
   absl::StatusOr<std::vector<CellResult>> results = RunSweep(w, *sequences, *refs, cells, absl::GetFlag(FLAGS_threads));
   if (!results.ok()) return Fail(results.status());
   // Under --weights=TYPE, the type's own distance from f32 (full caches) heads the report.
@@ -146,6 +150,20 @@ int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>&
                                    "(full caches); the tables below compare policies with this model's full cache.\n\n",
                                    w.weight_types(), f->top1_agreement, f->mean_kl);
     std::cout << weights_line;
+  }
+  // Under --kv_type=f16, the fp16 cache's own distance from an fp32 one (full caches, these weights).
+  if (*kv_type != worker::WeightType::kF32) {
+    absl::StatusOr<std::vector<FullReference>> f32_kv = References(w, *sequences);
+    if (!f32_kv.ok()) return Fail(f32_kv.status());
+    absl::StatusOr<eval::Fidelity> f = CompareWeightTypes(w, *sequences, *f32_kv, *kv_type);
+    if (!f.ok()) return Fail(f.status());
+    const std::string kv_line =
+        absl::StrFormat("KV cache held as %s: top-1 agreement %.4f and mean KL %.6f nats against an f32 KV cache "
+                        "(full caches); the tables below compare policies with %s KV caches.\n\n",
+                        worker::WeightTypeName(*kv_type), f->top1_agreement, f->mean_kl,
+                        worker::WeightTypeName(*kv_type));
+    std::cout << kv_line;
+    weights_line += kv_line;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const std::string dir = absl::GetFlag(FLAGS_out_dir);

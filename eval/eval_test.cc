@@ -79,6 +79,27 @@ TEST_F(EvalOnFixtures, WeightTypesAreComparedWithTheF32FullCache) {
   EXPECT_GT(f->perplexity_policy, f->perplexity_full);
 }
 
+// An f16 KV cache against the f32 one (full caches, the same weights): nearly always the same top-1
+// (issue 12's bar for f16 weights is 0.999; measured over the whole corpus: 0.9995), a tiny but
+// nonzero KL; and references taken with f16 caches agree with the f16 cells exactly.
+TEST_F(EvalOnFixtures, AnF16KvCacheIsComparedWithTheF32One) {
+  std::vector<std::vector<int>> four(corpus_.begin(), corpus_.begin() + 4);
+  std::vector<FullReference> f32_refs, f16_refs;
+  for (const auto& ids : four) {
+    f32_refs.push_back(*RunFullCache(*weights_, ids));
+    f16_refs.push_back(*RunFullCache(*weights_, ids, worker::WeightType::kF16));
+  }
+  auto f = CompareWeightTypes(*weights_, four, f32_refs, worker::WeightType::kF16);
+  ASSERT_TRUE(f.ok()) << f.status();
+  EXPECT_GE(f->top1_agreement, 0.995);
+  EXPECT_GT(f->mean_kl, 0.0);
+  EXPECT_LT(f->mean_kl, 1e-4);
+  auto same = CompareWeightTypes(*weights_, four, f16_refs, worker::WeightType::kF16);
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->top1_agreement, 1.0);
+  EXPECT_EQ(same->mean_kl, 0.0);
+}
+
 TEST_F(EvalOnFixtures, ABudgetCoveringTheSequenceScoresExactlyAsFull) {
   std::vector<std::vector<int>> two(corpus_.begin(), corpus_.begin() + 2);
   std::vector<FullReference> refs;

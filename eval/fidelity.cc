@@ -39,9 +39,11 @@ double CosineSimilarity(absl::Span<const float> a, absl::Span<const float> b) {
   return dot / std::sqrt(na * nb);
 }
 
-absl::StatusOr<FullReference> RunFullCache(const worker::ModelWeights& weights, const std::vector<int>& ids) {
+absl::StatusOr<FullReference> RunFullCache(const worker::ModelWeights& weights, const std::vector<int>& ids,
+                                           worker::WeightType kv_type) {
   if (ids.size() < 2) return absl::InvalidArgumentError("a sequence needs at least two tokens");
   worker::EngineOptions options;
+  options.kv_type = kv_type;
   options.capture_attention_outputs = true;
   options.cache_capacity = std::min<int>(int(ids.size()), weights.config().seq_len);
   absl::StatusOr<std::unique_ptr<worker::Engine>> engine = worker::Engine::Create(&weights, options);
@@ -79,6 +81,7 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
         worker::InProcessPolicyClient::Create(c, spec, budget_spec, cell.decision_lag);
     if (!policy.ok()) return policy.status();
     worker::EngineOptions options;
+    options.kv_type = cell.kv_type;
     options.capture_attention_outputs = true;
     options.cache_capacity = worker::RequiredCacheCapacity(policy->get(), 1, int(ids.size()) - 1, false);
     absl::StatusOr<std::unique_ptr<worker::Engine>> engine = worker::Engine::Create(&weights, options);
@@ -121,10 +124,12 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
 
 absl::StatusOr<Fidelity> CompareWeightTypes(const worker::ModelWeights& candidate,
                                             const std::vector<std::vector<int>>& sequences,
-                                            const std::vector<FullReference>& f32_references) {
+                                            const std::vector<FullReference>& f32_references,
+                                            worker::WeightType kv_type) {
   Cell full;
   full.policy.name = "full";
   full.budget_ratio = 1.0;
+  full.kv_type = kv_type;
   return EvaluateCell(candidate, sequences, f32_references, full);
 }
 

@@ -27,7 +27,8 @@ struct FullReference {
   std::vector<int> argmax;                     // [t]
   std::vector<std::vector<float>> attention;   // [t][n_layers * q_dim]
 };
-absl::StatusOr<FullReference> RunFullCache(const worker::ModelWeights& weights, const std::vector<int>& ids);
+absl::StatusOr<FullReference> RunFullCache(const worker::ModelWeights& weights, const std::vector<int>& ids,
+                                           worker::WeightType kv_type = worker::WeightType::kF32);
 
 struct Fidelity {
   uint64_t positions = 0;
@@ -50,6 +51,8 @@ struct Cell {
   uint32_t decision_lag = 0;
   // Tokens added to the ratio's budget (the lag study's synchronous runs with a pipelined run's memory).
   uint32_t extra_budget_tokens = 0;
+  // How the engine holds keys and values (EngineOptions::kv_type).
+  worker::WeightType kv_type = worker::WeightType::kF32;
 };
 
 // Runs `cell` over every sequence; `references[i]` must be RunFullCache(sequences[i]).
@@ -59,9 +62,11 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
 // A weight type's own fidelity: `candidate` (the model held in another weight type) with the full
 // cache against `f32_references` (RunFullCache of the fp32 weights). EvaluateCell with the "full"
 // policy, so the metrics are the same ones the policies are judged by.
+// With kv_type kF16 and the fp32 weights' own references: the fp16 KV cache's distance instead.
 absl::StatusOr<Fidelity> CompareWeightTypes(const worker::ModelWeights& candidate,
                                             const std::vector<std::vector<int>>& sequences,
-                                            const std::vector<FullReference>& f32_references);
+                                            const std::vector<FullReference>& f32_references,
+                                            worker::WeightType kv_type = worker::WeightType::kF32);
 
 // Reads token-id sequences from JSON lines with an "ids" array (the fixtures' corpus format).
 absl::StatusOr<std::vector<std::vector<int>>> ReadCorpus(const std::string& path);

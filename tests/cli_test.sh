@@ -73,7 +73,8 @@ $WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --listen=127
   --cachemgr=127.0.0.1:$(cat "$T/cm.port") --cachemgr_plaintext --port_file="$T/w.port" 2>"$T/w.log" &
 W=$!
 # Its jobs are read and cancelled by other processes than the one that submitted them: the admin token.
-$WORKER --model="$T/slow.bin" --listen=127.0.0.1:0 --plaintext --admin_token=cli-test \
+# Its KV cache is f16 (--kv_type), which its jobs' statistics show.
+$WORKER --model="$T/slow.bin" --listen=127.0.0.1:0 --plaintext --admin_token=cli-test --kv_type=f16 \
   --cachemgr=127.0.0.1:$(cat "$T/cm.port") --cachemgr_plaintext --port_file="$T/slow.port" 2>"$T/slow.log" &
 SLOW=$!
 trap 'kill $CM $W $SLOW 2>/dev/null' EXIT
@@ -92,6 +93,30 @@ ids() { grep -o '"ids":\[[0-9,]*\]' "$1"; }
 [[ "$(ids "$T/a.json")" == "$(ids "$T/b.json")" ]] || fail "ids differ: $(ids "$T/a.json") vs $(ids "$T/b.json")"
 grep -q '"evictions":0,' "$T/a.json" || fail "uint64 zero not printed as a number: $(cat "$T/a.json")"
 $A2SF model $WA | grep -q "stories260K-dq.bin" || fail "a2sf model: $($A2SF model $WA 2>&1)"
+
+# --kv_type=f16 holds keys and values in half the bytes (held, peak and the full-cache figure alike);
+# other types, and f16 on the CUDA engine, are refused with exit 2 and a message, by both binaries.
+$GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt="Once upon a time" --max_tokens=20 \
+  --policy=full --kv_type=f16 --json >"$T/h.json" || fail "a2sf-generate --kv_type=f16 exits $?"
+field() { grep -o "\"$2\":[0-9]*" "$1" | cut -d: -f2; }
+for k in kv_bytes_held kv_bytes_peak kv_bytes_full_cache; do
+  [[ "$(field "$T/h.json" $k)" -gt 0 && $(( $(field "$T/h.json" $k) * 2 )) -eq "$(field "$T/b.json" $k)" ]] \
+    || fail "--kv_type=f16 $k: $(field "$T/h.json" $k), f32: $(field "$T/b.json" $k)"
+done
+$GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt=x --kv_type=q8_0 2>"$T/kv.err"
+[[ $? -eq 2 ]] && grep -q "f32 or f16" "$T/kv.err" || fail "a2sf-generate --kv_type=q8_0: $(cat "$T/kv.err")"
+$GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt=x --kv_type=f16 --device=cuda 2>"$T/kv.err"
+[[ $? -eq 2 ]] && grep -q "CUDA engine" "$T/kv.err" \
+  || fail "a2sf-generate --kv_type=f16 --device=cuda: $(cat "$T/kv.err")"
+timeout 60 $WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --kv_type=bf16 --listen=127.0.0.1:0 \
+  --plaintext 2>"$T/kv.err"
+[[ $? -eq 2 ]] && grep -q "f32 or f16" "$T/kv.err" || fail "a2sf-worker --kv_type=bf16: $(cat "$T/kv.err")"
+# The f16 worker's job: 4 tokens cached (1 prompt + 4 generated - 1), each 1 layer x 12 heads x 64 x 2 x 2 bytes.
+$A2SF generate $SA --prompt_ids=1 --max_tokens=4 --ignore_eos --policy=full --json >"$T/slow16.json" \
+  || fail "a2sf generate on the f16 worker exits $?"
+for k in kv_bytes_held kv_bytes_full_cache; do
+  [[ "$(field "$T/slow16.json" $k)" == 12288 ]] || fail "f16 worker $k: $(field "$T/slow16.json" $k), not 12288"
+done
 
 # policy set --job swaps the running job's session; cancelling the job exits 4.
 $A2SF generate $SA --prompt_ids=1 --max_tokens=0 --ignore_eos --policy=h2o --budget_tokens=64 --job_id=long \

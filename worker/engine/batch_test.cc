@@ -24,6 +24,7 @@ struct JobSpec {
   bool bulk = false;
   int prefill_chunk = 1;
   int max_new_tokens = 40;
+  WeightType kv_type = WeightType::kF32;  // the engine's KV cache
 };
 
 // Every logit vector a job produced (prompt positions, then generated tokens) and its tokens.
@@ -65,6 +66,7 @@ std::unique_ptr<Job> StartJob(const ModelWeights& weights, const JobSpec& spec, 
   options.bulk_prefill = spec.bulk;
   options.prefill_chunk = spec.prefill_chunk;
   EngineOptions engine_options;
+  engine_options.kv_type = spec.kv_type;
   engine_options.cache_capacity =
       RequiredCacheCapacity(job->policy.get(), spec.prompt_length, spec.max_new_tokens, spec.bulk);
   job->engine = *Engine::Create(&weights, engine_options);
@@ -149,6 +151,9 @@ const std::vector<JobSpec>& MixedJobs() {
       {"streaming_llm", 12, 18, 5, 0, /*bulk=*/true, 4},
       {"full", 8, 9, 12, 0, false, 16, 25},
       {"tova", 14, 26, 20, 0, false, 6, 30},
+      // f16 KV caches beside the f32 ones: one evicting, one full and chunked.
+      {"a2sf", 18, 15, 2, 0, false, 1, 40, WeightType::kF16},
+      {"", 0, 6, 4, 0, false, 4, 40, WeightType::kF16},
   };
   return *jobs;
 }

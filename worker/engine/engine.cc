@@ -103,6 +103,13 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights* weigh
     return absl::InvalidArgumentError(absl::StrCat("cache capacity ", capacity, " must be in [1, ", c.seq_len,
                                                    "] (the model's context)"));
   }
+  if (options.kv_type != WeightType::kF32 && options.kv_type != WeightType::kF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_type: the KV cache holds f32 or f16, not ", WeightTypeName(options.kv_type)));
+  }
+  if (options.device == EngineDevice::kCuda && options.kv_type != WeightType::kF32) {
+    return absl::InvalidArgumentError("kv_type f16: the CUDA engine holds its KV cache in f32; use --kv_type=f32");
+  }
   if (options.device == EngineDevice::kCuda) {
     if (absl::Status rows = AllInRows(*weights); !rows.ok()) return rows;  // before the GPU: testable anywhere
   }
@@ -126,7 +133,7 @@ Engine::~Engine() { cuda::DestroySequence(device_sequence_); }
 Engine::Engine(const ModelWeights* weights, const EngineOptions& options, int capacity)
     : weights_(weights),
       config_(weights->config()),
-      cache_(config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity,
+      cache_(config_.n_layers, config_.n_kv_heads, config_.head_dim, capacity, options.kv_type,
              /*host_storage=*/options.device == EngineDevice::kCpu),
       threads_(options.threads) {
   const ModelConfig& c = config_;
@@ -322,8 +329,7 @@ void ForwardPass::Layer(int l, absl::Span<const ForwardRow> rows) {
       ApplyRope(k, kv_dim, hd, rope_cos_.data(), rope_sin_.data());
       const int slot = cache.append_slot() + (r - g.begin);
       for (int h = 0; h < c.n_kv_heads; ++h) {
-        std::memcpy(cache.key(l, h, slot), k + h * hd, hd * sizeof(float));
-        std::memcpy(cache.value(l, h, slot), v + h * hd, hd * sizeof(float));
+        cache.Store(l, h, slot, k + h * hd, v + h * hd);
         cache.set_position(l, h, slot, uint32_t(rows[r].position));
       }
     }
@@ -408,9 +414,9 @@ void Engine::Attention(int layer, int row, const float* q_row, float* out, Threa
     const int g = int(h) / c.group_size();
     const float* q = q_row + h * hd;
     float* att = att_.data() + h * cache_.capacity();
-    AttentionScores(att, q, cache_.key(layer, g, 0), n, hd, scale);
+    AttentionScores(att, q, KvRows{cache_.keys(layer, g), cache_.kv_type()}, n, hd, scale);
     Softmax(att, n);
-    WeightedSum(out + h * hd, att, cache_.value(layer, g, 0), n, hd);
+    WeightedSum(out + h * hd, att, KvRows{cache_.values(layer, g), cache_.kv_type()}, n, hd);
   };
   if (pool->num_threads() > 1 && size_t(n) * hd * c.n_heads >= (size_t(1) << 16)) {
     pool->ParallelFor(c.n_heads, head);

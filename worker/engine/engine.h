@@ -61,6 +61,9 @@ struct EngineOptions {
   bool capture_attention_outputs = false;
   // kCuda needs a GPU: Create answers UNAVAILABLE (with the reason) without one.
   EngineDevice device = EngineDevice::kCpu;
+  // How the KV cache holds keys and values (KvCacheSlots): kF32, or kF16 (half the bytes; CPU only,
+  // the CUDA engine keeps fp32).
+  WeightType kv_type = WeightType::kF32;
 };
 
 // Device memory a CUDA engine writes each step's scores into, in place of its own buffer, so that a

@@ -8,6 +8,7 @@
 #include <random>
 #include <set>
 
+#include "common/float16.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "worker/engine/generator.h"
@@ -46,6 +47,47 @@ TEST_P(GoldenLogitsTest, SixteenPositionsWithinOneTenThousandth) {
     for (int v = 0; v < 512; ++v) worst = std::max(worst, std::fabs(engine->logits()[v] - golden[pos * 512 + v]));
   }
   EXPECT_LT(worst, 1e-4f) << GetParam();
+}
+
+// An fp16 KV cache rounds each key and value to 11 significant bits, as f16 weights round each weight:
+// the same bound as f16 weights below (measured: 0.015), and the logits do move (the fp16 path ran).
+TEST(GoldenLogits, AnF16KvCacheStaysCloseToTheGoldens) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  const std::vector<float> golden = GoldenLogits();
+  EngineOptions options;
+  options.kv_type = WeightType::kF16;
+  auto half = *Engine::Create(weights.get(), options);
+  auto full = *Engine::Create(weights.get(), {});
+  EXPECT_EQ(half->cache().bytes_allocated() * 2, full->cache().bytes_allocated());
+  float worst = 0.0f, moved = 0.0f;
+  for (int pos = 0; pos < 16; ++pos) {
+    ASSERT_TRUE(half->Forward(kGoldenTokens[pos], pos).ok());
+    ASSERT_TRUE(full->Forward(kGoldenTokens[pos], pos).ok());
+    for (int v = 0; v < 512; ++v) {
+      worst = std::max(worst, std::fabs(half->logits()[v] - golden[pos * 512 + v]));
+      moved = std::max(moved, std::fabs(half->logits()[v] - full->logits()[v]));
+    }
+  }
+  EXPECT_LT(worst, 2e-2f);
+  EXPECT_GT(moved, 0.0f);
+}
+
+// The KV cache holds f32 or f16 only, and the CUDA engine f32 only: both refused before any GPU is
+// looked for, so the refusal is the same with or without one.
+TEST(Engine, RefusesKvTypesItDoesNotHold) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  EngineOptions options;
+  options.kv_type = WeightType::kQ8_0;
+  absl::StatusOr<std::unique_ptr<Engine>> quantized = Engine::Create(weights.get(), options);
+  EXPECT_EQ(quantized.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(quantized.status().message().find("f32 or f16"), std::string::npos) << quantized.status();
+  options.kv_type = WeightType::kF16;
+  options.device = EngineDevice::kCuda;
+  absl::StatusOr<std::unique_ptr<Engine>> gpu = Engine::Create(weights.get(), options);
+  EXPECT_EQ(gpu.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(gpu.status().message().find("CUDA"), std::string::npos) << gpu.status();
 }
 
 // The int8 export is held as q8_0 with its scales rounded to fp16 (worker/model/model.h), so it is
@@ -356,15 +398,28 @@ TEST(Engine, PipelinedLocalEqualsSynchronousLocalWithKMoreBudget) {
   }
 }
 
-TEST(KvCacheSlots, EvictPositionsFindsTheSlotsAndRefusesUnknownPositions) {
-  KvCacheSlots cache(1, 2, 2, 6);
+// Element 0 of a slot's key (value: `values`) as a float, in either of the cache's types.
+float RowAt(const KvCacheSlots& cache, int layer, int head, int slot, bool values = false) {
+  const void* rows = values ? cache.values(layer, head) : cache.keys(layer, head);
+  const size_t at = size_t(slot) * cache.head_dim();
+  if (cache.kv_type() == WeightType::kF16) return HalfToFloat(static_cast<const uint16_t*>(rows)[at]);
+  return static_cast<const float*>(rows)[at];
+}
+
+class KvCacheTypes : public ::testing::TestWithParam<WeightType> {};
+
+TEST_P(KvCacheTypes, EvictPositionsFindsTheSlotsAndRefusesUnknownPositions) {
+  KvCacheSlots cache(1, 2, 2, 6, GetParam());
+  EXPECT_EQ(cache.bytes_allocated(), size_t(2 * 6 * 2 * 2) * Traits(GetParam()).block_bytes);
   for (uint32_t p = 10; p < 15; ++p) {
     for (int g = 0; g < 2; ++g) {
-      cache.key(0, g, cache.append_slot())[0] = float(p * 10 + g);
+      const float key[2] = {float(p * 10 + g), 0.5f}, value[2] = {-float(p * 10 + g), 0.25f};
+      cache.Store(0, g, cache.append_slot(), key, value);
       cache.set_position(0, g, cache.append_slot(), p);
     }
     cache.CommitAppend();
   }
+  EXPECT_EQ(cache.bytes_held(), size_t(5 * 2 * 2 * 2) * Traits(GetParam()).block_bytes);
   // Head 0 drops 11 and 13, head 1 drops 14 and 10.
   ASSERT_TRUE(cache.EvictPositions(2, std::vector<uint32_t>{11, 13, 14, 10}).ok());
   EXPECT_EQ(cache.entries(), 3);
@@ -372,8 +427,10 @@ TEST(KvCacheSlots, EvictPositionsFindsTheSlotsAndRefusesUnknownPositions) {
   for (int s = 0; s < 3; ++s) {
     head0.insert(cache.position(0, 0, s));
     head1.insert(cache.position(0, 1, s));
-    EXPECT_EQ(cache.key(0, 0, s)[0], float(cache.position(0, 0, s) * 10));  // keys moved with their positions
-    EXPECT_EQ(cache.key(0, 1, s)[0], float(cache.position(0, 1, s) * 10 + 1));
+    // Keys and values moved with their positions (these small integers are exact in fp16 too).
+    EXPECT_EQ(RowAt(cache, 0, 0, s), float(cache.position(0, 0, s) * 10));
+    EXPECT_EQ(RowAt(cache, 0, 1, s), float(cache.position(0, 1, s) * 10 + 1));
+    EXPECT_EQ(RowAt(cache, 0, 1, s, /*values=*/true), -float(cache.position(0, 1, s) * 10 + 1));
   }
   EXPECT_EQ(head0, (std::multiset<uint32_t>{10, 12, 14}));
   EXPECT_EQ(head1, (std::multiset<uint32_t>{11, 12, 13}));
@@ -389,6 +446,9 @@ TEST(KvCacheSlots, EvictPositionsFindsTheSlotsAndRefusesUnknownPositions) {
   EXPECT_EQ(cache.entries(), 3);
   EXPECT_EQ(cache.position(0, 0, 0), 10u);
 }
+
+INSTANTIATE_TEST_SUITE_P(F32AndF16, KvCacheTypes, ::testing::Values(WeightType::kF32, WeightType::kF16),
+                         [](const ::testing::TestParamInfo<WeightType>& info) { return WeightTypeName(info.param); });
 
 TEST(Engine, ScoresAreTheGroupSumsOfSoftmaxRows) {
   A2SF_REQUIRE_FIXTURES();

@@ -3,21 +3,37 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/float16.h"
 #include "common/kv/swap_remove.h"
 
 namespace a2sf::worker {
 
-KvCacheSlots::KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity, bool host_storage)
+KvCacheSlots::KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity, WeightType kv_type,
+                           bool host_storage)
     : n_kv_heads_(n_kv_heads),
       head_dim_(head_dim),
       capacity_(capacity),
       heads_(n_layers * n_kv_heads),
+      kv_type_(kv_type),
+      row_bytes_(size_t(head_dim) * Traits(kv_type).block_bytes),
       host_storage_(host_storage) {
   if (host_storage) {
-    keys_.assign(size_t(heads_) * capacity * head_dim, 0.0f);
-    values_.assign(size_t(heads_) * capacity * head_dim, 0.0f);
+    keys_.assign(size_t(heads_) * capacity * row_bytes_, 0);
+    values_.assign(size_t(heads_) * capacity * row_bytes_, 0);
   }
   positions_.assign(size_t(heads_) * capacity, 0);
+}
+
+void KvCacheSlots::Store(int layer, int kv_head, int slot, const float* key, const float* value) {
+  uint8_t* k = keys_.data() + Offset(layer, kv_head, slot);
+  uint8_t* v = values_.data() + Offset(layer, kv_head, slot);
+  if (kv_type_ == WeightType::kF16) {
+    FloatsToHalves(key, reinterpret_cast<uint16_t*>(k), size_t(head_dim_));
+    FloatsToHalves(value, reinterpret_cast<uint16_t*>(v), size_t(head_dim_));
+  } else {
+    std::memcpy(k, key, row_bytes_);
+    std::memcpy(v, value, row_bytes_);
+  }
 }
 
 absl::Status KvCacheSlots::CheckDecisionSize(uint32_t k, size_t values, const char* what) const {
@@ -86,10 +102,10 @@ void KvCacheSlots::RemoveVictims(uint32_t k) {
         [&](uint32_t dst, uint32_t src) {
           positions[dst] = positions[src];
           if (!host_storage_) return;
-          const size_t row = size_t(head_dim_) * sizeof(float);
-          const size_t to = (size_t(h) * capacity_ + dst) * head_dim_, from = (size_t(h) * capacity_ + src) * head_dim_;
-          std::memcpy(&keys_[to], &keys_[from], row);
-          std::memcpy(&values_[to], &values_[from], row);
+          const size_t to = (size_t(h) * capacity_ + dst) * row_bytes_;
+          const size_t from = (size_t(h) * capacity_ + src) * row_bytes_;
+          std::memcpy(&keys_[to], &keys_[from], row_bytes_);
+          std::memcpy(&values_[to], &values_[from], row_bytes_);
         });
   }
   entries_ -= int(k);

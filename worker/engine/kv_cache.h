@@ -4,6 +4,9 @@
 // (a kv::EvictionDecision's slots or positions) removes entries per head by the contract's swap-remove
 // (common/kv/swap_remove.h; docs/POLICIES.md, "Slots").
 // Memory is allocated for `capacity` entries -- the budget plus one -- not for the context.
+// Keys and values are held as `kv_type`: WeightType::kF32 (exact), or kF16 (IEEE binary16, rounded to
+// nearest even: half the bytes, what llama.cpp holds by default; a magnitude above 65504 becomes
+// infinity).
 // With host_storage = false (the CUDA backend) keys and values live on the device: this class keeps
 // the positions and entry count and keeps each eviction's victim slots for the device to apply the same
 // rule to (cuda::SwapRemoveEntries).
@@ -16,21 +19,26 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "worker/model/weights.h"
 
 namespace a2sf::worker {
 
 class KvCacheSlots {
  public:
-  KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity, bool host_storage = true);
+  // REQUIRES: kv_type is kF32 or kF16 (Engine::Create checks it).
+  KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity, WeightType kv_type = WeightType::kF32,
+               bool host_storage = true);
 
   int capacity() const { return capacity_; }
   int entries() const { return entries_; }
   int head_dim() const { return head_dim_; }
+  WeightType kv_type() const { return kv_type_; }
 
-  float* key(int layer, int kv_head, int slot) { return keys_.data() + Offset(layer, kv_head, slot); }
-  float* value(int layer, int kv_head, int slot) { return values_.data() + Offset(layer, kv_head, slot); }
-  const float* key(int layer, int kv_head, int slot) const { return keys_.data() + Offset(layer, kv_head, slot); }
-  const float* value(int layer, int kv_head, int slot) const { return values_.data() + Offset(layer, kv_head, slot); }
+  // A head's keys / values, slots [0, capacity) of head_dim elements of kv_type(), in host storage.
+  const void* keys(int layer, int kv_head) const { return keys_.data() + Offset(layer, kv_head, 0); }
+  const void* values(int layer, int kv_head) const { return values_.data() + Offset(layer, kv_head, 0); }
+  // Writes a slot's key and value (head_dim floats each), in kv_type(). Host storage only.
+  void Store(int layer, int kv_head, int slot, const float* key, const float* value);
   uint32_t position(int layer, int kv_head, int slot) const { return positions_[Index(layer, kv_head) * capacity_ + slot]; }
   void set_position(int layer, int kv_head, int slot, uint32_t p) { positions_[Index(layer, kv_head) * capacity_ + slot] = p; }
 
@@ -51,11 +59,12 @@ class KvCacheSlots {
   absl::Status EvictPositions(uint32_t evictions_per_head, absl::Span<const uint32_t> positions);
 
   void Clear() { entries_ = 0; }
-  size_t bytes_held() const { return size_t(entries_) * heads_ * head_dim_ * 2 * sizeof(float); }
-  size_t bytes_allocated() const { return BytesFor(1, heads_, head_dim_, capacity_); }
+  size_t bytes_held() const { return size_t(entries_) * heads_ * row_bytes_ * 2; }
+  size_t bytes_allocated() const { return BytesFor(1, heads_, head_dim_, capacity_, kv_type_); }
   // Bytes of keys and values a cache of this shape allocates.
-  static size_t BytesFor(int n_layers, int n_kv_heads, int head_dim, int capacity) {
-    return size_t(n_layers) * n_kv_heads * capacity * head_dim * 2 * sizeof(float);
+  static size_t BytesFor(int n_layers, int n_kv_heads, int head_dim, int capacity,
+                         WeightType kv_type = WeightType::kF32) {
+    return size_t(n_layers) * n_kv_heads * capacity * head_dim * 2 * Traits(kv_type).block_bytes;
   }
 
   // The last Evict/EvictPositions: its victim slots, [head][evictions_per_head], each head's strictly
@@ -66,18 +75,21 @@ class KvCacheSlots {
 
  private:
   size_t Index(int layer, int kv_head) const { return size_t(layer) * n_kv_heads_ + kv_head; }
+  // Byte offset of a slot's row.
   size_t Offset(int layer, int kv_head, int slot) const {
-    return (Index(layer, kv_head) * capacity_ + slot) * head_dim_;
+    return (Index(layer, kv_head) * capacity_ + slot) * row_bytes_;
   }
 
   int n_kv_heads_, head_dim_, capacity_, heads_;
+  WeightType kv_type_;
+  size_t row_bytes_;  // head_dim elements of kv_type_
   // Removes victim_slots_ ([heads][k], descending) from every head.
   void RemoveVictims(uint32_t k);
   // INVALID_ARGUMENT unless k <= entries and there are [heads][k] `what` values.
   absl::Status CheckDecisionSize(uint32_t k, size_t values, const char* what) const;
 
   int entries_ = 0;
-  std::vector<float> keys_, values_;
+  std::vector<uint8_t> keys_, values_;
   std::vector<uint32_t> positions_;
   std::vector<uint32_t> victim_slots_;  // the last eviction's victims: [heads][k]
   int entries_before_eviction_ = 0;

@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 #endif
+
+#include "common/float16.h"
 
 namespace a2sf::worker {
 namespace {
@@ -164,44 +167,69 @@ __attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* x, int n) {
   for (; i < n; ++i) x[i] *= 1.0f / sum;
 }
 
+// Attention's kernels read a head's cached rows as fp32 or fp16 (KvCacheSlots' kv_type): Load8 gives
+// eight elements as floats (fp16 converted exactly by F16C), and the arithmetic after it is the same.
+#define A2SF_ATTENTION_AVX2 __attribute__((target("avx2,fma,f16c")))
+A2SF_ATTENTION_AVX2 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
+A2SF_ATTENTION_AVX2 inline __m256 Load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
 // Scores of rows [t, t + 8): eight accumulators, one per row, kept in registers (the unroll
 // pragmas: without them GCC kept them in memory, one row's fused multiply-adds a chain through it).
-__attribute__((target("avx2,fma"), always_inline)) inline void ScoreBlockAvx2(float* scores, const float* q,
-                                                                            const float* keys, int t, int head_dim,
-                                                                            __m256 vscale) {
+template <class Elem>
+A2SF_ATTENTION_AVX2 inline void ScoreBlockAvx2(float* scores, const float* q, const Elem* keys, int t, int head_dim,
+                                               __m256 vscale) {
   __m256 acc[8];
 #pragma GCC unroll 8
   for (int r = 0; r < 8; ++r) acc[r] = _mm256_setzero_ps();
   for (int c = 0; c < head_dim; c += 8) {
     const __m256 qv = _mm256_loadu_ps(q + c);
 #pragma GCC unroll 8
-    for (int r = 0; r < 8; ++r) {
-      acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(keys + size_t(t + r) * head_dim + c), qv, acc[r]);
-    }
+    for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(Load8(keys + size_t(t + r) * head_dim + c), qv, acc[r]);
   }
   _mm256_storeu_ps(scores + t, _mm256_mul_ps(TransposeSum8(acc), vscale));
 }
 
-__attribute__((target("avx2,fma"))) void AttentionScoresAvx2(float* scores, const float* q, const float* keys, int n,
-                                                            int head_dim, float scale) {
+// dot(q, row) for the rows after the last block of eight.
+inline float TailDotAvx2(const float* q, const float* row, int head_dim) { return DotAvx2(q, row, head_dim); }
+A2SF_ATTENTION_AVX2 inline float TailDotAvx2(const float* q, const uint16_t* row, int head_dim) {
+  __m256 acc = _mm256_setzero_ps();
+  for (int c = 0; c < head_dim; c += 8) acc = _mm256_fmadd_ps(Load8(row + c), _mm256_loadu_ps(q + c), acc);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float sum = 0.0f;
+  for (float lane : lanes) sum += lane;
+  return sum;
+}
+
+template <class Elem>
+A2SF_ATTENTION_AVX2 void AttentionScoresAvx2(float* scores, const float* q, const Elem* keys, int n, int head_dim,
+                                             float scale) {
   const __m256 vscale = _mm256_set1_ps(scale);
   int t = 0;
   for (; t + 8 <= n; t += 8) ScoreBlockAvx2(scores, q, keys, t, head_dim, vscale);
-  for (; t < n; ++t) scores[t] = DotAvx2(q, keys + size_t(t) * head_dim, head_dim) * scale;
+  for (; t < n; ++t) scores[t] = TailDotAvx2(q, keys + size_t(t) * head_dim, head_dim) * scale;
 }
 
-__attribute__((target("avx2,fma"))) void WeightedSumAvx2(float* out, const float* weights, const float* values, int n,
-                                                        int head_dim) {
+template <class Elem>
+A2SF_ATTENTION_AVX2 void WeightedSumAvx2(float* out, const float* weights, const Elem* values, int n, int head_dim) {
   for (int c = 0; c < head_dim; c += 8) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int t = 0;
     for (; t + 2 <= n; t += 2) {
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), _mm256_loadu_ps(values + size_t(t) * head_dim + c), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t + 1]), _mm256_loadu_ps(values + size_t(t + 1) * head_dim + c), acc1);
+      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), Load8(values + size_t(t) * head_dim + c), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t + 1]), Load8(values + size_t(t + 1) * head_dim + c), acc1);
     }
-    if (t < n) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), _mm256_loadu_ps(values + size_t(t) * head_dim + c), acc0);
+    if (t < n) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), Load8(values + size_t(t) * head_dim + c), acc0);
     _mm256_storeu_ps(out + c, _mm256_add_ps(acc0, acc1));
   }
+}
+
+// The AVX2 attention kernels' CPU: AVX2, FMA and F16C.
+bool HasAttentionAvx2() {
+  static const bool has = HasAvx2() && CpuHasAvxF16c();
+  return has;
 }
 #endif
 
@@ -243,7 +271,7 @@ void ApplyRope(float* vec, int dim, int head_dim, const float* cos_table, const 
 
 void AttentionScores(float* scores, const float* q, const float* keys, int n, int head_dim, float scale) {
 #if defined(__x86_64__)
-  if (HasAvx2() && head_dim % 8 == 0) return AttentionScoresAvx2(scores, q, keys, n, head_dim, scale);
+  if (HasAttentionAvx2() && head_dim % 8 == 0) return AttentionScoresAvx2(scores, q, keys, n, head_dim, scale);
 #endif
   MatVecRows(scores, keys, q, 0, n, head_dim);
   for (int t = 0; t < n; ++t) scores[t] *= scale;
@@ -251,10 +279,39 @@ void AttentionScores(float* scores, const float* q, const float* keys, int n, in
 
 void WeightedSum(float* out, const float* weights, const float* values, int n, int head_dim) {
 #if defined(__x86_64__)
-  if (HasAvx2() && head_dim % 8 == 0) return WeightedSumAvx2(out, weights, values, n, head_dim);
+  if (HasAttentionAvx2() && head_dim % 8 == 0) return WeightedSumAvx2(out, weights, values, n, head_dim);
 #endif
   for (int i = 0; i < head_dim; ++i) out[i] = 0.0f;
   for (int t = 0; t < n; ++t) Axpy(out, weights[t], values + size_t(t) * head_dim, head_dim);
+}
+
+void AttentionScores(float* scores, const float* q, KvRows keys, int n, int head_dim, float scale) {
+  if (keys.type == WeightType::kF32) {
+    return AttentionScores(scores, q, static_cast<const float*>(keys.data), n, head_dim, scale);
+  }
+  const uint16_t* rows = static_cast<const uint16_t*>(keys.data);
+#if defined(__x86_64__)
+  if (HasAttentionAvx2() && head_dim % 8 == 0) return AttentionScoresAvx2(scores, q, rows, n, head_dim, scale);
+#endif
+  for (int t = 0; t < n; ++t) {
+    float sum = 0.0f;
+    for (int c = 0; c < head_dim; ++c) sum += q[c] * HalfToFloat(rows[size_t(t) * head_dim + c]);
+    scores[t] = sum * scale;
+  }
+}
+
+void WeightedSum(float* out, const float* weights, KvRows values, int n, int head_dim) {
+  if (values.type == WeightType::kF32) {
+    return WeightedSum(out, weights, static_cast<const float*>(values.data), n, head_dim);
+  }
+  const uint16_t* rows = static_cast<const uint16_t*>(values.data);
+#if defined(__x86_64__)
+  if (HasAttentionAvx2() && head_dim % 8 == 0) return WeightedSumAvx2(out, weights, rows, n, head_dim);
+#endif
+  for (int i = 0; i < head_dim; ++i) out[i] = 0.0f;
+  for (int t = 0; t < n; ++t) {
+    for (int i = 0; i < head_dim; ++i) out[i] += weights[t] * HalfToFloat(rows[size_t(t) * head_dim + i]);
+  }
 }
 
 void Axpy(float* out, float a, const float* x, int n) {

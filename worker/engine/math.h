@@ -3,6 +3,8 @@
 #ifndef A2SF_WORKER_ENGINE_MATH_H_
 #define A2SF_WORKER_ENGINE_MATH_H_
 
+#include "worker/model/weights.h"
+
 namespace a2sf::worker {
 
 // out = x * weight / sqrt(mean(x^2) + eps)
@@ -17,6 +19,16 @@ void ApplyRope(float* vec, int dim, int head_dim, const float* cos_table, const 
 void AttentionScores(float* scores, const float* q, const float* keys, int n, int head_dim, float scale);
 // out[i] = sum_t weights[t] * values[t][i] for values [n][head_dim].
 void WeightedSum(float* out, const float* weights, const float* values, int n, int head_dim);
+// A head's cached keys or values as KvCacheSlots holds them: rows of head_dim elements of `type`,
+// WeightType::kF32 or kF16.
+struct KvRows {
+  const void* data;
+  WeightType type;
+};
+// AttentionScores and WeightedSum over rows in either type (an fp16 element is converted exactly to
+// fp32 before the same arithmetic).
+void AttentionScores(float* scores, const float* q, KvRows keys, int n, int head_dim, float scale);
+void WeightedSum(float* out, const float* weights, KvRows values, int n, int head_dim);
 // out += a * x
 void Axpy(float* out, float a, const float* x, int n);
 

@@ -1,15 +1,18 @@
 // Attention's kernels (math.h) against double-precision sums, over head widths and row counts that
 // reach every path: blocks of 8 rows and the rows after them, odd row counts (the even/odd sums), head
-// widths that are multiples of 8 (the AVX2 kernels) and not (the portable ones, on every CPU). Rows
-// past n are NaN: a kernel that read one would return NaN.
+// widths that are multiples of 8 (the AVX2 kernels) and not (the portable ones, on every CPU), rows
+// held as f32 and as f16 (KvRows; the reference takes the f16 values exactly). Rows past n are NaN: a
+// kernel that read one would return NaN.
 #include "worker/engine/math.h"
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
+#include <tuple>
 #include <vector>
 
+#include "common/float16.h"
 #include "gtest/gtest.h"
 
 namespace a2sf::worker {
@@ -19,6 +22,16 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 struct Rows {
   std::vector<float> q, rows, weights;
+  std::vector<uint16_t> halves;  // rows as f16
+
+  KvRows As(WeightType type) const {
+    return type == WeightType::kF16 ? KvRows{halves.data(), type} : KvRows{rows.data(), type};
+  }
+  // Row t, column c as the kernel of `type` sees it.
+  double At(WeightType type, int t, int c, int head_dim) const {
+    const size_t i = size_t(t) * head_dim + c;
+    return type == WeightType::kF16 ? HalfToFloat(halves[i]) : rows[i];
+  }
 };
 
 // n rows of width head_dim in [-1, 1), then 40 NaN rows; a query and softmax-like weights.
@@ -31,22 +44,23 @@ Rows MakeRows(int n, int head_dim, unsigned seed) {
   for (int i = 0; i < head_dim; ++i) r.q.push_back(u(rng));
   for (int t = 0; t < n; ++t) r.weights.push_back(0.5f * (u(rng) + 1.0f));
   r.weights.push_back(kNaN);
+  for (float v : r.rows) r.halves.push_back(FloatToHalf(v));
   return r;
 }
 
-class AttentionKernels : public ::testing::TestWithParam<int> {};  // head_dim
+class AttentionKernels : public ::testing::TestWithParam<std::tuple<int, WeightType>> {};  // head_dim, rows' type
 
 TEST_P(AttentionKernels, ScoresAreScaledDotProducts) {
-  const int head_dim = GetParam();
+  const auto [head_dim, type] = GetParam();
   for (int n : {1, 2, 7, 8, 9, 15, 16, 17, 31, 64, 100, 333}) {
     const Rows r = MakeRows(n, head_dim, unsigned(n * 131 + head_dim));
     std::vector<float> scores(n + 1, -7.0f);
-    AttentionScores(scores.data(), r.q.data(), r.rows.data(), n, head_dim, 0.125f);
+    AttentionScores(scores.data(), r.q.data(), r.As(type), n, head_dim, 0.125f);
     for (int t = 0; t < n; ++t) {
       double dot = 0.0, magnitude = 0.0;
       for (int c = 0; c < head_dim; ++c) {
-        dot += double(r.q[c]) * r.rows[size_t(t) * head_dim + c];
-        magnitude += std::fabs(double(r.q[c]) * r.rows[size_t(t) * head_dim + c]);
+        dot += double(r.q[c]) * r.At(type, t, c, head_dim);
+        magnitude += std::fabs(double(r.q[c]) * r.At(type, t, c, head_dim));
       }
       ASSERT_NEAR(scores[t], 0.125 * dot, 0.125 * magnitude * 1e-6 + 1e-12)
           << "head_dim " << head_dim << " n " << n << " row " << t;
@@ -56,16 +70,16 @@ TEST_P(AttentionKernels, ScoresAreScaledDotProducts) {
 }
 
 TEST_P(AttentionKernels, WeightedSumsOfValueRows) {
-  const int head_dim = GetParam();
+  const auto [head_dim, type] = GetParam();
   for (int n : {1, 2, 3, 16, 17, 18, 33, 100, 333}) {
     const Rows r = MakeRows(n, head_dim, unsigned(n * 977 + head_dim));
     std::vector<float> out(head_dim + 1, -7.0f);
-    WeightedSum(out.data(), r.weights.data(), r.rows.data(), n, head_dim);
+    WeightedSum(out.data(), r.weights.data(), r.As(type), n, head_dim);
     for (int c = 0; c < head_dim; ++c) {
       double sum = 0.0, magnitude = 0.0;
       for (int t = 0; t < n; ++t) {
-        sum += double(r.weights[t]) * r.rows[size_t(t) * head_dim + c];
-        magnitude += std::fabs(double(r.weights[t]) * r.rows[size_t(t) * head_dim + c]);
+        sum += double(r.weights[t]) * r.At(type, t, c, head_dim);
+        magnitude += std::fabs(double(r.weights[t]) * r.At(type, t, c, head_dim));
       }
       ASSERT_NEAR(out[c], sum, magnitude * 1e-6 + 1e-12) << "head_dim " << head_dim << " n " << n << " column " << c;
     }
@@ -73,8 +87,25 @@ TEST_P(AttentionKernels, WeightedSumsOfValueRows) {
   }
 }
 
+// The f16 kernels read the f16 rows, not some other rounding of them: against the f32 rows, the scores
+// of rows of several hundred differ by more than the f32 kernels' error.
+TEST(AttentionKernels, F16RowsAreReadAsF16) {
+  Rows r = MakeRows(64, 64, 7);
+  for (float& v : r.rows) v = std::isnan(v) ? v : v * 300.0f;
+  r.halves.clear();
+  for (float v : r.rows) r.halves.push_back(FloatToHalf(v));
+  std::vector<float> f32(64), f16(64);
+  AttentionScores(f32.data(), r.q.data(), r.As(WeightType::kF32), 64, 64, 1.0f);
+  AttentionScores(f16.data(), r.q.data(), r.As(WeightType::kF16), 64, 64, 1.0f);
+  double largest = 0.0;
+  for (int t = 0; t < 64; ++t) largest = std::max(largest, std::fabs(double(f32[t]) - f16[t]));
+  EXPECT_GT(largest, 1e-3);
+}
+
 // Head widths of LLaMA-family models (64, 128) and others, including ones that are no multiple of 8.
-INSTANTIATE_TEST_SUITE_P(HeadWidths, AttentionKernels, ::testing::Values(4, 6, 8, 24, 32, 40, 64, 72, 128));
+INSTANTIATE_TEST_SUITE_P(HeadWidths, AttentionKernels,
+                         ::testing::Combine(::testing::Values(4, 6, 8, 24, 32, 40, 64, 72, 128),
+                                            ::testing::Values(WeightType::kF32, WeightType::kF16)));
 
 TEST(Softmax, SumsToOneAndKeepsOrder) {
   for (int n : {1, 5, 8, 13, 64, 257}) {

@@ -10,6 +10,8 @@ ABSL_FLAG(bool, panels, true,
           "(the load copies them: ~1 minute for LLaMA-2-7B q8_0 on 2 cores); false: row-major, used in place "
           "from the memory map where the type allows (a faster start, slower decoding and batching). "
           "Ignored with --device=cuda (rows)");
+ABSL_FLAG(std::string, kv_type, "f32",
+          "KV cache element type: f32, or f16 (half the KV memory and the bytes attention reads; CPU engine only)");
 
 namespace a2sf::worker {
 
@@ -20,6 +22,13 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
   options.weights = *type;
   options.panels = absl::GetFlag(FLAGS_panels);
   return options;
+}
+
+absl::StatusOr<WeightType> KvTypeFromFlags() {
+  const std::string text = absl::GetFlag(FLAGS_kv_type);
+  if (text == "f32") return WeightType::kF32;
+  if (text == "f16") return WeightType::kF16;
+  return absl::InvalidArgumentError(absl::StrCat("--kv_type: f32 or f16, got '", text, "'"));
 }
 
 std::string DescribeLoadedModel(const ModelWeights& weights) {

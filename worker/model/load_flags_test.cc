@@ -29,5 +29,19 @@ TEST(LoadFlags, WeightsAndPanelsReachTheLoadOptions) {
   absl::SetFlag(&FLAGS_panels, true);
 }
 
+// --kv_type: f32 by default, f16 when asked, anything else INVALID_ARGUMENT naming both.
+TEST(LoadFlags, KvTypeIsF32OrF16) {
+  EXPECT_EQ(*KvTypeFromFlags(), WeightType::kF32);
+  absl::SetFlag(&FLAGS_kv_type, "f16");
+  EXPECT_EQ(*KvTypeFromFlags(), WeightType::kF16);
+  for (const char* bad : {"q8_0", "bf16", "", "F16"}) {
+    absl::SetFlag(&FLAGS_kv_type, bad);
+    absl::StatusOr<WeightType> type = KvTypeFromFlags();
+    EXPECT_EQ(type.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(type.status().message().find("f32 or f16"), std::string::npos) << type.status();
+  }
+  absl::SetFlag(&FLAGS_kv_type, "f32");
+}
+
 }  // namespace
 }  // namespace a2sf::worker

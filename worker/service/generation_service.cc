@@ -168,7 +168,8 @@ absl::StatusOr<std::unique_ptr<BatchScheduler::Place>> GenerationService::Admit(
   *policy = std::move(*opened);
   const ModelConfig& c = options_.weights->config();
   absl::StatusOr<std::unique_ptr<BatchScheduler::Place>> place = scheduler_->Enqueue(
-      KvCacheSlots::BytesFor(c.n_layers, c.n_kv_heads, c.head_dim, CacheCapacity(plan, policy->get())));
+      KvCacheSlots::BytesFor(c.n_layers, c.n_kv_heads, c.head_dim, CacheCapacity(plan, policy->get()),
+                             options_.kv_type));
   if (!place.ok()) {
     Refuse(job);
     return place.status();
@@ -245,6 +246,7 @@ absl::StatusOr<GenerateResult> GenerationService::Run(const std::shared_ptr<Job>
                                                       grpc::ServerWriter<v1::GenerateResponse>* writer) {
   EngineOptions engine_options;
   engine_options.device = options_.device;
+  engine_options.kv_type = options_.kv_type;
   engine_options.cache_capacity = CacheCapacity(plan, owned->get());
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(options_.weights, engine_options);
   if (!engine.ok()) return engine.status();
@@ -323,7 +325,8 @@ grpc::Status GenerationService::Generate(grpc::ServerContext* context, const v1:
 grpc::Status GenerationService::Finish(const std::shared_ptr<Job>& job, const JobPlan& plan,
                                        const GenerateResult& result, JobOutput* output, v1::JobStats stats,
                                        JobMetrics* job_metrics, grpc::ServerWriter<v1::GenerateResponse>* writer) {
-  SetResultStats(options_.weights->config(), plan.prompt.size(), result, output->stop_string(), &stats);
+  SetResultStats(options_.weights->config(), options_.kv_type, plan.prompt.size(), result, output->stop_string(),
+                 &stats);
   job_metrics->Finished(stats);
   {
     absl::MutexLock lock(&job->mutex);

@@ -56,6 +56,7 @@ struct WorkerOptions {
   v1::PolicySpec default_policy;  // used when a request names none (in-process mode)
   int threads_per_job = 1;  // threads of the batch's forward pass (all jobs share it)
   EngineDevice device = EngineDevice::kCpu;  // kCuda: every job's engine on the GPU
+  WeightType kv_type = WeightType::kF32;     // every job's KV cache (EngineOptions::kv_type)
   int max_batch = 16;         // jobs decoding together (sequences per step)
   int max_waiting = 64;       // jobs queued beyond them; RESOURCE_EXHAUSTED beyond
   size_t max_kv_bytes = 0;    // the running jobs' KV reservations together; 0: no limit

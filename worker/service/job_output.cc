@@ -1,6 +1,7 @@
 #include "worker/service/job_output.h"
 
 #include "absl/strings/str_cat.h"
+#include "worker/engine/kv_cache.h"
 #include "worker/engine/logprobs.h"
 
 namespace a2sf::worker {
@@ -83,14 +84,14 @@ v1::FinishReason FinishReasonToProto(FinishReason reason) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-void SetResultStats(const ModelConfig& c, size_t prompt_tokens, const GenerateResult& result,
+void SetResultStats(const ModelConfig& c, WeightType kv_type, size_t prompt_tokens, const GenerateResult& result,
                     const std::string& stop_string, v1::JobStats* stats) {
   stats->set_generated_tokens(uint32_t(result.generated.size()));
   stats->set_evictions(result.evictions);
   stats->set_kv_bytes_held(result.kv_bytes_held);
   stats->set_kv_bytes_peak(result.kv_bytes_peak);
-  stats->set_kv_bytes_full_cache(uint64_t(prompt_tokens + result.generated.size() - 1) * c.n_layers * c.kv_dim() * 2 *
-                                 sizeof(float));
+  stats->set_kv_bytes_full_cache(KvCacheSlots::BytesFor(c.n_layers, c.n_kv_heads, c.head_dim,
+                                                       int(prompt_tokens + result.generated.size() - 1), kv_type));
   stats->set_time_to_first_token_ms(result.time_to_first_token_ms);
   stats->set_tokens_per_second(result.tokens_per_second);
   stats->set_finish_reason(FinishReasonToProto(result.finish_reason));

@@ -58,9 +58,9 @@ class JobOutput {
 
 v1::FinishReason FinishReasonToProto(FinishReason reason);
 
-// The result fields of a finished job's statistics (token counts, evictions, KV bytes, timings,
-// finish reason, stop string).
-void SetResultStats(const ModelConfig& model, size_t prompt_tokens, const GenerateResult& result,
+// The result fields of a finished job's statistics (token counts, evictions, KV bytes -- the full
+// cache's in the engine's kv_type too --, timings, finish reason, stop string).
+void SetResultStats(const ModelConfig& model, WeightType kv_type, size_t prompt_tokens, const GenerateResult& result,
                     const std::string& stop_string, v1::JobStats* stats);
 
 }  // namespace a2sf::worker

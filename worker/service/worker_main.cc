@@ -144,6 +144,16 @@ int main(int argc, char** argv) {
   }
   if (*device == worker::EngineDevice::kCuda) A2SF_LOG(INFO) << "engine on the GPU";
   options.device = *device;
+  absl::StatusOr<worker::WeightType> kv_type = worker::KvTypeFromFlags();
+  if (!kv_type.ok()) {
+    A2SF_LOG(ERROR) << kv_type.status().message();
+    return 2;
+  }
+  if (*kv_type != worker::WeightType::kF32 && *device == worker::EngineDevice::kCuda) {
+    A2SF_LOG(ERROR) << "--kv_type=f16: the CUDA engine holds its KV cache in f32; use --kv_type=f32 with --device=cuda";
+    return 2;
+  }
+  options.kv_type = *kv_type;
   options.max_batch = absl::GetFlag(FLAGS_max_batch);
   options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
   options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);

@@ -93,6 +93,9 @@ int Main() {
   absl::StatusOr<EngineDevice> device = ParseEngineDevice(absl::GetFlag(FLAGS_device));
   if (!device.ok()) return Fail(device.status());
   engine_options.device = *device;
+  absl::StatusOr<WeightType> kv_type = KvTypeFromFlags();
+  if (!kv_type.ok()) return Fail(kv_type.status());
+  engine_options.kv_type = *kv_type;
   const int P = int(plan->prompt.size());
   const int max_new = plan->generate.max_new_tokens == 0 ? ContextRoom(c, P) : plan->generate.max_new_tokens;
   engine_options.cache_capacity = std::min(
@@ -123,7 +126,7 @@ int Main() {
   const std::string tail = output.Finish();
   out.text += tail;
   out.prompt_logprobs = output.prompt_logprobs();
-  SetResultStats(c, plan->prompt.size(), *result, output.stop_string(), &out.finished);
+  SetResultStats(c, engine_options.kv_type, plan->prompt.size(), *result, output.stop_string(), &out.finished);
   if (json) {
     std::cout << client::DumpJson(client::GenerationJson(out)) << "\n";
     return 0;
