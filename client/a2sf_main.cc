@@ -277,7 +277,8 @@ int Model() {
             << info->num_layers() << " layers, dim " << info->dim() << ", " << info->num_heads() << " heads / "
             << info->num_kv_heads() << " KV heads, context " << info->context_length() << ", vocabulary "
             << info->vocab_size() << ", tokenizer " << (info->tokenizer().empty() ? "none" : info->tokenizer())
-            << "\nworker " << info->worker() << " on " << info->device() << ", up to " << info->max_jobs()
+            << "\nworker " << info->worker() << " on " << info->device() << ", KV cache "
+            << (info->kv_type().empty() ? "f32" : info->kv_type()) << ", up to " << info->max_jobs()
             << " jobs, policies " << (info->remote_policies() ? "in the cache manager" : "in-process (default ")
             << (info->remote_policies() ? "" : info->default_policy().name() + ")") << "\n";
   return 0;

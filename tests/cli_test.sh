@@ -117,6 +117,9 @@ $A2SF generate $SA --prompt_ids=1 --max_tokens=4 --ignore_eos --policy=full --js
 for k in kv_bytes_held kv_bytes_full_cache; do
   [[ "$(field "$T/slow16.json" $k)" == 12288 ]] || fail "f16 worker $k: $(field "$T/slow16.json" $k), not 12288"
 done
+$A2SF model $SA --json | grep -q '"kv_type": *"f16"' || fail "a2sf model on the f16 worker: $($A2SF model $SA --json 2>&1)"
+$A2SF model $SA | grep -q "KV cache f16" || fail "a2sf model on the f16 worker: $($A2SF model $SA 2>&1)"
+$A2SF model $WA | grep -q "KV cache f32" || fail "a2sf model on the f32 worker: $($A2SF model $WA 2>&1)"
 
 # policy set --job swaps the running job's session; cancelling the job exits 4.
 $A2SF generate $SA --prompt_ids=1 --max_tokens=0 --ignore_eos --policy=h2o --budget_tokens=64 --job_id=long \

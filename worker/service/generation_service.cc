@@ -471,6 +471,7 @@ grpc::Status GenerationService::GetModelInfo(grpc::ServerContext*, const v1::Get
   if (options_.tokenizer != nullptr) response->set_tokenizer(options_.tokenizer->kind());
   response->set_chat_template(kLlama2ChatTemplate);
   response->set_device(options_.device == EngineDevice::kCuda ? "cuda" : "cpu");
+  response->set_kv_type(WeightTypeName(options_.kv_type));
   *response->mutable_default_policy() = options_.default_policy;
   response->set_decision_lag(options_.decision_lag);
   response->set_max_jobs(uint32_t(options_.max_batch));
