@@ -56,13 +56,13 @@ std::vector<int> RowCounts() {
 // `count` engines with room for `steps` tokens, their KV cache as --kv_type; the first error otherwise.
 absl::StatusOr<std::vector<std::unique_ptr<Engine>>> MakeEngines(const ModelWeights* weights, EngineDevice device,
                                                                  int count, int steps) {
-  const auto kv_type = ParseWeightsFlag(absl::GetFlag(FLAGS_kv_type));
+  const absl::StatusOr<WeightType> kv_type = ParseKvType(absl::GetFlag(FLAGS_kv_type));
   if (!kv_type.ok()) return kv_type.status();
   std::vector<std::unique_ptr<Engine>> engines;
   EngineOptions options;
   options.cache_capacity = steps + 2;
   options.device = device;
-  options.kv_type = kv_type->value_or(WeightType::kF32);
+  options.kv_type = *kv_type;
   for (int r = 0; r < count; ++r) {
     absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(weights, options);
     if (!engine.ok()) return engine.status();
@@ -186,6 +186,13 @@ int main(int argc, char** argv) {
   }
   if (RowCounts().empty()) {
     std::fprintf(stderr, "--rows: a comma-separated list of row counts 1..4096\n");
+    return 2;
+  }
+  const absl::StatusOr<WeightType> kv_type = ParseKvType(absl::GetFlag(FLAGS_kv_type));
+  absl::Status kv = kv_type.status();
+  if (kv.ok()) kv = CheckKvType(*kv_type, device == "cuda" ? EngineDevice::kCuda : EngineDevice::kCpu);
+  if (!kv.ok()) {
+    std::fprintf(stderr, "--%s\n", std::string(kv.message()).c_str());
     return 2;
   }
   LoadOptions load;

@@ -52,9 +52,10 @@ ABSL_FLAG(std::string, lags, "0,1,2,4,8", "lag: decision lags to compare");
 namespace a2sf::eval {
 namespace {
 
+// Exit 2 for a bad flag or input (INVALID_ARGUMENT), 1 for anything else, as a2sf-generate does.
 int Fail(const absl::Status& status) {
   std::cerr << "a2sf-eval: " << status.message() << "\n";
-  return 1;
+  return status.code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
 }
 
 absl::StatusOr<std::vector<std::vector<int>>> Select(const std::vector<std::vector<int>>& all, const std::string& range) {
@@ -119,6 +120,22 @@ absl::StatusOr<std::unique_ptr<worker::ModelWeights>> LoadAs(worker::WeightType 
   return worker::LoadModel(absl::GetFlag(FLAGS_model), options);
 }
 
+// How far `candidate` (its weights, with `kv_type` caches) is from `baseline` with f32 caches, both
+// full, as the report's opening line: "<held>: top-1 agreement and mean KL against <against> (full
+// caches); the tables below compare policies with <tables>."
+absl::StatusOr<std::string> DistanceLine(const worker::ModelWeights& candidate, worker::WeightType kv_type,
+                                         const worker::ModelWeights& baseline,
+                                         const std::vector<std::vector<int>>& sequences, const std::string& held,
+                                         const std::string& against, const std::string& tables) {
+  absl::StatusOr<std::vector<FullReference>> refs = References(baseline, sequences);
+  if (!refs.ok()) return refs.status();
+  absl::StatusOr<eval::Fidelity> f = CompareTypes(candidate, sequences, *refs, kv_type);
+  if (!f.ok()) return f.status();
+  return absl::StrFormat("%s: top-1 agreement %.4f and mean KL %.6f nats against %s (full caches); the tables "
+                         "below compare policies with %s.\n\n",
+                         held, f->top1_agreement, f->mean_kl, against, tables);
+}
+
 int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus) {
   absl::StatusOr<std::vector<std::vector<int>>> sequences = Select(corpus, absl::GetFlag(FLAGS_stories));
   if (!sequences.ok()) return Fail(sequences.status());
@@ -128,43 +145,33 @@ int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>&
   for (double r : ratios) {
     if (!(r > 0 && r <= 1)) return Fail(absl::InvalidArgumentError("--ratios: values in (0, 1]"));
   }
-  absl::StatusOr<worker::WeightType> kv_type = worker::KvTypeFromFlags();
-  if (!kv_type.ok()) return Fail(kv_type.status());
+  const worker::WeightType kv_type = *worker::KvTypeFromFlags();  // checked in Main
   const auto start = std::chrono::steady_clock::now();
-  absl::StatusOr<std::vector<FullReference>> refs = References(w, *sequences, *kv_type);
+  absl::StatusOr<std::vector<FullReference>> refs = References(w, *sequences, kv_type);
   if (!refs.ok()) return Fail(refs.status());
   std::vector<Cell> cells = SweepCells(ratios);
-  for (Cell& cell : cells) cell.kv_type = *kv_type;
+  for (Cell& cell : cells) cell.kv_type = kv_type;
   absl::StatusOr<std::vector<CellResult>> results = RunSweep(w, *sequences, *refs, cells, absl::GetFlag(FLAGS_threads));
   if (!results.ok()) return Fail(results.status());
-  // Under --weights=TYPE, the type's own distance from f32 (full caches) heads the report.
+  // Under --weights=TYPE and --kv_type=f16, each type's own distance from f32 heads the report.
   std::string weights_line;
   if (w.weight_types() != "f32") {
     absl::StatusOr<std::unique_ptr<worker::ModelWeights>> f32 = LoadAs(worker::WeightType::kF32);
     if (!f32.ok()) return Fail(f32.status());
-    absl::StatusOr<std::vector<FullReference>> f32_refs = References(**f32, *sequences);
-    if (!f32_refs.ok()) return Fail(f32_refs.status());
-    absl::StatusOr<eval::Fidelity> f = CompareWeightTypes(w, *sequences, *f32_refs);
-    if (!f.ok()) return Fail(f.status());
-    weights_line = absl::StrFormat("Weights held as %s: top-1 agreement %.4f and mean KL %.5f nats against f32 "
-                                   "(full caches); the tables below compare policies with this model's full cache.\n\n",
-                                   w.weight_types(), f->top1_agreement, f->mean_kl);
-    std::cout << weights_line;
+    absl::StatusOr<std::string> line = DistanceLine(w, worker::WeightType::kF32, **f32, *sequences,
+                                                    "Weights held as " + w.weight_types(), "f32 weights",
+                                                    "this model's full cache");
+    if (!line.ok()) return Fail(line.status());
+    weights_line += *line;
   }
-  // Under --kv_type=f16, the fp16 cache's own distance from an fp32 one (full caches, these weights).
-  if (*kv_type != worker::WeightType::kF32) {
-    absl::StatusOr<std::vector<FullReference>> f32_kv = References(w, *sequences);
-    if (!f32_kv.ok()) return Fail(f32_kv.status());
-    absl::StatusOr<eval::Fidelity> f = CompareWeightTypes(w, *sequences, *f32_kv, *kv_type);
-    if (!f.ok()) return Fail(f.status());
-    const std::string kv_line =
-        absl::StrFormat("KV cache held as %s: top-1 agreement %.4f and mean KL %.6f nats against an f32 KV cache "
-                        "(full caches); the tables below compare policies with %s KV caches.\n\n",
-                        worker::WeightTypeName(*kv_type), f->top1_agreement, f->mean_kl,
-                        worker::WeightTypeName(*kv_type));
-    std::cout << kv_line;
-    weights_line += kv_line;
+  if (kv_type != worker::WeightType::kF32) {
+    const std::string name = worker::WeightTypeName(kv_type);
+    absl::StatusOr<std::string> line = DistanceLine(w, kv_type, w, *sequences, "KV cache held as " + name,
+                                                    "an f32 KV cache", name + " KV caches");
+    if (!line.ok()) return Fail(line.status());
+    weights_line += *line;
   }
+  std::cout << weights_line;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   const std::string dir = absl::GetFlag(FLAGS_out_dir);
   std::ofstream(dir + "/fidelity.csv") << ToCsv(*results);
@@ -212,7 +219,7 @@ int WeightTypes(const std::vector<std::vector<int>>& corpus) {
                                   worker::WeightType::kQ8_0, worker::WeightType::kQ4_0}) {
     absl::StatusOr<std::unique_ptr<worker::ModelWeights>> w = LoadAs(type);
     if (!w.ok()) return Fail(w.status());
-    absl::StatusOr<eval::Fidelity> f = CompareWeightTypes(**w, *sequences, *f32_refs);
+    absl::StatusOr<eval::Fidelity> f = CompareTypes(**w, *sequences, *f32_refs);
     if (!f.ok()) return Fail(f.status());
     md << absl::StrFormat("| %s | %s | %d | %.4f | %.2e | %.4f |\n", worker::WeightTypeName(type), (*w)->weight_types(),
                           (*w)->bytes_per_token(), f->top1_agreement, f->mean_kl, f->perplexity_policy);
@@ -275,15 +282,20 @@ int Lag(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corp
   policies[2].name = "tova";
   policies[3].name = "a2sf";
   policies[3].alpha = absl::GetFlag(FLAGS_alpha);
-  absl::StatusOr<std::vector<FullReference>> refs = References(w, *sequences);
+  const worker::WeightType kv_type = *worker::KvTypeFromFlags();  // checked in Main
+  absl::StatusOr<std::vector<FullReference>> refs = References(w, *sequences, kv_type);
   if (!refs.ok()) return Fail(refs.status());
+  std::vector<Cell> cells = LagCells(policies, ratio, lags);
+  for (Cell& cell : cells) cell.kv_type = kv_type;
   absl::StatusOr<std::vector<CellResult>> results =
-      RunSweep(w, *sequences, *refs, LagCells(policies, ratio, lags), absl::GetFlag(FLAGS_threads));
+      RunSweep(w, *sequences, *refs, cells, absl::GetFlag(FLAGS_threads));
   if (!results.ok()) return Fail(results.status());
   const std::string dir = absl::GetFlag(FLAGS_out_dir);
   std::ofstream(dir + "/lag.csv") << ToCsv(*results);
-  std::string md = absl::StrFormat("Budget ratio %.2f, %d sequences, %d positions per cell.\n\n", ratio,
-                                   int(sequences->size()), int(results->empty() ? 0 : (*results)[0].fidelity.positions));
+  std::string md = absl::StrFormat("Budget ratio %.2f, %d sequences, %d positions per cell, %s KV caches.\n\n",
+                                   ratio, int(sequences->size()),
+                                   int(results->empty() ? 0 : (*results)[0].fidelity.positions),
+                                   worker::WeightTypeName(kv_type));
   md += "Each pipelined run (lag K) next to the synchronous run that holds the same memory (budget + K "
         "tokens per head).\n\n| policy | lag K | top-1 agreement | mean KL (nats) | perplexity | "
         "synchronous, budget + K: top-1 | KL | perplexity |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n";
@@ -382,6 +394,12 @@ int Main(const std::vector<char*>& args) {
     return 2;
   }
   const std::string command = args[1];
+  // --kv_type: fidelity and lag run their engines with it; the other commands refuse it.
+  absl::StatusOr<worker::WeightType> kv_type = worker::KvTypeFromFlags();
+  if (!kv_type.ok()) return Fail(kv_type.status());
+  if (*kv_type != worker::WeightType::kF32 && command != "fidelity" && command != "lag") {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--kv_type: only fidelity and lag take it, not ", command)));
+  }
   if (command == "weights") {
     auto corpus = ReadCorpus(absl::GetFlag(FLAGS_corpus));
     if (!corpus.ok()) return Fail(corpus.status());

@@ -64,7 +64,7 @@ TEST_F(EvalOnFixtures, WeightTypesAreComparedWithTheF32FullCache) {
   std::vector<std::vector<int>> two(corpus_.begin(), corpus_.begin() + 2);
   std::vector<FullReference> refs;
   for (const auto& ids : two) refs.push_back(*RunFullCache(*weights_, ids));
-  auto same = CompareWeightTypes(*weights_, two, refs);
+  auto same = CompareTypes(*weights_, two, refs);
   ASSERT_TRUE(same.ok()) << same.status();
   EXPECT_EQ(same->top1_agreement, 1.0);
   EXPECT_EQ(same->mean_kl, 0.0);
@@ -72,7 +72,7 @@ TEST_F(EvalOnFixtures, WeightTypesAreComparedWithTheF32FullCache) {
   options.weights = worker::WeightType::kQ4_0;
   auto q4 = worker::LoadModel(FixturesDir() + "/stories260K-dq.bin", options);
   ASSERT_TRUE(q4.ok()) << q4.status();
-  auto f = CompareWeightTypes(**q4, two, refs);
+  auto f = CompareTypes(**q4, two, refs);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_LT(f->top1_agreement, 0.99);
   EXPECT_GT(f->mean_kl, 1e-3);
@@ -89,12 +89,12 @@ TEST_F(EvalOnFixtures, AnF16KvCacheIsComparedWithTheF32One) {
     f32_refs.push_back(*RunFullCache(*weights_, ids));
     f16_refs.push_back(*RunFullCache(*weights_, ids, worker::WeightType::kF16));
   }
-  auto f = CompareWeightTypes(*weights_, four, f32_refs, worker::WeightType::kF16);
+  auto f = CompareTypes(*weights_, four, f32_refs, worker::WeightType::kF16);
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_GE(f->top1_agreement, 0.995);
   EXPECT_GT(f->mean_kl, 0.0);
   EXPECT_LT(f->mean_kl, 1e-4);
-  auto same = CompareWeightTypes(*weights_, four, f16_refs, worker::WeightType::kF16);
+  auto same = CompareTypes(*weights_, four, f16_refs, worker::WeightType::kF16);
   ASSERT_TRUE(same.ok()) << same.status();
   EXPECT_EQ(same->top1_agreement, 1.0);
   EXPECT_EQ(same->mean_kl, 0.0);

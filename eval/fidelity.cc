@@ -122,7 +122,7 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
   return out;
 }
 
-absl::StatusOr<Fidelity> CompareWeightTypes(const worker::ModelWeights& candidate,
+absl::StatusOr<Fidelity> CompareTypes(const worker::ModelWeights& candidate,
                                             const std::vector<std::vector<int>>& sequences,
                                             const std::vector<FullReference>& f32_references,
                                             worker::WeightType kv_type) {

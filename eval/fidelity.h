@@ -55,15 +55,16 @@ struct Cell {
   worker::WeightType kv_type = worker::WeightType::kF32;
 };
 
-// Runs `cell` over every sequence; `references[i]` must be RunFullCache(sequences[i]).
+// Runs `cell` over every sequence; `references[i]` must be RunFullCache(sequences[i]), taken with the
+// cell's kv_type unless that difference is what is measured (CompareTypes).
 absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const std::vector<std::vector<int>>& sequences,
                                       const std::vector<FullReference>& references, const Cell& cell);
 
-// A weight type's own fidelity: `candidate` (the model held in another weight type) with the full
-// cache against `f32_references` (RunFullCache of the fp32 weights). EvaluateCell with the "full"
-// policy, so the metrics are the same ones the policies are judged by.
-// With kv_type kF16 and the fp32 weights' own references: the fp16 KV cache's distance instead.
-absl::StatusOr<Fidelity> CompareWeightTypes(const worker::ModelWeights& candidate,
+// A weight type's or KV type's own fidelity: `candidate` with a full cache held in `kv_type` against
+// `f32_references` (RunFullCache of the fp32 weights with f32 caches; of the candidate's own weights
+// to measure a KV type alone). EvaluateCell with the "full" policy, so the metrics are the same ones
+// the policies are judged by.
+absl::StatusOr<Fidelity> CompareTypes(const worker::ModelWeights& candidate,
                                             const std::vector<std::vector<int>>& sequences,
                                             const std::vector<FullReference>& f32_references,
                                             worker::WeightType kv_type = worker::WeightType::kF32);

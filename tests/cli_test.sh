@@ -94,20 +94,32 @@ ids() { grep -o '"ids":\[[0-9,]*\]' "$1"; }
 grep -q '"evictions":0,' "$T/a.json" || fail "uint64 zero not printed as a number: $(cat "$T/a.json")"
 $A2SF model $WA | grep -q "stories260K-dq.bin" || fail "a2sf model: $($A2SF model $WA 2>&1)"
 
-# --kv_type=f16 holds keys and values in half the bytes (held, peak and the full-cache figure alike);
-# other types, and f16 on the CUDA engine, are refused with exit 2 and a message, by both binaries.
-$GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt="Once upon a time" --max_tokens=20 \
-  --policy=full --kv_type=f16 --json >"$T/h.json" || fail "a2sf-generate --kv_type=f16 exits $?"
+# --kv_type=f16 holds keys and values in half the bytes (held, peak and the full-cache figure alike,
+# over the same 20 tokens). a2sf-generate refuses other types and f16 on the CUDA engine, a2sf-worker
+# and a2sf-eval other types, a2sf-eval's commands other than fidelity and lag f16: exit 2, a message.
+for kv in f32 f16; do
+  $GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt="Once upon a time" --max_tokens=20 \
+    --ignore_eos --policy=full --kv_type=$kv --json >"$T/$kv.json" || fail "a2sf-generate --kv_type=$kv exits $?"
+done
 field() { grep -o "\"$2\":[0-9]*" "$1" | cut -d: -f2; }
 for k in kv_bytes_held kv_bytes_peak kv_bytes_full_cache; do
-  [[ "$(field "$T/h.json" $k)" -gt 0 && $(( $(field "$T/h.json" $k) * 2 )) -eq "$(field "$T/b.json" $k)" ]] \
-    || fail "--kv_type=f16 $k: $(field "$T/h.json" $k), f32: $(field "$T/b.json" $k)"
+  [[ "$(field "$T/f16.json" $k)" -gt 0 && $(( $(field "$T/f16.json" $k) * 2 )) -eq "$(field "$T/f32.json" $k)" ]] \
+    || fail "--kv_type=f16 $k: $(field "$T/f16.json" $k), f32: $(field "$T/f32.json" $k)"
 done
 $GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt=x --kv_type=q8_0 2>"$T/kv.err"
 [[ $? -eq 2 ]] && grep -q "f32 or f16" "$T/kv.err" || fail "a2sf-generate --kv_type=q8_0: $(cat "$T/kv.err")"
 $GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt=x --kv_type=f16 --device=cuda 2>"$T/kv.err"
 [[ $? -eq 2 ]] && grep -q "CUDA engine" "$T/kv.err" \
   || fail "a2sf-generate --kv_type=f16 --device=cuda: $(cat "$T/kv.err")"
+$EVAL fidelity --model="$F/stories260K-dq.bin" --kv_type=F16 2>"$T/kv.err"
+[[ $? -eq 2 ]] && grep -q "f32 or f16" "$T/kv.err" || fail "a2sf-eval --kv_type=F16: $(cat "$T/kv.err")"
+$EVAL calibrate --model="$F/stories260K-dq.bin" --kv_type=f16 2>"$T/kv.err"
+[[ $? -eq 2 ]] && grep -q "only fidelity and lag" "$T/kv.err" || fail "a2sf-eval calibrate --kv_type=f16: $(cat "$T/kv.err")"
+mkdir -p "$T/fid16"
+$EVAL fidelity --model="$F/stories260K-dq.bin" --corpus="$F/corpus_t1_p09_seeds1-20.jsonl" --stories=1-2 \
+  --ratios=0.5 --kv_type=f16 --out_dir="$T/fid16" >"$T/fid16.out" 2>&1 || fail "a2sf-eval fidelity --kv_type=f16 exits $?"
+grep -q "KV cache held as f16: top-1 agreement" "$T/fid16/fidelity.md" \
+  || fail "fidelity --kv_type=f16 report: $(head -3 "$T/fid16/fidelity.md")"
 timeout 60 $WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --kv_type=bf16 --listen=127.0.0.1:0 \
   --plaintext 2>"$T/kv.err"
 [[ $? -eq 2 ]] && grep -q "f32 or f16" "$T/kv.err" || fail "a2sf-worker --kv_type=bf16: $(cat "$T/kv.err")"

@@ -344,6 +344,43 @@ TEST(Serving, AJobWhoseKvCacheCanNeverFitIsRefusedNamingTheLimit) {
   EXPECT_EQ(jobs->jobs_size(), 0);
 }
 
+// The bytes a refused job's KV cache needs, from the refusal's message (0 if it names none).
+size_t NeededKvBytes(const absl::Status& refusal) {
+  const std::string message(refusal.message());
+  const size_t at = message.find("needs ");
+  return at == std::string::npos ? 0 : size_t(std::strtoull(message.c_str() + at + 6, nullptr, 10));
+}
+
+// --kv_type=f16 halves what a job reserves: stories260K holds 5 layers x 4 KV heads x 8 dims x 2
+// (keys, values) per cached token, 4 bytes each in f32 and 2 in f16; a job an f32 worker refuses for
+// --max_kv_bytes runs on an f16 worker with the same limit.
+TEST(Serving, AnF16KvCacheIsAdmittedForHalfTheBytes) {
+  A2SF_REQUIRE_FIXTURES();
+  size_t needed[2] = {0, 0};
+  for (int i = 0; i < 2; ++i) {
+    Worker tiny([i](worker::WorkerOptions* o) {
+      o->max_kv_bytes = 1;
+      o->kv_type = i == 0 ? worker::WeightType::kF32 : worker::WeightType::kF16;
+    });
+    needed[i] = NeededKvBytes(tiny.client().Generate(Greedy(20)).status());
+  }
+  ASSERT_GT(needed[0], 0u);
+  EXPECT_EQ(needed[0] % (5 * 4 * 8 * 2 * 4), 0u) << needed[0];
+  EXPECT_EQ(needed[1] * 2, needed[0]);
+  Worker f32([&](worker::WorkerOptions* o) { o->max_kv_bytes = needed[1]; });
+  EXPECT_EQ(f32.client().Generate(Greedy(20)).status().code(), absl::StatusCode::kInvalidArgument);
+  Worker f16([&](worker::WorkerOptions* o) {
+    o->max_kv_bytes = needed[1];
+    o->kv_type = worker::WeightType::kF16;
+  });
+  auto result = f16.client().Generate(Greedy(20));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->ids.size(), 20u);
+  EXPECT_GT(result->finished.kv_bytes_peak(), 0u);
+  EXPECT_LE(result->finished.kv_bytes_peak(), needed[1]);  // what it held fits what it reserved
+  EXPECT_EQ(result->finished.kv_bytes_peak() % (5 * 4 * 8 * 2 * 2), 0u) << "whole f16 entries";
+}
+
 // Polls GetJob until `id` is in `state` (false after ~5 s).
 bool AwaitState(Worker& worker, const std::string& id, v1::JobState state) {
   for (int i = 0; i < 5000; ++i) {

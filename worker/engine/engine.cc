@@ -24,6 +24,17 @@ absl::Status CheckEngineDevice(EngineDevice device) {
   return absl::OkStatus();
 }
 
+absl::Status CheckKvType(WeightType kv_type, EngineDevice device) {
+  if (!IsKvType(kv_type)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_type: the KV cache holds f32 or f16, not ", WeightTypeName(kv_type)));
+  }
+  if (device == EngineDevice::kCuda && kv_type != WeightType::kF32) {
+    return absl::InvalidArgumentError("kv_type f16: the CUDA engine holds its KV cache in f32");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<EngineDevice> ParseEngineDevice(const std::string& name) {
   if (name == "cpu") return EngineDevice::kCpu;
   if (name == "cuda") return EngineDevice::kCuda;
@@ -103,13 +114,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const ModelWeights* weigh
     return absl::InvalidArgumentError(absl::StrCat("cache capacity ", capacity, " must be in [1, ", c.seq_len,
                                                    "] (the model's context)"));
   }
-  if (options.kv_type != WeightType::kF32 && options.kv_type != WeightType::kF16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("kv_type: the KV cache holds f32 or f16, not ", WeightTypeName(options.kv_type)));
-  }
-  if (options.device == EngineDevice::kCuda && options.kv_type != WeightType::kF32) {
-    return absl::InvalidArgumentError("kv_type f16: the CUDA engine holds its KV cache in f32; use --kv_type=f32");
-  }
+  if (absl::Status kv = CheckKvType(options.kv_type, options.device); !kv.ok()) return kv;
   if (options.device == EngineDevice::kCuda) {
     if (absl::Status rows = AllInRows(*weights); !rows.ok()) return rows;  // before the GPU: testable anywhere
   }

@@ -50,6 +50,10 @@ enum class EngineDevice { kCpu, kCuda };
 absl::StatusOr<EngineDevice> ParseEngineDevice(const std::string& name);
 // OK when engines can run on `device`; UNAVAILABLE with the reason otherwise (kCuda without a GPU).
 absl::Status CheckEngineDevice(EngineDevice device);
+// INVALID_ARGUMENT unless `kv_type` is a KV type (IsKvType) the engine on `device` holds: f32 or f16 on
+// the CPU, f32 on CUDA (its device cache is fp32). Engine::Create checks it; tools check it before
+// loading a model.
+absl::Status CheckKvType(WeightType kv_type, EngineDevice device);
 
 struct EngineOptions {
   int threads = 1;

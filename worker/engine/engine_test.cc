@@ -4,6 +4,7 @@
 #include <cmath>
 #include <iostream>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <random>
 #include <set>
@@ -398,10 +399,10 @@ TEST(Engine, PipelinedLocalEqualsSynchronousLocalWithKMoreBudget) {
   }
 }
 
-// Element 0 of a slot's key (value: `values`) as a float, in either of the cache's types.
-float RowAt(const KvCacheSlots& cache, int layer, int head, int slot, bool values = false) {
+// Element `e` of a slot's key (value: `values`) as a float, in either of the cache's types.
+float RowAt(const KvCacheSlots& cache, int layer, int head, int slot, int e, bool values = false) {
   const void* rows = values ? cache.values(layer, head) : cache.keys(layer, head);
-  const size_t at = size_t(slot) * cache.head_dim();
+  const size_t at = size_t(slot) * cache.head_dim() + e;
   if (cache.kv_type() == WeightType::kF16) return HalfToFloat(static_cast<const uint16_t*>(rows)[at]);
   return static_cast<const float*>(rows)[at];
 }
@@ -409,17 +410,21 @@ float RowAt(const KvCacheSlots& cache, int layer, int head, int slot, bool value
 class KvCacheTypes : public ::testing::TestWithParam<WeightType> {};
 
 TEST_P(KvCacheTypes, EvictPositionsFindsTheSlotsAndRefusesUnknownPositions) {
-  KvCacheSlots cache(1, 2, 2, 6, GetParam());
-  EXPECT_EQ(cache.bytes_allocated(), size_t(2 * 6 * 2 * 2) * Traits(GetParam()).block_bytes);
+  const size_t element_bytes = GetParam() == WeightType::kF16 ? 2 : 4;
+  KvCacheSlots cache(1, 2, 3, 6, GetParam());  // 1 layer, 2 heads, head_dim 3, 6 slots
+  EXPECT_EQ(cache.bytes_allocated(), 2 * 6 * 3 * 2 * element_bytes);
+  // Every element of every row distinct (small integers and halves: exact in fp16 too).
+  auto key_of = [](uint32_t p, int g, int e) { return float(p * 10 + g) + 0.5f * float(e); };
   for (uint32_t p = 10; p < 15; ++p) {
     for (int g = 0; g < 2; ++g) {
-      const float key[2] = {float(p * 10 + g), 0.5f}, value[2] = {-float(p * 10 + g), 0.25f};
+      float key[3], value[3];
+      for (int e = 0; e < 3; ++e) key[e] = key_of(p, g, e), value[e] = -key_of(p, g, e);
       cache.Store(0, g, cache.append_slot(), key, value);
       cache.set_position(0, g, cache.append_slot(), p);
     }
     cache.CommitAppend();
   }
-  EXPECT_EQ(cache.bytes_held(), size_t(5 * 2 * 2 * 2) * Traits(GetParam()).block_bytes);
+  EXPECT_EQ(cache.bytes_held(), 5 * 2 * 3 * 2 * element_bytes);
   // Head 0 drops 11 and 13, head 1 drops 14 and 10.
   ASSERT_TRUE(cache.EvictPositions(2, std::vector<uint32_t>{11, 13, 14, 10}).ok());
   EXPECT_EQ(cache.entries(), 3);
@@ -427,10 +432,12 @@ TEST_P(KvCacheTypes, EvictPositionsFindsTheSlotsAndRefusesUnknownPositions) {
   for (int s = 0; s < 3; ++s) {
     head0.insert(cache.position(0, 0, s));
     head1.insert(cache.position(0, 1, s));
-    // Keys and values moved with their positions (these small integers are exact in fp16 too).
-    EXPECT_EQ(RowAt(cache, 0, 0, s), float(cache.position(0, 0, s) * 10));
-    EXPECT_EQ(RowAt(cache, 0, 1, s), float(cache.position(0, 1, s) * 10 + 1));
-    EXPECT_EQ(RowAt(cache, 0, 1, s, /*values=*/true), -float(cache.position(0, 1, s) * 10 + 1));
+    for (int g = 0; g < 2; ++g) {  // whole keys and values moved with their positions
+      for (int e = 0; e < 3; ++e) {
+        EXPECT_EQ(RowAt(cache, 0, g, s, e), key_of(cache.position(0, g, s), g, e)) << g << " " << s << " " << e;
+        EXPECT_EQ(RowAt(cache, 0, g, s, e, /*values=*/true), -key_of(cache.position(0, g, s), g, e));
+      }
+    }
   }
   EXPECT_EQ(head0, (std::multiset<uint32_t>{10, 12, 14}));
   EXPECT_EQ(head1, (std::multiset<uint32_t>{11, 12, 13}));
@@ -445,6 +452,21 @@ TEST_P(KvCacheTypes, EvictPositionsFindsTheSlotsAndRefusesUnknownPositions) {
   EXPECT_EQ(cache.EvictPositions(1, std::vector<uint32_t>{10}).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(cache.entries(), 3);
   EXPECT_EQ(cache.position(0, 0, 0), 10u);
+}
+
+// fp16 saturates: a magnitude beyond 65504 (the largest finite fp16) is held as +-65504, never as
+// infinity, whose next scores would be NaN; NaN stays NaN, and values in range round to nearest.
+TEST(KvCacheSlots, F16HoldsOutOfRangeValuesAtTheLargestFiniteHalf) {
+  KvCacheSlots cache(1, 1, 6, 2, WeightType::kF16);
+  const float inf = std::numeric_limits<float>::infinity();
+  const float key[6] = {1e6f, -1e6f, inf, -inf, 65504.0f, 1.0f + 1.0f / 4096};
+  const float value[6] = {std::nanf(""), 65519.0f, 65520.0f, -70000.0f, 0.0f, -2.5f};
+  cache.Store(0, 0, 0, key, value);
+  const float keys_held[6] = {65504.0f, -65504.0f, 65504.0f, -65504.0f, 65504.0f, 1.0f};
+  for (int e = 0; e < 6; ++e) EXPECT_EQ(RowAt(cache, 0, 0, 0, e), keys_held[e]) << e;
+  EXPECT_TRUE(std::isnan(RowAt(cache, 0, 0, 0, 0, /*values=*/true)));
+  const float values_held[5] = {65504.0f, 65504.0f, -65504.0f, 0.0f, -2.5f};  // 65519 rounds down, 65520 up
+  for (int e = 1; e < 6; ++e) EXPECT_EQ(RowAt(cache, 0, 0, 0, e, /*values=*/true), values_held[e - 1]) << e;
 }
 
 INSTANTIATE_TEST_SUITE_P(F32AndF16, KvCacheTypes, ::testing::Values(WeightType::kF32, WeightType::kF16),

@@ -14,8 +14,8 @@ KvCacheSlots::KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capac
       head_dim_(head_dim),
       capacity_(capacity),
       heads_(n_layers * n_kv_heads),
-      kv_type_(kv_type),
-      row_bytes_(size_t(head_dim) * Traits(kv_type).block_bytes),
+      kv_type_(kv_type == WeightType::kF16 ? kv_type : WeightType::kF32),
+      row_bytes_(RowBytes(kv_type_, head_dim)),
       host_storage_(host_storage) {
   if (host_storage) {
     keys_.assign(size_t(heads_) * capacity * row_bytes_, 0);
@@ -24,12 +24,26 @@ KvCacheSlots::KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capac
   positions_.assign(size_t(heads_) * capacity, 0);
 }
 
+namespace {
+
+// `n` floats as fp16, saturating: fp16 has no finite value above 65504, and an infinite key would turn
+// the next scores into NaN, so a larger magnitude is held as +-65504; NaN stays NaN.
+void StoreHalves(const float* in, uint8_t* out, int n) {
+  uint16_t* halves = reinterpret_cast<uint16_t*>(out);
+  FloatsToHalves(in, halves, size_t(n));
+  for (int i = 0; i < n; ++i) {
+    if ((halves[i] & 0x7fff) == 0x7c00) halves[i] = uint16_t(halves[i] - 1);  // +-infinity -> +-65504
+  }
+}
+
+}  // namespace
+
 void KvCacheSlots::Store(int layer, int kv_head, int slot, const float* key, const float* value) {
   uint8_t* k = keys_.data() + Offset(layer, kv_head, slot);
   uint8_t* v = values_.data() + Offset(layer, kv_head, slot);
   if (kv_type_ == WeightType::kF16) {
-    FloatsToHalves(key, reinterpret_cast<uint16_t*>(k), size_t(head_dim_));
-    FloatsToHalves(value, reinterpret_cast<uint16_t*>(v), size_t(head_dim_));
+    StoreHalves(key, k, head_dim_);
+    StoreHalves(value, v, head_dim_);
   } else {
     std::memcpy(k, key, row_bytes_);
     std::memcpy(v, value, row_bytes_);

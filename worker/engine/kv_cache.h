@@ -5,8 +5,8 @@
 // (common/kv/swap_remove.h; docs/POLICIES.md, "Slots").
 // Memory is allocated for `capacity` entries -- the budget plus one -- not for the context.
 // Keys and values are held as `kv_type`: WeightType::kF32 (exact), or kF16 (IEEE binary16, rounded to
-// nearest even: half the bytes, what llama.cpp holds by default; a magnitude above 65504 becomes
-// infinity).
+// nearest even: half the bytes, what llama.cpp holds by default; a magnitude above 65504 is held as
+// +-65504, not as infinity).
 // With host_storage = false (the CUDA backend) keys and values live on the device: this class keeps
 // the positions and entry count and keeps each eviction's victim slots for the device to apply the same
 // rule to (cuda::SwapRemoveEntries).
@@ -25,7 +25,7 @@ namespace a2sf::worker {
 
 class KvCacheSlots {
  public:
-  // REQUIRES: kv_type is kF32 or kF16 (Engine::Create checks it).
+  // kv_type: kF32 or kF16 (IsKvType; Engine::Create refuses others, which this class holds as kF32).
   KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity, WeightType kv_type = WeightType::kF32,
                bool host_storage = true);
 
@@ -60,11 +60,15 @@ class KvCacheSlots {
 
   void Clear() { entries_ = 0; }
   size_t bytes_held() const { return size_t(entries_) * heads_ * row_bytes_ * 2; }
-  size_t bytes_allocated() const { return BytesFor(1, heads_, head_dim_, capacity_, kv_type_); }
+  size_t bytes_allocated() const { return size_t(heads_) * capacity_ * row_bytes_ * 2; }
   // Bytes of keys and values a cache of this shape allocates.
   static size_t BytesFor(int n_layers, int n_kv_heads, int head_dim, int capacity,
                          WeightType kv_type = WeightType::kF32) {
-    return size_t(n_layers) * n_kv_heads * capacity * head_dim * 2 * Traits(kv_type).block_bytes;
+    return size_t(n_layers) * n_kv_heads * capacity * RowBytes(kv_type, head_dim) * 2;
+  }
+  // Bytes of one cached key (or value): head_dim elements of kv_type (2 bytes for kF16, else 4).
+  static size_t RowBytes(WeightType kv_type, int head_dim) {
+    return size_t(head_dim) * (kv_type == WeightType::kF16 ? 2 : 4);
   }
 
   // The last Evict/EvictPositions: its victim slots, [head][evictions_per_head], each head's strictly

@@ -269,7 +269,9 @@ void ApplyRope(float* vec, int dim, int head_dim, const float* cos_table, const 
   }
 }
 
-void AttentionScores(float* scores, const float* q, const float* keys, int n, int head_dim, float scale) {
+namespace {
+
+void AttentionScoresF32(float* scores, const float* q, const float* keys, int n, int head_dim, float scale) {
 #if defined(__x86_64__)
   if (HasAttentionAvx2() && head_dim % 8 == 0) return AttentionScoresAvx2(scores, q, keys, n, head_dim, scale);
 #endif
@@ -277,7 +279,7 @@ void AttentionScores(float* scores, const float* q, const float* keys, int n, in
   for (int t = 0; t < n; ++t) scores[t] *= scale;
 }
 
-void WeightedSum(float* out, const float* weights, const float* values, int n, int head_dim) {
+void WeightedSumF32(float* out, const float* weights, const float* values, int n, int head_dim) {
 #if defined(__x86_64__)
   if (HasAttentionAvx2() && head_dim % 8 == 0) return WeightedSumAvx2(out, weights, values, n, head_dim);
 #endif
@@ -285,9 +287,11 @@ void WeightedSum(float* out, const float* weights, const float* values, int n, i
   for (int t = 0; t < n; ++t) Axpy(out, weights[t], values + size_t(t) * head_dim, head_dim);
 }
 
+}  // namespace
+
 void AttentionScores(float* scores, const float* q, KvRows keys, int n, int head_dim, float scale) {
-  if (keys.type == WeightType::kF32) {
-    return AttentionScores(scores, q, static_cast<const float*>(keys.data), n, head_dim, scale);
+  if (keys.type != WeightType::kF16) {
+    return AttentionScoresF32(scores, q, static_cast<const float*>(keys.data), n, head_dim, scale);
   }
   const uint16_t* rows = static_cast<const uint16_t*>(keys.data);
 #if defined(__x86_64__)
@@ -301,8 +305,8 @@ void AttentionScores(float* scores, const float* q, KvRows keys, int n, int head
 }
 
 void WeightedSum(float* out, const float* weights, KvRows values, int n, int head_dim) {
-  if (values.type == WeightType::kF32) {
-    return WeightedSum(out, weights, static_cast<const float*>(values.data), n, head_dim);
+  if (values.type != WeightType::kF16) {
+    return WeightedSumF32(out, weights, static_cast<const float*>(values.data), n, head_dim);
   }
   const uint16_t* rows = static_cast<const uint16_t*>(values.data);
 #if defined(__x86_64__)

@@ -15,19 +15,16 @@ void Softmax(float* x, int n);
 void RopeTable(int head_dim, int position, float theta, float* cos_out, float* sin_out);
 // Rotates pairs (2i, 2i+1) of each head by the table's angles.
 void ApplyRope(float* vec, int dim, int head_dim, const float* cos_table, const float* sin_table);
-// scores[t] = dot(q, keys[t]) * scale for the n rows of keys [n][head_dim].
-void AttentionScores(float* scores, const float* q, const float* keys, int n, int head_dim, float scale);
-// out[i] = sum_t weights[t] * values[t][i] for values [n][head_dim].
-void WeightedSum(float* out, const float* weights, const float* values, int n, int head_dim);
-// A head's cached keys or values as KvCacheSlots holds them: rows of head_dim elements of `type`,
-// WeightType::kF32 or kF16.
+// A head's cached keys or values as KvCacheSlots holds them: rows [n][head_dim] of `type`,
+// WeightType::kF16, or else fp32. An fp16 element is converted exactly to fp32 before the same
+// arithmetic as an fp32 one.
 struct KvRows {
   const void* data;
   WeightType type;
 };
-// AttentionScores and WeightedSum over rows in either type (an fp16 element is converted exactly to
-// fp32 before the same arithmetic).
+// scores[t] = dot(q, keys[t]) * scale for the n rows of keys.
 void AttentionScores(float* scores, const float* q, KvRows keys, int n, int head_dim, float scale);
+// out[i] = sum_t weights[t] * values[t][i] for the n rows of values.
 void WeightedSum(float* out, const float* weights, KvRows values, int n, int head_dim);
 // out += a * x
 void Axpy(float* out, float a, const float* x, int n);

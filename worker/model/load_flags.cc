@@ -25,10 +25,9 @@ absl::StatusOr<LoadOptions> LoadOptionsFromFlags() {
 }
 
 absl::StatusOr<WeightType> KvTypeFromFlags() {
-  const std::string text = absl::GetFlag(FLAGS_kv_type);
-  if (text == "f32") return WeightType::kF32;
-  if (text == "f16") return WeightType::kF16;
-  return absl::InvalidArgumentError(absl::StrCat("--kv_type: f32 or f16, got '", text, "'"));
+  absl::StatusOr<WeightType> type = ParseKvType(absl::GetFlag(FLAGS_kv_type));
+  if (!type.ok()) return absl::InvalidArgumentError(absl::StrCat("--", type.status().message()));
+  return type;
 }
 
 std::string DescribeLoadedModel(const ModelWeights& weights) {

@@ -146,6 +146,13 @@ absl::StatusOr<std::optional<WeightType>> ParseWeightsFlag(const std::string& te
       absl::StrCat("weights: 'auto', 'f32', 'f16', 'bf16', 'q8_0' or 'q4_0', got '", text, "'"));
 }
 
+absl::StatusOr<WeightType> ParseKvType(const std::string& text) {
+  for (WeightType type : {WeightType::kF32, WeightType::kF16}) {
+    if (text == WeightTypeName(type)) return type;
+  }
+  return absl::InvalidArgumentError(absl::StrCat("kv_type: f32 or f16, got '", text, "'"));
+}
+
 WeightType FallbackType(WeightType wanted, int64_t cols) {
   if (cols % Traits(wanted).block_size == 0) return wanted;
   return WeightType::kF16;

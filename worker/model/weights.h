@@ -79,6 +79,12 @@ const WeightTypeTraits* TraitsForGgufType(uint32_t gguf_type);
 // accepted values otherwise.
 absl::StatusOr<std::optional<WeightType>> ParseWeightsFlag(const std::string& text);
 
+// The types a KV cache holds keys and values in (EngineOptions::kv_type): f32 and f16.
+inline bool IsKvType(WeightType type) { return type == WeightType::kF32 || type == WeightType::kF16; }
+// A KV type's name ("f32", "f16") as a type; INVALID_ARGUMENT naming both otherwise. What --kv_type
+// takes.
+absl::StatusOr<WeightType> ParseKvType(const std::string& text);
+
 // The type a matrix with rows of `cols` weights can be held in when `wanted` is asked for: `wanted`
 // when cols is a whole number of its blocks, else the next higher-precision type that fits (q8_0 and
 // q4_0 fall back to f16, as llama.cpp does).

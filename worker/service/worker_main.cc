@@ -108,6 +108,15 @@ int main(int argc, char** argv) {
     A2SF_LOG(ERROR) << load.status().message();
     return 2;
   }
+  // The KV type before the model's load (a typo should not cost one), against --device as given.
+  absl::StatusOr<worker::WeightType> kv_type = worker::KvTypeFromFlags();
+  absl::Status kv = kv_type.status();
+  absl::StatusOr<worker::EngineDevice> named = worker::ParseEngineDevice(absl::GetFlag(FLAGS_device));
+  if (kv.ok() && named.ok()) kv = worker::CheckKvType(*kv_type, *named);  // a bad --device is told below
+  if (!kv.ok()) {
+    A2SF_LOG(ERROR) << kv.message();
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_device) == "cuda") load->panels = false;  // the GPU kernels read rows
   auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model), *load);
   if (!weights.ok()) {
@@ -144,15 +153,6 @@ int main(int argc, char** argv) {
   }
   if (*device == worker::EngineDevice::kCuda) A2SF_LOG(INFO) << "engine on the GPU";
   options.device = *device;
-  absl::StatusOr<worker::WeightType> kv_type = worker::KvTypeFromFlags();
-  if (!kv_type.ok()) {
-    A2SF_LOG(ERROR) << kv_type.status().message();
-    return 2;
-  }
-  if (*kv_type != worker::WeightType::kF32 && *device == worker::EngineDevice::kCuda) {
-    A2SF_LOG(ERROR) << "--kv_type=f16: the CUDA engine holds its KV cache in f32; use --kv_type=f32 with --device=cuda";
-    return 2;
-  }
   options.kv_type = *kv_type;
   options.max_batch = absl::GetFlag(FLAGS_max_batch);
   options.max_waiting = absl::GetFlag(FLAGS_max_waiting);

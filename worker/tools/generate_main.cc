@@ -60,7 +60,12 @@ int Main() {
   if (absl::GetFlag(FLAGS_decision_lag) < 0) return Fail(absl::InvalidArgumentError("--decision_lag: must be >= 0"));
   absl::StatusOr<LoadOptions> load = LoadOptionsFromFlags();
   if (!load.ok()) return Fail(load.status());
-  if (absl::GetFlag(FLAGS_device) == "cuda") load->panels = false;  // the GPU kernels read rows
+  absl::StatusOr<EngineDevice> device = ParseEngineDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) return Fail(device.status());
+  absl::StatusOr<WeightType> kv_type = KvTypeFromFlags();  // checked before the model's load
+  if (!kv_type.ok()) return Fail(kv_type.status());
+  if (absl::Status s = CheckKvType(*kv_type, *device); !s.ok()) return Fail(s);
+  if (*device == EngineDevice::kCuda) load->panels = false;  // the GPU kernels read rows
   absl::StatusOr<std::unique_ptr<ModelWeights>> weights = LoadModel(absl::GetFlag(FLAGS_model), *load);
   if (!weights.ok()) return Fail(weights.status());
   std::cerr << "model: " << DescribeLoadedModel(**weights) << "\n";
@@ -90,11 +95,7 @@ int Main() {
 
   EngineOptions engine_options;
   engine_options.threads = absl::GetFlag(FLAGS_threads);
-  absl::StatusOr<EngineDevice> device = ParseEngineDevice(absl::GetFlag(FLAGS_device));
-  if (!device.ok()) return Fail(device.status());
   engine_options.device = *device;
-  absl::StatusOr<WeightType> kv_type = KvTypeFromFlags();
-  if (!kv_type.ok()) return Fail(kv_type.status());
   engine_options.kv_type = *kv_type;
   const int P = int(plan->prompt.size());
   const int max_new = plan->generate.max_new_tokens == 0 ? ContextRoom(c, P) : plan->generate.max_new_tokens;
