@@ -21,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "bench/triad.h"
 #include "common/float16.h"
+#include "worker/engine/kv_cache.h"
 #include "worker/engine/math.h"
 
 ABSL_FLAG(int, rounds, 21, "rounds per cached-token count");
@@ -36,7 +37,7 @@ constexpr double kCopiesBytes = 256.0 * (1 << 20);
 // Keys and values in [-1.9, 1.9], multiples of 1/16: normal numbers (no subnormal slow paths on any
 // CPU), exact in fp16.
 void Fill(WeightType type, std::vector<uint8_t>* kv) {
-  const size_t elements = kv->size() / (type == WeightType::kF16 ? 2 : 4);
+  const size_t elements = kv->size() / KvCacheSlots::KeyBytes(type, 1);
   for (size_t i = 0; i < elements; ++i) {
     const float x = float(int(i % 61) - 30) / 16.0f;
     if (type == WeightType::kF16) {
@@ -76,10 +77,9 @@ int Run() {
   for (const int n : counts) {
     double f32_median = 0.0;
     for (const WeightType type : {WeightType::kF32, WeightType::kF16}) {
-      const size_t element_bytes = Traits(type).block_bytes;
-      const size_t head_elements = size_t(n) * kHeadDim;
-      const size_t kv_elements = size_t(kLayers) * kHeads * head_elements;  // keys, and as many values
-      const double kv_bytes = 2.0 * kv_elements * element_bytes;
+      const size_t head_bytes = size_t(n) * KvCacheSlots::KeyBytes(type, kHeadDim);  // a head's keys
+      const size_t keys_bytes = size_t(kLayers) * kHeads * head_bytes;               // and as many values
+      const double kv_bytes = 2.0 * keys_bytes;
       const size_t copies = size_t(std::max(2.0, kCopiesBytes / kv_bytes + 1.0));
       std::vector<uint8_t> kv(size_t(copies * kv_bytes));
       Fill(type, &kv);
@@ -87,9 +87,9 @@ int Run() {
       std::vector<double> step_ms;
       for (int round = 0; round < rounds; ++round) {
         const uint8_t* keys = kv.data() + size_t((round % copies) * kv_bytes);
-        const uint8_t* values = keys + kv_elements * element_bytes;
+        const uint8_t* values = keys + keys_bytes;
         const double start = bench::WallSeconds();
-        for (size_t at = 0; at < kv_elements * element_bytes; at += head_elements * element_bytes) {  // head by head
+        for (size_t at = 0; at < keys_bytes; at += head_bytes) {  // layer by layer, head by head
           AttentionScores(att.data(), q.data(), KvRows{keys + at, type}, n, kHeadDim, 0.125f);
           Softmax(att.data(), n);
           WeightedSum(out.data(), att.data(), KvRows{values + at, type}, n, kHeadDim);

@@ -1,5 +1,6 @@
 // a2sf-eval: the evaluation harness.
 //   a2sf-eval fidelity  --model=M --corpus=C --out_dir=D [--ratios=0.1,0.2,0.3,0.5,0.8] [--threads=2] [--kv_type=f16]
+//   a2sf-eval lag       --model=M --corpus=C --out_dir=D [--ratio=0.2] [--lags=...] [--kv_type=f16]
 //   a2sf-eval calibrate --model=M --corpus=C --ratio=0.2 --calibrate=1-10 --heldout=11-20 --out=policy.json
 //   a2sf-eval mc        --model=M --tokenizer=T --tasks=F.jsonl [--shots=0] [--ratio=0.2 | --ratios=0.1,0.2]
 //                       [--policies=full,h2o,a2sf,a2sf+recent,{"name":"a2sf","alpha":0.9},@spec.json] [--alphas=0.5,0.9]
@@ -136,7 +137,8 @@ absl::StatusOr<std::string> DistanceLine(const worker::ModelWeights& candidate, 
                          held, f->top1_agreement, f->mean_kl, against, tables);
 }
 
-int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus) {
+int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus,
+             worker::WeightType kv_type) {
   absl::StatusOr<std::vector<std::vector<int>>> sequences = Select(corpus, absl::GetFlag(FLAGS_stories));
   if (!sequences.ok()) return Fail(sequences.status());
   absl::StatusOr<std::vector<double>> parsed = Numbers("--ratios", absl::GetFlag(FLAGS_ratios));
@@ -145,7 +147,6 @@ int Fidelity(const worker::ModelWeights& w, const std::vector<std::vector<int>>&
   for (double r : ratios) {
     if (!(r > 0 && r <= 1)) return Fail(absl::InvalidArgumentError("--ratios: values in (0, 1]"));
   }
-  const worker::WeightType kv_type = *worker::KvTypeFromFlags();  // checked in Main
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::vector<FullReference>> refs = References(w, *sequences, kv_type);
   if (!refs.ok()) return Fail(refs.status());
@@ -263,7 +264,7 @@ int WeightTypes(const std::vector<std::vector<int>>& corpus) {
 }
 
 // The pipelined mode's cost in fidelity: each policy at --ratio with every lag of --lags.
-int Lag(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus) {
+int Lag(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corpus, worker::WeightType kv_type) {
   absl::StatusOr<std::vector<std::vector<int>>> sequences = Select(corpus, absl::GetFlag(FLAGS_stories));
   if (!sequences.ok()) return Fail(sequences.status());
   std::vector<uint32_t> lags;
@@ -282,7 +283,6 @@ int Lag(const worker::ModelWeights& w, const std::vector<std::vector<int>>& corp
   policies[2].name = "tova";
   policies[3].name = "a2sf";
   policies[3].alpha = absl::GetFlag(FLAGS_alpha);
-  const worker::WeightType kv_type = *worker::KvTypeFromFlags();  // checked in Main
   absl::StatusOr<std::vector<FullReference>> refs = References(w, *sequences, kv_type);
   if (!refs.ok()) return Fail(refs.status());
   std::vector<Cell> cells = LagCells(policies, ratio, lags);
@@ -413,9 +413,9 @@ int Main(const std::vector<char*>& args) {
   if (command == "mc") return MultipleChoice(**weights);
   auto corpus = ReadCorpus(absl::GetFlag(FLAGS_corpus));
   if (!corpus.ok()) return Fail(corpus.status());
-  if (command == "fidelity") return Fidelity(**weights, *corpus);
+  if (command == "fidelity") return Fidelity(**weights, *corpus, *kv_type);
   if (command == "calibrate") return Calibrate(**weights, *corpus);
-  if (command == "lag") return Lag(**weights, *corpus);
+  if (command == "lag") return Lag(**weights, *corpus, *kv_type);
   std::cerr << "a2sf-eval: unknown command '" << command << "'\n";
   return 2;
 }

@@ -123,9 +123,9 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
 }
 
 absl::StatusOr<Fidelity> CompareTypes(const worker::ModelWeights& candidate,
-                                            const std::vector<std::vector<int>>& sequences,
-                                            const std::vector<FullReference>& f32_references,
-                                            worker::WeightType kv_type) {
+                                      const std::vector<std::vector<int>>& sequences,
+                                      const std::vector<FullReference>& f32_references,
+                                      worker::WeightType kv_type) {
   Cell full;
   full.policy.name = "full";
   full.budget_ratio = 1.0;

@@ -65,9 +65,9 @@ absl::StatusOr<Fidelity> EvaluateCell(const worker::ModelWeights& weights, const
 // to measure a KV type alone). EvaluateCell with the "full" policy, so the metrics are the same ones
 // the policies are judged by.
 absl::StatusOr<Fidelity> CompareTypes(const worker::ModelWeights& candidate,
-                                            const std::vector<std::vector<int>>& sequences,
-                                            const std::vector<FullReference>& f32_references,
-                                            worker::WeightType kv_type = worker::WeightType::kF32);
+                                      const std::vector<std::vector<int>>& sequences,
+                                      const std::vector<FullReference>& f32_references,
+                                      worker::WeightType kv_type = worker::WeightType::kF32);
 
 // Reads token-id sequences from JSON lines with an "ids" array (the fixtures' corpus format).
 absl::StatusOr<std::vector<std::vector<int>>> ReadCorpus(const std::string& path);

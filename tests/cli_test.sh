@@ -120,6 +120,9 @@ $EVAL fidelity --model="$F/stories260K-dq.bin" --corpus="$F/corpus_t1_p09_seeds1
   --ratios=0.5 --kv_type=f16 --out_dir="$T/fid16" >"$T/fid16.out" 2>&1 || fail "a2sf-eval fidelity --kv_type=f16 exits $?"
 grep -q "KV cache held as f16: top-1 agreement" "$T/fid16/fidelity.md" \
   || fail "fidelity --kv_type=f16 report: $(head -3 "$T/fid16/fidelity.md")"
+$EVAL lag --model="$F/stories260K-dq.bin" --corpus="$F/corpus_t1_p09_seeds1-20.jsonl" --stories=1-1 --lags=0,2 \
+  --kv_type=f16 --out_dir="$T/fid16" >"$T/lag16.out" 2>&1 || fail "a2sf-eval lag --kv_type=f16 exits $?"
+grep -q "f16 KV caches" "$T/fid16/lag.md" || fail "lag --kv_type=f16 report: $(head -1 "$T/fid16/lag.md")"
 timeout 60 $WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --kv_type=bf16 --listen=127.0.0.1:0 \
   --plaintext 2>"$T/kv.err"
 [[ $? -eq 2 ]] && grep -q "f32 or f16" "$T/kv.err" || fail "a2sf-worker --kv_type=bf16: $(cat "$T/kv.err")"

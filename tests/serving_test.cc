@@ -2,6 +2,7 @@
 // tokens, every finish reason, the reported seed, logprobs against an independent log_softmax of the
 // engine's logits, GetModelInfo, and refused jobs kept out of ListJobs.
 #include <cmath>
+#include <cstdlib>
 #include <future>
 #include <thread>
 

@@ -457,16 +457,25 @@ TEST_P(KvCacheTypes, EvictPositionsFindsTheSlotsAndRefusesUnknownPositions) {
 // fp16 saturates: a magnitude beyond 65504 (the largest finite fp16) is held as +-65504, never as
 // infinity, whose next scores would be NaN; NaN stays NaN, and values in range round to nearest.
 TEST(KvCacheSlots, F16HoldsOutOfRangeValuesAtTheLargestFiniteHalf) {
-  KvCacheSlots cache(1, 1, 6, 2, WeightType::kF16);
-  const float inf = std::numeric_limits<float>::infinity();
-  const float key[6] = {1e6f, -1e6f, inf, -inf, 65504.0f, 1.0f + 1.0f / 4096};
-  const float value[6] = {std::nanf(""), 65519.0f, 65520.0f, -70000.0f, 0.0f, -2.5f};
-  cache.Store(0, 0, 0, key, value);
-  const float keys_held[6] = {65504.0f, -65504.0f, 65504.0f, -65504.0f, 65504.0f, 1.0f};
-  for (int e = 0; e < 6; ++e) EXPECT_EQ(RowAt(cache, 0, 0, 0, e), keys_held[e]) << e;
-  EXPECT_TRUE(std::isnan(RowAt(cache, 0, 0, 0, 0, /*values=*/true)));
-  const float values_held[5] = {65504.0f, 65504.0f, -65504.0f, 0.0f, -2.5f};  // 65519 rounds down, 65520 up
-  for (int e = 1; e < 6; ++e) EXPECT_EQ(RowAt(cache, 0, 0, 0, e, /*values=*/true), values_held[e - 1]) << e;
+  // Rows of 8 and of 3: the vector conversion (F16C, eight at a time) and the scalar one.
+  for (int head_dim : {8, 3}) {
+    KvCacheSlots cache(1, 1, head_dim, 2, WeightType::kF16);
+    const float inf = std::numeric_limits<float>::infinity();
+    const float key[8] = {1e6f, -1e6f, inf, -inf, 65504.0f, 1.0f + 1.0f / 4096, 3e38f, -0.5f};
+    const float value[8] = {std::nanf(""), 65519.0f, 65520.0f, -70000.0f, 0.0f, -2.5f, 1e-9f, 7.0f};
+    cache.Store(0, 0, 0, key, value);
+    const float keys_held[8] = {65504.0f, -65504.0f, 65504.0f, -65504.0f, 65504.0f, 1.0f, 65504.0f, -0.5f};
+    // 65519 rounds down to 65504, 65520 up (to infinity, then held at 65504); 1e-9 underflows to 0.
+    const float values_held[8] = {0.0f, 65504.0f, 65504.0f, -65504.0f, 0.0f, -2.5f, 0.0f, 7.0f};
+    for (int e = 0; e < head_dim; ++e) {
+      EXPECT_EQ(RowAt(cache, 0, 0, 0, e), keys_held[e]) << head_dim << " " << e;
+      if (e == 0) {
+        EXPECT_TRUE(std::isnan(RowAt(cache, 0, 0, 0, 0, /*values=*/true))) << head_dim;
+      } else {
+        EXPECT_EQ(RowAt(cache, 0, 0, 0, e, /*values=*/true), values_held[e]) << head_dim << " " << e;
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(F32AndF16, KvCacheTypes, ::testing::Values(WeightType::kF32, WeightType::kF16),

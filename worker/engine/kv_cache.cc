@@ -15,7 +15,7 @@ KvCacheSlots::KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capac
       capacity_(capacity),
       heads_(n_layers * n_kv_heads),
       kv_type_(kv_type == WeightType::kF16 ? kv_type : WeightType::kF32),
-      row_bytes_(RowBytes(kv_type_, head_dim)),
+      row_bytes_(KeyBytes(kv_type_, head_dim)),
       host_storage_(host_storage) {
   if (host_storage) {
     keys_.assign(size_t(heads_) * capacity * row_bytes_, 0);

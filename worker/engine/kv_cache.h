@@ -64,10 +64,11 @@ class KvCacheSlots {
   // Bytes of keys and values a cache of this shape allocates.
   static size_t BytesFor(int n_layers, int n_kv_heads, int head_dim, int capacity,
                          WeightType kv_type = WeightType::kF32) {
-    return size_t(n_layers) * n_kv_heads * capacity * RowBytes(kv_type, head_dim) * 2;
+    return size_t(n_layers) * n_kv_heads * capacity * KeyBytes(kv_type, head_dim) * 2;
   }
-  // Bytes of one cached key (or value): head_dim elements of kv_type (2 bytes for kF16, else 4).
-  static size_t RowBytes(WeightType kv_type, int head_dim) {
+  // Bytes of one cached key (or value): head_dim elements of kv_type (2 bytes for kF16, else 4). The
+  // one place that sizes a KV element.
+  static size_t KeyBytes(WeightType kv_type, int head_dim) {
     return size_t(head_dim) * (kv_type == WeightType::kF16 ? 2 : 4);
   }
 
