@@ -49,11 +49,6 @@ void Fill(WeightType type, std::vector<uint8_t>* kv) {
   }
 }
 
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
 int Run() {
   const int rounds = absl::GetFlag(FLAGS_rounds);
   std::vector<int> counts;
@@ -98,7 +93,7 @@ int Run() {
         step_ms.push_back((bench::WallSeconds() - start) * 1e3);
       }
       const double best = *std::min_element(step_ms.begin(), step_ms.end());
-      const double median = Median(step_ms);
+      const double median = bench::Percentile(step_ms, 0.5);
       if (type == WeightType::kF32) f32_median = median;
       const double gbps = kv_bytes / (median * 1e-3) / 1e9;
       std::printf("%8d %5s %12.2f %10.3f %10.3f %10.1f %10.2f %10.2f\n", n, WeightTypeName(type), kv_bytes / 1e6, best,

@@ -53,16 +53,14 @@ std::vector<int> RowCounts() {
 }
 
 
-// `count` engines with room for `steps` tokens, their KV cache as --kv_type; the first error otherwise.
+// `count` engines with room for `steps` tokens, their KV cache in `kv_type`; the first error otherwise.
 absl::StatusOr<std::vector<std::unique_ptr<Engine>>> MakeEngines(const ModelWeights* weights, EngineDevice device,
-                                                                 int count, int steps) {
-  const absl::StatusOr<WeightType> kv_type = ParseKvType(absl::GetFlag(FLAGS_kv_type));
-  if (!kv_type.ok()) return kv_type.status();
+                                                                 WeightType kv_type, int count, int steps) {
   std::vector<std::unique_ptr<Engine>> engines;
   EngineOptions options;
   options.cache_capacity = steps + 2;
   options.device = device;
-  options.kv_type = *kv_type;
+  options.kv_type = kv_type;
   for (int r = 0; r < count; ++r) {
     absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(weights, options);
     if (!engine.ok()) return engine.status();
@@ -112,14 +110,14 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> SyntheticWeights() {
   return MakeSyntheticModel(*shape, 7, **type, Panels());
 }
 
-int RunCpu(const ModelWeights* weights, int steps) {
+int RunCpu(const ModelWeights* weights, int steps, WeightType kv_type) {
   ForwardPass pass(weights, absl::GetFlag(FLAGS_threads));
   double one = 0, one_fastest = 0;
   std::printf("%s kernels, %d threads, %s KV cache\n", KernelIsaName(DetectedIsa()), absl::GetFlag(FLAGS_threads),
-              absl::GetFlag(FLAGS_kv_type).c_str());
+              WeightTypeName(kv_type));
   std::printf("%5s %12s %10s %8s %14s %8s\n", "rows", "ms/step", "tok/s", "vs 1", "fastest ms", "vs 1");
   for (int rows : RowCounts()) {
-    auto made = MakeEngines(weights, EngineDevice::kCpu, rows, steps);
+    auto made = MakeEngines(weights, EngineDevice::kCpu, kv_type, rows, steps);
     if (!made.ok()) {
       std::fprintf(stderr, "forward_pass_bench: %s\n", std::string(made.status().message()).c_str());
       return 2;
@@ -141,8 +139,8 @@ int RunCuda(const ModelWeights* weights, int steps) {
   ForwardPass pass(weights, 1);
   std::printf("%5s %12s %12s %10s %14s\n", "rows", "batched ms", "serial ms", "tok/s", "serial/batched");
   for (int rows : RowCounts()) {
-    auto made_batched = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
-    auto made_serial = MakeEngines(weights, EngineDevice::kCuda, rows, steps);
+    auto made_batched = MakeEngines(weights, EngineDevice::kCuda, WeightType::kF32, rows, steps);
+    auto made_serial = MakeEngines(weights, EngineDevice::kCuda, WeightType::kF32, rows, steps);
     for (const auto* made : {&made_batched, &made_serial}) {
       if (!made->ok()) {
         std::fprintf(stderr, "forward_pass_bench: %s\n", std::string(made->status().message()).c_str());
@@ -205,5 +203,5 @@ int main(int argc, char** argv) {
     return 2;
   }
   const int steps = absl::GetFlag(FLAGS_steps);
-  return device == "cuda" ? RunCuda(weights->get(), steps) : RunCpu(weights->get(), steps);
+  return device == "cuda" ? RunCuda(weights->get(), steps) : RunCpu(weights->get(), steps, *kv_type);
 }

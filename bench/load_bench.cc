@@ -26,6 +26,7 @@
 #include "absl/flags/parse.h"
 #include "absl/time/clock.h"
 #include "bench/bench_setup.h"
+#include "bench/triad.h"
 #include "client/client.h"
 #include "common/grpc/server.h"
 #include "common/shm/ring_handoff.h"
@@ -52,12 +53,6 @@ struct Load {
   double ttft_p50_ms = 0, ttft_p99_ms = 0;
   int failed = 0;
 };
-
-double Percentile(std::vector<double> values, double q) {
-  if (values.empty()) return 0;
-  std::sort(values.begin(), values.end());
-  return values[std::min(values.size() - 1, size_t(q * double(values.size() - 1) + 0.5))];
-}
 
 // One job's client: its request time, then every token's arrival.
 struct JobTimes {
@@ -97,10 +92,10 @@ Load Measure(client::WorkerClient* client, const v1::GenerateRequest& request, i
     for (size_t i = 1; i < t.tokens.size(); ++i) gaps.push_back(absl::ToDoubleMilliseconds(t.tokens[i] - t.tokens[i - 1]));
   }
   load.tokens_per_second = double(tokens) / std::max(1e-9, absl::ToDoubleSeconds(end - start));
-  load.token_p50_ms = Percentile(gaps, 0.5);
-  load.token_p99_ms = Percentile(gaps, 0.99);
-  load.ttft_p50_ms = Percentile(ttft, 0.5);
-  load.ttft_p99_ms = Percentile(ttft, 0.99);
+  load.token_p50_ms = bench::Percentile(gaps, 0.5);
+  load.token_p99_ms = bench::Percentile(gaps, 0.99);
+  load.ttft_p50_ms = bench::Percentile(ttft, 0.5);
+  load.ttft_p99_ms = bench::Percentile(ttft, 0.99);
   return load;
 }
 
@@ -118,7 +113,7 @@ std::vector<int> JobCounts() {
 double Median(const std::vector<Load>& rounds, double Load::*field) {
   std::vector<double> values;
   for (const Load& load : rounds) values.push_back(load.*field);
-  return Percentile(values, 0.5);
+  return bench::Percentile(values, 0.5);
 }
 
 // One row: medians over rounds; "vs 1" is the ratio of the medians to 1 job's, followed by the range

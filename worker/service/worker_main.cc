@@ -108,16 +108,23 @@ int main(int argc, char** argv) {
     A2SF_LOG(ERROR) << load.status().message();
     return 2;
   }
-  // The KV type before the model's load (a typo should not cost one), against --device as given.
+  // The device and KV type before the model's load: a typo or a missing GPU should not cost one.
+  absl::StatusOr<worker::EngineDevice> device = worker::ParseEngineDevice(absl::GetFlag(FLAGS_device));
+  if (!device.ok()) {
+    A2SF_LOG(ERROR) << "--device: " << device.status().message();
+    return 2;
+  }
   absl::StatusOr<worker::WeightType> kv_type = worker::KvTypeFromFlags();
-  absl::Status kv = kv_type.status();
-  absl::StatusOr<worker::EngineDevice> named = worker::ParseEngineDevice(absl::GetFlag(FLAGS_device));
-  if (kv.ok() && named.ok()) kv = worker::CheckKvType(*kv_type, *named);  // a bad --device is told below
+  absl::Status kv = kv_type.ok() ? worker::CheckKvType(*kv_type, *device) : kv_type.status();
   if (!kv.ok()) {
     A2SF_LOG(ERROR) << kv.message();
     return 2;
   }
-  if (absl::GetFlag(FLAGS_device) == "cuda") load->panels = false;  // the GPU kernels read rows
+  if (absl::Status gpu = worker::CheckEngineDevice(*device); !gpu.ok()) {
+    A2SF_LOG(ERROR) << "--device: " << gpu.message();
+    return 1;
+  }
+  if (*device == worker::EngineDevice::kCuda) load->panels = false;  // the GPU kernels read rows
   auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model), *load);
   if (!weights.ok()) {
     A2SF_LOG(ERROR) << weights.status().message();
@@ -142,15 +149,6 @@ int main(int argc, char** argv) {
     options.model_name = parts.empty() ? "model" : parts.back();
   }
   options.threads_per_job = absl::GetFlag(FLAGS_threads);
-  absl::StatusOr<worker::EngineDevice> device = worker::ParseEngineDevice(absl::GetFlag(FLAGS_device));
-  if (!device.ok()) {
-    A2SF_LOG(ERROR) << "--device: " << device.status().message();
-    return 2;
-  }
-  if (absl::Status gpu = worker::CheckEngineDevice(*device); !gpu.ok()) {
-    A2SF_LOG(ERROR) << "--device: " << gpu.message();
-    return 1;
-  }
   if (*device == worker::EngineDevice::kCuda) A2SF_LOG(INFO) << "engine on the GPU";
   options.device = *device;
   options.kv_type = *kv_type;
