@@ -126,6 +126,13 @@ grep -q "f16 KV caches" "$T/fid16/lag.md" || fail "lag --kv_type=f16 report: $(h
 timeout 60 $WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --kv_type=bf16 --listen=127.0.0.1:0 \
   --plaintext 2>"$T/kv.err"
 [[ $? -eq 2 ]] && grep -q "f32 or f16" "$T/kv.err" || fail "a2sf-worker --kv_type=bf16: $(cat "$T/kv.err")"
+# The worker checks --device and --kv_type before loading the model (no "model:" line), on any machine.
+for bad in "--device=tpu" "--kv_type=f16 --device=cuda"; do
+  timeout 60 $WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" $bad --listen=127.0.0.1:0 \
+    --plaintext 2>"$T/kv.err"
+  [[ $? -eq 2 ]] && ! grep -q "model:" "$T/kv.err" && grep -qE "device|CUDA engine" "$T/kv.err" \
+    || fail "a2sf-worker $bad: $(cat "$T/kv.err")"
+done
 # The f16 worker's job: 4 tokens cached (1 prompt + 4 generated - 1), each 1 layer x 12 heads x 64 x 2 x 2 bytes.
 $A2SF generate $SA --prompt_ids=1 --max_tokens=4 --ignore_eos --policy=full --json >"$T/slow16.json" \
   || fail "a2sf generate on the f16 worker exits $?"
