@@ -1,5 +1,6 @@
 #include "worker/engine/engine.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -142,7 +143,6 @@ Engine::Engine(const ModelWeights* weights, const EngineOptions& options, int ca
              /*host_storage=*/options.device == EngineDevice::kCpu),
       threads_(options.threads) {
   const ModelConfig& c = config_;
-  att_.resize(size_t(c.n_heads) * capacity);
   BeginRows(1);
   if (options.capture_attention_outputs) attention_outputs_.resize(size_t(c.n_layers) * c.q_dim());
 }
@@ -168,8 +168,6 @@ absl::Status Engine::Forward(int token, int position) {
 
 ForwardPass::ForwardPass(const ModelWeights* weights, int threads)
     : weights_(weights), config_(weights->config()), pool_(threads) {
-  rope_cos_.resize(config_.head_dim / 2);
-  rope_sin_.resize(config_.head_dim / 2);
   Reserve(1);
 }
 
@@ -186,6 +184,8 @@ void ForwardPass::Reserve(int rows) {
   hb_.resize(n * c.hidden_dim);
   hb2_.resize(n * c.hidden_dim);
   logits_.resize(n * c.vocab_size);
+  rope_cos_.resize(n * (c.head_dim / 2));
+  rope_sin_.resize(n * (c.head_dim / 2));
   reserved_rows_ = rows;
 }
 
@@ -296,7 +296,12 @@ void ForwardPass::RunOnHost(absl::Span<const ForwardRow> rows) {
   const ModelConfig& c = config_;
   const int n = int(rows.size());
   Reserve(n);
-  for (int r = 0; r < n; ++r) weights_->token_embedding().RowToFloat(rows[r].token, x_.data() + size_t(r) * c.dim);
+  row_groups_.resize(n);
+  for (const Group& g : groups_) std::fill(row_groups_.begin() + g.begin, row_groups_.begin() + g.end, &g);
+  for (int r = 0; r < n; ++r) {
+    weights_->token_embedding().RowToFloat(rows[r].token, x_.data() + size_t(r) * c.dim);
+    RopeTable(c.head_dim, rows[r].position, c.rope_theta, rope_cos(r), rope_sin(r));
+  }
   for (int l = 0; l < c.n_layers; ++l) Layer(l, rows);
   for (const Group& g : groups_) {
     for (int r = g.begin; r < g.end; ++r) g.engine->cache_.CommitAppend();
@@ -312,7 +317,7 @@ void ForwardPass::RunOnHost(absl::Span<const ForwardRow> rows) {
   }
 }
 
-// One transformer layer for every row: the products for all rows at once, attention per row.
+// One transformer layer for every row: the products for all rows at once, then every row's attention.
 void ForwardPass::Layer(int l, absl::Span<const ForwardRow> rows) {
   const ModelConfig& c = config_;
   const LayerWeights& w = weights_->layer(l);
@@ -326,24 +331,23 @@ void ForwardPass::Layer(int l, absl::Span<const ForwardRow> rows) {
   for (const Group& g : groups_) {
     KvCacheSlots& cache = g.engine->cache_;
     for (int r = g.begin; r < g.end; ++r) {
-      RopeTable(hd, rows[r].position, c.rope_theta, rope_cos_.data(), rope_sin_.data());
       float* q = q_.data() + size_t(r) * q_dim;
       float* k = k_.data() + size_t(r) * kv_dim;
       const float* v = v_.data() + size_t(r) * kv_dim;
-      ApplyRope(q, q_dim, hd, rope_cos_.data(), rope_sin_.data());
-      ApplyRope(k, kv_dim, hd, rope_cos_.data(), rope_sin_.data());
+      ApplyRope(q, q_dim, hd, rope_cos(r), rope_sin(r));
+      ApplyRope(k, kv_dim, hd, rope_cos(r), rope_sin(r));
       const int slot = cache.append_slot() + (r - g.begin);
       for (int h = 0; h < c.n_kv_heads; ++h) {
         cache.Store(l, h, slot, k + h * hd, v + h * hd);
         cache.set_position(l, h, slot, uint32_t(rows[r].position));
       }
     }
-    for (int r = g.begin; r < g.end; ++r) {
-      float* out = xb2_.data() + size_t(r) * q_dim;
-      g.engine->Attention(l, r - g.begin, q_.data() + size_t(r) * q_dim, out, &pool_);
-      if (r == g.end - 1 && !g.engine->attention_outputs_.empty()) {
-        std::memcpy(g.engine->attention_outputs_.data() + size_t(l) * q_dim, out, q_dim * sizeof(float));
-      }
+  }
+  Attention(l);
+  for (const Group& g : groups_) {
+    if (!g.engine->attention_outputs_.empty()) {
+      std::memcpy(g.engine->attention_outputs_.data() + size_t(l) * q_dim, xb2_.data() + size_t(g.end - 1) * q_dim,
+                  q_dim * sizeof(float));
     }
   }
   MatMul(xb_.data(), w.wo, xb2_.data(), n, &pool_);
@@ -353,12 +357,31 @@ void ForwardPass::Layer(int l, absl::Span<const ForwardRow> rows) {
   }
   const Product gate_up[] = {{hb_.data(), &w.w1, xb_.data()}, {hb2_.data(), &w.w3, xb_.data()}};
   MatMuls(gate_up, n, &pool_);
-  for (size_t i = 0; i < size_t(n) * c.hidden_dim; ++i) {
-    const float gate = hb_[i];
-    hb_[i] = gate / (1.0f + std::exp(-gate)) * hb2_[i];  // SwiGLU: silu(w1 x) * (w3 x)
-  }
+  SwiGlu(hb_.data(), hb2_.data(), size_t(n) * c.hidden_dim);  // silu(w1 x) * (w3 x)
   MatMul(xb_.data(), w.w2, hb_.data(), n, &pool_);
   for (size_t i = 0; i < size_t(n) * dim; ++i) x_[i] += xb_[i];
+}
+
+// Every row's attention, its KV heads as items: one fork-join for all rows and heads when the rows'
+// attention is long enough to share (a fork-join costs about a microsecond; short rows run here).
+void ForwardPass::Attention(int l) {
+  const ModelConfig& c = config_;
+  const int q_dim = c.q_dim();
+  size_t entries = 0;  // summed over rows: the slots each row attends to
+  for (const Group& g : groups_) {
+    for (int r = g.begin; r < g.end; ++r) entries += size_t(g.engine->cache_.entries() + (r - g.begin) + 1);
+  }
+  auto item = [&](size_t i) {
+    const int r = int(i / c.n_kv_heads), kv_head = int(i % c.n_kv_heads);
+    const Group& g = *row_groups_[r];
+    g.engine->AttendGroup(l, r - g.begin, kv_head, q_.data() + size_t(r) * q_dim, xb2_.data() + size_t(r) * q_dim);
+  };
+  const size_t items = row_groups_.size() * size_t(c.n_kv_heads);
+  if (pool_.num_threads() > 1 && entries * c.head_dim * c.n_heads >= kParallelAttentionWork) {
+    pool_.ParallelFor(items, item);
+  } else {
+    for (size_t i = 0; i < items; ++i) item(i);
+  }
 }
 
 void Engine::CommitDeviceRow(int position) {
@@ -407,35 +430,27 @@ absl::Status Engine::EvictPositions(uint32_t evictions_per_head, absl::Span<cons
   return ReplayMovesOnDevice(evictions_per_head);
 }
 
-// Every query head attends over its KV head's entries (those before the row and the row's own); the
-// softmax rows of a group are summed into that KV head's score vector.
-void Engine::Attention(int layer, int row, const float* q_row, float* out, ThreadPool* pool) {
+// The query heads of KV head `kv_head` attend over its entries (those before the row and the row's
+// own); their softmax rows are summed into the head's score vector in head order (the first written,
+// the others added), so the sums do not depend on the thread count.
+void Engine::AttendGroup(int layer, int row, int kv_head, const float* q_row, float* out) {
   const ModelConfig& c = config_;
   const int n = cache_.entries() + row + 1;
   const int hd = c.head_dim;
   const float scale = 1.0f / std::sqrt(float(hd));
-  float* layer_scores = scores_.data() + size_t(row) * score_stride() + size_t(layer) * c.n_kv_heads * n;
-  auto head = [&](size_t h) {
-    const int g = int(h) / c.group_size();
-    const float* q = q_row + h * hd;
-    float* att = att_.data() + h * cache_.capacity();
-    AttentionScores(att, q, KvRows{cache_.keys(layer, g), cache_.kv_type()}, n, hd, scale);
-    Softmax(att, n);
-    WeightedSum(out + h * hd, att, KvRows{cache_.values(layer, g), cache_.kv_type()}, n, hd);
-  };
-  if (pool->num_threads() > 1 && size_t(n) * hd * c.n_heads >= (size_t(1) << 16)) {
-    pool->ParallelFor(c.n_heads, head);
-  } else {
-    for (int h = 0; h < c.n_heads; ++h) head(h);
-  }
-  // Group sums in head order, so the result does not depend on the thread count.
-  for (int g = 0; g < c.n_kv_heads; ++g) {
-    float* s = layer_scores + size_t(g) * n;
-    const float* first = att_.data() + size_t(g) * c.group_size() * cache_.capacity();
-    std::memcpy(s, first, n * sizeof(float));
-    for (int j = 1; j < c.group_size(); ++j) {
-      const float* att = first + size_t(j) * cache_.capacity();
-      for (int t = 0; t < n; ++t) s[t] += att[t];
+  float* sum = scores_.data() + size_t(row) * score_stride() + (size_t(layer) * c.n_kv_heads + kv_head) * n;
+  thread_local std::vector<float> att;  // the second and later heads' softmax rows
+  if (att.size() < size_t(n)) att.resize(n);
+  const KvRows keys{cache_.keys(layer, kv_head), cache_.kv_type()};
+  const KvRows values{cache_.values(layer, kv_head), cache_.kv_type()};
+  for (int j = 0; j < c.group_size(); ++j) {
+    const int h = kv_head * c.group_size() + j;
+    float* weights = j == 0 ? sum : att.data();
+    AttentionScores(weights, q_row + size_t(h) * hd, keys, n, hd, scale);
+    Softmax(weights, n);
+    WeightedSum(out + size_t(h) * hd, weights, values, n, hd);
+    if (j > 0) {
+      for (int t = 0; t < n; ++t) sum[t] += weights[t];
     }
   }
 }

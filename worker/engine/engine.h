@@ -115,6 +115,10 @@ class ForwardPass {
 
   int threads() const { return pool_.num_threads(); }
 
+  // Below this much attention work in a layer (slots attended x head_dim x query heads, summed over
+  // the rows) one thread runs it; from it on, the rows' KV heads are shared out.
+  static constexpr size_t kParallelAttentionWork = size_t(1) << 14;
+
  private:
   struct Group {  // the rows of one engine: [begin, end)
     Engine* engine;
@@ -131,6 +135,11 @@ class ForwardPass {
   // All rows, every one a CPU engine's, grouped in groups_.
   void RunOnHost(absl::Span<const ForwardRow> rows);
   void Layer(int layer, absl::Span<const ForwardRow> rows);
+  // Every row's attention in layer `layer` (their keys and values stored), into xb2_.
+  void Attention(int layer);
+  // Row r's RoPE angles ([rows][head_dim / 2]), computed once per pass and shared by every layer.
+  float* rope_cos(int r) { return rope_cos_.data() + size_t(r) * (config_.head_dim / 2); }
+  float* rope_sin(int r) { return rope_sin_.data() + size_t(r) * (config_.head_dim / 2); }
   // Creates the device batch on the first CUDA engine's device model; later engines must share it.
   absl::Status BindDevice(const Engine& engine);
 
@@ -140,7 +149,8 @@ class ForwardPass {
   std::vector<Group> groups_;
   int reserved_rows_ = 0;
   AlignedVector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, logits_;  // 64-byte aligned for the kernels
-  std::vector<float> rope_cos_, rope_sin_;
+  std::vector<float> rope_cos_, rope_sin_;  // rope_cos(r), rope_sin(r)
+  std::vector<const Group*> row_groups_;    // each host row's group
   std::vector<ForwardRow> host_rows_;
   std::shared_ptr<const DeviceModel> device_model_;  // before device_batch_: outlives it
   std::unique_ptr<cuda::DeviceBatch, DeviceBatchDeleter> device_batch_;
@@ -201,9 +211,10 @@ class Engine {
   size_t score_stride() const { return size_t(config_.n_layers) * config_.n_kv_heads * cache_.capacity(); }
   // Sizes the per-row outputs for `rows` rows (kept for later passes).
   void BeginRows(int rows);
-  // Row `row` (its slot entries() + row): attention of every query head over the slots up to it, into
-  // `out` ([q_dim]), and the group sums into the row's scores.
-  void Attention(int layer, int row, const float* q, float* out, ThreadPool* pool);
+  // Row `row` (its slot entries() + row), KV head `kv_head`: attention of the head's query heads over
+  // the slots up to the row, into their parts of `out` ([q_dim]), and their sum into the row's scores.
+  // Rows and KV heads may run at once on different threads (each writes its own parts).
+  void AttendGroup(int layer, int row, int kv_head, const float* q_row, float* out);
   // After a device step: the next slot of every head holds `position`.
   void CommitDeviceRow(int position);
   absl::Status ReplayMovesOnDevice(uint32_t evictions_per_head);
@@ -215,8 +226,8 @@ class Engine {
   std::unique_ptr<ForwardPass> solo_;  // own_pass(): this engine's threads, one row
   int rows_ = 1;
   int first_entries_ = 0;  // entries before the last pass
-  // Per engine (att_ is reused row by row); logits_ and scores_ hold [rows][...].
-  std::vector<float> att_, logits_, scores_;
+  // [rows][...] of the last pass.
+  std::vector<float> logits_, scores_;
   std::vector<float> attention_outputs_;
   std::shared_ptr<const DeviceModel> device_model_;  // kCuda only
   cuda::Sequence* device_sequence_ = nullptr;

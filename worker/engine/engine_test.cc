@@ -167,6 +167,29 @@ TEST(Engine, TwoThreadsGiveBitIdenticalLogits) {
   }
 }
 
+// Past 256 cached slots one row's attention (slots x head_dim 8 x 8 query heads) reaches the pass's
+// parallel threshold, and its KV heads run on several threads: logits and scores stay bit for bit
+// those of one thread.
+TEST(Engine, ThreadCountsGiveBitIdenticalLogitsAndScoresAtLongContexts) {
+  A2SF_REQUIRE_FIXTURES();
+  auto weights = Load("stories260K-dq.bin");
+  ASSERT_GE(size_t(weights->config().seq_len), size_t(300));
+  ASSERT_GE(size_t(300) * weights->config().head_dim * weights->config().n_heads, ForwardPass::kParallelAttentionWork);
+  std::vector<std::unique_ptr<Engine>> engines;
+  for (int threads : {1, 2, 3}) engines.push_back(*Engine::Create(weights.get(), {threads, 0}));
+  for (int pos = 0; pos < 300; ++pos) {
+    const int token = pos < 16 ? kGoldenTokens[pos] : 1 + (pos * 37) % (weights->config().vocab_size - 1);
+    for (auto& engine : engines) ASSERT_TRUE(engine->Forward(token, pos).ok());
+    for (size_t e = 1; e < engines.size(); ++e) {
+      ASSERT_TRUE(std::equal(engines[0]->logits().begin(), engines[0]->logits().end(), engines[e]->logits().begin()))
+          << "position " << pos << ", engine " << e;
+      ASSERT_TRUE(std::equal(engines[0]->step_scores().begin(), engines[0]->step_scores().end(),
+                             engines[e]->step_scores().begin()))
+          << "position " << pos << ", engine " << e;
+    }
+  }
+}
+
 std::unique_ptr<InProcessPolicyClient> Policy(const ModelWeights& w, const std::string& name, uint32_t budget,
                                         std::optional<double> alpha = {}, uint32_t lag = 0) {
   cachemgr::PolicySpec spec;

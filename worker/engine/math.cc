@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -167,6 +168,31 @@ __attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* x, int n) {
   for (; i < n; ++i) x[i] *= 1.0f / sum;
 }
 
+// silu(x) * up as x * sigmoid(x), the sigmoid from e = e^-|x| (ExpAvx2's domain): 1 / (1 + e) for
+// x >= 0, e / (1 + e) below.
+__attribute__((target("avx2,fma"))) inline __m256 SwiGlu8(__m256 x, __m256 up) {
+  const __m256 negative_abs = _mm256_or_ps(x, _mm256_set1_ps(-0.0f));
+  const __m256 e = ExpAvx2(negative_abs);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 numerator = _mm256_blendv_ps(one, e, x);  // the sign bit of x picks e
+  const __m256 sigmoid = _mm256_div_ps(numerator, _mm256_add_ps(one, e));
+  return _mm256_mul_ps(_mm256_mul_ps(x, sigmoid), up);
+}
+
+__attribute__((target("avx2,fma"))) void SwiGluAvx2(float* gate, const float* up, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(gate + i, SwiGlu8(_mm256_loadu_ps(gate + i), _mm256_loadu_ps(up + i)));
+  }
+  if (i < n) {  // the tail through the same arithmetic, padded with zeros
+    alignas(32) float g[8] = {}, u[8] = {};
+    std::memcpy(g, gate + i, (n - i) * sizeof(float));
+    std::memcpy(u, up + i, (n - i) * sizeof(float));
+    _mm256_store_ps(g, SwiGlu8(_mm256_load_ps(g), _mm256_load_ps(u)));
+    std::memcpy(gate + i, g, (n - i) * sizeof(float));
+  }
+}
+
 // Attention's kernels read a head's cached rows as fp32 or fp16 (KvCacheSlots' kv_type): Load8 gives
 // eight elements as floats (fp16 converted exactly by F16C), and the arithmetic after it is the same.
 #define A2SF_ATTENTION_AVX2 __attribute__((target("avx2,fma,f16c")))
@@ -250,6 +276,13 @@ void Softmax(float* x, int n) {
   for (int i = 0; i < n; ++i) x[i] *= inv;
 }
 
+void SwiGlu(float* gate, const float* up, size_t n) {
+#if defined(__x86_64__)
+  if (HasAvx2()) return SwiGluAvx2(gate, up, n);
+#endif
+  for (size_t i = 0; i < n; ++i) gate[i] = gate[i] / (1.0f + std::exp(-gate[i])) * up[i];
+}
+
 void RopeTable(int head_dim, int position, float theta, float* cos_out, float* sin_out) {
   for (int i = 0; i < head_dim / 2; ++i) {
     const float freq = 1.0f / std::pow(theta, float(2 * i) / float(head_dim));
@@ -260,12 +293,13 @@ void RopeTable(int head_dim, int position, float theta, float* cos_out, float* s
 }
 
 void ApplyRope(float* vec, int dim, int head_dim, const float* cos_table, const float* sin_table) {
-  for (int i = 0; i < dim; i += 2) {
-    const int pair = (i % head_dim) / 2;
-    const float c = cos_table[pair], s = sin_table[pair];
-    const float a = vec[i], b = vec[i + 1];
-    vec[i] = a * c - b * s;
-    vec[i + 1] = a * s + b * c;
+  for (float* head = vec; head < vec + dim; head += head_dim) {
+    for (int pair = 0; pair < head_dim / 2; ++pair) {
+      const float c = cos_table[pair], s = sin_table[pair];
+      const float a = head[2 * pair], b = head[2 * pair + 1];
+      head[2 * pair] = a * c - b * s;
+      head[2 * pair + 1] = a * s + b * c;
+    }
   }
 }
 

@@ -3,6 +3,8 @@
 #ifndef A2SF_WORKER_ENGINE_MATH_H_
 #define A2SF_WORKER_ENGINE_MATH_H_
 
+#include <cstddef>
+
 #include "worker/model/weights.h"
 
 namespace a2sf::worker {
@@ -10,6 +12,8 @@ namespace a2sf::worker {
 // out = x * weight / sqrt(mean(x^2) + eps)
 void RmsNorm(float* out, const float* x, const float* weight, int n, float eps);
 void Softmax(float* x, int n);
+// SwiGLU's gate: gate[i] = silu(gate[i]) * up[i], silu(x) = x / (1 + e^-x).
+void SwiGlu(float* gate, const float* up, size_t n);
 // cos and sin of position * theta^(-2i/head_dim) for i in [0, head_dim/2): computed once per token
 // and shared by every layer.
 void RopeTable(int head_dim, int position, float theta, float* cos_out, float* sin_out);

@@ -1,4 +1,4 @@
-// Attention's kernels (math.h) against double-precision sums, over head widths and row counts that
+// Attention's kernels and SwiGLU's gate (math.h) against double-precision sums, over head widths and row counts that
 // reach every path: blocks of 8 rows and the rows after them, odd row counts (the even/odd sums), head
 // widths that are multiples of 8 (the AVX2 kernels) and not (the portable ones, on every CPU), rows
 // held as f32 and as f16 (KvRows; the reference takes the f16 values exactly). Rows past n are NaN: a
@@ -122,6 +122,29 @@ TEST(Softmax, SumsToOneAndKeepsOrder) {
       total += x[i];
     }
     EXPECT_NEAR(total, 1.0, 1e-5) << "n " << n;
+  }
+}
+
+// silu(x) * up against double precision, over inputs from far below zero (where e^-x overflows a
+// float) to far above, and lengths that leave every tail of the 8-wide path; the element past n keeps
+// its value.
+TEST(SwiGlu, IsSiluOfTheGateTimesUp) {
+  for (int n : {1, 7, 8, 9, 16, 23, 2048}) {
+    std::vector<float> gate(n + 1), up(n + 1);
+    for (int i = 0; i <= n; ++i) {
+      gate[i] = std::sin(0.71f * i) * (i % 3 == 0 ? 120.0f : 6.0f);
+      up[i] = std::cos(0.29f * i) * 3.0f;
+    }
+    gate[0] = 0.0f;
+    if (n > 1) gate[1] = -0.0f;
+    const std::vector<float> before = gate;
+    SwiGlu(gate.data(), up.data(), size_t(n));
+    for (int i = 0; i < n; ++i) {
+      const double x = before[i];
+      const double expected = x / (1.0 + std::exp(-x)) * up[i];
+      EXPECT_NEAR(gate[i], expected, 1e-6 * std::max(1.0, std::abs(expected))) << "n " << n << " x " << x;
+    }
+    EXPECT_EQ(gate[n], before[n]) << "n " << n;
   }
 }
 
