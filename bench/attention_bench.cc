@@ -1,12 +1,12 @@
 // Attention's cost per token on one thread, apart from the weight products: for each cached-token
-// count and KV type (f32, f16: EngineOptions::kv_type), the 110M shape's 12 layers x 12 heads (head
+// count and KV type (f32, f16, q8_0: EngineOptions::kv_type), the 110M shape's 12 layers x 12 heads (head
 // width 64) of keys and values run through AttentionScores, Softmax and WeightedSum
 // (worker/engine/math.h) as a decode step does. In a real
 // step the weight stream pushes the keys and values out of the caches between two tokens, so each
 // round here reads its own copy of them, from at least 256 MiB of copies taken in turn: every round's
 // keys and values come from memory. Reported: KV bytes per token, ms per token (best and median of
-// --rounds), KV GB/s at the median and its ratio to the same-run one-thread triad, and the f16 rows'
-// speed-up over the f32 rows of the same count (median against median).
+// --rounds), KV GB/s at the median and its ratio to the same-run one-thread triad, and the f16 and
+// q8_0 rows' speed-up over the f32 rows of the same count (median against median).
 //
 //   bazel run -c opt //bench:attention_bench
 #include <algorithm>
@@ -20,7 +20,6 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "bench/triad.h"
-#include "common/float16.h"
 #include "worker/engine/kv_cache.h"
 #include "worker/engine/math.h"
 
@@ -35,17 +34,13 @@ constexpr int kLayers = 12, kHeads = 12, kHeadDim = 64;
 constexpr double kCopiesBytes = 256.0 * (1 << 20);
 
 // Keys and values in [-1.9, 1.9], multiples of 1/16: normal numbers (no subnormal slow paths on any
-// CPU), exact in fp16.
+// CPU), exact in fp16; rows of kHeadDim encoded as `type` by its weight encoder (q8_0: blocks of 32).
 void Fill(WeightType type, std::vector<uint8_t>* kv) {
-  const size_t elements = kv->size() / KvCacheSlots::KeyBytes(type, 1);
-  for (size_t i = 0; i < elements; ++i) {
-    const float x = float(int(i % 61) - 30) / 16.0f;
-    if (type == WeightType::kF16) {
-      const uint16_t half = FloatToHalf(x);
-      std::memcpy(kv->data() + 2 * i, &half, 2);
-    } else {
-      std::memcpy(kv->data() + 4 * i, &x, 4);
-    }
+  const size_t row_bytes = KvCacheSlots::KeyBytes(type, kHeadDim);
+  float row[kHeadDim];
+  for (size_t r = 0; r < kv->size() / row_bytes; ++r) {
+    for (int c = 0; c < kHeadDim; ++c) row[c] = float(int((r * kHeadDim + c) % 61) - 30) / 16.0f;
+    Traits(type).from_float(row, kv->data() + r * row_bytes, kHeadDim);
   }
 }
 
@@ -71,7 +66,7 @@ int Run() {
   volatile float sink = 0.0f;
   for (const int n : counts) {
     double f32_median = 0.0;
-    for (const WeightType type : {WeightType::kF32, WeightType::kF16}) {
+    for (const WeightType type : {WeightType::kF32, WeightType::kF16, WeightType::kQ8_0}) {
       const size_t head_bytes = size_t(n) * KvCacheSlots::KeyBytes(type, kHeadDim);  // a head's keys
       const size_t keys_bytes = size_t(kLayers) * kHeads * head_bytes;               // and as many values
       const double kv_bytes = 2.0 * keys_bytes;

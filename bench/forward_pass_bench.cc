@@ -35,7 +35,7 @@ ABSL_FLAG(std::vector<std::string>, rows, std::vector<std::string>({"1", "2", "4
           "row counts to measure (the first is the ratios' base)");
 ABSL_FLAG(int, layers, 0, "layers of the shape (0: the shape's own)");
 ABSL_FLAG(std::string, weights, "f32", "weight type: f32, f16, bf16, q8_0, q4_0");
-ABSL_FLAG(std::string, kv_type, "f32", "KV cache element type: f32 or f16 (CPU engines)");
+ABSL_FLAG(std::string, kv_type, "f32", "KV cache element type: f32, f16 or q8_0 (CPU engines)");
 ABSL_FLAG(std::string, model, "", "a model file to measure instead of a synthetic shape (its weights as held)");
 
 namespace a2sf::worker {

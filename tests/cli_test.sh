@@ -94,10 +94,11 @@ ids() { grep -o '"ids":\[[0-9,]*\]' "$1"; }
 grep -q '"evictions":0,' "$T/a.json" || fail "uint64 zero not printed as a number: $(cat "$T/a.json")"
 $A2SF model $WA | grep -q "stories260K-dq.bin" || fail "a2sf model: $($A2SF model $WA 2>&1)"
 
-# --kv_type=f16 holds keys and values in half the bytes (held, peak and the full-cache figure alike,
-# over the same 20 tokens). a2sf-generate refuses other types and f16 on the CUDA engine, a2sf-worker
-# and a2sf-eval other types, a2sf-eval's commands other than fidelity and lag f16: exit 2, a message.
-for kv in f32 f16; do
+# --kv_type=f16 holds keys and values in half the bytes, q8_0 in 10 of f32's 32 a row of 8 (a short
+# q8_0 block: 2 + 8 bytes) -- held, peak and the full-cache figure alike, over the same 20 tokens.
+# a2sf-generate refuses other types and f16/q8_0 on the CUDA engine, a2sf-worker and a2sf-eval other
+# types, a2sf-eval's commands other than fidelity and lag f16: exit 2, a message.
+for kv in f32 f16 q8_0; do
   $GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt="Once upon a time" --max_tokens=20 \
     --ignore_eos --policy=full --kv_type=$kv --json >"$T/$kv.json" || fail "a2sf-generate --kv_type=$kv exits $?"
 done
@@ -105,27 +106,35 @@ field() { grep -o "\"$2\":[0-9]*" "$1" | cut -d: -f2; }
 for k in kv_bytes_held kv_bytes_peak kv_bytes_full_cache; do
   [[ "$(field "$T/f16.json" $k)" -gt 0 && $(( $(field "$T/f16.json" $k) * 2 )) -eq "$(field "$T/f32.json" $k)" ]] \
     || fail "--kv_type=f16 $k: $(field "$T/f16.json" $k), f32: $(field "$T/f32.json" $k)"
+  [[ "$(field "$T/q8_0.json" $k)" -gt 0 && $(( $(field "$T/q8_0.json" $k) * 32 )) -eq $(( $(field "$T/f32.json" $k) * 10 )) ]] \
+    || fail "--kv_type=q8_0 $k: $(field "$T/q8_0.json" $k), f32: $(field "$T/f32.json" $k)"
 done
-$GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt=x --kv_type=q8_0 2>"$T/kv.err"
-[[ $? -eq 2 ]] && grep -q "f32 or f16" "$T/kv.err" || fail "a2sf-generate --kv_type=q8_0: $(cat "$T/kv.err")"
-$GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt=x --kv_type=f16 --device=cuda 2>"$T/kv.err"
-[[ $? -eq 2 ]] && grep -q "CUDA engine" "$T/kv.err" \
-  || fail "a2sf-generate --kv_type=f16 --device=cuda: $(cat "$T/kv.err")"
+$GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt=x --kv_type=q4_0 2>"$T/kv.err"
+[[ $? -eq 2 ]] && grep -q "f32, f16 or q8_0" "$T/kv.err" || fail "a2sf-generate --kv_type=q4_0: $(cat "$T/kv.err")"
+for kv in f16 q8_0; do
+  $GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt=x --kv_type=$kv --device=cuda 2>"$T/kv.err"
+  [[ $? -eq 2 ]] && grep -q "CUDA engine" "$T/kv.err" \
+    || fail "a2sf-generate --kv_type=$kv --device=cuda: $(cat "$T/kv.err")"
+done
 $EVAL fidelity --model="$F/stories260K-dq.bin" --kv_type=F16 2>"$T/kv.err"
-[[ $? -eq 2 ]] && grep -q "f32 or f16" "$T/kv.err" || fail "a2sf-eval --kv_type=F16: $(cat "$T/kv.err")"
+[[ $? -eq 2 ]] && grep -q "f32, f16 or q8_0" "$T/kv.err" || fail "a2sf-eval --kv_type=F16: $(cat "$T/kv.err")"
 $EVAL calibrate --model="$F/stories260K-dq.bin" --kv_type=f16 2>"$T/kv.err"
 [[ $? -eq 2 ]] && grep -q "only fidelity and lag" "$T/kv.err" || fail "a2sf-eval calibrate --kv_type=f16: $(cat "$T/kv.err")"
+for kv in f16 q8_0; do
+  mkdir -p "$T/fid_$kv"
+  $EVAL fidelity --model="$F/stories260K-dq.bin" --corpus="$F/corpus_t1_p09_seeds1-20.jsonl" --stories=1-2 \
+    --ratios=0.5 --kv_type=$kv --out_dir="$T/fid_$kv" >"$T/fid_$kv.out" 2>&1 \
+    || fail "a2sf-eval fidelity --kv_type=$kv exits $?"
+  grep -q "KV cache held as $kv: top-1 agreement" "$T/fid_$kv/fidelity.md" \
+    || fail "fidelity --kv_type=$kv report: $(head -3 "$T/fid_$kv/fidelity.md")"
+done
 mkdir -p "$T/fid16"
-$EVAL fidelity --model="$F/stories260K-dq.bin" --corpus="$F/corpus_t1_p09_seeds1-20.jsonl" --stories=1-2 \
-  --ratios=0.5 --kv_type=f16 --out_dir="$T/fid16" >"$T/fid16.out" 2>&1 || fail "a2sf-eval fidelity --kv_type=f16 exits $?"
-grep -q "KV cache held as f16: top-1 agreement" "$T/fid16/fidelity.md" \
-  || fail "fidelity --kv_type=f16 report: $(head -3 "$T/fid16/fidelity.md")"
 $EVAL lag --model="$F/stories260K-dq.bin" --corpus="$F/corpus_t1_p09_seeds1-20.jsonl" --stories=1-1 --lags=0,2 \
   --kv_type=f16 --out_dir="$T/fid16" >"$T/lag16.out" 2>&1 || fail "a2sf-eval lag --kv_type=f16 exits $?"
 grep -q "f16 KV caches" "$T/fid16/lag.md" || fail "lag --kv_type=f16 report: $(head -1 "$T/fid16/lag.md")"
 timeout 60 $WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --kv_type=bf16 --listen=127.0.0.1:0 \
   --plaintext 2>"$T/kv.err"
-[[ $? -eq 2 ]] && grep -q "f32 or f16" "$T/kv.err" || fail "a2sf-worker --kv_type=bf16: $(cat "$T/kv.err")"
+[[ $? -eq 2 ]] && grep -q "f32, f16 or q8_0" "$T/kv.err" || fail "a2sf-worker --kv_type=bf16: $(cat "$T/kv.err")"
 # The worker checks --device and --kv_type before loading the model (no "model:" line), on any machine.
 for bad in "--device=tpu" "--kv_type=f16 --device=cuda"; do
   timeout 60 $WORKER --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" $bad --listen=127.0.0.1:0 \

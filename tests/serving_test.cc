@@ -352,22 +352,25 @@ size_t NeededKvBytes(const absl::Status& refusal) {
   return at == std::string::npos ? 0 : size_t(std::strtoull(message.c_str() + at + 6, nullptr, 10));
 }
 
-// --kv_type=f16 halves what a job reserves: stories260K holds 5 layers x 4 KV heads x 8 dims x 2
-// (keys, values) per cached token, 4 bytes each in f32 and 2 in f16; a job an f32 worker refuses for
-// --max_kv_bytes runs on an f16 worker with the same limit.
-TEST(Serving, AnF16KvCacheIsAdmittedForHalfTheBytes) {
+// --kv_type=f16 halves what a job reserves and q8_0 takes 10 of f32's 32 bytes: stories260K holds 5
+// layers x 4 KV heads x 2 (keys, values) rows of 8 dims per cached token, 4 bytes a dim in f32, 2 in
+// f16, and one short q8_0 block (2 + 8 bytes) a row; a job an f32 worker refuses for --max_kv_bytes
+// runs on an f16 worker with the same limit.
+TEST(Serving, F16AndQ8_0KvCachesAreAdmittedForTheirBytes) {
   A2SF_REQUIRE_FIXTURES();
-  size_t needed[2] = {0, 0};
-  for (int i = 0; i < 2; ++i) {
-    Worker tiny([i](worker::WorkerOptions* o) {
+  const worker::WeightType types[] = {worker::WeightType::kF32, worker::WeightType::kF16, worker::WeightType::kQ8_0};
+  size_t needed[3] = {0, 0, 0};
+  for (int i = 0; i < 3; ++i) {
+    Worker tiny([&, i](worker::WorkerOptions* o) {
       o->max_kv_bytes = 1;
-      o->kv_type = i == 0 ? worker::WeightType::kF32 : worker::WeightType::kF16;
+      o->kv_type = types[i];
     });
     needed[i] = NeededKvBytes(tiny.client().Generate(Greedy(20)).status());
   }
   ASSERT_GT(needed[0], 0u);
   EXPECT_EQ(needed[0] % (5 * 4 * 8 * 2 * 4), 0u) << needed[0];
   EXPECT_EQ(needed[1] * 2, needed[0]);
+  EXPECT_EQ(needed[2] * 32, needed[0] * 10);
   Worker f32([&](worker::WorkerOptions* o) { o->max_kv_bytes = needed[1]; });
   EXPECT_EQ(f32.client().Generate(Greedy(20)).status().code(), absl::StatusCode::kInvalidArgument);
   Worker f16([&](worker::WorkerOptions* o) {

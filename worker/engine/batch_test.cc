@@ -154,6 +154,9 @@ const std::vector<JobSpec>& MixedJobs() {
       // f16 KV caches beside the f32 ones: one evicting, one full and chunked.
       {"a2sf", 18, 15, 2, 0, false, 1, 40, WeightType::kF16},
       {"", 0, 6, 4, 0, false, 4, 40, WeightType::kF16},
+      // and q8_0 ones: an evicting one (its swap-removes move q8_0 rows), a chunked full one.
+      {"h2o", 15, 14, 3, 0, false, 1, 40, WeightType::kQ8_0},
+      {"", 0, 7, 6, 0, false, 5, 40, WeightType::kQ8_0},
   };
   return *jobs;
 }

@@ -28,10 +28,11 @@ absl::Status CheckEngineDevice(EngineDevice device) {
 absl::Status CheckKvType(WeightType kv_type, EngineDevice device) {
   if (!IsKvType(kv_type)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("kv_type: the KV cache holds f32 or f16, not ", WeightTypeName(kv_type)));
+        absl::StrCat("kv_type: the KV cache holds f32, f16 or q8_0, not ", WeightTypeName(kv_type)));
   }
   if (device == EngineDevice::kCuda && kv_type != WeightType::kF32) {
-    return absl::InvalidArgumentError("kv_type f16: the CUDA engine holds its KV cache in f32");
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_type ", WeightTypeName(kv_type), ": the CUDA engine holds its KV cache in f32"));
   }
   return absl::OkStatus();
 }

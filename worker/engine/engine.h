@@ -50,8 +50,8 @@ enum class EngineDevice { kCpu, kCuda };
 absl::StatusOr<EngineDevice> ParseEngineDevice(const std::string& name);
 // OK when engines can run on `device`; UNAVAILABLE with the reason otherwise (kCuda without a GPU).
 absl::Status CheckEngineDevice(EngineDevice device);
-// INVALID_ARGUMENT unless `kv_type` is a KV type (IsKvType) the engine on `device` holds: f32 or f16 on
-// the CPU, f32 on CUDA (its device cache is fp32). Engine::Create checks it; tools check it before
+// INVALID_ARGUMENT unless `kv_type` is a KV type (IsKvType) the engine on `device` holds: f32, f16 or
+// q8_0 on the CPU, f32 on CUDA (its device cache is fp32). Engine::Create checks it; tools check it before
 // loading a model.
 absl::Status CheckKvType(WeightType kv_type, EngineDevice device);
 
@@ -65,8 +65,8 @@ struct EngineOptions {
   bool capture_attention_outputs = false;
   // kCuda needs a GPU: Create answers UNAVAILABLE (with the reason) without one.
   EngineDevice device = EngineDevice::kCpu;
-  // How the KV cache holds keys and values (KvCacheSlots): kF32, or kF16 (half the bytes; CPU only,
-  // the CUDA engine keeps fp32).
+  // How the KV cache holds keys and values (KvCacheSlots): kF32, kF16 (half the bytes) or kQ8_0
+  // (about a quarter); CPU only, the CUDA engine keeps fp32.
   WeightType kv_type = WeightType::kF32;
 };
 

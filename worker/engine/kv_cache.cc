@@ -1,5 +1,7 @@
 #include "worker/engine/kv_cache.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -14,7 +16,7 @@ KvCacheSlots::KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capac
       head_dim_(head_dim),
       capacity_(capacity),
       heads_(n_layers * n_kv_heads),
-      kv_type_(kv_type == WeightType::kF16 ? kv_type : WeightType::kF32),
+      kv_type_(IsKvType(kv_type) ? kv_type : WeightType::kF32),
       row_bytes_(KeyBytes(kv_type_, head_dim)),
       host_storage_(host_storage) {
   if (host_storage) {
@@ -36,6 +38,22 @@ void StoreHalves(const float* in, uint8_t* out, int n) {
   }
 }
 
+// `n` floats as q8_0 blocks (Q8_0Bytes(n) bytes), by the weights' rule (Traits). A block's scale is
+// amax / 127 in fp16, so values are first held within +-65504 * 127 (beyond, the scale would be
+// infinite and the block NaN) and a NaN as 0 (it has no integer value).
+void StoreQ8_0(const float* in, uint8_t* out, int n) {
+  constexpr float kLargest = 65504.0f * 127.0f;
+  for (int b = 0; b * kQuantBlock < n; ++b) {
+    const int values = std::min(kQuantBlock, n - b * kQuantBlock);
+    float block[kQuantBlock];
+    for (int j = 0; j < values; ++j) {
+      const float x = in[b * kQuantBlock + j];
+      block[j] = std::isnan(x) ? 0.0f : std::clamp(x, -kLargest, kLargest);
+    }
+    Traits(WeightType::kQ8_0).from_float(block, out + size_t(b) * sizeof(BlockQ8_0), values);
+  }
+}
+
 }  // namespace
 
 void KvCacheSlots::Store(int layer, int kv_head, int slot, const float* key, const float* value) {
@@ -44,6 +62,9 @@ void KvCacheSlots::Store(int layer, int kv_head, int slot, const float* key, con
   if (kv_type_ == WeightType::kF16) {
     StoreHalves(key, k, head_dim_);
     StoreHalves(value, v, head_dim_);
+  } else if (kv_type_ == WeightType::kQ8_0) {
+    StoreQ8_0(key, k, head_dim_);
+    StoreQ8_0(value, v, head_dim_);
   } else {
     std::memcpy(k, key, row_bytes_);
     std::memcpy(v, value, row_bytes_);

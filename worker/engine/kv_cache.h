@@ -4,9 +4,11 @@
 // (a kv::EvictionDecision's slots or positions) removes entries per head by the contract's swap-remove
 // (common/kv/swap_remove.h; docs/POLICIES.md, "Slots").
 // Memory is allocated for `capacity` entries -- the budget plus one -- not for the context.
-// Keys and values are held as `kv_type`: WeightType::kF32 (exact), or kF16 (IEEE binary16, rounded to
+// Keys and values are held as `kv_type`: WeightType::kF32 (exact), kF16 (IEEE binary16, rounded to
 // nearest even: half the bytes, what llama.cpp holds by default; a magnitude above 65504 is held as
-// +-65504, not as infinity).
+// +-65504, not as infinity), or kQ8_0 (each row as GGUF q8_0 blocks of 32, the last one shorter when
+// head_dim is not a multiple of 32 -- Q8_0Bytes; 8.5 bits a value for heads of 32 or more, llama.cpp's
+// `--cache-type-k/v q8_0`; a block whose fp16 scale would overflow holds the largest finite one).
 // With host_storage = false (the CUDA backend) keys and values live on the device: this class keeps
 // the positions and entry count and keeps each eviction's victim slots for the device to apply the same
 // rule to (cuda::SwapRemoveEntries).
@@ -25,7 +27,8 @@ namespace a2sf::worker {
 
 class KvCacheSlots {
  public:
-  // kv_type: kF32 or kF16 (IsKvType; Engine::Create refuses others, which this class holds as kF32).
+  // kv_type: kF32, kF16 or kQ8_0 (IsKvType; Engine::Create refuses others, which this class holds as
+  // kF32).
   KvCacheSlots(int n_layers, int n_kv_heads, int head_dim, int capacity, WeightType kv_type = WeightType::kF32,
                bool host_storage = true);
 
@@ -66,9 +69,10 @@ class KvCacheSlots {
                          WeightType kv_type = WeightType::kF32) {
     return size_t(n_layers) * n_kv_heads * capacity * KeyBytes(kv_type, head_dim) * 2;
   }
-  // Bytes of one cached key (or value): head_dim elements of kv_type (2 bytes for kF16, else 4). The
-  // one place that sizes a KV element.
+  // Bytes of one cached key (or value): head_dim elements of kv_type (2 bytes each for kF16, q8_0
+  // blocks for kQ8_0, else 4 bytes each). The one place that sizes a KV row.
   static size_t KeyBytes(WeightType kv_type, int head_dim) {
+    if (kv_type == WeightType::kQ8_0) return Q8_0Bytes(head_dim);
     return size_t(head_dim) * (kv_type == WeightType::kF16 ? 2 : 4);
   }
 

@@ -14,6 +14,34 @@
 namespace a2sf::worker {
 namespace {
 
+// A head's cached rows as KvCacheSlots holds them (kv_type), one reader per type: f32, f16, or q8_0
+// blocks (Q8_0Bytes a row). At(t, c) is row t's column c as a float (the portable kernels); the AVX2
+// ones read eight columns at once through Load8 below.
+struct F32Rows {
+  const float* data;
+  int head_dim;
+  const float* Row(int t) const { return data + size_t(t) * head_dim; }
+  float At(int t, int c) const { return Row(t)[c]; }
+};
+struct F16Rows {
+  const uint16_t* data;
+  int head_dim;
+  float At(int t, int c) const { return HalfToFloat(data[size_t(t) * head_dim + c]); }
+};
+struct Q8_0Rows {
+  const uint8_t* data;
+  size_t row_bytes;  // Q8_0Bytes(head_dim)
+  // Block c / 32 of row t: its fp16 scale, then its int8 values.
+  const uint8_t* Block(int t, int c) const {
+    return data + size_t(t) * row_bytes + size_t(c / kQuantBlock) * sizeof(BlockQ8_0);
+  }
+  float At(int t, int c) const {
+    uint16_t d;
+    std::memcpy(&d, Block(t, c), 2);
+    return HalfToFloat(d) * float(int8_t(Block(t, c)[2 + c % kQuantBlock]));
+  }
+};
+
 float DotPortable(const float* a, const float* b, int n) {
   float sum = 0.0f;
   for (int i = 0; i < n; ++i) sum += a[i] * b[i];
@@ -193,18 +221,30 @@ __attribute__((target("avx2,fma"))) void SwiGluAvx2(float* gate, const float* up
   }
 }
 
-// Attention's kernels read a head's cached rows as fp32 or fp16 (KvCacheSlots' kv_type): Load8 gives
-// eight elements as floats (fp16 converted exactly by F16C), and the arithmetic after it is the same.
+// Attention's AVX2 kernels read a row reader's row t, columns [c, c + 8) as floats (Load8: fp16
+// converted exactly by F16C, q8_0 as scale x int8); the arithmetic after it is the same for every
+// type. Eight columns never straddle a q8_0 block: blocks are 32 wide (a short last one holds
+// head_dim % 32, a multiple of 8 here) and these kernels take head widths that are multiples of 8. Eight columns never straddle a q8_0 block: blocks are 32 wide and the AVX2
+// kernels take head widths that are multiples of 8.
 #define A2SF_ATTENTION_AVX2 __attribute__((target("avx2,fma,f16c")))
-A2SF_ATTENTION_AVX2 inline __m256 Load8(const float* p) { return _mm256_loadu_ps(p); }
-A2SF_ATTENTION_AVX2 inline __m256 Load8(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+A2SF_ATTENTION_AVX2 inline __m256 Load8(const F32Rows& rows, int t, int c) { return _mm256_loadu_ps(rows.Row(t) + c); }
+A2SF_ATTENTION_AVX2 inline __m256 Load8(const F16Rows& rows, int t, int c) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows.data + size_t(t) * rows.head_dim + c)));
+}
+A2SF_ATTENTION_AVX2 inline __m256 Load8(const Q8_0Rows& rows, int t, int c) {
+  const uint8_t* block = rows.Block(t, c);
+  uint16_t d;
+  std::memcpy(&d, block, 2);
+  int64_t bytes;
+  std::memcpy(&bytes, block + 2 + c % kQuantBlock, 8);
+  const __m256 values = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(bytes)));
+  return _mm256_mul_ps(values, _mm256_set1_ps(_cvtsh_ss(d)));
 }
 
 // Scores of rows [t, t + 8): eight accumulators, one per row, kept in registers (the unroll
 // pragmas: without them GCC kept them in memory, one row's fused multiply-adds a chain through it).
-template <class Elem>
-A2SF_ATTENTION_AVX2 inline void ScoreBlockAvx2(float* scores, const float* q, const Elem* keys, int t, int head_dim,
+template <class Rows>
+A2SF_ATTENTION_AVX2 inline void ScoreBlockAvx2(float* scores, const float* q, const Rows& keys, int t, int head_dim,
                                                __m256 vscale) {
   __m256 acc[8];
 #pragma GCC unroll 8
@@ -212,16 +252,19 @@ A2SF_ATTENTION_AVX2 inline void ScoreBlockAvx2(float* scores, const float* q, co
   for (int c = 0; c < head_dim; c += 8) {
     const __m256 qv = _mm256_loadu_ps(q + c);
 #pragma GCC unroll 8
-    for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(Load8(keys + size_t(t + r) * head_dim + c), qv, acc[r]);
+    for (int r = 0; r < 8; ++r) acc[r] = _mm256_fmadd_ps(Load8(keys, t + r, c), qv, acc[r]);
   }
   _mm256_storeu_ps(scores + t, _mm256_mul_ps(TransposeSum8(acc), vscale));
 }
 
-// dot(q, row) for the rows after the last block of eight.
-inline float TailDotAvx2(const float* q, const float* row, int head_dim) { return DotAvx2(q, row, head_dim); }
-A2SF_ATTENTION_AVX2 inline float TailDotAvx2(const float* q, const uint16_t* row, int head_dim) {
+// dot(q, row t) for the rows after the last block of eight.
+inline float TailDotAvx2(const float* q, const F32Rows& keys, int t, int head_dim) {
+  return DotAvx2(q, keys.Row(t), head_dim);
+}
+template <class Rows>
+A2SF_ATTENTION_AVX2 inline float TailDotAvx2(const float* q, const Rows& keys, int t, int head_dim) {
   __m256 acc = _mm256_setzero_ps();
-  for (int c = 0; c < head_dim; c += 8) acc = _mm256_fmadd_ps(Load8(row + c), _mm256_loadu_ps(q + c), acc);
+  for (int c = 0; c < head_dim; c += 8) acc = _mm256_fmadd_ps(Load8(keys, t, c), _mm256_loadu_ps(q + c), acc);
   alignas(32) float lanes[8];
   _mm256_store_ps(lanes, acc);
   float sum = 0.0f;
@@ -229,25 +272,25 @@ A2SF_ATTENTION_AVX2 inline float TailDotAvx2(const float* q, const uint16_t* row
   return sum;
 }
 
-template <class Elem>
-A2SF_ATTENTION_AVX2 void AttentionScoresAvx2(float* scores, const float* q, const Elem* keys, int n, int head_dim,
+template <class Rows>
+A2SF_ATTENTION_AVX2 void AttentionScoresAvx2(float* scores, const float* q, const Rows& keys, int n, int head_dim,
                                              float scale) {
   const __m256 vscale = _mm256_set1_ps(scale);
   int t = 0;
   for (; t + 8 <= n; t += 8) ScoreBlockAvx2(scores, q, keys, t, head_dim, vscale);
-  for (; t < n; ++t) scores[t] = TailDotAvx2(q, keys + size_t(t) * head_dim, head_dim) * scale;
+  for (; t < n; ++t) scores[t] = TailDotAvx2(q, keys, t, head_dim) * scale;
 }
 
-template <class Elem>
-A2SF_ATTENTION_AVX2 void WeightedSumAvx2(float* out, const float* weights, const Elem* values, int n, int head_dim) {
+template <class Rows>
+A2SF_ATTENTION_AVX2 void WeightedSumAvx2(float* out, const float* weights, const Rows& values, int n, int head_dim) {
   for (int c = 0; c < head_dim; c += 8) {
     __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     int t = 0;
     for (; t + 2 <= n; t += 2) {
-      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), Load8(values + size_t(t) * head_dim + c), acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t + 1]), Load8(values + size_t(t + 1) * head_dim + c), acc1);
+      acc0 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), Load8(values, t, c), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t + 1]), Load8(values, t + 1, c), acc1);
     }
-    if (t < n) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), Load8(values + size_t(t) * head_dim + c), acc0);
+    if (t < n) acc0 = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), Load8(values, t, c), acc0);
     _mm256_storeu_ps(out + c, _mm256_add_ps(acc0, acc1));
   }
 }
@@ -305,51 +348,72 @@ void ApplyRope(float* vec, int dim, int head_dim, const float* cos_table, const 
 
 namespace {
 
-void AttentionScoresF32(float* scores, const float* q, const float* keys, int n, int head_dim, float scale) {
-#if defined(__x86_64__)
-  if (HasAttentionAvx2() && head_dim % 8 == 0) return AttentionScoresAvx2(scores, q, keys, n, head_dim, scale);
-#endif
-  MatVecRows(scores, keys, q, 0, n, head_dim);
+
+// The portable kernels, element by element (f32 rows as a matrix-vector product).
+void ScoresPortable(float* scores, const float* q, const F32Rows& keys, int n, int head_dim, float scale) {
+  MatVecRows(scores, keys.data, q, 0, n, head_dim);
   for (int t = 0; t < n; ++t) scores[t] *= scale;
 }
+template <class Rows>
+void ScoresPortable(float* scores, const float* q, const Rows& keys, int n, int head_dim, float scale) {
+  for (int t = 0; t < n; ++t) {
+    float sum = 0.0f;
+    for (int c = 0; c < head_dim; ++c) sum += q[c] * keys.At(t, c);
+    scores[t] = sum * scale;
+  }
+}
 
-void WeightedSumF32(float* out, const float* weights, const float* values, int n, int head_dim) {
-#if defined(__x86_64__)
-  if (HasAttentionAvx2() && head_dim % 8 == 0) return WeightedSumAvx2(out, weights, values, n, head_dim);
-#endif
+void WeightedSumPortable(float* out, const float* weights, const F32Rows& values, int n, int head_dim) {
   for (int i = 0; i < head_dim; ++i) out[i] = 0.0f;
-  for (int t = 0; t < n; ++t) Axpy(out, weights[t], values + size_t(t) * head_dim, head_dim);
+  for (int t = 0; t < n; ++t) Axpy(out, weights[t], values.Row(t), head_dim);
+}
+template <class Rows>
+void WeightedSumPortable(float* out, const float* weights, const Rows& values, int n, int head_dim) {
+  for (int i = 0; i < head_dim; ++i) out[i] = 0.0f;
+  for (int t = 0; t < n; ++t) {
+    for (int i = 0; i < head_dim; ++i) out[i] += weights[t] * values.At(t, i);
+  }
+}
+
+// Calls run(reader) with the reader of `rows`' type.
+template <class Run>
+void WithRows(KvRows rows, int head_dim, Run run) {
+  switch (rows.type) {
+    case WeightType::kF16:
+      return run(F16Rows{static_cast<const uint16_t*>(rows.data), head_dim});
+    case WeightType::kQ8_0:
+      return run(Q8_0Rows{static_cast<const uint8_t*>(rows.data), Q8_0Bytes(head_dim)});
+    default:
+      return run(F32Rows{static_cast<const float*>(rows.data), head_dim});
+  }
+}
+
+bool UseAttentionAvx2(int head_dim) {
+#if defined(__x86_64__)
+  return HasAttentionAvx2() && head_dim % 8 == 0;
+#else
+  return false;
+#endif
 }
 
 }  // namespace
 
 void AttentionScores(float* scores, const float* q, KvRows keys, int n, int head_dim, float scale) {
-  if (keys.type != WeightType::kF16) {
-    return AttentionScoresF32(scores, q, static_cast<const float*>(keys.data), n, head_dim, scale);
-  }
-  const uint16_t* rows = static_cast<const uint16_t*>(keys.data);
+  WithRows(keys, head_dim, [&](const auto& rows) {
 #if defined(__x86_64__)
-  if (HasAttentionAvx2() && head_dim % 8 == 0) return AttentionScoresAvx2(scores, q, rows, n, head_dim, scale);
+    if (UseAttentionAvx2(head_dim)) return AttentionScoresAvx2(scores, q, rows, n, head_dim, scale);
 #endif
-  for (int t = 0; t < n; ++t) {
-    float sum = 0.0f;
-    for (int c = 0; c < head_dim; ++c) sum += q[c] * HalfToFloat(rows[size_t(t) * head_dim + c]);
-    scores[t] = sum * scale;
-  }
+    ScoresPortable(scores, q, rows, n, head_dim, scale);
+  });
 }
 
 void WeightedSum(float* out, const float* weights, KvRows values, int n, int head_dim) {
-  if (values.type != WeightType::kF16) {
-    return WeightedSumF32(out, weights, static_cast<const float*>(values.data), n, head_dim);
-  }
-  const uint16_t* rows = static_cast<const uint16_t*>(values.data);
+  WithRows(values, head_dim, [&](const auto& rows) {
 #if defined(__x86_64__)
-  if (HasAttentionAvx2() && head_dim % 8 == 0) return WeightedSumAvx2(out, weights, rows, n, head_dim);
+    if (UseAttentionAvx2(head_dim)) return WeightedSumAvx2(out, weights, rows, n, head_dim);
 #endif
-  for (int i = 0; i < head_dim; ++i) out[i] = 0.0f;
-  for (int t = 0; t < n; ++t) {
-    for (int i = 0; i < head_dim; ++i) out[i] += weights[t] * HalfToFloat(rows[size_t(t) * head_dim + i]);
-  }
+    WeightedSumPortable(out, weights, rows, n, head_dim);
+  });
 }
 
 void Axpy(float* out, float a, const float* x, int n) {

@@ -1,12 +1,14 @@
-// Attention's kernels and SwiGLU's gate (math.h) against double-precision sums, over head widths and row counts that
-// reach every path: blocks of 8 rows and the rows after them, odd row counts (the even/odd sums), head
-// widths that are multiples of 8 (the AVX2 kernels) and not (the portable ones, on every CPU), rows
-// held as f32 and as f16 (KvRows; the reference takes the f16 values exactly). Rows past n are NaN: a
-// kernel that read one would return NaN.
+// Attention's kernels and SwiGLU's gate (math.h) against double-precision sums, over head widths and
+// row counts that reach every path: blocks of 8 rows and the rows after them, odd row counts (the
+// even/odd sums), head widths that are multiples of 8 (the AVX2 kernels) and not (the portable ones,
+// on every CPU), rows held as f32, f16 and q8_0 (KvRows; the reference takes the f16 values exactly,
+// and the q8_0 ones as the weights' decoder gives them -- head widths not a multiple of 32 end in a
+// short block). Rows past n are NaN: a kernel that read one would return NaN.
 #include "worker/engine/math.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <tuple>
@@ -22,17 +24,44 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 struct Rows {
   std::vector<float> q, rows, weights;
-  std::vector<uint16_t> halves;  // rows as f16
+  std::vector<uint16_t> halves;      // rows as f16
+  std::vector<uint8_t> quantized;    // rows as q8_0 (Q8_0Bytes(head_dim) each)
+  std::vector<float> dequantized;    // those rows' values, by the weights' q8_0 decoder
 
   KvRows As(WeightType type) const {
-    return type == WeightType::kF16 ? KvRows{halves.data(), type} : KvRows{rows.data(), type};
+    if (type == WeightType::kF16) return KvRows{halves.data(), type};
+    if (type == WeightType::kQ8_0) return KvRows{quantized.data(), type};
+    return KvRows{rows.data(), type};
   }
   // Row t, column c as the kernel of `type` sees it.
   double At(WeightType type, int t, int c, int head_dim) const {
     const size_t i = size_t(t) * head_dim + c;
-    return type == WeightType::kF16 ? HalfToFloat(halves[i]) : rows[i];
+    if (type == WeightType::kF16) return HalfToFloat(halves[i]);
+    if (type == WeightType::kQ8_0) return dequantized[i];
+    return rows[i];
   }
 };
+
+// The rows as q8_0, each by the weights' encoder and decoder (worker/model/weights.h); the rows past n
+// get NaN scales (a kernel that read one would return NaN).
+void Quantize(Rows* r, int n, int head_dim) {
+  const WeightTypeTraits& q8 = Traits(WeightType::kQ8_0);
+  const size_t row_bytes = Q8_0Bytes(head_dim), rows = r->rows.size() / head_dim;
+  r->quantized.assign(rows * row_bytes, 1);
+  r->dequantized.assign(rows * head_dim, kNaN);
+  for (size_t t = 0; t < rows; ++t) {
+    uint8_t* row = r->quantized.data() + t * row_bytes;
+    if (t < size_t(n)) {
+      q8.from_float(r->rows.data() + t * head_dim, row, head_dim);
+      q8.to_float(row, r->dequantized.data() + t * head_dim, head_dim);
+      continue;
+    }
+    for (int b = 0; b * kQuantBlock < head_dim; ++b) {
+      const uint16_t nan = 0x7e00;
+      std::memcpy(row + b * sizeof(BlockQ8_0), &nan, 2);
+    }
+  }
+}
 
 // n rows of width head_dim in [-1, 1), then 40 NaN rows; a query and softmax-like weights.
 Rows MakeRows(int n, int head_dim, unsigned seed) {
@@ -45,6 +74,7 @@ Rows MakeRows(int n, int head_dim, unsigned seed) {
   for (int t = 0; t < n; ++t) r.weights.push_back(0.5f * (u(rng) + 1.0f));
   r.weights.push_back(kNaN);
   for (float v : r.rows) r.halves.push_back(FloatToHalf(v));
+  Quantize(&r, n, head_dim);
   return r;
 }
 
@@ -105,7 +135,8 @@ TEST(AttentionKernels, F16RowsAreReadAsF16) {
 // Head widths of LLaMA-family models (64, 128) and others, including ones that are no multiple of 8.
 INSTANTIATE_TEST_SUITE_P(HeadWidths, AttentionKernels,
                          ::testing::Combine(::testing::Values(4, 6, 8, 24, 32, 40, 64, 72, 128),
-                                            ::testing::Values(WeightType::kF32, WeightType::kF16)));
+                                            ::testing::Values(WeightType::kF32, WeightType::kF16,
+                                                              WeightType::kQ8_0)));
 
 TEST(Softmax, SumsToOneAndKeepsOrder) {
   for (int n : {1, 5, 8, 13, 64, 257}) {

@@ -30,15 +30,17 @@ TEST(LoadFlags, WeightsAndPanelsReachTheLoadOptions) {
 }
 
 // --kv_type: f32 by default, f16 when asked, anything else INVALID_ARGUMENT naming both.
-TEST(LoadFlags, KvTypeIsF32OrF16) {
+TEST(LoadFlags, KvTypeIsF32F16OrQ8_0) {
   EXPECT_EQ(*KvTypeFromFlags(), WeightType::kF32);
   absl::SetFlag(&FLAGS_kv_type, "f16");
   EXPECT_EQ(*KvTypeFromFlags(), WeightType::kF16);
-  for (const char* bad : {"q8_0", "bf16", "", "F16"}) {
+  absl::SetFlag(&FLAGS_kv_type, "q8_0");
+  EXPECT_EQ(*KvTypeFromFlags(), WeightType::kQ8_0);
+  for (const char* bad : {"q4_0", "bf16", "", "F16", "q8"}) {
     absl::SetFlag(&FLAGS_kv_type, bad);
     absl::StatusOr<WeightType> type = KvTypeFromFlags();
     EXPECT_EQ(type.status().code(), absl::StatusCode::kInvalidArgument) << bad;
-    EXPECT_NE(type.status().message().find("f32 or f16"), std::string::npos) << type.status();
+    EXPECT_NE(type.status().message().find("f32, f16 or q8_0"), std::string::npos) << type.status();
   }
   absl::SetFlag(&FLAGS_kv_type, "f32");
 }

@@ -49,29 +49,32 @@ void Bf16FromFloat(const float* in, void* row, int64_t n) {
 }
 
 // Blocks are read and written through memcpy: inside a file they are unaligned (34 / 18 bytes).
+// A last block of n % 32 values (Q8_0Bytes) is read and written as the first 2 + n % 32 bytes of one.
 void Q8_0ToFloat(const void* row, float* out, int64_t n) {
   const uint8_t* p = static_cast<const uint8_t*>(row);
-  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+  for (int64_t b = 0; b * kQuantBlock < n; ++b) {
+    const int values = int(std::min<int64_t>(kQuantBlock, n - b * kQuantBlock));
     BlockQ8_0 block;
-    std::memcpy(&block, p + b * sizeof(BlockQ8_0), sizeof(block));
+    std::memcpy(&block, p + b * sizeof(BlockQ8_0), 2 + size_t(values));
     const float d = HalfToFloat(block.d);
-    for (int j = 0; j < kQuantBlock; ++j) out[b * kQuantBlock + j] = d * float(block.qs[j]);
+    for (int j = 0; j < values; ++j) out[b * kQuantBlock + j] = d * float(block.qs[j]);
   }
 }
 
 // llama.cpp's quantize_row_q8_0_ref: d = amax / 127, q = round-half-away(x / d).
 void Q8_0FromFloat(const float* in, void* row, int64_t n) {
   uint8_t* p = static_cast<uint8_t*>(row);
-  for (int64_t b = 0; b < n / kQuantBlock; ++b) {
+  for (int64_t b = 0; b * kQuantBlock < n; ++b) {
+    const int values = int(std::min<int64_t>(kQuantBlock, n - b * kQuantBlock));
     const float* x = in + b * kQuantBlock;
     float amax = 0.0f;
-    for (int j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(x[j]));
+    for (int j = 0; j < values; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127.0f;
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     BlockQ8_0 block;
     block.d = FloatToHalf(d);
-    for (int j = 0; j < kQuantBlock; ++j) block.qs[j] = int8_t(std::roundf(x[j] * id));
-    std::memcpy(p + b * sizeof(BlockQ8_0), &block, sizeof(block));
+    for (int j = 0; j < values; ++j) block.qs[j] = int8_t(std::roundf(x[j] * id));
+    std::memcpy(p + b * sizeof(BlockQ8_0), &block, 2 + size_t(values));
   }
 }
 
@@ -147,10 +150,10 @@ absl::StatusOr<std::optional<WeightType>> ParseWeightsFlag(const std::string& te
 }
 
 absl::StatusOr<WeightType> ParseKvType(const std::string& text) {
-  for (WeightType type : {WeightType::kF32, WeightType::kF16}) {
+  for (WeightType type : {WeightType::kF32, WeightType::kF16, WeightType::kQ8_0}) {
     if (text == WeightTypeName(type)) return type;
   }
-  return absl::InvalidArgumentError(absl::StrCat("kv_type: f32 or f16, got '", text, "'"));
+  return absl::InvalidArgumentError(absl::StrCat("kv_type: f32, f16 or q8_0, got '", text, "'"));
 }
 
 WeightType FallbackType(WeightType wanted, int64_t cols) {

@@ -56,6 +56,10 @@ struct BlockQ4_0 {
   uint8_t qs[kQuantBlock / 2];  // low nibble: element j, high nibble: element j + 16; value - 8
 };
 static_assert(sizeof(BlockQ8_0) == 34, "q8_0 block must be GGUF's 34 bytes");
+// Bytes of n values as q8_0: whole blocks of 32 and, when n is not a multiple of 32, a last block of
+// n % 32 values (its first 2 + n % 32 bytes; a KV cache row of a head narrower than 32, say). Weight
+// rows are whole blocks (RowBytes); the q8_0 traits' to_float / from_float take either.
+inline constexpr size_t Q8_0Bytes(int64_t n) { return size_t(n) + 2 * size_t((n + kQuantBlock - 1) / kQuantBlock); }
 static_assert(sizeof(BlockQ4_0) == 18, "q4_0 block must be GGUF's 18 bytes");
 
 struct WeightTypeTraits {
@@ -79,10 +83,12 @@ const WeightTypeTraits* TraitsForGgufType(uint32_t gguf_type);
 // accepted values otherwise.
 absl::StatusOr<std::optional<WeightType>> ParseWeightsFlag(const std::string& text);
 
-// The types a KV cache holds keys and values in (EngineOptions::kv_type): f32 and f16.
-inline bool IsKvType(WeightType type) { return type == WeightType::kF32 || type == WeightType::kF16; }
-// A KV type's name ("f32", "f16") as a type; INVALID_ARGUMENT naming both otherwise. What --kv_type
-// takes.
+// The types a KV cache holds keys and values in (EngineOptions::kv_type): f32, f16 and q8_0.
+inline bool IsKvType(WeightType type) {
+  return type == WeightType::kF32 || type == WeightType::kF16 || type == WeightType::kQ8_0;
+}
+// A KV type's name ("f32", "f16", "q8_0") as a type; INVALID_ARGUMENT naming them otherwise. What
+// --kv_type takes.
 absl::StatusOr<WeightType> ParseKvType(const std::string& text);
 
 // The type a matrix with rows of `cols` weights can be held in when `wanted` is asked for: `wanted`
