@@ -383,6 +383,15 @@ TEST(Serving, F16AndQ8_0KvCachesAreAdmittedForTheirBytes) {
   EXPECT_GT(result->finished.kv_bytes_peak(), 0u);
   EXPECT_LE(result->finished.kv_bytes_peak(), needed[1]);  // what it held fits what it reserved
   EXPECT_EQ(result->finished.kv_bytes_peak() % (5 * 4 * 8 * 2 * 2), 0u) << "whole f16 entries";
+  Worker q8([&](worker::WorkerOptions* o) {
+    o->max_kv_bytes = needed[2];
+    o->kv_type = worker::WeightType::kQ8_0;
+  });
+  auto quantized = q8.client().Generate(Greedy(20));
+  ASSERT_TRUE(quantized.ok()) << quantized.status();
+  EXPECT_EQ(quantized->ids.size(), 20u);
+  EXPECT_LE(quantized->finished.kv_bytes_peak(), needed[2]);
+  EXPECT_EQ(quantized->finished.kv_bytes_peak() % (5 * 4 * 10 * 2), 0u) << "whole q8_0 entries";
 }
 
 // Polls GetJob until `id` is in `state` (false after ~5 s).

@@ -7,8 +7,9 @@
 // Keys and values are held as `kv_type`: WeightType::kF32 (exact), kF16 (IEEE binary16, rounded to
 // nearest even: half the bytes, what llama.cpp holds by default; a magnitude above 65504 is held as
 // +-65504, not as infinity), or kQ8_0 (each row as GGUF q8_0 blocks of 32, the last one shorter when
-// head_dim is not a multiple of 32 -- Q8_0Bytes; 8.5 bits a value for heads of 32 or more, llama.cpp's
-// `--cache-type-k/v q8_0`; a block whose fp16 scale would overflow holds the largest finite one).
+// head_dim is not a multiple of 32 -- Q8_0Bytes; 8.5 bits a value for heads a multiple of 32,
+// llama.cpp's `--cache-type-k/v q8_0`; values beyond +-65504 x 127 are held there and NaN as 0, so
+// every value held is finite).
 // With host_storage = false (the CUDA backend) keys and values live on the device: this class keeps
 // the positions and entry count and keeps each eviction's victim slots for the device to apply the same
 // rule to (cuda::SwapRemoveEntries).
@@ -37,7 +38,8 @@ class KvCacheSlots {
   int head_dim() const { return head_dim_; }
   WeightType kv_type() const { return kv_type_; }
 
-  // A head's keys / values, slots [0, capacity) of head_dim elements of kv_type(), in host storage.
+  // A head's keys / values, slots [0, capacity) of KeyBytes(kv_type(), head_dim()) bytes each (head_dim
+  // elements of kv_type()), in host storage.
   const void* keys(int layer, int kv_head) const { return keys_.data() + Offset(layer, kv_head, 0); }
   const void* values(int layer, int kv_head) const { return values_.data() + Offset(layer, kv_head, 0); }
   // Writes a slot's key and value (head_dim floats each), in kv_type(). Host storage only.

@@ -197,10 +197,12 @@ __attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* x, int n) {
 }
 
 // silu(x) * up as x * sigmoid(x), the sigmoid from e = e^-|x| (ExpAvx2's domain): 1 / (1 + e) for
-// x >= 0, e / (1 + e) below.
+// x >= 0, e / (1 + e) below. ExpAvx2 holds its input at -87 or above, so beyond that e is set to 0
+// (sigmoid exactly 1 or 0; the scalar path's -inf gives NaN there too).
 __attribute__((target("avx2,fma"))) inline __m256 SwiGlu8(__m256 x, __m256 up) {
   const __m256 negative_abs = _mm256_or_ps(x, _mm256_set1_ps(-0.0f));
-  const __m256 e = ExpAvx2(negative_abs);
+  const __m256 in_range = _mm256_cmp_ps(negative_abs, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
+  const __m256 e = _mm256_and_ps(ExpAvx2(negative_abs), in_range);
   const __m256 one = _mm256_set1_ps(1.0f);
   const __m256 numerator = _mm256_blendv_ps(one, e, x);  // the sign bit of x picks e
   const __m256 sigmoid = _mm256_div_ps(numerator, _mm256_add_ps(one, e));
@@ -224,8 +226,7 @@ __attribute__((target("avx2,fma"))) void SwiGluAvx2(float* gate, const float* up
 // Attention's AVX2 kernels read a row reader's row t, columns [c, c + 8) as floats (Load8: fp16
 // converted exactly by F16C, q8_0 as scale x int8); the arithmetic after it is the same for every
 // type. Eight columns never straddle a q8_0 block: blocks are 32 wide (a short last one holds
-// head_dim % 32, a multiple of 8 here) and these kernels take head widths that are multiples of 8. Eight columns never straddle a q8_0 block: blocks are 32 wide and the AVX2
-// kernels take head widths that are multiples of 8.
+// head_dim % 32, a multiple of 8 here) and these kernels take head widths that are multiples of 8.
 #define A2SF_ATTENTION_AVX2 __attribute__((target("avx2,fma,f16c")))
 A2SF_ATTENTION_AVX2 inline __m256 Load8(const F32Rows& rows, int t, int c) { return _mm256_loadu_ps(rows.Row(t) + c); }
 A2SF_ATTENTION_AVX2 inline __m256 Load8(const F16Rows& rows, int t, int c) {

@@ -19,9 +19,10 @@ void SwiGlu(float* gate, const float* up, size_t n);
 void RopeTable(int head_dim, int position, float theta, float* cos_out, float* sin_out);
 // Rotates pairs (2i, 2i+1) of each head by the table's angles.
 void ApplyRope(float* vec, int dim, int head_dim, const float* cos_table, const float* sin_table);
-// A head's cached keys or values as KvCacheSlots holds them: rows [n][head_dim] of `type`,
-// WeightType::kF16, or else fp32. An fp16 element is converted exactly to fp32 before the same
-// arithmetic as an fp32 one.
+// A head's cached keys or values as KvCacheSlots holds them: n rows of head_dim elements of `type`:
+// WeightType::kF16 (2 bytes each), kQ8_0 (a row is Q8_0Bytes(head_dim) bytes of q8_0 blocks), or
+// else fp32. An fp16 element is converted exactly to fp32, a q8_0 one to its block's scale x its
+// int8, before the same arithmetic as an fp32 one.
 struct KvRows {
   const void* data;
   WeightType type;

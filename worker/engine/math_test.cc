@@ -179,5 +179,29 @@ TEST(SwiGlu, IsSiluOfTheGateTimesUp) {
   }
 }
 
+// Beyond ExpAvx2's range and at the edges of float: a gate far below zero gives 0 (not x * e^-87), far
+// above it x * up, and infinities and NaN what the formula gives in double precision (NaN for -inf:
+// -inf / (1 + inf)) -- on every path, the 8-wide one and its tail.
+TEST(SwiGlu, HugeAndNonFiniteGates) {
+  const float inf = std::numeric_limits<float>::infinity(), largest = std::numeric_limits<float>::max();
+  const std::vector<float> edges = {-1e30f, -largest, largest, inf, -inf, kNaN, 1e30f, -88.0f, -87.0f, 88.0f, -200.0f};
+  for (size_t n : {edges.size(), size_t(8), size_t(3)}) {
+    std::vector<float> gate(edges.begin(), edges.begin() + std::min(n, edges.size())), up(gate.size(), 0.5f);
+    const std::vector<float> before = gate;
+    SwiGlu(gate.data(), up.data(), gate.size());
+    for (size_t i = 0; i < gate.size(); ++i) {
+      const double x = before[i];
+      const double expected = x / (1.0 + std::exp(-x)) * 0.5;
+      if (std::isnan(expected)) {
+        EXPECT_TRUE(std::isnan(gate[i])) << "x " << x;
+      } else if (std::isinf(expected)) {
+        EXPECT_EQ(double(gate[i]), expected) << "x " << x;
+      } else {
+        EXPECT_NEAR(gate[i], expected, 1e-6 * std::max(1e-30, std::abs(expected))) << "x " << x;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace a2sf::worker

@@ -44,7 +44,7 @@ void QuantizeQ16Scalar(const float* x, BlockQ16* out, int64_t blocks) {
     float amax = 0.0f;
     for (int j = 0; j < kQuantBlock; ++j) amax = std::max(amax, std::fabs(in[j]));
     const float d = amax / kQ16Max;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = InverseScale(d);
     out[b].d = d;
     for (int j = 0; j < kQuantBlock; ++j) out[b].qs[j] = int16_t(std::round(in[j] * id));
   }
@@ -376,7 +376,7 @@ A2SF_AVX2 void QuantizeQ16Avx2(const float* in, BlockQ16* out, int64_t blocks) {
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
     const float d = _mm_cvtss_f32(m4) / kQ16Max;
-    const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+    const __m256 id = _mm256_set1_ps(InverseScale(d));
     out[b].d = d;
     __m256i q[4];
     for (int i = 0; i < 4; ++i) {

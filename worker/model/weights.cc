@@ -70,7 +70,7 @@ void Q8_0FromFloat(const float* in, void* row, int64_t n) {
     float amax = 0.0f;
     for (int j = 0; j < values; ++j) amax = std::max(amax, std::fabs(x[j]));
     const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = InverseScale(d);
     BlockQ8_0 block;
     block.d = FloatToHalf(d);
     for (int j = 0; j < values; ++j) block.qs[j] = int8_t(std::roundf(x[j] * id));
@@ -106,7 +106,7 @@ void Q4_0FromFloat(const float* in, void* row, int64_t n) {
       }
     }
     const float d = max / -8.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const float id = InverseScale(d);
     BlockQ4_0 block;
     block.d = FloatToHalf(d);
     for (int j = 0; j < kQuantBlock / 2; ++j) {

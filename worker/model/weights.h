@@ -21,6 +21,7 @@
 #ifndef A2SF_WORKER_MODEL_WEIGHTS_H_
 #define A2SF_WORKER_MODEL_WEIGHTS_H_
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -56,6 +57,14 @@ struct BlockQ4_0 {
   uint8_t qs[kQuantBlock / 2];  // low nibble: element j, high nibble: element j + 16; value - 8
 };
 static_assert(sizeof(BlockQ8_0) == 34, "q8_0 block must be GGUF's 34 bytes");
+// 1 / d for a block's scale d, or 0 when d is 0 or so small (below ~3e-39) that 1 / d is infinite:
+// the block's values then quantize to 0, where a product with infinity would be converted to an
+// integer, which C++ leaves undefined. The one rule for every block quantizer (q8_0, q4_0, the
+// kernels' 16-bit vector blocks).
+inline float InverseScale(float d) {
+  const float id = d != 0.0f ? 1.0f / d : 0.0f;
+  return std::isfinite(id) ? id : 0.0f;
+}
 // Bytes of n values as q8_0: whole blocks of 32 and, when n is not a multiple of 32, a last block of
 // n % 32 values (its first 2 + n % 32 bytes; a KV cache row of a head narrower than 32, say). Weight
 // rows are whole blocks (RowBytes); the q8_0 traits' to_float / from_float take either.
