@@ -296,6 +296,71 @@ A2SF_ATTENTION_AVX2 void WeightedSumAvx2(float* out, const float* weights, const
   }
 }
 
+// q8_0 rows block by block: each block's int8 values are multiplied in as they are and its scale once
+// (per row for the scores, folded into the row's weight for the sums), not once per eight values.
+A2SF_ATTENTION_AVX2 inline __m256 Int8x8(const uint8_t* p) {
+  int64_t bytes;
+  std::memcpy(&bytes, p, 8);
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(bytes)));
+}
+A2SF_ATTENTION_AVX2 inline float BlockScale(const uint8_t* block) {
+  uint16_t d;
+  std::memcpy(&d, block, 2);
+  return _cvtsh_ss(d);
+}
+
+// Scores of rows [t, t + 8): per block, eight rows' partial dot products with the block's int8
+// values, their lane sums times the rows' eight scales.
+A2SF_ATTENTION_AVX2 inline void ScoreBlockAvx2(float* scores, const float* q, const Q8_0Rows& keys, int t,
+                                               int head_dim, __m256 vscale) {
+  __m256 sums = _mm256_setzero_ps();
+  for (int c0 = 0; c0 < head_dim; c0 += kQuantBlock) {
+    const int width = std::min(kQuantBlock, head_dim - c0);
+    __m256 part[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) part[r] = _mm256_setzero_ps();
+    for (int c = 0; c < width; c += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + c0 + c);
+#pragma GCC unroll 8
+      for (int r = 0; r < 8; ++r) part[r] = _mm256_fmadd_ps(Int8x8(keys.Block(t + r, c0) + 2 + c), qv, part[r]);
+    }
+    alignas(32) float scale[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; ++r) scale[r] = BlockScale(keys.Block(t + r, c0));
+    sums = _mm256_fmadd_ps(TransposeSum8(part), _mm256_load_ps(scale), sums);
+  }
+  _mm256_storeu_ps(scores + t, _mm256_mul_ps(sums, vscale));
+}
+
+// out = sum_t weights[t] x row t, a block's columns at a time: row t's block enters with weight
+// weights[t] x its scale.
+A2SF_ATTENTION_AVX2 void WeightedSumAvx2(float* out, const float* weights, const Q8_0Rows& values, int n,
+                                         int head_dim) {
+  for (int c0 = 0; c0 < head_dim; c0 += kQuantBlock) {
+    const int chunks = std::min(kQuantBlock, head_dim - c0) / 8;
+    __m256 even[4], odd[4];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; ++k) even[k] = odd[k] = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 2 <= n; t += 2) {
+      const uint8_t* b0 = values.Block(t, c0);
+      const uint8_t* b1 = values.Block(t + 1, c0);
+      const __m256 w0 = _mm256_set1_ps(weights[t] * BlockScale(b0));
+      const __m256 w1 = _mm256_set1_ps(weights[t + 1] * BlockScale(b1));
+      for (int k = 0; k < chunks; ++k) {
+        even[k] = _mm256_fmadd_ps(w0, Int8x8(b0 + 2 + 8 * k), even[k]);
+        odd[k] = _mm256_fmadd_ps(w1, Int8x8(b1 + 2 + 8 * k), odd[k]);
+      }
+    }
+    if (t < n) {
+      const uint8_t* b0 = values.Block(t, c0);
+      const __m256 w0 = _mm256_set1_ps(weights[t] * BlockScale(b0));
+      for (int k = 0; k < chunks; ++k) even[k] = _mm256_fmadd_ps(w0, Int8x8(b0 + 2 + 8 * k), even[k]);
+    }
+    for (int k = 0; k < chunks; ++k) _mm256_storeu_ps(out + c0 + 8 * k, _mm256_add_ps(even[k], odd[k]));
+  }
+}
+
 // The AVX2 attention kernels' CPU: AVX2, FMA and F16C.
 bool HasAttentionAvx2() {
   static const bool has = HasAvx2() && CpuHasAvxF16c();
