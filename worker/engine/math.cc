@@ -242,6 +242,13 @@ A2SF_ATTENTION_AVX2 inline __m256 Load8(const Q8_0Rows& rows, int t, int c) {
   return _mm256_mul_ps(values, _mm256_set1_ps(_cvtsh_ss(d)));
 }
 
+// q8_0 rows have block kernels of their own (below); declared here so that the generic kernels' calls
+// find them by ordinary lookup, whatever the order of instantiation.
+A2SF_ATTENTION_AVX2 inline void ScoreBlockAvx2(float* scores, const float* q, const Q8_0Rows& keys, int t,
+                                               int head_dim, __m256 vscale);
+A2SF_ATTENTION_AVX2 void WeightedSumAvx2(float* out, const float* weights, const Q8_0Rows& values, int n,
+                                         int head_dim);
+
 // Scores of rows [t, t + 8): eight accumulators, one per row, kept in registers (the unroll
 // pragmas: without them GCC kept them in memory, one row's fused multiply-adds a chain through it).
 template <class Rows>

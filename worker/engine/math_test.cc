@@ -132,6 +132,45 @@ TEST(AttentionKernels, F16RowsAreReadAsF16) {
   EXPECT_GT(largest, 1e-3);
 }
 
+// q8_0 blocks with any fp16 scale the kernels may meet in a row written elsewhere: negative, zero,
+// subnormal, the largest finite; the same double-precision references over the decoder's values.
+TEST(AttentionKernels, Q8_0RowsWithAnyScale) {
+  const uint16_t scales[] = {0xbe00 /* -1.5 */, 0x0000, 0x8000 /* -0 */, 0x0001 /* smallest subnormal */,
+                             0x03ff /* largest subnormal */, 0x7bff /* 65504 */, 0xfbff /* -65504 */, 0x3c00 /* 1 */};
+  for (int head_dim : {8, 24, 40, 64, 72}) {
+    const int n = 19;
+    Rows r = MakeRows(n, head_dim, unsigned(head_dim * 7));
+    const size_t row_bytes = Q8_0Bytes(head_dim);
+    int next = 0;
+    for (int t = 0; t < n; ++t) {
+      uint8_t* row = r.quantized.data() + size_t(t) * row_bytes;
+      for (int b = 0; b * kQuantBlock < head_dim; ++b) {
+        std::memcpy(row + b * sizeof(BlockQ8_0), &scales[next++ % 8], 2);
+      }
+      Traits(WeightType::kQ8_0).to_float(row, r.dequantized.data() + size_t(t) * head_dim, head_dim);
+    }
+    std::vector<float> scores(n), out(head_dim);
+    AttentionScores(scores.data(), r.q.data(), r.As(WeightType::kQ8_0), n, head_dim, 1.0f);
+    WeightedSum(out.data(), r.weights.data(), r.As(WeightType::kQ8_0), n, head_dim);
+    for (int t = 0; t < n; ++t) {
+      double dot = 0.0, magnitude = 0.0;
+      for (int c = 0; c < head_dim; ++c) {
+        dot += double(r.q[c]) * r.At(WeightType::kQ8_0, t, c, head_dim);
+        magnitude += std::fabs(double(r.q[c]) * r.At(WeightType::kQ8_0, t, c, head_dim));
+      }
+      ASSERT_NEAR(scores[t], dot, magnitude * 1e-6 + 1e-30) << "head_dim " << head_dim << " row " << t;
+    }
+    for (int c = 0; c < head_dim; ++c) {
+      double sum = 0.0, magnitude = 0.0;
+      for (int t = 0; t < n; ++t) {
+        sum += double(r.weights[t]) * r.At(WeightType::kQ8_0, t, c, head_dim);
+        magnitude += std::fabs(double(r.weights[t]) * r.At(WeightType::kQ8_0, t, c, head_dim));
+      }
+      ASSERT_NEAR(out[c], sum, magnitude * 1e-6 + 1e-30) << "head_dim " << head_dim << " column " << c;
+    }
+  }
+}
+
 // Head widths of LLaMA-family models (64, 128) and others, including ones that are no multiple of 8.
 INSTANTIATE_TEST_SUITE_P(HeadWidths, AttentionKernels,
                          ::testing::Combine(::testing::Values(4, 6, 8, 24, 32, 40, 64, 72, 128),
