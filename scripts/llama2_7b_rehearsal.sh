@@ -10,10 +10,12 @@
 #   scripts/llama2_7b_rehearsal.sh                  # the full 7B (needs ~21 GB under --dir, several minutes)
 #   scripts/llama2_7b_rehearsal.sh --layers=2       # the 7B width at 2 layers (what CI runs)
 # Options: --layers=N  --formats=gguf,hf  --dir=DIR (default /tmp)  --shape=NAME (a2sf-make-model's)
-#          --threads=N  --prompt_tokens=N (256)  --keep (leave the model files)
+#          --threads=N  --prompt_tokens=N (256)  --kv_type=f32|f16|q8_0 (the worker's KV cache; f32)
+#          --keep (leave the model files)
 #          --make_model= --convert= --cachemgr= --worker= --client= (binaries; default: under bazel-bin)
 set -euo pipefail
 layers=0 formats="gguf,hf" base="${TEST_TMPDIR:-/tmp}" shape="llama2-7b" threads=2 keep=0 prompt_tokens=256
+kv_type=f32
 make_model=bazel-bin/worker/tools/a2sf-make-model convert=bazel-bin/worker/tools/a2sf-convert
 cachemgr=bazel-bin/cachemgr/service/a2sf-cachemgr worker=bazel-bin/worker/service/a2sf-worker client=bazel-bin/client/a2sf
 for arg in "$@"; do
@@ -24,6 +26,7 @@ for arg in "$@"; do
     --shape=*) shape="${arg#*=}" ;;
     --threads=*) threads="${arg#*=}" ;;
     --prompt_tokens=*) prompt_tokens="${arg#*=}" ;;
+    --kv_type=*) kv_type="${arg#*=}" ;;
     --make_model=*) make_model="${arg#*=}" ;;
     --convert=*) convert="${arg#*=}" ;;
     --cachemgr=*) cachemgr="${arg#*=}" ;;
@@ -81,7 +84,7 @@ serve() {  # serve NAME MODEL_PATH MODEL_BYTES
   local t0 load_s
   t0=$(now_ms)
   "$worker" --model="$model" --listen=127.0.0.1:0 --plaintext --cachemgr="unix:$sock" --threads="$threads" \
-    --port_file="$dir/w-$name.port" >"$dir/w-$name.log" 2>&1 &
+    --kv_type="$kv_type" --port_file="$dir/w-$name.port" >"$dir/w-$name.log" 2>&1 &
   local w_pid=$!
   pids+=("$w_pid")
   wait_file "$dir/w-$name.port" "$w_pid" 1800
@@ -94,9 +97,10 @@ serve() {  # serve NAME MODEL_PATH MODEL_BYTES
   kill "$w_pid" "$cm_pid"
   wait "$w_pid" "$cm_pid" 2>/dev/null || true
   rm -f "$sock"
-  python3 - "$name" "$dir/job-$name.json" "$dir/metrics-$name.txt" "$load_s" "$w_rss" "$cm_rss" "$model_bytes" <<'EOF'
+  python3 - "$name" "$dir/job-$name.json" "$dir/metrics-$name.txt" "$load_s" "$w_rss" "$cm_rss" "$model_bytes" \
+    "$kv_type" <<'EOF'
 import json, re, sys
-name, job_file, metrics_file, load_s, w_rss_kb, cm_rss_kb, model_bytes = sys.argv[1:]
+name, job_file, metrics_file, load_s, w_rss_kb, cm_rss_kb, model_bytes, kv_type = sys.argv[1:]
 stats = json.load(open(job_file))["stats"]
 def stat(key, default=0):
     return float(stats.get(key, stats.get(re.sub(r"_(\w)", lambda m: m.group(1).upper(), key), default)))
@@ -111,7 +115,7 @@ w_rss, cm_rss = int(w_rss_kb) * 1024, int(cm_rss_kb) * 1024
 limit = int(model_bytes) + kv + (1 << 30)
 print(f"{name}: load {float(load_s):.1f} s | prefill (time to first token) {stat('time_to_first_token_ms') / 1e3:.2f} s | "
       f"{stat('tokens_per_second'):.2f} tok/s | generated {int(stat('generated_tokens'))} | evictions {int(stat('evictions'))} | "
-      f"KV peak {kv / 2**20:.1f} MiB")
+      f"KV peak {kv / 2**20:.1f} MiB ({kv_type})")
 print(f"{name}: peak RSS worker {w_rss / 2**30:.2f} GiB (limit file + KV + 1 GiB = {limit / 2**30:.2f} GiB), "
       f"cache manager {cm_rss / 2**20:.0f} MiB | cache-manager step "
       + (f"{step_sum / step_count * 1e3:.3f} ms mean over {int(step_count)} steps" if step_count else "not reported"))
