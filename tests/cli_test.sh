@@ -106,7 +106,8 @@ field() { grep -o "\"$2\":[0-9]*" "$1" | cut -d: -f2; }
 for k in kv_bytes_held kv_bytes_peak kv_bytes_full_cache; do
   [[ "$(field "$T/f16.json" $k)" -gt 0 && $(( $(field "$T/f16.json" $k) * 2 )) -eq "$(field "$T/f32.json" $k)" ]] \
     || fail "--kv_type=f16 $k: $(field "$T/f16.json" $k), f32: $(field "$T/f32.json" $k)"
-  [[ "$(field "$T/q8_0.json" $k)" -gt 0 && $(( $(field "$T/q8_0.json" $k) * 32 )) -eq $(( $(field "$T/f32.json" $k) * 10 )) ]] \
+  q8=$(field "$T/q8_0.json" $k) f32=$(field "$T/f32.json" $k)
+  [[ "$q8" -gt 0 && $(( q8 * 32 )) -eq $(( f32 * 10 )) ]] \
     || fail "--kv_type=q8_0 $k: $(field "$T/q8_0.json" $k), f32: $(field "$T/f32.json" $k)"
 done
 $GEN --model="$F/stories260K-dq.bin" --tokenizer="$F/tok512.bin" --prompt=x --kv_type=q4_0 2>"$T/kv.err"

@@ -225,8 +225,10 @@ __attribute__((target("avx2,fma"))) void SwiGluAvx2(float* gate, const float* up
 
 // Attention's AVX2 kernels read a row reader's row t, columns [c, c + 8) as floats (Load8: fp16
 // converted exactly by F16C, q8_0 as scale x int8); the arithmetic after it is the same for every
-// type. Eight columns never straddle a q8_0 block: blocks are 32 wide (a short last one holds
-// head_dim % 32, a multiple of 8 here) and these kernels take head widths that are multiples of 8.
+// type. (q8_0 goes through Load8 only for the rows after the last block of eight; blocks of rows have
+// kernels of their own, below.) Eight columns never straddle a q8_0 block: blocks are 32 wide (a
+// short last one holds head_dim % 32, a multiple of 8 here) and these kernels take head widths that
+// are multiples of 8.
 #define A2SF_ATTENTION_AVX2 __attribute__((target("avx2,fma,f16c")))
 A2SF_ATTENTION_AVX2 inline __m256 Load8(const F32Rows& rows, int t, int c) { return _mm256_loadu_ps(rows.Row(t) + c); }
 A2SF_ATTENTION_AVX2 inline __m256 Load8(const F16Rows& rows, int t, int c) {
@@ -420,7 +422,6 @@ void ApplyRope(float* vec, int dim, int head_dim, const float* cos_table, const 
 }
 
 namespace {
-
 
 // The portable kernels, element by element (f32 rows as a matrix-vector product).
 void ScoresPortable(float* scores, const float* q, const F32Rows& keys, int n, int head_dim, float scale) {

@@ -46,7 +46,7 @@ void QuantizeQ16Scalar(const float* x, BlockQ16* out, int64_t blocks) {
     const float d = amax / kQ16Max;
     const float id = InverseScale(d);
     out[b].d = d;
-    for (int j = 0; j < kQuantBlock; ++j) out[b].qs[j] = int16_t(std::round(in[j] * id));
+    for (int j = 0; j < kQuantBlock; ++j) out[b].qs[j] = int16_t(std::round(ScaledToBlock(in[j], id)));
   }
 }
 

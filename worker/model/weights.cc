@@ -73,7 +73,7 @@ void Q8_0FromFloat(const float* in, void* row, int64_t n) {
     const float id = InverseScale(d);
     BlockQ8_0 block;
     block.d = FloatToHalf(d);
-    for (int j = 0; j < values; ++j) block.qs[j] = int8_t(std::roundf(x[j] * id));
+    for (int j = 0; j < values; ++j) block.qs[j] = int8_t(std::roundf(ScaledToBlock(x[j], id)));
     std::memcpy(p + b * sizeof(BlockQ8_0), &block, 2 + size_t(values));
   }
 }
@@ -110,8 +110,8 @@ void Q4_0FromFloat(const float* in, void* row, int64_t n) {
     BlockQ4_0 block;
     block.d = FloatToHalf(d);
     for (int j = 0; j < kQuantBlock / 2; ++j) {
-      const uint8_t lo = uint8_t(std::min(15, int(int8_t(x[j] * id + 8.5f))));
-      const uint8_t hi = uint8_t(std::min(15, int(int8_t(x[j + kQuantBlock / 2] * id + 8.5f))));
+      const uint8_t lo = uint8_t(std::min(15, int(int8_t(ScaledToBlock(x[j], id) + 8.5f))));
+      const uint8_t hi = uint8_t(std::min(15, int(int8_t(ScaledToBlock(x[j + kQuantBlock / 2], id) + 8.5f))));
       block.qs[j] = uint8_t(lo | (hi << 4));
     }
     std::memcpy(p + b * sizeof(BlockQ4_0), &block, sizeof(block));

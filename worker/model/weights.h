@@ -65,6 +65,12 @@ inline float InverseScale(float d) {
   const float id = d != 0.0f ? 1.0f / d : 0.0f;
   return std::isfinite(id) ? id : 0.0f;
 }
+// x * id, a value scaled to its block's integer range, or 0 when that is not finite (a NaN or
+// infinite input), whose conversion to an integer would be undefined.
+inline float ScaledToBlock(float x, float id) {
+  const float v = x * id;
+  return std::isfinite(v) ? v : 0.0f;
+}
 // Bytes of n values as q8_0: whole blocks of 32 and, when n is not a multiple of 32, a last block of
 // n % 32 values (its first 2 + n % 32 bytes; a KV cache row of a head narrower than 32, say). Weight
 // rows are whole blocks (RowBytes); the q8_0 traits' to_float / from_float take either.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -64,6 +65,31 @@ TEST(WeightTypes, AllZeroBlocksQuantizeToZero) {
     Traits(t).from_float(zeros.data(), row.data(), 32);
     Traits(t).to_float(row.data(), back.data(), 32);
     for (float v : back) EXPECT_EQ(v, 0.0f) << WeightTypeName(t);
+  }
+}
+
+// Values a converted file may hold that have no integer value: a NaN weight quantizes to 0 and its
+// block's other weights as if it were absent; a block of tiny weights (its scale's inverse infinite)
+// to zeros; an infinite weight leaves a block without finite values (garbage in) but no undefined
+// conversion (the sanitizer builds check that). Both block types.
+TEST(WeightTypes, NonFiniteAndTinyWeightsQuantizeWithoutUndefinedConversions) {
+  for (WeightType t : {WeightType::kQ8_0, WeightType::kQ4_0}) {
+    std::vector<float> x = Ramp(), back(32);
+    x[5] = std::nanf("");
+    std::vector<uint8_t> row(RowBytes(t, 32)), reference(RowBytes(t, 32));
+    Traits(t).from_float(x.data(), row.data(), 32);
+    Traits(t).to_float(row.data(), back.data(), 32);
+    x[5] = 0.0f;  // what the NaN becomes, with the block's scale from the others
+    Traits(t).from_float(x.data(), reference.data(), 32);
+    EXPECT_EQ(row, reference) << WeightTypeName(t);
+    std::vector<float> tiny(32, 0.0f);
+    tiny[0] = 1e-37f, tiny[7] = -3e-38f;
+    Traits(t).from_float(tiny.data(), row.data(), 32);
+    Traits(t).to_float(row.data(), back.data(), 32);
+    for (float v : back) EXPECT_EQ(v, 0.0f) << WeightTypeName(t);
+    std::vector<float> infinite = Ramp();
+    infinite[3] = std::numeric_limits<float>::infinity();
+    Traits(t).from_float(infinite.data(), row.data(), 32);  // must not trip the sanitizers
   }
 }
 
