@@ -11,6 +11,12 @@
 
 #if defined(__x86_64__)
 #include <immintrin.h>
+// GCC 12's false -Wmaybe-uninitialized from avx512fintrin.h's self-initialised merge operands (GCC bug
+// 105593, fixed in GCC 13), as in panel_kernels.cc: the row kernels' AVX-512 tiles report it at each
+// inlined use in optimised builds.
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #endif
 
 #include "common/float16.h"
