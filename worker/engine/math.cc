@@ -144,8 +144,10 @@ namespace {
 
 #if defined(__x86_64__)
 // exp for x <= 0 (softmax inputs after subtracting the maximum): 2^n * p(r), r in [-ln2/2, ln2/2],
-// p a degree-6 polynomial (Cephes' expf coefficients); relative error about 2e-7.
+// p a degree-6 polynomial (Cephes' expf coefficients); relative error about 2e-7. Below -87, where e^x
+// leaves float's normal range, it is 0 (so is a NaN's).
 __attribute__((target("avx2,fma"))) inline __m256 ExpAvx2(__m256 x) {
+  const __m256 in_range = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -159,7 +161,7 @@ __attribute__((target("avx2,fma"))) inline __m256 ExpAvx2(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
   const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+  return _mm256_and_ps(_mm256_mul_ps(p, _mm256_castsi256_ps(exponent)), in_range);
 }
 
 __attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* x, int n) {
@@ -179,11 +181,10 @@ __attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* x, int n) {
     vsum = _mm256_add_ps(vsum, e);
   }
   if (i < n) {
-    // The tail through the same exp, padded with -inf-like values that contribute 0.
+    // The tail through the same exp, padded with values below its range (their exp is 0).
     alignas(32) float tail[8];
     for (int k = 0; k < 8; ++k) tail[k] = i + k < n ? x[i + k] - max : -100.0f;
-    const __m256 e = _mm256_and_ps(ExpAvx2(_mm256_load_ps(tail)),
-                                   _mm256_cmp_ps(_mm256_load_ps(tail), _mm256_set1_ps(-99.0f), _CMP_GT_OQ));
+    const __m256 e = ExpAvx2(_mm256_load_ps(tail));
     _mm256_store_ps(tail, e);
     for (int k = 0; i + k < n; ++k) x[i + k] = tail[k];
     vsum = _mm256_add_ps(vsum, e);
@@ -197,12 +198,10 @@ __attribute__((target("avx2,fma"))) void SoftmaxAvx2(float* x, int n) {
 }
 
 // silu(x) * up as x * sigmoid(x), the sigmoid from e = e^-|x| (ExpAvx2's domain): 1 / (1 + e) for
-// x >= 0, e / (1 + e) below. ExpAvx2 holds its input at -87 or above, so beyond that e is set to 0
-// (sigmoid exactly 1 or 0; the scalar path's -inf gives NaN there too).
+// x >= 0, e / (1 + e) below. Beyond |x| = 87 e is 0: the sigmoid is exactly 1 or 0 (-inf gives NaN,
+// as the scalar path does).
 __attribute__((target("avx2,fma"))) inline __m256 SwiGlu8(__m256 x, __m256 up) {
-  const __m256 negative_abs = _mm256_or_ps(x, _mm256_set1_ps(-0.0f));
-  const __m256 in_range = _mm256_cmp_ps(negative_abs, _mm256_set1_ps(-87.0f), _CMP_GE_OQ);
-  const __m256 e = _mm256_and_ps(ExpAvx2(negative_abs), in_range);
+  const __m256 e = ExpAvx2(_mm256_or_ps(x, _mm256_set1_ps(-0.0f)));
   const __m256 one = _mm256_set1_ps(1.0f);
   const __m256 numerator = _mm256_blendv_ps(one, e, x);  // the sign bit of x picks e
   const __m256 sigmoid = _mm256_div_ps(numerator, _mm256_add_ps(one, e));

@@ -177,6 +177,26 @@ INSTANTIATE_TEST_SUITE_P(HeadWidths, AttentionKernels,
                                             ::testing::Values(WeightType::kF32, WeightType::kF16,
                                                               WeightType::kQ8_0)));
 
+// Inputs far below the maximum, where e^x leaves float's normal range: within 1e-39 of their true
+// (subnormal) weight, in the 8-wide part and in the tail (a clamp at e^-87 would give ~1e-38), and the
+// others still share the rest.
+TEST(Softmax, InputsFarBelowTheMaximumGetAtMostTheirTrueWeight) {
+  for (int n : {3, 8, 11, 19}) {
+    std::vector<float> x(n);
+    for (int i = 0; i < n; ++i) x[i] = i % 3 == 0 ? 0.0f : -90.0f - float(i) * 10.0f;
+    const std::vector<float> before = x;
+    Softmax(x.data(), n);
+    const int kept = (n + 2) / 3;
+    for (int i = 0; i < n; ++i) {
+      if (i % 3 == 0) {
+        EXPECT_NEAR(x[i], 1.0 / kept, 1e-6) << "n " << n << " i " << i;
+      } else {
+        EXPECT_NEAR(x[i], std::exp(double(before[i])) / kept, 1e-39) << "n " << n << " i " << i;
+      }
+    }
+  }
+}
+
 TEST(Softmax, SumsToOneAndKeepsOrder) {
   for (int n : {1, 5, 8, 13, 64, 257}) {
     std::vector<float> x(n);
