@@ -1,6 +1,7 @@
 #include "worker/engine/matmul.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -367,17 +368,18 @@ A2SF_AVX2 void RowsAvx2(const WeightMatrix& w, const Activations& x, int n_vecto
   for (; r < end; ++r) Tiles::template Run<1, 1>(cursor.At(r, 0), w.cols);
 }
 
-// QuantizeQ16Scalar eight lanes at a time, bit for bit: the same amax, d = amax / 32767, id = 1 / d
-// and round-half-away-from-zero of x * id (truncation, plus one step where the exact remainder is at
-// least a half).
+// QuantizeQ16Scalar eight lanes at a time, bit for bit: the same amax (a NaN skipped, as std::max
+// skips it: each max keeps the running amax when the new value is NaN), d = amax / 32767, id = 1 / d
+// (InverseScale), and round-half-away-from-zero of x * id (truncation, plus one step where the exact
+// remainder is at least a half), a scaled value that is not finite held as 0 (ScaledToBlock).
 A2SF_AVX2 void QuantizeQ16Avx2(const float* in, BlockQ16* out, int64_t blocks) {
   const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
   for (int64_t b = 0; b < blocks; ++b) {
     const float* x = in + b * kQuantBlock;
     __m256 v[4];
     for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(x + 8 * i);
-    const __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
-                                   _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+    __m256 m = _mm256_setzero_ps();  // max_ps(a, b) is b when a is NaN: b, the running amax, never is
+    for (int i = 0; i < 4; ++i) m = _mm256_max_ps(_mm256_andnot_ps(sign, v[i]), m);
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
@@ -386,7 +388,9 @@ A2SF_AVX2 void QuantizeQ16Avx2(const float* in, BlockQ16* out, int64_t blocks) {
     out[b].d = d;
     __m256i q[4];
     for (int i = 0; i < 4; ++i) {
-      const __m256 scaled = _mm256_mul_ps(v[i], id);
+      __m256 scaled = _mm256_mul_ps(v[i], id);
+      const __m256 finite = _mm256_cmp_ps(_mm256_andnot_ps(sign, scaled), _mm256_set1_ps(FLT_MAX), _CMP_LE_OQ);
+      scaled = _mm256_and_ps(scaled, finite);
       const __m256 whole = _mm256_round_ps(scaled, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
       const __m256 up = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(scaled, whole)), half, _CMP_GE_OQ);
       const __m256 step = _mm256_and_ps(up, _mm256_or_ps(_mm256_and_ps(scaled, sign), one));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -122,6 +123,32 @@ TEST(MatMul, VectorQuantizerRoundsToSixteenBits) {
     for (int j = 0; j < 32; ++j) {
       EXPECT_LE(std::fabs(scalar[b].d * scalar[b].qs[j] - x[b * 32 + j]), 0.5001f * scalar[b].d) << b << " " << j;
     }
+  }
+  for (KernelIsa isa : Isas()) {
+    QuantizeQ16(isa, x.data(), int64_t(x.size()), simd.data());
+    EXPECT_EQ(0, std::memcmp(simd.data(), scalar.data(), sizeof(BlockQ16) * scalar.size())) << KernelIsaName(isa);
+  }
+}
+
+// Vectors of a broken model (NaN or infinite activations) quantize by the same rule on every path:
+// a NaN is skipped by amax and held as 0; an infinite amax gives d = inf and zeros (its id is 0); the
+// SIMD quantizer gives the scalar one's bytes, and no conversion is undefined (the sanitizer builds).
+TEST(MatMul, VectorQuantizerHoldsNonFiniteValuesAsZero) {
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x(3 * 32, 1.0f);
+  for (int j = 0; j < 32; ++j) x[j] = float(j - 10);
+  x[3] = nan, x[0] = nan;           // block 0: NaNs, amax 21 from the rest
+  x[32 + 17] = inf;                 // block 1: an infinity
+  x[64 + 8] = -inf, x[64 + 9] = nan;
+  std::vector<BlockQ16> scalar(3), simd(3);
+  QuantizeQ16(KernelIsa::kScalar, x.data(), int64_t(x.size()), scalar.data());
+  EXPECT_EQ(scalar[0].d, 21.0f / 32767.0f);
+  EXPECT_EQ(scalar[0].qs[0], 0);
+  EXPECT_EQ(scalar[0].qs[3], 0);
+  EXPECT_EQ(scalar[0].qs[31], 32767);
+  for (int b = 1; b < 3; ++b) {
+    EXPECT_EQ(scalar[b].d, inf) << b;
+    for (int j = 0; j < 32; ++j) EXPECT_EQ(scalar[b].qs[j], 0) << b << " " << j;
   }
   for (KernelIsa isa : Isas()) {
     QuantizeQ16(isa, x.data(), int64_t(x.size()), simd.data());
