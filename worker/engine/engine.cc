@@ -298,7 +298,12 @@ void ForwardPass::RunOnHost(absl::Span<const ForwardRow> rows) {
   const int n = int(rows.size());
   Reserve(n);
   row_groups_.resize(n);
-  for (const Group& g : groups_) std::fill(row_groups_.begin() + g.begin, row_groups_.begin() + g.end, &g);
+  attended_slots_ = 0;
+  for (const Group& g : groups_) {
+    std::fill(row_groups_.begin() + g.begin, row_groups_.begin() + g.end, &g);
+    const size_t rows = size_t(g.end - g.begin), entries = size_t(g.engine->cache_.entries());
+    attended_slots_ += rows * entries + rows * (rows + 1) / 2;  // row r attends entries + r + 1 slots
+  }
   for (int r = 0; r < n; ++r) {
     weights_->token_embedding().RowToFloat(rows[r].token, x_.data() + size_t(r) * c.dim);
     RopeTable(c.head_dim, rows[r].position, c.rope_theta, rope_cos(r), rope_sin(r));
@@ -368,17 +373,13 @@ void ForwardPass::Layer(int l, absl::Span<const ForwardRow> rows) {
 void ForwardPass::Attention(int l) {
   const ModelConfig& c = config_;
   const int q_dim = c.q_dim();
-  size_t entries = 0;  // summed over rows: the slots each row attends to
-  for (const Group& g : groups_) {
-    for (int r = g.begin; r < g.end; ++r) entries += size_t(g.engine->cache_.entries() + (r - g.begin) + 1);
-  }
   auto item = [&](size_t i) {
     const int r = int(i / c.n_kv_heads), kv_head = int(i % c.n_kv_heads);
     const Group& g = *row_groups_[r];
     g.engine->AttendGroup(l, r - g.begin, kv_head, q_.data() + size_t(r) * q_dim, xb2_.data() + size_t(r) * q_dim);
   };
   const size_t items = row_groups_.size() * size_t(c.n_kv_heads);
-  if (pool_.num_threads() > 1 && entries * c.head_dim * c.n_heads >= kParallelAttentionWork) {
+  if (pool_.num_threads() > 1 && attended_slots_ * c.head_dim * c.n_heads >= kParallelAttentionWork) {
     pool_.ParallelFor(items, item);
   } else {
     for (size_t i = 0; i < items; ++i) item(i);

@@ -151,6 +151,7 @@ class ForwardPass {
   AlignedVector<float> x_, xb_, xb2_, q_, k_, v_, hb_, hb2_, logits_;  // 64-byte aligned for the kernels
   std::vector<float> rope_cos_, rope_sin_;  // rope_cos(r), rope_sin(r)
   std::vector<const Group*> row_groups_;    // each host row's group
+  size_t attended_slots_ = 0;               // summed over the host rows: the slots each attends to
   std::vector<ForwardRow> host_rows_;
   std::shared_ptr<const DeviceModel> device_model_;  // before device_batch_: outlives it
   std::unique_ptr<cuda::DeviceBatch, DeviceBatchDeleter> device_batch_;

@@ -233,14 +233,20 @@ A2SF_ATTENTION_AVX2 inline __m256 Load8(const F32Rows& rows, int t, int c) { ret
 A2SF_ATTENTION_AVX2 inline __m256 Load8(const F16Rows& rows, int t, int c) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rows.data + size_t(t) * rows.head_dim + c)));
 }
-A2SF_ATTENTION_AVX2 inline __m256 Load8(const Q8_0Rows& rows, int t, int c) {
-  const uint8_t* block = rows.Block(t, c);
+// Eight int8 values of a q8_0 block as floats; a block's fp16 scale.
+A2SF_ATTENTION_AVX2 inline __m256 Int8x8(const uint8_t* p) {
+  int64_t bytes;
+  std::memcpy(&bytes, p, 8);
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(bytes)));
+}
+A2SF_ATTENTION_AVX2 inline float BlockScale(const uint8_t* block) {
   uint16_t d;
   std::memcpy(&d, block, 2);
-  int64_t bytes;
-  std::memcpy(&bytes, block + 2 + c % kQuantBlock, 8);
-  const __m256 values = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(bytes)));
-  return _mm256_mul_ps(values, _mm256_set1_ps(_cvtsh_ss(d)));
+  return _cvtsh_ss(d);
+}
+A2SF_ATTENTION_AVX2 inline __m256 Load8(const Q8_0Rows& rows, int t, int c) {
+  const uint8_t* block = rows.Block(t, c);
+  return _mm256_mul_ps(Int8x8(block + 2 + c % kQuantBlock), _mm256_set1_ps(BlockScale(block)));
 }
 
 // q8_0 rows have block kernels of their own (below); declared here so that the generic kernels' calls
@@ -306,16 +312,6 @@ A2SF_ATTENTION_AVX2 void WeightedSumAvx2(float* out, const float* weights, const
 
 // q8_0 rows block by block: each block's int8 values are multiplied in as they are and its scale once
 // (per row for the scores, folded into the row's weight for the sums), not once per eight values.
-A2SF_ATTENTION_AVX2 inline __m256 Int8x8(const uint8_t* p) {
-  int64_t bytes;
-  std::memcpy(&bytes, p, 8);
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_cvtsi64_si128(bytes)));
-}
-A2SF_ATTENTION_AVX2 inline float BlockScale(const uint8_t* block) {
-  uint16_t d;
-  std::memcpy(&d, block, 2);
-  return _cvtsh_ss(d);
-}
 
 // Scores of rows [t, t + 8): per block, eight rows' partial dot products with the block's int8
 // values, their lane sums times the rows' eight scales.
