@@ -1,6 +1,6 @@
 // a2sf-eval: the evaluation harness.
-//   a2sf-eval fidelity  --model=M --corpus=C --out_dir=D [--ratios=0.1,0.2,0.3,0.5,0.8] [--threads=2] [--kv_type=f16]
-//   a2sf-eval lag       --model=M --corpus=C --out_dir=D [--ratio=0.2] [--lags=...] [--kv_type=f16]
+//   a2sf-eval fidelity  --model=M --corpus=C --out_dir=D [--ratios=0.1,0.2,0.3,0.5,0.8] [--threads=2] [--kv_type=f16|q8_0]
+//   a2sf-eval lag       --model=M --corpus=C --out_dir=D [--ratio=0.2] [--lags=...] [--kv_type=f16|q8_0]
 //   a2sf-eval calibrate --model=M --corpus=C --ratio=0.2 --calibrate=1-10 --heldout=11-20 --out=policy.json
 //   a2sf-eval mc        --model=M --tokenizer=T --tasks=F.jsonl [--shots=0] [--ratio=0.2 | --ratios=0.1,0.2]
 //                       [--policies=full,h2o,a2sf,a2sf+recent,{"name":"a2sf","alpha":0.9},@spec.json] [--alphas=0.5,0.9]
