@@ -96,9 +96,15 @@ TEST_F(HostileCacheManagerTest, InFailModeTheJobFailsUnavailableAndTheNextJobIsS
     EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable) << result.status();
     EXPECT_NE(result.status().message().find("lost its cache manager"), std::string::npos) << result.status();
     // The job ends at the first breach it can see: on a session's own stream a decision sent twice
-    // shows only when the next step reads it.
+    // shows only when the next step reads it, and that step, already sent, may or may not have been
+    // answered (a breach too) before the job's end cancels the stream: a race this test must not bet on.
     const bool seen_next_step = c.route == Route::kSessionStream && c.breach == Breach::kExtraDecision;
-    EXPECT_EQ(hostile_->breaches(), breaches + (seen_next_step ? 2 : 1));
+    if (seen_next_step) {
+      EXPECT_GE(hostile_->breaches(), breaches + 1);
+      EXPECT_LE(hostile_->breaches(), breaches + 2);
+    } else {
+      EXPECT_EQ(hostile_->breaches(), breaches + 1);
+    }
     hostile_->Target(nullptr, Breach::kNone);
     auto next = worker->client().Generate(Job(), nullptr, 0, absl::Seconds(30));
     ASSERT_TRUE(next.ok()) << next.status();

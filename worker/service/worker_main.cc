@@ -13,6 +13,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/notification.h"
 #include "common/grpc/server.h"
@@ -91,145 +93,164 @@ ABSL_FLAG(std::string, http_listen, "",
 ABSL_FLAG(int, max_streams_per_connection, 64, "concurrent calls one client connection may hold (0: gRPC's default)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving");
 
-int main(int argc, char** argv) {
-  using namespace a2sf;
-  ParseCommandLine(argc, argv,
-                   {"a2sf-worker",
-                    "the A2SF worker: serves LLaMA-2 generation (gRPC Generation API) with a policy-evicted KV "
-                    "cache.\n  a2sf-worker --model=stories260K.bin --tokenizer=tok512.bin --listen=127.0.0.1:50052 "
-                    "--plaintext [--cachemgr=unix:/run/a2sf/cachemgr.sock]",
-                    {}});
-  if (absl::GetFlag(FLAGS_model).empty()) {
-    A2SF_LOG(ERROR) << "--model is required";
-    return 2;
-  }
+namespace a2sf {
+namespace {
+
+// Exit codes: a bad flag is 2 (checked before anything loads), a failure to start is 1.
+constexpr int kBadFlags = 2, kStartFailed = 1;
+
+int Fail(int exit_code, absl::string_view message) {
+  A2SF_LOG(ERROR) << message;
+  return exit_code;
+}
+
+// The engine's flags: how to load the model, on which device, with which KV type.
+struct EngineFlags {
+  worker::LoadOptions load;
+  worker::EngineDevice device = worker::EngineDevice::kCpu;
+  worker::WeightType kv_type = worker::WeightType::kF32;
+};
+
+absl::StatusOr<EngineFlags> ReadEngineFlags() {
+  if (absl::GetFlag(FLAGS_model).empty()) return absl::InvalidArgumentError("--model is required");
+  EngineFlags flags;
   absl::StatusOr<worker::LoadOptions> load = worker::LoadOptionsFromFlags();
-  if (!load.ok()) {
-    A2SF_LOG(ERROR) << load.status().message();
-    return 2;
-  }
-  // The device and KV type before the model's load: a typo or a missing GPU should not cost one.
+  if (!load.ok()) return load.status();
+  flags.load = *load;
   absl::StatusOr<worker::EngineDevice> device = worker::ParseEngineDevice(absl::GetFlag(FLAGS_device));
-  if (!device.ok()) {
-    A2SF_LOG(ERROR) << "--device: " << device.status().message();
-    return 2;
-  }
+  if (!device.ok()) return absl::InvalidArgumentError("--device: " + std::string(device.status().message()));
+  flags.device = *device;
   absl::StatusOr<worker::WeightType> kv_type = worker::KvTypeFromFlags();
-  absl::Status kv = kv_type.ok() ? worker::CheckKvType(*kv_type, *device) : kv_type.status();
-  if (!kv.ok()) {
-    A2SF_LOG(ERROR) << kv.message();
-    return 2;
+  if (!kv_type.ok()) return kv_type.status();
+  if (absl::Status kv = worker::CheckKvType(*kv_type, *device); !kv.ok()) return kv;
+  flags.kv_type = *kv_type;
+  if (*device == worker::EngineDevice::kCuda) flags.load.panels = false;  // the GPU kernels read rows
+  return flags;
+}
+
+// The job scheduler's flags: batch, queue, KV budget, threads.
+absl::Status ReadSchedulingFlags(worker::WorkerOptions* options) {
+  options->threads_per_job = absl::GetFlag(FLAGS_threads);
+  options->max_batch = absl::GetFlag(FLAGS_max_batch);
+  options->max_waiting = absl::GetFlag(FLAGS_max_waiting);
+  options->prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
+  if (options->max_batch < 1 || options->max_waiting < 0 || options->prefill_chunk < 1 ||
+      absl::GetFlag(FLAGS_max_kv_bytes) < 0 || options->threads_per_job < 1 || options->threads_per_job > 256) {
+    return absl::InvalidArgumentError(
+        "--max_batch, --prefill_chunk: >= 1; --max_waiting, --max_kv_bytes: >= 0; --threads: 1..256");
   }
-  if (absl::Status gpu = worker::CheckEngineDevice(*device); !gpu.ok()) {
-    A2SF_LOG(ERROR) << "--device: " << gpu.message();
-    return 1;
-  }
-  if (*device == worker::EngineDevice::kCuda) load->panels = false;  // the GPU kernels read rows
-  auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model), *load);
-  if (!weights.ok()) {
-    A2SF_LOG(ERROR) << weights.status().message();
-    return 1;
-  }
-  A2SF_LOG(INFO) << "model: " << worker::DescribeLoadedModel(**weights);
-  std::unique_ptr<worker::Tokenizer> tokenizer;
-  {
-    auto t = worker::LoadTokenizerForModel(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokenizer));
-    if (!t.ok()) {
-      A2SF_LOG(ERROR) << t.status().message();
-      return 1;
-    }
-    tokenizer = std::move(*t);
-  }
-  worker::WorkerOptions options;
-  options.weights = weights->get();
-  options.tokenizer = tokenizer.get();
-  options.model_name = absl::GetFlag(FLAGS_model_name);
-  if (options.model_name.empty()) {
-    std::vector<std::string> parts = absl::StrSplit(absl::GetFlag(FLAGS_model), '/', absl::SkipEmpty());
-    options.model_name = parts.empty() ? "model" : parts.back();
-  }
-  options.threads_per_job = absl::GetFlag(FLAGS_threads);
-  if (*device == worker::EngineDevice::kCuda) A2SF_LOG(INFO) << "engine on the GPU";
-  options.device = *device;
-  options.kv_type = *kv_type;
-  options.max_batch = absl::GetFlag(FLAGS_max_batch);
-  options.max_waiting = absl::GetFlag(FLAGS_max_waiting);
-  options.prefill_chunk = absl::GetFlag(FLAGS_prefill_chunk);
-  if (options.max_batch < 1 || options.max_waiting < 0 || options.prefill_chunk < 1 ||
-      absl::GetFlag(FLAGS_max_kv_bytes) < 0 || options.threads_per_job < 1 || options.threads_per_job > 256) {
-    A2SF_LOG(ERROR) << "--max_batch, --prefill_chunk: >= 1; --max_waiting, --max_kv_bytes: >= 0; --threads: 1..256";
-    return 2;
-  }
-  options.max_kv_bytes = size_t(absl::GetFlag(FLAGS_max_kv_bytes));
-  options.default_policy.set_name(absl::GetFlag(FLAGS_default_policy));
-  char host[256] = "worker";
-  gethostname(host, sizeof(host) - 1);
-  options.worker_name = absl::GetFlag(FLAGS_name).empty() ? host : absl::GetFlag(FLAGS_name);
+  options->max_kv_bytes = size_t(absl::GetFlag(FLAGS_max_kv_bytes));
+  return absl::OkStatus();
+}
+
+// How the worker talks to its cache manager (the channel itself is made once the model is loaded).
+absl::Status ReadCacheManagerFlags(worker::WorkerOptions* options) {
   const std::string dtype = absl::GetFlag(FLAGS_score_dtype);
-  if (dtype != "fp16" && dtype != "fp32") {
-    A2SF_LOG(ERROR) << "--score_dtype: fp16 or fp32";
-    return 2;
-  }
-  options.score_dtype = dtype == "fp32" ? kv::ScoreDType::kFp32 : kv::ScoreDType::kFp16;
+  if (dtype != "fp16" && dtype != "fp32") return absl::InvalidArgumentError("--score_dtype: fp16 or fp32");
+  options->score_dtype = dtype == "fp32" ? kv::ScoreDType::kFp32 : kv::ScoreDType::kFp16;
   const std::string on_failure = absl::GetFlag(FLAGS_on_cachemgr_failure);
   if (on_failure != "fail" && on_failure != "continue") {
-    A2SF_LOG(ERROR) << "--on_cachemgr_failure: fail or continue";
-    return 2;
+    return absl::InvalidArgumentError("--on_cachemgr_failure: fail or continue");
   }
-  options.fallback_in_process = on_failure == "continue";
-  options.decision_lag = absl::GetFlag(FLAGS_decision_lag);
-  options.batch_scores = absl::GetFlag(FLAGS_batch_scores);
+  options->fallback_in_process = on_failure == "continue";
+  options->decision_lag = absl::GetFlag(FLAGS_decision_lag);
+  if (options->decision_lag > cachemgr::kMaxDecisionLag) {
+    return absl::InvalidArgumentError(absl::StrCat("--decision_lag: at most ", cachemgr::kMaxDecisionLag));
+  }
+  options->batch_scores = absl::GetFlag(FLAGS_batch_scores);
   if (absl::GetFlag(FLAGS_shared_memory) && absl::StartsWith(absl::GetFlag(FLAGS_cachemgr), "unix:")) {
-    options.ring_socket = RingSocketPath(absl::GetFlag(FLAGS_cachemgr).substr(5));
+    options->ring_socket = RingSocketPath(absl::GetFlag(FLAGS_cachemgr).substr(5));
   }
-  options.offer_device_scores = absl::GetFlag(FLAGS_cuda_ipc);
-  if (options.decision_lag > cachemgr::kMaxDecisionLag) {
-    A2SF_LOG(ERROR) << "--decision_lag: at most " << cachemgr::kMaxDecisionLag;
-    return 2;
-  }
-  options.cache_manager_wait = absl::Milliseconds(absl::GetFlag(FLAGS_cachemgr_wait_ms));
-  options.decision_timeout = absl::GetFlag(FLAGS_decision_timeout_ms) <= 0
-                                 ? absl::InfiniteDuration()
-                                 : absl::Milliseconds(absl::GetFlag(FLAGS_decision_timeout_ms));
-  options.admin_token = absl::GetFlag(FLAGS_admin_token);
-  if (options.admin_token.empty() && std::getenv("A2SF_WORKER_ADMIN_TOKEN") != nullptr) {
-    options.admin_token = std::getenv("A2SF_WORKER_ADMIN_TOKEN");
-  }
-  if (options.admin_token.empty()) A2SF_LOG(WARNING) << "no --admin_token: ListJobs shows every job to every client";
-  if (!absl::GetFlag(FLAGS_cachemgr).empty()) {
-    ChannelOptions channel;
-    channel.keepalive_time = absl::Milliseconds(std::max(0, absl::GetFlag(FLAGS_cachemgr_keepalive_ms)));
-    channel.keepalive_timeout = absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_cachemgr_keepalive_timeout_ms)));
-    channel.plaintext = absl::GetFlag(FLAGS_cachemgr_plaintext);
-    channel.ca_cert_path = absl::GetFlag(FLAGS_cachemgr_ca);
-    channel.client_cert_chain_path = absl::GetFlag(FLAGS_cachemgr_cert);
-    channel.client_private_key_path = absl::GetFlag(FLAGS_cachemgr_key);
-    auto made = MakeChannel(absl::GetFlag(FLAGS_cachemgr), channel);
-    if (!made.ok()) {
-      A2SF_LOG(ERROR) << made.status().message();
-      return 1;
-    }
-    options.cache_manager = *made;
-    A2SF_LOG(INFO) << "policies run in the cache manager at " << absl::GetFlag(FLAGS_cachemgr) << " (scores as " << dtype
-                   << ")";
-  } else {
-    A2SF_LOG(INFO) << "no --cachemgr: policies run in-process";
-  }
-  A2SF_LOG(INFO) << "model " << absl::GetFlag(FLAGS_model) << ": " << (*weights)->format();
-  absl::StatusOr<std::unique_ptr<MetricsServer>> metrics_server =
-      MetricsServer::StartIfAsked(absl::GetFlag(FLAGS_metrics_listen));
-  if (!metrics_server.ok()) {
-    A2SF_LOG(ERROR) << metrics_server.status().message();
-    return 1;
-  }
-  std::unique_ptr<worker::WorkerMetrics> metrics;
-  if (*metrics_server != nullptr) {
-    metrics = std::make_unique<worker::WorkerMetrics>(&(*metrics_server)->registry(), options.model_name,
-                                                      absl::GetFlag(FLAGS_device));
-    options.metrics = metrics.get();
-  }
-  worker::GenerationService service(options);
+  options->offer_device_scores = absl::GetFlag(FLAGS_cuda_ipc);
+  options->cache_manager_wait = absl::Milliseconds(absl::GetFlag(FLAGS_cachemgr_wait_ms));
+  options->decision_timeout = absl::GetFlag(FLAGS_decision_timeout_ms) <= 0
+                                  ? absl::InfiniteDuration()
+                                  : absl::Milliseconds(absl::GetFlag(FLAGS_decision_timeout_ms));
+  return absl::OkStatus();
+}
 
+// Names and credentials: the model's and the worker's names, the admin token, the default policy.
+void ReadIdentityFlags(worker::WorkerOptions* options) {
+  options->model_name = absl::GetFlag(FLAGS_model_name);
+  if (options->model_name.empty()) {
+    std::vector<std::string> parts = absl::StrSplit(absl::GetFlag(FLAGS_model), '/', absl::SkipEmpty());
+    options->model_name = parts.empty() ? "model" : parts.back();
+  }
+  options->default_policy.set_name(absl::GetFlag(FLAGS_default_policy));
+  char host[256] = "worker";
+  gethostname(host, sizeof(host) - 1);
+  options->worker_name = absl::GetFlag(FLAGS_name).empty() ? host : absl::GetFlag(FLAGS_name);
+  options->admin_token = absl::GetFlag(FLAGS_admin_token);
+  if (options->admin_token.empty() && std::getenv("A2SF_WORKER_ADMIN_TOKEN") != nullptr) {
+    options->admin_token = std::getenv("A2SF_WORKER_ADMIN_TOKEN");
+  }
+  if (options->admin_token.empty()) A2SF_LOG(WARNING) << "no --admin_token: ListJobs shows every job to every client";
+}
+
+// The channel to --cachemgr (none when it is empty: policies run in-process).
+absl::Status ConnectCacheManager(worker::WorkerOptions* options) {
+  if (absl::GetFlag(FLAGS_cachemgr).empty()) {
+    A2SF_LOG(INFO) << "no --cachemgr: policies run in-process";
+    return absl::OkStatus();
+  }
+  ChannelOptions channel;
+  channel.keepalive_time = absl::Milliseconds(std::max(0, absl::GetFlag(FLAGS_cachemgr_keepalive_ms)));
+  channel.keepalive_timeout = absl::Milliseconds(std::max(1, absl::GetFlag(FLAGS_cachemgr_keepalive_timeout_ms)));
+  channel.plaintext = absl::GetFlag(FLAGS_cachemgr_plaintext);
+  channel.ca_cert_path = absl::GetFlag(FLAGS_cachemgr_ca);
+  channel.client_cert_chain_path = absl::GetFlag(FLAGS_cachemgr_cert);
+  channel.client_private_key_path = absl::GetFlag(FLAGS_cachemgr_key);
+  auto made = MakeChannel(absl::GetFlag(FLAGS_cachemgr), channel);
+  if (!made.ok()) return made.status();
+  options->cache_manager = *made;
+  A2SF_LOG(INFO) << "policies run in the cache manager at " << absl::GetFlag(FLAGS_cachemgr) << " (scores as "
+                 << absl::GetFlag(FLAGS_score_dtype) << ")";
+  return absl::OkStatus();
+}
+
+// The model and its tokenizer, as the engine flags ask.
+struct LoadedModel {
+  std::unique_ptr<worker::ModelWeights> weights;
+  std::unique_ptr<worker::Tokenizer> tokenizer;
+};
+
+absl::StatusOr<LoadedModel> LoadModelAndTokenizer(const EngineFlags& flags) {
+  if (absl::Status gpu = worker::CheckEngineDevice(flags.device); !gpu.ok()) {
+    return absl::Status(gpu.code(), "--device: " + std::string(gpu.message()));
+  }
+  LoadedModel model;
+  auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model), flags.load);
+  if (!weights.ok()) return weights.status();
+  model.weights = std::move(*weights);
+  A2SF_LOG(INFO) << "model: " << worker::DescribeLoadedModel(*model.weights);
+  auto tokenizer = worker::LoadTokenizerForModel(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokenizer));
+  if (!tokenizer.ok()) return tokenizer.status();
+  model.tokenizer = std::move(*tokenizer);
+  if (flags.device == worker::EngineDevice::kCuda) A2SF_LOG(INFO) << "engine on the GPU";
+  A2SF_LOG(INFO) << "model " << absl::GetFlag(FLAGS_model) << ": " << model.weights->format();
+  return model;
+}
+
+// While the cache manager is unreachable, the worker's health is NOT_SERVING: a worker that fails
+// jobs without its cache manager cannot run one then. Null when there is nothing to watch.
+std::unique_ptr<worker::CacheManagerWatch> WatchCacheManager(const worker::WorkerOptions& options,
+                                                             RunningServer* running) {
+  if (options.cache_manager == nullptr || options.fallback_in_process) return nullptr;
+  return std::make_unique<worker::CacheManagerWatch>(
+      options.cache_manager, absl::Milliseconds(std::max(10, absl::GetFlag(FLAGS_cachemgr_health_interval_ms))),
+      [running](bool reachable, const absl::Status& why) {
+        if (reachable) {
+          A2SF_LOG(INFO) << "cache manager reachable: SERVING";
+        } else {
+          A2SF_LOG(WARNING) << "cache manager unreachable (" << why.message() << "): NOT_SERVING";
+        }
+        running->SetServing(reachable);
+      });
+}
+
+// Serves gRPC (and HTTP when asked) until a termination signal, then drains.
+int Serve(const worker::WorkerOptions& options, const worker::Tokenizer* tokenizer) {
+  worker::GenerationService service(options);
   ServerOptions server_options;
   server_options.name = "a2sf-worker";
   server_options.listen_addresses = SplitAddresses(absl::GetFlag(FLAGS_listen));
@@ -237,36 +258,15 @@ int main(int argc, char** argv) {
   server_options.plaintext = absl::GetFlag(FLAGS_plaintext);
   server_options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
   auto server = RunningServer::Start(server_options, {&service});
-  if (!server.ok()) {
-    A2SF_LOG(ERROR) << server.status().message();
-    return 1;
-  }
-  // A worker that fails jobs without its cache manager cannot run one while it is unreachable.
-  std::unique_ptr<worker::CacheManagerWatch> watch;
-  if (options.cache_manager != nullptr && !options.fallback_in_process) {
-    RunningServer* running = server->get();
-    watch = std::make_unique<worker::CacheManagerWatch>(
-        options.cache_manager, absl::Milliseconds(std::max(10, absl::GetFlag(FLAGS_cachemgr_health_interval_ms))),
-        [running](bool reachable, const absl::Status& why) {
-          if (reachable) {
-            A2SF_LOG(INFO) << "cache manager reachable: SERVING";
-          } else {
-            A2SF_LOG(WARNING) << "cache manager unreachable (" << why.message() << "): NOT_SERVING";
-          }
-          running->SetServing(reachable);
-        });
-  }
+  if (!server.ok()) return Fail(kStartFailed, server.status().message());
+  std::unique_ptr<worker::CacheManagerWatch> watch = WatchCacheManager(options, server->get());
   worker::http::OpenAiServerOptions http_options;
   http_options.listen = absl::GetFlag(FLAGS_http_listen);
   http_options.plaintext = server_options.plaintext;
   http_options.tls = server_options.tls;
   auto http = worker::http::OpenAiServer::StartIfAsked(
-      http_options, {options.model_name, tokenizer.get()},
-      (*server)->server()->InProcessChannel(grpc::ChannelArguments()));
-  if (!http.ok()) {
-    A2SF_LOG(ERROR) << http.status().message();
-    return 1;
-  }
+      http_options, {options.model_name, tokenizer}, (*server)->server()->InProcessChannel(grpc::ChannelArguments()));
+  if (!http.ok()) return Fail(kStartFailed, http.status().message());
   WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->bound_port(0));
   WaitForTerminationSignal();
   watch.reset();  // before the shutdown's NOT_SERVING, which it must not undo
@@ -275,4 +275,46 @@ int main(int argc, char** argv) {
   http->reset();  // after the gRPC drain: HTTP jobs are gRPC calls, finished or cancelled by now
   (*server)->Wait();
   return 0;
+}
+
+int Main() {
+  // Every flag is checked before the model's load: a typo or a missing GPU should not cost one.
+  absl::StatusOr<EngineFlags> engine = ReadEngineFlags();
+  if (!engine.ok()) return Fail(kBadFlags, engine.status().message());
+  worker::WorkerOptions options;
+  options.device = engine->device;
+  options.kv_type = engine->kv_type;
+  if (absl::Status flags = ReadSchedulingFlags(&options); !flags.ok()) return Fail(kBadFlags, flags.message());
+  if (absl::Status flags = ReadCacheManagerFlags(&options); !flags.ok()) return Fail(kBadFlags, flags.message());
+  ReadIdentityFlags(&options);
+  absl::StatusOr<LoadedModel> model = LoadModelAndTokenizer(*engine);
+  if (!model.ok()) return Fail(kStartFailed, model.status().message());
+  options.weights = model->weights.get();
+  options.tokenizer = model->tokenizer.get();
+  if (absl::Status connected = ConnectCacheManager(&options); !connected.ok()) {
+    return Fail(kStartFailed, connected.message());
+  }
+  absl::StatusOr<std::unique_ptr<MetricsServer>> metrics_server =
+      MetricsServer::StartIfAsked(absl::GetFlag(FLAGS_metrics_listen));
+  if (!metrics_server.ok()) return Fail(kStartFailed, metrics_server.status().message());
+  std::unique_ptr<worker::WorkerMetrics> metrics;
+  if (*metrics_server != nullptr) {
+    metrics = std::make_unique<worker::WorkerMetrics>(&(*metrics_server)->registry(), options.model_name,
+                                                      absl::GetFlag(FLAGS_device));
+    options.metrics = metrics.get();
+  }
+  return Serve(options, model->tokenizer.get());
+}
+
+}  // namespace
+}  // namespace a2sf
+
+int main(int argc, char** argv) {
+  a2sf::ParseCommandLine(argc, argv,
+                         {"a2sf-worker",
+                          "the A2SF worker: serves LLaMA-2 generation (gRPC Generation API) with a policy-evicted KV "
+                          "cache.\n  a2sf-worker --model=stories260K.bin --tokenizer=tok512.bin "
+                          "--listen=127.0.0.1:50052 --plaintext [--cachemgr=unix:/run/a2sf/cachemgr.sock]",
+                          {}});
+  return a2sf::Main();
 }
