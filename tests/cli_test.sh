@@ -143,6 +143,12 @@ for bad in "--device=tpu" "--kv_type=f16 --device=cuda"; do
   [[ $? -eq 2 ]] && ! grep -q "model:" "$T/kv.err" && grep -qE "device|CUDA engine" "$T/kv.err" \
     || fail "a2sf-worker $bad: $(cat "$T/kv.err")"
 done
+# Every other flag too: a bad one exits 2 naming it, before the model's load (a missing file never shows).
+for bad in "--max_batch=0" "--threads=0" "--score_dtype=fp8" "--on_cachemgr_failure=retry" "--decision_lag=100000"; do
+  timeout 60 $WORKER --model="$T/no-such-model.bin" $bad --listen=127.0.0.1:0 --plaintext 2>"$T/flag.err"
+  [[ $? -eq 2 ]] && grep -q -- "${bad%%=*}" "$T/flag.err" && ! grep -q "no-such-model" "$T/flag.err" \
+    || fail "a2sf-worker $bad: $(cat "$T/flag.err")"
+done
 # The f16 worker's job: 4 tokens cached (1 prompt + 4 generated - 1), each 1 layer x 12 heads x 64 x 2 x 2 bytes.
 $A2SF generate $SA --prompt_ids=1 --max_tokens=4 --ignore_eos --policy=full --json >"$T/slow16.json" \
   || fail "a2sf generate on the f16 worker exits $?"
