@@ -24,6 +24,7 @@
 #include "common/metrics/metrics_server.h"
 #include "cachemgr/policy_library.h"
 #include "worker/http/openai_server.h"
+#include "worker/engine/engine_flags.h"
 #include "worker/model/load_flags.h"
 #include "worker/service/cache_manager_watch.h"
 #include "worker/service/generation_service.h"
@@ -77,8 +78,6 @@ ABSL_FLAG(std::string, admin_token, "",
           "always need the job's job_token or this token; also $A2SF_WORKER_ADMIN_TOKEN)");
 ABSL_FLAG(std::string, default_policy, "a2sf", "policy of jobs that name none (in-process mode)");
 ABSL_FLAG(int, threads, 1, "threads of the batch's forward pass (every running job decodes in it)");
-ABSL_FLAG(std::string, device, "cpu",
-          "engine backend: cpu, or cuda (cuBLAS + kernels; weights uploaded once and shared by all jobs)");
 ABSL_FLAG(int, max_batch, 16, "jobs decoding together, one forward pass per step for all (more wait in the queue)");
 ABSL_FLAG(int, max_waiting, 64, "jobs waiting in the queue beyond --max_batch (RESOURCE_EXHAUSTED beyond)");
 ABSL_FLAG(int64_t, max_kv_bytes, 0,
@@ -102,30 +101,6 @@ constexpr int kBadFlags = 2, kStartFailed = 1;
 int Fail(int exit_code, absl::string_view message) {
   A2SF_LOG(ERROR) << message;
   return exit_code;
-}
-
-// The engine's flags: how to load the model, on which device, with which KV type.
-struct EngineFlags {
-  worker::LoadOptions load;
-  worker::EngineDevice device = worker::EngineDevice::kCpu;
-  worker::WeightType kv_type = worker::WeightType::kF32;
-};
-
-absl::StatusOr<EngineFlags> ReadEngineFlags() {
-  if (absl::GetFlag(FLAGS_model).empty()) return absl::InvalidArgumentError("--model is required");
-  EngineFlags flags;
-  absl::StatusOr<worker::LoadOptions> load = worker::LoadOptionsFromFlags();
-  if (!load.ok()) return load.status();
-  flags.load = *load;
-  absl::StatusOr<worker::EngineDevice> device = worker::ParseEngineDevice(absl::GetFlag(FLAGS_device));
-  if (!device.ok()) return absl::InvalidArgumentError("--device: " + std::string(device.status().message()));
-  flags.device = *device;
-  absl::StatusOr<worker::WeightType> kv_type = worker::KvTypeFromFlags();
-  if (!kv_type.ok()) return kv_type.status();
-  if (absl::Status kv = worker::CheckKvType(*kv_type, *device); !kv.ok()) return kv;
-  flags.kv_type = *kv_type;
-  if (*device == worker::EngineDevice::kCuda) flags.load.panels = false;  // the GPU kernels read rows
-  return flags;
 }
 
 // The job scheduler's flags: batch, queue, KV budget, threads.
@@ -214,10 +189,7 @@ struct LoadedModel {
   std::unique_ptr<worker::Tokenizer> tokenizer;
 };
 
-absl::StatusOr<LoadedModel> LoadModelAndTokenizer(const EngineFlags& flags) {
-  if (absl::Status gpu = worker::CheckEngineDevice(flags.device); !gpu.ok()) {
-    return absl::Status(gpu.code(), "--device: " + std::string(gpu.message()));
-  }
+absl::StatusOr<LoadedModel> LoadModelAndTokenizer(const worker::EngineFlags& flags) {
   LoadedModel model;
   auto weights = worker::LoadModel(absl::GetFlag(FLAGS_model), flags.load);
   if (!weights.ok()) return weights.status();
@@ -279,8 +251,12 @@ int Serve(const worker::WorkerOptions& options, const worker::Tokenizer* tokeniz
 
 int Main() {
   // Every flag is checked before the model's load: a typo or a missing GPU should not cost one.
-  absl::StatusOr<EngineFlags> engine = ReadEngineFlags();
-  if (!engine.ok()) return Fail(kBadFlags, engine.status().message());
+  if (absl::GetFlag(FLAGS_model).empty()) return Fail(kBadFlags, "--model is required");
+  absl::StatusOr<worker::EngineFlags> engine = worker::EngineFlagsFromFlags();
+  if (!engine.ok()) {
+    const bool bad_flag = engine.status().code() == absl::StatusCode::kInvalidArgument;
+    return Fail(bad_flag ? kBadFlags : kStartFailed, engine.status().message());
+  }
   worker::WorkerOptions options;
   options.device = engine->device;
   options.kv_type = engine->kv_type;
