@@ -198,65 +198,73 @@ absl::StatusOr<std::string> SessionOfJob(const std::string& job_id) {
   return job->stats().session_id();
 }
 
+// `a2sf policy list`: every policy with its parameters (or the JSON of them).
+int ListPolicies(AdminClient& admin) {
+  auto policies = admin.ListPolicies();
+  if (!policies.ok()) return Fail(policies.status());
+  if (absl::GetFlag(FLAGS_json)) {
+    std::cout << Json(*policies) << "\n";
+    return 0;
+  }
+  for (const v1::PolicyInfo& p : policies->policies()) {
+    std::cout << p.name() << ": " << p.description() << "\n";
+    for (const auto& param : p.parameters()) {
+      std::cout << "    " << param.name() << " (" << param.type() << ", " << param.valid_range()
+                << (param.default_value().empty() ? "" : ", default " + param.default_value()) << "): "
+                << param.description() << "\n";
+    }
+  }
+  return 0;
+}
+
+// `a2sf policy get`: --session's session, or the default policy.
+int GetPolicy(AdminClient& admin) {
+  if (!absl::GetFlag(FLAGS_session).empty()) {
+    auto sessions = admin.ListSessions();
+    if (!sessions.ok()) return Fail(sessions.status());
+    for (const auto& s : sessions->sessions()) {
+      if (s.session_id() == absl::GetFlag(FLAGS_session)) {
+        std::cout << Json(s) << "\n";
+        return 0;
+      }
+    }
+    return Fail(absl::NotFoundError("--session: no such session"));
+  }
+  auto policy = admin.GetDefault();
+  if (!policy.ok()) return Fail(policy.status());
+  std::cout << Json(*policy) << "\n";
+  return 0;
+}
+
+// `a2sf policy set`: swaps --session's (or --job's session's) policy, or sets the default.
+int SetPolicy(AdminClient& admin) {
+  absl::StatusOr<v1::PolicySpec> policy = PolicyFromFlags();
+  if (!policy.ok()) return Fail(policy.status());
+  std::string session = absl::GetFlag(FLAGS_session);
+  if (!absl::GetFlag(FLAGS_job).empty()) {
+    if (!session.empty()) return Fail(absl::InvalidArgumentError("--job: conflicts with --session; give one"));
+    absl::StatusOr<std::string> found = SessionOfJob(absl::GetFlag(FLAGS_job));
+    if (!found.ok()) return Fail(found.status());
+    session = *found;
+  }
+  if (!session.empty()) {
+    auto swap = admin.SetSessionPolicy(session, *policy);
+    if (!swap.ok()) return Fail(swap.status());
+    std::cout << Json(*swap) << "\n";
+    return 0;
+  }
+  auto set = admin.SetDefault(*policy);
+  if (!set.ok()) return Fail(set.status());
+  std::cout << "default policy: " << Json(*set) << "\n";
+  return 0;
+}
+
 int Policy(const std::vector<char*>& args) {
   const std::string verb = args.size() > 2 ? args[2] : "list";
   AdminClient admin(Channel(absl::GetFlag(FLAGS_cachemgr)), AdminToken());
-  const bool json = absl::GetFlag(FLAGS_json);
-  if (verb == "list") {
-    auto policies = admin.ListPolicies();
-    if (!policies.ok()) return Fail(policies.status());
-    if (json) {
-      std::cout << Json(*policies) << "\n";
-      return 0;
-    }
-    for (const v1::PolicyInfo& p : policies->policies()) {
-      std::cout << p.name() << ": " << p.description() << "\n";
-      for (const auto& param : p.parameters()) {
-        std::cout << "    " << param.name() << " (" << param.type() << ", " << param.valid_range()
-                  << (param.default_value().empty() ? "" : ", default " + param.default_value()) << "): "
-                  << param.description() << "\n";
-      }
-    }
-    return 0;
-  }
-  if (verb == "get") {
-    if (!absl::GetFlag(FLAGS_session).empty()) {
-      auto sessions = admin.ListSessions();
-      if (!sessions.ok()) return Fail(sessions.status());
-      for (const auto& s : sessions->sessions()) {
-        if (s.session_id() == absl::GetFlag(FLAGS_session)) {
-          std::cout << Json(s) << "\n";
-          return 0;
-        }
-      }
-      return Fail(absl::NotFoundError("--session: no such session"));
-    }
-    auto policy = admin.GetDefault();
-    if (!policy.ok()) return Fail(policy.status());
-    std::cout << Json(*policy) << "\n";
-    return 0;
-  }
-  if (verb == "set") {
-    absl::StatusOr<v1::PolicySpec> policy = PolicyFromFlags();
-    if (!policy.ok()) return Fail(policy.status());
-    std::string session = absl::GetFlag(FLAGS_session);
-    if (!absl::GetFlag(FLAGS_job).empty()) {
-      if (!session.empty()) return Fail(absl::InvalidArgumentError("--job: conflicts with --session; give one"));
-      absl::StatusOr<std::string> found = SessionOfJob(absl::GetFlag(FLAGS_job));
-      if (!found.ok()) return Fail(found.status());
-      session = *found;
-    }
-    if (!session.empty()) {
-      auto swap = admin.SetSessionPolicy(session, *policy);
-      if (!swap.ok()) return Fail(swap.status());
-      std::cout << Json(*swap) << "\n";
-      return 0;
-    }
-    auto set = admin.SetDefault(*policy);
-    if (!set.ok()) return Fail(set.status());
-    std::cout << "default policy: " << Json(*set) << "\n";
-    return 0;
-  }
+  if (verb == "list") return ListPolicies(admin);
+  if (verb == "get") return GetPolicy(admin);
+  if (verb == "set") return SetPolicy(admin);
   if (verb == "sessions") {
     auto sessions = admin.ListSessions();
     if (!sessions.ok()) return Fail(sessions.status());
