@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 #include <algorithm>
+#include <array>
 #include <map>
 #include <set>
 
@@ -207,6 +208,183 @@ WeightMatrix Int8ToBlocks(const int8_t* values, const uint8_t* scales, int64_t r
   return out;
 }
 
+// PlaceOptions for a loader's matrices: the type and the layout LoadOptions ask for.
+PlaceOptions MatrixPlacement(const LoadOptions& options) {
+  PlaceOptions place;
+  place.wanted = options.weights;
+  place.panels = options.panels;
+  return place;
+}
+
+// A layer matrix of a llama2.c checkpoint: its [rows][cols] and its name there.
+struct Llama2cMatrix {
+  WeightMatrix LayerWeights::*member;
+  int64_t rows, cols;
+  const char* name;
+};
+
+// The seven layer matrices in the file's order.
+std::array<Llama2cMatrix, 7> Llama2cMatrices(const ModelConfig& c) {
+  const int64_t dim = c.dim, hidden = c.hidden_dim, kv = c.kv_dim(), q = c.q_dim();
+  return {{{&LayerWeights::wq, q, dim, "wq"},     {&LayerWeights::wk, kv, dim, "wk"},
+           {&LayerWeights::wv, kv, dim, "wv"},    {&LayerWeights::wo, dim, q, "wo"},
+           {&LayerWeights::w1, hidden, dim, "w1"}, {&LayerWeights::w2, dim, hidden, "w2"},
+           {&LayerWeights::w3, hidden, dim, "w3"}}};
+}
+
+// Reads a llama2.c checkpoint's tensors from the end of its header, in the file's order, and places
+// them into the model (whose config and layer count are already set).
+class Llama2cTensorReader {
+ public:
+  Llama2cTensorReader(const MappedFile& file, const Llama2cHeader& header, const LoadOptions& options,
+                      ModelWeights* w)
+      : file_(file), header_(header), r_(file, header.data_offset), place_(MatrixPlacement(options)), w_(w) {}
+
+  // llama2.c's layouts: v0 stores each tensor for all layers back to back, embedding first; v2 the
+  // fp32 norms first, then the int8 tensors. Each reads every tensor up to the classifier and
+  // returns the token embedding.
+  absl::StatusOr<WeightMatrix> ReadV0Tensors();
+  absl::StatusOr<WeightMatrix> ReadV2Tensors();
+  // Sets the classifier: the embedding when shared, else the file's last tensor.
+  absl::Status ReadClassifier(const WeightMatrix& embedding);
+  // INVALID_ARGUMENT when bytes follow the last tensor.
+  absl::Status ExpectEnd() const;
+
+ private:
+  absl::StatusOr<WeightMatrix> TakeF32(int64_t rows, int64_t cols, const char* what);
+  absl::Status TakeVectors(const float* LayerWeights::*member, int64_t n, const char* what);
+  absl::Status TakeFinalNorm();
+  absl::StatusOr<WeightMatrix> TakeMatrix(int64_t rows, int64_t cols, const std::string& name);
+  absl::StatusOr<WeightMatrix> TakeInt8Matrix(int64_t rows, int64_t cols, const std::string& name);
+  absl::Status TakeLayerMatrices(const Llama2cMatrix& f);
+
+  const MappedFile& file_;
+  const Llama2cHeader& header_;
+  Reader r_;
+  PlaceOptions place_;
+  ModelWeights* w_;
+};
+
+// `count` fp32 values at the read position, as a [rows][cols] view.
+absl::StatusOr<WeightMatrix> Llama2cTensorReader::TakeF32(int64_t rows, int64_t cols, const char* what) {
+  const size_t bytes = size_t(rows) * cols * 4;
+  if (!r_.Has(bytes)) return Truncated(file_.path(), what, bytes, file_.size() - r_.offset());
+  return WeightMatrix{WeightType::kF32, r_.Take(bytes), rows, cols};
+}
+
+// One fp32 vector of `n` per layer, stored for all layers back to back.
+absl::Status Llama2cTensorReader::TakeVectors(const float* LayerWeights::*member, int64_t n, const char* what) {
+  const int64_t L = w_->config().n_layers;
+  absl::StatusOr<WeightMatrix> all = TakeF32(L, n, what);
+  if (!all.ok()) return all.status();
+  std::vector<LayerWeights>& layers = w_->mutable_layers();
+  for (int64_t l = 0; l < L; ++l) {
+    absl::StatusOr<const float*> v = w_->PlaceVector({WeightType::kF32, all->row(l), 1, n}, what);
+    if (!v.ok()) return v.status();
+    layers[l].*member = *v;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Llama2cTensorReader::TakeFinalNorm() {
+  absl::StatusOr<WeightMatrix> final_norm = TakeF32(1, w_->config().dim, "rms_final_weight");
+  if (!final_norm.ok()) return final_norm.status();
+  absl::StatusOr<const float*> rms_final = w_->PlaceVector(*final_norm, "rms_final_weight");
+  if (!rms_final.ok()) return rms_final.status();
+  w_->set_rms_final(*rms_final);
+  return absl::OkStatus();
+}
+
+// One matrix of layer `l` (or of the model when l < 0), in the file's type or the one asked for.
+absl::StatusOr<WeightMatrix> Llama2cTensorReader::TakeMatrix(int64_t rows, int64_t cols, const std::string& name) {
+  if (header_.quantized) return TakeInt8Matrix(rows, cols, name);
+  absl::StatusOr<WeightMatrix> m = TakeF32(rows, cols, name.c_str());
+  if (!m.ok()) return m.status();
+  return w_->Place(*m, place_, name);
+}
+
+// An int8 tensor re-blocked (Int8ToBlocks), its mapped pages released, then placed; the re-blocked
+// copy is freed when placing made another, so the tensor is held once.
+absl::StatusOr<WeightMatrix> Llama2cTensorReader::TakeInt8Matrix(int64_t rows, int64_t cols, const std::string& name) {
+  const std::string& path = file_.path();
+  const size_t n = size_t(rows) * cols, groups = n / header_.group_size;
+  if (n % header_.group_size != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", name, " has ", n,
+                                                   " values, not a multiple of group_size ", header_.group_size));
+  }
+  if (!r_.Has(n + groups * 4)) return Truncated(path, name, n + groups * 4, file_.size() - r_.offset());
+  const int8_t* values = reinterpret_cast<const int8_t*>(r_.Take(n));
+  const uint8_t* scales = r_.Take(groups * 4);
+  std::string note;
+  const WeightMatrix blocks = Int8ToBlocks(values, scales, rows, cols, header_.group_size, &w_->storage(), &note, name);
+  w_->storage().Release(values, n + groups * 4);
+  if (!note.empty() && !place_.wanted) w_->AddNote(std::move(note));
+  absl::StatusOr<WeightMatrix> placed = w_->Place(blocks, place_, name);
+  if (placed.ok() && placed->data != blocks.data) w_->storage().Free(blocks.data);  // held once
+  return placed;
+}
+
+// Matrix `f` of every layer, stored back to back.
+absl::Status Llama2cTensorReader::TakeLayerMatrices(const Llama2cMatrix& f) {
+  std::vector<LayerWeights>& layers = w_->mutable_layers();
+  for (int64_t l = 0; l < w_->config().n_layers; ++l) {
+    absl::StatusOr<WeightMatrix> m = TakeMatrix(f.rows, f.cols, absl::StrCat("layers.", l, ".", f.name));
+    if (!m.ok()) return m.status();
+    layers[l].*f.member = *m;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<WeightMatrix> Llama2cTensorReader::ReadV0Tensors() {
+  const ModelConfig& c = w_->config();
+  absl::StatusOr<WeightMatrix> embedding = TakeMatrix(c.vocab_size, c.dim, "token_embedding_table");
+  if (!embedding.ok()) return embedding.status();
+  if (absl::Status s = TakeVectors(&LayerWeights::rms_att, c.dim, "rms_att_weight"); !s.ok()) return s;
+  for (const Llama2cMatrix& f : Llama2cMatrices(c)) {
+    if (f.member == &LayerWeights::w1) {
+      if (absl::Status s = TakeVectors(&LayerWeights::rms_ffn, c.dim, "rms_ffn_weight"); !s.ok()) return s;
+    }
+    if (absl::Status s = TakeLayerMatrices(f); !s.ok()) return s;
+  }
+  if (absl::Status s = TakeFinalNorm(); !s.ok()) return s;
+  // freq_cis_real and freq_cis_imag (unused: RoPE is computed) sit between the norm and a separate
+  // classifier.
+  absl::StatusOr<WeightMatrix> freq = TakeF32(c.seq_len, c.head_dim, "freq_cis");
+  if (!freq.ok()) return freq.status();
+  return embedding;
+}
+
+absl::StatusOr<WeightMatrix> Llama2cTensorReader::ReadV2Tensors() {
+  const ModelConfig& c = w_->config();
+  if (absl::Status s = TakeVectors(&LayerWeights::rms_att, c.dim, "rms_att_weight"); !s.ok()) return s;
+  if (absl::Status s = TakeVectors(&LayerWeights::rms_ffn, c.dim, "rms_ffn_weight"); !s.ok()) return s;
+  if (absl::Status s = TakeFinalNorm(); !s.ok()) return s;
+  absl::StatusOr<WeightMatrix> embedding = TakeMatrix(c.vocab_size, c.dim, "token_embedding_table");
+  if (!embedding.ok()) return embedding.status();
+  for (const Llama2cMatrix& f : Llama2cMatrices(c)) {
+    if (absl::Status s = TakeLayerMatrices(f); !s.ok()) return s;
+  }
+  return embedding;
+}
+
+absl::Status Llama2cTensorReader::ReadClassifier(const WeightMatrix& embedding) {
+  const ModelConfig& c = w_->config();
+  if (c.shared_classifier) {
+    w_->set_classifier(embedding);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<WeightMatrix> cls = TakeMatrix(c.vocab_size, c.dim, "classifier");
+  if (!cls.ok()) return cls.status();
+  w_->set_classifier(*cls);
+  return absl::OkStatus();
+}
+
+absl::Status Llama2cTensorReader::ExpectEnd() const {
+  if (r_.offset() == file_.size()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("'", file_.path(), "': ", file_.size() - r_.offset(),
+                                                 " unexpected bytes after the last tensor (wrong shape in the header?)"));
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::string& path, const LoadOptions& options) {
@@ -214,119 +392,15 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadLlama2cCheckpoint(const std::s
   if (!opened.ok()) return opened.status();
   auto w = std::make_unique<ModelWeights>();
   const MappedFile& file = w->storage().Keep(std::move(*opened));
-  ModelConfig& c = w->mutable_config();
-  absl::StatusOr<Llama2cHeader> header = ReadLlama2cHeader(file, &c);
+  absl::StatusOr<Llama2cHeader> header = ReadLlama2cHeader(file, &w->mutable_config());
   if (!header.ok()) return header.status();
-  const int64_t L = c.n_layers, dim = c.dim, hidden = c.hidden_dim, kv = c.kv_dim(), q = c.q_dim(),
-                vocab = c.vocab_size;
-  std::vector<LayerWeights>& layers = w->mutable_layers();
-  layers.resize(L);
-  Reader r(file, header->data_offset);
-  PlaceOptions place;
-  place.wanted = options.weights;
-  place.panels = options.panels;
-  // `count` fp32 values at the read position, as a [rows][cols] view.
-  auto take_f32 = [&](int64_t rows, int64_t cols, const char* what) -> absl::StatusOr<WeightMatrix> {
-    const size_t bytes = size_t(rows) * cols * 4;
-    if (!r.Has(bytes)) return Truncated(path, what, bytes, file.size() - r.offset());
-    return WeightMatrix{WeightType::kF32, r.Take(bytes), rows, cols};
-  };
-  auto take_vectors = [&](const float* LayerWeights::*member, int64_t n, const char* what) -> absl::Status {
-    absl::StatusOr<WeightMatrix> all = take_f32(L, n, what);
-    if (!all.ok()) return all.status();
-    for (int64_t l = 0; l < L; ++l) {
-      absl::StatusOr<const float*> v = w->PlaceVector({WeightType::kF32, all->row(l), 1, n}, what);
-      if (!v.ok()) return v.status();
-      layers[l].*member = *v;
-    }
-    return absl::OkStatus();
-  };
-  // One matrix of layer `l` (or of the model when l < 0), in the file's type or the one asked for.
-  auto take_matrix = [&](int64_t rows, int64_t cols, const std::string& name) -> absl::StatusOr<WeightMatrix> {
-    if (!header->quantized) {
-      absl::StatusOr<WeightMatrix> m = take_f32(rows, cols, name.c_str());
-      if (!m.ok()) return m.status();
-      return w->Place(*m, place, name);
-    }
-    const size_t n = size_t(rows) * cols, groups = n / header->group_size;
-    if (n % header->group_size != 0) {
-      return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", name, " has ", n,
-                                                     " values, not a multiple of group_size ", header->group_size));
-    }
-    if (!r.Has(n + groups * 4)) return Truncated(path, name, n + groups * 4, file.size() - r.offset());
-    const int8_t* values = reinterpret_cast<const int8_t*>(r.Take(n));
-    const uint8_t* scales = r.Take(groups * 4);
-    std::string note;
-    const WeightMatrix blocks = Int8ToBlocks(values, scales, rows, cols, header->group_size, &w->storage(), &note, name);
-    w->storage().Release(values, n + groups * 4);
-    if (!note.empty() && !place.wanted) w->AddNote(std::move(note));
-    absl::StatusOr<WeightMatrix> placed = w->Place(blocks, place, name);
-    if (placed.ok() && placed->data != blocks.data) w->storage().Free(blocks.data);  // held once
-    return placed;
-  };
-  // llama2.c's layouts: v0 stores each tensor for all layers back to back, embedding first; v2 the
-  // fp32 norms first, then the int8 tensors.
-  absl::StatusOr<WeightMatrix> embedding;
-  if (!header->quantized) {
-    embedding = take_matrix(vocab, dim, "token_embedding_table");
-    if (!embedding.ok()) return embedding.status();
-  }
-  if (absl::Status s = take_vectors(&LayerWeights::rms_att, dim, "rms_att_weight"); !s.ok()) return s;
-  const struct {
-    WeightMatrix LayerWeights::*member;
-    int64_t rows, cols;
-    const char* name;
-  } fields[] = {{&LayerWeights::wq, q, dim, "wq"},     {&LayerWeights::wk, kv, dim, "wk"},
-                {&LayerWeights::wv, kv, dim, "wv"},    {&LayerWeights::wo, dim, q, "wo"},
-                {&LayerWeights::w1, hidden, dim, "w1"}, {&LayerWeights::w2, dim, hidden, "w2"},
-                {&LayerWeights::w3, hidden, dim, "w3"}};
-  if (!header->quantized) {
-    for (const auto& f : fields) {
-      if (&f == &fields[4]) {
-        if (absl::Status s = take_vectors(&LayerWeights::rms_ffn, dim, "rms_ffn_weight"); !s.ok()) return s;
-      }
-      for (int64_t l = 0; l < L; ++l) {
-        absl::StatusOr<WeightMatrix> m = take_matrix(f.rows, f.cols, absl::StrCat("layers.", l, ".", f.name));
-        if (!m.ok()) return m.status();
-        layers[l].*f.member = *m;
-      }
-    }
-  } else {
-    if (absl::Status s = take_vectors(&LayerWeights::rms_ffn, dim, "rms_ffn_weight"); !s.ok()) return s;
-  }
-  absl::StatusOr<WeightMatrix> final_norm = take_f32(1, dim, "rms_final_weight");
-  if (!final_norm.ok()) return final_norm.status();
-  absl::StatusOr<const float*> rms_final = w->PlaceVector(*final_norm, "rms_final_weight");
-  if (!rms_final.ok()) return rms_final.status();
-  w->set_rms_final(*rms_final);
-  if (header->quantized) {
-    embedding = take_matrix(vocab, dim, "token_embedding_table");
-    if (!embedding.ok()) return embedding.status();
-    for (const auto& f : fields) {
-      for (int64_t l = 0; l < L; ++l) {
-        absl::StatusOr<WeightMatrix> m = take_matrix(f.rows, f.cols, absl::StrCat("layers.", l, ".", f.name));
-        if (!m.ok()) return m.status();
-        layers[l].*f.member = *m;
-      }
-    }
-  } else {
-    // freq_cis_real and freq_cis_imag (unused: RoPE is computed) sit between the norm and a separate
-    // classifier.
-    absl::StatusOr<WeightMatrix> freq = take_f32(c.seq_len, c.head_dim, "freq_cis");
-    if (!freq.ok()) return freq.status();
-  }
+  w->mutable_layers().resize(w->config().n_layers);
+  Llama2cTensorReader tensors(file, *header, options, w.get());
+  absl::StatusOr<WeightMatrix> embedding = header->quantized ? tensors.ReadV2Tensors() : tensors.ReadV0Tensors();
+  if (!embedding.ok()) return embedding.status();
   w->set_token_embedding(*embedding);
-  if (c.shared_classifier) {
-    w->set_classifier(*embedding);
-  } else {
-    absl::StatusOr<WeightMatrix> cls = take_matrix(vocab, dim, "classifier");
-    if (!cls.ok()) return cls.status();
-    w->set_classifier(*cls);
-  }
-  if (r.offset() != file.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", file.size() - r.offset(),
-                                                   " unexpected bytes after the last tensor (wrong shape in the header?)"));
-  }
+  if (absl::Status s = tensors.ReadClassifier(*embedding); !s.ok()) return s;
+  if (absl::Status s = tensors.ExpectEnd(); !s.ok()) return s;
   w->set_format(absl::StrCat(header->quantized ? "llama2.c v2 (int8)" : "llama2.c v0 (fp32)", ", held as ",
                              w->weight_types()));
   return w;
