@@ -454,6 +454,209 @@ absl::Status ParseSafetensors(const MappedFile& file, std::map<std::string, Safe
   return absl::OkStatus();
 }
 
+// config.json of a Hugging Face folder, which must be a JSON object.
+absl::StatusOr<json> ReadConfigJson(const std::string& folder) {
+  absl::StatusOr<std::string> config_text = ReadFileToString(folder + "/config.json");
+  if (!config_text.ok()) return config_text.status();
+  json config = json::parse(*config_text, nullptr, false);
+  if (config.is_discarded() || !config.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat("'", folder, "/config.json' is not a JSON object"));
+  }
+  return config;
+}
+
+// config.json's integer `key`; `fallback` when it is absent or null, unless `required`.
+absl::StatusOr<int> ConfigInt(const json& config, const char* key, int fallback, bool required) {
+  if (!config.contains(key) || config[key].is_null()) {
+    if (required) return absl::InvalidArgumentError(absl::StrCat("config.json: missing '", key, "'"));
+    return fallback;
+  }
+  if (!config[key].is_number_integer()) return absl::InvalidArgumentError(absl::StrCat("config.json: '", key, "' must be an integer"));
+  return config[key].get<int>();
+}
+
+// The model's shape from config.json's keys, validated.
+absl::Status ReadHfConfig(const json& config, ModelConfig* c) {
+  const struct {
+    const char* key;
+    int* field;
+    bool required;
+  } ints[] = {{"hidden_size", &c->dim, true},         {"intermediate_size", &c->hidden_dim, true},
+              {"num_hidden_layers", &c->n_layers, true}, {"num_attention_heads", &c->n_heads, true},
+              {"vocab_size", &c->vocab_size, true},   {"max_position_embeddings", &c->seq_len, true}};
+  for (const auto& f : ints) {
+    absl::StatusOr<int> v = ConfigInt(config, f.key, 0, f.required);
+    if (!v.ok()) return v.status();
+    *f.field = *v;
+  }
+  absl::StatusOr<int> kv = ConfigInt(config, "num_key_value_heads", c->n_heads, false);
+  if (!kv.ok()) return kv.status();
+  c->n_kv_heads = *kv;
+  absl::StatusOr<int> head_dim = ConfigInt(config, "head_dim", c->n_heads > 0 ? c->dim / c->n_heads : 0, false);
+  if (!head_dim.ok()) return head_dim.status();
+  c->head_dim = *head_dim;
+  if (config.contains("rope_theta") && config["rope_theta"].is_number()) c->rope_theta = config["rope_theta"].get<float>();
+  if (config.contains("rms_norm_eps") && config["rms_norm_eps"].is_number()) c->norm_eps = config["rms_norm_eps"].get<float>();
+  if (config.contains("rope_scaling") && !config["rope_scaling"].is_null()) {
+    return absl::UnimplementedError("config.json: rope_scaling is not supported");
+  }
+  absl::StatusOr<int> bos = ConfigInt(config, "bos_token_id", 1, false);
+  absl::StatusOr<int> eos = ConfigInt(config, "eos_token_id", 2, false);
+  if (bos.ok()) c->bos_id = *bos;
+  if (eos.ok()) c->eos_id = *eos;
+  c->shared_classifier = config.value("tie_word_embeddings", false);
+  if (absl::Status s = ValidateConfig(*c); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("config.json: ", s.message()));
+  return absl::OkStatus();
+}
+
+// Which files: an index's weight_map, or the single model.safetensors.
+absl::StatusOr<std::set<std::string>> SafetensorsFiles(const std::string& folder) {
+  std::set<std::string> files;
+  absl::StatusOr<std::string> index_text = ReadFileToString(folder + "/model.safetensors.index.json");
+  if (!index_text.ok()) {
+    files.insert("model.safetensors");
+    return files;
+  }
+  json index = json::parse(*index_text, nullptr, false);
+  if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
+    return absl::InvalidArgumentError("model.safetensors.index.json: missing 'weight_map' object");
+  }
+  for (const auto& [name, file] : index["weight_map"].items()) {
+    if (!file.is_string() || absl::StrContains(file.get<std::string>(), "/")) {
+      return absl::InvalidArgumentError(absl::StrCat("model.safetensors.index.json: bad file for '", name, "'"));
+    }
+    files.insert(file.get<std::string>());
+  }
+  return files;
+}
+
+// Maps each of `files` in `folder` (kept in `storage`: tensors are used from the maps) and indexes
+// their tensors by name.
+absl::Status MapSafetensors(const std::string& folder, const std::set<std::string>& files, WeightStorage* storage,
+                            std::map<std::string, SafetensorsEntry>* tensors) {
+  for (const std::string& name : files) {
+    absl::StatusOr<MappedFile> file = MappedFile::Open(folder + "/" + name);
+    if (!file.ok()) return file.status();
+    if (absl::Status s = ParseSafetensors(storage->Keep(std::move(*file)), tensors); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// The weight type of a safetensors dtype the loader reads (F32, F16, BF16); nullopt for others.
+std::optional<WeightType> SafetensorsWeightType(const std::string& dtype) {
+  return dtype == "F32"    ? std::optional(WeightType::kF32)
+         : dtype == "F16"  ? std::optional(WeightType::kF16)
+         : dtype == "BF16" ? std::optional(WeightType::kBF16)
+                           : std::nullopt;
+}
+
+// Finds a folder's tensors by name, checks them against the shapes config.json implies and places
+// them into the model; remembers the dtypes seen, for the format line.
+class HfTensors {
+ public:
+  HfTensors(std::map<std::string, SafetensorsEntry> tensors, const LoadOptions& options, ModelWeights* w)
+      : tensors_(std::move(tensors)), place_(MatrixPlacement(options)), w_(w) {}
+
+  absl::StatusOr<WeightMatrix> Matrix(const std::string& name, const std::vector<int64_t>& shape, int permute_heads);
+  absl::StatusOr<const float*> Vector(const std::string& name, int64_t n);
+  bool Has(const std::string& name) const { return tensors_.count(name) != 0; }
+  // The dtypes seen, e.g. "BF16" or "F16+F32".
+  std::string DtypeList() const;
+
+ private:
+  absl::StatusOr<WeightMatrix> View(const std::string& name, const std::vector<int64_t>& shape, int permute_heads,
+                                    PlaceOptions* place);
+
+  std::map<std::string, SafetensorsEntry> tensors_;
+  std::set<std::string> dtypes_;
+  PlaceOptions place_;
+  ModelWeights* w_;
+};
+
+// A tensor of the expected shape as a view of its file's type; `permute_heads` > 0 also gives the
+// row order from rotate-half to interleaved pairs: HF row h*hd + c*hd/2 + i holds llama2.c row
+// h*hd + 2*i + c.
+absl::StatusOr<WeightMatrix> HfTensors::View(const std::string& name, const std::vector<int64_t>& shape,
+                                             int permute_heads, PlaceOptions* place) {
+  auto it = tensors_.find(name);
+  if (it == tensors_.end()) return absl::InvalidArgumentError(absl::StrCat("safetensors: missing tensor '", name, "'"));
+  const SafetensorsEntry& e = it->second;
+  if (e.shape != shape) {
+    std::string want, got;
+    for (int64_t d : shape) absl::StrAppend(&want, want.empty() ? "" : ",", d);
+    for (int64_t d : e.shape) absl::StrAppend(&got, got.empty() ? "" : ",", d);
+    return absl::InvalidArgumentError(absl::StrCat("'", e.file, "': tensor '", name, "' has shape [", got,
+                                                   "] but config.json implies [", want, "]"));
+  }
+  const std::optional<WeightType> type = SafetensorsWeightType(e.dtype);
+  if (!type) {
+    return absl::UnimplementedError(absl::StrCat("'", e.file, "': tensor '", name, "' has dtype ", e.dtype,
+                                                 " (supported: F32, F16, BF16)"));
+  }
+  const WeightMatrix m{*type, e.data, shape.size() == 2 ? shape[0] : 1, shape.back()};
+  if (e.bytes != m.bytes()) {
+    return absl::DataLossError(absl::StrCat("'", e.file, "': tensor '", name, "' holds ", e.bytes, " bytes, expected ",
+                                            m.bytes()));
+  }
+  dtypes_.insert(e.dtype);
+  place->row_order.clear();
+  const int64_t hd = w_->config().head_dim;
+  for (int h = 0; h < permute_heads; ++h) {
+    for (int64_t i = 0; i < hd; ++i) place->row_order.push_back(h * hd + (i % 2) * (hd / 2) + i / 2);
+  }
+  return m;
+}
+
+absl::StatusOr<WeightMatrix> HfTensors::Matrix(const std::string& name, const std::vector<int64_t>& shape,
+                                               int permute_heads) {
+  absl::StatusOr<WeightMatrix> m = View(name, shape, permute_heads, &place_);
+  if (!m.ok()) return m.status();
+  return w_->Place(*m, place_, name);
+}
+
+absl::StatusOr<const float*> HfTensors::Vector(const std::string& name, int64_t n) {
+  PlaceOptions unused;
+  absl::StatusOr<WeightMatrix> m = View(name, {n}, 0, &unused);
+  if (!m.ok()) return m.status();
+  return w_->PlaceVector(*m, name);
+}
+
+std::string HfTensors::DtypeList() const {
+  std::string dtype_list;
+  for (const std::string& d : dtypes_) absl::StrAppend(&dtype_list, dtype_list.empty() ? "" : "+", d);
+  return dtype_list;
+}
+
+// Layer `l`'s seven matrices and two norms, by their Hugging Face names.
+absl::Status LoadHfLayer(const ModelConfig& c, int l, HfTensors* tensors, LayerWeights* layer) {
+  const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kvd = c.kv_dim();
+  const std::string p = absl::StrCat("model.layers.", l, ".");
+  const struct {
+    WeightMatrix LayerWeights::*member;
+    std::string name;
+    std::vector<int64_t> shape;
+    int permute;
+  } fields[] = {{&LayerWeights::wq, p + "self_attn.q_proj.weight", {q, dim}, c.n_heads},
+                {&LayerWeights::wk, p + "self_attn.k_proj.weight", {kvd, dim}, c.n_kv_heads},
+                {&LayerWeights::wv, p + "self_attn.v_proj.weight", {kvd, dim}, 0},
+                {&LayerWeights::wo, p + "self_attn.o_proj.weight", {dim, q}, 0},
+                {&LayerWeights::w1, p + "mlp.gate_proj.weight", {hidden, dim}, 0},
+                {&LayerWeights::w2, p + "mlp.down_proj.weight", {dim, hidden}, 0},
+                {&LayerWeights::w3, p + "mlp.up_proj.weight", {hidden, dim}, 0}};
+  for (const auto& f : fields) {
+    absl::StatusOr<WeightMatrix> t = tensors->Matrix(f.name, f.shape, f.permute);
+    if (!t.ok()) return t.status();
+    layer->*f.member = *t;
+  }
+  absl::StatusOr<const float*> att = tensors->Vector(p + "input_layernorm.weight", dim);
+  if (!att.ok()) return att.status();
+  absl::StatusOr<const float*> ffn = tensors->Vector(p + "post_attention_layernorm.weight", dim);
+  if (!ffn.ok()) return ffn.status();
+  layer->rms_att = *att;
+  layer->rms_ffn = *ffn;
+  return absl::OkStatus();
+}
+
 bool IsDirectory(const std::string& path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
@@ -462,173 +665,38 @@ bool IsDirectory(const std::string& path) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadHuggingFaceFolder(const std::string& folder, const LoadOptions& options) {
-  absl::StatusOr<std::string> config_text = ReadFileToString(folder + "/config.json");
-  if (!config_text.ok()) return config_text.status();
-  json config = json::parse(*config_text, nullptr, false);
-  if (config.is_discarded() || !config.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat("'", folder, "/config.json' is not a JSON object"));
-  }
+  absl::StatusOr<json> config = ReadConfigJson(folder);
+  if (!config.ok()) return config.status();
   auto w = std::make_unique<ModelWeights>();
   ModelConfig& c = w->mutable_config();
-  auto get_int = [&](const char* key, int fallback, bool required) -> absl::StatusOr<int> {
-    if (!config.contains(key) || config[key].is_null()) {
-      if (required) return absl::InvalidArgumentError(absl::StrCat("config.json: missing '", key, "'"));
-      return fallback;
-    }
-    if (!config[key].is_number_integer()) return absl::InvalidArgumentError(absl::StrCat("config.json: '", key, "' must be an integer"));
-    return config[key].get<int>();
-  };
-  const struct {
-    const char* key;
-    int* field;
-    bool required;
-  } ints[] = {{"hidden_size", &c.dim, true},         {"intermediate_size", &c.hidden_dim, true},
-              {"num_hidden_layers", &c.n_layers, true}, {"num_attention_heads", &c.n_heads, true},
-              {"vocab_size", &c.vocab_size, true},   {"max_position_embeddings", &c.seq_len, true}};
-  for (const auto& f : ints) {
-    absl::StatusOr<int> v = get_int(f.key, 0, f.required);
-    if (!v.ok()) return v.status();
-    *f.field = *v;
-  }
-  absl::StatusOr<int> kv = get_int("num_key_value_heads", c.n_heads, false);
-  if (!kv.ok()) return kv.status();
-  c.n_kv_heads = *kv;
-  absl::StatusOr<int> head_dim = get_int("head_dim", c.n_heads > 0 ? c.dim / c.n_heads : 0, false);
-  if (!head_dim.ok()) return head_dim.status();
-  c.head_dim = *head_dim;
-  if (config.contains("rope_theta") && config["rope_theta"].is_number()) c.rope_theta = config["rope_theta"].get<float>();
-  if (config.contains("rms_norm_eps") && config["rms_norm_eps"].is_number()) c.norm_eps = config["rms_norm_eps"].get<float>();
-  if (config.contains("rope_scaling") && !config["rope_scaling"].is_null()) {
-    return absl::UnimplementedError("config.json: rope_scaling is not supported");
-  }
-  absl::StatusOr<int> bos = get_int("bos_token_id", 1, false);
-  absl::StatusOr<int> eos = get_int("eos_token_id", 2, false);
-  if (bos.ok()) c.bos_id = *bos;
-  if (eos.ok()) c.eos_id = *eos;
-  c.shared_classifier = config.value("tie_word_embeddings", false);
-  if (absl::Status s = ValidateConfig(c); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("config.json: ", s.message()));
+  if (absl::Status s = ReadHfConfig(*config, &c); !s.ok()) return s;
+  absl::StatusOr<std::set<std::string>> files = SafetensorsFiles(folder);
+  if (!files.ok()) return files.status();
+  std::map<std::string, SafetensorsEntry> entries;
+  if (absl::Status s = MapSafetensors(folder, *files, &w->storage(), &entries); !s.ok()) return s;
+  HfTensors tensors(std::move(entries), options, w.get());
 
-  // Which files: an index's weight_map, or the single model.safetensors.
-  std::set<std::string> files;
-  absl::StatusOr<std::string> index_text = ReadFileToString(folder + "/model.safetensors.index.json");
-  if (index_text.ok()) {
-    json index = json::parse(*index_text, nullptr, false);
-    if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
-      return absl::InvalidArgumentError("model.safetensors.index.json: missing 'weight_map' object");
-    }
-    for (const auto& [name, file] : index["weight_map"].items()) {
-      if (!file.is_string() || absl::StrContains(file.get<std::string>(), "/")) {
-        return absl::InvalidArgumentError(absl::StrCat("model.safetensors.index.json: bad file for '", name, "'"));
-      }
-      files.insert(file.get<std::string>());
-    }
-  } else {
-    files.insert("model.safetensors");
-  }
-  std::map<std::string, SafetensorsEntry> tensors;
-  for (const std::string& name : files) {
-    absl::StatusOr<MappedFile> file = MappedFile::Open(folder + "/" + name);
-    if (!file.ok()) return file.status();
-    if (absl::Status s = ParseSafetensors(w->storage().Keep(std::move(*file)), &tensors); !s.ok()) return s;
-  }
-  std::set<std::string> dtypes;
-
-  // A tensor of the expected shape as a view of its file's type; `permute_heads` > 0 also gives the
-  // row order from rotate-half to interleaved pairs: HF row h*hd + c*hd/2 + i holds llama2.c row
-  // h*hd + 2*i + c.
-  auto tensor = [&](const std::string& name, std::vector<int64_t> shape, int permute_heads,
-                    PlaceOptions* place) -> absl::StatusOr<WeightMatrix> {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) return absl::InvalidArgumentError(absl::StrCat("safetensors: missing tensor '", name, "'"));
-    const SafetensorsEntry& e = it->second;
-    if (e.shape != shape) {
-      std::string want, got;
-      for (int64_t d : shape) absl::StrAppend(&want, want.empty() ? "" : ",", d);
-      for (int64_t d : e.shape) absl::StrAppend(&got, got.empty() ? "" : ",", d);
-      return absl::InvalidArgumentError(absl::StrCat("'", e.file, "': tensor '", name, "' has shape [", got,
-                                                     "] but config.json implies [", want, "]"));
-    }
-    const std::optional<WeightType> type = e.dtype == "F32"    ? std::optional(WeightType::kF32)
-                                           : e.dtype == "F16"  ? std::optional(WeightType::kF16)
-                                           : e.dtype == "BF16" ? std::optional(WeightType::kBF16)
-                                                               : std::nullopt;
-    if (!type) {
-      return absl::UnimplementedError(absl::StrCat("'", e.file, "': tensor '", name, "' has dtype ", e.dtype,
-                                                   " (supported: F32, F16, BF16)"));
-    }
-    const WeightMatrix m{*type, e.data, shape.size() == 2 ? shape[0] : 1, shape.back()};
-    if (e.bytes != m.bytes()) {
-      return absl::DataLossError(absl::StrCat("'", e.file, "': tensor '", name, "' holds ", e.bytes, " bytes, expected ",
-                                              m.bytes()));
-    }
-    dtypes.insert(e.dtype);
-    place->row_order.clear();
-    const int64_t hd = c.head_dim;
-    for (int h = 0; h < permute_heads; ++h) {
-      for (int64_t i = 0; i < hd; ++i) place->row_order.push_back(h * hd + (i % 2) * (hd / 2) + i / 2);
-    }
-    return m;
-  };
-  PlaceOptions place;
-  place.wanted = options.weights;
-  place.panels = options.panels;
-  auto matrix = [&](const std::string& name, std::vector<int64_t> shape, int permute_heads) -> absl::StatusOr<WeightMatrix> {
-    absl::StatusOr<WeightMatrix> m = tensor(name, shape, permute_heads, &place);
-    if (!m.ok()) return m.status();
-    return w->Place(*m, place, name);
-  };
-  auto vector = [&](const std::string& name, int64_t n) -> absl::StatusOr<const float*> {
-    PlaceOptions unused;
-    absl::StatusOr<WeightMatrix> m = tensor(name, {n}, 0, &unused);
-    if (!m.ok()) return m.status();
-    return w->PlaceVector(*m, name);
-  };
-  const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kvd = c.kv_dim(), vocab = c.vocab_size;
-  absl::StatusOr<WeightMatrix> embedding = matrix("model.embed_tokens.weight", {vocab, dim}, 0);
+  const int64_t dim = c.dim, vocab = c.vocab_size;
+  absl::StatusOr<WeightMatrix> embedding = tensors.Matrix("model.embed_tokens.weight", {vocab, dim}, 0);
   if (!embedding.ok()) return embedding.status();
   w->set_token_embedding(*embedding);
   std::vector<LayerWeights>& layers = w->mutable_layers();
   layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    const std::string p = absl::StrCat("model.layers.", l, ".");
-    const struct {
-      WeightMatrix LayerWeights::*member;
-      std::string name;
-      std::vector<int64_t> shape;
-      int permute;
-    } fields[] = {{&LayerWeights::wq, p + "self_attn.q_proj.weight", {q, dim}, c.n_heads},
-                  {&LayerWeights::wk, p + "self_attn.k_proj.weight", {kvd, dim}, c.n_kv_heads},
-                  {&LayerWeights::wv, p + "self_attn.v_proj.weight", {kvd, dim}, 0},
-                  {&LayerWeights::wo, p + "self_attn.o_proj.weight", {dim, q}, 0},
-                  {&LayerWeights::w1, p + "mlp.gate_proj.weight", {hidden, dim}, 0},
-                  {&LayerWeights::w2, p + "mlp.down_proj.weight", {dim, hidden}, 0},
-                  {&LayerWeights::w3, p + "mlp.up_proj.weight", {hidden, dim}, 0}};
-    for (const auto& f : fields) {
-      absl::StatusOr<WeightMatrix> t = matrix(f.name, f.shape, f.permute);
-      if (!t.ok()) return t.status();
-      layers[l].*f.member = *t;
-    }
-    absl::StatusOr<const float*> att = vector(p + "input_layernorm.weight", dim);
-    if (!att.ok()) return att.status();
-    absl::StatusOr<const float*> ffn = vector(p + "post_attention_layernorm.weight", dim);
-    if (!ffn.ok()) return ffn.status();
-    layers[l].rms_att = *att;
-    layers[l].rms_ffn = *ffn;
+    if (absl::Status s = LoadHfLayer(c, l, &tensors, &layers[l]); !s.ok()) return s;
   }
-  absl::StatusOr<const float*> norm = vector("model.norm.weight", dim);
+  absl::StatusOr<const float*> norm = tensors.Vector("model.norm.weight", dim);
   if (!norm.ok()) return norm.status();
   w->set_rms_final(*norm);
-  if (c.shared_classifier || tensors.count("lm_head.weight") == 0) {
+  if (c.shared_classifier || !tensors.Has("lm_head.weight")) {
     c.shared_classifier = true;
     w->set_classifier(*embedding);
   } else {
-    absl::StatusOr<WeightMatrix> head = matrix("lm_head.weight", {vocab, dim}, 0);
+    absl::StatusOr<WeightMatrix> head = tensors.Matrix("lm_head.weight", {vocab, dim}, 0);
     if (!head.ok()) return head.status();
     w->set_classifier(*head);
   }
-  std::string dtype_list;
-  for (const std::string& d : dtypes) absl::StrAppend(&dtype_list, dtype_list.empty() ? "" : "+", d);
-  w->set_format(absl::StrCat("Hugging Face safetensors (", dtype_list, "), held as ", w->weight_types()));
+  w->set_format(absl::StrCat("Hugging Face safetensors (", tensors.DtypeList(), "), held as ", w->weight_types()));
   return w;
 }
 
