@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
@@ -102,14 +103,28 @@ absl::Status WriteGgufModel(const ModelWeights& w, std::optional<WeightType> typ
   return writer->Write(path);
 }
 
-absl::Status WriteHuggingFaceFolder(const ModelWeights& w, WeightType type, const std::string& folder) {
-  using nlohmann::json;
-  const char* dtype = type == WeightType::kF32 ? "F32" : type == WeightType::kF16 ? "F16" : type == WeightType::kBF16 ? "BF16" : nullptr;
-  if (dtype == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("Hugging Face folders hold f32, f16 or bf16, not ", WeightTypeName(type)));
+namespace {
+
+using nlohmann::json;
+
+// The names of a weight type in a Hugging Face folder: safetensors' dtype, config.json's torch_dtype.
+struct HfDtype {
+  const char* safetensors;
+  const char* torch;
+};
+
+// f32, f16 and bf16, the types Hugging Face folders hold; nullopt for the others.
+std::optional<HfDtype> HfDtypeOf(WeightType type) {
+  switch (type) {
+    case WeightType::kF32: return HfDtype{"F32", "float32"};
+    case WeightType::kF16: return HfDtype{"F16", "float16"};
+    case WeightType::kBF16: return HfDtype{"BF16", "bfloat16"};
+    default: return std::nullopt;
   }
-  const ModelConfig& c = w.config();
-  ::mkdir(folder.c_str(), 0755);
+}
+
+// config.json for a model of shape `c`, with the keys LoadHuggingFaceFolder reads.
+json HfConfigJson(const ModelConfig& c, const char* torch_dtype) {
   const json config = {{"architectures", {"LlamaForCausalLM"}},
                        {"model_type", "llama"},
                        {"hidden_size", c.dim},
@@ -127,23 +142,33 @@ absl::Status WriteHuggingFaceFolder(const ModelWeights& w, WeightType type, cons
                        {"tie_word_embeddings", c.shared_classifier},
                        {"bos_token_id", c.bos_id},
                        {"eos_token_id", c.eos_id},
-                       {"torch_dtype", type == WeightType::kF32 ? "float32" : type == WeightType::kF16 ? "float16" : "bfloat16"}};
-  {
-    std::FILE* f = std::fopen((folder + "/config.json").c_str(), "wb");
-    if (f == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot write '", folder, "/config.json'"));
-    const std::string text = config.dump(2) + "\n";
-    const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
-    if (std::fclose(f) != 0 || !ok) return absl::DataLossError(absl::StrCat("error writing '", folder, "/config.json'"));
-  }
-  // Tensors in writing order; q/k rows go back from interleaved pairs to rotate-half order:
-  // HF row h*hd + half*hd/2 + i holds engine row h*hd + 2*i + half.
-  struct Entry {
-    std::string name;
-    WeightMatrix m;
-    bool vector;
-    int permute_heads;
-  };
-  std::vector<Entry> entries = {{"model.embed_tokens.weight", w.token_embedding(), false, 0}};
+                       {"torch_dtype", torch_dtype}};
+  return config;
+}
+
+// Writes `config`, indented, as `folder`/config.json.
+absl::Status WriteConfigJson(const std::string& folder, const json& config) {
+  std::FILE* f = std::fopen((folder + "/config.json").c_str(), "wb");
+  if (f == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot write '", folder, "/config.json'"));
+  const std::string text = config.dump(2) + "\n";
+  const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+  if (std::fclose(f) != 0 || !ok) return absl::DataLossError(absl::StrCat("error writing '", folder, "/config.json'"));
+  return absl::OkStatus();
+}
+
+// One tensor of model.safetensors; a vector's shape is [cols].
+struct HfEntry {
+  std::string name;
+  WeightMatrix m;
+  bool vector;
+  int permute_heads;
+};
+
+// Tensors in writing order; q/k rows go back from interleaved pairs to rotate-half order:
+// HF row h*hd + half*hd/2 + i holds engine row h*hd + 2*i + half.
+std::vector<HfEntry> HfEntries(const ModelWeights& w) {
+  const ModelConfig& c = w.config();
+  std::vector<HfEntry> entries = {{"model.embed_tokens.weight", w.token_embedding(), false, 0}};
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& L = w.layer(l);
     const std::string p = absl::StrCat("model.layers.", l, ".");
@@ -159,10 +184,15 @@ absl::Status WriteHuggingFaceFolder(const ModelWeights& w, WeightType type, cons
   }
   entries.push_back({"model.norm.weight", VectorView(w.rms_final(), c.dim), true, 0});
   if (!c.shared_classifier) entries.push_back({"lm_head.weight", w.classifier(), false, 0});
+  return entries;
+}
 
+// safetensors' JSON header for `entries` in `type`, back to back, padded with spaces to a multiple
+// of 8 bytes.
+std::string SafetensorsHeader(const std::vector<HfEntry>& entries, WeightType type, const char* dtype) {
   json header = {{"__metadata__", {{"format", "pt"}}}};
   uint64_t offset = 0;
-  for (const Entry& e : entries) {
+  for (const HfEntry& e : entries) {
     const uint64_t bytes = uint64_t(e.m.rows) * RowBytes(type, e.m.cols);
     const json shape = e.vector ? json::array({e.m.cols}) : json::array({e.m.rows, e.m.cols});
     header[e.name] = {{"dtype", dtype}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
@@ -170,16 +200,22 @@ absl::Status WriteHuggingFaceFolder(const ModelWeights& w, WeightType type, cons
   }
   std::string header_text = header.dump();
   while (header_text.size() % 8 != 0) header_text += ' ';
-  const std::string path = folder + "/model.safetensors";
+  return header_text;
+}
+
+// Writes `path`: the header's length and the header, then the entries converted to `type` one at a
+// time (rows of heads `head_dim` long), so the file may be larger than memory.
+absl::Status WriteSafetensors(const std::string& path, const std::string& header_text,
+                              const std::vector<HfEntry>& entries, WeightType type, int64_t head_dim) {
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (f == nullptr) return absl::PermissionDeniedError(absl::StrCat("cannot write '", path, "'"));
   const uint64_t header_len = header_text.size();
   bool ok = std::fwrite(&header_len, 8, 1, f) == 1 && std::fwrite(header_text.data(), 1, header_len, f) == header_len;
   std::vector<uint8_t> bytes;
-  for (const Entry& e : entries) {
+  for (const HfEntry& e : entries) {
     if (!ok) break;
     bytes.clear();
-    const int64_t hd = c.head_dim;
+    const int64_t hd = head_dim;
     ConvertMatrix(e.m, type,
                   [&](int64_t r) {
                     if (e.permute_heads == 0) return r;
@@ -192,6 +228,20 @@ absl::Status WriteHuggingFaceFolder(const ModelWeights& w, WeightType type, cons
   ok = std::fclose(f) == 0 && ok;
   if (!ok) return absl::DataLossError(absl::StrCat("error writing '", path, "' (disk full?)"));
   return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status WriteHuggingFaceFolder(const ModelWeights& w, WeightType type, const std::string& folder) {
+  const std::optional<HfDtype> dtype = HfDtypeOf(type);
+  if (!dtype) {
+    return absl::InvalidArgumentError(absl::StrCat("Hugging Face folders hold f32, f16 or bf16, not ", WeightTypeName(type)));
+  }
+  ::mkdir(folder.c_str(), 0755);
+  if (absl::Status s = WriteConfigJson(folder, HfConfigJson(w.config(), dtype->torch)); !s.ok()) return s;
+  const std::vector<HfEntry> entries = HfEntries(w);
+  return WriteSafetensors(folder + "/model.safetensors", SafetensorsHeader(entries, type, dtype->safetensors), entries,
+                          type, w.config().head_dim);
 }
 
 }  // namespace a2sf::worker
