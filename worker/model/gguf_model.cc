@@ -119,6 +119,83 @@ absl::StatusOr<WeightMatrix> FindTensor(const gguf::GgufFile& file, const std::s
   return WeightMatrix{traits->type, t->data, rows, cols};
 }
 
+// The model's shape from the metadata and the tensor list (the classifier is tied when there is no
+// 'output'), validated.
+absl::Status ReadModelConfig(const gguf::GgufFile& file, const std::string& path, ModelConfig* c) {
+  if (absl::Status s = ReadConfig(file, c); !s.ok()) return s;
+  // The vocabulary size is the embedding's row count.
+  const gguf::TensorInfo* embd = file.FindTensor(GgufTensorName(-1, "token_embd"));
+  if (embd == nullptr || embd->dims.size() != 2 || embd->dims[1] > INT_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("'", path, "': missing or malformed tensor 'token_embd.weight'"));
+  }
+  c->vocab_size = int(embd->dims[1]);
+  c->shared_classifier = file.FindTensor(GgufTensorName(-1, "output")) == nullptr;
+  if (absl::Status s = ValidateConfig(*c); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", s.message()));
+  return absl::OkStatus();
+}
+
+// [rows][cols] of each layer matrix, by GGUF name stem.
+std::map<std::string, std::pair<int64_t, int64_t>> LayerMatrixShapes(const ModelConfig& c) {
+  const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim();
+  return {{"attn_q", {q, dim}},    {"attn_k", {kv, dim}},       {"attn_v", {kv, dim}},     {"attn_output", {dim, q}},
+          {"ffn_gate", {hidden, dim}}, {"ffn_down", {dim, hidden}}, {"ffn_up", {hidden, dim}}};
+}
+
+// Finds the file's tensors, checks their dims against the config and places them into the model;
+// remembers the file's tensor types, for the format line.
+class GgufTensors {
+ public:
+  GgufTensors(const gguf::GgufFile& file, const LoadOptions& options, ModelWeights* w) : file_(file), w_(w) {
+    place_.wanted = options.weights;
+    place_.panels = options.panels;
+  }
+
+  absl::StatusOr<WeightMatrix> Matrix(int layer, const char* stem, int64_t rows, int64_t cols);
+  absl::StatusOr<const float*> Vector(int layer, const char* stem);
+  // Layer `l`'s norms and matrices (`shapes`: LayerMatrixShapes).
+  absl::Status LoadLayer(int l, const std::map<std::string, std::pair<int64_t, int64_t>>& shapes, LayerWeights* layer);
+  // The file's tensor types in order of appearance, e.g. "q8_0+f32".
+  std::string FileTypes() const { return absl::StrJoin(file_types_, "+"); }
+
+ private:
+  const gguf::GgufFile& file_;
+  ModelWeights* w_;
+  PlaceOptions place_;
+  std::vector<std::string> file_types_;
+};
+
+absl::StatusOr<WeightMatrix> GgufTensors::Matrix(int layer, const char* stem, int64_t rows, int64_t cols) {
+  const std::string name = GgufTensorName(layer, stem);
+  absl::StatusOr<WeightMatrix> source = FindTensor(file_, name, {uint64_t(cols), uint64_t(rows)});
+  if (!source.ok()) return source.status();
+  const std::string type = WeightTypeName(source->type);
+  if (std::find(file_types_.begin(), file_types_.end(), type) == file_types_.end()) file_types_.push_back(type);
+  return w_->Place(*source, place_, name);
+}
+
+absl::StatusOr<const float*> GgufTensors::Vector(int layer, const char* stem) {
+  const std::string name = GgufTensorName(layer, stem);
+  absl::StatusOr<WeightMatrix> source = FindTensor(file_, name, {uint64_t(w_->config().dim)});
+  if (!source.ok()) return source.status();
+  return w_->PlaceVector(*source, name);
+}
+
+absl::Status GgufTensors::LoadLayer(int l, const std::map<std::string, std::pair<int64_t, int64_t>>& shapes,
+                                    LayerWeights* layer) {
+  for (const LayerNormField& f : kLayerNorms) {
+    absl::StatusOr<const float*> v = Vector(l, f.gguf_name);
+    if (!v.ok()) return v.status();
+    layer->*f.member = *v;
+  }
+  for (const LayerMatrixField& f : kLayerMatrices) {
+    const auto& [rows, cols] = shapes.at(f.gguf_name);
+    absl::StatusOr<WeightMatrix> m = Matrix(l, f.gguf_name, rows, cols);
+    if (!m.ok()) return m.status();
+    layer->*f.member = *m;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(const std::string& path, const LoadOptions& options) {
@@ -126,69 +203,30 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> LoadGgufModel(const std::string& p
   if (!file.ok()) return file.status();
   auto w = std::make_unique<ModelWeights>();
   ModelConfig& c = w->mutable_config();
-  if (absl::Status s = ReadConfig(*file, &c); !s.ok()) return s;
-  // The vocabulary size is the embedding's row count.
-  const gguf::TensorInfo* embd = file->FindTensor(GgufTensorName(-1, "token_embd"));
-  if (embd == nullptr || embd->dims.size() != 2 || embd->dims[1] > INT_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat("'", path, "': missing or malformed tensor 'token_embd.weight'"));
-  }
-  c.vocab_size = int(embd->dims[1]);
-  c.shared_classifier = file->FindTensor(GgufTensorName(-1, "output")) == nullptr;
-  if (absl::Status s = ValidateConfig(c); !s.ok()) return absl::InvalidArgumentError(absl::StrCat("'", path, "': ", s.message()));
+  if (absl::Status s = ReadModelConfig(*file, path, &c); !s.ok()) return s;
   w->storage().Keep(file->TakeMapping());  // tensor pointers stay valid: the mapping does not move
 
-  PlaceOptions place;
-  place.wanted = options.weights;
-  place.panels = options.panels;
-  std::vector<std::string> file_types;
-  auto matrix = [&](int layer, const char* stem, int64_t rows, int64_t cols) -> absl::StatusOr<WeightMatrix> {
-    const std::string name = GgufTensorName(layer, stem);
-    absl::StatusOr<WeightMatrix> source = FindTensor(*file, name, {uint64_t(cols), uint64_t(rows)});
-    if (!source.ok()) return source.status();
-    const std::string type = WeightTypeName(source->type);
-    if (std::find(file_types.begin(), file_types.end(), type) == file_types.end()) file_types.push_back(type);
-    return w->Place(*source, place, name);
-  };
-  auto vector = [&](int layer, const char* stem) -> absl::StatusOr<const float*> {
-    const std::string name = GgufTensorName(layer, stem);
-    absl::StatusOr<WeightMatrix> source = FindTensor(*file, name, {uint64_t(c.dim)});
-    if (!source.ok()) return source.status();
-    return w->PlaceVector(*source, name);
-  };
-  const int64_t dim = c.dim, hidden = c.hidden_dim, q = c.q_dim(), kv = c.kv_dim(), vocab = c.vocab_size;
-  absl::StatusOr<WeightMatrix> embedding = matrix(-1, "token_embd", vocab, dim);
+  GgufTensors tensors(*file, options, w.get());
+  absl::StatusOr<WeightMatrix> embedding = tensors.Matrix(-1, "token_embd", c.vocab_size, c.dim);
   if (!embedding.ok()) return embedding.status();
   w->set_token_embedding(*embedding);
-  const std::map<std::string, std::pair<int64_t, int64_t>> shapes = {
-      {"attn_q", {q, dim}},    {"attn_k", {kv, dim}},       {"attn_v", {kv, dim}},     {"attn_output", {dim, q}},
-      {"ffn_gate", {hidden, dim}}, {"ffn_down", {dim, hidden}}, {"ffn_up", {hidden, dim}}};
+  const std::map<std::string, std::pair<int64_t, int64_t>> shapes = LayerMatrixShapes(c);
   std::vector<LayerWeights>& layers = w->mutable_layers();
   layers.resize(c.n_layers);
   for (int l = 0; l < c.n_layers; ++l) {
-    for (const LayerNormField& f : kLayerNorms) {
-      absl::StatusOr<const float*> v = vector(l, f.gguf_name);
-      if (!v.ok()) return v.status();
-      layers[l].*f.member = *v;
-    }
-    for (const LayerMatrixField& f : kLayerMatrices) {
-      const auto& [rows, cols] = shapes.at(f.gguf_name);
-      absl::StatusOr<WeightMatrix> m = matrix(l, f.gguf_name, rows, cols);
-      if (!m.ok()) return m.status();
-      layers[l].*f.member = *m;
-    }
+    if (absl::Status s = tensors.LoadLayer(l, shapes, &layers[l]); !s.ok()) return s;
   }
-  absl::StatusOr<const float*> final_norm = vector(-1, "output_norm");
+  absl::StatusOr<const float*> final_norm = tensors.Vector(-1, "output_norm");
   if (!final_norm.ok()) return final_norm.status();
   w->set_rms_final(*final_norm);
   if (c.shared_classifier) {
     w->set_classifier(*embedding);
   } else {
-    absl::StatusOr<WeightMatrix> output = matrix(-1, "output", vocab, dim);
+    absl::StatusOr<WeightMatrix> output = tensors.Matrix(-1, "output", c.vocab_size, c.dim);
     if (!output.ok()) return output.status();
     w->set_classifier(*output);
   }
-  w->set_format(absl::StrCat("GGUF v", file->version(), " (", absl::StrJoin(file_types, "+"), "), held as ",
-                             w->weight_types()));
+  w->set_format(absl::StrCat("GGUF v", file->version(), " (", tensors.FileTypes(), "), held as ", w->weight_types()));
   return w;
 }
 
