@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -28,73 +29,98 @@ absl::StatusOr<ModelConfig> NamedShape(const std::string& name, int layers) {
   return c;
 }
 
+namespace {
+
+// Values are drawn in fp32 into owned storage, then placed: as a loader does with an intermediate
+// tensor, a draw that Place converted (another type, panels) is freed once placed, so the model
+// holds each tensor once and never more than one extra fp32 matrix at a time. The first failure is
+// kept in status(); later tensors are still attempted (and come back empty when they fail).
+class SyntheticTensors {
+ public:
+  SyntheticTensors(uint64_t seed, WeightType type, bool panels, ModelWeights* w)
+      : w_(w), state_(seed * 0x9E3779B97F4A7C15ull + 1) {
+    place_.wanted = type;
+    place_.panels = panels;
+  }
+
+  // A norm vector of n ones.
+  const float* Norm(int64_t n);
+  // A [rows][cols] matrix of values ~ U(-a, a), a = 1/sqrt(cols), placed in the type asked for.
+  WeightMatrix Matrix(int64_t rows, int64_t cols, const char* name);
+  const absl::Status& status() const { return status_; }
+
+ private:
+  float* Allocate(size_t n);
+  void DrawUniform(float* v, size_t n, int fan_in);
+
+  ModelWeights* w_;
+  uint64_t state_;
+  absl::Status status_;
+  PlaceOptions place_;
+};
+
+float* SyntheticTensors::Allocate(size_t n) {
+  float* v = reinterpret_cast<float*>(w_->storage().Allocate(n * 4));
+  if (v == nullptr) {
+    status_.Update(absl::ResourceExhaustedError(absl::StrCat("synthetic model: no memory for ", n, " weights")));
+  }
+  return v;
+}
+
+void SyntheticTensors::DrawUniform(float* v, size_t n, int fan_in) {
+  const float a = 1.0f / std::sqrt(float(fan_in));
+  for (size_t i = 0; i < n; ++i) {
+    state_ = state_ * 6364136223846793005ull + 1442695040888963407ull;  // PCG-style LCG step
+    v[i] = (float(uint32_t(state_ >> 40)) / 16777216.0f * 2.0f - 1.0f) * a;
+  }
+}
+
+const float* SyntheticTensors::Norm(int64_t n) {
+  float* v = Allocate(size_t(n));
+  if (v != nullptr) std::fill(v, v + n, 1.0f);
+  return v;
+}
+
+WeightMatrix SyntheticTensors::Matrix(int64_t rows, int64_t cols, const char* name) {
+  const size_t n = size_t(rows) * cols;
+  float* v = Allocate(n);
+  if (v == nullptr) return {};
+  DrawUniform(v, n, int(cols));
+  absl::StatusOr<WeightMatrix> m = w_->Place({WeightType::kF32, v, rows, cols}, place_, name);
+  if (!m.ok()) {
+    status_.Update(m.status());
+    return {};
+  }
+  if (m->data != v) w_->storage().Free(v);
+  return *m;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ModelWeights>> MakeSyntheticModel(const ModelConfig& config, uint64_t seed,
                                                                   WeightType type, bool panels) {
   if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
   auto w = std::make_unique<ModelWeights>();
   w->mutable_config() = config;
-  uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
-  // Values are drawn in fp32 into owned storage, then placed: as a loader does with an intermediate
-  // tensor, a draw that Place converted (another type, panels) is freed once placed, so the model
-  // holds each tensor once and never more than one extra fp32 matrix at a time.
-  absl::Status status;
-  auto allocate = [&](size_t n) -> float* {
-    float* v = reinterpret_cast<float*>(w->storage().Allocate(n * 4));
-    if (v == nullptr) {
-      status.Update(absl::ResourceExhaustedError(absl::StrCat("synthetic model: no memory for ", n, " weights")));
-    }
-    return v;
-  };
-  auto draw = [&](float* v, size_t n, int fan_in, bool norm) {
-    const float a = 1.0f / std::sqrt(float(fan_in));
-    for (size_t i = 0; i < n; ++i) {
-      if (norm) {
-        v[i] = 1.0f;
-        continue;
-      }
-      state = state * 6364136223846793005ull + 1442695040888963407ull;  // PCG-style LCG step
-      v[i] = (float(uint32_t(state >> 40)) / 16777216.0f * 2.0f - 1.0f) * a;
-    }
-  };
-  auto norm = [&](int64_t n) {
-    float* v = allocate(size_t(n));
-    if (v != nullptr) draw(v, size_t(n), 1, true);
-    return v;
-  };
-  PlaceOptions place;
-  place.wanted = type;
-  place.panels = panels;
-  auto matrix = [&](int64_t rows, int64_t cols, const char* name) -> WeightMatrix {
-    const size_t n = size_t(rows) * cols;
-    float* v = allocate(n);
-    if (v == nullptr) return {};
-    draw(v, n, int(cols), false);
-    absl::StatusOr<WeightMatrix> m = w->Place({WeightType::kF32, v, rows, cols}, place, name);
-    if (!m.ok()) {
-      status.Update(m.status());
-      return {};
-    }
-    if (m->data != v) w->storage().Free(v);
-    return *m;
-  };
+  SyntheticTensors draw(seed, type, panels, w.get());
   const ModelConfig& c = config;
-  w->set_token_embedding(matrix(c.vocab_size, c.dim, "token_embedding"));
+  w->set_token_embedding(draw.Matrix(c.vocab_size, c.dim, "token_embedding"));
   std::vector<LayerWeights>& layers = w->mutable_layers();
   layers.resize(c.n_layers);
   for (LayerWeights& l : layers) {
-    l.rms_att = norm(c.dim);
-    l.wq = matrix(c.q_dim(), c.dim, "wq");
-    l.wk = matrix(c.kv_dim(), c.dim, "wk");
-    l.wv = matrix(c.kv_dim(), c.dim, "wv");
-    l.wo = matrix(c.dim, c.q_dim(), "wo");
-    l.rms_ffn = norm(c.dim);
-    l.w1 = matrix(c.hidden_dim, c.dim, "w1");
-    l.w2 = matrix(c.dim, c.hidden_dim, "w2");
-    l.w3 = matrix(c.hidden_dim, c.dim, "w3");
+    l.rms_att = draw.Norm(c.dim);
+    l.wq = draw.Matrix(c.q_dim(), c.dim, "wq");
+    l.wk = draw.Matrix(c.kv_dim(), c.dim, "wk");
+    l.wv = draw.Matrix(c.kv_dim(), c.dim, "wv");
+    l.wo = draw.Matrix(c.dim, c.q_dim(), "wo");
+    l.rms_ffn = draw.Norm(c.dim);
+    l.w1 = draw.Matrix(c.hidden_dim, c.dim, "w1");
+    l.w2 = draw.Matrix(c.dim, c.hidden_dim, "w2");
+    l.w3 = draw.Matrix(c.hidden_dim, c.dim, "w3");
   }
-  w->set_rms_final(norm(c.dim));
-  w->set_classifier(c.shared_classifier ? w->token_embedding() : matrix(c.vocab_size, c.dim, "classifier"));
-  if (!status.ok()) return status;
+  w->set_rms_final(draw.Norm(c.dim));
+  w->set_classifier(c.shared_classifier ? w->token_embedding() : draw.Matrix(c.vocab_size, c.dim, "classifier"));
+  if (!draw.status().ok()) return draw.status();
   w->set_format(absl::StrCat("synthetic (random), held as ", w->weight_types()));
   return w;
 }
