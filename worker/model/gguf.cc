@@ -368,6 +368,7 @@ absl::StatusOr<GgufFile> GgufFile::Open(const std::string& path) {
   absl::StatusOr<MappedFile> file = MappedFile::Open(path);
   if (!file.ok()) return file.status();
   GgufFile out;
+  out.path_ = file->path();
   out.file_ = std::move(*file);
   if (absl::Status s = Parser(&out).Parse(); !s.ok()) return s;
   return out;

@@ -103,7 +103,7 @@ class GgufFile {
   // True if the first bytes of `path` are the GGUF magic.
   static bool HasMagic(const std::string& path);
 
-  const std::string& path() const { return file_.path(); }
+  const std::string& path() const { return path_; }  // also after TakeMapping, for messages
   uint32_t version() const { return version_; }
   uint32_t alignment() const { return alignment_; }
   const std::map<std::string, Value>& metadata() const { return metadata_; }
@@ -127,6 +127,7 @@ class GgufFile {
 
  private:
   MappedFile file_;
+  std::string path_;
   uint32_t version_ = 0;
   uint32_t alignment_ = kDefaultAlignment;
   std::map<std::string, Value> metadata_;

@@ -177,9 +177,12 @@ class GgufModelErrors : public ::testing::Test {
     std::memcpy(&n_dims, bytes.data() + at, 4);
     return at + 4 + 8 * n_dims;
   }
+  // The status's code, its words, and the file's name (also in the errors found once the loader has
+  // taken the file's mapping over: those named '' before).
   static void Expect(const absl::Status& s, absl::StatusCode code, const std::string& words) {
     EXPECT_EQ(s.code(), code) << s;
     EXPECT_NE(s.message().find(words), std::string::npos) << s;
+    EXPECT_NE(s.message().find("'" + TempPath("patched.gguf") + "'"), std::string::npos) << s;
   }
   std::string original_;
 };
