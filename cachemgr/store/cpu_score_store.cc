@@ -91,6 +91,81 @@ void CpuScoreStore::ProcessTokenSteps(absl::Span<const TokenStep> steps, absl::S
                     [&](size_t i) { statuses[i] = ProcessTokenStep(steps[i], &decisions[i]); });
 }
 
+namespace {
+
+// ProcessTokenStep's steps (it runs once per decode step): one caller each, inlined into it.
+
+// Candidates of the fast path: positions in [sinks, hi). With a recent window R, the R most recent
+// entries are positions > newest - R as long as they are all present, which the scan verifies.
+inline uint32_t FastPathCandidateEnd(uint32_t recent, uint32_t position) {
+  return recent == 0 ? kv::kMaxPosition + 1 : (position + 1 >= recent ? position + 1 - recent : 0);
+}
+
+// Writes head h's k victims to out_slots: the scan's minimum when it alone decides (one victim, the
+// recent window all present), else SelectVictims over the head's n entries.
+inline void ChooseHeadVictims(CpuScoreStore::Session* s, const EvictionRule& rule, const HeadScan& scan, uint32_t h,
+                              uint32_t n, uint32_t k, uint32_t* out_slots) {
+  const uint32_t recent = rule.protected_recent;
+  const bool recent_contiguous = recent == 0 || scan.count_at_or_above_hi == std::min(recent, n);
+  if (k == 1 && recent_contiguous && scan.best_slot != kNoSlot) {
+    out_slots[0] = scan.best_slot;
+  } else {
+    const float* scores = rule.uses_scores() ? s->head_next(h) : nullptr;
+    const std::vector<uint32_t> victims = SelectVictims(rule, scores, s->head_positions(h), n, k);
+    std::copy(victims.begin(), victims.end(), out_slots);
+  }
+}
+
+// Pass 1 (fused): append, accumulate into next_scores, validate, find the minimum; then each head's
+// k victims into `decision`. False, at the first head holding an invalid score, when one does.
+inline bool ScanHeads(CpuScoreStore::Session* s, const TokenStep& step, uint32_t n_old, uint32_t k, uint32_t hi,
+                      kv::EvictionDecision* decision) {
+  const EvictionRule& rule = *step.rule;
+  const uint32_t heads = s->geometry.heads();
+  const uint32_t n = n_old + 1;
+  const size_t value_bytes = kv::ScoreDTypeBytes(step.scores.dtype);
+  const char* input = static_cast<const char*>(step.scores.data);
+  for (uint32_t h = 0; h < heads; ++h) {
+    uint32_t* pos = s->head_positions(h);
+    pos[n_old] = step.position;
+    const void* head_input = input + size_t{h} * n * value_bytes;
+    HeadScan scan;
+    if (rule.uses_scores()) {
+      float* a_old = s->head_scores(h);
+      a_old[n_old] = 0.0f;  // the new entry starts at A = 0
+      const float alpha = rule.layer_alpha[h / s->geometry.num_kv_heads];
+      scan = AccumulateAndFindMin(a_old, head_input, step.scores.dtype, s->head_next(h), pos, n, alpha,
+                                  rule.protected_sinks, hi);
+      if (scan.invalid) return false;
+    } else if (k > 0) {
+      scan = FindMinPosition(pos, n, rule.protected_sinks, hi);
+    }
+    if (k == 0) continue;
+    ChooseHeadVictims(s, rule, scan, h, n, k, decision->evicted_slots.data() + size_t{h} * k);
+  }
+  return true;
+}
+
+// Pass 2: commit. Only now does the session change.
+inline void CommitTokenStep(CpuScoreStore::Session* s, const EvictionRule& rule, uint32_t position, uint32_t n_old,
+                            uint32_t k, kv::EvictionDecision* decision) {
+  const uint32_t heads = s->geometry.heads();
+  const uint32_t n = n_old + 1;
+  if (rule.uses_scores()) {
+    s->scores.swap(s->next_scores);
+  } else {
+    for (uint32_t h = 0; h < heads; ++h) s->head_scores(h)[n_old] = 0.0f;
+  }
+  for (uint32_t h = 0; h < heads && k > 0; ++h) {
+    kv::SwapRemoveEntries(decision->evicted_slots.data() + size_t{h} * k, k, n, s->head_positions(h),
+                          s->head_scores(h), decision->evicted_positions.data() + size_t{h} * k);
+  }
+  s->entries = n - k;
+  s->newest_position = position;
+}
+
+}  // namespace
+
 absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, kv::EvictionDecision* decision) {
   Session* s = Find(step.session);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("no score-store session ", step.session));
@@ -106,67 +181,19 @@ absl::Status CpuScoreStore::ProcessTokenStep(const TokenStep& step, kv::Eviction
   s->Reserve(n);
   const uint32_t budget = rule.budget;
   const uint32_t k = (rule.evicts() && n > budget) ? n - budget : 0;
-  // Candidates of the fast path: positions in [sinks, hi). With a recent window R, the R most recent
-  // entries are positions > newest - R as long as they are all present, which the scan verifies.
-  const uint32_t recent = rule.protected_recent;
-  const uint32_t hi = recent == 0 ? kv::kMaxPosition + 1 : (step.position + 1 >= recent ? step.position + 1 - recent : 0);
-  const size_t value_bytes = kv::ScoreDTypeBytes(step.scores.dtype);
-  const char* input = static_cast<const char*>(step.scores.data);
+  const uint32_t hi = FastPathCandidateEnd(rule.protected_recent, step.position);
 
   decision->evictions_per_head = k;
   decision->entries_after = n - k;
   decision->evicted_slots.resize(size_t{heads} * k);
   decision->evicted_positions.resize(size_t{heads} * k);
 
-  // Pass 1 (fused): append, accumulate into next_scores, validate, find the minimum.
-  bool invalid = false;
-  for (uint32_t h = 0; h < heads; ++h) {
-    uint32_t* pos = s->head_positions(h);
-    pos[n_old] = step.position;
-    const void* head_input = input + size_t{h} * n * value_bytes;
-    HeadScan scan;
-    if (rule.uses_scores()) {
-      float* a_old = s->head_scores(h);
-      a_old[n_old] = 0.0f;  // the new entry starts at A = 0
-      const float alpha = rule.layer_alpha[h / s->geometry.num_kv_heads];
-      scan = AccumulateAndFindMin(a_old, head_input, step.scores.dtype, s->head_next(h), pos, n, alpha,
-                                  rule.protected_sinks, hi);
-      if (scan.invalid) {
-        invalid = true;
-        break;
-      }
-    } else if (k > 0) {
-      scan = FindMinPosition(pos, n, rule.protected_sinks, hi);
-    }
-    if (k == 0) continue;
-    uint32_t* out_slots = decision->evicted_slots.data() + size_t{h} * k;
-    const bool recent_contiguous = recent == 0 || scan.count_at_or_above_hi == std::min(recent, n);
-    if (k == 1 && recent_contiguous && scan.best_slot != kNoSlot) {
-      out_slots[0] = scan.best_slot;
-    } else {
-      const float* scores = rule.uses_scores() ? s->head_next(h) : nullptr;
-      const std::vector<uint32_t> victims = SelectVictims(rule, scores, pos, n, k);
-      std::copy(victims.begin(), victims.end(), out_slots);
-    }
-  }
-  if (invalid) {
+  if (!ScanHeads(s, step, n_old, k, hi, decision)) {
     return absl::InvalidArgumentError(
         absl::StrCat("scores: a value is NaN, negative or above ", kMaxScoreValue,
                      " (scores are sums of softmax probabilities)"));
   }
-
-  // Pass 2: commit. Only now does the session change.
-  if (rule.uses_scores()) {
-    s->scores.swap(s->next_scores);
-  } else {
-    for (uint32_t h = 0; h < heads; ++h) s->head_scores(h)[n_old] = 0.0f;
-  }
-  for (uint32_t h = 0; h < heads && k > 0; ++h) {
-    kv::SwapRemoveEntries(decision->evicted_slots.data() + size_t{h} * k, k, n, s->head_positions(h),
-                          s->head_scores(h), decision->evicted_positions.data() + size_t{h} * k);
-  }
-  s->entries = n - k;
-  s->newest_position = step.position;
+  CommitTokenStep(s, rule, step.position, n_old, k, decision);
   return absl::OkStatus();
 }
 
