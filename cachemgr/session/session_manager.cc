@@ -105,9 +105,8 @@ absl::Status DefaultPolicyMisfit(const PolicySpec& spec, const absl::Status& why
                    PolicySpecToString(spec)));
 }
 
-}  // namespace
-
-absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
+// The session's shape and decision lag: INVALID_ARGUMENT, naming the field, outside their ranges.
+absl::Status CheckShape(const SessionConfig& config) {
   const SessionGeometry& g = config.geometry;
   if (g.num_layers == 0 || g.num_layers > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("shape.num_layers: must be in [1, 1024], got ", g.num_layers));
@@ -123,16 +122,30 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("decision_lag: must be in [0, ", kMaxDecisionLag, "], got ", config.decision_lag));
   }
+  return absl::OkStatus();
+}
+
+// The session's budget in tokens (ResolveBudget), no more than the model's context where it is given.
+absl::StatusOr<uint32_t> SessionBudget(const SessionConfig& config) {
   absl::StatusOr<uint32_t> budget = ResolveBudget(config.budget);
   if (!budget.ok()) return budget.status();
   if (config.max_context != 0 && *budget > config.max_context) {
     return absl::InvalidArgumentError(absl::StrCat("budget: ", *budget, " tokens exceed the model's context of ",
                                                    config.max_context));
   }
+  return budget;
+}
+
+}  // namespace
+
+absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
+  if (absl::Status s = CheckShape(config); !s.ok()) return s;
+  absl::StatusOr<uint32_t> budget = SessionBudget(config);
+  if (!budget.ok()) return budget.status();
   const PolicySpec spec = config.policy.value_or(default_policy());
   absl::StatusOr<std::shared_ptr<const Policy>> policy = registry_->Create(spec);
   if (!policy.ok()) return policy.status();
-  absl::StatusOr<EvictionRule> rule = (*policy)->RuleFor(g.num_layers, *budget);
+  absl::StatusOr<EvictionRule> rule = (*policy)->RuleFor(config.geometry.num_layers, *budget);
   if (!rule.ok()) {
     // A policy's RuleFor answers INVALID_ARGUMENT when it does not fit the session; anything else is
     // its own failure and passes as it is.
@@ -148,11 +161,6 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   }
   auto session = std::make_shared<Session>();
   session->owner_bytes = owner_bytes;
-  // A session that is not opened after all lets go of its owner's counter (ForgetOwnerBytesLocked).
-  auto forget = [this, &session] {
-    absl::MutexLock lock(&mutex_);
-    ForgetOwnerBytesLocked(*session);
-  };
   session->id = NewSessionId();
   session->secret = RandomHexSecret();
   session->evicts = (*policy)->evicts();
@@ -162,15 +170,29 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   absl::MutexLock session_lock(&session->mutex);
   session->policy = *policy;
   session->rule = *rule;
-  if (config.decision_lag > 0) session->lagged = std::make_unique<LaggedLayout>(g.heads(), config.decision_lag);
+  if (config.decision_lag > 0) {
+    session->lagged = std::make_unique<LaggedLayout>(config.geometry.heads(), config.decision_lag);
+  }
+  if (absl::Status s = AllocateAndRegister(session); !s.ok()) return s;
+  SessionInfo info = InfoLocked(*session);
+  info.secret = session->secret;
+  return info;
+}
+
+absl::Status SessionManager::AllocateAndRegister(const std::shared_ptr<Session>& session) {
+  // A session that is not opened after all lets go of its owner's counter (ForgetOwnerBytesLocked).
+  auto forget = [this, &session] {
+    absl::MutexLock lock(&mutex_);
+    ForgetOwnerBytesLocked(*session);
+  };
   // Memory grows with use: a session starts small and the store doubles it as entries arrive (an
   // evicting policy stops at budget + 1), each growth charged to the byte budgets first.
-  const uint32_t expected = std::min<uint32_t>(*budget + 1, kInitialEntries);
+  const uint32_t expected = std::min<uint32_t>(session->budget_tokens + 1, kInitialEntries);
   if (absl::Status s = Charge(*session, InitialCapacity(expected)); !s.ok()) {
     forget();
     return s;
   }
-  absl::StatusOr<SessionHandle> handle = store_->CreateSession(g, expected);
+  absl::StatusOr<SessionHandle> handle = store_->CreateSession(session->config.geometry, expected);
   if (!handle.ok()) {
     Release(*session);
     forget();
@@ -180,18 +202,16 @@ absl::StatusOr<SessionInfo> SessionManager::Open(const SessionConfig& config) {
   session->Touch();
   {
     absl::MutexLock lock(&mutex_);
-    if (absl::Status s = CheckCapacityLocked(config.owner); !s.ok()) {
+    if (absl::Status s = CheckCapacityLocked(session->config.owner); !s.ok()) {
       store_->DestroySession(*handle).IgnoreError();
       Release(*session);
       ForgetOwnerBytesLocked(*session);
       return s;
     }
     sessions_[session->id] = session;
-    ++sessions_per_owner_[config.owner];
+    ++sessions_per_owner_[session->config.owner];
   }
-  SessionInfo info = InfoLocked(*session);
-  info.secret = session->secret;
-  return info;
+  return absl::OkStatus();
 }
 
 absl::Status SessionManager::CheckCapacityLocked(const std::string& owner) const {

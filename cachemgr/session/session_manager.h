@@ -202,6 +202,10 @@ class SessionManager {
   template <typename Fn>
   auto WithOpenSession(const std::string& id, Fn fn) const;
   SessionInfo InfoLocked(const Session& session) const;
+  // Open's last part, with the new session (its policy set) locked: charges its first entries, makes
+  // its store session and registers it, all or nothing (a failure undoes each step, the owner's
+  // counter included).
+  absl::Status AllocateAndRegister(const std::shared_ptr<Session>& session);
   // The checks and layout work of a token step before the store runs it (session locked), and the
   // bookkeeping after it succeeded: Step and StepBatch share them.
   absl::Status PrepareTokenStep(Session& session, uint64_t step_number, uint32_t position, const ScoreView& scores,
