@@ -40,6 +40,87 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TcpCredentials(const Se
   return grpc::SslServerCredentials(ssl_options);
 }
 
+// The TCP listeners' credentials (TcpCredentials), checked only where there is a TCP listener.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ListenerCredentials(const ServerOptions& options) {
+  bool has_tcp_listener = false;
+  for (const std::string& address : options.listen_addresses) {
+    if (!absl::StartsWith(address, "unix:")) has_tcp_listener = true;
+  }
+  if (!has_tcp_listener) return grpc::InsecureServerCredentials();
+  return TcpCredentials(options);
+}
+
+// Adds every listen address to `builder`; a TCP one reports its bound port into (*bound_ports)[i].
+absl::Status AddListeners(const ServerOptions& options, const std::shared_ptr<grpc::ServerCredentials>& tcp_credentials,
+                          grpc::ServerBuilder* builder, std::vector<int>* bound_ports) {
+  for (size_t i = 0; i < options.listen_addresses.size(); ++i) {
+    const std::string& address = options.listen_addresses[i];
+    if (absl::StartsWith(address, "unix:")) {
+      // gRPC would silently unlink whatever is at the path: claim it first.
+      if (absl::Status s = ClaimUnixSocketPath(address.substr(5)); !s.ok()) return s;
+      builder->AddListeningPort(address, grpc::InsecureServerCredentials());
+    } else {
+      builder->AddListeningPort(address, tcp_credentials, &(*bound_ports)[i]);
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Message sizes, streams per connection, client keepalive pings and the thread quota.
+void SetLimits(const ServerOptions& options, grpc::ServerBuilder* builder) {
+  builder->SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  builder->SetMaxSendMessageSize(options.max_send_message_bytes);
+  if (options.max_concurrent_streams_per_connection > 0) {
+    builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                                options.max_concurrent_streams_per_connection);
+  }
+  // Clients' keepalive pings (ChannelOptions.keepalive_time), also on connections without calls.
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                              int(absl::ToInt64Milliseconds(kMinClientPingInterval)));
+  builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  if (options.max_threads > 0) {
+    grpc::ResourceQuota quota(options.name + "-threads");
+    quota.SetMaxThreads(options.max_threads);
+    builder->SetResourceQuota(quota);
+  }
+}
+
+// UNAVAILABLE naming every address, for a server that did not start.
+absl::Status NotStarted(const ServerOptions& options) {
+  std::string addresses;
+  for (const std::string& a : options.listen_addresses) absl::StrAppend(&addresses, " ", a);
+  return absl::UnavailableError(absl::StrCat("could not start ", options.name, " on", addresses,
+                                             " (address in use or not bindable?)"));
+}
+
+// How a listener is secured, for its "listening on" log line.
+const char* ListenerKind(const std::string& address, const ServerOptions& options) {
+  return absl::StartsWith(address, "unix:") ? " (Unix socket)"
+         : options.plaintext                ? " (PLAINTEXT: no TLS)"
+         : options.tls.client_ca_path.empty() ? " (TLS)"
+                                              : " (mutual TLS)";
+}
+
+// After the server started: every TCP address bound and every Unix socket given its mode, each
+// listener logged; else the server is shut down and the error returned.
+absl::Status CheckListeners(RunningServer& running, const ServerOptions& options) {
+  for (size_t i = 0; i < options.listen_addresses.size(); ++i) {
+    const std::string& address = options.listen_addresses[i];
+    if (!absl::StartsWith(address, "unix:") && running.bound_port(i) == 0) {
+      running.server()->Shutdown();
+      return absl::UnavailableError(absl::StrCat("could not bind ", address));
+    }
+    if (absl::StartsWith(address, "unix:")) {
+      if (absl::Status s = SetSocketMode(address.substr(5), mode_t(options.unix_socket_mode)); !s.ok()) {
+        running.server()->Shutdown();
+        return s;
+      }
+    }
+    A2SF_LOG(INFO) << options.name << " listening on " << running.dial_address(i) << ListenerKind(address, options);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(
@@ -47,16 +128,8 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(
   if (options.listen_addresses.empty()) {
     return absl::InvalidArgumentError("no listen address given");
   }
-  bool has_tcp_listener = false;
-  for (const std::string& address : options.listen_addresses) {
-    if (!absl::StartsWith(address, "unix:")) has_tcp_listener = true;
-  }
-  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tcp_credentials =
-      grpc::InsecureServerCredentials();
-  if (has_tcp_listener) {
-    tcp_credentials = TcpCredentials(options);
-    if (!tcp_credentials.ok()) return tcp_credentials.status();
-  }
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> tcp_credentials = ListenerCredentials(options);
+  if (!tcp_credentials.ok()) return tcp_credentials.status();
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -66,61 +139,16 @@ absl::StatusOr<std::unique_ptr<RunningServer>> RunningServer::Start(
   running->bound_ports_.assign(options.listen_addresses.size(), 0);
 
   grpc::ServerBuilder builder;
-  for (size_t i = 0; i < options.listen_addresses.size(); ++i) {
-    const std::string& address = options.listen_addresses[i];
-    if (absl::StartsWith(address, "unix:")) {
-      // gRPC would silently unlink whatever is at the path: claim it first.
-      if (absl::Status s = ClaimUnixSocketPath(address.substr(5)); !s.ok()) return s;
-      builder.AddListeningPort(address, grpc::InsecureServerCredentials());
-    } else {
-      builder.AddListeningPort(address, *tcp_credentials, &running->bound_ports_[i]);
-    }
-  }
-  builder.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
-  builder.SetMaxSendMessageSize(options.max_send_message_bytes);
-  if (options.max_concurrent_streams_per_connection > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
-                               options.max_concurrent_streams_per_connection);
-  }
-  // Clients' keepalive pings (ChannelOptions.keepalive_time), also on connections without calls.
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
-                             int(absl::ToInt64Milliseconds(kMinClientPingInterval)));
-  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  if (options.max_threads > 0) {
-    grpc::ResourceQuota quota(options.name + "-threads");
-    quota.SetMaxThreads(options.max_threads);
-    builder.SetResourceQuota(quota);
-  }
+  if (absl::Status s = AddListeners(options, *tcp_credentials, &builder, &running->bound_ports_); !s.ok()) return s;
+  SetLimits(options, &builder);
   for (grpc::Service* service : services) builder.RegisterService(service);
 
   {
     ScopedUmask umask;  // Unix sockets appear as 0600 and get their mode below
     running->server_ = builder.BuildAndStart();
   }
-  if (running->server_ == nullptr) {
-    std::string addresses;
-    for (const std::string& a : options.listen_addresses) absl::StrAppend(&addresses, " ", a);
-    return absl::UnavailableError(absl::StrCat("could not start ", options.name, " on", addresses,
-                                               " (address in use or not bindable?)"));
-  }
-  for (size_t i = 0; i < options.listen_addresses.size(); ++i) {
-    const std::string& address = options.listen_addresses[i];
-    if (!absl::StartsWith(address, "unix:") && running->bound_ports_[i] == 0) {
-      running->server_->Shutdown();
-      return absl::UnavailableError(absl::StrCat("could not bind ", address));
-    }
-    if (absl::StartsWith(address, "unix:")) {
-      if (absl::Status s = SetSocketMode(address.substr(5), mode_t(options.unix_socket_mode)); !s.ok()) {
-        running->server_->Shutdown();
-        return s;
-      }
-    }
-    A2SF_LOG(INFO) << options.name << " listening on " << running->dial_address(i)
-                   << (absl::StartsWith(address, "unix:") ? " (Unix socket)"
-                       : options.plaintext                ? " (PLAINTEXT: no TLS)"
-                       : options.tls.client_ca_path.empty() ? " (TLS)"
-                                                            : " (mutual TLS)");
-  }
+  if (running->server_ == nullptr) return NotStarted(options);
+  if (absl::Status s = CheckListeners(*running, options); !s.ok()) return s;
   running->SetServing(true);
   return running;
 }
