@@ -70,21 +70,17 @@ ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics over HTTP h
 ABSL_FLAG(int, max_streams_per_connection, 64, "concurrent calls one client connection may hold (0: gRPC's default)");
 ABSL_FLAG(std::string, port_file, "", "write the first bound TCP port here once serving (for scripts and tests)");
 
-int main(int argc, char** argv) {
-  using namespace a2sf;
-  ParseCommandLine(argc, argv,
-                   {"a2sf-cachemgr",
-                    "the A2SF KV-cache manager: keeps eviction-policy state for workers' sessions and answers each "
-                    "step with eviction decisions.\n  a2sf-cachemgr --listen=127.0.0.1:50051 --plaintext "
-                    "[--unix_socket=/run/a2sf/cachemgr.sock]",
-                    {}});
+namespace a2sf {
+namespace {
 
-  std::unique_ptr<cachemgr::ScoreStore> store;
+// Makes the score store --backend names (auto: the GPU's when one is usable, else the CPU's).
+// Returns 0, or the exit code once it has logged why there is none.
+int MakeScoreStore(std::unique_ptr<cachemgr::ScoreStore>* store) {
   const std::string backend = absl::GetFlag(FLAGS_backend);
   if (backend == "cuda" || backend == "auto") {
     auto cuda = cachemgr::CudaScoreStore::Create();
     if (cuda.ok()) {
-      store = std::move(*cuda);
+      *store = std::move(*cuda);
     } else if (backend == "cuda") {
       A2SF_LOG(ERROR) << "--backend=cuda: " << cuda.status().message();
       return 1;
@@ -95,9 +91,13 @@ int main(int argc, char** argv) {
     A2SF_LOG(ERROR) << "--backend: cpu, cuda or auto";
     return 2;
   }
-  if (store == nullptr) store = std::make_unique<cachemgr::CpuScoreStore>(absl::GetFlag(FLAGS_threads));
-  A2SF_LOG(INFO) << "score store: " << store->backend();
+  if (*store == nullptr) *store = std::make_unique<cachemgr::CpuScoreStore>(absl::GetFlag(FLAGS_threads));
+  A2SF_LOG(INFO) << "score store: " << (*store)->backend();
+  return 0;
+}
 
+// The session and byte limits and the idle timeout from the flags; logs the limits.
+cachemgr::SessionManagerOptions SessionOptionsFromFlags() {
   cachemgr::SessionManagerOptions options;
   options.max_sessions = size_t(std::max(1, absl::GetFlag(FLAGS_max_sessions)));
   options.max_sessions_per_peer = size_t(std::max(0, absl::GetFlag(FLAGS_max_sessions_per_peer)));
@@ -111,16 +111,100 @@ int main(int argc, char** argv) {
   A2SF_LOG(INFO) << "limits: " << options.max_sessions << " sessions, " << options.max_sessions_per_peer
                  << " per peer, " << options.max_store_bytes << " store bytes, " << options.max_session_bytes
                  << " per session, " << options.max_peer_store_bytes << " per peer (0: none)";
+  options.idle_timeout = absl::Seconds(absl::GetFlag(FLAGS_idle_timeout_s));
+  return options;
+}
+
+// --admin_token, else $A2SF_ADMIN_TOKEN; warns when there is neither.
+std::string AdminToken() {
+  std::string admin_token = absl::GetFlag(FLAGS_admin_token);
+  if (admin_token.empty() && std::getenv("A2SF_ADMIN_TOKEN") != nullptr) admin_token = std::getenv("A2SF_ADMIN_TOKEN");
+  if (admin_token.empty()) A2SF_LOG(WARNING) << "no --admin_token: PolicyAdmin changes are open to every client";
+  return admin_token;
+}
+
+// Starts the shared-memory ring handoff beside `unix_socket` (none without one). Returns 0, or the
+// exit code once it has logged why it could not start.
+int StartRingHandoff(const std::string& unix_socket, int socket_mode, std::unique_ptr<RingHandoffServer>* ring) {
+  if (unix_socket.empty()) return 0;
+  absl::StatusOr<std::unique_ptr<RingHandoffServer>> started =
+      RingHandoffServer::Start(RingSocketPath(unix_socket), socket_mode);
+  if (!started.ok()) {
+    A2SF_LOG(ERROR) << "ring socket: " << started.status().message();
+    return 1;
+  }
+  *ring = std::move(*started);
+  return 0;
+}
+
+// The services' stream limits from the flags, with their metrics and ring handoff; logs the limits.
+cachemgr::CacheManagerServiceOptions ServiceOptionsFromFlags(cachemgr::CacheManagerMetrics* metrics,
+                                                            RingHandoffServer* ring_handoff) {
+  cachemgr::CacheManagerServiceOptions service_options;
+  service_options.metrics = metrics;
+  service_options.ring_handoff = ring_handoff;
+  service_options.max_streams = size_t(std::max(0, absl::GetFlag(FLAGS_max_streams)));
+  service_options.max_streams_per_peer = size_t(std::max(0, absl::GetFlag(FLAGS_max_streams_per_peer)));
+  service_options.stream_idle_timeout = absl::Seconds(std::max(0, absl::GetFlag(FLAGS_stream_idle_timeout_s)));
+  A2SF_LOG(INFO) << "streams: " << service_options.max_streams << ", " << service_options.max_streams_per_peer
+                 << " per peer";
+  return service_options;
+}
+
+// The gRPC server's listeners, TLS and limits from the flags (the Unix socket, if any, last).
+ServerOptions ServerOptionsFromFlags(const std::string& unix_socket, int socket_mode) {
+  ServerOptions server_options;
+  server_options.name = "a2sf-cachemgr";
+  server_options.listen_addresses = SplitAddresses(absl::GetFlag(FLAGS_listen));
+  server_options.max_concurrent_streams_per_connection = absl::GetFlag(FLAGS_max_streams_per_connection);
+  server_options.unix_socket_mode = socket_mode;
+  server_options.max_threads = absl::GetFlag(FLAGS_max_threads);
+  if (!unix_socket.empty()) server_options.listen_addresses.push_back("unix:" + unix_socket);
+  server_options.plaintext = absl::GetFlag(FLAGS_plaintext);
+  server_options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
+  server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  return server_options;
+}
+
+// Expires idle sessions every 5 s until a termination signal, then shuts the server down, letting
+// in-flight steps finish (up to 10 s).
+void ServeUntilTerminated(RunningServer& server, cachemgr::SessionManager& manager) {
+  absl::Notification stop_expiry;
+  std::thread expiry([&] {
+    while (!stop_expiry.WaitForNotificationWithTimeout(absl::Seconds(5))) {
+      if (size_t n = manager.ExpireIdleSessions()) A2SF_LOG(INFO) << "expired " << n << " idle sessions";
+    }
+  });
+  WaitForTerminationSignal();
+  stop_expiry.Notify();
+  A2SF_LOG(INFO) << "shutting down: finishing in-flight steps (up to 10 s)";
+  server.Shutdown(absl::Seconds(10));
+  server.Wait();
+  expiry.join();
+}
+
+}  // namespace
+}  // namespace a2sf
+
+int main(int argc, char** argv) {
+  using namespace a2sf;
+  ParseCommandLine(argc, argv,
+                   {"a2sf-cachemgr",
+                    "the A2SF KV-cache manager: keeps eviction-policy state for workers' sessions and answers each "
+                    "step with eviction decisions.\n  a2sf-cachemgr --listen=127.0.0.1:50051 --plaintext "
+                    "[--unix_socket=/run/a2sf/cachemgr.sock]",
+                    {}});
+
+  std::unique_ptr<cachemgr::ScoreStore> store;
+  if (int exit_code = MakeScoreStore(&store); exit_code != 0) return exit_code;
+  const cachemgr::SessionManagerOptions options = SessionOptionsFromFlags();
   int socket_mode = 0;
   if (!ParseOctal(absl::GetFlag(FLAGS_unix_socket_mode), &socket_mode)) {
     A2SF_LOG(ERROR) << "--unix_socket_mode: an octal file mode such as 0660";
     return 2;
   }
-  options.idle_timeout = absl::Seconds(absl::GetFlag(FLAGS_idle_timeout_s));
   cachemgr::SessionManager manager(std::move(store), &cachemgr::PolicyRegistry::Builtin(), options);
-  std::string admin_token = absl::GetFlag(FLAGS_admin_token);
-  if (admin_token.empty() && std::getenv("A2SF_ADMIN_TOKEN") != nullptr) admin_token = std::getenv("A2SF_ADMIN_TOKEN");
-  if (admin_token.empty()) A2SF_LOG(WARNING) << "no --admin_token: PolicyAdmin changes are open to every client";
+  const std::string admin_token = AdminToken();
   absl::StatusOr<std::unique_ptr<MetricsServer>> metrics_server =
       MetricsServer::StartIfAsked(absl::GetFlag(FLAGS_metrics_listen));
   if (!metrics_server.ok()) {
@@ -134,54 +218,17 @@ int main(int argc, char** argv) {
   }
   const std::string unix_socket = absl::GetFlag(FLAGS_unix_socket);
   std::unique_ptr<RingHandoffServer> ring_handoff;
-  if (!unix_socket.empty()) {
-    absl::StatusOr<std::unique_ptr<RingHandoffServer>> started =
-        RingHandoffServer::Start(RingSocketPath(unix_socket), socket_mode);
-    if (!started.ok()) {
-      A2SF_LOG(ERROR) << "ring socket: " << started.status().message();
-      return 1;
-    }
-    ring_handoff = std::move(*started);
-  }
-  cachemgr::CacheManagerServiceOptions service_options;
-  service_options.metrics = metrics.get();
-  service_options.ring_handoff = ring_handoff.get();
-  service_options.max_streams = size_t(std::max(0, absl::GetFlag(FLAGS_max_streams)));
-  service_options.max_streams_per_peer = size_t(std::max(0, absl::GetFlag(FLAGS_max_streams_per_peer)));
-  service_options.stream_idle_timeout = absl::Seconds(std::max(0, absl::GetFlag(FLAGS_stream_idle_timeout_s)));
-  A2SF_LOG(INFO) << "streams: " << service_options.max_streams << ", " << service_options.max_streams_per_peer
-                 << " per peer";
-  cachemgr::CacheManagerService cache_service(&manager, service_options);
+  if (int exit_code = StartRingHandoff(unix_socket, socket_mode, &ring_handoff); exit_code != 0) return exit_code;
+  cachemgr::CacheManagerService cache_service(&manager, ServiceOptionsFromFlags(metrics.get(), ring_handoff.get()));
   cachemgr::PolicyAdminService admin_service(&manager, admin_token);
 
-  ServerOptions server_options;
-  server_options.name = "a2sf-cachemgr";
-  server_options.listen_addresses = SplitAddresses(absl::GetFlag(FLAGS_listen));
-  server_options.max_concurrent_streams_per_connection = absl::GetFlag(FLAGS_max_streams_per_connection);
-  server_options.unix_socket_mode = socket_mode;
-  server_options.max_threads = absl::GetFlag(FLAGS_max_threads);
-  if (!unix_socket.empty()) server_options.listen_addresses.push_back("unix:" + unix_socket);
-  server_options.plaintext = absl::GetFlag(FLAGS_plaintext);
-  server_options.tls = {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)};
-  server_options.max_receive_message_bytes = absl::GetFlag(FLAGS_max_message_mb) << 20;
-  auto server = RunningServer::Start(server_options, {&cache_service, &admin_service});
+  auto server =
+      RunningServer::Start(ServerOptionsFromFlags(unix_socket, socket_mode), {&cache_service, &admin_service});
   if (!server.ok()) {
     A2SF_LOG(ERROR) << server.status().message();
     return 1;
   }
   WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->bound_port(0));
-
-  absl::Notification stop_expiry;
-  std::thread expiry([&] {
-    while (!stop_expiry.WaitForNotificationWithTimeout(absl::Seconds(5))) {
-      if (size_t n = manager.ExpireIdleSessions()) A2SF_LOG(INFO) << "expired " << n << " idle sessions";
-    }
-  });
-  WaitForTerminationSignal();
-  stop_expiry.Notify();
-  A2SF_LOG(INFO) << "shutting down: finishing in-flight steps (up to 10 s)";
-  (*server)->Shutdown(absl::Seconds(10));
-  (*server)->Wait();
-  expiry.join();
+  ServeUntilTerminated(**server, manager);
   return 0;
 }
