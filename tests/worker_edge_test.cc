@@ -214,6 +214,36 @@ TEST(WorkerEdge, TheRequestContractIsEnforced) {
   }
 }
 
+// Client-chosen ids share the worker's namespace, and every response shows the counter: a client that
+// takes the next ids does not make the worker's own jobs (every HTTP request's) fail; they skip them.
+TEST(WorkerEdge, ClientChosenIdsCannotTakeTheWorkersNextIds) {
+  A2SF_REQUIRE_FIXTURES();
+  NodeSetup setup;
+  setup.remote = false;
+  Node node(setup);
+  auto first = node.client().Generate(Job(), nullptr, 0);
+  ASSERT_TRUE(first.ok()) << first.status();
+  const std::string id = first->finished.job_id();
+  const size_t dash = id.rfind('-');
+  ASSERT_NE(dash, std::string::npos) << id;
+  const std::string prefix = id.substr(0, dash + 1);
+  const uint64_t n = std::stoull(id.substr(dash + 1));
+  for (uint64_t taken = n + 1; taken <= n + 3; ++taken) {
+    v1::GenerateRequest named = Job();
+    named.set_job_id(absl::StrCat(prefix, taken));
+    auto squatter = node.client().Generate(named, nullptr, 0);
+    ASSERT_TRUE(squatter.ok()) << squatter.status();
+  }
+  auto next = node.client().Generate(Job(), nullptr, 0);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->finished.job_id(), absl::StrCat(prefix, n + 4));
+  // A client's own id still may not be reused while the worker keeps that job.
+  v1::GenerateRequest again = Job();
+  again.set_job_id(absl::StrCat(prefix, n + 2));
+  auto refused = node.client().Generate(again, nullptr, 0);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists) << refused.status();
+}
+
 grpc::Status CancelAs(v1::Generation::Stub* stub, const std::string& job_id, const std::string& job_token,
                       const std::string& bearer, v1::CancelJobResponse* response) {
   grpc::ClientContext context;

@@ -34,22 +34,31 @@ GenerationService::GenerationService(WorkerOptions options)
 
 std::shared_ptr<GenerationService::Job> GenerationService::Register(const std::string& requested_id,
                                                                     absl::Status* status) {
-  auto job = std::make_shared<Job>();
-  job->id = requested_id.empty() ? absl::StrCat(options_.worker_name, "-", next_job_++) : requested_id;
-  if (job->id.size() > 128) {
+  if (requested_id.size() > 128) {
     *status = absl::InvalidArgumentError("job_id: at most 128 characters");
     return nullptr;
   }
   // Ids are logged and listed: printable ASCII only, so no line break, terminal escape or bidi
   // override (ASCII's, or Unicode's C1 and format characters) can forge what an operator reads.
-  if (std::any_of(job->id.begin(), job->id.end(), [](char c) { return uint8_t(c) < 0x20 || uint8_t(c) > 0x7e; })) {
+  if (std::any_of(requested_id.begin(), requested_id.end(),
+                  [](char c) { return uint8_t(c) < 0x20 || uint8_t(c) > 0x7e; })) {
     *status = absl::InvalidArgumentError("job_id: printable ASCII only (no control characters or other scripts)");
     return nullptr;
   }
+  auto job = std::make_shared<Job>();
   absl::MutexLock lock(&mutex_);
-  if (jobs_.count(job->id) != 0) {
-    *status = absl::AlreadyExistsError(absl::StrCat("job_id: '", job->id, "' is already in use"));
+  if (requested_id.empty()) {
+    // Client-chosen ids share the worker's namespace, and the counter shows in every response: a client
+    // that takes the next ids must not make the worker's own jobs (every HTTP request) fail with
+    // ALREADY_EXISTS, so taken ids are skipped (jobs_ is bounded: running, queued and the kept finished).
+    do {
+      job->id = absl::StrCat(options_.worker_name, "-", next_job_++);
+    } while (jobs_.count(job->id) != 0);
+  } else if (jobs_.count(requested_id) != 0) {
+    *status = absl::AlreadyExistsError(absl::StrCat("job_id: '", requested_id, "' is already in use"));
     return nullptr;
+  } else {
+    job->id = requested_id;
   }
   jobs_[job->id] = job;
   return job;
