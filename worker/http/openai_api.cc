@@ -323,7 +323,7 @@ bool MapChatPrompt(const json& body, const ServedModel& model, MappedRequest* ou
     return Fail(error, "messages", "this worker has no tokenizer; chat needs one (start it with --tokenizer)");
   }
   std::vector<uint32_t> ids;
-  if (!ChatPromptIds(*messages, *model.tokenizer, &ids, error)) return false;
+  if (!ChatPromptIds(*messages, *model.tokenizer, model.context_tokens, &ids, error)) return false;
   out->generate.mutable_token_ids()->mutable_ids()->Assign(ids.begin(), ids.end());
   return true;
 }
@@ -464,10 +464,12 @@ bool MessageContent(const json& message, size_t index, std::string* content, Api
 
 }  // namespace
 
-bool ChatPromptIds(const json& messages, const Tokenizer& tokenizer, std::vector<uint32_t>* ids, ApiError* error) {
+bool ChatPromptIds(const json& messages, const Tokenizer& tokenizer, int context_tokens, std::vector<uint32_t>* ids,
+                   ApiError* error) {
   if (!messages.is_array() || messages.empty()) return FailType(error, "messages", "a non-empty array");
   std::string system;
   std::vector<std::string> turns;  // user, assistant, user, ...
+  size_t content_bytes = 0;
   for (size_t i = 0; i < messages.size(); ++i) {
     const json& m = messages[i];
     const std::string param = absl::StrCat("messages[", i, "]");
@@ -477,6 +479,12 @@ bool ChatPromptIds(const json& messages, const Tokenizer& tokenizer, std::vector
     const std::string role = m["role"].get<std::string>();
     std::string content;
     if (!MessageContent(m, i, &content, error)) return false;
+    content_bytes += content.size();
+    if (content_bytes > MaxPromptTextBytes(context_tokens)) {
+      return Fail(error, "messages",
+                  absl::StrCat("the messages' contents are longer than the model's context of ", context_tokens,
+                               " tokens can hold"));
+    }
     if (role == "system" || role == "developer") {
       if (i != 0) return Fail(error, param, "a system message is only allowed first");
       system = content;
@@ -498,6 +506,10 @@ bool ChatPromptIds(const json& messages, const Tokenizer& tokenizer, std::vector
     absl::StatusOr<std::vector<int>> encoded = tokenizer.Encode(text, /*add_bos=*/true);
     if (!encoded.ok()) return Fail(error, "messages", std::string(encoded.status().message()));
     ids->insert(ids->end(), encoded->begin(), encoded->end());
+    if (ids->size() > size_t(std::max(context_tokens, 0))) {  // as a token-id prompt's limit
+      return Fail(error, "messages",
+                  absl::StrCat("the conversation needs more than the model's context of ", context_tokens, " tokens"));
+    }
     return true;
   };
   for (size_t t = 0; t + 1 < turns.size(); t += 2) {

@@ -37,6 +37,7 @@ enum class Endpoint { kCompletions, kChatCompletions };
 struct ServedModel {
   std::string id;                        // the `model` name clients must send
   const Tokenizer* tokenizer = nullptr;  // chat needs one (the template is tokenized here)
+  int context_tokens = 0;                // the model's context: chat prompts longer are refused here
 };
 
 // One request, mapped.
@@ -70,8 +71,11 @@ bool MapRequest(Endpoint endpoint, const nlohmann::json& body, const ServedModel
 // BOS "[INST] {user} [/INST] {assistant} " EOS, the last user turn BOS "[INST] {user} [/INST]"; a leading
 // system message is folded into the first user turn as "<<SYS>>\n{system}\n<</SYS>>\n\n{user}".
 // Contents are stripped of surrounding whitespace. Roles must alternate user/assistant and end with user.
-bool ChatPromptIds(const nlohmann::json& messages, const Tokenizer& tokenizer, std::vector<uint32_t>* ids,
-                   ApiError* error);
+// A conversation that cannot fit `context_tokens` is refused ("messages") before it costs more than its
+// bytes: contents over MaxPromptTextBytes together before anything is tokenized, and the prompt as soon
+// as its tokens pass the context.
+bool ChatPromptIds(const nlohmann::json& messages, const Tokenizer& tokenizer, int context_tokens,
+                   std::vector<uint32_t>* ids, ApiError* error);
 
 // OpenAI's finish_reason for a job's: "stop" (EOS, stop string or token), "length" (max_tokens or the
 // context), or null while running / when cancelled.

@@ -10,7 +10,7 @@ namespace {
 
 using nlohmann::json;
 
-ServedModel Model(const Tokenizer* tokenizer = nullptr) { return {"stories260K", tokenizer}; }
+ServedModel Model(const Tokenizer* tokenizer = nullptr) { return {"stories260K", tokenizer, 512}; }
 
 // Maps `body`; on failure returns the error (http_status 0 on success).
 ApiError MapError(Endpoint endpoint, const json& body, MappedRequest* out = nullptr,
@@ -282,7 +282,7 @@ TEST_F(ChatTemplateTest, SystemAndUserFollowMetasFormat) {
   std::vector<uint32_t> ids;
   ApiError e;
   const json messages = {{{"role", "system"}, {"content", " Be brief. "}}, {{"role", "user"}, {"content", "Hi there\n"}}};
-  ASSERT_TRUE(ChatPromptIds(messages, *tokenizer_, &ids, &e)) << e.message;
+  ASSERT_TRUE(ChatPromptIds(messages, *tokenizer_, 512, &ids, &e)) << e.message;
   EXPECT_EQ(ids, Encode("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi there [/INST]"));
 }
 
@@ -292,7 +292,7 @@ TEST_F(ChatTemplateTest, MultiTurnClosesEachExchangeWithEos) {
   const json messages = {{{"role", "user"}, {"content", "A"}},
                          {{"role", "assistant"}, {"content", {{{"type", "text"}, {"text", "B"}}}}},
                          {{"role", "user"}, {"content", "C"}}};
-  ASSERT_TRUE(ChatPromptIds(messages, *tokenizer_, &ids, &e)) << e.message;
+  ASSERT_TRUE(ChatPromptIds(messages, *tokenizer_, 512, &ids, &e)) << e.message;
   std::vector<uint32_t> want = Encode("[INST] A [/INST] B ");
   want.push_back(uint32_t(tokenizer_->eos_id()));
   const std::vector<uint32_t> last = Encode("[INST] C [/INST]");
@@ -319,9 +319,62 @@ TEST_F(ChatTemplateTest, BadConversationsAre400s) {
   for (const auto& [messages, param] : cases) {
     std::vector<uint32_t> ids;
     ApiError e;
-    EXPECT_FALSE(ChatPromptIds(messages, *tokenizer_, &ids, &e)) << messages.dump();
+    EXPECT_FALSE(ChatPromptIds(messages, *tokenizer_, 512, &ids, &e)) << messages.dump();
     EXPECT_EQ(e.param, param) << messages.dump();
   }
+}
+
+// The fixture's tokenizer, counting the bytes it is asked to encode.
+class CountingTokenizer final : public Tokenizer {
+ public:
+  explicit CountingTokenizer(const Tokenizer& inner) : inner_(inner) {}
+  int vocab_size() const override { return inner_.vocab_size(); }
+  int bos_id() const override { return inner_.bos_id(); }
+  int eos_id() const override { return inner_.eos_id(); }
+  const char* kind() const override { return inner_.kind(); }
+  absl::StatusOr<std::vector<int>> Encode(const std::string& text, bool add_bos) const override {
+    encoded_bytes += text.size();
+    return inner_.Encode(text, add_bos);
+  }
+  std::string DecodePiece(int previous, int token) const override { return inner_.DecodePiece(previous, token); }
+  mutable size_t encoded_bytes = 0;
+
+ private:
+  const Tokenizer& inner_;
+};
+
+// A conversation that cannot fit the context is refused before it costs more than its bytes (a 4 MiB
+// chat body was tokenized whole, ~200 MB of worker memory, before the worker refused its tokens).
+TEST_F(ChatTemplateTest, AConversationLongerThanTheContextIsRefusedBeforeItIsTokenized) {
+  const int context = 512;
+  const std::string word_run(MaxPromptTextBytes(context) / 4, 'w');  // a quarter of the bytes allowed
+  const json one_big = {{{"role", "user"}, {"content", std::string(MaxPromptTextBytes(context) + 1, 'w')}}};
+  json many;  // five messages of a quarter each: over the bytes only together
+  for (int i = 0; i < 5; ++i) many.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", word_run}});
+  for (const json& messages : {one_big, many}) {
+    CountingTokenizer counting(*tokenizer_);
+    std::vector<uint32_t> ids;
+    ApiError e;
+    EXPECT_FALSE(ChatPromptIds(messages, counting, context, &ids, &e));
+    EXPECT_EQ(e.param, "messages");
+    EXPECT_NE(e.message.find("context of 512"), std::string::npos) << e.message;
+    EXPECT_EQ(counting.encoded_bytes, 0u) << "tokenized before the refusal";
+  }
+  // Short turns, many of them: within the bytes, past the context in tokens. Refused once the tokens
+  // pass it, not after tokenizing every turn.
+  json turns;
+  for (int i = 0; i < 401; ++i) turns.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", "Once upon a time"}});
+  CountingTokenizer counting(*tokenizer_);
+  std::vector<uint32_t> ids;
+  ApiError e;
+  EXPECT_FALSE(ChatPromptIds(turns, counting, context, &ids, &e));
+  EXPECT_EQ(e.param, "messages");
+  EXPECT_NE(e.message.find("more than the model's context of 512 tokens"), std::string::npos) << e.message;
+  EXPECT_LT(counting.encoded_bytes, 401u * 16 / 4) << "tokenized on past the context";
+  // The same turns fit a context large enough for them.
+  ids.clear();
+  EXPECT_TRUE(ChatPromptIds(turns, *tokenizer_, 100000, &ids, &e)) << e.message;
+  EXPECT_GT(ids.size(), 512u);
 }
 
 TEST_F(ChatTemplateTest, ChatRequestDefaultsMaxTokensToTheRestOfTheContext) {

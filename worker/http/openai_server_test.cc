@@ -96,7 +96,7 @@ class OpenAiServerTest : public ::testing::Test {
   }
 
   std::unique_ptr<OpenAiServer> StartHttp(OpenAiServerOptions options) {
-    auto http = OpenAiServer::Start(options, {"m", tokenizer_.get()},
+    auto http = OpenAiServer::Start(options, {"m", tokenizer_.get(), 512},
                                     grpc_->server()->InProcessChannel(grpc::ChannelArguments()));
     EXPECT_TRUE(http.ok()) << http.status();
     return http.ok() ? std::move(*http) : nullptr;
@@ -397,7 +397,7 @@ class HangUpTest : public ::testing::Test {
   }
 
   std::unique_ptr<OpenAiServer> StartHttp(const OpenAiServerOptions& options) {
-    auto http = OpenAiServer::Start(options, {"m", nullptr}, grpc_->server()->InProcessChannel(grpc::ChannelArguments()));
+    auto http = OpenAiServer::Start(options, {"m", nullptr, 512}, grpc_->server()->InProcessChannel(grpc::ChannelArguments()));
     EXPECT_TRUE(http.ok()) << http.status();
     return http.ok() ? std::move(*http) : nullptr;
   }
@@ -487,7 +487,7 @@ TEST_F(HangUpTest, ATlsClientThatGivesUpOnANonStreamingRequestCancelsItsJob) {
 TEST_F(OpenAiServerTest, BadAddressesAndMissingTlsFilesAreRefusedAtStart) {
   OpenAiServerOptions options;
   const auto start = [&] {
-    return OpenAiServer::Start(options, {"m", nullptr}, grpc_->server()->InProcessChannel(grpc::ChannelArguments()))
+    return OpenAiServer::Start(options, {"m", nullptr, 512}, grpc_->server()->InProcessChannel(grpc::ChannelArguments()))
         .status()
         .code();
   };

@@ -40,7 +40,7 @@ absl::StatusOr<std::vector<int>> PromptIds(const v1::GenerateRequest& request, c
       if (tokenizer == nullptr) {
         return absl::FailedPreconditionError("prompt.text: this worker has no tokenizer; send prompt.token_ids");
       }
-      if (request.text().size() > size_t(c.seq_len) * 64) {
+      if (request.text().size() > MaxPromptTextBytes(c.seq_len)) {
         return absl::InvalidArgumentError("prompt.text: longer than the model's context can hold");
       }
       absl::StatusOr<std::vector<int>> encoded = tokenizer->Encode(request.text(), true);

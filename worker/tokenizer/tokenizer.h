@@ -30,6 +30,12 @@ class Tokenizer {
   virtual std::string DecodePiece(int previous, int token) const = 0;
 };
 
+// The most bytes of text a prompt for a context of `context_tokens` may hold: 64 a token, more than
+// any piece of a LLaMA vocabulary spells, so a longer text cannot fit. Checked before encoding (the
+// cost of encoding and holding a prompt grows with its bytes); one rule for gRPC text prompts and
+// HTTP chat messages.
+inline size_t MaxPromptTextBytes(int context_tokens) { return size_t(context_tokens > 0 ? context_tokens : 0) * 64; }
+
 // Loads `path`: a GGUF file (by its magic) gives its own tokenizer, a file ending in ".model" is
 // sentencepiece, anything else llama2.c's format.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path);
