@@ -1,12 +1,26 @@
 // A minimal thread-safe logger: `A2SF_LOG(INFO) << "text";` writes one line to stderr with a UTC
 // timestamp, the level and the source location. Debian's Abseil 20220623 has no absl/log, and the
 // services only need plain lines that container runtimes collect from stderr.
+//
+// Log text often carries what peers sent (a policy name inside a cache manager's error, a client's
+// field): every message goes through EscapeLogText, so no peer can forge a line or drive the terminal
+// an operator reads it in.
 #ifndef A2SF_COMMON_LOG_H_
 #define A2SF_COMMON_LOG_H_
 
 #include <sstream>
+#include <string>
+
+#include "absl/strings/string_view.h"
 
 namespace a2sf {
+
+// `text` safe to write as part of one log line: a line break inside it continues the entry on a line
+// indented by four spaces (a real entry starts with its level letter, so none can be forged), and other
+// control characters (carriage return, escape, ...) are written as \xNN; so are Unicode's C1 controls,
+// line/paragraph separators and bidi overrides (as \u0085, \u202e, ...), which could reorder or hide
+// what a terminal shows. Other text, UTF-8 included, is unchanged.
+std::string EscapeLogText(absl::string_view text);
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
@@ -24,6 +38,7 @@ class LogMessage {
 
  private:
   LogLevel level_;
+  std::string header_;  // level, time, source: not escaped
   std::ostringstream stream_;
 };
 
