@@ -3,6 +3,8 @@
 #include <arpa/inet.h>
 
 #include <exception>
+#include <string>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -11,6 +13,12 @@
 #include "common/log.h"
 
 namespace a2sf {
+namespace {
+
+// Connections the metrics endpoint serves at once (Prometheus scrapes one at a time per target).
+constexpr int kMetricsThreads = 8;
+
+}  // namespace
 
 // civetweb reads what it can of a malformed address (e.g. "999.1.1.1:1" binds port 1 on every
 // interface), so check the form first: host:port with an IPv4 literal, a [bracketed] IPv6 literal
@@ -70,7 +78,11 @@ absl::StatusOr<std::unique_ptr<MetricsServer>> MetricsServer::Start(const std::s
   server->registry_ = std::make_shared<prometheus::Registry>();
   // prometheus-cpp reports bind failures by throwing; keep exceptions inside this function.
   try {
-    server->exposer_ = std::make_unique<prometheus::Exposer>(address);
+    // civetweb serves one connection per thread, and prometheus-cpp's default is two threads with
+    // civetweb's 30 s read timeout: two idle connections held a scrape for 30 s (and with it the
+    // autoscaler's metric). More threads, and a connection that sends no request for 5 s is dropped.
+    server->exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+        "listening_ports", address, "num_threads", std::to_string(kMetricsThreads), "request_timeout_ms", "5000"});
   } catch (const std::exception& e) {
     return absl::UnavailableError(absl::StrCat("metrics: cannot listen on ", address, ": ", e.what()));
   }
