@@ -214,6 +214,43 @@ TEST(WorkerEdge, TheRequestContractIsEnforced) {
   }
 }
 
+// A prompt-only job (a scoring call) forwards its prompt under its policy, reports the prompt's
+// logprobs, generates nothing and ends MAX_TOKENS; its prompt logprobs are a generating job's. It asks
+// max_tokens 0 and min_tokens 0.
+TEST(WorkerEdge, APromptOnlyJobScoresThePromptAndGeneratesNothing) {
+  A2SF_REQUIRE_FIXTURES();
+  Node node(NodeSetup{});  // the policy in the cache manager, evicting during the prompt
+  v1::GenerateRequest generating = Job(5);
+  generating.set_text("Lily and Tom went to the park. They saw a big red ball and a little dog.");
+  generating.mutable_logprobs()->set_prompt(2);
+  v1::GenerateRequest scoring = generating;
+  scoring.set_max_tokens(0);
+  scoring.set_prompt_only(true);
+  auto generated = node.client().Generate(generating, nullptr, 0);
+  auto scored = node.client().Generate(scoring, nullptr, 0);
+  ASSERT_TRUE(generated.ok()) << generated.status();
+  ASSERT_TRUE(scored.ok()) << scored.status();
+  EXPECT_TRUE(scored->ids.empty());
+  EXPECT_EQ(scored->finished.generated_tokens(), 0u);
+  EXPECT_EQ(scored->finished.finish_reason(), v1::FINISH_REASON_MAX_TOKENS);
+  EXPECT_GT(scored->finished.evictions(), 0u);  // the prompt outgrew the 16-token budget
+  ASSERT_GT(scored->finished.prompt_tokens(), 16u);
+  ASSERT_EQ(scored->prompt_logprobs.tokens_size(), int(scored->finished.prompt_tokens()) - 1);
+  ASSERT_EQ(scored->prompt_logprobs.tokens_size(), generated->prompt_logprobs.tokens_size());
+  for (int i = 0; i < scored->prompt_logprobs.tokens_size(); ++i) {
+    EXPECT_EQ(scored->prompt_logprobs.tokens(i).token().logprob(), generated->prompt_logprobs.tokens(i).token().logprob())
+        << i;
+  }
+  for (auto [max_tokens, min_tokens] : {std::pair<uint32_t, uint32_t>{3, 0}, {0, 1}}) {
+    v1::GenerateRequest bad = scoring;
+    bad.set_max_tokens(max_tokens);
+    bad.mutable_stop()->set_min_tokens(min_tokens);
+    auto refused = node.client().Generate(bad, nullptr, 0);
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+    EXPECT_TRUE(absl::StrContains(refused.status().message(), "prompt_only")) << refused.status();
+  }
+}
+
 // Client-chosen ids share the worker's namespace, and every response shows the counter: a client that
 // takes the next ids does not make the worker's own jobs (every HTTP request's) fail; they skip them.
 TEST(WorkerEdge, ClientChosenIdsCannotTakeTheWorkersNextIds) {

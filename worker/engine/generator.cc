@@ -61,6 +61,11 @@ absl::Status DecisionApplier::AfterBulkPrefill(EvictionDecision decision) {
 
 int ContextRoom(const ModelConfig& model, int prompt_length) { return model.seq_len - prompt_length + 1; }
 
+int EffectiveMaxNewTokens(const GenerateOptions& options, const ModelConfig& model, int prompt_length) {
+  if (options.prompt_only) return 1;
+  return options.max_new_tokens == 0 ? ContextRoom(model, prompt_length) : options.max_new_tokens;
+}
+
 absl::Status ValidateGenerateOptions(const GenerateOptions& options, const ModelConfig& c) {
   if (absl::Status s = ValidateSampling(options.sampling); !s.ok()) return s;
   if (options.max_new_tokens < 0) {
@@ -71,6 +76,9 @@ absl::Status ValidateGenerateOptions(const GenerateOptions& options, const Model
       return absl::InvalidArgumentError(
           absl::StrCat("stop.stop_token_ids: id ", id, " is outside the vocabulary [0, ", c.vocab_size, ")"));
     }
+  }
+  if (options.prompt_only && (options.max_new_tokens != 0 || options.min_tokens != 0)) {
+    return absl::InvalidArgumentError("prompt_only: the job generates nothing; max_tokens and min_tokens must be 0");
   }
   if (options.min_tokens < 0 || (options.max_new_tokens > 0 && options.min_tokens > options.max_new_tokens)) {
     return absl::InvalidArgumentError(absl::StrCat("stop.min_tokens: must be in [0, max_tokens], got ",
@@ -121,7 +129,7 @@ absl::StatusOr<std::unique_ptr<SequenceGeneration>> SequenceGeneration::Start(
     return absl::InvalidArgumentError(absl::StrCat("prefill_chunk: must be >= 1, got ", options.prefill_chunk));
   }
   if (absl::Status s = ValidatePrompt(c, prompt, options.max_new_tokens); !s.ok()) return s;
-  const int max_new_tokens = options.max_new_tokens == 0 ? ContextRoom(c, P) : options.max_new_tokens;
+  const int max_new_tokens = EffectiveMaxNewTokens(options, c, P);
   const int needed = RequiredCacheCapacity(policy, P, max_new_tokens, options.bulk_prefill);
   if (engine->cache().capacity() < needed) {
     return absl::FailedPreconditionError(absl::StrCat("engine cache holds ", engine->cache().capacity(),
@@ -140,8 +148,7 @@ SequenceGeneration::SequenceGeneration(Engine* engine, EvictionPolicyClient* pol
       prompt_(prompt.begin(), prompt.end()),
       options_(options),
       callbacks_(std::move(callbacks)),
-      max_new_tokens_(options.max_new_tokens == 0 ? ContextRoom(engine->config(), int(prompt.size()))
-                                                  : options.max_new_tokens),
+      max_new_tokens_(EffectiveMaxNewTokens(options, engine->config(), int(prompt.size()))),
       bulk_(options.bulk_prefill && policy != nullptr),
       stop_tokens_(StopTokens(options, engine->config())),
       sampler_(options.sampling, engine->config().vocab_size),
@@ -151,7 +158,8 @@ SequenceGeneration::SequenceGeneration(Engine* engine, EvictionPolicyClient* pol
   if (bulk_) prompt_attention_.assign(size_t(c.n_layers) * c.n_kv_heads * P * P, 0.0f);
   engine_->Reset();
   sampler_.AddPrompt(prompt_);
-  result_.finish_reason = options.max_new_tokens == 0 ? FinishReason::kContextFull : FinishReason::kMaxTokens;
+  result_.finish_reason =
+      options.max_new_tokens == 0 && !options.prompt_only ? FinishReason::kContextFull : FinishReason::kMaxTokens;
   start_ = first_token_time_ = absl::Now();
 }
 
@@ -224,8 +232,13 @@ void SequenceGeneration::Advance() {
     const int position = position_ + i;
     if (position < P - 1 && callbacks_.on_prompt_logits) callbacks_.on_prompt_logits(position, engine_->logits(i));
   }
+  const bool prompt_done_now = position_ < P && position_ + rows_ >= P;
   position_ += rows_;
-  if (position_ >= P) SampleNext();
+  if (position_ < P) return;
+  if (prompt_done_now && callbacks_.on_prompt_done) callbacks_.on_prompt_done();
+  if (!options_.prompt_only) return SampleNext();
+  done_ = true;  // the prompt is in: a prompt-only job wanted no more
+  end_ = absl::Now();
 }
 
 void SequenceGeneration::SampleNext() {

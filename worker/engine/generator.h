@@ -40,6 +40,9 @@ struct GenerateOptions {
   // policy that evicts during the prompt stops where its decisions could start evicting, so every
   // prompt step sees exactly the scores of a token-by-token run. >= 1.
   int prefill_chunk = 1;
+  // Forward the prompt and generate nothing (scoring: the caller wants on_prompt_logits). Requires
+  // max_new_tokens 0 and min_tokens 0; the job ends kMaxTokens once the prompt is in.
+  bool prompt_only = false;
 };
 
 // INVALID_ARGUMENT naming the field for bad sampling options, stop token ids or min_tokens.
@@ -65,6 +68,9 @@ struct GenerateCallbacks {
   // The logits at prompt position i (predicting prompt[i + 1]), for i in [0, P - 1), as the prompt
   // runs through the engine (under the policy's evictions in per-token mode). Null: not called.
   std::function<void(int position, absl::Span<const float> logits)> on_prompt_logits;
+  // Once, when the whole prompt is in (every on_prompt_logits call made), before the first token (a
+  // prompt-only job has none). Null: not called.
+  std::function<void()> on_prompt_done;
 };
 
 struct GenerateResult {
@@ -80,6 +86,10 @@ struct GenerateResult {
 // The most tokens a prompt of `prompt_length` leaves room for: prompt + generated - 1 positions
 // (the last token is never forwarded) fit the context.
 int ContextRoom(const ModelConfig& model, int prompt_length);
+
+// The tokens a job sizes its cache and budget for: max_new_tokens, the rest of the context for 0, and
+// 1 for a prompt-only job (the same P positions forwarded: a prompt and one token forward P).
+int EffectiveMaxNewTokens(const GenerateOptions& options, const ModelConfig& model, int prompt_length);
 
 // Cache slots an engine needs for a policy and a sequence: budget + 1 (the new token), or the whole
 // sequence for a policy that never evicts; a bulk prefill holds the whole prompt first. A pipelined

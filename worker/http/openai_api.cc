@@ -378,8 +378,13 @@ bool MapMaxTokens(Endpoint endpoint, const json& body, MappedRequest* out, ApiEr
   const char* name = endpoint == Endpoint::kChatCompletions && Field(body, "max_completion_tokens") != nullptr
                          ? "max_completion_tokens"
                          : "max_tokens";
-  if (!Integer(body, name, 1, UINT32_MAX, &max_tokens, error)) return false;
+  // max_tokens 0 with echo scores the prompt and generates nothing (OpenAI's legacy scoring call, as
+  // lm-evaluation-harness sends it with logprobs): a prompt-only job.
+  const json* echo = Field(body, "echo");
+  const bool scoring = endpoint == Endpoint::kCompletions && echo != nullptr && *echo == true;
+  if (!Integer(body, name, scoring ? 0 : 1, UINT32_MAX, &max_tokens, error)) return false;
   out->generate.set_max_tokens(uint32_t(max_tokens));
+  out->generate.set_prompt_only(scoring && max_tokens == 0);
   return true;
 }
 

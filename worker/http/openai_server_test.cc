@@ -366,6 +366,40 @@ TEST_F(OpenAiServerTest, PromptLogprobsAgreeWithDecodeLogprobsAndEchoLeadsWithTh
   EXPECT_EQ(chat["prompt_logprobs"].size(), chat["usage"]["prompt_tokens"].get<size_t>());
 }
 
+// OpenAI's legacy scoring call, as lm-evaluation-harness sends it: echo with max_tokens 0 returns the
+// prompt and its tokens' logprobs, generates nothing, and agrees with the logprobs a generating echo
+// reports for the same prompt. max_tokens 0 without echo stays a 400.
+TEST_F(OpenAiServerTest, EchoWithNoTokensScoresThePrompt) {
+  auto http = StartPlain();
+  const std::string prompt = "Once upon a time there was";
+  const std::vector<int> ids = *tokenizer_->Encode(prompt, true);
+  const auto complete = [&](int max_tokens) {
+    return Body(Exchange(http->port(), Post("/v1/completions", nlohmann::json{
+        {"model", "m"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"echo", true}, {"logprobs", 1},
+        {"temperature", 0}}.dump())));
+  };
+  const nlohmann::json scored = complete(0), generating = complete(3);
+  ASSERT_TRUE(scored.contains("choices")) << scored;
+  const nlohmann::json& choice = scored["choices"][0];
+  EXPECT_EQ(choice["text"], prompt) << scored;
+  EXPECT_EQ(choice["finish_reason"], "length") << scored;
+  EXPECT_EQ(scored["usage"]["completion_tokens"], 0) << scored;
+  EXPECT_EQ(scored["usage"]["prompt_tokens"].get<size_t>(), ids.size()) << scored;
+  const nlohmann::json& lp = choice["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), ids.size()) << scored;
+  EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+  const nlohmann::json& with_tokens = generating["choices"][0]["logprobs"];
+  ASSERT_EQ(with_tokens["tokens"].size(), ids.size() + 3) << generating;
+  for (size_t i = 1; i < ids.size(); ++i) {
+    EXPECT_EQ(lp["tokens"][i], with_tokens["tokens"][i]) << i;
+    EXPECT_LT(lp["token_logprobs"][i].get<double>(), 0.0) << i;
+    EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), with_tokens["token_logprobs"][i].get<double>(), 1e-5) << i;
+  }
+  const std::string refused = Exchange(http->port(), Post("/v1/completions", R"({"model":"m","prompt":"Once","max_tokens":0})"));
+  EXPECT_NE(refused.find(" 400 "), std::string::npos) << refused;
+  EXPECT_NE(refused.find("max_tokens"), std::string::npos) << refused;
+}
+
 // A worker on a model slow enough that 1000 tokens take seconds (stories110M's shape, one layer,
 // random weights), for clients that give up on a non-streaming request: they close the connection
 // while the job runs and no byte is due to them yet, and the job must be cancelled at once, not when it

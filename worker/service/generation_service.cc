@@ -159,7 +159,7 @@ v1::JobStats GenerationService::AcceptedStats(const Job& job, const JobPlan& pla
 int GenerationService::CacheCapacity(const JobPlan& plan, const EvictionPolicyClient* policy) const {
   const ModelConfig& c = options_.weights->config();
   const int prompt = int(plan.prompt.size());
-  const int max_new_tokens = plan.generate.max_new_tokens == 0 ? ContextRoom(c, prompt) : plan.generate.max_new_tokens;
+  const int max_new_tokens = EffectiveMaxNewTokens(plan.generate, c, prompt);
   return std::min(c.seq_len,
                   std::max(1, RequiredCacheCapacity(policy, prompt, max_new_tokens, plan.generate.bulk_prefill)));
 }
@@ -204,15 +204,16 @@ GenerateCallbacks GenerationService::Callbacks(Job* job, JobOutput* output, JobM
     callbacks.on_prompt_logits = [output](int position, absl::Span<const float> logits) {
       output->OnPromptLogits(position, logits);
     };
+    callbacks.on_prompt_done = [job, output] {  // before the first token; a prompt-only job has none
+      v1::GenerateResponse response;
+      *response.mutable_prompt_logprobs() = output->prompt_logprobs();
+      absl::MutexLock lock(&job->out_mutex);
+      job->outbox.push_back(std::move(response));
+    };
   }
   callbacks.on_token = [this, job, output, job_metrics, engine, context](const TokenEvent& event) {
     v1::GenerateResponse response;
     absl::MutexLock lock(&job->out_mutex);
-    if (event.index == 0 && output->wants_prompt_logprobs()) {
-      *response.mutable_prompt_logprobs() = output->prompt_logprobs();
-      job->outbox.push_back(std::move(response));
-      response.Clear();
-    }
     const TokenVerdict verdict = output->OnToken(event, response.mutable_tokens());
     job->outbox.push_back(std::move(response));
     ++tokens_generated_;

@@ -83,6 +83,7 @@ absl::StatusOr<JobPlan> PlanJob(const v1::GenerateRequest& request, const ModelC
   }
   GenerateOptions& generate = plan.generate;
   generate.max_new_tokens = int(request.max_tokens());
+  generate.prompt_only = request.prompt_only();
   generate.sampling = SamplingFromProto(request.sampling());
   const v1::StopConditions& stop = request.stop();
   generate.stop_on_eos = !stop.has_stop_on_eos() || stop.stop_on_eos();
@@ -109,8 +110,10 @@ absl::StatusOr<JobPlan> PlanJob(const v1::GenerateRequest& request, const ModelC
   if (!logprobs.ok()) return logprobs.status();
   plan.logprobs = *logprobs;
 
-  // Budget: unset = the whole sequence; a ratio refers to prompt + max_tokens unless told otherwise.
-  const uint32_t sequence = uint32_t(plan.prompt.size()) + uint32_t(generate.max_new_tokens == 0 ? room : generate.max_new_tokens);
+  // Budget: unset = the whole sequence; a ratio refers to prompt + max_tokens unless told otherwise
+  // (a prompt-only job's sequence is its prompt).
+  const uint32_t sequence = uint32_t(plan.prompt.size()) +
+                            (generate.prompt_only ? 0 : uint32_t(EffectiveMaxNewTokens(generate, c, int(plan.prompt.size()))));
   plan.budget = request.budget();
   if (plan.budget.kind_case() == v1::Budget::KIND_NOT_SET) {
     plan.budget.set_tokens(std::min<uint32_t>(sequence, uint32_t(c.seq_len)));

@@ -103,7 +103,7 @@ absl::StatusOr<std::unique_ptr<Engine>> MakeEngine(const ModelWeights& weights, 
   options.device = flags.device;
   options.kv_type = flags.kv_type;
   const int P = int(plan.prompt.size());
-  const int max_new = plan.generate.max_new_tokens == 0 ? ContextRoom(c, P) : plan.generate.max_new_tokens;
+  const int max_new = EffectiveMaxNewTokens(plan.generate, c, P);
   options.cache_capacity =
       std::min(c.seq_len, std::max(1, RequiredCacheCapacity(policy, P, max_new, plan.generate.bulk_prefill)));
   return Engine::Create(&weights, options);
