@@ -70,6 +70,8 @@ absl::Status FillSampling(v1::Sampling* s) {
   }
   if (auto v = absl::GetFlag(FLAGS_min_p)) s->set_min_p(*v);
   if (auto v = absl::GetFlag(FLAGS_seed)) s->set_seed(*v);
+  // On the wire 0 means unset (1, off): the flag's 0 would pass for off, so it is refused as the help says.
+  if (!(absl::GetFlag(FLAGS_repetition_penalty) > 0)) return Invalid("repetition_penalty", "must be > 0 (1: off)");
   s->set_repetition_penalty(absl::GetFlag(FLAGS_repetition_penalty));
   s->set_presence_penalty(absl::GetFlag(FLAGS_presence_penalty));
   s->set_frequency_penalty(absl::GetFlag(FLAGS_frequency_penalty));

@@ -60,6 +60,7 @@ refused "greedy" $A2SF generate --top_p=0.9
 refused "greedy" $A2SF generate --seed=3
 refused "--layer_alphas overrides" $A2SF generate --policy=a2sf --alpha=0.5 --layer_alphas=0.1,0.2
 refused "applies to --repeat" $A2SF generate --concurrency=8
+refused "repetition_penalty: must be > 0" $A2SF generate --repetition_penalty=0 --plaintext
 refused "give --policy" $GEN --model="$F/stories260K-dq.bin" --recent_window=4
 refused "full cache" $GEN --model="$F/stories260K-dq.bin" --prompt_ids=1 --budget_tokens=8
 refused "conflicts with --prompt" $GEN --model="$F/stories260K-dq.bin" --prompt=a --prompt_ids=1
