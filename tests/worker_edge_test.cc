@@ -204,6 +204,18 @@ TEST(WorkerEdge, TheRequestContractIsEnforced) {
   // Temperatures too small to divide by sample greedily: the greedy run's tokens, not garbage.
   auto greedy = node.client().Generate(Job(), nullptr, 0);
   ASSERT_TRUE(greedy.ok()) << greedy.status();
+  // The context holds prompt + max_tokens - 1 (the last token is never forwarded); one more is refused
+  // with the most that fits.
+  const uint32_t room = 512 - greedy->finished.prompt_tokens() + 1;
+  result = node.client().Generate(Job(room + 1), nullptr, 0);
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kInvalidArgument) << result.status();
+  EXPECT_TRUE(absl::StrContains(result.status().message(), absl::StrCat("max_tokens may be at most ", room)))
+      << result.status();
+  v1::GenerateRequest fits = Job(room);
+  fits.mutable_budget()->set_tokens(512);
+  auto full = node.client().Generate(fits, nullptr, 0);
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_EQ(full->ids.size(), room);
   for (double temperature : {1e-40, 1e-31, 1e-7}) {
     v1::GenerateRequest tiny = Job();
     tiny.mutable_sampling()->set_temperature(temperature);

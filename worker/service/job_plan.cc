@@ -78,8 +78,11 @@ absl::StatusOr<JobPlan> PlanJob(const v1::GenerateRequest& request, const ModelC
   plan.prompt = std::move(*prompt);
   const int room = ContextRoom(c, int(plan.prompt.size()));
   if (room < 1 || request.max_tokens() > uint32_t(room)) {  // room < 1: the prompt alone is too long
-    return absl::InvalidArgumentError(absl::StrCat("prompt (", plan.prompt.size(), " tokens) + max_tokens (",
-                                                   request.max_tokens(), ") exceeds the model's context of ", c.seq_len));
+    // The last generated token is never forwarded, so it needs no place: prompt + max_tokens - 1 fit.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prompt (", plan.prompt.size(), " tokens) + max_tokens (", request.max_tokens(),
+        ") exceeds the model's context of ", c.seq_len,
+        room < 1 ? std::string(" (the prompt alone does)") : absl::StrCat(" (max_tokens may be at most ", room, " here)")));
   }
   GenerateOptions& generate = plan.generate;
   generate.max_new_tokens = int(request.max_tokens());
