@@ -24,6 +24,8 @@ std::string Dump(const json& value) { return value.dump(-1, ' ', false, json::er
 void SendError(httplib::Response& response, const ApiError& error) {
   response.status = error.http_status;
   response.set_content(Dump(ErrorBody(error)), "application/json");
+  // A full worker (429) or a passing outage (503): when to come back, for clients that honour it.
+  if (error.http_status == 429 || error.http_status == 503) response.set_header("Retry-After", "1");
 }
 
 ApiError Error(int status, std::string message, std::string type = "invalid_request_error") {
@@ -191,7 +193,6 @@ bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, absl::Dur
     SendError(response, Error(503, absl::StrCat("the server is reading more request bodies than it holds at once (",
                                                 reservation->max(), " bytes); retry"),
                               "server_error"));
-    response.set_header("Retry-After", "1");
   } else if (late) {
     SendError(response,
               Error(408, absl::StrCat("the request body did not arrive within ", absl::FormatDuration(time))));
