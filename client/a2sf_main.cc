@@ -315,10 +315,13 @@ CliUsage CommandUsage(const std::string& command) {
             Concat(Concat({"cachemgr", "token", "session", "job", "worker", "json"}, PolicyFlagNames()),
                    kConnectionFlags)};
   }
-  if (command == "jobs") return {"a2sf jobs", "lists a worker's jobs (JSON).", Concat({"worker"}, kConnectionFlags)};
+  if (command == "jobs") {
+    return {"a2sf jobs", "lists a worker's jobs (JSON; every job with the worker's --token).",
+            Concat({"worker", "token"}, kConnectionFlags)};
+  }
   if (command == "cancel") {
-    return {"a2sf cancel", "cancels a running job.\n  a2sf cancel JOB_ID --worker=HOST:PORT",
-            Concat({"worker"}, kConnectionFlags)};
+    return {"a2sf cancel", "cancels a running job.\n  a2sf cancel JOB_ID --worker=HOST:PORT --job_token=T (or --token=ADMIN)",
+            Concat({"worker", "job_token", "token"}, kConnectionFlags)};
   }
   if (command == "model") {
     return {"a2sf model", "describes the model a worker serves (GetModelInfo).",

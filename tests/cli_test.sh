@@ -47,6 +47,8 @@ $A2SF generate --helpfull | grep -q -- "--cachemgr " || fail "a2sf generate --he
 $A2SF generate --help | grep -q -- "--min_p" || fail "a2sf generate --help misses --min_p"
 $A2SF generate --help | grep -q -- "--cachemgr " && fail "a2sf generate --help lists --cachemgr"
 $A2SF policy --help | grep -q -- "--job " || fail "a2sf policy --help misses --job"
+$A2SF jobs --help | grep -q -- "--token " || fail "a2sf jobs --help misses --token"
+$A2SF cancel --help | grep -q -- "--job_token " || fail "a2sf cancel --help misses --job_token"
 
 refused() {  # refused MESSAGE_PART COMMAND...: exits 2 and says why
   local want="$1"; shift
