@@ -312,7 +312,7 @@ CliUsage CommandUsage(const std::string& command) {
             "  a2sf policy get --session=ID\n"
             "  a2sf policy set --policy=NAME [params] [--session=ID | --job=ID --worker=HOST:PORT] --token=T\n"
             "  (set without --session or --job changes the default policy)",
-            Concat(Concat({"cachemgr", "token", "session", "job", "worker", "json"}, PolicyFlagNames()),
+            Concat(Concat({"cachemgr", "token", "session", "job", "job_token", "worker", "json"}, PolicyFlagNames()),
                    kConnectionFlags)};
   }
   if (command == "jobs") {

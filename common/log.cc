@@ -1,5 +1,6 @@
 #include "common/log.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -43,17 +44,36 @@ const char* LevelLetter(LogLevel level) {
   return "?";
 }
 
-// The code point of a 3-byte UTF-8 sequence starting at `s` (s[0] in E0..EF), or 0.
-uint32_t ThreeByteCodePoint(absl::string_view s) {
-  if (s.size() < 3 || (uint8_t(s[1]) & 0xC0) != 0x80 || (uint8_t(s[2]) & 0xC0) != 0x80) return 0;
-  return (uint32_t(uint8_t(s[0]) & 0x0F) << 12) | (uint32_t(uint8_t(s[1]) & 0x3F) << 6) | (uint8_t(s[2]) & 0x3F);
+// The length of the valid UTF-8 sequence at the start of `s` (1-4), or 0 when it is not one
+// (overlong forms and surrogates included).
+size_t Utf8SequenceLength(absl::string_view s) {
+  const uint8_t c = uint8_t(s[0]);
+  const size_t n = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+  if (n == 0 || s.size() < n) return 0;
+  for (size_t i = 1; i < n; ++i) {
+    if ((uint8_t(s[i]) & 0xC0) != 0x80) return 0;
+  }
+  const uint8_t c1 = uint8_t(s.size() > 1 ? s[1] : 0);
+  if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 > 0x9F) || (c == 0xF0 && c1 < 0x90) || (c == 0xF4 && c1 > 0x8F)) {
+    return 0;
+  }
+  return n;
 }
 
-// Format characters that reorder or separate what a terminal shows: LRM/RLM, the line and paragraph
-// separators, the embeddings/overrides and the isolates.
-bool IsLayoutControl(uint32_t cp) {
-  return cp == 0x200E || cp == 0x200F || (cp >= 0x2028 && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069) ||
-         cp == 0x061C;
+// The code point of a valid sequence of `n` bytes.
+uint32_t CodePoint(absl::string_view s, size_t n) {
+  static constexpr uint8_t kLeadMask[] = {0, 0x7F, 0x1F, 0x0F, 0x07};
+  uint32_t cp = uint8_t(s[0]) & kLeadMask[n];
+  for (size_t i = 1; i < n; ++i) cp = (cp << 6) | (uint8_t(s[i]) & 0x3F);
+  return cp;
+}
+
+// Characters a terminal acts on rather than shows, besides ASCII's controls: the C1 controls, and
+// format characters that reorder or separate what it shows (LRM/RLM, ALM, the line and paragraph
+// separators, the embeddings/overrides and the isolates).
+bool IsTerminalControl(uint32_t cp) {
+  return (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C || cp == 0x200E || cp == 0x200F || (cp >= 0x2028 && cp <= 0x202E) ||
+         (cp >= 0x2066 && cp <= 0x2069);
 }
 
 }  // namespace
@@ -61,24 +81,19 @@ bool IsLayoutControl(uint32_t cp) {
 std::string EscapeLogText(absl::string_view text) {
   std::string out;
   out.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
+  for (size_t i = 0; i < text.size();) {
     const uint8_t c = uint8_t(text[i]);
+    const size_t n = Utf8SequenceLength(text.substr(i));
     if (c == '\n') {
       out += "\n    ";
-    } else if (c < 0x20 || c == 0x7F) {
+    } else if (n == 0 || c < 0x20 || c == 0x7F) {  // a control, or a byte that is not UTF-8
       absl::StrAppend(&out, absl::StrFormat("\\x%02x", c));
-    } else if (c == 0xC2 && i + 1 < text.size() && uint8_t(text[i + 1]) >= 0x80 && uint8_t(text[i + 1]) <= 0x9F) {
-      absl::StrAppend(&out, absl::StrFormat("\\u%04x", uint8_t(text[i + 1])));  // C1: U+0080..U+009F
-      ++i;
-    } else if (c == 0xD8 && i + 1 < text.size() && uint8_t(text[i + 1]) == 0x9C) {
-      out += "\\u061c";  // ARABIC LETTER MARK
-      ++i;
-    } else if (c == 0xE2 && IsLayoutControl(ThreeByteCodePoint(text.substr(i)))) {
-      absl::StrAppend(&out, absl::StrFormat("\\u%04x", ThreeByteCodePoint(text.substr(i))));
-      i += 2;
+    } else if (n > 1 && IsTerminalControl(CodePoint(text.substr(i), n))) {
+      absl::StrAppend(&out, absl::StrFormat("\\u%04x", CodePoint(text.substr(i), n)));
     } else {
-      out += char(c);
+      out.append(text.data() + i, n);
     }
+    i += std::max<size_t>(n, 1);
   }
   return out;
 }

@@ -17,9 +17,10 @@ namespace a2sf {
 
 // `text` safe to write as part of one log line: a line break inside it continues the entry on a line
 // indented by four spaces (a real entry starts with its level letter, so none can be forged), and other
-// control characters (carriage return, escape, ...) are written as \xNN; so are Unicode's C1 controls,
-// line/paragraph separators and bidi overrides (as \u0085, \u202e, ...), which could reorder or hide
-// what a terminal shows. Other text, UTF-8 included, is unchanged.
+// control characters (carriage return, escape, ...) and bytes that are not UTF-8 (a lone 0x9b is an
+// 8-bit terminal's CSI) are written as \xNN; Unicode's C1 controls, line/paragraph separators and bidi
+// overrides as \u0085, \u202e, ..., since they could reorder or hide what a terminal shows. Other text,
+// valid UTF-8 included, is unchanged.
 std::string EscapeLogText(absl::string_view text);
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };

@@ -28,9 +28,13 @@ TEST(EscapeLogText, ControlsAndLayoutCharactersAreEscaped) {
   EXPECT_EQ(EscapeLogText("next\xC2\x85line"), "next\\u0085line");                  // C1 NEXT LINE
   EXPECT_EQ(EscapeLogText("\xE2\x80\xAEreversed"), "\\u202ereversed");               // RIGHT-TO-LEFT OVERRIDE
   EXPECT_EQ(EscapeLogText("\xE2\x80\xA8|\xE2\x81\xA6|\xE2\x80\x8F|\xD8\x9C"), "\\u2028|\\u2066|\\u200f|\\u061c");
-  // Cut sequences are left as they are (not read past the end).
-  EXPECT_EQ(EscapeLogText("\xE2\x80"), "\xE2\x80");
-  EXPECT_EQ(EscapeLogText("\xC2"), "\xC2");
+  // Bytes that are not UTF-8 -- cut sequences (not read past the end), lone continuation bytes such as
+  // 0x9B (an 8-bit terminal's CSI), overlong forms -- are escaped byte by byte.
+  EXPECT_EQ(EscapeLogText("\xE2\x80"), "\\xe2\\x80");
+  EXPECT_EQ(EscapeLogText("\xC2"), "\\xc2");
+  EXPECT_EQ(EscapeLogText("a\x9B" "2Jb"), "a\\x9b2Jb");
+  EXPECT_EQ(EscapeLogText("\xC0\x8A"), "\\xc0\\x8a");  // an overlong line feed
+  EXPECT_EQ(EscapeLogText("\xED\xA0\x80"), "\\xed\\xa0\\x80");  // a surrogate
 }
 
 // What a peer's string inside a message does to the log: one entry, its header first, never a second

@@ -142,7 +142,8 @@ export A2SF_FIXTURES="$bundle/fixtures"  # tests skip with a message when the fi
 tests=$(cd "$bundle/libexec" && ls | grep -E '^cuda_.*_test$')
 for t in $tests; do
   if run_logged "$t" 180 "$(bin "$t")"; then
-    skipped=$(grep -c '^\[  SKIPPED \] [A-Za-z]' "$logs/$t.log")  # not the summary's "N tests" lines
+    skipped=$(sed -n 's/^\[  SKIPPED \] \([0-9]*\) tests\{0,1\}, listed below.*/\1/p' "$logs/$t.log")
+    skipped=${skipped:-0}  # gtest's own count (each skipped test's name is printed twice)
     passed=$(sed -n 's/^\[  PASSED  \] \([0-9]*\) test.*/\1/p' "$logs/$t.log")
     if [ "$gpu" = yes ]; then record "$t" pass "${passed:-0} passed, ${skipped} skipped"
     else record "$t" skip "ran, ${skipped} skipped inside: $no_gpu_reason"; fi
@@ -233,7 +234,7 @@ run_jobs() {
   local name="$1" bad=0
   for p in $policies; do
     if run_logged "services_$name-$p" 60 "$(bin a2sf)" generate --worker="$worker_addr" --plaintext --json \
-         --prompt="Once upon a time" --max_tokens=96 --policy="$p" --budget_ratio=0.3; then
+         --prompt="Once upon a time" --max_tokens=96 --policy="$p" --budget_ratio=0.3 --logprobs=2; then
       grep -o '"ids":\[[0-9,]*\]' "$logs/services_$name-$p.log" > "$work/$name.$p.ids"
     else
       bad=$((bad + 1))
@@ -252,6 +253,18 @@ first_difference() {
   done
   echo "$i"
 }
+# top2_gap LOG K: the gap in nats between the two most likely tokens where the job in LOG (a2sf generate
+# --json --logprobs=2) chose its K-th token (1-based); empty without python3 or that token.
+top2_gap() {
+  command -v python3 >/dev/null 2>&1 || return 0
+  python3 - "$1" "$2" <<'PY' 2>/dev/null
+import json, sys
+for line in open(sys.argv[1]):
+    if line.startswith('{"ids"'):
+        top = json.loads(line)["logprobs"][int(sys.argv[2]) - 1]["top"]
+        print("%.6f" % (top[0]["logprob"] - top[1]["logprob"]))
+PY
+}
 if [ ! -f "$bundle/fixtures/stories260K-dq.bin" ]; then
   record services_cpu skip "no stories260K fixtures in the bundle"
   cpu_ok=no
@@ -267,23 +280,24 @@ if [ "$gpu" != yes ]; then
 elif [ "$cpu_ok" != yes ]; then
   record services_gpu skip "the CPU stack failed: nothing to compare with"
 elif stack gpu cuda cuda && run_jobs gpu; then
-  # The GPU's logits and scores follow the CPU's to ~1e-4 and ~1e-6, not bit for bit (another summation
-  # order, expf): a greedy near-tie of this small model, or two eviction candidates whose scores tie
-  # that closely, can take the two stacks apart. So the tokens are compared and where they part is
-  # reported; the step fails only when they part at the first generated token (a broken GPU path
-  # parts at once: its unit tests bound the same logits to 1e-4).
+  # The GPU's logits follow the CPU's to ~1e-4, not bit for bit (another summation order, expf): where
+  # this small model's two best tokens are that close, greedy decoding may pick the other. So where the
+  # tokens part is found, and the parting is excused only at such a near-tie of the CPU's (top-2 gap
+  # under 1e-3 nats, from its logprobs); anywhere else -- a broken score store, hand-off or eviction
+  # path makes the caches, and then the tokens, differ -- the step fails.
   differ="" broken=""
   for p in $policies; do
     cmp -s "$work/cpu.$p.ids" "$work/gpu.$p.ids" && continue
     at="$(first_difference "$work/cpu.$p.ids" "$work/gpu.$p.ids")"
-    differ+="$p from token $at; "
-    [ "$at" -gt 1 ] || broken+="$p "
+    gap="$(top2_gap "$logs/services_cpu-$p.log" "$at")"
+    differ+="$p from token $at (CPU top-2 gap ${gap:-unknown}); "
+    awk -v g="${gap:-1}" 'BEGIN { exit !(g < 0.001) }' || broken+="$p "
   done
   ipc_jobs="$(grep -c 'scores stay on the GPU (CUDA IPC)' "$logs/services_gpu-worker.log")"
   ipc_note="CUDA IPC hand-off in $ipc_jobs of 6 jobs$(grep -m1 -o 'CUDA IPC refused.*' "$logs/services_gpu-worker.log" | sed 's/^/; /')"
   if [ -z "$differ" ]; then record services_gpu pass "tokens equal to the CPU stack under all 6 policies; $ipc_note"
-  elif [ -z "$broken" ]; then record services_gpu pass "tokens part from the CPU stack's: ${differ}equal under the others (ids in logs/services_*); $ipc_note"
-  else record services_gpu fail "tokens differ from the CPU stack's at once under: $broken(${differ}ids in logs/services_*); $ipc_note"; fi
+  elif [ -z "$broken" ]; then record services_gpu pass "tokens part from the CPU stack's only at near-ties: ${differ}equal under the others (ids in logs/services_*); $ipc_note"
+  else record services_gpu fail "tokens part from the CPU stack's away from a near-tie under: $broken(${differ}ids in logs/services_*); $ipc_note"; fi
 else
   record services_gpu fail "see logs/services_gpu-*.log"
 fi

@@ -118,8 +118,11 @@ void JobMetrics::Finished(const v1::JobStats& stats) {
   if (metrics_ == nullptr || !started_) return;
   const prometheus::Labels labels = {{"model", metrics_->model_}, {"policy", policy_}};
   metrics_->e2e_latency_.Add(labels, EndToEndBuckets()).Observe(absl::ToDoubleSeconds(absl::Now() - admitted_));
-  metrics_->tokens_per_second_.Add(labels, Buckets{1, 3, 10, 30, 100, 300, 1000, 3000, 10000})
-      .Observe(stats.tokens_per_second());
+  // A decode rate needs two tokens: scoring calls (prompt-only) and one-token jobs would add zeros.
+  if (stats.generated_tokens() >= 2) {
+    metrics_->tokens_per_second_.Add(labels, Buckets{1, 3, 10, 30, 100, 300, 1000, 3000, 10000})
+        .Observe(stats.tokens_per_second());
+  }
   metrics_->evicted_entries_.Add(labels).Increment(double(stats.evictions()));
   SetKvBytes(0);
 }

@@ -44,12 +44,31 @@ TEST_F(WorkerMetricsTest, AJobIsQueuedThenRunningThenGone) {
     EXPECT_EQ(Value("a2sf_worker_inter_token_latency_seconds_count", "policy=\"h2o\""), 2);
     v1::JobStats stats;
     stats.set_evictions(7);
+    stats.set_generated_tokens(3);
+    stats.set_tokens_per_second(250);
     job.Finished(stats);
     EXPECT_EQ(Value("a2sf_worker_evicted_entries_total", "policy=\"h2o\""), 7);
+    EXPECT_EQ(Value("a2sf_worker_job_tokens_per_second_count", "policy=\"h2o\""), 1);
+    EXPECT_EQ(Value("a2sf_worker_job_tokens_per_second_sum", "policy=\"h2o\""), 250);
     EXPECT_EQ(Value("a2sf_worker_e2e_request_latency_seconds_count", "policy=\"h2o\""), 1);
   }
   EXPECT_EQ(Value("a2sf_worker_running_jobs"), 0);
   EXPECT_EQ(Value("a2sf_worker_kv_bytes_in_use", "policy=\"h2o\""), 0);
+}
+
+// A scoring call (prompt-only, no tokens) and a one-token job have no decode rate: they add no zero to
+// the speed histogram, but count as ended jobs.
+TEST_F(WorkerMetricsTest, JobsWithoutADecodeRateLeaveTheSpeedHistogramAlone) {
+  for (uint32_t generated : {0u, 1u}) {
+    JobMetrics job(&metrics_);
+    job.Started("a2sf", 8);
+    for (uint32_t t = 0; t < generated; ++t) job.Token(100);
+    v1::JobStats stats;
+    stats.set_generated_tokens(generated);
+    job.Finished(stats);
+  }
+  EXPECT_EQ(Value("a2sf_worker_e2e_request_latency_seconds_count", "policy=\"a2sf\""), 2);
+  EXPECT_LE(Value("a2sf_worker_job_tokens_per_second_count", "policy=\"a2sf\""), 0);
 }
 
 TEST_F(WorkerMetricsTest, KvBytesInUseIsTheSumOverRunningJobsByPolicy) {
