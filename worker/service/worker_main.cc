@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdlib>
+#include <utility>
 
 #include "common/cli.h"
 #include "absl/flags/flag.h"
@@ -144,6 +145,21 @@ absl::Status ReadCacheManagerFlags(worker::WorkerOptions* options) {
   return absl::OkStatus();
 }
 
+// The TLS files are read when the servers start, after the model's load: one that cannot be read is
+// named now.
+absl::Status CheckTlsFiles() {
+  const std::pair<const char*, std::string> files[] = {
+      {"--tls_cert", absl::GetFlag(FLAGS_tls_cert)},         {"--tls_key", absl::GetFlag(FLAGS_tls_key)},
+      {"--tls_client_ca", absl::GetFlag(FLAGS_tls_client_ca)}, {"--cachemgr_ca", absl::GetFlag(FLAGS_cachemgr_ca)},
+      {"--cachemgr_cert", absl::GetFlag(FLAGS_cachemgr_cert)}, {"--cachemgr_key", absl::GetFlag(FLAGS_cachemgr_key)}};
+  for (const auto& [flag, path] : files) {
+    if (!path.empty() && access(path.c_str(), R_OK) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": cannot read '", path, "'"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // Names and credentials: the model's and the worker's names, the admin token, the default policy.
 void ReadIdentityFlags(worker::WorkerOptions* options) {
   options->model_name = absl::GetFlag(FLAGS_model_name);
@@ -263,6 +279,7 @@ int Main() {
   options.kv_type = engine->kv_type;
   if (absl::Status flags = ReadSchedulingFlags(&options); !flags.ok()) return Fail(kBadFlags, flags.message());
   if (absl::Status flags = ReadCacheManagerFlags(&options); !flags.ok()) return Fail(kBadFlags, flags.message());
+  if (absl::Status flags = CheckTlsFiles(); !flags.ok()) return Fail(kBadFlags, flags.message());
   ReadIdentityFlags(&options);
   absl::StatusOr<LoadedModel> model = LoadModelAndTokenizer(*engine);
   if (!model.ok()) return Fail(kStartFailed, model.status().message());
