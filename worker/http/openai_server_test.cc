@@ -518,6 +518,35 @@ TEST_F(HangUpTest, ATlsClientThatGivesUpOnANonStreamingRequestCancelsItsJob) {
       [&] { curl.join(); });
 }
 
+// A worker that is full: every job refused RESOURCE_EXHAUSTED, as the scheduler refuses one beyond
+// --max_batch + --max_waiting.
+class FullWorker final : public v1::Generation::Service {
+  grpc::Status Generate(grpc::ServerContext*, const v1::GenerateRequest*,
+                        grpc::ServerWriter<v1::GenerateResponse>*) override {
+    return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "the worker is full: 16 running, 64 waiting");
+  }
+};
+
+// OpenAI's clients back off on 429; Retry-After says when to come back, as on the 503s.
+TEST(OpenAiServerFull, AFullWorkerIs429WithRetryAfter) {
+  FullWorker worker;
+  ServerOptions server;
+  server.listen_addresses = {"127.0.0.1:0"};
+  server.plaintext = true;
+  auto grpc = RunningServer::Start(server, {&worker});
+  ASSERT_TRUE(grpc.ok()) << grpc.status();
+  OpenAiServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.plaintext = true;
+  auto http = OpenAiServer::Start(options, {"m", nullptr, 512}, (*grpc)->server()->InProcessChannel(grpc::ChannelArguments()));
+  ASSERT_TRUE(http.ok()) << http.status();
+  const std::string r = Exchange((*http)->port(), Post("/v1/completions", R"({"model":"m","prompt":[1],"max_tokens":2})"));
+  EXPECT_EQ(Status(r), 429) << r;
+  EXPECT_NE(r.find("Retry-After: 1"), std::string::npos) << r;
+  EXPECT_NE(r.find("rate_limit_error"), std::string::npos) << r;
+  EXPECT_NE(r.find("the worker is full"), std::string::npos) << r;
+}
+
 TEST_F(OpenAiServerTest, BadAddressesAndMissingTlsFilesAreRefusedAtStart) {
   OpenAiServerOptions options;
   const auto start = [&] {
