@@ -3,6 +3,7 @@
 #include <optional>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -32,6 +33,9 @@ ABSL_FLAG(std::optional<int>, logprobs, std::nullopt,
           "report each generated token's logprob with this many alternatives (0..20)");
 ABSL_FLAG(std::optional<int>, prompt_logprobs, std::nullopt,
           "report each prompt token's logprob with this many alternatives (0..20)");
+ABSL_FLAG(bool, score, false,
+          "score the prompt and generate nothing: its tokens' logprobs (--prompt_logprobs, default 0 "
+          "alternatives); not with --max_tokens or --min_tokens");
 ABSL_FLAG(std::string, policy, "", "eviction policy: full, local, streaming_llm, h2o, tova or a2sf");
 ABSL_FLAG(std::optional<double>, alpha, std::nullopt, "a2sf forgetting factor in [0, 1]");
 ABSL_FLAG(std::string, layer_alphas, "", "a2sf per-layer alphas, comma-separated (instead of --alpha)");
@@ -188,9 +192,19 @@ absl::StatusOr<v1::GenerateRequest> RequestFromFlags() {
   }
   if (absl::GetFlag(FLAGS_max_tokens) < 0) return Invalid("max_tokens", "must be >= 0");
   request.set_max_tokens(uint32_t(absl::GetFlag(FLAGS_max_tokens)));
+  if (absl::GetFlag(FLAGS_score)) {  // a prompt-only job: nothing generated, so nothing to bound
+    for (const char* flag : {"max_tokens", "min_tokens"}) {
+      const absl::CommandLineFlag& handle = *absl::FindCommandLineFlag(flag);
+      if (handle.CurrentValue() == handle.DefaultValue()) continue;
+      return Invalid(flag, "does not apply to --score (nothing is generated)");
+    }
+    request.set_max_tokens(0);
+    request.set_prompt_only(true);
+  }
   if (absl::Status s = FillSampling(request.mutable_sampling()); !s.ok()) return s;
   if (absl::Status s = FillStop(request.mutable_stop()); !s.ok()) return s;
   if (absl::Status s = FillLogprobs(request.mutable_logprobs()); !s.ok()) return s;
+  if (request.prompt_only() && !request.logprobs().has_prompt()) request.mutable_logprobs()->set_prompt(0);
   if (absl::Status s = CheckPolicyParameters(); !s.ok()) return s;
   if (!absl::GetFlag(FLAGS_policy).empty()) {
     absl::StatusOr<v1::PolicySpec> policy = PolicyFromFlags();
@@ -212,7 +226,7 @@ std::vector<std::string> RequestFlagNames() {
   std::vector<std::string> names = {"prompt", "prompt_ids", "max_tokens", "temperature", "top_p", "top_k",
                                     "min_p", "seed", "repetition_penalty", "presence_penalty",
                                     "frequency_penalty", "stop", "exclude_stop", "stop_token_ids", "min_tokens",
-                                    "ignore_eos", "logprobs", "prompt_logprobs"};
+                                    "ignore_eos", "logprobs", "prompt_logprobs", "score"};
   for (const std::string& name : PolicyFlagNames()) names.push_back(name);
   for (const char* name : {"budget_tokens", "budget_ratio", "prefill"}) names.push_back(name);
   return names;

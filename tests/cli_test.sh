@@ -63,6 +63,15 @@ refused "greedy" $A2SF generate --seed=3
 refused "--layer_alphas overrides" $A2SF generate --policy=a2sf --alpha=0.5 --layer_alphas=0.1,0.2
 refused "applies to --repeat" $A2SF generate --concurrency=8
 refused "repetition_penalty: must be > 0" $A2SF generate --repetition_penalty=0 --plaintext
+refused "does not apply to --score" $GEN --model="$F/stories260K-dq.bin" --prompt_ids=1,403 --score --max_tokens=5
+refused "does not apply to --score" $GEN --model="$F/stories260K-dq.bin" --prompt_ids=1,403 --score --min_tokens=1
+# --score: the prompt's logprobs (one per token after the first), nothing generated.
+$GEN --model="$F/stories260K-dq.bin" --prompt_ids=1,403,407,261 --score --json >"$T/score.json" 2>/dev/null \
+  || fail "a2sf-generate --score exits $?"
+grep -q '^{"ids":\[\],' "$T/score.json" \
+  && [[ "$(grep -o '"token":{"id":[0-9]*' "$T/score.json" | cut -d: -f3 | paste -sd,)" == 403,407,261 ]] \
+  && grep -q '"finish_reason":"FINISH_REASON_MAX_TOKENS"' "$T/score.json" \
+  || fail "a2sf-generate --score: $(head -c 300 "$T/score.json")"
 refused "give --policy" $GEN --model="$F/stories260K-dq.bin" --recent_window=4
 refused "full cache" $GEN --model="$F/stories260K-dq.bin" --prompt_ids=1 --budget_tokens=8
 refused "conflicts with --prompt" $GEN --model="$F/stories260K-dq.bin" --prompt=a --prompt_ids=1

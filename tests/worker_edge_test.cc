@@ -246,6 +246,10 @@ TEST(WorkerEdge, APromptOnlyJobScoresThePromptAndGeneratesNothing) {
   EXPECT_EQ(scored->finished.generated_tokens(), 0u);
   EXPECT_EQ(scored->finished.finish_reason(), v1::FINISH_REASON_MAX_TOKENS);
   EXPECT_GT(scored->finished.evictions(), 0u);  // the prompt outgrew the 16-token budget
+  // The full cache of a job that forwarded its whole prompt and nothing more: the generating job's
+  // (prompt + 5 - 1 positions) less its 4 generated positions.
+  EXPECT_EQ(scored->finished.kv_bytes_full_cache() * (scored->finished.prompt_tokens() + 4),
+            generated->finished.kv_bytes_full_cache() * scored->finished.prompt_tokens());
   ASSERT_GT(scored->finished.prompt_tokens(), 16u);
   ASSERT_EQ(scored->prompt_logprobs.tokens_size(), int(scored->finished.prompt_tokens()) - 1);
   ASSERT_EQ(scored->prompt_logprobs.tokens_size(), generated->prompt_logprobs.tokens_size());

@@ -1,5 +1,7 @@
 #include "worker/service/job_output.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "worker/engine/kv_cache.h"
 #include "worker/engine/logprobs.h"
@@ -90,8 +92,11 @@ void SetResultStats(const ModelConfig& c, WeightType kv_type, size_t prompt_toke
   stats->set_evictions(result.evictions);
   stats->set_kv_bytes_held(result.kv_bytes_held);
   stats->set_kv_bytes_peak(result.kv_bytes_peak);
-  stats->set_kv_bytes_full_cache(KvCacheSlots::BytesFor(c.n_layers, c.n_kv_heads, c.head_dim,
-                                                       int(prompt_tokens + result.generated.size() - 1), kv_type));
+  // Every position forwarded: the prompt and each generated token but the last (which is never
+  // forwarded); a job that generated nothing (a prompt-only one) forwarded its whole prompt.
+  const size_t forwarded = prompt_tokens + std::max<size_t>(result.generated.size(), 1) - 1;
+  stats->set_kv_bytes_full_cache(
+      KvCacheSlots::BytesFor(c.n_layers, c.n_kv_heads, c.head_dim, int(forwarded), kv_type));
   stats->set_time_to_first_token_ms(result.time_to_first_token_ms);
   stats->set_tokens_per_second(result.tokens_per_second);
   stats->set_finish_reason(FinishReasonToProto(result.finish_reason));
