@@ -157,7 +157,8 @@ for bad in "--device=tpu" "--kv_type=f16 --device=cuda"; do
 done
 # Every other flag too: a bad one exits 2 naming it, before the model's load (a missing file never shows).
 for bad in "--max_batch=0" "--threads=0" "--score_dtype=fp8" "--on_cachemgr_failure=retry" "--decision_lag=100000" \
-           "--tls_cert=$T/no-such.pem" "--cachemgr_ca=$T/no-such-ca.pem"; do
+           "--tls_cert=$T/no-such.pem" "--cachemgr_ca=$T/no-such-ca.pem" "--metrics_listen=9090" \
+           "--http_listen=127.0.0.1:99999"; do
   timeout 60 $WORKER --model="$T/no-such-model.bin" $bad --listen=127.0.0.1:0 --plaintext 2>"$T/flag.err"
   [[ $? -eq 2 ]] && grep -q -- "${bad%%=*}" "$T/flag.err" && ! grep -q "no-such-model" "$T/flag.err" \
     || fail "a2sf-worker $bad: $(cat "$T/flag.err")"

@@ -145,6 +145,19 @@ absl::Status ReadCacheManagerFlags(worker::WorkerOptions* options) {
   return absl::OkStatus();
 }
 
+// The HTTP addresses are bound when the servers start, after the model's load: a malformed one is named
+// now (one that cannot be bound still shows then).
+absl::Status CheckHttpAddresses() {
+  for (const auto& [flag, address] : {std::pair<const char*, std::string>{"--metrics_listen", absl::GetFlag(FLAGS_metrics_listen)},
+                                      {"--http_listen", absl::GetFlag(FLAGS_http_listen)}}) {
+    if (address.empty()) continue;
+    if (absl::Status s = CheckListenAddress(address); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(flag, ": ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 // The TLS files are read when the servers start, after the model's load: one that cannot be read is
 // named now.
 absl::Status CheckTlsFiles() {
@@ -280,6 +293,7 @@ int Main() {
   if (absl::Status flags = ReadSchedulingFlags(&options); !flags.ok()) return Fail(kBadFlags, flags.message());
   if (absl::Status flags = ReadCacheManagerFlags(&options); !flags.ok()) return Fail(kBadFlags, flags.message());
   if (absl::Status flags = CheckTlsFiles(); !flags.ok()) return Fail(kBadFlags, flags.message());
+  if (absl::Status flags = CheckHttpAddresses(); !flags.ok()) return Fail(kBadFlags, flags.message());
   ReadIdentityFlags(&options);
   absl::StatusOr<LoadedModel> model = LoadModelAndTokenizer(*engine);
   if (!model.ok()) return Fail(kStartFailed, model.status().message());
