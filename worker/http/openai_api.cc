@@ -225,6 +225,9 @@ bool MapStopExtras(const json& body, MappedRequest* out, ApiError* error) {
   v1::StopConditions* stop = out->generate.mutable_stop();
   int64_t min_tokens = 0;
   if (!Integer(body, "min_tokens", 0, UINT32_MAX, &min_tokens, error)) return false;
+  if (min_tokens > 0 && out->generate.prompt_only()) {
+    return Fail(error, "min_tokens", "'min_tokens' does not apply to a scoring call (echo with max_tokens 0)");
+  }
   stop->set_min_tokens(uint32_t(min_tokens));
   bool ignore_eos = false;
   if (!Bool(body, "ignore_eos", &ignore_eos, error)) return false;

@@ -343,14 +343,20 @@ class CountingTokenizer final : public Tokenizer {
   const Tokenizer& inner_;
 };
 
+// `n` messages of `content`, user and assistant in turn.
+json Alternating(int n, const std::string& content) {
+  json messages = json::array();
+  for (int i = 0; i < n; ++i) messages.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", content}});
+  return messages;
+}
+
 // A conversation that cannot fit the context is refused before it costs more than its bytes (a 4 MiB
 // chat body was tokenized whole, ~200 MB of worker memory, before the worker refused its tokens).
 TEST_F(ChatTemplateTest, AConversationLongerThanTheContextIsRefusedBeforeItIsTokenized) {
   const int context = 512;
   const std::string word_run(MaxPromptTextBytes(context) / 4, 'w');  // a quarter of the bytes allowed
   const json one_big = {{{"role", "user"}, {"content", std::string(MaxPromptTextBytes(context) + 1, 'w')}}};
-  json many;  // five messages of a quarter each: over the bytes only together
-  for (int i = 0; i < 5; ++i) many.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", word_run}});
+  const json many = Alternating(5, word_run);  // a quarter of the bytes each: over them only together
   for (const json& messages : {one_big, many}) {
     CountingTokenizer counting(*tokenizer_);
     std::vector<uint32_t> ids;
@@ -362,8 +368,7 @@ TEST_F(ChatTemplateTest, AConversationLongerThanTheContextIsRefusedBeforeItIsTok
   }
   // Short turns, many of them: within the bytes, past the context in tokens. Refused once the tokens
   // pass it, not after tokenizing every turn.
-  json turns;
-  for (int i = 0; i < 401; ++i) turns.push_back({{"role", i % 2 ? "assistant" : "user"}, {"content", "Once upon a time"}});
+  const json turns = Alternating(401, "Once upon a time");
   CountingTokenizer counting(*tokenizer_);
   std::vector<uint32_t> ids;
   ApiError e;

@@ -395,9 +395,24 @@ TEST_F(OpenAiServerTest, EchoWithNoTokensScoresThePrompt) {
     EXPECT_LT(lp["token_logprobs"][i].get<double>(), 0.0) << i;
     EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), with_tokens["token_logprobs"][i].get<double>(), 1e-5) << i;
   }
-  const std::string refused = Exchange(http->port(), Post("/v1/completions", R"({"model":"m","prompt":"Once","max_tokens":0})"));
-  EXPECT_NE(refused.find(" 400 "), std::string::npos) << refused;
-  EXPECT_NE(refused.find("max_tokens"), std::string::npos) << refused;
+  // Streamed: the prompt in the first chunk, then the end, usage with no completion tokens.
+  const std::string streamed = Exchange(http->port(), Post("/v1/completions", nlohmann::json{
+      {"model", "m"}, {"prompt", prompt}, {"max_tokens", 0}, {"echo", true}, {"stream", true},
+      {"stream_options", {{"include_usage", true}}}}.dump()));
+  const size_t first = streamed.find("data: ");
+  ASSERT_NE(first, std::string::npos) << streamed;
+  const nlohmann::json chunk = nlohmann::json::parse(streamed.substr(first + 6, streamed.find('\n', first) - first - 6));
+  EXPECT_EQ(chunk["choices"][0]["text"], prompt) << streamed;
+  EXPECT_NE(streamed.find("\"finish_reason\":\"length\""), std::string::npos) << streamed;
+  EXPECT_NE(streamed.find("\"completion_tokens\":0"), std::string::npos) << streamed;
+  EXPECT_NE(streamed.find("data: [DONE]"), std::string::npos) << streamed;
+  // max_tokens 0 without echo, and min_tokens on a scoring call, are 400s naming the field.
+  for (const auto& [body, param] : {std::pair<std::string, std::string>{R"({"model":"m","prompt":"Once","max_tokens":0})", "max_tokens"},
+                                    {R"({"model":"m","prompt":"Once","max_tokens":0,"echo":true,"min_tokens":1})", "min_tokens"}}) {
+    const std::string refused = Exchange(http->port(), Post("/v1/completions", body));
+    EXPECT_EQ(Status(refused), 400) << refused;
+    EXPECT_NE(refused.find("\"param\":\"" + param + "\""), std::string::npos) << refused;
+  }
 }
 
 // A worker on a model slow enough that 1000 tokens take seconds (stories110M's shape, one layer,
