@@ -1,5 +1,5 @@
 // The worker's HTTP API through the official `openai` npm client (pinned by package-lock.json):
-// completions and chat, streaming and not, stop strings, usage, logprobs, echo and vLLM's
+// completions and chat, streaming and not, n and batches of prompts, stop strings, usage, logprobs, echo and vLLM's
 // prompt_logprobs, the eviction policy as extra body fields, OpenAI-shaped errors, and a client that
 // goes away mid-stream cancelling its job.
 // Usage: node openai_client_test.mjs <node_modules> <http base url> <metrics url> <model id>
@@ -132,6 +132,24 @@ const tests = {
     assert.equal(a.choices[0].text, b.choices[0].text);
   },
 
+  async nChoicesOfABatchOfPromptsEachAnswerAsAlone() {
+    const request = { model, max_tokens: 10, temperature: 1, seed: 77 };
+    const prompts = ['Once upon a time', 'The dog'];
+    const batch = await client.completions.create({ ...request, prompt: prompts, n: 2 });
+    assert.deepEqual(batch.choices.map((c) => c.index), [0, 1, 2, 3]);
+    let completion = 0;
+    for (let i = 0; i < 4; i++) {
+      const alone = await client.completions.create({ ...request, prompt: prompts[i >> 1], seed: 77 + (i & 1) });
+      assert.equal(batch.choices[i].text, alone.choices[0].text, `choice ${i}`);
+      completion += alone.usage.completion_tokens;
+    }
+    assert.equal(batch.usage.completion_tokens, completion);
+    const chat = await client.chat.completions.create({
+      model, max_tokens: 8, temperature: 0, n: 3, messages: [{ role: 'user', content: 'A cat' }] });
+    assert.equal(chat.choices.length, 3);
+    assert.equal(new Set(chat.choices.map((c) => c.message.content)).size, 1);  // greedy: one answer thrice
+  },
+
   async chatStreamedEqualsChatWhole() {
     const request = {
       model, max_tokens: 16, temperature: 0,
@@ -157,10 +175,12 @@ const tests = {
   },
 
   async badRequestsAreOpenAiErrors() {
-    await assert.rejects(client.completions.create({ model, prompt: 'x', n: 2 }), (e) => {
+    // More choices than the worker holds at once (--max_batch 16 + --max_waiting 64).
+    await assert.rejects(client.completions.create({ model, prompt: 'x', n: 81 }), (e) => {
       assert.ok(e instanceof OpenAI.BadRequestError);
       assert.equal(e.status, 400);
       assert.equal(e.param, 'n');
+      assert.match(e.message, /more than this worker holds at once \(80\)/);
       return true;
     });
     await assert.rejects(client.completions.create({ model: 'gpt-4', prompt: 'x' }), (e) => {

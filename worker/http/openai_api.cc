@@ -200,7 +200,7 @@ bool MapSampling(const json& body, MappedRequest* out, ApiError* error) {
   if (Field(body, "seed") != nullptr) s->set_seed(uint64_t(seed));
   int64_t n = 1;
   if (!Integer(body, "n", 1, 128, &n, error)) return false;
-  if (n != 1) return Fail(error, "n", "only n=1 is supported");
+  out->n = uint32_t(n);
   double presence = 0, frequency = 0, min_p = 0, repetition = 1;
   int64_t top_k = 0;
   if (!Number(body, "presence_penalty", -2, 2, &presence, error) ||
@@ -294,29 +294,60 @@ bool MapPolicy(const json& body, MappedRequest* out, ApiError* error) {
   return v == nullptr || MapBudget(*v, out->generate.mutable_budget(), error);
 }
 
-bool MapCompletionPrompt(const json& body, MappedRequest* out, ApiError* error) {
+// `to` with the prompt of `from` in place of its own.
+void SetPrompt(const v1::GenerateRequest& from, v1::GenerateRequest* to) {
+  if (from.has_text()) {
+    to->set_text(from.text());
+  } else {
+    *to->mutable_token_ids() = from.token_ids();
+  }
+}
+
+// One prompt of completions: a non-empty string or array of token ids, no longer than the model's
+// context can hold (the worker's rule, applied here too because a request copies it into each choice).
+bool MapOnePrompt(const json& one, const ServedModel& model, v1::GenerateRequest* out, ApiError* error) {
+  if (one.is_string()) {
+    const std::string& text = one.get_ref<const std::string&>();
+    if (text.empty()) return Fail(error, "prompt", "'prompt' must not be empty");
+    if (text.size() > MaxPromptTextBytes(model.context_tokens)) {
+      return Fail(error, "prompt", absl::StrCat("the prompt is longer than the model's context of ",
+                                                model.context_tokens, " tokens can hold"));
+    }
+    out->set_text(text);
+    return true;
+  }
+  if (!one.is_array() || one.empty()) {
+    return FailType(error, "prompt", "a non-empty string or array of token ids, or an array of those");
+  }
+  if (one.size() > size_t(std::max(model.context_tokens, 0))) {
+    return Fail(error, "prompt", absl::StrCat("the prompt's ", one.size(), " tokens exceed the model's context of ",
+                                              model.context_tokens));
+  }
+  for (const json& id : one) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<uint64_t>() > UINT32_MAX) {
+      return FailType(error, "prompt", "a string or an array of token ids");
+    }
+    out->mutable_token_ids()->add_ids(id.get<uint32_t>());
+  }
+  return true;
+}
+
+// `prompt`: one prompt, or a batch of them (an array of strings or of token-id arrays).
+bool MapCompletionPrompt(const json& body, const ServedModel& model, MappedRequest* out, ApiError* error) {
   const json* prompt = Field(body, "prompt");
   if (prompt == nullptr) return Fail(error, "prompt", "'prompt' is required");
-  const json* one = prompt;
-  if (prompt->is_array() && !prompt->empty() && !(*prompt)[0].is_number()) {
-    if (prompt->size() != 1) return Fail(error, "prompt", "only one prompt per request is supported");
-    one = &(*prompt)[0];
+  const bool batch = prompt->is_array() && !prompt->empty() && !(*prompt)[0].is_number();
+  const size_t count = batch ? prompt->size() : 1;
+  if (count > size_t(model.max_choices)) {
+    return Fail(error, "prompt", absl::StrCat(count, " prompts are more jobs than this worker holds at once (",
+                                              model.max_choices, ")"));
   }
-  if (one->is_string()) {
-    if (one->get_ref<const std::string&>().empty()) return Fail(error, "prompt", "'prompt' must not be empty");
-    out->generate.set_text(one->get<std::string>());
-    return true;
+  out->prompts.assign(count, v1::GenerateRequest());
+  for (size_t i = 0; i < count; ++i) {
+    if (!MapOnePrompt(batch ? (*prompt)[i] : *prompt, model, &out->prompts[i], error)) return false;
   }
-  if (one->is_array() && !one->empty()) {
-    for (const json& id : *one) {
-      if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<uint64_t>() > UINT32_MAX) {
-        return FailType(error, "prompt", "a string or an array of token ids");
-      }
-      out->generate.mutable_token_ids()->add_ids(id.get<uint32_t>());
-    }
-    return true;
-  }
-  return FailType(error, "prompt", "a non-empty string or array of token ids");
+  SetPrompt(out->prompts[0], &out->generate);
+  return true;
 }
 
 bool MapChatPrompt(const json& body, const ServedModel& model, MappedRequest* out, ApiError* error) {
@@ -327,8 +358,18 @@ bool MapChatPrompt(const json& body, const ServedModel& model, MappedRequest* ou
   }
   std::vector<uint32_t> ids;
   if (!ChatPromptIds(*messages, *model.tokenizer, model.context_tokens, &ids, error)) return false;
-  out->generate.mutable_token_ids()->mutable_ids()->Assign(ids.begin(), ids.end());
+  out->prompts.assign(1, v1::GenerateRequest());
+  out->prompts[0].mutable_token_ids()->mutable_ids()->Assign(ids.begin(), ids.end());
+  SetPrompt(out->prompts[0], &out->generate);
   return true;
+}
+
+// Every choice is a job: a request for more than the worker holds at once could never be admitted.
+bool CheckChoices(const ServedModel& model, const MappedRequest& request, ApiError* error) {
+  if (ChoiceCount(request) <= size_t(model.max_choices)) return true;
+  return Fail(error, "n", absl::StrCat(request.prompts.size(), " prompt(s) x n=", request.n, " are ",
+                                       ChoiceCount(request), " jobs, more than this worker holds at once (",
+                                       model.max_choices, ")"));
 }
 
 // Counts what a body would build, and stops the parse at the first limit passed (json::sax_parse).
@@ -440,11 +481,20 @@ bool MapRequest(Endpoint endpoint, const json& body, const ServedModel& model, M
     return FailType(error, "user", "a string");
   }
   if (!RejectUnsupported(endpoint, body, error)) return false;
-  const bool prompt_ok = endpoint == Endpoint::kCompletions ? MapCompletionPrompt(body, out, error)
+  const bool prompt_ok = endpoint == Endpoint::kCompletions ? MapCompletionPrompt(body, model, out, error)
                                                             : MapChatPrompt(body, model, out, error);
   return prompt_ok && MapMaxTokens(endpoint, body, out, error) && MapSampling(body, out, error) &&
+         CheckChoices(model, *out, error) &&
          MapStop(body, out, error) && MapStopExtras(body, out, error) && MapLogprobs(endpoint, body, out, error) &&
          MapStreaming(body, out, error) && MapPromptLogprobs(endpoint, body, out, error) && MapPolicy(body, out, error);
+}
+
+v1::GenerateRequest ChoiceJob(const MappedRequest& request, size_t choice) {
+  v1::GenerateRequest job = request.generate;
+  SetPrompt(request.prompts[choice / request.n], &job);
+  const uint32_t j = uint32_t(choice % request.n);
+  if (j > 0 && job.sampling().has_seed()) job.mutable_sampling()->set_seed(job.sampling().seed() + j);
+  return job;
 }
 
 namespace {
@@ -606,8 +656,8 @@ json PromptLogprobs(const v1::PromptLogprobs& prompt, uint32_t top) {
   return out;
 }
 
-std::string EchoPrompt(const MappedRequest& request, const v1::PromptLogprobs& prompt, const std::string& first_piece,
-                       json* logprobs) {
+std::string EchoPrompt(const MappedRequest& request, const v1::GenerateRequest& job, const v1::PromptLogprobs& prompt,
+                       const std::string& first_piece, json* logprobs) {
   std::string pieces = first_piece;
   for (const v1::TokenLogprobs& token : prompt.tokens()) pieces += token.token().piece();
   if (request.logprobs) {
@@ -622,7 +672,7 @@ std::string EchoPrompt(const MappedRequest& request, const v1::PromptLogprobs& p
       offset += token.token().piece().size();
     }
   }
-  return request.generate.has_text() ? request.generate.text() : pieces;
+  return job.has_text() ? job.text() : pieces;
 }
 
 namespace {
@@ -639,27 +689,32 @@ json Usage(uint32_t prompt_tokens, uint32_t completion_tokens) {
           {"total_tokens", prompt_tokens + completion_tokens}};
 }
 
-json CompleteResponse(const ResponseHeader& h, const std::string& text, const json& finish_reason, const json& usage,
-                      const json& logprobs, const json& prompt_logprobs) {
+json CompleteResponse(const ResponseHeader& h, const std::vector<ChoiceResult>& choices, const json& usage) {
   const bool chat = h.endpoint == Endpoint::kChatCompletions;
-  json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", logprobs}};
-  if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", text}};
-  } else {
-    choice["text"] = text;
-    if (!prompt_logprobs.is_null()) choice["prompt_logprobs"] = prompt_logprobs;
-  }
   json response = Header(h, chat ? "chat.completion" : "text_completion");
-  response["choices"] = json::array({choice});
-  if (chat && !prompt_logprobs.is_null()) response["prompt_logprobs"] = prompt_logprobs;
+  response["choices"] = json::array();
+  for (size_t i = 0; i < choices.size(); ++i) {
+    const ChoiceResult& c = choices[i];
+    json choice = {{"index", i}, {"finish_reason", c.finish_reason}, {"logprobs", c.logprobs}};
+    if (chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", c.text}};
+    } else {
+      choice["text"] = c.text;
+      if (!c.prompt_logprobs.is_null()) choice["prompt_logprobs"] = c.prompt_logprobs;
+    }
+    response["choices"].push_back(std::move(choice));
+  }
+  if (chat && !choices.empty() && !choices[0].prompt_logprobs.is_null()) {
+    response["prompt_logprobs"] = choices[0].prompt_logprobs;
+  }
   response["usage"] = usage;
   return response;
 }
 
-json StreamChunk(const ResponseHeader& h, const std::string& text, bool first, const json& finish_reason,
+json StreamChunk(const ResponseHeader& h, size_t index, const std::string& text, bool first, const json& finish_reason,
                  const json& logprobs) {
   const bool chat = h.endpoint == Endpoint::kChatCompletions;
-  json choice = {{"index", 0}, {"finish_reason", finish_reason}, {"logprobs", logprobs}};
+  json choice = {{"index", index}, {"finish_reason", finish_reason}, {"logprobs", logprobs}};
   if (chat) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";

@@ -38,11 +38,18 @@ struct ServedModel {
   std::string id;                        // the `model` name clients must send
   const Tokenizer* tokenizer = nullptr;  // chat needs one (the template is tokenized here)
   int context_tokens = 0;                // the model's context: chat prompts longer are refused here
+  // The most jobs one request may start (its prompts x n): the worker's --max_batch + --max_waiting,
+  // the jobs it can hold at once; a request for more could never be admitted whole (400, not 429).
+  int max_choices = 128;
 };
 
-// One request, mapped.
+// One request, mapped. It asks for prompts.size() x n choices, each a job of its own (ChoiceJobs).
 struct MappedRequest {
-  v1::GenerateRequest generate;
+  v1::GenerateRequest generate;  // every choice's job but its prompt and seed; the first prompt's
+  // Each prompt (completions take several: `prompt` as an array of strings or of token-id arrays), a
+  // request holding just the prompt; the first is also generate's.
+  std::vector<v1::GenerateRequest> prompts;
+  uint32_t n = 1;  // choices per prompt
   bool stream = false;
   bool include_usage = false;          // stream_options.include_usage
   bool logprobs = false;               // report per-token logprobs (the count of alternatives is in generate)
@@ -66,6 +73,12 @@ bool ParseBody(const std::string& body, nlohmann::json* out, ApiError* error);
 // (as OpenAI's servers do); known fields of the wrong type or range are 400s naming the field.
 bool MapRequest(Endpoint endpoint, const nlohmann::json& body, const ServedModel& model, MappedRequest* out,
                 ApiError* error);
+
+// The jobs of a request, one per choice, in OpenAI's order: prompt p's n choices are the indexes
+// p*n .. p*n+n-1. Choice j of a prompt samples with seed + j when the request sets a seed, so the n
+// choices differ and each is reproducible (unset, the worker draws a seed per job).
+v1::GenerateRequest ChoiceJob(const MappedRequest& request, size_t choice);
+inline size_t ChoiceCount(const MappedRequest& request) { return request.prompts.size() * request.n; }
 
 // LLaMA-2's chat format as Meta's reference chat_completion writes it: each finished exchange is
 // BOS "[INST] {user} [/INST] {assistant} " EOS, the last user turn BOS "[INST] {user} [/INST]"; a leading
@@ -91,12 +104,13 @@ void AppendLogprobs(Endpoint endpoint, const v1::TokenLogprobs& token, size_t te
 // prompt's own token.
 nlohmann::json PromptLogprobs(const v1::PromptLogprobs& prompt, uint32_t top);
 
-// Completions' echo: the prompt text that precedes the output (the request's text, or the token-id
-// prompt's pieces) and, with logprobs, its tokens appended to `logprobs` in completions' format (the
-// first token's logprob and top_logprobs null, as OpenAI reports them). `first_piece` is the first
-// prompt token's text (nothing precedes it, so the worker reports no piece for it).
-std::string EchoPrompt(const MappedRequest& request, const v1::PromptLogprobs& prompt, const std::string& first_piece,
-                       nlohmann::json* logprobs);
+// Completions' echo: the prompt text that precedes the output of `job` (a ChoiceJob of `request`:
+// its text, or its token-id prompt's pieces) and, with logprobs, its tokens appended to `logprobs` in
+// completions' format (the first token's logprob and top_logprobs null, as OpenAI reports them).
+// `first_piece` is the first prompt token's text (nothing precedes it, so the worker reports no piece
+// for it).
+std::string EchoPrompt(const MappedRequest& request, const v1::GenerateRequest& job, const v1::PromptLogprobs& prompt,
+                       const std::string& first_piece, nlohmann::json* logprobs);
 
 // Response documents. `id` is the response id ("cmpl-..." / "chatcmpl-..."), `created` Unix seconds.
 struct ResponseHeader {
@@ -106,14 +120,19 @@ struct ResponseHeader {
   std::string model;
 };
 nlohmann::json Usage(uint32_t prompt_tokens, uint32_t completion_tokens);
-// A non-null `prompt_logprobs` is reported where vLLM does: in the choice (completions) or beside
-// the choices (chat).
-nlohmann::json CompleteResponse(const ResponseHeader& header, const std::string& text,
-                                const nlohmann::json& finish_reason, const nlohmann::json& usage,
-                                const nlohmann::json& logprobs = nullptr,
-                                const nlohmann::json& prompt_logprobs = nullptr);
-// A stream chunk with one choice: `text` as the delta (chat: `first` adds role "assistant").
-nlohmann::json StreamChunk(const ResponseHeader& header, const std::string& text, bool first,
+// One choice of a response, as it ended.
+struct ChoiceResult {
+  std::string text;
+  nlohmann::json finish_reason = nullptr;
+  nlohmann::json logprobs = nullptr;
+  nlohmann::json prompt_logprobs = nullptr;  // vLLM's, when asked for
+};
+// choices[i] is choice i. A non-null prompt_logprobs is reported where vLLM does: in its choice
+// (completions) or beside the choices (chat, whose choices share one prompt: the first's).
+nlohmann::json CompleteResponse(const ResponseHeader& header, const std::vector<ChoiceResult>& choices,
+                                const nlohmann::json& usage);
+// A stream chunk of choice `index`: `text` as the delta (chat: `first` adds role "assistant").
+nlohmann::json StreamChunk(const ResponseHeader& header, size_t index, const std::string& text, bool first,
                            const nlohmann::json& finish_reason, const nlohmann::json& logprobs = nullptr);
 // The last chunk of a stream with include_usage: no choices, the usage.
 nlohmann::json UsageChunk(const ResponseHeader& header, const nlohmann::json& usage);

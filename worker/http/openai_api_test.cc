@@ -69,6 +69,61 @@ TEST(OpenAiApiTest, TokenPromptsAndSingletonArraysAreAccepted) {
   EXPECT_EQ(m.generate.text(), "only one");
 }
 
+// A batch of prompts and n: one job per choice, prompt-major (OpenAI's choice indexes), choice j of a
+// prompt seeded seed + j; every other field as mapped.
+TEST(OpenAiApiTest, ABatchOfPromptsTimesNIsOneJobPerChoice) {
+  MappedRequest m;
+  ASSERT_EQ(MapError(Endpoint::kCompletions,
+                     {{"model", "stories260K"},
+                      {"prompt", json::array({"Once", "Later"})},
+                      {"n", 3},
+                      {"seed", 7},
+                      {"max_tokens", 5}},
+                     &m)
+                .http_status,
+            0);
+  ASSERT_EQ(ChoiceCount(m), 6u);
+  const char* prompts[] = {"Once", "Once", "Once", "Later", "Later", "Later"};
+  const uint64_t seeds[] = {7, 8, 9, 7, 8, 9};
+  for (size_t i = 0; i < 6; ++i) {
+    const v1::GenerateRequest job = ChoiceJob(m, i);
+    EXPECT_EQ(job.text(), prompts[i]) << i;
+    EXPECT_EQ(job.sampling().seed(), seeds[i]) << i;
+    EXPECT_EQ(job.max_tokens(), 5u) << i;
+    EXPECT_DOUBLE_EQ(job.sampling().temperature(), 1.0) << i;
+  }
+  // Token-id prompts in a batch; without a seed none is set (the worker draws one per job).
+  m = MappedRequest();
+  ASSERT_EQ(MapError(Endpoint::kCompletions,
+                     {{"model", "stories260K"}, {"prompt", json::array({{1, 2}, {1, 403, 9}})}, {"n", 2}}, &m)
+                .http_status,
+            0);
+  ASSERT_EQ(ChoiceCount(m), 4u);
+  EXPECT_EQ(ChoiceJob(m, 1).token_ids().ids_size(), 2);
+  EXPECT_EQ(ChoiceJob(m, 2).token_ids().ids(1), 403u);
+  EXPECT_FALSE(ChoiceJob(m, 3).sampling().has_seed());
+  EXPECT_FALSE(ChoiceJob(m, 3).has_text());
+  // The worker's capacity bounds the choices: 2 prompts x n=64 fit 128, x 65 do not (the bad cases).
+  EXPECT_EQ(MapError(Endpoint::kCompletions, {{"model", "stories260K"}, {"prompt", json::array({"a", "b"})}, {"n", 64}}).http_status,
+            0);
+}
+
+// Each choice's index, text and finish; chat's prompt logprobs beside the choices.
+TEST(OpenAiApiTest, ResponsesNumberTheirChoices) {
+  const ResponseHeader completions{Endpoint::kCompletions, "cmpl-1", 0, "m"};
+  const json r = CompleteResponse(completions, {{"a", "stop"}, {"b", "length"}}, Usage(3, 2));
+  ASSERT_EQ(r["choices"].size(), 2u);
+  EXPECT_EQ(r["choices"][1]["index"], 1);
+  EXPECT_EQ(r["choices"][1]["text"], "b");
+  EXPECT_EQ(r["choices"][1]["finish_reason"], "length");
+  const ResponseHeader chat{Endpoint::kChatCompletions, "chatcmpl-1", 0, "m"};
+  const json c = CompleteResponse(chat, {{"a", "stop"}, {"b", "stop"}}, Usage(3, 2));
+  EXPECT_EQ(c["choices"][1]["message"]["content"], "b");
+  const json chunk = StreamChunk(chat, 3, "x", false, nullptr);
+  EXPECT_EQ(chunk["choices"][0]["index"], 3);
+  EXPECT_EQ(chunk["choices"][0]["delta"]["content"], "x");
+}
+
 struct BadCase {
   const char* what;
   json body;
@@ -117,7 +172,16 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
     return b;
   };
   const std::vector<BadCase> cases = {
-      {"n > 1", with("n", 2), 400, "n"},
+      {"n 129", with("n", 129), 400, "n"},
+      {"n x prompts past the worker's jobs", json::parse(R"({"model":"stories260K","prompt":["a","b"],"n":65})"), 400, "n"},
+      {"129 prompts", with("prompt", std::vector<std::string>(129, "a")), 400, "prompt"},
+      {"an empty prompt in a batch", with("prompt", json::array({"a", ""})), 400, "prompt"},
+      {"a batch of a string and an id", with("prompt", json::array({json("a"), json(1)})), 400, "prompt"},
+      {"an empty token prompt in a batch", with("prompt", json::array({json::array({1}), json::array()})), 400,
+       "prompt"},
+      {"token prompt past the context", with("prompt", std::vector<int>(513, 1)), 400, "prompt"},
+      {"text prompt past the context's bytes", with("prompt", std::string(MaxPromptTextBytes(512) + 1, 'a')), 400,
+       "prompt"},
       {"max_tokens as string", with("max_tokens", "10"), 400, "max_tokens"},
       {"max_tokens 0", with("max_tokens", 0), 400, "max_tokens"},
       // As the server parses a body: a non-negative integer is held unsigned, its lower bound too.
@@ -143,7 +207,6 @@ TEST(OpenAiApiTest, BadFieldsAre4xxNamingTheField) {
       {"kv_budget not object", with("kv_budget", 0.5), 400, "kv_budget"},
       {"user number", with("user", 5), 400, "user"},
       {"logprobs as string", with("logprobs", "2"), 400, "logprobs"},
-      {"two prompts", with("prompt", {"a", "b"}), 400, "prompt"},
       {"empty prompt", with("prompt", ""), 400, "prompt"},
       {"negative token id", with("prompt", {1, -2}), 400, "prompt"},
       {"prompt object", with("prompt", {{"a", 1}}), 400, "prompt"},
@@ -446,10 +509,11 @@ TEST(OpenAiApiTest, PromptLogprobsMapToTheWorkerAndBackToVllmsShape) {
                                    "2": {"logprob": -1.0, "rank": 2, "decoded_token": "p2"},
                                    "5": {"logprob": -4.0, "rank": 9, "decoded_token": "p5"}})"));
   const ResponseHeader completions{Endpoint::kCompletions, "cmpl-1", 0, "m"};
-  EXPECT_EQ(CompleteResponse(completions, "t", "stop", Usage(3, 1), nullptr, out)["choices"][0]["prompt_logprobs"], out);
+  const std::vector<ChoiceResult> with_prompt = {{"t", "stop", nullptr, out}};
+  EXPECT_EQ(CompleteResponse(completions, with_prompt, Usage(3, 1))["choices"][0]["prompt_logprobs"], out);
   const ResponseHeader chat_header{Endpoint::kChatCompletions, "chatcmpl-1", 0, "m"};
-  EXPECT_EQ(CompleteResponse(chat_header, "t", "stop", Usage(3, 1), nullptr, out)["prompt_logprobs"], out);
-  EXPECT_FALSE(CompleteResponse(completions, "t", "stop", Usage(3, 1))["choices"][0].contains("prompt_logprobs"));
+  EXPECT_EQ(CompleteResponse(chat_header, with_prompt, Usage(3, 1))["prompt_logprobs"], out);
+  EXPECT_FALSE(CompleteResponse(completions, {{"t", "stop"}}, Usage(3, 1))["choices"][0].contains("prompt_logprobs"));
 }
 
 TEST(OpenAiApiTest, EchoPutsThePromptAndItsLogprobsFirst) {
@@ -465,7 +529,7 @@ TEST(OpenAiApiTest, EchoPutsThePromptAndItsLogprobsFirst) {
   *prompt.add_tokens() = Position(7, -0.5f, 1, {{7, -0.5f}});
   *prompt.add_tokens() = Position(5, -4.f, 9, {{1, -0.25f}});
   json logprobs = nullptr;
-  EXPECT_EQ(EchoPrompt(m, prompt, "B", &logprobs), "Bp7p5");  // token ids: the prompt's pieces
+  EXPECT_EQ(EchoPrompt(m, ChoiceJob(m, 0), prompt, "B", &logprobs), "Bp7p5");  // token ids: the prompt's pieces
   EXPECT_EQ(logprobs, json::parse(R"({"tokens": ["B", "p7", "p5"], "token_logprobs": [null, -0.5, -4.0],
       "top_logprobs": [null, {"p7": -0.5}, {"p1": -0.25}], "text_offset": [0, 1, 3]})"));
   // A text prompt is echoed as sent; without logprobs none are reported.
@@ -474,7 +538,7 @@ TEST(OpenAiApiTest, EchoPutsThePromptAndItsLogprobsFirst) {
                 .http_status,
             0);
   json none = nullptr;
-  EXPECT_EQ(EchoPrompt(text, prompt, "", &none), "Once");
+  EXPECT_EQ(EchoPrompt(text, ChoiceJob(text, 0), prompt, "", &none), "Once");
   EXPECT_TRUE(none.is_null());
   // Chat has no echo.
   EXPECT_EQ(MapError(Endpoint::kChatCompletions,

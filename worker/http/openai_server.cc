@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <atomic>
 #include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -54,19 +57,20 @@ std::string FirstPromptPiece(const v1::GenerateRequest& request, const Tokenizer
   return first == tokenizer->bos_id() ? "" : tokenizer->DecodePiece(tokenizer->bos_id(), first);
 }
 
-// One Generate call on the worker's own service. Accept() reads up to the job's `accepted` event, so
-// that a job the worker refuses is an HTTP error before any byte of a stream is sent; Run() reads the
-// rest, handing each event's text and logprobs (null unless asked for) to `on_piece` (with echo, the
-// prompt first), which returns false when the client is gone: the call is then cancelled, which
-// cancels the job.
+// One Generate call on the worker's own service, for one choice's job. Accept() reads up to the job's
+// `accepted` event, so that a job the worker refuses is an HTTP error before any byte of a stream is
+// sent; Run() reads the rest, handing each event's text and logprobs (null unless asked for) to
+// `on_piece` (with echo, the prompt first), which returns false when the client is gone: the call is
+// then cancelled, which cancels the job.
 class JobCall {
  public:
-  JobCall(v1::Generation::Stub* stub, std::shared_ptr<const MappedRequest> mapped, Endpoint endpoint,
-          const Tokenizer* tokenizer)
+  JobCall(v1::Generation::Stub* stub, std::shared_ptr<const MappedRequest> mapped, v1::GenerateRequest job,
+          Endpoint endpoint, const Tokenizer* tokenizer)
       : endpoint_(endpoint),
         mapped_(std::move(mapped)),
-        first_piece_(FirstPromptPiece(mapped_->generate, tokenizer)),
-        reader_(stub->Generate(&context_, mapped_->generate)) {}
+        job_(std::move(job)),
+        first_piece_(FirstPromptPiece(job_, tokenizer)),
+        reader_(stub->Generate(&context_, job_)) {}
 
   grpc::Status Accept() {
     v1::GenerateResponse event;
@@ -88,7 +92,7 @@ class JobCall {
         }
         if (!mapped_->echo) continue;
         json logprobs = nullptr;
-        const std::string text = EchoPrompt(*mapped_, event.prompt_logprobs(), first_piece_, &logprobs);
+        const std::string text = EchoPrompt(*mapped_, job_, event.prompt_logprobs(), first_piece_, &logprobs);
         outcome.text_bytes = text.size();
         if (!on_piece(text, logprobs)) return Abandon();
       } else if (event.has_tokens()) {
@@ -110,10 +114,8 @@ class JobCall {
     return reader_->Finish();
   }
 
-  // Cancels the call as soon as the client's socket `fd` hangs up, even while no byte is due to it.
-  void CancelWhenClosed(ConnectionWatcher* watcher, int fd) {
-    watch_ = watcher->Watch(fd, [this] { context_.TryCancel(); });
-  }
+  // Cancels the call (and so its job); any thread.
+  void Cancel() { context_.TryCancel(); }
 
   JobOutcome outcome;
 
@@ -127,10 +129,102 @@ class JobCall {
 
   const Endpoint endpoint_;
   const std::shared_ptr<const MappedRequest> mapped_;
+  const v1::GenerateRequest job_;
   const std::string first_piece_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader_;
-  std::unique_ptr<ConnectionWatcher::Handle> watch_;  // destroyed first: its callback uses context_
+};
+
+// What a request's choices hand back while they run: a piece of choice `choice`'s output, and the end
+// of a choice whose job ended well. Either returns false when the client is gone.
+struct ChoiceEvents {
+  std::function<bool(size_t choice, const std::string& text, const json& logprobs)> piece;
+  std::function<bool(size_t choice, const JobOutcome& outcome)> done;
+};
+
+// The calls of one request, a JobCall per choice (ChoiceJob). Accept() has every job accepted or none
+// (the first refusal cancels the others). Run() runs them together: choice 0 on the calling thread, each
+// other on a thread of its own, their events handed over one at a time; the first failure, or an event
+// the client is not there to take, cancels them all. A client that hangs up cancels them all too.
+class ChoiceCalls {
+ public:
+  ChoiceCalls(v1::Generation::Stub* stub, const std::shared_ptr<const MappedRequest>& mapped, Endpoint endpoint,
+              const Tokenizer* tokenizer) {
+    for (size_t i = 0; i < ChoiceCount(*mapped); ++i) {
+      calls_.push_back(std::make_unique<JobCall>(stub, mapped, ChoiceJob(*mapped, i), endpoint, tokenizer));
+    }
+  }
+
+  grpc::Status Accept() {
+    for (auto& call : calls_) {
+      if (grpc::Status status = call->Accept(); !status.ok()) {
+        CancelAll();
+        return status;
+      }
+    }
+    return grpc::Status::OK;
+  }
+
+  void CancelWhenClosed(ConnectionWatcher* watcher, int fd) {
+    watch_ = watcher->Watch(fd, [this] { CancelAll(); });
+  }
+
+  grpc::Status Run(const ChoiceEvents& events) {
+    std::vector<grpc::Status> statuses(calls_.size());
+    auto run = [&](size_t i) { statuses[i] = RunOne(i, events); };
+    std::vector<std::thread> threads;
+    for (size_t i = 1; i < calls_.size(); ++i) {
+      try {
+        threads.emplace_back(run, i);
+      } catch (const std::system_error&) {  // no thread to be had: the request fails whole
+        statuses[i] = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED, "the server could not start a thread");
+        CancelAll();
+        break;
+      }
+    }
+    run(0);
+    for (std::thread& thread : threads) thread.join();
+    return Cause(statuses);
+  }
+
+  size_t size() const { return calls_.size(); }
+  const JobOutcome& outcome(size_t choice) const { return calls_[choice]->outcome; }
+
+ private:
+  grpc::Status RunOne(size_t i, const ChoiceEvents& events) {
+    grpc::Status status = calls_[i]->Run([&](const std::string& text, const json& logprobs) {
+      std::lock_guard<std::mutex> lock(events_mutex_);
+      return events.piece(i, text, logprobs);
+    });
+    if (status.ok()) {
+      std::lock_guard<std::mutex> lock(events_mutex_);
+      if (!events.done(i, calls_[i]->outcome)) status = grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+    }
+    if (!status.ok()) CancelAll();
+    return status;
+  }
+
+  // The request's outcome: the first error that is not a cancellation (what caused the others'),
+  // else the first cancellation, else OK.
+  static grpc::Status Cause(const std::vector<grpc::Status>& statuses) {
+    const grpc::Status* cancelled = nullptr;
+    for (const grpc::Status& s : statuses) {
+      if (s.error_code() == grpc::StatusCode::CANCELLED) {
+        if (cancelled == nullptr) cancelled = &s;
+      } else if (!s.ok()) {
+        return s;
+      }
+    }
+    return cancelled != nullptr ? *cancelled : grpc::Status::OK;
+  }
+
+  void CancelAll() {
+    for (auto& call : calls_) call->Cancel();
+  }
+
+  std::vector<std::unique_ptr<JobCall>> calls_;
+  std::mutex events_mutex_;  // one event handed over at a time
+  std::unique_ptr<ConnectionWatcher::Handle> watch_;  // destroyed first: its callback uses the calls
 };
 
 // Appends one piece's logprobs to the whole response's.
@@ -209,6 +303,58 @@ bool ReadBody(const httplib::ContentReader& content, size_t max_bytes, absl::Dur
 bool SendEvent(httplib::DataSink& sink, const std::string& data) {
   const std::string event = absl::StrCat("data: ", data, "\n\n");
   return sink.write(event.data(), event.size());
+}
+
+// The usage of a request's choices: each prompt's tokens once (its first choice's count), every
+// choice's completion tokens.
+json ChoicesUsage(const ChoiceCalls& calls, const MappedRequest& mapped) {
+  uint32_t prompt = 0, completion = 0;
+  for (size_t i = 0; i < calls.size(); ++i) {
+    if (i % mapped.n == 0) prompt += calls.outcome(i).prompt_tokens;
+    completion += calls.outcome(i).completion_tokens;
+  }
+  return Usage(prompt, completion);
+}
+
+// A non-streaming answer: every choice's whole text, once all have ended.
+void Complete(ChoiceCalls& calls, const MappedRequest& mapped, const ResponseHeader& header,
+              httplib::Response& response) {
+  std::vector<ChoiceResult> choices(calls.size());
+  const grpc::Status status = calls.Run({[&](size_t i, const std::string& piece, const json& logprobs) {
+                                           choices[i].text += piece;
+                                           MergeLogprobs(logprobs, &choices[i].logprobs);
+                                           return true;
+                                         },
+                                         [&](size_t i, const JobOutcome& o) {
+                                           choices[i].finish_reason = o.finish_reason;
+                                           choices[i].prompt_logprobs = o.prompt_logprobs;
+                                           return true;
+                                         }});
+  if (!status.ok()) return SendError(response, FromGrpc(status));
+  response.set_content(Dump(CompleteResponse(header, choices, ChoicesUsage(calls, mapped))), "application/json");
+}
+
+// A streamed answer: chunks of every choice as they come (each names its choice), a choice's finish
+// chunk when it ends, then the usage if asked for and [DONE]. False when the client is gone.
+bool Stream(ChoiceCalls& calls, const MappedRequest& mapped, const ResponseHeader& header, httplib::DataSink& sink) {
+  // Chat streams open each choice with the assistant's role, as OpenAI's do.
+  for (size_t i = 0; i < calls.size() && header.endpoint == Endpoint::kChatCompletions; ++i) {
+    if (!SendEvent(sink, Dump(StreamChunk(header, i, "", true, nullptr)))) return false;
+  }
+  const grpc::Status status = calls.Run(
+      {[&](size_t i, const std::string& piece, const json& logprobs) {
+         return SendEvent(sink, Dump(StreamChunk(header, i, piece, false, nullptr, logprobs)));
+       },
+       [&](size_t i, const JobOutcome& o) { return SendEvent(sink, Dump(StreamChunk(header, i, "", false, o.finish_reason))); }});
+  if (status.error_code() == grpc::StatusCode::CANCELLED) return false;  // the client is gone
+  if (!status.ok()) {
+    SendEvent(sink, Dump(ErrorBody(FromGrpc(status))));
+  } else if (mapped.include_usage) {
+    SendEvent(sink, Dump(UsageChunk(header, ChoicesUsage(calls, mapped))));
+  }
+  SendEvent(sink, "[DONE]");
+  sink.done();
+  return true;
 }
 
 // "host:port" -> host (brackets of an IPv6 literal dropped) and port; CheckListenAddress ran first.
@@ -356,47 +502,15 @@ std::shared_ptr<MappedRequest> OpenAiServer::ReadRequest(const httplib::ContentR
 
 void OpenAiServer::Generate(const httplib::Request& request, std::shared_ptr<MappedRequest> mapped,
                             httplib::Response& response, Endpoint endpoint) {
-  auto call = std::make_shared<JobCall>(stub_.get(), mapped, endpoint, model_.tokenizer);
-  call->CancelWhenClosed(watcher_.get(), ConnectionSocket(request));
-  if (grpc::Status accepted = call->Accept(); !accepted.ok()) return SendError(response, FromGrpc(accepted));
+  auto calls = std::make_shared<ChoiceCalls>(stub_.get(), mapped, endpoint, model_.tokenizer);
+  calls->CancelWhenClosed(watcher_.get(), ConnectionSocket(request));
+  if (grpc::Status accepted = calls->Accept(); !accepted.ok()) return SendError(response, FromGrpc(accepted));
   const char* prefix = endpoint == Endpoint::kCompletions ? "cmpl-" : "chatcmpl-";
-  const ResponseHeader header{endpoint, prefix + call->outcome.id, absl::ToUnixSeconds(absl::Now()), model_.id};
-  if (!mapped->stream) {
-    std::string text;
-    json logprobs = nullptr;
-    grpc::Status status = call->Run([&](const std::string& piece, const json& lp) {
-      text += piece;
-      MergeLogprobs(lp, &logprobs);
-      return true;
-    });
-    if (!status.ok()) return SendError(response, FromGrpc(status));
-    const JobOutcome& o = call->outcome;
-    response.set_content(
-        Dump(CompleteResponse(header, text, o.finish_reason, Usage(o.prompt_tokens, o.completion_tokens), logprobs,
-                              o.prompt_logprobs)),
-        "application/json");
-    return;
-  }
+  const ResponseHeader header{endpoint, prefix + calls->outcome(0).id, absl::ToUnixSeconds(absl::Now()), model_.id};
+  if (!mapped->stream) return Complete(*calls, *mapped, header, response);
   // The stream runs in httplib's content provider, after this handler returns, on the same thread.
-  response.set_chunked_content_provider("text/event-stream", [call, mapped, header](size_t, httplib::DataSink& sink) {
-    // Chat streams open with the assistant's role, as OpenAI's do.
-    if (header.endpoint == Endpoint::kChatCompletions && !SendEvent(sink, Dump(StreamChunk(header, "", true, nullptr)))) {
-      return false;
-    }
-    grpc::Status status = call->Run([&](const std::string& piece, const json& lp) {
-      return SendEvent(sink, Dump(StreamChunk(header, piece, false, nullptr, lp)));
-    });
-    if (status.error_code() == grpc::StatusCode::CANCELLED) return false;  // the client is gone
-    const JobOutcome& o = call->outcome;
-    if (!status.ok()) {
-      SendEvent(sink, Dump(ErrorBody(FromGrpc(status))));
-    } else {
-      SendEvent(sink, Dump(StreamChunk(header, "", false, o.finish_reason)));
-      if (mapped->include_usage) SendEvent(sink, Dump(UsageChunk(header, Usage(o.prompt_tokens, o.completion_tokens))));
-    }
-    SendEvent(sink, "[DONE]");
-    sink.done();
-    return true;
+  response.set_chunked_content_provider("text/event-stream", [calls, mapped, header](size_t, httplib::DataSink& sink) {
+    return Stream(*calls, *mapped, header, sink);
   });
   response.set_header("Cache-Control", "no-cache");
 }

@@ -3,8 +3,9 @@
 //   GET /v1/models and GET /health,
 // and runs every job through the worker's own Generation service over the channel it is given (an
 // in-process channel to the same gRPC server), so HTTP and gRPC jobs share one path, one job table and
-// one set of limits. A client that disconnects cancels its job at once, streaming or not (the
-// ConnectionWatcher sees the hang-up while the job runs). The mapping between the two APIs is
+// one set of limits. A request's choices (`n`, batches of prompts) are a job each, admitted together
+// or not at all and run together. A client that disconnects cancels its jobs at once, streaming or not
+// (the ConnectionWatcher sees the hang-up while they run). The mapping between the two APIs is
 // openai_api.h.
 //
 // Thread-safety: httplib serves each connection on a thread of its own (ConnectionPool); the server

@@ -8,9 +8,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <iostream>
+#include <set>
 #include <functional>
 #include <string>
 #include <thread>
@@ -415,6 +417,164 @@ TEST_F(OpenAiServerTest, EchoWithNoTokensScoresThePrompt) {
   }
 }
 
+// The JSON of every server-sent event of a stream but [DONE] (each event is one write, so one chunk).
+std::vector<nlohmann::json> Events(const std::string& response) {
+  std::vector<nlohmann::json> events;
+  for (size_t at = response.find("data: "); at != std::string::npos; at = response.find("data: ", at + 1)) {
+    const std::string data = response.substr(at + 6, response.find('\n', at) - at - 6);
+    if (data != "[DONE]") events.push_back(nlohmann::json::parse(data, nullptr, false));
+  }
+  return events;
+}
+
+// `body` with `fields` set.
+nlohmann::json With(nlohmann::json body, const nlohmann::json& fields) {
+  for (const auto& [key, value] : fields.items()) body[key] = value;
+  return body;
+}
+
+// A batch of prompts with n choices each answers as the same requests sent one by one would: choice
+// p*n+j is prompt p's greedy text, or with a seed the text of seed + j; the usage counts each prompt
+// once and every choice's tokens. Streamed, each choice's chunks add up to its text and end once.
+TEST_F(OpenAiServerTest, ABatchOfPromptsTimesNAnswersAsOneRequestPerChoice) {
+  auto http = StartPlain();
+  const auto complete = [&](const nlohmann::json& body) {
+    return Body(Exchange(http->port(), Post("/v1/completions", body.dump())));
+  };
+  const nlohmann::json greedy = {{"model", "m"}, {"max_tokens", 6}, {"temperature", 0}};
+  const nlohmann::json prompts = nlohmann::json::array({"Once", "The dog ran"});
+  std::vector<std::string> texts;
+  uint32_t prompt_tokens = 0;
+  for (const auto& prompt : prompts) {
+    const nlohmann::json one = complete(With(greedy, {{"prompt", prompt}}));
+    ASSERT_TRUE(one.contains("choices")) << one;
+    texts.push_back(one["choices"][0]["text"]);
+    prompt_tokens += one["usage"]["prompt_tokens"].get<uint32_t>();
+  }
+  const nlohmann::json batch = complete(With(greedy, {{"prompt", prompts}, {"n", 2}}));
+  ASSERT_EQ(batch["choices"].size(), 4u) << batch;
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(batch["choices"][i]["index"], i);
+    EXPECT_EQ(batch["choices"][i]["text"], texts[i / 2]) << i;
+    EXPECT_EQ(batch["choices"][i]["finish_reason"], "length") << i;
+  }
+  EXPECT_EQ(batch["usage"]["prompt_tokens"], prompt_tokens);
+  EXPECT_EQ(batch["usage"]["completion_tokens"], 4 * 6);
+
+  const nlohmann::json sampled = {{"model", "m"}, {"prompt", "Once"}, {"max_tokens", 12}, {"temperature", 1}};
+  const nlohmann::json three = complete(With(sampled, {{"n", 3}, {"seed", 5}}));
+  ASSERT_EQ(three["choices"].size(), 3u) << three;
+  std::set<std::string> distinct;
+  for (int j = 0; j < 3; ++j) {
+    const nlohmann::json alone = complete(With(sampled, {{"seed", 5 + j}}));
+    EXPECT_EQ(three["choices"][j]["text"], alone["choices"][0]["text"]) << j;
+    distinct.insert(three["choices"][j]["text"].get<std::string>());
+  }
+  EXPECT_GT(distinct.size(), 1u) << three;  // the choices are not one text thrice
+
+  const std::string streamed = Exchange(http->port(), Post("/v1/completions", With(greedy, {
+      {"prompt", prompts}, {"n", 2}, {"stream", true}, {"stream_options", {{"include_usage", true}}}}).dump()));
+  std::vector<std::string> pieces(4);
+  std::vector<int> finishes(4, 0);
+  nlohmann::json usage;
+  for (const nlohmann::json& event : Events(streamed)) {
+    if (event.contains("usage")) usage = event["usage"];
+    for (const nlohmann::json& choice : event["choices"]) {
+      const size_t i = choice["index"];
+      ASSERT_LT(i, 4u) << event;
+      EXPECT_EQ(finishes[i], 0) << "a chunk after choice " << i << "'s end: " << event;
+      pieces[i] += choice["text"].get<std::string>();
+      finishes[i] += choice["finish_reason"].is_null() ? 0 : 1;
+    }
+  }
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(pieces[i], texts[i / 2]) << i;
+    EXPECT_EQ(finishes[i], 1) << i;
+  }
+  EXPECT_EQ(usage, batch["usage"]) << streamed;
+  EXPECT_NE(streamed.find("data: [DONE]"), std::string::npos);
+}
+
+// Chat's n: every choice opens with the assistant's role and answers the conversation.
+TEST_F(OpenAiServerTest, ChatChoicesEachOpenWithTheRole) {
+  auto http = StartPlain();
+  const nlohmann::json chat = {{"model", "m"}, {"messages", {{{"role", "user"}, {"content", "A cat"}}}},
+                               {"max_tokens", 5}, {"temperature", 0}};
+  const nlohmann::json one = Body(Exchange(http->port(), Post("/v1/chat/completions", chat.dump())));
+  ASSERT_TRUE(one.contains("choices")) << one;
+  const nlohmann::json two = Body(Exchange(http->port(), Post("/v1/chat/completions", With(chat, {{"n", 2}}).dump())));
+  ASSERT_EQ(two["choices"].size(), 2u) << two;
+  for (int i = 0; i < 2; ++i) EXPECT_EQ(two["choices"][i]["message"], one["choices"][0]["message"]) << i;
+  EXPECT_EQ(two["usage"]["prompt_tokens"], one["usage"]["prompt_tokens"]);
+  const std::string streamed =
+      Exchange(http->port(), Post("/v1/chat/completions", With(chat, {{"n", 2}, {"stream", true}}).dump()));
+  std::vector<int> first_roles(2, -1);  // the event number of each choice's first chunk with a role
+  std::vector<int> firsts(2, -1);
+  const std::vector<nlohmann::json> events = Events(streamed);
+  for (size_t e = 0; e < events.size(); ++e) {
+    for (const nlohmann::json& choice : events[e]["choices"]) {
+      const size_t i = choice["index"];
+      ASSERT_LT(i, 2u);
+      if (firsts[i] < 0) firsts[i] = int(e);
+      if (choice["delta"].contains("role") && first_roles[i] < 0) first_roles[i] = int(e);
+    }
+  }
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_GE(firsts[i], 0) << streamed;
+    EXPECT_EQ(first_roles[i], firsts[i]) << i << ": " << streamed;
+  }
+}
+
+// A request whose choices do not all fit the worker (here 2 places: one running, one waiting) is a
+// 429 that leaves nothing behind: the jobs accepted before the refusal are cancelled at once.
+TEST_F(OpenAiServerTest, ChoicesAreAdmittedWholeOrNotAtAll) {
+  WorkerOptions options;
+  options.weights = weights_.get();
+  options.tokenizer = tokenizer_.get();
+  options.default_policy.set_name("full");
+  options.max_batch = 1;
+  options.max_waiting = 1;
+  GenerationService small(options);
+  ServerOptions server;
+  server.listen_addresses = {"127.0.0.1:0"};
+  server.plaintext = true;
+  auto grpc = RunningServer::Start(server, {&small});
+  ASSERT_TRUE(grpc.ok()) << grpc.status();
+  OpenAiServerOptions http_options;
+  http_options.listen = "127.0.0.1:0";
+  http_options.plaintext = true;
+  auto http = OpenAiServer::Start(http_options, {"m", tokenizer_.get(), 512},  // max_choices above the worker's
+                                  (*grpc)->server()->InProcessChannel(grpc::ChannelArguments()));
+  ASSERT_TRUE(http.ok()) << http.status();
+  const std::string r = Exchange((*http)->port(), Post("/v1/completions", R"({"model":"m","prompt":[1],"n":3,
+      "max_tokens":500,"ignore_eos":true})"));
+  EXPECT_EQ(Status(r), 429) << r;
+  const auto jobs = [&] {
+    grpc::ServerContext context;
+    v1::ListJobsRequest list;
+    v1::ListJobsResponse response;
+    EXPECT_TRUE(small.ListJobs(&context, &list, &response).ok());
+    return response;
+  };
+  const auto live = [](const v1::ListJobsResponse& list) {
+    return std::count_if(list.jobs().begin(), list.jobs().end(), [](const v1::JobStatus& job) {
+      return job.state() == v1::JOB_STATE_RUNNING || job.state() == v1::JOB_STATE_QUEUED;
+    });
+  };
+  const absl::Time give_up = absl::Now() + absl::Seconds(10);
+  while (live(jobs()) > 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
+  const v1::ListJobsResponse ended = jobs();
+  EXPECT_EQ(ended.jobs_size(), 2) << ended.DebugString();  // the two admitted; the refused one never was
+  for (const v1::JobStatus& job : ended.jobs()) {  // cancelled long before their 500 tokens
+    EXPECT_EQ(job.state(), v1::JOB_STATE_CANCELLED) << job.DebugString();
+    EXPECT_LT(job.stats().generated_tokens(), 500u) << job.DebugString();
+  }
+  const std::string fits = Exchange((*http)->port(), Post("/v1/completions", R"({"model":"m","prompt":[1],"n":2,
+      "max_tokens":3})"));
+  EXPECT_EQ(Status(fits), 200) << fits;
+  EXPECT_EQ(Body(fits)["choices"].size(), 2u) << fits;
+}
+
 // A worker on a model slow enough that 1000 tokens take seconds (stories110M's shape, one layer,
 // random weights), for clients that give up on a non-streaming request: they close the connection
 // while the job runs and no byte is due to them yet, and the job must be cancelled at once, not when it
@@ -531,6 +691,41 @@ TEST_F(HangUpTest, ATlsClientThatGivesUpOnANonStreamingRequestCancelsItsJob) {
         });
       },
       [&] { curl.join(); });
+}
+
+// A stream of several choices is one client: its hang-up cancels every choice's job.
+TEST_F(HangUpTest, AClientThatHangsUpOnAStreamOfSeveralChoicesCancelsThemAll) {
+  OpenAiServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.plaintext = true;
+  auto http = StartHttp(options);
+  ASSERT_NE(http, nullptr);
+  gate_->HoldAfter(4);
+  const int fd = Connect(http->port());
+  ASSERT_GE(fd, 0);
+  const std::string request = Post("/v1/completions", R"({"model":"m","prompt":[1,2,3],"max_tokens":1000,
+      "ignore_eos":true,"temperature":0,"n":2,"stream":true})");
+  ASSERT_EQ(send(fd, request.data(), request.size(), MSG_NOSIGNAL), ssize_t(request.size()));
+  const bool held = gate_->AwaitHeld(absl::Seconds(30));
+  close(fd);
+  gate_->Release();
+  ASSERT_TRUE(held) << "no token step reached the gate";
+  v1::ListJobsResponse jobs;
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  for (bool live = true; live && absl::Now() < give_up;) {
+    grpc::ServerContext context;
+    v1::ListJobsRequest list;
+    jobs.Clear();
+    ASSERT_TRUE(service_->ListJobs(&context, &list, &jobs).ok());
+    live = std::any_of(jobs.jobs().begin(), jobs.jobs().end(),
+                       [](const v1::JobStatus& job) { return job.state() == v1::JOB_STATE_RUNNING; });
+    if (live) absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(jobs.jobs_size(), 2) << jobs.DebugString();
+  for (const v1::JobStatus& job : jobs.jobs()) {
+    EXPECT_EQ(job.state(), v1::JOB_STATE_CANCELLED) << job.DebugString();
+    EXPECT_LT(job.stats().generated_tokens(), 1000u) << job.DebugString();
+  }
 }
 
 // A worker that is full: every job refused RESOURCE_EXHAUSTED, as the scheduler refuses one beyond

@@ -266,7 +266,7 @@ int Serve(const worker::WorkerOptions& options, const worker::Tokenizer* tokeniz
   http_options.plaintext = server_options.plaintext;
   http_options.tls = server_options.tls;
   auto http = worker::http::OpenAiServer::StartIfAsked(
-      http_options, {options.model_name, tokenizer, options.weights->config().seq_len},
+      http_options, {options.model_name, tokenizer, options.weights->config().seq_len, options.max_batch + options.max_waiting},
       (*server)->server()->InProcessChannel(grpc::ChannelArguments()));
   if (!http.ok()) return Fail(kStartFailed, http.status().message());
   WritePortFile(absl::GetFlag(FLAGS_port_file), (*server)->bound_port(0));
