@@ -656,10 +656,10 @@ json PromptLogprobs(const v1::PromptLogprobs& prompt, uint32_t top) {
   return out;
 }
 
-std::string EchoPrompt(const MappedRequest& request, const v1::GenerateRequest& job, const v1::PromptLogprobs& prompt,
-                       const std::string& first_piece, json* logprobs) {
+std::string EchoPrompt(const MappedRequest& request, const v1::GenerateRequest& prompt,
+                       const v1::PromptLogprobs& prompt_logprobs, const std::string& first_piece, json* logprobs) {
   std::string pieces = first_piece;
-  for (const v1::TokenLogprobs& token : prompt.tokens()) pieces += token.token().piece();
+  for (const v1::TokenLogprobs& token : prompt_logprobs.tokens()) pieces += token.token().piece();
   if (request.logprobs) {
     InitCompletionLogprobs(logprobs);
     (*logprobs)["tokens"].push_back(first_piece);
@@ -667,12 +667,12 @@ std::string EchoPrompt(const MappedRequest& request, const v1::GenerateRequest& 
     (*logprobs)["top_logprobs"].push_back(nullptr);
     (*logprobs)["text_offset"].push_back(0);
     size_t offset = first_piece.size();
-    for (const v1::TokenLogprobs& token : prompt.tokens()) {
+    for (const v1::TokenLogprobs& token : prompt_logprobs.tokens()) {
       AppendLogprobs(Endpoint::kCompletions, Truncated(token, request.top_logprobs), offset, logprobs);
       offset += token.token().piece().size();
     }
   }
-  return job.has_text() ? job.text() : pieces;
+  return prompt.has_text() ? prompt.text() : pieces;
 }
 
 namespace {

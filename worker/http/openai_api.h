@@ -104,13 +104,14 @@ void AppendLogprobs(Endpoint endpoint, const v1::TokenLogprobs& token, size_t te
 // prompt's own token.
 nlohmann::json PromptLogprobs(const v1::PromptLogprobs& prompt, uint32_t top);
 
-// Completions' echo: the prompt text that precedes the output of `job` (a ChoiceJob of `request`:
-// its text, or its token-id prompt's pieces) and, with logprobs, its tokens appended to `logprobs` in
-// completions' format (the first token's logprob and top_logprobs null, as OpenAI reports them).
-// `first_piece` is the first prompt token's text (nothing precedes it, so the worker reports no piece
-// for it).
-std::string EchoPrompt(const MappedRequest& request, const v1::GenerateRequest& job, const v1::PromptLogprobs& prompt,
-                       const std::string& first_piece, nlohmann::json* logprobs);
+// Completions' echo: the prompt text that precedes the output of a job whose prompt is `prompt` (one
+// of request.prompts: its text, or its token-id prompt's pieces) and, with logprobs, its tokens
+// appended to `logprobs` in completions' format (the first token's logprob and top_logprobs null, as
+// OpenAI reports them). `first_piece` is the first prompt token's text (nothing precedes it, so the
+// worker reports no piece for it).
+std::string EchoPrompt(const MappedRequest& request, const v1::GenerateRequest& prompt,
+                       const v1::PromptLogprobs& prompt_logprobs, const std::string& first_piece,
+                       nlohmann::json* logprobs);
 
 // Response documents. `id` is the response id ("cmpl-..." / "chatcmpl-..."), `created` Unix seconds.
 struct ResponseHeader {

@@ -529,7 +529,7 @@ TEST(OpenAiApiTest, EchoPutsThePromptAndItsLogprobsFirst) {
   *prompt.add_tokens() = Position(7, -0.5f, 1, {{7, -0.5f}});
   *prompt.add_tokens() = Position(5, -4.f, 9, {{1, -0.25f}});
   json logprobs = nullptr;
-  EXPECT_EQ(EchoPrompt(m, ChoiceJob(m, 0), prompt, "B", &logprobs), "Bp7p5");  // token ids: the prompt's pieces
+  EXPECT_EQ(EchoPrompt(m, m.prompts[0], prompt, "B", &logprobs), "Bp7p5");  // token ids: the prompt's pieces
   EXPECT_EQ(logprobs, json::parse(R"({"tokens": ["B", "p7", "p5"], "token_logprobs": [null, -0.5, -4.0],
       "top_logprobs": [null, {"p7": -0.5}, {"p1": -0.25}], "text_offset": [0, 1, 3]})"));
   // A text prompt is echoed as sent; without logprobs none are reported.
@@ -538,7 +538,7 @@ TEST(OpenAiApiTest, EchoPutsThePromptAndItsLogprobsFirst) {
                 .http_status,
             0);
   json none = nullptr;
-  EXPECT_EQ(EchoPrompt(text, ChoiceJob(text, 0), prompt, "", &none), "Once");
+  EXPECT_EQ(EchoPrompt(text, text.prompts[0], prompt, "", &none), "Once");
   EXPECT_TRUE(none.is_null());
   // Chat has no echo.
   EXPECT_EQ(MapError(Endpoint::kChatCompletions,

@@ -64,13 +64,15 @@ std::string FirstPromptPiece(const v1::GenerateRequest& request, const Tokenizer
 // then cancelled, which cancels the job.
 class JobCall {
  public:
-  JobCall(v1::Generation::Stub* stub, std::shared_ptr<const MappedRequest> mapped, v1::GenerateRequest job,
-          Endpoint endpoint, const Tokenizer* tokenizer)
+  // The call starts here; the job's request (ChoiceJob) lives only while it is sent (the reader's
+  // constructor waits for that), the call keeps just its prompt, in `mapped`.
+  JobCall(v1::Generation::Stub* stub, std::shared_ptr<const MappedRequest> mapped, size_t choice, Endpoint endpoint,
+          const Tokenizer* tokenizer)
       : endpoint_(endpoint),
         mapped_(std::move(mapped)),
-        job_(std::move(job)),
-        first_piece_(FirstPromptPiece(job_, tokenizer)),
-        reader_(stub->Generate(&context_, job_)) {}
+        prompt_(mapped_->prompts[choice / mapped_->n]),
+        first_piece_(FirstPromptPiece(prompt_, tokenizer)),
+        reader_(stub->Generate(&context_, ChoiceJob(*mapped_, choice))) {}
 
   grpc::Status Accept() {
     v1::GenerateResponse event;
@@ -92,7 +94,7 @@ class JobCall {
         }
         if (!mapped_->echo) continue;
         json logprobs = nullptr;
-        const std::string text = EchoPrompt(*mapped_, job_, event.prompt_logprobs(), first_piece_, &logprobs);
+        const std::string text = EchoPrompt(*mapped_, prompt_, event.prompt_logprobs(), first_piece_, &logprobs);
         outcome.text_bytes = text.size();
         if (!on_piece(text, logprobs)) return Abandon();
       } else if (event.has_tokens()) {
@@ -129,7 +131,7 @@ class JobCall {
 
   const Endpoint endpoint_;
   const std::shared_ptr<const MappedRequest> mapped_;
-  const v1::GenerateRequest job_;
+  const v1::GenerateRequest& prompt_;  // the choice's prompt, in mapped_->prompts
   const std::string first_piece_;
   grpc::ClientContext context_;
   std::unique_ptr<grpc::ClientReader<v1::GenerateResponse>> reader_;
@@ -151,7 +153,7 @@ class ChoiceCalls {
   ChoiceCalls(v1::Generation::Stub* stub, const std::shared_ptr<const MappedRequest>& mapped, Endpoint endpoint,
               const Tokenizer* tokenizer) {
     for (size_t i = 0; i < ChoiceCount(*mapped); ++i) {
-      calls_.push_back(std::make_unique<JobCall>(stub, mapped, ChoiceJob(*mapped, i), endpoint, tokenizer));
+      calls_.push_back(std::make_unique<JobCall>(stub, mapped, i, endpoint, tokenizer));
     }
   }
 

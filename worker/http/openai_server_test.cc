@@ -427,6 +427,27 @@ std::vector<nlohmann::json> Events(const std::string& response) {
   return events;
 }
 
+// The jobs `service` lists once none of them runs or waits any more (or after 30 s).
+v1::ListJobsResponse EndedJobs(GenerationService* service) {
+  const auto list = [&] {
+    grpc::ServerContext context;
+    v1::ListJobsRequest request;
+    v1::ListJobsResponse response;
+    EXPECT_TRUE(service->ListJobs(&context, &request, &response).ok());
+    return response;
+  };
+  const auto live = [](const v1::JobStatus& job) {
+    return job.state() == v1::JOB_STATE_RUNNING || job.state() == v1::JOB_STATE_QUEUED;
+  };
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  v1::ListJobsResponse jobs = list();
+  while (std::any_of(jobs.jobs().begin(), jobs.jobs().end(), live) && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(5));
+    jobs = list();
+  }
+  return jobs;
+}
+
 // `body` with `fields` set.
 nlohmann::json With(nlohmann::json body, const nlohmann::json& fields) {
   for (const auto& [key, value] : fields.items()) body[key] = value;
@@ -460,6 +481,13 @@ TEST_F(OpenAiServerTest, ABatchOfPromptsTimesNAnswersAsOneRequestPerChoice) {
   }
   EXPECT_EQ(batch["usage"]["prompt_tokens"], prompt_tokens);
   EXPECT_EQ(batch["usage"]["completion_tokens"], 4 * 6);
+
+  // Echo puts each choice's own prompt first.
+  const nlohmann::json echoed = complete(With(greedy, {{"prompt", prompts}, {"n", 2}, {"echo", true}}));
+  ASSERT_EQ(echoed["choices"].size(), 4u) << echoed;
+  for (size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(echoed["choices"][i]["text"], prompts[i / 2].get<std::string>() + texts[i / 2]) << i;
+  }
 
   const nlohmann::json sampled = {{"model", "m"}, {"prompt", "Once"}, {"max_tokens", 12}, {"temperature", 1}};
   const nlohmann::json three = complete(With(sampled, {{"n", 3}, {"seed", 5}}));
@@ -549,21 +577,7 @@ TEST_F(OpenAiServerTest, ChoicesAreAdmittedWholeOrNotAtAll) {
   const std::string r = Exchange((*http)->port(), Post("/v1/completions", R"({"model":"m","prompt":[1],"n":3,
       "max_tokens":500,"ignore_eos":true})"));
   EXPECT_EQ(Status(r), 429) << r;
-  const auto jobs = [&] {
-    grpc::ServerContext context;
-    v1::ListJobsRequest list;
-    v1::ListJobsResponse response;
-    EXPECT_TRUE(small.ListJobs(&context, &list, &response).ok());
-    return response;
-  };
-  const auto live = [](const v1::ListJobsResponse& list) {
-    return std::count_if(list.jobs().begin(), list.jobs().end(), [](const v1::JobStatus& job) {
-      return job.state() == v1::JOB_STATE_RUNNING || job.state() == v1::JOB_STATE_QUEUED;
-    });
-  };
-  const absl::Time give_up = absl::Now() + absl::Seconds(10);
-  while (live(jobs()) > 0 && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(5));
-  const v1::ListJobsResponse ended = jobs();
+  const v1::ListJobsResponse ended = EndedJobs(&small);
   EXPECT_EQ(ended.jobs_size(), 2) << ended.DebugString();  // the two admitted; the refused one never was
   for (const v1::JobStatus& job : ended.jobs()) {  // cancelled long before their 500 tokens
     EXPECT_EQ(job.state(), v1::JOB_STATE_CANCELLED) << job.DebugString();
@@ -573,6 +587,81 @@ TEST_F(OpenAiServerTest, ChoicesAreAdmittedWholeOrNotAtAll) {
       "max_tokens":3})"));
   EXPECT_EQ(Status(fits), 200) << fits;
   EXPECT_EQ(Body(fits)["choices"].size(), 2u) << fits;
+}
+
+// A choice the worker refuses for its own reason (here a prompt too long for max_tokens in a batch whose
+// other prompt is fine) fails the request with that reason, and the other choice's job is cancelled.
+TEST_F(OpenAiServerTest, AChoiceRefusedFailsTheRequestAndCancelsTheOthers) {
+  auto http = StartPlain();
+  const nlohmann::json body = {{"model", "m"}, {"prompt", {std::vector<int>{1, 2}, std::vector<int>(200, 1)}},
+                               {"max_tokens", 400}, {"ignore_eos", true}};
+  const std::string r = Exchange(http->port(), Post("/v1/completions", body.dump()));
+  EXPECT_EQ(Status(r), 400) << r;
+  EXPECT_NE(r.find("context"), std::string::npos) << r;  // the worker's reason
+  const v1::ListJobsResponse jobs = EndedJobs(service_.get());
+  EXPECT_LE(jobs.jobs_size(), 1) << jobs.DebugString();  // the short prompt's, if it was admitted first
+  for (const v1::JobStatus& job : jobs.jobs()) {
+    EXPECT_EQ(job.state(), v1::JOB_STATE_CANCELLED) << job.DebugString();
+    EXPECT_LT(job.stats().generated_tokens(), 400u) << job.DebugString();
+  }
+  ExpectServing(http->port());
+}
+
+// A worker whose job of seed 1 fails after its first tokens while the others run on until cancelled
+// (each counted): a choice that breaks mid-run.
+class OneChoiceBreaks final : public v1::Generation::Service {
+ public:
+  // True once `n` jobs have seen their cancellation (a server handler notices it after the client's
+  // call has ended), false after 10 s.
+  bool AwaitCancelled(int n) {
+    const absl::Time give_up = absl::Now() + absl::Seconds(10);
+    while (cancelled.load() < n && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+    return cancelled.load() == n;
+  }
+
+  std::atomic<int> cancelled{0};
+
+ private:
+  grpc::Status Generate(grpc::ServerContext* context, const v1::GenerateRequest* request,
+                        grpc::ServerWriter<v1::GenerateResponse>* writer) override {
+    v1::GenerateResponse event;
+    event.mutable_accepted()->set_job_id(absl::StrCat("job-", request->sampling().seed()));
+    writer->Write(event);
+    event.mutable_tokens()->set_text("x");
+    writer->Write(event);
+    if (request->sampling().seed() == 1) return grpc::Status(grpc::StatusCode::INTERNAL, "choice 1 broke");
+    const absl::Time give_up = absl::Now() + absl::Seconds(30);
+    while (!context->IsCancelled() && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+    if (context->IsCancelled()) ++cancelled;
+    return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+  }
+};
+
+// The request reports the broken choice's error (not the cancellations it caused), streamed or not,
+// and the choices still running are cancelled, not left to run for nobody.
+TEST(OpenAiServerChoices, AChoiceThatBreaksMidRunFailsTheRequestAndCancelsTheOthers) {
+  OneChoiceBreaks worker;
+  ServerOptions server;
+  server.listen_addresses = {"127.0.0.1:0"};
+  server.plaintext = true;
+  auto grpc = RunningServer::Start(server, {&worker});
+  ASSERT_TRUE(grpc.ok()) << grpc.status();
+  OpenAiServerOptions options;
+  options.listen = "127.0.0.1:0";
+  options.plaintext = true;
+  auto http = OpenAiServer::Start(options, {"m", nullptr, 512}, (*grpc)->server()->InProcessChannel(grpc::ChannelArguments()));
+  ASSERT_TRUE(http.ok()) << http.status();
+  const std::string whole = Exchange((*http)->port(), Post("/v1/completions", R"({"model":"m","prompt":[1],"n":3,
+      "seed":0,"max_tokens":5})"));
+  EXPECT_EQ(Status(whole), 500) << whole;
+  EXPECT_NE(whole.find("choice 1 broke"), std::string::npos) << whole;
+  EXPECT_TRUE(worker.AwaitCancelled(2)) << worker.cancelled.load();  // seeds 0 and 2
+  const std::string streamed = Exchange((*http)->port(), Post("/v1/completions", R"({"model":"m","prompt":[1],"n":3,
+      "seed":0,"max_tokens":5,"stream":true})"));
+  EXPECT_EQ(Status(streamed), 200) << streamed;
+  EXPECT_NE(streamed.find("choice 1 broke"), std::string::npos) << streamed;
+  EXPECT_NE(streamed.find("data: [DONE]"), std::string::npos) << streamed;
+  EXPECT_TRUE(worker.AwaitCancelled(4)) << worker.cancelled.load();
 }
 
 // A worker on a model slow enough that 1000 tokens take seconds (stories110M's shape, one layer,
@@ -710,17 +799,7 @@ TEST_F(HangUpTest, AClientThatHangsUpOnAStreamOfSeveralChoicesCancelsThemAll) {
   close(fd);
   gate_->Release();
   ASSERT_TRUE(held) << "no token step reached the gate";
-  v1::ListJobsResponse jobs;
-  const absl::Time give_up = absl::Now() + absl::Seconds(30);
-  for (bool live = true; live && absl::Now() < give_up;) {
-    grpc::ServerContext context;
-    v1::ListJobsRequest list;
-    jobs.Clear();
-    ASSERT_TRUE(service_->ListJobs(&context, &list, &jobs).ok());
-    live = std::any_of(jobs.jobs().begin(), jobs.jobs().end(),
-                       [](const v1::JobStatus& job) { return job.state() == v1::JOB_STATE_RUNNING; });
-    if (live) absl::SleepFor(absl::Milliseconds(5));
-  }
+  const v1::ListJobsResponse jobs = EndedJobs(service_.get());
   ASSERT_EQ(jobs.jobs_size(), 2) << jobs.DebugString();
   for (const v1::JobStatus& job : jobs.jobs()) {
     EXPECT_EQ(job.state(), v1::JOB_STATE_CANCELLED) << job.DebugString();
